@@ -1,0 +1,1 @@
+//! HTTP API approver, review web console, outbound webhook approver and the approvals CLI.

@@ -1,0 +1,1 @@
+//! The `#[requires_approval]` attribute (see approvals-core).

@@ -1,0 +1,1 @@
+//! Slack channel for approvals: Block Kit messages, interactivity handler, Socket Mode.

@@ -1,0 +1,1 @@
+//! Durable approval store and audit sink on SQLite (embedded default) and PostgreSQL.

@@ -1,0 +1,1 @@
+//! Microsoft Teams channel for approvals: Bot Framework and Adaptive Card Action.Execute.

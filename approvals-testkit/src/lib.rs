@@ -1,0 +1,1 @@
+//! Conformance suites for stores and approvers, and test helpers.

@@ -1,0 +1,1 @@
+//! Runnable examples live under src/bin.

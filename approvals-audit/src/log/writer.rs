@@ -1,0 +1,455 @@
+//! Appending events and checkpoints to a log file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::LogError;
+use super::format::{entry_hash, write_checkpoint, write_entry};
+use super::verify::{ProblemKind, Scanner, Warning};
+use crate::canonical;
+use crate::merkle::{Frontier, Hash, leaf_hash};
+use crate::note::{Checkpoint, Signer, Verifier};
+
+/// When appended entries reach the disk. Checkpoints are always written and synced
+/// (`fdatasync`) before [`LogWriter::checkpoint`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// Every entry is written and synced to disk before `append` returns: nothing
+    /// acknowledged is lost, even on power failure. The slowest policy.
+    #[default]
+    Always,
+    /// Every entry is handed to the operating system before `append` returns: it survives a
+    /// crash of the process, not of the machine. Synced at checkpoints.
+    Write,
+    /// Entries are buffered in memory (64 KiB) and written and synced at checkpoints,
+    /// [`LogWriter::sync`] and close. Fastest; a crash loses the entries since the last
+    /// checkpoint.
+    Buffered,
+}
+
+/// How a [`LogWriter`] names, checkpoints and syncs its log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// The log's identity, the first line of every checkpoint (e.g. `audit.example.com/prod`).
+    /// The signing key's name should match it.
+    pub origin: String,
+    /// Write a checkpoint after this many entries (0: never by count).
+    pub checkpoint_every: u64,
+    /// Write a checkpoint when an entry is appended this long after the last checkpoint.
+    /// Checked on append; call [`LogWriter::checkpoint`] from a timer for idle logs.
+    pub checkpoint_interval: Option<Duration>,
+    /// When entries reach the disk.
+    pub sync: SyncPolicy,
+    /// Also keep the latest signed checkpoint in this file (replaced atomically), to be
+    /// copied off the machine or passed to [`super::LogVerifier::known_checkpoint_file`].
+    pub latest_checkpoint_file: Option<PathBuf>,
+}
+
+impl LogConfig {
+    /// Defaults: a checkpoint every 1000 entries or 10 seconds, [`SyncPolicy::Always`].
+    pub fn new(origin: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            checkpoint_every: 1000,
+            checkpoint_interval: Some(Duration::from_secs(10)),
+            sync: SyncPolicy::Always,
+            latest_checkpoint_file: None,
+        }
+    }
+
+    /// Sets [`Self::checkpoint_every`].
+    pub fn checkpoint_every(mut self, entries: u64) -> Self {
+        self.checkpoint_every = entries;
+        self
+    }
+
+    /// Sets [`Self::checkpoint_interval`].
+    pub fn checkpoint_interval(mut self, interval: Option<Duration>) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Sets [`Self::sync`].
+    pub fn sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`Self::latest_checkpoint_file`].
+    pub fn latest_checkpoint_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.latest_checkpoint_file = Some(path.into());
+        self
+    }
+}
+
+/// Appends events to a log file, hash-chaining them and writing signed checkpoints.
+///
+/// One writer per file: the writer keeps the chain and tree state in memory, so two writers
+/// (or processes) appending to the same file would corrupt it.
+///
+/// ```
+/// use approvals_audit::log::{LogConfig, LogWriter, verify_file};
+/// use approvals_audit::note::Signer;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("audit.jsonl");
+/// let signer = Signer::generate("audit.example/prod")?;
+/// let mut log = LogWriter::create(&path, LogConfig::new("audit.example/prod"), signer.clone())?;
+/// log.append(&serde_json::json!({"event": "requested", "request": "r1"}))?;
+/// log.close()?;
+///
+/// let report = verify_file(&path, &[signer.verifier()])?;
+/// assert!(report.is_ok() && report.warnings.is_empty(), "{report}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    file: BufWriter<File>,
+    config: LogConfig,
+    signers: Vec<Signer>,
+    tree: Frontier,
+    last_entry_hash: Hash,
+    last_checkpoint: Option<Checkpoint>,
+    last_checkpoint_at: Instant,
+    event_buf: Vec<u8>,
+    line_buf: Vec<u8>,
+    poisoned: bool,
+    closed: bool,
+}
+
+fn check_origin(origin: &str) -> Result<(), LogError> {
+    if origin.is_empty() || origin.chars().any(char::is_control) {
+        return Err(LogError::Invalid(format!(
+            "invalid log origin {origin:?}: it must be one non-empty line"
+        )));
+    }
+    Ok(())
+}
+
+fn sync_parent_dir(path: &Path) {
+    // Makes the new directory entry durable. Not possible on every platform; best effort.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+}
+
+impl LogWriter {
+    /// Creates a new, empty log at `path`; fails if the file exists.
+    pub fn create(
+        path: impl AsRef<Path>,
+        config: LogConfig,
+        signer: Signer,
+    ) -> Result<Self, LogError> {
+        let path = path.as_ref();
+        check_origin(&config.origin)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(LogError::io(format!(
+                "creating audit log {}",
+                path.display()
+            )))?;
+        sync_parent_dir(path);
+        Ok(Self::from_parts(
+            path,
+            file,
+            config,
+            signer,
+            Scanner::unsigned(None),
+        ))
+    }
+
+    /// Opens the log at `path` to append to it, creating it if it does not exist.
+    ///
+    /// An existing log is read first: entry hashes, the chain and every checkpoint's root
+    /// must be intact (signatures are not checked here; use [`super::verify_file`]), and its
+    /// checkpoints must carry `config.origin`. An incomplete last line, left by a write that
+    /// was interrupted before it returned, is cut off.
+    pub fn open(
+        path: impl AsRef<Path>,
+        config: LogConfig,
+        signer: Signer,
+    ) -> Result<Self, LogError> {
+        let path = path.as_ref();
+        check_origin(&config.origin)?;
+        let existing = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Self::create(path, config, signer);
+            }
+            Err(e) => return Err(LogError::io(format!("opening {}", path.display()))(e)),
+        };
+        let mut scanner = Scanner::unsigned(Some(config.origin.clone()));
+        scanner.read_all(BufReader::with_capacity(1 << 16, existing))?;
+        scanner.finish_in_place();
+        if let Some(p) = scanner.report.problems.iter().find_map(|p| match &p.kind {
+            ProblemKind::CheckpointOrigin { found, .. } => Some(found.clone()),
+            _ => None,
+        }) {
+            return Err(LogError::OriginMismatch {
+                expected: config.origin,
+                found: p,
+            });
+        }
+        if !scanner.report.is_ok() {
+            return Err(LogError::Corrupt {
+                path: path.to_owned(),
+                report: Box::new(scanner.report),
+            });
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(LogError::io(format!("opening {}", path.display())))?;
+        let torn = scanner
+            .report
+            .warnings
+            .iter()
+            .any(|w| matches!(w, Warning::IncompleteLastLine { .. }));
+        if torn {
+            file.set_len(scanner.complete_bytes)
+                .and_then(|()| file.sync_data())
+                .map_err(LogError::io(format!(
+                    "cutting the incomplete last line of {}",
+                    path.display()
+                )))?;
+        }
+        Ok(Self::from_parts(path, file, config, signer, scanner))
+    }
+
+    fn from_parts(
+        path: &Path,
+        file: File,
+        config: LogConfig,
+        signer: Signer,
+        scanner: Scanner<'_>,
+    ) -> Self {
+        Self {
+            path: path.to_owned(),
+            file: BufWriter::with_capacity(1 << 16, file),
+            config,
+            signers: vec![signer],
+            tree: scanner.tree,
+            last_entry_hash: scanner.last_entry_hash,
+            last_checkpoint: scanner.report.last_verified.map(|v| v.checkpoint),
+            last_checkpoint_at: Instant::now(),
+            event_buf: Vec::with_capacity(1024),
+            line_buf: Vec::with_capacity(1024),
+            poisoned: false,
+            closed: false,
+        }
+    }
+
+    /// Appends one event and returns its `seq`. The event is stored in canonical JSON.
+    ///
+    /// When this returns `Ok`, the entry has reached the disk or the OS as the
+    /// [`SyncPolicy`] says. On error the writer refuses all further appends.
+    pub fn append(&mut self, event: &Value) -> Result<u64, LogError> {
+        let mut buf = std::mem::take(&mut self.event_buf);
+        buf.clear();
+        canonical::write(event, &mut buf);
+        let result = self.append_canonical(&buf);
+        self.event_buf = buf;
+        result
+    }
+
+    /// Serializes `event` to JSON and appends it; see [`Self::append`].
+    pub fn append_serialize<T: serde::Serialize + ?Sized>(
+        &mut self,
+        event: &T,
+    ) -> Result<u64, LogError> {
+        let value = serde_json::to_value(event)?;
+        self.append(&value)
+    }
+
+    fn append_canonical(&mut self, event: &[u8]) -> Result<u64, LogError> {
+        self.ready()?;
+        let seq = self.tree.size();
+        let leaf = leaf_hash(event);
+        self.line_buf.clear();
+        write_entry(&mut self.line_buf, seq, &self.last_entry_hash, &leaf, event);
+        self.write_line()?;
+        match self.config.sync {
+            SyncPolicy::Always => self.flush(true)?,
+            SyncPolicy::Write => self.flush(false)?,
+            SyncPolicy::Buffered => {}
+        }
+        self.last_entry_hash = entry_hash(&self.last_entry_hash, &leaf);
+        self.tree.push(leaf);
+        if self.checkpoint_due() {
+            self.checkpoint()?;
+        }
+        Ok(seq)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let size = self.tree.size();
+        let since = size - self.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        since > 0
+            && ((self.config.checkpoint_every > 0 && since >= self.config.checkpoint_every)
+                || self
+                    .config
+                    .checkpoint_interval
+                    .is_some_and(|t| self.last_checkpoint_at.elapsed() >= t))
+    }
+
+    fn ready(&self) -> Result<(), LogError> {
+        if self.poisoned || self.closed {
+            return Err(LogError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Writes `line_buf`; any failure poisons the writer.
+    fn write_line(&mut self) -> Result<(), LogError> {
+        if let Err(e) = self.file.write_all(&self.line_buf) {
+            self.poisoned = true;
+            return Err(LogError::io(format!("writing {}", self.path.display()))(e));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, sync: bool) -> Result<(), LogError> {
+        let result = self.file.flush().and_then(|()| {
+            if sync {
+                self.file.get_ref().sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            self.poisoned = true;
+            return Err(LogError::io(format!("syncing {}", self.path.display()))(e));
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and syncs it to disk.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.ready()?;
+        self.flush(true)
+    }
+
+    /// Signs and writes a checkpoint over all entries so far, syncs the log, and updates the
+    /// latest-checkpoint file if one is configured.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, LogError> {
+        self.ready()?;
+        let checkpoint = Checkpoint::new(
+            self.config.origin.clone(),
+            self.tree.size(),
+            self.tree.root(),
+        );
+        let signers: Vec<&Signer> = self.signers.iter().collect();
+        let note = checkpoint.sign(&signers)?;
+        self.line_buf.clear();
+        write_checkpoint(&mut self.line_buf, &note);
+        self.write_line()?;
+        self.flush(true)?;
+        self.last_checkpoint = Some(checkpoint.clone());
+        self.last_checkpoint_at = Instant::now();
+        if let Some(latest) = &self.config.latest_checkpoint_file {
+            write_atomically(latest, note.as_bytes())?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// Switches to a new signing key. The handover checkpoint is signed by both the old and
+    /// the new key, so a verifier trusting either accepts it; later checkpoints are signed by
+    /// the new key only. Verifiers should trust both keys for logs spanning the rotation.
+    pub fn rotate_key(&mut self, new_signer: Signer) -> Result<Checkpoint, LogError> {
+        self.signers.push(new_signer);
+        match self.checkpoint() {
+            Ok(checkpoint) => {
+                let new = self.signers.split_off(self.signers.len() - 1);
+                self.signers = new;
+                Ok(checkpoint)
+            }
+            Err(e) => {
+                self.signers.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a final checkpoint (unless the last one already covers every entry), syncs
+    /// and closes the log.
+    pub fn close(mut self) -> Result<Checkpoint, LogError> {
+        let result = self.finish();
+        self.closed = true;
+        result
+    }
+
+    fn finish(&mut self) -> Result<Checkpoint, LogError> {
+        match &self.last_checkpoint {
+            Some(c) if c.size == self.tree.size() => {
+                let c = c.clone();
+                self.sync()?;
+                Ok(c)
+            }
+            _ => self.checkpoint(),
+        }
+    }
+
+    /// The number of entries in the log.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The Merkle tree head over all entries.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+
+    /// The last checkpoint written (or found when the log was opened).
+    pub fn last_checkpoint(&self) -> Option<&Checkpoint> {
+        self.last_checkpoint.as_ref()
+    }
+
+    /// The verifier key of the current signing key.
+    pub fn verifier(&self) -> Option<Verifier> {
+        self.signers.last().map(Signer::verifier)
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LogWriter {
+    /// Best effort: a writer dropped without [`LogWriter::close`] still writes its final
+    /// checkpoint. Errors cannot be reported here; call `close` to see them.
+    fn drop(&mut self) {
+        if !self.closed && !self.poisoned {
+            let _ = self.finish();
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(LogError::io(format!(
+        "writing checkpoint file {}",
+        path.display()
+    )))?;
+    sync_parent_dir(path);
+    Ok(())
+}

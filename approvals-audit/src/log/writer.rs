@@ -135,10 +135,10 @@ fn check_origin(origin: &str) -> Result<(), LogError> {
 
 fn sync_parent_dir(path: &Path) {
     // Makes the new directory entry durable. Not possible on every platform; best effort.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(dir) = File::open(dir) {
-            let _ = dir.sync_all();
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = File::open(dir)
+    {
+        let _ = dir.sync_all();
     }
 }
 

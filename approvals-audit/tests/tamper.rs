@@ -1,0 +1,562 @@
+//! Every kind of tampering with a log file is found and located.
+
+mod common;
+
+use approvals_audit::canonical;
+use approvals_audit::log::{LogVerifier, LogWriter, Problem, ProblemKind, Warning, verify_file};
+use approvals_audit::merkle::leaf_hash;
+use approvals_audit::note::{NoteError, Signer, Verifier};
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> [u8; 32] {
+    std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+}
+
+fn trusted() -> Vec<Verifier> {
+    vec![signer(1).verifier()]
+}
+
+/// Rewrites entry lines from `from` (0-based line index) on with correct leaf hashes and
+/// chain, as an attacker without the signing key can.
+fn rehash_from(lines: &mut [String], from: usize) {
+    let mut prev = [0u8; 32];
+    for (i, line) in lines.iter_mut().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v.get("seq").is_none() {
+            continue;
+        }
+        if i >= from {
+            let event = canonical::to_vec(&v["event"]);
+            let leaf = leaf_hash(&event);
+            *line = format!(
+                "{{\"seq\":{},\"prev\":\"{}\",\"leaf\":\"{}\",\"event\":{}}}",
+                v["seq"],
+                hex(&prev),
+                hex(&leaf),
+                String::from_utf8(event).unwrap()
+            );
+        }
+        let v: Value = serde_json::from_str(line).unwrap();
+        let mut h = Sha256::new();
+        h.update([0x02]);
+        h.update(unhex(v["prev"].as_str().unwrap()));
+        h.update(unhex(v["leaf"].as_str().unwrap()));
+        prev = h.finalize().into();
+    }
+}
+
+fn p(line: u64, seq: Option<u64>, kind: ProblemKind) -> Problem {
+    Problem {
+        line: Some(line),
+        seq,
+        kind,
+    }
+}
+
+// A 25-entry log: lines 1-10 entries 0-9, line 11 checkpoint 10, lines 12-21 entries
+// 10-19, line 22 checkpoint 20, lines 23-27 entries 20-24, line 28 checkpoint 25.
+
+#[test]
+fn untouched_log_verifies_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    assert_eq!(read_lines(&path).len(), 28);
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert!(report.warnings.is_empty(), "{report}");
+    assert_eq!((report.entries, report.checkpoints), (25, 3));
+    assert_eq!(report.verified_size(), 25);
+    let verified = report.last_verified.unwrap();
+    assert_eq!(verified.line, 28);
+    assert_eq!(
+        verified.signed_by,
+        vec![format!("{ORIGIN}+{:08x}", signer(1).key_id())]
+    );
+}
+
+#[test]
+fn edited_event_field_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    let i = entry_index(&lines, 5);
+    lines[i] = lines[i].replace("\"n\":5", "\"n\":6");
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        report.problems,
+        vec![
+            p(6, Some(5), ProblemKind::EventHashMismatch),
+            p(11, None, ProblemKind::CheckpointRootMismatch { size: 10 }),
+            p(22, None, ProblemKind::CheckpointRootMismatch { size: 20 }),
+            p(28, None, ProblemKind::CheckpointRootMismatch { size: 25 }),
+        ],
+        "{report}"
+    );
+    assert_eq!(report.verified_size(), 0);
+}
+
+#[test]
+fn edited_event_with_recomputed_leaf_breaks_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    let i = entry_index(&lines, 5);
+    let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
+    v["event"]["reviewer"]["id"] = "mallory".into();
+    let event = canonical::to_vec(&v["event"]);
+    lines[i] = format!(
+        "{{\"seq\":5,\"prev\":{},\"leaf\":\"{}\",\"event\":{}}}",
+        v["prev"],
+        hex(&leaf_hash(&event)),
+        String::from_utf8(event).unwrap()
+    );
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        report.problems[0],
+        p(7, Some(6), ProblemKind::ChainBroken),
+        "{report}"
+    );
+    assert_eq!(
+        report.problems[1],
+        p(11, None, ProblemKind::CheckpointRootMismatch { size: 10 })
+    );
+}
+
+#[test]
+fn fully_rehashed_edit_is_caught_by_the_signed_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    let i = entry_index(&lines, 13);
+    lines[i] = lines[i].replace("alice", "mallory");
+    rehash_from(&mut lines, i);
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        report.problems,
+        vec![
+            p(22, None, ProblemKind::CheckpointRootMismatch { size: 20 }),
+            p(28, None, ProblemKind::CheckpointRootMismatch { size: 25 }),
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        report.verified_size(),
+        10,
+        "entries up to the edit still verify"
+    );
+}
+
+#[test]
+fn deleted_line_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    lines.remove(entry_index(&lines, 5));
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    let misplaced = |line, size| {
+        p(
+            line,
+            None,
+            ProblemKind::CheckpointMisplaced {
+                size,
+                entries_before: size - 1,
+            },
+        )
+    };
+    assert_eq!(
+        report.problems,
+        vec![
+            p(6, Some(6), ProblemKind::SeqMismatch { expected: 5 }),
+            p(6, Some(6), ProblemKind::ChainBroken),
+            misplaced(10, 10),
+            misplaced(21, 20),
+            misplaced(27, 25),
+        ],
+        "{report}"
+    );
+}
+
+#[test]
+fn deleted_line_with_rehashed_chain_is_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    // The attacker deletes entry 23 and renumbers and rehashes the entry after it.
+    let i = entry_index(&lines, 23);
+    lines.remove(i);
+    lines[i] = lines[i].replace("{\"seq\":24,", "{\"seq\":23,");
+    rehash_from(&mut lines, i);
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        report.problems,
+        vec![p(
+            27,
+            None,
+            ProblemKind::CheckpointMisplaced {
+                size: 25,
+                entries_before: 24
+            }
+        )],
+        "{report}"
+    );
+}
+
+#[test]
+fn inserted_line_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    // A forged entry that chains correctly onto entry 5.
+    let i = entry_index(&lines, 6);
+    let mut forged: Value = serde_json::from_str(&lines[i]).unwrap();
+    forged["event"]["type"] = "approved".into();
+    let event = canonical::to_vec(&forged["event"]);
+    lines.insert(
+        i,
+        format!(
+            "{{\"seq\":6,\"prev\":{},\"leaf\":\"{}\",\"event\":{}}}",
+            forged["prev"],
+            hex(&leaf_hash(&event)),
+            String::from_utf8(event).unwrap()
+        ),
+    );
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        &report.problems[..3],
+        &[
+            p(8, Some(6), ProblemKind::SeqMismatch { expected: 7 }),
+            p(8, Some(6), ProblemKind::ChainBroken),
+            p(
+                12,
+                None,
+                ProblemKind::CheckpointMisplaced {
+                    size: 10,
+                    entries_before: 11
+                }
+            ),
+        ],
+        "{report}"
+    );
+}
+
+#[test]
+fn swapped_lines_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    let (a, b) = (entry_index(&lines, 5), entry_index(&lines, 6));
+    lines.swap(a, b);
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        &report.problems[..6],
+        &[
+            p(6, Some(6), ProblemKind::SeqMismatch { expected: 5 }),
+            p(6, Some(6), ProblemKind::ChainBroken),
+            p(7, Some(5), ProblemKind::SeqMismatch { expected: 7 }),
+            p(7, Some(5), ProblemKind::ChainBroken),
+            p(8, Some(7), ProblemKind::SeqMismatch { expected: 6 }),
+            p(8, Some(7), ProblemKind::ChainBroken),
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        report.problems[6],
+        p(11, None, ProblemKind::CheckpointRootMismatch { size: 10 })
+    );
+}
+
+#[test]
+fn swapped_and_rehashed_lines_are_caught_by_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let mut lines = read_lines(&path);
+    let (a, b) = (entry_index(&lines, 5), entry_index(&lines, 6));
+    lines.swap(a, b);
+    lines[a] = lines[a].replace("{\"seq\":6,", "{\"seq\":5,");
+    lines[b] = lines[b].replace("{\"seq\":5,", "{\"seq\":6,");
+    rehash_from(&mut lines, a);
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        report.problems[0],
+        p(11, None, ProblemKind::CheckpointRootMismatch { size: 10 }),
+        "{report}"
+    );
+}
+
+#[test]
+fn truncated_tail_is_a_warning_until_a_known_checkpoint_proves_it_was_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let latest = dir.path().join("latest.checkpoint");
+    let mut log =
+        LogWriter::create(&path, config().latest_checkpoint_file(&latest), signer(1)).unwrap();
+    for i in 0..25 {
+        log.append(&event(i)).unwrap();
+    }
+    log.close().unwrap();
+
+    // Cut the last checkpoint and three entries: entries 20 and 21 remain after checkpoint 20.
+    let mut lines = read_lines(&path);
+    lines.truncate(24);
+    write_lines(&path, &lines);
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(
+        report.warnings,
+        vec![Warning::UnverifiedTail {
+            first_line: 23,
+            first_seq: 20,
+            entries: 2
+        }]
+    );
+
+    // With the checkpoint kept outside the log, the cut is an error.
+    let mut verifier = LogVerifier::new(trusted());
+    verifier.known_checkpoint_file(&latest).unwrap();
+    let report = verifier.verify_file(&path).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(matches!(
+        &report.problems[0].kind,
+        ProblemKind::Truncated {
+            size: 25,
+            entries: 22,
+            ..
+        }
+    ));
+
+    // A cut in the middle of a line is an interrupted write: warned about, not counted.
+    let text = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.entries, 21);
+    assert!(
+        report
+            .warnings
+            .contains(&Warning::IncompleteLastLine { line: 24 })
+    );
+}
+
+#[test]
+fn tampered_or_untrusted_checkpoints_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 25);
+    let lines = read_lines(&path);
+
+    // Changing the signed text breaks the signature.
+    let mut edited = lines.clone();
+    let i = checkpoint_index(&edited, 20);
+    edited[i] = edited[i].replace(&format!("{ORIGIN}\\n20\\n"), &format!("{ORIGIN}\\n21\\n"));
+    write_lines(&path, &edited);
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert_eq!(report.problems[0].line, Some(22));
+    assert!(matches!(
+        report.problems[0].kind,
+        ProblemKind::CheckpointSignature(NoteError::BadSignature { .. })
+    ));
+
+    // A checkpoint signed by a key the verifier does not trust proves nothing.
+    write_lines(&path, &lines);
+    let stranger = vec![Signer::generate(ORIGIN).unwrap().verifier()];
+    let report = verify_file(&path, &stranger).unwrap();
+    assert_eq!(report.problems.len(), 3, "{report}");
+    assert!(report.problems.iter().all(|p| matches!(
+        p.kind,
+        ProblemKind::CheckpointSignature(NoteError::NoTrustedSignature { .. })
+    )));
+    assert_eq!(report.verified_size(), 0);
+
+    // A verifier pinned to another origin rejects every checkpoint.
+    let report = LogVerifier::new(trusted())
+        .origin("other.example/log")
+        .verify_file(&path)
+        .unwrap();
+    assert_eq!(report.problems.len(), 3, "{report}");
+    assert!(matches!(
+        report.problems[0].kind,
+        ProblemKind::CheckpointOrigin { .. }
+    ));
+}
+
+#[test]
+fn malformed_lines_are_reported_with_their_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 5);
+    let mut lines = read_lines(&path);
+    lines.insert(2, "not json".into());
+    lines.insert(3, String::new());
+    write_lines(&path, &lines);
+    let report = verify_file(&path, &trusted()).unwrap();
+    let lines_with_problems: Vec<_> = report.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines_with_problems, vec![Some(3), Some(4)], "{report}");
+    assert!(matches!(
+        report.problems[0].kind,
+        ProblemKind::MalformedLine(_)
+    ));
+}
+
+/// The signing key holder rewrites history after entry 14 and re-signs it.
+fn forge_tail(dir: &std::path::Path) -> (std::path::PathBuf, String, Vec<String>) {
+    let path = dir.join("audit.jsonl");
+    let latest = dir.join("latest.checkpoint");
+    let mut log =
+        LogWriter::create(&path, config().latest_checkpoint_file(&latest), signer(1)).unwrap();
+    for i in 0..20 {
+        log.append(&event(i)).unwrap();
+    }
+    log.close().unwrap();
+    let witnessed = std::fs::read_to_string(&latest).unwrap();
+    let original = read_lines(&path);
+
+    // Keep entries 0-14 (and checkpoint 10), then append a different history with the key.
+    write_lines(&path, &original[..entry_index(&original, 14) + 1]);
+    let mut log = LogWriter::open(&path, config(), signer(1)).unwrap();
+    for i in 15..25 {
+        let mut e = event(i);
+        e["reviewer"]["id"] = "mallory".into();
+        log.append(&e).unwrap();
+    }
+    log.close().unwrap();
+    (path, witnessed, original)
+}
+
+#[test]
+fn forked_history_is_found_with_a_checkpoint_kept_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, witnessed, _) = forge_tail(dir.path());
+
+    // On its own, a consistently re-signed rewrite cannot be told apart from the truth.
+    assert!(verify_file(&path, &trusted()).unwrap().is_ok());
+
+    let mut verifier = LogVerifier::new(trusted());
+    verifier.known_checkpoint(&witnessed, "witness").unwrap();
+    let report = verifier.verify_file(&path).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert_eq!(
+        report.problems[0].kind,
+        ProblemKind::KnownCheckpointMismatch {
+            size: 20,
+            label: "witness".into()
+        }
+    );
+    assert_eq!(report.problems[0].seq, Some(19));
+}
+
+#[test]
+fn forked_history_is_found_between_two_checkpoints_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, original) = forge_tail(dir.path());
+
+    // The old checkpoint 20 is left in place after the new entry 19.
+    let old_checkpoint = original[checkpoint_index(&original, 20)].clone();
+    let mut lines = read_lines(&path);
+    let at = entry_index(&lines, 19) + 1;
+    lines.insert(at, old_checkpoint);
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    let old_line = at as u64 + 1;
+    // The forger's own checkpoint 20 follows right after the old one.
+    let new_line = old_line + 1;
+    assert_eq!(
+        report.problems,
+        vec![
+            p(
+                old_line,
+                None,
+                ProblemKind::CheckpointRootMismatch { size: 20 }
+            ),
+            p(
+                old_line,
+                None,
+                ProblemKind::Fork {
+                    size: 20,
+                    other_line: new_line,
+                    other_size: 20
+                }
+            ),
+        ],
+        "{report}"
+    );
+
+    // Without the forger's own checkpoint 20, the next matching checkpoint (25) exposes it.
+    lines.remove(at + 1);
+    write_lines(&path, &lines);
+    let report = verify_file(&path, &trusted()).unwrap();
+    let new_line = checkpoint_index(&lines, 25) as u64 + 1;
+    assert_eq!(
+        report.problems[1],
+        p(
+            old_line,
+            None,
+            ProblemKind::Fork {
+                size: 20,
+                other_line: new_line,
+                other_size: 25
+            }
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 10);
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let forked = write_log(&other, 12);
+    // A validly signed checkpoint of size 10 over a different history, appended to the log.
+    let mut lines = read_lines(&path);
+    let mut fake = read_lines(&forked);
+    let i = entry_index(&fake, 3);
+    fake[i] = fake[i].replace("alice", "mallory");
+    rehash_from(&mut fake, i);
+    write_lines(&forked, &fake[..entry_index(&fake, 9) + 1]);
+    let log = LogWriter::open(&forked, config(), signer(1)).unwrap();
+    log.close().unwrap();
+    let fake = read_lines(&forked);
+    lines.push(fake[checkpoint_index(&fake, 10)].clone());
+    write_lines(&path, &lines);
+
+    let report = verify_file(&path, &trusted()).unwrap();
+    assert_eq!(
+        report.problems,
+        vec![
+            p(12, None, ProblemKind::CheckpointRootMismatch { size: 10 }),
+            p(
+                12,
+                None,
+                ProblemKind::Fork {
+                    size: 10,
+                    other_line: 11,
+                    other_size: 10
+                }
+            ),
+        ],
+        "{report}"
+    );
+}

@@ -357,7 +357,10 @@ impl ActionRequest {
     }
 
     /// Sets the parameters from any serializable value.
-    pub fn params_from<T: Serialize + ?Sized>(mut self, params: &T) -> Result<Self, serde_json::Error> {
+    pub fn params_from<T: Serialize + ?Sized>(
+        mut self,
+        params: &T,
+    ) -> Result<Self, serde_json::Error> {
         self.params = serde_json::to_value(params)?;
         Ok(self)
     }
@@ -600,8 +603,10 @@ mod tests {
     fn key_order_does_not_change_the_digest() {
         let a = export();
         let b = export().params(
-            serde_json::from_str(r#"{"rows": 5000, "columns": ["email", "plan"], "format": "csv"}"#)
-                .expect("valid json"),
+            serde_json::from_str(
+                r#"{"rows": 5000, "columns": ["email", "plan"], "format": "csv"}"#,
+            )
+            .expect("valid json"),
         );
         assert_eq!(a.digest(), b.digest());
     }
@@ -615,7 +620,11 @@ mod tests {
             export().justification("something else"),
             export().environment("staging"),
             export().initiator(Initiator::agent("billing-agent")),
-            export().initiator(Initiator::agent("other-agent").on_behalf_of(Principal::human("dana@example.com")).model("gpt-5")),
+            export().initiator(
+                Initiator::agent("other-agent")
+                    .on_behalf_of(Principal::human("dana@example.com"))
+                    .model("gpt-5"),
+            ),
         ];
         let mut k = export();
         k.kind = "data.delete".into();
@@ -644,11 +653,20 @@ mod tests {
 
     #[test]
     fn fixed_example_has_a_fixed_digest() {
-        // Changing this value means every stored approval is invalidated: do it only with a
-        // new digest domain.
+        // Changing this value invalidates every stored approval: do it only with a new digest
+        // domain. Reproduce it without this library: SHA-256 of "approvals.action.v1\n" followed
+        // by the JSON below with sorted keys and no whitespace (for example Python's
+        // json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)).
+        assert_eq!(
+            String::from_utf8(canonical_json(
+                &serde_json::to_value(export()).expect("json")
+            ))
+            .expect("utf8"),
+            r#"{"context":{"environment":"production"},"initiator":{"model":"gpt-5","on_behalf_of":{"id":"dana@example.com","kind":"human"},"principal":{"id":"billing-agent","kind":"agent"}},"justification":"quarterly churn analysis","kind":"data.export","params":{"columns":["email","plan"],"format":"csv","rows":5000},"resource":"db://prod/customers"}"#
+        );
         assert_eq!(
             export().digest().to_string(),
-            "sha256:FIXED"
+            "sha256:3f0f9ae47063cd324ed73f3ae99b168f40f625160ba3ad04a6dd0b6e3a60ede5"
         );
     }
 

@@ -1,0 +1,211 @@
+//! Channels that show requests to reviewers, and mapping channel identities to principals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::gate::Gate;
+use crate::request::Principal;
+use crate::store::{Delivery, RequestRecord};
+
+/// Why a request is being delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchReason {
+    /// A new pending request.
+    New,
+    /// The request escalated; further reviewers are now allowed.
+    Escalation,
+}
+
+/// A channel could not deliver or update a request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{channel}: {message}")]
+pub struct ApproverError {
+    /// The channel.
+    pub channel: String,
+    /// What went wrong.
+    pub message: String,
+    /// Whether trying again later may work.
+    pub retryable: bool,
+}
+
+impl ApproverError {
+    /// A new error.
+    pub fn new(channel: impl Into<String>, message: impl Into<String>) -> Self {
+        ApproverError {
+            channel: channel.into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// Marks it retryable.
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
+    }
+}
+
+/// A review channel (Slack, Teams, HTTP, terminal, ...).
+///
+/// The gate calls [`dispatch`](Approver::dispatch) for each new pending request and on
+/// escalation, and [`resolved`](Approver::resolved) whenever the request changes state after
+/// that, so reviewers never act on a stale message. Decisions come back through
+/// [`Gate::decide`], from the channel's own inbound handler, after it has proven who clicked.
+#[async_trait]
+pub trait Approver: Send + Sync + 'static {
+    /// The channel name recorded in audit events and deliveries (`slack`, `teams`, ...).
+    fn name(&self) -> &str;
+
+    /// Delivers the request to reviewers. Returns a reference to the delivered message so it
+    /// can be updated later (stored with the request, so it survives restarts).
+    ///
+    /// `gate` lets in-process channels (such as the terminal) submit decisions.
+    async fn dispatch(
+        &self,
+        request: &RequestRecord,
+        reason: DispatchReason,
+        gate: &Gate,
+    ) -> Result<Option<Delivery>, ApproverError>;
+
+    /// Updates what reviewers see after the request changed state (approved by whom, denied,
+    /// expired, cancelled, executed, failed). `request.deliveries` holds this channel's
+    /// delivery references.
+    async fn resolved(&self, request: &RequestRecord) -> Result<(), ApproverError> {
+        let _ = request;
+        Ok(())
+    }
+}
+
+/// A channel identity could not be mapped to exactly one principal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// No principal matches.
+    #[error(
+        "unknown reviewer {external_id:?} on {channel}: map this identity in the identity resolver"
+    )]
+    Unknown {
+        /// The channel.
+        channel: String,
+        /// The channel's id for the person.
+        external_id: String,
+    },
+    /// Several principals match; refusing rather than guessing.
+    #[error(
+        "reviewer {external_id:?} on {channel} matches {count} principals; fix the identity mapping so it matches one"
+    )]
+    Ambiguous {
+        /// The channel.
+        channel: String,
+        /// The channel's id for the person.
+        external_id: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// The directory could not be reached.
+    #[error("identity directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Maps a channel identity (Slack user id, Teams AAD object id, API token subject) to a
+/// [`Principal`] with its current groups. Channels call it at decision time, so group changes
+/// since the request was sent are honoured.
+#[async_trait]
+pub trait IdentityResolver: Send + Sync + 'static {
+    /// The principal for `external_id` on `channel`.
+    async fn resolve(&self, channel: &str, external_id: &str) -> Result<Principal, IdentityError>;
+}
+
+#[async_trait]
+impl<R: IdentityResolver + ?Sized> IdentityResolver for Arc<R> {
+    async fn resolve(&self, channel: &str, external_id: &str) -> Result<Principal, IdentityError> {
+        (**self).resolve(channel, external_id).await
+    }
+}
+
+/// A fixed map from `(channel, external id)` to principals.
+///
+/// ```
+/// use approvals_core::{Principal, StaticIdentityResolver};
+/// let ids = StaticIdentityResolver::new()
+///     .map("slack", "U024BE7LH", Principal::human("sam@example.com").with_groups(["security"]));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StaticIdentityResolver {
+    entries: HashMap<(String, String), Vec<Principal>>,
+}
+
+impl StaticIdentityResolver {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps `external_id` on `channel` to `principal`. Mapping one id twice makes it
+    /// ambiguous, and it is then refused.
+    pub fn map(
+        mut self,
+        channel: impl Into<String>,
+        external_id: impl Into<String>,
+        principal: Principal,
+    ) -> Self {
+        self.entries
+            .entry((channel.into(), external_id.into()))
+            .or_default()
+            .push(principal);
+        self
+    }
+}
+
+#[async_trait]
+impl IdentityResolver for StaticIdentityResolver {
+    async fn resolve(&self, channel: &str, external_id: &str) -> Result<Principal, IdentityError> {
+        match self
+            .entries
+            .get(&(channel.to_owned(), external_id.to_owned()))
+            .map(Vec::as_slice)
+        {
+            Some([one]) => Ok(one.clone()),
+            Some(many) if many.len() > 1 => Err(IdentityError::Ambiguous {
+                channel: channel.to_owned(),
+                external_id: external_id.to_owned(),
+                count: many.len(),
+            }),
+            _ => Err(IdentityError::Unknown {
+                channel: channel.to_owned(),
+                external_id: external_id.to_owned(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn zero_or_several_matches_are_refused() {
+        let ids = StaticIdentityResolver::new()
+            .map("slack", "U1", Principal::human("sam"))
+            .map("slack", "U2", Principal::human("a"))
+            .map("slack", "U2", Principal::human("b"));
+        assert_eq!(
+            ids.resolve("slack", "U1").await.map(|p| p.id),
+            Ok("sam".to_owned())
+        );
+        assert!(matches!(
+            ids.resolve("slack", "U2").await,
+            Err(IdentityError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(
+            ids.resolve("slack", "U3").await,
+            Err(IdentityError::Unknown { .. })
+        ));
+        assert!(matches!(
+            ids.resolve("teams", "U1").await,
+            Err(IdentityError::Unknown { .. })
+        ));
+    }
+}

@@ -1,0 +1,530 @@
+//! Audit events (schema version 1) and the sinks that record them.
+//!
+//! Every event is one JSON object:
+//!
+//! ```json
+//! {"schema":1,"at":"2026-11-21T12:00:00.000123Z","event":"reviewed",
+//!  "request_id":"0193...","kind":"data.export","resource":"db://prod/customers",
+//!  "digest":"sha256:...","reviewer":{"kind":"human","id":"sam@example.com"},
+//!  "verdict":"approve","channel":"slack","approvals":1,"quorum":1}
+//! ```
+//!
+//! The common fields are `schema` (this is version 1), `at` (RFC 3339, UTC), `event`,
+//! `request_id`, and the action's `kind`, `resource` and `digest`. The rest depend on `event`:
+//!
+//! | event | fields | when |
+//! |---|---|---|
+//! | `requested` | `request` (the whole [`ActionRequest`]) | `guard()` received an action |
+//! | `policy_decided` | `decision` (`outcome`: `allow`, `deny` or `require_approval`, `rule`, `reason`, `requirement`), `policy_version` | the policy decided |
+//! | `dispatched` | `channel` | a channel delivered the request to reviewers |
+//! | `dispatch_failed` | `channel`, `error` | a channel could not deliver it |
+//! | `reviewed` | `reviewer`, `verdict`, `reason`, `channel`, `approvals`, `quorum` | a review was accepted |
+//! | `review_rejected` | `reviewer`, `channel`, `cause`, `detail` | a review was refused (self-approval, not authorized, not human, expired, already decided, forged, ...) |
+//! | `approved` | `approvers` | the quorum was reached |
+//! | `denied` | `by`, `reason` | a reviewer denied it |
+//! | `escalated` | `users`, `groups` | further reviewers were asked |
+//! | `expired` | | nobody decided in time |
+//! | `cancelled` | `by`, `reason` | the request was withdrawn |
+//! | `grant_issued` | `approvers`, `expires_at` | the caller received a grant |
+//! | `grant_rejected` | `cause`, `detail` | a grant was presented for the wrong action, twice, or too late |
+//! | `lapsed` | | an approved grant was not used in time |
+//! | `grant_consumed` | | the action is about to run |
+//! | `executed` | `ok`, `error` | the action finished |
+//!
+//! Allowed actions (no approval needed) have `requested`, `policy_decided` and, when run
+//! through the gate, `grant_consumed` and `executed` events; they are not stored as requests.
+//! New fields may be added within a schema version; consumers must ignore unknown fields.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Decision;
+use crate::request::{ActionRequest, Digest, Principal};
+use crate::store::{RequestId, Verdict};
+
+/// The audit event schema version written by this library.
+pub const AUDIT_SCHEMA_VERSION: u32 = 1;
+
+/// One audit event. See the [module docs](self) for the schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Schema version ([`AUDIT_SCHEMA_VERSION`]).
+    pub schema: u32,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The request it is about.
+    pub request_id: RequestId,
+    /// The action kind.
+    pub kind: String,
+    /// The action resource.
+    pub resource: String,
+    /// The action digest.
+    pub digest: Digest,
+    /// What happened.
+    #[serde(flatten)]
+    pub detail: EventDetail,
+}
+
+impl AuditEvent {
+    /// The event's name (`requested`, `reviewed`, ...).
+    pub fn name(&self) -> &'static str {
+        self.detail.name()
+    }
+}
+
+/// Why a review or grant was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectCause {
+    /// The reviewer is the initiator or the human it acts for.
+    SelfApproval,
+    /// The reviewer is an agent or a service.
+    NotHuman,
+    /// The reviewer is not in the requirement's users or groups.
+    NotAuthorized,
+    /// The channel could not map the clicker to exactly one principal.
+    UnknownReviewer,
+    /// A reason was required and missing.
+    ReasonRequired,
+    /// The request was already decided.
+    AlreadyDecided,
+    /// This reviewer's approval was already counted.
+    DuplicateReview,
+    /// The request had expired.
+    Expired,
+    /// The review or grant named another action digest.
+    DigestMismatch,
+    /// The grant was already used.
+    AlreadyUsed,
+    /// The grant expired before use.
+    Lapsed,
+    /// The inbound callback failed authentication (signature, token, replay).
+    Forged,
+}
+
+/// The event-specific part of an [`AuditEvent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventDetail {
+    /// `guard()` received an action.
+    Requested {
+        /// The whole request.
+        request: Arc<ActionRequest>,
+    },
+    /// The policy decided.
+    PolicyDecided {
+        /// Its decision.
+        decision: Decision,
+        /// The policy version.
+        policy_version: String,
+    },
+    /// A channel delivered the request.
+    Dispatched {
+        /// The channel.
+        channel: String,
+    },
+    /// A channel could not deliver the request.
+    DispatchFailed {
+        /// The channel.
+        channel: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// A review was accepted.
+    Reviewed {
+        /// Who.
+        reviewer: Principal,
+        /// Approve or deny.
+        verdict: Verdict,
+        /// Their reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Through which channel.
+        channel: String,
+        /// Distinct approvals so far.
+        approvals: u32,
+        /// Approvals needed.
+        quorum: u32,
+    },
+    /// A review was refused.
+    ReviewRejected {
+        /// Who tried, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reviewer: Option<Principal>,
+        /// Through which channel.
+        channel: String,
+        /// Why it was refused.
+        cause: RejectCause,
+        /// Details.
+        detail: String,
+    },
+    /// The quorum was reached.
+    Approved {
+        /// Distinct approvers.
+        approvers: Vec<Principal>,
+    },
+    /// A reviewer denied the request.
+    Denied {
+        /// Who.
+        by: Principal,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Further reviewers were asked.
+    Escalated {
+        /// Extra users.
+        users: Vec<String>,
+        /// Extra groups.
+        groups: Vec<String>,
+    },
+    /// Nobody decided in time.
+    Expired {},
+    /// The request was withdrawn.
+    Cancelled {
+        /// Who, when a person did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Principal>,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The caller received a grant.
+    GrantIssued {
+        /// Who approved (empty when the policy allowed).
+        approvers: Vec<Principal>,
+        /// Until when it may be used.
+        expires_at: DateTime<Utc>,
+    },
+    /// A grant was refused at use.
+    GrantRejected {
+        /// Why.
+        cause: RejectCause,
+        /// Details.
+        detail: String,
+    },
+    /// An approved grant was not used in time.
+    Lapsed {},
+    /// The grant was consumed; the action is about to run.
+    GrantConsumed {},
+    /// The action finished.
+    Executed {
+        /// Whether it succeeded.
+        ok: bool,
+        /// The error text when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+impl EventDetail {
+    /// The `event` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventDetail::Requested { .. } => "requested",
+            EventDetail::PolicyDecided { .. } => "policy_decided",
+            EventDetail::Dispatched { .. } => "dispatched",
+            EventDetail::DispatchFailed { .. } => "dispatch_failed",
+            EventDetail::Reviewed { .. } => "reviewed",
+            EventDetail::ReviewRejected { .. } => "review_rejected",
+            EventDetail::Approved { .. } => "approved",
+            EventDetail::Denied { .. } => "denied",
+            EventDetail::Escalated { .. } => "escalated",
+            EventDetail::Expired {} => "expired",
+            EventDetail::Cancelled { .. } => "cancelled",
+            EventDetail::GrantIssued { .. } => "grant_issued",
+            EventDetail::GrantRejected { .. } => "grant_rejected",
+            EventDetail::Lapsed {} => "lapsed",
+            EventDetail::GrantConsumed {} => "grant_consumed",
+            EventDetail::Executed { .. } => "executed",
+        }
+    }
+}
+
+/// An audit sink failed; the gate refuses the action (fail closed).
+#[derive(Debug, thiserror::Error)]
+#[error("audit sink failed: {message}")]
+pub struct AuditError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl AuditError {
+    /// A new error.
+    pub fn new(message: impl Into<String>) -> Self {
+        AuditError {
+            message: message.into(),
+        }
+    }
+}
+
+/// Receives every audit event. An error makes the gate refuse the action it was about.
+#[async_trait]
+pub trait AuditSink: Send + Sync + 'static {
+    /// Records one event durably enough for this sink's promise before returning.
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
+}
+
+#[async_trait]
+impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        (**self).record(event).await
+    }
+}
+
+/// Writes each event as one JSON line to stdout, stderr or a file.
+pub struct JsonLinesSink {
+    out: Mutex<Box<dyn Write + Send>>,
+    sync: Option<std::fs::File>,
+}
+
+impl std::fmt::Debug for JsonLinesSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLinesSink").finish_non_exhaustive()
+    }
+}
+
+impl JsonLinesSink {
+    /// Writes to standard output.
+    pub fn stdout() -> Self {
+        Self::writer(std::io::stdout())
+    }
+
+    /// Writes to standard error.
+    pub fn stderr() -> Self {
+        Self::writer(std::io::stderr())
+    }
+
+    /// Writes to any writer (flushed after every event).
+    pub fn writer(w: impl Write + Send + 'static) -> Self {
+        JsonLinesSink {
+            out: Mutex::new(Box::new(w)),
+            sync: None,
+        }
+    }
+
+    /// Appends to a file, creating it. With `fsync`, every event is synced to disk before
+    /// `record` returns.
+    pub fn file(path: impl AsRef<Path>, fsync: bool) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let sync = if fsync { Some(file.try_clone()?) } else { None };
+        Ok(JsonLinesSink {
+            out: Mutex::new(Box::new(file)),
+            sync,
+        })
+    }
+}
+
+#[async_trait]
+impl AuditSink for JsonLinesSink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut line = serde_json::to_vec(event).map_err(|e| AuditError::new(e.to_string()))?;
+        line.push(b'\n');
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| AuditError::new("audit writer poisoned by an earlier panic"))?;
+        out.write_all(&line)
+            .and_then(|()| out.flush())
+            .map_err(|e| AuditError::new(format!("cannot write audit line: {e}")))?;
+        if let Some(file) = &self.sync {
+            file.sync_data()
+                .map_err(|e| AuditError::new(format!("cannot sync audit file: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps events in memory; for tests, demos and benches.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of all events so far.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// The names of all events so far, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.events
+            .lock()
+            .map(|e| e.iter().map(AuditEvent::name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Events about one request.
+    pub fn for_request(&self, id: RequestId) -> Vec<AuditEvent> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.request_id == id)
+            .collect()
+    }
+
+    /// Forgets all events.
+    pub fn clear(&self) {
+        if let Ok(mut e) = self.events.lock() {
+            e.clear();
+        }
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemorySink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.events
+            .lock()
+            .map_err(|_| AuditError::new("memory sink poisoned"))?
+            .push(event.clone());
+        Ok(())
+    }
+}
+
+/// Sends every event to several sinks; fails if any fails (after trying all).
+#[derive(Default)]
+pub struct FanoutSink {
+    sinks: Vec<Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for FanoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutSink")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl FanoutSink {
+    /// No sinks yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sink.
+    pub fn with(mut self, sink: impl AuditSink) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Adds a shared sink.
+    pub fn with_shared(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+}
+
+#[async_trait]
+impl AuditSink for FanoutSink {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut first_error = None;
+        for sink in &self.sinks {
+            if let Err(e) = sink.record(event).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(detail: EventDetail) -> AuditEvent {
+        AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at: "2026-11-21T12:00:00Z".parse().expect("time"),
+            request_id: RequestId::new(),
+            kind: "data.export".into(),
+            resource: "db://x".into(),
+            digest: ActionRequest::new("data.export", "db://x").digest(),
+            detail,
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_json_with_a_flat_shape() {
+        let e = event(EventDetail::Reviewed {
+            reviewer: Principal::human("sam"),
+            verdict: Verdict::Approve,
+            reason: None,
+            channel: "slack".into(),
+            approvals: 1,
+            quorum: 2,
+        });
+        let json = serde_json::to_value(&e).expect("serialize");
+        assert_eq!(json["event"], "reviewed");
+        assert_eq!(json["schema"], 1);
+        assert_eq!(json["verdict"], "approve");
+        assert_eq!(json["reviewer"]["id"], "sam");
+        let back: AuditEvent = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, e);
+        let expired = event(EventDetail::Expired {});
+        let text = serde_json::to_string(&expired).expect("serialize");
+        assert_eq!(
+            serde_json::from_str::<AuditEvent>(&text).expect("parse"),
+            expired
+        );
+    }
+
+    #[tokio::test]
+    async fn json_lines_file_sink_appends_one_line_per_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonLinesSink::file(&path, true).expect("open");
+        sink.record(&event(EventDetail::Expired {}))
+            .await
+            .expect("record");
+        sink.record(&event(EventDetail::GrantConsumed {}))
+            .await
+            .expect("record");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let names: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<AuditEvent>(l)
+                    .expect("valid line")
+                    .name()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(names, ["expired", "grant_consumed"]);
+    }
+
+    struct Broken;
+    #[async_trait]
+    impl AuditSink for Broken {
+        async fn record(&self, _: &AuditEvent) -> Result<(), AuditError> {
+            Err(AuditError::new("disk full"))
+        }
+    }
+
+    #[tokio::test]
+    async fn fanout_fails_when_any_sink_fails_but_still_feeds_the_others() {
+        let memory = Arc::new(MemorySink::new());
+        let fanout = FanoutSink::new().with(Broken).with_shared(memory.clone());
+        let err = fanout
+            .record(&event(EventDetail::Expired {}))
+            .await
+            .expect_err("must fail");
+        assert!(err.to_string().contains("disk full"));
+        assert_eq!(memory.names(), ["expired"]);
+    }
+}

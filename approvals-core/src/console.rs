@@ -1,0 +1,235 @@
+//! `ConsoleApprover`: review requests at a terminal, for local use and demos.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+
+use crate::approver::{Approver, ApproverError, DispatchReason};
+use crate::gate::{Gate, Review};
+use crate::request::Principal;
+use crate::store::{Delivery, RequestRecord, RequestState};
+
+const MAX_VALUE_CHARS: usize = 2000;
+
+type Input = Arc<tokio::sync::Mutex<Box<dyn AsyncBufRead + Send + Unpin>>>;
+type Output = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Shows each pending request on a terminal and reads `approve [reason]` or `deny [reason]`
+/// from its input, deciding as one configured reviewer.
+///
+/// Untrusted text (parameters, justification, names) has control characters replaced, so an
+/// agent cannot move the cursor or recolour the terminal to fake what the reviewer sees, and
+/// long values are truncated.
+#[derive(Clone)]
+pub struct ConsoleApprover {
+    reviewer: Principal,
+    input: Input,
+    output: Output,
+}
+
+impl std::fmt::Debug for ConsoleApprover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleApprover")
+            .field("reviewer", &self.reviewer.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsoleApprover {
+    /// Reads from standard input and writes to standard output as `reviewer`.
+    pub fn new(reviewer: Principal) -> Self {
+        Self::with_io(
+            reviewer,
+            BufReader::new(tokio::io::stdin()),
+            std::io::stdout(),
+        )
+    }
+
+    /// Reads from `input` and writes to `output` (for tests and embedding).
+    pub fn with_io(
+        reviewer: Principal,
+        input: impl AsyncBufRead + Send + Unpin + 'static,
+        output: impl Write + Send + 'static,
+    ) -> Self {
+        ConsoleApprover {
+            reviewer,
+            input: Arc::new(tokio::sync::Mutex::new(Box::new(input))),
+            output: Arc::new(Mutex::new(Box::new(output))),
+        }
+    }
+
+    fn print(&self, text: &str) {
+        if let Ok(mut out) = self.output.lock() {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Replaces control characters (including ESC, so no ANSI sequences) with `?` and truncates.
+pub fn terminal_safe(text: &str, max_chars: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect();
+    if text.chars().count() > max_chars {
+        out.push_str(" …(truncated)");
+    }
+    // Indent continuation lines so a value cannot start a line that looks like ours.
+    out.replace('\n', "\n    | ")
+}
+
+fn render(record: &RequestRecord, reason: DispatchReason, reviewer: &Principal) -> String {
+    let req = &record.request;
+    let safe = |s: &str| terminal_safe(s, MAX_VALUE_CHARS);
+    let mut text = String::new();
+    text.push_str("\n=== APPROVAL NEEDED");
+    if reason == DispatchReason::Escalation {
+        text.push_str(" (ESCALATED)");
+    }
+    text.push_str(" ===\n");
+    text.push_str(&format!("  request   {}\n", record.id));
+    text.push_str(&format!(
+        "  action    {} on {}\n",
+        safe(&req.kind),
+        safe(&req.resource)
+    ));
+    if let Some(init) = &req.initiator {
+        let mut who = format!("{} {}", init.principal.kind, safe(init.principal.label()));
+        if let Some(model) = &init.model {
+            who.push_str(&format!(" (model {})", safe(model)));
+        }
+        if let Some(h) = &init.on_behalf_of {
+            who.push_str(&format!(" on behalf of {}", safe(h.label())));
+        }
+        text.push_str(&format!("  initiator {who}\n"));
+    }
+    if let Some(env) = &req.context.environment {
+        text.push_str(&format!("  env       {}\n", safe(env)));
+    }
+    if let Some(why) = &req.justification {
+        text.push_str(&format!("  why       {}\n", safe(why)));
+    }
+    let params = serde_json::to_string_pretty(&req.params).unwrap_or_default();
+    text.push_str(&format!("  params    {}\n", safe(&params)));
+    text.push_str(&format!("  digest    {}\n", record.digest));
+    text.push_str(&format!(
+        "  needs     {} approval(s); expires {}\n",
+        record.requirement.quorum,
+        record.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+    ));
+    text.push_str(&format!(
+        "Reviewing as {}. Type `approve [reason]` or `deny [reason]`: ",
+        safe(reviewer.label())
+    ));
+    text
+}
+
+#[async_trait]
+impl Approver for ConsoleApprover {
+    fn name(&self) -> &str {
+        "console"
+    }
+
+    async fn dispatch(
+        &self,
+        record: &RequestRecord,
+        reason: DispatchReason,
+        gate: &Gate,
+    ) -> Result<Option<Delivery>, ApproverError> {
+        let this = self.clone();
+        let gate = gate.clone();
+        let id = record.id;
+        let digest = record.digest;
+        let prompt = render(record, reason, &self.reviewer);
+        tokio::spawn(async move {
+            // One prompt at a time: the input is shared by every pending request.
+            let mut input = this.input.lock().await;
+            if gate
+                .get(id)
+                .await
+                .ok()
+                .flatten()
+                .is_none_or(|r| r.state != RequestState::Pending)
+            {
+                return;
+            }
+            this.print(&prompt);
+            loop {
+                let mut line = String::new();
+                match input.read_line(&mut line).await {
+                    Ok(0) | Err(_) => {
+                        this.print("\n(no more input; leaving the request pending)\n");
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+                let line = line.trim();
+                let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+                let review = match word.to_ascii_lowercase().as_str() {
+                    "a" | "approve" | "y" | "yes" => Review::approve(this.reviewer.clone()),
+                    "d" | "deny" | "n" | "no" => Review::deny(this.reviewer.clone()),
+                    _ => {
+                        this.print("Type `approve [reason]` or `deny [reason]`: ");
+                        continue;
+                    }
+                };
+                let mut review = review.via("console").for_digest(digest);
+                if !rest.trim().is_empty() {
+                    review = review.reason(rest.trim());
+                }
+                match gate.decide(id, review).await {
+                    Ok(outcome) => this.print(&format!(
+                        "Recorded: request {id} is {} ({}/{} approvals).\n",
+                        outcome.state, outcome.approvals, outcome.quorum
+                    )),
+                    Err(e) => this.print(&format!("Refused: {e}\n")),
+                }
+                return;
+            }
+        });
+        Ok(None)
+    }
+
+    async fn resolved(&self, record: &RequestRecord) -> Result<(), ApproverError> {
+        let by = match record.state {
+            RequestState::Approved => {
+                let names: Vec<&str> = record.approvers().iter().map(|p| p.label()).collect();
+                format!(" by {}", names.join(", "))
+            }
+            RequestState::Denied => record
+                .denial()
+                .map(|d| format!(" by {}", d.reviewer.label()))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        self.print(&format!(
+            "[console] request {} ({}) is now {}{}\n",
+            record.id,
+            terminal_safe(&record.request.kind, 200),
+            record.state,
+            terminal_safe(&by, 400)
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn escape_sequences_and_long_values_are_defused() {
+        let hostile = "ok\x1b[2K\x1b[1A  approved by security\r";
+        let safe = terminal_safe(hostile, 100);
+        assert!(!safe.contains('\x1b'));
+        assert!(!safe.contains('\r'));
+        assert!(safe.starts_with("ok?[2K?[1A"));
+        let long = "x".repeat(50);
+        assert!(terminal_safe(&long, 10).ends_with("…(truncated)"));
+        assert_eq!(terminal_safe("a\nb", 10), "a\n    | b");
+    }
+}

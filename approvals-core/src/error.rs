@@ -1,0 +1,288 @@
+//! Typed errors for callers (`GuardError`) and reviewers (`ReviewError`).
+
+use std::fmt;
+
+use crate::audit::RejectCause;
+use crate::request::{Digest, PrincipalKind};
+use crate::store::{RequestId, RequestState};
+
+/// The part of the system that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Component {
+    /// The policy.
+    Policy,
+    /// The request store.
+    Store,
+    /// The audit sink.
+    Audit,
+    /// A review channel.
+    Approver,
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Component::Policy => "policy",
+            Component::Store => "approval store",
+            Component::Audit => "audit sink",
+            Component::Approver => "review channel",
+        })
+    }
+}
+
+/// Why `guard()` did not return a grant, or a grant could not be used. The action must not
+/// run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    /// A policy rule refuses this action outright.
+    #[error("{kind} on {resource} is denied by policy rule {rule:?}: {reason}")]
+    PolicyDenied {
+        /// Action kind.
+        kind: String,
+        /// Action resource.
+        resource: String,
+        /// The rule.
+        rule: String,
+        /// The rule's reason.
+        reason: String,
+    },
+    /// A reviewer denied the request.
+    #[error("request {id} was denied by {by}{}", reason_suffix(.reason))]
+    Denied {
+        /// The request.
+        id: RequestId,
+        /// Who denied it.
+        by: String,
+        /// Their reason.
+        reason: Option<String>,
+    },
+    /// Nobody approved in time.
+    #[error(
+        "request {id} expired with {approvals} of {quorum} approvals; ask reviewers sooner, or raise the policy timeout"
+    )]
+    Expired {
+        /// The request.
+        id: RequestId,
+        /// Approvals received.
+        approvals: u32,
+        /// Approvals needed.
+        quorum: u32,
+    },
+    /// The request was withdrawn.
+    #[error("request {id} was cancelled{}{}", by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default(), reason_suffix(.reason))]
+    Cancelled {
+        /// The request.
+        id: RequestId,
+        /// Who cancelled it.
+        by: Option<String>,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// No review channel could deliver the request, so nobody could approve it.
+    #[error(
+        "request {id} could not be delivered to any reviewer ({errors}); it was cancelled. Check the channel configuration and try again"
+    )]
+    DeliveryFailed {
+        /// The request (now cancelled).
+        id: RequestId,
+        /// Each channel's error.
+        errors: String,
+    },
+    /// The grant was approved for a different action than the one presented.
+    #[error(
+        "the grant for request {id} was approved for {approved}, but the action presented has digest {presented}; a changed action needs a new approval"
+    )]
+    DigestMismatch {
+        /// The request the grant came from.
+        id: RequestId,
+        /// The approved digest.
+        approved: Digest,
+        /// The digest of the action presented.
+        presented: Digest,
+    },
+    /// The grant was already used.
+    #[error(
+        "the grant for request {id} was already used ({state}); request approval again to run the action again"
+    )]
+    GrantUsed {
+        /// The request.
+        id: RequestId,
+        /// Its state.
+        state: RequestState,
+    },
+    /// The grant was not used before it expired.
+    #[error("the grant for request {id} lapsed before it was used; request approval again")]
+    GrantLapsed {
+        /// The request.
+        id: RequestId,
+    },
+    /// The idempotency key belongs to a request for a different action.
+    #[error(
+        "idempotency key {key:?} is already used by request {existing} for a different action; use a new key for a new action"
+    )]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The request that has it.
+        existing: RequestId,
+    },
+    /// The request itself is unusable.
+    #[error("invalid action request: {0}")]
+    InvalidRequest(String),
+    /// A component failed; the action was refused (fail closed). May succeed later.
+    #[error("{component} unavailable, so the action was refused: {message}")]
+    Unavailable {
+        /// What failed.
+        component: Component,
+        /// Its error.
+        message: String,
+    },
+    /// The free function `guard()` was called before `set_default_gate`.
+    #[error(
+        "no default gate is set: call approvals_core::set_default_gate(gate) at startup, or use gate.guard(..)"
+    )]
+    NoDefaultGate,
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default()
+}
+
+impl GuardError {
+    /// Whether trying again later may succeed (a component was unavailable).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, GuardError::Unavailable { .. })
+    }
+
+    /// The request this error is about, when there is one.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            GuardError::Denied { id, .. }
+            | GuardError::Expired { id, .. }
+            | GuardError::Cancelled { id, .. }
+            | GuardError::DeliveryFailed { id, .. }
+            | GuardError::DigestMismatch { id, .. }
+            | GuardError::GrantUsed { id, .. }
+            | GuardError::GrantLapsed { id } => Some(*id),
+            GuardError::IdempotencyConflict { existing, .. } => Some(*existing),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn unavailable(component: Component, message: impl fmt::Display) -> Self {
+        GuardError::Unavailable {
+            component,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Why a review was refused. Nothing changed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReviewError {
+    /// No such request.
+    #[error("no approval request {0}")]
+    NotFound(RequestId),
+    /// Someone already decided.
+    #[error("request {id} is already {state}{}", by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default())]
+    AlreadyDecided {
+        /// The request.
+        id: RequestId,
+        /// Its state.
+        state: RequestState,
+        /// Who decided, when a person did.
+        by: Option<String>,
+    },
+    /// The request expired before this review.
+    #[error("request {id} expired before this review arrived")]
+    Expired {
+        /// The request.
+        id: RequestId,
+    },
+    /// The reviewer asked for this action, or it was asked on their behalf.
+    #[error("{reviewer} cannot review request {id}: it was requested by them or on their behalf")]
+    SelfApproval {
+        /// The request.
+        id: RequestId,
+        /// The reviewer's id.
+        reviewer: String,
+    },
+    /// Agents and services cannot review.
+    #[error("{reviewer} is a {kind}; only humans can review")]
+    NotHuman {
+        /// The reviewer's id.
+        reviewer: String,
+        /// Its kind.
+        kind: PrincipalKind,
+    },
+    /// The reviewer is not among the allowed users or groups.
+    #[error(
+        "{reviewer} is not allowed to review request {id}; the policy names other users or groups"
+    )]
+    NotAuthorized {
+        /// The request.
+        id: RequestId,
+        /// The reviewer's id.
+        reviewer: String,
+    },
+    /// The policy requires a reason.
+    #[error("a reason is required to review request {id}")]
+    ReasonRequired {
+        /// The request.
+        id: RequestId,
+    },
+    /// This reviewer already approved; one person counts once.
+    #[error("{reviewer} already approved request {id}; one person counts once toward the quorum")]
+    AlreadyReviewed {
+        /// The request.
+        id: RequestId,
+        /// The reviewer's id.
+        reviewer: String,
+    },
+    /// The reviewer saw a different action than the one stored.
+    #[error("the review is for action digest {presented}, but request {id} has {stored}")]
+    DigestMismatch {
+        /// The request.
+        id: RequestId,
+        /// The stored digest.
+        stored: Digest,
+        /// The digest in the review.
+        presented: Digest,
+    },
+    /// A component failed; nothing was decided. May succeed later.
+    #[error("{component} unavailable, nothing was decided: {message}")]
+    Unavailable {
+        /// What failed.
+        component: Component,
+        /// Its error.
+        message: String,
+    },
+}
+
+impl ReviewError {
+    /// The audit cause for this refusal.
+    pub fn cause(&self) -> Option<RejectCause> {
+        Some(match self {
+            ReviewError::AlreadyDecided { .. } => RejectCause::AlreadyDecided,
+            ReviewError::Expired { .. } => RejectCause::Expired,
+            ReviewError::SelfApproval { .. } => RejectCause::SelfApproval,
+            ReviewError::NotHuman { .. } => RejectCause::NotHuman,
+            ReviewError::NotAuthorized { .. } => RejectCause::NotAuthorized,
+            ReviewError::ReasonRequired { .. } => RejectCause::ReasonRequired,
+            ReviewError::AlreadyReviewed { .. } => RejectCause::DuplicateReview,
+            ReviewError::DigestMismatch { .. } => RejectCause::DigestMismatch,
+            ReviewError::NotFound(_) | ReviewError::Unavailable { .. } => return None,
+        })
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReviewError::Unavailable { .. })
+    }
+}

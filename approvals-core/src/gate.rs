@@ -1,0 +1,1541 @@
+//! The gate: evaluates policy, persists and dispatches requests, applies reviews, issues and
+//! consumes grants, and audits every step.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Notify;
+
+use crate::approver::{Approver, DispatchReason};
+use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, AuditSink, EventDetail, RejectCause};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Component, GuardError, ReviewError};
+use crate::policy::{Decision, Policy, Requirement};
+use crate::request::{
+    Action, ActionRequest, Digest, Initiator, Principal, PrincipalKind, RequestContext,
+};
+use crate::store::{
+    Inserted, ListFilter, MemoryStore, RequestId, RequestRecord, RequestState, Resolution,
+    ReviewRecord, Store, StoreError, Verdict,
+};
+
+/// Largest canonical request accepted, in bytes: reviewers cannot meaningfully review more,
+/// and it bounds what an agent can push into chat messages and logs.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+const MAX_NAME_CHARS: usize = 512;
+
+/// A reviewer's verdict on one request, as submitted by a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// Who, as resolved by the channel's identity resolver at decision time.
+    pub reviewer: Principal,
+    /// Approve or deny.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Option<String>,
+    /// The channel name.
+    pub channel: String,
+    /// The digest the reviewer was shown; when set, it must match the stored request.
+    pub digest: Option<Digest>,
+}
+
+impl Review {
+    /// An approval by `reviewer`.
+    pub fn approve(reviewer: Principal) -> Self {
+        Self::new(reviewer, Verdict::Approve)
+    }
+
+    /// A denial by `reviewer`.
+    pub fn deny(reviewer: Principal) -> Self {
+        Self::new(reviewer, Verdict::Deny)
+    }
+
+    fn new(reviewer: Principal, verdict: Verdict) -> Self {
+        Review {
+            reviewer,
+            verdict,
+            reason: None,
+            channel: "api".into(),
+            digest: None,
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Sets the channel name.
+    pub fn via(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Binds the review to the digest the reviewer saw.
+    pub fn for_digest(mut self, digest: Digest) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+}
+
+/// The state of a request after an accepted review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewOutcome {
+    /// `Pending` (more approvals needed), `Approved` or `Denied`.
+    pub state: RequestState,
+    /// Distinct approvals so far.
+    pub approvals: u32,
+    /// Approvals needed.
+    pub quorum: u32,
+}
+
+/// Proof that one exact action may run now. Single-use: [`Gate::execute`] consumes it.
+#[derive(Debug)]
+pub struct Grant {
+    request_id: RequestId,
+    digest: Digest,
+    approvers: Vec<Principal>,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    policy_rule: Option<String>,
+    policy_version: String,
+    approved: bool,
+}
+
+impl Grant {
+    /// The request it belongs to.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+    /// The approved action digest.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+    /// Who approved; empty when the policy allowed the action without review.
+    pub fn approvers(&self) -> &[Principal] {
+        &self.approvers
+    }
+    /// When it was issued.
+    pub fn issued_at(&self) -> DateTime<Utc> {
+        self.issued_at
+    }
+    /// Until when it may be used.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+    /// The policy rule behind it.
+    pub fn policy_rule(&self) -> Option<&str> {
+        self.policy_rule.as_deref()
+    }
+    /// The policy version behind it.
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+    /// Whether humans approved it (rather than the policy allowing it outright).
+    pub fn is_human_approved(&self) -> bool {
+        self.approved
+    }
+}
+
+/// What [`Gate::submit`] did with a request.
+#[derive(Debug)]
+pub enum Submission {
+    /// The policy allowed it; here is the grant.
+    Allowed(Grant),
+    /// It waits for reviewers (new, or re-attached by idempotency key).
+    Pending(RequestId),
+}
+
+/// Counts from one [`Gate::sweep`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Pending requests that expired.
+    pub expired: usize,
+    /// Pending requests that escalated.
+    pub escalated: usize,
+    /// Approved requests whose grant lapsed.
+    pub lapsed: usize,
+}
+
+/// Builds a [`Gate`].
+#[must_use]
+pub struct GateBuilder {
+    policy: Option<Arc<dyn Policy>>,
+    store: Arc<dyn Store>,
+    audit: Option<Arc<dyn AuditSink>>,
+    approvers: Vec<Arc<dyn Approver>>,
+    clock: Arc<dyn Clock>,
+    initiator: Option<Initiator>,
+    context: RequestContext,
+    grant_ttl: Duration,
+    store_timeout: Duration,
+    poll_interval: Duration,
+}
+
+impl GateBuilder {
+    /// The policy (required).
+    pub fn policy(mut self, policy: impl Policy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// A shared policy.
+    pub fn policy_shared(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The store (default: a new [`MemoryStore`]).
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// A shared store.
+    pub fn store_shared(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The audit sink (required: evidence has to go somewhere).
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Some(Arc::new(sink));
+        self
+    }
+
+    /// A shared audit sink.
+    pub fn audit_shared(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Adds a review channel.
+    pub fn approver(mut self, approver: impl Approver) -> Self {
+        self.approvers.push(Arc::new(approver));
+        self
+    }
+
+    /// Adds a shared review channel.
+    pub fn approver_shared(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approvers.push(approver);
+        self
+    }
+
+    /// The clock (default: system time).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The initiator used when an action names none (for example this agent's identity).
+    pub fn initiator(mut self, initiator: Initiator) -> Self {
+        self.initiator = Some(initiator);
+        self
+    }
+
+    /// Context fields used where an action leaves them empty (for example the environment).
+    pub fn context(mut self, context: RequestContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// How long an approved grant may wait before it is used (default 10 minutes).
+    pub fn grant_ttl(mut self, ttl: Duration) -> Self {
+        self.grant_ttl = ttl;
+        self
+    }
+
+    /// Longest wait for any store call before the action is refused (default 5 s).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// How often a waiting `guard()` re-reads the store in case it missed a notification
+    /// (default 1 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Builds the gate.
+    pub fn build(self) -> Result<Gate, BuildError> {
+        let policy = self.policy.ok_or(BuildError::MissingPolicy)?;
+        let audit = self.audit.ok_or(BuildError::MissingAudit)?;
+        Ok(Gate {
+            inner: Arc::new(Inner {
+                policy,
+                store: self.store,
+                audit,
+                approvers: self.approvers,
+                clock: self.clock,
+                initiator: self.initiator,
+                context: self.context,
+                grant_ttl: self.grant_ttl,
+                store_timeout: self.store_timeout,
+                poll_interval: self.poll_interval,
+                waiters: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// The gate could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No policy was given.
+    #[error("the gate needs a policy: call .policy(RulePolicy::from_file(\"policy.toml\")?)")]
+    MissingPolicy,
+    /// No audit sink was given.
+    #[error(
+        "the gate needs an audit sink: call .audit(JsonLinesSink::file(\"audit.jsonl\", true)?) or another sink"
+    )]
+    MissingAudit,
+}
+
+struct Inner {
+    policy: Arc<dyn Policy>,
+    store: Arc<dyn Store>,
+    audit: Arc<dyn AuditSink>,
+    approvers: Vec<Arc<dyn Approver>>,
+    clock: Arc<dyn Clock>,
+    initiator: Option<Initiator>,
+    context: RequestContext,
+    grant_ttl: Duration,
+    store_timeout: Duration,
+    poll_interval: Duration,
+    waiters: Mutex<HashMap<RequestId, Arc<Notify>>>,
+}
+
+/// The approval engine. Cheap to clone; clones share everything.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_core::{ActionRequest, Gate, Initiator, MemorySink, RulePolicy};
+///
+/// let gate = Gate::builder()
+///     .policy(RulePolicy::from_toml(r#"
+///         version = 1
+///         default = "deny"
+///         [[rules]]
+///         name = "reads"
+///         kind = "*.read"
+///         effect = "allow"
+///     "#)?)
+///     .audit(MemorySink::new())
+///     .initiator(Initiator::agent("report-bot"))
+///     .build()?;
+///
+/// let read = ActionRequest::new("db.read", "db://analytics/events");
+/// let rows = gate.run(&read, || async { Ok::<_, approvals_core::GuardError>(42) }).await?;
+/// assert_eq!(rows, 42);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("policy_version", &self.inner.policy.version())
+            .field(
+                "approvers",
+                &self
+                    .inner
+                    .approvers
+                    .iter()
+                    .map(|a| a.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// Starts building a gate.
+    pub fn builder() -> GateBuilder {
+        GateBuilder {
+            policy: None,
+            store: Arc::new(MemoryStore::new()),
+            audit: None,
+            approvers: Vec::new(),
+            clock: Arc::new(SystemClock),
+            initiator: None,
+            context: RequestContext::default(),
+            grant_ttl: Duration::from_secs(600),
+            store_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// The store this gate uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The policy version recorded with decisions.
+    pub fn policy_version(&self) -> &str {
+        self.inner.policy.version()
+    }
+
+    /// The current time on the gate's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Asking.
+
+    /// Asks for permission to run `action` and waits until it is allowed, approved, or
+    /// refused. The returned grant must be passed to [`execute`](Gate::execute) with the same
+    /// action; [`run`](Gate::run) does both.
+    pub async fn guard<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
+        match self.submit(action).await? {
+            Submission::Allowed(grant) => Ok(grant),
+            Submission::Pending(id) => self.wait(id).await,
+        }
+    }
+
+    /// Asks for permission and runs `f` once granted, consuming the grant and auditing the
+    /// result (`executed` with `ok` or the error text). `f` never runs without a grant.
+    pub async fn run<A, F, Fut, T, E>(&self, action: &A, f: F) -> Result<T, E>
+    where
+        A: Action + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<GuardError> + std::fmt::Display,
+    {
+        let grant = self.guard(action).await?;
+        self.execute(grant, action, f).await
+    }
+
+    /// Evaluates policy and, if approval is needed, stores and dispatches the request without
+    /// waiting. Use [`wait`](Gate::wait) later (possibly in another process) to get the grant.
+    pub async fn submit<A: Action + ?Sized>(&self, action: &A) -> Result<Submission, GuardError> {
+        let request = Arc::new(self.prepare(action.to_request())?);
+        let digest = request.digest();
+
+        if let Some(key) = &request.idempotency_key
+            && let Some(existing) = self
+                .store_call(self.inner.store.get_by_idempotency_key(key))
+                .await?
+        {
+            return self.reattach(existing, key, digest);
+        }
+
+        let id = RequestId::new();
+        let now = self.now();
+        let event = |detail| AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at: now,
+            request_id: id,
+            kind: request.kind.clone(),
+            resource: request.resource.clone(),
+            digest,
+            detail,
+        };
+        self.audit(event(EventDetail::Requested {
+            request: request.clone(),
+        }))
+        .await?;
+        let decision = self
+            .inner
+            .policy
+            .evaluate(&request)
+            .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
+        self.audit(event(EventDetail::PolicyDecided {
+            decision: decision.clone(),
+            policy_version: self.policy_version().to_owned(),
+        }))
+        .await?;
+
+        match decision {
+            Decision::Allow { rule } => Ok(Submission::Allowed(Grant {
+                request_id: id,
+                digest,
+                approvers: Vec::new(),
+                issued_at: now,
+                expires_at: now + to_delta(self.inner.grant_ttl),
+                policy_rule: rule,
+                policy_version: self.policy_version().to_owned(),
+                approved: false,
+            })),
+            Decision::Deny { rule, reason } => Err(GuardError::PolicyDenied {
+                kind: request.kind.clone(),
+                resource: request.resource.clone(),
+                rule,
+                reason,
+            }),
+            Decision::RequireApproval { rule, requirement } => {
+                self.create_pending(id, now, request, digest, rule, requirement)
+                    .await
+            }
+        }
+    }
+
+    fn prepare(&self, mut request: ActionRequest) -> Result<ActionRequest, GuardError> {
+        if request.initiator.is_none() {
+            request.initiator = self.inner.initiator.clone();
+        }
+        if request.initiator.is_none() {
+            return Err(GuardError::InvalidRequest(
+                "the action names no initiator; set one on the gate with .initiator(..) or on the request".into(),
+            ));
+        }
+        let defaults = &self.inner.context;
+        let ctx = &mut request.context;
+        fill(&mut ctx.environment, &defaults.environment);
+        fill(&mut ctx.ticket, &defaults.ticket);
+        fill(&mut ctx.commit, &defaults.commit);
+        fill(&mut ctx.impact, &defaults.impact);
+        if ctx.risk.is_none() {
+            ctx.risk = defaults.risk;
+        }
+        if request.kind.trim().is_empty() || request.kind.chars().count() > MAX_NAME_CHARS {
+            return Err(GuardError::InvalidRequest(format!(
+                "the action kind must be 1 to {MAX_NAME_CHARS} characters"
+            )));
+        }
+        if request.resource.chars().count() > MAX_NAME_CHARS {
+            return Err(GuardError::InvalidRequest(format!(
+                "the action resource must be at most {MAX_NAME_CHARS} characters"
+            )));
+        }
+        Ok(request)
+    }
+
+    async fn create_pending(
+        &self,
+        id: RequestId,
+        now: DateTime<Utc>,
+        request: Arc<ActionRequest>,
+        digest: Digest,
+        rule: Option<String>,
+        requirement: Requirement,
+    ) -> Result<Submission, GuardError> {
+        if requirement.quorum == 0 {
+            return Err(GuardError::unavailable(
+                Component::Policy,
+                "the policy asked for approval with quorum 0; fix the policy (quorum must be at least 1)",
+            ));
+        }
+        let size = serde_json::to_vec(&*request)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_REQUEST_BYTES {
+            return Err(GuardError::InvalidRequest(format!(
+                "the request is {size} bytes; reviewers are shown at most {MAX_REQUEST_BYTES}. Pass a reference to large data instead"
+            )));
+        }
+        let record = RequestRecord {
+            id,
+            version: 1,
+            request: (*request).clone(),
+            digest,
+            expires_at: now + to_delta(requirement.timeout),
+            escalate_at: requirement
+                .escalation
+                .as_ref()
+                .map(|e| now + to_delta(e.after)),
+            requirement,
+            policy_rule: rule,
+            policy_version: self.policy_version().to_owned(),
+            state: RequestState::Pending,
+            created_at: now,
+            escalated: false,
+            reviews: Vec::new(),
+            resolution: None,
+            grant_expires_at: None,
+            deliveries: Vec::new(),
+            execution: None,
+        };
+        match self.store_call(self.inner.store.insert(&record)).await? {
+            Inserted::Created => {}
+            Inserted::Existing(existing) => {
+                // Another task inserted the same idempotency key first.
+                let key = record.request.idempotency_key.clone().unwrap_or_default();
+                return self.reattach(*existing, &key, digest);
+            }
+        }
+        self.dispatch(record, DispatchReason::New).await?;
+        Ok(Submission::Pending(id))
+    }
+
+    fn reattach(
+        &self,
+        existing: RequestRecord,
+        key: &str,
+        digest: Digest,
+    ) -> Result<Submission, GuardError> {
+        if existing.digest != digest {
+            return Err(GuardError::IdempotencyConflict {
+                key: key.to_owned(),
+                existing: existing.id,
+            });
+        }
+        Ok(Submission::Pending(existing.id))
+    }
+
+    /// Delivers to every channel; records the deliveries. Cancels the request when no channel
+    /// delivered it (nobody could approve it).
+    async fn dispatch(
+        &self,
+        record: RequestRecord,
+        reason: DispatchReason,
+    ) -> Result<(), GuardError> {
+        if self.inner.approvers.is_empty() {
+            // Reviews arrive through the API or another process; nothing to deliver.
+            return Ok(());
+        }
+        let mut deliveries = Vec::new();
+        let mut errors = Vec::new();
+        for approver in &self.inner.approvers {
+            let channel = approver.name().to_owned();
+            match approver.dispatch(&record, reason, self).await {
+                Ok(delivery) => {
+                    self.audit(self.event(&record, EventDetail::Dispatched { channel }))
+                        .await?;
+                    deliveries.extend(delivery);
+                }
+                Err(e) => {
+                    self.audit(self.event(
+                        &record,
+                        EventDetail::DispatchFailed {
+                            channel,
+                            error: e.message.clone(),
+                        },
+                    ))
+                    .await?;
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if errors.len() == self.inner.approvers.len() && reason == DispatchReason::New {
+            let why = errors.join("; ");
+            self.finish(
+                record.id,
+                None,
+                Some(format!("no channel could deliver the request: {why}")),
+                RequestState::Cancelled,
+            )
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Store, e))?;
+            return Err(GuardError::DeliveryFailed {
+                id: record.id,
+                errors: why,
+            });
+        }
+        if !deliveries.is_empty() {
+            self.update(record.id, |r| {
+                r.deliveries.extend(deliveries.iter().cloned());
+                true
+            })
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Store, e))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a pending request to be decided and returns its grant, or the refusal.
+    /// Safe to call again after a restart, from any process sharing the store.
+    pub async fn wait(&self, id: RequestId) -> Result<Grant, GuardError> {
+        let notify = self.waiter(id);
+        let result = self.wait_loop(id, &notify).await;
+        self.release_waiter(id, notify);
+        result
+    }
+
+    async fn wait_loop(&self, id: RequestId, notify: &Notify) -> Result<Grant, GuardError> {
+        let mut changes = self.inner.store.changes();
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let record = self
+                .store_call(self.inner.store.get(id))
+                .await?
+                .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
+            match record.state {
+                RequestState::Pending => {}
+                RequestState::Approved => return self.issue_grant(record).await,
+                _ => return Err(refusal(&record)),
+            }
+            let now = self.now();
+            if now >= record.expires_at {
+                self.expire(&record).await?;
+                continue;
+            }
+            if record
+                .escalate_at
+                .is_some_and(|at| !record.escalated && now >= at)
+            {
+                self.escalate(&record).await?;
+                continue;
+            }
+            let deadline = match record.escalate_at.filter(|_| !record.escalated) {
+                Some(at) => at.min(record.expires_at),
+                None => record.expires_at,
+            };
+            let store_change = async {
+                match changes.as_mut() {
+                    Some(rx) => loop {
+                        match rx.recv().await {
+                            Ok(changed) if changed == id => break,
+                            Ok(_) => continue,
+                            // Missed some notifications: re-read to be safe.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await
+                            }
+                        }
+                    },
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.inner.clock.sleep_until(deadline) => {}
+                _ = store_change => {}
+                _ = tokio::time::sleep(self.inner.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn issue_grant(&self, record: RequestRecord) -> Result<Grant, GuardError> {
+        let now = self.now();
+        let expires_at = record.grant_expires_at.unwrap_or(now);
+        if now >= expires_at {
+            self.lapse(&record).await?;
+            return Err(GuardError::GrantLapsed { id: record.id });
+        }
+        let approvers: Vec<Principal> = record.approvers().into_iter().cloned().collect();
+        self.audit(self.event(
+            &record,
+            EventDetail::GrantIssued {
+                approvers: approvers.clone(),
+                expires_at,
+            },
+        ))
+        .await?;
+        Ok(Grant {
+            request_id: record.id,
+            digest: record.digest,
+            approvers,
+            issued_at: now,
+            expires_at,
+            policy_rule: record.policy_rule.clone(),
+            policy_version: record.policy_version.clone(),
+            approved: true,
+        })
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Running.
+
+    /// Consumes `grant` and runs `f`, which performs `action`. Refuses (without running `f`)
+    /// when the action's digest differs from the approved one, or the grant was already used
+    /// or has lapsed. The outcome is audited as `executed`.
+    pub async fn execute<A, F, Fut, T, E>(&self, grant: Grant, action: &A, f: F) -> Result<T, E>
+    where
+        A: Action + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<GuardError> + std::fmt::Display,
+    {
+        let request = self.prepare(action.to_request())?;
+        let presented = request.digest();
+        let subject = EventSubject {
+            id: grant.request_id,
+            kind: request.kind.clone(),
+            resource: request.resource.clone(),
+            digest: grant.digest,
+        };
+        if presented != grant.digest {
+            self.audit(subject.event(
+                self.now(),
+                EventDetail::GrantRejected {
+                    cause: RejectCause::DigestMismatch,
+                    detail: format!("presented {presented}"),
+                },
+            ))
+            .await?;
+            return Err(GuardError::DigestMismatch {
+                id: grant.request_id,
+                approved: grant.digest,
+                presented,
+            }
+            .into());
+        }
+        if grant.approved {
+            self.consume(&grant).await?;
+        } else if self.now() >= grant.expires_at {
+            return Err(GuardError::GrantLapsed {
+                id: grant.request_id,
+            }
+            .into());
+        }
+        if let Err(e) = self
+            .audit(subject.event(self.now(), EventDetail::GrantConsumed {}))
+            .await
+        {
+            if grant.approved {
+                let note = format!("not run: {e}");
+                let _ = self
+                    .update(grant.request_id, |r| {
+                        finish_execution(r, self.now(), Some(note.clone()))
+                    })
+                    .await;
+            }
+            return Err(e.into());
+        }
+
+        let result = f().await;
+
+        let error = result.as_ref().err().map(|e| e.to_string());
+        // The action has run: report its own result whatever happens to the bookkeeping, so a
+        // caller never retries an action that did run. The store keeps `Executing` if this
+        // update fails, which still shows the grant was consumed.
+        let _ = self
+            .audit(subject.event(
+                self.now(),
+                EventDetail::Executed {
+                    ok: error.is_none(),
+                    error: error.clone(),
+                },
+            ))
+            .await;
+        if grant.approved {
+            let finished = self
+                .update(grant.request_id, |r| {
+                    finish_execution(r, self.now(), error.clone())
+                })
+                .await;
+            if let Ok(Some(record)) = finished {
+                self.notify_channels(record);
+            }
+        }
+        result
+    }
+
+    /// Approved -> Executing, exactly once.
+    async fn consume(&self, grant: &Grant) -> Result<(), GuardError> {
+        loop {
+            let record = self
+                .store_call(self.inner.store.get(grant.request_id))
+                .await?
+                .ok_or_else(|| {
+                    GuardError::InvalidRequest(format!("no approval request {}", grant.request_id))
+                })?;
+            if record.digest != grant.digest {
+                return Err(GuardError::DigestMismatch {
+                    id: record.id,
+                    approved: record.digest,
+                    presented: grant.digest,
+                });
+            }
+            match record.state {
+                RequestState::Approved => {}
+                RequestState::Lapsed => return Err(GuardError::GrantLapsed { id: record.id }),
+                state => {
+                    self.audit(self.event(
+                        &record,
+                        EventDetail::GrantRejected {
+                            cause: RejectCause::AlreadyUsed,
+                            detail: format!("request is {state}"),
+                        },
+                    ))
+                    .await?;
+                    return Err(GuardError::GrantUsed {
+                        id: record.id,
+                        state,
+                    });
+                }
+            }
+            let now = self.now();
+            if record.grant_expires_at.is_none_or(|t| now >= t) {
+                self.lapse(&record).await?;
+                return Err(GuardError::GrantLapsed { id: record.id });
+            }
+            let mut next = record.clone();
+            next.state = RequestState::Executing;
+            next.execution = Some(crate::store::Execution {
+                started_at: now,
+                finished_at: None,
+                error: None,
+            });
+            if self
+                .store_call(self.inner.store.compare_and_set(record.version, &next))
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Reviewing.
+
+    /// Applies a reviewer's verdict. Checks, in order: the digest the reviewer saw, that the
+    /// request is still pending and not expired, that the reviewer is a human, is neither the
+    /// initiator nor the human it acts for, is allowed by the requirement (checked now, not
+    /// when the request was sent), gave a reason if one is required, and has not already
+    /// approved. One deny ends the request; approvals from distinct humans count toward the
+    /// quorum. Every refusal is audited as `review_rejected` and changes nothing.
+    pub async fn decide(
+        &self,
+        id: RequestId,
+        review: Review,
+    ) -> Result<ReviewOutcome, ReviewError> {
+        loop {
+            let record = self
+                .inner
+                .store
+                .get(id)
+                .await
+                .map_err(review_unavailable)?
+                .ok_or(ReviewError::NotFound(id))?;
+            let now = self.now();
+            if let Err(refused) = self.check_review(&record, &review, now).await {
+                self.audit_rejection(&record, &review, &refused).await;
+                return Err(refused);
+            }
+            let mut next = record.clone();
+            next.reviews.push(ReviewRecord {
+                reviewer: review.reviewer.clone(),
+                verdict: review.verdict,
+                reason: review.reason.clone(),
+                channel: review.channel.clone(),
+                at: now,
+            });
+            let approvals = next.approvers().len() as u32;
+            let quorum = next.requirement.quorum;
+            match review.verdict {
+                Verdict::Deny => {
+                    next.state = RequestState::Denied;
+                    next.resolution = Some(Resolution {
+                        by: Some(review.reviewer.clone()),
+                        reason: review.reason.clone(),
+                        at: now,
+                    });
+                }
+                Verdict::Approve if approvals >= quorum => {
+                    next.state = RequestState::Approved;
+                    next.grant_expires_at = Some(now + to_delta(self.inner.grant_ttl));
+                }
+                Verdict::Approve => {}
+            }
+            if !self
+                .inner
+                .store
+                .compare_and_set(record.version, &next)
+                .await
+                .map_err(review_unavailable)?
+            {
+                continue; // Someone else changed it; re-check against the new state.
+            }
+            next.version = record.version + 1;
+            self.audit(self.event(
+                &next,
+                EventDetail::Reviewed {
+                    reviewer: review.reviewer.clone(),
+                    verdict: review.verdict,
+                    reason: review.reason.clone(),
+                    channel: review.channel.clone(),
+                    approvals,
+                    quorum,
+                },
+            ))
+            .await
+            .map_err(audit_unavailable)?;
+            match next.state {
+                RequestState::Denied => {
+                    self.audit(self.event(
+                        &next,
+                        EventDetail::Denied {
+                            by: review.reviewer.clone(),
+                            reason: review.reason.clone(),
+                        },
+                    ))
+                    .await
+                    .map_err(audit_unavailable)?;
+                }
+                RequestState::Approved => {
+                    let approvers = next.approvers().into_iter().cloned().collect();
+                    self.audit(self.event(&next, EventDetail::Approved { approvers }))
+                        .await
+                        .map_err(audit_unavailable)?;
+                }
+                _ => {}
+            }
+            let state = next.state;
+            self.wake(id);
+            if state != RequestState::Pending {
+                self.notify_channels(next);
+            }
+            return Ok(ReviewOutcome {
+                state,
+                approvals,
+                quorum,
+            });
+        }
+    }
+
+    async fn check_review(
+        &self,
+        record: &RequestRecord,
+        review: &Review,
+        now: DateTime<Utc>,
+    ) -> Result<(), ReviewError> {
+        let id = record.id;
+        let reviewer = &review.reviewer;
+        if let Some(presented) = review.digest
+            && presented != record.digest
+        {
+            return Err(ReviewError::DigestMismatch {
+                id,
+                stored: record.digest,
+                presented,
+            });
+        }
+        if record.state != RequestState::Pending {
+            return Err(ReviewError::AlreadyDecided {
+                id,
+                state: record.state,
+                by: decided_by(record),
+            });
+        }
+        if now >= record.expires_at {
+            self.expire(record)
+                .await
+                .map_err(|e| ReviewError::Unavailable {
+                    component: Component::Store,
+                    message: e.to_string(),
+                })?;
+            return Err(ReviewError::Expired { id });
+        }
+        if reviewer.kind != PrincipalKind::Human {
+            return Err(ReviewError::NotHuman {
+                reviewer: reviewer.id.clone(),
+                kind: reviewer.kind,
+            });
+        }
+        if record
+            .request
+            .initiator
+            .as_ref()
+            .is_none_or(|i| i.is_self(reviewer))
+        {
+            return Err(ReviewError::SelfApproval {
+                id,
+                reviewer: reviewer.id.clone(),
+            });
+        }
+        if !record.requirement.authorizes(reviewer, record.escalated) {
+            return Err(ReviewError::NotAuthorized {
+                id,
+                reviewer: reviewer.id.clone(),
+            });
+        }
+        if record.requirement.reason_required
+            && review.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+        {
+            return Err(ReviewError::ReasonRequired { id });
+        }
+        if review.verdict == Verdict::Approve
+            && record.approvers().iter().any(|p| p.same_identity(reviewer))
+        {
+            return Err(ReviewError::AlreadyReviewed {
+                id,
+                reviewer: reviewer.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn audit_rejection(
+        &self,
+        record: &RequestRecord,
+        review: &Review,
+        refused: &ReviewError,
+    ) {
+        if let Some(cause) = refused.cause() {
+            let event = self.event(
+                record,
+                EventDetail::ReviewRejected {
+                    reviewer: Some(review.reviewer.clone()),
+                    channel: review.channel.clone(),
+                    cause,
+                    detail: refused.to_string(),
+                },
+            );
+            // The review is refused either way; a failing sink cannot make it pass.
+            let _ = self.inner.audit.record(&event).await;
+        }
+    }
+
+    /// Records a callback that a channel refused before it reached [`decide`](Gate::decide)
+    /// (failed signature or token, replay, unknown reviewer), when it names a request that
+    /// exists. Returns whether an event was written.
+    pub async fn record_rejected_callback(
+        &self,
+        id: RequestId,
+        reviewer: Option<Principal>,
+        channel: &str,
+        cause: RejectCause,
+        detail: &str,
+    ) -> bool {
+        let Ok(Some(record)) = self.inner.store.get(id).await else {
+            return false;
+        };
+        let event = self.event(
+            &record,
+            EventDetail::ReviewRejected {
+                reviewer,
+                channel: channel.to_owned(),
+                cause,
+                detail: detail.to_owned(),
+            },
+        );
+        self.inner.audit.record(&event).await.is_ok()
+    }
+
+    /// Withdraws a pending request. `by` is recorded; who may cancel is the caller's decision
+    /// (the HTTP API allows the initiator and administrators).
+    pub async fn cancel(
+        &self,
+        id: RequestId,
+        by: Option<Principal>,
+        reason: Option<String>,
+    ) -> Result<RequestState, ReviewError> {
+        match self.finish(id, by, reason, RequestState::Cancelled).await {
+            Ok(Some(record)) => Ok(record.state),
+            Ok(None) => Err(ReviewError::NotFound(id)),
+            Err(e) => Err(ReviewError::Unavailable {
+                component: Component::Store,
+                message: e.to_string(),
+            }),
+        }
+        .and_then(|state| match state {
+            RequestState::Cancelled => Ok(state),
+            other => Err(ReviewError::AlreadyDecided {
+                id,
+                state: other,
+                by: None,
+            }),
+        })
+    }
+
+    /// Pending requests, newest first.
+    pub async fn pending(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.store.list(&ListFilter::pending()).await
+    }
+
+    /// One request.
+    pub async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.store.get(id).await
+    }
+
+    /// Expires, escalates and lapses whatever is due. Safe to run on every replica at once:
+    /// each change is a compare-and-set, so each happens once.
+    pub async fn sweep(&self) -> Result<SweepReport, GuardError> {
+        let mut report = SweepReport::default();
+        let filter = ListFilter {
+            states: vec![RequestState::Pending, RequestState::Approved],
+            ..Default::default()
+        };
+        let now = self.now();
+        for record in self.store_call(self.inner.store.list(&filter)).await? {
+            match record.state {
+                RequestState::Pending if now >= record.expires_at => {
+                    report.expired += usize::from(self.expire(&record).await?);
+                }
+                RequestState::Pending
+                    if !record.escalated && record.escalate_at.is_some_and(|t| now >= t) =>
+                {
+                    report.escalated += usize::from(self.escalate(&record).await?);
+                }
+                RequestState::Approved if record.grant_expires_at.is_some_and(|t| now >= t) => {
+                    report.lapsed += usize::from(self.lapse(&record).await?);
+                }
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs [`sweep`](Gate::sweep) every `interval` until the returned handle is aborted.
+    pub fn spawn_sweeper(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let gate = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let _ = gate.sweep().await;
+            }
+        })
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Transitions.
+
+    /// Pending -> Expired. Returns whether this call made the change.
+    async fn expire(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        let mut next = record.clone();
+        next.state = RequestState::Expired;
+        next.resolution = Some(Resolution {
+            by: None,
+            reason: Some("no decision before the deadline".into()),
+            at: self.now(),
+        });
+        self.transition(record, next, EventDetail::Expired {}).await
+    }
+
+    /// Approved -> Lapsed.
+    async fn lapse(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        let mut next = record.clone();
+        next.state = RequestState::Lapsed;
+        self.transition(record, next, EventDetail::Lapsed {}).await
+    }
+
+    /// Marks the request escalated and asks the escalation reviewers.
+    async fn escalate(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        let Some(escalation) = record.requirement.escalation.clone() else {
+            return Ok(false);
+        };
+        let mut next = record.clone();
+        next.escalated = true;
+        let changed = self
+            .transition(
+                record,
+                next.clone(),
+                EventDetail::Escalated {
+                    users: escalation.users,
+                    groups: escalation.groups,
+                },
+            )
+            .await?;
+        if changed {
+            next.version = record.version + 1;
+            self.dispatch(next, DispatchReason::Escalation).await?;
+        }
+        Ok(changed)
+    }
+
+    /// One compare-and-set plus its audit event; wakes waiters and updates channels.
+    async fn transition(
+        &self,
+        record: &RequestRecord,
+        mut next: RequestRecord,
+        detail: EventDetail,
+    ) -> Result<bool, GuardError> {
+        if !self
+            .store_call(self.inner.store.compare_and_set(record.version, &next))
+            .await?
+        {
+            return Ok(false);
+        }
+        next.version = record.version + 1;
+        self.audit(self.event(&next, detail)).await?;
+        self.wake(next.id);
+        if next.state != record.state {
+            self.notify_channels(next);
+        }
+        Ok(true)
+    }
+
+    /// Ends a pending request (cancel). Returns the record as it now is.
+    async fn finish(
+        &self,
+        id: RequestId,
+        by: Option<Principal>,
+        reason: Option<String>,
+        state: RequestState,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        loop {
+            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
+                return Ok(None);
+            };
+            if record.state != RequestState::Pending {
+                return Ok(Some(record));
+            }
+            let mut next = record.clone();
+            next.state = state;
+            next.resolution = Some(Resolution {
+                by: by.clone(),
+                reason: reason.clone(),
+                at: self.now(),
+            });
+            let detail = EventDetail::Cancelled {
+                by: by.clone(),
+                reason: reason.clone(),
+            };
+            if self.transition(&record, next.clone(), detail).await? {
+                next.version = record.version + 1;
+                return Ok(Some(next));
+            }
+        }
+    }
+
+    /// Read-modify-write with retries; `change` returns false to leave the record alone.
+    async fn update(
+        &self,
+        id: RequestId,
+        mut change: impl FnMut(&mut RequestRecord) -> bool,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        loop {
+            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
+                return Ok(None);
+            };
+            let mut next = record.clone();
+            if !change(&mut next) {
+                return Ok(Some(record));
+            }
+            if self
+                .store_call(self.inner.store.compare_and_set(record.version, &next))
+                .await?
+            {
+                next.version = record.version + 1;
+                return Ok(Some(next));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Plumbing.
+
+    fn event(&self, record: &RequestRecord, detail: EventDetail) -> AuditEvent {
+        AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at: self.now(),
+            request_id: record.id,
+            kind: record.request.kind.clone(),
+            resource: record.request.resource.clone(),
+            digest: record.digest,
+            detail,
+        }
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<(), GuardError> {
+        self.inner
+            .audit
+            .record(&event)
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Audit, e))
+    }
+
+    async fn store_call<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, GuardError> {
+        match tokio::time::timeout(self.inner.store_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(GuardError::unavailable(Component::Store, e)),
+            Err(_) => Err(GuardError::unavailable(
+                Component::Store,
+                format!("no answer within {:?}", self.inner.store_timeout),
+            )),
+        }
+    }
+
+    fn waiter(&self, id: RequestId) -> Arc<Notify> {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.entry(id).or_default().clone()
+    }
+
+    fn release_waiter(&self, id: RequestId, notify: Arc<Notify>) {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        // The map holds one reference and `notify` another: nobody else is waiting.
+        if Arc::strong_count(&notify) <= 2 {
+            waiters.remove(&id);
+        }
+    }
+
+    fn wake(&self, id: RequestId) {
+        let waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = waiters.get(&id) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Tells every channel the request changed, in the background (a slow chat API must not
+    /// hold up the decision). Failures are audited as `dispatch_failed`.
+    fn notify_channels(&self, record: RequestRecord) {
+        if self.inner.approvers.is_empty() {
+            return;
+        }
+        let gate = self.clone();
+        tokio::spawn(async move {
+            for approver in &gate.inner.approvers {
+                if let Err(e) = approver.resolved(&record).await {
+                    let event = gate.event(
+                        &record,
+                        EventDetail::DispatchFailed {
+                            channel: approver.name().to_owned(),
+                            error: format!("could not update the message: {}", e.message),
+                        },
+                    );
+                    let _ = gate.inner.audit.record(&event).await;
+                }
+            }
+        });
+    }
+}
+
+struct EventSubject {
+    id: RequestId,
+    kind: String,
+    resource: String,
+    digest: Digest,
+}
+
+impl EventSubject {
+    fn event(&self, at: DateTime<Utc>, detail: EventDetail) -> AuditEvent {
+        AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at,
+            request_id: self.id,
+            kind: self.kind.clone(),
+            resource: self.resource.clone(),
+            digest: self.digest,
+            detail,
+        }
+    }
+}
+
+fn finish_execution(record: &mut RequestRecord, now: DateTime<Utc>, error: Option<String>) -> bool {
+    if record.state != RequestState::Executing {
+        return false;
+    }
+    record.state = if error.is_some() {
+        RequestState::Failed
+    } else {
+        RequestState::Executed
+    };
+    let started_at = record.execution.as_ref().map_or(now, |e| e.started_at);
+    record.execution = Some(crate::store::Execution {
+        started_at,
+        finished_at: Some(now),
+        error,
+    });
+    true
+}
+
+fn fill(slot: &mut Option<String>, default: &Option<String>) {
+    if slot.is_none() {
+        slot.clone_from(default);
+    }
+}
+
+fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+fn decided_by(record: &RequestRecord) -> Option<String> {
+    match record.state {
+        RequestState::Denied | RequestState::Cancelled => record
+            .resolution
+            .as_ref()
+            .and_then(|r| r.by.as_ref())
+            .map(|p| p.label().to_owned()),
+        RequestState::Pending | RequestState::Expired | RequestState::Lapsed => None,
+        _ => {
+            let names: Vec<&str> = record.approvers().iter().map(|p| p.label()).collect();
+            (!names.is_empty()).then(|| names.join(", "))
+        }
+    }
+}
+
+/// The caller-facing error for a request that ended without a grant.
+fn refusal(record: &RequestRecord) -> GuardError {
+    let id = record.id;
+    let resolution = record.resolution.as_ref();
+    match record.state {
+        RequestState::Denied => {
+            let denial = record.denial();
+            GuardError::Denied {
+                id,
+                by: denial.map_or_else(
+                    || "a reviewer".to_owned(),
+                    |d| d.reviewer.label().to_owned(),
+                ),
+                reason: denial.and_then(|d| d.reason.clone()),
+            }
+        }
+        RequestState::Expired => GuardError::Expired {
+            id,
+            approvals: record.approvers().len() as u32,
+            quorum: record.requirement.quorum,
+        },
+        RequestState::Cancelled => GuardError::Cancelled {
+            id,
+            by: resolution
+                .and_then(|r| r.by.as_ref())
+                .map(|p| p.label().to_owned()),
+            reason: resolution.and_then(|r| r.reason.clone()),
+        },
+        RequestState::Lapsed => GuardError::GrantLapsed { id },
+        state => GuardError::GrantUsed { id, state },
+    }
+}
+
+fn review_unavailable(e: StoreError) -> ReviewError {
+    ReviewError::Unavailable {
+        component: Component::Store,
+        message: e.to_string(),
+    }
+}
+
+fn audit_unavailable(e: GuardError) -> ReviewError {
+    ReviewError::Unavailable {
+        component: Component::Audit,
+        message: e.to_string(),
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// The process-wide default gate.
+
+static DEFAULT_GATE: RwLock<Option<Gate>> = RwLock::new(None);
+
+/// Sets the gate used by the free functions [`guard`] and [`run`] (and by
+/// `#[requires_approval]` without `gate = ..`). Returns the previous one.
+pub fn set_default_gate(gate: Gate) -> Option<Gate> {
+    DEFAULT_GATE
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(gate)
+}
+
+/// The process-wide default gate, if set.
+pub fn default_gate() -> Option<Gate> {
+    DEFAULT_GATE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// [`Gate::guard`] on the process-wide default gate.
+pub async fn guard<A: Action + ?Sized>(action: &A) -> Result<Grant, GuardError> {
+    default_gate()
+        .ok_or(GuardError::NoDefaultGate)?
+        .guard(action)
+        .await
+}
+
+/// [`Gate::run`] on the process-wide default gate.
+pub async fn run<A, F, Fut, T, E>(action: &A, f: F) -> Result<T, E>
+where
+    A: Action + ?Sized,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<GuardError> + std::fmt::Display,
+{
+    let gate = default_gate().ok_or(GuardError::NoDefaultGate)?;
+    gate.run(action, f).await
+}

@@ -1,0 +1,232 @@
+//! Policies decide whether an action runs at once, is refused, or needs human approval.
+
+mod duration;
+mod glob;
+mod rules;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::{ActionRequest, Principal};
+
+pub use duration::{format_duration, parse_duration};
+pub use glob::Glob;
+pub use rules::{PolicyLoadError, RulePolicy};
+
+/// Decides what happens to an action request.
+///
+/// Evaluation is synchronous and must not block: it runs on every `guard()` call. An error
+/// refuses the action (fail closed).
+pub trait Policy: Send + Sync + 'static {
+    /// The decision for this request.
+    fn evaluate(&self, request: &ActionRequest) -> Result<Decision, PolicyError>;
+
+    /// A version string recorded with every decision (for [`RulePolicy`], a hash of its rules).
+    fn version(&self) -> &str;
+}
+
+/// What a policy decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Decision {
+    /// Run at once.
+    Allow {
+        /// The rule that allowed it, if named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
+    /// Refuse.
+    Deny {
+        /// The rule that denied it.
+        rule: String,
+        /// Why, in words for the caller.
+        reason: String,
+    },
+    /// Ask humans first.
+    RequireApproval {
+        /// The rule that asked for approval, if named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// Who must approve and how.
+        requirement: Requirement,
+    },
+}
+
+impl Decision {
+    /// The rule that produced this decision.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Decision::Allow { rule } | Decision::RequireApproval { rule, .. } => rule.as_deref(),
+            Decision::Deny { rule, .. } => Some(rule),
+        }
+    }
+}
+
+/// Who may approve a request, how many of them, and for how long it stays open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    /// Reviewers allowed by canonical id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Reviewers allowed by group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// How many distinct humans must approve (at least 1).
+    pub quorum: u32,
+    /// Whether each review must carry a reason.
+    #[serde(default)]
+    pub reason_required: bool,
+    /// How long the request stays open before it expires.
+    #[serde(with = "duration::serde_secs")]
+    pub timeout: Duration,
+    /// After a delay, also ask further reviewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
+}
+
+impl Requirement {
+    /// One approval from any of `groups`, open for one hour.
+    pub fn groups<I, S>(groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Requirement {
+            users: Vec::new(),
+            groups: groups.into_iter().map(Into::into).collect(),
+            quorum: 1,
+            reason_required: false,
+            timeout: Duration::from_secs(3600),
+            escalation: None,
+        }
+    }
+
+    /// One approval from any of `users`, open for one hour.
+    pub fn users<I, S>(users: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Requirement {
+            users: users.into_iter().map(Into::into).collect(),
+            ..Requirement::groups(Vec::<String>::new())
+        }
+    }
+
+    /// Sets the quorum.
+    pub fn quorum(mut self, quorum: u32) -> Self {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Requires a reason with every review.
+    pub fn reason_required(mut self, yes: bool) -> Self {
+        self.reason_required = yes;
+        self
+    }
+
+    /// Sets the escalation.
+    pub fn escalation(mut self, escalation: Escalation) -> Self {
+        self.escalation = Some(escalation);
+        self
+    }
+
+    /// Whether `reviewer` may review, given whether the request has escalated.
+    ///
+    /// This only checks the allow lists; the gate separately rejects non-humans and the
+    /// initiator's own identities.
+    pub fn authorizes(&self, reviewer: &Principal, escalated: bool) -> bool {
+        let listed = |users: &[String], groups: &[String]| {
+            users
+                .iter()
+                .any(|u| crate::request::same_id(u, &reviewer.id))
+                || groups.iter().any(|g| reviewer.in_group(g))
+        };
+        listed(&self.users, &self.groups)
+            || (escalated
+                && self
+                    .escalation
+                    .as_ref()
+                    .is_some_and(|e| listed(&e.users, &e.groups)))
+    }
+}
+
+/// Further reviewers asked when a request is still pending after a delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Delay after the request was created.
+    #[serde(with = "duration::serde_secs")]
+    pub after: Duration,
+    /// Extra reviewers by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Extra reviewers by group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// A policy could not evaluate a request; the action is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy evaluation failed: {message}")]
+pub struct PolicyError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl PolicyError {
+    /// A new error.
+    pub fn new(message: impl Into<String>) -> Self {
+        PolicyError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A fixed decision for every request; handy in tests and for the simplest deployments.
+#[derive(Debug, Clone)]
+pub struct StaticPolicy {
+    decision: Decision,
+    version: String,
+}
+
+impl StaticPolicy {
+    /// Every request gets `decision`.
+    pub fn new(decision: Decision) -> Self {
+        StaticPolicy {
+            decision,
+            version: "static".into(),
+        }
+    }
+
+    /// Every request is allowed.
+    pub fn allow_all() -> Self {
+        Self::new(Decision::Allow {
+            rule: Some("allow-all".into()),
+        })
+    }
+
+    /// Every request needs `requirement`.
+    pub fn require(requirement: Requirement) -> Self {
+        Self::new(Decision::RequireApproval {
+            rule: Some("require-all".into()),
+            requirement,
+        })
+    }
+}
+
+impl Policy for StaticPolicy {
+    fn evaluate(&self, _request: &ActionRequest) -> Result<Decision, PolicyError> {
+        Ok(self.decision.clone())
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+}

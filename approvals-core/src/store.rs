@@ -1,0 +1,516 @@
+//! Where requests, reviews and grants live; every state change is one compare-and-set.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::policy::Requirement;
+use crate::request::{ActionRequest, Digest, Principal};
+
+/// Identifies one approval request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub Uuid);
+
+impl RequestId {
+    /// A new time-ordered id.
+    pub fn new() -> Self {
+        RequestId(Uuid::now_v7())
+    }
+
+    /// Parses the hyphenated form.
+    pub fn parse(s: &str) -> Result<Self, uuid::Error> {
+        Uuid::parse_str(s).map(RequestId)
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({})", self.0)
+    }
+}
+
+/// Where a request is in its lifecycle.
+///
+/// `Pending -> Approved | Denied | Expired | Cancelled`;
+/// `Approved -> Executing -> Executed | Failed`, or `Approved -> Lapsed` when the grant is not
+/// used in time. `Executing` records that the grant was consumed: a process that dies while
+/// running the action leaves it there, and it is never run again. Terminal states never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for reviewers.
+    Pending,
+    /// Enough approvals; the grant may be used.
+    Approved,
+    /// A reviewer denied it.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// Withdrawn, or undeliverable.
+    Cancelled,
+    /// The grant was consumed and the action is running.
+    Executing,
+    /// The action ran and succeeded.
+    Executed,
+    /// The action ran and returned an error.
+    Failed,
+    /// Approved, but the grant was not used before it expired.
+    Lapsed,
+}
+
+impl RequestState {
+    /// Whether the state can never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RequestState::Denied
+                | RequestState::Expired
+                | RequestState::Cancelled
+                | RequestState::Executed
+                | RequestState::Failed
+                | RequestState::Lapsed
+        )
+    }
+
+    /// Whether no further review is accepted.
+    pub fn is_decided(self) -> bool {
+        self != RequestState::Pending
+    }
+
+    /// The state's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Expired => "expired",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Executing => "executing",
+            RequestState::Executed => "executed",
+            RequestState::Failed => "failed",
+            RequestState::Lapsed => "lapsed",
+        }
+    }
+
+    /// Whether `self -> next` is an allowed lifecycle step.
+    pub fn can_become(self, next: RequestState) -> bool {
+        use RequestState::*;
+        matches!(
+            (self, next),
+            (Pending, Pending | Approved | Denied | Expired | Cancelled)
+                | (Approved, Executing | Lapsed)
+                | (Executing, Executed | Failed)
+        )
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RequestState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown request state {s:?}"))
+    }
+}
+
+/// Approve or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Let it run.
+    Approve,
+    /// Refuse it.
+    Deny,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        })
+    }
+}
+
+/// An accepted review, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewRecord {
+    /// Who reviewed.
+    pub reviewer: Principal,
+    /// What they decided.
+    pub verdict: Verdict,
+    /// Their reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The channel it came through (`slack`, `teams`, `http`, `console`, ...).
+    pub channel: String,
+    /// When it was accepted.
+    pub at: DateTime<Utc>,
+}
+
+/// How a channel delivered a request, so the message can be updated later (even after a
+/// restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The channel's name.
+    pub channel: String,
+    /// Channel-specific reference (for example Slack's channel id and message `ts`).
+    pub reference: serde_json::Value,
+}
+
+/// What happened when the approved action ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// When the grant was consumed.
+    pub started_at: DateTime<Utc>,
+    /// When the action finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The error text when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A final word on the request: who ended it and why (deny, cancel, expiry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Who, when a person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Principal>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything stored about one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The id.
+    pub id: RequestId,
+    /// Incremented by every change; the compare-and-set token.
+    pub version: u64,
+    /// The action as requested.
+    pub request: ActionRequest,
+    /// `request.digest()`, stored so it is never recomputed differently.
+    pub digest: Digest,
+    /// Who must approve.
+    pub requirement: Requirement,
+    /// The policy rule that asked for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_rule: Option<String>,
+    /// The policy's version.
+    pub policy_version: String,
+    /// Where it is in the lifecycle.
+    pub state: RequestState,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it expires if still pending.
+    pub expires_at: DateTime<Utc>,
+    /// When it escalates if still pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_at: Option<DateTime<Utc>>,
+    /// Whether it has escalated.
+    #[serde(default)]
+    pub escalated: bool,
+    /// Accepted reviews, in order.
+    #[serde(default)]
+    pub reviews: Vec<ReviewRecord>,
+    /// Who ended it (deny, cancel, expiry) and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Until when the grant may be used, once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_expires_at: Option<DateTime<Utc>>,
+    /// Channel messages to update on resolution.
+    #[serde(default)]
+    pub deliveries: Vec<Delivery>,
+    /// What happened when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+}
+
+impl RequestRecord {
+    /// Distinct humans who approved, in order.
+    pub fn approvers(&self) -> Vec<&Principal> {
+        let mut seen: Vec<&Principal> = Vec::new();
+        for r in &self.reviews {
+            if r.verdict == Verdict::Approve && !seen.iter().any(|p| p.same_identity(&r.reviewer)) {
+                seen.push(&r.reviewer);
+            }
+        }
+        seen
+    }
+
+    /// The review that denied it, if any.
+    pub fn denial(&self) -> Option<&ReviewRecord> {
+        self.reviews.iter().find(|r| r.verdict == Verdict::Deny)
+    }
+}
+
+/// Filter for [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only these states (all when empty).
+    pub states: Vec<RequestState>,
+    /// Only this action kind (exact).
+    pub kind: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this initiator id.
+    pub initiator: Option<String>,
+    /// At most this many, newest first (all when `None`).
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    /// Pending requests only.
+    pub fn pending() -> Self {
+        ListFilter {
+            states: vec![RequestState::Pending],
+            ..Default::default()
+        }
+    }
+
+    /// Whether `record` passes the filter (ignoring `limit`).
+    pub fn matches(&self, record: &RequestRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&record.state))
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|k| k == record.request.kind)
+            && self
+                .environment
+                .as_deref()
+                .is_none_or(|e| record.request.context.environment.as_deref() == Some(e))
+            && self.initiator.as_deref().is_none_or(|i| {
+                record
+                    .request
+                    .initiator
+                    .as_ref()
+                    .is_some_and(|init| crate::request::same_id(&init.principal.id, i))
+            })
+    }
+}
+
+/// Result of [`Store::insert`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// The record was stored.
+    Created,
+    /// A record with the same idempotency key exists; here it is, unchanged.
+    Existing(Box<RequestRecord>),
+}
+
+/// A store failure. The gate turns it into a refusal (fail closed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or timed out; retrying later may work.
+    #[error("approval store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data could not be read back (corrupt or from an incompatible version).
+    #[error("approval store data is invalid: {0}")]
+    Corrupt(String),
+    /// Any other backend error.
+    #[error("approval store error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Where requests live.
+///
+/// Implementations must make [`compare_and_set`](Store::compare_and_set) atomic: it replaces
+/// the record only if the stored version still equals `expected_version`, and the new record
+/// carries `expected_version + 1`. The conformance suite in `approvals-testkit` checks every
+/// store against the same behaviour.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new record (version 1). If its idempotency key is already used, stores
+    /// nothing and returns the existing record.
+    async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError>;
+
+    /// The record with this id.
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
+
+    /// The record with this idempotency key.
+    async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<RequestRecord>, StoreError>;
+
+    /// Replaces the record if its stored version is `expected_version`. Returns `false`
+    /// (changing nothing) when another writer got there first or the record is missing.
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Records matching the filter, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError>;
+
+    /// A stream of ids whose record changed, including changes made by other processes
+    /// where the backend can tell (PostgreSQL LISTEN/NOTIFY). `None` when the store cannot
+    /// notify; the gate then polls.
+    fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
+        None
+    }
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        (**self).insert(record).await
+    }
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        (**self).get(id).await
+    }
+    async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<RequestRecord>, StoreError> {
+        (**self).get_by_idempotency_key(key).await
+    }
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        (**self).compare_and_set(expected_version, record).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        (**self).list(filter).await
+    }
+    fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
+        (**self).changes()
+    }
+}
+
+/// An in-process store: fast, and gone when the process exits. Use `approvals-store-sql`
+/// for requests that must survive a restart.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    records: HashMap<RequestId, RequestRecord>,
+    by_key: HashMap<String, RequestId>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock cannot leave a half-written record (every update is a
+        // single insert), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of stored records.
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        let mut inner = self.lock();
+        if let Some(key) = &record.request.idempotency_key {
+            if let Some(existing) = inner.by_key.get(key).and_then(|id| inner.records.get(id)) {
+                return Ok(Inserted::Existing(Box::new(existing.clone())));
+            }
+            inner.by_key.insert(key.clone(), record.id);
+        }
+        if inner.records.contains_key(&record.id) {
+            return Err(StoreError::Backend(format!(
+                "request id {} already exists",
+                record.id
+            )));
+        }
+        let mut stored = record.clone();
+        stored.version = 1;
+        inner.records.insert(record.id, stored);
+        Ok(Inserted::Created)
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(self.lock().records.get(&id).cloned())
+    }
+
+    async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<RequestRecord>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .by_key
+            .get(key)
+            .and_then(|id| inner.records.get(id))
+            .cloned())
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.records.get_mut(&record.id) {
+            Some(stored) if stored.version == expected_version => {
+                *stored = record.clone();
+                stored.version = expected_version + 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<RequestRecord> = inner
+            .records
+            .values()
+            .filter(|r| filter.matches(r))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        if let Some(limit) = filter.limit {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+}

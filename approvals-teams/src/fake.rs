@@ -59,6 +59,13 @@ fn pool_key(slot: usize) -> Arc<RsaPrivateKey> {
     pool[slot].clone()
 }
 
+/// Generates the keys for the default key, the unpublished key and `extra` rotations now, off
+/// the async runtime, so that later [`FakeOpenId::publish_key`] calls return at once (useful when
+/// a test measures a refetch interval).
+pub async fn warm_key_pool(extra: usize) {
+    let _ = tokio::task::spawn_blocking(move || pool_key(UNPUBLISHED_SLOT + extra)).await;
+}
+
 /// A request as a fake server saw it.
 #[derive(Clone, Debug)]
 struct FakeRequest {

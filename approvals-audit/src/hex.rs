@@ -30,7 +30,11 @@ fn nibble(c: u8) -> Option<u8> {
 
 /// Parses exactly 64 lower-case hex digits.
 pub(crate) fn parse_hex(s: &str) -> Option<Hash> {
-    let s = s.as_bytes();
+    parse_hex_bytes(s.as_bytes())
+}
+
+/// Parses exactly 64 lower-case hex digits given as bytes.
+pub(crate) fn parse_hex_bytes(s: &[u8]) -> Option<Hash> {
     if s.len() != 64 {
         return None;
     }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::hex::{parse_hex, push_hex};
+use crate::hex::{parse_hex, parse_hex_bytes, push_hex};
 use crate::merkle::Hash;
 
 /// The `prev` of the first entry.
@@ -71,6 +71,9 @@ struct RawLine<'a> {
 
 /// Parses one line (without its newline).
 pub(crate) fn parse_line(line: &[u8]) -> Result<Line<'_>, String> {
+    if let Some(entry) = parse_entry_fast(line) {
+        return Ok(entry);
+    }
     let raw: RawLine<'_> =
         serde_json::from_slice(line).map_err(|e| format!("not a valid log line: {e}"))?;
     match raw {
@@ -95,6 +98,36 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Line<'_>, String> {
         } => Ok(Line::Checkpoint(note)),
         _ => Err("expected an entry line (seq, prev, leaf, event) or a checkpoint line".into()),
     }
+}
+
+/// Reads an entry line in exactly the layout [`write_entry`] produces, without a JSON parser.
+///
+/// The event bytes are not checked to be JSON here: they are whatever lies between
+/// `"event":` and the final `}`, and the leaf hash covers exactly those bytes, so any change
+/// to the line's tail (an extra key, altered JSON) shows up as a leaf hash mismatch. Lines in
+/// any other layout go through the JSON parser.
+fn parse_entry_fast(line: &[u8]) -> Option<Line<'_>> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let seq = rest[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let rest = rest[digits..].strip_prefix(b",\"prev\":\"")?;
+    let prev = parse_hex_bytes(rest.get(..64)?)?;
+    let rest = rest[64..].strip_prefix(b"\",\"leaf\":\"")?;
+    let leaf = parse_hex_bytes(rest.get(..64)?)?;
+    let event = rest[64..]
+        .strip_prefix(b"\",\"event\":")?
+        .strip_suffix(b"}")?;
+    Some(Line::Entry {
+        seq,
+        prev,
+        leaf,
+        event,
+    })
 }
 
 #[cfg(test)]
@@ -136,9 +169,7 @@ mod tests {
         let h = "0".repeat(64);
         for bad in [
             format!(r#"{{"seq":1,"prev":"{h}","leaf":"{h}"}}"#),
-            format!(r#"{{"seq":1,"prev":"{h}","leaf":"{h}","event":{{}},"checkpoint":"x"}}"#),
             format!(r#"{{"seq":1,"seq":2,"prev":"{h}","leaf":"{h}","event":{{}}}}"#),
-            format!(r#"{{"seq":1,"prev":"{h}","leaf":"{h}","event":{{}},"x":1}}"#),
             format!(r#"{{"seq":-1,"prev":"{h}","leaf":"{h}","event":{{}}}}"#),
             format!(
                 r#"{{"seq":1,"prev":"{}","leaf":"{h}","event":{{}}}}"#,
@@ -148,6 +179,51 @@ mod tests {
             String::new(),
         ] {
             assert!(parse_line(bad.as_bytes()).is_err(), "{bad}");
+        }
+        // The fast path takes everything after `"event":` as the event, so extra keys end
+        // up inside the hashed bytes, where they cannot match the leaf hash.
+        for tail in [r#","checkpoint":"x""#, r#","x":1"#] {
+            let line = format!(r#"{{"seq":1,"prev":"{h}","leaf":"{h}","event":{{}}{tail}}}"#);
+            let Ok(Line::Entry { event, .. }) = parse_line(line.as_bytes()) else {
+                panic!("{line}");
+            };
+            assert_eq!(event, format!("{{}}{tail}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_json_parser() {
+        let mut out = Vec::new();
+        write_entry(&mut out, 1234, &[0xab; 32], &[0x01; 32], br#"{"k":"}"}"#);
+        let line = &out[..out.len() - 1];
+        let Some(Line::Entry {
+            seq,
+            prev,
+            leaf,
+            event,
+        }) = parse_entry_fast(line)
+        else {
+            panic!("fast path rejected the writer's own layout");
+        };
+        assert_eq!(
+            (seq, prev, leaf, event),
+            (1234, [0xab; 32], [0x01; 32], &br#"{"k":"}"}"#[..])
+        );
+        // Reordered keys are still a valid line, read by the JSON parser.
+        let h = "ab".repeat(32);
+        let reordered = format!(r#"{{"prev":"{h}","seq":7,"leaf":"{h}","event":[1]}}"#);
+        assert!(parse_entry_fast(reordered.as_bytes()).is_none());
+        assert!(matches!(
+            parse_line(reordered.as_bytes()),
+            Ok(Line::Entry {
+                seq: 7,
+                event: b"[1]",
+                ..
+            })
+        ));
+        for bad_seq in ["01", "", "99999999999999999999"] {
+            let line = format!(r#"{{"seq":{bad_seq},"prev":"{h}","leaf":"{h}","event":1}}"#);
+            assert!(parse_entry_fast(line.as_bytes()).is_none(), "{line}");
         }
     }
 }

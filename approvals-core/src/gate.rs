@@ -619,14 +619,12 @@ impl Gate {
         }
         if errors.len() == self.inner.approvers.len() && reason == DispatchReason::New {
             let why = errors.join("; ");
-            self.finish(
+            self.cancel_pending(
                 record.id,
                 None,
                 Some(format!("no channel could deliver the request: {why}")),
-                RequestState::Cancelled,
             )
-            .await
-            .map_err(|e| GuardError::unavailable(Component::Store, e))?;
+            .await?;
             return Err(GuardError::DeliveryFailed {
                 id: record.id,
                 errors: why,
@@ -842,7 +840,9 @@ impl Gate {
             }
             match record.state {
                 RequestState::Approved => {}
-                RequestState::Lapsed => return Err(GuardError::GrantLapsed { id: record.id }),
+                RequestState::Denied | RequestState::Cancelled | RequestState::Lapsed => {
+                    return Err(refusal(&record));
+                }
                 state => {
                     self.audit(self.event(
                         &record,
@@ -919,6 +919,7 @@ impl Gate {
             match review.verdict {
                 Verdict::Deny => {
                     next.state = RequestState::Denied;
+                    next.grant_expires_at = None;
                     next.resolution = Some(Resolution {
                         by: Some(review.reviewer.clone()),
                         reason: review.reason.clone(),
@@ -1004,14 +1005,16 @@ impl Gate {
                 presented,
             });
         }
-        if record.state != RequestState::Pending {
+        // Deny wins: an authorized deny also revokes an approval whose grant is not yet used.
+        let revoking = record.state == RequestState::Approved && review.verdict == Verdict::Deny;
+        if record.state != RequestState::Pending && !revoking {
             return Err(ReviewError::AlreadyDecided {
                 id,
                 state: record.state,
                 by: decided_by(record),
             });
         }
-        if now >= record.expires_at {
+        if !revoking && now >= record.expires_at {
             self.expire(record)
                 .await
                 .map_err(|e| ReviewError::Unavailable {
@@ -1114,22 +1117,19 @@ impl Gate {
         by: Option<Principal>,
         reason: Option<String>,
     ) -> Result<RequestState, ReviewError> {
-        match self.finish(id, by, reason, RequestState::Cancelled).await {
-            Ok(Some(record)) => Ok(record.state),
-            Ok(None) => Err(ReviewError::NotFound(id)),
+        match self.cancel_pending(id, by, reason).await {
+            Ok(CancelOutcome::Cancelled) => Ok(RequestState::Cancelled),
+            Ok(CancelOutcome::NotPending(record)) => Err(ReviewError::AlreadyDecided {
+                id,
+                state: record.state,
+                by: decided_by(&record),
+            }),
+            Ok(CancelOutcome::Missing) => Err(ReviewError::NotFound(id)),
             Err(e) => Err(ReviewError::Unavailable {
                 component: Component::Store,
                 message: e.to_string(),
             }),
         }
-        .and_then(|state| match state {
-            RequestState::Cancelled => Ok(state),
-            other => Err(ReviewError::AlreadyDecided {
-                id,
-                state: other,
-                by: None,
-            }),
-        })
     }
 
     /// Pending requests, newest first.
@@ -1249,23 +1249,22 @@ impl Gate {
         Ok(true)
     }
 
-    /// Ends a pending request (cancel). Returns the record as it now is.
-    async fn finish(
+    /// Pending -> Cancelled.
+    async fn cancel_pending(
         &self,
         id: RequestId,
         by: Option<Principal>,
         reason: Option<String>,
-        state: RequestState,
-    ) -> Result<Option<RequestRecord>, GuardError> {
+    ) -> Result<CancelOutcome, GuardError> {
         loop {
             let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
-                return Ok(None);
+                return Ok(CancelOutcome::Missing);
             };
             if record.state != RequestState::Pending {
-                return Ok(Some(record));
+                return Ok(CancelOutcome::NotPending(Box::new(record)));
             }
             let mut next = record.clone();
-            next.state = state;
+            next.state = RequestState::Cancelled;
             next.resolution = Some(Resolution {
                 by: by.clone(),
                 reason: reason.clone(),
@@ -1275,9 +1274,8 @@ impl Gate {
                 by: by.clone(),
                 reason: reason.clone(),
             };
-            if self.transition(&record, next.clone(), detail).await? {
-                next.version = record.version + 1;
-                return Ok(Some(next));
+            if self.transition(&record, next, detail).await? {
+                return Ok(CancelOutcome::Cancelled);
             }
         }
     }
@@ -1385,6 +1383,12 @@ impl Gate {
             }
         });
     }
+}
+
+enum CancelOutcome {
+    Cancelled,
+    NotPending(Box<RequestRecord>),
+    Missing,
 }
 
 struct EventSubject {

@@ -52,7 +52,8 @@ impl fmt::Debug for RequestId {
 ///
 /// `Pending -> Approved | Denied | Expired | Cancelled`;
 /// `Approved -> Executing -> Executed | Failed`, or `Approved -> Lapsed` when the grant is not
-/// used in time. `Executing` records that the grant was consumed: a process that dies while
+/// used in time, or `Approved -> Denied` when an authorized reviewer denies before the grant
+/// is used (deny wins). `Executing` records that the grant was consumed: a process that dies while
 /// running the action leaves it there, and it is never run again. Terminal states never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,7 +118,7 @@ impl RequestState {
         matches!(
             (self, next),
             (Pending, Pending | Approved | Denied | Expired | Cancelled)
-                | (Approved, Executing | Lapsed)
+                | (Approved, Executing | Lapsed | Denied)
                 | (Executing, Executed | Failed)
         )
     }

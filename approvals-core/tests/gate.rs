@@ -1,0 +1,1123 @@
+//! The gate's rules, each tested by trying to break it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use approvals_core::audit::AuditError;
+use approvals_core::{
+    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Component, Decision, Delivery,
+    DispatchReason, Escalation, Gate, GuardError, Initiator, ListFilter, ManualClock, MemorySink,
+    MemoryStore, Policy, PolicyError, Principal, RequestId, RequestRecord, RequestState,
+    Requirement, Review, ReviewError, RulePolicy, StaticPolicy, Store, StoreError, Submission,
+};
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use serde_json::json;
+
+const POLICY: &str = r#"
+version = 1
+default = "deny"
+
+[[rules]]
+name = "reads"
+kind = "*.read"
+effect = "allow"
+
+[[rules]]
+name = "drops"
+kind = "db.drop"
+effect = "deny"
+reason = "Dropping databases is never automated; open a change ticket."
+
+[[rules]]
+name = "exports"
+kind = "data.export"
+effect = "require_approval"
+approvers = { groups = ["data-owners"] }
+timeout = "30m"
+
+[[rules]]
+name = "roles"
+kind = "iam.role.grant"
+effect = "require_approval"
+approvers = { groups = ["security", "admins"] }
+quorum = 2
+reason_required = true
+timeout = "1h"
+escalate = { after = "20m", groups = ["security-oncall"] }
+"#;
+
+fn dana() -> Principal {
+    Principal::human("dana@example.com").with_groups(["data-owners", "security", "admins"])
+}
+fn sam() -> Principal {
+    Principal::human("sam@example.com").with_groups(["data-owners", "security"])
+}
+fn kim() -> Principal {
+    Principal::human("kim@example.com").with_groups(["security"])
+}
+fn oncall() -> Principal {
+    Principal::human("oli@example.com").with_groups(["security-oncall"])
+}
+fn outsider() -> Principal {
+    Principal::human("eve@example.com").with_groups(["marketing"])
+}
+
+fn agent() -> Initiator {
+    Initiator::agent("billing-agent")
+        .on_behalf_of(dana())
+        .model("gpt-5")
+}
+
+fn export(rows: u64) -> ActionRequest {
+    ActionRequest::new("data.export", "db://prod/customers")
+        .params(json!({"rows": rows, "format": "csv"}))
+        .environment("production")
+        .justification("quarterly churn report")
+}
+
+fn role_grant() -> ActionRequest {
+    ActionRequest::new("iam.role.grant", "iam://prod/roles/admin")
+        .params(json!({"user": "bob", "role": "admin"}))
+}
+
+struct Fixture {
+    gate: Gate,
+    audit: Arc<MemorySink>,
+    clock: Arc<ManualClock>,
+    store: Arc<MemoryStore>,
+    channel: Arc<RecordingApprover>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with_policy(RulePolicy::from_toml(POLICY).expect("valid policy"))
+    }
+
+    fn with_policy(policy: impl Policy) -> Self {
+        let audit = Arc::new(MemorySink::new());
+        let clock = Arc::new(ManualClock::new(
+            "2026-11-21T12:00:00Z".parse().expect("time"),
+        ));
+        let store = Arc::new(MemoryStore::new());
+        let channel = Arc::new(RecordingApprover::default());
+        let gate = Gate::builder()
+            .policy(policy)
+            .audit_shared(audit.clone())
+            .store_shared(store.clone())
+            .clock(clock.clone())
+            .approver_shared(channel.clone())
+            .initiator(agent())
+            .grant_ttl(Duration::from_secs(300))
+            .build()
+            .expect("gate");
+        Fixture {
+            gate,
+            audit,
+            clock,
+            store,
+            channel,
+        }
+    }
+
+    async fn pending(&self, action: &ActionRequest) -> RequestId {
+        match self.gate.submit(action).await.expect("submitted") {
+            Submission::Pending(id) => id,
+            Submission::Allowed(_) => panic!("expected a pending request"),
+        }
+    }
+
+    async fn state(&self, id: RequestId) -> RequestState {
+        self.gate
+            .get(id)
+            .await
+            .expect("store")
+            .expect("record")
+            .state
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.audit.names().iter().filter(|n| **n == name).count()
+    }
+}
+
+/// Counts deliveries and resolution updates.
+#[derive(Default)]
+struct RecordingApprover {
+    dispatched: AtomicUsize,
+    escalations: AtomicUsize,
+    resolved: std::sync::Mutex<Vec<RequestState>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Approver for RecordingApprover {
+    fn name(&self) -> &str {
+        "recording"
+    }
+
+    async fn dispatch(
+        &self,
+        request: &RequestRecord,
+        reason: DispatchReason,
+        _gate: &Gate,
+    ) -> Result<Option<Delivery>, ApproverError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(ApproverError::new("recording", "chat API returned 500"));
+        }
+        match reason {
+            DispatchReason::New => self.dispatched.fetch_add(1, Ordering::SeqCst),
+            DispatchReason::Escalation => self.escalations.fetch_add(1, Ordering::SeqCst),
+        };
+        Ok(Some(Delivery {
+            channel: "recording".into(),
+            reference: json!({ "message": request.id.to_string() }),
+        }))
+    }
+
+    async fn resolved(&self, request: &RequestRecord) -> Result<(), ApproverError> {
+        self.resolved.lock().expect("lock").push(request.state);
+        Ok(())
+    }
+}
+
+type Ran = Arc<AtomicUsize>;
+
+async fn run_counted(gate: &Gate, action: &ActionRequest, ran: &Ran) -> Result<(), GuardError> {
+    gate.run(action, || async {
+        ran.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, GuardError>(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy outcomes.
+
+#[tokio::test]
+async fn allowed_action_runs_once_and_is_audited() {
+    let f = Fixture::new();
+    let ran = Ran::default();
+    run_counted(
+        &f.gate,
+        &ActionRequest::new("db.read", "db://analytics/events"),
+        &ran,
+    )
+    .await
+    .expect("allowed");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        f.audit.names(),
+        ["requested", "policy_decided", "grant_consumed", "executed"]
+    );
+    assert!(
+        f.store.is_empty(),
+        "allowed actions are not stored as requests"
+    );
+}
+
+#[tokio::test]
+async fn policy_deny_refuses_with_the_rule_and_reason() {
+    let f = Fixture::new();
+    let ran = Ran::default();
+    let err = run_counted(&f.gate, &ActionRequest::new("db.drop", "db://prod"), &ran)
+        .await
+        .expect_err("denied");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    match &err {
+        GuardError::PolicyDenied { rule, reason, .. } => {
+            assert_eq!(rule, "drops");
+            assert!(reason.contains("change ticket"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("denied by policy rule \"drops\""),
+        "{err}"
+    );
+    let events = f.audit.events();
+    let decided = events
+        .iter()
+        .find(|e| e.name() == "policy_decided")
+        .expect("decision audited");
+    let json = serde_json::to_value(decided).expect("json");
+    assert_eq!(json["decision"]["outcome"], "deny");
+    assert_eq!(json["policy_version"], f.gate.policy_version());
+}
+
+#[tokio::test]
+async fn unmatched_action_falls_to_the_explicit_default() {
+    let f = Fixture::new();
+    let err = f
+        .gate
+        .guard(&ActionRequest::new("k8s.delete", "x"))
+        .await
+        .expect_err("default deny");
+    assert!(
+        matches!(err, GuardError::PolicyDenied { ref rule, .. } if rule == "default"),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approval flow.
+
+#[tokio::test]
+async fn approved_action_runs_once_with_the_full_audit_trail() {
+    let f = Fixture::new();
+    let ran = Ran::default();
+    let gate = f.gate.clone();
+    let ran2 = ran.clone();
+    let agent_task = tokio::spawn(async move { run_counted(&gate, &export(5000), &ran2).await });
+    let id = loop {
+        if let Some(r) = f.gate.pending().await.expect("list").first() {
+            break r.id;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "nothing runs before approval"
+    );
+    let outcome = f
+        .gate
+        .decide(id, Review::approve(sam()).via("test"))
+        .await
+        .expect("approve");
+    assert_eq!(outcome.state, RequestState::Approved);
+    agent_task.await.expect("join").expect("granted and ran");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(f.state(id).await, RequestState::Executed);
+    assert_eq!(
+        f.audit.names(),
+        [
+            "requested",
+            "policy_decided",
+            "dispatched",
+            "reviewed",
+            "approved",
+            "grant_issued",
+            "grant_consumed",
+            "executed"
+        ]
+    );
+    assert_eq!(f.channel.dispatched.load(Ordering::SeqCst), 1);
+    // The channel is told about approval and execution (in the background).
+    for _ in 0..100 {
+        if f.channel.resolved.lock().expect("lock").len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        *f.channel.resolved.lock().expect("lock"),
+        [RequestState::Approved, RequestState::Executed]
+    );
+}
+
+#[tokio::test]
+async fn deny_refuses_with_who_and_why_and_late_clicks_are_told() {
+    let f = Fixture::new();
+    let id = f.pending(&export(10)).await;
+    f.gate
+        .decide(id, Review::deny(sam()).reason("wrong customer segment"))
+        .await
+        .expect("deny");
+    let err = f.gate.wait(id).await.expect_err("denied");
+    assert!(
+        matches!(&err, GuardError::Denied { by, reason: Some(r), .. } if by == "sam@example.com" && r == "wrong customer segment"),
+        "{err:?}"
+    );
+    let late = f
+        .gate
+        .decide(id, Review::approve(kim().with_groups(["data-owners"])))
+        .await
+        .expect_err("late");
+    assert!(matches!(
+        late,
+        ReviewError::AlreadyDecided {
+            state: RequestState::Denied,
+            ..
+        }
+    ));
+    assert!(
+        late.to_string()
+            .contains("already denied by sam@example.com"),
+        "{late}"
+    );
+    assert_eq!(f.count("review_rejected"), 1);
+}
+
+#[tokio::test]
+async fn quorum_needs_distinct_humans_and_one_person_counts_once() {
+    let f = Fixture::new();
+    let id = f.pending(&role_grant()).await;
+    let first = f
+        .gate
+        .decide(id, Review::approve(sam()).reason("ticket SEC-1"))
+        .await
+        .expect("first");
+    assert_eq!(
+        (first.state, first.approvals, first.quorum),
+        (RequestState::Pending, 1, 2)
+    );
+    // The same person again, under a differently cased id: still one person.
+    let again = Principal::human("SAM@example.com ").with_groups(["security"]);
+    let err = f
+        .gate
+        .decide(id, Review::approve(again).reason("again"))
+        .await
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, ReviewError::AlreadyReviewed { .. }),
+        "{err:?}"
+    );
+    assert_eq!(f.state(id).await, RequestState::Pending);
+    let second = f
+        .gate
+        .decide(id, Review::approve(kim()).reason("ok"))
+        .await
+        .expect("second");
+    assert_eq!(
+        (second.state, second.approvals),
+        (RequestState::Approved, 2)
+    );
+    let grant = f.gate.wait(id).await.expect("grant");
+    let names: Vec<&str> = grant.approvers().iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(names, ["sam@example.com", "kim@example.com"]);
+}
+
+#[tokio::test]
+async fn reason_is_enforced_when_the_policy_requires_it() {
+    let f = Fixture::new();
+    let id = f.pending(&role_grant()).await;
+    let err = f
+        .gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect_err("no reason");
+    assert!(matches!(err, ReviewError::ReasonRequired { .. }));
+    let err = f
+        .gate
+        .decide(id, Review::approve(sam()).reason("   "))
+        .await
+        .expect_err("blank reason");
+    assert!(matches!(err, ReviewError::ReasonRequired { .. }));
+    assert_eq!(
+        f.gate
+            .get(id)
+            .await
+            .expect("store")
+            .expect("record")
+            .reviews
+            .len(),
+        0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who may review.
+
+#[tokio::test]
+async fn agents_and_services_can_never_review() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    for bot in [
+        Principal::agent("reviewer-bot").with_groups(["data-owners"]),
+        Principal::service("ci").with_groups(["data-owners"]),
+    ] {
+        let err = f
+            .gate
+            .decide(id, Review::approve(bot))
+            .await
+            .expect_err("not human");
+        assert!(matches!(err, ReviewError::NotHuman { .. }), "{err:?}");
+    }
+    assert_eq!(f.state(id).await, RequestState::Pending);
+    assert_eq!(f.count("review_rejected"), 2);
+}
+
+#[tokio::test]
+async fn the_human_behind_the_agent_cannot_approve_even_as_admin() {
+    let f = Fixture::new();
+    let id = f.pending(&role_grant()).await;
+    // Dana is in every allowed group, including admins: no exemption.
+    let err = f
+        .gate
+        .decide(id, Review::approve(dana()).reason("mine"))
+        .await
+        .expect_err("self");
+    assert!(matches!(err, ReviewError::SelfApproval { .. }), "{err:?}");
+    // Dana under another spelling of her canonical id.
+    let alias = Principal::human(" Dana@Example.COM").with_groups(["admins"]);
+    let err = f
+        .gate
+        .decide(id, Review::approve(alias).reason("mine"))
+        .await
+        .expect_err("self");
+    assert!(matches!(err, ReviewError::SelfApproval { .. }));
+    // A human whose id equals the agent's id.
+    let err = f
+        .gate
+        .decide(
+            id,
+            Review::approve(Principal::human("billing-agent").with_groups(["security"]))
+                .reason("x"),
+        )
+        .await
+        .expect_err("self");
+    assert!(matches!(err, ReviewError::SelfApproval { .. }));
+    // She cannot deny her own request either (a deny is a review too).
+    let err = f
+        .gate
+        .decide(id, Review::deny(dana()).reason("x"))
+        .await
+        .expect_err("self deny");
+    assert!(matches!(err, ReviewError::SelfApproval { .. }));
+    let events = f.audit.events();
+    let rejected: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| e.name() == "review_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 4);
+    assert_eq!(
+        serde_json::to_value(rejected[0]).expect("json")["cause"],
+        "self_approval"
+    );
+}
+
+#[tokio::test]
+async fn authorization_uses_the_groups_at_decision_time() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    let err = f
+        .gate
+        .decide(id, Review::approve(outsider()))
+        .await
+        .expect_err("outsider");
+    assert!(matches!(err, ReviewError::NotAuthorized { .. }));
+    // Sam left data-owners after the request was sent: the resolver now returns fewer groups.
+    let sam_now = Principal::human("sam@example.com").with_groups(["security"]);
+    let err = f
+        .gate
+        .decide(id, Review::approve(sam_now))
+        .await
+        .expect_err("removed from group");
+    assert!(matches!(err, ReviewError::NotAuthorized { .. }));
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("member now");
+}
+
+#[tokio::test]
+async fn a_review_for_another_digest_is_refused() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    let other = export(2).digest();
+    let err = f
+        .gate
+        .decide(id, Review::approve(sam()).for_digest(other))
+        .await
+        .expect_err("mismatch");
+    assert!(matches!(err, ReviewError::DigestMismatch { .. }));
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    f.gate
+        .decide(id, Review::approve(sam()).for_digest(record.digest))
+        .await
+        .expect("matching digest");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency: exactly one outcome.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_decisions_give_exactly_one_outcome() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let gate = f.gate.clone();
+        let reviewer =
+            Principal::human(format!("reviewer{i}@example.com")).with_groups(["data-owners"]);
+        let review = if i % 2 == 0 {
+            Review::approve(reviewer)
+        } else {
+            Review::deny(reviewer).reason("no")
+        };
+        tasks.push(tokio::spawn(async move { gate.decide(id, review).await }));
+    }
+    let mut accepted = Vec::new();
+    for t in tasks {
+        if let Ok(outcome) = t.await.expect("join") {
+            accepted.push(outcome.state);
+        }
+    }
+    let final_state = f.state(id).await;
+    assert!(matches!(
+        final_state,
+        RequestState::Approved | RequestState::Denied
+    ));
+    // Every accepted review is recorded, and the audit trail holds exactly one end.
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.reviews.len(), accepted.len());
+    let ends = f.count("approved") + f.count("denied");
+    // An approval may be revoked by a later deny (deny wins), so at most one approval and
+    // the final state decides.
+    assert!(f.count("approved") <= 1);
+    assert_eq!(
+        f.count("denied"),
+        usize::from(final_state == RequestState::Denied)
+    );
+    assert!(ends >= 1);
+    assert_eq!(f.count("reviewed"), accepted.len());
+    assert_eq!(f.count("review_rejected"), 100 - accepted.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_approve_and_deny_always_end_denied() {
+    for _ in 0..50 {
+        let f = Fixture::new();
+        let id = f.pending(&export(1)).await;
+        let (g1, g2) = (f.gate.clone(), f.gate.clone());
+        let a = tokio::spawn(async move { g1.decide(id, Review::approve(sam())).await });
+        let d = tokio::spawn(async move {
+            g2.decide(
+                id,
+                Review::deny(kim().with_groups(["data-owners"])).reason("stop"),
+            )
+            .await
+        });
+        let _ = a.await.expect("join");
+        d.await
+            .expect("join")
+            .expect("an authorized deny is always accepted before use");
+        assert_eq!(f.state(id).await, RequestState::Denied);
+        assert!(matches!(
+            f.gate.wait(id).await,
+            Err(GuardError::Denied { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_deny_after_approval_revokes_an_unused_grant() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    let grant = f.gate.wait(id).await.expect("grant issued");
+    f.gate
+        .decide(
+            id,
+            Review::deny(kim().with_groups(["data-owners"])).reason("wrong table"),
+        )
+        .await
+        .expect("revoke");
+    let ran = Ran::default();
+    let err = f
+        .gate
+        .execute(grant, &export(1), || async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, GuardError>(())
+        })
+        .await
+        .expect_err("revoked");
+    assert!(matches!(err, GuardError::Denied { .. }), "{err:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants: bound to the digest, single use, expiring.
+
+#[tokio::test]
+async fn a_grant_cannot_be_used_for_a_changed_parameter() {
+    let f = Fixture::new();
+    let id = f.pending(&export(100)).await;
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    let grant = f.gate.wait(id).await.expect("grant");
+    let ran = Ran::default();
+    let swapped = export(1_000_000);
+    let err = f
+        .gate
+        .execute(grant, &swapped, || async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, GuardError>(())
+        })
+        .await
+        .expect_err("digest mismatch");
+    assert!(matches!(err, GuardError::DigestMismatch { .. }), "{err:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(f.count("grant_rejected"), 1);
+    // The approved action itself can still run, once.
+    let grant = f.gate.wait(id).await.expect("grant again");
+    f.gate
+        .execute(grant, &export(100), || async { Ok::<_, GuardError>(()) })
+        .await
+        .expect("runs");
+}
+
+#[tokio::test]
+async fn a_grant_cannot_be_used_twice() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    // Two grants obtained for the same approval (for example two retries of wait()).
+    let first = f.gate.wait(id).await.expect("grant");
+    let second = f.gate.wait(id).await.expect("grant");
+    let ran = Ran::default();
+    let body = || async {
+        ran.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, GuardError>(())
+    };
+    f.gate
+        .execute(first, &export(1), body)
+        .await
+        .expect("first use");
+    let err = f
+        .gate
+        .execute(second, &export(1), body)
+        .await
+        .expect_err("second use");
+    assert!(matches!(err, GuardError::GrantUsed { .. }), "{err:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    // And no new grant comes out of an executed request.
+    assert!(matches!(
+        f.gate.wait(id).await,
+        Err(GuardError::GrantUsed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_unused_grant_lapses() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    let grant = f.gate.wait(id).await.expect("grant");
+    f.clock.advance(TimeDelta::seconds(301));
+    let err = f
+        .gate
+        .execute(grant, &export(1), || async { Ok::<_, GuardError>(()) })
+        .await
+        .expect_err("lapsed");
+    assert!(matches!(err, GuardError::GrantLapsed { .. }), "{err:?}");
+    assert_eq!(f.state(id).await, RequestState::Lapsed);
+}
+
+#[tokio::test]
+async fn a_failing_action_is_recorded_as_failed() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    let grant = f.gate.wait(id).await.expect("grant");
+    let err = f
+        .gate
+        .execute(grant, &export(1), || async {
+            Err::<(), GuardError>(GuardError::InvalidRequest("warehouse timeout".into()))
+        })
+        .await
+        .expect_err("action failed");
+    assert!(err.to_string().contains("warehouse timeout"));
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Failed);
+    assert!(
+        record
+            .execution
+            .and_then(|e| e.error)
+            .is_some_and(|e| e.contains("warehouse timeout"))
+    );
+    let executed = f
+        .audit
+        .events()
+        .into_iter()
+        .find(|e| e.name() == "executed")
+        .expect("audited");
+    let json = serde_json::to_value(executed).expect("json");
+    assert_eq!(json["ok"], false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time: expiry and escalation.
+
+#[tokio::test]
+async fn approval_one_millisecond_after_expiry_is_refused() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    f.clock
+        .advance(TimeDelta::minutes(30) + TimeDelta::milliseconds(1));
+    let err = f
+        .gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect_err("expired");
+    assert!(matches!(err, ReviewError::Expired { .. }), "{err:?}");
+    assert_eq!(f.state(id).await, RequestState::Expired);
+    assert!(matches!(
+        f.gate.wait(id).await,
+        Err(GuardError::Expired {
+            approvals: 0,
+            quorum: 1,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn approval_one_millisecond_before_expiry_counts() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    f.clock
+        .advance(TimeDelta::minutes(30) - TimeDelta::milliseconds(1));
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("in time");
+    f.gate.wait(id).await.expect("grant");
+}
+
+#[tokio::test]
+async fn a_waiting_guard_expires_and_fails_closed() {
+    let f = Fixture::new();
+    let gate = f.gate.clone();
+    let ran = Ran::default();
+    let ran2 = ran.clone();
+    let waiter = tokio::spawn(async move { run_counted(&gate, &export(1), &ran2).await });
+    while f.gate.pending().await.expect("list").is_empty() {
+        tokio::task::yield_now().await;
+    }
+    f.clock.advance(TimeDelta::minutes(31));
+    let err = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("returns promptly")
+        .expect("join")
+        .expect_err("expired");
+    assert!(matches!(err, GuardError::Expired { .. }), "{err:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(f.count("expired"), 1);
+}
+
+#[tokio::test]
+async fn escalation_widens_the_reviewers_after_its_delay() {
+    let f = Fixture::new();
+    let id = f.pending(&role_grant()).await;
+    let err = f
+        .gate
+        .decide(id, Review::approve(oncall()).reason("x"))
+        .await
+        .expect_err("too early");
+    assert!(matches!(err, ReviewError::NotAuthorized { .. }));
+    f.clock.advance(TimeDelta::minutes(21));
+    let report = f.gate.sweep().await.expect("sweep");
+    assert_eq!(report.escalated, 1);
+    assert_eq!(f.channel.escalations.load(Ordering::SeqCst), 1);
+    f.gate
+        .decide(id, Review::approve(oncall()).reason("on call"))
+        .await
+        .expect("now allowed");
+    // A second sweep does not escalate again.
+    assert_eq!(f.gate.sweep().await.expect("sweep").escalated, 0);
+    assert_eq!(f.count("escalated"), 1);
+}
+
+#[tokio::test]
+async fn sweep_expires_requests_nobody_waits_for() {
+    let f = Fixture::new();
+    let a = f.pending(&export(1)).await;
+    let b = f.pending(&export(2)).await;
+    f.clock.advance(TimeDelta::hours(2));
+    let report = f.gate.sweep().await.expect("sweep");
+    assert_eq!(report.expired, 2);
+    assert_eq!(f.state(a).await, RequestState::Expired);
+    assert_eq!(f.state(b).await, RequestState::Expired);
+    assert_eq!(f.gate.sweep().await.expect("sweep").expired, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency, cancel, delivery.
+
+#[tokio::test]
+async fn retries_with_an_idempotency_key_reattach_without_spamming_reviewers() {
+    let f = Fixture::new();
+    let a = f.pending(&export(1).idempotency_key("job-42")).await;
+    let b = f.pending(&export(1).idempotency_key("job-42")).await;
+    assert_eq!(a, b);
+    assert_eq!(f.channel.dispatched.load(Ordering::SeqCst), 1);
+    assert_eq!(f.store.len(), 1);
+    let err = f
+        .gate
+        .submit(&export(2).idempotency_key("job-42"))
+        .await
+        .expect_err("different action");
+    assert!(
+        matches!(err, GuardError::IdempotencyConflict { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_ends_the_wait() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1)).await;
+    let state = f
+        .gate
+        .cancel(id, Some(dana()), Some("no longer needed".into()))
+        .await
+        .expect("cancel");
+    assert_eq!(state, RequestState::Cancelled);
+    let err = f.gate.wait(id).await.expect_err("cancelled");
+    assert!(err.to_string().contains("no longer needed"), "{err}");
+    assert!(
+        f.gate.cancel(id, None, None).await.is_err(),
+        "terminal states never change"
+    );
+}
+
+#[tokio::test]
+async fn undeliverable_requests_are_cancelled_never_approved() {
+    let f = Fixture::new();
+    f.channel.fail.store(true, Ordering::SeqCst);
+    let ran = Ran::default();
+    let err = run_counted(&f.gate, &export(1), &ran)
+        .await
+        .expect_err("undeliverable");
+    assert!(matches!(err, GuardError::DeliveryFailed { .. }), "{err:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(f.count("dispatch_failed"), 1);
+    let records = f.store.list(&ListFilter::default()).await.expect("list");
+    assert_eq!(records[0].state, RequestState::Cancelled);
+}
+
+#[tokio::test]
+async fn oversized_or_nameless_requests_are_refused() {
+    let f = Fixture::new();
+    let huge = export(1).params(json!({ "blob": "x".repeat(300 * 1024) }));
+    assert!(matches!(
+        f.gate.submit(&huge).await,
+        Err(GuardError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        f.gate.submit(&ActionRequest::new("", "x")).await,
+        Err(GuardError::InvalidRequest(_))
+    ));
+    let no_initiator = Gate::builder()
+        .policy(StaticPolicy::allow_all())
+        .audit(MemorySink::new())
+        .build()
+        .expect("gate");
+    let err = no_initiator
+        .guard(&ActionRequest::new("a.read", "x"))
+        .await
+        .expect_err("no initiator");
+    assert!(err.to_string().contains("initiator"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed.
+
+struct BrokenStore {
+    hang: bool,
+}
+
+#[async_trait]
+impl Store for BrokenStore {
+    async fn insert(&self, _: &RequestRecord) -> Result<approvals_core::Inserted, StoreError> {
+        self.fail().await
+    }
+    async fn get(&self, _: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        self.fail().await
+    }
+    async fn get_by_idempotency_key(&self, _: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.fail().await
+    }
+    async fn compare_and_set(&self, _: u64, _: &RequestRecord) -> Result<bool, StoreError> {
+        self.fail().await
+    }
+    async fn list(&self, _: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        self.fail().await
+    }
+}
+
+impl BrokenStore {
+    async fn fail<T>(&self) -> Result<T, StoreError> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_or_hanging_store_refuses_the_action() {
+    for hang in [false, true] {
+        let gate = Gate::builder()
+            .policy(RulePolicy::from_toml(POLICY).expect("policy"))
+            .audit(MemorySink::new())
+            .store(BrokenStore { hang })
+            .initiator(agent())
+            .store_timeout(Duration::from_millis(50))
+            .build()
+            .expect("gate");
+        let ran = Ran::default();
+        let err = run_counted(&gate, &export(1), &ran)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                GuardError::Unavailable {
+                    component: Component::Store,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// Fails on the named event.
+struct FailingAudit {
+    on: &'static str,
+    inner: MemorySink,
+}
+
+#[async_trait]
+impl AuditSink for FailingAudit {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if event.name() == self.on {
+            return Err(AuditError::new("disk full"));
+        }
+        self.inner.record(event).await
+    }
+}
+
+#[tokio::test]
+async fn an_audit_failure_at_any_step_before_running_refuses_the_action() {
+    for on in [
+        "requested",
+        "policy_decided",
+        "grant_issued",
+        "grant_consumed",
+    ] {
+        let gate = Gate::builder()
+            .policy(StaticPolicy::require(Requirement::users([
+                "sam@example.com",
+            ])))
+            .audit(FailingAudit {
+                on,
+                inner: MemorySink::new(),
+            })
+            .initiator(agent())
+            .build()
+            .expect("gate");
+        let ran = Ran::default();
+        let action = export(1);
+        let result = match gate.submit(&action).await {
+            Err(e) => Err(e),
+            Ok(Submission::Allowed(_)) => panic!("policy requires approval"),
+            Ok(Submission::Pending(id)) => {
+                gate.decide(id, Review::approve(sam()))
+                    .await
+                    .expect("approve");
+                match gate.wait(id).await {
+                    Err(e) => Err(e),
+                    Ok(grant) => {
+                        gate.execute(grant, &action, || async {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, GuardError>(())
+                        })
+                        .await
+                    }
+                }
+            }
+        };
+        let err = result.expect_err("audit failure refuses");
+        assert!(
+            matches!(
+                err,
+                GuardError::Unavailable {
+                    component: Component::Audit,
+                    ..
+                }
+            ),
+            "{on}: {err:?}"
+        );
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "{on}: the action must not run"
+        );
+    }
+}
+
+struct BrokenPolicy;
+impl Policy for BrokenPolicy {
+    fn evaluate(&self, _: &ActionRequest) -> Result<Decision, PolicyError> {
+        Err(PolicyError::new("rule engine crashed"))
+    }
+    fn version(&self) -> &str {
+        "broken"
+    }
+}
+
+#[tokio::test]
+async fn a_policy_error_refuses_the_action() {
+    let f = Fixture::with_policy(BrokenPolicy);
+    let ran = Ran::default();
+    let err = run_counted(&f.gate, &ActionRequest::new("db.read", "x"), &ran)
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        err,
+        GuardError::Unavailable {
+            component: Component::Policy,
+            ..
+        }
+    ));
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn escalation_rules_come_from_the_requirement() {
+    // A custom requirement built in code behaves like the policy file's.
+    let requirement = Requirement::groups(["security"])
+        .quorum(1)
+        .timeout(Duration::from_secs(600))
+        .escalation(Escalation {
+            after: Duration::from_secs(60),
+            users: vec!["oli@example.com".into()],
+            groups: vec![],
+        });
+    let f = Fixture::with_policy(StaticPolicy::require(requirement));
+    let id = f.pending(&role_grant()).await;
+    let oli = Principal::human("oli@example.com");
+    assert!(
+        f.gate
+            .decide(id, Review::approve(oli.clone()))
+            .await
+            .is_err()
+    );
+    f.clock.advance(TimeDelta::seconds(61));
+    f.gate.sweep().await.expect("sweep");
+    f.gate
+        .decide(id, Review::approve(oli))
+        .await
+        .expect("escalated user");
+}

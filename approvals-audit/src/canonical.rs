@@ -23,15 +23,13 @@ pub fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            for (i, (key, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_compact(key, out);
-                out.push(b':');
-                write(v, out);
+            // serde_json's default map is already in key order; sort only when it is not.
+            if map.keys().is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+                write_members(map.iter(), out);
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                write_members(members.into_iter(), out);
             }
             out.push(b'}');
         }
@@ -46,6 +44,17 @@ pub fn write(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         other => write_compact(other, out),
+    }
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (key, value)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_compact(key, out);
+        out.push(b':');
+        write(value, out);
     }
 }
 

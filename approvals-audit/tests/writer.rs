@@ -168,6 +168,46 @@ fn checkpoints_follow_the_interval_and_the_latest_file_tracks_them() {
 }
 
 #[test]
+fn timer_checkpoints_only_cover_new_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let config = config()
+        .checkpoint_every(100)
+        .checkpoint_interval(Some(Duration::from_secs(3600)));
+    let mut log = LogWriter::create(&path, config, signer(1)).unwrap();
+    log.append(&event(0)).unwrap();
+    assert_eq!(
+        log.checkpoint_if_due().unwrap(),
+        None,
+        "interval not reached"
+    );
+    log.checkpoint().unwrap();
+    assert_eq!(
+        log.checkpoint_if_due().unwrap(),
+        None,
+        "nothing new to cover"
+    );
+    log.close().unwrap();
+    assert_eq!(verify_file(&path, &trusted()).unwrap().checkpoints, 1);
+}
+
+#[test]
+fn oversized_events_are_refused_without_breaking_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = LogWriter::create(&path, config(), signer(1)).unwrap();
+    let huge = serde_json::json!({"blob": "x".repeat(approvals_audit::log::MAX_EVENT_BYTES)});
+    assert!(matches!(log.append(&huge), Err(LogError::Invalid(_))));
+    assert_eq!(
+        log.append(&event(0)).unwrap(),
+        0,
+        "the writer is still usable"
+    );
+    log.close().unwrap();
+    assert!(verify_file(&path, &trusted()).unwrap().is_ok());
+}
+
+#[test]
 fn dropping_the_writer_still_writes_the_final_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");

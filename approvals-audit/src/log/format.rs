@@ -1,6 +1,6 @@
 //! Encoding and decoding of single log lines, and the entry hash chain.
 
-use std::io::Write as _;
+use std::io::{self, BufRead, Read as _, Write as _};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -8,6 +8,58 @@ use sha2::{Digest, Sha256};
 
 use crate::hex::{parse_hex, parse_hex_bytes, push_hex};
 use crate::merkle::Hash;
+
+/// The largest event the writer accepts, in bytes of canonical JSON.
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+/// The longest line readers accept (an event plus the entry's other fields).
+pub(crate) const MAX_LINE_BYTES: usize = MAX_EVENT_BYTES + 4096;
+
+/// What [`read_line`] found.
+pub(crate) enum ReadLine {
+    /// End of input.
+    Eof,
+    /// A complete line, now in the buffer without its newline; the count includes it.
+    Complete(usize),
+    /// Bytes without a final newline at the end of the input (an interrupted write).
+    Incomplete,
+    /// A line longer than [`MAX_LINE_BYTES`]; it was skipped.
+    TooLong,
+}
+
+/// Reads one line into `buf`, never holding more than [`MAX_LINE_BYTES`] of it in memory.
+pub(crate) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<ReadLine> {
+    buf.clear();
+    let limit = MAX_LINE_BYTES as u64 + 1;
+    let n = reader.by_ref().take(limit).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(ReadLine::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(ReadLine::Complete(n));
+    }
+    if n <= MAX_LINE_BYTES {
+        return Ok(ReadLine::Incomplete);
+    }
+    buf.clear();
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                break;
+            }
+            None => {
+                let len = chunk.len();
+                reader.consume(len);
+            }
+        }
+    }
+    Ok(ReadLine::TooLong)
+}
 
 /// The `prev` of the first entry.
 pub(crate) const GENESIS: Hash = [0u8; 32];
@@ -133,6 +185,31 @@ fn parse_entry_fast(line: &[u8]) -> Option<Line<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_skipped_not_buffered() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\nok\npartial");
+        let mut reader = std::io::BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut reader, &mut buf),
+            Ok(ReadLine::TooLong)
+        ));
+        assert!(matches!(
+            read_line(&mut reader, &mut buf),
+            Ok(ReadLine::Complete(3))
+        ));
+        assert_eq!(buf, b"ok");
+        assert!(matches!(
+            read_line(&mut reader, &mut buf),
+            Ok(ReadLine::Incomplete)
+        ));
+        assert!(matches!(
+            read_line(&mut reader, &mut buf),
+            Ok(ReadLine::Eof)
+        ));
+    }
 
     #[test]
     fn entry_line_round_trips() {

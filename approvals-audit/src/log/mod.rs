@@ -46,6 +46,7 @@ mod proof;
 mod verify;
 mod writer;
 
+pub use format::MAX_EVENT_BYTES;
 pub use proof::{ConsistencyProof, InclusionProof, prove_consistency, prove_inclusion};
 pub use verify::{
     LogVerifier, Problem, ProblemKind, VerifiedCheckpoint, VerifyReport, Warning, verify_file,

@@ -1,14 +1,14 @@
 //! Exportable proofs: one event is in the log, one checkpoint extends another.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::LogError;
-use super::format::{Line, parse_line};
+use super::format::{Line, ReadLine, parse_line, read_line};
 use crate::hex::{parse_hex, to_hex};
 use crate::merkle::{self, Hash, leaf_hash};
 use crate::note::{Checkpoint, OpenedCheckpoint, Verifier, unverified_text};
@@ -137,16 +137,21 @@ fn collect(path: &Path, want_seq: Option<u64>) -> Result<Collected, LogError> {
     let mut buf = Vec::with_capacity(1024);
     let mut line_no = 0u64;
     loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
+        let read = read_line(&mut reader, &mut buf)
             .map_err(LogError::io(format!("reading {}", path.display())))?;
-        let Some(line) = buf.strip_suffix(b"\n") else {
-            // End of file, or an incomplete last line that holds nothing committed.
-            return Ok(out);
-        };
-        debug_assert!(n > 0);
         line_no += 1;
+        match read {
+            // An incomplete last line holds nothing that was committed.
+            ReadLine::Eof | ReadLine::Incomplete => return Ok(out),
+            ReadLine::Complete(_) => {}
+            ReadLine::TooLong => {
+                return Err(LogError::Invalid(format!(
+                    "{} line {line_no}: line too long; verify the log",
+                    path.display()
+                )));
+            }
+        }
+        let line = &buf[..];
         let bad =
             |why: String| LogError::Invalid(format!("{} line {line_no}: {why}", path.display()));
         match parse_line(line).map_err(bad)? {

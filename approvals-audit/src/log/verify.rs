@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use super::LogError;
-use super::format::{GENESIS, Line, entry_hash, parse_line};
+use super::format::{GENESIS, Line, MAX_LINE_BYTES, ReadLine, entry_hash, parse_line, read_line};
 use crate::hex::to_hex;
 use crate::merkle::{EMPTY_ROOT, Frontier, Hash, leaf_hash};
 use crate::note::{Checkpoint, NoteError, Verifier, unverified_text};
@@ -448,23 +448,27 @@ impl<'a> Scanner<'a> {
     pub(crate) fn read_all(&mut self, mut reader: impl BufRead) -> Result<(), LogError> {
         let mut buf = Vec::with_capacity(1024);
         loop {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(LogError::io("reading log"))?;
-            if n == 0 {
-                return Ok(());
-            }
-            match buf.strip_suffix(b"\n") {
-                Some(line) => {
-                    self.line(line);
+            let read = read_line(&mut reader, &mut buf).map_err(LogError::io("reading log"))?;
+            match read {
+                ReadLine::Eof => return Ok(()),
+                ReadLine::Complete(n) => {
+                    self.line(&buf);
                     self.complete_bytes += n as u64;
                 }
-                None => {
+                ReadLine::Incomplete => {
                     let line = self.report.lines + 1;
                     self.report
                         .warnings
                         .push(Warning::IncompleteLastLine { line });
+                }
+                ReadLine::TooLong => {
+                    self.report.lines += 1;
+                    let why = format!("longer than {MAX_LINE_BYTES} bytes");
+                    self.problem(
+                        Some(self.report.lines),
+                        None,
+                        ProblemKind::MalformedLine(why),
+                    );
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::LogError;
-use super::format::{entry_hash, write_checkpoint, write_entry};
+use super::format::{MAX_EVENT_BYTES, entry_hash, write_checkpoint, write_entry};
 use super::verify::{ProblemKind, Scanner, Warning};
 use crate::canonical;
 use crate::merkle::{Frontier, Hash, leaf_hash};
@@ -274,6 +274,13 @@ impl LogWriter {
 
     fn append_canonical(&mut self, event: &[u8]) -> Result<u64, LogError> {
         self.ready()?;
+        if event.len() > MAX_EVENT_BYTES {
+            return Err(LogError::Invalid(format!(
+                "the event is {} bytes of JSON, more than the limit of {MAX_EVENT_BYTES}; \
+                 bound untrusted fields before auditing them",
+                event.len()
+            )));
+        }
         let seq = self.tree.size();
         let leaf = leaf_hash(event);
         self.line_buf.clear();
@@ -290,6 +297,16 @@ impl LogWriter {
             self.checkpoint()?;
         }
         Ok(seq)
+    }
+
+    /// Writes a checkpoint if one is due by the configured count or interval and entries are
+    /// not yet covered; returns it. Call this from a timer so idle logs get checkpointed too.
+    pub fn checkpoint_if_due(&mut self) -> Result<Option<Checkpoint>, LogError> {
+        if self.checkpoint_due() {
+            self.checkpoint().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn checkpoint_due(&self) -> bool {

@@ -1,0 +1,159 @@
+//! Quickstart: an agent reads (allowed by policy), exports customer data (needs one approval
+//! from a data owner, given at this terminal), and grants a role, which it then tries to
+//! approve itself (refused) before a security reviewer decides. Prints the audit trail.
+//!
+//! Run: `cargo run -p approvals-examples --bin quickstart`
+//! and answer the prompts with `approve [reason]` or `deny [reason]`.
+
+use std::error::Error;
+
+use approvals_core::{
+    ActionRequest, AuditEvent, ConsoleApprover, EventDetail, Gate, GuardError, Initiator,
+    MemorySink, Principal, Review, RulePolicy, Submission,
+};
+use serde_json::json;
+
+const POLICY: &str = include_str!("../../policies/quickstart.toml");
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let dana = Principal::human("dana@example.com").with_name("Dana (finance)");
+    let agent = Initiator::agent("billing-agent")
+        .on_behalf_of(dana.clone())
+        .model("gpt-5")
+        .session("run-2291");
+    // The person at this terminal reviews as Sam, a data owner and security engineer.
+    let sam = Principal::human("sam@example.com")
+        .with_name("Sam (security)")
+        .with_groups(["data-owners", "security"]);
+
+    let audit = std::sync::Arc::new(MemorySink::new());
+    let gate = Gate::builder()
+        .policy(RulePolicy::from_toml(POLICY)?)
+        .audit_shared(audit.clone())
+        .approver(ConsoleApprover::new(sam))
+        .initiator(agent.clone())
+        .build()?;
+
+    println!("Policy {} loaded.\n", gate.policy_version());
+
+    // 1. A read: the policy allows it outright.
+    let read = ActionRequest::new("warehouse.read", "db://prod/invoices")
+        .params(json!({"month": "2026-10"}));
+    let rows = gate
+        .run(&read, || async { Ok::<_, GuardError>(1_204) })
+        .await?;
+    println!("[agent] read {rows} invoices (allowed by policy, no human needed)");
+
+    // 2. A customer-data export: waits for a data owner at this terminal.
+    let export = ActionRequest::new("data.export", "db://prod/customers")
+        .params(json!({"columns": ["email", "plan", "mrr"], "rows": 48_210, "format": "csv", "destination": "s3://finance-reports/churn.csv"}))
+        .environment("production")
+        .justification("Monthly churn report requested by Dana");
+    println!("[agent] asking to export customer data...");
+    match gate
+        .run(&export, || async {
+            println!("[agent] exporting 48210 rows to s3://finance-reports/churn.csv");
+            Ok::<_, GuardError>(())
+        })
+        .await
+    {
+        Ok(()) => println!("[agent] export done"),
+        Err(e) => println!("[agent] export refused: {e}"),
+    }
+
+    // 3. A role escalation, which the agent tries to approve itself.
+    let grant_role = ActionRequest::new("iam.role.grant", "iam://prod/roles/billing-admin")
+        .params(
+            json!({"user": "dana@example.com", "role": "billing-admin", "duration": "permanent"}),
+        )
+        .environment("production")
+        .justification("Needs admin to fix invoice numbering");
+    println!("\n[agent] asking to grant billing-admin to Dana...");
+    let Submission::Pending(id) = gate.submit(&grant_role).await? else {
+        return Err("the policy should require approval for role grants".into());
+    };
+    for (who, reviewer) in [
+        (
+            "the agent itself",
+            agent.principal.clone().with_groups(["security"]),
+        ),
+        (
+            "Dana, on whose behalf it acts",
+            dana.clone().with_groups(["security"]),
+        ),
+    ] {
+        match gate
+            .decide(id, Review::approve(reviewer).reason("looks fine to me"))
+            .await
+        {
+            Ok(_) => println!("[agent] approving as {who}: ACCEPTED (this must never happen)"),
+            Err(e) => println!("[agent] approving as {who}: refused: {e}"),
+        }
+    }
+    match gate.wait(id).await {
+        Ok(grant) => {
+            let approvers: Vec<&str> = grant.approvers().iter().map(|p| p.label()).collect();
+            println!("[agent] role grant approved by {}", approvers.join(", "));
+            gate.execute(grant, &grant_role, || async {
+                println!("[agent] granting billing-admin to dana@example.com");
+                Ok::<_, GuardError>(())
+            })
+            .await?;
+        }
+        Err(e) => println!("[agent] role grant refused: {e}"),
+    }
+
+    println!("\nAudit trail ({} events):", audit.events().len());
+    for event in audit.events() {
+        println!("  {}", describe(&event));
+    }
+    Ok(())
+}
+
+fn describe(event: &AuditEvent) -> String {
+    let detail = match &event.detail {
+        EventDetail::PolicyDecided { decision, .. } => {
+            let json = serde_json::to_value(decision).unwrap_or_default();
+            let outcome = json["outcome"].as_str().unwrap_or("?").to_owned();
+            format!("{outcome} by rule {}", decision.rule().unwrap_or("-"))
+        }
+        EventDetail::Reviewed {
+            reviewer,
+            verdict,
+            reason,
+            ..
+        } => format!(
+            "{verdict} by {} ({})",
+            reviewer.id,
+            reason.as_deref().unwrap_or("no reason")
+        ),
+        EventDetail::ReviewRejected {
+            reviewer, cause, ..
+        } => format!(
+            "{} refused: {}",
+            reviewer.as_ref().map_or("?", |r| r.id.as_str()),
+            serde_json::to_value(cause)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("?")
+        ),
+        EventDetail::Executed { ok, error } => {
+            if *ok {
+                "ok".to_owned()
+            } else {
+                format!("failed: {}", error.as_deref().unwrap_or(""))
+            }
+        }
+        EventDetail::Dispatched { channel } => format!("to {channel}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} {:<16} {:<15} {:<32} {}",
+        event.at.format("%H:%M:%S%.3f"),
+        event.name(),
+        event.kind,
+        event.resource,
+        detail
+    )
+}

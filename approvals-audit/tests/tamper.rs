@@ -560,3 +560,57 @@ fn two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork() {
         "{report}"
     );
 }
+
+/// A log that is checked byte for byte below: 12 entries, checkpoints at 5, 10 and 12.
+fn small_log(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let path = dir.join("audit.jsonl");
+    let mut log = LogWriter::create(&path, config().checkpoint_every(5), signer(1)).unwrap();
+    for i in 0..12 {
+        log.append(&event(i)).unwrap();
+    }
+    log.close().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+#[test]
+fn deleting_any_entry_line_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = small_log(dir.path());
+    let lines = read_lines(&path);
+    for seq in 0..12 {
+        let mut cut = lines.clone();
+        cut.remove(entry_index(&lines, seq));
+        write_lines(&path, &cut);
+        let report = verify_file(&path, &trusted()).unwrap();
+        assert!(
+            !report.is_ok(),
+            "deleting seq {seq} went unnoticed: {report}"
+        );
+    }
+}
+
+fn small_log_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| small_log(tempfile::tempdir().unwrap().path()).1)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Invariant 9: flipping any single bit anywhere in the file is noticed. Only a flip of
+    /// the very last newline can pass as an interrupted write, and that leaves the end of the
+    /// log unsigned, which the report says.
+    #[test]
+    fn any_flipped_bit_is_detected(position in 0.0f64..1.0, bit in 0u8..8) {
+        let mut bytes = small_log_bytes().to_vec();
+        let at = ((bytes.len() as f64 * position) as usize).min(bytes.len() - 1);
+        bytes[at] ^= 1 << bit;
+        let report = approvals_audit::log::verify_reader(&bytes[..], &trusted()).unwrap();
+        if at == bytes.len() - 1 {
+            proptest::prop_assert!(!report.warnings.is_empty(), "{}", report);
+        } else {
+            proptest::prop_assert!(!report.is_ok(), "flip at byte {} bit {} unnoticed", at, bit);
+        }
+    }
+}

@@ -499,6 +499,9 @@ mod tests {
     }
 
     proptest! {
+        // Each case checks every index and every older size of its tree.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         #[test]
         fn frontier_matches_recursive_definition(leaves in leaves_strategy()) {
             fn mth(d: &[Hash]) -> Hash {

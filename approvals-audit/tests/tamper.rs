@@ -463,6 +463,22 @@ fn forked_history_is_found_with_a_checkpoint_kept_elsewhere() {
         }
     );
     assert_eq!(report.problems[0].seq, Some(19));
+
+    // A checkpoint of another log is refused up front instead of reported as a fork.
+    let other = Signer::new(
+        "other.example/log",
+        ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+    )
+    .unwrap();
+    let foreign = approvals_audit::note::Checkpoint::new("other.example/log", 3, [0; 32])
+        .sign(&[&other])
+        .unwrap();
+    let mut verifier = LogVerifier::new(vec![signer(1).verifier(), other.verifier()]);
+    verifier.origin(ORIGIN);
+    assert!(matches!(
+        verifier.known_checkpoint(&foreign, "foreign"),
+        Err(NoteError::Checkpoint(_))
+    ));
 }
 
 #[test]

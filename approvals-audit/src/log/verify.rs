@@ -8,7 +8,7 @@ use std::path::Path;
 use super::LogError;
 use super::format::{GENESIS, Line, MAX_LINE_BYTES, ReadLine, entry_hash, parse_line, read_line};
 use crate::hex::to_hex;
-use crate::merkle::{EMPTY_ROOT, Frontier, Hash, leaf_hash};
+use crate::merkle::{Frontier, Hash, leaf_hash};
 use crate::note::{Checkpoint, NoteError, Verifier, unverified_text};
 
 /// At most this many problems are kept in a report; the rest are only counted.
@@ -329,9 +329,21 @@ impl LogVerifier {
 
     /// Adds a signed checkpoint obtained outside the log (from a witness, a monitor, the
     /// writer's latest-checkpoint file). The log must contain at least its size and agree
-    /// with its root; otherwise verification reports truncation or a fork.
+    /// with its root; otherwise verification reports truncation or a fork. The checkpoint's
+    /// origin becomes the expected origin of the log unless [`Self::origin`] set one.
     pub fn known_checkpoint(&mut self, note: &str, label: &str) -> Result<&mut Self, NoteError> {
         let opened = Checkpoint::open(note, &self.verifiers)?;
+        match &self.origin {
+            Some(origin) if *origin != opened.checkpoint.origin => {
+                return Err(NoteError::Checkpoint(format!(
+                    "checkpoint {label} is for log {:?}, not {origin:?}",
+                    opened.checkpoint.origin
+                )));
+            }
+            Some(_) => {}
+            // The log must then carry the same origin as the checkpoint kept for it.
+            None => self.origin = Some(opened.checkpoint.origin.clone()),
+        }
         self.known.push(Known {
             size: opened.checkpoint.size,
             root: opened.checkpoint.root,
@@ -641,10 +653,6 @@ impl<'a> Scanner<'a> {
                 entries: entries - first_seq,
             });
         }
-        self.report.root = if entries == 0 {
-            EMPTY_ROOT
-        } else {
-            self.tree.root()
-        };
+        self.report.root = self.tree.root();
     }
 }

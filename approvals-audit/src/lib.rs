@@ -1,9 +1,54 @@
 //! Tamper-evident audit log: Merkle-hashed entries, signed checkpoints, verification, SIEM export and evidence reports.
 //!
+//! Audit events are appended to a JSON-lines file. Every entry carries the RFC 6962 leaf
+//! hash of its event and the hash of the entry before it; every N entries (or T seconds, on
+//! key rotation and on close) the writer appends a checkpoint: a C2SP signed note, signed
+//! with Ed25519, over the Merkle tree head of all entries so far. A verifier holding only
+//! the public key recomputes everything and names the line of any edit, deletion, insertion
+//! or reordering; inclusion proofs show a single event to someone who never sees the log.
+//!
 //! - [`merkle`]: RFC 6962 tree heads, inclusion and consistency proofs.
 //! - [`note`]: C2SP signed notes, Ed25519 note keys and `tlog-checkpoint` bodies.
-//! - [`log`]: the append-only JSON-lines audit log, its writer, verifier and proofs.
-//! - [`canonical`]: the canonical JSON encoding that entries are hashed in.
+//! - [`log`]: the log file format, [`LogWriter`], [`log::LogVerifier`] and exported proofs.
+//! - [`canonical`]: the canonical JSON encoding events are stored and hashed in.
+//!
+//! ```
+//! use approvals_audit::log::{LogConfig, LogWriter, prove_inclusion, verify_file};
+//! use approvals_audit::note::Signer;
+//! use serde_json::json;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("audit.jsonl");
+//! let signer = Signer::generate("audit.example.com/prod")?; // keep signer.to_skey() secret
+//! let trusted = [signer.verifier()]; // publish signer.verifier().to_string()
+//!
+//! let mut log = LogWriter::create(&path, LogConfig::new("audit.example.com/prod"), signer)?;
+//! log.append(&json!({"type": "requested", "request_id": "r-1"}))?;
+//! log.append(&json!({"type": "reviewed", "request_id": "r-1", "decision": "approve"}))?;
+//! log.close()?; // writes the final checkpoint
+//!
+//! let report = verify_file(&path, &trusted)?;
+//! assert!(report.is_ok(), "{report}");
+//!
+//! let proof = prove_inclusion(&path, 1, None)?; // entry 1 at the last checkpoint
+//! assert_eq!(proof.verify(&trusted)?.checkpoint.size, 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What is detected, and by what
+//!
+//! | change to the file                            | found by                                   |
+//! |-----------------------------------------------|--------------------------------------------|
+//! | an event edited                               | its leaf hash (line and seq reported)      |
+//! | an entry deleted, inserted or moved           | `seq` and the hash chain, at that line     |
+//! | hashes recomputed after such a change         | the next signed checkpoint's root          |
+//! | a checkpoint edited or forged without the key | its signature                              |
+//! | the tail cut off (with its checkpoints)       | reported as an unsigned tail (a warning); an error against a checkpoint kept elsewhere |
+//! | history rewritten and re-signed with the key  | an older signed checkpoint left in the file, or one kept elsewhere ([`log::LogVerifier::known_checkpoint`]) |
+//!
+//! The last two rows are why the writer can keep its latest checkpoint in a second file
+//! ([`log::LogConfig::latest_checkpoint_file`]) to be shipped off the machine: a log is only as
+//! tamper-evident as the checkpoints that someone other than the key holder remembers.
 #![warn(missing_docs)]
 
 pub mod canonical;

@@ -49,14 +49,39 @@ fn pool_key(slot: usize) -> Arc<RsaPrivateKey> {
     static POOL: OnceLock<Mutex<Vec<Arc<RsaPrivateKey>>>> = OnceLock::new();
     let mut pool = lock(POOL.get_or_init(|| Mutex::new(Vec::new())));
     while pool.len() <= slot {
-        let mut rng = rand::thread_rng();
-        match RsaPrivateKey::new(&mut rng, FAKE_RSA_BITS) {
-            Ok(key) => pool.push(Arc::new(key)),
-            // Generation only fails for invalid parameters, which are constant here.
-            Err(e) => panic!("RSA key generation failed: {e}"),
-        }
+        pool.push(Arc::new(generate_key()));
     }
     pool[slot].clone()
+}
+
+/// Generates a [`FAKE_RSA_BITS`]-bit key from four primes: verifiers only see `n` and `e`, and
+/// finding four 512-bit primes is several times faster than two 1024-bit ones, which keeps
+/// debug-build tests quick. Test keys only.
+fn generate_key() -> RsaPrivateKey {
+    use num_bigint_dig::RandPrime as _;
+    const PRIMES: usize = 4;
+    let mut rng = rand::thread_rng();
+    let e = rsa::BigUint::from(65_537u32);
+    loop {
+        let primes: Vec<rsa::BigUint> = (0..PRIMES)
+            .map(|_| rng.gen_prime(FAKE_RSA_BITS / PRIMES))
+            .collect();
+        let distinct = primes
+            .iter()
+            .enumerate()
+            .all(|(i, p)| primes[..i].iter().all(|q| q != p));
+        let n = primes
+            .iter()
+            .fold(rsa::BigUint::from(1u32), |acc, p| acc * p);
+        if !distinct || n.bits() != FAKE_RSA_BITS {
+            continue;
+        }
+        if let Ok(key) = RsaPrivateKey::from_primes(primes, e.clone())
+            && key.validate().is_ok()
+        {
+            return key;
+        }
+    }
 }
 
 /// Generates the keys for the default key, the unpublished key and `extra` rotations now, off

@@ -7,25 +7,36 @@
 //! - [`token`]: the bot's outbound client-credentials token ([`token::TokenProvider`]).
 //! - [`connector`]: posts and updates activities through the Bot Connector REST API
 //!   ([`connector::ConnectorClient`]).
+//! - [`inbound`]: `http::Request<Bytes>` in, authenticated activity (or the status to answer)
+//!   out ([`inbound::authenticate_request`]).
 //! - [`activity`]: the `adaptiveCard/action` invoke activity, its invoke response and
 //!   outgoing card messages.
 //! - [`transport`]: the shared HTTP client (rustls with the `ring` provider).
 //! - `fake` (feature `fake`): loopback fakes of the identity endpoint, the OpenID metadata and
 //!   JWKS endpoints and the Bot Connector, for tests.
 //!
-//! A Teams invoke handler authenticates first, then parses:
+//! A Teams invoke handler authenticates first, then reads the click and answers with an
+//! invoke response:
 //!
 //! ```no_run
-//! # async fn handle(auth: &approvals_teams::auth::BotAuthenticator, authorization: &str, body: &[u8])
-//! #     -> Result<(), Box<dyn std::error::Error>> {
-//! use approvals_teams::activity::Activity;
+//! # async fn handle(auth: &approvals_teams::BotAuthenticator, request: http::Request<bytes::Bytes>)
+//! #     -> http::Response<bytes::Bytes> {
+//! use approvals_teams::{AdaptiveCardInvokeResponse, inbound::authenticate_request};
 //!
-//! let activity = Activity::from_json(body)?;
-//! let service_url = activity.service_url.as_deref().unwrap_or_default();
-//! let channel_id = activity.channel_id.as_deref().unwrap_or_default();
-//! auth.validate_for_channel(authorization, service_url, channel_id).await?; // 401 on error
-//! let click = activity.card_action()?;
-//! # let _ = click; Ok(()) }
+//! let inbound = match authenticate_request(auth, &request).await {
+//!     Ok(inbound) => inbound,
+//!     Err(e) => {
+//!         let mut refused = http::Response::new(bytes::Bytes::new());
+//!         *refused.status_mut() = e.status(); // 401 / 400 / 405
+//!         return refused;
+//!     }
+//! };
+//! match inbound.activity.card_action() {
+//!     Ok(click) => AdaptiveCardInvokeResponse::message(format!("received {}", click.verb)),
+//!     Err(e) => AdaptiveCardInvokeResponse::error(400, "BadRequest", e.to_string()),
+//! }
+//! .to_http_response()
+//! # }
 //! ```
 
 pub mod activity;
@@ -33,10 +44,12 @@ pub mod auth;
 pub mod connector;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod inbound;
 pub mod token;
 pub mod transport;
 
 pub use activity::{Activity, AdaptiveCardInvokeResponse, CardAction, OutgoingActivity};
 pub use auth::{AuthConfig, AuthError, BotAuthenticator, Claims};
 pub use connector::{ConnectorClient, ConnectorError, ResourceResponse, RetryPolicy};
+pub use inbound::{AuthenticatedActivity, InboundError, authenticate_request};
 pub use token::{AccessToken, ClientSecret, TokenConfig, TokenError, TokenProvider};

@@ -26,6 +26,10 @@ pub enum SyncPolicy {
     /// Every entry is handed to the operating system before `append` returns: it survives a
     /// crash of the process, not of the machine. Synced at checkpoints.
     Write,
+    /// Entries are buffered in memory and written and synced every this many entries, and
+    /// at checkpoints, [`LogWriter::sync`] and close (group commit). A crash loses at most
+    /// the entries since the last sync. `Batch(0)` and `Batch(1)` behave like `Always`.
+    Batch(u32),
     /// Entries are buffered in memory (64 KiB) and written and synced at checkpoints,
     /// [`LogWriter::sync`] and close. Fastest; a crash loses the entries since the last
     /// checkpoint.
@@ -120,6 +124,8 @@ pub struct LogWriter {
     last_checkpoint_at: Instant,
     event_buf: Vec<u8>,
     line_buf: Vec<u8>,
+    /// Entries appended since the last sync (for [`SyncPolicy::Batch`]).
+    unsynced: u32,
     poisoned: bool,
     closed: bool,
 }
@@ -245,6 +251,7 @@ impl LogWriter {
             last_checkpoint_at: Instant::now(),
             event_buf: Vec::with_capacity(1024),
             line_buf: Vec::with_capacity(1024),
+            unsynced: 0,
             poisoned: false,
             closed: false,
         }
@@ -289,6 +296,12 @@ impl LogWriter {
         match self.config.sync {
             SyncPolicy::Always => self.flush(true)?,
             SyncPolicy::Write => self.flush(false)?,
+            SyncPolicy::Batch(n) => {
+                self.unsynced += 1;
+                if self.unsynced >= n {
+                    self.flush(true)?;
+                }
+            }
             SyncPolicy::Buffered => {}
         }
         self.last_entry_hash = entry_hash(&self.last_entry_hash, &leaf);
@@ -347,6 +360,9 @@ impl LogWriter {
         if let Err(e) = result {
             self.poisoned = true;
             return Err(LogError::io(format!("syncing {}", self.path.display()))(e));
+        }
+        if sync {
+            self.unsynced = 0;
         }
         Ok(())
     }

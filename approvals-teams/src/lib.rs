@@ -39,6 +39,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod activity;
 pub mod auth;
 pub mod connector;

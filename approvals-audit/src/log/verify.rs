@@ -406,10 +406,10 @@ pub fn verify_reader(
 pub(crate) struct Scanner<'a> {
     /// `None`: structure, hashes and roots only, signatures unchecked (writer reopening).
     verifiers: Option<&'a [Verifier]>,
-    pub(crate) origin: Option<String>,
+    origin: Option<String>,
     known: &'a [Known],
     next_known: usize,
-    pub(crate) expected_seq: u64,
+    expected_seq: u64,
     pub(crate) last_entry_hash: Hash,
     pub(crate) tree: Frontier,
     /// Checkpoints signed validly whose root did not match: (line, size).
@@ -629,21 +629,14 @@ impl<'a> Scanner<'a> {
 
     pub(crate) fn finish_in_place(&mut self) {
         let entries = self.tree.size();
-        for known in &self.known[self.next_known..] {
+        let known: &[Known] = self.known;
+        for known in &known[self.next_known..] {
             let kind = ProblemKind::Truncated {
                 size: known.size,
                 label: known.label.clone(),
                 entries,
             };
-            if self.report.problems.len() < MAX_PROBLEMS {
-                self.report.problems.push(Problem {
-                    line: None,
-                    seq: None,
-                    kind,
-                });
-            } else {
-                self.report.problems_omitted += 1;
-            }
+            self.problem(None, None, kind);
         }
         self.next_known = self.known.len();
         if let Some((first_line, first_seq)) = self.tail_start {

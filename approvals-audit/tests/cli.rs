@@ -87,6 +87,14 @@ fn keygen_verify_prove_and_check_from_another_process() {
         stdout(&out)
     );
 
+    let out = cli(&["verify", &log, "--trust", &vkeys, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["problems"][0]["code"], "event_hash_mismatch");
+    assert_eq!(report["problems"][0]["line"], 3);
+    assert_eq!(report["problems"][0]["seq"], 2);
+
     let edited = std::fs::read_to_string(&proof)
         .unwrap()
         .replace("req-4", "req-5");

@@ -12,7 +12,7 @@ usage:
   approvals-audit keygen <key name> <new secret key file>
       writes a new Ed25519 signer key (PRIVATE+KEY+...) to the file and prints its verifier key
   approvals-audit verify <log> (--trust <vkeys file> | --trust-env <VAR>)...
-                         [--known <checkpoint file>]... [--origin <origin>]
+                         [--known <checkpoint file>]... [--origin <origin>] [--format text|json]
       checks every entry, the hash chain and every checkpoint; prints a report
   approvals-audit prove <log> <seq> [--size <checkpoint size>]
       prints a JSON inclusion proof of entry <seq> (default: at the last checkpoint)
@@ -119,7 +119,12 @@ fn run(args: &[String]) -> Result<(), Fail> {
             Ok(())
         }
         "verify" => {
-            let a = parse(rest, &["trust", "trust-env", "known", "origin"])?;
+            let a = parse(rest, &["trust", "trust-env", "known", "origin", "format"])?;
+            let json = match a.one("format") {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => return Err(usage(&format!("unknown format {other:?}"))),
+            };
             let [log] = a.positional[..] else {
                 return Err(usage("verify needs one log file"));
             };
@@ -131,7 +136,11 @@ fn run(args: &[String]) -> Result<(), Fail> {
                 verifier.known_checkpoint_file(known).map_err(err)?;
             }
             let report = verifier.verify_file(log).map_err(err)?;
-            print!("{report}");
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
             if report.is_ok() {
                 Ok(())
             } else {

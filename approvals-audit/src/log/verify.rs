@@ -96,6 +96,25 @@ pub enum ProblemKind {
     },
 }
 
+impl ProblemKind {
+    /// A stable snake_case identifier of the kind, for machines (SIEM rules, reports).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedLine(_) => "malformed_line",
+            Self::SeqMismatch { .. } => "seq_mismatch",
+            Self::EventHashMismatch => "event_hash_mismatch",
+            Self::ChainBroken => "chain_broken",
+            Self::CheckpointSignature(_) => "checkpoint_signature",
+            Self::CheckpointOrigin { .. } => "checkpoint_origin",
+            Self::CheckpointMisplaced { .. } => "checkpoint_misplaced",
+            Self::CheckpointRootMismatch { .. } => "checkpoint_root_mismatch",
+            Self::Fork { .. } => "fork",
+            Self::KnownCheckpointMismatch { .. } => "known_checkpoint_mismatch",
+            Self::Truncated { .. } => "truncated",
+        }
+    }
+}
+
 impl fmt::Display for ProblemKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -189,6 +208,16 @@ pub enum Warning {
     },
 }
 
+impl Warning {
+    /// A stable snake_case identifier of the warning, for machines.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnverifiedTail { .. } => "unverified_tail",
+            Self::IncompleteLastLine { .. } => "incomplete_last_line",
+        }
+    }
+}
+
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -254,6 +283,47 @@ impl VerifyReport {
     /// The number of entries covered by a verified signed checkpoint.
     pub fn verified_size(&self) -> u64 {
         self.last_verified.as_ref().map_or(0, |v| v.checkpoint.size)
+    }
+
+    /// The report as one JSON object, for machines:
+    /// `{"ok", "entries", "checkpoints", "verified_size", "root", "last_checkpoint",
+    /// "problems": [{"line", "seq", "code", "message"}], "problems_omitted",
+    /// "warnings": [{"code", "message"}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let problems: Vec<_> = self
+            .problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "line": p.line,
+                    "seq": p.seq,
+                    "code": p.kind.code(),
+                    "message": p.kind.to_string(),
+                })
+            })
+            .collect();
+        let warnings: Vec<_> = self
+            .warnings
+            .iter()
+            .map(|w| serde_json::json!({"code": w.code(), "message": w.to_string()}))
+            .collect();
+        serde_json::json!({
+            "ok": self.is_ok(),
+            "entries": self.entries,
+            "checkpoints": self.checkpoints,
+            "verified_size": self.verified_size(),
+            "root": to_hex(&self.root),
+            "last_checkpoint": self.last_verified.as_ref().map(|v| serde_json::json!({
+                "line": v.line,
+                "origin": v.checkpoint.origin,
+                "size": v.checkpoint.size,
+                "signed_by": v.signed_by,
+                "note": v.note,
+            })),
+            "problems": problems,
+            "problems_omitted": self.problems_omitted,
+            "warnings": warnings,
+        })
     }
 }
 

@@ -558,3 +558,32 @@ async fn insecure_metadata_url_is_refused() {
         assert!(matches!(err, AuthError::Config(_)), "{url}: {err}");
     }
 }
+
+#[tokio::test]
+async fn stale_keys_are_refreshed_but_kept_when_the_refresh_fails() {
+    let idp = FakeOpenId::start().await.expect("fake starts");
+    let mut config = AuthConfig::new(APP_ID)
+        .with_openid_metadata_url(idp.metadata_url())
+        .with_min_refetch_interval(Duration::from_millis(1));
+    config.max_key_age = Duration::from_millis(1);
+    let auth = BotAuthenticator::new(config).expect("authenticator builds");
+    let token = idp.mint(&TokenSpec::valid(APP_ID, SERVICE_URL));
+    check(&auth, &token).await.expect("first fetch");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    check(&auth, &token).await.expect("stale keys refreshed");
+    assert_eq!(idp.jwks_requests(), 2);
+    // The endpoint goes down: the known (stale) key keeps working, the outage is not a lockout.
+    idp.set_unavailable(true);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    check(&auth, &token)
+        .await
+        .expect("stale key used while the endpoint is down");
+    assert_eq!(idp.metadata_requests(), 3);
+    // A key it never saw is still refused.
+    let other = idp.mint(&TokenSpec::valid(APP_ID, SERVICE_URL).header("kid", json!("new")));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(matches!(
+        check(&auth, &other).await,
+        Err(AuthError::KeysUnavailable(_))
+    ));
+}

@@ -181,6 +181,9 @@ impl LogWriter {
     /// must be intact (signatures are not checked here; use [`super::verify_file`]), and its
     /// checkpoints must carry `config.origin`. An incomplete last line, left by a write that
     /// was interrupted before it returned, is cut off.
+    ///
+    /// `signer` may differ from the key that signed the existing checkpoints (a rotation
+    /// across restarts, without a handover checkpoint): verifiers then need both keys.
     pub fn open(
         path: impl AsRef<Path>,
         config: LogConfig,

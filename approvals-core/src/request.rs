@@ -408,24 +408,154 @@ impl ActionRequest {
     /// `"approvals.action.v1\n"` followed by the canonical JSON of the request (see
     /// [`canonical_json`]).
     pub fn digest(&self) -> Digest {
+        let mut buf = Vec::with_capacity(512);
+        self.write_canonical_digest_input(&mut buf);
         let mut hasher = Sha256::new();
         hasher.update(DIGEST_DOMAIN);
-        let mut buf = Vec::with_capacity(256);
-        let value = DigestView {
-            kind: &self.kind,
-            resource: &self.resource,
-            params: &self.params,
-            summary: self.summary.as_deref(),
-            initiator: self.initiator.as_ref(),
-            context: &self.context,
-            justification: self.justification.as_deref(),
-        };
-        // Serializing these plain types to a Value cannot fail: every map key is a string.
-        let value = serde_json::to_value(&value).unwrap_or(Value::Null);
-        write_canonical(&value, &mut buf);
         hasher.update(&buf);
         Digest(hasher.finalize().into())
     }
+
+    /// Writes the canonical JSON of the digested fields directly, keys in sorted order,
+    /// without building a `serde_json::Value` tree (this is on every `guard()` call). A test
+    /// checks it byte for byte against [`canonical_json`] of the serialized request.
+    fn write_canonical_digest_input(&self, out: &mut Vec<u8>) {
+        let mut obj = CanonicalObject::open(out);
+        obj.key("context");
+        write_context(&self.context, obj.out);
+        if let Some(initiator) = &self.initiator {
+            obj.key("initiator");
+            write_initiator(initiator, obj.out);
+        }
+        obj.opt_str("justification", self.justification.as_deref());
+        obj.str("kind", &self.kind);
+        obj.key("params");
+        write_canonical(&self.params, obj.out);
+        obj.str("resource", &self.resource);
+        obj.opt_str("summary", self.summary.as_deref());
+        obj.close();
+    }
+}
+
+/// Writes one JSON object with keys given in sorted order.
+struct CanonicalObject<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> CanonicalObject<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        CanonicalObject { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_json_string(key, self.out);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_string(value, self.out);
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_context(ctx: &RequestContext, out: &mut Vec<u8>) {
+    let mut obj = CanonicalObject::open(out);
+    obj.opt_str("commit", ctx.commit.as_deref());
+    obj.opt_str("environment", ctx.environment.as_deref());
+    obj.opt_str("impact", ctx.impact.as_deref());
+    if !ctx.labels.is_empty() {
+        obj.key("labels");
+        // BTreeMap iterates in key order, which is the canonical order.
+        let mut labels = CanonicalObject::open(obj.out);
+        for (k, v) in &ctx.labels {
+            labels.str(k, v);
+        }
+        labels.close();
+    }
+    if !ctx.links.is_empty() {
+        obj.key("links");
+        obj.out.push(b'[');
+        for (i, link) in ctx.links.iter().enumerate() {
+            if i > 0 {
+                obj.out.push(b',');
+            }
+            let mut l = CanonicalObject::open(obj.out);
+            l.str("label", &link.label);
+            l.str("url", &link.url);
+            l.close();
+        }
+        obj.out.push(b']');
+    }
+    obj.opt_str("prompt_excerpt", ctx.prompt_excerpt.as_deref());
+    if let Some(risk) = ctx.risk {
+        obj.str(
+            "risk",
+            match risk {
+                Risk::Low => "low",
+                Risk::Medium => "medium",
+                Risk::High => "high",
+                Risk::Critical => "critical",
+            },
+        );
+    }
+    obj.opt_str("ticket", ctx.ticket.as_deref());
+    obj.close();
+}
+
+fn write_initiator(init: &Initiator, out: &mut Vec<u8>) {
+    let mut obj = CanonicalObject::open(out);
+    obj.opt_str("model", init.model.as_deref());
+    if let Some(human) = &init.on_behalf_of {
+        obj.key("on_behalf_of");
+        write_principal(human, obj.out);
+    }
+    obj.key("principal");
+    write_principal(&init.principal, obj.out);
+    obj.opt_str("prompt_ref", init.prompt_ref.as_deref());
+    obj.opt_str("session", init.session.as_deref());
+    obj.close();
+}
+
+fn write_principal(p: &Principal, out: &mut Vec<u8>) {
+    let mut obj = CanonicalObject::open(out);
+    obj.opt_str("display_name", p.display_name.as_deref());
+    if !p.groups.is_empty() {
+        obj.key("groups");
+        obj.out.push(b'[');
+        for (i, g) in p.groups.iter().enumerate() {
+            if i > 0 {
+                obj.out.push(b',');
+            }
+            write_json_string(g, obj.out);
+        }
+        obj.out.push(b']');
+    }
+    obj.str("id", &p.id);
+    obj.str(
+        "kind",
+        match p.kind {
+            PrincipalKind::Human => "human",
+            PrincipalKind::Agent => "agent",
+            PrincipalKind::Service => "service",
+        },
+    );
+    obj.close();
 }
 
 impl Action for ActionRequest {
@@ -445,20 +575,6 @@ impl Action for ActionRequest {
 
 const DIGEST_DOMAIN: &[u8] = b"approvals.action.v1\n";
 
-#[derive(Serialize)]
-struct DigestView<'a> {
-    kind: &'a str,
-    resource: &'a str,
-    params: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    summary: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    initiator: Option<&'a Initiator>,
-    context: &'a RequestContext,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    justification: Option<&'a str>,
-}
-
 /// The canonical JSON encoding used for digests.
 ///
 /// Objects have their keys sorted by Unicode code point (byte order of UTF-8), there is no
@@ -475,8 +591,11 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
+            // serde_json's default map is already ordered; sort only when it is not.
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
+            if !keys.is_sorted() {
+                keys.sort_unstable();
+            }
             for (i, key) in keys.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
@@ -500,31 +619,39 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::String(s) => write_json_string(s, out),
-        // null, booleans and numbers: serde_json's compact form is already canonical.
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        // null, booleans and numbers: serde_json's compact form is already canonical, and
+        // writing to a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
 fn write_json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{08}' => out.extend_from_slice(b"\\b"),
-            '\u{0c}' => out.extend_from_slice(b"\\f"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    let bytes = s.as_bytes();
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain_from..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
         }
+        plain_from = i + 1;
     }
+    out.extend_from_slice(&bytes[plain_from..]);
     out.push(b'"');
 }
 
@@ -585,6 +712,7 @@ impl<'de> Deserialize<'de> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn export() -> ActionRequest {
@@ -668,6 +796,138 @@ mod tests {
             export().digest().to_string(),
             "sha256:3f0f9ae47063cd324ed73f3ae99b168f40f625160ba3ad04a6dd0b6e3a60ede5"
         );
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z.:/_-]{0,12}",
+            any::<String>(),
+            Just("quote\" back\\ nl\n tab\t ctl\u{1} del\u{7f} é 😀".to_owned()),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(text(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn principal() -> impl Strategy<Value = Principal> {
+        (
+            prop_oneof![
+                Just(PrincipalKind::Human),
+                Just(PrincipalKind::Agent),
+                Just(PrincipalKind::Service)
+            ],
+            text(),
+            proptest::option::of(text()),
+            prop::collection::vec(text(), 0..3),
+        )
+            .prop_map(|(kind, id, display_name, groups)| Principal {
+                kind,
+                id,
+                display_name,
+                groups,
+            })
+    }
+
+    fn initiator() -> impl Strategy<Value = Initiator> {
+        (
+            principal(),
+            proptest::option::of(principal()),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(principal, on_behalf_of, model, session)| Initiator {
+                principal,
+                on_behalf_of,
+                model,
+                session: session.clone(),
+                prompt_ref: session.map(|s| format!("prompt:{s}")),
+            })
+    }
+
+    fn context() -> impl Strategy<Value = RequestContext> {
+        let texts = prop::collection::vec(proptest::option::of(text()), 5);
+        let risk = proptest::option::of(prop_oneof![
+            Just(Risk::Low),
+            Just(Risk::Medium),
+            Just(Risk::High),
+            Just(Risk::Critical)
+        ]);
+        let links = prop::collection::vec((text(), text()), 0..3);
+        let labels = prop::collection::btree_map(text(), text(), 0..3);
+        (texts, risk, links, labels).prop_map(|(t, risk, links, labels)| RequestContext {
+            environment: t[0].clone(),
+            ticket: t[1].clone(),
+            commit: t[2].clone(),
+            prompt_excerpt: t[3].clone(),
+            impact: t[4].clone(),
+            risk,
+            links: links
+                .into_iter()
+                .map(|(label, url)| Link { label, url })
+                .collect(),
+            labels,
+        })
+    }
+
+    fn request() -> impl Strategy<Value = ActionRequest> {
+        let names = (
+            text(),
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        );
+        (
+            names,
+            json_value(),
+            proptest::option::of(initiator()),
+            context(),
+        )
+            .prop_map(
+                |((kind, resource, summary, justification), params, initiator, context)| {
+                    ActionRequest {
+                        kind,
+                        resource,
+                        params,
+                        summary,
+                        initiator,
+                        context,
+                        justification,
+                        idempotency_key: None,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// The fast digest writer and the generic canonical encoding of the serialized request
+        /// agree byte for byte, so the documented encoding is what is hashed.
+        #[test]
+        fn fast_digest_input_equals_the_generic_canonical_encoding(req in request()) {
+            let mut fast = Vec::new();
+            req.write_canonical_digest_input(&mut fast);
+            let generic = canonical_json(&serde_json::to_value(&req).expect("json"));
+            prop_assert_eq!(String::from_utf8(fast).expect("utf8"), String::from_utf8(generic).expect("utf8"));
+            // And the canonical text parses back to the same request.
+            let back: ActionRequest = serde_json::from_slice(&canonical_json(&serde_json::to_value(&req).expect("json"))).expect("parses");
+            prop_assert_eq!(back.digest(), req.digest());
+        }
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! Core engine: the `guard()` allow path and the `decide()` -> waiting `guard()` round trip.
+//!
+//! `cargo bench -p approvals-benches --bench core`
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use approvals_core::audit::AuditError;
+use approvals_core::{
+    ActionRequest, AuditEvent, AuditSink, Gate, GuardError, Initiator, Principal, Requirement,
+    Review, RulePolicy, StaticPolicy, Submission,
+};
+use async_trait::async_trait;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+/// An in-memory sink that keeps the most recent events (a bench runs millions).
+#[derive(Default)]
+struct RecentEvents(Mutex<Vec<AuditEvent>>);
+
+#[async_trait]
+impl AuditSink for RecentEvents {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut events = self.0.lock().map_err(|_| AuditError::new("poisoned"))?;
+        if events.len() >= 10_000 {
+            events.clear();
+        }
+        events.push(event.clone());
+        Ok(())
+    }
+}
+
+/// 99 rules that do not match the benchmarked action, then the one that allows it: the
+/// worst case for first-match evaluation.
+fn hundred_rules() -> String {
+    let mut policy = String::from("version = 1\ndefault = \"deny\"\n");
+    for i in 0..99 {
+        let _ = write!(
+            policy,
+            "\n[[rules]]\nname = \"rule-{i}\"\nkind = \"svc{i}.*\"\nresource = \"db://prod/table{i}/*\"\nwhen = [{{ param = \"rows\", gt = {i} }}]\neffect = \"require_approval\"\napprovers = {{ groups = [\"g{i}\"] }}\n"
+        );
+    }
+    policy.push_str("\n[[rules]]\nname = \"reads\"\nkind = \"warehouse.read\"\nresource = \"db://analytics/*\"\neffect = \"allow\"\n");
+    policy
+}
+
+fn allow_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let policy = RulePolicy::from_toml(&hundred_rules()).expect("policy");
+    assert_eq!(policy.len(), 100);
+    let gate = Gate::builder()
+        .policy(policy)
+        .audit(RecentEvents::default())
+        .initiator(Initiator::agent("report-bot").model("gpt-5"))
+        .build()
+        .expect("gate");
+    let read = ActionRequest::new("warehouse.read", "db://analytics/events")
+        .params(json!({"rows": 500, "columns": ["day", "count"], "filter": "country = 'NL'"}));
+    c.bench_function("guard_allow_100_rules", |b| {
+        b.to_async(&rt).iter(|| async {
+            let grant = gate.guard(&read).await.expect("allowed");
+            std::hint::black_box(grant);
+        })
+    });
+}
+
+fn round_trip(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::users([
+            "sam@example.com",
+        ])))
+        .audit(RecentEvents::default())
+        .initiator(Initiator::agent("billing-agent"))
+        .build()
+        .expect("gate");
+    let sam = Principal::human("sam@example.com");
+    let mut n = 0u64;
+    c.bench_function("decide_to_guard_return_memory", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    n += 1;
+                    let export = ActionRequest::new("data.export", "db://prod/customers")
+                        .params(json!({"n": n}));
+                    let Ok(Submission::Pending(id)) = gate.submit(&export).await else {
+                        panic!("expected pending");
+                    };
+                    let waiter = {
+                        let gate = gate.clone();
+                        tokio::spawn(async move { gate.wait(id).await })
+                    };
+                    // Let the waiter run until it parks on its notification.
+                    tokio::task::yield_now().await;
+                    let start = Instant::now();
+                    gate.decide(id, Review::approve(sam.clone()))
+                        .await
+                        .expect("approve");
+                    let grant = waiter.await.expect("join").expect("grant");
+                    total += start.elapsed();
+                    let done: Result<(), GuardError> = gate
+                        .execute(grant, &export, || async { Ok::<_, GuardError>(()) })
+                        .await;
+                    done.expect("executed");
+                }
+                total
+            })
+        })
+    });
+}
+
+criterion_group!(benches, allow_path, round_trip);
+
+fn parts(c: &mut Criterion) {
+    use approvals_core::Policy;
+    let policy = RulePolicy::from_toml(&hundred_rules()).expect("policy");
+    let read = ActionRequest::new("warehouse.read", "db://analytics/events")
+        .params(json!({"rows": 500, "columns": ["day", "count"], "filter": "country = 'NL'"}))
+        .initiator(Initiator::agent("report-bot").model("gpt-5"));
+    c.bench_function("part_digest", |b| {
+        b.iter(|| std::hint::black_box(read.digest()))
+    });
+    c.bench_function("part_policy_100", |b| {
+        b.iter(|| std::hint::black_box(policy.evaluate(&read)))
+    });
+    c.bench_function("part_uuid", |b| {
+        b.iter(|| std::hint::black_box(approvals_core::RequestId::new()))
+    });
+    c.bench_function("part_clone_request", |b| {
+        b.iter(|| std::hint::black_box(read.clone()))
+    });
+}
+criterion_group!(parts_group, parts);
+criterion_main!(benches, parts_group);

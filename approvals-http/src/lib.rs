@@ -1,1 +1,57 @@
-//! HTTP API approver, review web console, outbound webhook approver and the approvals CLI.
+//! HTTP review channel for action-level approvals: a JSON REST API and a review web console
+//! over a [`Gate`](approvals_core::Gate), an outbound [`WebhookApprover`], and the
+//! `approvals` command-line tool.
+//!
+//! - [`ReviewServer`] serves `/v1/...` (list, show, approve, deny, cancel; bearer tokens;
+//!   errors as RFC 9457 problem documents), `/openapi.json` and the console under
+//!   `/console/`. It is a plain `http::Request<Bytes> -> http::Response<Bytes>` handler
+//!   ([`ReviewServer::handle`]), a `tower::Service` ([`ReviewServer::service`]), an
+//!   `axum::Router` with the `axum` feature, and runs on its own with [`serve`].
+//! - [`Tokens`] maps the SHA-256 of each API token to a principal.
+//! - [`WebhookApprover`] posts each pending request and each resolution to a URL, signed with
+//!   HMAC-SHA256; receivers check deliveries with [`verify_webhook`] and decide through the
+//!   API.
+//! - [`ApiClient`] calls the API over HTTP or in-process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use approvals_core::{Gate, JsonLinesSink, Principal, RulePolicy};
+//! use approvals_http::{ReviewServer, Tokens};
+//!
+//! let gate = Gate::builder()
+//!     .policy(RulePolicy::from_file("policy.toml")?)
+//!     .audit(JsonLinesSink::file("audit.jsonl", true)?)
+//!     .build()?;
+//! let server = ReviewServer::builder(gate.clone())
+//!     .tokens(Tokens::from_file("tokens.toml")?)
+//!     .build();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8480").await?;
+//! tokio::spawn(approvals_http::serve(listener, server, std::future::pending()));
+//! // ... gate.guard(action).await? now waits for a reviewer at http://127.0.0.1:8480/console/
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`server`] (routing, tower service, hyper loop), [`api`] (the JSON API),
+//! [`console`] (HTML pages, sessions, CSRF), [`auth`] (tokens), [`problem`] (errors),
+//! [`view`] (JSON shapes), [`webhook`] (outbound webhooks and their verification),
+//! [`client`] (API client), [`html`] (escaping), `cli` (the `approvals` tool).
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod client;
+pub mod console;
+pub mod html;
+pub mod problem;
+pub mod server;
+pub mod view;
+pub mod webhook;
+
+pub use auth::{TokenHash, Tokens, generate_token};
+pub use client::{ApiClient, ClientError};
+pub use problem::Problem;
+pub use server::{OPENAPI_JSON, ReviewServer, ReviewServerBuilder, ReviewService, serve};
+pub use view::{RequestList, RequestView};
+pub use webhook::{ReplayGuard, WebhookApprover, WebhookError, WebhookSecret, verify_webhook};

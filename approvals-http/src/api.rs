@@ -1,0 +1,449 @@
+//! The JSON REST API under `/v1`: list, show, approve, deny, cancel.
+//!
+//! Authentication is `Authorization: Bearer <token>` only (never the console's cookie, so a
+//! cross-site page cannot drive the API). Humans may list and view every request and review
+//! any; agents and services may list and view only requests they initiated, may cancel
+//! them, and can never review.
+
+use approvals_core::{
+    Digest, ListFilter, Principal, PrincipalKind, RejectCause, RequestId, RequestRecord,
+    RequestState, Review, Verdict,
+};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use serde::Deserialize;
+
+use crate::problem::Problem;
+use crate::server::{MAX_REASON_CHARS, Shared, json_response, only};
+use crate::view::{Me, RequestList, RequestView};
+
+/// Channel name recorded for decisions made through the API.
+pub const API_CHANNEL: &str = "http";
+
+/// Largest `limit` accepted by `GET /v1/requests`.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+pub(crate) async fn handle(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    segments: &[&str],
+) -> Response<Bytes> {
+    match route(shared, request, segments).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn route(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    segments: &[&str],
+) -> Result<Response<Bytes>, Problem> {
+    match segments {
+        ["me"] => {
+            if let Err(r) = only(request, &[Method::GET, Method::HEAD]) {
+                return Ok(r);
+            }
+            let principal = authenticate(shared, request)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &Me {
+                    can_review: principal.kind == PrincipalKind::Human,
+                    principal,
+                },
+            ))
+        }
+        ["requests"] => {
+            if let Err(r) = only(request, &[Method::GET, Method::HEAD]) {
+                return Ok(r);
+            }
+            let principal = authenticate(shared, request)?;
+            list(shared, request, &principal).await
+        }
+        ["requests", id] => {
+            if let Err(r) = only(request, &[Method::GET, Method::HEAD]) {
+                return Ok(r);
+            }
+            let principal = authenticate(shared, request)?;
+            let id = parse_id(id)?;
+            let record = visible_record(shared, id, &principal).await?;
+            Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
+        }
+        ["requests", id, action @ ("approve" | "deny" | "cancel")] => {
+            if let Err(r) = only(request, &[Method::POST]) {
+                return Ok(r);
+            }
+            let id = parse_id(id)?;
+            let principal = match authenticate(shared, request) {
+                Ok(p) => p,
+                Err(problem) => {
+                    // Evidence of a forged or stale-token decision attempt on a real request.
+                    let _ = shared
+                        .gate
+                        .record_rejected_callback(
+                            id,
+                            None,
+                            API_CHANNEL,
+                            RejectCause::Forged,
+                            &format!("{action} refused: {}", problem.detail),
+                        )
+                        .await;
+                    return Err(problem);
+                }
+            };
+            let body: ActionBody = parse_body(request)?;
+            let reason = check_reason(body.reason)?;
+            if *action == "cancel" {
+                if body.digest.is_some() {
+                    return Err(Problem::bad_request(
+                        "cancel takes only a reason; digest applies to approve and deny",
+                    ));
+                }
+                return cancel(shared, id, principal, reason).await;
+            }
+            let digest = body
+                .digest
+                .as_deref()
+                .map(|d| {
+                    Digest::parse(d).map_err(|_| {
+                        Problem::bad_request(
+                            "digest must look like sha256:<64 hex digits>, as shown by GET /v1/requests/{id}",
+                        )
+                    })
+                })
+                .transpose()?;
+            let verdict = if *action == "approve" {
+                Verdict::Approve
+            } else {
+                Verdict::Deny
+            };
+            decide(shared, id, principal, verdict, reason, digest, API_CHANNEL).await?;
+            let record = shared
+                .gate
+                .get(id)
+                .await
+                .map_err(|e| Problem::unavailable(e.to_string()))?
+                .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))?;
+            Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
+        }
+        _ => Err(Problem::not_found(
+            "no such API resource; see /openapi.json for the routes",
+        )),
+    }
+}
+
+/// Applies a review through the gate, after the channel-level check that the reviewer is a
+/// human (the gate checks it again, with everything else).
+pub(crate) async fn decide(
+    shared: &Shared,
+    id: RequestId,
+    reviewer: Principal,
+    verdict: Verdict,
+    reason: Option<String>,
+    digest: Option<Digest>,
+    channel: &str,
+) -> Result<approvals_core::ReviewOutcome, Problem> {
+    if reviewer.kind != PrincipalKind::Human {
+        let detail = format!(
+            "{} is a {}; only humans can approve or deny. Agent and service tokens may list, view and cancel their own requests",
+            reviewer.id, reviewer.kind
+        );
+        let _ = shared
+            .gate
+            .record_rejected_callback(
+                id,
+                Some(reviewer.clone()),
+                channel,
+                RejectCause::NotHuman,
+                &detail,
+            )
+            .await;
+        return Err(Problem::forbidden("not_human", detail));
+    }
+    let mut review = match verdict {
+        Verdict::Approve => Review::approve(reviewer),
+        Verdict::Deny => Review::deny(reviewer),
+    }
+    .via(channel);
+    if let Some(reason) = reason {
+        review = review.reason(reason);
+    }
+    if let Some(digest) = digest {
+        review = review.for_digest(digest);
+    }
+    shared.gate.decide(id, review).await.map_err(Problem::from)
+}
+
+/// Cancels a request for the initiator, the human it acts for, or an administrator.
+pub(crate) async fn cancel(
+    shared: &Shared,
+    id: RequestId,
+    principal: Principal,
+    reason: Option<String>,
+) -> Result<Response<Bytes>, Problem> {
+    let record = visible_record(shared, id, &principal).await?;
+    if !may_cancel(shared, &record, &principal) {
+        return Err(Problem::forbidden(
+            "not_allowed",
+            format!(
+                "{} may not cancel request {id}: only its initiator, the human it acts for, or a member of an admin group can",
+                principal.id
+            ),
+        ));
+    }
+    shared
+        .gate
+        .cancel(id, Some(principal), reason)
+        .await
+        .map_err(Problem::from)?;
+    let record = shared
+        .gate
+        .get(id)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?
+        .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))?;
+    Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
+}
+
+pub(crate) fn may_cancel(shared: &Shared, record: &RequestRecord, principal: &Principal) -> bool {
+    let own = record
+        .request
+        .initiator
+        .as_ref()
+        .is_some_and(|i| i.is_self(principal));
+    let admin = principal.kind == PrincipalKind::Human
+        && shared.admin_groups.iter().any(|g| principal.in_group(g));
+    own || admin
+}
+
+/// Whether `principal` may see `record`: humans see everything; agents and services only
+/// what they initiated.
+pub(crate) fn may_view(record: &RequestRecord, principal: &Principal) -> bool {
+    principal.kind == PrincipalKind::Human
+        || record
+            .request
+            .initiator
+            .as_ref()
+            .is_some_and(|i| i.principal.same_identity(principal))
+}
+
+async fn visible_record(
+    shared: &Shared,
+    id: RequestId,
+    principal: &Principal,
+) -> Result<RequestRecord, Problem> {
+    let not_found = || Problem::not_found(format!("no approval request {id}"));
+    let record = shared
+        .gate
+        .get(id)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?
+        .ok_or_else(not_found)?;
+    // Not 403: an agent must not learn which other requests exist.
+    if may_view(&record, principal) {
+        Ok(record)
+    } else {
+        Err(not_found())
+    }
+}
+
+async fn list(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    principal: &Principal,
+) -> Result<Response<Bytes>, Problem> {
+    let query = ListQuery::parse(request.uri().query().unwrap_or(""))?;
+    let human = principal.kind == PrincipalKind::Human;
+    let filter = ListFilter {
+        states: query.states,
+        kind: query.kind,
+        environment: query.environment,
+        initiator: query.initiator,
+        // Agents' lists are narrowed below, so the limit applies after that.
+        limit: human.then_some(query.limit),
+    };
+    let records = shared
+        .gate
+        .store()
+        .list(&filter)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let requests = records
+        .iter()
+        .filter(|r| may_view(r, principal))
+        .take(query.limit)
+        .map(RequestView::of)
+        .collect();
+    Ok(json_response(StatusCode::OK, &RequestList { requests }))
+}
+
+/// The query of `GET /v1/requests`.
+#[derive(Debug)]
+pub(crate) struct ListQuery {
+    pub(crate) states: Vec<RequestState>,
+    pub(crate) kind: Option<String>,
+    pub(crate) environment: Option<String>,
+    pub(crate) initiator: Option<String>,
+    pub(crate) limit: usize,
+}
+
+impl ListQuery {
+    pub(crate) fn parse(query: &str) -> Result<Self, Problem> {
+        let mut q = ListQuery {
+            states: vec![RequestState::Pending],
+            kind: None,
+            environment: None,
+            initiator: None,
+            limit: 100,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if seen.iter().any(|k| *k == key) {
+                return Err(Problem::bad_request(format!(
+                    "query parameter {:?} is given twice",
+                    crate::html::truncate(&key, 40)
+                )));
+            }
+            seen.push(key.to_string());
+            let text = |v: &str| -> Result<Option<String>, Problem> {
+                if v.chars().count() > 512 {
+                    return Err(Problem::bad_request(format!(
+                        "query parameter {key:?} is longer than 512 characters"
+                    )));
+                }
+                Ok((!v.is_empty()).then(|| v.to_owned()))
+            };
+            match &*key {
+                "state" => q.states = parse_states(&value)?,
+                "kind" => q.kind = text(&value)?,
+                "environment" => q.environment = text(&value)?,
+                "initiator" => q.initiator = text(&value)?,
+                "limit" => {
+                    q.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            Problem::bad_request(format!(
+                                "limit must be a whole number from 1 to {MAX_LIST_LIMIT}"
+                            ))
+                        })?;
+                }
+                other => {
+                    return Err(Problem::bad_request(format!(
+                        "unknown query parameter {:?}; use state, kind, environment, initiator or limit",
+                        crate::html::truncate(other, 40)
+                    )));
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+fn parse_states(value: &str) -> Result<Vec<RequestState>, Problem> {
+    if value == "all" {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|s| {
+            s.trim().parse::<RequestState>().map_err(|_| {
+                Problem::bad_request(format!(
+                    "unknown state {:?}; use all, or a comma-separated list of pending, approved, denied, expired, cancelled, executing, executed, failed, lapsed",
+                    crate::html::truncate(s, 40)
+                ))
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    digest: Option<String>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(
+    request: &Request<Bytes>,
+) -> Result<T, Problem> {
+    let body = request.body();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not valid for this call: {}",
+            crate::html::truncate(&e.to_string(), 300)
+        ))
+    })
+}
+
+pub(crate) fn check_reason(reason: Option<String>) -> Result<Option<String>, Problem> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Problem::bad_request(format!(
+            "the reason is longer than {MAX_REASON_CHARS} characters"
+        ))),
+        Some(r) if r.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<RequestId, Problem> {
+    RequestId::parse(raw).map_err(|_| {
+        Problem::bad_request(format!(
+            "{:?} is not a request id; ids are UUIDs like 0193a5c4-7e1f-7b2a-9c3d-4e5f60718293",
+            crate::html::truncate(raw, 60)
+        ))
+    })
+}
+
+/// The principal for the request's bearer token.
+pub(crate) fn authenticate(
+    shared: &Shared,
+    request: &Request<Bytes>,
+) -> Result<Principal, Problem> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Err(Problem::unauthenticated(
+            "send Authorization: Bearer <token>; ask an administrator for a token (approvals token new)",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Problem::unauthenticated("the Authorization header must be \"Bearer <token>\"")
+        })?;
+    shared
+        .tokens
+        .principal(token)
+        .cloned()
+        .ok_or_else(|| Problem::unauthenticated("the token is not valid (unknown or revoked)"))
+}

@@ -1,0 +1,221 @@
+//! Bearer tokens: stored as SHA-256 hashes, each mapped to one principal.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use approvals_core::Principal;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Prefix of tokens made by [`generate_token`], so leaked tokens are easy to grep for.
+pub const TOKEN_PREFIX: &str = "apr_";
+
+/// The SHA-256 of a token, which is all the server keeps.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Hashes a token.
+    pub fn of(token: &str) -> Self {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Parses the lowercase hex form (64 characters).
+    pub fn parse_hex(s: &str) -> Option<Self> {
+        let bytes = hex::decode(s.trim()).ok()?;
+        Some(TokenHash(bytes.try_into().ok()?))
+    }
+
+    /// The lowercase hex form.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash is not secret, but there is no reason to spread it either.
+        write!(f, "TokenHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// A new random token (256 bits, URL-safe base64, `apr_` prefix).
+pub fn generate_token() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The principals that API tokens stand for, keyed by the SHA-256 of the token.
+///
+/// Tokens themselves are never stored, logged or shown; a lookup hashes the presented token
+/// and looks the hash up in a map.
+///
+/// ```
+/// use approvals_core::Principal;
+/// use approvals_http::Tokens;
+///
+/// let tokens = Tokens::new()
+///     .with_token("s3cret-for-sam", Principal::human("sam@example.com").with_groups(["security"]))
+///     .with_token("s3cret-for-bot", Principal::agent("billing-agent"));
+/// assert_eq!(tokens.principal("s3cret-for-sam").map(|p| p.id.as_str()), Some("sam@example.com"));
+/// assert!(tokens.principal("guess").is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct Tokens {
+    by_hash: HashMap<TokenHash, Principal>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("count", &self.by_hash.len())
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// No tokens: every request is unauthenticated.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a token (hashed at once).
+    pub fn with_token(self, token: &str, principal: Principal) -> Self {
+        self.with_hash(TokenHash::of(token), principal)
+    }
+
+    /// Adds a token by its hash.
+    pub fn with_hash(mut self, hash: TokenHash, principal: Principal) -> Self {
+        self.by_hash.insert(hash, principal);
+        self
+    }
+
+    /// The principal for a presented token.
+    pub fn principal(&self, token: &str) -> Option<&Principal> {
+        self.by_hash.get(&TokenHash::of(token))
+    }
+
+    /// The principal for a token hash.
+    pub fn principal_by_hash(&self, hash: &TokenHash) -> Option<&Principal> {
+        self.by_hash.get(hash)
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Parses a token file (TOML):
+    ///
+    /// ```toml
+    /// [[token]]
+    /// sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    /// principal = { kind = "human", id = "sam@example.com", display_name = "Sam", groups = ["security"] }
+    ///
+    /// [[token]]
+    /// sha256 = "…"
+    /// principal = { kind = "agent", id = "billing-agent" }
+    /// ```
+    ///
+    /// `approvals token new` prints such entries. Two entries with one hash are refused.
+    pub fn from_toml(text: &str) -> Result<Self, TokenFileError> {
+        let file: TokenFile =
+            toml::from_str(text).map_err(|e| TokenFileError(format!("invalid token file: {e}")))?;
+        let mut tokens = Tokens::new();
+        for (i, entry) in file.token.into_iter().enumerate() {
+            let hash = TokenHash::parse_hex(&entry.sha256).ok_or_else(|| {
+                TokenFileError(format!(
+                    "token entry {} has sha256 {:?}: expected 64 hex characters (the SHA-256 of the token, not the token)",
+                    i + 1,
+                    entry.sha256.chars().take(12).collect::<String>()
+                ))
+            })?;
+            if entry.principal.id.trim().is_empty() {
+                return Err(TokenFileError(format!(
+                    "token entry {} has an empty principal id",
+                    i + 1
+                )));
+            }
+            if tokens.by_hash.contains_key(&hash) {
+                return Err(TokenFileError(format!(
+                    "token entry {} repeats a token hash already in the file; each token must map to one principal",
+                    i + 1
+                )));
+            }
+            tokens.by_hash.insert(hash, entry.principal);
+        }
+        Ok(tokens)
+    }
+
+    /// Reads a token file; see [`from_toml`](Tokens::from_toml).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            TokenFileError(format!("cannot read token file {}: {e}", path.display()))
+        })?;
+        Self::from_toml(&text)
+    }
+}
+
+/// One `[[token]]` entry of a token file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// Who the token stands for.
+    pub principal: Principal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+/// A token file could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenFileError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_round_trip_and_errors() {
+        let hash = TokenHash::of("t1").to_hex();
+        let text = format!(
+            "[[token]]\nsha256 = \"{hash}\"\nprincipal = {{ kind = \"human\", id = \"sam\", groups = [\"sec\"] }}\n"
+        );
+        let tokens = Tokens::from_toml(&text).expect("valid");
+        assert_eq!(tokens.principal("t1").map(|p| p.id.as_str()), Some("sam"));
+        assert!(tokens.principal("t2").is_none());
+
+        let twice = format!("{text}{text}");
+        assert!(Tokens::from_toml(&twice).is_err());
+        let raw = text.replace(&hash, "t1");
+        let err = Tokens::from_toml(&raw).expect_err("raw token is not a hash");
+        assert!(err.0.contains("64 hex"), "{err}");
+    }
+
+    #[test]
+    fn generated_tokens_are_distinct_and_prefixed() {
+        let a = generate_token();
+        let b = generate_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX) && a.len() > 40);
+    }
+}

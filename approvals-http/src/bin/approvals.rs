@@ -1,0 +1,5 @@
+//! The `approvals` command-line tool. Run `approvals --help`.
+
+fn main() -> std::process::ExitCode {
+    approvals_http::cli::main()
+}

@@ -1,0 +1,789 @@
+//! The `approvals` command-line tool: `serve`, `pending`, `show`, `approve`, `deny`,
+//! `cancel`, `token`.
+//!
+//! Every command except `serve` and `token` is an API call, made either over HTTP to a
+//! server (`--server`) or in-process on a store (`--store`, with the same token file the
+//! server uses), so both paths run the same authentication and the same `Gate::decide`
+//! checks.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::{
+    ActionRequest, Decision, Digest, Gate, Initiator, JsonLinesSink, MemoryStore, Principal,
+    RequestContext, RequestId, Requirement, Risk, StaticPolicy, Store,
+};
+use clap::{Args, Parser, Subcommand};
+use url::Url;
+
+use crate::auth::{TokenEntry, TokenHash, Tokens, generate_token};
+use crate::client::{ApiClient, ClientError};
+use crate::server::ReviewServer;
+use crate::view::RequestView;
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The server or gate refused: not allowed, self-approval, already decided, reason
+    /// required, digest changed.
+    pub const REFUSED: u8 = 1;
+    /// Bad command line or malformed input.
+    pub const USAGE: u8 = 2;
+    /// No such request.
+    pub const NOT_FOUND: u8 = 3;
+    /// The server or store is unreachable or failed; nothing changed. Retry later.
+    pub const UNAVAILABLE: u8 = 4;
+    /// No token, or the token is not valid.
+    pub const UNAUTHENTICATED: u8 = 5;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  refused: not allowed, self-approval, already decided, reason required, action changed
+  2  usage error: bad arguments or malformed input
+  3  no such request
+  4  unavailable: server or store unreachable or failing; nothing changed, retry later
+  5  unauthenticated: APPROVALS_TOKEN missing or not valid
+
+Environment:
+  APPROVALS_TOKEN    your API token (never pass tokens as arguments: they end up in shell history)
+  APPROVALS_SERVER   server URL, same as --server
+  APPROVALS_STORE    store URL, same as --store
+  APPROVALS_TOKENS   token file, same as --tokens
+  APPROVALS_AUDIT    audit log for store mode, same as --audit";
+
+const ABOUT_LONG: &str = "\
+Review and decide action-level approval requests, and serve the review API and console.
+
+Against a server (--server URL, or APPROVALS_SERVER), commands call its HTTP API with the token in APPROVALS_TOKEN.
+
+Against a store (--store URL, the default), commands run the same API in-process on that store: you still authenticate with APPROVALS_TOKEN against the token file (--tokens), and decisions go through the same Gate checks (human reviewer, not the requester, in an allowed group, digest unchanged) and are written to the audit log (--audit). Anyone who can write the store file can bypass any tool, so protect it; prefer --server for everyday reviews.";
+
+/// The `approvals` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "approvals",
+    version,
+    about = "Review and decide action-level approval requests; serve the review API and console.",
+    long_about = ABOUT_LONG,
+    after_help = EXIT_CODES_HELP,
+    after_long_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// Approvals server URL, for example http://127.0.0.1:8480. Takes precedence over --store.
+    #[arg(long, env = "APPROVALS_SERVER", global = true, value_name = "URL")]
+    server: Option<Url>,
+    /// Store URL: sqlite://FILE, postgres://..., or memory: (serve only).
+    #[arg(
+        long,
+        env = "APPROVALS_STORE",
+        global = true,
+        default_value = "sqlite://approvals.db",
+        value_name = "URL"
+    )]
+    store: String,
+    /// Token file (TOML, SHA-256 hashes of tokens and their principals); see `approvals token new`.
+    #[arg(long, env = "APPROVALS_TOKENS", global = true, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Audit log (JSON lines) for decisions made in store mode and by serve.
+    #[arg(
+        long,
+        env = "APPROVALS_AUDIT",
+        global = true,
+        default_value = "approvals-audit.jsonl",
+        value_name = "FILE"
+    )]
+    audit: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the JSON API, the OpenAPI document and the review console on a store.
+    Serve(ServeArgs),
+    /// List requests waiting for review (or other states with --state).
+    Pending(PendingArgs),
+    /// Show one request: exact parameters, digest, initiator, context, reviews.
+    Show(ShowArgs),
+    /// Approve a request (bound to the digest you reviewed).
+    Approve(DecideArgs),
+    /// Deny a request.
+    Deny(DecideArgs),
+    /// Withdraw a pending request (its initiator, the human it acts for, or an admin).
+    Cancel(CancelArgs),
+    /// Make and hash API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    // Further subcommand groups (such as `approvals audit ...` from approvals-audit) are
+    // added here as variants holding their own `#[command(subcommand)]` enums, and
+    // dispatched in `run`.
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8480", value_name = "ADDR")]
+    listen: String,
+    /// The URL reviewers use (for example https://approvals.example.com behind a TLS proxy);
+    /// fixes the origin of console forms and makes the session cookie Secure over https.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<Url>,
+    /// Group whose members may cancel any request (repeatable).
+    #[arg(long = "admin-group", value_name = "GROUP")]
+    admin_groups: Vec<String>,
+    /// Seed a few sample pending requests (and, without --tokens, print a reviewer token) to
+    /// try the console.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Debug, Args)]
+struct PendingArgs {
+    /// Only this action kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only this environment.
+    #[arg(long)]
+    environment: Option<String>,
+    /// Only requests from this initiator id.
+    #[arg(long)]
+    initiator: Option<String>,
+    /// States to list: pending (default), all, or a comma-separated list.
+    #[arg(long, default_value = "pending")]
+    state: String,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print JSON (the API's RequestList) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// Request id.
+    id: String,
+    /// Print JSON (the API's Request) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DecideArgs {
+    /// Request id.
+    id: String,
+    /// Why (recorded in the audit trail; some policies require it).
+    #[arg(long, short)]
+    reason: Option<String>,
+    /// The digest you reviewed (from `approvals show`); refused if the action changed. When
+    /// omitted, the request is fetched, printed, and the decision bound to its digest.
+    #[arg(long, value_name = "sha256:HEX")]
+    digest: Option<String>,
+    /// Print the resulting request as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CancelArgs {
+    /// Request id.
+    id: String,
+    /// Why.
+    #[arg(long, short)]
+    reason: Option<String>,
+    /// Print the resulting request as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a new random token; prints the token once and the entry for the token file.
+    New(NewTokenArgs),
+    /// Print the SHA-256 of a token read from standard input.
+    Hash,
+}
+
+#[derive(Debug, Args)]
+struct NewTokenArgs {
+    /// A human reviewer with this id (for example an email).
+    #[arg(long, group = "who", value_name = "ID")]
+    human: Option<String>,
+    /// An AI agent with this id.
+    #[arg(long, group = "who", value_name = "ID")]
+    agent: Option<String>,
+    /// A service with this id.
+    #[arg(long, group = "who", value_name = "ID")]
+    service: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Groups, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+}
+
+/// A failure with its exit code and message.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::Problem(p) => match p.status {
+                401 => exit::UNAUTHENTICATED,
+                404 => exit::NOT_FOUND,
+                400 | 405 | 413 | 415 => exit::USAGE,
+                403 | 409 | 422 => exit::REFUSED,
+                _ => exit::UNAVAILABLE,
+            },
+            ClientError::Unavailable(_) | ClientError::Protocol(_) => exit::UNAVAILABLE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+/// Parses the process arguments, runs the command, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("approvals: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(f) => {
+            eprintln!("approvals: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => serve(&cli.target, args).await,
+        Command::Token(cmd) => token(cmd),
+        Command::Pending(args) => pending(&client(&cli.target)?, args).await,
+        Command::Show(args) => show(&client(&cli.target)?, args).await,
+        Command::Approve(args) => decide(&client(&cli.target)?, args, true).await,
+        Command::Deny(args) => decide(&client(&cli.target)?, args, false).await,
+        Command::Cancel(args) => cancel(&client(&cli.target)?, args).await,
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Targets.
+
+fn api_token() -> Result<Option<String>, Failure> {
+    match std::env::var("APPROVALS_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Failure::new(
+            exit::USAGE,
+            "APPROVALS_TOKEN is not valid text",
+        )),
+    }
+}
+
+fn client(target: &Target) -> Result<ApiClient, Failure> {
+    let token = api_token()?;
+    if token.is_none() {
+        return Err(Failure::new(
+            exit::UNAUTHENTICATED,
+            "set APPROVALS_TOKEN to your API token (ask an administrator; `approvals token new` makes one)",
+        ));
+    }
+    if let Some(server) = &target.server {
+        return ApiClient::http(server.clone(), token).map_err(Failure::from);
+    }
+    let store = open_store(&target.store)?;
+    if store.memory {
+        return Err(Failure::new(
+            exit::USAGE,
+            "a memory: store lives only inside `approvals serve`; use --server URL to reach it",
+        ));
+    }
+    let server = local_server(target, store.store, &[], None, false)?;
+    Ok(ApiClient::in_process(server, token))
+}
+
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    memory: bool,
+}
+
+/// Opens a store URL. `memory:` always works; SQL URLs need approvals-store-sql.
+fn open_store(url: &str) -> Result<OpenedStore, Failure> {
+    let url = url.trim();
+    if url == "memory:" || url == "memory://" {
+        return Ok(OpenedStore {
+            store: Arc::new(MemoryStore::new()),
+            memory: true,
+        });
+    }
+    if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")
+    {
+        return Err(Failure::new(
+            exit::UNAVAILABLE,
+            format!(
+                "this build cannot open {url}: SQL stores (approvals-store-sql) are not wired into the CLI yet. Use --server URL, or `approvals serve --store memory:`"
+            ),
+        ));
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        format!("unknown store URL {url:?}; use sqlite://FILE, postgres://..., or memory:"),
+    ))
+}
+
+/// A gate and review server on `store`. The gate never submits actions (agents do, in
+/// their own processes), so its policy is deny-all, except in demo mode; reviews are checked
+/// against the requirement stored with each request.
+fn local_server(
+    target: &Target,
+    store: Arc<dyn Store>,
+    admin_groups: &[String],
+    public_url: Option<Url>,
+    demo: bool,
+) -> Result<ReviewServer, Failure> {
+    let tokens = match &target.tokens {
+        Some(path) => Tokens::from_file(path).map_err(|e| Failure::new(exit::USAGE, e.0))?,
+        None if demo => Tokens::new(),
+        None => {
+            return Err(Failure::new(
+                exit::USAGE,
+                "give the token file with --tokens FILE (or APPROVALS_TOKENS); `approvals token new` prints entries for it",
+            ));
+        }
+    };
+    let audit = JsonLinesSink::file(&target.audit, true).map_err(|e| {
+        Failure::new(
+            exit::UNAVAILABLE,
+            format!("cannot open the audit log {}: {e}", target.audit.display()),
+        )
+    })?;
+    let policy = if demo {
+        StaticPolicy::require(
+            Requirement::groups(["security"]).timeout(Duration::from_secs(24 * 3600)),
+        )
+    } else {
+        StaticPolicy::new(Decision::Deny {
+            rule: "review-only".into(),
+            reason: "this process only reviews; actions are submitted by agents' own gates".into(),
+        })
+    };
+    let gate = Gate::builder()
+        .policy(policy)
+        .store_shared(store)
+        .audit(audit)
+        .build()
+        .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+    let mut builder = ReviewServer::builder(gate)
+        .tokens(tokens)
+        .admin_groups(admin_groups.to_vec());
+    if let Some(url) = public_url {
+        builder = builder.public_url(url);
+    }
+    Ok(builder.build())
+}
+
+// ------------------------------------------------------------------------------------------
+// Commands.
+
+async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
+    let opened = open_store(&target.store)?;
+    let mut server = local_server(
+        target,
+        opened.store,
+        &args.admin_groups,
+        args.public_url.clone(),
+        args.demo,
+    )?;
+    if args.demo {
+        if target.tokens.is_none() {
+            let token = generate_token();
+            let reviewer = Principal::human("reviewer@example.com")
+                .with_name("Demo Reviewer")
+                .with_groups(["security"]);
+            let tokens = Tokens::new().with_token(&token, reviewer);
+            let mut builder = ReviewServer::builder(server.gate().clone())
+                .tokens(tokens)
+                .admin_groups(args.admin_groups.clone());
+            if let Some(url) = args.public_url.clone() {
+                builder = builder.public_url(url);
+            }
+            server = builder.build();
+            println!("Demo reviewer token (group security): {token}");
+        }
+        seed_demo(server.gate()).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                exit::UNAVAILABLE,
+                format!("cannot listen on {}: {e}", args.listen),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+    let base = args
+        .public_url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| format!("http://{addr}/"));
+    println!("Approvals review console: {base}console/");
+    println!("API: {base}v1/requests   OpenAPI: {base}openapi.json");
+    let _ = std::io::stdout().flush();
+    let sweeper = server.gate().spawn_sweeper(Duration::from_secs(5));
+    let result = crate::server::serve(listener, server, shutdown_signal()).await;
+    sweeper.abort();
+    result.map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))
+}
+
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn seed_demo(gate: &Gate) -> Result<(), Failure> {
+    let agent = Initiator::agent("billing-agent")
+        .on_behalf_of(Principal::human("dana@example.com").with_name("Dana Whitfield"))
+        .model("claude-opus-4")
+        .session("run-7f3a");
+    let requests = [
+        ActionRequest::new("data.export", "db://prod/customers")
+            .params(serde_json::json!({"rows": 5000, "columns": ["email", "plan", "mrr"], "format": "csv", "destination": "s3://finance-exports/q3/"}))
+            .summary("Export 5,000 customer rows to the finance bucket")
+            .justification("Quarterly churn analysis requested in FIN-2291.")
+            .initiator(agent.clone())
+            .context(RequestContext {
+                environment: Some("production".into()),
+                ticket: Some("FIN-2291".into()),
+                risk: Some(Risk::High),
+                impact: Some("Customer emails leave the production database.".into()),
+                ..Default::default()
+            }),
+        ActionRequest::new("iam.role.grant", "aws://iam/role/prod-admin")
+            .params(serde_json::json!({"principal": "ci-deployer<script>alert(1)</script>", "note": "<img src=x onerror=alert(2)>", "ttl": "\u{202e}h1"}))
+            .summary("Grant prod-admin to the CI deployer for one hour")
+            .initiator(Initiator::service("deploy-pipeline"))
+            .context(RequestContext {
+                environment: Some("production".into()),
+                risk: Some(Risk::Critical),
+                ..Default::default()
+            }),
+        ActionRequest::new("secrets.rotate", "kms://staging/payments-key")
+            .params(serde_json::json!({"key": "payments-key", "grace_period_hours": 24}))
+            .initiator(agent)
+            .environment("staging"),
+    ];
+    for request in &requests {
+        gate.submit(request)
+            .await
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("demo seeding failed: {e}")))?;
+    }
+    Ok(())
+}
+
+fn token(cmd: TokenCommand) -> Result<(), Failure> {
+    match cmd {
+        TokenCommand::New(args) => {
+            let mut principal = match (args.human, args.agent, args.service) {
+                (Some(id), None, None) => Principal::human(id),
+                (None, Some(id), None) => Principal::agent(id),
+                (None, None, Some(id)) => Principal::service(id),
+                _ => {
+                    return Err(Failure::new(
+                        exit::USAGE,
+                        "say who the token is for: --human ID, --agent ID or --service ID",
+                    ));
+                }
+            };
+            if let Some(name) = args.name {
+                principal = principal.with_name(name);
+            }
+            principal = principal.with_groups(args.groups.into_iter().filter(|g| !g.is_empty()));
+            let token = generate_token();
+            let entry = TokenEntry {
+                sha256: TokenHash::of(&token).to_hex(),
+                principal,
+            };
+            #[derive(serde::Serialize)]
+            struct One<'a> {
+                token: [&'a TokenEntry; 1],
+            }
+            let toml = toml::to_string(&One { token: [&entry] })
+                .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+            eprintln!(
+                "Token (shown once; give it to its owner, who sets APPROVALS_TOKEN):\n{token}\n\nAppend to the token file:"
+            );
+            println!("{toml}");
+            Ok(())
+        }
+        TokenCommand::Hash => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+            let token = line.trim();
+            if token.is_empty() {
+                return Err(Failure::new(exit::USAGE, "no token on standard input"));
+            }
+            println!("{}", TokenHash::of(token).to_hex());
+            Ok(())
+        }
+    }
+}
+
+async fn pending(client: &ApiClient, args: PendingArgs) -> Result<(), Failure> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("state", &args.state);
+    query.append_pair("limit", &args.limit.to_string());
+    for (k, v) in [
+        ("kind", &args.kind),
+        ("environment", &args.environment),
+        ("initiator", &args.initiator),
+    ] {
+        if let Some(v) = v {
+            query.append_pair(k, v);
+        }
+    }
+    let list = client.list(&query.finish()).await?;
+    if args.json {
+        return print_json(&list);
+    }
+    if list.requests.is_empty() {
+        println!("No matching requests.");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<9}  {:<24}  {:<32}  {:<11}  {:<24}  {:<5}",
+        "ID", "STATE", "KIND", "RESOURCE", "ENV", "INITIATOR", "APPR"
+    );
+    for r in &list.requests {
+        println!(
+            "{:<36}  {:<9}  {:<24}  {:<32}  {:<11}  {:<24}  {}/{}",
+            r.id,
+            r.state,
+            term(&crate::html::truncate(&r.kind, 24)),
+            term(&crate::html::truncate(&r.resource, 32)),
+            term(&crate::html::truncate(
+                r.context.environment.as_deref().unwrap_or("-"),
+                11
+            )),
+            term(&crate::html::truncate(
+                r.initiator
+                    .as_ref()
+                    .map_or("-", |i| i.principal.id.as_str()),
+                24
+            )),
+            r.approvals,
+            r.requirement.quorum,
+        );
+    }
+    Ok(())
+}
+
+async fn show(client: &ApiClient, args: ShowArgs) -> Result<(), Failure> {
+    let id = parse_id(&args.id)?;
+    let view = client.get(id).await?;
+    if args.json {
+        return print_json(&view);
+    }
+    print_view(&view);
+    Ok(())
+}
+
+async fn decide(client: &ApiClient, args: DecideArgs, approve: bool) -> Result<(), Failure> {
+    let id = parse_id(&args.id)?;
+    let digest = match &args.digest {
+        Some(d) => Some(Digest::parse(d).map_err(|_| {
+            Failure::new(
+                exit::USAGE,
+                "--digest must look like sha256:<64 hex digits>",
+            )
+        })?),
+        None => {
+            let view = client.get(id).await?;
+            eprintln!(
+                "{} this request (digest {}):",
+                if approve { "Approving" } else { "Denying" },
+                view.digest
+            );
+            print_view_to_stderr(&view);
+            Some(view.digest)
+        }
+    };
+    let view = client
+        .decide(id, approve, args.reason.as_deref(), digest)
+        .await?;
+    if args.json {
+        return print_json(&view);
+    }
+    println!(
+        "{} request {}: it is now {} ({} of {} approvals)",
+        if approve { "Approved" } else { "Denied" },
+        view.id,
+        view.state,
+        view.approvals,
+        view.requirement.quorum
+    );
+    Ok(())
+}
+
+async fn cancel(client: &ApiClient, args: CancelArgs) -> Result<(), Failure> {
+    let id = parse_id(&args.id)?;
+    let view = client.cancel(id, args.reason.as_deref()).await?;
+    if args.json {
+        return print_json(&view);
+    }
+    println!("Cancelled request {}", view.id);
+    Ok(())
+}
+
+fn parse_id(raw: &str) -> Result<RequestId, Failure> {
+    RequestId::parse(raw.trim()).map_err(|_| {
+        Failure::new(
+            exit::USAGE,
+            format!("{raw:?} is not a request id (ids are UUIDs; see `approvals pending`)"),
+        )
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Untrusted text made safe for a terminal: control characters (escape sequences) and
+/// direction overrides shown as `\u{..}`.
+fn term(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\n' || c == '\t' {
+            out.push(c);
+        } else if c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn render_view(v: &RequestView) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, val: &str| s.push_str(&format!("{k:<14} {}\n", term(val)));
+    line("Request", &v.id.to_string());
+    line("State", v.state.as_str());
+    line("Kind", &v.kind);
+    line("Resource", &v.resource);
+    if let Some(x) = &v.summary {
+        line("Summary", x);
+    }
+    if let Some(i) = &v.initiator {
+        line(
+            "Initiator",
+            &format!("{} {}", i.principal.kind, i.principal.id),
+        );
+        if let Some(h) = &i.on_behalf_of {
+            line("On behalf of", &h.id);
+        }
+        if let Some(m) = &i.model {
+            line("Model", m);
+        }
+    }
+    if let Some(e) = &v.context.environment {
+        line("Environment", e);
+    }
+    if let Some(t) = &v.context.ticket {
+        line("Ticket", t);
+    }
+    if let Some(x) = &v.justification {
+        line("Justification", x);
+    }
+    line("Digest", &v.digest.to_string());
+    line(
+        "Approvals",
+        &format!(
+            "{} of {} (groups: {}; users: {})",
+            v.approvals,
+            v.requirement.quorum,
+            v.requirement.groups.join(", "),
+            v.requirement.users.join(", ")
+        ),
+    );
+    line("Created", &v.created_at.to_rfc3339());
+    line("Expires", &v.expires_at.to_rfc3339());
+    for r in &v.reviews {
+        line(
+            "Review",
+            &format!(
+                "{} by {} via {} at {}{}",
+                r.verdict,
+                r.reviewer.id,
+                r.channel,
+                r.at.to_rfc3339(),
+                r.reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    if let Some(by) = v.decided_by() {
+        line("Decided by", &by);
+    }
+    let params = serde_json::to_string_pretty(&v.params).unwrap_or_default();
+    s.push_str("Parameters:\n");
+    s.push_str(&term(&params));
+    s.push('\n');
+    s
+}
+
+fn print_view(v: &RequestView) {
+    print!("{}", render_view(v));
+}
+
+fn print_view_to_stderr(v: &RequestView) {
+    eprint!("{}", render_view(v));
+}

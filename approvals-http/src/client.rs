@@ -1,0 +1,234 @@
+//! `ApiClient`: the REST API from Rust, over HTTP or in-process (the CLI uses both).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::{Digest, RequestId};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use rustls_platform_verifier::BuilderVerifierExt;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::problem::Problem;
+use crate::server::ReviewServer;
+use crate::view::{Me, RequestList, RequestView};
+
+/// Builds the HTTP client used by this crate: rustls with the `ring` provider, the platform's
+/// certificate verifier, no redirects (a redirect could carry a bearer token elsewhere).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_platform_verifier()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A failed API call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with a problem document.
+    #[error("{}", .0.detail)]
+    Problem(Problem),
+    /// The server could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The server's answer made no sense.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Problem(p) => Some(p.status_code()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http { base: Url, client: reqwest::Client },
+    InProcess(ReviewServer),
+}
+
+/// Calls the approvals API with a bearer token, either over HTTP or directly on an
+/// in-process [`ReviewServer`] (same checks, no socket).
+#[derive(Clone)]
+pub struct ApiClient {
+    transport: Transport,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = match &self.transport {
+            Transport::Http { base, .. } => base.to_string(),
+            Transport::InProcess(_) => "in-process".to_owned(),
+        };
+        f.debug_struct("ApiClient")
+            .field("target", &target)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ApiClient {
+    /// A client for the server at `base` (for example `http://127.0.0.1:8480/`).
+    pub fn http(base: Url, token: Option<String>) -> Result<Self, ClientError> {
+        let client = http_client(Duration::from_secs(30)).map_err(ClientError::Unavailable)?;
+        Ok(ApiClient {
+            transport: Transport::Http { base, client },
+            token,
+        })
+    }
+
+    /// A client that calls `server` in-process.
+    pub fn in_process(server: ReviewServer, token: Option<String>) -> Self {
+        ApiClient {
+            transport: Transport::InProcess(server),
+            token,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let (status, bytes) = match &self.transport {
+            Transport::Http { base, client } => {
+                let url = base
+                    .join(path.trim_start_matches('/'))
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let mut req = client.request(method, url);
+                if let Some(t) = &self.token {
+                    req = req.bearer_auth(t);
+                }
+                if let Some(b) = body {
+                    req = req.header(header::CONTENT_TYPE, "application/json").body(b);
+                }
+                let resp = req.send().await.map_err(|e| {
+                    ClientError::Unavailable(format!(
+                        "cannot reach the approvals server at {base}: {}",
+                        if e.is_timeout() {
+                            "no answer in time"
+                        } else {
+                            "connection failed"
+                        }
+                    ))
+                })?;
+                let status = resp.status();
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+                (status, bytes)
+            }
+            Transport::InProcess(server) => {
+                let mut builder = Request::builder().method(method).uri(path);
+                if let Some(t) = &self.token {
+                    builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                if body.is_some() {
+                    builder = builder.header(header::CONTENT_TYPE, "application/json");
+                }
+                let request = builder
+                    .body(body.unwrap_or_default())
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let response = server.handle(request).await;
+                (response.status(), response.into_body())
+            }
+        };
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+        } else {
+            match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(p) => Err(ClientError::Problem(p)),
+                Err(_) => Err(ClientError::Problem(Problem::new(
+                    status,
+                    "http_error",
+                    "HTTP error",
+                    format!("the server answered {status}"),
+                ))),
+            }
+        }
+    }
+
+    /// `GET /v1/me`.
+    pub async fn me(&self) -> Result<Me, ClientError> {
+        self.call(Method::GET, "/v1/me", None).await
+    }
+
+    /// `GET /v1/requests` with a query string such as `state=pending&kind=data.export`.
+    pub async fn list(&self, query: &str) -> Result<RequestList, ClientError> {
+        let path = if query.is_empty() {
+            "/v1/requests".to_owned()
+        } else {
+            format!("/v1/requests?{query}")
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `GET /v1/requests/{id}`.
+    pub async fn get(&self, id: RequestId) -> Result<RequestView, ClientError> {
+        self.call(Method::GET, &format!("/v1/requests/{id}"), None)
+            .await
+    }
+
+    /// `POST /v1/requests/{id}/approve` or `/deny`.
+    pub async fn decide(
+        &self,
+        id: RequestId,
+        approve: bool,
+        reason: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<RequestView, ClientError> {
+        let verb = if approve { "approve" } else { "deny" };
+        let mut body = serde_json::Map::new();
+        if let Some(r) = reason {
+            body.insert("reason".into(), r.into());
+        }
+        if let Some(d) = digest {
+            body.insert("digest".into(), d.to_string().into());
+        }
+        self.call(
+            Method::POST,
+            &format!("/v1/requests/{id}/{verb}"),
+            Some(body.into()),
+        )
+        .await
+    }
+
+    /// `POST /v1/requests/{id}/cancel`.
+    pub async fn cancel(
+        &self,
+        id: RequestId,
+        reason: Option<&str>,
+    ) -> Result<RequestView, ClientError> {
+        let body = match reason {
+            Some(r) => serde_json::json!({ "reason": r }),
+            None => serde_json::json!({}),
+        };
+        self.call(
+            Method::POST,
+            &format!("/v1/requests/{id}/cancel"),
+            Some(body),
+        )
+        .await
+    }
+}

@@ -1,0 +1,164 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+
+use approvals_core::ReviewError;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+/// The media type of problem documents.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document. `type` is `urn:approvals:problem:<code>`; `code` repeats
+/// the last part so scripts can switch on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `urn:approvals:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short, fixed summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened in this case and what to do.
+    pub detail: String,
+    /// The machine-readable code (`unauthenticated`, `already_decided`, ...).
+    pub code: String,
+    /// The request state, for `already_decided`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Who decided, for `already_decided`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+}
+
+impl Problem {
+    /// A problem with the given status, code, title and detail.
+    pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            type_uri: format!("urn:approvals:problem:{code}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            state: None,
+            decided_by: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "The request is malformed",
+            detail,
+        )
+    }
+
+    /// 401: no valid bearer token.
+    pub fn unauthenticated(detail: impl Into<String>) -> Problem {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            detail,
+        )
+    }
+
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(code: &str, detail: impl Into<String>) -> Problem {
+        Self::new(StatusCode::FORBIDDEN, code, "Not allowed", detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail)
+    }
+
+    /// 503: a component is down; nothing changed.
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable",
+            detail,
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The problem as an HTTP response.
+    pub fn into_response(self) -> Response<Bytes> {
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = Response::new(Bytes::from(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"approvals\""),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ReviewError> for Problem {
+    fn from(e: ReviewError) -> Problem {
+        let detail = e.to_string();
+        match e {
+            ReviewError::NotFound(_) => Problem::not_found(detail),
+            ReviewError::AlreadyDecided { state, by, .. } => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "already_decided",
+                    "Already decided",
+                    detail,
+                );
+                p.state = Some(state.to_string());
+                p.decided_by = by;
+                p
+            }
+            ReviewError::Expired { .. } => {
+                let mut p = Problem::new(StatusCode::CONFLICT, "expired", "Expired", detail);
+                p.state = Some("expired".into());
+                p
+            }
+            ReviewError::SelfApproval { .. } => Problem::forbidden("self_approval", detail),
+            ReviewError::NotHuman { .. } => Problem::forbidden("not_human", detail),
+            ReviewError::NotAuthorized { .. } => Problem::forbidden("not_authorized", detail),
+            ReviewError::ReasonRequired { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reason_required",
+                "A reason is required",
+                detail,
+            ),
+            ReviewError::AlreadyReviewed { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "already_reviewed",
+                "Already reviewed",
+                detail,
+            ),
+            ReviewError::DigestMismatch { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "digest_mismatch",
+                "The action changed",
+                detail,
+            ),
+            ReviewError::Unavailable { .. } => Problem::unavailable(detail),
+            _ => Problem::unavailable(detail),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! `ReviewServer`: the REST API and the review console over one [`Gate`], as a plain
+//! `http::Request<Bytes> -> http::Response<Bytes>` handler, a `tower::Service`, and a hyper
+//! server loop.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use approvals_core::Gate;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use url::Url;
+
+use crate::auth::Tokens;
+use crate::console::Sessions;
+use crate::problem::Problem;
+
+/// The OpenAPI 3.1 document of the API, as kept in the repository
+/// (`approvals-http/openapi.json`) and served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Largest request body read, in bytes. Larger bodies get `413`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Longest review or cancel reason accepted, in characters.
+pub const MAX_REASON_CHARS: usize = 2000;
+
+/// Serves the JSON API (`/v1/...`), the OpenAPI document (`/openapi.json`) and the review
+/// console (`/console/...`) for one [`Gate`]. Cheap to clone.
+///
+/// ```
+/// # async fn demo(gate: approvals_core::Gate) -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_core::Principal;
+/// use approvals_http::{ReviewServer, Tokens};
+///
+/// let server = ReviewServer::builder(gate)
+///     .tokens(Tokens::new().with_token("…", Principal::human("sam@example.com").with_groups(["security"])))
+///     .build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8480").await?;
+/// approvals_http::serve(listener, server, std::future::pending()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReviewServer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) gate: Gate,
+    pub(crate) tokens: Tokens,
+    pub(crate) admin_groups: Vec<String>,
+    pub(crate) public_url: Option<Url>,
+    pub(crate) sessions: Sessions,
+}
+
+impl std::fmt::Debug for ReviewServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewServer")
+            .field("tokens", &self.shared.tokens)
+            .field("admin_groups", &self.shared.admin_groups)
+            .field(
+                "public_url",
+                &self.shared.public_url.as_ref().map(Url::as_str),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ReviewServer`].
+#[must_use]
+#[derive(Debug)]
+pub struct ReviewServerBuilder {
+    gate: Gate,
+    tokens: Tokens,
+    admin_groups: Vec<String>,
+    public_url: Option<Url>,
+    session_ttl: std::time::Duration,
+}
+
+impl ReviewServerBuilder {
+    /// The API tokens and who they stand for (default: none, so every call is refused).
+    pub fn tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Groups whose members may cancel any request (the initiator, and the human it acts for,
+    /// may always cancel their own).
+    pub fn admin_groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.admin_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The URL reviewers use to reach this server (for example behind a TLS proxy). It fixes
+    /// the origin that console form posts must come from, and with `https` the session
+    /// cookie is `Secure` and `__Host-` prefixed. Without it the origin is taken from the
+    /// `Host` header over plain http (fine on loopback; use it for anything else).
+    pub fn public_url(mut self, url: Url) -> Self {
+        self.public_url = Some(url);
+        self
+    }
+
+    /// How long a console session lasts (default 8 hours).
+    pub fn session_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Builds the server.
+    pub fn build(self) -> ReviewServer {
+        ReviewServer {
+            shared: Arc::new(Shared {
+                gate: self.gate,
+                tokens: self.tokens,
+                admin_groups: self.admin_groups,
+                public_url: self.public_url,
+                sessions: Sessions::new(self.session_ttl),
+            }),
+        }
+    }
+}
+
+impl ReviewServer {
+    /// Starts building a server for `gate`.
+    pub fn builder(gate: Gate) -> ReviewServerBuilder {
+        ReviewServerBuilder {
+            gate,
+            tokens: Tokens::new(),
+            admin_groups: Vec::new(),
+            public_url: None,
+            session_ttl: std::time::Duration::from_secs(8 * 3600),
+        }
+    }
+
+    /// The gate it serves.
+    pub fn gate(&self) -> &Gate {
+        &self.shared.gate
+    }
+
+    /// Handles one request. Never panics on any input; every error is a problem document
+    /// (API) or an error page (console).
+    pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        let path = request.uri().path().to_owned();
+        let segments: Vec<&str> = path
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut response = match segments.as_slice() {
+            [] => redirect("/console/"),
+            ["openapi.json"] => match only(&request, &[Method::GET, Method::HEAD]) {
+                Ok(()) => {
+                    let mut r = Response::new(Bytes::from_static(OPENAPI_JSON.as_bytes()));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                Err(r) => r,
+            },
+            ["healthz"] => match only(&request, &[Method::GET, Method::HEAD]) {
+                Ok(()) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+                Err(r) => r,
+            },
+            ["v1", rest @ ..] => crate::api::handle(&self.shared, &request, rest).await,
+            ["console", rest @ ..] => crate::console::handle(&self.shared, &request, rest).await,
+            _ => Problem::not_found(format!(
+                "no resource at {}; the API is under /v1 (see /openapi.json), the console under /console/",
+                crate::html::truncate(&path, 200)
+            ))
+            .into_response(),
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        if request.method() == Method::HEAD {
+            *response.body_mut() = Bytes::new();
+        }
+        response
+    }
+
+    /// This server as a `tower::Service` over any request body (read up to
+    /// [`MAX_BODY_BYTES`]; larger bodies get `413`).
+    pub fn service(&self) -> ReviewService {
+        ReviewService {
+            server: self.clone(),
+        }
+    }
+
+    /// This server as an `axum::Router`, to merge or nest into an axum application.
+    #[cfg(feature = "axum")]
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new().fallback_service(self.service())
+    }
+}
+
+/// [`ReviewServer`] as a `tower::Service`. See [`ReviewServer::service`].
+#[derive(Clone, Debug)]
+pub struct ReviewService {
+    server: ReviewServer,
+}
+
+impl<B> tower::Service<Request<B>> for ReviewService
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let server = self.server.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let response = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+                Ok(collected) => {
+                    server
+                        .handle(Request::from_parts(parts, collected.to_bytes()))
+                        .await
+                }
+                Err(e) => {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            "Request body too large",
+                            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+                        )
+                        .into_response()
+                    } else {
+                        Problem::bad_request("the request body could not be read").into_response()
+                    }
+                }
+            };
+            Ok(response.map(Full::new))
+        })
+    }
+}
+
+/// Serves `server` over HTTP/1.1 on `listener` until `shutdown` completes. Each connection
+/// runs on its own task; connection errors are logged and do not stop the server.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: ReviewServer,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let service = server.service();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let hyper_service = hyper::service::service_fn(move |request| {
+                let mut service = service.clone();
+                tower::Service::call(&mut service, request)
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .serve_connection(io, hyper_service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+pub(crate) fn only(request: &Request<Bytes>, methods: &[Method]) -> Result<(), Response<Bytes>> {
+    if methods.contains(request.method()) {
+        return Ok(());
+    }
+    let allow = methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        format!(
+            "{} is not allowed here; use {allow}",
+            crate::html::truncate(request.method().as_str(), 20)
+        ),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    Err(response)
+}
+
+pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut r = Response::new(Bytes::from(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => {
+            Problem::unavailable(format!("could not encode the response: {e}")).into_response()
+        }
+    }
+}
+
+pub(crate) fn redirect(location: &str) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, value);
+    }
+    r
+}

@@ -1,0 +1,533 @@
+//! The review console: sign-in, sessions, CSRF, escaping of hostile text, security headers.
+
+mod common;
+
+use approvals_core::{
+    ActionRequest, Initiator, Link, Principal, RequestContext, RequestId, RequestState,
+};
+use approvals_http::ReviewServer;
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, header};
+
+const HOST: &str = "review.test:8480";
+const ORIGIN: &str = "http://review.test:8480";
+
+async fn send(
+    server: &ReviewServer,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+) -> Reply {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, HOST);
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    let body = match form {
+        Some(fields) => {
+            b = b.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            let mut s = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in fields {
+                s.append_pair(k, v);
+            }
+            Bytes::from(s.finish())
+        }
+        None => Bytes::new(),
+    };
+    let resp = server.handle(b.body(body).expect("request")).await;
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Signs in; returns the `name=value` cookie.
+async fn login(server: &ReviewServer, token: &str) -> String {
+    let r = send(
+        server,
+        Method::POST,
+        "/console/login",
+        None,
+        Some(ORIGIN),
+        Some(&[("token", token)]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let set = r.header("set-cookie").expect("cookie").to_owned();
+    set.split(';').next().expect("pair").to_owned()
+}
+
+fn csrf_of(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("csrf field") + marker.len();
+    html[start..].split('"').next().expect("value").to_owned()
+}
+
+async fn state(f: &Fixture, id: RequestId) -> RequestState {
+    f.gate.get(id).await.expect("store").expect("record").state
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_http_only_cookie_and_pages_need_it() {
+    let f = fixture();
+    for path in ["/console/", "/console/requests", "/console/history"] {
+        let r = send(&f.server, Method::GET, path, None, None, None).await;
+        assert_eq!(r.status, 303, "{path}");
+        assert_eq!(r.header("location"), Some("/console/login"));
+    }
+    let r = send(
+        &f.server,
+        Method::POST,
+        "/console/login",
+        None,
+        Some(ORIGIN),
+        Some(&[("token", SAM)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let set = r.header("set-cookie").expect("cookie");
+    assert!(set.starts_with("approvals_session="), "{set}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set} has {attr}");
+    }
+    assert!(!set.contains(SAM), "the token never goes into the cookie");
+    let cookie = set.split(';').next().expect("pair");
+    let page = send(
+        &f.server,
+        Method::GET,
+        "/console/requests",
+        Some(cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("Sam Reviewer"));
+
+    // A forged or stale cookie is nobody.
+    let r = send(
+        &f.server,
+        Method::GET,
+        "/console/requests",
+        Some("approvals_session=forged"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 303);
+}
+
+#[tokio::test]
+async fn over_https_the_cookie_is_secure_and_host_prefixed() {
+    let f = fixture();
+    let server = ReviewServer::builder(f.gate.clone())
+        .tokens(tokens())
+        .public_url("https://approvals.example.com/".parse().expect("url"))
+        .build();
+    let r = send(
+        &server,
+        Method::POST,
+        "/console/login",
+        None,
+        Some("https://approvals.example.com"),
+        Some(&[("token", SAM)]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let set = r.header("set-cookie").expect("cookie");
+    assert!(set.starts_with("__Host-approvals_session="), "{set}");
+    assert!(set.contains("; Secure"), "{set}");
+    // The origin is the configured public URL, not the Host header.
+    let r = send(
+        &server,
+        Method::POST,
+        "/console/login",
+        None,
+        Some(ORIGIN),
+        Some(&[("token", SAM)]),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn bad_tokens_agent_tokens_and_cross_site_sign_ins_are_refused() {
+    let f = fixture();
+    let cases: [(&str, Option<&str>, u16); 5] = [
+        ("wrong-token", Some(ORIGIN), 401),
+        ("", Some(ORIGIN), 401),
+        (BOT, Some(ORIGIN), 403),
+        (SVC, Some(ORIGIN), 403),
+        (SAM, Some("https://evil.example"), 403),
+    ];
+    for (token, origin, status) in cases {
+        let r = send(
+            &f.server,
+            Method::POST,
+            "/console/login",
+            None,
+            origin,
+            Some(&[("token", token)]),
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), status, "{token:?} from {origin:?}");
+        assert!(r.header("set-cookie").is_none());
+    }
+    // No Origin and no Referer: refused too.
+    let r = send(
+        &f.server,
+        Method::POST,
+        "/console/login",
+        None,
+        None,
+        Some(&[("token", SAM)]),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn decisions_need_the_session_csrf_token_and_same_origin() {
+    let f = fixture();
+    let id = submit(&f.gate, &export()).await;
+    let digest = f
+        .gate
+        .get(id)
+        .await
+        .expect("store")
+        .expect("record")
+        .digest
+        .to_string();
+    let cookie = login(&f.server, SAM).await;
+    let page = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page.text());
+    let other_cookie = login(&f.server, ADMIN).await;
+    let other_page = send(
+        &f.server,
+        Method::GET,
+        "/console/requests",
+        Some(&other_cookie),
+        None,
+        None,
+    )
+    .await;
+    let other_csrf = csrf_of(&other_page.text());
+    assert_ne!(csrf, other_csrf, "each session has its own CSRF token");
+
+    let path = format!("/console/requests/{id}/decision");
+    let attempts: Vec<(Option<&str>, Vec<(&str, &str)>, u16)> = vec![
+        // No CSRF token.
+        (
+            Some(ORIGIN),
+            vec![("verdict", "approve"), ("digest", &digest)],
+            403,
+        ),
+        // Wrong token.
+        (
+            Some(ORIGIN),
+            vec![
+                ("csrf", "guess"),
+                ("verdict", "approve"),
+                ("digest", &digest),
+            ],
+            403,
+        ),
+        // Another session's token.
+        (
+            Some(ORIGIN),
+            vec![
+                ("csrf", &other_csrf),
+                ("verdict", "approve"),
+                ("digest", &digest),
+            ],
+            403,
+        ),
+        // Right token, posted from another site.
+        (
+            Some("https://evil.example"),
+            vec![("csrf", &csrf), ("verdict", "approve"), ("digest", &digest)],
+            403,
+        ),
+        // Right token, no Origin or Referer.
+        (
+            None,
+            vec![("csrf", &csrf), ("verdict", "approve"), ("digest", &digest)],
+            403,
+        ),
+        // Right token, but no digest: the console always binds decisions to what it showed.
+        (
+            Some(ORIGIN),
+            vec![("csrf", &csrf), ("verdict", "approve")],
+            400,
+        ),
+    ];
+    for (origin, fields, status) in &attempts {
+        let r = send(
+            &f.server,
+            Method::POST,
+            &path,
+            Some(&cookie),
+            *origin,
+            Some(fields),
+        )
+        .await;
+        assert_eq!(
+            r.status.as_u16(),
+            *status,
+            "{origin:?} {fields:?}: {}",
+            r.text()
+        );
+        assert_eq!(
+            state(&f, id).await,
+            RequestState::Pending,
+            "nothing changed"
+        );
+    }
+    // Without a session at all.
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        None,
+        Some(ORIGIN),
+        Some(&[("csrf", &csrf), ("verdict", "approve"), ("digest", &digest)]),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let forged = f
+        .audit
+        .for_request(id)
+        .iter()
+        .filter(|e| serde_json::to_value(e).expect("event")["cause"] == "forged")
+        .count();
+    assert_eq!(forged, 6, "every refused post is evidence");
+
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&[
+            ("csrf", &csrf),
+            ("verdict", "approve"),
+            ("digest", &digest),
+            ("reason", "checked FIN-1"),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(state(&f, id).await, RequestState::Approved);
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.reviews[0].channel, "web");
+    assert_eq!(record.reviews[0].reason.as_deref(), Some("checked FIN-1"));
+
+    let after = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert!(after.text().contains("You approved this request"));
+    let history = send(
+        &f.server,
+        Method::GET,
+        "/console/history",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert!(history.text().contains("Sam Reviewer") && history.text().contains("checked FIN-1"));
+}
+
+#[tokio::test]
+async fn the_requester_and_outsiders_see_no_form_and_a_forced_post_changes_nothing() {
+    let f = fixture();
+    let id = submit(&f.gate, &export()).await;
+    let digest = f
+        .gate
+        .get(id)
+        .await
+        .expect("store")
+        .expect("record")
+        .digest
+        .to_string();
+    for (token, notice) in [
+        (DANA, "you cannot review it"),
+        (EVE, "not among the reviewers"),
+    ] {
+        let cookie = login(&f.server, token).await;
+        let page = send(
+            &f.server,
+            Method::GET,
+            &format!("/console/requests/{id}"),
+            Some(&cookie),
+            None,
+            None,
+        )
+        .await;
+        let html = page.text();
+        assert!(html.contains(notice), "{token}: {html}");
+        assert!(!html.contains(r#"value="approve""#));
+        let csrf = csrf_of(&html); // from the sign-out form
+        let r = send(
+            &f.server,
+            Method::POST,
+            &format!("/console/requests/{id}/decision"),
+            Some(&cookie),
+            Some(ORIGIN),
+            Some(&[("csrf", &csrf), ("verdict", "approve"), ("digest", &digest)]),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{token}");
+        assert!(r.text().contains("Nothing was decided"));
+        assert_eq!(state(&f, id).await, RequestState::Pending);
+    }
+}
+
+#[tokio::test]
+async fn hostile_text_is_escaped_everywhere_and_pages_forbid_script() {
+    let f = fixture();
+    let evil = r#"<script>alert('x')</script>"><img src=x onerror=alert(1)>"#;
+    let action = ActionRequest::new(format!("data.export{evil}"), format!("db://{evil}"))
+        .params(serde_json::json!({ "note": evil, evil: "key", "rtl": "safe\u{202e}txt.exe" }))
+        .summary(evil)
+        .justification(evil)
+        .initiator(
+            Initiator::agent("bot")
+                .on_behalf_of(Principal::human("dana@example.com").with_name(evil))
+                .model(evil),
+        )
+        .context(RequestContext {
+            environment: Some(evil.into()),
+            ticket: Some(evil.into()),
+            impact: Some(evil.into()),
+            prompt_excerpt: Some(evil.into()),
+            links: vec![Link {
+                label: evil.into(),
+                url: "javascript:alert(document.cookie)".into(),
+            }],
+            labels: [(evil.to_owned(), evil.to_owned())].into_iter().collect(),
+            ..Default::default()
+        });
+    let id = submit(&f.gate, &action).await;
+    let cookie = login(&f.server, SAM).await;
+    for path in [
+        format!("/console/requests/{id}"),
+        "/console/requests".to_owned(),
+        format!("/console/requests?kind={}", urlencode(evil)),
+    ] {
+        let r = send(&f.server, Method::GET, &path, Some(&cookie), None, None).await;
+        assert_eq!(r.status, 200, "{path}");
+        let html = r.text();
+        assert!(!html.contains("<script"), "{path}: raw script tag");
+        assert!(!html.contains("<img"), "{path}: raw img tag");
+        assert!(!html.contains("onerror=alert(1)>"), "{path}");
+        assert!(
+            !html.contains("href=\"javascript:"),
+            "{path}: live javascript link"
+        );
+        assert!(
+            !html.contains('\u{202e}'),
+            "{path}: direction override shown raw"
+        );
+        assert_eq!(
+            r.header("content-security-policy"),
+            Some(approvals_http::console::CONTENT_SECURITY_POLICY)
+        );
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    }
+    let detail = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await
+    .text();
+    assert!(detail.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(detail.contains("safe\\u{202e}txt.exe"));
+    let csp = approvals_http::console::CONTENT_SECURITY_POLICY;
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"));
+    assert!(csp.contains("frame-ancestors 'none'"));
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn sign_out_needs_the_csrf_token_and_ends_the_session() {
+    let f = fixture();
+    let cookie = login(&f.server, SAM).await;
+    let page = send(
+        &f.server,
+        Method::GET,
+        "/console/requests",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    let csrf = csrf_of(&page.text());
+    let r = send(
+        &f.server,
+        Method::POST,
+        "/console/logout",
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&[("csrf", "nope")]),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = send(
+        &f.server,
+        Method::POST,
+        "/console/logout",
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+    let r = send(
+        &f.server,
+        Method::GET,
+        "/console/requests",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 303, "the old cookie no longer works");
+}

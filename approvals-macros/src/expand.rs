@@ -1,13 +1,13 @@
 //! Code generation: turns an annotated function's body into guard, then execute.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens as _, quote, quote_spanned};
 use syn::ext::IdentExt as _;
 use syn::spanned::Spanned as _;
 use syn::visit_mut::VisitMut;
 use syn::{
     Block, Expr, ExprAsync, FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments,
-    ReturnType, Stmt, Type, TypeParamBound, parse_quote,
+    ReturnType, Stmt, Type, TypeParamBound, parse_quote, parse_quote_spanned,
 };
 
 use crate::options::Options;
@@ -125,12 +125,19 @@ pub(crate) fn expand(options: Options, mut func: ItemFn) -> syn::Result<TokenStr
 
     let mut ret_infer = ret.clone();
     ImplTraitToInfer.visit_type_mut(&mut ret_infer);
+    // Everything that needs the return type to be an approval result is spanned at its first
+    // token, so a wrong return type is reported there, once.
     let ret_span = ret.span();
-    let run = quote_spanned!(ret_span=> #krate::__private::run::<#ret_infer, _, _>);
-    let typed = quote_spanned!(ret_span=> #krate::__private::body::<#ret_infer, _>);
+    let ret_infer = respan(ret_infer.into_token_stream(), ret_span);
+    let krate_at_ret = respan(krate.to_token_stream(), ret_span);
+    let run = quote_spanned!(ret_span=> #krate_at_ret::__private::run::<#ret_infer, _, _>);
+    let typed = quote_spanned!(ret_span=> #krate_at_ret::__private::body::<#ret_infer, _>);
 
     let guarded = |body: &Block| -> Block {
-        parse_quote! {{
+        let call = quote_spanned! {ret_span=>
+            #run(__approvals_gate, __approvals_request, move || #typed(async move #body)).await
+        };
+        let stmts = quote! {
             let __approvals_gate = #gate;
             #[allow(unused_mut)]
             let mut __approvals_params = #krate::__private::Params::new();
@@ -140,8 +147,9 @@ pub(crate) fn expand(options: Options, mut func: ItemFn) -> syn::Result<TokenStr
                 #krate::__private::Params::into_request(__approvals_params, #kind, #resource);
             #justification
             #context
-            #run(__approvals_gate, __approvals_request, move || #typed(async move #body)).await
-        }}
+            #call
+        };
+        parse_quote_spanned!(ret_span=> { #stmts })
     };
 
     match shape {
@@ -361,6 +369,23 @@ fn resource(
         // Implicit capture: the literal's span resolves the names among the arguments.
         quote!(::std::format!(#template))
     })
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner = Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 /// Replaces `impl Trait` by `_` so the return type can be named in a turbofish.

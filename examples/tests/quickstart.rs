@@ -49,3 +49,31 @@ fn quickstart_runs_allowed_approved_and_self_approval_refused_paths() {
         "the denied action ran:\n{stdout}"
     );
 }
+
+#[test]
+fn policy_walkthrough_explains_each_decision_and_a_malformed_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_policy"))
+        .output()
+        .expect("policy example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "warehouse.read   db://prod/orders       allow (rule reads)",
+        "deny (rule no-prod-drops): Dropping production tables",
+        "needs 1 approval(s) from group dba within 2h (rule schema-changes)",
+        "allow (rule small-exports)",
+        "needs 2 approval(s) from group data-owners within 30m (rule large-exports), reason required, escalates to security-oncall after 15m",
+        "deny (rule default): no policy rule matched",
+        "at line 4, column 1",
+        "needs approvers",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! [`SlackApprover`]: posts pending requests to a Slack conversation and keeps the message in
+//! step with the request until it ends.
+
+use approvals_core::{
+    Approver, ApproverError, Delivery, DispatchReason, Gate, RequestRecord, RequestState,
+};
+use async_trait::async_trait;
+
+use crate::api::{MessageRef, SlackClient, SlackError};
+use crate::blocks::request_message;
+
+/// The channel name recorded in audit events, reviews and deliveries.
+pub const CHANNEL: &str = "slack";
+
+/// Posts each pending request to one Slack conversation with `chat.postMessage` (Block Kit,
+/// Approve and Deny buttons) and rewrites it with `chat.update` on every later change: quorum
+/// progress, approved by whom, denied by whom and why, expired, cancelled, running, executed,
+/// failed, lapsed. The message reference is stored with the request (as a
+/// [`Delivery`]), so updates work after a restart.
+///
+/// A failed delivery is returned to the gate, which audits it (`dispatch_failed`) and cancels
+/// the request when no channel delivered it: a delivery failure never approves anything.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_slack::{SlackApprover, SlackClient, Token};
+/// let client = SlackClient::new(Token::new(std::env::var("SLACK_BOT_TOKEN")?))?;
+/// let approver = SlackApprover::new(client, "C0123456789");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SlackApprover {
+    client: SlackClient,
+    channel: String,
+}
+
+impl SlackApprover {
+    /// Posts to `channel`, a conversation id the bot is a member of (`C...`, `G...`), or a
+    /// user id for a direct message.
+    pub fn new(client: SlackClient, channel: impl Into<String>) -> Self {
+        SlackApprover {
+            client,
+            channel: channel.into(),
+        }
+    }
+
+    /// The Web API client.
+    pub fn client(&self) -> &SlackClient {
+        &self.client
+    }
+
+    /// The conversation requests are posted to.
+    pub fn conversation(&self) -> &str {
+        &self.channel
+    }
+
+    /// The Slack messages recorded for `record`.
+    pub fn messages(record: &RequestRecord) -> Vec<MessageRef> {
+        record
+            .deliveries
+            .iter()
+            .filter(|d| d.channel == CHANNEL)
+            .filter_map(|d| serde_json::from_value(d.reference.clone()).ok())
+            .collect()
+    }
+
+    /// Rewrites every Slack message of `record` to show its current state (used on
+    /// resolution, and by the interaction handler after each approval towards a quorum).
+    pub async fn refresh(&self, record: &RequestRecord) -> Result<(), SlackError> {
+        let message = request_message(record);
+        let mut first_error = None;
+        for target in Self::messages(record) {
+            if let Err(e) = self
+                .client
+                .update_message(&target, &message.text, &message.blocks)
+                .await
+            {
+                tracing::warn!(request = %record.id, error = %e, "could not update the Slack message");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn approver_error(e: SlackError) -> ApproverError {
+    let retryable = e.is_retryable();
+    let error = ApproverError::new(CHANNEL, e.to_string());
+    if retryable { error.retryable() } else { error }
+}
+
+#[async_trait]
+impl Approver for SlackApprover {
+    fn name(&self) -> &str {
+        CHANNEL
+    }
+
+    async fn dispatch(
+        &self,
+        request: &RequestRecord,
+        reason: DispatchReason,
+        _gate: &Gate,
+    ) -> Result<Option<Delivery>, ApproverError> {
+        if request.state != RequestState::Pending {
+            return Ok(None);
+        }
+        // On escalation a new message goes out (reviewers newly allowed are notified); the
+        // old one stays recorded and is updated too.
+        let _ = reason;
+        let message = request_message(request);
+        let posted = self
+            .client
+            .post_message(&self.channel, &message.text, &message.blocks)
+            .await
+            .map_err(approver_error)?;
+        let reference = serde_json::to_value(&posted)
+            .map_err(|e| ApproverError::new(CHANNEL, format!("cannot record the message: {e}")))?;
+        Ok(Some(Delivery {
+            channel: CHANNEL.into(),
+            reference,
+        }))
+    }
+
+    async fn resolved(&self, request: &RequestRecord) -> Result<(), ApproverError> {
+        self.refresh(request).await.map_err(approver_error)
+    }
+}

@@ -1,1 +1,300 @@
 //! Durable approval store and audit sink on SQLite (embedded default) and PostgreSQL.
+//!
+//! [`SqlStore`] implements the core [`Store`] trait: pending approvals survive restarts, and
+//! several agent replicas on one PostgreSQL database share one approval queue. Every state
+//! change is one compare-and-set (`UPDATE .. WHERE id = ? AND version = ?`) in one
+//! transaction; the idempotency key is `UNIQUE`; the store also refuses any change that is
+//! not a lifecycle step (terminal states never change), whatever the caller asks.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use approvals_core::{Gate, Initiator, RulePolicy};
+//! use approvals_store_sql::SqlStore;
+//!
+//! // SQLite file (created if missing), WAL, synchronous=FULL: a returned write survives a
+//! // power loss. For replicas: SqlStore::connect("postgres://app@db/approvals").
+//! let store = SqlStore::connect("sqlite://approvals.db").await?;
+//! let gate = Gate::builder()
+//!     .policy(RulePolicy::from_file("policy.toml")?)
+//!     .store(store.clone())
+//!     .audit(store.audit_sink())
+//!     .initiator(Initiator::agent("billing-agent"))
+//!     .build()?;
+//! # let _ = gate; Ok(()) }
+//! ```
+//!
+//! Backends are chosen by the URL: `sqlite:` (feature `sqlite`, on by default) or
+//! `postgres:`/`postgresql:` (feature `postgres`). Migrations are embedded per backend and
+//! applied on connect (turn that off with [`SqlStoreOptions::migrate`] and call
+//! [`SqlStore::migrate`] yourself). They are tracked in the table
+//! `approvals_schema_migrations`, so they never collide with your application's own sqlx
+//! migrations.
+//!
+//! Change notification: on PostgreSQL every compare-and-set sends `pg_notify` in the same
+//! transaction and a listener task on a dedicated connection (reconnecting on loss) forwards
+//! the ids to [`Store::changes`], so a decision taken on any replica wakes the waiter on
+//! every other replica at once; the gate's polling covers notifications lost while the
+//! listener reconnects. SQLite notifies waiters in the same process; other processes on the
+//! same file notice changes when the gate polls (`GateBuilder::poll_interval`).
+//!
+//! Modules: [`audit`] (the hash-chained audit table), [`error`] (errors).
+#![warn(missing_docs)]
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("approvals-store-sql needs a backend: enable the `sqlite` or `postgres` feature");
+
+pub mod audit;
+pub mod error;
+mod lifecycle;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, Store, StoreError};
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+pub use audit::{AuditRow, ChainError, ChainHead, ChainReport, SqlAuditSink};
+pub use error::SqlError;
+
+/// The table that records applied migrations (kept apart from an application's own).
+pub(crate) fn migration_table() -> &'static str {
+    "approvals_schema_migrations"
+}
+
+/// The database behind a [`SqlStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An SQLite file (or in-memory database).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names, from its scheme.
+    pub fn from_url(url: &str) -> Result<Backend, SqlError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(SqlError::UnsupportedUrl {
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+}
+
+/// How to connect a [`SqlStore`]. `SqlStoreOptions::new(url)` has sensible defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqlStoreOptions {
+    /// `sqlite://path/to/file.db`, `sqlite::memory:`, or `postgres://user@host/db`.
+    pub url: String,
+    /// Pool size (default 8).
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection, including connecting (default 3 s). Bounds how
+    /// long a call waits when the database is unreachable before it fails (closed).
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for the file lock held by another connection or
+    /// process before giving up with a retryable error (default 5 s).
+    pub busy_timeout: Duration,
+    /// Apply the embedded migrations on connect (default true).
+    pub migrate: bool,
+    /// PostgreSQL: the schema for the tables, created if missing (default: the server's
+    /// `search_path`, usually `public`). Letters, digits and `_` only. Also scopes the
+    /// LISTEN/NOTIFY channel, so stores in different schemas do not wake each other.
+    pub schema: Option<String>,
+}
+
+impl SqlStoreOptions {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        SqlStoreOptions {
+            url: url.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            busy_timeout: Duration::from_secs(5),
+            migrate: true,
+            schema: None,
+        }
+    }
+
+    /// Sets the pool size.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets the connection acquire timeout.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets SQLite's busy timeout.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Whether to apply migrations on connect.
+    pub fn migrate(mut self, yes: bool) -> Self {
+        self.migrate = yes;
+        self
+    }
+
+    /// Sets the PostgreSQL schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+}
+
+enum Inner {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteBackend),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgBackend),
+}
+
+/// Runs `$body` with `$b` bound to whichever backend is active.
+macro_rules! dispatch {
+    ($self:expr, $b:ident => $body:expr) => {
+        match &*$self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite($b) => $body,
+            #[cfg(feature = "postgres")]
+            Inner::Postgres($b) => $body,
+        }
+    };
+}
+
+/// A durable [`Store`] on SQLite or PostgreSQL. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct SqlStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to the database the URL names and applies the embedded migrations.
+    ///
+    /// `sqlite://approvals.db` creates the file if it is missing; `sqlite::memory:` is a
+    /// private in-memory database (one connection, gone at exit). `postgres://...` needs
+    /// the `postgres` feature.
+    pub async fn connect(url: &str) -> Result<SqlStore, SqlError> {
+        Self::connect_with(SqlStoreOptions::new(url)).await
+    }
+
+    /// Connects with explicit options.
+    pub async fn connect_with(options: SqlStoreOptions) -> Result<SqlStore, SqlError> {
+        let inner = match Backend::from_url(&options.url)? {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => Inner::Sqlite(sqlite::SqliteBackend::connect(&options).await?),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Inner::Postgres(postgres::PgBackend::connect(&options).await?),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(SqlError::FeatureDisabled {
+                    backend: other,
+                    feature: match other {
+                        Backend::Sqlite => "sqlite",
+                        Backend::Postgres => "postgres",
+                    },
+                });
+            }
+        };
+        let store = SqlStore {
+            inner: Arc::new(inner),
+        };
+        if options.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Applies any embedded migrations not yet applied. Safe to run from several processes
+    /// at once (PostgreSQL takes an advisory lock, SQLite the file's write lock).
+    pub async fn migrate(&self) -> Result<(), SqlError> {
+        dispatch!(self, b => b.migrate().await)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// An audit sink writing to this database's hash-chained audit table.
+    pub fn audit_sink(&self) -> SqlAuditSink {
+        SqlAuditSink::new(self.clone())
+    }
+
+    /// Closes the pool (and the PostgreSQL listener). Later calls fail as unavailable.
+    pub async fn close(&self) {
+        dispatch!(self, b => b.close().await)
+    }
+
+    pub(crate) async fn audit_append(
+        &self,
+        event: &approvals_core::AuditEvent,
+    ) -> Result<AuditRow, SqlError> {
+        dispatch!(self, b => b.audit_append(event).await)
+    }
+
+    pub(crate) async fn audit_rows(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<audit::RawRow>, SqlError> {
+        dispatch!(self, b => b.audit_rows(after_seq, limit).await)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        dispatch!(self, b => b.insert(record).await)
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        dispatch!(self, b => b.get(id).await)
+    }
+
+    async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<RequestRecord>, StoreError> {
+        dispatch!(self, b => b.get_by_idempotency_key(key).await)
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, b => b.compare_and_set(expected_version, record).await)
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        dispatch!(self, b => b.list(filter).await)
+    }
+
+    fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
+        dispatch!(self, b => Some(b.changes()))
+    }
+}

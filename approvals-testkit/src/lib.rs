@@ -1,1 +1,19 @@
 //! Conformance suites for stores and approvers, and test helpers.
+//!
+//! [`store_suite`] is one behaviour suite that every [`Store`](approvals_core::Store)
+//! implementation must pass: the in-memory store runs it from this crate's tests, and
+//! `approvals-store-sql` runs it against SQLite and a real PostgreSQL server.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use std::sync::Arc;
+//! use approvals_core::{MemoryStore, Store};
+//!
+//! approvals_testkit::store_suite::run_all(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })
+//!     .await;
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod fixtures;
+pub mod store_suite;

@@ -1,0 +1,418 @@
+//! The PostgreSQL backend: one approval queue shared by every replica.
+//!
+//! Every successful compare-and-set runs `pg_notify(channel, id)` in the same statement (so
+//! the same transaction): the notification is sent exactly when the change commits. A
+//! listener task on its own connection forwards notifications to [`Store::changes`] and
+//! reconnects when the connection drops; notifications sent while it was down are lost, and
+//! the gate's polling (`GateBuilder::poll_interval`) picks those changes up.
+//!
+//! [`Store::changes`]: approvals_core::Store::changes
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use approvals_core::{AuditEvent, Inserted, ListFilter, RequestId, RequestRecord, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditRow, RawRow};
+use crate::error::{SqlError, store_error};
+use crate::lifecycle::{self, Columns};
+use crate::{SqlStoreOptions, migration_table};
+
+const MIGRATION_1: &str = include_str!("../migrations/postgres/0001_requests_and_audit.sql");
+
+/// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
+/// identifiers end at 63).
+const MAX_SCHEMA_LEN: usize = 40;
+
+pub(crate) struct PgBackend {
+    pool: PgPool,
+    channel: String,
+    changes: broadcast::Sender<RequestId>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn check_schema(schema: &str) -> Result<(), SqlError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= MAX_SCHEMA_LEN
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(SqlError::InvalidOption(format!(
+            "schema {schema:?}: use 1 to {MAX_SCHEMA_LEN} lowercase letters, digits and _, not starting with a digit"
+        )))
+    }
+}
+
+impl PgBackend {
+    pub(crate) async fn connect(options: &SqlStoreOptions) -> Result<Self, SqlError> {
+        let mut connect = PgConnectOptions::from_str(&options.url)
+            .map_err(|e| SqlError::InvalidOption(format!("database URL: {e}")))?;
+        let channel = match &options.schema {
+            Some(schema) => {
+                check_schema(schema)?;
+                connect = connect.options([("search_path", schema.as_str())]);
+                format!("approvals_changes_{schema}")
+            }
+            None => "approvals_changes".to_owned(),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| SqlError::from_sqlx("connecting to PostgreSQL", e))?;
+        if let Some(schema) = &options.schema {
+            create_schema(&pool, schema).await?;
+        }
+
+        let (changes, _) = broadcast::channel(1024);
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(connect);
+        let listener = subscribe(&listen_pool, &channel)
+            .await
+            .map_err(|e| SqlError::from_sqlx("listening for changes", e))?;
+        let listener = tokio::spawn(forward(
+            listener,
+            listen_pool,
+            channel.clone(),
+            changes.clone(),
+        ));
+        Ok(PgBackend {
+            pool,
+            channel,
+            changes,
+            listener,
+        })
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), SqlError> {
+        let mut migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "requests and audit".into(),
+            MigrationType::Simple,
+            MIGRATION_1.into_sql_str(),
+            false,
+        )]);
+        migrator.dangerous_set_table_name(migration_table());
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| SqlError::Migrate(e.to_string()))
+    }
+
+    pub(crate) async fn close(&self) {
+        self.listener.abort();
+        self.pool.close().await;
+    }
+
+    pub(crate) fn changes(&self) -> broadcast::Receiver<RequestId> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        let c = Columns::of(record);
+        let json = lifecycle::encode(record, 1)?;
+        let id = record.id;
+        let result = sqlx::query(
+            "INSERT INTO approval_requests
+                 (id, version, state, kind, environment, initiator_id, idempotency_key,
+                  created_at, expires_at, record)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(c.state)
+        .bind(c.kind)
+        .bind(c.environment)
+        .bind(c.initiator_id.as_deref())
+        .bind(c.idempotency_key)
+        .bind(record.created_at)
+        .bind(record.expires_at)
+        .bind(&json)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) if done.rows_affected() == 1 => Ok(Inserted::Created),
+            Ok(_) => {
+                let key = c.idempotency_key.unwrap_or_default();
+                match self.get_by_idempotency_key(key).await? {
+                    Some(existing) => Ok(Inserted::Existing(Box::new(existing))),
+                    None => Err(StoreError::Backend(format!(
+                        "request {id} was not stored and no request holds its idempotency key"
+                    ))),
+                }
+            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(StoreError::Backend(
+                format!("request id {id} already exists"),
+            )),
+            Err(e) => Err(store_error(&format!("storing request {id}"), e)),
+        }
+    }
+
+    pub(crate) async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, version, record FROM approval_requests WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+        row.map(|r| decode_row(&r)).transpose()
+    }
+
+    pub(crate) async fn get_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, version, record FROM approval_requests WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error("reading a request by idempotency key", e))?;
+        row.map(|r| decode_row(&r)).transpose()
+    }
+
+    pub(crate) async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        let c = Columns::of(record);
+        let expected = lifecycle::db_version(expected_version)?;
+        let json = lifecycle::encode(record, expected_version.saturating_add(1))?;
+        let id = record.id;
+        let allowed = lifecycle::allowed_from(record.state);
+        // One statement, so one transaction: the notification goes out exactly when the
+        // change commits, and only if it did.
+        let updated = sqlx::query(
+            "WITH updated AS (
+                 UPDATE approval_requests
+                    SET version = version + 1, state = $3, kind = $4, environment = $5,
+                        initiator_id = $6, idempotency_key = $7, created_at = $8,
+                        expires_at = $9, record = $10
+                  WHERE id = $1 AND version = $2 AND state = ANY($11)
+              RETURNING id)
+             SELECT pg_notify($12, id::text) FROM updated",
+        )
+        .bind(id.0)
+        .bind(expected)
+        .bind(c.state)
+        .bind(c.kind)
+        .bind(c.environment)
+        .bind(c.initiator_id.as_deref())
+        .bind(c.idempotency_key)
+        .bind(record.created_at)
+        .bind(record.expires_at)
+        .bind(&json)
+        .bind(&allowed)
+        .bind(&self.channel)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error(&format!("updating request {id}"), e))?;
+        if updated.is_some() {
+            return Ok(true);
+        }
+        // Nothing changed: a newer version, no such record, or not a lifecycle step.
+        let stored = sqlx::query("SELECT version, state FROM approval_requests WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+        match stored {
+            Some(row) if row.try_get::<i64, _>("version").ok() == Some(expected) => {
+                let state: String = row.try_get("state").unwrap_or_default();
+                Err(lifecycle::illegal_transition(&id, &state, record.state))
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        let rows = sqlx::query(
+            "SELECT id, version, record FROM approval_requests
+              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
+                AND ($2::text IS NULL OR kind = $2)
+                AND ($3::text IS NULL OR environment = $3)
+                AND ($4::text IS NULL OR initiator_id = $4)
+              ORDER BY created_at DESC, id DESC
+              LIMIT $5",
+        )
+        .bind(&states)
+        .bind(filter.kind.as_deref())
+        .bind(filter.environment.as_deref())
+        .bind(filter.initiator.as_deref().map(lifecycle::normalize_id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error("listing requests", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    pub(crate) async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
+        let json = audit::event_json(event)?;
+        let what = "appending to the audit table";
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| SqlError::from_sqlx(what, e))?;
+        // Appends from every replica serialize here; readers are not blocked.
+        sqlx::query("LOCK TABLE approval_audit IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| SqlError::from_sqlx(what, e))?;
+        let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| SqlError::from_sqlx(what, e))?;
+        let (prev_seq, prev_hash) = match head {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?,
+                row.try_get::<String, _>("hash")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?,
+            ),
+            None => (0, audit::GENESIS_HASH.to_owned()),
+        };
+        let row = audit::next_row(prev_seq, &prev_hash, json)?;
+        sqlx::query(
+            "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(row.seq)
+        .bind(event.at)
+        .bind(event.request_id.0)
+        .bind(event.name())
+        .bind(&row.prev_hash)
+        .bind(&row.hash)
+        .bind(&row.event_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+        tx.commit()
+            .await
+            .map_err(|e| SqlError::from_sqlx(what, e))?;
+        Ok(row)
+    }
+
+    pub(crate) async fn audit_rows(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<RawRow>, SqlError> {
+        let what = "reading the audit table";
+        let rows = sqlx::query(
+            "SELECT seq, at, request_id, event, prev_hash, hash, event_json FROM approval_audit
+              WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(RawRow {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get::<DateTime<Utc>, _>("at")?,
+                    request_id: r.try_get::<Uuid, _>("request_id")?.to_string(),
+                    event: r.try_get("event")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                    event_json: r.try_get("event_json")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| SqlError::from_sqlx(what, e))
+    }
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS`, tolerating another process creating it at the same time.
+async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), SqlError> {
+    // The name was checked to be [a-z0-9_]+, so quoting it is enough.
+    let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    for attempt in 0..3 {
+        match sqlx::query(AssertSqlSafe(sql.clone())).execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() && attempt < 2 => {}
+            Err(e) => return Err(SqlError::from_sqlx(&format!("creating schema {schema}"), e)),
+        }
+    }
+    Ok(())
+}
+
+async fn subscribe(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// Forwards notifications to the broadcast channel until the store is dropped or closed.
+async fn forward(
+    mut listener: PgListener,
+    pool: PgPool,
+    channel: String,
+    changes: broadcast::Sender<RequestId>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(note)) => {
+                backoff = Duration::from_millis(50);
+                if let Ok(id) = RequestId::parse(note.payload()) {
+                    // No receivers is fine: nobody is waiting.
+                    let _ = changes.send(id);
+                }
+            }
+            // The connection dropped and was re-established; anything sent in between is
+            // lost, and waiters find it by polling.
+            Ok(None) => {}
+            Err(_) if pool.is_closed() => return,
+            Err(_) => {
+                // Could not reconnect: start over with a fresh listener after a pause.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if let Ok(fresh) = subscribe(&pool, &channel).await {
+                    listener = fresh;
+                }
+            }
+        }
+    }
+}
+
+fn decode_row(row: &PgRow) -> Result<RequestRecord, StoreError> {
+    let id: Uuid = row
+        .try_get("id")
+        .map_err(|e| store_error("reading a request id", e))?;
+    let id = id.to_string();
+    let version: i64 = row
+        .try_get("version")
+        .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+    let json: String = row
+        .try_get("record")
+        .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+    lifecycle::decode(&id, version, &json)
+}

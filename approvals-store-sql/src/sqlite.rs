@@ -1,0 +1,611 @@
+//! The SQLite backend: one file, WAL journal, `synchronous=FULL`, group commit.
+//!
+//! Durability: in WAL mode with `synchronous=FULL` the WAL is synced on every commit, so a
+//! write that returned survives a crash or power loss.
+//!
+//! Writes: SQLite has one writer at a time, and a durable commit costs one `fsync`. So every
+//! write of this store (insert, compare-and-set, audit append) goes to one writer task, which
+//! takes all writes waiting at that moment, runs them in order in one `BEGIN IMMEDIATE`
+//! transaction and commits once (group commit); each caller gets its own result only after
+//! the commit. Each write is still its own atomic step (statements run one after another,
+//! each seeing the ones before), so compare-and-set semantics are exactly those of single
+//! transactions. If anything but a per-write constraint error happens, the whole batch is
+//! rolled back and every caller in it gets the error: no caller is ever told "failed" for a
+//! write that committed. Writers in other processes serialize on the file's write lock; a
+//! writer waits up to the busy timeout, and a lock still held after that is a retryable
+//! [`StoreError::Unavailable`]. Reads use the connection pool and never wait for writers.
+
+use std::str::FromStr;
+
+use approvals_core::{
+    AuditEvent, Inserted, ListFilter, RequestId, RequestRecord, RequestState, StoreError,
+};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row, SqlSafeStr};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::audit::{self, AuditRow, RawRow};
+use crate::error::{SqlError, store_error};
+use crate::lifecycle::{self, Columns};
+use crate::{SqlStoreOptions, migration_table};
+
+const MIGRATION_1: &str = include_str!("../migrations/sqlite/0001_requests_and_audit.sql");
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 512;
+
+pub(crate) struct SqliteBackend {
+    pool: SqlitePool,
+    writes: mpsc::Sender<Write>,
+    changes: broadcast::Sender<RequestId>,
+}
+
+fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A write for the writer task, with where to send its result.
+enum Write {
+    Insert(RowValues, oneshot::Sender<Result<Inserted, StoreError>>),
+    Cas(
+        RowValues,
+        i64,
+        String,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
+    Audit(
+        AuditEvent,
+        String,
+        oneshot::Sender<Result<AuditRow, SqlError>>,
+    ),
+}
+
+/// The values of one `approval_requests` row.
+struct RowValues {
+    id: String,
+    request_id: RequestId,
+    state: RequestState,
+    state_name: &'static str,
+    kind: String,
+    environment: Option<String>,
+    initiator_id: Option<String>,
+    idempotency_key: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+    json: String,
+}
+
+impl RowValues {
+    fn of(record: &RequestRecord, version: u64) -> Result<RowValues, StoreError> {
+        let c = Columns::of(record);
+        Ok(RowValues {
+            id: record.id.to_string(),
+            request_id: record.id,
+            state: record.state,
+            state_name: c.state,
+            kind: c.kind.to_owned(),
+            environment: c.environment.map(str::to_owned),
+            initiator_id: c.initiator_id,
+            idempotency_key: c.idempotency_key.map(str::to_owned),
+            created_at: micros(record.created_at),
+            expires_at: micros(record.expires_at),
+            json: lifecycle::encode(record, version)?,
+        })
+    }
+}
+
+/// What one write produced inside the transaction, before the commit.
+enum Done {
+    Insert(
+        Result<Inserted, StoreError>,
+        oneshot::Sender<Result<Inserted, StoreError>>,
+    ),
+    Cas(
+        Result<bool, StoreError>,
+        RequestId,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
+    Audit(
+        Result<AuditRow, SqlError>,
+        oneshot::Sender<Result<AuditRow, SqlError>>,
+    ),
+}
+
+impl SqliteBackend {
+    pub(crate) async fn connect(options: &SqlStoreOptions) -> Result<Self, SqlError> {
+        let connect = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|e| SqlError::InvalidOption(format!("{}: {e}", options.url)))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let in_memory = options.url.contains(":memory:") || options.url.contains("mode=memory");
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if in_memory {
+            // Each connection to `:memory:` is its own database: keep exactly one, forever.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool
+            .connect_with(connect)
+            .await
+            .map_err(|e| SqlError::from_sqlx(&format!("opening {}", options.url), e))?;
+        let (changes, _) = broadcast::channel(1024);
+        let (writes, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer(pool.clone(), rx, changes.clone()));
+        Ok(SqliteBackend {
+            pool,
+            writes,
+            changes,
+        })
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), SqlError> {
+        let mut migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "requests and audit".into(),
+            MigrationType::Simple,
+            MIGRATION_1.into_sql_str(),
+            false,
+        )]);
+        migrator.dangerous_set_table_name(migration_table());
+        // Two processes starting at once may both try to apply a migration; the loser fails
+        // inside its transaction and finds it applied on the second pass.
+        match migrator.run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(_) => migrator
+                .run(&self.pool)
+                .await
+                .map_err(|e| SqlError::Migrate(e.to_string())),
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn changes(&self) -> broadcast::Receiver<RequestId> {
+        self.changes.subscribe()
+    }
+
+    async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Write) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub(crate) async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        let row = RowValues::of(record, 1)?;
+        self.submit(|tx| Write::Insert(row, tx))
+            .await
+            .unwrap_or_else(|| Err(writer_gone()))
+    }
+
+    pub(crate) async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        let id = id.to_string();
+        let row = sqlx::query("SELECT version, record FROM approval_requests WHERE id = ?1")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+        row.map(|r| decode_row(&id, &r)).transpose()
+    }
+
+    pub(crate) async fn get_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, version, record FROM approval_requests WHERE idempotency_key = ?1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error("reading a request by idempotency key", e))?;
+        row.map(|r| {
+            let id: String = r.try_get("id").unwrap_or_default();
+            decode_row(&id, &r)
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        let expected = lifecycle::db_version(expected_version)?;
+        let row = RowValues::of(record, expected_version.saturating_add(1))?;
+        let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
+        self.submit(|tx| Write::Cas(row, expected, allowed, tx))
+            .await
+            .unwrap_or_else(|| Err(writer_gone()))
+    }
+
+    pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        let states = if filter.states.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+            format!("|{}|", names.join("|"))
+        };
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let rows = sqlx::query(
+            "SELECT id, version, record FROM approval_requests
+              WHERE (?1 = '' OR instr(?1, '|' || state || '|') > 0)
+                AND (?2 IS NULL OR kind = ?2)
+                AND (?3 IS NULL OR environment = ?3)
+                AND (?4 IS NULL OR initiator_id = ?4)
+              ORDER BY created_at DESC, id DESC
+              LIMIT ?5",
+        )
+        .bind(&states)
+        .bind(filter.kind.as_deref())
+        .bind(filter.environment.as_deref())
+        .bind(filter.initiator.as_deref().map(lifecycle::normalize_id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error("listing requests", e))?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").unwrap_or_default();
+                decode_row(&id, r)
+            })
+            .collect()
+    }
+
+    pub(crate) async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
+        let json = audit::event_json(event)?;
+        self.submit(|tx| Write::Audit(event.clone(), json, tx))
+            .await
+            .unwrap_or_else(|| {
+                Err(SqlError::Unavailable(
+                    "the SQLite writer stopped (the store was closed)".into(),
+                ))
+            })
+    }
+
+    pub(crate) async fn audit_rows(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<RawRow>, SqlError> {
+        let what = "reading the audit table";
+        let rows = sqlx::query(
+            "SELECT seq, at, request_id, event, prev_hash, hash, event_json FROM approval_audit
+              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+        rows.iter()
+            .map(|r| {
+                let at: String = r.try_get("at")?;
+                Ok(RawRow {
+                    seq: r.try_get("seq")?,
+                    at: chrono::DateTime::parse_from_rfc3339(&at)
+                        .map(|t| t.to_utc())
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    request_id: r.try_get("request_id")?,
+                    event: r.try_get("event")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                    event_json: r.try_get("event_json")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| SqlError::from_sqlx(what, e))
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer stopped (the store was closed)".into())
+}
+
+/// The writer task: batches waiting writes into one transaction each. Ends when the store
+/// is dropped.
+async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Write>,
+    changes: broadcast::Sender<RequestId>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit_batch(&pool, std::mem::take(&mut batch), &changes).await;
+    }
+}
+
+async fn commit_batch(
+    pool: &SqlitePool,
+    batch: Vec<Write>,
+    changes: &broadcast::Sender<RequestId>,
+) {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return fail_all(batch, &SqlError::from_sqlx("writing", e)),
+    };
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            return fail_all(
+                batch,
+                &SqlError::from_sqlx("starting a write (is another process holding the lock?)", e),
+            );
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    let mut writes = batch.into_iter();
+    let mut failure = None;
+    for write in writes.by_ref() {
+        match apply(&mut tx, write).await {
+            Ok(d) => done.push(d),
+            Err((e, write)) => {
+                failure = Some((e, write));
+                break;
+            }
+        }
+    }
+    if let Some((e, write)) = failure {
+        // Anything but a per-write constraint error may have ended the transaction: undo it
+        // all and tell every caller, so nobody is told "failed" for a write that committed.
+        let _ = tx.rollback().await;
+        let rest: Vec<Write> = std::iter::once(write).chain(writes).collect();
+        fail_done(done, &e);
+        return fail_all(rest, &e);
+    }
+    if let Err(e) = tx.commit().await {
+        return fail_done(done, &SqlError::from_sqlx("committing", e));
+    }
+    for d in done {
+        match d {
+            Done::Insert(r, reply) => {
+                let _ = reply.send(r);
+            }
+            Done::Cas(r, id, reply) => {
+                if matches!(r, Ok(true)) {
+                    let _ = changes.send(id);
+                }
+                let _ = reply.send(r);
+            }
+            Done::Audit(r, reply) => {
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Write>, e: &SqlError) {
+    for write in batch {
+        match write {
+            Write::Insert(_, reply) => {
+                let _ = reply.send(Err(copy_store_error(e)));
+            }
+            Write::Cas(_, _, _, reply) => {
+                let _ = reply.send(Err(copy_store_error(e)));
+            }
+            Write::Audit(_, _, reply) => {
+                let _ = reply.send(Err(copy_sql_error(e)));
+            }
+        }
+    }
+}
+
+fn fail_done(done: Vec<Done>, e: &SqlError) {
+    for d in done {
+        match d {
+            Done::Insert(_, reply) => {
+                let _ = reply.send(Err(copy_store_error(e)));
+            }
+            Done::Cas(_, _, reply) => {
+                let _ = reply.send(Err(copy_store_error(e)));
+            }
+            Done::Audit(_, reply) => {
+                let _ = reply.send(Err(copy_sql_error(e)));
+            }
+        }
+    }
+}
+
+fn copy_sql_error(e: &SqlError) -> SqlError {
+    match e {
+        SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
+        SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
+        other => SqlError::Database(other.to_string()),
+    }
+}
+
+fn copy_store_error(e: &SqlError) -> StoreError {
+    copy_sql_error(e).into()
+}
+
+type Failed = (SqlError, Write);
+
+/// Runs one write inside the batch transaction. A unique violation is that write's own
+/// result; any other error fails the batch.
+async fn apply(conn: &mut SqliteConnection, write: Write) -> Result<Done, Failed> {
+    match write {
+        Write::Insert(row, reply) => match insert(conn, &row).await {
+            Ok(r) => Ok(Done::Insert(r, reply)),
+            Err(e) => Err((e, Write::Insert(row, reply))),
+        },
+        Write::Cas(row, expected, allowed, reply) => {
+            match cas(conn, &row, expected, &allowed).await {
+                Ok(r) => Ok(Done::Cas(r, row.request_id, reply)),
+                Err(e) => Err((e, Write::Cas(row, expected, allowed, reply))),
+            }
+        }
+        Write::Audit(event, json, reply) => match append(conn, &event, &json).await {
+            Ok(r) => Ok(Done::Audit(Ok(r), reply)),
+            Err(e) => Err((e, Write::Audit(event, json, reply))),
+        },
+    }
+}
+
+async fn insert(
+    conn: &mut SqliteConnection,
+    row: &RowValues,
+) -> Result<Result<Inserted, StoreError>, SqlError> {
+    let id = &row.id;
+    let result = sqlx::query(
+        "INSERT INTO approval_requests
+             (id, version, state, kind, environment, initiator_id, idempotency_key,
+              created_at, expires_at, record)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(row.state_name)
+    .bind(&row.kind)
+    .bind(row.environment.as_deref())
+    .bind(row.initiator_id.as_deref())
+    .bind(row.idempotency_key.as_deref())
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .bind(&row.json)
+    .execute(&mut *conn)
+    .await;
+    match result {
+        Ok(done) if done.rows_affected() == 1 => Ok(Ok(Inserted::Created)),
+        Ok(_) => {
+            let existing = sqlx::query(
+                "SELECT id, version, record FROM approval_requests WHERE idempotency_key = ?1",
+            )
+            .bind(row.idempotency_key.as_deref())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| SqlError::from_sqlx(&format!("storing request {id}"), e))?;
+            Ok(match existing {
+                Some(r) => {
+                    let existing_id: String = r.try_get("id").unwrap_or_default();
+                    decode_row(&existing_id, &r).map(|rec| Inserted::Existing(Box::new(rec)))
+                }
+                None => Err(StoreError::Backend(format!(
+                    "request {id} was not stored and no request holds its idempotency key"
+                ))),
+            })
+        }
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(Err(StoreError::Backend(
+            format!("request id {id} already exists"),
+        ))),
+        Err(e) => Err(SqlError::from_sqlx(&format!("storing request {id}"), e)),
+    }
+}
+
+async fn cas(
+    conn: &mut SqliteConnection,
+    row: &RowValues,
+    expected: i64,
+    allowed: &str,
+) -> Result<Result<bool, StoreError>, SqlError> {
+    let id = &row.id;
+    let what = format!("updating request {id}");
+    let updated = sqlx::query(
+        "UPDATE approval_requests
+            SET version = version + 1, state = ?3, kind = ?4, environment = ?5,
+                initiator_id = ?6, idempotency_key = ?7, created_at = ?8, expires_at = ?9,
+                record = ?10
+          WHERE id = ?1 AND version = ?2 AND instr(?11, '|' || state || '|') > 0",
+    )
+    .bind(id)
+    .bind(expected)
+    .bind(row.state_name)
+    .bind(&row.kind)
+    .bind(row.environment.as_deref())
+    .bind(row.initiator_id.as_deref())
+    .bind(row.idempotency_key.as_deref())
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .bind(&row.json)
+    .bind(allowed)
+    .execute(&mut *conn)
+    .await;
+    match updated {
+        Ok(done) if done.rows_affected() == 1 => return Ok(Ok(true)),
+        Ok(_) => {}
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            return Ok(Err(StoreError::Backend(format!(
+                "{what}: its idempotency key belongs to another request"
+            ))));
+        }
+        Err(e) => return Err(SqlError::from_sqlx(&what, e)),
+    }
+    // Nothing changed: a newer version, no such record, or not a lifecycle step.
+    let stored = sqlx::query("SELECT version, state FROM approval_requests WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| SqlError::from_sqlx(&what, e))?;
+    Ok(match stored {
+        Some(r) if r.try_get::<i64, _>("version").ok() == Some(expected) => {
+            let state: String = r.try_get("state").unwrap_or_default();
+            Err(lifecycle::illegal_transition(&row.id, &state, row.state))
+        }
+        _ => Ok(false),
+    })
+}
+
+async fn append(
+    conn: &mut SqliteConnection,
+    event: &AuditEvent,
+    json: &str,
+) -> Result<AuditRow, SqlError> {
+    let what = "appending to the audit table";
+    let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    let (prev_seq, prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")
+                .map_err(|e| SqlError::from_sqlx(what, e))?,
+            row.try_get::<String, _>("hash")
+                .map_err(|e| SqlError::from_sqlx(what, e))?,
+        ),
+        None => (0, audit::GENESIS_HASH.to_owned()),
+    };
+    let row = audit::next_row(prev_seq, &prev_hash, json.to_owned())?;
+    sqlx::query(
+        "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(row.seq)
+    .bind(
+        event
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
+    .bind(event.request_id.to_string())
+    .bind(event.name())
+    .bind(&row.prev_hash)
+    .bind(&row.hash)
+    .bind(&row.event_json)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| SqlError::from_sqlx(what, e))?;
+    Ok(row)
+}
+
+fn decode_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, StoreError> {
+    let version: i64 = row
+        .try_get("version")
+        .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+    let json: String = row
+        .try_get("record")
+        .map_err(|e| store_error(&format!("reading request {id}"), e))?;
+    lifecycle::decode(id, version, &json)
+}

@@ -1,0 +1,299 @@
+//! Behaviour specific to the SQL store: durability across reopen, the lifecycle guard,
+//! corrupt rows, bad input, migrations, and racing deciders on separate connections.
+
+mod common;
+
+use std::sync::Arc;
+
+use approvals_core::{
+    GuardError, ListFilter, MemorySink, RequestState, Review, ReviewError, Store, StoreError,
+    Submission,
+};
+use approvals_store_sql::{Backend, SqlError, SqlStore, SqlStoreOptions};
+use approvals_testkit::fixtures::{self, epoch, export_request, full_record, pending_record};
+
+async fn join_all<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in futures::future::join_all(handles).await {
+        out.push(h.expect("task panicked"));
+    }
+    out
+}
+
+async fn each_backend(test: &str, body: impl AsyncFn(SqlStore, Reopen)) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqlStore::connect(&url).await.expect("sqlite");
+    body(store, Reopen::Url(url)).await;
+    if let Some(url) = common::postgres_url(test) {
+        let schema = common::unique_schema("store");
+        let store = common::pg_store(&url, &schema).await;
+        body(store, Reopen::Pg(url.clone(), schema.clone())).await;
+        common::drop_schema(&url, &schema).await;
+    }
+}
+
+/// How to open another, independent store (own pool, own connections) on the same database.
+#[derive(Clone)]
+enum Reopen {
+    Url(String),
+    Pg(String, String),
+}
+
+impl Reopen {
+    async fn open(&self) -> SqlStore {
+        match self {
+            Reopen::Url(url) => SqlStore::connect(url).await.expect("reopen"),
+            Reopen::Pg(url, schema) => common::pg_store(url, schema).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_survive_closing_and_reopening() {
+    each_backend(
+        "records_survive_closing_and_reopening",
+        async |store, reopen| {
+            let record = full_record();
+            store.insert(&record).await.expect("insert");
+            store.close().await;
+            let again = reopen.open().await;
+            let mut expected = record.clone();
+            expected.version = 1;
+            assert_eq!(again.get(record.id).await.expect("get"), Some(expected));
+            // Migrations are idempotent: connecting applied them again without harm.
+            again.migrate().await.expect("migrate twice");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminal_states_never_change_even_when_a_caller_asks() {
+    each_backend(
+        "terminal_states_never_change_even_when_a_caller_asks",
+        async |store, _| {
+            let mut record = pending_record(export_request(), epoch());
+            store.insert(&record).await.expect("insert");
+            record.state = RequestState::Denied;
+            assert!(store.compare_and_set(1, &record).await.expect("deny"));
+            for next in [
+                RequestState::Pending,
+                RequestState::Approved,
+                RequestState::Executing,
+            ] {
+                let mut revived = record.clone();
+                revived.state = next;
+                let err = store
+                    .compare_and_set(2, &revived)
+                    .await
+                    .expect_err("a terminal state must not change");
+                assert!(
+                    err.to_string().contains("not a lifecycle step"),
+                    "clear error: {err}"
+                );
+            }
+            // Skipping a step is refused too: pending cannot jump to executed.
+            let mut other = pending_record(export_request(), epoch());
+            store.insert(&other).await.expect("insert");
+            other.state = RequestState::Executed;
+            assert!(store.compare_and_set(1, &other).await.is_err());
+            let stored = store.get(record.id).await.expect("get").expect("exists");
+            assert_eq!((stored.state, stored.version), (RequestState::Denied, 2));
+            let stored = store.get(other.id).await.expect("get").expect("exists");
+            assert_eq!((stored.state, stored.version), (RequestState::Pending, 1));
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deciders_on_separate_connections_give_one_outcome() {
+    each_backend(
+        "deciders_on_separate_connections_give_one_outcome",
+        async |store, reopen| {
+            // Four independent stores (separate pools, as in separate processes) on one database.
+            let mut gates = Vec::new();
+            let clock = fixtures::clock();
+            let audit = Arc::new(MemorySink::new());
+            gates.push(fixtures::gate(
+                Arc::new(store.clone()),
+                clock.clone(),
+                audit.clone(),
+            ));
+            for _ in 0..3 {
+                let other: Arc<dyn Store> = Arc::new(reopen.open().await);
+                gates.push(fixtures::gate(other, clock.clone(), audit.clone()));
+            }
+            for round in 0..5 {
+                let action = export_request().params(serde_json::json!({"round": round}));
+                let Submission::Pending(id) = gates[0].submit(&action).await.expect("submit")
+                else {
+                    panic!("approval required");
+                };
+                let mut handles = Vec::new();
+                for i in 0..40 {
+                    let gate = gates[i % gates.len()].clone();
+                    let review = if i % 2 == 0 {
+                        Review::approve(fixtures::reviewer(&format!("a{i}@example.com")))
+                    } else {
+                        Review::deny(fixtures::reviewer(&format!("d{i}@example.com")))
+                    };
+                    handles.push(tokio::spawn(async move { gate.decide(id, review).await }));
+                }
+                let results = join_all(handles).await;
+                let stored = store.get(id).await.expect("get").expect("exists");
+                assert!(
+                    matches!(stored.state, RequestState::Approved | RequestState::Denied),
+                    "decided: {:?}",
+                    stored.state
+                );
+                // Deny wins over an unused approval, so an approval may be followed by one deny;
+                // nothing else may be accepted, and the stored reviews are exactly the accepted ones.
+                let accepted: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+                assert!(!accepted.is_empty() && accepted.len() <= 2, "{accepted:?}");
+                assert_eq!(stored.reviews.len(), accepted.len());
+                assert!(
+                    results
+                        .iter()
+                        .all(|r| matches!(r, Ok(_) | Err(ReviewError::AlreadyDecided { .. })))
+                );
+                // Exactly one final outcome event.
+                let finals = audit
+                    .for_request(id)
+                    .iter()
+                    .filter(|e| matches!(e.name(), "approved" | "denied"))
+                    .count();
+                assert!(
+                    finals == accepted.len(),
+                    "one approved/denied event per accepted review"
+                );
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_is_a_clear_error_not_a_pass() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqlStore::connect(&url).await.expect("sqlite");
+    let clock = fixtures::clock();
+    let gate = fixtures::gate(Arc::new(store.clone()), clock, Arc::new(MemorySink::new()));
+    let Submission::Pending(id) = gate.submit(&export_request()).await.expect("submit") else {
+        panic!("approval required");
+    };
+    // Someone edits the stored JSON by hand.
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("raw pool");
+    sqlx::query("UPDATE approval_requests SET record = '{\"state\": \"approved\"' WHERE id = ?1")
+        .bind(id.to_string())
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    let err = store.get(id).await.expect_err("corrupt row");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(
+        err.to_string().contains(&id.to_string()),
+        "names the request: {err}"
+    );
+    // The gate refuses (fails closed) rather than granting.
+    let wait = gate.wait(id).await;
+    assert!(
+        matches!(wait, Err(GuardError::Unavailable { .. })),
+        "{wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_and_options_are_clear_errors() {
+    let err = SqlStore::connect("mysql://localhost/db")
+        .await
+        .expect_err("unsupported");
+    assert!(matches!(err, SqlError::UnsupportedUrl { .. }), "{err}");
+    assert!(
+        err.to_string().contains("sqlite://"),
+        "says what works: {err}"
+    );
+    assert_eq!(
+        Backend::from_url("postgresql://x/y").ok(),
+        Some(Backend::Postgres)
+    );
+    assert_eq!(
+        Backend::from_url("SQLITE::memory:").ok(),
+        Some(Backend::Sqlite)
+    );
+    let err = SqlStore::connect_with(
+        SqlStoreOptions::new("postgres://127.0.0.1:1/x").schema("bad; DROP TABLE x"),
+    )
+    .await
+    .expect_err("bad schema");
+    assert!(matches!(err, SqlError::InvalidOption(_)), "{err}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = format!("sqlite://{}", dir.path().join("no/such/dir/x.db").display());
+    let err = SqlStore::connect(&missing).await.expect_err("unopenable");
+    assert!(err.to_string().contains("x.db"), "names the file: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_filter_values_are_data_not_sql() {
+    each_backend(
+        "hostile_filter_values_are_data_not_sql",
+        async |store, _| {
+            let record = pending_record(export_request().idempotency_key("k' OR 1=1 --"), epoch());
+            store.insert(&record).await.expect("insert");
+            for hostile in ["' OR '1'='1", "%", "_", "pending|approved", "|pending|"] {
+                let filter = ListFilter {
+                    kind: Some(hostile.into()),
+                    ..Default::default()
+                };
+                assert!(
+                    store.list(&filter).await.expect("list").is_empty(),
+                    "{hostile}"
+                );
+                assert!(
+                    store
+                        .get_by_idempotency_key(hostile)
+                        .await
+                        .expect("get")
+                        .is_none()
+                );
+            }
+            assert!(
+                store
+                    .get_by_idempotency_key("k' OR 1=1 --")
+                    .await
+                    .expect("get")
+                    .is_some()
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_announce_every_committed_update() {
+    each_backend(
+        "changes_announce_every_committed_update",
+        async |store, reopen| {
+            // Another store on the same database: on PostgreSQL the notice crosses connections.
+            let other = reopen.open().await;
+            let mut rx = match store.backend() {
+                Backend::Postgres => other.changes().expect("changes"),
+                _ => store.changes().expect("changes"),
+            };
+            let mut record = pending_record(export_request(), epoch());
+            store.insert(&record).await.expect("insert");
+            record.escalated = true;
+            assert!(!store.compare_and_set(5, &record).await.expect("stale cas"));
+            assert!(store.compare_and_set(1, &record).await.expect("cas"));
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a notice arrives")
+                .expect("channel open");
+            assert_eq!(got, record.id);
+            assert!(rx.try_recv().is_err(), "a failed CAS announces nothing");
+        },
+    )
+    .await;
+}

@@ -1,0 +1,169 @@
+//! Ready-made records, gates and principals for store and gate tests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::{
+    ActionRequest, Delivery, Escalation, Execution, Gate, Initiator, Link, ManualClock, MemorySink,
+    Principal, RequestContext, RequestId, RequestRecord, RequestState, Requirement, Resolution,
+    ReviewRecord, Risk, StaticPolicy, Store, Verdict,
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+
+/// The fixed start time of [`clock`] and the records made here: 2030-01-01T00:00:00Z.
+pub fn epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default()
+}
+
+/// A manual clock stopped at [`epoch`].
+pub fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(epoch()))
+}
+
+/// A data export by `billing-agent` on behalf of `dana@example.com`, in `production`.
+pub fn export_request() -> ActionRequest {
+    ActionRequest::new("data.export", "db://prod/customers")
+        .params(json!({"rows": 5000, "columns": ["email", "plan"], "format": "csv"}))
+        .initiator(
+            Initiator::agent("billing-agent")
+                .on_behalf_of(Principal::human("dana@example.com"))
+                .model("gpt-5"),
+        )
+        .environment("production")
+        .justification("quarterly churn analysis")
+}
+
+/// A pending record for `request`, created at `created_at`, open for one hour.
+pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> RequestRecord {
+    let requirement = Requirement::groups(["data-owners"]);
+    RequestRecord {
+        id: RequestId::new(),
+        version: 1,
+        digest: request.digest(),
+        request,
+        expires_at: created_at + TimeDelta::hours(1),
+        requirement,
+        policy_rule: Some("exports".into()),
+        policy_version: "test-policy".into(),
+        state: RequestState::Pending,
+        created_at,
+        escalate_at: None,
+        escalated: false,
+        reviews: Vec::new(),
+        resolution: None,
+        grant_expires_at: None,
+        deliveries: Vec::new(),
+        execution: None,
+    }
+}
+
+/// A record with every optional field set, including non-ASCII text, nanosecond times and
+/// nested JSON, so a round trip shows whether a store loses anything.
+pub fn full_record() -> RequestRecord {
+    let at = epoch() + TimeDelta::nanoseconds(123_456_789);
+    let mut labels = BTreeMap::new();
+    labels.insert("team".to_owned(), "billing".to_owned());
+    labels.insert(
+        "ünïcode".to_owned(),
+        "✓ \"quoted\" \\ back\nslash".to_owned(),
+    );
+    let request = ActionRequest::new("secrets.rotate", "kms://prod/payments-key")
+        .params(json!({
+            "key": "payments",
+            "nested": {"list": [1, 2.5, -3, true, null, "x"], "big": 18_446_744_073_709_551_615_u64},
+            "emoji": "🔑",
+        }))
+        .summary("Rotate the payments key")
+        .initiator(
+            Initiator::agent("rotator")
+                .on_behalf_of(Principal::human("dana@example.com").with_name("Dana"))
+                .model("claude-opus-4")
+                .session("run-42")
+                .prompt_ref("turn-7"),
+        )
+        .context(RequestContext {
+            environment: Some("production".into()),
+            ticket: Some("CHG-1234".into()),
+            commit: Some("abc123".into()),
+            prompt_excerpt: Some("rotate the key now".into()),
+            impact: Some("payments restart".into()),
+            risk: Some(Risk::High),
+            links: vec![Link {
+                label: "runbook".into(),
+                url: "https://example.com/runbook".into(),
+            }],
+            labels,
+        })
+        .justification("key age policy")
+        .idempotency_key("rotate-payments-2030-01");
+    let sam = Principal::human("sam@example.com")
+        .with_name("Sam")
+        .with_groups(["security", "sre"]);
+    RequestRecord {
+        id: RequestId::new(),
+        version: 1,
+        digest: request.digest(),
+        request,
+        requirement: Requirement::groups(["security"])
+            .quorum(2)
+            .reason_required(true)
+            .timeout(Duration::from_secs(1800))
+            .escalation(Escalation {
+                after: Duration::from_secs(600),
+                users: vec!["ciso@example.com".into()],
+                groups: vec!["security-leads".into()],
+            }),
+        policy_rule: Some("key-rotation".into()),
+        policy_version: "sha256:policy".into(),
+        state: RequestState::Approved,
+        created_at: at,
+        expires_at: at + TimeDelta::minutes(30),
+        escalate_at: Some(at + TimeDelta::minutes(10)),
+        escalated: true,
+        reviews: vec![ReviewRecord {
+            reviewer: sam.clone(),
+            verdict: Verdict::Approve,
+            reason: Some("looks right".into()),
+            channel: "slack".into(),
+            at: at + TimeDelta::seconds(5),
+        }],
+        resolution: Some(Resolution {
+            by: Some(sam),
+            reason: Some("approved".into()),
+            at: at + TimeDelta::seconds(6),
+        }),
+        grant_expires_at: Some(at + TimeDelta::minutes(40)),
+        deliveries: vec![Delivery {
+            channel: "slack".into(),
+            reference: json!({"channel": "C123", "ts": "1700000000.000100"}),
+        }],
+        execution: Some(Execution {
+            started_at: at + TimeDelta::seconds(7),
+            finished_at: Some(at + TimeDelta::seconds(8)),
+            error: Some("partial failure: ☠".into()),
+        }),
+    }
+}
+
+/// A reviewer allowed by [`gate`]'s policy (group `data-owners`).
+pub fn reviewer(id: &str) -> Principal {
+    Principal::human(id).with_groups(["data-owners"])
+}
+
+/// A gate on `store` that requires one approval from `data-owners` within one hour, with a
+/// manual clock, an in-memory audit sink and a short poll interval.
+pub fn gate(store: Arc<dyn Store>, clock: Arc<ManualClock>, audit: Arc<MemorySink>) -> Gate {
+    Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+        .store_shared(store)
+        .audit_shared(audit)
+        .clock(clock)
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap_or_else(|e| panic!("the test gate is fully configured: {e}"))
+}

@@ -1,0 +1,644 @@
+//! The store conformance suite: one behaviour per function, each on a fresh store.
+//!
+//! Call [`run_all`] with a function that makes an empty store, or call single behaviours.
+//! Every function panics with a message naming the broken behaviour. Run them on a
+//! multi-threaded tokio runtime so the concurrency checks race for real.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use approvals_core::{
+    ActionRequest, GuardError, Inserted, ListFilter, MemorySink, RequestId, RequestRecord,
+    RequestState, Review, ReviewError, ReviewRecord, Store, Submission, Verdict,
+};
+use chrono::TimeDelta;
+use futures::future::join_all;
+
+use crate::fixtures::{self, epoch, export_request, full_record, pending_record, reviewer};
+
+/// How many writers race in the concurrency checks.
+pub const WRITERS: usize = 64;
+
+/// Runs every behaviour, each on a store made by `make_store`.
+pub async fn run_all<F, Fut>(make_store: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    round_trip_keeps_every_field(make_store().await).await;
+    missing_records_are_none(make_store().await).await;
+    idempotency_key_is_unique(make_store().await).await;
+    concurrent_inserts_with_one_key_create_one_record(make_store().await).await;
+    duplicate_id_is_refused(make_store().await).await;
+    cas_increments_the_version(make_store().await).await;
+    stale_cas_changes_nothing(make_store().await).await;
+    cas_on_a_missing_record_is_false(make_store().await).await;
+    list_filters_and_orders(make_store().await).await;
+    racing_cas_writers_have_one_winner(make_store().await).await;
+    retrying_writers_lose_no_update(make_store().await).await;
+    gate_approve_then_execute_once(make_store().await).await;
+    gate_deny_is_final(make_store().await).await;
+    gate_expiry_with_manual_clock(make_store().await).await;
+    gate_racing_reviewers_give_one_outcome(make_store().await).await;
+    gate_grant_runs_once_under_concurrency(make_store().await).await;
+    gate_sweeps_on_every_replica_expire_once(make_store().await).await;
+    gate_reattaches_by_idempotency_key(make_store().await).await;
+}
+
+async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
+    match store.insert(record).await {
+        Ok(Inserted::Created) => {}
+        other => panic!("inserting a new record must return Created, got {other:?}"),
+    }
+}
+
+async fn fetch(store: &Arc<dyn Store>, id: RequestId) -> RequestRecord {
+    store
+        .get(id)
+        .await
+        .unwrap_or_else(|e| panic!("get({id}) failed: {e}"))
+        .unwrap_or_else(|| panic!("record {id} is missing"))
+}
+
+/// Every field of a fully populated record survives insert and get; the stored version is 1.
+pub async fn round_trip_keeps_every_field(store: Arc<dyn Store>) {
+    let mut record = full_record();
+    record.version = 7; // The store sets version 1 on insert, whatever the caller passes.
+    insert_new(&store, &record).await;
+    record.version = 1;
+    assert_eq!(fetch(&store, record.id).await, record, "get after insert");
+    let by_key = store
+        .get_by_idempotency_key("rotate-payments-2030-01")
+        .await
+        .expect("get_by_idempotency_key");
+    assert_eq!(by_key.as_ref(), Some(&record), "get_by_idempotency_key");
+}
+
+/// Unknown ids and keys read as `None`, not as errors.
+pub async fn missing_records_are_none(store: Arc<dyn Store>) {
+    assert!(store.get(RequestId::new()).await.expect("get").is_none());
+    assert!(
+        store
+            .get_by_idempotency_key("no-such-key")
+            .await
+            .expect("get_by_idempotency_key")
+            .is_none()
+    );
+}
+
+/// A second insert with the same idempotency key stores nothing and returns the first record;
+/// records without a key never collide.
+pub async fn idempotency_key_is_unique(store: Arc<dyn Store>) {
+    let first = pending_record(export_request().idempotency_key("export-1"), epoch());
+    insert_new(&store, &first).await;
+    let second = pending_record(
+        export_request()
+            .idempotency_key("export-1")
+            .params(serde_json::json!({"rows": 1})),
+        epoch(),
+    );
+    match store.insert(&second).await.expect("insert") {
+        Inserted::Existing(existing) => assert_eq!(*existing, first, "the first record, unchanged"),
+        Inserted::Created => panic!("a reused idempotency key must not create a second record"),
+    }
+    assert!(
+        store.get(second.id).await.expect("get").is_none(),
+        "the second record must not be stored"
+    );
+    for _ in 0..3 {
+        insert_new(&store, &pending_record(export_request(), epoch())).await;
+    }
+    assert_eq!(
+        store
+            .list(&ListFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        4
+    );
+}
+
+/// Many tasks inserting records with one idempotency key: exactly one is created, and every
+/// other insert returns that same record.
+pub async fn concurrent_inserts_with_one_key_create_one_record(store: Arc<dyn Store>) {
+    let records: Vec<RequestRecord> = (0..WRITERS)
+        .map(|_| pending_record(export_request().idempotency_key("race-key"), epoch()))
+        .collect();
+    let results = join_all(records.iter().map(|r| {
+        let store = store.clone();
+        let r = r.clone();
+        tokio::spawn(async move { store.insert(&r).await })
+    }))
+    .await;
+    let mut created = Vec::new();
+    let mut existing = Vec::new();
+    for (record, result) in records.iter().zip(results) {
+        match result.expect("task").expect("insert") {
+            Inserted::Created => created.push(record.id),
+            Inserted::Existing(r) => existing.push(r.id),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one insert creates the record");
+    assert!(
+        existing.iter().all(|id| *id == created[0]),
+        "every other insert returns the winner"
+    );
+    let stored = store
+        .get_by_idempotency_key("race-key")
+        .await
+        .expect("get_by_idempotency_key")
+        .expect("stored");
+    assert_eq!(stored.id, created[0]);
+}
+
+/// Inserting an id that exists is an error and leaves the stored record alone.
+pub async fn duplicate_id_is_refused(store: Arc<dyn Store>) {
+    let record = pending_record(export_request(), epoch());
+    insert_new(&store, &record).await;
+    let mut clash = pending_record(export_request().environment("staging"), epoch());
+    clash.id = record.id;
+    assert!(
+        store.insert(&clash).await.is_err(),
+        "a duplicate id must be refused"
+    );
+    assert_eq!(fetch(&store, record.id).await, record);
+}
+
+/// A successful compare-and-set stores the new record with version + 1.
+pub async fn cas_increments_the_version(store: Arc<dyn Store>) {
+    let record = pending_record(export_request(), epoch());
+    insert_new(&store, &record).await;
+    let mut next = record.clone();
+    next.state = RequestState::Cancelled;
+    assert!(store.compare_and_set(1, &next).await.expect("cas"));
+    let stored = fetch(&store, record.id).await;
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.state, RequestState::Cancelled);
+    next.version = 2;
+    assert_eq!(stored, next, "the whole record is replaced");
+}
+
+/// A compare-and-set with an old version returns false and changes nothing.
+pub async fn stale_cas_changes_nothing(store: Arc<dyn Store>) {
+    let record = pending_record(export_request(), epoch());
+    insert_new(&store, &record).await;
+    let mut first = record.clone();
+    first.escalated = true;
+    assert!(store.compare_and_set(1, &first).await.expect("cas"));
+    let before = fetch(&store, record.id).await;
+    let mut stale = record.clone();
+    stale.state = RequestState::Approved;
+    assert!(
+        !store.compare_and_set(1, &stale).await.expect("cas"),
+        "stale version"
+    );
+    assert!(
+        !store.compare_and_set(3, &stale).await.expect("cas"),
+        "future version"
+    );
+    assert_eq!(fetch(&store, record.id).await, before);
+}
+
+/// A compare-and-set on a record that does not exist returns false and creates nothing.
+pub async fn cas_on_a_missing_record_is_false(store: Arc<dyn Store>) {
+    let ghost = pending_record(export_request(), epoch());
+    assert!(!store.compare_and_set(1, &ghost).await.expect("cas"));
+    assert!(store.get(ghost.id).await.expect("get").is_none());
+}
+
+/// `list` filters by state, kind, environment and initiator (case-insensitively, trimmed),
+/// returns newest first and honours the limit.
+pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..6_i64 {
+        let mut request = export_request();
+        if i % 2 == 1 {
+            request.kind = "iam.grant".into();
+        }
+        if i >= 4 {
+            request = request.environment("staging");
+        }
+        if i == 5 {
+            request = request.initiator(approvals_core::Initiator::service("Deploy-Bot"));
+        }
+        let mut record = pending_record(request, epoch() + TimeDelta::seconds(i));
+        if i == 0 {
+            record.state = RequestState::Denied;
+        }
+        insert_new(&store, &record).await;
+        ids.push(record.id);
+    }
+    let ids_of =
+        |records: Vec<RequestRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = store.list(&ListFilter::default()).await.expect("list");
+    assert_eq!(
+        ids_of(all),
+        ids.iter().rev().copied().collect::<Vec<_>>(),
+        "newest first"
+    );
+    let pending = store.list(&ListFilter::pending()).await.expect("list");
+    assert_eq!(
+        ids_of(pending),
+        vec![ids[5], ids[4], ids[3], ids[2], ids[1]]
+    );
+    let several = ListFilter {
+        states: vec![RequestState::Denied, RequestState::Approved],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(store.list(&several).await.expect("list")),
+        vec![ids[0]]
+    );
+    let kind = ListFilter {
+        kind: Some("iam.grant".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(store.list(&kind).await.expect("list")),
+        vec![ids[5], ids[3], ids[1]]
+    );
+    let env = ListFilter {
+        environment: Some("staging".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(store.list(&env).await.expect("list")),
+        vec![ids[5], ids[4]]
+    );
+    let initiator = ListFilter {
+        initiator: Some(" deploy-bot ".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(store.list(&initiator).await.expect("list")),
+        vec![ids[5]]
+    );
+    let combined = ListFilter {
+        states: vec![RequestState::Pending],
+        kind: Some("data.export".into()),
+        environment: Some("production".into()),
+        initiator: Some("billing-agent".into()),
+        limit: Some(1),
+    };
+    assert_eq!(
+        ids_of(store.list(&combined).await.expect("list")),
+        vec![ids[2]]
+    );
+    let limited = ListFilter {
+        limit: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(store.list(&limited).await.expect("list")),
+        vec![ids[5], ids[4]]
+    );
+    let none = ListFilter {
+        kind: Some("data.export' OR '1'='1".into()),
+        ..Default::default()
+    };
+    assert!(store.list(&none).await.expect("list").is_empty());
+}
+
+/// [`WRITERS`] tasks compare-and-set the same version at once: exactly one wins, and the
+/// stored record is the winner's.
+pub async fn racing_cas_writers_have_one_winner(store: Arc<dyn Store>) {
+    let record = pending_record(export_request(), epoch());
+    insert_new(&store, &record).await;
+    let results = join_all((0..WRITERS).map(|i| {
+        let store = store.clone();
+        let mut next = record.clone();
+        next.policy_version = format!("writer-{i}");
+        tokio::spawn(async move { store.compare_and_set(1, &next).await })
+    }))
+    .await;
+    let winners: Vec<usize> = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.expect("task").expect("cas").then_some(i))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one writer wins a version");
+    let stored = fetch(&store, record.id).await;
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.policy_version, format!("writer-{}", winners[0]));
+}
+
+/// [`WRITERS`] tasks each append one review with read-modify-write retries: every append
+/// lands exactly once and the version counts them.
+pub async fn retrying_writers_lose_no_update(store: Arc<dyn Store>) {
+    let record = pending_record(export_request(), epoch());
+    insert_new(&store, &record).await;
+    let conflicts = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..WRITERS).map(|i| {
+        let store = store.clone();
+        let conflicts = conflicts.clone();
+        let id = record.id;
+        tokio::spawn(async move {
+            loop {
+                let current = store.get(id).await.expect("get").expect("exists");
+                let mut next = current.clone();
+                next.reviews.push(ReviewRecord {
+                    reviewer: reviewer(&format!("r{i}@example.com")),
+                    verdict: Verdict::Approve,
+                    reason: None,
+                    channel: "test".into(),
+                    at: epoch(),
+                });
+                if store
+                    .compare_and_set(current.version, &next)
+                    .await
+                    .expect("cas")
+                {
+                    return;
+                }
+                conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    for r in join_all(tasks).await {
+        r.expect("task");
+    }
+    let stored = fetch(&store, record.id).await;
+    assert_eq!(stored.reviews.len(), WRITERS, "no update lost");
+    assert_eq!(stored.version, 1 + WRITERS as u64, "one version per update");
+    let mut names: Vec<&str> = stored
+        .reviews
+        .iter()
+        .map(|r| r.reviewer.id.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), WRITERS, "no update applied twice");
+}
+
+fn parts() -> (Arc<approvals_core::ManualClock>, Arc<MemorySink>) {
+    (fixtures::clock(), Arc::new(MemorySink::new()))
+}
+
+/// Through the gate: approve, wait, execute once; the record ends `executed` and a second
+/// grant for the same request is refused without running the action.
+pub async fn gate_approve_then_execute_once(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock, audit.clone());
+    let action = export_request();
+    let Submission::Pending(id) = gate.submit(&action).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    assert_eq!(fetch(&store, id).await.state, RequestState::Pending);
+    let outcome = gate
+        .decide(id, Review::approve(reviewer("sam@example.com")))
+        .await
+        .expect("approve");
+    assert_eq!(outcome.state, RequestState::Approved);
+    let runs = AtomicUsize::new(0);
+    let grant = gate.wait(id).await.expect("grant");
+    let second = gate
+        .wait(id)
+        .await
+        .expect("a second grant object for the same approval");
+    gate.execute(grant, &action, || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, GuardError>(())
+    })
+    .await
+    .expect("execute");
+    let again = gate
+        .execute(second, &action, || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, GuardError>(())
+        })
+        .await;
+    assert!(
+        matches!(again, Err(GuardError::GrantUsed { .. })),
+        "second use refused: {again:?}"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the action ran exactly once"
+    );
+    let stored = fetch(&store, id).await;
+    assert_eq!(stored.state, RequestState::Executed);
+    assert!(stored.execution.is_some_and(|e| e.finished_at.is_some()));
+    assert!(
+        gate.decide(id, Review::approve(reviewer("kim@example.com")))
+            .await
+            .is_err(),
+        "an executed request takes no more reviews"
+    );
+    assert_eq!(fetch(&store, id).await.state, RequestState::Executed);
+}
+
+/// Through the gate: a deny ends the request, the waiter gets `Denied`, later reviews and
+/// cancels are refused, and the state never changes again.
+pub async fn gate_deny_is_final(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock, audit);
+    let Submission::Pending(id) = gate.submit(&export_request()).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    let waiter = {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    };
+    gate.decide(id, Review::deny(reviewer("sam@example.com")).reason("no"))
+        .await
+        .expect("deny");
+    assert!(matches!(
+        waiter.await.expect("task"),
+        Err(GuardError::Denied { .. })
+    ));
+    let late = gate
+        .decide(id, Review::approve(reviewer("kim@example.com")))
+        .await;
+    assert!(
+        matches!(
+            late,
+            Err(ReviewError::AlreadyDecided {
+                state: RequestState::Denied,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    assert!(gate.cancel(id, None, None).await.is_err());
+    assert!(gate.sweep().await.is_ok());
+    let stored = fetch(&store, id).await;
+    assert_eq!(stored.state, RequestState::Denied);
+    assert_eq!(stored.reviews.len(), 1);
+}
+
+/// Through the gate with a manual clock: a request still pending at its deadline expires,
+/// once; an approval one microsecond late is refused.
+pub async fn gate_expiry_with_manual_clock(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock.clone(), audit.clone());
+    let Submission::Pending(id) = gate.submit(&export_request()).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    let expires_at = fetch(&store, id).await.expires_at;
+    clock.advance(expires_at - gate.now() - TimeDelta::microseconds(1));
+    assert_eq!(gate.sweep().await.expect("sweep").expired, 0, "not yet due");
+    clock.advance(TimeDelta::microseconds(1));
+    let late = gate
+        .decide(id, Review::approve(reviewer("sam@example.com")))
+        .await;
+    assert!(matches!(late, Err(ReviewError::Expired { .. })), "{late:?}");
+    assert!(matches!(
+        gate.wait(id).await,
+        Err(GuardError::Expired { .. })
+    ));
+    assert_eq!(
+        gate.sweep().await.expect("sweep").expired,
+        0,
+        "already expired"
+    );
+    let stored = fetch(&store, id).await;
+    assert_eq!(stored.state, RequestState::Expired);
+    assert!(stored.reviews.is_empty());
+    let expired_events = audit
+        .for_request(id)
+        .iter()
+        .filter(|e| e.name() == "expired")
+        .count();
+    assert_eq!(expired_events, 1, "expired exactly once");
+}
+
+/// Through the gate: [`WRITERS`] distinct authorized reviewers approve at once with quorum 1;
+/// exactly one approval is accepted and the rest are told it is already decided.
+pub async fn gate_racing_reviewers_give_one_outcome(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock, audit);
+    let Submission::Pending(id) = gate.submit(&export_request()).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    let results = join_all((0..WRITERS).map(|i| {
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            gate.decide(id, Review::approve(reviewer(&format!("r{i}@example.com"))))
+                .await
+        })
+    }))
+    .await;
+    let mut accepted = 0;
+    for r in results {
+        match r.expect("task") {
+            Ok(outcome) => {
+                assert_eq!(outcome.state, RequestState::Approved);
+                accepted += 1;
+            }
+            Err(ReviewError::AlreadyDecided { .. }) => {}
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one approval is accepted");
+    let stored = fetch(&store, id).await;
+    assert_eq!(stored.state, RequestState::Approved);
+    assert_eq!(stored.reviews.len(), 1);
+}
+
+/// Through the gate: several grant objects for one approval, executed at once, run the
+/// action exactly once.
+pub async fn gate_grant_runs_once_under_concurrency(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock, audit);
+    let action = export_request();
+    let Submission::Pending(id) = gate.submit(&action).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    gate.decide(id, Review::approve(reviewer("sam@example.com")))
+        .await
+        .expect("approve");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut grants = Vec::new();
+    for _ in 0..8 {
+        grants.push(gate.wait(id).await.expect("grant"));
+    }
+    let mut tasks = Vec::new();
+    for grant in grants {
+        let (gate, action, runs) = (gate.clone(), action.clone(), runs.clone());
+        tasks.push(tokio::spawn(async move {
+            gate.execute(grant, &action, || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, GuardError>(())
+            })
+            .await
+        }));
+    }
+    let ok = join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(Ok(()))))
+        .count();
+    assert_eq!(ok, 1, "one execution succeeds");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the action ran exactly once"
+    );
+    assert_eq!(fetch(&store, id).await.state, RequestState::Executed);
+}
+
+/// Two gates (replicas) on one store sweep at once after the deadline: the request expires
+/// exactly once.
+pub async fn gate_sweeps_on_every_replica_expire_once(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let a = fixtures::gate(store.clone(), clock.clone(), audit.clone());
+    let b = fixtures::gate(store.clone(), clock.clone(), audit.clone());
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let action = export_request().params(serde_json::json!({"batch": i}));
+        let Submission::Pending(id) = a.submit(&action).await.expect("submit") else {
+            panic!("the policy requires approval");
+        };
+        ids.push(id);
+    }
+    clock.advance(TimeDelta::hours(2));
+    let (ra, rb) = tokio::join!(a.sweep(), b.sweep());
+    let expired = ra.expect("sweep a").expired + rb.expect("sweep b").expired;
+    assert_eq!(
+        expired,
+        ids.len(),
+        "each request expires once across replicas"
+    );
+    for id in ids {
+        assert_eq!(fetch(&store, id).await.state, RequestState::Expired);
+        let events = audit
+            .for_request(id)
+            .iter()
+            .filter(|e| e.name() == "expired")
+            .count();
+        assert_eq!(events, 1);
+    }
+}
+
+/// Through the gate: resubmitting an action with the same idempotency key re-attaches to the
+/// stored request; the same key for a different action is refused.
+pub async fn gate_reattaches_by_idempotency_key(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock.clone(), audit.clone());
+    let action = export_request().idempotency_key("nightly-export");
+    let Submission::Pending(id) = gate.submit(&action).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    // A second gate, as after a restart, finds the same request.
+    let restarted = fixtures::gate(store.clone(), clock, audit);
+    match restarted.submit(&action).await.expect("resubmit") {
+        Submission::Pending(again) => assert_eq!(again, id),
+        Submission::Allowed(_) => panic!("the policy requires approval"),
+    }
+    let changed: ActionRequest = action.clone().params(serde_json::json!({"rows": 999_999}));
+    assert!(matches!(
+        restarted.submit(&changed).await,
+        Err(GuardError::IdempotencyConflict { .. })
+    ));
+    assert_eq!(
+        store
+            .list(&ListFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1,
+        "one request for one key"
+    );
+}

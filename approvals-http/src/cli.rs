@@ -6,7 +6,6 @@
 //! server uses), so both paths run the same authentication and the same `Gate::decide`
 //! checks.
 
-use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -474,10 +473,8 @@ async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
     result.map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))
 }
 
-fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn seed_demo(gate: &Gate) -> Result<(), Failure> {

@@ -816,28 +816,28 @@ fn render_detail(
                     .unwrap_or_default(),
             );
         }
-        if let Some(res) = &record.resolution {
-            if matches!(
+        if let Some(res) = &record.resolution
+            && matches!(
                 record.state,
                 RequestState::Cancelled | RequestState::Expired
-            ) {
-                let _ = write!(
-                    b,
-                    r#"<li>{state} {by} <span class="muted">{at}</span>{reason}</li>"#,
-                    state = state_badge(record.state),
-                    by = res
-                        .by
-                        .as_ref()
-                        .map(|p| format!("by {}", principal_label(p)))
-                        .unwrap_or_default(),
-                    at = fmt_time(res.at),
-                    reason = res
-                        .reason
-                        .as_deref()
-                        .map(|s| format!(r#"<div class="reason">“{}”</div>"#, escape(s)))
-                        .unwrap_or_default(),
-                );
-            }
+            )
+        {
+            let _ = write!(
+                b,
+                r#"<li>{state} {by} <span class="muted">{at}</span>{reason}</li>"#,
+                state = state_badge(record.state),
+                by = res
+                    .by
+                    .as_ref()
+                    .map(|p| format!("by {}", principal_label(p)))
+                    .unwrap_or_default(),
+                at = fmt_time(res.at),
+                reason = res
+                    .reason
+                    .as_deref()
+                    .map(|s| format!(r#"<div class="reason">“{}”</div>"#, escape(s)))
+                    .unwrap_or_default(),
+            );
         }
         if let Some(exec) = &record.execution {
             let _ = write!(
@@ -1021,7 +1021,7 @@ fn page(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>{title} · Approvals</title><link rel="stylesheet" href="/console/style.css"></head>
 <body><header class="top"><a class="brand" href="/console/"><span class="logo">✓</span> Approvals <span class="sub">review console</span></a>{nav}</header>
 <main>{body}</main>

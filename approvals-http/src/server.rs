@@ -185,9 +185,11 @@ impl ReviewServer {
             HeaderValue::from_static("nosniff"),
         );
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // Not `no-referrer`: with it, browsers send `Origin: null` on form posts, and the
+        // console's CSRF check needs the real origin. `same-origin` leaks nothing elsewhere.
         headers.insert(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         );
         headers
             .entry(header::CACHE_CONTROL)

@@ -73,6 +73,9 @@ fn csrf_of(html: &str) -> String {
     html[start..].split('"').next().expect("value").to_owned()
 }
 
+/// Origin header, form fields, expected status.
+type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, u16);
+
 async fn state(f: &Fixture, id: RequestId) -> RequestState {
     f.gate.get(id).await.expect("store").expect("record").state
 }
@@ -234,7 +237,7 @@ async fn decisions_need_the_session_csrf_token_and_same_origin() {
     assert_ne!(csrf, other_csrf, "each session has its own CSRF token");
 
     let path = format!("/console/requests/{id}/decision");
-    let attempts: Vec<(Option<&str>, Vec<(&str, &str)>, u16)> = vec![
+    let attempts: Vec<Attempt<'_>> = vec![
         // No CSRF token.
         (
             Some(ORIGIN),

@@ -1,6 +1,16 @@
 //! Microsoft Teams channel for approvals: Bot Framework and Adaptive Card Action.Execute.
 //!
-//! This crate holds the Bot Framework protocol layer, independent of the approvals engine:
+//! Working Approve and Deny buttons in Teams:
+//!
+//! - [`TeamsApprover`] (an [`Approver`](approvals_core::Approver)) posts each pending request
+//!   as an Adaptive Card to a conversation and replaces the card when the request changes.
+//! - [`TeamsInteractions`] is the bot's messaging endpoint: it authenticates every activity,
+//!   turns `adaptiveCard/action` clicks into reviews on the [`Gate`](approvals_core::Gate),
+//!   and answers with the updated card. Framework-agnostic ([`TeamsInteractions::handle`]),
+//!   a `tower::Service`, and an axum `Router` with the `axum` feature.
+//! - [`card`] renders the card; [`text`] makes untrusted text inert for Adaptive Cards.
+//!
+//! Underneath is the Bot Framework protocol layer, independent of the approvals engine:
 //!
 //! - [`auth`]: validates the JWT the Bot Connector sends with every inbound activity
 //!   ([`auth::BotAuthenticator`]).
@@ -42,16 +52,25 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod approver;
 pub mod auth;
+pub mod card;
 pub mod connector;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod inbound;
+pub mod interactions;
+pub mod text;
 pub mod token;
 pub mod transport;
 
 pub use activity::{Activity, AdaptiveCardInvokeResponse, CardAction, OutgoingActivity};
+pub use approver::{CHANNEL, CardRef, TeamsApprover};
 pub use auth::{AuthConfig, AuthError, BotAuthenticator, Claims};
+pub use card::{CardData, CardOptions, Notice, request_card};
 pub use connector::{ConnectorClient, ConnectorError, ResourceResponse, RetryPolicy};
 pub use inbound::{AuthenticatedActivity, InboundError, authenticate_request};
+pub use interactions::{
+    DEFAULT_PATH, InteractionsConfigError, TeamsInteractions, TeamsInteractionsBuilder, external_id,
+};
 pub use token::{AccessToken, ClientSecret, TokenConfig, TokenError, TokenProvider};

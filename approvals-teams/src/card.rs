@@ -1,0 +1,623 @@
+//! Adaptive Card rendering: the approval card for a request in each state, the data its
+//! buttons carry, and the notice shown to the person who clicked.
+//!
+//! The card is schema 1.5 with `Action.Execute` buttons (verbs [`VERB_APPROVE`] and
+//! [`VERB_DENY`]), each with an `Action.Submit` fallback for clients without Universal Actions,
+//! and an `Input.Text` (id [`REASON_INPUT_ID`]) for the reason. Every untrusted value is made
+//! inert (see [`crate::text`]) and bounded; values cut short point at the digest the approval
+//! is bound to, which the card always shows in full.
+
+use approvals_core::{Digest, RequestId, RequestRecord, RequestState, Verdict};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::text::{card_text, literal_text, truncate};
+
+/// Adaptive Card schema version used (Universal Actions need 1.4 or later; Teams documents
+/// 1.5).
+pub const CARD_VERSION: &str = "1.5";
+/// `verb` of the Approve button.
+pub const VERB_APPROVE: &str = "approve";
+/// `verb` of the Deny button.
+pub const VERB_DENY: &str = "deny";
+/// `verb` of the card's `refresh` action. Never a decision.
+pub const VERB_REFRESH: &str = "refresh";
+/// `id` of the reason `Input.Text`; its value arrives in the action data under this key.
+pub const REASON_INPUT_ID: &str = "reason";
+/// Longest reason accepted.
+pub const MAX_REASON_CHARS: usize = 2000;
+/// Longest shown parameter text (pretty JSON) before truncation.
+pub const MAX_PARAMS_CHARS: usize = 2000;
+/// Longest shown free text (justification, impact, prompt excerpt) before truncation.
+pub const MAX_TEXT_CHARS: usize = 800;
+/// Longest shown one-line value (kind, resource, names, links) before truncation.
+pub const MAX_VALUE_CHARS: usize = 200;
+/// Most `userIds` Teams accepts in a card's `refresh`.
+pub const MAX_REFRESH_USER_IDS: usize = 60;
+const MAX_LINKS: usize = 5;
+const MAX_NAME_CHARS: usize = 80;
+
+/// What the Approve and Deny buttons carry, so a click is bound to exactly the request and
+/// action digest the reviewer was shown. The reason typed into the card arrives alongside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardData {
+    /// The request.
+    pub request_id: RequestId,
+    /// The action digest shown on the card.
+    pub digest: Digest,
+    /// The verdict of the button, `None` for the refresh action.
+    pub verdict: Option<Verdict>,
+    /// The reason typed into the card, trimmed; `None` when empty.
+    pub reason: Option<String>,
+}
+
+/// Action data that is not an approval card's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CardDataError {
+    /// `data` is not a JSON object.
+    #[error("the action data is not an object")]
+    NotAnObject,
+    /// A field is missing or has the wrong type.
+    #[error("the action data has no valid `{0}`")]
+    Invalid(&'static str),
+    /// The reason is longer than [`MAX_REASON_CHARS`].
+    #[error("the reason is longer than {MAX_REASON_CHARS} characters")]
+    ReasonTooLong,
+}
+
+impl CardData {
+    /// The `data` object of the card's actions (without the reason, which the card's input
+    /// adds).
+    pub fn to_json(&self) -> Value {
+        let mut data = Map::new();
+        data.insert("request_id".into(), json!(self.request_id.to_string()));
+        data.insert("digest".into(), json!(self.digest.to_string()));
+        if let Some(verdict) = self.verdict {
+            data.insert("verdict".into(), json!(verdict.to_string()));
+        }
+        Value::Object(data)
+    }
+
+    /// Parses action data (as merged with the card's inputs by the client). Untrusted: every
+    /// field is checked, nothing is guessed.
+    pub fn from_json(data: &Value) -> Result<Self, CardDataError> {
+        let data = data.as_object().ok_or(CardDataError::NotAnObject)?;
+        let request_id = data
+            .get("request_id")
+            .and_then(Value::as_str)
+            .and_then(|s| RequestId::parse(s).ok())
+            .ok_or(CardDataError::Invalid("request_id"))?;
+        let digest = data
+            .get("digest")
+            .and_then(Value::as_str)
+            .and_then(|s| Digest::parse(s).ok())
+            .ok_or(CardDataError::Invalid("digest"))?;
+        let verdict = match data.get("verdict") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) if v == VERB_APPROVE => Some(Verdict::Approve),
+            Some(Value::String(v)) if v == VERB_DENY => Some(Verdict::Deny),
+            Some(_) => return Err(CardDataError::Invalid("verdict")),
+        };
+        let reason = match data.get(REASON_INPUT_ID) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(r)) => {
+                let r = r.trim();
+                if r.chars().count() > MAX_REASON_CHARS {
+                    return Err(CardDataError::ReasonTooLong);
+                }
+                (!r.is_empty()).then(|| r.to_owned())
+            }
+            Some(_) => return Err(CardDataError::Invalid(REASON_INPUT_ID)),
+        };
+        Ok(CardData {
+            request_id,
+            digest,
+            verdict,
+            reason,
+        })
+    }
+}
+
+/// Options for rendering cards.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CardOptions {
+    /// Teams user ids (MRIs, `29:...`) whose clients refresh the card automatically when it
+    /// is shown (at most [`MAX_REFRESH_USER_IDS`]). Empty: no automatic refresh.
+    pub refresh_user_ids: Vec<String>,
+}
+
+/// A message for the person who clicked, shown at the top of the card returned to them only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    text: String,
+    refused: bool,
+}
+
+impl Notice {
+    /// The click was applied (`text` is shown literally).
+    pub fn applied(text: impl Into<String>) -> Self {
+        Notice {
+            text: text.into(),
+            refused: false,
+        }
+    }
+
+    /// The click was refused and nothing changed (`text` is shown literally).
+    pub fn refused(text: impl Into<String>) -> Self {
+        Notice {
+            text: text.into(),
+            refused: true,
+        }
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it reports a refusal.
+    pub fn is_refusal(&self) -> bool {
+        self.refused
+    }
+}
+
+fn run(text: &str) -> Value {
+    json!({"type": "TextRun", "text": literal_text(text)})
+}
+
+fn bold_run(text: &str) -> Value {
+    json!({"type": "TextRun", "text": literal_text(text), "weight": "Bolder"})
+}
+
+fn rich(inlines: Vec<Value>) -> Value {
+    json!({"type": "RichTextBlock", "inlines": inlines})
+}
+
+fn name(p: &approvals_core::Principal) -> String {
+    truncate(p.label(), MAX_NAME_CHARS, "")
+}
+
+/// A one-line untrusted value for a fact: escaped, bounded, with a digest note when cut.
+fn fact_value(value: &str, digest: &Digest) -> String {
+    card_text(&truncate(
+        value,
+        MAX_VALUE_CHARS,
+        &format!(" (truncated; see digest {})", digest.short()),
+    ))
+}
+
+fn fact(title: &str, value: String) -> Value {
+    json!({"title": title, "value": value})
+}
+
+/// A labelled block of untrusted multi-line text, shown literally (a `TextRun` renders no
+/// Markdown).
+fn labelled(label: &str, value: &str, digest: &Digest, max: usize, monospace: bool) -> Value {
+    let shown = truncate(
+        value,
+        max,
+        &format!(" (truncated; the approval covers the full text, digest {digest})"),
+    );
+    let mut body = run(&shown);
+    if monospace {
+        body["fontType"] = json!("Monospace");
+    }
+    json!({
+        "type": "Container",
+        "spacing": "Medium",
+        "items": [
+            {"type": "TextBlock", "text": label, "weight": "Bolder", "wrap": true},
+            {"type": "RichTextBlock", "inlines": [body]},
+        ],
+    })
+}
+
+fn utc(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn title(record: &RequestRecord) -> (&'static str, &'static str) {
+    match record.state {
+        RequestState::Pending if record.escalated => ("⏫", "Escalated, approval needed"),
+        RequestState::Pending => ("🔐", "Approval needed"),
+        RequestState::Approved => ("✅", "Approved"),
+        RequestState::Denied => ("⛔", "Denied"),
+        RequestState::Expired => ("⌛", "Expired"),
+        RequestState::Cancelled => ("🚫", "Cancelled"),
+        RequestState::Executing => ("▶️", "Running"),
+        RequestState::Executed => ("✅", "Done"),
+        RequestState::Failed => ("❌", "Failed"),
+        RequestState::Lapsed => ("⌛", "Lapsed"),
+    }
+}
+
+/// The status line: who approved or denied and why, or how far the quorum is. Trusted words
+/// in bold, untrusted names and reasons as literal text runs.
+pub fn status_inlines(record: &RequestRecord) -> Vec<Value> {
+    let quorum = record.requirement.quorum;
+    let approvers = record.approvers();
+    let count = approvers.len() as u32;
+    let by = approvers
+        .iter()
+        .map(|p| name(p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let reason = |r: Option<&str>| {
+        r.filter(|r| !r.trim().is_empty())
+            .map(|r| format!(": “{}”", truncate(r, 500, "")))
+            .unwrap_or_default()
+    };
+    let resolution_by = record
+        .resolution
+        .as_ref()
+        .and_then(|r| r.by.as_ref())
+        .map(name);
+    match record.state {
+        RequestState::Pending if count == 0 => vec![
+            bold_run("Waiting for approval"),
+            run(&format!(" (0 of {quorum}).")),
+        ],
+        RequestState::Pending => vec![
+            bold_run(&format!("{count} of {quorum} approvals")),
+            run(&format!(
+                " so far: {by}. Waiting for {} more.",
+                quorum.saturating_sub(count)
+            )),
+        ],
+        RequestState::Approved => {
+            let until = record
+                .grant_expires_at
+                .map(|t| format!(" The grant may be used until {}.", utc(t)))
+                .unwrap_or_default();
+            vec![
+                bold_run("Approved"),
+                run(&format!(" by {by} ({count} of {quorum}).{until}")),
+            ]
+        }
+        RequestState::Denied => {
+            let denial = record.denial();
+            let who = denial
+                .map(|d| name(&d.reviewer))
+                .or(resolution_by)
+                .unwrap_or_else(|| "a reviewer".into());
+            vec![
+                bold_run("Denied"),
+                run(&format!(
+                    " by {who}{}. Nothing was run.",
+                    reason(denial.and_then(|d| d.reason.as_deref()))
+                )),
+            ]
+        }
+        RequestState::Expired => vec![
+            bold_run("Expired"),
+            run(&format!(
+                " with {count} of {quorum} approvals. Nothing was run."
+            )),
+        ],
+        RequestState::Cancelled => {
+            let who = resolution_by
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            vec![
+                bold_run("Cancelled"),
+                run(&format!(
+                    "{who}{}. Nothing was run.",
+                    reason(record.resolution.as_ref().and_then(|r| r.reason.as_deref()))
+                )),
+            ]
+        }
+        RequestState::Executing => vec![
+            bold_run("Approved"),
+            run(&format!(" by {by}; the action is running.")),
+        ],
+        RequestState::Executed => vec![
+            bold_run("Approved"),
+            run(&format!(" by {by}; the action ran successfully.")),
+        ],
+        RequestState::Failed => {
+            let error = record
+                .execution
+                .as_ref()
+                .and_then(|e| e.error.as_deref())
+                .map(|e| format!(": {}", truncate(e, 500, "")))
+                .unwrap_or_default();
+            vec![
+                bold_run("Approved"),
+                run(&format!(" by {by}; the action failed{error}.")),
+            ]
+        }
+        RequestState::Lapsed => vec![
+            bold_run("Approved"),
+            run(&format!(
+                " by {by}, but the grant was not used in time. Nothing was run."
+            )),
+        ],
+    }
+}
+
+/// Renders the card for `record` in its current state: header, status, the full context
+/// (initiator, action, resource, parameters, justification, links, environment, impact,
+/// expiry, request id, digest), and while it is pending the reason input and the Approve and
+/// Deny buttons. `notice` is shown first (for the person who clicked).
+pub fn request_card(
+    record: &RequestRecord,
+    options: &CardOptions,
+    notice: Option<&Notice>,
+) -> Value {
+    let req = &record.request;
+    let digest = &record.digest;
+    let (icon, word) = title(record);
+    let mut body = Vec::new();
+
+    if let Some(notice) = notice {
+        let mut text = bold_run(&truncate(notice.text(), 600, ""));
+        text["color"] = json!(if notice.refused { "Attention" } else { "Good" });
+        body.push(json!({
+            "type": "Container",
+            "style": if notice.refused { "attention" } else { "good" },
+            "items": [rich(vec![text])],
+        }));
+    }
+    body.push(json!({
+        "type": "TextBlock",
+        "text": format!("{icon} {word}: {}", fact_value(&req.kind, digest)),
+        "size": "Medium",
+        "weight": "Bolder",
+        "wrap": true,
+    }));
+    body.push(rich(status_inlines(record)));
+    if let Some(summary) = req.summary.as_deref() {
+        body.push(labelled("Summary", summary, digest, MAX_TEXT_CHARS, false));
+    }
+
+    let mut facts = Vec::new();
+    if let Some(init) = &req.initiator {
+        let p = &init.principal;
+        let mut who = format!("{} ({}", truncate(p.label(), MAX_NAME_CHARS, "…"), p.kind);
+        if p.display_name.is_some() {
+            who.push_str(", ");
+            who.push_str(&truncate(&p.id, MAX_NAME_CHARS, "…"));
+        }
+        who.push(')');
+        facts.push(fact("Requested by", card_text(&who)));
+        if let Some(human) = &init.on_behalf_of {
+            let mut h = truncate(human.label(), MAX_NAME_CHARS, "…");
+            if human.display_name.is_some() {
+                h = format!("{h} ({})", truncate(&human.id, MAX_NAME_CHARS, "…"));
+            }
+            facts.push(fact("On behalf of", card_text(&h)));
+        }
+        if let Some(model) = init.model.as_deref() {
+            facts.push(fact("Model", fact_value(model, digest)));
+        }
+        if let Some(session) = init.session.as_deref() {
+            facts.push(fact("Session", fact_value(session, digest)));
+        }
+    }
+    facts.push(fact("Action", fact_value(&req.kind, digest)));
+    facts.push(fact("Resource", fact_value(&req.resource, digest)));
+    if let Some(env) = req.context.environment.as_deref() {
+        facts.push(fact("Environment", fact_value(env, digest)));
+    }
+    if let Some(risk) = req.context.risk {
+        let risk = serde_json::to_value(risk)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        facts.push(fact("Risk", card_text(&risk)));
+    }
+    if let Some(t) = req.context.ticket.as_deref() {
+        facts.push(fact("Ticket", fact_value(t, digest)));
+    }
+    if let Some(c) = req.context.commit.as_deref() {
+        facts.push(fact("Commit", fact_value(c, digest)));
+    }
+    if let Some(p) = req.initiator.as_ref().and_then(|i| i.prompt_ref.as_deref()) {
+        facts.push(fact("Prompt", fact_value(p, digest)));
+    }
+    for link in req.context.links.iter().take(MAX_LINKS) {
+        // Links are shown as text, never as a clickable label that could hide the address.
+        facts.push(fact(
+            &card_text(&truncate(&link.label, 40, "…")),
+            fact_value(&link.url, digest),
+        ));
+    }
+    body.push(json!({"type": "FactSet", "spacing": "Medium", "facts": facts}));
+
+    if let Some(why) = req.justification.as_deref() {
+        body.push(labelled(
+            "Justification",
+            why,
+            digest,
+            MAX_TEXT_CHARS,
+            false,
+        ));
+    }
+    if let Some(impact) = req.context.impact.as_deref() {
+        body.push(labelled("Impact", impact, digest, MAX_TEXT_CHARS, false));
+    }
+    if let Some(excerpt) = req.context.prompt_excerpt.as_deref() {
+        body.push(labelled(
+            "Prompt excerpt",
+            excerpt,
+            digest,
+            MAX_TEXT_CHARS,
+            false,
+        ));
+    }
+    let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
+    body.push(labelled(
+        "Parameters",
+        &params,
+        digest,
+        MAX_PARAMS_CHARS,
+        true,
+    ));
+
+    // Ids, digests and times are ours, not the agent's: shown as they are.
+    let mut meta = vec![fact("Request", record.id.to_string())];
+    meta.push(fact("Digest", digest.to_string()));
+    if let Some(rule) = record.policy_rule.as_deref() {
+        meta.push(fact("Policy rule", fact_value(rule, digest)));
+    }
+    meta.push(fact(
+        "Reviewers",
+        card_text(&truncate(&reviewers(record), MAX_VALUE_CHARS, "…")),
+    ));
+    if record.state == RequestState::Pending {
+        meta.push(fact("Expires", utc(record.expires_at)));
+    }
+    body.push(json!({"type": "FactSet", "spacing": "Medium", "separator": true, "facts": meta}));
+
+    let mut card = json!({
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": CARD_VERSION,
+        "msteams": {"width": "Full"},
+        "body": body,
+    });
+
+    if record.state == RequestState::Pending {
+        let reason_required = record.requirement.reason_required;
+        if let Some(items) = card["body"].as_array_mut() {
+            items.push(json!({
+                "type": "Input.Text",
+                "id": REASON_INPUT_ID,
+                "label": if reason_required { "Reason (required)" } else { "Reason (optional)" },
+                "placeholder": "Why do you approve or deny this?",
+                "isMultiline": true,
+                "maxLength": MAX_REASON_CHARS,
+            }));
+        }
+        let button = |verdict: Verdict, verb: &str, title: &str, style: &str| {
+            let data = CardData {
+                request_id: record.id,
+                digest: *digest,
+                verdict: Some(verdict),
+                reason: None,
+            }
+            .to_json();
+            json!({
+                "type": "Action.Execute",
+                "title": title,
+                "verb": verb,
+                "style": style,
+                "data": data,
+                "associatedInputs": "auto",
+                "fallback": {"type": "Action.Submit", "title": title, "data": data},
+            })
+        };
+        card["actions"] = json!([
+            button(Verdict::Approve, VERB_APPROVE, "Approve", "positive"),
+            button(Verdict::Deny, VERB_DENY, "Deny", "destructive"),
+        ]);
+        let users: Vec<&String> = options
+            .refresh_user_ids
+            .iter()
+            .take(MAX_REFRESH_USER_IDS)
+            .collect();
+        if !users.is_empty() {
+            let data = CardData {
+                request_id: record.id,
+                digest: *digest,
+                verdict: None,
+                reason: None,
+            }
+            .to_json();
+            card["refresh"] = json!({
+                "action": {"type": "Action.Execute", "title": "Refresh", "verb": VERB_REFRESH, "data": data},
+                "userIds": users,
+            });
+        }
+    }
+    card
+}
+
+fn reviewers(record: &RequestRecord) -> String {
+    let r = &record.requirement;
+    let mut who: Vec<String> = r.users.clone();
+    who.extend(r.groups.iter().map(|g| format!("group {g}")));
+    if record.escalated
+        && let Some(e) = &r.escalation
+    {
+        who.extend(e.users.iter().cloned());
+        who.extend(e.groups.iter().map(|g| format!("group {g}")));
+    }
+    let list = if who.is_empty() {
+        "none named".to_owned()
+    } else {
+        who.join(", ")
+    };
+    format!("{} of: {list}", r.quorum)
+}
+
+/// The plain-text notification preview for a request (`summary` of the message).
+pub fn preview_text(record: &RequestRecord) -> String {
+    let (_, word) = title(record);
+    truncate(
+        &format!(
+            "{word}: {} on {}",
+            record.request.kind, record.request.resource
+        )
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>(),
+        200,
+        "",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_data_round_trips_and_rejects_junk() {
+        let data = CardData {
+            request_id: RequestId::new(),
+            digest: Digest([7; 32]),
+            verdict: Some(Verdict::Deny),
+            reason: None,
+        };
+        let mut json = data.to_json();
+        assert_eq!(CardData::from_json(&json), Ok(data.clone()));
+        json["reason"] = json!("  too risky  ");
+        assert_eq!(
+            CardData::from_json(&json).map(|d| d.reason),
+            Ok(Some("too risky".to_owned()))
+        );
+        json["reason"] = json!("   ");
+        assert_eq!(CardData::from_json(&json).map(|d| d.reason), Ok(None));
+        json["reason"] = json!("x".repeat(MAX_REASON_CHARS + 1));
+        assert_eq!(
+            CardData::from_json(&json),
+            Err(CardDataError::ReasonTooLong)
+        );
+        json["reason"] = json!(5);
+        assert!(CardData::from_json(&json).is_err());
+        let mut json = data.to_json();
+        json["verdict"] = json!("APPROVE");
+        assert_eq!(
+            CardData::from_json(&json),
+            Err(CardDataError::Invalid("verdict"))
+        );
+        let mut json = data.to_json();
+        json["digest"] = json!("sha256:abc");
+        assert_eq!(
+            CardData::from_json(&json),
+            Err(CardDataError::Invalid("digest"))
+        );
+        let mut json = data.to_json();
+        json["request_id"] = json!(12);
+        assert_eq!(
+            CardData::from_json(&json),
+            Err(CardDataError::Invalid("request_id"))
+        );
+        assert_eq!(
+            CardData::from_json(&json!([1])),
+            Err(CardDataError::NotAnObject)
+        );
+    }
+}

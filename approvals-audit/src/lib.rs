@@ -11,6 +11,11 @@
 //! - [`note`]: C2SP signed notes, Ed25519 note keys and `tlog-checkpoint` bodies.
 //! - [`log`]: the log file format, [`LogWriter`], [`log::LogVerifier`] and exported proofs.
 //! - [`canonical`]: the canonical JSON encoding events are stored and hashed in.
+//! - [`SignedLogSink`]: the gate's [`approvals_core::AuditSink`] writing to a log.
+//! - [`grant`]: grants as compact signed tokens another service verifies with a public key.
+//! - [`siem`]: verified events as JSON lines, OCSF or CEF, batch or following the log.
+//! - [`report`]: the evidence report for auditors (self-contained HTML and CSV).
+//! - [`cli`]: the `approvals-audit` command, callable as a library function.
 //!
 //! ```
 //! use approvals_audit::log::{LogConfig, LogWriter, prove_inclusion, verify_file};
@@ -52,12 +57,19 @@
 #![warn(missing_docs)]
 
 pub mod canonical;
+pub mod cli;
+pub mod grant;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod report;
+pub mod siem;
+mod sink;
 
 mod hex;
+mod view;
 
 pub use log::{LogConfig, LogError, LogWriter, SyncPolicy, VerifyReport};
 pub use merkle::Hash;
 pub use note::{Checkpoint, Signer, Verifier};
+pub use sink::SignedLogSink;

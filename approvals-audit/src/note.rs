@@ -377,6 +377,11 @@ impl Signer {
         self.key_id
     }
 
+    /// Signs raw bytes (for formats other than notes, such as grant tokens).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        self.key.sign(message)
+    }
+
     fn signature_line(&self, text: &str) -> String {
         let sig = self.key.sign(text.as_bytes());
         let mut blob = [0u8; 68];

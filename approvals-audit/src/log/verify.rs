@@ -1,5 +1,6 @@
 //! Reading a log back and checking everything it claims.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -187,6 +188,8 @@ impl fmt::Display for Problem {
         }
     }
 }
+
+impl std::error::Error for Problem {}
 
 /// Something verification could not vouch for, without evidence of tampering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,6 +437,16 @@ impl LogVerifier {
         Ok(self)
     }
 
+    /// The trusted keys, the expected origin and the known checkpoints.
+    pub(crate) fn parts(&self) -> (&[Verifier], Option<&str>, &[Known]) {
+        (&self.verifiers, self.origin.as_deref(), &self.known)
+    }
+
+    /// The trusted keys.
+    pub fn verifiers(&self) -> &[Verifier] {
+        &self.verifiers
+    }
+
     /// Verifies the log file at `path`.
     pub fn verify_file(&self, path: impl AsRef<Path>) -> Result<VerifyReport, LogError> {
         let path = path.as_ref();
@@ -450,7 +463,11 @@ impl LogVerifier {
 
     /// Verifies a log read from `reader`.
     pub fn verify_reader(&self, reader: impl BufRead) -> Result<VerifyReport, LogError> {
-        let mut scanner = Scanner::new(Some(&self.verifiers), self.origin.clone(), &self.known);
+        let mut scanner = Scanner::new(
+            Some(Cow::Borrowed(&self.verifiers)),
+            self.origin.clone(),
+            Cow::Borrowed(&self.known),
+        );
         scanner.read_all(reader)?;
         Ok(scanner.finish())
     }
@@ -475,9 +492,9 @@ pub fn verify_reader(
 /// The single pass over a log shared by the verifier and by the writer when it reopens a log.
 pub(crate) struct Scanner<'a> {
     /// `None`: structure, hashes and roots only, signatures unchecked (writer reopening).
-    verifiers: Option<&'a [Verifier]>,
+    verifiers: Option<Cow<'a, [Verifier]>>,
     origin: Option<String>,
-    known: &'a [Known],
+    known: Cow<'a, [Known]>,
     next_known: usize,
     expected_seq: u64,
     pub(crate) last_entry_hash: Hash,
@@ -493,9 +510,9 @@ pub(crate) struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub(crate) fn new(
-        verifiers: Option<&'a [Verifier]>,
+        verifiers: Option<Cow<'a, [Verifier]>>,
         origin: Option<String>,
-        known: &'a [Known],
+        known: Cow<'a, [Known]>,
     ) -> Self {
         let mut scanner = Self {
             verifiers,
@@ -516,7 +533,7 @@ impl<'a> Scanner<'a> {
 
     /// A scanner for the writer: no signature checks, no known checkpoints.
     pub(crate) fn unsigned(origin: Option<String>) -> Scanner<'static> {
-        Scanner::new(None, origin, &[])
+        Scanner::new(None, origin, Cow::Borrowed(&[]))
     }
 
     fn problem(&mut self, line: Option<u64>, seq: Option<u64>, kind: ProblemKind) {
@@ -615,7 +632,7 @@ impl<'a> Scanner<'a> {
 
     fn checkpoint(&mut self, line: u64, note: String) {
         self.report.checkpoints += 1;
-        let opened = match self.verifiers {
+        let opened = match &self.verifiers {
             Some(verifiers) => Checkpoint::open(&note, verifiers).map(|o| {
                 let signed_by = o
                     .note
@@ -699,13 +716,15 @@ impl<'a> Scanner<'a> {
 
     pub(crate) fn finish_in_place(&mut self) {
         let entries = self.tree.size();
-        let known: &[Known] = self.known;
-        for known in &known[self.next_known..] {
-            let kind = ProblemKind::Truncated {
+        let missing: Vec<ProblemKind> = self.known[self.next_known..]
+            .iter()
+            .map(|known| ProblemKind::Truncated {
                 size: known.size,
                 label: known.label.clone(),
                 entries,
-            };
+            })
+            .collect();
+        for kind in missing {
             self.problem(None, None, kind);
         }
         self.next_known = self.known.len();

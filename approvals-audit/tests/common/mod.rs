@@ -70,3 +70,4 @@ pub fn checkpoint_index(lines: &[String], size: u64) -> usize {
         .position(|l| l.contains(&format!("{ORIGIN}\\n{size}\\n")))
         .unwrap()
 }
+pub mod scenario;

@@ -1,0 +1,441 @@
+//! The `approvals-audit` command line, as a library function so that other binaries (the
+//! `approvals` CLI's `approvals audit ...`) can dispatch to it.
+//!
+//! ```no_run
+//! // In a binary: forward everything after the subcommand name.
+//! let args: Vec<String> = std::env::args().skip(2).collect(); // e.g. `approvals audit <args>`
+//! std::process::exit(i32::from(approvals_audit::cli::run_named("approvals audit", args) != std::process::ExitCode::SUCCESS));
+//! ```
+//!
+//! Exit status: 0 success, 1 verification failed (or a token or proof refused), 2 usage or
+//! I/O error.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::grant::GrantTokenVerifier;
+use crate::log::{InclusionProof, LogVerifier, prove_consistency, prove_inclusion};
+use crate::note::{Signer, Verifier};
+use crate::report::{EvidenceReport, ReportOptions, parse_bound};
+use crate::siem::{ExportError, Format, export_file, follow_file};
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage:
+  approvals-audit keygen <key name> <new secret key file>
+      writes a new Ed25519 signer key (PRIVATE+KEY+...) to the file and prints its verifier key
+  approvals-audit verify <log> (--trust <vkeys file> | --trust-env <VAR>)...
+                         [--known <checkpoint file>]... [--origin <origin>] [--format text|json]
+      checks every entry, the hash chain and every checkpoint; prints a report
+  approvals-audit prove <log> <seq> [--size <checkpoint size>]
+      prints a JSON inclusion proof of entry <seq> (default: at the last checkpoint)
+  approvals-audit check-proof <proof file> (--trust <vkeys file> | --trust-env <VAR>)...
+      checks an inclusion proof without the log
+  approvals-audit consistency <log> <old size> <new size>
+      prints a JSON proof that checkpoint <new size> extends checkpoint <old size>
+  approvals-audit report <log> (--trust ...)... --out <report.html> [--csv <report.csv>]
+                         [--from <date|RFC 3339>] [--to <date|RFC 3339>] [--title <text>]
+                         [--known <checkpoint file>]... [--origin <origin>]
+      verifies the log and writes the auditors' evidence report (HTML, and CSV with --csv);
+      exits 1 if the log fails verification (the report then says so in red)
+  approvals-audit export <log> (--trust ...)... --format jsonl|ocsf|cef [--out <file>]
+                         [--follow] [--poll-ms <ms>] [--known <checkpoint file>]... [--origin <origin>]
+      writes every entry covered by a verified checkpoint as JSON lines, OCSF or CEF; with
+      --follow keeps reading the growing log; refuses (exit 1) a log that fails verification
+  approvals-audit grant verify <token | -> (--trust ...)... --digest <sha256:...>
+                         [--audience <aud>] [--issuer <iss>] [--now <RFC 3339>]
+      checks a signed grant token and prints its claims as JSON; exit 1 if refused";
+
+/// A failure: message and exit status.
+struct Fail(String, u8);
+
+fn usage(msg: &str) -> Fail {
+    Fail(format!("{msg}\n\n{USAGE}"), 2)
+}
+
+fn err(e: impl std::fmt::Display) -> Fail {
+    Fail(e.to_string(), 2)
+}
+
+/// Positional arguments and `--flag value` options.
+struct Args<'a> {
+    positional: Vec<&'a str>,
+    options: Vec<(&'a str, &'a str)>,
+    switches: Vec<&'a str>,
+}
+
+fn parse<'a>(args: &'a [String], known: &[&str]) -> Result<Args<'a>, Fail> {
+    parse_with(args, known, &[])
+}
+
+fn parse_with<'a>(args: &'a [String], known: &[&str], switches: &[&str]) -> Result<Args<'a>, Fail> {
+    let mut out = Args {
+        positional: Vec::new(),
+        options: Vec::new(),
+        switches: Vec::new(),
+    };
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if let Some(flag) = arg.strip_prefix("--") {
+            if switches.contains(&flag) {
+                out.switches.push(flag);
+                continue;
+            }
+            if !known.contains(&flag) {
+                return Err(usage(&format!("unknown option --{flag}")));
+            }
+            let value = iter
+                .next()
+                .ok_or_else(|| usage(&format!("--{flag} needs a value")))?;
+            out.options.push((flag, value));
+        } else {
+            out.positional.push(arg);
+        }
+    }
+    Ok(out)
+}
+
+impl Args<'_> {
+    fn all(&self, flag: &str) -> impl Iterator<Item = &str> {
+        self.options
+            .iter()
+            .filter(move |(f, _)| *f == flag)
+            .map(|(_, v)| *v)
+    }
+
+    fn one(&self, flag: &str) -> Option<&str> {
+        self.all(flag).last()
+    }
+
+    fn trusted(&self) -> Result<Vec<Verifier>, Fail> {
+        let mut keys = Vec::new();
+        for path in self.all("trust") {
+            keys.extend(Verifier::from_file(path).map_err(err)?);
+        }
+        for var in self.all("trust-env") {
+            keys.extend(Verifier::from_env(var).map_err(err)?);
+        }
+        if keys.is_empty() {
+            return Err(usage("no trusted key given (--trust or --trust-env)"));
+        }
+        Ok(keys)
+    }
+}
+
+fn number(s: &str, what: &str) -> Result<u64, Fail> {
+    s.parse()
+        .map_err(|_| usage(&format!("{what} must be a number, not {s:?}")))
+}
+
+/// Runs the command line `args` (without the program name) and returns the exit status.
+/// Errors are printed to standard error prefixed with `approvals-audit:`.
+pub fn run(args: Vec<String>) -> ExitCode {
+    run_named("approvals-audit", args)
+}
+
+/// Like [`run`], with `program` (for example `approvals audit`) in error messages.
+pub fn run_named(program: &str, args: Vec<String>) -> ExitCode {
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(msg, code)) => {
+            let msg = msg.replace("approvals-audit ", &format!("{program} "));
+            eprintln!("{program}: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+impl Args<'_> {
+    fn has(&self, switch: &str) -> bool {
+        self.switches.contains(&switch)
+    }
+
+    fn log_verifier(&self) -> Result<LogVerifier, Fail> {
+        let mut verifier = LogVerifier::new(self.trusted()?);
+        if let Some(origin) = self.one("origin") {
+            verifier.origin(origin);
+        }
+        for known in self.all("known") {
+            verifier.known_checkpoint_file(known).map_err(err)?;
+        }
+        Ok(verifier)
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<(), Fail> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err(usage("no command"));
+    };
+    match command.as_str() {
+        "keygen" => {
+            let a = parse(rest, &[])?;
+            let [name, path] = a.positional[..] else {
+                return Err(usage("keygen needs a key name and a file"));
+            };
+            let signer = Signer::generate(name).map_err(err)?;
+            write_secret(path, &signer.to_skey()).map_err(err)?;
+            println!("{}", signer.verifier());
+            Ok(())
+        }
+        "verify" => {
+            let a = parse(rest, &["trust", "trust-env", "known", "origin", "format"])?;
+            let json = match a.one("format") {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => return Err(usage(&format!("unknown format {other:?}"))),
+            };
+            let [log] = a.positional[..] else {
+                return Err(usage("verify needs one log file"));
+            };
+            let report = a.log_verifier()?.verify_file(log).map_err(err)?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            if report.is_ok() {
+                Ok(())
+            } else {
+                Err(Fail("verification failed".into(), 1))
+            }
+        }
+        "prove" => {
+            let a = parse(rest, &["size"])?;
+            let [log, seq] = a.positional[..] else {
+                return Err(usage("prove needs a log file and a seq"));
+            };
+            let size = a.one("size").map(|s| number(s, "--size")).transpose()?;
+            let proof = prove_inclusion(log, number(seq, "seq")?, size).map_err(err)?;
+            println!("{}", proof.to_json().map_err(err)?);
+            Ok(())
+        }
+        "check-proof" => {
+            let a = parse(rest, &["trust", "trust-env"])?;
+            let [path] = a.positional[..] else {
+                return Err(usage("check-proof needs one proof file"));
+            };
+            let json = std::fs::read_to_string(path).map_err(err)?;
+            let proof = InclusionProof::from_json(&json).map_err(err)?;
+            match proof.verify(&a.trusted()?) {
+                Ok(opened) => {
+                    let cp = opened.checkpoint;
+                    println!(
+                        "OK: entry {} is in log {:?} at size {}",
+                        proof.seq, cp.origin, cp.size
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(Fail(format!("proof rejected: {e}"), 1)),
+            }
+        }
+        "consistency" => {
+            let a = parse(rest, &[])?;
+            let [log, old, new] = a.positional[..] else {
+                return Err(usage("consistency needs a log file and two sizes"));
+            };
+            let proof = prove_consistency(log, number(old, "old size")?, number(new, "new size")?)
+                .map_err(err)?;
+            println!("{}", serde_json::to_string(&proof).map_err(err)?);
+            Ok(())
+        }
+        "report" => report(rest),
+        "export" => export(rest),
+        "grant" => match rest.split_first() {
+            Some((sub, rest)) if sub == "verify" => grant_verify(rest),
+            _ => Err(usage("grant needs a subcommand: grant verify <token>")),
+        },
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(usage(&format!("unknown command {other:?}"))),
+    }
+}
+
+fn report(args: &[String]) -> Result<(), Fail> {
+    let a = parse(
+        args,
+        &[
+            "trust",
+            "trust-env",
+            "known",
+            "origin",
+            "from",
+            "to",
+            "out",
+            "csv",
+            "title",
+        ],
+    )?;
+    let [log] = a.positional[..] else {
+        return Err(usage("report needs one log file"));
+    };
+    let out = a
+        .one("out")
+        .ok_or_else(|| usage("report needs --out <report.html>"))?;
+    let bound = |flag: &str, end: bool| {
+        a.one(flag)
+            .map(|t| parse_bound(t, end).map_err(|e| usage(&format!("--{flag}: {e}"))))
+            .transpose()
+    };
+    let mut trust_args = String::new();
+    for path in a.all("trust") {
+        trust_args.push_str(&format!(" --trust {path}"));
+    }
+    for var in a.all("trust-env") {
+        trust_args.push_str(&format!(" --trust-env {var}"));
+    }
+    let mut options = ReportOptions::default()
+        .period(bound("from", false)?, bound("to", true)?)
+        .verify_command(format!("approvals-audit verify {log}{trust_args}"));
+    if let Some(title) = a.one("title") {
+        options = options.title(title);
+    }
+    let report = EvidenceReport::build(log, &a.log_verifier()?, &options).map_err(err)?;
+    std::fs::write(out, report.to_html()).map_err(|e| err(format!("writing {out}: {e}")))?;
+    if let Some(csv) = a.one("csv") {
+        std::fs::write(csv, report.to_csv()).map_err(|e| err(format!("writing {csv}: {e}")))?;
+    }
+    let v = &report.verification;
+    println!(
+        "{}: {} requests in the period, {} refused reviews or grants; log {} ({} entries, {} verified)",
+        out,
+        report.requests.len(),
+        report.refused.len(),
+        if v.is_ok() {
+            "verified"
+        } else {
+            "FAILED verification"
+        },
+        v.entries,
+        v.verified_size()
+    );
+    if v.is_ok() {
+        Ok(())
+    } else {
+        Err(Fail(
+            format!("the log failed verification; the report says so:\n{v}"),
+            1,
+        ))
+    }
+}
+
+fn export(args: &[String]) -> Result<(), Fail> {
+    let a = parse_with(
+        args,
+        &[
+            "trust",
+            "trust-env",
+            "known",
+            "origin",
+            "format",
+            "out",
+            "poll-ms",
+        ],
+        &["follow"],
+    )?;
+    let [log] = a.positional[..] else {
+        return Err(usage("export needs one log file"));
+    };
+    let format: Format = a
+        .one("format")
+        .ok_or_else(|| usage("export needs --format jsonl|ocsf|cef"))?
+        .parse()
+        .map_err(|e: String| usage(&e))?;
+    let verifier = a.log_verifier()?;
+    let mut out: Box<dyn std::io::Write> = match a.one("out") {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| err(format!("creating {path}: {e}")))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let failed = |e: ExportError| match e {
+        ExportError::Verification(report) => Fail(
+            format!("the log failed verification; nothing was exported:\n{report}"),
+            1,
+        ),
+        ExportError::Follow(e) => Fail(format!("stopped following: {e}"), 1),
+        other => err(other),
+    };
+    if a.has("follow") {
+        let poll = a
+            .one("poll-ms")
+            .map(|s| number(s, "--poll-ms"))
+            .transpose()?
+            .unwrap_or(1000);
+        follow_file(
+            log,
+            &verifier,
+            format,
+            &mut out,
+            Duration::from_millis(poll),
+            || true,
+        )
+        .map_err(failed)?;
+        return Ok(());
+    }
+    let summary = export_file(log, &verifier, format, &mut out).map_err(failed)?;
+    out.flush().map_err(err)?;
+    for w in &summary.report.warnings {
+        eprintln!("warning: {w} (not exported)");
+    }
+    Ok(())
+}
+
+fn grant_verify(args: &[String]) -> Result<(), Fail> {
+    let a = parse(
+        args,
+        &["trust", "trust-env", "digest", "audience", "issuer", "now"],
+    )?;
+    let [token] = a.positional[..] else {
+        return Err(usage(
+            "grant verify needs one token (or - for standard input)",
+        ));
+    };
+    let token = if token == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text).map_err(err)?;
+        text
+    } else {
+        token.to_owned()
+    };
+    let digest = a
+        .one("digest")
+        .ok_or_else(|| usage("grant verify needs --digest <sha256:...> of the action to run"))?;
+    let digest = approvals_core::Digest::parse(digest).map_err(|e| usage(&e.to_string()))?;
+    let now = match a.one("now") {
+        Some(t) => parse_bound(t, false).map_err(|e| usage(&e))?,
+        None => chrono::Utc::now(),
+    };
+    let mut verifier = GrantTokenVerifier::new(&a.trusted()?);
+    if let Some(aud) = a.one("audience") {
+        verifier = verifier.audience(aud);
+    }
+    if let Some(iss) = a.one("issuer") {
+        verifier = verifier.issuer(iss);
+    }
+    match verifier.verify(token.trim(), &digest, now) {
+        Ok(claims) => {
+            println!("{}", claims.to_json_pretty());
+            Ok(())
+        }
+        Err(e) => Err(Fail(format!("grant token refused: {e}"), 1)),
+    }
+}
+
+/// Creates the key file, readable by its owner only; never overwrites an existing file.
+fn write_secret(path: &str, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}

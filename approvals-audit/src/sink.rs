@@ -133,7 +133,8 @@ impl SignedLogSink {
 
     /// Switches to a new signing key; see [`LogWriter::rotate_key`].
     pub async fn rotate_key(&self, signer: Signer) -> Result<Checkpoint, LogError> {
-        self.call(|ack| Command::RotateKey(Box::new(signer), ack)).await
+        self.call(|ack| Command::RotateKey(Box::new(signer), ack))
+            .await
     }
 
     /// Writes the final checkpoint and closes the log; later events are refused.

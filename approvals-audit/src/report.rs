@@ -937,11 +937,16 @@ impl EvidenceReport {
             if let Some(d) = &r.detail {
                 let _ = write!(outcome, "<br><small>{}</small>", cell(d));
             }
+            let _ = write!(
+                outcome,
+                "<br><span class=\"k\">log seq {}</span>",
+                r.decision_seq.unwrap_or(r.first_seq)
+            );
             let digest_hex = r.digest.strip_prefix("sha256:").unwrap_or(&r.digest);
             let _ = write!(
                 h,
                 "<tr><td>{action}</td><td>{who}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td>\
-                 <td><code title=\"{}\">{}\u{2026}</code></td><td>{}<br><code>{}</code></td><td>{outcome}</td></tr>",
+                 <td><code class=\"dg\" title=\"{}\">{}</code></td><td>{}<br><code>{}</code></td><td>{outcome}</td></tr>",
                 if approvers.is_empty() {
                     "\u{2013}".into()
                 } else {
@@ -957,7 +962,7 @@ impl EvidenceReport {
                     .unwrap_or_default(),
                 time_cell(r.executed_at),
                 cell(&r.digest),
-                cell(&clip(digest_hex, 16)),
+                cell(&clip(digest_hex, 13)),
                 r.policy_rule
                     .as_deref()
                     .map(cell)
@@ -1091,7 +1096,7 @@ fn time(t: Option<DateTime<Utc>>) -> String {
 fn time_cell(t: Option<DateTime<Utc>>) -> String {
     match t {
         Some(t) => format!(
-            "{}<br><b>{}</b>",
+            "<span class=\"t\">{}<br><b>{}</b></span>",
             t.format("%Y-%m-%d"),
             t.format("%H:%M:%S")
         ),
@@ -1150,7 +1155,7 @@ pub fn csv_cell(text: &str) -> String {
 
 /// Vertical bars with labels under them.
 fn chart_columns(h: &mut String, title: &str, bars: &[(String, Vec<(usize, &str)>)]) {
-    let (w, ht, top, bottom, left) = (420.0, 220.0, 24.0, 36.0, 34.0);
+    let (w, ht, top, bottom, left) = (390.0, 220.0, 24.0, 36.0, 34.0);
     let max = bars
         .iter()
         .map(|(_, v)| v.iter().map(|x| x.0).sum::<usize>())
@@ -1217,7 +1222,7 @@ fn chart_rows(
     rows: &[(String, Vec<(usize, &str)>)],
     legend: &[(&str, &str)],
 ) {
-    let (w, row_h, top, label_w) = (420.0, 20.0, 8.0, 150.0);
+    let (w, row_h, top, label_w) = (390.0, 20.0, 8.0, 150.0);
     let legend_h = if legend.is_empty() { 0.0 } else { 22.0 };
     let ht = top + rows.len() as f64 * row_h + legend_h + 8.0;
     let max = rows
@@ -1311,6 +1316,7 @@ code{font:12px ui-monospace,'DejaVu Sans Mono',monospace;background:#f6f8fa;padd
 .id{font:11px ui-monospace,'DejaVu Sans Mono',monospace;color:#57606a}.k{color:#57606a;font-size:11px}\
 .pill{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;white-space:nowrap}\
 .pill.ok{background:#dafbe1;color:#116329}.pill.bad{background:#ffebe9;color:#a40e26}.pill.warn{background:#fff1d6;color:#7d4e00}\
+.t,.dg{white-space:nowrap}\
 .empty{color:#57606a;text-align:center;padding:14px}.note{color:#57606a;margin:0 0 8px}\
 .method ol{padding-left:20px}.method li{margin:4px 0}\
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;white-space:pre-wrap;word-break:break-all;font-size:12px}\

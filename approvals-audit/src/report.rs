@@ -39,7 +39,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::hex::to_hex;
-use crate::log::{LogError, LogVerifier, VerifyReport, read_verified};
+use crate::log::{LogError, LogVerifier, VerifyReport, for_each_verified};
 pub use crate::view::Actor;
 use crate::view::EventView;
 
@@ -423,8 +423,8 @@ impl EvidenceReport {
         options: &ReportOptions,
     ) -> Result<Self, LogError> {
         let path = path.as_ref();
-        let (verification, entries) = read_verified(path, verifier)?;
         let log_sha256 = sha256_file(path)?;
+        let mut entries_read = 0u64;
         let mut requests: Vec<RequestSummary> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut refused = Vec::new();
@@ -434,14 +434,15 @@ impl EvidenceReport {
             }
             None => options.from.is_none() && options.to.is_none(),
         };
-        for entry in &entries {
+        let verification = for_each_verified(path, verifier, |entry| {
+            entries_read += 1;
             let Ok(event) = entry.event_value() else {
-                continue;
+                return Ok::<(), LogError>(());
             };
             let v = EventView(&event);
             let id = v.request_id();
             if id.is_empty() {
-                continue;
+                return Ok(());
             }
             let i = match index.get(id) {
                 Some(&i) => Some(i),
@@ -457,7 +458,7 @@ impl EvidenceReport {
                 }
             };
             let Some(request) = i.and_then(|i| requests.get_mut(i)) else {
-                continue;
+                return Ok(());
             };
             request.apply(&v, entry.seq);
             if matches!(v.name(), "review_rejected" | "grant_rejected") {
@@ -475,14 +476,15 @@ impl EvidenceReport {
                     seq: entry.seq,
                 });
             }
-        }
+            Ok(())
+        })?;
         Ok(Self {
             verification,
             log_path: path.display().to_string(),
             log_sha256,
             requests,
             refused,
-            entries_read: entries.len() as u64,
+            entries_read,
             options: options.clone(),
         })
     }

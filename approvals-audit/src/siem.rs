@@ -432,7 +432,9 @@ pub fn export_file(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, ExportError> {
-    let (report, entries) = crate::log::read_verified(path, verifier)?;
+    let path = path.as_ref();
+    // First pass: verify everything, so that nothing is written from a tampered log.
+    let report = verifier.verify_file(path)?;
     if !report.is_ok() {
         return Err(ExportError::Verification(Box::new(report)));
     }
@@ -443,11 +445,17 @@ pub fn export_file(
         .unwrap_or_default();
     let exporter = Exporter::new(format);
     let mut exported = 0;
-    for entry in &entries {
-        let mut line = exporter.render(entry, &origin)?;
+    // Second pass: stream the verified entries (re-verified as they are read, in case the file
+    // changed in between).
+    let report = crate::log::for_each_verified(path, verifier, |entry| {
+        let mut line = exporter.render(&entry, &origin)?;
         line.push('\n');
         out.write_all(line.as_bytes())?;
         exported += 1;
+        Ok::<(), ExportError>(())
+    })?;
+    if !report.is_ok() {
+        return Err(ExportError::Verification(Box::new(report)));
     }
     out.flush()?;
     Ok(ExportSummary { exported, report })

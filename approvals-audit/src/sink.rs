@@ -39,7 +39,6 @@ enum Command {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use approvals_audit::{LogConfig, SignedLogSink, note::Signer};
-/// use approvals_core::{Gate, MemoryStore, StaticPolicy};
 /// use std::sync::Arc;
 ///
 /// let dir = tempfile::tempdir()?;
@@ -49,7 +48,7 @@ enum Command {
 ///     LogConfig::new("audit.example/prod"),
 ///     signer,
 /// )?);
-/// // let gate = Gate::builder().audit_shared(sink.clone()) ... .build()?;
+/// // let gate = approvals_core::Gate::builder().audit_shared(sink.clone()) ... .build()?;
 /// sink.close().await?; // final checkpoint
 /// # Ok(()) }
 /// ```

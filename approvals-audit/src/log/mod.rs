@@ -49,7 +49,9 @@ mod writer;
 
 pub use format::MAX_EVENT_BYTES;
 pub use proof::{ConsistencyProof, InclusionProof, prove_consistency, prove_inclusion};
-pub use reader::{FollowError, LogEntry, LogFollower, VerifiedReader, read_verified};
+pub use reader::{
+    FollowError, LogEntry, LogFollower, VerifiedReader, for_each_verified, read_verified,
+};
 pub use verify::{
     LogVerifier, Problem, ProblemKind, VerifiedCheckpoint, VerifyReport, Warning, verify_file,
     verify_reader,

@@ -252,16 +252,32 @@ impl VerifiedReader {
 
 /// Reads a whole log file and returns its verification report with every entry covered by a
 /// verified checkpoint (in log order). When the report has problems, the entries are those
-/// released before the first one.
+/// released before the first one. Holds every entry in memory; see [`for_each_verified`].
 pub fn read_verified(
     path: impl AsRef<Path>,
     verifier: &LogVerifier,
 ) -> Result<(VerifyReport, Vec<LogEntry>), LogError> {
+    let mut entries = Vec::new();
+    let report = for_each_verified(path, verifier, |entry| {
+        entries.push(entry);
+        Ok::<(), LogError>(())
+    })?;
+    Ok((report, entries))
+}
+
+/// Reads a whole log file, calling `f` with each entry as soon as a verified checkpoint covers
+/// it (in log order, nothing after the first problem), and returns the full verification
+/// report. Memory use is bounded by the entries between two checkpoints. An error from `f`
+/// stops the pass and is returned.
+pub fn for_each_verified<E: From<LogError>>(
+    path: impl AsRef<Path>,
+    verifier: &LogVerifier,
+    mut f: impl FnMut(LogEntry) -> Result<(), E>,
+) -> Result<VerifyReport, E> {
     let path = path.as_ref();
     let file = File::open(path).map_err(LogError::io(format!("opening {}", path.display())))?;
     let mut input = BufReader::with_capacity(1 << 16, file);
     let mut reader = VerifiedReader::new(verifier);
-    let mut entries = Vec::new();
     let mut buf = Vec::with_capacity(1024);
     loop {
         let read = read_line(&mut input, &mut buf)
@@ -280,10 +296,14 @@ pub fn read_verified(
                 let _ = reader.too_long();
             }
         }
-        entries.extend(std::iter::from_fn(|| reader.next_verified()));
+        while let Some(entry) = reader.next_verified() {
+            f(entry)?;
+        }
     }
-    entries.extend(std::iter::from_fn(|| reader.next_verified()));
-    Ok((reader.finish(), entries))
+    while let Some(entry) = reader.next_verified() {
+        f(entry)?;
+    }
+    Ok(reader.finish())
 }
 
 /// Follows a log file that a writer is still appending to (like `tail -f`), releasing each

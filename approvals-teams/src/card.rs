@@ -374,20 +374,28 @@ pub fn request_card(
 
     let mut facts = Vec::new();
     if let Some(init) = &req.initiator {
+        // Our parentheses around escaped parts: untrusted text has no `]` left to make a link.
         let p = &init.principal;
-        let mut who = format!("{} ({}", truncate(p.label(), MAX_NAME_CHARS, "…"), p.kind);
+        let mut who = format!(
+            "{} ({}",
+            card_text(&truncate(p.label(), MAX_NAME_CHARS, "…")),
+            p.kind
+        );
         if p.display_name.is_some() {
             who.push_str(", ");
-            who.push_str(&truncate(&p.id, MAX_NAME_CHARS, "…"));
+            who.push_str(&card_text(&truncate(&p.id, MAX_NAME_CHARS, "…")));
         }
         who.push(')');
-        facts.push(fact("Requested by", card_text(&who)));
+        facts.push(fact("Requested by", who));
         if let Some(human) = &init.on_behalf_of {
-            let mut h = truncate(human.label(), MAX_NAME_CHARS, "…");
+            let mut h = card_text(&truncate(human.label(), MAX_NAME_CHARS, "…"));
             if human.display_name.is_some() {
-                h = format!("{h} ({})", truncate(&human.id, MAX_NAME_CHARS, "…"));
+                h = format!(
+                    "{h} ({})",
+                    card_text(&truncate(&human.id, MAX_NAME_CHARS, "…"))
+                );
             }
-            facts.push(fact("On behalf of", card_text(&h)));
+            facts.push(fact("On behalf of", h));
         }
         if let Some(model) = init.model.as_deref() {
             facts.push(fact("Model", fact_value(model, digest)));

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approvals_core::{
-    ActionRequest, Decision, Digest, Gate, Initiator, JsonLinesSink, MemoryStore, Principal,
-    RequestContext, RequestId, Requirement, Risk, StaticPolicy, Store,
+    ActionRequest, AuditSink, Decision, Digest, FanoutSink, Gate, Initiator, JsonLinesSink,
+    MemoryStore, Principal, RequestContext, RequestId, Requirement, Risk, StaticPolicy, Store,
 };
 use clap::{Args, Parser, Subcommand};
 use url::Url;
@@ -55,7 +55,7 @@ Environment:
   APPROVALS_SERVER   server URL, same as --server
   APPROVALS_STORE    store URL, same as --store
   APPROVALS_TOKENS   token file, same as --tokens
-  APPROVALS_AUDIT    audit log for store mode, same as --audit";
+  APPROVALS_AUDIT    extra JSON-lines audit log, same as --audit";
 
 const ABOUT_LONG: &str = "\
 Review and decide action-level approval requests, and serve the review API and console.
@@ -98,15 +98,11 @@ struct Target {
     /// Token file (TOML, SHA-256 hashes of tokens and their principals); see `approvals token new`.
     #[arg(long, env = "APPROVALS_TOKENS", global = true, value_name = "FILE")]
     tokens: Option<PathBuf>,
-    /// Audit log (JSON lines) for decisions made in store mode and by serve.
-    #[arg(
-        long,
-        env = "APPROVALS_AUDIT",
-        global = true,
-        default_value = "approvals-audit.jsonl",
-        value_name = "FILE"
-    )]
-    audit: PathBuf,
+    /// Also write audit events as JSON lines to FILE (store mode and serve). SQL stores always
+    /// record them in their own hash-chained audit table; a memory: store writes
+    /// approvals-audit.jsonl unless this is given.
+    #[arg(long, env = "APPROVALS_AUDIT", global = true, value_name = "FILE")]
+    audit: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,11 +290,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => serve(&cli.target, args).await,
         Command::Token(cmd) => token(cmd),
-        Command::Pending(args) => pending(&client(&cli.target)?, args).await,
-        Command::Show(args) => show(&client(&cli.target)?, args).await,
-        Command::Approve(args) => decide(&client(&cli.target)?, args, true).await,
-        Command::Deny(args) => decide(&client(&cli.target)?, args, false).await,
-        Command::Cancel(args) => cancel(&client(&cli.target)?, args).await,
+        Command::Pending(args) => pending(&client(&cli.target).await?, args).await,
+        Command::Show(args) => show(&client(&cli.target).await?, args).await,
+        Command::Approve(args) => decide(&client(&cli.target).await?, args, true).await,
+        Command::Deny(args) => decide(&client(&cli.target).await?, args, false).await,
+        Command::Cancel(args) => cancel(&client(&cli.target).await?, args).await,
     }
 }
 
@@ -316,7 +312,7 @@ fn api_token() -> Result<Option<String>, Failure> {
     }
 }
 
-fn client(target: &Target) -> Result<ApiClient, Failure> {
+async fn client(target: &Target) -> Result<ApiClient, Failure> {
     let token = api_token()?;
     if token.is_none() {
         return Err(Failure::new(
@@ -327,44 +323,69 @@ fn client(target: &Target) -> Result<ApiClient, Failure> {
     if let Some(server) = &target.server {
         return ApiClient::http(server.clone(), token).map_err(Failure::from);
     }
-    let store = open_store(&target.store)?;
+    let store = open_store(&target.store).await?;
     if store.memory {
         return Err(Failure::new(
             exit::USAGE,
             "a memory: store lives only inside `approvals serve`; use --server URL to reach it",
         ));
     }
-    let server = local_server(target, store.store, &[], None, false)?;
+    let server = local_server(target, store, &[], None, false)?;
     Ok(ApiClient::in_process(server, token))
 }
 
 struct OpenedStore {
     store: Arc<dyn Store>,
+    /// The store's own hash-chained audit table, for SQL stores.
+    audit: Option<Arc<dyn AuditSink>>,
     memory: bool,
 }
 
-/// Opens a store URL. `memory:` always works; SQL URLs need approvals-store-sql.
-fn open_store(url: &str) -> Result<OpenedStore, Failure> {
+/// Opens a store URL: `sqlite://FILE` (created if missing), `postgres://...` (with the
+/// `postgres` feature), or `memory:`.
+async fn open_store(url: &str) -> Result<OpenedStore, Failure> {
     let url = url.trim();
     if url == "memory:" || url == "memory://" {
         return Ok(OpenedStore {
             store: Arc::new(MemoryStore::new()),
+            audit: None,
             memory: true,
         });
     }
     if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")
     {
-        return Err(Failure::new(
-            exit::UNAVAILABLE,
-            format!(
-                "this build cannot open {url}: SQL stores (approvals-store-sql) are not wired into the CLI yet. Use --server URL, or `approvals serve --store memory:`"
-            ),
-        ));
+        let store = approvals_store_sql::SqlStore::connect(url)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::UNAVAILABLE,
+                    format!("cannot open the store {}: {e}", redact_url(url)),
+                )
+            })?;
+        return Ok(OpenedStore {
+            audit: Some(Arc::new(store.audit_sink())),
+            store: Arc::new(store),
+            memory: false,
+        });
     }
     Err(Failure::new(
         exit::USAGE,
-        format!("unknown store URL {url:?}; use sqlite://FILE, postgres://..., or memory:"),
+        format!(
+            "unknown store URL {:?}; use sqlite://FILE, postgres://..., or memory:",
+            redact_url(url)
+        ),
     ))
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// A gate and review server on `store`. The gate never submits actions (agents do, in
@@ -372,7 +393,7 @@ fn open_store(url: &str) -> Result<OpenedStore, Failure> {
 /// against the requirement stored with each request.
 fn local_server(
     target: &Target,
-    store: Arc<dyn Store>,
+    store: OpenedStore,
     admin_groups: &[String],
     public_url: Option<Url>,
     demo: bool,
@@ -387,12 +408,27 @@ fn local_server(
             ));
         }
     };
-    let audit = JsonLinesSink::file(&target.audit, true).map_err(|e| {
-        Failure::new(
-            exit::UNAVAILABLE,
-            format!("cannot open the audit log {}: {e}", target.audit.display()),
-        )
-    })?;
+    // SQL stores keep their own hash-chained audit table (where agents' gates on the same
+    // store write too); --audit adds a JSON-lines copy. A memory store writes the file only.
+    let file = match (&target.audit, store.audit.is_some()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => Some(PathBuf::from("approvals-audit.jsonl")),
+        (None, true) => None,
+    };
+    let mut sinks = FanoutSink::new();
+    if let Some(sql) = store.audit {
+        sinks = sinks.with_shared(sql);
+    }
+    if let Some(path) = file {
+        let sink = JsonLinesSink::file(&path, true).map_err(|e| {
+            Failure::new(
+                exit::UNAVAILABLE,
+                format!("cannot open the audit log {}: {e}", path.display()),
+            )
+        })?;
+        sinks = sinks.with(sink);
+    }
+    let store = store.store;
     let policy = if demo {
         StaticPolicy::require(
             Requirement::groups(["security"]).timeout(Duration::from_secs(24 * 3600)),
@@ -406,7 +442,7 @@ fn local_server(
     let gate = Gate::builder()
         .policy(policy)
         .store_shared(store)
-        .audit(audit)
+        .audit(sinks)
         .build()
         .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
     let mut builder = ReviewServer::builder(gate)
@@ -422,10 +458,10 @@ fn local_server(
 // Commands.
 
 async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
-    let opened = open_store(&target.store)?;
+    let opened = open_store(&target.store).await?;
     let mut server = local_server(
         target,
-        opened.store,
+        opened,
         &args.admin_groups,
         args.public_url.clone(),
         args.demo,

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fuzzes the approvals API from its OpenAPI document with schemathesis and fails on any 5xx
+# (or any other failed check). Not part of `cargo test`; run it by hand or in a nightly job:
+#
+#   approvals-http/fuzz/run-schemathesis.sh            # 300 examples per operation
+#   MAX_EXAMPLES=1000 approvals-http/fuzz/run-schemathesis.sh
+#
+# It installs schemathesis into a venv under /tmp (PyPI), builds and starts
+# `approvals serve --store memory: --demo` with a known reviewer token on a free loopback
+# port, and runs schemathesis against it with that token. Everything runs on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+MAX_EXAMPLES="${MAX_EXAMPLES:-300}"
+VENV="${SCHEMATHESIS_VENV:-/tmp/approvals-schemathesis-venv}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-http}"
+WORK="$(mktemp -d /tmp/approvals-fuzz.XXXXXX)"
+
+if [ ! -x "$VENV/bin/schemathesis" ] && [ ! -x "$VENV/bin/st" ]; then
+  echo "==> installing schemathesis into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q schemathesis
+fi
+ST="$VENV/bin/schemathesis"
+[ -x "$ST" ] || ST="$VENV/bin/st"
+"$ST" --version
+
+echo "==> building approvals"
+cargo build -q -p approvals-http --bin approvals
+BIN="$CARGO_TARGET_DIR/debug/approvals"
+
+# A reviewer (who may decide), the requesting agent's human (self-approval) and an agent.
+TOKEN="apr_fuzz-reviewer-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+hash() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+cat > "$WORK/tokens.toml" <<TOML
+[[token]]
+sha256 = "$(hash "$TOKEN")"
+principal = { kind = "human", id = "fuzz-reviewer@example.com", groups = ["security"] }
+TOML
+
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$BIN" serve --store memory: --demo --tokens "$WORK/tokens.toml" --audit "$WORK/audit.jsonl" \
+  --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null
+
+echo "==> schemathesis: $MAX_EXAMPLES examples per operation against http://127.0.0.1:$PORT"
+set +e
+"$ST" run "http://127.0.0.1:$PORT/openapi.json" \
+  --url "http://127.0.0.1:$PORT" \
+  -H "Authorization: Bearer $TOKEN" \
+  --checks all \
+  --max-examples "$MAX_EXAMPLES" \
+  --seed 20261121 \
+  --workers 2 \
+  --report junit --report-dir "$WORK" \
+  2>&1 | tee "$WORK/schemathesis.log"
+STATUS=${PIPESTATUS[0]}
+set -e
+
+# Independently of schemathesis' own verdict: no response may be a 5xx other than the
+# documented 503 (store down), and the server must still be alive.
+if grep -Eq '"status": ?5(0[0-24-9]|[1-9][0-9])' "$WORK"/*.xml 2>/dev/null; then
+  echo "FAIL: a 5xx other than 503 was answered" >&2
+  STATUS=1
+fi
+curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "FAIL: server died" >&2; STATUS=1; }
+echo "==> schemathesis exit status $STATUS; log and reports in $WORK"
+exit "$STATUS"

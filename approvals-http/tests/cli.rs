@@ -1,0 +1,319 @@
+//! The `approvals` binary: help and exit codes, tokens, store mode on SQLite (with the same
+//! authentication and gate checks as the server), and server mode.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use approvals_core::{Gate, Initiator, Principal, RequestState, Requirement, StaticPolicy};
+use approvals_http::{TokenHash, Tokens};
+use approvals_store_sql::SqlStore;
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_approvals");
+
+fn approvals(args: &[&str], token: Option<&str>, dir: &Path) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("APPROVALS_TOKEN")
+        .env_remove("APPROVALS_SERVER")
+        .env_remove("APPROVALS_STORE")
+        .env_remove("APPROVALS_TOKENS")
+        .env_remove("APPROVALS_AUDIT")
+        .stdin(Stdio::null());
+    if let Some(t) = token {
+        cmd.env("APPROVALS_TOKEN", t);
+    }
+    cmd.output().expect("run approvals")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn token_file(dir: &Path) -> std::path::PathBuf {
+    let entry = |token: &str, principal: &str| {
+        format!(
+            "[[token]]\nsha256 = \"{}\"\nprincipal = {principal}\n\n",
+            TokenHash::of(token).to_hex()
+        )
+    };
+    let text = [
+        entry(
+            SAM,
+            r#"{ kind = "human", id = "sam@example.com", groups = ["security"] }"#,
+        ),
+        entry(
+            DANA,
+            r#"{ kind = "human", id = "dana@example.com", groups = ["security"] }"#,
+        ),
+        entry(
+            BOT,
+            r#"{ kind = "agent", id = "billing-agent", groups = ["security"] }"#,
+        ),
+    ]
+    .concat();
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, text).expect("write tokens");
+    path
+}
+
+#[test]
+fn help_explains_commands_and_exit_codes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = approvals(&["--help"], None, dir.path());
+    assert_eq!(code(&out), 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "serve",
+        "pending",
+        "show",
+        "approve",
+        "deny",
+        "cancel",
+        "Exit codes",
+        "APPROVALS_TOKEN",
+        "5  unauthenticated",
+    ] {
+        assert!(help.contains(needle), "--help mentions {needle}: {help}");
+    }
+    let out = approvals(&["approve", "--help"], None, dir.path());
+    assert_eq!(code(&out), 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--digest"));
+
+    assert_eq!(
+        code(&approvals(&["frobnicate"], None, dir.path())),
+        2,
+        "usage"
+    );
+    let out = approvals(&["pending", "--store", "memory:"], None, dir.path());
+    assert_eq!(code(&out), 5, "no token: {}", text(&out));
+    let out = approvals(
+        &["show", "nope", "--store", "memory:"],
+        Some(SAM),
+        dir.path(),
+    );
+    assert_eq!(
+        code(&out),
+        2,
+        "memory: outside serve is a usage error: {}",
+        text(&out)
+    );
+    let out = approvals(&["pending", "--store", "redis://x"], Some(SAM), dir.path());
+    assert_eq!(code(&out), 2, "{}", text(&out));
+}
+
+#[test]
+fn token_new_prints_a_token_once_and_a_file_entry_that_maps_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = approvals(
+        &[
+            "token",
+            "new",
+            "--human",
+            "sam@example.com",
+            "--groups",
+            "security,sre",
+        ],
+        None,
+        dir.path(),
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token = stderr
+        .lines()
+        .find(|l| l.starts_with("apr_"))
+        .expect("token on stderr")
+        .trim()
+        .to_owned();
+    let entry = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !entry.contains(&token),
+        "the file entry holds only the hash"
+    );
+    let tokens = Tokens::from_toml(&entry).expect("valid token file");
+    let p = tokens.principal(&token).expect("maps the token");
+    assert_eq!(p.id, "sam@example.com");
+    assert_eq!(p.groups, ["security", "sre"]);
+    assert_eq!(code(&approvals(&["token", "new"], None, dir.path())), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_mode_on_sqlite_authenticates_and_runs_the_gate_checks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("approvals.db");
+    let url = format!("sqlite://{}", db.display());
+    let tokens = token_file(dir.path());
+    let tokens = tokens.to_str().expect("path");
+
+    // The agent's side: its own gate on the same SQLite file.
+    let store = SqlStore::connect(&url).await.expect("sqlite");
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["security"])))
+        .store(store.clone())
+        .audit(store.audit_sink())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .poll_interval(Duration::from_millis(100))
+        .build()
+        .expect("gate");
+    let id = submit(&gate, &export()).await;
+    let id_s = id.to_string();
+    let waiter = {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    };
+
+    let base = ["--store", url.as_str(), "--tokens", tokens];
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&base);
+        approvals(&all, token, dir.path())
+    };
+
+    let out = run(&["pending"], Some(SAM));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id_s));
+    let out = run(&["show", &id_s, "--json"], Some(SAM));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let digest = view["digest"].as_str().expect("digest").to_owned();
+
+    assert_eq!(code(&run(&["pending"], Some("wrong"))), 5);
+    assert_eq!(code(&run(&["pending"], None)), 5);
+    let out = run(&["approve", &id_s], Some(BOT));
+    assert_eq!(code(&out), 1, "agent refused: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only humans"));
+    let out = run(&["approve", &id_s], Some(DANA));
+    assert_eq!(code(&out), 1, "requester refused: {}", text(&out));
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    assert_eq!(
+        code(&run(&["approve", &id_s, "--digest", &wrong], Some(SAM))),
+        1
+    );
+    assert_eq!(
+        code(&run(&["approve", &id_s, "--digest", "md5:1"], Some(SAM))),
+        2
+    );
+    let missing = approvals_core::RequestId::new().to_string();
+    assert_eq!(code(&run(&["show", &missing], Some(SAM))), 3);
+    assert_eq!(code(&run(&["show", "not-an-id"], Some(SAM))), 2);
+    assert!(!waiter.is_finished());
+
+    let out = run(
+        &[
+            "approve", &id_s, "--digest", &digest, "--reason", "ok by me",
+        ],
+        Some(SAM),
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("approved"));
+    let grant = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the agent's gate saw the decision")
+        .expect("task")
+        .expect("grant");
+    assert_eq!(grant.approvers()[0].id, "sam@example.com");
+
+    let out = run(&["approve", &id_s], Some(SAM));
+    assert_eq!(code(&out), 1, "already decided: {}", text(&out));
+    let record = gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Approved);
+    assert_eq!(record.reviews[0].channel, "http");
+}
+
+#[test]
+fn serve_answers_the_cli_over_http() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = token_file(dir.path());
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--store",
+            "memory:",
+            "--listen",
+            "127.0.0.1:0",
+            "--demo",
+            "--tokens",
+        ])
+        .arg(&tokens)
+        .current_dir(dir.path())
+        .env_remove("APPROVALS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = server.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let console = lines
+        .find_map(|l| {
+            l.ok()?
+                .strip_prefix("Approvals review console: ")
+                .map(str::to_owned)
+        })
+        .expect("serve prints its URL");
+    let base = console.trim_end_matches("console/").to_owned();
+
+    let out = approvals(
+        &["pending", "--json", "--server", &base],
+        Some(SAM),
+        dir.path(),
+    );
+    let result = (|| {
+        if code(&out) != 0 {
+            return Err(text(&out));
+        }
+        let list: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let first = list["requests"][0]["id"]
+            .as_str()
+            .ok_or("no demo request")?
+            .to_owned();
+        let denied = approvals(
+            &["deny", &first, "-r", "not today", "--server", &base],
+            Some(SAM),
+            dir.path(),
+        );
+        if code(&denied) != 0 {
+            return Err(text(&denied));
+        }
+        let again = approvals(
+            &["approve", &first, "--server", &base],
+            Some(SAM),
+            dir.path(),
+        );
+        if code(&again) != 1 {
+            return Err(format!("late approve should be refused: {}", text(&again)));
+        }
+        let unreachable = approvals(
+            &["pending", "--server", "http://127.0.0.1:9/"],
+            Some(SAM),
+            dir.path(),
+        );
+        if code(&unreachable) != 4 {
+            return Err(format!(
+                "unreachable server is exit 4: {}",
+                text(&unreachable)
+            ));
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}

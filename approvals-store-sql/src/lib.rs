@@ -25,7 +25,7 @@
 //!
 //! Backends are chosen by the URL: `sqlite:` (feature `sqlite`, on by default) or
 //! `postgres:`/`postgresql:` (feature `postgres`). Migrations are embedded per backend and
-//! applied on connect (turn that off with [`SqlStoreOptions::migrate`] and call
+//! applied on connect (turn that off with [`SqlStoreOptions::migrate()`] and call
 //! [`SqlStore::migrate`] yourself). They are tracked in the table
 //! `approvals_schema_migrations`, so they never collide with your application's own sqlx
 //! migrations.
@@ -36,6 +36,27 @@
 //! every other replica at once; the gate's polling covers notifications lost while the
 //! listener reconnects. SQLite notifies waiters in the same process; other processes on the
 //! same file notice changes when the gate polls (`GateBuilder::poll_interval`).
+//!
+//! Durability and concurrency:
+//!
+//! - SQLite runs in WAL mode with `synchronous=FULL`: the WAL is synced on every commit, so
+//!   a write that returned survives a crash or power loss. All writes of one `SqlStore` go to
+//!   a single writer task that commits whatever is waiting in one transaction (group
+//!   commit), so one `fsync` covers many concurrent callers; each write is still its own
+//!   compare-and-set, and callers hear back only after the commit. Other processes on the
+//!   same file serialize on SQLite's write lock (waiting up to
+//!   [`SqlStoreOptions::busy_timeout()`]; then a retryable error).
+//! - PostgreSQL commits each write in its own transaction (the server's `synchronous_commit`
+//!   decides durability; the default is on).
+//! - When the database cannot be reached, calls fail within
+//!   [`SqlStoreOptions::acquire_timeout()`] with [`StoreError::Unavailable`], which the gate
+//!   turns into a refusal: nothing runs. The pool reconnects by itself when the database is
+//!   back.
+//!
+//! Tables: `approval_requests` (the full [`RequestRecord`] as JSON plus indexed columns:
+//! `id`, `version`, `state`, `kind`, `environment`, `initiator_id` (trimmed, lowercase),
+//! `idempotency_key` UNIQUE, `created_at`, `expires_at`) and `approval_audit` (see
+//! [`audit`]).
 //!
 //! Modules: [`audit`] (the hash-chained audit table), [`error`] (errors).
 #![warn(missing_docs)]

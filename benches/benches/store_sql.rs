@@ -1,0 +1,288 @@
+//! SQL store: full lifecycles per second (request, approve, execute, with every audit event
+//! in the hash-chained SQL audit table) on SQLite with durable commits and on PostgreSQL, and
+//! the cross-replica wake latency on PostgreSQL.
+//!
+//! `cargo bench -p approvals-benches --bench store_sql`
+//! (set `APPROVALS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test` for the
+//! PostgreSQL figures; without it they are skipped with a notice).
+//!
+//! The wake latency is measured between two stores with their own pools and listener
+//! connections (as two replicas have): the time from starting a compare-and-set on replica B
+//! until replica A's `changes()` receiver, and A's waiting `gate.wait()`, see it. p50/p99 are
+//! printed after the criterion output.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use approvals_core::{
+    ActionRequest, Gate, GuardError, Initiator, Principal, Requirement, Review, StaticPolicy,
+    Store, Submission,
+};
+use approvals_store_sql::{SqlStore, SqlStoreOptions};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+
+const PG_ENV: &str = "APPROVALS_TEST_POSTGRES_URL";
+
+fn gate(store: &SqlStore, poll: Duration) -> Gate {
+    Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+        .store(store.clone())
+        .audit(store.audit_sink())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .poll_interval(poll)
+        .build()
+        .expect("gate")
+}
+
+fn sam() -> Principal {
+    Principal::human("sam@example.com").with_groups(["data-owners"])
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn action() -> ActionRequest {
+    ActionRequest::new("data.export", "db://prod/customers").params(
+        json!({"rows": 5000, "columns": ["email", "plan"], "n": SEQ.fetch_add(1, Ordering::Relaxed)}),
+    )
+}
+
+/// One full lifecycle: request, approve, wait, execute; 7 audit rows, 4 request writes.
+async fn lifecycle(gate: &Gate) {
+    let action = action();
+    let Ok(Submission::Pending(id)) = gate.submit(&action).await else {
+        panic!("approval required");
+    };
+    gate.decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    let grant = gate.wait(id).await.expect("grant");
+    gate.execute(grant, &action, || async { Ok::<_, GuardError>(()) })
+        .await
+        .expect("execute");
+}
+
+/// `n` lifecycles at once.
+async fn lifecycles(gate: &Gate, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let gate = gate.clone();
+            tokio::spawn(async move { lifecycle(&gate).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("lifecycle");
+    }
+}
+
+fn unique_schema() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000_000)
+        .unwrap_or_default();
+    format!("bench_{}_{nanos}", std::process::id())
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+fn sqlite_lifecycles(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = rt.block_on(SqlStore::connect(&url)).expect("sqlite");
+    let gate = gate(&store, Duration::from_secs(1));
+    let mut group = c.benchmark_group("store_sql_sqlite");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("lifecycle_sequential", |b| {
+        b.to_async(&rt).iter(|| lifecycle(&gate));
+    });
+    for n in [8, 32] {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("lifecycle_concurrent_{n}"), |b| {
+            b.to_async(&rt).iter(|| lifecycles(&gate, n));
+        });
+    }
+    group.finish();
+    rt.block_on(store.close());
+}
+
+fn postgres_lifecycles(c: &mut Criterion) {
+    let Ok(url) = std::env::var(PG_ENV) else {
+        eprintln!("SKIPPED store_sql_postgres: set {PG_ENV} to bench PostgreSQL");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let schema = unique_schema();
+    let store = rt
+        .block_on(SqlStore::connect_with(
+            SqlStoreOptions::new(&url)
+                .schema(&schema)
+                .max_connections(16),
+        ))
+        .expect("postgres");
+    let gate = gate(&store, Duration::from_secs(1));
+    let mut group = c.benchmark_group("store_sql_postgres");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("lifecycle_sequential", |b| {
+        b.to_async(&rt).iter(|| lifecycle(&gate));
+    });
+    for n in [8, 32] {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("lifecycle_concurrent_{n}"), |b| {
+            b.to_async(&rt).iter(|| lifecycles(&gate, n));
+        });
+    }
+    group.finish();
+    rt.block_on(store.close());
+    rt.block_on(drop_schema(&url, &schema));
+}
+
+/// Replica A waits; replica B changes the record. Returns the time from B's call to A seeing
+/// the notice on `changes()`.
+async fn notify_once(a: &SqlStore, b: &SqlStore, gate_b: &Gate) -> Duration {
+    let Ok(Submission::Pending(id)) = gate_b.submit(&action()).await else {
+        panic!("approval required");
+    };
+    let mut rx = a.changes().expect("changes");
+    let mut record = b.get(id).await.expect("get").expect("exists");
+    record.escalated = true;
+    let start = Instant::now();
+    assert!(
+        b.compare_and_set(record.version, &record)
+            .await
+            .expect("cas")
+    );
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Ok(got)) if got == id => return start.elapsed(),
+            Ok(_) => continue,
+            Err(_) => panic!("no notification within 5 s"),
+        }
+    }
+}
+
+/// Replica A's `gate.wait()` is pending; replica B approves. Returns the time from B's
+/// `decide()` call until A's `wait()` returns the grant (polling is set to one minute, so
+/// only the notification can wake it).
+async fn wake_once(gate_a: &Gate, gate_b: &Gate) -> Duration {
+    let Ok(Submission::Pending(id)) = gate_a.submit(&action()).await else {
+        panic!("approval required");
+    };
+    let waiter = {
+        let gate_a = gate_a.clone();
+        tokio::spawn(async move {
+            let grant = gate_a.wait(id).await;
+            (Instant::now(), grant.is_ok())
+        })
+    };
+    // Let the waiter subscribe and read the pending record first.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let start = Instant::now();
+    gate_b
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
+    let (woke, ok) = waiter.await.expect("waiter");
+    assert!(ok, "granted");
+    woke.saturating_duration_since(start)
+}
+
+fn percentiles(name: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "{name}: n={} p50={:.3} ms p99={:.3} ms max={:.3} ms",
+        samples.len(),
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3,
+    );
+}
+
+fn postgres_wake(c: &mut Criterion) {
+    let Ok(url) = std::env::var(PG_ENV) else {
+        eprintln!("SKIPPED store_sql_postgres_wake: set {PG_ENV} to bench PostgreSQL");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let schema = unique_schema();
+    let open = || SqlStore::connect_with(SqlStoreOptions::new(&url).schema(&schema));
+    let a = rt.block_on(open()).expect("replica a");
+    let b = rt.block_on(open()).expect("replica b");
+    let gate_a = gate(&a, Duration::from_secs(60));
+    let gate_b = gate(&b, Duration::from_secs(60));
+    let mut group = c.benchmark_group("store_sql_postgres_wake");
+    group.sample_size(50);
+    group.bench_function("cas_to_other_replica_notice", |bench| {
+        bench.to_async(&rt).iter_custom(|iters| {
+            let (a, b, gate_b) = (a.clone(), b.clone(), gate_b.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += notify_once(&a, &b, &gate_b).await;
+                }
+                total
+            }
+        });
+    });
+    group.bench_function("decide_to_other_replica_grant", |bench| {
+        bench.to_async(&rt).iter_custom(|iters| {
+            let (gate_a, gate_b) = (gate_a.clone(), gate_b.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += wake_once(&gate_a, &gate_b).await;
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+    let notices = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..1000 {
+            v.push(notify_once(&a, &b, &gate_b).await);
+        }
+        v
+    });
+    percentiles("cross-replica notice (CAS on B -> changes() on A)", notices);
+    let wakes = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..300 {
+            v.push(wake_once(&gate_a, &gate_b).await);
+        }
+        v
+    });
+    percentiles(
+        "cross-replica wake (decide on B -> wait() returns on A)",
+        wakes,
+    );
+    rt.block_on(a.close());
+    rt.block_on(b.close());
+    rt.block_on(drop_schema(&url, &schema));
+}
+
+criterion_group!(
+    benches,
+    sqlite_lifecycles,
+    postgres_lifecycles,
+    postgres_wake
+);
+criterion_main!(benches);

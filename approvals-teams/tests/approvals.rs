@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approvals_core::{
-    ActionRequest, AuditEvent, EventDetail, Gate, Initiator, ManualClock, MemorySink, Principal,
-    RejectCause, RequestContext, RequestId, RequestState, Requirement, StaticIdentityResolver,
-    StaticPolicy, Submission,
+    ActionRequest, AuditEvent, EventDetail, Gate, Initiator, Inserted, ListFilter, ManualClock,
+    MemorySink, MemoryStore, Principal, RejectCause, RequestContext, RequestId, RequestRecord,
+    RequestState, Requirement, StaticIdentityResolver, StaticPolicy, Store, StoreError, Submission,
 };
-use approvals_teams::activity::ADAPTIVE_CARD_CONTENT_TYPE;
+use approvals_teams::activity::{ADAPTIVE_CARD_CONTENT_TYPE, MESSAGE_RESPONSE_TYPE};
 use approvals_teams::auth::{AuthConfig, BotAuthenticator};
 use approvals_teams::connector::{ConnectorClient, RetryPolicy};
 use approvals_teams::fake::{
@@ -76,6 +76,15 @@ async fn setup(quorum: u32) -> Env {
 }
 
 async fn setup_with(requirement: Requirement) -> Env {
+    build_env(
+        requirement,
+        Arc::new(MemoryStore::new()),
+        Duration::from_secs(4),
+    )
+    .await
+}
+
+async fn build_env(requirement: Requirement, store: Arc<dyn Store>, timeout: Duration) -> Env {
     let idp = FakeOpenId::start().await.expect("openid fake starts");
     let bot = FakeConnector::start().await.expect("connector fake starts");
     let tokens_ep = FakeTokenEndpoint::start(APP_ID, SECRET)
@@ -93,6 +102,7 @@ async fn setup_with(requirement: Requirement) -> Env {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let gate = Gate::builder()
         .policy(StaticPolicy::require(requirement))
+        .store_shared(store)
         .audit_shared(audit.clone())
         .approver(approver.clone())
         .clock(clock.clone())
@@ -110,6 +120,7 @@ async fn setup_with(requirement: Requirement) -> Env {
         .authenticator(auth)
         .allow_tenant(TENANT)
         .approver(approver)
+        .decision_timeout(timeout)
         .build()
         .expect("handler builds");
     Env {
@@ -963,4 +974,110 @@ async fn hostile_text_cannot_spoof_the_card() {
     assert!(!all.contains('\u{202E}'), "bidi override survived");
     // Links are never rendered as clickable labels.
     assert!(!all.contains("Action.OpenUrl"));
+}
+
+// ------------------------------------------------------------------------------------------
+// A slow store, and a restart.
+
+/// A memory store whose writes wait while `hold` has no permits.
+struct SlowStore {
+    inner: MemoryStore,
+    hold: tokio::sync::Semaphore,
+    held: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowStore {
+    async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.get_by_idempotency_key(key).await
+    }
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        if self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            let permit = self
+                .hold
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            permit.forget();
+        }
+        self.inner.compare_and_set(expected_version, record).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.list(filter).await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_store_gets_still_processing_and_the_decision_completes() {
+    let store = Arc::new(SlowStore {
+        inner: MemoryStore::new(),
+        hold: tokio::sync::Semaphore::new(0),
+        held: std::sync::atomic::AtomicBool::new(false),
+    });
+    let env = build_env(
+        Requirement::groups(["security"]),
+        store.clone(),
+        Duration::from_millis(300),
+    )
+    .await;
+    let id = env.submit(&export()).await;
+    store.held.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let response = env.click(ANN, "approve", None).await;
+    assert_eq!(response["type"], MESSAGE_RESPONSE_TYPE, "{response}");
+    assert!(
+        response["value"]
+            .as_str()
+            .is_some_and(|m| m.contains("still being recorded")),
+        "{response}"
+    );
+    assert_eq!(env.state(id).await, RequestState::Pending);
+
+    // The store catches up: the decision was not abandoned.
+    store.hold.add_permits(100);
+    let grant = tokio::time::timeout(Duration::from_secs(20), env.gate.wait(id))
+        .await
+        .expect("decided in time")
+        .expect("granted");
+    assert_eq!(grant.approvers()[0].id, "ann@example.com");
+    assert_eq!(env.reviews(id).len(), 1);
+}
+
+#[tokio::test]
+async fn cards_are_replaced_after_a_restart_from_the_stored_delivery() {
+    let env = setup(1).await;
+    let id = env.submit(&export()).await;
+    let record = env.gate.get(id).await.ok().flatten().expect("stored");
+    let cards = TeamsApprover::cards(&record);
+    assert_eq!(cards.len(), 1);
+    assert_eq!(cards[0].activity_id.as_deref(), Some("activity-1"));
+    assert_eq!(cards[0].conversation_id, CONVERSATION);
+
+    // A new process: a fresh approver knows nothing but what the store holds.
+    let tokens_ep = FakeTokenEndpoint::start(APP_ID, SECRET)
+        .await
+        .expect("token fake starts");
+    let tokens = TokenProvider::new(
+        TokenConfig::new(APP_ID, ClientSecret::new(SECRET)).with_token_url(tokens_ep.token_url()),
+    )
+    .expect("token provider builds");
+    let fresh = TeamsApprover::new(
+        ConnectorClient::new(tokens).expect("connector builds"),
+        env.bot.service_url(),
+        "19:some-other-conversation@thread.tacv2",
+    );
+    fresh.refresh(&record).await.expect("card replaced");
+    let put = &env.bot.updated()[0];
+    assert_eq!(put.activity_id.as_deref(), Some("activity-1"));
+    assert_eq!(put.conversation_id, CONVERSATION);
 }

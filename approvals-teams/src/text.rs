@@ -94,14 +94,18 @@ pub fn card_text(untrusted: &str) -> String {
 /// ```
 pub fn literal_text(untrusted: &str) -> String {
     let mut out = String::with_capacity(untrusted.len() + 8);
+    // The last character written, and whether the last one read was a carriage return.
     let mut prev: Option<char> = None;
+    let mut after_cr = false;
     for c in untrusted.chars() {
+        if c == '\n' && after_cr {
+            // "\r\n" is one line break, already written.
+            after_cr = false;
+            continue;
+        }
+        after_cr = c == '\r';
         let c = match c {
             '\n' | '\t' => c,
-            '\r' => {
-                prev = Some(c);
-                continue;
-            }
             c if is_line_break(c) => '\n',
             c if c.is_control() || is_bidi_control(c) => '\u{FFFD}',
             c => c,
@@ -178,6 +182,53 @@ mod tests {
         assert!(!out.contains("{{") && !out.contains("}}") && !out.contains("${"));
         // Ordinary JSON is unchanged.
         assert_eq!(literal_text("{\"a\": [1, 2]}"), "{\"a\": [1, 2]}");
+    }
+
+    /// Many random strings over an alphabet of the characters that matter: `card_text` keeps
+    /// one character per character and leaves nothing Markdown, date functions or bidi can
+    /// use; `literal_text` never leaves `{{`, `}}` or `${`.
+    #[test]
+    fn random_text_is_always_inert() {
+        const ALPHABET: &[char] = &[
+            '*', '_', '[', ']', '(', ')', '`', '~', '#', '<', '>', '&', '|', '\\', '{', '}', '$',
+            '!', '-', '+', '=', '.', '1', '9', 'a', ' ', '\n', '\r', '\t', '\u{2028}', '\u{202E}',
+            '\u{2066}', '\u{0}', '\u{1b}', 'é', '✅',
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let len = (next() % 40) as usize;
+            let s: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            let out = card_text(&s);
+            assert_eq!(out.chars().count(), s.chars().count(), "{s:?}");
+            for c in MARKDOWN_ACTIVE {
+                assert!(!out.contains(*c), "{c:?} survived: {s:?} -> {out:?}");
+            }
+            assert!(
+                !out.chars()
+                    .any(|c| c.is_control() || is_bidi_control(c) || is_line_break(c))
+            );
+            assert!(
+                !out.trim_start().starts_with(['-', '+', '=']),
+                "{s:?} -> {out:?}"
+            );
+            let lit = literal_text(&s);
+            assert!(
+                !lit.contains("{{") && !lit.contains("}}") && !lit.contains("${"),
+                "{s:?}"
+            );
+            assert!(
+                !lit.chars()
+                    .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c))
+            );
+        }
     }
 
     #[test]

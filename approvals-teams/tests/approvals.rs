@@ -394,6 +394,16 @@ async fn approve_flow_posts_the_card_applies_the_click_and_replaces_the_card() {
     // The agent gets its grant.
     let grant = env.gate.wait(id).await.expect("granted");
     assert_eq!(grant.approvers()[0].id, "ann@example.com");
+
+    // One client-credentials token served the post and the update, sent as a bearer token.
+    assert_eq!(env._tokens.requests(), 1);
+    let issued = env._tokens.issued();
+    for call in env.bot.calls() {
+        assert_eq!(
+            call.authorization.as_deref(),
+            Some(format!("Bearer {}", issued[0]).as_str())
+        );
+    }
 }
 
 #[tokio::test]
@@ -490,6 +500,20 @@ async fn action_submit_fallback_is_applied_like_a_click() {
             .iter()
             .any(|(c, _)| *c == RejectCause::SelfApproval)
     );
+    // Without an invoke response, the refusal is replied in the conversation.
+    let mut replied = false;
+    for _ in 0..400 {
+        replied = env.bot.posted().iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("cannot review your own request"))
+        });
+        if replied {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replied, "refusal replied in the conversation");
 }
 
 #[tokio::test]

@@ -153,6 +153,24 @@ pub(crate) fn next_row(
     })
 }
 
+/// The rows that follow `(prev_seq, prev_hash)` for events already encoded as canonical JSON,
+/// in order.
+pub(crate) fn chain_rows(
+    prev_seq: i64,
+    prev_hash: &str,
+    jsons: impl IntoIterator<Item = String>,
+) -> Result<Vec<AuditRow>, SqlError> {
+    let mut rows: Vec<AuditRow> = Vec::new();
+    for json in jsons {
+        let (seq, hash) = rows
+            .last()
+            .map_or((prev_seq, prev_hash), |r| (r.seq, r.hash.as_str()));
+        let row = next_row(seq, hash, json)?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// `hex(SHA-256(unhex(prev_hash) || event_json))`, or `None` when `prev_hash` is not 64 hex
 /// digits.
 pub fn chain_hash(prev_hash: &str, event_json: &[u8]) -> Option<String> {
@@ -178,7 +196,9 @@ pub fn event_json(event: &AuditEvent) -> Result<String, SqlError> {
 /// committed (durably, on SQLite with `synchronous=FULL`) before `record` returns.
 ///
 /// Appends from several processes or replicas interleave safely: each append takes the
-/// table's write lock, reads the head and links to it.
+/// table's write lock, reads the head and links to it. Events recorded at the same time by
+/// one store are appended together in one transaction (one commit for all of them); each
+/// `record` call returns only after its event committed.
 #[derive(Debug, Clone)]
 pub struct SqlAuditSink {
     store: SqlStore,

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -36,7 +36,18 @@ pub(crate) struct PgBackend {
     channel: String,
     changes: broadcast::Sender<RequestId>,
     listener: JoinHandle<()>,
+    audits: mpsc::Sender<AuditJob>,
 }
+
+/// An event for the audit writer, encoded, with where to send its row.
+type AuditJob = (
+    AuditEvent,
+    String,
+    oneshot::Sender<Result<AuditRow, SqlError>>,
+);
+
+/// Most audit events appended in one transaction.
+const MAX_AUDIT_BATCH: usize = 512;
 
 impl Drop for PgBackend {
     fn drop(&mut self) {
@@ -98,11 +109,14 @@ impl PgBackend {
             channel.clone(),
             changes.clone(),
         ));
+        let (audits, rx) = mpsc::channel(4 * MAX_AUDIT_BATCH);
+        tokio::spawn(audit_writer(pool.clone(), rx));
         Ok(PgBackend {
             pool,
             channel,
             changes,
             listener,
+            audits,
         })
     }
 
@@ -273,49 +287,14 @@ impl PgBackend {
 
     pub(crate) async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
         let json = audit::event_json(event)?;
-        let what = "appending to the audit table";
-        let mut tx = self
-            .pool
-            .begin()
+        let (tx, rx) = oneshot::channel();
+        let gone =
+            || SqlError::Unavailable("the audit writer stopped (the store was closed)".into());
+        self.audits
+            .send((event.clone(), json, tx))
             .await
-            .map_err(|e| SqlError::from_sqlx(what, e))?;
-        // Appends from every replica serialize here; readers are not blocked.
-        sqlx::query("LOCK TABLE approval_audit IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| SqlError::from_sqlx(what, e))?;
-        let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| SqlError::from_sqlx(what, e))?;
-        let (prev_seq, prev_hash) = match head {
-            Some(row) => (
-                row.try_get::<i64, _>("seq")
-                    .map_err(|e| SqlError::from_sqlx(what, e))?,
-                row.try_get::<String, _>("hash")
-                    .map_err(|e| SqlError::from_sqlx(what, e))?,
-            ),
-            None => (0, audit::GENESIS_HASH.to_owned()),
-        };
-        let row = audit::next_row(prev_seq, &prev_hash, json)?;
-        sqlx::query(
-            "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(row.seq)
-        .bind(event.at)
-        .bind(event.request_id.0)
-        .bind(event.name())
-        .bind(&row.prev_hash)
-        .bind(&row.hash)
-        .bind(&row.event_json)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| SqlError::from_sqlx(what, e))?;
-        tx.commit()
-            .await
-            .map_err(|e| SqlError::from_sqlx(what, e))?;
-        Ok(row)
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     pub(crate) async fn audit_rows(
@@ -348,6 +327,79 @@ impl PgBackend {
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| SqlError::from_sqlx(what, e))
     }
+}
+
+/// Appends audit events in batches: every event waiting when a batch starts goes into one
+/// transaction (one lock, one head read, one insert, one commit), and each caller hears back
+/// after the commit. Ends when the store is dropped.
+async fn audit_writer(pool: PgPool, mut rx: mpsc::Receiver<AuditJob>) {
+    let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
+    while rx.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
+        let jobs = std::mem::take(&mut batch);
+        match append_many(&pool, &jobs).await {
+            Ok(rows) => {
+                for ((_, _, reply), row) in jobs.into_iter().zip(rows) {
+                    let _ = reply.send(Ok(row));
+                }
+            }
+            Err(e) => {
+                for (_, _, reply) in jobs {
+                    let _ = reply.send(Err(match &e {
+                        SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
+                        other => SqlError::Database(other.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+async fn append_many(pool: &PgPool, jobs: &[AuditJob]) -> Result<Vec<AuditRow>, SqlError> {
+    let what = "appending to the audit table";
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    // Appends from every replica serialize here; readers are not blocked.
+    sqlx::query("LOCK TABLE approval_audit IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    let (prev_seq, prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")
+                .map_err(|e| SqlError::from_sqlx(what, e))?,
+            row.try_get::<String, _>("hash")
+                .map_err(|e| SqlError::from_sqlx(what, e))?,
+        ),
+        None => (0, audit::GENESIS_HASH.to_owned()),
+    };
+    let rows = audit::chain_rows(prev_seq, &prev_hash, jobs.iter().map(|(_, j, _)| j.clone()))?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json) ",
+    );
+    insert.push_values(rows.iter().zip(jobs), |mut b, (row, (event, _, _))| {
+        b.push_bind(row.seq)
+            .push_bind(event.at)
+            .push_bind(event.request_id.0)
+            .push_bind(event.name())
+            .push_bind(row.prev_hash.clone())
+            .push_bind(row.hash.clone())
+            .push_bind(row.event_json.clone());
+    });
+    insert
+        .build()
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    tx.commit()
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    Ok(rows)
 }
 
 /// `CREATE SCHEMA IF NOT EXISTS`, tolerating another process creating it at the same time.

@@ -349,9 +349,16 @@ async fn commit_batch(
         }
     };
     let mut done = Vec::with_capacity(batch.len());
+    // Audit events are chained after the request writes, in arrival order, with one read of
+    // the chain head and one multi-row insert per batch.
+    let mut audits = Vec::new();
     let mut writes = batch.into_iter();
     let mut failure = None;
     for write in writes.by_ref() {
+        if let Write::Audit(event, json, reply) = write {
+            audits.push((event, json, reply));
+            continue;
+        }
         match apply(&mut tx, write).await {
             Ok(d) => done.push(d),
             Err((e, write)) => {
@@ -360,11 +367,29 @@ async fn commit_batch(
             }
         }
     }
+    if failure.is_none() && !audits.is_empty() {
+        let items: Vec<(&AuditEvent, &str)> =
+            audits.iter().map(|(e, j, _)| (e, j.as_str())).collect();
+        match append_many(&mut tx, &items).await {
+            Ok(rows) => {
+                for ((_, _, reply), row) in audits.drain(..).zip(rows) {
+                    done.push(Done::Audit(Ok(row), reply));
+                }
+            }
+            Err(e) => {
+                let (event, json, reply) = audits.remove(0);
+                failure = Some((e, Write::Audit(event, json, reply)));
+            }
+        }
+    }
     if let Some((e, write)) = failure {
         // Anything but a per-write constraint error may have ended the transaction: undo it
         // all and tell every caller, so nobody is told "failed" for a write that committed.
         let _ = tx.rollback().await;
-        let rest: Vec<Write> = std::iter::once(write).chain(writes).collect();
+        let rest: Vec<Write> = std::iter::once(write)
+            .chain(writes)
+            .chain(audits.into_iter().map(|(e, j, r)| Write::Audit(e, j, r)))
+            .collect();
         fail_done(done, &e);
         return fail_all(rest, &e);
     }
@@ -449,10 +474,16 @@ async fn apply(conn: &mut SqliteConnection, write: Write) -> Result<Done, Failed
                 Err(e) => Err((e, Write::Cas(row, expected, allowed, reply))),
             }
         }
-        Write::Audit(event, json, reply) => match append(conn, &event, &json).await {
-            Ok(r) => Ok(Done::Audit(Ok(r), reply)),
-            Err(e) => Err((e, Write::Audit(event, json, reply))),
-        },
+        Write::Audit(event, json, reply) => {
+            match append_many(conn, &[(&event, json.as_str())]).await {
+                Ok(mut rows) if rows.len() == 1 => Ok(Done::Audit(Ok(rows.remove(0)), reply)),
+                Ok(_) => Err((
+                    SqlError::Database("the audit append wrote no row".into()),
+                    Write::Audit(event, json, reply),
+                )),
+                Err(e) => Err((e, Write::Audit(event, json, reply))),
+            }
+        }
     }
 }
 
@@ -559,11 +590,12 @@ async fn cas(
     })
 }
 
-async fn append(
+/// Appends events to the audit chain inside the caller's transaction (which holds the write
+/// lock): one read of the head, one insert.
+async fn append_many(
     conn: &mut SqliteConnection,
-    event: &AuditEvent,
-    json: &str,
-) -> Result<AuditRow, SqlError> {
+    events: &[(&AuditEvent, &str)],
+) -> Result<Vec<AuditRow>, SqlError> {
     let what = "appending to the audit table";
     let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
@@ -578,26 +610,33 @@ async fn append(
         ),
         None => (0, audit::GENESIS_HASH.to_owned()),
     };
-    let row = audit::next_row(prev_seq, &prev_hash, json.to_owned())?;
-    sqlx::query(
-        "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .bind(row.seq)
-    .bind(
-        event
-            .at
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    )
-    .bind(event.request_id.to_string())
-    .bind(event.name())
-    .bind(&row.prev_hash)
-    .bind(&row.hash)
-    .bind(&row.event_json)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| SqlError::from_sqlx(what, e))?;
-    Ok(row)
+    let rows = audit::chain_rows(
+        prev_seq,
+        &prev_hash,
+        events.iter().map(|(_, json)| (*json).to_owned()),
+    )?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json) ",
+    );
+    insert.push_values(rows.iter().zip(events), |mut b, (row, (event, _))| {
+        b.push_bind(row.seq)
+            .push_bind(
+                event
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            )
+            .push_bind(event.request_id.to_string())
+            .push_bind(event.name())
+            .push_bind(row.prev_hash.clone())
+            .push_bind(row.hash.clone())
+            .push_bind(row.event_json.clone());
+    });
+    insert
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    Ok(rows)
 }
 
 fn decode_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, StoreError> {

@@ -100,7 +100,11 @@ fn sqlite_lifecycles(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = rt.block_on(SqlStore::connect(&url)).expect("sqlite");
+    let store = rt
+        .block_on(SqlStore::connect_with(
+            SqlStoreOptions::new(&url).acquire_timeout(Duration::from_secs(30)),
+        ))
+        .expect("sqlite");
     let gate = gate(&store, Duration::from_secs(1));
     let mut group = c.benchmark_group("store_sql_sqlite");
     group
@@ -110,7 +114,7 @@ fn sqlite_lifecycles(c: &mut Criterion) {
     group.bench_function("lifecycle_sequential", |b| {
         b.to_async(&rt).iter(|| lifecycle(&gate));
     });
-    for n in [8, 32] {
+    for n in [8, 64, 256] {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("lifecycle_concurrent_{n}"), |b| {
             b.to_async(&rt).iter(|| lifecycles(&gate, n));
@@ -143,7 +147,7 @@ fn postgres_lifecycles(c: &mut Criterion) {
     group.bench_function("lifecycle_sequential", |b| {
         b.to_async(&rt).iter(|| lifecycle(&gate));
     });
-    for n in [8, 32] {
+    for n in [8, 64, 256] {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("lifecycle_concurrent_{n}"), |b| {
             b.to_async(&rt).iter(|| lifecycles(&gate, n));

@@ -393,12 +393,20 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         Problem::bad_request(format!(
             "the body is not valid for this call: {}",
             crate::html::truncate(&e.to_string(), 300)
         ))
-    })
+    };
+    // Only an object: serde would also read a struct from a JSON array of its fields.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(Problem::bad_request(
+            "the body must be a JSON object, for example {\"reason\": \"...\"}",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 pub(crate) fn check_reason(reason: Option<String>) -> Result<Option<String>, Problem> {

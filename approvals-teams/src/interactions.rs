@@ -13,18 +13,20 @@
 //!    activity's `serviceUrl`, and the key's endorsement for the activity's channel. Failure:
 //!    401, and a `review_rejected` event with cause `forged` if the (unverified) body names a
 //!    request that exists.
-//! 2. The tenant: it must be one of the allowed tenants. Failure: 403, `not_authorized`.
-//! 3. The card data: request id, digest and verdict, consistent with the verb. Failure: 400.
-//! 4. The conversation: the request must have been posted to the conversation the click comes
+//! 2. The channel: `channelId` must be `msteams` (a key endorsed for another Bot Framework
+//!    channel is not Teams). Failure: 403.
+//! 3. The tenant: it must be one of the allowed tenants. Failure: 403, `not_authorized`.
+//! 4. The card data: request id, digest and verdict, consistent with the verb. Failure: 400.
+//! 5. The conversation: the request must have been posted to the conversation the click comes
 //!    from. Failure: refused, `not_authorized`.
-//! 5. The trigger: only a `manual` trigger is a click. An `automatic` trigger (card refresh),
+//! 6. The trigger: only a `manual` trigger is a click. An `automatic` trigger (card refresh),
 //!    a missing or unknown one, or the `refresh` verb only returns the current card; nothing
 //!    is recorded.
-//! 6. The clicker: `aadObjectId` and tenant are mapped to a [`Principal`] through the
+//! 7. The clicker: `aadObjectId` and tenant are mapped to a [`Principal`] through the
 //!    [`IdentityResolver`] with channel [`CHANNEL`] and external id [`external_id`]. A click
 //!    without them, or one that maps to zero or several principals, is refused
 //!    (`unknown_reviewer`).
-//! 7. The review, through [`Gate::decide`], bound to the digest on the card: self-approval,
+//! 8. The review, through [`Gate::decide`], bound to the digest on the card: self-approval,
 //!    authorization, expiry, double clicks and everything else the gate checks.
 //!
 //! The invoke response always carries a card showing the request's current state, with a
@@ -58,6 +60,9 @@ use crate::card::{
 use crate::inbound::{InboundError, authenticate_request};
 use crate::text::truncate;
 
+/// The Bot Framework `channelId` of Microsoft Teams; activities from other channels are
+/// refused.
+pub const TEAMS_CHANNEL_ID: &str = "msteams";
 /// Where the Bot Connector posts activities, by convention (the bot's messaging endpoint).
 pub const DEFAULT_PATH: &str = "/api/messages";
 /// Default longest wait for the store and identity directory while answering a click. Teams
@@ -294,6 +299,16 @@ impl TeamsInteractions {
             Err(e) => return self.unauthenticated(request.body(), e).await,
         };
         let activity = inbound.activity;
+        let from_teams = activity.channel_id.as_deref() == Some(TEAMS_CHANNEL_ID);
+        if !from_teams && (activity.is_card_action() || activity.kind == "message") {
+            // A key endorsed for another Bot Framework channel (Web Chat, ...) is not Teams.
+            return AdaptiveCardInvokeResponse::error(
+                403,
+                "Forbidden",
+                "this bot only accepts approvals from Microsoft Teams",
+            )
+            .to_http_response();
+        }
         if activity.is_card_action() {
             return self.on_invoke(&activity).await.to_http_response();
         }

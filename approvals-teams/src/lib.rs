@@ -71,6 +71,7 @@ pub use card::{CardData, CardOptions, Notice, request_card};
 pub use connector::{ConnectorClient, ConnectorError, ResourceResponse, RetryPolicy};
 pub use inbound::{AuthenticatedActivity, InboundError, authenticate_request};
 pub use interactions::{
-    DEFAULT_PATH, InteractionsConfigError, TeamsInteractions, TeamsInteractionsBuilder, external_id,
+    DEFAULT_PATH, InteractionsConfigError, TEAMS_CHANNEL_ID, TeamsInteractions,
+    TeamsInteractionsBuilder, external_id,
 };
 pub use token::{AccessToken, ClientSecret, TokenConfig, TokenError, TokenProvider};

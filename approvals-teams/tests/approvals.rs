@@ -722,6 +722,31 @@ async fn foreign_tenant_is_refused_without_a_card() {
 }
 
 #[tokio::test]
+async fn other_bot_framework_channels_are_refused() {
+    let env = setup(1).await;
+    // A genuine token from another Bot Framework channel (a key endorsed for Web Chat),
+    // published before the authenticator first fetches the keys.
+    env.idp.publish_key("webchat-key", &["webchat"]).await;
+    let id = env.submit(&export()).await;
+    let token = env.idp.mint(
+        &TokenSpec::valid(APP_ID, &env.bot.service_url()).header("kid", json!("webchat-key")),
+    );
+    let mut body = invoke(
+        &env.bot.service_url(),
+        TENANT,
+        ANN,
+        "approve",
+        env.button_data("approve"),
+        "manual",
+    );
+    body["channelId"] = json!("webchat");
+    let response = env.send(&token, &body).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(env.state(id).await, RequestState::Pending);
+    assert!(env.reviews(id).is_empty());
+}
+
+#[tokio::test]
 async fn automatic_trigger_with_an_approve_verb_never_decides() {
     let env = setup(1).await;
     let id = env.submit(&export()).await;

@@ -941,6 +941,31 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
             r#"<section class="card decide"><h2>Your decision</h2><p class="muted">{text}</p></section>"#
         )
     };
+    let may_review = record
+        .request
+        .initiator
+        .as_ref()
+        .is_some_and(|i| !i.is_self(me))
+        && record.requirement.authorizes(me, record.escalated);
+    // Deny wins: an approval whose grant is still unused can be revoked by a reviewer.
+    let revocable =
+        record.state == RequestState::Approved && record.grant_expires_at.is_some_and(|t| now < t);
+    if revocable && may_review {
+        return format!(
+            r#"<section class="card decide"><h2>Revoke the approval</h2>
+<p class="muted">Approved, but the agent has not used its grant yet. Denying now revokes it: the action will not run.</p>
+<form method="post" action="/console/requests/{id}/decision" class="stack">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="digest" value="{digest}">
+<label for="reason">Reason</label>
+<textarea id="reason" name="reason" rows="3" maxlength="2000" placeholder="Why you revoke it (recorded in the audit trail)"></textarea>
+<div class="buttons"><button type="submit" name="verdict" value="deny" class="deny">Revoke (deny)</button></div>
+</form></section>"#,
+            id = record.id,
+            csrf = escape(&v.csrf),
+            digest = record.digest,
+        );
+    }
     if record.state != RequestState::Pending {
         return notice(&format!(
             "This request is {}; no further decisions are accepted.",

@@ -534,3 +534,81 @@ async fn sign_out_needs_the_csrf_token_and_ends_the_session() {
     .await;
     assert_eq!(r.status, 303, "the old cookie no longer works");
 }
+
+#[tokio::test]
+async fn an_unused_approval_can_be_revoked_from_the_console() {
+    let f = fixture();
+    let id = submit(&f.gate, &export()).await;
+    let digest = f
+        .gate
+        .get(id)
+        .await
+        .expect("store")
+        .expect("record")
+        .digest
+        .to_string();
+    let cookie = login(&f.server, SAM).await;
+    let page = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    let csrf = csrf_of(&page.text());
+    let path = format!("/console/requests/{id}/decision");
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&[("csrf", &csrf), ("verdict", "approve"), ("digest", &digest)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let page = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert!(page.text().contains("Revoke (deny)"), "{}", page.text());
+    assert!(!page.text().contains(r#"value="approve""#));
+    let other = login(&f.server, ADMIN).await;
+    let page = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&other),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        !page.text().contains("Revoke (deny)"),
+        "only allowed reviewers may revoke"
+    );
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&[
+            ("csrf", &csrf),
+            ("verdict", "deny"),
+            ("digest", &digest),
+            ("reason", "wrong bucket"),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(state(&f, id).await, RequestState::Denied);
+    assert!(f.gate.wait(id).await.is_err(), "the agent gets no grant");
+}

@@ -376,7 +376,10 @@ impl TeamsInteractions {
             e.status()
         };
         tracing::warn!(error = %e, %status, "Teams request refused");
+        // A genuine click during a key-fetch outage is not a forgery: only definite refusals
+        // are audited.
         if matches!(e, InboundError::Unauthenticated(_))
+            && !e.is_retryable()
             && let Some(id) = claimed_request(body)
         {
             let detail = format!("Bot Framework token refused: {e}");

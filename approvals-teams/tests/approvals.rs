@@ -1130,3 +1130,44 @@ async fn cards_are_replaced_after_a_restart_from_the_stored_delivery() {
     assert_eq!(put.activity_id.as_deref(), Some("activity-1"));
     assert_eq!(put.conversation_id, CONVERSATION);
 }
+
+#[tokio::test]
+async fn an_undeliverable_card_refuses_the_action() {
+    let env = setup(1).await;
+    // The bot was removed from the team: the connector answers 403.
+    env.bot.fail_next(403, 1, None);
+    let err = env.gate.submit(&export()).await.expect_err("not delivered");
+    assert!(
+        matches!(err, approvals_core::GuardError::DeliveryFailed { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("installed"), "{err}");
+    let failed: Vec<AuditEvent> = env
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e.name() == "dispatch_failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    let id = failed[0].request_id;
+    assert_eq!(env.state(id).await, RequestState::Cancelled);
+}
+
+#[tokio::test]
+async fn a_key_outage_is_retryable_and_not_called_forgery() {
+    let env = setup(1).await;
+    let id = env.submit(&export()).await;
+    env.idp.set_unavailable(true);
+    let body = invoke(
+        &env.bot.service_url(),
+        TENANT,
+        ANN,
+        "approve",
+        env.button_data("approve"),
+        "manual",
+    );
+    let response = env.send(&env.token(), &body).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(env.state(id).await, RequestState::Pending);
+    assert!(env.rejections(id).is_empty());
+}

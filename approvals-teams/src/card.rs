@@ -580,6 +580,153 @@ pub fn preview_text(record: &RequestRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use approvals_core::{
+        ActionRequest, Execution, Initiator, Principal, Requirement, Resolution, ReviewRecord,
+    };
+
+    fn record(state: RequestState) -> RequestRecord {
+        let now = Utc::now();
+        let request = ActionRequest::new("db.migrate", "db://prod/main")
+            .initiator(Initiator::agent("migrator").on_behalf_of(Principal::human("dana")));
+        RequestRecord {
+            id: RequestId::new(),
+            version: 3,
+            digest: request.digest(),
+            request,
+            requirement: Requirement::groups(["dba"]).quorum(2),
+            policy_rule: Some("migrations".into()),
+            policy_version: "v1".into(),
+            state,
+            created_at: now,
+            expires_at: now + chrono::TimeDelta::hours(1),
+            escalate_at: None,
+            escalated: false,
+            reviews: Vec::new(),
+            resolution: None,
+            grant_expires_at: None,
+            deliveries: Vec::new(),
+            execution: None,
+        }
+    }
+
+    fn review(name: &str, verdict: Verdict, reason: Option<&str>) -> ReviewRecord {
+        ReviewRecord {
+            reviewer: Principal::human(format!("{name}@example.com")).with_name(name),
+            verdict,
+            reason: reason.map(str::to_owned),
+            channel: "teams".into(),
+            at: Utc::now(),
+        }
+    }
+
+    fn status(record: &RequestRecord) -> String {
+        status_inlines(record)
+            .iter()
+            .filter_map(|r| r["text"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn status_line_for_every_state() {
+        let mut r = record(RequestState::Pending);
+        assert_eq!(status(&r), "Waiting for approval (0 of 2).");
+        r.reviews.push(review("Ann", Verdict::Approve, None));
+        assert_eq!(
+            status(&r),
+            "1 of 2 approvals so far: Ann. Waiting for 1 more."
+        );
+        r.reviews.push(review("Bob", Verdict::Approve, None));
+        r.state = RequestState::Approved;
+        assert!(status(&r).starts_with("Approved by Ann, Bob (2 of 2)."));
+        r.state = RequestState::Executed;
+        assert!(status(&r).contains("ran successfully"));
+        r.state = RequestState::Failed;
+        r.execution = Some(Execution {
+            started_at: Utc::now(),
+            finished_at: None,
+            error: Some("disk full".into()),
+        });
+        assert!(status(&r).contains("failed: disk full"));
+        r.state = RequestState::Lapsed;
+        assert!(status(&r).contains("not used in time"));
+
+        let mut d = record(RequestState::Denied);
+        d.reviews
+            .push(review("Cy", Verdict::Deny, Some("not in the window")));
+        assert_eq!(
+            status(&d),
+            "Denied by Cy: “not in the window”. Nothing was run."
+        );
+        let mut c = record(RequestState::Cancelled);
+        c.resolution = Some(Resolution {
+            by: None,
+            reason: Some("no channel could deliver".into()),
+            at: Utc::now(),
+        });
+        assert!(status(&c).starts_with("Cancelled: “no channel could deliver”"));
+        assert!(status(&record(RequestState::Expired)).contains("Expired with 0 of 2"));
+    }
+
+    #[test]
+    fn buttons_input_and_refresh_only_while_pending() {
+        let options = CardOptions {
+            refresh_user_ids: vec!["29:ann".into(); 70],
+        };
+        let mut r = record(RequestState::Pending);
+        r.requirement.reason_required = true;
+        let card = request_card(&r, &options, None);
+        assert_eq!(card["version"], CARD_VERSION);
+        assert_eq!(card["actions"][0]["verb"], VERB_APPROVE);
+        assert_eq!(card["actions"][1]["verb"], VERB_DENY);
+        assert_eq!(card["refresh"]["action"]["verb"], VERB_REFRESH);
+        assert_eq!(
+            card["refresh"]["userIds"].as_array().map(Vec::len),
+            Some(MAX_REFRESH_USER_IDS)
+        );
+        let data = CardData::from_json(&card["refresh"]["action"]["data"]);
+        assert_eq!(
+            data.map(|d| d.verdict),
+            Ok(None),
+            "refresh carries no verdict"
+        );
+        let input = card["body"]
+            .as_array()
+            .and_then(|b| b.iter().find(|e| e["type"] == "Input.Text"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(input["id"], REASON_INPUT_ID);
+        assert_eq!(input["label"], "Reason (required)");
+
+        for state in [
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Expired,
+            RequestState::Cancelled,
+            RequestState::Executed,
+        ] {
+            let card = request_card(&record(state), &options, None);
+            assert!(card.get("actions").is_none(), "{state}");
+            assert!(card.get("refresh").is_none(), "{state}");
+            assert!(!card.to_string().contains("Input.Text"), "{state}");
+        }
+    }
+
+    #[test]
+    fn notice_comes_first_and_is_literal() {
+        let r = record(RequestState::Pending);
+        let card = request_card(
+            &r,
+            &CardOptions::default(),
+            Some(&Notice::refused("**no** {{x}}")),
+        );
+        let first = &card["body"][0];
+        assert_eq!(first["style"], "attention");
+        assert_eq!(first["items"][0]["type"], "RichTextBlock");
+        let text = first["items"][0]["inlines"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.starts_with("**no**") && !text.contains("{{"), "{text}");
+    }
 
     #[test]
     fn card_data_round_trips_and_rejects_junk() {

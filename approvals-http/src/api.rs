@@ -401,10 +401,16 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
     };
     // Only an object: serde would also read a struct from a JSON array of its fields.
     let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
-    if !value.is_object() {
+    let Some(fields) = value.as_object() else {
         return Err(Problem::bad_request(
             "the body must be a JSON object, for example {\"reason\": \"...\"}",
         ));
+    };
+    if let Some((name, _)) = fields.iter().find(|(_, v)| !v.is_string()) {
+        return Err(Problem::bad_request(format!(
+            "{:?} must be a string; leave it out instead of sending null",
+            crate::html::truncate(name, 40)
+        )));
     }
     serde_json::from_value(value).map_err(invalid)
 }

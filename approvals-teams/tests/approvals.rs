@@ -546,8 +546,20 @@ async fn tower_service_and_axum_router_serve_the_handler() {
         .uri("/api/messages")
         .body(axum::body::Body::empty())
         .expect("request builds");
-    let response = router.oneshot(get).await.expect("infallible");
+    let response = router.clone().oneshot(get).await.expect("infallible");
     assert_eq!(response.status(), 405);
+    // Oversized bodies are not read past the activity limit.
+    let huge = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/api/messages")
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", env.token()),
+        )
+        .body(axum::body::Body::from(vec![b' '; 300 * 1024]))
+        .expect("request builds");
+    let response = router.oneshot(huge).await.expect("infallible");
+    assert_eq!(response.status(), 413);
     assert_eq!(env.state(id).await, RequestState::Pending);
 }
 

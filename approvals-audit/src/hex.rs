@@ -20,13 +20,21 @@ pub(crate) fn to_hex(hash: &Hash) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Nibble values of lower-case hex digits; 0xff for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Parses exactly 64 lower-case hex digits.
 pub(crate) fn parse_hex(s: &str) -> Option<Hash> {
@@ -34,15 +42,20 @@ pub(crate) fn parse_hex(s: &str) -> Option<Hash> {
 }
 
 /// Parses exactly 64 lower-case hex digits given as bytes.
+///
+/// Branch-free over the digits (a table lookup per digit, validity checked once at the end):
+/// the verifier runs this twice per log entry.
 pub(crate) fn parse_hex_bytes(s: &[u8]) -> Option<Hash> {
-    if s.len() != 64 {
-        return None;
-    }
+    let s: &[u8; 64] = s.try_into().ok()?;
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
+    let mut invalid = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+        invalid |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    // Valid nibbles are below 16; 0xff from any other byte sets the high bits.
+    (invalid < 16).then_some(out)
 }
 
 #[cfg(test)]
@@ -56,5 +69,18 @@ mod tests {
         assert_eq!(parse_hex(&to_hex(&h).to_uppercase()), None);
         assert_eq!(parse_hex(&to_hex(&h)[1..]), None);
         assert_eq!(parse_hex(&"g".repeat(64)), None);
+        for bad in [b'/', b':', b'`', b'g', b'A', b'F', 0, 0xff] {
+            let mut text = to_hex(&h).into_bytes();
+            text[63] = bad;
+            assert_eq!(parse_hex_bytes(&text), None, "{bad}");
+            text[63] = b'0';
+            text[0] = bad;
+            assert_eq!(parse_hex_bytes(&text), None, "{bad}");
+        }
+        for c in (b'0'..=b'9').chain(b'a'..=b'f') {
+            let text = [c; 64];
+            let v = if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
+            assert_eq!(parse_hex_bytes(&text), Some([v << 4 | v; 32]));
+        }
     }
 }

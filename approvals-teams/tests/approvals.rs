@@ -1183,3 +1183,28 @@ async fn a_key_outage_is_retryable_and_not_called_forgery() {
     assert_eq!(env.state(id).await, RequestState::Pending);
     assert!(env.rejections(id).is_empty());
 }
+
+#[tokio::test]
+async fn racing_clicks_give_one_outcome() {
+    let env = setup(1).await;
+    let id = env.submit(&export()).await;
+    let (a, b) = tokio::join!(
+        env.click(ANN, "approve", None),
+        env.click(BOB, "approve", None)
+    );
+    let texts = [
+        card_strings(response_card(&a)),
+        card_strings(response_card(&b)),
+    ];
+    let applied = texts
+        .iter()
+        .filter(|t| t.contains("You approved this request"))
+        .count();
+    let refused = texts
+        .iter()
+        .filter(|t| t.contains("Nothing was applied: this request is already approved"))
+        .count();
+    assert_eq!((applied, refused), (1, 1), "{texts:?}");
+    assert_eq!(env.state(id).await, RequestState::Approved);
+    assert_eq!(env.reviews(id).len(), 1);
+}

@@ -87,7 +87,7 @@ impl Cdp {
     }
 
     async fn wait_for(&mut self, expression: &str, what: &str) {
-        for _ in 0..150 {
+        for _ in 0..400 {
             if self.eval(expression).await == json!(true) {
                 return;
             }

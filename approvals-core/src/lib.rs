@@ -99,7 +99,7 @@ pub mod __private {
 
     pub use serde_json;
 
-    use crate::{ActionRequest, Gate, GuardError, RequestContext};
+    use crate::{ActionRequest, Gate, Grant, GuardError, RequestContext};
 
     /// An argument that can be sent to reviewers as a parameter.
     #[diagnostic::on_unimplemented(
@@ -235,27 +235,40 @@ pub mod __private {
         note = "return `Result<T, approvals_core::GuardError>`, or implement `From<approvals_core::GuardError>` and `Display` for your error type"
     )]
     pub trait ApprovalResult: Sized {
-        /// `T`.
-        type Ok;
-        /// `E`.
-        type Err: From<GuardError> + Display;
-        /// As a `Result`.
-        fn into_result(self) -> Result<Self::Ok, Self::Err>;
-        /// From a `Result`.
-        fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
+        /// The refusal as this type.
+        fn refused(error: GuardError) -> Self;
+
+        /// [`Gate::execute`] for this result type.
+        fn execute<F, Fut>(
+            gate: &Gate,
+            grant: Grant,
+            request: &ActionRequest,
+            body: F,
+        ) -> impl Future<Output = Self>
+        where
+            F: FnOnce() -> Fut,
+            Fut: Future<Output = Self>;
     }
 
     #[diagnostic::do_not_recommend]
     impl<T, E: From<GuardError> + Display> ApprovalResult for Result<T, E> {
-        type Ok = T;
-        type Err = E;
         #[inline]
-        fn into_result(self) -> Result<T, E> {
-            self
+        fn refused(error: GuardError) -> Self {
+            Err(error.into())
         }
+
         #[inline]
-        fn from_result(result: Result<T, E>) -> Self {
-            result
+        fn execute<F, Fut>(
+            gate: &Gate,
+            grant: Grant,
+            request: &ActionRequest,
+            body: F,
+        ) -> impl Future<Output = Self>
+        where
+            F: FnOnce() -> Fut,
+            Fut: Future<Output = Self>,
+        {
+            gate.execute(grant, request, body)
         }
     }
 
@@ -265,24 +278,21 @@ pub mod __private {
         body
     }
 
-    /// Guard, then execute: the body runs only with a grant, which it consumes.
-    pub async fn run<R, F, Fut>(
+    /// The gate and request, or the refusal to return.
+    #[inline]
+    pub fn prepare<R: ApprovalResult>(
         gate: Result<Gate, GuardError>,
         request: Result<ActionRequest, GuardError>,
-        body: F,
-    ) -> R
-    where
-        R: ApprovalResult,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-    {
-        let (gate, request) = match (gate, request) {
-            (Ok(gate), Ok(request)) => (gate, request),
-            (Err(e), _) | (_, Err(e)) => return R::from_result(Err(e.into())),
-        };
-        R::from_result(
-            gate.run(&request, move || async move { body().await.into_result() })
-                .await,
-        )
+    ) -> Result<(Gate, ActionRequest), R> {
+        match (gate, request) {
+            (Ok(gate), Ok(request)) => Ok((gate, request)),
+            (Err(e), _) | (_, Err(e)) => Err(R::refused(e)),
+        }
+    }
+
+    /// A refusal from `guard`.
+    #[inline]
+    pub fn refused<R: ApprovalResult>(error: GuardError) -> R {
+        R::refused(error)
     }
 }

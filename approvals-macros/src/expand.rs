@@ -130,12 +130,28 @@ pub(crate) fn expand(options: Options, mut func: ItemFn) -> syn::Result<TokenStr
     let ret_span = ret.span();
     let ret_infer = respan(ret_infer.into_token_stream(), ret_span);
     let krate_at_ret = respan(krate.to_token_stream(), ret_span);
-    let run = quote_spanned!(ret_span=> #krate_at_ret::__private::run::<#ret_infer, _, _>);
-    let typed = quote_spanned!(ret_span=> #krate_at_ret::__private::body::<#ret_infer, _>);
+    let private = quote_spanned!(ret_span=> #krate_at_ret::__private);
 
     let guarded = |body: &Block| -> Block {
+        // Guard and execute inline (no extra future around the gate's), so the annotated
+        // function costs what the hand-written calls cost.
         let call = quote_spanned! {ret_span=>
-            #run(__approvals_gate, __approvals_request, move || #typed(async move #body)).await
+            let (__approvals_gate, __approvals_request) =
+                match #private::prepare::<#ret_infer>(__approvals_gate, __approvals_request) {
+                    ::core::result::Result::Ok(ready) => ready,
+                    ::core::result::Result::Err(refused) => return refused,
+                };
+            let __approvals_grant = match __approvals_gate.guard(&__approvals_request).await {
+                ::core::result::Result::Ok(grant) => grant,
+                ::core::result::Result::Err(e) => return #private::refused::<#ret_infer>(e),
+            };
+            <#ret_infer as #private::ApprovalResult>::execute(
+                &__approvals_gate,
+                __approvals_grant,
+                &__approvals_request,
+                move || #private::body::<#ret_infer, _>(async move #body),
+            )
+            .await
         };
         let stmts = quote! {
             let __approvals_gate = #gate;

@@ -297,3 +297,91 @@ async fn changes_announce_every_committed_update() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweeps_on_every_replica_expire_each_request_once() {
+    each_backend(
+        "sweeps_on_every_replica_expire_each_request_once",
+        async |store, reopen| {
+            let clock = fixtures::clock();
+            let audit = Arc::new(MemorySink::new());
+            let mut gates = vec![fixtures::gate(
+                Arc::new(store.clone()),
+                clock.clone(),
+                audit.clone(),
+            )];
+            for _ in 0..2 {
+                let replica: Arc<dyn Store> = Arc::new(reopen.open().await);
+                gates.push(fixtures::gate(replica, clock.clone(), audit.clone()));
+            }
+            let mut ids = Vec::new();
+            for i in 0..20 {
+                let action = export_request().params(serde_json::json!({"sweep": i}));
+                let Submission::Pending(id) = gates[i % 3].submit(&action).await.expect("submit")
+                else {
+                    panic!("approval required");
+                };
+                ids.push(id);
+            }
+            clock.advance(chrono::TimeDelta::hours(2));
+            let handles: Vec<_> = gates
+                .iter()
+                .map(|g| {
+                    let g = g.clone();
+                    tokio::spawn(async move { g.sweep().await })
+                })
+                .collect();
+            let expired: usize = join_all(handles)
+                .await
+                .into_iter()
+                .map(|r| r.expect("sweep").expired)
+                .sum();
+            assert_eq!(
+                expired,
+                ids.len(),
+                "every request expired exactly once across replicas"
+            );
+            for id in ids {
+                let events = audit.for_request(id);
+                assert_eq!(events.iter().filter(|e| e.name() == "expired").count(), 1);
+                let stored = store.get(id).await.expect("get").expect("exists");
+                assert_eq!(stored.state, RequestState::Expired);
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_byte_is_kept_or_refused_clearly_never_half_stored() {
+    each_backend(
+        "a_nul_byte_is_kept_or_refused_clearly_never_half_stored",
+        async |store, _| {
+            let mut request = export_request().idempotency_key("nul-key");
+            request.kind = "data.export\0evil".into();
+            let record = pending_record(request, epoch());
+            match store.insert(&record).await {
+                // SQLite stores the text as is.
+                Ok(_) => {
+                    assert_eq!(store.backend(), Backend::Sqlite);
+                    let stored = store.get(record.id).await.expect("get").expect("stored");
+                    assert_eq!(stored.request.kind, "data.export\0evil");
+                }
+                // PostgreSQL text cannot hold NUL: a clear error, and nothing stored.
+                Err(e) => {
+                    assert_eq!(store.backend(), Backend::Postgres);
+                    assert!(e.to_string().contains(&record.id.to_string()), "{e}");
+                    assert!(store.get(record.id).await.expect("get").is_none());
+                    assert!(
+                        store
+                            .get_by_idempotency_key("nul-key")
+                            .await
+                            .expect("get")
+                            .is_none()
+                    );
+                }
+            }
+        },
+    )
+    .await;
+}

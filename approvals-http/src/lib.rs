@@ -11,6 +11,7 @@
 //! - [`WebhookApprover`] posts each pending request and each resolution to a URL, signed with
 //!   HMAC-SHA256; receivers check deliveries with [`verify_webhook`] and decide through the
 //!   API.
+//! - [`ConsoleLinkApprover`] announces each pending request with its console URL.
 //! - [`ApiClient`] calls the API over HTTP or in-process.
 //!
 //! ```no_run
@@ -34,7 +35,7 @@
 //! Modules: [`server`] (routing, tower service, hyper loop), [`api`] (the JSON API),
 //! [`console`] (HTML pages, sessions, CSRF), [`auth`] (tokens), [`problem`] (errors),
 //! [`view`] (JSON shapes), [`webhook`] (outbound webhooks and their verification),
-//! [`client`] (API client), [`html`] (escaping), `cli` (the `approvals` tool).
+//! [`client`] (API client), [`link`] (console links), [`html`] (escaping), `cli` (the `approvals` tool).
 #![warn(missing_docs)]
 // Errors here are problem documents and responses built once per HTTP request, on the way
 // out; boxing them would buy nothing measurable and cost readability.
@@ -47,6 +48,7 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod html;
+pub mod link;
 pub mod problem;
 pub mod server;
 pub mod view;
@@ -54,6 +56,7 @@ pub mod webhook;
 
 pub use auth::{TokenHash, Tokens, generate_token};
 pub use client::{ApiClient, ClientError};
+pub use link::ConsoleLinkApprover;
 pub use problem::Problem;
 pub use server::{OPENAPI_JSON, ReviewServer, ReviewServerBuilder, ReviewService, serve};
 pub use view::{RequestList, RequestView};

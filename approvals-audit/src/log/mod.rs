@@ -41,12 +41,14 @@
 //! writer's "latest checkpoint" file): pass them with [`LogVerifier::known_checkpoint`], and a
 //! log that was rewritten (forked) or cut below a known checkpoint fails verification.
 
+mod chain;
 mod format;
 mod proof;
 mod reader;
 mod verify;
 mod writer;
 
+pub use chain::{ChainedEntry, LogChain};
 pub use format::MAX_EVENT_BYTES;
 pub use proof::{ConsistencyProof, InclusionProof, prove_consistency, prove_inclusion};
 pub use reader::{

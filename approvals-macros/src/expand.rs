@@ -65,8 +65,8 @@ pub(crate) fn expand(options: Options, mut func: ItemFn) -> syn::Result<TokenStr
         skipped.push(name);
     }
 
-    // `justification = arg` and `gate = arg` use that argument for themselves: it is not
-    // repeated as a parameter.
+    // `justification = arg`, `gate = arg` and `context = arg` use that argument for
+    // themselves: it is not repeated as a parameter.
     let arg_named = |expr: Option<&Expr>| match expr {
         Some(Expr::Path(p)) if p.qself.is_none() && p.attrs.is_empty() => p
             .path
@@ -78,6 +78,7 @@ pub(crate) fn expand(options: Options, mut func: ItemFn) -> syn::Result<TokenStr
     let own_args = [
         arg_named(options.justification.as_ref()),
         arg_named(options.gate.as_ref()),
+        arg_named(options.context.as_ref()),
     ];
 
     let kind = match &options.kind {

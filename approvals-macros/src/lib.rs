@@ -39,7 +39,7 @@ use quote::ToTokens as _;
 /// | `skip(conn, token)` | arguments that must never reach reviewers, the request or the audit log | none |
 /// | `gate = expr` | the gate to ask: a `Gate`, `&Gate` or `Arc<Gate>` (may use `self` and arguments; an argument used here is not a parameter) | the process-wide gate ([`set_default_gate`]) |
 /// | `justification = arg` | why the agent wants this: an argument or expression of type `&str`, `String` or `Option<..>` of those; an argument used here is not repeated as a parameter | none |
-/// | `context = expr` | a `RequestContext` (environment, ticket, impact, links, ..) | the gate's default |
+/// | `context = expr` | a `RequestContext` (environment, ticket, impact, links, ..); an argument used here is not a parameter | the gate's defaults fill what it leaves empty |
 /// | `crate = path` | where approvals-core is, for a renamed dependency | `::approvals_core` |
 ///
 /// The parameters are a JSON object with one entry per non-skipped argument, keyed by the

@@ -274,6 +274,35 @@ where
     Ok(format!("{key}={value}"))
 }
 
+#[requires_approval(kind = "deploy.release", gate = gate, context = ctx, justification = why)]
+async fn release(
+    gate: Gate,
+    version: &str,
+    ctx: RequestContext,
+    why: &str,
+) -> Result<String, GuardError> {
+    Ok(format!("released {version}"))
+}
+
+#[tokio::test]
+async fn arguments_used_as_gate_context_or_justification_are_not_parameters() {
+    let sink = Arc::new(MemorySink::new());
+    let gate = gate(&sink);
+    let review = reviewer(&gate, true, Arc::new(AtomicUsize::new(0)));
+    let mut ctx = RequestContext::environment("staging");
+    ctx.ticket = Some("CHG-42".into());
+    let out = release(gate.clone(), "1.2.3", ctx.clone(), "hotfix")
+        .await
+        .expect("approved");
+    review.await.expect("reviewer");
+    assert_eq!(out, "released 1.2.3");
+    let records = gate.store().list(&Default::default()).await.expect("list");
+    let request = &records[0].request;
+    assert_eq!(request.params, json!({"version": "1.2.3"}));
+    assert_eq!(request.context, ctx);
+    assert_eq!(request.justification.as_deref(), Some("hotfix"));
+}
+
 #[tokio::test]
 async fn generic_functions_send_their_generic_arguments() {
     let sink = Arc::new(MemorySink::new());

@@ -698,7 +698,7 @@ impl EvidenceReport {
                 format!("<code>{}</code>", esc(&cp.checkpoint.origin)),
             );
             row(
-                "Signed checkpoint",
+                "Last verified checkpoint",
                 format!(
                     "size <b>{}</b>, root <code>{}</code>",
                     cp.checkpoint.size,
@@ -721,12 +721,17 @@ impl EvidenceReport {
             "Log file SHA-256",
             format!("<code>{}</code>", self.log_sha256),
         );
-        if tail > 0 {
+        if tail > 0 && v.is_ok() {
             row(
                 "Not yet signed",
                 format!(
                     "{tail} newest entries are not covered by a signed checkpoint and are not in this report"
                 ),
+            );
+        } else if tail > 0 {
+            row(
+                "Left out",
+                format!("{tail} entries after the last verified checkpoint are not in this report"),
             );
         }
         h.push_str("</dl>");

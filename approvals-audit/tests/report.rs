@@ -190,7 +190,16 @@ async fn a_tampered_log_gets_a_red_banner_and_the_problem() {
     let html = report.to_html();
     assert!(html.contains("Log integrity FAILED"));
     assert!(html.contains("event_hash_mismatch"));
+    assert!(html.contains("entries after the last verified checkpoint are not in this report"));
+    assert!(!html.contains("Not yet signed"));
     assert!(html.contains(&format!("line {}", i + 1)));
+    if let Some(dir) = std::env::var_os("APPROVALS_REPORT_SCREENSHOT_DIR") {
+        std::fs::write(
+            PathBuf::from(dir).join("evidence-report-failed.html"),
+            &html,
+        )
+        .unwrap();
+    }
     assert!(
         !html.contains("fine by me"),
         "tampered entries are not reported as fact"

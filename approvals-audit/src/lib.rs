@@ -9,7 +9,9 @@
 //!
 //! - [`merkle`]: RFC 6962 tree heads, inclusion and consistency proofs.
 //! - [`note`]: C2SP signed notes, Ed25519 note keys and `tlog-checkpoint` bodies.
-//! - [`log`]: the log file format, [`LogWriter`], [`log::LogVerifier`] and exported proofs.
+//! - [`log`]: the log file format, [`LogWriter`], [`log::LogChain`] (the same format for
+//!   sinks that are not files, such as SQL), [`log::LogVerifier`], [`log::VerifiedReader`] and
+//!   exported proofs.
 //! - [`canonical`]: the canonical JSON encoding events are stored and hashed in.
 //! - [`SignedLogSink`]: the gate's [`approvals_core::AuditSink`] writing to a log.
 //! - [`grant`]: grants as compact signed tokens another service verifies with a public key.

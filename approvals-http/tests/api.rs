@@ -587,3 +587,28 @@ async fn over_loopback_large_bodies_get_413_and_health_is_open() {
         .expect("send");
     assert_eq!(ok.status(), 200);
 }
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_axum_router_serves_the_same_api() {
+    use tower::Service as _;
+    let f = fixture();
+    let mut router = f.server.router();
+    let mut call = async |path: &str, token: Option<&str>| {
+        let mut b = http::Request::builder().uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = b.body(axum::body::Body::empty()).expect("request");
+        std::future::poll_fn(|cx| {
+            tower::Service::<http::Request<axum::body::Body>>::poll_ready(&mut router, cx)
+        })
+        .await
+        .expect("ready");
+        router.call(req).await.expect("infallible").status()
+    };
+    assert_eq!(call("/healthz", None).await, 200);
+    assert_eq!(call("/v1/me", None).await, 401);
+    assert_eq!(call("/v1/me", Some(SAM)).await, 200);
+    assert_eq!(call("/console/", None).await, 303);
+}

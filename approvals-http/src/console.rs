@@ -885,6 +885,9 @@ fn render_detail(
         fmt_time(record.created_at)
     );
     let reqm = &record.requirement;
+    let grant_until = record
+        .grant_expires_at
+        .filter(|_| record.state == RequestState::Approved);
     let mut allowed: Vec<String> = reqm
         .groups
         .iter()
@@ -908,7 +911,7 @@ fn render_detail(
     }
     let _ = write!(
         b,
-        r#"<section class="card"><h2>Approval rule</h2><dl class="kv"><dt>Who may approve</dt><dd>{allowed}</dd><dt>Approvals</dt><dd>{n} of {q}{reason}</dd><dt>Expires</dt><dd>{exp} <span class="muted">({rel})</span></dd><dt>Policy</dt><dd>{rule}<div class="muted small">version <code>{version}</code></div></dd></dl></section>"#,
+        r#"<section class="card"><h2>Approval rule</h2><dl class="kv"><dt>Who may approve</dt><dd>{allowed}</dd><dt>Approvals</dt><dd>{n} of {q}{reason}</dd><dt>{exp_label}</dt><dd>{exp} <span class="muted">({rel})</span></dd><dt>Policy</dt><dd>{rule}<div class="muted small">version <code>{version}</code></div></dd></dl></section>"#,
         allowed = if allowed.is_empty() {
             "nobody".into()
         } else {
@@ -921,8 +924,13 @@ fn render_detail(
         } else {
             ""
         },
-        exp = fmt_time(record.expires_at),
-        rel = relative(now, record.expires_at),
+        exp_label = if grant_until.is_some() {
+            "Grant valid until"
+        } else {
+            "Expires"
+        },
+        exp = fmt_time(grant_until.unwrap_or(record.expires_at)),
+        rel = relative(now, grant_until.unwrap_or(record.expires_at)),
         rule = record
             .policy_rule
             .as_deref()

@@ -2,9 +2,12 @@
 //! `approvals` CLI's `approvals audit ...`) can dispatch to it.
 //!
 //! ```no_run
-//! // In a binary: forward everything after the subcommand name.
-//! let args: Vec<String> = std::env::args().skip(2).collect(); // e.g. `approvals audit <args>`
-//! std::process::exit(i32::from(approvals_audit::cli::run_named("approvals audit", args) != std::process::ExitCode::SUCCESS));
+//! // In the `approvals` binary, for `approvals audit <args...>`: forward what follows `audit`
+//! // and return its exit status (0, 1 or 2) unchanged.
+//! fn main() -> std::process::ExitCode {
+//!     let args: Vec<String> = std::env::args().skip(2).collect();
+//!     approvals_audit::cli::run_named("approvals audit", args)
+//! }
 //! ```
 //!
 //! Exit status: 0 success, 1 verification failed (or a token or proof refused), 2 usage or

@@ -30,11 +30,13 @@
 //! `approvals_schema_migrations`, so they never collide with your application's own sqlx
 //! migrations.
 //!
-//! Change notification: on PostgreSQL every compare-and-set sends `pg_notify` in the same
-//! transaction and a listener task on a dedicated connection (reconnecting on loss) forwards
-//! the ids to [`Store::changes`], so a decision taken on any replica wakes the waiter on
-//! every other replica at once; the gate's polling covers notifications lost while the
-//! listener reconnects. SQLite notifies waiters in the same process; other processes on the
+//! Change notification: on PostgreSQL every committed compare-and-set is announced with
+//! `pg_notify` right after its commit (in its own short transaction: `NOTIFY` inside the
+//! writing transaction would serialize every commit in the database behind one lock held
+//! across the WAL flush), and a listener task on a dedicated connection (reconnecting on
+//! loss) forwards the ids to [`Store::changes`], so a decision taken on any replica wakes the
+//! waiter on every other replica at once; the gate's polling covers notifications lost to a
+//! crash between commit and notify or while the listener reconnects. SQLite notifies waiters in the same process; other processes on the
 //! same file notice changes when the gate polls (`GateBuilder::poll_interval`).
 //!
 //! Durability and concurrency:

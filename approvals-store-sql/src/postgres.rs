@@ -1,10 +1,11 @@
 //! The PostgreSQL backend: one approval queue shared by every replica.
 //!
-//! Every successful compare-and-set runs `pg_notify(channel, id)` in the same statement (so
-//! the same transaction): the notification is sent exactly when the change commits. A
-//! listener task on its own connection forwards notifications to [`Store::changes`] and
-//! reconnects when the connection drops; notifications sent while it was down are lost, and
-//! the gate's polling (`GateBuilder::poll_interval`) picks those changes up.
+//! After every committed compare-and-set, a notifier task sends `pg_notify(channel, id)` (in
+//! batches, each its own short transaction; see [`notifier`] for why not in the writing
+//! transaction). A listener task on its own connection forwards notifications to
+//! [`Store::changes`] and reconnects when the connection drops; notifications sent while it
+//! was down are lost, and the gate's polling (`GateBuilder::poll_interval`) picks those
+//! changes up.
 //!
 //! [`Store::changes`]: approvals_core::Store::changes
 
@@ -33,10 +34,10 @@ const MAX_SCHEMA_LEN: usize = 40;
 
 pub(crate) struct PgBackend {
     pool: PgPool,
-    channel: String,
     changes: broadcast::Sender<RequestId>,
     listener: JoinHandle<()>,
     audits: mpsc::Sender<AuditJob>,
+    notices: mpsc::Sender<RequestId>,
 }
 
 /// An event for the audit writer, encoded, with where to send its row.
@@ -111,12 +112,14 @@ impl PgBackend {
         ));
         let (audits, rx) = mpsc::channel(4 * MAX_AUDIT_BATCH);
         tokio::spawn(audit_writer(pool.clone(), rx));
+        let (notices, rx) = mpsc::channel(4096);
+        tokio::spawn(notifier(pool.clone(), channel.clone(), rx));
         Ok(PgBackend {
             pool,
-            channel,
             changes,
             listener,
             audits,
+            notices,
         })
     }
 
@@ -217,17 +220,12 @@ impl PgBackend {
         let json = lifecycle::encode(record, expected_version.saturating_add(1))?;
         let id = record.id;
         let allowed = lifecycle::allowed_from(record.state);
-        // One statement, so one transaction: the notification goes out exactly when the
-        // change commits, and only if it did.
         let updated = sqlx::query(
-            "WITH updated AS (
-                 UPDATE approval_requests
-                    SET version = version + 1, state = $3, kind = $4, environment = $5,
-                        initiator_id = $6, idempotency_key = $7, created_at = $8,
-                        expires_at = $9, record = $10
-                  WHERE id = $1 AND version = $2 AND state = ANY($11)
-              RETURNING id)
-             SELECT pg_notify($12, id::text) FROM updated",
+            "UPDATE approval_requests
+                SET version = version + 1, state = $3, kind = $4, environment = $5,
+                    initiator_id = $6, idempotency_key = $7, created_at = $8,
+                    expires_at = $9, record = $10
+              WHERE id = $1 AND version = $2 AND state = ANY($11)",
         )
         .bind(id.0)
         .bind(expected)
@@ -240,11 +238,12 @@ impl PgBackend {
         .bind(record.expires_at)
         .bind(&json)
         .bind(&allowed)
-        .bind(&self.channel)
-        .fetch_optional(&self.pool)
+        .execute(&self.pool)
         .await
         .map_err(|e| store_error(&format!("updating request {id}"), e))?;
-        if updated.is_some() {
+        if updated.rows_affected() == 1 {
+            // Committed: tell the other replicas (best effort; they also poll).
+            let _ = self.notices.try_send(id);
             return Ok(true);
         }
         // Nothing changed: a newer version, no such record, or not a lifecycle step.
@@ -326,6 +325,26 @@ impl PgBackend {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| SqlError::from_sqlx(what, e))
+    }
+}
+
+/// Sends a notification for every committed change, in batches, each in its own short
+/// transaction after the change committed.
+///
+/// Not in the writing transaction on purpose: PostgreSQL serializes the commits of all
+/// transactions that issued `NOTIFY` behind one database-wide lock held across the WAL
+/// flush, which would make every compare-and-set wait for every other one. A notification
+/// lost here (the process died right after the commit, or the connection dropped) only
+/// delays the wake-up until the waiter's next poll.
+async fn notifier(pool: PgPool, channel: String, mut rx: mpsc::Receiver<RequestId>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let ids: Vec<String> = batch.drain(..).map(|id| id.to_string()).collect();
+        let _ = sqlx::query("SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id")
+            .bind(&channel)
+            .bind(&ids)
+            .execute(&pool)
+            .await;
     }
 }
 

@@ -65,6 +65,16 @@ struct Interaction {
     actions: Vec<ActionField>,
     #[serde(default)]
     view: Option<ViewField>,
+    #[serde(default)]
+    container: Option<ContainerField>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContainerField {
+    #[serde(default)]
+    message_ts: Option<String>,
+    #[serde(default)]
+    channel_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -632,6 +642,7 @@ impl SlackInteractions {
         if verdict == Verdict::Deny || record.requirement.reason_required {
             self.ask_reason(&interaction, &record, button, verdict, principal)
                 .await;
+            self.heal_clicked_message(&interaction, record.id).await;
             return;
         }
         let review = Review::approve(principal)
@@ -639,6 +650,38 @@ impl SlackInteractions {
             .for_digest(button.digest);
         let result = self.inner.gate.decide(button.request_id, review).await;
         self.report(response_url, &record, verdict, result).await;
+        self.heal_clicked_message(&interaction, record.id).await;
+    }
+
+    /// A click on a message the request does not record (posted twice after a lost answer,
+    /// or clicked before the delivery was stored) brings that message up to date, so it does
+    /// not stay clickable after the request is decided.
+    async fn heal_clicked_message(&self, interaction: &Interaction, id: RequestId) {
+        let (Some(approver), Some(container)) = (&self.inner.approver, &interaction.container)
+        else {
+            return;
+        };
+        let (Some(channel), Some(ts)) = (&container.channel_id, &container.message_ts) else {
+            return;
+        };
+        let Ok(Some(record)) = self.inner.gate.get(id).await else {
+            return;
+        };
+        let clicked = crate::api::MessageRef {
+            channel: channel.clone(),
+            ts: ts.clone(),
+        };
+        if SlackApprover::messages(&record).contains(&clicked) {
+            return;
+        }
+        let message = crate::blocks::request_message(&record);
+        if let Err(e) = approver
+            .client()
+            .update_message(&clicked, &message.text, &message.blocks)
+            .await
+        {
+            tracing::warn!(request = %id, error = %e, "could not update the clicked Slack message");
+        }
     }
 
     /// Checks what can be checked before asking for a reason, so nobody types a reason for a

@@ -159,6 +159,9 @@ pub struct SweepReport {
     pub escalated: usize,
     /// Approved requests whose grant lapsed.
     pub lapsed: usize,
+    /// Approvals whose audit events were recorded by the sweep because the reviewer's
+    /// `decide()` failed after persisting them.
+    pub recovered: usize,
 }
 
 /// Builds a [`Gate`].
@@ -174,6 +177,7 @@ pub struct GateBuilder {
     grant_ttl: Duration,
     store_timeout: Duration,
     poll_interval: Duration,
+    audit_recovery_after: Duration,
 }
 
 impl GateBuilder {
@@ -262,6 +266,13 @@ impl GateBuilder {
         self
     }
 
+    /// How long an approval may stay unaudited (its reviewer's `decide()` failed after
+    /// persisting it) before a waiter or sweep records it (default 30 s).
+    pub fn audit_recovery_after(mut self, delay: Duration) -> Self {
+        self.audit_recovery_after = delay;
+        self
+    }
+
     /// Builds the gate.
     pub fn build(self) -> Result<Gate, BuildError> {
         let policy = self.policy.ok_or(BuildError::MissingPolicy)?;
@@ -278,6 +289,7 @@ impl GateBuilder {
                 grant_ttl: self.grant_ttl,
                 store_timeout: self.store_timeout,
                 poll_interval: self.poll_interval,
+                audit_recovery_after: self.audit_recovery_after,
                 waiters: Mutex::new(HashMap::new()),
             }),
         })
@@ -309,6 +321,7 @@ struct Inner {
     grant_ttl: Duration,
     store_timeout: Duration,
     poll_interval: Duration,
+    audit_recovery_after: Duration,
     waiters: Mutex<HashMap<RequestId, Arc<Notify>>>,
 }
 
@@ -372,6 +385,7 @@ impl Gate {
             grant_ttl: Duration::from_secs(600),
             store_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
+            audit_recovery_after: Duration::from_secs(30),
         }
     }
 
@@ -552,6 +566,7 @@ impl Gate {
             escalated: false,
             reviews: Vec::new(),
             resolution: None,
+            audit_pending: false,
             grant_expires_at: None,
             deliveries: Vec::new(),
             execution: None,
@@ -660,12 +675,28 @@ impl Gate {
                 .store_call(self.inner.store.get(id))
                 .await?
                 .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
+            let now = self.now();
             match record.state {
                 RequestState::Pending => {}
+                RequestState::Approved if record.audit_pending => {
+                    // Approved but not yet in the audit trail: wait for the reviewer's
+                    // `decide()` to record it, or record it ourselves if that never happens.
+                    let recover_at =
+                        approved_at(&record) + to_delta(self.inner.audit_recovery_after);
+                    if now >= recover_at {
+                        self.recover_approval(&record).await?;
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = self.inner.clock.sleep_until(recover_at) => {}
+                        _ = tokio::time::sleep(self.inner.poll_interval) => {}
+                    }
+                    continue;
+                }
                 RequestState::Approved => return self.issue_grant(record).await,
                 _ => return Err(refusal(&record)),
             }
-            let now = self.now();
             if now >= record.expires_at {
                 self.expire(&record).await?;
                 continue;
@@ -839,6 +870,12 @@ impl Gate {
                 });
             }
             match record.state {
+                RequestState::Approved if record.audit_pending => {
+                    return Err(GuardError::unavailable(
+                        Component::Audit,
+                        "the approval is not yet recorded in the audit trail",
+                    ));
+                }
                 RequestState::Approved => {}
                 RequestState::Denied | RequestState::Cancelled | RequestState::Lapsed => {
                     return Err(refusal(&record));
@@ -895,9 +932,7 @@ impl Gate {
     ) -> Result<ReviewOutcome, ReviewError> {
         loop {
             let record = self
-                .inner
-                .store
-                .get(id)
+                .bounded(self.inner.store.get(id))
                 .await
                 .map_err(review_unavailable)?
                 .ok_or(ReviewError::NotFound(id))?;
@@ -928,14 +963,13 @@ impl Gate {
                 }
                 Verdict::Approve if approvals >= quorum => {
                     next.state = RequestState::Approved;
+                    next.audit_pending = true;
                     next.grant_expires_at = Some(now + to_delta(self.inner.grant_ttl));
                 }
                 Verdict::Approve => {}
             }
             if !self
-                .inner
-                .store
-                .compare_and_set(record.version, &next)
+                .bounded(self.inner.store.compare_and_set(record.version, &next))
                 .await
                 .map_err(review_unavailable)?
             {
@@ -972,6 +1006,15 @@ impl Gate {
                     self.audit(self.event(&next, EventDetail::Approved { approvers }))
                         .await
                         .map_err(audit_unavailable)?;
+                    // Only now may a grant be issued.
+                    if let Some(cleared) = self.clear_audit_pending(id).await.map_err(|e| {
+                        ReviewError::Unavailable {
+                            component: Component::Store,
+                            message: e.to_string(),
+                        }
+                    })? {
+                        next = cleared;
+                    }
                 }
                 _ => {}
             }
@@ -1094,7 +1137,7 @@ impl Gate {
         cause: RejectCause,
         detail: &str,
     ) -> bool {
-        let Ok(Some(record)) = self.inner.store.get(id).await else {
+        let Ok(Some(record)) = self.bounded(self.inner.store.get(id)).await else {
             return false;
         };
         let event = self.event(
@@ -1134,12 +1177,13 @@ impl Gate {
 
     /// Pending requests, newest first.
     pub async fn pending(&self) -> Result<Vec<RequestRecord>, StoreError> {
-        self.inner.store.list(&ListFilter::pending()).await
+        self.bounded(self.inner.store.list(&ListFilter::pending()))
+            .await
     }
 
     /// One request.
     pub async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        self.inner.store.get(id).await
+        self.bounded(self.inner.store.get(id)).await
     }
 
     /// Expires, escalates and lapses whatever is due. Safe to run on every replica at once:
@@ -1160,6 +1204,14 @@ impl Gate {
                     if !record.escalated && record.escalate_at.is_some_and(|t| now >= t) =>
                 {
                     report.escalated += usize::from(self.escalate(&record).await?);
+                }
+                RequestState::Approved
+                    if record.audit_pending
+                        && now
+                            >= approved_at(&record) + to_delta(self.inner.audit_recovery_after) =>
+                {
+                    self.recover_approval(&record).await?;
+                    report.recovered += 1;
                 }
                 RequestState::Approved if record.grant_expires_at.is_some_and(|t| now >= t) => {
                     report.lapsed += usize::from(self.lapse(&record).await?);
@@ -1194,6 +1246,29 @@ impl Gate {
             at: self.now(),
         });
         self.transition(record, next, EventDetail::Expired {}).await
+    }
+
+    /// Records the `approved` event for an approval whose reviewer's `decide()` did not get to
+    /// (it failed or died after persisting), then clears the flag. In that rare case the
+    /// event may appear twice; it never appears zero times before a grant is issued.
+    async fn recover_approval(&self, record: &RequestRecord) -> Result<(), GuardError> {
+        let approvers = record.approvers().into_iter().cloned().collect();
+        self.audit(self.event(record, EventDetail::Approved { approvers }))
+            .await?;
+        self.clear_audit_pending(record.id).await?;
+        Ok(())
+    }
+
+    /// Clears `audit_pending` and wakes waiters. Returns the record as it now is.
+    async fn clear_audit_pending(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        let record = self
+            .update(id, |r| std::mem::replace(&mut r.audit_pending, false))
+            .await?;
+        self.wake(id);
+        Ok(record)
     }
 
     /// Approved -> Lapsed.
@@ -1331,13 +1406,23 @@ impl Gate {
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, GuardError> {
+        self.bounded(call)
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Store, e))
+    }
+
+    /// A store call limited to the configured store timeout, so no caller (a `guard()`, a
+    /// channel's inbound handler) hangs on an unresponsive database.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.inner.store_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(GuardError::unavailable(Component::Store, e)),
-            Err(_) => Err(GuardError::unavailable(
-                Component::Store,
-                format!("no answer within {:?}", self.inner.store_timeout),
-            )),
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.inner.store_timeout
+            ))),
         }
     }
 
@@ -1410,6 +1495,11 @@ impl EventSubject {
             detail,
         }
     }
+}
+
+/// When the request reached its quorum (the last accepted review).
+fn approved_at(record: &RequestRecord) -> DateTime<Utc> {
+    record.reviews.last().map_or(record.created_at, |r| r.at)
 }
 
 fn finish_execution(record: &mut RequestRecord, now: DateTime<Utc>, error: Option<String>) -> bool {

@@ -245,6 +245,12 @@ pub struct RequestRecord {
     /// Who ended it (deny, cancel, expiry) and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
+    /// Set when the request was approved but the approval's audit events are not yet
+    /// recorded. No grant is issued while it is set, so an approval never takes effect before
+    /// it is in the audit trail. Cleared by the reviewer's `decide()` once audited, or by a
+    /// later sweep or waiter that records the approval itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit_pending: bool,
     /// Until when the grant may be used, once approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_expires_at: Option<DateTime<Utc>>,

@@ -1121,3 +1121,195 @@ async fn escalation_rules_come_from_the_requirement() {
         .await
         .expect("escalated user");
 }
+
+#[tokio::test]
+async fn reviews_and_reads_on_a_hanging_store_fail_within_the_timeout() {
+    let gate = Gate::builder()
+        .policy(RulePolicy::from_toml(POLICY).expect("policy"))
+        .audit(MemorySink::new())
+        .store(BrokenStore { hang: true })
+        .initiator(agent())
+        .store_timeout(Duration::from_millis(50))
+        .build()
+        .expect("gate");
+    let id = RequestId::new();
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        gate.decide(id, Review::approve(sam())),
+    )
+    .await
+    .expect("bounded")
+    .expect_err("unavailable");
+    assert!(matches!(err, ReviewError::Unavailable { .. }), "{err:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), gate.get(id))
+            .await
+            .expect("bounded")
+            .is_err()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), gate.pending())
+            .await
+            .expect("bounded")
+            .is_err()
+    );
+    let recorded = tokio::time::timeout(
+        Duration::from_secs(5),
+        gate.record_rejected_callback(
+            id,
+            None,
+            "slack",
+            approvals_core::RejectCause::Forged,
+            "bad signature",
+        ),
+    )
+    .await
+    .expect("bounded");
+    assert!(!recorded);
+}
+
+/// Holds the `approved` event until released, or fails it a given number of times.
+struct GatedAudit {
+    inner: MemorySink,
+    release: tokio::sync::Semaphore,
+    fail_approved: AtomicUsize,
+}
+
+#[async_trait]
+impl AuditSink for GatedAudit {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if event.name() == "approved" {
+            if self
+                .fail_approved
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(AuditError::new("disk full"));
+            }
+            let _permit = self
+                .release
+                .acquire()
+                .await
+                .map_err(|_| AuditError::new("closed"))?;
+        }
+        self.inner.record(event).await
+    }
+}
+
+fn gated_gate(audit: Arc<GatedAudit>, clock: Arc<ManualClock>) -> Gate {
+    Gate::builder()
+        .policy(StaticPolicy::require(Requirement::users([
+            "sam@example.com",
+        ])))
+        .audit_shared(audit)
+        .clock(clock)
+        .initiator(agent())
+        .poll_interval(Duration::from_millis(5))
+        .build()
+        .expect("gate")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grant_is_issued_before_the_approval_is_audited() {
+    let audit = Arc::new(GatedAudit {
+        inner: MemorySink::new(),
+        release: tokio::sync::Semaphore::new(0),
+        fail_approved: AtomicUsize::new(0),
+    });
+    let clock = Arc::new(ManualClock::new(
+        "2026-11-21T12:00:00Z".parse().expect("time"),
+    ));
+    let gate = gated_gate(audit.clone(), clock);
+    let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
+        panic!("pending expected");
+    };
+    let waiter = {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    };
+    let decider = {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.decide(id, Review::approve(sam())).await })
+    };
+    // The approval is persisted, but its audit event is held: no grant may come out, however
+    // often the waiter polls (every 5 ms here).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        gate.get(id).await.expect("store").expect("record").state,
+        RequestState::Approved
+    );
+    assert!(
+        !waiter.is_finished(),
+        "a grant was issued before the approval was audited"
+    );
+    audit.release.add_permits(1);
+    decider.await.expect("join").expect("decided");
+    waiter.await.expect("join").expect("grant");
+    let names = audit.inner.names();
+    let approved = names
+        .iter()
+        .position(|n| *n == "approved")
+        .expect("approved audited");
+    let issued = names
+        .iter()
+        .position(|n| *n == "grant_issued")
+        .expect("grant issued");
+    assert!(approved < issued, "{names:?}");
+}
+
+#[tokio::test]
+async fn an_approval_whose_audit_failed_is_recorded_later_never_skipped() {
+    let audit = Arc::new(GatedAudit {
+        inner: MemorySink::new(),
+        release: tokio::sync::Semaphore::new(100),
+        fail_approved: AtomicUsize::new(1),
+    });
+    let clock = Arc::new(ManualClock::new(
+        "2026-11-21T12:00:00Z".parse().expect("time"),
+    ));
+    let gate = gated_gate(audit.clone(), clock.clone());
+    let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
+        panic!("pending expected");
+    };
+    let err = gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect_err("audit failed");
+    assert!(
+        matches!(
+            err,
+            ReviewError::Unavailable {
+                component: Component::Audit,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The approval is stored but not usable yet.
+    assert!(
+        gate.get(id)
+            .await
+            .expect("store")
+            .expect("record")
+            .audit_pending
+    );
+    assert_eq!(
+        gate.sweep().await.expect("sweep").recovered,
+        0,
+        "too early to recover"
+    );
+    clock.advance(TimeDelta::seconds(31));
+    assert_eq!(gate.sweep().await.expect("sweep").recovered, 1);
+    let grant = gate.wait(id).await.expect("grant after recovery");
+    assert_eq!(grant.approvers().len(), 1);
+    let names = audit.inner.names();
+    let approved = names
+        .iter()
+        .position(|n| *n == "approved")
+        .expect("approved audited");
+    let issued = names
+        .iter()
+        .position(|n| *n == "grant_issued")
+        .expect("grant issued");
+    assert!(approved < issued, "{names:?}");
+}

@@ -603,6 +603,7 @@ mod tests {
             escalated: false,
             reviews: Vec::new(),
             resolution: None,
+            audit_pending: false,
             grant_expires_at: None,
             deliveries: Vec::new(),
             execution: None,

@@ -53,6 +53,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         escalated: false,
         reviews: Vec::new(),
         resolution: None,
+        audit_pending: false,
         grant_expires_at: None,
         deliveries: Vec::new(),
         execution: None,
@@ -134,6 +135,8 @@ pub fn full_record() -> RequestRecord {
             reason: Some("approved".into()),
             at: at + TimeDelta::seconds(6),
         }),
+        // Set so the round trip covers it; no gate acts on this record.
+        audit_pending: true,
         grant_expires_at: Some(at + TimeDelta::minutes(40)),
         deliveries: vec![Delivery {
             channel: "slack".into(),

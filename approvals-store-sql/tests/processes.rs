@@ -72,7 +72,8 @@ fn child_process() {
 }
 
 /// Submits (or re-attaches to) the export, waits for the decision and runs the action,
-/// appending one line to the marker file. Exit codes: 0 ran, 3 expired, 2 other refusal.
+/// appending one line to the marker file. Exit codes: 0 ran, 3 expired, 4 denied, 2 other
+/// refusal.
 async fn child_main() -> i32 {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let schema = env("CHILD_SCHEMA");
@@ -96,6 +97,18 @@ async fn child_main() -> i32 {
             return 2;
         }
     };
+    // Report the first change notification for this request as it arrives (on PostgreSQL,
+    // from another process through LISTEN/NOTIFY).
+    if let Some(mut changes) = Store::changes(&store) {
+        tokio::spawn(async move {
+            while let Ok(changed) = changes.recv().await {
+                if changed == id {
+                    println!("NOTICED {id}");
+                    return;
+                }
+            }
+        });
+    }
     println!("PENDING {id}");
     let marker = env("CHILD_MARKER");
     match gate.wait(id).await {
@@ -128,6 +141,10 @@ async fn child_main() -> i32 {
         Err(GuardError::Expired { .. }) => {
             println!("EXPIRED");
             3
+        }
+        Err(GuardError::Denied { .. }) => {
+            println!("DENIED");
+            4
         }
         Err(e) => {
             println!("ERROR wait: {e}");
@@ -312,8 +329,7 @@ async fn a_decision_on_one_postgres_replica_wakes_the_waiter_on_another() {
         ("CHILD_SCHEMA", schema.clone()),
         ("CHILD_MARKER", marker.display().to_string()),
         ("CHILD_KEY", "replica-export".to_owned()),
-        // Polling alone would take a minute: only NOTIFY can wake the waiter in time.
-        ("CHILD_POLL_MS", "60000".to_owned()),
+        ("CHILD_POLL_MS", "500".to_owned()),
     ];
     let mut replica = Agent::spawn(&vars);
     let id = replica.pending_id().await;
@@ -328,11 +344,13 @@ async fn a_decision_on_one_postgres_replica_wakes_the_waiter_on_another() {
     gate.decide(id, Review::approve(reviewer("sam@example.com")))
         .await
         .expect("approve");
-    let woke = tokio::time::timeout(Duration::from_secs(30), replica.expect_line(&["RAN"])).await;
-    assert!(
-        woke.is_ok(),
-        "the waiter on the other replica must wake well before its 60 s poll"
-    );
+    // The other process hears of the decision through NOTIFY (its own store never wrote it),
+    // then its waiting gate issues the grant and runs the action once.
+    let first = replica.expect_line(&["NOTICED", "RAN"]).await;
+    let second = replica.expect_line(&["NOTICED", "RAN"]).await;
+    let mut seen = [first, second];
+    seen.sort();
+    assert_eq!(seen, [format!("NOTICED {id}"), "RAN".to_owned()]);
     assert_eq!(replica.exit_code().await, 0);
     assert_eq!(marker_lines(&marker), 1);
     assert_eq!(
@@ -344,6 +362,50 @@ async fn a_decision_on_one_postgres_replica_wakes_the_waiter_on_another() {
         .verify_chain()
         .await
         .expect("chain from two replicas");
+    store.close().await;
+    common::drop_schema(&url, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_on_one_postgres_replica_wakes_the_waiter_on_another_at_once() {
+    let Some(url) =
+        common::postgres_url("a_deny_on_one_postgres_replica_wakes_the_waiter_on_another_at_once")
+    else {
+        return;
+    };
+    let schema = common::unique_schema("replicadeny");
+    let store = open(&url, Some(&schema)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("marker.txt");
+    let vars = vec![
+        ("CHILD_DB", url.clone()),
+        ("CHILD_SCHEMA", schema.clone()),
+        ("CHILD_MARKER", marker.display().to_string()),
+        ("CHILD_KEY", "replica-deny".to_owned()),
+        // Polling alone would take a minute: only NOTIFY can wake the waiter in time.
+        ("CHILD_POLL_MS", "60000".to_owned()),
+    ];
+    let mut replica = Agent::spawn(&vars);
+    let id = replica.pending_id().await;
+    let gate = gate_on(
+        &store,
+        Arc::new(OffsetClock(TimeDelta::zero())),
+        Duration::from_secs(60),
+    );
+    gate.decide(
+        id,
+        Review::deny(reviewer("sam@example.com")).reason("not now"),
+    )
+    .await
+    .expect("deny");
+    let woke =
+        tokio::time::timeout(Duration::from_secs(30), replica.expect_line(&["DENIED"])).await;
+    assert!(
+        woke.is_ok(),
+        "the waiter on the other replica must wake well before its 60 s poll"
+    );
+    assert_eq!(replica.exit_code().await, 4);
+    assert_eq!(marker_lines(&marker), 0, "nothing ran");
     store.close().await;
     common::drop_schema(&url, &schema).await;
 }

@@ -122,9 +122,20 @@ enum Command {
     /// Make and hash API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    // Further subcommand groups (such as `approvals audit ...` from approvals-audit) are
-    // added here as variants holding their own `#[command(subcommand)]` enums, and
-    // dispatched in `run`.
+    /// Tamper-evident audit logs: keygen, verify, prove, check-proof, consistency, report,
+    /// export (JSON lines, OCSF, CEF), grant verify. `approvals audit help` lists them.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// The audit subcommand and its arguments, handled by approvals-audit.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +277,10 @@ impl From<ClientError> for Failure {
 /// Parses the process arguments, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Audit(audit) = cli.command {
+        // Same exit codes: 0 verified, 1 verification failed or token refused, 2 usage or I/O.
+        return approvals_audit::cli::run_named("approvals audit", audit.args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -295,6 +310,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Approve(args) => decide(&client(&cli.target).await?, args, true).await,
         Command::Deny(args) => decide(&client(&cli.target).await?, args, false).await,
         Command::Cancel(args) => cancel(&client(&cli.target).await?, args).await,
+        Command::Audit(_) => Err(Failure::new(
+            exit::USAGE,
+            "audit commands run without a store or server".to_owned(),
+        )),
     }
 }
 

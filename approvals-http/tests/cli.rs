@@ -317,3 +317,53 @@ fn serve_answers_the_cli_over_http() {
         panic!("{e}");
     }
 }
+
+#[test]
+fn audit_subcommands_verify_a_signed_log_and_catch_tampering() {
+    use approvals_audit::log::{LogConfig, LogWriter};
+    use approvals_audit::note::Signer;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    let signer = Signer::generate("approvals.example/audit").expect("key");
+    std::fs::write(
+        dir.path().join("trusted.vkeys"),
+        format!("{}\n", signer.verifier()),
+    )
+    .expect("vkeys");
+    let mut writer =
+        LogWriter::create(&log, LogConfig::new("approvals.example/audit"), signer).expect("log");
+    for i in 0..5 {
+        writer
+            .append(
+                &serde_json::json!({"event": "approved", "request": i, "by": "sam@example.com"}),
+            )
+            .expect("append");
+    }
+    writer.close().expect("close");
+
+    let log_arg = log.to_str().expect("utf8 path");
+    let ok = approvals(
+        &["audit", "verify", log_arg, "--trust", "trusted.vkeys"],
+        None,
+        dir.path(),
+    );
+    assert_eq!(code(&ok), 0, "{}", text(&ok));
+
+    let original = std::fs::read_to_string(&log).expect("read");
+    std::fs::write(
+        &log,
+        original.replacen("sam@example.com", "eve@example.com", 1),
+    )
+    .expect("tamper");
+    let bad = approvals(
+        &["audit", "verify", log_arg, "--trust", "trusted.vkeys"],
+        None,
+        dir.path(),
+    );
+    assert_eq!(code(&bad), 1, "{}", text(&bad));
+
+    let usage = approvals(&["audit", "no-such-command"], None, dir.path());
+    assert_eq!(code(&usage), 2, "{}", text(&usage));
+    assert!(text(&usage).contains("approvals audit"), "{}", text(&usage));
+}

@@ -1,15 +1,17 @@
 //! `ConsoleApprover`: review requests at a terminal, for local use and demos.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::sync::Notify;
 
 use crate::approver::{Approver, ApproverError, DispatchReason};
 use crate::gate::{Gate, Review};
-use crate::request::Principal;
-use crate::store::{Delivery, RequestRecord, RequestState};
+use crate::request::{Digest, Principal};
+use crate::store::{Delivery, RequestId, RequestRecord, RequestState};
 
 const MAX_VALUE_CHARS: usize = 2000;
 
@@ -27,6 +29,8 @@ pub struct ConsoleApprover {
     reviewer: Principal,
     input: Input,
     output: Output,
+    /// Signals a prompt that its request was decided elsewhere (another channel).
+    decided_elsewhere: Arc<Mutex<HashMap<RequestId, Arc<Notify>>>>,
 }
 
 impl std::fmt::Debug for ConsoleApprover {
@@ -57,6 +61,68 @@ impl ConsoleApprover {
             reviewer,
             input: Arc::new(tokio::sync::Mutex::new(Box::new(input))),
             output: Arc::new(Mutex::new(Box::new(output))),
+            decided_elsewhere: Arc::default(),
+        }
+    }
+
+    /// Asks at the terminal and decides; returns early when the request is decided elsewhere.
+    async fn prompt(
+        &self,
+        id: RequestId,
+        digest: Digest,
+        prompt: &str,
+        gate: &Gate,
+        decided_elsewhere: &Notify,
+    ) {
+        // One prompt at a time: the input is shared by every pending request.
+        let mut input = self.input.lock().await;
+        if gate
+            .get(id)
+            .await
+            .ok()
+            .flatten()
+            .is_none_or(|r| r.state != RequestState::Pending)
+        {
+            return;
+        }
+        self.print(prompt);
+        loop {
+            let mut line = String::new();
+            tokio::select! {
+                read = input.read_line(&mut line) => match read {
+                    Ok(0) | Err(_) => {
+                        self.print("\n(no more input; leaving the request pending)\n");
+                        return;
+                    }
+                    Ok(_) => {}
+                },
+                _ = decided_elsewhere.notified() => {
+                    self.print("\n(decided in another channel; no answer needed here)\n");
+                    return;
+                }
+            }
+            let line = line.trim();
+            let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let review = match word.to_ascii_lowercase().as_str() {
+                "a" | "approve" | "y" | "yes" => Review::approve(self.reviewer.clone()),
+                "d" | "deny" | "n" | "no" => Review::deny(self.reviewer.clone()),
+                _ => {
+                    self.print("Type `approve [reason]` or `deny [reason]`: ");
+                    continue;
+                }
+            };
+            let mut review = review.via("console").for_digest(digest);
+            if !rest.trim().is_empty() {
+                review = review.reason(rest.trim());
+            }
+            match gate.decide(id, review).await {
+                Ok(outcome) => self.print(&format!(
+                    "Recorded: request {id} is {} ({}/{} approvals).\n",
+                    outcome.state, outcome.approvals, outcome.quorum
+                )),
+                Err(e) => self.print(&format!("Refused: {e}\n")),
+            }
+            return;
         }
     }
 
@@ -145,56 +211,31 @@ impl Approver for ConsoleApprover {
         let id = record.id;
         let digest = record.digest;
         let prompt = render(record, reason, &self.reviewer);
+        let decided_elsewhere = Arc::new(Notify::new());
+        if let Ok(mut map) = self.decided_elsewhere.lock() {
+            map.insert(id, decided_elsewhere.clone());
+        }
         tokio::spawn(async move {
-            // One prompt at a time: the input is shared by every pending request.
-            let mut input = this.input.lock().await;
-            if gate
-                .get(id)
-                .await
-                .ok()
-                .flatten()
-                .is_none_or(|r| r.state != RequestState::Pending)
-            {
-                return;
-            }
-            this.print(&prompt);
-            loop {
-                let mut line = String::new();
-                match input.read_line(&mut line).await {
-                    Ok(0) | Err(_) => {
-                        this.print("\n(no more input; leaving the request pending)\n");
-                        return;
-                    }
-                    Ok(_) => {}
-                }
-                let line = line.trim();
-                let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-                let review = match word.to_ascii_lowercase().as_str() {
-                    "a" | "approve" | "y" | "yes" => Review::approve(this.reviewer.clone()),
-                    "d" | "deny" | "n" | "no" => Review::deny(this.reviewer.clone()),
-                    _ => {
-                        this.print("Type `approve [reason]` or `deny [reason]`: ");
-                        continue;
-                    }
-                };
-                let mut review = review.via("console").for_digest(digest);
-                if !rest.trim().is_empty() {
-                    review = review.reason(rest.trim());
-                }
-                match gate.decide(id, review).await {
-                    Ok(outcome) => this.print(&format!(
-                        "Recorded: request {id} is {} ({}/{} approvals).\n",
-                        outcome.state, outcome.approvals, outcome.quorum
-                    )),
-                    Err(e) => this.print(&format!("Refused: {e}\n")),
-                }
-                return;
+            this.prompt(id, digest, &prompt, &gate, &decided_elsewhere)
+                .await;
+            if let Ok(mut map) = this.decided_elsewhere.lock() {
+                map.remove(&id);
             }
         });
         Ok(None)
     }
 
     async fn resolved(&self, record: &RequestRecord) -> Result<(), ApproverError> {
+        if record.state != RequestState::Pending
+            && let Some(signal) = self
+                .decided_elsewhere
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&record.id).cloned())
+        {
+            // Stored as a permit if the prompt is not waiting yet.
+            signal.notify_one();
+        }
         let by = match record.state {
             RequestState::Approved => {
                 let names: Vec<&str> = record.approvers().iter().map(|p| p.label()).collect();

@@ -1,0 +1,103 @@
+//! The terminal approver: answers go to the request on screen, even when another channel
+//! decides the earlier one first.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use approvals_core::{
+    ActionRequest, ConsoleApprover, Gate, Initiator, MemorySink, Principal, RequestState,
+    Requirement, Review, StaticPolicy, Submission,
+};
+use serde_json::json;
+use tokio::io::{AsyncWriteExt, BufReader};
+
+#[derive(Clone, Default)]
+struct Screen(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Screen {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    async fn wait_for(&self, needle: &str, times: usize) {
+        for _ in 0..500 {
+            if self.text().matches(needle).count() >= times {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never saw {needle:?} {times} time(s) in:\n{}", self.text());
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_decided_elsewhere_lets_the_next_answer_reach_the_next_request() {
+    let sam = Principal::human("sam@example.com");
+    let (mut keyboard, input) = tokio::io::duplex(1024);
+    let screen = Screen::default();
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::users([
+            "sam@example.com",
+            "kim@example.com",
+        ])))
+        .audit(MemorySink::new())
+        .initiator(Initiator::agent("bot"))
+        .approver(ConsoleApprover::with_io(
+            sam,
+            BufReader::new(input),
+            screen.clone(),
+        ))
+        .build()
+        .expect("gate");
+    let submit = |n: u32| {
+        let gate = gate.clone();
+        async move {
+            match gate
+                .submit(&ActionRequest::new("data.export", "db://x").params(json!({ "n": n })))
+                .await
+                .expect("submitted")
+            {
+                Submission::Pending(id) => id,
+                Submission::Allowed(_) => panic!("approval expected"),
+            }
+        }
+    };
+    let first = submit(1).await;
+    let second = submit(2).await;
+    screen.wait_for("APPROVAL NEEDED", 1).await;
+
+    // Kim approves the first request in another channel while the terminal shows it.
+    gate.decide(
+        first,
+        Review::approve(Principal::human("kim@example.com")).via("http"),
+    )
+    .await
+    .expect("approved elsewhere");
+    screen.wait_for("decided in another channel", 1).await;
+    screen.wait_for("APPROVAL NEEDED", 2).await;
+
+    // The answer typed now is for the second request.
+    keyboard
+        .write_all(b"deny not this one\n")
+        .await
+        .expect("typed");
+    screen.wait_for("Recorded:", 1).await;
+    let record = gate.get(second).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Denied);
+    assert_eq!(record.reviews[0].reason.as_deref(), Some("not this one"));
+    assert_eq!(
+        gate.get(first).await.expect("store").expect("record").state,
+        RequestState::Approved
+    );
+}

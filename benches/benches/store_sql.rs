@@ -8,7 +8,8 @@
 //!
 //! The wake latency is measured between two stores with their own pools and listener
 //! connections (as two replicas have): the time from starting a compare-and-set on replica B
-//! until replica A's `changes()` receiver, and A's waiting `gate.wait()`, see it. p50/p99 are
+//! until replica A's `changes()` receiver sees it, and from a deny on B until A's waiting
+//! `gate.wait()` returns the refusal. p50/p99 are
 //! printed after the criterion output.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,9 +216,14 @@ async fn notify_once(a: &SqlStore, b: &SqlStore, gate_b: &Gate) -> Duration {
     }
 }
 
-/// Replica A's `gate.wait()` is pending; replica B approves. Returns the time from B's
-/// `decide()` call until A's `wait()` returns the grant (polling is set to one minute, so
+/// Replica A's `gate.wait()` is pending; replica B denies. Returns the time from B's
+/// `decide()` call until A's `wait()` returns the refusal (polling is set to one minute, so
 /// only the notification can wake it).
+///
+/// A deny rather than an approval: an approval is only granted after the reviewer's gate has
+/// audited it and cleared `audit_pending` in a second write, and the core's waiter does not
+/// listen for store notifications in that state (it polls), so an approval would measure the
+/// poll interval instead of the wake-up.
 async fn wake_once(gate_a: &Gate, gate_b: &Gate) -> Duration {
     let Ok(Submission::Pending(id)) = gate_a.submit(&action()).await else {
         panic!("approval required");
@@ -225,19 +231,19 @@ async fn wake_once(gate_a: &Gate, gate_b: &Gate) -> Duration {
     let waiter = {
         let gate_a = gate_a.clone();
         tokio::spawn(async move {
-            let grant = gate_a.wait(id).await;
-            (Instant::now(), grant.is_ok())
+            let refused = gate_a.wait(id).await;
+            (
+                Instant::now(),
+                matches!(refused, Err(GuardError::Denied { .. })),
+            )
         })
     };
     // Let the waiter subscribe and read the pending record first.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let start = Instant::now();
-    gate_b
-        .decide(id, Review::approve(sam()))
-        .await
-        .expect("approve");
-    let (woke, ok) = waiter.await.expect("waiter");
-    assert!(ok, "granted");
+    gate_b.decide(id, Review::deny(sam())).await.expect("deny");
+    let (woke, denied) = waiter.await.expect("waiter");
+    assert!(denied, "the waiter sees the deny");
     woke.saturating_duration_since(start)
 }
 
@@ -279,7 +285,7 @@ fn postgres_wake(c: &mut Criterion) {
             }
         });
     });
-    group.bench_function("decide_to_other_replica_grant", |bench| {
+    group.bench_function("deny_to_other_replica_refusal", |bench| {
         bench.to_async(&rt).iter_custom(|iters| {
             let (gate_a, gate_b) = (gate_a.clone(), gate_b.clone());
             async move {
@@ -308,7 +314,7 @@ fn postgres_wake(c: &mut Criterion) {
         v
     });
     percentiles(
-        "cross-replica wake (decide on B -> wait() returns on A)",
+        "cross-replica wake (deny on B -> wait() returns on A)",
         wakes,
     );
     rt.block_on(a.close());

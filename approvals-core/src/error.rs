@@ -214,7 +214,7 @@ pub enum ReviewError {
         reviewer: String,
     },
     /// Agents and services cannot review.
-    #[error("{reviewer} is not a human but a {kind}; only humans can review")]
+    #[error("{reviewer} is not a human (it is registered as {kind}); only humans can review")]
     NotHuman {
         /// The reviewer's id.
         reviewer: String,

@@ -676,8 +676,19 @@ impl Gate {
                 .await?
                 .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
             let now = self.now();
-            match record.state {
-                RequestState::Pending => {}
+            let deadline = match record.state {
+                RequestState::Pending => {
+                    if now >= record.expires_at {
+                        self.expire(&record).await?;
+                        continue;
+                    }
+                    let escalate_at = record.escalate_at.filter(|_| !record.escalated);
+                    if escalate_at.is_some_and(|at| now >= at) {
+                        self.escalate(&record).await?;
+                        continue;
+                    }
+                    escalate_at.map_or(record.expires_at, |at| at.min(record.expires_at))
+                }
                 RequestState::Approved if record.audit_pending => {
                     // Approved but not yet in the audit trail: wait for the reviewer's
                     // `decide()` to record it, or record it ourselves if that never happens.
@@ -687,30 +698,10 @@ impl Gate {
                         self.recover_approval(&record).await?;
                         continue;
                     }
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = self.inner.clock.sleep_until(recover_at) => {}
-                        _ = tokio::time::sleep(self.inner.poll_interval) => {}
-                    }
-                    continue;
+                    recover_at
                 }
                 RequestState::Approved => return self.issue_grant(record).await,
                 _ => return Err(refusal(&record)),
-            }
-            if now >= record.expires_at {
-                self.expire(&record).await?;
-                continue;
-            }
-            if record
-                .escalate_at
-                .is_some_and(|at| !record.escalated && now >= at)
-            {
-                self.escalate(&record).await?;
-                continue;
-            }
-            let deadline = match record.escalate_at.filter(|_| !record.escalated) {
-                Some(at) => at.min(record.expires_at),
-                None => record.expires_at,
             };
             let store_change = async {
                 match changes.as_mut() {

@@ -2,15 +2,23 @@
 //! from a data owner, given at this terminal), and grants a role, which it then tries to
 //! approve itself (refused) before a security reviewer decides. Prints the audit trail.
 //!
+//! Requests and the hash-chained audit trail are stored in an SQLite file (the embedded
+//! default; `APPROVALS_DB` overrides the URL, for example `postgres://...`).
+//!
+//! Review each request where you like: answer the terminal prompt with `approve [reason]`
+//! or `deny [reason]`, open the review console it prints (sign in with the printed token),
+//! or use the `approvals` CLI against the console. The first decision wins.
+//!
 //! Run: `cargo run -p approvals-examples --bin quickstart`
-//! and answer the prompts with `approve [reason]` or `deny [reason]`.
 
 use std::error::Error;
 
 use approvals_core::{
-    ActionRequest, AuditEvent, ConsoleApprover, EventDetail, Gate, GuardError, Initiator,
-    MemorySink, Principal, Review, RulePolicy, Submission,
+    ActionRequest, AuditEvent, ConsoleApprover, EventDetail, FanoutSink, Gate, GuardError,
+    Initiator, MemorySink, Principal, Review, RulePolicy, Submission,
 };
+use approvals_http::{ConsoleLinkApprover, ReviewServer, Tokens, generate_token};
+use approvals_store_sql::SqlStore;
 use serde_json::json;
 
 const POLICY: &str = include_str!("../../policies/quickstart.toml");
@@ -27,15 +35,59 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .with_name("Sam (security)")
         .with_groups(["data-owners", "security"]);
 
+    let url = match std::env::var("APPROVALS_DB") {
+        Ok(url) => url,
+        Err(_) => {
+            let path = std::env::temp_dir().join("approvals-quickstart.db");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            format!("sqlite://{}", path.display())
+        }
+    };
+    let store = SqlStore::connect(&url).await?;
+    println!("Requests and audit trail stored in {url}");
+
+    // The review console, on 127.0.0.1:8480 (or a free port when that one is taken).
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:8480").await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let base: url::Url = format!("http://{}/", listener.local_addr()?).parse()?;
+    let token = generate_token();
+
+    // Every event goes to the database's hash-chained audit table and, for printing, memory.
     let audit = std::sync::Arc::new(MemorySink::new());
     let gate = Gate::builder()
         .policy(RulePolicy::from_toml(POLICY)?)
-        .audit_shared(audit.clone())
-        .approver(ConsoleApprover::new(sam))
+        .store(store.clone())
+        .audit(
+            FanoutSink::new()
+                .with(store.audit_sink())
+                .with_shared(audit.clone()),
+        )
+        .approver(ConsoleApprover::new(sam.clone()))
+        .approver(ConsoleLinkApprover::with_writer(
+            base.clone(),
+            std::io::stdout(),
+        ))
         .initiator(agent.clone())
         .build()?;
 
-    println!("Policy {} loaded.\n", gate.policy_version());
+    let server = ReviewServer::builder(gate.clone())
+        .tokens(Tokens::new().with_token(&token, sam))
+        .public_url(base.clone())
+        .build();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let console = tokio::spawn(approvals_http::serve(listener, server, async {
+        let _ = stopped.await;
+    }));
+
+    println!("Policy {} loaded.", gate.policy_version());
+    println!("Review console: {base}console  (sign in as Sam with token {token})");
+    println!(
+        "Or from another terminal: APPROVALS_TOKEN={token} cargo run -q -p approvals-http --bin approvals -- --server {base} pending\n"
+    );
 
     // 1. A read: the policy allows it outright.
     let read = ActionRequest::new("warehouse.read", "db://prod/invoices")
@@ -103,10 +155,31 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
         Err(e) => println!("[agent] role grant refused: {e}"),
     }
+    // The agent hears of a denial as soon as it is stored; give the reviewer's side a moment
+    // to finish recording it so the trail below is complete.
+    for _ in 0..100 {
+        let events = audit.for_request(id);
+        if events
+            .iter()
+            .any(|e| matches!(e.name(), "denied" | "executed"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     println!("\nAudit trail ({} events):", audit.events().len());
     for event in audit.events() {
         println!("  {}", describe(&event));
+    }
+    let _ = stop.send(());
+    let _ = console.await;
+    match store.audit_sink().verify_chain().await {
+        Ok(report) => println!(
+            "\nAudit chain in the database verified: {} rows, unbroken.",
+            report.rows
+        ),
+        Err(e) => println!("\nAudit chain in the database FAILED verification: {e}"),
     }
     Ok(())
 }

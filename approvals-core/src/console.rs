@@ -134,12 +134,20 @@ impl ConsoleApprover {
     }
 }
 
-/// Replaces control characters (including ESC, so no ANSI sequences) with `?` and truncates.
+/// Replaces control characters (including ESC, so no ANSI sequences) and invisible formatting
+/// characters (bidi overrides, zero-width; see [`crate::text::is_invisible_format`]) with `?`,
+/// and truncates.
 pub fn terminal_safe(text: &str, max_chars: usize) -> String {
     let mut out: String = text
         .chars()
         .take(max_chars)
-        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .map(|c| {
+            if (c.is_control() && c != '\n') || crate::text::is_invisible_format(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect();
     if text.chars().count() > max_chars {
         out.push_str(" …(truncated)");
@@ -272,5 +280,9 @@ mod tests {
         let long = "x".repeat(50);
         assert!(terminal_safe(&long, 10).ends_with("…(truncated)"));
         assert_eq!(terminal_safe("a\nb", 10), "a\n    | b");
+        assert_eq!(
+            terminal_safe("rm -rf /\u{202E}txt.exe", 100),
+            "rm -rf /?txt.exe"
+        );
     }
 }

@@ -57,6 +57,7 @@ pub mod gate;
 pub mod policy;
 pub mod request;
 pub mod store;
+pub mod text;
 
 pub use approver::{
     Approver, ApproverError, DispatchReason, IdentityError, IdentityResolver,

@@ -39,15 +39,8 @@ pub fn push_escaped(out: &mut String, text: &str) {
 }
 
 /// Characters that change how surrounding text is shown without being seen themselves.
-fn is_invisible_control(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200b}'..='\u{200f}'   // zero-width space/joiners, LRM, RLM
-            | '\u{202a}'..='\u{202e}' // embeddings and overrides
-            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-            | '\u{2066}'..='\u{2069}' // isolates
-            | '\u{feff}'              // BOM / zero-width no-break space
-        )
+pub(crate) fn is_invisible_control(c: char) -> bool {
+    c.is_control() || approvals_core::text::is_invisible_format(c)
 }
 
 /// `text` cut to at most `max` characters, with `…` when cut.

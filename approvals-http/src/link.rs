@@ -70,9 +70,7 @@ fn plain(text: &str) -> String {
     crate::html::truncate(text, 160)
         .chars()
         .map(|c| {
-            if c.is_control()
-                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-            {
+            if crate::html::is_invisible_control(c) {
                 '?'
             } else {
                 c

@@ -7,6 +7,8 @@
 //! multi-line text (parameters, justification) is never put in `mrkdwn` at all: it goes into
 //! `rich_text` elements, which Slack renders literally.
 
+use approvals_core::text::is_invisible_format;
+
 /// Escapes untrusted text for a `mrkdwn` text object: `&`, `<`, `>` become entities, the
 /// formatting characters `*`, `_`, `~` and `` ` `` become full-width look-alikes, and line
 /// breaks become spaces (so a value cannot start a line of its own that looks like ours).
@@ -26,7 +28,7 @@ pub fn mrkdwn(untrusted: &str) -> String {
             '~' => out.push('～'),
             '`' => out.push('｀'),
             '\n' | '\r' | '\u{2028}' | '\u{2029}' => out.push(' '),
-            c if c.is_control() => out.push('\u{FFFD}'),
+            c if c.is_control() || is_invisible_format(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -41,6 +43,8 @@ pub fn one_line(untrusted: &str) -> String {
         .map(|c| {
             if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
                 ' '
+            } else if is_invisible_format(c) {
+                '\u{FFFD}'
             } else {
                 c
             }
@@ -53,7 +57,7 @@ pub(crate) fn printable(untrusted: &str) -> String {
     untrusted
         .chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            if (c.is_control() && c != '\n' && c != '\t') || is_invisible_format(c) {
                 '\u{FFFD}'
             } else {
                 c
@@ -89,6 +93,15 @@ pub(crate) fn is_web_url(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_overrides_cannot_reorder_what_reviewers_read() {
+        let hostile = "rm -rf /\u{202E}txt.exe\u{2066}\u{200B}";
+        for out in [mrkdwn(hostile), one_line(hostile), printable(hostile)] {
+            assert!(!out.chars().any(is_invisible_format), "{out:?}");
+            assert!(out.starts_with("rm -rf /"), "{out:?}");
+        }
+    }
 
     #[test]
     fn hostile_mrkdwn_is_inert() {

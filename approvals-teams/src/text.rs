@@ -19,13 +19,10 @@
 //! read backwards, hiding what an action really does) with U+FFFD, and [`truncate`] bounds
 //! every value in characters.
 
-/// Whether `c` reorders text visually (bidi embedding, override and isolate controls, and
-/// the directional marks).
+/// Whether `c` reorders or hides text visually: the set every channel neutralises, except
+/// U+200B, which [`literal_text`] itself inserts to break `{{` and `${` template syntax.
 fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
+    c != '\u{200B}' && approvals_core::text::is_invisible_format(c)
 }
 
 /// Whether `c` is a line or paragraph break.

@@ -59,10 +59,10 @@ pub struct AuditEvent {
     pub at: DateTime<Utc>,
     /// The request it is about.
     pub request_id: RequestId,
-    /// The action kind.
-    pub kind: String,
-    /// The action resource.
-    pub resource: String,
+    /// The action kind (shared, so copies of an event do not copy the text).
+    pub kind: Arc<str>,
+    /// The action resource (shared like `kind`).
+    pub resource: Arc<str>,
     /// The action digest.
     pub digest: Digest,
     /// What happened.
@@ -123,7 +123,7 @@ pub enum EventDetail {
         /// Its decision.
         decision: Decision,
         /// The policy version.
-        policy_version: String,
+        policy_version: Arc<str>,
     },
     /// A channel delivered the request.
     Dispatched {

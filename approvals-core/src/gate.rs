@@ -102,7 +102,7 @@ pub struct Grant {
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     policy_rule: Option<String>,
-    policy_version: String,
+    policy_version: Arc<str>,
     approved: bool,
 }
 
@@ -277,8 +277,10 @@ impl GateBuilder {
     pub fn build(self) -> Result<Gate, BuildError> {
         let policy = self.policy.ok_or(BuildError::MissingPolicy)?;
         let audit = self.audit.ok_or(BuildError::MissingAudit)?;
+        let policy_version = Mutex::new(Arc::from(policy.version()));
         Ok(Gate {
             inner: Arc::new(Inner {
+                policy_version,
                 policy,
                 store: self.store,
                 audit,
@@ -323,6 +325,8 @@ struct Inner {
     poll_interval: Duration,
     audit_recovery_after: Duration,
     waiters: Mutex<HashMap<RequestId, Arc<Notify>>>,
+    /// The policy's version as last seen, shared by the events and grants that record it.
+    policy_version: Mutex<Arc<str>>,
 }
 
 /// The approval engine. Cheap to clone; clones share everything.
@@ -446,29 +450,39 @@ impl Gate {
 
         let id = RequestId::new();
         let now = self.now();
-        let event = |detail| AuditEvent {
-            schema: AUDIT_SCHEMA_VERSION,
-            at: now,
-            request_id: id,
-            kind: request.kind.clone(),
-            resource: request.resource.clone(),
+        let subject = EventSubject {
+            id,
+            kind: request.kind.as_str().into(),
+            resource: request.resource.as_str().into(),
             digest,
-            detail,
         };
-        self.audit(event(EventDetail::Requested {
-            request: request.clone(),
-        }))
+        self.audit(subject.event(
+            now,
+            EventDetail::Requested {
+                request: request.clone(),
+            },
+        ))
         .await?;
         let decision = self
             .inner
             .policy
             .evaluate(&request)
             .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
-        self.audit(event(EventDetail::PolicyDecided {
-            decision: decision.clone(),
-            policy_version: self.policy_version().to_owned(),
-        }))
-        .await?;
+        let policy_version = self.shared_policy_version();
+        // The decision moves into the event and back out after it is recorded: this is the
+        // allow path of every guard() call, so it is not copied.
+        let decided = self
+            .audit_returning(subject.event(
+                now,
+                EventDetail::PolicyDecided {
+                    decision,
+                    policy_version: policy_version.clone(),
+                },
+            ))
+            .await?;
+        let EventDetail::PolicyDecided { decision, .. } = decided.detail else {
+            unreachable!("the event was built as PolicyDecided above")
+        };
 
         match decision {
             Decision::Allow { rule } => Ok(Submission::Allowed(Grant {
@@ -478,7 +492,7 @@ impl Gate {
                 issued_at: now,
                 expires_at: now + to_delta(self.inner.grant_ttl),
                 policy_rule: rule,
-                policy_version: self.policy_version().to_owned(),
+                policy_version,
                 approved: false,
             })),
             Decision::Deny { rule, reason } => Err(GuardError::PolicyDenied {
@@ -751,7 +765,7 @@ impl Gate {
             issued_at: now,
             expires_at,
             policy_rule: record.policy_rule.clone(),
-            policy_version: record.policy_version.clone(),
+            policy_version: record.policy_version.as_str().into(),
             approved: true,
         })
     }
@@ -773,8 +787,8 @@ impl Gate {
         let presented = request.digest();
         let subject = EventSubject {
             id: grant.request_id,
-            kind: request.kind.clone(),
-            resource: request.resource.clone(),
+            kind: request.kind.as_str().into(),
+            resource: request.resource.as_str().into(),
             digest: grant.digest,
         };
         if presented != grant.digest {
@@ -1378,19 +1392,37 @@ impl Gate {
             schema: AUDIT_SCHEMA_VERSION,
             at: self.now(),
             request_id: record.id,
-            kind: record.request.kind.clone(),
-            resource: record.request.resource.clone(),
+            kind: record.request.kind.as_str().into(),
+            resource: record.request.resource.as_str().into(),
             digest: record.digest,
             detail,
         }
     }
 
     async fn audit(&self, event: AuditEvent) -> Result<(), GuardError> {
-        self.inner
-            .audit
-            .record(&event)
-            .await
-            .map_err(|e| GuardError::unavailable(Component::Audit, e))
+        self.audit_returning(event).await.map(drop)
+    }
+
+    /// Records `event` and hands it back, for callers that still need what it holds.
+    async fn audit_returning(&self, event: AuditEvent) -> Result<AuditEvent, GuardError> {
+        match self.inner.audit.record(&event).await {
+            Ok(()) => Ok(event),
+            Err(e) => Err(GuardError::unavailable(Component::Audit, e)),
+        }
+    }
+
+    /// The policy version as a shared string, refreshed if the policy reports a new one.
+    fn shared_policy_version(&self) -> Arc<str> {
+        let current = self.inner.policy.version();
+        let mut cached = self
+            .inner
+            .policy_version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if &**cached != current {
+            *cached = Arc::from(current);
+        }
+        cached.clone()
     }
 
     async fn store_call<T>(
@@ -1469,8 +1501,8 @@ enum CancelOutcome {
 
 struct EventSubject {
     id: RequestId,
-    kind: String,
-    resource: String,
+    kind: Arc<str>,
+    resource: Arc<str>,
     digest: Digest,
 }
 

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -297,7 +298,7 @@ pub trait Action: Send + Sync {
         ActionRequest {
             kind: self.kind().into_owned(),
             resource: self.resource().into_owned(),
-            params: self.params(),
+            params: Arc::new(self.params()),
             summary: self.summary(),
             initiator: self.initiator(),
             context: self.context().unwrap_or_default(),
@@ -314,9 +315,11 @@ pub struct ActionRequest {
     pub kind: String,
     /// Target resource.
     pub resource: String,
-    /// Exact parameters.
+    /// Exact parameters. Shared, so copies of a request (for its audit record, its stored
+    /// record, a review view) do not copy them; change them with [`Arc::make_mut`] or
+    /// [`params`](ActionRequest::params).
     #[serde(default)]
-    pub params: Value,
+    pub params: Arc<Value>,
     /// One-line summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
@@ -341,7 +344,7 @@ impl ActionRequest {
         ActionRequest {
             kind: kind.into(),
             resource: resource.into(),
-            params: Value::Object(Default::default()),
+            params: Arc::new(Value::Object(Default::default())),
             summary: None,
             initiator: None,
             context: RequestContext::default(),
@@ -352,7 +355,7 @@ impl ActionRequest {
 
     /// Sets the parameters.
     pub fn params(mut self, params: Value) -> Self {
-        self.params = params;
+        self.params = Arc::new(params);
         self
     }
 
@@ -361,7 +364,7 @@ impl ActionRequest {
         mut self,
         params: &T,
     ) -> Result<Self, serde_json::Error> {
-        self.params = serde_json::to_value(params)?;
+        self.params = Arc::new(serde_json::to_value(params)?);
         Ok(self)
     }
 
@@ -408,12 +411,32 @@ impl ActionRequest {
     /// `"approvals.action.v1\n"` followed by the canonical JSON of the request (see
     /// [`canonical_json`]).
     pub fn digest(&self) -> Digest {
-        let mut buf = Vec::with_capacity(512);
-        self.write_canonical_digest_input(&mut buf);
-        let mut hasher = Sha256::new();
-        hasher.update(DIGEST_DOMAIN);
-        hasher.update(&buf);
-        Digest(hasher.finalize().into())
+        thread_local! {
+            // The encoding buffer, reused: a digest is taken on every guard() call.
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+        }
+        let hash = |buf: &mut Vec<u8>| {
+            buf.clear();
+            self.write_canonical_digest_input(buf);
+            let mut hasher = Sha256::new();
+            hasher.update(DIGEST_DOMAIN);
+            hasher.update(&*buf);
+            let hash: [u8; 32] = hasher.finalize().into();
+            // A buffer grown by one huge request is not kept.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::with_capacity(512);
+            }
+            hash
+        };
+        // try_borrow_mut fails only if a digest is taken while this thread is already
+        // encoding one (not possible today); a fresh buffer keeps that correct.
+        let hash = BUF
+            .try_with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => hash(&mut buf),
+                Err(_) => hash(&mut Vec::with_capacity(512)),
+            })
+            .unwrap_or_else(|_| hash(&mut Vec::with_capacity(512)));
+        Digest(hash)
     }
 
     /// Writes the canonical JSON of the digested fields directly, keys in sorted order,
@@ -566,7 +589,7 @@ impl Action for ActionRequest {
         Cow::Borrowed(&self.resource)
     }
     fn params(&self) -> Value {
-        self.params.clone()
+        (*self.params).clone()
     }
     fn to_request(&self) -> ActionRequest {
         self.clone()
@@ -587,24 +610,29 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    for (i, (key, value)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(key, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+}
+
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
-            // serde_json's default map is already ordered; sort only when it is not.
-            let mut keys: Vec<&String> = map.keys().collect();
-            if !keys.is_sorted() {
-                keys.sort_unstable();
-            }
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_string(key, out);
-                out.push(b':');
-                if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
-                }
+            // serde_json's default map is already ordered (no allocation then); a map that
+            // keeps insertion order is sorted here.
+            if map.keys().is_sorted() {
+                write_members(map.iter(), out);
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_members(members.into_iter(), out);
             }
             out.push(b'}');
         }
@@ -902,7 +930,7 @@ mod tests {
                     ActionRequest {
                         kind,
                         resource,
-                        params,
+                        params: Arc::new(params),
                         summary,
                         initiator,
                         context,

@@ -1094,6 +1094,58 @@ async fn a_policy_error_refuses_the_action() {
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
 
+/// A policy reloaded in place: its version changes between calls.
+struct ReloadingPolicy {
+    reloaded: std::sync::atomic::AtomicBool,
+}
+
+impl Policy for ReloadingPolicy {
+    fn evaluate(&self, _: &ActionRequest) -> Result<Decision, PolicyError> {
+        Ok(Decision::Allow {
+            rule: Some("everything".into()),
+        })
+    }
+    fn version(&self) -> &str {
+        if self.reloaded.load(Ordering::SeqCst) {
+            "v2"
+        } else {
+            "v1"
+        }
+    }
+}
+
+#[tokio::test]
+async fn decisions_and_grants_record_the_policy_version_current_at_the_time() {
+    let policy = Arc::new(ReloadingPolicy {
+        reloaded: std::sync::atomic::AtomicBool::new(false),
+    });
+    struct Shared(Arc<ReloadingPolicy>);
+    impl Policy for Shared {
+        fn evaluate(&self, r: &ActionRequest) -> Result<Decision, PolicyError> {
+            self.0.evaluate(r)
+        }
+        fn version(&self) -> &str {
+            self.0.version()
+        }
+    }
+    let f = Fixture::with_policy(Shared(policy.clone()));
+    let read = ActionRequest::new("db.read", "x");
+    let first = f.gate.guard(&read).await.expect("allowed");
+    policy.reloaded.store(true, Ordering::SeqCst);
+    let second = f.gate.guard(&read).await.expect("allowed");
+    assert_eq!(first.policy_version(), "v1");
+    assert_eq!(second.policy_version(), "v2");
+    assert_eq!(second.policy_rule(), Some("everything"));
+    let versions: Vec<String> = f
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e.name() == "policy_decided")
+        .map(|e| serde_json::to_value(e).expect("json")["policy_version"].to_string())
+        .collect();
+    assert_eq!(versions, ["\"v1\"", "\"v2\""]);
+}
+
 #[tokio::test]
 async fn escalation_rules_come_from_the_requirement() {
     // A custom requirement built in code behaves like the policy file's.

@@ -87,7 +87,7 @@ impl RequestView {
             state: record.state,
             kind: req.kind.clone(),
             resource: req.resource.clone(),
-            params: req.params.clone(),
+            params: (*req.params).clone(),
             summary: req.summary.clone(),
             justification: req.justification.clone(),
             initiator: req.initiator.clone(),

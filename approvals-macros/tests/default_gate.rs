@@ -31,9 +31,9 @@ async fn uses_the_default_gate_and_names_the_kind_after_the_function() {
     let out = rotate_key("payments".into()).await.expect("allowed");
     assert_eq!(out, "rotated payments");
     let events = sink.events();
-    assert_eq!(events[0].kind, concat!(module_path!(), "::rotate_key"));
-    assert_eq!(events[0].kind, "default_gate::rotate_key");
-    assert_eq!(events[0].resource, "");
+    assert_eq!(&*events[0].kind, concat!(module_path!(), "::rotate_key"));
+    assert_eq!(&*events[0].kind, "default_gate::rotate_key");
+    assert_eq!(&*events[0].resource, "");
     assert_eq!(
         sink.names(),
         ["requested", "policy_decided", "grant_consumed", "executed"]

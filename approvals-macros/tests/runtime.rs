@@ -161,7 +161,7 @@ async fn approval_runs_the_body_once_with_the_arguments_as_parameters() {
     assert_eq!(request.kind, "db.drop_table");
     assert_eq!(request.resource, "db://analytics/events");
     assert_eq!(
-        request.params,
+        *request.params,
         json!({"db": "analytics", "table": "events"})
     );
     assert_eq!(request.justification.as_deref(), Some("retention"));
@@ -263,7 +263,7 @@ async fn mut_self_methods_run_after_approval() {
     review.await.expect("reviewer");
     assert_eq!(n, 1);
     assert_eq!(tools.dropped, ["events"]);
-    assert_eq!(sink.events()[0].kind, "db.forget");
+    assert_eq!(&*sink.events()[0].kind, "db.forget");
 }
 
 #[requires_approval(kind = "kv.put", resource = "kv://{key}", skip(gate), gate = gate)]
@@ -298,7 +298,7 @@ async fn arguments_used_as_gate_context_or_justification_are_not_parameters() {
     assert_eq!(out, "released 1.2.3");
     let records = gate.store().list(&Default::default()).await.expect("list");
     let request = &records[0].request;
-    assert_eq!(request.params, json!({"version": "1.2.3"}));
+    assert_eq!(*request.params, json!({"version": "1.2.3"}));
     assert_eq!(request.context, ctx);
     assert_eq!(request.justification.as_deref(), Some("hotfix"));
 }
@@ -313,7 +313,7 @@ async fn generic_functions_send_their_generic_arguments() {
     assert_eq!(out, "limit=7");
     let records = gate.store().list(&Default::default()).await.expect("list");
     assert_eq!(
-        records[0].request.params,
+        *records[0].request.params,
         json!({"key": "limit", "value": 7})
     );
     assert_eq!(records[0].request.resource, "kv://limit");
@@ -366,7 +366,7 @@ async fn async_trait_methods_are_guarded() {
     assert!(
         records
             .iter()
-            .any(|r| r.request.params == json!({"input": "again"}))
+            .any(|r| *r.request.params == json!({"input": "again"}))
     );
 }
 

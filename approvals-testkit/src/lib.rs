@@ -1,5 +1,8 @@
 //! Conformance suites for stores and approvers, and test helpers.
 //!
+//! [`faults`] wraps a store, an audit sink or an approver so chosen calls fail, hang or lose
+//! their answer, for fault-injection tests.
+//!
 //! [`store_suite`] is one behaviour suite that every [`Store`](approvals_core::Store)
 //! implementation must pass: the in-memory store runs it from this crate's tests, and
 //! `approvals-store-sql` runs it against SQLite and a real PostgreSQL server.
@@ -15,5 +18,6 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod faults;
 pub mod fixtures;
 pub mod store_suite;

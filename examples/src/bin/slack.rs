@@ -1,17 +1,24 @@
 //! Approve an agent's action from Slack.
 //!
-//! With Slack credentials in the environment (see approvals-slack/README.md), it posts a
-//! request for approval to `SLACK_CHANNEL_ID` and waits for a reviewer to click Approve or
+//! With a Slack app's credentials in the environment (set up as in approvals-slack/README.md)
+//! it posts a request for approval to a channel and waits for a reviewer to click Approve or
 //! Deny, receiving the click over Socket Mode when `SLACK_APP_TOKEN` is set, or at
-//! `http://SLACK_LISTEN/slack/interactivity` (default `127.0.0.1:3000`) otherwise.
+//! `http://SLACK_LISTEN/slack/interactivity` (default `127.0.0.1:3000`, behind your HTTPS
+//! proxy) otherwise. A live run needs all of `SLACK_BOT_TOKEN` (`xoxb-...`),
+//! `SLACK_SIGNING_SECRET`, `SLACK_APP_ID`, `SLACK_TEAM_ID`, `SLACK_CHANNEL_ID` and
+//! `SLACK_REVIEWERS` (`U024BE7LH=sam@example.com:security,...`); `--live` insists on them and
+//! names each one that is missing.
 //!
-//! Without credentials it runs the same flow against a loopback fake of Slack and simulates
-//! the reviewer's signed click, so you can see every step offline:
+//! With none of them set (or with `--offline`) it runs the same flow against a loopback fake
+//! of Slack and simulates the reviewers' signed clicks, so you can see every step without an
+//! account. Setting only some of them is an error that names the missing ones.
 //!
 //! ```text
 //! cargo run -p approvals-examples --bin slack
+//! cargo run -p approvals-examples --bin slack -- --live
 //! ```
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +26,54 @@ use approvals_core::{
     ActionRequest, Gate, GuardError, Initiator, MemorySink, Principal, Requirement,
     StaticIdentityResolver, StaticPolicy,
 };
+use approvals_examples::{Credentials, Mode, Var};
 use approvals_slack::{
     SigningSecret, SlackApprover, SlackClient, SlackInteractions, SocketMode, Token,
 };
 use serde_json::json;
+
+/// What a run against a real workspace needs (see approvals-slack/README.md).
+const CREDENTIALS: Credentials = Credentials {
+    example: "slack",
+    service: "a Slack workspace",
+    docs: "approvals-slack/README.md",
+    required: &[
+        Var {
+            name: "SLACK_BOT_TOKEN",
+            purpose: "bot token (xoxb-...): posts and updates the messages",
+        },
+        Var {
+            name: "SLACK_SIGNING_SECRET",
+            purpose: "verifies that each click comes from Slack",
+        },
+        Var {
+            name: "SLACK_APP_ID",
+            purpose: "refuses payloads meant for another app (A0123456789)",
+        },
+        Var {
+            name: "SLACK_TEAM_ID",
+            purpose: "refuses clicks from other workspaces (T0123456789)",
+        },
+        Var {
+            name: "SLACK_CHANNEL_ID",
+            purpose: "where requests are posted (C0123456789)",
+        },
+        Var {
+            name: "SLACK_REVIEWERS",
+            purpose: "who may review: U024BE7LH=sam@example.com:security,...",
+        },
+    ],
+    optional: &[
+        Var {
+            name: "SLACK_APP_TOKEN",
+            purpose: "app-level token (xapp-...): receive clicks over Socket Mode",
+        },
+        Var {
+            name: "SLACK_LISTEN",
+            purpose: "otherwise, where the interactivity endpoint listens (127.0.0.1:3000)",
+        },
+    ],
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,10 +134,27 @@ async fn run_action(gate: &Gate) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    if std::env::var("SLACK_BOT_TOKEN").is_err() {
-        return offline_demo().await;
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match CREDENTIALS.choose(&args) {
+        Ok(Mode::Live) => live().await,
+        Ok(Mode::Offline) => offline_demo().await,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slack example failed: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// The flow against a real workspace.
+async fn live() -> Result<(), BoxError> {
     let client = SlackClient::new(Token::new(env("SLACK_BOT_TOKEN")?))?;
     let approver = SlackApprover::new(client.clone(), env("SLACK_CHANNEL_ID")?);
     let gate = gate(approver.clone())?;
@@ -126,7 +194,10 @@ async fn offline_demo() -> Result<(), BoxError> {
     use approvals_slack::blocks::ACTION_APPROVE;
     use approvals_slack::fake::{self, Clicker, FakeSlack};
 
-    println!("SLACK_BOT_TOKEN is not set: running against a loopback fake of Slack.\n");
+    println!(
+        "Running offline against a loopback fake of Slack, with simulated reviewers.\n{}\n",
+        CREDENTIALS.summary()
+    );
     let slack = FakeSlack::start().await?;
     let approver = SlackApprover::new(slack.client(), fake::CONVERSATION);
     let gate = gate(approver.clone())?;

@@ -1,21 +1,25 @@
 //! Approve an agent's action from Microsoft Teams.
 //!
-//! With a bot registration in the environment (see approvals-teams/README.md: `TEAMS_APP_ID`,
-//! `TEAMS_APP_SECRET`, `TEAMS_TENANT_ID`, `TEAMS_SERVICE_URL`, `TEAMS_CONVERSATION_ID`,
-//! `TEAMS_REVIEWERS`), it posts a request for approval as an Adaptive Card to the conversation,
-//! serves the bot's messaging endpoint at `http://TEAMS_LISTEN/api/messages` (default
-//! `127.0.0.1:3978`; put your HTTPS ingress or tunnel in front of it) and waits for a reviewer
-//! to click Approve or Deny.
+//! With a bot registration in the environment (see approvals-teams/README.md: all of
+//! `TEAMS_APP_ID`, `TEAMS_APP_SECRET`, `TEAMS_TENANT_ID`, `TEAMS_SERVICE_URL`,
+//! `TEAMS_CONVERSATION_ID` and `TEAMS_REVIEWERS`), it posts a request for approval as an
+//! Adaptive Card to the conversation, serves the bot's messaging endpoint at
+//! `http://TEAMS_LISTEN/api/messages` (default `127.0.0.1:3978`; put your HTTPS ingress or
+//! tunnel in front of it) and waits for a reviewer to click Approve or Deny. `--live` insists
+//! on those variables and names each one that is missing.
 //!
-//! Without `TEAMS_APP_ID` it runs the same flow offline against loopback fakes of the token
-//! endpoint, the Bot Framework OpenID/JWKS endpoints and the Bot Connector, and simulates the
-//! signed clicks: first the human the agent acts for (refused: no self-approval), then a
-//! security reviewer (approved):
+//! With none of them set (or with `--offline`) it runs the same flow offline against loopback
+//! fakes of the token endpoint, the Bot Framework OpenID/JWKS endpoints and the Bot
+//! Connector, and simulates the signed clicks: first the human the agent acts for (refused:
+//! no self-approval), then a security reviewer (approved). Setting only some of them is an
+//! error that names the missing ones.
 //!
 //! ```text
 //! cargo run -p approvals-examples --bin teams
+//! cargo run -p approvals-examples --bin teams -- --live
 //! ```
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +27,7 @@ use approvals_core::{
     ActionRequest, Gate, GuardError, Initiator, MemorySink, Principal, Requirement,
     StaticIdentityResolver, StaticPolicy,
 };
+use approvals_examples::{Credentials, Mode, Var};
 use approvals_teams::fake::{FakeConnector, FakeOpenId, FakeTokenEndpoint, TokenSpec};
 use approvals_teams::{
     AuthConfig, BotAuthenticator, ClientSecret, ConnectorClient, DEFAULT_PATH, TeamsApprover,
@@ -32,6 +37,43 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a run against a real tenant needs (see approvals-teams/README.md).
+const CREDENTIALS: Credentials = Credentials {
+    example: "teams",
+    service: "a Microsoft Teams tenant",
+    docs: "approvals-teams/README.md",
+    required: &[
+        Var {
+            name: "TEAMS_APP_ID",
+            purpose: "the bot's Microsoft App ID (token audience and client id)",
+        },
+        Var {
+            name: "TEAMS_APP_SECRET",
+            purpose: "the bot's client secret: gets tokens for the Bot Connector",
+        },
+        Var {
+            name: "TEAMS_TENANT_ID",
+            purpose: "the Entra tenant whose users may click",
+        },
+        Var {
+            name: "TEAMS_SERVICE_URL",
+            purpose: "the conversation's serviceUrl (https://smba.trafficmanager.net/emea/)",
+        },
+        Var {
+            name: "TEAMS_CONVERSATION_ID",
+            purpose: "where cards are posted (19:...@thread.tacv2)",
+        },
+        Var {
+            name: "TEAMS_REVIEWERS",
+            purpose: "who may review: <Entra object id>=sam@example.com:security,...",
+        },
+    ],
+    optional: &[Var {
+        name: "TEAMS_LISTEN",
+        purpose: "where the messaging endpoint listens (127.0.0.1:3978)",
+    }],
+};
 
 fn env(name: &str) -> Result<String, BoxError> {
     std::env::var(name).map_err(|_| format!("set {name} (see approvals-teams/README.md)").into())
@@ -92,11 +134,22 @@ async fn run_action(gate: &Gate) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    if std::env::var("TEAMS_APP_ID").is_ok() {
-        live().await
-    } else {
-        offline().await
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match CREDENTIALS.choose(&args) {
+        Ok(Mode::Live) => live().await,
+        Ok(Mode::Offline) => offline().await,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("teams example failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -139,7 +192,10 @@ const SAM_AAD: &str = "5a3e2c10-0000-4000-8000-00000000005a";
 const DANA_AAD: &str = "d4a1b2c3-0000-4000-8000-0000000000da";
 
 async fn offline() -> Result<(), BoxError> {
-    println!("No TEAMS_APP_ID: running offline against loopback fakes of Microsoft's services.\n");
+    println!(
+        "Running offline against loopback fakes of Microsoft's services, with simulated reviewers.\n{}\n",
+        CREDENTIALS.summary()
+    );
     let idp = FakeOpenId::start().await?;
     let bot = FakeConnector::start().await?;
     let token_endpoint = FakeTokenEndpoint::start(APP_ID, "demo-secret").await?;

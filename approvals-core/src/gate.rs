@@ -253,7 +253,8 @@ impl GateBuilder {
         self
     }
 
-    /// Longest wait for any store call before the action is refused (default 5 s).
+    /// Longest wait for any store call or audit append before the action is refused
+    /// (default 5 s).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
         self
@@ -1127,7 +1128,7 @@ impl Gate {
                 },
             );
             // The review is refused either way; a failing sink cannot make it pass.
-            let _ = self.inner.audit.record(&event).await;
+            let _ = self.record_bounded(&event).await;
         }
     }
 
@@ -1154,7 +1155,7 @@ impl Gate {
                 detail: detail.to_owned(),
             },
         );
-        self.inner.audit.record(&event).await.is_ok()
+        self.record_bounded(&event).await.is_ok()
     }
 
     /// Withdraws a pending request. `by` is recorded; who may cancel is the caller's decision
@@ -1405,9 +1406,21 @@ impl Gate {
 
     /// Records `event` and hands it back, for callers that still need what it holds.
     async fn audit_returning(&self, event: AuditEvent) -> Result<AuditEvent, GuardError> {
-        match self.inner.audit.record(&event).await {
+        match self.record_bounded(&event).await {
             Ok(()) => Ok(event),
             Err(e) => Err(GuardError::unavailable(Component::Audit, e)),
+        }
+    }
+
+    /// Records one event, waiting no longer than the store timeout: a hung sink refuses the
+    /// action, like an unresponsive store, instead of hanging the caller.
+    async fn record_bounded(&self, event: &AuditEvent) -> Result<(), crate::audit::AuditError> {
+        match tokio::time::timeout(self.inner.store_timeout, self.inner.audit.record(event)).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::audit::AuditError::new(format!(
+                "no answer within {:?}",
+                self.inner.store_timeout
+            ))),
         }
     }
 

@@ -28,11 +28,15 @@ pub const USAGE: &str = "\
 usage:
   approvals-audit keygen <key name> <new secret key file>
       writes a new Ed25519 signer key (PRIVATE+KEY+...) to the file and prints its verifier key
-  approvals-audit verify <log> (--trust <vkeys file> | --trust-env <VAR>)...
+  approvals-audit verify (<log> | --db <url> [--schema <name>]) (--trust <vkeys file> | --trust-env <VAR>)...
                          [--known <checkpoint file>]... [--origin <origin>] [--format text|json]
-      checks every entry, the hash chain and every checkpoint; prints a report
-  approvals-audit prove <log> <seq> [--size <checkpoint size>]
+      checks every entry, the hash chain and every checkpoint; prints a report. With --db, the
+      log kept by approvals-store-sql in a database (sqlite://file.db or postgres://...; in a
+      database, line N is the row with line_no N)
+  approvals-audit prove (<log> | --db <url> [--schema <name>]) <seq> [--size <checkpoint size>]
       prints a JSON inclusion proof of entry <seq> (default: at the last checkpoint)
+  approvals-audit export-db --db <url> [--schema <name>] --out <log file>
+      copies a database's audit log, exactly as stored, to a log file (for the other commands)
   approvals-audit check-proof <proof file> (--trust <vkeys file> | --trust-env <VAR>)...
       checks an inclusion proof without the log
   approvals-audit consistency <log> <old size> <new size>
@@ -182,16 +186,31 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             Ok(())
         }
         "verify" => {
-            let a = parse(rest, &["trust", "trust-env", "known", "origin", "format"])?;
+            let a = parse(
+                rest,
+                &[
+                    "trust",
+                    "trust-env",
+                    "known",
+                    "origin",
+                    "format",
+                    "db",
+                    "schema",
+                ],
+            )?;
             let json = match a.one("format") {
                 None | Some("text") => false,
                 Some("json") => true,
                 Some(other) => return Err(usage(&format!("unknown format {other:?}"))),
             };
-            let [log] = a.positional[..] else {
-                return Err(usage("verify needs one log file"));
+            let report = match (a.one("db"), &a.positional[..]) {
+                (Some(url), []) => {
+                    let verifier = a.log_verifier()?;
+                    with_db(url, a.one("schema"), async |db| db.verify(&verifier).await)?
+                }
+                (None, [log]) => a.log_verifier()?.verify_file(log).map_err(err)?,
+                _ => return Err(usage("verify needs one log file or --db <url>")),
             };
-            let report = a.log_verifier()?.verify_file(log).map_err(err)?;
             if json {
                 println!("{}", report.to_json());
             } else {
@@ -204,12 +223,20 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             }
         }
         "prove" => {
-            let a = parse(rest, &["size"])?;
-            let [log, seq] = a.positional[..] else {
-                return Err(usage("prove needs a log file and a seq"));
-            };
+            let a = parse(rest, &["size", "db", "schema"])?;
             let size = a.one("size").map(|s| number(s, "--size")).transpose()?;
-            let proof = prove_inclusion(log, number(seq, "seq")?, size).map_err(err)?;
+            let proof = match (a.one("db"), &a.positional[..]) {
+                (Some(url), [seq]) => {
+                    let seq = number(seq, "seq")?;
+                    with_db(url, a.one("schema"), async |db| {
+                        db.prove_inclusion(seq, size).await
+                    })?
+                }
+                (None, [log, seq]) => {
+                    prove_inclusion(log, number(seq, "seq")?, size).map_err(err)?
+                }
+                _ => return Err(usage("prove needs a log file (or --db <url>) and a seq")),
+            };
             println!("{}", proof.to_json().map_err(err)?);
             Ok(())
         }
@@ -240,6 +267,28 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             let proof = prove_consistency(log, number(old, "old size")?, number(new, "new size")?)
                 .map_err(err)?;
             println!("{}", serde_json::to_string(&proof).map_err(err)?);
+            Ok(())
+        }
+        "export-db" => {
+            let a = parse(rest, &["db", "schema", "out"])?;
+            let (Some(url), Some(out), []) = (a.one("db"), a.one("out"), &a.positional[..]) else {
+                return Err(usage("export-db needs --db <url> and --out <log file>"));
+            };
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(out)
+                .map_err(|e| err(format!("creating {out}: {e}")))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let lines = with_db(url, a.one("schema"), async |db| {
+                db.export(&mut writer).await
+            })?;
+            writer
+                .into_inner()
+                .map_err(|e| err(format!("writing {out}: {e}")))?
+                .sync_all()
+                .map_err(|e| err(format!("writing {out}: {e}")))?;
+            println!("{out}: {lines} lines");
             Ok(())
         }
         "report" => report(rest),
@@ -424,6 +473,67 @@ fn grant_verify(args: &[String]) -> Result<(), Fail> {
             Ok(())
         }
         Err(e) => Err(Fail(format!("grant token refused: {e}"), 1)),
+    }
+}
+
+/// Opens the database at `url` and runs `f` on it, on a runtime of its own.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn with_db<T>(
+    url: &str,
+    schema: Option<&str>,
+    f: impl AsyncFnOnce(&crate::log::db::LogDb) -> Result<T, crate::LogError>,
+) -> Result<T, Fail> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(format!("starting the database client: {e}")))?;
+    runtime.block_on(async {
+        let db = crate::log::db::LogDb::connect(url, schema)
+            .await
+            .map_err(err)?;
+        let result = f(&db).await.map_err(err);
+        db.close().await;
+        result
+    })
+}
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+fn with_db<T>(
+    _url: &str,
+    _schema: Option<&str>,
+    _f: impl AsyncFnOnce(&no_db::LogDb) -> Result<T, crate::LogError>,
+) -> Result<T, Fail> {
+    Err(usage(
+        "this build cannot read databases: build approvals-audit with the sqlite or postgres feature",
+    ))
+}
+
+/// Stands in for the database reader in builds without one; never called.
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+mod no_db {
+    use crate::LogError;
+    use crate::log::{InclusionProof, LogVerifier, VerifyReport};
+
+    pub(super) struct LogDb;
+
+    fn absent() -> LogError {
+        LogError::Invalid("no database support in this build".into())
+    }
+
+    impl LogDb {
+        pub(super) async fn verify(&self, _: &LogVerifier) -> Result<VerifyReport, LogError> {
+            Err(absent())
+        }
+        pub(super) async fn prove_inclusion(
+            &self,
+            _: u64,
+            _: Option<u64>,
+        ) -> Result<InclusionProof, LogError> {
+            Err(absent())
+        }
+        pub(super) async fn export(&self, _: &mut impl std::io::Write) -> Result<u64, LogError> {
+            Err(absent())
+        }
     }
 }
 

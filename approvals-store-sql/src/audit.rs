@@ -1,350 +1,612 @@
-//! The audit table: append-only and hash-chained, with the core's event schema.
+//! The audit log table: the signed Merkle log of `approvals-audit`, kept in the database.
 //!
-//! Each row holds `seq` (1, 2, 3, ... without gaps), `prev_hash`, `hash`, the event as
-//! canonical JSON (`event_json`, exactly the bytes hashed), and the columns `at`,
-//! `request_id` and `event` for queries. The chain:
+//! `approval_audit_log` holds one line of the audit log format per row ([`approvals_audit::log`]
+//! describes the lines, [`approvals_audit::log::db`] the table): every event is an entry with
+//! its RFC 6962 leaf hash and the hash of the entry before it, and a [`SqlAuditSink::signed`]
+//! sink adds C2SP checkpoints signed with Ed25519 every N entries or T seconds. The same
+//! verifier as for log files checks it (`approvals audit verify --db <url> --trust <keys>`, or
+//! [`SqlAuditSink::verify`]), names the row of any edit, deletion, insertion or reordering,
+//! and proves single events ([`SqlAuditSink::prove_inclusion`]).
 //!
-//! ```text
-//! hash(1)  = SHA-256(32 zero bytes || event_json(1))
-//! hash(n)  = SHA-256(hash(n-1) || event_json(n))      (raw 32-byte hashes, not hex)
-//! ```
+//! Writing: an entry is appended in the same transaction discipline as the store's other
+//! writes (on SQLite inside the group-commit transaction after the request writes; on
+//! PostgreSQL in the audit writer's own transaction), committed before `record` returns.
+//! Appends from every process and replica serialize on the table's write lock (SQLite's
+//! `BEGIN IMMEDIATE`, PostgreSQL's `LOCK TABLE .. IN EXCLUSIVE MODE`); under that lock the
+//! writer compares the table's last `line_no` with the state it holds and, when another writer
+//! moved the log, reads the rows it has not seen and replays them through its
+//! [`LogChain`], checking that each stored line is exactly what the chain produces. So the log
+//! stays one linear sequence whatever the number of writers, and a writer refuses to append
+//! (fail closed) to a log whose rows do not chain.
 //!
-//! `event_json` is [`canonical_json`] of the [`AuditEvent`] serialized as the core's
-//! JSON-lines sink writes it (same fields, same names): sorted keys, no whitespace. Hashes
-//! are stored as 64 lowercase hex digits. The table refuses `UPDATE` and `DELETE` (and, on
-//! PostgreSQL, `TRUNCATE`) by trigger; [`SqlAuditSink::verify_chain`] detects edits,
-//! deletions, insertions and reordering by anyone who bypasses that. Truncation of the
-//! newest rows is only detectable against a head recorded elsewhere
-//! ([`SqlAuditSink::verify_chain_against`]); `approvals-audit` signs such checkpoints.
+//! Older databases: migration 2 creates `approval_audit_log` and closes the old hash-chained
+//! table `approval_audit`, whose rows stay as they were ([`crate::legacy`] verifies them).
+//! When the new log starts on a database whose old table has rows, its first entry is a
+//! `legacy_audit_chain` event recording the old table's row count and head hash, so the first
+//! signed checkpoint also commits to the old rows.
 
-use approvals_core::request::canonical_json;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use approvals_audit::LogError;
+use approvals_audit::log::LogChain;
+pub use approvals_audit::log::db::{DbRow as AuditRow, TABLE};
+use approvals_audit::note::Checkpoint;
+/// The `approvals-audit` types a signed sink is configured and verified with.
+pub use approvals_audit::{
+    LogConfig,
+    log::{InclusionProof, LogVerifier, VerifyReport},
+    note::{Signer, Verifier},
+};
 use approvals_core::{AuditError, AuditEvent, AuditSink, RequestId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
-use crate::SqlStore;
 use crate::error::SqlError;
+use crate::{Inner, SqlStore};
 
-/// `prev_hash` of the first row: 32 zero bytes, in hex.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Rows read per query while catching up with other writers.
+pub(crate) const PAGE: i64 = 1000;
 
-/// Rows read per query while verifying.
-const PAGE: i64 = 1000;
+/// Origin of the hash chain itself (checkpoints carry the sink's configured origin).
+const CHAIN_NAME: &str = "approvals-store-sql";
 
-/// One audit row as read back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditRow {
-    /// Position in the chain, from 1.
-    pub seq: i64,
-    /// The previous row's hash (hex); [`GENESIS_HASH`] for the first row.
-    pub prev_hash: String,
-    /// This row's hash (hex).
-    pub hash: String,
-    /// The event as canonical JSON: the exact bytes hashed.
-    pub event_json: String,
+/// How a sink names and checkpoints the log, and the keys it signs with.
+#[derive(Debug)]
+pub(crate) struct LogSettings {
+    config: Option<LogConfig>,
+    signers: Mutex<Vec<Signer>>,
 }
 
-impl AuditRow {
-    /// The event, parsed.
-    pub fn event(&self) -> Result<AuditEvent, SqlError> {
-        serde_json::from_str(&self.event_json)
-            .map_err(|e| SqlError::Corrupt(format!("audit row {}: {e}", self.seq)))
+impl LogSettings {
+    fn signers(&self) -> Vec<Signer> {
+        self.signers.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
-/// The newest row of the chain: record it elsewhere to detect later truncation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    /// Its sequence number (the number of rows).
-    pub seq: i64,
-    /// Its hash (hex).
-    pub hash: String,
+/// What a sink asks the database writer to do.
+#[derive(Debug)]
+pub(crate) enum LogOp {
+    /// Append one event.
+    Append(Box<AuditEvent>),
+    /// Write a checkpoint: always (`force`), or only if one is due.
+    Checkpoint { force: bool },
 }
 
-/// The result of a successful verification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainReport {
-    /// Rows checked.
-    pub rows: u64,
-    /// The newest row, when there is one.
-    pub head: Option<ChainHead>,
+/// One request to the writer: the operation and the settings of the sink asking.
+#[derive(Debug)]
+pub(crate) struct LogRequest {
+    pub op: LogOp,
+    pub settings: Arc<LogSettings>,
 }
 
-/// The chain is broken, or could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChainError {
-    /// A row is missing or out of order (deleted or inserted rows).
-    #[error("audit row {found} follows row {previous}: rows were deleted, inserted or renumbered")]
-    Gap {
-        /// The previous sequence number.
-        previous: i64,
-        /// The one found next.
-        found: i64,
-    },
-    /// A row's `prev_hash` is not the previous row's hash.
-    #[error(
-        "audit row {seq} does not link to the row before it: rows were deleted, inserted or reordered"
-    )]
-    BrokenLink {
-        /// The row.
-        seq: i64,
-    },
-    /// A row's hash does not match its content.
-    #[error("audit row {seq} was edited: its hash does not match its content")]
-    Edited {
-        /// The row.
-        seq: i64,
-    },
-    /// A row's event is not valid, canonical event JSON, or its columns disagree with it.
-    #[error("audit row {seq} is malformed: {detail}")]
-    Malformed {
-        /// The row.
-        seq: i64,
-        /// What is wrong.
-        detail: String,
-    },
-    /// The chain ends before (or differs from) a head recorded earlier.
-    #[error(
-        "the audit chain was truncated or rewritten: expected row {expected_seq} with hash {expected_hash}, found {found}"
-    )]
-    Truncated {
-        /// The recorded head's sequence number.
-        expected_seq: i64,
-        /// The recorded head's hash.
-        expected_hash: String,
-        /// What the table holds there.
-        found: String,
-    },
-    /// The table could not be read.
-    #[error(transparent)]
-    Database(#[from] SqlError),
-}
+/// The writer's answer: the row written (the entry, or the checkpoint), or `None` when no
+/// checkpoint was due.
+pub(crate) type LogReply = oneshot::Sender<LogResult>;
 
-/// A row as stored, before any checking.
+/// The result of one [`LogRequest`].
+pub(crate) type LogResult = Result<Option<AuditRow>, SqlError>;
+
+/// A row to insert.
 #[derive(Debug, Clone)]
-pub(crate) struct RawRow {
-    pub seq: i64,
+pub(crate) struct NewRow {
+    pub line_no: i64,
+    pub seq: Option<i64>,
     pub at: DateTime<Utc>,
-    pub request_id: String,
-    pub event: String,
-    pub prev_hash: String,
-    pub hash: String,
-    pub event_json: String,
+    pub request_id: Option<String>,
+    pub event: Option<String>,
+    pub line: String,
 }
 
-/// The row after `(prev_seq, prev_hash)` for an event already encoded as canonical JSON.
-pub(crate) fn next_row(
-    prev_seq: i64,
-    prev_hash: &str,
-    event_json: String,
-) -> Result<AuditRow, SqlError> {
-    let hash = chain_hash(prev_hash, event_json.as_bytes()).ok_or_else(|| {
-        SqlError::Corrupt(format!(
-            "audit row {prev_seq} has a malformed hash {prev_hash:?}; run verify_chain"
-        ))
-    })?;
-    Ok(AuditRow {
-        seq: prev_seq + 1,
-        prev_hash: prev_hash.to_owned(),
-        hash,
-        event_json,
-    })
-}
-
-/// The rows that follow `(prev_seq, prev_hash)` for events already encoded as canonical JSON,
-/// in order.
-pub(crate) fn chain_rows(
-    prev_seq: i64,
-    prev_hash: &str,
-    jsons: impl IntoIterator<Item = String>,
-) -> Result<Vec<AuditRow>, SqlError> {
-    let mut rows: Vec<AuditRow> = Vec::new();
-    for json in jsons {
-        let (seq, hash) = rows
-            .last()
-            .map_or((prev_seq, prev_hash), |r| (r.seq, r.hash.as_str()));
-        let row = next_row(seq, hash, json)?;
-        rows.push(row);
+impl NewRow {
+    fn to_row(&self) -> AuditRow {
+        AuditRow {
+            line_no: self.line_no,
+            seq: self.seq,
+            request_id: self.request_id.clone(),
+            event: self.event.clone(),
+            line: self.line.clone(),
+        }
     }
-    Ok(rows)
 }
 
-/// `hex(SHA-256(unhex(prev_hash) || event_json))`, or `None` when `prev_hash` is not 64 hex
-/// digits.
-pub fn chain_hash(prev_hash: &str, event_json: &[u8]) -> Option<String> {
-    let prev = hex::decode(prev_hash).ok()?;
-    if prev.len() != 32 {
-        return None;
-    }
-    let mut h = Sha256::new();
-    h.update(&prev);
-    h.update(event_json);
-    Some(hex::encode(h.finalize()))
-}
-
-/// The canonical JSON of an event: the bytes the chain hashes.
-pub fn event_json(event: &AuditEvent) -> Result<String, SqlError> {
-    let value = serde_json::to_value(event)
-        .map_err(|e| SqlError::Database(format!("audit event cannot be encoded: {e}")))?;
-    String::from_utf8(canonical_json(&value))
-        .map_err(|e| SqlError::Database(format!("audit event is not UTF-8: {e}")))
-}
-
-/// An [`AuditSink`] that appends every event to the database's hash-chained audit table,
-/// committed (durably, on SQLite with `synchronous=FULL`) before `record` returns.
-///
-/// Appends from several processes or replicas interleave safely: each append takes the
-/// table's write lock, reads the head and links to it. Events recorded at the same time by
-/// one store are appended together in one transaction (one commit for all of them); each
-/// `record` call returns only after its event committed.
+/// The log's state as of row `last_line_no`: the chain and Merkle tree, and its last
+/// checkpoint. Each database writer keeps one between transactions.
 #[derive(Debug, Clone)]
+pub(crate) struct TableLog {
+    chain: LogChain,
+    last_line_no: i64,
+    /// Origin of the checkpoints in the table, once there is one.
+    origin: Option<String>,
+    /// Tree size of the last checkpoint.
+    checkpointed: u64,
+    last_checkpoint_at: Instant,
+}
+
+#[derive(serde::Deserialize)]
+struct EntryLine<'a> {
+    #[serde(borrow)]
+    event: &'a RawValue,
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointLine {
+    checkpoint: String,
+}
+
+fn corrupt(line_no: i64, why: &str) -> SqlError {
+    SqlError::Corrupt(format!(
+        "audit log line {line_no} {why}; nothing more is appended until the table is restored \
+         (run `approvals audit verify --db <url> --trust <keys>` to see what changed)"
+    ))
+}
+
+fn log_error(e: LogError) -> SqlError {
+    SqlError::Database(format!("audit log: {e}"))
+}
+
+impl TableLog {
+    fn new() -> Result<Self, SqlError> {
+        Ok(TableLog {
+            chain: LogChain::new(CHAIN_NAME).map_err(log_error)?,
+            last_line_no: 0,
+            origin: None,
+            checkpointed: 0,
+            last_checkpoint_at: Instant::now(),
+        })
+    }
+
+    /// Replays rows written after `last_line_no` (by this or another writer), checking that each
+    /// continues the chain exactly.
+    fn catch_up(&mut self, rows: &[(i64, String)]) -> Result<(), SqlError> {
+        for (line_no, line) in rows {
+            let line_no = *line_no;
+            if line_no != self.last_line_no + 1 {
+                return Err(corrupt(
+                    line_no,
+                    &format!(
+                        "follows line {}: rows were deleted or renumbered",
+                        self.last_line_no
+                    ),
+                ));
+            }
+            if line.starts_with("{\"checkpoint\":") {
+                let note = serde_json::from_str::<CheckpointLine>(line)
+                    .map_err(|e| corrupt(line_no, &format!("is not a checkpoint line: {e}")))?
+                    .checkpoint;
+                let origin = note.lines().next().unwrap_or_default().to_owned();
+                let expected =
+                    Checkpoint::new(origin.clone(), self.chain.size(), self.chain.root()).to_text();
+                if !note.starts_with(&format!("{expected}\n")) {
+                    return Err(corrupt(
+                        line_no,
+                        "is a checkpoint that does not match the entries above it",
+                    ));
+                }
+                if self.origin.as_ref().is_some_and(|o| *o != origin) {
+                    return Err(corrupt(
+                        line_no,
+                        &format!(
+                            "is a checkpoint for log {origin:?}, but earlier ones are for {:?}",
+                            self.origin.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                self.origin = Some(origin);
+                self.checkpointed = self.chain.size();
+                self.last_checkpoint_at = Instant::now();
+            } else {
+                let entry = serde_json::from_str::<EntryLine<'_>>(line)
+                    .map_err(|e| corrupt(line_no, &format!("is not an entry line: {e}")))?;
+                let event: Value = serde_json::from_str(entry.event.get())
+                    .map_err(|e| corrupt(line_no, &format!("holds an invalid event: {e}")))?;
+                let produced = self.chain.append(&event).map_err(log_error)?;
+                if produced.line != *line {
+                    return Err(corrupt(
+                        line_no,
+                        "does not continue the chain: it was edited, inserted or moved",
+                    ));
+                }
+            }
+            self.last_line_no = line_no;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_due(&self, config: &LogConfig) -> bool {
+        let since = self.chain.size() - self.checkpointed;
+        since > 0
+            && ((config.checkpoint_every > 0 && since >= config.checkpoint_every)
+                || config
+                    .checkpoint_interval
+                    .is_some_and(|t| self.last_checkpoint_at.elapsed() >= t))
+    }
+
+    fn push_entry(
+        &mut self,
+        value: &Value,
+        at: DateTime<Utc>,
+        request_id: Option<String>,
+        event: Option<String>,
+        rows: &mut Vec<NewRow>,
+    ) -> Result<AuditRow, SqlError> {
+        let entry = self.chain.append(value).map_err(log_error)?;
+        self.last_line_no += 1;
+        let row = NewRow {
+            line_no: self.last_line_no,
+            seq: i64::try_from(entry.seq).ok(),
+            at,
+            request_id,
+            event,
+            line: entry.line,
+        };
+        let out = row.to_row();
+        rows.push(row);
+        Ok(out)
+    }
+
+    fn push_checkpoint(
+        &mut self,
+        config: &LogConfig,
+        signers: &[Signer],
+        rows: &mut Vec<NewRow>,
+    ) -> Result<AuditRow, SqlError> {
+        if let Some(origin) = self.origin.as_ref().filter(|o| **o != config.origin) {
+            return Err(SqlError::InvalidOption(format!(
+                "the audit log in this database has origin {origin:?}, but the sink is \
+                 configured for {:?}; use the same origin on every replica",
+                config.origin
+            )));
+        }
+        let checkpoint =
+            Checkpoint::new(config.origin.clone(), self.chain.size(), self.chain.root());
+        let signers: Vec<&Signer> = signers.iter().collect();
+        let note = checkpoint
+            .sign(&signers)
+            .map_err(|e| SqlError::Database(format!("signing an audit checkpoint: {e}")))?;
+        let note_json = serde_json::to_string(&note)
+            .map_err(|e| SqlError::Database(format!("encoding an audit checkpoint: {e}")))?;
+        self.last_line_no += 1;
+        self.origin = Some(config.origin.clone());
+        self.checkpointed = self.chain.size();
+        self.last_checkpoint_at = Instant::now();
+        let row = NewRow {
+            line_no: self.last_line_no,
+            seq: None,
+            at: Utc::now(),
+            request_id: None,
+            event: None,
+            line: format!("{{\"checkpoint\":{note_json}}}"),
+        };
+        let out = row.to_row();
+        rows.push(row);
+        Ok(out)
+    }
+
+    /// Applies the requests in order; returns the rows to insert and one result per request.
+    /// An error signing a checkpoint fails the whole batch; an event that cannot be encoded
+    /// fails only its own request.
+    fn plan(
+        &mut self,
+        requests: &[&LogRequest],
+        legacy_head: Option<(i64, String)>,
+    ) -> Result<(Vec<NewRow>, Vec<LogResult>), SqlError> {
+        let mut rows = Vec::new();
+        let mut results = Vec::with_capacity(requests.len());
+        if let Some((count, hash)) = legacy_head {
+            let now = Utc::now();
+            let anchor = serde_json::json!({
+                "schema": 1,
+                "at": now,
+                "event": "legacy_audit_chain",
+                "table": "approval_audit",
+                "rows": count,
+                "head_hash": hash,
+            });
+            self.push_entry(
+                &anchor,
+                now,
+                None,
+                Some("legacy_audit_chain".into()),
+                &mut rows,
+            )?;
+        }
+        for request in requests {
+            let signers = request.settings.signers();
+            let config = request
+                .settings
+                .config
+                .as_ref()
+                .filter(|_| !signers.is_empty());
+            let result = match &request.op {
+                LogOp::Append(event) => match serde_json::to_value(event) {
+                    Ok(value) => {
+                        let row = self.push_entry(
+                            &value,
+                            event.at,
+                            Some(event.request_id.to_string()),
+                            Some(event.name().to_owned()),
+                            &mut rows,
+                        );
+                        if row.is_ok()
+                            && let Some(config) = config
+                            && self.checkpoint_due(config)
+                        {
+                            self.push_checkpoint(config, &signers, &mut rows)?;
+                        }
+                        row.map(Some)
+                    }
+                    Err(e) => Err(SqlError::Database(format!(
+                        "the audit event cannot be encoded: {e}"
+                    ))),
+                },
+                LogOp::Checkpoint { force } => match config {
+                    Some(config) if *force || self.checkpoint_due(config) => {
+                        self.push_checkpoint(config, &signers, &mut rows).map(Some)
+                    }
+                    Some(_) => Ok(None),
+                    None if *force => Err(SqlError::InvalidOption(
+                        "this audit sink has no signing key: create it with SqlAuditSink::signed"
+                            .into(),
+                    )),
+                    None => Ok(None),
+                },
+            };
+            results.push(result);
+        }
+        Ok((rows, results))
+    }
+}
+
+/// What the log writer needs from a transaction that holds the table's write lock.
+pub(crate) trait LogTx {
+    /// The largest `line_no` in the table (0 when empty).
+    async fn last_line_no(&mut self) -> Result<i64, SqlError>;
+    /// Up to `limit` rows `(line_no, line)` after `after`, in order.
+    async fn lines_after(&mut self, after: i64, limit: i64)
+    -> Result<Vec<(i64, String)>, SqlError>;
+    /// The old table's row count and head hash, if it has rows.
+    async fn legacy_head(&mut self) -> Result<Option<(i64, String)>, SqlError>;
+    /// Inserts the rows.
+    async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError>;
+}
+
+/// Appends the requests inside `tx` (which holds the table's write lock), starting from the
+/// writer's `cached` state when the table has not moved since, and returns the new state (to
+/// keep only once the transaction commits) and one result per request.
+pub(crate) async fn append(
+    tx: &mut impl LogTx,
+    cached: Option<&TableLog>,
+    requests: &[&LogRequest],
+) -> Result<(TableLog, Vec<LogResult>), SqlError> {
+    let head = tx.last_line_no().await?;
+    let mut state = match cached {
+        Some(state) if state.last_line_no <= head => state.clone(),
+        _ => TableLog::new()?,
+    };
+    while state.last_line_no < head {
+        let rows = tx.lines_after(state.last_line_no, PAGE).await?;
+        if rows.is_empty() {
+            return Err(corrupt(
+                state.last_line_no + 1,
+                "is missing below the last line: rows were deleted",
+            ));
+        }
+        state.catch_up(&rows)?;
+    }
+    let starts_log = head == 0 && requests.iter().any(|r| matches!(r.op, LogOp::Append(_)));
+    let legacy = if starts_log {
+        tx.legacy_head().await?
+    } else {
+        None
+    };
+    let (rows, results) = state.plan(requests, legacy)?;
+    if !rows.is_empty() {
+        tx.insert(&rows).await?;
+    }
+    Ok((state, results))
+}
+
+/// An [`AuditSink`] writing every event to the database's audit log table, committed before
+/// `record` returns; see the [module documentation](self).
+///
+/// [`SqlAuditSink::signed`] also writes signed checkpoints (use it in production: only a
+/// signed checkpoint lets a verifier detect entries rewritten together with their hashes, or
+/// cut off the end). [`SqlStore::audit_sink`] and [`SqlAuditSink::new`] write entries only,
+/// hash-chained and Merkle-hashed but unsigned.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use approvals_audit::{LogConfig, note::Signer};
+/// use approvals_store_sql::{SqlAuditSink, SqlStore};
+///
+/// let store = SqlStore::connect("sqlite://approvals.db").await?;
+/// // The key as written by `approvals audit keygen`, from a file or an environment variable.
+/// let signer = Signer::from_env("APPROVALS_AUDIT_SIGNER_KEY")
+///     .or_else(|_| Signer::from_file("/etc/approvals/audit.skey"))?;
+/// let config = LogConfig::new(signer.name()).checkpoint_every(1000); // and every 10 s
+/// let sink = SqlAuditSink::signed(store.clone(), config, signer);
+/// // Gate::builder().store(store).audit(sink.clone()) ...
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct SqlAuditSink {
     store: SqlStore,
+    settings: Arc<LogSettings>,
+}
+
+impl std::fmt::Debug for SqlAuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlAuditSink")
+            .field("store", &self.store)
+            .field("origin", &self.settings.config.as_ref().map(|c| &c.origin))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqlAuditSink {
-    /// A sink on `store`'s database (same as [`SqlStore::audit_sink`]).
+    /// A sink writing entries without checkpoints (same as [`SqlStore::audit_sink`]).
     pub fn new(store: SqlStore) -> Self {
-        SqlAuditSink { store }
+        SqlAuditSink {
+            store,
+            settings: Arc::new(LogSettings {
+                config: None,
+                signers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A sink that also writes checkpoints signed by `signer`: every
+    /// `config.checkpoint_every` entries, and when an entry comes `config.checkpoint_interval`
+    /// after the last checkpoint; a timer task (started when a Tokio runtime is running)
+    /// checkpoints an idle log's last entries after that interval too. `config.origin` names
+    /// the log in every checkpoint and must be the same on every replica; `config.sync` and
+    /// `config.latest_checkpoint_file` do not apply (commits are durable).
+    pub fn signed(store: SqlStore, config: LogConfig, signer: Signer) -> Self {
+        let interval = config.checkpoint_interval;
+        let sink = SqlAuditSink {
+            store,
+            settings: Arc::new(LogSettings {
+                config: Some(config),
+                signers: Mutex::new(vec![signer]),
+            }),
+        };
+        if let (Some(interval), Ok(runtime)) = (interval, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(checkpoint_timer(
+                Arc::downgrade(&sink.store.inner),
+                Arc::downgrade(&sink.settings),
+                interval,
+            ));
+        }
+        sink
+    }
+
+    /// The verifier key of the current signing key (publish it to auditors).
+    pub fn verifier(&self) -> Option<Verifier> {
+        self.settings.signers().last().map(Signer::verifier)
+    }
+
+    async fn request(&self, op: LogOp) -> Result<Option<AuditRow>, SqlError> {
+        let request = LogRequest {
+            op,
+            settings: self.settings.clone(),
+        };
+        self.store.audit_log(request).await
     }
 
     /// Appends one event and returns its row.
     pub async fn append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
-        self.store.audit_append(event).await
-    }
-
-    /// Rows after `after_seq` (0 for the start), oldest first, at most `limit`.
-    pub async fn rows(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, SqlError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Ok(self
-            .store
-            .audit_rows(after_seq, limit)
+        self.request(LogOp::Append(Box::new(event.clone())))
             .await?
-            .into_iter()
-            .map(|r| AuditRow {
-                seq: r.seq,
-                prev_hash: r.prev_hash,
-                hash: r.hash,
-                event_json: r.event_json,
-            })
-            .collect())
+            .ok_or_else(|| SqlError::Database("the audit append wrote no row".into()))
     }
 
-    /// Every event about one request, oldest first.
+    /// Writes a signed checkpoint now, over every entry in the table.
+    pub async fn checkpoint(&self) -> Result<AuditRow, SqlError> {
+        self.request(LogOp::Checkpoint { force: true })
+            .await?
+            .ok_or_else(|| SqlError::Database("the checkpoint wrote no row".into()))
+    }
+
+    /// Switches to a new signing key: the handover checkpoint is signed by both keys, later
+    /// ones by the new key only. Verifiers should trust both keys for a log spanning the
+    /// rotation (other replicas keep signing with the keys they were given).
+    pub async fn rotate_key(&self, signer: Signer) -> Result<AuditRow, SqlError> {
+        let with_both = |signers: &mut Vec<Signer>| signers.push(signer.clone());
+        if let Ok(mut signers) = self.settings.signers.lock() {
+            with_both(&mut signers);
+        }
+        let result = self.checkpoint().await;
+        if let Ok(mut signers) = self.settings.signers.lock() {
+            match &result {
+                Ok(_) => signers.retain(|s| s.key_id() == signer.key_id()),
+                Err(_) => {
+                    signers.pop();
+                }
+            }
+        }
+        result
+    }
+
+    /// Up to `limit` rows after line `after_line_no` (0 for the start), in order.
+    pub async fn rows(&self, after_line_no: i64, limit: usize) -> Result<Vec<AuditRow>, SqlError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.store
+            .log_db()
+            .rows(after_line_no, limit)
+            .await
+            .map_err(log_error)
+    }
+
+    /// Every event about one request, oldest first (found by the `request_id` column; run
+    /// [`Self::verify`] to know the columns and lines are intact).
     pub async fn events_for(&self, id: RequestId) -> Result<Vec<AuditEvent>, SqlError> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.store.audit_rows(after, PAGE).await?;
-            let Some(last) = page.last() else {
-                return Ok(out);
-            };
-            after = last.seq;
-            let wanted = id.to_string();
-            for row in page.iter().filter(|r| r.request_id == wanted) {
-                out.push(
-                    serde_json::from_str(&row.event_json)
-                        .map_err(|e| SqlError::Corrupt(format!("audit row {}: {e}", row.seq)))?,
-                );
-            }
-        }
+        let lines = self.store.audit_lines_for(&id.to_string()).await?;
+        lines
+            .into_iter()
+            .map(|(line_no, line)| {
+                serde_json::from_str::<EntryLine<'_>>(&line)
+                    .and_then(|e| serde_json::from_str(e.event.get()))
+                    .map_err(|e| SqlError::Corrupt(format!("audit log line {line_no}: {e}")))
+            })
+            .collect()
     }
 
-    /// Checks the whole chain: sequence without gaps from 1, every link, every hash, and that
-    /// each row is canonical event JSON agreeing with its columns.
-    pub async fn verify_chain(&self) -> Result<ChainReport, ChainError> {
-        let mut rows = 0_u64;
-        let mut prev: Option<(i64, String)> = None;
-        loop {
-            let after = prev.as_ref().map_or(0, |(seq, _)| *seq);
-            let page = self.store.audit_rows(after, PAGE).await?;
-            if page.is_empty() {
-                break;
-            }
-            for row in page {
-                check_row(&row, prev.as_ref())?;
-                rows += 1;
-                prev = Some((row.seq, row.hash));
-            }
-        }
-        Ok(ChainReport {
-            rows,
-            head: prev.map(|(seq, hash)| ChainHead { seq, hash }),
-        })
+    /// Verifies the table with `verifier` (trusted keys, expected origin, checkpoints kept
+    /// elsewhere) exactly as a log file is verified; see [`approvals_audit::log::db`].
+    pub async fn verify(&self, verifier: &LogVerifier) -> Result<VerifyReport, SqlError> {
+        self.store
+            .log_db()
+            .verify(verifier)
+            .await
+            .map_err(log_error)
     }
 
-    /// [`verify_chain`](Self::verify_chain), and also that the chain still contains `head`
-    /// (recorded earlier) unchanged: detects truncation of the newest rows.
-    pub async fn verify_chain_against(&self, head: &ChainHead) -> Result<ChainReport, ChainError> {
-        let report = self.verify_chain().await?;
-        let found = if head.seq <= 0 {
-            None
-        } else {
-            self.store
-                .audit_rows(head.seq - 1, 1)
-                .await?
-                .into_iter()
-                .next()
-                .filter(|r| r.seq == head.seq)
-        };
-        match found {
-            Some(row) if row.hash == head.hash => Ok(report),
-            other => Err(ChainError::Truncated {
-                expected_seq: head.seq,
-                expected_hash: head.hash.clone(),
-                found: other
-                    .map_or_else(|| "no such row".to_owned(), |r| format!("hash {}", r.hash)),
-            }),
-        }
+    /// Checks the table's structure without keys (hashes, chain, checkpoint roots), for logs
+    /// written by unsigned sinks or when no key is at hand. Not evidence: use [`Self::verify`].
+    pub async fn check_unsigned(&self) -> Result<VerifyReport, SqlError> {
+        self.store
+            .log_db()
+            .check_unsigned()
+            .await
+            .map_err(log_error)
+    }
+
+    /// The inclusion proof of entry `seq` at the checkpoint of size `checkpoint_size` (default:
+    /// the last one).
+    pub async fn prove_inclusion(
+        &self,
+        seq: u64,
+        checkpoint_size: Option<u64>,
+    ) -> Result<InclusionProof, SqlError> {
+        self.store
+            .log_db()
+            .prove_inclusion(seq, checkpoint_size)
+            .await
+            .map_err(log_error)
     }
 }
 
-fn check_row(row: &RawRow, prev: Option<&(i64, String)>) -> Result<(), ChainError> {
-    let (prev_seq, prev_hash) = prev.map_or((0, GENESIS_HASH), |(s, h)| (*s, h.as_str()));
-    if row.seq != prev_seq + 1 {
-        return Err(ChainError::Gap {
-            previous: prev_seq,
-            found: row.seq,
-        });
+/// Every `interval`, asks the writer for a checkpoint if one is due, until the sink or the
+/// store is gone.
+async fn checkpoint_timer(store: Weak<Inner>, settings: Weak<LogSettings>, interval: Duration) {
+    let interval = interval.max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(interval).await;
+        let (Some(inner), Some(settings)) = (store.upgrade(), settings.upgrade()) else {
+            return;
+        };
+        let store = SqlStore { inner };
+        let request = LogRequest {
+            op: LogOp::Checkpoint { force: false },
+            settings,
+        };
+        // A failure (database unavailable) is retried at the next tick.
+        let _ = store.audit_log(request).await;
     }
-    if row.prev_hash != prev_hash {
-        return Err(ChainError::BrokenLink { seq: row.seq });
-    }
-    if chain_hash(&row.prev_hash, row.event_json.as_bytes()).as_deref() != Some(row.hash.as_str()) {
-        return Err(ChainError::Edited { seq: row.seq });
-    }
-    let malformed = |detail: String| ChainError::Malformed {
-        seq: row.seq,
-        detail,
-    };
-    let event: AuditEvent = serde_json::from_str(&row.event_json)
-        .map_err(|e| malformed(format!("not an audit event: {e}")))?;
-    if event_json(&event).map_err(|e| malformed(e.to_string()))? != row.event_json {
-        return Err(malformed("the event JSON is not in canonical form".into()));
-    }
-    if row.event != event.name() {
-        return Err(malformed(format!(
-            "column event is {:?} but the event is {:?}",
-            row.event,
-            event.name()
-        )));
-    }
-    if row.request_id != event.request_id.to_string() {
-        return Err(malformed(format!(
-            "column request_id is {} but the event is about {}",
-            row.request_id, event.request_id
-        )));
-    }
-    // PostgreSQL keeps microseconds; compare at that precision.
-    if row.at.timestamp_micros() != event.at.timestamp_micros() {
-        return Err(malformed(format!(
-            "column at is {} but the event is at {}",
-            row.at, event.at
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -354,22 +616,5 @@ impl AuditSink for SqlAuditSink {
             .await
             .map(|_| ())
             .map_err(|e| AuditError::new(e.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_hash_is_sha256_of_raw_prev_hash_and_json() {
-        // Reproduce without this library:
-        // python3 -c 'import hashlib; print(hashlib.sha256(bytes(32) + b"{}").hexdigest())'
-        assert_eq!(
-            chain_hash(GENESIS_HASH, b"{}").as_deref(),
-            Some("fb1634c4e6cd4b1f1afe3ce2d6ef080f7ac5d1f357d723ad4dfca782733b62db")
-        );
-        assert_eq!(chain_hash("zz", b"{}"), None);
-        assert_eq!(chain_hash("00", b"{}"), None);
     }
 }

@@ -57,10 +57,12 @@
 //!
 //! Tables: `approval_requests` (the full [`RequestRecord`] as JSON plus indexed columns:
 //! `id`, `version`, `state`, `kind`, `environment`, `initiator_id` (trimmed, lowercase),
-//! `idempotency_key` UNIQUE, `created_at`, `expires_at`) and `approval_audit` (see
-//! [`audit`]).
+//! `idempotency_key` UNIQUE, `created_at`, `expires_at`), `approval_audit_log` (the signed
+//! audit log, see [`audit`]) and `approval_audit` (the closed hash chain of older versions,
+//! see [`legacy`]).
 //!
-//! Modules: [`audit`] (the hash-chained audit table), [`error`] (errors).
+//! Modules: [`audit`] (the signed audit log table), [`legacy`] (the old hash-chained table),
+//! [`error`] (errors).
 #![warn(missing_docs)]
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
@@ -68,6 +70,7 @@ compile_error!("approvals-store-sql needs a backend: enable the `sqlite` or `pos
 
 pub mod audit;
 pub mod error;
+pub mod legacy;
 mod lifecycle;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -81,7 +84,7 @@ use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, Store, Stor
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-pub use audit::{AuditRow, ChainError, ChainHead, ChainReport, SqlAuditSink};
+pub use audit::{AuditRow, SqlAuditSink};
 pub use error::SqlError;
 
 /// The table that records applied migrations (kept apart from an application's own).
@@ -179,7 +182,7 @@ impl SqlStoreOptions {
     }
 }
 
-enum Inner {
+pub(crate) enum Inner {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqliteBackend),
     #[cfg(feature = "postgres")]
@@ -201,7 +204,7 @@ macro_rules! dispatch {
 /// A durable [`Store`] on SQLite or PostgreSQL. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct SqlStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -265,9 +268,20 @@ impl SqlStore {
         }
     }
 
-    /// An audit sink writing to this database's hash-chained audit table.
+    /// An audit sink writing entries to this database's audit log table, without signed
+    /// checkpoints; [`SqlAuditSink::signed`] adds them (use that in production).
     pub fn audit_sink(&self) -> SqlAuditSink {
         SqlAuditSink::new(self.clone())
+    }
+
+    /// A sink writing to this database's audit log with checkpoints signed by `signer`; see
+    /// [`SqlAuditSink::signed`].
+    pub fn signed_audit_sink(
+        &self,
+        config: approvals_audit::LogConfig,
+        signer: approvals_audit::Signer,
+    ) -> SqlAuditSink {
+        SqlAuditSink::signed(self.clone(), config, signer)
     }
 
     /// Closes the pool (and the PostgreSQL listener). Later calls fail as unavailable.
@@ -275,19 +289,31 @@ impl SqlStore {
         dispatch!(self, b => b.close().await)
     }
 
-    pub(crate) async fn audit_append(
+    pub(crate) async fn audit_log(
         &self,
-        event: &approvals_core::AuditEvent,
-    ) -> Result<AuditRow, SqlError> {
-        dispatch!(self, b => b.audit_append(event).await)
+        request: audit::LogRequest,
+    ) -> Result<Option<AuditRow>, SqlError> {
+        dispatch!(self, b => b.audit_log(request).await)
     }
 
-    pub(crate) async fn audit_rows(
+    pub(crate) async fn audit_lines_for(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<(i64, String)>, SqlError> {
+        dispatch!(self, b => b.audit_lines_for(request_id).await)
+    }
+
+    /// The database, for the audit log reader of approvals-audit.
+    pub(crate) fn log_db(&self) -> approvals_audit::log::db::LogDb {
+        dispatch!(self, b => b.log_db())
+    }
+
+    pub(crate) async fn legacy_audit_rows(
         &self,
         after_seq: i64,
         limit: i64,
-    ) -> Result<Vec<audit::RawRow>, SqlError> {
-        dispatch!(self, b => b.audit_rows(after_seq, limit).await)
+    ) -> Result<Vec<legacy::RawRow>, SqlError> {
+        dispatch!(self, b => b.legacy_audit_rows(after_seq, limit).await)
     }
 }
 

@@ -12,7 +12,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use approvals_core::{AuditEvent, Inserted, ListFilter, RequestId, RequestRecord, StoreError};
+use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -21,12 +21,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::audit::{self, AuditRow, RawRow};
+use crate::audit::{self, AuditRow, LogReply, LogRequest, NewRow, TableLog};
 use crate::error::{SqlError, store_error};
+use crate::legacy::RawRow;
 use crate::lifecycle::{self, Columns};
 use crate::{SqlStoreOptions, migration_table};
 
 const MIGRATION_1: &str = include_str!("../migrations/postgres/0001_requests_and_audit.sql");
+const MIGRATION_2: &str = include_str!("../migrations/postgres/0002_signed_audit_log.sql");
 
 /// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
 /// identifiers end at 63).
@@ -40,12 +42,8 @@ pub(crate) struct PgBackend {
     notices: mpsc::Sender<RequestId>,
 }
 
-/// An event for the audit writer, encoded, with where to send its row.
-type AuditJob = (
-    AuditEvent,
-    String,
-    oneshot::Sender<Result<AuditRow, SqlError>>,
-);
+/// A request for the audit log writer, with where to send its result.
+type AuditJob = (LogRequest, LogReply);
 
 /// Most audit events appended in one transaction.
 const MAX_AUDIT_BATCH: usize = 512;
@@ -124,13 +122,22 @@ impl PgBackend {
     }
 
     pub(crate) async fn migrate(&self) -> Result<(), SqlError> {
-        let mut migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "requests and audit".into(),
-            MigrationType::Simple,
-            MIGRATION_1.into_sql_str(),
-            false,
-        )]);
+        let mut migrator = Migrator::with_migrations(vec![
+            Migration::new(
+                1,
+                "requests and audit".into(),
+                MigrationType::Simple,
+                MIGRATION_1.into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                2,
+                "signed audit log".into(),
+                MigrationType::Simple,
+                MIGRATION_2.into_sql_str(),
+                false,
+            ),
+        ]);
         migrator.dangerous_set_table_name(migration_table());
         migrator
             .run(&self.pool)
@@ -284,19 +291,35 @@ impl PgBackend {
         rows.iter().map(decode_row).collect()
     }
 
-    pub(crate) async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
-        let json = audit::event_json(event)?;
+    pub(crate) async fn audit_log(
+        &self,
+        request: LogRequest,
+    ) -> Result<Option<AuditRow>, SqlError> {
         let (tx, rx) = oneshot::channel();
         let gone =
             || SqlError::Unavailable("the audit writer stopped (the store was closed)".into());
-        self.audits
-            .send((event.clone(), json, tx))
-            .await
-            .map_err(|_| gone())?;
+        self.audits.send((request, tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
-    pub(crate) async fn audit_rows(
+    pub(crate) fn log_db(&self) -> approvals_audit::log::db::LogDb {
+        approvals_audit::log::db::LogDb::Postgres(self.pool.clone())
+    }
+
+    pub(crate) async fn audit_lines_for(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<(i64, String)>, SqlError> {
+        sqlx::query_as(
+            "SELECT line_no, line FROM approval_audit_log WHERE request_id = $1 ORDER BY line_no",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| SqlError::from_sqlx("reading the audit log table", e))
+    }
+
+    pub(crate) async fn legacy_audit_rows(
         &self,
         after_seq: i64,
         limit: i64,
@@ -348,23 +371,29 @@ async fn notifier(pool: PgPool, channel: String, mut rx: mpsc::Receiver<RequestI
     }
 }
 
-/// Appends audit events in batches: every event waiting when a batch starts goes into one
-/// transaction (one lock, one head read, one insert, one commit), and each caller hears back
-/// after the commit. Ends when the store is dropped.
+/// Runs audit log requests in batches: every request waiting when a batch starts goes into
+/// one transaction (one lock, one head check, one insert, one commit), and each caller hears
+/// back after the commit. Keeps the log's state between batches and checks it against the
+/// table under the lock, so replicas appending to the same table stay one sequence. Ends
+/// when the store is dropped.
 async fn audit_writer(pool: PgPool, mut rx: mpsc::Receiver<AuditJob>) {
     let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
+    let mut log: Option<TableLog> = None;
     while rx.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
         let jobs = std::mem::take(&mut batch);
-        match append_many(&pool, &jobs).await {
-            Ok(rows) => {
-                for ((_, _, reply), row) in jobs.into_iter().zip(rows) {
-                    let _ = reply.send(Ok(row));
+        let requests: Vec<&LogRequest> = jobs.iter().map(|(r, _)| r).collect();
+        match append_batch(&pool, log.as_ref(), &requests).await {
+            Ok((state, results)) => {
+                log = Some(state);
+                for ((_, reply), result) in jobs.into_iter().zip(results) {
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
-                for (_, _, reply) in jobs {
+                for (_, reply) in jobs {
                     let _ = reply.send(Err(match &e {
                         SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
+                        SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
                         other => SqlError::Database(other.to_string()),
                     }));
                 }
@@ -373,52 +402,84 @@ async fn audit_writer(pool: PgPool, mut rx: mpsc::Receiver<AuditJob>) {
     }
 }
 
-async fn append_many(pool: &PgPool, jobs: &[AuditJob]) -> Result<Vec<AuditRow>, SqlError> {
-    let what = "appending to the audit table";
+async fn append_batch(
+    pool: &PgPool,
+    log: Option<&TableLog>,
+    requests: &[&LogRequest],
+) -> Result<(TableLog, Vec<audit::LogResult>), SqlError> {
+    let what = "appending to the audit log table";
     let mut tx = pool
         .begin()
         .await
         .map_err(|e| SqlError::from_sqlx(what, e))?;
     // Appends from every replica serialize here; readers are not blocked.
-    sqlx::query("LOCK TABLE approval_audit IN EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE approval_audit_log IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
         .map_err(|e| SqlError::from_sqlx(what, e))?;
-    let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| SqlError::from_sqlx(what, e))?;
-    let (prev_seq, prev_hash) = match head {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")
-                .map_err(|e| SqlError::from_sqlx(what, e))?,
-            row.try_get::<String, _>("hash")
-                .map_err(|e| SqlError::from_sqlx(what, e))?,
-        ),
-        None => (0, audit::GENESIS_HASH.to_owned()),
-    };
-    let rows = audit::chain_rows(prev_seq, &prev_hash, jobs.iter().map(|(_, j, _)| j.clone()))?;
-    let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-        "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json) ",
-    );
-    insert.push_values(rows.iter().zip(jobs), |mut b, (row, (event, _, _))| {
-        b.push_bind(row.seq)
-            .push_bind(event.at)
-            .push_bind(event.request_id.0)
-            .push_bind(event.name())
-            .push_bind(row.prev_hash.clone())
-            .push_bind(row.hash.clone())
-            .push_bind(row.event_json.clone());
-    });
-    insert
-        .build()
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| SqlError::from_sqlx(what, e))?;
+    let out = audit::append(&mut PgLogTx(&mut tx), log, requests).await?;
     tx.commit()
         .await
         .map_err(|e| SqlError::from_sqlx(what, e))?;
-    Ok(rows)
+    Ok(out)
+}
+
+/// A transaction holding the audit log table's lock, as the audit log writer sees it.
+struct PgLogTx<'a>(&'a mut sqlx::PgConnection);
+
+impl audit::LogTx for PgLogTx<'_> {
+    async fn last_line_no(&mut self) -> Result<i64, SqlError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(line_no), 0)::BIGINT FROM approval_audit_log")
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(|e| SqlError::from_sqlx("reading the audit log head", e))
+    }
+
+    async fn lines_after(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, SqlError> {
+        sqlx::query_as(
+            "SELECT line_no, line FROM approval_audit_log WHERE line_no > $1
+              ORDER BY line_no LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(|e| SqlError::from_sqlx("reading the audit log table", e))
+    }
+
+    async fn legacy_head(&mut self) -> Result<Option<(i64, String)>, SqlError> {
+        sqlx::query_as("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(|e| SqlError::from_sqlx("reading the old audit table's head", e))
+    }
+
+    async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError> {
+        // 6 values per row, under PostgreSQL's limit of 65535 bound parameters per chunk.
+        for chunk in rows.chunks(1000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "INSERT INTO approval_audit_log (line_no, seq, at, request_id, event, line) ",
+            );
+            insert.push_values(chunk, |mut b, row| {
+                b.push_bind(row.line_no)
+                    .push_bind(row.seq)
+                    .push_bind(row.at)
+                    .push_bind(row.request_id.clone())
+                    .push_bind(row.event.clone())
+                    .push_bind(row.line.clone());
+            });
+            insert
+                .build()
+                .execute(&mut *self.0)
+                .await
+                .map_err(|e| SqlError::from_sqlx("appending to the audit log table", e))?;
+        }
+        Ok(())
+    }
 }
 
 /// `CREATE SCHEMA IF NOT EXISTS`, tolerating another process creating it at the same time.

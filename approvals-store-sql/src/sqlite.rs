@@ -17,9 +17,7 @@
 
 use std::str::FromStr;
 
-use approvals_core::{
-    AuditEvent, Inserted, ListFilter, RequestId, RequestRecord, RequestState, StoreError,
-};
+use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, RequestState, StoreError};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -28,12 +26,14 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqlSafeStr};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::audit::{self, AuditRow, RawRow};
+use crate::audit::{self, AuditRow, LogReply, LogRequest, NewRow, TableLog};
 use crate::error::{SqlError, store_error};
+use crate::legacy::RawRow;
 use crate::lifecycle::{self, Columns};
 use crate::{SqlStoreOptions, migration_table};
 
 const MIGRATION_1: &str = include_str!("../migrations/sqlite/0001_requests_and_audit.sql");
+const MIGRATION_2: &str = include_str!("../migrations/sqlite/0002_signed_audit_log.sql");
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -57,11 +57,7 @@ enum Write {
         String,
         oneshot::Sender<Result<bool, StoreError>>,
     ),
-    Audit(
-        AuditEvent,
-        String,
-        oneshot::Sender<Result<AuditRow, SqlError>>,
-    ),
+    Log(LogRequest, LogReply),
 }
 
 /// The values of one `approval_requests` row.
@@ -109,10 +105,7 @@ enum Done {
         RequestId,
         oneshot::Sender<Result<bool, StoreError>>,
     ),
-    Audit(
-        Result<AuditRow, SqlError>,
-        oneshot::Sender<Result<AuditRow, SqlError>>,
-    ),
+    Log(audit::LogResult, LogReply),
 }
 
 impl SqliteBackend {
@@ -151,13 +144,22 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn migrate(&self) -> Result<(), SqlError> {
-        let mut migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "requests and audit".into(),
-            MigrationType::Simple,
-            MIGRATION_1.into_sql_str(),
-            false,
-        )]);
+        let mut migrator = Migrator::with_migrations(vec![
+            Migration::new(
+                1,
+                "requests and audit".into(),
+                MigrationType::Simple,
+                MIGRATION_1.into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                2,
+                "signed audit log".into(),
+                MigrationType::Simple,
+                MIGRATION_2.into_sql_str(),
+                false,
+            ),
+        ]);
         migrator.dangerous_set_table_name(migration_table());
         // Two processes starting at once may both try to apply a migration; the loser fails
         // inside its transaction and finds it applied on the second pass.
@@ -267,9 +269,11 @@ impl SqliteBackend {
             .collect()
     }
 
-    pub(crate) async fn audit_append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
-        let json = audit::event_json(event)?;
-        self.submit(|tx| Write::Audit(event.clone(), json, tx))
+    pub(crate) async fn audit_log(
+        &self,
+        request: LogRequest,
+    ) -> Result<Option<AuditRow>, SqlError> {
+        self.submit(|tx| Write::Log(request, tx))
             .await
             .unwrap_or_else(|| {
                 Err(SqlError::Unavailable(
@@ -278,7 +282,24 @@ impl SqliteBackend {
             })
     }
 
-    pub(crate) async fn audit_rows(
+    pub(crate) fn log_db(&self) -> approvals_audit::log::db::LogDb {
+        approvals_audit::log::db::LogDb::Sqlite(self.pool.clone())
+    }
+
+    pub(crate) async fn audit_lines_for(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<(i64, String)>, SqlError> {
+        sqlx::query_as(
+            "SELECT line_no, line FROM approval_audit_log WHERE request_id = ?1 ORDER BY line_no",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| SqlError::from_sqlx("reading the audit log table", e))
+    }
+
+    pub(crate) async fn legacy_audit_rows(
         &self,
         after_seq: i64,
         limit: i64,
@@ -325,8 +346,10 @@ async fn writer(
     changes: broadcast::Sender<RequestId>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The audit log's state as of the last commit; checked against the table in every batch.
+    let mut log = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(&pool, std::mem::take(&mut batch), &changes).await;
+        commit_batch(&pool, std::mem::take(&mut batch), &changes, &mut log).await;
     }
 }
 
@@ -334,6 +357,7 @@ async fn commit_batch(
     pool: &SqlitePool,
     batch: Vec<Write>,
     changes: &broadcast::Sender<RequestId>,
+    log: &mut Option<TableLog>,
 ) {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
@@ -349,14 +373,14 @@ async fn commit_batch(
         }
     };
     let mut done = Vec::with_capacity(batch.len());
-    // Audit events are chained after the request writes, in arrival order, with one read of
-    // the chain head and one multi-row insert per batch.
-    let mut audits = Vec::new();
+    // Audit log requests run after the request writes, in arrival order: one check of the
+    // log's head and one multi-row insert per batch.
+    let mut logs = Vec::new();
     let mut writes = batch.into_iter();
     let mut failure = None;
     for write in writes.by_ref() {
-        if let Write::Audit(event, json, reply) = write {
-            audits.push((event, json, reply));
+        if let Write::Log(request, reply) = write {
+            logs.push((request, reply));
             continue;
         }
         match apply(&mut tx, write).await {
@@ -367,18 +391,19 @@ async fn commit_batch(
             }
         }
     }
-    if failure.is_none() && !audits.is_empty() {
-        let items: Vec<(&AuditEvent, &str)> =
-            audits.iter().map(|(e, j, _)| (e, j.as_str())).collect();
-        match append_many(&mut tx, &items).await {
-            Ok(rows) => {
-                for ((_, _, reply), row) in audits.drain(..).zip(rows) {
-                    done.push(Done::Audit(Ok(row), reply));
+    let mut new_log = None;
+    if failure.is_none() && !logs.is_empty() {
+        let requests: Vec<&LogRequest> = logs.iter().map(|(r, _)| r).collect();
+        match audit::append(&mut SqliteLogTx(&mut tx), log.as_ref(), &requests).await {
+            Ok((state, results)) => {
+                new_log = Some(state);
+                for ((_, reply), result) in logs.drain(..).zip(results) {
+                    done.push(Done::Log(result, reply));
                 }
             }
             Err(e) => {
-                let (event, json, reply) = audits.remove(0);
-                failure = Some((e, Write::Audit(event, json, reply)));
+                let (request, reply) = logs.remove(0);
+                failure = Some((e, Write::Log(request, reply)));
             }
         }
     }
@@ -388,13 +413,16 @@ async fn commit_batch(
         let _ = tx.rollback().await;
         let rest: Vec<Write> = std::iter::once(write)
             .chain(writes)
-            .chain(audits.into_iter().map(|(e, j, r)| Write::Audit(e, j, r)))
+            .chain(logs.into_iter().map(|(r, reply)| Write::Log(r, reply)))
             .collect();
         fail_done(done, &e);
         return fail_all(rest, &e);
     }
     if let Err(e) = tx.commit().await {
         return fail_done(done, &SqlError::from_sqlx("committing", e));
+    }
+    if new_log.is_some() {
+        *log = new_log;
     }
     for d in done {
         match d {
@@ -407,7 +435,7 @@ async fn commit_batch(
                 }
                 let _ = reply.send(r);
             }
-            Done::Audit(r, reply) => {
+            Done::Log(r, reply) => {
                 let _ = reply.send(r);
             }
         }
@@ -423,7 +451,7 @@ fn fail_all(batch: Vec<Write>, e: &SqlError) {
             Write::Cas(_, _, _, reply) => {
                 let _ = reply.send(Err(copy_store_error(e)));
             }
-            Write::Audit(_, _, reply) => {
+            Write::Log(_, reply) => {
                 let _ = reply.send(Err(copy_sql_error(e)));
             }
         }
@@ -439,7 +467,7 @@ fn fail_done(done: Vec<Done>, e: &SqlError) {
             Done::Cas(_, _, reply) => {
                 let _ = reply.send(Err(copy_store_error(e)));
             }
-            Done::Audit(_, reply) => {
+            Done::Log(_, reply) => {
                 let _ = reply.send(Err(copy_sql_error(e)));
             }
         }
@@ -474,16 +502,11 @@ async fn apply(conn: &mut SqliteConnection, write: Write) -> Result<Done, Failed
                 Err(e) => Err((e, Write::Cas(row, expected, allowed, reply))),
             }
         }
-        Write::Audit(event, json, reply) => {
-            match append_many(conn, &[(&event, json.as_str())]).await {
-                Ok(mut rows) if rows.len() == 1 => Ok(Done::Audit(Ok(rows.remove(0)), reply)),
-                Ok(_) => Err((
-                    SqlError::Database("the audit append wrote no row".into()),
-                    Write::Audit(event, json, reply),
-                )),
-                Err(e) => Err((e, Write::Audit(event, json, reply))),
-            }
-        }
+        // Audit log requests are taken out of the batch before this is called.
+        write @ Write::Log(..) => Err((
+            SqlError::Database("an audit log request reached the request writer".into()),
+            write,
+        )),
     }
 }
 
@@ -590,53 +613,62 @@ async fn cas(
     })
 }
 
-/// Appends events to the audit chain inside the caller's transaction (which holds the write
-/// lock): one read of the head, one insert.
-async fn append_many(
-    conn: &mut SqliteConnection,
-    events: &[(&AuditEvent, &str)],
-) -> Result<Vec<AuditRow>, SqlError> {
-    let what = "appending to the audit table";
-    let head = sqlx::query("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
+/// The batch transaction, which holds SQLite's write lock, as the audit log writer sees it.
+struct SqliteLogTx<'a>(&'a mut SqliteConnection);
+
+impl audit::LogTx for SqliteLogTx<'_> {
+    async fn last_line_no(&mut self) -> Result<i64, SqlError> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(line_no), 0) FROM approval_audit_log")
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(|e| SqlError::from_sqlx("reading the audit log head", e))
+    }
+
+    async fn lines_after(
+        &mut self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, SqlError> {
+        sqlx::query_as(
+            "SELECT line_no, line FROM approval_audit_log WHERE line_no > ?1
+              ORDER BY line_no LIMIT ?2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
         .await
-        .map_err(|e| SqlError::from_sqlx(what, e))?;
-    let (prev_seq, prev_hash) = match head {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")
-                .map_err(|e| SqlError::from_sqlx(what, e))?,
-            row.try_get::<String, _>("hash")
-                .map_err(|e| SqlError::from_sqlx(what, e))?,
-        ),
-        None => (0, audit::GENESIS_HASH.to_owned()),
-    };
-    let rows = audit::chain_rows(
-        prev_seq,
-        &prev_hash,
-        events.iter().map(|(_, json)| (*json).to_owned()),
-    )?;
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO approval_audit (seq, at, request_id, event, prev_hash, hash, event_json) ",
-    );
-    insert.push_values(rows.iter().zip(events), |mut b, (row, (event, _))| {
-        b.push_bind(row.seq)
-            .push_bind(
-                event
-                    .at
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            )
-            .push_bind(event.request_id.to_string())
-            .push_bind(event.name())
-            .push_bind(row.prev_hash.clone())
-            .push_bind(row.hash.clone())
-            .push_bind(row.event_json.clone());
-    });
-    insert
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| SqlError::from_sqlx(what, e))?;
-    Ok(rows)
+        .map_err(|e| SqlError::from_sqlx("reading the audit log table", e))
+    }
+
+    async fn legacy_head(&mut self) -> Result<Option<(i64, String)>, SqlError> {
+        sqlx::query_as("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(|e| SqlError::from_sqlx("reading the old audit table's head", e))
+    }
+
+    async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError> {
+        // 6 values per row, well under SQLite's limit of 32766 bound parameters per chunk.
+        for chunk in rows.chunks(1000) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO approval_audit_log (line_no, seq, at, request_id, event, line) ",
+            );
+            insert.push_values(chunk, |mut b, row| {
+                b.push_bind(row.line_no)
+                    .push_bind(row.seq)
+                    .push_bind(row.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                    .push_bind(row.request_id.clone())
+                    .push_bind(row.event.clone())
+                    .push_bind(row.line.clone());
+            });
+            insert
+                .build()
+                .execute(&mut *self.0)
+                .await
+                .map_err(|e| SqlError::from_sqlx("appending to the audit log table", e))?;
+        }
+        Ok(())
+    }
 }
 
 fn decode_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, StoreError> {

@@ -281,10 +281,14 @@ async fn sigkilled_waiter_restarts_reattaches_and_runs_exactly_once() {
     assert_eq!(stored.state, RequestState::Executed);
     let report = store
         .audit_sink()
-        .verify_chain()
+        .check_unsigned()
         .await
-        .expect("audit chain intact");
-    assert!(report.rows >= 6, "events from all processes: {report:?}");
+        .expect("audit log readable");
+    assert!(
+        report.is_ok(),
+        "audit log from all processes intact: {report}"
+    );
+    assert!(report.entries >= 6, "events from all processes: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,11 +361,12 @@ async fn a_decision_on_one_postgres_replica_wakes_the_waiter_on_another() {
         store.get(id).await.expect("get").expect("exists").state,
         RequestState::Executed
     );
-    store
+    let report = store
         .audit_sink()
-        .verify_chain()
+        .check_unsigned()
         .await
-        .expect("chain from two replicas");
+        .expect("audit log readable");
+    assert!(report.is_ok(), "one audit log from two replicas: {report}");
     store.close().await;
     common::drop_schema(&url, &schema).await;
 }

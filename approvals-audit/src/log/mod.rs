@@ -42,6 +42,8 @@
 //! log that was rewritten (forked) or cut below a known checkpoint fails verification.
 
 mod chain;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod db;
 mod format;
 mod proof;
 mod reader;

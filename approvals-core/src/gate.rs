@@ -446,7 +446,9 @@ impl Gate {
                 .store_call(self.inner.store.get_by_idempotency_key(key))
                 .await?
         {
-            return self.reattach(existing, key, digest);
+            let submission = self.reattach(existing.clone(), key, digest)?;
+            self.redeliver_if_undelivered(existing).await?;
+            return Ok(submission);
         }
 
         let id = RequestId::new();
@@ -611,6 +613,18 @@ impl Gate {
             });
         }
         Ok(Submission::Pending(existing.id))
+    }
+
+    /// Delivers a re-attached request again when it is still pending and no delivery was ever
+    /// recorded for it: the process that stored it died before telling its channels, or before
+    /// recording their answer, so no reviewer may know of it. At least once: a process that
+    /// died after a channel accepted the message but before recording it leaves one extra
+    /// message, and a channel that records no delivery (the terminal) is asked again.
+    async fn redeliver_if_undelivered(&self, existing: RequestRecord) -> Result<(), GuardError> {
+        if existing.state == RequestState::Pending && existing.deliveries.is_empty() {
+            self.dispatch(existing, DispatchReason::New).await?;
+        }
+        Ok(())
     }
 
     /// Delivers to every channel; records the deliveries. Cancels the request when no channel

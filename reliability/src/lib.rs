@@ -4,4 +4,5 @@
 //! approval, and nothing is lost. See SECURITY.md for the threats each test defends against.
 #![warn(missing_docs)]
 
+pub mod crash;
 pub mod pg;

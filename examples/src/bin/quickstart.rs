@@ -2,8 +2,10 @@
 //! from a data owner, given at this terminal), and grants a role, which it then tries to
 //! approve itself (refused) before a security reviewer decides. Prints the audit trail.
 //!
-//! Requests and the hash-chained audit trail are stored in an SQLite file (the embedded
-//! default; `APPROVALS_DB` overrides the URL, for example `postgres://...`).
+//! Requests and the signed audit log are stored in an SQLite file (the embedded default;
+//! `APPROVALS_DB` overrides the URL, for example `postgres://...`). The log's checkpoints are
+//! signed with the key in `APPROVALS_AUDIT_SIGNER_KEY` (as written by `approvals audit
+//! keygen`), or with a new key for this run.
 //!
 //! Review each request where you like: answer the terminal prompt with `approve [reason]`
 //! or `deny [reason]`, open the review console it prints (sign in with the printed token),
@@ -19,6 +21,7 @@ use approvals_core::{
 };
 use approvals_http::{ConsoleLinkApprover, ReviewServer, Tokens, generate_token};
 use approvals_store_sql::SqlStore;
+use approvals_store_sql::audit::{LogConfig, LogVerifier, Signer};
 use serde_json::json;
 
 const POLICY: &str = include_str!("../../policies/quickstart.toml");
@@ -56,14 +59,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let base: url::Url = format!("http://{}/", listener.local_addr()?).parse()?;
     let token = generate_token();
 
-    // Every event goes to the database's hash-chained audit table and, for printing, memory.
+    // Every event goes to the database's signed audit log and, for printing, memory.
+    let signer = match std::env::var("APPROVALS_AUDIT_SIGNER_KEY") {
+        Ok(_) => Signer::from_env("APPROVALS_AUDIT_SIGNER_KEY")?,
+        Err(_) => Signer::generate("quickstart.approvals.example/audit")?,
+    };
+    let audit_log = store.signed_audit_sink(LogConfig::new(signer.name()), signer.clone());
     let audit = std::sync::Arc::new(MemorySink::new());
     let gate = Gate::builder()
         .policy(RulePolicy::from_toml(POLICY)?)
         .store(store.clone())
         .audit(
             FanoutSink::new()
-                .with(store.audit_sink())
+                .with(audit_log.clone())
                 .with_shared(audit.clone()),
         )
         .approver(ConsoleApprover::new(sam.clone()))
@@ -174,12 +182,27 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     let _ = stop.send(());
     let _ = console.await;
-    match store.audit_sink().verify_chain().await {
-        Ok(report) => println!(
-            "\nAudit chain in the database verified: {} rows, unbroken.",
-            report.rows
+    // Sign the last entries, then check the whole log with the public key only, as an
+    // auditor would with `approvals audit verify --db <url> --trust <key file>`.
+    audit_log.checkpoint().await?;
+    let vkey = std::env::temp_dir().join("approvals-quickstart.vkey");
+    std::fs::write(&vkey, format!("{}\n", signer.verifier()))?;
+    match audit_log
+        .verify(&LogVerifier::new([signer.verifier()]))
+        .await
+    {
+        Ok(report) if report.is_ok() && report.warnings.is_empty() => println!(
+            "\nAudit chain in the database verified: {} rows, unbroken. {} entries, all covered \
+             by {} signed checkpoint(s), key {}.\nCheck it yourself: approvals audit verify --db {url} \
+             --trust {}",
+            report.lines,
+            report.entries,
+            report.checkpoints,
+            signer.name(),
+            vkey.display()
         ),
-        Err(e) => println!("\nAudit chain in the database FAILED verification: {e}"),
+        Ok(report) => println!("\nAudit log in the database FAILED verification:\n{report}"),
+        Err(e) => println!("\nAudit log in the database could not be verified: {e}"),
     }
     Ok(())
 }

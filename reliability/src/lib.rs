@@ -5,4 +5,5 @@
 #![warn(missing_docs)]
 
 pub mod crash;
+pub mod fuzz;
 pub mod pg;

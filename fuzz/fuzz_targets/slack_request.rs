@@ -1,0 +1,4 @@
+#![no_main]
+//! cargo-fuzz target: `approvals_reliability::fuzz::slack_request` (see its docs for the input format).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| approvals_reliability::fuzz::slack_request(data));

@@ -416,7 +416,8 @@ impl Gate {
     /// refused. The returned grant must be passed to [`execute`](Gate::execute) with the same
     /// action; [`run`](Gate::run) does both.
     pub async fn guard<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
-        match self.submit(action).await? {
+        // Boxed, so a waiting caller's task does not keep room for submit's larger state.
+        match Box::pin(self.submit(action)).await? {
             Submission::Allowed(grant) => Ok(grant),
             Submission::Pending(id) => self.wait(id).await,
         }
@@ -432,7 +433,8 @@ impl Gate {
         E: From<GuardError> + std::fmt::Display,
     {
         let grant = self.guard(action).await?;
-        self.execute(grant, action, f).await
+        // Boxed, so a waiting caller's task does not keep room for execute's larger state.
+        Box::pin(self.execute(grant, action, f)).await
     }
 
     /// Evaluates policy and, if approval is needed, stores and dispatches the request without
@@ -700,37 +702,12 @@ impl Gate {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let record = self
-                .store_call(self.inner.store.get(id))
-                .await?
-                .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
-            let now = self.now();
-            let deadline = match record.state {
-                RequestState::Pending => {
-                    if now >= record.expires_at {
-                        self.expire(&record).await?;
-                        continue;
-                    }
-                    let escalate_at = record.escalate_at.filter(|_| !record.escalated);
-                    if escalate_at.is_some_and(|at| now >= at) {
-                        self.escalate(&record).await?;
-                        continue;
-                    }
-                    escalate_at.map_or(record.expires_at, |at| at.min(record.expires_at))
-                }
-                RequestState::Approved if record.audit_pending => {
-                    // Approved but not yet in the audit trail: wait for the reviewer's
-                    // `decide()` to record it, or record it ourselves if that never happens.
-                    let recover_at =
-                        approved_at(&record) + to_delta(self.inner.audit_recovery_after);
-                    if now >= recover_at {
-                        self.recover_approval(&record).await?;
-                        continue;
-                    }
-                    recover_at
-                }
-                RequestState::Approved => return self.issue_grant(record).await,
-                _ => return Err(refusal(&record)),
+            // Boxed: the record and the rarely taken transitions live only during the check,
+            // not in every parked waiter's task (see the load test in reliability/).
+            let deadline = match Box::pin(self.wait_step(id)).await? {
+                WaitStep::Until(deadline) => deadline,
+                WaitStep::Again => continue,
+                WaitStep::Done(grant) => return Ok(*grant),
             };
             let store_change = async {
                 match changes.as_mut() {
@@ -755,6 +732,45 @@ impl Gate {
                 _ = tokio::time::sleep(self.inner.poll_interval) => {}
             }
         }
+    }
+
+    /// One look at a waited-for request: the grant, the refusal, a transition that is due
+    /// (then look again), or the time to wake up at the latest.
+    async fn wait_step(&self, id: RequestId) -> Result<WaitStep, GuardError> {
+        let record = self
+            .store_call(self.inner.store.get(id))
+            .await?
+            .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
+        let now = self.now();
+        let deadline = match record.state {
+            RequestState::Pending => {
+                if now >= record.expires_at {
+                    self.expire(&record).await?;
+                    return Ok(WaitStep::Again);
+                }
+                let escalate_at = record.escalate_at.filter(|_| !record.escalated);
+                if escalate_at.is_some_and(|at| now >= at) {
+                    self.escalate(&record).await?;
+                    return Ok(WaitStep::Again);
+                }
+                escalate_at.map_or(record.expires_at, |at| at.min(record.expires_at))
+            }
+            RequestState::Approved if record.audit_pending => {
+                // Approved but not yet in the audit trail: wait for the reviewer's
+                // `decide()` to record it, or record it ourselves if that never happens.
+                let recover_at = approved_at(&record) + to_delta(self.inner.audit_recovery_after);
+                if now >= recover_at {
+                    self.recover_approval(&record).await?;
+                    return Ok(WaitStep::Again);
+                }
+                recover_at
+            }
+            RequestState::Approved => {
+                return Ok(WaitStep::Done(Box::new(self.issue_grant(record).await?)));
+            }
+            _ => return Err(refusal(&record)),
+        };
+        Ok(WaitStep::Until(deadline))
     }
 
     async fn issue_grant(&self, record: RequestRecord) -> Result<Grant, GuardError> {
@@ -1518,6 +1534,16 @@ impl Gate {
             }
         });
     }
+}
+
+/// What [`Gate::wait_step`] found.
+enum WaitStep {
+    /// Still waiting; wake up by this time.
+    Until(DateTime<Utc>),
+    /// A transition was made; look again.
+    Again,
+    /// Approved and audited: the grant.
+    Done(Box<Grant>),
 }
 
 enum CancelOutcome {

@@ -10,14 +10,17 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use approvals_core::{Gate, Initiator, RulePolicy};
 //! use approvals_store_sql::SqlStore;
+//! use approvals_store_sql::audit::{LogConfig, Signer};
 //!
 //! // SQLite file (created if missing), WAL, synchronous=FULL: a returned write survives a
 //! // power loss. For replicas: SqlStore::connect("postgres://app@db/approvals").
 //! let store = SqlStore::connect("sqlite://approvals.db").await?;
+//! // The audit log's checkpoint key, from `approvals audit keygen` (file or environment).
+//! let signer = Signer::from_file("/etc/approvals/audit.skey")?;
 //! let gate = Gate::builder()
 //!     .policy(RulePolicy::from_file("policy.toml")?)
 //!     .store(store.clone())
-//!     .audit(store.audit_sink())
+//!     .audit(store.signed_audit_sink(LogConfig::new(signer.name()), signer))
 //!     .initiator(Initiator::agent("billing-agent"))
 //!     .build()?;
 //! # let _ = gate; Ok(()) }

@@ -26,8 +26,9 @@
 //! | [`grant_token`]        | `GrantTokenVerifier::open` / `verify` on raw, mutated and freshly signed tokens |
 //! | [`http_api`]           | `ReviewServer::handle` (API and console) on arbitrary requests    |
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use approvals_audit::grant::{GrantClaims, GrantTokenVerifier, sign_claims};
 use approvals_audit::log::{
@@ -522,6 +523,28 @@ impl Approver for CardRecorder {
     }
 }
 
+/// A valid token for `service_url`, minted at most half an hour ago. RS256 signing with the
+/// fake's test key is the slowest step of a Teams input, and a token depends only on the
+/// `serviceUrl` here, so tokens are reused (at most 1024 remembered).
+fn valid_token(env: &TeamsEnv, service_url: &str) -> String {
+    static TOKENS: OnceLock<Mutex<HashMap<String, (Instant, String)>>> = OnceLock::new();
+    let mut tokens = TOKENS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((minted, token)) = tokens.get(service_url)
+        && minted.elapsed() < Duration::from_secs(1800)
+    {
+        return token.clone();
+    }
+    if tokens.len() >= 1024 {
+        tokens.clear();
+    }
+    let token = env.idp.mint(&TokenSpec::valid(TEAMS_APP_ID, service_url));
+    tokens.insert(service_url.to_owned(), (Instant::now(), token.clone()));
+    token
+}
+
 fn teams_resolver() -> StaticIdentityResolver {
     let id = |aad: &str| {
         approvals_teams::external_id(TEAMS_TENANT, aad).expect("test ids are valid external ids")
@@ -669,7 +692,7 @@ pub fn teams_request(data: &[u8]) {
         let body = pending.substitute(&text(data));
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         let service_url = str_at(&v, &["serviceUrl"]).unwrap_or(TEAMS_SERVICE_URL);
-        let token = env.idp.mint(&TokenSpec::valid(TEAMS_APP_ID, service_url));
+        let token = valid_token(env, service_url);
         let request = http::Request::post("/api/messages")
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {token}"))

@@ -17,7 +17,8 @@
 //! moved the log, reads the rows it has not seen and replays them through its
 //! [`LogChain`], checking that each stored line is exactly what the chain produces. So the log
 //! stays one linear sequence whatever the number of writers, and a writer refuses to append
-//! (fail closed) to a log whose rows do not chain.
+//! (fail closed) to a log whose rows do not chain or that lost rows it had seen. A writer
+//! starting on an existing log replays it once (about as fast as verifying it).
 //!
 //! Older databases: migration 2 creates `approval_audit_log` and closes the old hash-chained
 //! table `approval_audit`, whose rows stay as they were ([`crate::legacy`] verifies them).
@@ -385,7 +386,14 @@ pub(crate) async fn append(
     let head = tx.last_line_no().await?;
     let mut state = match cached {
         Some(state) if state.last_line_no <= head => state.clone(),
-        _ => TableLog::new()?,
+        // Rows this writer wrote or read are gone: someone cut the end of the log.
+        Some(state) => {
+            return Err(corrupt(
+                state.last_line_no,
+                &format!("is gone (the table ends at line {head}): rows were deleted from the end"),
+            ));
+        }
+        None => TableLog::new()?,
     };
     while state.last_line_no < head {
         let rows = tx.lines_after(state.last_line_no, PAGE).await?;

@@ -478,6 +478,14 @@ async fn every_kind_of_tampering_is_detected_and_located() {
                 "{case:?}"
             );
 
+            // The writer that saw the cut rows refuses to append after them (fail closed).
+            if let DeleteTail = case {
+                let err = signed(&db.store, &key, 4)
+                    .append(&lifecycle_event(&db.store).await)
+                    .await
+                    .expect_err("refused");
+                assert!(err.to_string().contains("deleted from the end"), "{err}");
+            }
             // A writer starting on the tampered table refuses to append (fail closed), except
             // after an edit of a query column or a clean cut of the tail, which it cannot see.
             if matches!(case, EditEntry | DeleteEntry | InsertEntry | SwapEntries) {

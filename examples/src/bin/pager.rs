@@ -137,9 +137,16 @@ async fn run() -> Result<(), BoxError> {
             .await
     });
     println!("[pager] (stand-in pager service) on call: Priya for db-oncall, Sam for sre-oncall");
+    // Each answer an engineer gives is reported here, so the demo ends only after it.
+    let (answered, mut answers) = mpsc::unbounded_channel::<()>();
     tokio::spawn(engineer("Priya", priya_pages, pager.clone(), None));
     let sam_app = ApiClient::http(api_base.clone(), Some(sam_token))?;
-    tokio::spawn(engineer("Sam", sam_pages, pager.clone(), Some(sam_app)));
+    tokio::spawn(engineer(
+        "Sam",
+        sam_pages,
+        pager.clone(),
+        Some((sam_app, answered)),
+    ));
 
     // --- The agent. ---------------------------------------------------------------------
     let failover = ActionRequest::new("database.failover", "postgres://prod/orders")
@@ -172,8 +179,12 @@ async fn run() -> Result<(), BoxError> {
         Err(e) => println!("[agent] not run: {e}"),
     }
 
-    // The page follows the request to its end: wait for the `executed` update.
+    // The page follows the request to its end: wait for the `executed` update (and for Sam's
+    // phone to show the API's answer).
     let closed = wait_for(|| pager.closed_incident(), "the page to be closed").await?;
+    tokio::time::timeout(STEP_DEADLINE, answers.recv())
+        .await
+        .map_err(|_| "Sam's pager app never got the API's answer")?;
     println!("\n[pager] incident #{} timeline:", closed.number);
     for line in &closed.timeline {
         println!("  {line}");
@@ -482,13 +493,14 @@ impl Pager {
     }
 }
 
-/// An on-call engineer's phone. With `approvals` (their pager app, signed in with their own
-/// approvals token) they answer: acknowledge, read, approve. Without, they never answer.
+/// An on-call engineer's phone. With `app` (their pager app, signed in with their own
+/// approvals token, and where to report each answer) they answer: acknowledge, read,
+/// approve. Without, they never answer.
 async fn engineer(
     name: &'static str,
     mut pages: mpsc::UnboundedReceiver<Page>,
     pager: Arc<Pager>,
-    approvals: Option<ApiClient>,
+    app: Option<(ApiClient, mpsc::UnboundedSender<()>)>,
 ) {
     let phone = format!("[{}'s phone]", name.to_lowercase());
     while let Some(page) = pages.recv().await {
@@ -497,7 +509,7 @@ async fn engineer(
             "{phone} BZZZ incident #{}: approve {} on {}?",
             page.incident, r.kind, r.resource
         );
-        let Some(app) = &approvals else {
+        let Some((approvals, answered)) = &app else {
             println!("{phone} ({name} is on a flight; nobody answers)");
             continue;
         };
@@ -512,7 +524,7 @@ async fn engineer(
             page.console.as_deref().unwrap_or("-"),
         );
         // Approve exactly what the page showed: the API refuses if the digest changed.
-        match app
+        match approvals
             .decide(
                 r.id,
                 true,
@@ -528,6 +540,7 @@ async fn engineer(
             ),
             Err(e) => println!("[{}] the approvals API refused: {e}", name.to_lowercase()),
         }
+        let _ = answered.send(());
     }
 }
 

@@ -216,9 +216,13 @@ async fn offline_demo() -> Result<(), BoxError> {
         tokio::spawn(async move { run_action(&gate).await })
     };
     // Wait for the message to be posted, as a reviewer would see it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let message = loop {
         if let Some(m) = slack.messages().into_iter().next() {
             break m;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("the request never reached the fake Slack within 60 s".into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };

@@ -225,9 +225,13 @@ async fn offline() -> Result<(), BoxError> {
     let agent = tokio::spawn(async move { run_action(&agent_gate).await });
 
     // Wait for the card to be posted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let card = loop {
         if let Some(call) = bot.posted().first() {
             break call.body["attachments"][0]["content"].clone();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("the card never reached the fake Bot Connector within 60 s".into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };

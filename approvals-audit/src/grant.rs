@@ -260,8 +260,16 @@ pub fn sign_grant(
     sign_claims(claims, signer)
 }
 
-/// Signs claims as a token (the `key` claim is set to the signer's key).
+/// Signs claims as a token (the `key` claim is set to the signer's key). Refuses claims that
+/// [`GrantTokenVerifier::open`] would refuse (another version or type, a token longer than
+/// [`MAX_TOKEN_BYTES`]), so no token is issued that nobody can verify.
 pub fn sign_claims(mut claims: GrantClaims, signer: &Signer) -> Result<String, GrantTokenError> {
+    if claims.v != 1 || claims.typ != TOKEN_TYPE {
+        return Err(malformed(format!(
+            "cannot sign claims version {} of type {:?}: only version 1 of type {TOKEN_TYPE:?} is verifiable; build them with GrantClaims::builder",
+            claims.v, claims.typ
+        )));
+    }
     claims.key = format!("{}+{:08x}", signer.name(), signer.key_id());
     let json = serde_json::to_vec(&claims)
         .map_err(|e| malformed(format!("claims cannot be encoded: {e}")))?;
@@ -274,6 +282,12 @@ pub fn sign_claims(mut claims: GrantClaims, signer: &Signer) -> Result<String, G
     blob[4..].copy_from_slice(&signature.to_bytes());
     token.push('.');
     B64URL.encode_string(blob, &mut token);
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(malformed(format!(
+            "the token would be {} bytes, more than the {MAX_TOKEN_BYTES} a verifier accepts; name fewer approvers or a shorter policy rule",
+            token.len()
+        )));
+    }
     Ok(token)
 }
 
@@ -442,5 +456,54 @@ impl GrantClaims {
     /// The expiry as RFC 3339.
     pub fn expires(&self) -> String {
         self.exp.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approvals_core::{ActionRequest, RequestId};
+    use chrono::TimeZone as _;
+
+    fn claims() -> GrantClaims {
+        let at = |s| Utc.timestamp_opt(s, 0).single().expect("valid time");
+        let id = RequestId::parse("0190f5c2-7a3b-7cde-8f01-23456789abcd").expect("valid id");
+        GrantClaims::builder(
+            id,
+            ActionRequest::new("k", "r").digest(),
+            at(1_000),
+            at(2_000),
+        )
+    }
+
+    fn signer() -> Signer {
+        Signer::new(
+            "grants.test",
+            ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]),
+        )
+        .expect("valid key name")
+    }
+
+    /// Found by fuzzing (fuzz/regressions/grant_token/): claims of another type were signed
+    /// into a token that no verifier opens.
+    #[test]
+    fn signing_refuses_claims_no_verifier_accepts() {
+        let mut other_type = claims();
+        other_type.typ = "approvals.other".into();
+        assert!(matches!(
+            sign_claims(other_type, &signer()),
+            Err(GrantTokenError::Malformed(_))
+        ));
+        let mut other_version = claims();
+        other_version.v = 2;
+        assert!(sign_claims(other_version, &signer()).is_err());
+        let huge = claims().approvers((0..2_000).map(|i| format!("reviewer-{i}@example.com")));
+        assert!(sign_claims(huge, &signer()).is_err());
+
+        let token = sign_claims(claims(), &signer()).expect("valid claims sign");
+        let opened = GrantTokenVerifier::new(&[signer().verifier()])
+            .open(&token)
+            .expect("a signed token opens");
+        assert_eq!(opened.request_id, claims().request_id);
     }
 }

@@ -181,10 +181,10 @@ async fn run() -> Result<(), BoxError> {
 
     // The page follows the request to its end: wait for the `executed` update (and for Sam's
     // phone to show the API's answer).
-    let closed = wait_for(|| pager.closed_incident(), "the page to be closed").await?;
     tokio::time::timeout(STEP_DEADLINE, answers.recv())
         .await
         .map_err(|_| "Sam's pager app never got the API's answer")?;
+    let closed = wait_for(|| pager.closed_incident(), "the page to be closed").await?;
     println!("\n[pager] incident #{} timeline:", closed.number);
     for line in &closed.timeline {
         println!("  {line}");

@@ -6,4 +6,5 @@
 
 pub mod crash;
 pub mod fuzz;
+pub mod load;
 pub mod pg;

@@ -209,7 +209,11 @@ async fn audit_faults_decide_what_reaches_the_sink_beneath() {
     assert!(sink.record(&event(4)).await.is_ok());
     assert!(sink.record(&event(5)).await.is_ok());
 
-    let kinds: Vec<String> = reliable.events().into_iter().map(|e| e.kind.to_string()).collect();
+    let kinds: Vec<String> = reliable
+        .events()
+        .into_iter()
+        .map(|e| e.kind.to_string())
+        .collect();
     assert_eq!(kinds, ["kind.2", "kind.4", "kind.5"]);
     assert_eq!(sink.calls(), 5);
     assert_eq!(sink.injected().len(), 4);

@@ -758,7 +758,7 @@ impl Gate {
             RequestState::Approved if record.audit_pending => {
                 // Approved but not yet in the audit trail: wait for the reviewer's
                 // `decide()` to record it, or record it ourselves if that never happens.
-                let recover_at = approved_at(&record) + to_delta(self.inner.audit_recovery_after);
+                let recover_at = decided_at(&record) + to_delta(self.inner.audit_recovery_after);
                 if now >= recover_at {
                     self.recover_approval(&record).await?;
                     return Ok(WaitStep::Again);
@@ -767,6 +767,16 @@ impl Gate {
             }
             RequestState::Approved => {
                 return Ok(WaitStep::Done(Box::new(self.issue_grant(record).await?)));
+            }
+            RequestState::Denied if record.audit_pending => {
+                // Denied, but the reviewer's `decide()` has not (yet) recorded it: the refusal
+                // is returned only once the denial is in the audit trail.
+                let recover_at = decided_at(&record) + to_delta(self.inner.audit_recovery_after);
+                if now >= recover_at {
+                    self.recover_denial(&record).await?;
+                    return Ok(WaitStep::Again);
+                }
+                recover_at
             }
             _ => return Err(refusal(&record)),
         };
@@ -990,6 +1000,9 @@ impl Gate {
             match review.verdict {
                 Verdict::Deny => {
                     next.state = RequestState::Denied;
+                    // Like an approval, a denial is flagged until it is in the audit trail,
+                    // so a waiter can record it if this call dies before doing so.
+                    next.audit_pending = true;
                     next.grant_expires_at = None;
                     next.resolution = Some(Resolution {
                         by: Some(review.reviewer.clone()),
@@ -1036,6 +1049,14 @@ impl Gate {
                     ))
                     .await
                     .map_err(audit_unavailable)?;
+                    if let Some(cleared) = self.clear_audit_pending(id).await.map_err(|e| {
+                        ReviewError::Unavailable {
+                            component: Component::Store,
+                            message: e.to_string(),
+                        }
+                    })? {
+                        next = cleared;
+                    }
                 }
                 RequestState::Approved => {
                     let approvers = next.approvers().into_iter().cloned().collect();
@@ -1244,7 +1265,7 @@ impl Gate {
                 RequestState::Approved
                     if record.audit_pending
                         && now
-                            >= approved_at(&record) + to_delta(self.inner.audit_recovery_after) =>
+                            >= decided_at(&record) + to_delta(self.inner.audit_recovery_after) =>
                 {
                     self.recover_approval(&record).await?;
                     report.recovered += 1;
@@ -1291,6 +1312,47 @@ impl Gate {
         let approvers = record.approvers().into_iter().cloned().collect();
         self.audit(self.event(record, EventDetail::Approved { approvers }))
             .await?;
+        self.clear_audit_pending(record.id).await?;
+        Ok(())
+    }
+
+    /// Records the `reviewed` and `denied` events for a denial whose reviewer's `decide()` did
+    /// not get to them (it failed or died after persisting), then clears the flag. As with
+    /// approvals, the events may then appear twice, never zero times.
+    async fn recover_denial(&self, record: &RequestRecord) -> Result<(), GuardError> {
+        if let Some(review) = record
+            .reviews
+            .iter()
+            .rev()
+            .find(|r| r.verdict == Verdict::Deny)
+        {
+            self.audit(self.event(
+                record,
+                EventDetail::Reviewed {
+                    reviewer: review.reviewer.clone(),
+                    verdict: Verdict::Deny,
+                    reason: review.reason.clone(),
+                    channel: review.channel.clone(),
+                    approvals: record.approvers().len() as u32,
+                    quorum: record.requirement.quorum,
+                },
+            ))
+            .await?;
+        }
+        let resolution = record.resolution.as_ref();
+        match resolution.and_then(|r| r.by.clone()) {
+            Some(by) => {
+                let reason = resolution.and_then(|r| r.reason.clone());
+                self.audit(self.event(record, EventDetail::Denied { by, reason }))
+                    .await?;
+            }
+            None => {
+                return Err(GuardError::unavailable(
+                    Component::Store,
+                    format!("request {} is denied but names no reviewer", record.id),
+                ));
+            }
+        }
         self.clear_audit_pending(record.id).await?;
         Ok(())
     }
@@ -1573,8 +1635,9 @@ impl EventSubject {
     }
 }
 
-/// When the request reached its quorum (the last accepted review).
-fn approved_at(record: &RequestRecord) -> DateTime<Utc> {
+/// When the request was decided: the last accepted review (the one that reached the quorum, or
+/// the denial).
+fn decided_at(record: &RequestRecord) -> DateTime<Utc> {
     record.reviews.last().map_or(record.created_at, |r| r.at)
 }
 

@@ -245,10 +245,11 @@ pub struct RequestRecord {
     /// Who ended it (deny, cancel, expiry) and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
-    /// Set when the request was approved but the approval's audit events are not yet
-    /// recorded. No grant is issued while it is set, so an approval never takes effect before
-    /// it is in the audit trail. Cleared by the reviewer's `decide()` once audited, or by a
-    /// later sweep or waiter that records the approval itself.
+    /// Set when the request was approved or denied but the decision's audit events are not
+    /// yet recorded. No grant is issued, and no waiter is told of a denial, while it is set,
+    /// so a decision never takes effect before it is in the audit trail. Cleared by the
+    /// reviewer's `decide()` once audited, or by a later waiter (or, for approvals, a sweep)
+    /// that records the decision itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audit_pending: bool,
     /// Until when the grant may be used, once approved.

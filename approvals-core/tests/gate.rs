@@ -1365,3 +1365,108 @@ async fn an_approval_whose_audit_failed_is_recorded_later_never_skipped() {
         .expect("grant issued");
     assert!(approved < issued, "{names:?}");
 }
+
+/// Fails the first `failures` events with the given name; records everything else.
+struct FailNamed {
+    inner: MemorySink,
+    name: &'static str,
+    failures: AtomicUsize,
+}
+
+#[async_trait]
+impl AuditSink for FailNamed {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if event.name() == self.name
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(AuditError::new("disk full"));
+        }
+        self.inner.record(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_denial_whose_audit_failed_is_recorded_before_the_agent_hears_of_it() {
+    let audit = Arc::new(FailNamed {
+        inner: MemorySink::new(),
+        name: "denied",
+        failures: AtomicUsize::new(1),
+    });
+    let clock = Arc::new(ManualClock::new(
+        "2026-11-21T12:00:00Z".parse().expect("time"),
+    ));
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::users([
+            "sam@example.com",
+        ])))
+        .audit_shared(audit.clone())
+        .clock(clock.clone())
+        .initiator(agent())
+        .poll_interval(Duration::from_millis(5))
+        .build()
+        .expect("gate");
+    let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
+        panic!("pending expected");
+    };
+    let err = gate
+        .decide(id, Review::deny(sam()).reason("not this quarter"))
+        .await
+        .expect_err("audit failed");
+    assert!(
+        matches!(
+            err,
+            ReviewError::Unavailable {
+                component: Component::Audit,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let record = gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Denied);
+    assert!(record.audit_pending, "the unaudited denial is flagged");
+
+    // The agent is not told of the denial while it is missing from the trail...
+    let waiter = {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "refusal returned before the denial was audited"
+    );
+    assert!(!audit.inner.names().contains(&"denied"));
+
+    // ...and after the recovery delay the waiter records it itself, then gets the refusal.
+    clock.advance(TimeDelta::seconds(31));
+    let err = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("waiter returned")
+        .expect("join")
+        .expect_err("denied");
+    assert!(matches!(err, GuardError::Denied { .. }), "{err:?}");
+    let names = audit.inner.names();
+    assert!(names.contains(&"denied"), "{names:?}");
+    let denied = audit
+        .inner
+        .events()
+        .into_iter()
+        .find(|e| e.name() == "denied")
+        .expect("denied event");
+    let json = serde_json::to_value(&denied).expect("json");
+    assert_eq!(json["by"]["id"], "sam@example.com");
+    assert_eq!(json["reason"], "not this quarter");
+    assert!(
+        !gate
+            .get(id)
+            .await
+            .expect("store")
+            .expect("record")
+            .audit_pending,
+        "flag cleared once recorded"
+    );
+}

@@ -1,6 +1,8 @@
-//! Audit log: appending events with signed checkpoints to a file, and verifying a log.
+//! Audit log: appending events with signed checkpoints to a file or to the SQL store's log
+//! table, and verifying a log.
 //!
-//! `cargo bench -p approvals-benches --bench audit_log`
+//! `cargo bench -p approvals-benches --bench audit_log` (the PostgreSQL variant of the SQL
+//! bench runs when `APPROVALS_TEST_POSTGRES_URL` is set, in a schema of its own)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -230,5 +232,86 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, sink, verify);
+/// The SQL store's path: `SqlAuditSink::append` (signed, a checkpoint every 1000 entries) from
+/// 64 concurrent tasks, each waiting for its entry's commit (group commit on SQLite's writer
+/// task or PostgreSQL's audit writer), on an SQLite file and, if configured, PostgreSQL.
+fn sql_sink(c: &mut Criterion) {
+    use approvals_store_sql::{SqlStore, SqlStoreOptions};
+    let events: Arc<Vec<approvals_core::AuditEvent>> = Arc::new(
+        events()
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("a gate event"))
+            .collect(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = Scratch::new("sql-sink");
+    let mut backends = vec![(
+        "sql_sink_append_64_tasks_sqlite",
+        format!("sqlite://{}", dir.path().join("audit.db").display()),
+        None,
+    )];
+    if let Ok(url) = std::env::var("APPROVALS_TEST_POSTGRES_URL") {
+        let schema = format!("bench_audit_{}", std::process::id());
+        backends.push(("sql_sink_append_64_tasks_postgres", url, Some(schema)));
+    }
+    let mut group = c.benchmark_group("audit_log");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(1));
+    for (name, url, schema) in &backends {
+        let mut options = SqlStoreOptions::new(url);
+        if let Some(schema) = schema {
+            options = options.schema(schema);
+        }
+        let store = rt
+            .block_on(SqlStore::connect_with(options))
+            .expect("open the store");
+        let sink = store.signed_audit_sink(config(SyncPolicy::Always), signer());
+        group.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..64u64)
+                        .map(|t| {
+                            let (sink, events) = (sink.clone(), events.clone());
+                            tokio::spawn(async move {
+                                let mut i = t;
+                                while i < iters {
+                                    sink.append(&events[(i % 1000) as usize])
+                                        .await
+                                        .expect("append");
+                                    i += 64;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                });
+                start.elapsed()
+            })
+        });
+        rt.block_on(store.close());
+        if let Some(schema) = schema {
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                    )))
+                    .execute(&pool)
+                    .await;
+                }
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, sink, sql_sink, verify);
 criterion_main!(benches);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 
-use crate::approver::{Approver, DispatchReason};
+use crate::approver::{Approver, ApproverError, DispatchReason};
 use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, AuditSink, EventDetail, RejectCause};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Component, GuardError, ReviewError};
@@ -176,6 +176,7 @@ pub struct GateBuilder {
     context: RequestContext,
     grant_ttl: Duration,
     store_timeout: Duration,
+    approver_timeout: Duration,
     poll_interval: Duration,
     audit_recovery_after: Duration,
 }
@@ -260,6 +261,15 @@ impl GateBuilder {
         self
     }
 
+    /// Longest wait for a channel to deliver a request (default 15 s). A channel that takes
+    /// longer counts as failed for that delivery (`dispatch_failed` is audited); when no
+    /// channel delivers a new request it is cancelled and the caller gets
+    /// [`GuardError::DeliveryFailed`].
+    pub fn approver_timeout(mut self, timeout: Duration) -> Self {
+        self.approver_timeout = timeout;
+        self
+    }
+
     /// How often a waiting `guard()` re-reads the store in case it missed a notification
     /// (default 1 s).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
@@ -291,6 +301,7 @@ impl GateBuilder {
                 context: self.context,
                 grant_ttl: self.grant_ttl,
                 store_timeout: self.store_timeout,
+                approver_timeout: self.approver_timeout,
                 poll_interval: self.poll_interval,
                 audit_recovery_after: self.audit_recovery_after,
                 waiters: Mutex::new(HashMap::new()),
@@ -323,6 +334,7 @@ struct Inner {
     context: RequestContext,
     grant_ttl: Duration,
     store_timeout: Duration,
+    approver_timeout: Duration,
     poll_interval: Duration,
     audit_recovery_after: Duration,
     waiters: Mutex<HashMap<RequestId, Arc<Notify>>>,
@@ -389,6 +401,7 @@ impl Gate {
             context: RequestContext::default(),
             grant_ttl: Duration::from_secs(600),
             store_timeout: Duration::from_secs(5),
+            approver_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             audit_recovery_after: Duration::from_secs(30),
         }
@@ -644,7 +657,19 @@ impl Gate {
         let mut errors = Vec::new();
         for approver in &self.inner.approvers {
             let channel = approver.name().to_owned();
-            match approver.dispatch(&record, reason, self).await {
+            let timeout = self.inner.approver_timeout;
+            let delivered = tokio::time::timeout(timeout, approver.dispatch(&record, reason, self))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApproverError::new(
+                        &channel,
+                        format!(
+                            "the channel did not deliver the request within {timeout:?} (approver_timeout)"
+                        ),
+                    )
+                    .retryable())
+                });
+            match delivered {
                 Ok(delivery) => {
                     self.audit(self.event(&record, EventDetail::Dispatched { channel }))
                         .await?;

@@ -1470,3 +1470,61 @@ async fn a_denial_whose_audit_failed_is_recorded_before_the_agent_hears_of_it() 
         "flag cleared once recorded"
     );
 }
+
+/// A channel whose delivery never completes (a chat API that accepts the connection and
+/// never answers).
+struct HangingApprover;
+
+#[async_trait]
+impl Approver for HangingApprover {
+    fn name(&self) -> &str {
+        "hanging"
+    }
+
+    async fn dispatch(
+        &self,
+        _request: &RequestRecord,
+        _reason: DispatchReason,
+        _gate: &Gate,
+    ) -> Result<Option<Delivery>, ApproverError> {
+        std::future::pending().await
+    }
+
+    async fn resolved(&self, _request: &RequestRecord) -> Result<(), ApproverError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_channel_refuses_within_the_approver_timeout() {
+    let audit = Arc::new(MemorySink::new());
+    let store = Arc::new(MemoryStore::new());
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::users([
+            "sam@example.com",
+        ])))
+        .audit_shared(audit.clone())
+        .store_shared(store.clone())
+        .approver(HangingApprover)
+        .initiator(agent())
+        .approver_timeout(Duration::from_secs(2))
+        .build()
+        .expect("gate");
+    let ran = Ran::default();
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_counted(&gate, &export(1), &ran),
+    )
+    .await
+    .expect("guard() returned instead of hanging")
+    .expect_err("undeliverable");
+    assert!(matches!(err, GuardError::DeliveryFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains("approver_timeout"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert!(audit.names().contains(&"dispatch_failed"));
+    let records = store.list(&ListFilter::default()).await.expect("list");
+    assert_eq!(records[0].state, RequestState::Cancelled);
+}

@@ -305,6 +305,7 @@ impl GateBuilder {
                 poll_interval: self.poll_interval,
                 audit_recovery_after: self.audit_recovery_after,
                 waiters: Mutex::new(HashMap::new()),
+                forwarder: Mutex::new(None),
             }),
         })
     }
@@ -338,6 +339,9 @@ struct Inner {
     poll_interval: Duration,
     audit_recovery_after: Duration,
     waiters: Mutex<HashMap<RequestId, Arc<Notify>>>,
+    /// The task that turns the store's change notifications into wake-ups of the one waiter
+    /// concerned (started with the first wait).
+    forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The policy's version as last seen, shared by the events and grants that record it.
     policy_version: Mutex<Arc<str>>,
 }
@@ -722,7 +726,7 @@ impl Gate {
     }
 
     async fn wait_loop(&self, id: RequestId, notify: &Notify) -> Result<Grant, GuardError> {
-        let mut changes = self.inner.store.changes();
+        self.forward_store_changes();
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -734,26 +738,11 @@ impl Gate {
                 WaitStep::Again => continue,
                 WaitStep::Done(grant) => return Ok(*grant),
             };
-            let store_change = async {
-                match changes.as_mut() {
-                    Some(rx) => loop {
-                        match rx.recv().await {
-                            Ok(changed) if changed == id => break,
-                            Ok(_) => continue,
-                            // Missed some notifications: re-read to be safe.
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await
-                            }
-                        }
-                    },
-                    None => std::future::pending::<()>().await,
-                }
-            };
+            // Woken by a local decide(), by the store's notification of a change made
+            // elsewhere (see forward_store_changes), at the deadline, or by the poll.
             tokio::select! {
                 _ = &mut notified => {}
                 _ = self.inner.clock.sleep_until(deadline) => {}
-                _ = store_change => {}
                 _ = tokio::time::sleep(self.inner.poll_interval) => {}
             }
         }
@@ -1593,10 +1582,46 @@ impl Gate {
     }
 
     fn wake(&self, id: RequestId) {
-        let waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = waiters.get(&id) {
-            notify.notify_waiters();
+        wake_waiter(&self.inner, id);
+    }
+
+    /// Starts (or restarts, if its runtime went away) the one task per gate that listens to
+    /// the store's change notifications and wakes only the waiter of the changed request.
+    /// One listener per gate rather than per waiter: with thousands of waiting agents, every
+    /// change would otherwise wake every one of them.
+    fn forward_store_changes(&self) {
+        let mut forwarder = self
+            .inner
+            .forwarder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if forwarder.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
         }
+        let Some(mut changes) = self.inner.store.changes() else {
+            return;
+        };
+        let inner = Arc::downgrade(&self.inner);
+        *forwarder = Some(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let changed = changes.recv().await;
+                let Some(inner) = inner.upgrade() else {
+                    return; // The gate is gone.
+                };
+                match changed {
+                    Ok(id) => wake_waiter(&inner, id),
+                    // Missed some notifications: every waiter re-reads to be safe.
+                    Err(RecvError::Lagged(_)) => {
+                        let waiters = inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                        for notify in waiters.values() {
+                            notify.notify_waiters();
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }));
     }
 
     /// Tells every channel the request changed, in the background (a slow chat API must not
@@ -1657,6 +1682,13 @@ impl EventSubject {
             digest: self.digest,
             detail,
         }
+    }
+}
+
+fn wake_waiter(inner: &Inner, id: RequestId) {
+    let waiters = inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(notify) = waiters.get(&id) {
+        notify.notify_waiters();
     }
 }
 

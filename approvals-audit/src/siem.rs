@@ -159,9 +159,15 @@ impl Exporter {
         if !event.is_object() {
             return Err(ExportError::BadEvent { seq: entry.seq });
         }
+        // JSON is written canonically (keys sorted), so the output is the same whatever
+        // serde_json features other crates in the build enable (`preserve_order`).
+        let json = |value: Value| {
+            String::from_utf8(crate::canonical::to_vec(&value))
+                .map_err(|_| ExportError::BadEvent { seq: entry.seq })
+        };
         Ok(match self.format {
-            Format::JsonLines => to_jsonl(entry, &event, origin).to_string(),
-            Format::Ocsf => to_ocsf(entry, &event, origin, &self.product_version).to_string(),
+            Format::JsonLines => json(to_jsonl(entry, &event, origin))?,
+            Format::Ocsf => json(to_ocsf(entry, &event, origin, &self.product_version))?,
             Format::Cef => to_cef(entry, &event, origin, &self.product_version),
         })
     }

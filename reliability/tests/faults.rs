@@ -433,7 +433,7 @@ async fn run_case(
 /// The agent waits for its grant and runs the action, trying up to three times as an agent
 /// retrying retryable errors would. The clock is moved on when nothing else can end the wait:
 /// past the expiry of a still-pending request, or past the audit recovery delay of an
-/// approval whose `decide()` failed before auditing it.
+/// approval or denial whose `decide()` failed before auditing it.
 async fn agent_runs(
     gate: &Gate,
     clock: &ManualClock,
@@ -447,7 +447,10 @@ async fn agent_runs(
     for _ in 0..3 {
         match inner.get(id).await.map_err(|e| e.to_string())? {
             Some(r) if r.state == RequestState::Pending => clock.advance(TimeDelta::hours(2)),
-            Some(r) if r.state == RequestState::Approved && r.audit_pending => {
+            Some(r)
+                if matches!(r.state, RequestState::Approved | RequestState::Denied)
+                    && r.audit_pending =>
+            {
                 clock.advance(TimeDelta::seconds(31))
             }
             _ => {}

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -461,12 +462,10 @@ impl Gate {
         let digest = request.digest();
 
         if let Some(key) = &request.idempotency_key
-            && let Some(existing) = self
-                .store_call(self.inner.store.get_by_idempotency_key(key))
-                .await?
+            // Boxed, like create_pending below: the stored record is large, and neither the
+            // allow path nor a waiting caller's task needs room for it.
+            && let Some(submission) = Box::pin(self.reattach_by_key(key, digest)).await?
         {
-            let submission = self.reattach(existing.clone(), key, digest)?;
-            self.redeliver_if_undelivered(existing).await?;
             return Ok(submission);
         }
 
@@ -493,15 +492,14 @@ impl Gate {
         let policy_version = self.shared_policy_version();
         // The decision moves into the event and back out after it is recorded: this is the
         // allow path of every guard() call, so it is not copied.
-        let decided = self
-            .audit_returning(subject.event(
-                now,
-                EventDetail::PolicyDecided {
-                    decision,
-                    policy_version: policy_version.clone(),
-                },
-            ))
-            .await?;
+        let decided = subject.event(
+            now,
+            EventDetail::PolicyDecided {
+                decision,
+                policy_version: policy_version.clone(),
+            },
+        );
+        self.audit_ref(&decided).await?;
         let EventDetail::PolicyDecided { decision, .. } = decided.detail else {
             unreachable!("the event was built as PolicyDecided above")
         };
@@ -524,8 +522,10 @@ impl Gate {
                 reason,
             }),
             Decision::RequireApproval { rule, requirement } => {
-                self.create_pending(id, now, request, digest, rule, requirement)
-                    .await
+                // Boxed: storing and dispatching is the large part of submit's state, and a
+                // waiting caller's task need not keep room for it (the allow path never
+                // takes this branch, so it pays no allocation for it).
+                Box::pin(self.create_pending(id, now, request, digest, rule, requirement)).await
             }
         }
     }
@@ -612,16 +612,34 @@ impl Gate {
             Inserted::Existing(existing) => {
                 // Another task inserted the same idempotency key first.
                 let key = record.request.idempotency_key.clone().unwrap_or_default();
-                return self.reattach(*existing, &key, digest);
+                return self.reattach(&existing, &key, digest);
             }
         }
         self.dispatch(record, DispatchReason::New).await?;
         Ok(Submission::Pending(id))
     }
 
+    /// Re-attaches to the request stored under `key`, if there is one, delivering it again
+    /// if it never was.
+    async fn reattach_by_key(
+        &self,
+        key: &str,
+        digest: Digest,
+    ) -> Result<Option<Submission>, GuardError> {
+        let Some(existing) = self
+            .store_call(self.inner.store.get_by_idempotency_key(key))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let submission = self.reattach(&existing, key, digest)?;
+        self.redeliver_if_undelivered(existing).await?;
+        Ok(Some(submission))
+    }
+
     fn reattach(
         &self,
-        existing: RequestRecord,
+        existing: &RequestRecord,
         key: &str,
         digest: Digest,
     ) -> Result<Submission, GuardError> {
@@ -662,9 +680,9 @@ impl Gate {
         for approver in &self.inner.approvers {
             let channel = approver.name().to_owned();
             let timeout = self.inner.approver_timeout;
-            let delivered = tokio::time::timeout(timeout, approver.dispatch(&record, reason, self))
+            let delivered = within(timeout, approver.dispatch(&record, reason, self))
                 .await
-                .unwrap_or_else(|_| {
+                .unwrap_or_else(|| {
                     Err(ApproverError::new(
                         &channel,
                         format!(
@@ -1506,28 +1524,31 @@ impl Gate {
         }
     }
 
-    async fn audit(&self, event: AuditEvent) -> Result<(), GuardError> {
-        self.audit_returning(event).await.map(drop)
+    // Not an `async fn`: one of those keeps its arguments twice in its state (rust-lang/rust
+    // issue 62958), and an event is a few hundred bytes on every guard() call.
+    #[allow(clippy::manual_async_fn)]
+    fn audit(&self, event: AuditEvent) -> impl Future<Output = Result<(), GuardError>> + '_ {
+        async move { self.audit_ref(&event).await }
     }
 
-    /// Records `event` and hands it back, for callers that still need what it holds.
-    async fn audit_returning(&self, event: AuditEvent) -> Result<AuditEvent, GuardError> {
-        match self.record_bounded(&event).await {
-            Ok(()) => Ok(event),
-            Err(e) => Err(GuardError::unavailable(Component::Audit, e)),
-        }
+    /// Records `event`, for callers that still need what it holds afterwards.
+    async fn audit_ref(&self, event: &AuditEvent) -> Result<(), GuardError> {
+        self.record_bounded(event)
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Audit, e))
     }
 
     /// Records one event, waiting no longer than the store timeout: a hung sink refuses the
     /// action, like an unresponsive store, instead of hanging the caller.
     async fn record_bounded(&self, event: &AuditEvent) -> Result<(), crate::audit::AuditError> {
-        match tokio::time::timeout(self.inner.store_timeout, self.inner.audit.record(event)).await {
-            Ok(result) => result,
-            Err(_) => Err(crate::audit::AuditError::new(format!(
-                "no answer within {:?}",
-                self.inner.store_timeout
-            ))),
-        }
+        within(self.inner.store_timeout, self.inner.audit.record(event))
+            .await
+            .unwrap_or_else(|| {
+                Err(crate::audit::AuditError::new(format!(
+                    "no answer within {:?}",
+                    self.inner.store_timeout
+                )))
+            })
     }
 
     /// The policy version as a shared string, refreshed if the policy reports a new one.
@@ -1559,13 +1580,14 @@ impl Gate {
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.store_timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {:?}",
-                self.inner.store_timeout
-            ))),
-        }
+        within(self.inner.store_timeout, call)
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.inner.store_timeout
+                )))
+            })
     }
 
     fn waiter(&self, id: RequestId) -> Arc<Notify> {
@@ -1683,6 +1705,18 @@ impl EventSubject {
             detail,
         }
     }
+}
+
+/// `call`'s output, or `None` if it did not finish within `limit`. The one bound on every
+/// store call, audit append and channel delivery. A call that is ready at once (an in-memory
+/// store or sink) finishes without a timer being set up: the allow path of `guard()` makes two
+/// audit appends.
+async fn within<T>(limit: Duration, call: impl Future<Output = T>) -> Option<T> {
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    tokio::time::timeout(limit, call).await.ok()
 }
 
 fn wake_waiter(inner: &Inner, id: RequestId) {

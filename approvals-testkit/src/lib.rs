@@ -20,4 +20,6 @@
 
 pub mod faults;
 pub mod fixtures;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod store_suite;

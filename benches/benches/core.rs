@@ -3,33 +3,18 @@
 //! `cargo bench -p approvals-benches --bench core`
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use approvals_core::audit::AuditError;
 use approvals_core::{
-    ActionRequest, AuditEvent, AuditSink, Gate, GuardError, Initiator, Principal, Requirement,
-    Review, RulePolicy, StaticPolicy, Submission,
+    ActionRequest, Gate, GuardError, Initiator, Principal, Requirement, Review, RulePolicy,
+    StaticPolicy, Submission,
 };
-use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
-/// An in-memory sink that keeps the most recent events (a bench runs millions).
-#[derive(Default)]
-struct RecentEvents(Mutex<Vec<AuditEvent>>);
-
-#[async_trait]
-impl AuditSink for RecentEvents {
-    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let mut events = self.0.lock().map_err(|_| AuditError::new("poisoned"))?;
-        if events.len() >= 10_000 {
-            events.clear();
-        }
-        events.push(event.clone());
-        Ok(())
-    }
-}
+#[path = "support/recent_events.rs"]
+mod recent_events;
+use recent_events::RecentEvents;
 
 /// 99 rules that do not match the benchmarked action, then the one that allows it: the
 /// worst case for first-match evaluation.

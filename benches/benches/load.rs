@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use approvals_reliability::load::{self, ReplicaOptions, ReplicaReport};
-use approvals_reliability::pg::{self, PG_ENV};
+use approvals_testkit::pg::{self, PG_ENV};
 
 #[global_allocator]
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);

@@ -26,29 +26,14 @@
 mod policy_peers;
 
 use std::hint::black_box;
-use std::sync::Mutex;
 
-use approvals_core::audit::AuditError;
-use approvals_core::{AuditEvent, AuditSink, Gate, Policy as _};
-use async_trait::async_trait;
+use approvals_core::{Gate, Policy as _};
 use cedar_policy::Authorizer;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// An in-memory sink that keeps the most recent events (as in `core.rs`).
-#[derive(Default)]
-struct RecentEvents(Mutex<Vec<AuditEvent>>);
-
-#[async_trait]
-impl AuditSink for RecentEvents {
-    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let mut events = self.0.lock().map_err(|_| AuditError::new("poisoned"))?;
-        if events.len() >= 10_000 {
-            events.clear();
-        }
-        events.push(event.clone());
-        Ok(())
-    }
-}
+#[path = "support/recent_events.rs"]
+mod recent_events;
+use recent_events::RecentEvents;
 
 fn peers_policy(c: &mut Criterion) {
     match policy_peers::check_equivalence() {

@@ -35,10 +35,8 @@ mod latency;
 
 use std::time::{Duration, Instant};
 
-use approvals_core::{
-    AuditEvent, AuditSink, Gate, GuardError, MemoryStore, RequestId, Review, audit::AuditError,
-};
-use async_trait::async_trait;
+use approvals_core::{Gate, GuardError, MemoryStore, RequestId, Review};
+use approvals_testkit::pg;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -48,21 +46,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// agent has read the pending record and parked (not timed).
 const SETTLE: Duration = Duration::from_millis(5);
 
-/// An in-memory sink that keeps the most recent events.
-#[derive(Default)]
-struct RecentEvents(std::sync::Mutex<Vec<AuditEvent>>);
-
-#[async_trait]
-impl AuditSink for RecentEvents {
-    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let mut events = self.0.lock().map_err(|_| AuditError::new("poisoned"))?;
-        if events.len() >= 10_000 {
-            events.clear();
-        }
-        events.push(event.clone());
-        Ok(())
-    }
-}
+#[path = "support/recent_events.rs"]
+mod recent_events;
+use recent_events::RecentEvents;
 
 async fn next_id(ids: &mut UnboundedReceiver<RequestId>) -> RequestId {
     match tokio::time::timeout(LIMIT, ids.recv()).await {
@@ -176,7 +162,7 @@ fn sqlite(rt: &tokio::runtime::Runtime) -> Value {
 }
 
 fn postgres(rt: &tokio::runtime::Runtime, url: &str) -> Vec<(String, Value)> {
-    let schema = gates::unique_schema();
+    let schema = pg::unique_schema("bench_rt");
     let results = rt.block_on(async {
         let a = gates::postgres_store(url, &schema).await;
         let b = gates::postgres_store(url, &schema).await;
@@ -198,7 +184,7 @@ fn postgres(rt: &tokio::runtime::Runtime, url: &str) -> Vec<(String, Value)> {
             ("postgres_cross_replica_approve".to_owned(), approve),
         ]
     });
-    rt.block_on(gates::drop_schema(url, &schema));
+    rt.block_on(pg::drop_schema(url, &schema));
     results
 }
 
@@ -206,7 +192,7 @@ fn main() {
     let mut results = vec![("memory".to_owned(), memory())];
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     results.push(("sqlite".to_owned(), sqlite(&rt)));
-    if let Some(url) = gates::postgres_url("round_trips postgres") {
+    if let Some(url) = pg::postgres_url("round_trips postgres") {
         results.extend(postgres(&rt, &url));
     }
     latency::report(

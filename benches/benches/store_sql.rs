@@ -23,7 +23,7 @@ use approvals_store_sql::{SqlStore, SqlStoreOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
-const PG_ENV: &str = "APPROVALS_TEST_POSTGRES_URL";
+use approvals_testkit::pg::{drop_schema, postgres_url, unique_schema};
 
 fn gate(store: &SqlStore, poll: Duration) -> Gate {
     Gate::builder()
@@ -75,25 +75,6 @@ async fn lifecycles(gate: &Gate, n: usize) {
         .collect();
     for t in tasks {
         t.await.expect("lifecycle");
-    }
-}
-
-fn unique_schema() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000_000)
-        .unwrap_or_default();
-    format!("bench_{}_{nanos}", std::process::id())
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    use sqlx::Connection;
-    if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        )))
-        .execute(&mut conn)
-        .await;
     }
 }
 
@@ -159,12 +140,11 @@ fn process_cpu() -> Duration {
 }
 
 fn postgres_lifecycles(c: &mut Criterion) {
-    let Ok(url) = std::env::var(PG_ENV) else {
-        eprintln!("SKIPPED store_sql_postgres: set {PG_ENV} to bench PostgreSQL");
+    let Some(url) = postgres_url("store_sql_postgres") else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let schema = unique_schema();
+    let schema = unique_schema("bench");
     let store = rt
         .block_on(SqlStore::connect_with(
             SqlStoreOptions::new(&url)
@@ -260,12 +240,11 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) {
 }
 
 fn postgres_wake(c: &mut Criterion) {
-    let Ok(url) = std::env::var(PG_ENV) else {
-        eprintln!("SKIPPED store_sql_postgres_wake: set {PG_ENV} to bench PostgreSQL");
+    let Some(url) = postgres_url("store_sql_postgres_wake") else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let schema = unique_schema();
+    let schema = unique_schema("bench");
     let open = || SqlStore::connect_with(SqlStoreOptions::new(&url).schema(&schema));
     let a = rt.block_on(open()).expect("replica a");
     let b = rt.block_on(open()).expect("replica b");

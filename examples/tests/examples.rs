@@ -5,8 +5,7 @@ use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The variable naming the PostgreSQL server for tests.
-const PG_ENV: &str = "APPROVALS_TEST_POSTGRES_URL";
+use approvals_testkit::pg::postgres_url;
 
 const SLACK_VARS: [&str; 8] = [
     "SLACK_BOT_TOKEN",
@@ -232,23 +231,6 @@ fn postgres_replicas_share_one_queue_wake_by_notify_and_expire_once() {
         .expect("query")
     });
     assert_eq!(left, 0, "schema {schema} was left behind");
-}
-
-/// The PostgreSQL URL for tests, or `None` after a loud SKIPPED line; a failure when
-/// `CI=true`, where the PostgreSQL tests must run.
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: CI=true but {PG_ENV} is not set; CI must run the PostgreSQL tests");
-            }
-            eprintln!(
-                "\n*** SKIPPED {test}: set {PG_ENV} (for example postgres://postgres@127.0.0.1:5432/test) to run it against PostgreSQL ***"
-            );
-            None
-        }
-    }
 }
 
 /// The list of missing variables in a refusal: between "first:" and "optional:".

@@ -7,4 +7,3 @@
 pub mod crash;
 pub mod fuzz;
 pub mod load;
-pub mod pg;

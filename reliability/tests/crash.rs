@@ -44,11 +44,11 @@ use approvals_core::{
 use approvals_reliability::crash::{
     ChildProcess, CrashPoint, CrashingApprover, CrashingStore, SeededRng, crash,
 };
-use approvals_reliability::pg;
 use approvals_slack::fake::{self, Clicker, FakeSlack};
 use approvals_slack::{SigningSecret, SlackApprover, SlackClient, SlackInteractions, Token};
 use approvals_store_sql::{SqlStore, SqlStoreOptions};
 use approvals_testkit::fixtures::{export_request, reviewer};
+use approvals_testkit::pg;
 use serde_json::Value;
 
 const ROLE: &str = "APPROVALS_CRASH_ROLE";

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use approvals_reliability::load::{self, ReplicaOptions};
-use approvals_reliability::pg;
+use approvals_testkit::pg;
 
 #[global_allocator]
 static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);

@@ -28,8 +28,8 @@ use approvals_core::{
     ActionRequest, AuditEvent, EventDetail, Gate, GuardError, Initiator, Principal, PrincipalKind,
     RequestId, RequestRecord, RequestState, Review, ReviewError, RulePolicy, Submission, Verdict,
 };
-use approvals_reliability::pg;
 use approvals_store_sql::{SqlStore, SqlStoreOptions};
+use approvals_testkit::pg;
 
 const GROUP: &str = "ops";
 /// Bound on any one step of the scenario; far above what a loaded machine needs.

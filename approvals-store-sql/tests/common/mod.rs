@@ -1,45 +1,11 @@
 //! Shared test helpers: fresh SQLite files and fresh PostgreSQL schemas.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use approvals_store_sql::{SqlStore, SqlStoreOptions};
 
-/// The variable naming the PostgreSQL server for tests.
-pub const PG_ENV: &str = "APPROVALS_TEST_POSTGRES_URL";
-
-/// The PostgreSQL URL for tests, or `None` after printing a loud SKIPPED line. Panics when
-/// `CI=true` and the URL is missing: CI must run the PostgreSQL suite for real.
-pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("{test}: CI=true but {PG_ENV} is not set; CI must run the PostgreSQL tests");
-            }
-            // Written to the real stderr, not through eprintln!, so the test harness's output
-            // capture cannot hide it.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED {test}: set {PG_ENV} (for example postgres://postgres@127.0.0.1:5432/test) to run it against PostgreSQL ***"
-            );
-            None
-        }
-    }
-}
-
-/// A schema name no other test or run uses.
-pub fn unique_schema(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000_000)
-        .unwrap_or_default();
-    format!("t_{prefix}_{}_{nanos}_{n}", std::process::id())
-}
+pub use approvals_testkit::pg::{drop_schema, postgres_url, unique_schema};
 
 /// A store in a fresh schema on the test server.
 pub async fn pg_store(url: &str, schema: &str) -> SqlStore {
@@ -50,18 +16,6 @@ pub async fn pg_store(url: &str, schema: &str) -> SqlStore {
     )
     .await
     .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL server at {url}: {e}"))
-}
-
-/// Drops a test schema and everything in it.
-pub async fn drop_schema(url: &str, schema: &str) {
-    use sqlx::Connection;
-    if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
 }
 
 /// A store on a new SQLite file in `dir`.

@@ -18,8 +18,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-/// The environment variable naming the PostgreSQL server for benches (as for the tests).
-pub const PG_ENV: &str = "APPROVALS_TEST_POSTGRES_URL";
+use approvals_testkit::pg::PG_ENV;
 
 /// A review channel that delivers by handing the request id to the bench. Dispatch happens
 /// after the request is stored, so an id received means "pending and persisted".
@@ -88,43 +87,9 @@ pub async fn sqlite_store(dir: &std::path::Path) -> SqlStore {
         .unwrap_or_else(|e| panic!("could not open SQLite at {url}: {e}"))
 }
 
-/// The PostgreSQL URL, or `None` after a loud notice (a local run without a server).
-pub fn postgres_url(what: &str) -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(url) => Some(url),
-        Err(_) => {
-            eprintln!(
-                "SKIPPED {what}: set {PG_ENV}=postgres://postgres@127.0.0.1:5432/test to bench PostgreSQL"
-            );
-            None
-        }
-    }
-}
-
-/// A schema name no other run uses.
-pub fn unique_schema() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() % 1_000_000_000_000)
-        .unwrap_or_default();
-    format!("bench_rt_{}_{nanos}", std::process::id())
-}
-
 /// A PostgreSQL store in `schema` (created by the migrations).
 pub async fn postgres_store(url: &str, schema: &str) -> SqlStore {
     SqlStore::connect_with(SqlStoreOptions::new(url).schema(schema))
         .await
         .unwrap_or_else(|e| panic!("could not connect to PostgreSQL ({PG_ENV}): {e}"))
-}
-
-/// Drops a bench schema (best effort: a leftover schema only costs disk).
-pub async fn drop_schema(url: &str, schema: &str) {
-    use sqlx::Connection;
-    if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
 }

@@ -1,4 +1,5 @@
-//! The PostgreSQL server for tests: its URL, fresh schemas, and the CI rule that it must exist.
+//! The PostgreSQL server for tests and benches: its URL, fresh schemas, and the CI rule that
+//! it must exist. Behind the `postgres` feature.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -19,18 +19,13 @@
 //! ```
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use approvals_core::{
-    ActionRequest, Gate, GuardError, Initiator, MemorySink, Principal, Requirement,
-    StaticIdentityResolver, StaticPolicy,
-};
-use approvals_examples::{Credentials, Mode, Var};
+use approvals_core::StaticIdentityResolver;
+use approvals_examples::{BoxError, Credentials, Var, rotation};
 use approvals_slack::{
     SigningSecret, SlackApprover, SlackClient, SlackInteractions, SocketMode, Token,
 };
-use serde_json::json;
 
 /// What a run against a real workspace needs (see approvals-slack/README.md).
 const CREDENTIALS: Credentials = Credentials {
@@ -75,89 +70,29 @@ const CREDENTIALS: Credentials = Credentials {
     ],
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn env(name: &str) -> Result<String, BoxError> {
-    std::env::var(name).map_err(|_| format!("set {name} (see approvals-slack/README.md)").into())
+    CREDENTIALS.var(name)
 }
 
 /// `SLACK_REVIEWERS="U024BE7LH=sam@example.com:security,U0G9QF9C6=alex@example.com:security"`
 fn reviewers(spec: &str) -> Result<StaticIdentityResolver, BoxError> {
     let mut ids = StaticIdentityResolver::new();
-    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (user, rest) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("SLACK_REVIEWERS entry {entry:?} is not USER=email:group"))?;
-        let (email, groups) = rest.split_once(':').unwrap_or((rest, ""));
-        let principal =
-            Principal::human(email).with_groups(groups.split('+').filter(|g| !g.is_empty()));
+    for (user, principal) in rotation::reviewers("SLACK_REVIEWERS", spec)? {
         ids = ids.map("slack", user, principal);
     }
     Ok(ids)
 }
 
-fn action() -> ActionRequest {
-    ActionRequest::new("secrets.rotate", "kms://prod/payments-key")
-        .params(json!({"key": "payments-key", "grace_period_hours": 24}))
-        .summary("Rotate the payments signing key")
-        .justification("The key is 400 days old; policy SEC-12 requires rotation within 365 days")
-        .environment("production")
-}
-
-fn gate(approver: SlackApprover) -> Result<Gate, BoxError> {
-    Ok(Gate::builder()
-        .policy(StaticPolicy::require(
-            Requirement::groups(["security"]).timeout(Duration::from_secs(15 * 60)),
-        ))
-        .audit(Arc::new(MemorySink::new()))
-        .approver(approver)
-        .initiator(
-            Initiator::agent("key-rotation-agent")
-                .model("claude-opus-4")
-                .on_behalf_of(Principal::human("dana@example.com")),
-        )
-        .build()?)
-}
-
-async fn run_action(gate: &Gate) {
-    println!("agent: asking for approval to rotate kms://prod/payments-key ...");
-    let outcome = gate
-        .run(&action(), || async {
-            println!("agent: approved; rotating the key now");
-            Ok::<_, GuardError>("rotated")
-        })
-        .await;
-    match outcome {
-        Ok(result) => println!("agent: done ({result})"),
-        Err(e) => println!("agent: not run: {e}"),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match CREDENTIALS.choose(&args) {
-        Ok(Mode::Live) => live().await,
-        Ok(Mode::Offline) => offline_demo().await,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("slack example failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    CREDENTIALS.main(live(), offline_demo()).await
 }
 
 /// The flow against a real workspace.
 async fn live() -> Result<(), BoxError> {
     let client = SlackClient::new(Token::new(env("SLACK_BOT_TOKEN")?))?;
     let approver = SlackApprover::new(client.clone(), env("SLACK_CHANNEL_ID")?);
-    let gate = gate(approver.clone())?;
+    let gate = rotation::gate(approver.clone())?;
     let interactions = SlackInteractions::builder(
         gate.clone(),
         client.clone(),
@@ -174,7 +109,7 @@ async fn live() -> Result<(), BoxError> {
         let socket = SocketMode::new(client, Token::new(app_token), interactions).spawn()?;
         socket.wait_for_connections(1).await;
         println!("connected to Slack over Socket Mode");
-        run_action(&gate).await;
+        rotation::run_agent(&gate).await;
         socket.shutdown().await?;
     } else {
         let listen = std::env::var("SLACK_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
@@ -184,7 +119,7 @@ async fn live() -> Result<(), BoxError> {
         );
         let router = interactions.router("/slack/interactivity");
         tokio::spawn(async move { axum::serve(listener, router).await });
-        run_action(&gate).await;
+        rotation::run_agent(&gate).await;
     }
     Ok(())
 }
@@ -200,7 +135,7 @@ async fn offline_demo() -> Result<(), BoxError> {
     );
     let slack = FakeSlack::start().await?;
     let approver = SlackApprover::new(slack.client(), fake::CONVERSATION);
-    let gate = gate(approver.clone())?;
+    let gate = rotation::gate(approver.clone())?;
     let secret = SigningSecret::new("demo-signing-secret")?;
     let interactions = SlackInteractions::builder(gate.clone(), slack.client(), secret.clone())
         .team_id(fake::TEAM_ID)
@@ -213,7 +148,7 @@ async fn offline_demo() -> Result<(), BoxError> {
 
     let agent = {
         let gate = gate.clone();
-        tokio::spawn(async move { run_action(&gate).await })
+        tokio::spawn(async move { rotation::run_agent(&gate).await })
     };
     // Wait for the message to be posted, as a reviewer would see it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

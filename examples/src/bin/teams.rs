@@ -20,14 +20,10 @@
 //! ```
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use approvals_core::{
-    ActionRequest, Gate, GuardError, Initiator, MemorySink, Principal, Requirement,
-    StaticIdentityResolver, StaticPolicy,
-};
-use approvals_examples::{Credentials, Mode, Var};
+use approvals_core::StaticIdentityResolver;
+use approvals_examples::{BoxError, Credentials, Var, rotation};
 use approvals_teams::fake::{FakeConnector, FakeOpenId, FakeTokenEndpoint, TokenSpec};
 use approvals_teams::{
     AuthConfig, BotAuthenticator, ClientSecret, ConnectorClient, DEFAULT_PATH, TeamsApprover,
@@ -35,8 +31,6 @@ use approvals_teams::{
 };
 use bytes::Bytes;
 use serde_json::{Value, json};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a run against a real tenant needs (see approvals-teams/README.md).
 const CREDENTIALS: Credentials = Credentials {
@@ -76,81 +70,23 @@ const CREDENTIALS: Credentials = Credentials {
 };
 
 fn env(name: &str) -> Result<String, BoxError> {
-    std::env::var(name).map_err(|_| format!("set {name} (see approvals-teams/README.md)").into())
+    CREDENTIALS.var(name)
 }
 
 /// `TEAMS_REVIEWERS="<aad object id>=sam@example.com:security,<aad object id>=alex@example.com:security+sre"`
 fn reviewers(tenant: &str, spec: &str) -> Result<StaticIdentityResolver, BoxError> {
     let mut ids = StaticIdentityResolver::new();
-    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (aad, rest) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("TEAMS_REVIEWERS entry {entry:?} is not AAD_ID=email:group"))?;
-        let (email, groups) = rest.split_once(':').unwrap_or((rest, ""));
-        let principal =
-            Principal::human(email).with_groups(groups.split('+').filter(|g| !g.is_empty()));
+    for (aad, principal) in rotation::reviewers("TEAMS_REVIEWERS", spec)? {
         let external = external_id(tenant, aad)
-            .ok_or_else(|| format!("TEAMS_REVIEWERS entry {entry:?} has an invalid id"))?;
+            .ok_or_else(|| format!("TEAMS_REVIEWERS entry for {aad:?} has an invalid id"))?;
         ids = ids.map("teams", external, principal);
     }
     Ok(ids)
 }
 
-fn action() -> ActionRequest {
-    ActionRequest::new("secrets.rotate", "kms://prod/payments-key")
-        .params(json!({"key": "payments-key", "grace_period_hours": 24}))
-        .summary("Rotate the payments signing key")
-        .justification("The key is 400 days old; policy SEC-12 requires rotation within 365 days")
-        .environment("production")
-}
-
-fn gate(approver: TeamsApprover) -> Result<Gate, BoxError> {
-    Ok(Gate::builder()
-        .policy(StaticPolicy::require(
-            Requirement::groups(["security"]).timeout(Duration::from_secs(15 * 60)),
-        ))
-        .audit_shared(Arc::new(MemorySink::new()))
-        .approver(approver)
-        .initiator(
-            Initiator::agent("key-rotation-agent")
-                .model("claude-opus-4")
-                .on_behalf_of(Principal::human("dana@example.com")),
-        )
-        .build()?)
-}
-
-async fn run_action(gate: &Gate) {
-    println!("agent: asking for approval to rotate kms://prod/payments-key ...");
-    let outcome = gate
-        .run(&action(), || async {
-            println!("agent: approved; rotating the key now");
-            Ok::<_, GuardError>("rotated")
-        })
-        .await;
-    match outcome {
-        Ok(result) => println!("agent: done ({result})"),
-        Err(e) => println!("agent: not run: {e}"),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match CREDENTIALS.choose(&args) {
-        Ok(Mode::Live) => live().await,
-        Ok(Mode::Offline) => offline().await,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("teams example failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    CREDENTIALS.main(live(), offline()).await
 }
 
 async fn live() -> Result<(), BoxError> {
@@ -165,7 +101,7 @@ async fn live() -> Result<(), BoxError> {
         env("TEAMS_SERVICE_URL")?,
         env("TEAMS_CONVERSATION_ID")?,
     );
-    let gate = gate(approver.clone())?;
+    let gate = rotation::gate(approver.clone())?;
     let handler =
         TeamsInteractions::builder(gate.clone(), reviewers(&tenant, &env("TEAMS_REVIEWERS")?)?)
             .authenticator(BotAuthenticator::new(AuthConfig::new(app_id))?)
@@ -181,7 +117,7 @@ async fn live() -> Result<(), BoxError> {
             eprintln!("bot: server stopped: {e}");
         }
     });
-    run_action(&gate).await;
+    rotation::run_agent(&gate).await;
     Ok(())
 }
 
@@ -208,7 +144,7 @@ async fn offline() -> Result<(), BoxError> {
         bot.service_url(),
         CONVERSATION,
     );
-    let gate = gate(approver.clone())?;
+    let gate = rotation::gate(approver.clone())?;
     let ids = reviewers(
         TENANT,
         &format!("{SAM_AAD}=sam@example.com:security,{DANA_AAD}=dana@example.com:security"),
@@ -222,7 +158,7 @@ async fn offline() -> Result<(), BoxError> {
         .build()?;
 
     let agent_gate = gate.clone();
-    let agent = tokio::spawn(async move { run_action(&agent_gate).await });
+    let agent = tokio::spawn(async move { rotation::run_agent(&agent_gate).await });
 
     // Wait for the card to be posted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

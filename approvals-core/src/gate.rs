@@ -298,8 +298,8 @@ impl GateBuilder {
                 audit,
                 approvers: self.approvers,
                 clock: self.clock,
-                initiator: self.initiator,
-                context: self.context,
+                initiator: self.initiator.map(Arc::new),
+                context: Arc::new(self.context),
                 grant_ttl: self.grant_ttl,
                 store_timeout: self.store_timeout,
                 approver_timeout: self.approver_timeout,
@@ -332,8 +332,8 @@ struct Inner {
     audit: Arc<dyn AuditSink>,
     approvers: Vec<Arc<dyn Approver>>,
     clock: Arc<dyn Clock>,
-    initiator: Option<Initiator>,
-    context: RequestContext,
+    initiator: Option<Arc<Initiator>>,
+    context: Arc<RequestContext>,
     grant_ttl: Duration,
     store_timeout: Duration,
     approver_timeout: Duration,
@@ -539,15 +539,7 @@ impl Gate {
                 "the action names no initiator; set one on the gate with .initiator(..) or on the request".into(),
             ));
         }
-        let defaults = &self.inner.context;
-        let ctx = &mut request.context;
-        fill(&mut ctx.environment, &defaults.environment);
-        fill(&mut ctx.ticket, &defaults.ticket);
-        fill(&mut ctx.commit, &defaults.commit);
-        fill(&mut ctx.impact, &defaults.impact);
-        if ctx.risk.is_none() {
-            ctx.risk = defaults.risk;
-        }
+        with_defaults(&mut request.context, &self.inner.context);
         if request.kind.trim().is_empty() || request.kind.chars().count() > MAX_NAME_CHARS {
             return Err(GuardError::InvalidRequest(format!(
                 "the action kind must be 1 to {MAX_NAME_CHARS} characters"
@@ -568,7 +560,7 @@ impl Gate {
         request: Arc<ActionRequest>,
         digest: Digest,
         rule: Option<String>,
-        requirement: Requirement,
+        requirement: Arc<Requirement>,
     ) -> Result<Submission, GuardError> {
         if requirement.quorum == 0 {
             return Err(GuardError::unavailable(
@@ -596,7 +588,7 @@ impl Gate {
                 .map(|e| now + to_delta(e.after)),
             requirement,
             policy_rule: rule,
-            policy_version: self.policy_version().to_owned(),
+            policy_version: self.shared_policy_version(),
             state: RequestState::Pending,
             created_at: now,
             escalated: false,
@@ -838,7 +830,7 @@ impl Gate {
             issued_at: now,
             expires_at,
             policy_rule: record.policy_rule.clone(),
-            policy_version: record.policy_version.as_str().into(),
+            policy_version: record.policy_version.clone(),
             approved: true,
         })
     }
@@ -980,11 +972,11 @@ impl Gate {
             }
             let mut next = record.clone();
             next.state = RequestState::Executing;
-            next.execution = Some(crate::store::Execution {
+            next.execution = Some(Box::new(crate::store::Execution {
                 started_at: now,
                 finished_at: None,
                 error: None,
-            });
+            }));
             if self
                 .store_call(self.inner.store.compare_and_set(record.version, &next))
                 .await?
@@ -1036,11 +1028,11 @@ impl Gate {
                     // so a waiter can record it if this call dies before doing so.
                     next.audit_pending = true;
                     next.grant_expires_at = None;
-                    next.resolution = Some(Resolution {
+                    next.resolution = Some(Box::new(Resolution {
                         by: Some(review.reviewer.clone()),
                         reason: review.reason.clone(),
                         at: now,
-                    });
+                    }));
                 }
                 Verdict::Approve if approvals >= quorum => {
                     next.state = RequestState::Approved;
@@ -1329,11 +1321,11 @@ impl Gate {
     async fn expire(&self, record: &RequestRecord) -> Result<bool, GuardError> {
         let mut next = record.clone();
         next.state = RequestState::Expired;
-        next.resolution = Some(Resolution {
+        next.resolution = Some(Box::new(Resolution {
             by: None,
             reason: Some("no decision before the deadline".into()),
             at: self.now(),
-        });
+        }));
         self.transition(record, next, EventDetail::Expired {}).await
     }
 
@@ -1470,11 +1462,11 @@ impl Gate {
             }
             let mut next = record.clone();
             next.state = RequestState::Cancelled;
-            next.resolution = Some(Resolution {
+            next.resolution = Some(Box::new(Resolution {
                 by: by.clone(),
                 reason: reason.clone(),
                 at: self.now(),
-            });
+            }));
             let detail = EventDetail::Cancelled {
                 by: by.clone(),
                 reason: reason.clone(),
@@ -1742,12 +1734,41 @@ fn finish_execution(record: &mut RequestRecord, now: DateTime<Utc>, error: Optio
         RequestState::Executed
     };
     let started_at = record.execution.as_ref().map_or(now, |e| e.started_at);
-    record.execution = Some(crate::store::Execution {
+    record.execution = Some(Box::new(crate::store::Execution {
         started_at,
         finished_at: Some(now),
         error,
-    });
+    }));
     true
+}
+
+/// Fills the fields `context` leaves empty from the gate's `defaults`. The common cases copy
+/// nothing: a request without context shares the defaults, and one that needs nothing from
+/// them is left as it is.
+fn with_defaults(context: &mut Arc<RequestContext>, defaults: &Arc<RequestContext>) {
+    fn missing(slot: &Option<String>, default: &Option<String>) -> bool {
+        slot.is_none() && default.is_some()
+    }
+    if context.is_empty() {
+        context.clone_from(defaults);
+        return;
+    }
+    let needed = missing(&context.environment, &defaults.environment)
+        || missing(&context.ticket, &defaults.ticket)
+        || missing(&context.commit, &defaults.commit)
+        || missing(&context.impact, &defaults.impact)
+        || (context.risk.is_none() && defaults.risk.is_some());
+    if !needed {
+        return;
+    }
+    let ctx = Arc::make_mut(context);
+    fill(&mut ctx.environment, &defaults.environment);
+    fill(&mut ctx.ticket, &defaults.ticket);
+    fill(&mut ctx.commit, &defaults.commit);
+    fill(&mut ctx.impact, &defaults.impact);
+    if ctx.risk.is_none() {
+        ctx.risk = defaults.risk;
+    }
 }
 
 fn fill(slot: &mut Option<String>, default: &Option<String>) {

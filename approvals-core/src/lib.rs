@@ -225,7 +225,7 @@ pub mod __private {
     /// Sets the context.
     pub fn set_context(request: &mut Result<ActionRequest, GuardError>, context: RequestContext) {
         if let Ok(request) = request {
-            request.context = context;
+            request.context = Arc::new(context);
         }
     }
 

@@ -240,6 +240,19 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The shared empty context: requests without one all point at it, so an unset context
+    /// costs a pointer, not a copy of every field.
+    pub fn empty() -> Arc<RequestContext> {
+        static EMPTY: std::sync::LazyLock<Arc<RequestContext>> =
+            std::sync::LazyLock::new(|| Arc::new(RequestContext::default()));
+        EMPTY.clone()
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == RequestContext::default()
+    }
+
     /// A context with only the environment set.
     pub fn environment(env: impl Into<String>) -> Self {
         RequestContext {
@@ -300,8 +313,8 @@ pub trait Action: Send + Sync {
             resource: self.resource().into_owned(),
             params: Arc::new(self.params()),
             summary: self.summary(),
-            initiator: self.initiator(),
-            context: self.context().unwrap_or_default(),
+            initiator: self.initiator().map(Arc::new),
+            context: self.context().map_or_else(RequestContext::empty, Arc::new),
             justification: self.justification(),
             idempotency_key: self.idempotency_key(),
         }
@@ -324,12 +337,14 @@ pub struct ActionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// Who asks. The gate fills in its default initiator when this is `None`, and refuses a
-    /// request that has none at all.
+    /// request that has none at all. Shared like the parameters: every request an agent makes
+    /// under the gate's default initiator points at the one copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initiator: Option<Initiator>,
-    /// Reviewer context.
-    #[serde(default)]
-    pub context: RequestContext,
+    pub initiator: Option<Arc<Initiator>>,
+    /// Reviewer context. Shared like the parameters (an unset context is
+    /// [`RequestContext::empty`]); change it with [`Arc::make_mut`] or the builder methods.
+    #[serde(default = "RequestContext::empty")]
+    pub context: Arc<RequestContext>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<String>,
@@ -347,7 +362,7 @@ impl ActionRequest {
             params: Arc::new(Value::Object(Default::default())),
             summary: None,
             initiator: None,
-            context: RequestContext::default(),
+            context: RequestContext::empty(),
             justification: None,
             idempotency_key: None,
         }
@@ -376,19 +391,19 @@ impl ActionRequest {
 
     /// Sets the initiator.
     pub fn initiator(mut self, initiator: Initiator) -> Self {
-        self.initiator = Some(initiator);
+        self.initiator = Some(Arc::new(initiator));
         self
     }
 
     /// Sets the context.
     pub fn context(mut self, context: RequestContext) -> Self {
-        self.context = context;
+        self.context = Arc::new(context);
         self
     }
 
     /// Sets the environment in the context.
     pub fn environment(mut self, env: impl Into<String>) -> Self {
-        self.context.environment = Some(env.into());
+        Arc::make_mut(&mut self.context).environment = Some(env.into());
         self
     }
 
@@ -932,8 +947,8 @@ mod tests {
                         resource,
                         params: Arc::new(params),
                         summary,
-                        initiator,
-                        context,
+                        initiator: initiator.map(Arc::new),
+                        context: Arc::new(context),
                         justification,
                         idempotency_key: None,
                     }

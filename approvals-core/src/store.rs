@@ -221,12 +221,12 @@ pub struct RequestRecord {
     /// `request.digest()`, stored so it is never recomputed differently.
     pub digest: Digest,
     /// Who must approve.
-    pub requirement: Requirement,
+    pub requirement: Arc<Requirement>,
     /// The policy rule that asked for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_rule: Option<String>,
-    /// The policy's version.
-    pub policy_version: String,
+    /// The policy's version, shared with the gate's current one.
+    pub policy_version: Arc<str>,
     /// Where it is in the lifecycle.
     pub state: RequestState,
     /// When it was created.
@@ -242,9 +242,10 @@ pub struct RequestRecord {
     /// Accepted reviews, in order.
     #[serde(default)]
     pub reviews: Vec<ReviewRecord>,
-    /// Who ended it (deny, cancel, expiry) and why.
+    /// Who ended it (deny, cancel, expiry) and why. Boxed, like `execution`: set only at the
+    /// end, so a pending record does not carry room for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<Resolution>,
+    pub resolution: Option<Box<Resolution>>,
     /// Set when the request was approved or denied but the decision's audit events are not
     /// yet recorded. No grant is issued, and no waiter is told of a denial, while it is set,
     /// so a decision never takes effect before it is in the audit trail. Cleared by the
@@ -260,7 +261,7 @@ pub struct RequestRecord {
     pub deliveries: Vec<Delivery>,
     /// What happened when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution: Option<Execution>,
+    pub execution: Option<Box<Execution>>,
 }
 
 impl RequestRecord {

@@ -90,8 +90,8 @@ impl RequestView {
             params: (*req.params).clone(),
             summary: req.summary.clone(),
             justification: req.justification.clone(),
-            initiator: req.initiator.clone(),
-            context: req.context.clone(),
+            initiator: req.initiator.as_deref().cloned(),
+            context: (*req.context).clone(),
             digest: record.digest,
             requirement: RequirementView {
                 users: r.users.clone(),
@@ -111,12 +111,12 @@ impl RequestView {
             },
             approvals: record.approvers().len() as u32,
             policy_rule: record.policy_rule.clone(),
-            policy_version: record.policy_version.clone(),
+            policy_version: record.policy_version.to_string(),
             created_at: record.created_at,
             expires_at: record.expires_at,
             escalated: record.escalated,
             reviews: record.reviews.clone(),
-            resolution: record.resolution.clone(),
+            resolution: record.resolution.as_deref().cloned(),
             grant_expires_at: record.grant_expires_at,
         }
     }

@@ -299,7 +299,7 @@ async fn arguments_used_as_gate_context_or_justification_are_not_parameters() {
     let records = gate.store().list(&Default::default()).await.expect("list");
     let request = &records[0].request;
     assert_eq!(*request.params, json!({"version": "1.2.3"}));
-    assert_eq!(request.context, ctx);
+    assert_eq!(*request.context, ctx);
     assert_eq!(request.justification.as_deref(), Some("hotfix"));
 }
 

@@ -593,7 +593,7 @@ mod tests {
             version: 3,
             digest: request.digest(),
             request,
-            requirement: Requirement::groups(["dba"]).quorum(2),
+            requirement: Requirement::groups(["dba"]).quorum(2).into(),
             policy_rule: Some("migrations".into()),
             policy_version: "v1".into(),
             state,
@@ -642,11 +642,11 @@ mod tests {
         r.state = RequestState::Executed;
         assert!(status(&r).contains("ran successfully"));
         r.state = RequestState::Failed;
-        r.execution = Some(Execution {
+        r.execution = Some(Box::new(Execution {
             started_at: Utc::now(),
             finished_at: None,
             error: Some("disk full".into()),
-        });
+        }));
         assert!(status(&r).contains("failed: disk full"));
         r.state = RequestState::Lapsed;
         assert!(status(&r).contains("not used in time"));
@@ -659,11 +659,11 @@ mod tests {
             "Denied by Cy: “not in the window”. Nothing was run."
         );
         let mut c = record(RequestState::Cancelled);
-        c.resolution = Some(Resolution {
+        c.resolution = Some(Box::new(Resolution {
             by: None,
             reason: Some("no channel could deliver".into()),
             at: Utc::now(),
-        });
+        }));
         assert!(status(&c).starts_with("Cancelled: “no channel could deliver”"));
         assert!(status(&record(RequestState::Expired)).contains("Expired with 0 of 2"));
     }
@@ -674,7 +674,7 @@ mod tests {
             refresh_user_ids: vec!["29:ann".into(); 70],
         };
         let mut r = record(RequestState::Pending);
-        r.requirement.reason_required = true;
+        std::sync::Arc::make_mut(&mut r.requirement).reason_required = true;
         let card = request_card(&r, &options, None);
         assert_eq!(card["version"], CARD_VERSION);
         assert_eq!(card["actions"][0]["verb"], VERB_APPROVE);

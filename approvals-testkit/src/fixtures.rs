@@ -44,7 +44,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         digest: request.digest(),
         request,
         expires_at: created_at + TimeDelta::hours(1),
-        requirement,
+        requirement: Arc::new(requirement),
         policy_rule: Some("exports".into()),
         policy_version: "test-policy".into(),
         state: RequestState::Pending,
@@ -115,7 +115,8 @@ pub fn full_record() -> RequestRecord {
                 after: Duration::from_secs(600),
                 users: vec!["ciso@example.com".into()],
                 groups: vec!["security-leads".into()],
-            }),
+            })
+            .into(),
         policy_rule: Some("key-rotation".into()),
         policy_version: "sha256:policy".into(),
         state: RequestState::Approved,
@@ -130,11 +131,11 @@ pub fn full_record() -> RequestRecord {
             channel: "slack".into(),
             at: at + TimeDelta::seconds(5),
         }],
-        resolution: Some(Resolution {
+        resolution: Some(Box::new(Resolution {
             by: Some(sam),
             reason: Some("approved".into()),
             at: at + TimeDelta::seconds(6),
-        }),
+        })),
         // Set so the round trip covers it; no gate acts on this record.
         audit_pending: true,
         grant_expires_at: Some(at + TimeDelta::minutes(40)),
@@ -142,11 +143,11 @@ pub fn full_record() -> RequestRecord {
             channel: "slack".into(),
             reference: json!({"channel": "C123", "ts": "1700000000.000100"}),
         }],
-        execution: Some(Execution {
+        execution: Some(Box::new(Execution {
             started_at: at + TimeDelta::seconds(7),
             finished_at: Some(at + TimeDelta::seconds(8)),
             error: Some("partial failure: ☠".into()),
-        }),
+        })),
     }
 }
 

@@ -308,7 +308,7 @@ pub async fn racing_cas_writers_have_one_winner(store: Arc<dyn Store>) {
     let results = join_all((0..WRITERS).map(|i| {
         let store = store.clone();
         let mut next = record.clone();
-        next.policy_version = format!("writer-{i}");
+        next.policy_version = format!("writer-{i}").into();
         tokio::spawn(async move { store.compare_and_set(1, &next).await })
     }))
     .await;
@@ -320,7 +320,7 @@ pub async fn racing_cas_writers_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(winners.len(), 1, "exactly one writer wins a version");
     let stored = fetch(&store, record.id).await;
     assert_eq!(stored.version, 2);
-    assert_eq!(stored.policy_version, format!("writer-{}", winners[0]));
+    assert_eq!(*stored.policy_version, format!("writer-{}", winners[0]));
 }
 
 /// [`WRITERS`] tasks each append one review with read-modify-write retries: every append

@@ -4,6 +4,7 @@ mod duration;
 mod glob;
 mod rules;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,8 +49,9 @@ pub enum Decision {
         /// The rule that asked for approval, if named.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
-        /// Who must approve and how.
-        requirement: Requirement,
+        /// Who must approve and how. Shared: a rule's requirement is not copied into every
+        /// request it applies to.
+        requirement: Arc<Requirement>,
     },
 }
 
@@ -216,7 +218,7 @@ impl StaticPolicy {
     pub fn require(requirement: Requirement) -> Self {
         Self::new(Decision::RequireApproval {
             rule: Some("require-all".into()),
-            requirement,
+            requirement: Arc::new(requirement),
         })
     }
 }

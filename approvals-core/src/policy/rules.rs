@@ -42,6 +42,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -503,14 +504,14 @@ impl OutcomeSpec {
                 });
                 CompiledOutcome::Require {
                     rule,
-                    requirement: Requirement {
+                    requirement: Arc::new(Requirement {
                         users: approvers.users,
                         groups: approvers.groups,
                         quorum: self.quorum.unwrap_or(1),
                         reason_required: self.reason_required,
                         timeout,
                         escalation,
-                    },
+                    }),
                 }
             }
         }
@@ -646,7 +647,7 @@ enum CompiledOutcome {
     },
     Require {
         rule: Option<String>,
-        requirement: Requirement,
+        requirement: Arc<Requirement>,
     },
 }
 
@@ -943,7 +944,7 @@ approvers = { groups = ["security"] }
         assert_eq!(requirement.timeout, Duration::from_secs(1800));
         assert_eq!(requirement.groups, vec!["data-owners"]);
         assert_eq!(requirement.users, vec!["cto@example.com"]);
-        let esc = requirement.escalation.expect("escalation");
+        let esc = requirement.escalation.as_ref().expect("escalation");
         assert_eq!(esc.after, Duration::from_secs(600));
         assert_eq!(esc.groups, vec!["security-oncall"]);
     }
@@ -954,7 +955,7 @@ approvers = { groups = ["security"] }
         let staging = export(5000, "csv").environment("staging");
         assert_ne!(rule_of(&p, &staging).as_deref(), Some("big-prod-exports"));
         let mut no_env = export(5000, "csv");
-        no_env.context.environment = None;
+        std::sync::Arc::make_mut(&mut no_env.context).environment = None;
         assert_ne!(rule_of(&p, &no_env).as_deref(), Some("big-prod-exports"));
         let other_agent = export(5000, "csv").initiator(Initiator::agent("support-agent"));
         assert_ne!(

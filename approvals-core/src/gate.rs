@@ -779,28 +779,19 @@ impl Gate {
                 }
                 escalate_at.map_or(record.expires_at, |at| at.min(record.expires_at))
             }
-            RequestState::Approved if record.audit_pending => {
-                // Approved but not yet in the audit trail: wait for the reviewer's
-                // `decide()` to record it, or record it ourselves if that never happens.
-                let recover_at = decided_at(&record) + to_delta(self.inner.audit_recovery_after);
+            RequestState::Approved | RequestState::Denied if record.audit_pending => {
+                // Decided but not yet in the audit trail: neither the grant nor the refusal
+                // is returned before it is. Wait for the reviewer's `decide()` to record it,
+                // or record it ourselves if that never happens.
+                let recover_at = self.recover_at(&record);
                 if now >= recover_at {
-                    self.recover_approval(&record).await?;
+                    self.recover_decision(&record).await?;
                     return Ok(WaitStep::Again);
                 }
                 recover_at
             }
             RequestState::Approved => {
                 return Ok(WaitStep::Done(Box::new(self.issue_grant(record).await?)));
-            }
-            RequestState::Denied if record.audit_pending => {
-                // Denied, but the reviewer's `decide()` has not (yet) recorded it: the refusal
-                // is returned only once the denial is in the audit trail.
-                let recover_at = decided_at(&record) + to_delta(self.inner.audit_recovery_after);
-                if now >= recover_at {
-                    self.recover_denial(&record).await?;
-                    return Ok(WaitStep::Again);
-                }
-                recover_at
             }
             _ => return Err(refusal(&record)),
         };
@@ -1287,11 +1278,9 @@ impl Gate {
                     report.escalated += usize::from(self.escalate(&record).await?);
                 }
                 RequestState::Approved
-                    if record.audit_pending
-                        && now
-                            >= decided_at(&record) + to_delta(self.inner.audit_recovery_after) =>
+                    if record.audit_pending && now >= self.recover_at(&record) =>
                 {
-                    self.recover_approval(&record).await?;
+                    self.recover_decision(&record).await?;
                     report.recovered += 1;
                 }
                 RequestState::Approved if record.grant_expires_at.is_some_and(|t| now >= t) => {
@@ -1327,6 +1316,23 @@ impl Gate {
             at: self.now(),
         }));
         self.transition(record, next, EventDetail::Expired {}).await
+    }
+
+    /// When a decision still flagged `audit_pending` is recorded by someone other than its
+    /// reviewer: `audit_recovery_after` past the last review.
+    fn recover_at(&self, record: &RequestRecord) -> DateTime<Utc> {
+        let decided_at = record.reviews.last().map_or(record.created_at, |r| r.at);
+        decided_at + to_delta(self.inner.audit_recovery_after)
+    }
+
+    /// Records the events of a decision (approval or denial) that its reviewer's `decide()`
+    /// persisted but did not audit, then clears `audit_pending`.
+    async fn recover_decision(&self, record: &RequestRecord) -> Result<(), GuardError> {
+        if record.state == RequestState::Denied {
+            self.recover_denial(record).await
+        } else {
+            self.recover_approval(record).await
+        }
     }
 
     /// Records the `approved` event for an approval whose reviewer's `decide()` did not get to
@@ -1720,10 +1726,6 @@ fn wake_waiter(inner: &Inner, id: RequestId) {
 
 /// When the request was decided: the last accepted review (the one that reached the quorum, or
 /// the denial).
-fn decided_at(record: &RequestRecord) -> DateTime<Utc> {
-    record.reviews.last().map_or(record.created_at, |r| r.at)
-}
-
 fn finish_execution(record: &mut RequestRecord, now: DateTime<Utc>, error: Option<String>) -> bool {
     if record.state != RequestState::Executing {
         return false;

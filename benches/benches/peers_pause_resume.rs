@@ -127,7 +127,7 @@ fn main() {
     let (requests, audit) = rt.block_on(async {
         (
             rows(&url, "approval_requests").await,
-            rows(&url, "approval_audit").await,
+            rows(&url, "approval_audit_log").await,
         )
     });
     latency::report(

@@ -41,15 +41,16 @@ usage:
       checks an inclusion proof without the log
   approvals-audit consistency <log> <old size> <new size>
       prints a JSON proof that checkpoint <new size> extends checkpoint <old size>
-  approvals-audit report <log> (--trust ...)... --out <report.html> [--csv <report.csv>]
+  approvals-audit report (<log> | --db <url> [--schema <name>]) (--trust ...)... --out <report.html> [--csv <report.csv>]
                          [--from <date|RFC 3339>] [--to <date|RFC 3339>] [--title <text>]
                          [--known <checkpoint file>]... [--origin <origin>]
       verifies the log and writes the auditors' evidence report (HTML, and CSV with --csv);
       exits 1 if the log fails verification (the report then says so in red)
-  approvals-audit export <log> (--trust ...)... --format jsonl|ocsf|cef [--out <file>]
-                         [--follow] [--poll-ms <ms>] [--known <checkpoint file>]... [--origin <origin>]
+  approvals-audit export (<log> | --db <url> [--schema <name>]) (--trust ...)... --format jsonl|ocsf|cef
+                         [--out <file>] [--follow] [--poll-ms <ms>] [--known <checkpoint file>]... [--origin <origin>]
       writes every entry covered by a verified checkpoint as JSON lines, OCSF or CEF; with
-      --follow keeps reading the growing log; refuses (exit 1) a log that fails verification
+      --follow keeps reading the growing log file (not with --db); refuses (exit 1) a log that
+      fails verification
   approvals-audit grant verify <token | -> (--trust ...)... --digest <sha256:...>
                          [--audience <aud>] [--issuer <iss>] [--now <RFC 3339>]
       checks a signed grant token and prints its claims as JSON; exit 1 if refused";
@@ -318,11 +319,12 @@ fn report(args: &[String]) -> Result<(), Fail> {
             "out",
             "csv",
             "title",
+            "db",
+            "schema",
         ],
     )?;
-    let [log] = a.positional[..] else {
-        return Err(usage("report needs one log file"));
-    };
+    let input = a.log_input("report")?;
+    let log = &input.path;
     let out = a
         .one("out")
         .ok_or_else(|| usage("report needs --out <report.html>"))?;
@@ -340,7 +342,10 @@ fn report(args: &[String]) -> Result<(), Fail> {
     }
     let mut options = ReportOptions::default()
         .period(bound("from", false)?, bound("to", true)?)
-        .verify_command(format!("approvals-audit verify {log}{trust_args}"));
+        .verify_command(format!(
+            "approvals-audit verify {}{trust_args}",
+            input.verify_target
+        ));
     if let Some(title) = a.one("title") {
         options = options.title(title);
     }
@@ -384,12 +389,18 @@ fn export(args: &[String]) -> Result<(), Fail> {
             "format",
             "out",
             "poll-ms",
+            "db",
+            "schema",
         ],
         &["follow"],
     )?;
-    let [log] = a.positional[..] else {
-        return Err(usage("export needs one log file"));
-    };
+    if a.has("follow") && a.one("db").is_some() {
+        return Err(usage(
+            "--follow reads a growing log file; with --db, run export again for new entries",
+        ));
+    }
+    let input = a.log_input("export")?;
+    let log = &input.path;
     let format: Format = a
         .one("format")
         .ok_or_else(|| usage("export needs --format jsonl|ocsf|cef"))?
@@ -476,6 +487,84 @@ fn grant_verify(args: &[String]) -> Result<(), Fail> {
     }
 }
 
+/// The log a command reads: the file named, or with `--db` the database's log copied exactly
+/// as stored (as `export-db` does) to a private temporary file that is removed when this is
+/// dropped. `report` and `export` then verify and read a database with the same code as a
+/// file.
+struct LogInput {
+    path: std::path::PathBuf,
+    temporary: bool,
+    /// What follows `approvals-audit verify` to check the same log, for the report.
+    verify_target: String,
+}
+
+impl Drop for LogInput {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Args<'_> {
+    fn log_input(&self, command: &str) -> Result<LogInput, Fail> {
+        match (self.one("db"), &self.positional[..]) {
+            (None, [log]) => Ok(LogInput {
+                path: log.into(),
+                temporary: false,
+                verify_target: (*log).to_owned(),
+            }),
+            (Some(url), []) => {
+                let schema = self.one("schema");
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let path = std::env::temp_dir().join(format!(
+                    "approvals-audit-{}-{nanos}.log",
+                    std::process::id()
+                ));
+                let file = create_private(&path)
+                    .map_err(|e| err(format!("creating {}: {e}", path.display())))?;
+                let input = LogInput {
+                    path,
+                    temporary: true,
+                    verify_target: match schema {
+                        Some(schema) => format!("--db {} --schema {schema}", redacted(url)),
+                        None => format!("--db {}", redacted(url)),
+                    },
+                };
+                let mut writer = std::io::BufWriter::new(file);
+                with_db(url, schema, async |db| db.export(&mut writer).await)?;
+                writer
+                    .into_inner()
+                    .map_err(|e| err(format!("copying the database's log: {e}")))?;
+                Ok(input)
+            }
+            _ => Err(usage(&format!(
+                "{command} needs one log file or --db <url>"
+            ))),
+        }
+    }
+}
+
+/// A database URL without its password, for text that others read (the report).
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => {
+                format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Opens the database at `url` and runs `f` on it, on a runtime of its own.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn with_db<T>(
@@ -537,9 +626,8 @@ mod no_db {
     }
 }
 
-/// Creates the key file, readable by its owner only; never overwrites an existing file.
-fn write_secret(path: &str, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
+/// Creates a new file readable by its owner only; never opens an existing one.
+fn create_private(path: impl AsRef<std::path::Path>) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -547,8 +635,40 @@ fn write_secret(path: &str, secret: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
+    options.open(path)
+}
+
+/// Creates the key file, readable by its owner only; never overwrites an existing file.
+fn write_secret(path: &str, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = create_private(path)?;
     file.write_all(secret.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_url_in_the_report_has_no_password() {
+        assert_eq!(
+            redacted("postgres://audit:s3cret@db.internal:5432/approvals?sslmode=require"),
+            "postgres://audit:***@db.internal:5432/approvals?sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgres://p%40ss:x@y@host/db"),
+            "postgres://p%40ss:***@host/db"
+        );
+        assert_eq!(
+            redacted("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(
+            redacted("sqlite:///var/lib/approvals.db"),
+            "sqlite:///var/lib/approvals.db"
+        );
+        assert_eq!(redacted("not a url"), "not a url");
+    }
 }

@@ -118,6 +118,66 @@ async fn a_log_written_by_one_process_is_verified_proven_and_exported_by_the_cli
         "the exported file verifies as a log file"
     );
     assert_eq!(bad_key, code(2), "a missing key is a usage error");
+
+    // report and export read the database directly, with the same result as on the copy.
+    let (report_html, jsonl_db, jsonl_file) = (
+        path("report.html"),
+        path("events-db.jsonl"),
+        path("events-file.jsonl"),
+    );
+    let db2 = db.clone();
+    let (vkeys2, exported2) = (vkeys.clone(), exported.clone());
+    let (report_html2, jsonl_db2, jsonl_file2) =
+        (report_html.clone(), jsonl_db.clone(), jsonl_file.clone());
+    let (report, export_db, export_file, follow_db) = tokio::task::spawn_blocking(move || {
+        (
+            cli(&[
+                "report",
+                "--db",
+                &db2,
+                "--trust",
+                &vkeys2,
+                "--out",
+                &report_html2,
+            ]),
+            cli(&[
+                "export", "--db", &db2, "--trust", &vkeys2, "--format", "jsonl", "--out",
+                &jsonl_db2,
+            ]),
+            cli(&[
+                "export",
+                &exported2,
+                "--trust",
+                &vkeys2,
+                "--format",
+                "jsonl",
+                "--out",
+                &jsonl_file2,
+            ]),
+            cli(&[
+                "export", "--db", &db2, "--trust", &vkeys2, "--format", "jsonl", "--follow",
+            ]),
+        )
+    })
+    .await
+    .expect("cli");
+    assert_eq!(report, code(0), "report --db");
+    assert_eq!(export_db, code(0), "export --db");
+    assert_eq!(export_file, code(0), "export of the copied file");
+    assert_eq!(follow_db, code(2), "--follow needs a file");
+    let html = std::fs::read_to_string(&report_html).expect("report");
+    assert!(
+        html.contains("sam@example.com") && html.contains("approvals-audit verify --db sqlite://"),
+        "the report covers the database's log and says how to verify it"
+    );
+    let from_db = std::fs::read_to_string(&jsonl_db).expect("export --db");
+    assert_eq!(from_db.lines().count(), 7, "{from_db}");
+    assert_eq!(
+        from_db,
+        std::fs::read_to_string(&jsonl_file).expect("export of the file"),
+        "the database and its exported copy give the same SIEM lines"
+    );
+
     let text = std::fs::read_to_string(&exported).expect("exported log");
     // 7 events, checkpoints after 3 and 6 and the final one.
     assert_eq!(text.lines().count(), 10, "{text}");
@@ -153,10 +213,58 @@ async fn a_log_written_by_one_process_is_verified_proven_and_exported_by_the_cli
     .expect("tamper");
     raw.close().await;
     store.close().await;
-    let tampered = tokio::task::spawn_blocking(move || {
-        cli(&["verify", "--db", &db, "--trust", &vkeys, "--format", "json"])
+    let tampered_jsonl = path("tampered.jsonl");
+    let tampered_out = tampered_jsonl.clone();
+    let (tampered, tampered_report, tampered_export) = tokio::task::spawn_blocking(move || {
+        (
+            cli(&["verify", "--db", &db, "--trust", &vkeys, "--format", "json"]),
+            cli(&[
+                "report",
+                "--db",
+                &db,
+                "--trust",
+                &vkeys,
+                "--out",
+                &report_html,
+            ]),
+            cli(&[
+                "export",
+                "--db",
+                &db,
+                "--trust",
+                &vkeys,
+                "--format",
+                "jsonl",
+                "--out",
+                &tampered_out,
+            ]),
+        )
     })
     .await
     .expect("cli");
     assert_eq!(tampered, code(1), "a tampered database fails verification");
+    assert_eq!(tampered_report, code(1), "report --db says the log failed");
+    assert_eq!(
+        tampered_export,
+        code(1),
+        "export --db refuses a tampered log"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&tampered_jsonl).unwrap_or_default(),
+        "",
+        "nothing was exported from the tampered log"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("approvals-audit-{}-", std::process::id()))
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary copies removed: {leftovers:?}"
+    );
 }

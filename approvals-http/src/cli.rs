@@ -16,6 +16,7 @@ use approvals_core::{
     ActionRequest, AuditSink, Decision, Digest, FanoutSink, Gate, Initiator, JsonLinesSink,
     MemoryStore, Principal, RequestContext, RequestId, Requirement, Risk, StaticPolicy, Store,
 };
+use approvals_store_sql::audit::{LogConfig, Signer};
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
@@ -103,6 +104,11 @@ struct Target {
     /// approvals-audit.jsonl unless this is given.
     #[arg(long, env = "APPROVALS_AUDIT", global = true, value_name = "FILE")]
     audit: Option<PathBuf>,
+    /// Sign the SQL store's audit log with this signer key file (`approvals audit keygen`):
+    /// checkpoints every 1000 entries and every 10 seconds, named after the key, checked with
+    /// `approvals audit verify --db`. Without it the log is hash-chained but unsigned.
+    #[arg(long, env = "APPROVALS_AUDIT_KEY", global = true, value_name = "FILE")]
+    audit_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,7 +348,7 @@ async fn client(target: &Target) -> Result<ApiClient, Failure> {
     if let Some(server) = &target.server {
         return ApiClient::http(server.clone(), token).map_err(Failure::from);
     }
-    let store = open_store(&target.store).await?;
+    let store = open_store(target).await?;
     if store.memory {
         return Err(Failure::new(
             exit::USAGE,
@@ -360,11 +366,17 @@ struct OpenedStore {
     memory: bool,
 }
 
-/// Opens a store URL: `sqlite://FILE` (created if missing), `postgres://...` (with the
-/// `postgres` feature), or `memory:`.
-async fn open_store(url: &str) -> Result<OpenedStore, Failure> {
-    let url = url.trim();
+/// Opens the store URL: `sqlite://FILE` (created if missing), `postgres://...` (with the
+/// `postgres` feature), or `memory:`; a SQL store's audit log is signed with `--audit-key`.
+async fn open_store(target: &Target) -> Result<OpenedStore, Failure> {
+    let url = target.store.trim();
     if url == "memory:" || url == "memory://" {
+        if target.audit_key.is_some() {
+            return Err(Failure::new(
+                exit::USAGE,
+                "--audit-key signs a SQL store's audit log; a memory: store has none (its events go to --audit FILE)",
+            ));
+        }
         return Ok(OpenedStore {
             store: Arc::new(MemoryStore::new()),
             audit: None,
@@ -381,8 +393,20 @@ async fn open_store(url: &str) -> Result<OpenedStore, Failure> {
                     format!("cannot open the store {}: {e}", redact_url(url)),
                 )
             })?;
+        let audit = match &target.audit_key {
+            Some(path) => {
+                let signer = Signer::from_file(path).map_err(|e| {
+                    Failure::new(
+                        exit::USAGE,
+                        format!("cannot read the audit signer key {}: {e}", path.display()),
+                    )
+                })?;
+                store.signed_audit_sink(LogConfig::new(signer.name()), signer)
+            }
+            None => store.audit_sink(),
+        };
         return Ok(OpenedStore {
-            audit: Some(Arc::new(store.audit_sink())),
+            audit: Some(Arc::new(audit)),
             store: Arc::new(store),
             memory: false,
         });
@@ -477,7 +501,7 @@ fn local_server(
 // Commands.
 
 async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
-    let opened = open_store(&target.store).await?;
+    let opened = open_store(target).await?;
     let mut server = local_server(
         target,
         opened,

@@ -24,6 +24,7 @@ fn approvals(args: &[&str], token: Option<&str>, dir: &Path) -> Output {
         .env_remove("APPROVALS_STORE")
         .env_remove("APPROVALS_TOKENS")
         .env_remove("APPROVALS_AUDIT")
+        .env_remove("APPROVALS_AUDIT_KEY")
         .stdin(Stdio::null());
     if let Some(t) = token {
         cmd.env("APPROVALS_TOKEN", t);
@@ -366,4 +367,123 @@ fn audit_subcommands_verify_a_signed_log_and_catch_tampering() {
     let usage = approvals(&["audit", "no-such-command"], None, dir.path());
     assert_eq!(code(&usage), 2, "{}", text(&usage));
     assert!(text(&usage).contains("approvals audit"), "{}", text(&usage));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_mode_signs_the_sql_audit_log_with_the_audit_key() {
+    use approvals_store_sql::audit::{LogConfig, Signer};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
+    let tokens = token_file(dir.path());
+    let tokens = tokens.to_str().expect("path");
+    let out = approvals(
+        &["audit", "keygen", "approvals.example/audit", "audit.skey"],
+        None,
+        dir.path(),
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    std::fs::write(dir.path().join("audit.vkeys"), &out.stdout).expect("vkeys");
+    let other = Signer::generate("approvals.example/audit").expect("another key");
+    std::fs::write(
+        dir.path().join("other.vkeys"),
+        format!("{}\n", other.verifier()),
+    )
+    .expect("other vkeys");
+
+    // The agent's gate signs with the same key, so one log covers both processes' events.
+    let store = SqlStore::connect(&url).await.expect("sqlite");
+    let signer = Signer::from_file(dir.path().join("audit.skey")).expect("key file");
+    let sink = store.signed_audit_sink(LogConfig::new(signer.name()), signer);
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["security"])))
+        .store(store.clone())
+        .audit(sink.clone())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .poll_interval(Duration::from_millis(100))
+        .build()
+        .expect("gate");
+    let request_id = submit(&gate, &export()).await;
+    let id = request_id.to_string();
+
+    let approve = |key: &str| {
+        approvals(
+            &[
+                "approve",
+                &id,
+                "--store",
+                &url,
+                "--tokens",
+                tokens,
+                "--audit-key",
+                key,
+            ],
+            Some(SAM),
+            dir.path(),
+        )
+    };
+    let missing = approve("no-such.skey");
+    assert_eq!(code(&missing), 2, "{}", text(&missing));
+    assert!(
+        text(&missing).contains("no-such.skey"),
+        "the error names the key file: {}",
+        text(&missing)
+    );
+    let memory = approvals(
+        &["pending", "--store", "memory:", "--audit-key", "audit.skey"],
+        Some(SAM),
+        dir.path(),
+    );
+    assert_eq!(code(&memory), 2, "{}", text(&memory));
+
+    let out = approve("audit.skey");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let grant = tokio::time::timeout(Duration::from_secs(10), gate.wait(request_id))
+        .await
+        .expect("the agent's gate saw the decision")
+        .expect("grant");
+    assert_eq!(grant.approvers()[0].id, "sam@example.com");
+    sink.checkpoint().await.expect("final checkpoint");
+    store.close().await;
+
+    let verify = |trust: &str| {
+        approvals(
+            &["audit", "verify", "--db", &url, "--trust", trust],
+            None,
+            dir.path(),
+        )
+    };
+    let ok = verify("audit.vkeys");
+    assert_eq!(code(&ok), 0, "{}", text(&ok));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).starts_with("OK"),
+        "{}",
+        text(&ok)
+    );
+    let events = approvals(
+        &[
+            "audit",
+            "export",
+            "--db",
+            &url,
+            "--trust",
+            "audit.vkeys",
+            "--format",
+            "jsonl",
+        ],
+        None,
+        dir.path(),
+    );
+    assert_eq!(code(&events), 0, "{}", text(&events));
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"reviewed\"") && l.contains("sam@example.com")),
+        "the CLI's review is in the verified log:\n{events}"
+    );
+    let wrong = verify("other.vkeys");
+    assert_eq!(code(&wrong), 1, "{}", text(&wrong));
 }

@@ -56,7 +56,8 @@ Environment:
   APPROVALS_SERVER   server URL, same as --server
   APPROVALS_STORE    store URL, same as --store
   APPROVALS_TOKENS   token file, same as --tokens
-  APPROVALS_AUDIT    extra JSON-lines audit log, same as --audit";
+  APPROVALS_AUDIT    extra JSON-lines audit log, same as --audit
+  APPROVALS_AUDIT_KEY  signer key file for the SQL store's audit log, same as --audit-key";
 
 const ABOUT_LONG: &str = "\
 Review and decide action-level approval requests, and serve the review API and console.

@@ -11,11 +11,17 @@ use crate::store::{Delivery, RequestRecord};
 
 /// Why a request is being delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DispatchReason {
     /// A new pending request.
     New,
     /// The request escalated; further reviewers are now allowed.
     Escalation,
+    /// A pending request whose delivery was never recorded, delivered again when its agent
+    /// re-attaches (by idempotency key). The first delivery may have reached the channel
+    /// before the process that made it died: a channel that can find its earlier message
+    /// should record that one instead of sending a second.
+    Redelivery,
 }
 
 /// A channel could not deliver or update a request.

@@ -160,8 +160,8 @@ pub struct SweepReport {
     pub escalated: usize,
     /// Approved requests whose grant lapsed.
     pub lapsed: usize,
-    /// Approvals whose audit events were recorded by the sweep because the reviewer's
-    /// `decide()` failed after persisting them.
+    /// Decisions (approvals and denials) whose audit events were recorded by the sweep
+    /// because the reviewer's `decide()` failed or died after persisting them.
     pub recovered: usize,
 }
 
@@ -646,12 +646,15 @@ impl Gate {
 
     /// Delivers a re-attached request again when it is still pending and no delivery was ever
     /// recorded for it: the process that stored it died before telling its channels, or before
-    /// recording their answer, so no reviewer may know of it. At least once: a process that
-    /// died after a channel accepted the message but before recording it leaves one extra
-    /// message, and a channel that records no delivery (the terminal) is asked again.
+    /// recording their answer, so no reviewer may know of it. At least once: the channel is
+    /// told it is a [`DispatchReason::Redelivery`], so one that can find a message an earlier
+    /// process posted (Slack, by the request id in the message metadata) records that one;
+    /// others may show a second message, and a channel that records no delivery (the
+    /// terminal) is asked again. When no channel takes it, the request is cancelled as for a
+    /// first delivery.
     async fn redeliver_if_undelivered(&self, existing: RequestRecord) -> Result<(), GuardError> {
         if existing.state == RequestState::Pending && existing.deliveries.is_empty() {
-            self.dispatch(existing, DispatchReason::New).await?;
+            self.dispatch(existing, DispatchReason::Redelivery).await?;
         }
         Ok(())
     }
@@ -702,7 +705,10 @@ impl Gate {
                 }
             }
         }
-        if errors.len() == self.inner.approvers.len() && reason == DispatchReason::New {
+        // A first delivery, or a redelivery of a request no channel ever recorded: if no channel
+        // takes it, no reviewer knows of it, so the agent is refused now rather than left
+        // waiting for its deadline.
+        if errors.len() == self.inner.approvers.len() && reason != DispatchReason::Escalation {
             let why = errors.join("; ");
             self.cancel_pending(
                 record.id,
@@ -1258,16 +1264,29 @@ impl Gate {
         self.bounded(self.inner.store.get(id)).await
     }
 
-    /// Expires, escalates and lapses whatever is due. Safe to run on every replica at once:
-    /// each change is a compare-and-set, so each happens once.
+    /// Expires, escalates and lapses whatever is due, and audits decisions whose reviewer
+    /// persisted them but died or failed before auditing them (after `audit_recovery_after`).
+    /// Safe to run on every replica at once: each change is a compare-and-set, so each
+    /// happens once.
     pub async fn sweep(&self) -> Result<SweepReport, GuardError> {
         let mut report = SweepReport::default();
         let filter = ListFilter {
             states: vec![RequestState::Pending, RequestState::Approved],
             ..Default::default()
         };
+        // Denials are terminal, so only those still waiting for their audit events are read.
+        let unaudited_denials = ListFilter {
+            states: vec![RequestState::Denied],
+            audit_pending: Some(true),
+            ..Default::default()
+        };
         let now = self.now();
-        for record in self.store_call(self.inner.store.list(&filter)).await? {
+        let mut records = self.store_call(self.inner.store.list(&filter)).await?;
+        records.extend(
+            self.store_call(self.inner.store.list(&unaudited_denials))
+                .await?,
+        );
+        for record in records {
             match record.state {
                 RequestState::Pending if now >= record.expires_at => {
                     report.expired += usize::from(self.expire(&record).await?);
@@ -1277,7 +1296,9 @@ impl Gate {
                 {
                     report.escalated += usize::from(self.escalate(&record).await?);
                 }
-                RequestState::Approved
+                // A decision its reviewer persisted but did not audit (it died or failed
+                // in between), which no waiting agent has recorded since.
+                RequestState::Approved | RequestState::Denied
                     if record.audit_pending && now >= self.recover_at(&record) =>
                 {
                     self.recover_decision(&record).await?;

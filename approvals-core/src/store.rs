@@ -293,6 +293,11 @@ pub struct ListFilter {
     pub environment: Option<String>,
     /// Only this initiator id.
     pub initiator: Option<String>,
+    /// Only records whose decision is (`Some(true)`) or is not (`Some(false)`) still
+    /// waiting to be audited ([`RequestRecord::audit_pending`]). Sweeps use it to find
+    /// denials whose reviewer died before auditing them, without reading every decided
+    /// request.
+    pub audit_pending: Option<bool>,
     /// At most this many, newest first (all when `None`).
     pub limit: Option<usize>,
 }
@@ -324,6 +329,9 @@ impl ListFilter {
                     .as_ref()
                     .is_some_and(|init| crate::request::same_id(&init.principal.id, i))
             })
+            && self
+                .audit_pending
+                .is_none_or(|pending| record.audit_pending == pending)
     }
 }
 

@@ -146,6 +146,7 @@ impl Fixture {
 #[derive(Default)]
 struct RecordingApprover {
     dispatched: AtomicUsize,
+    redeliveries: AtomicUsize,
     escalations: AtomicUsize,
     resolved: std::sync::Mutex<Vec<RequestState>>,
     fail: std::sync::atomic::AtomicBool,
@@ -167,9 +168,17 @@ impl Approver for RecordingApprover {
             return Err(ApproverError::new("recording", "chat API returned 500"));
         }
         match reason {
-            DispatchReason::New => self.dispatched.fetch_add(1, Ordering::SeqCst),
-            DispatchReason::Escalation => self.escalations.fetch_add(1, Ordering::SeqCst),
-        };
+            DispatchReason::Escalation => {
+                self.escalations.fetch_add(1, Ordering::SeqCst);
+            }
+            DispatchReason::Redelivery => {
+                self.redeliveries.fetch_add(1, Ordering::SeqCst);
+                self.dispatched.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {
+                self.dispatched.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         Ok(Some(Delivery {
             channel: "recording".into(),
             reference: json!({ "message": request.id.to_string() }),
@@ -870,6 +879,61 @@ async fn retries_with_an_idempotency_key_reattach_without_spamming_reviewers() {
     );
 }
 
+/// Clears a stored request's deliveries, as if its process died after storing it and before
+/// recording any channel's answer.
+async fn forget_deliveries(store: &MemoryStore, id: RequestId) {
+    let mut record = store.get(id).await.expect("store").expect("record");
+    record.deliveries.clear();
+    assert!(
+        store
+            .compare_and_set(record.version, &record)
+            .await
+            .expect("store")
+    );
+}
+
+#[tokio::test]
+async fn a_reattached_request_with_no_recorded_delivery_is_delivered_again_as_a_redelivery() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1).idempotency_key("job-7")).await;
+    forget_deliveries(&f.store, id).await;
+
+    let again = f.pending(&export(1).idempotency_key("job-7")).await;
+    assert_eq!(again, id, "the same request");
+    assert_eq!(f.channel.dispatched.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        f.channel.redeliveries.load(Ordering::SeqCst),
+        1,
+        "the channel is told it is a redelivery, so it can look for its earlier message"
+    );
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.deliveries.len(), 1, "the redelivery is recorded");
+
+    // Recorded now: a further re-attach delivers nothing.
+    f.pending(&export(1).idempotency_key("job-7")).await;
+    assert_eq!(f.channel.dispatched.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_redelivery_no_channel_takes_cancels_the_request_and_refuses_the_agent() {
+    let f = Fixture::new();
+    let id = f.pending(&export(1).idempotency_key("job-8")).await;
+    forget_deliveries(&f.store, id).await;
+    f.channel.fail.store(true, Ordering::SeqCst);
+
+    let err = f
+        .gate
+        .submit(&export(1).idempotency_key("job-8"))
+        .await
+        .expect_err("no reviewer can see the request");
+    assert!(matches!(err, GuardError::DeliveryFailed { .. }), "{err:?}");
+    assert_eq!(f.state(id).await, RequestState::Cancelled);
+    assert!(
+        f.gate.decide(id, Review::approve(sam())).await.is_err(),
+        "a cancelled request cannot be approved"
+    );
+}
+
 #[tokio::test]
 async fn cancel_ends_the_wait() {
     let f = Fixture::new();
@@ -1527,4 +1591,75 @@ async fn a_hanging_channel_refuses_within_the_approver_timeout() {
     assert!(audit.names().contains(&"dispatch_failed"));
     let records = store.list(&ListFilter::default()).await.expect("list");
     assert_eq!(records[0].state, RequestState::Cancelled);
+}
+
+#[tokio::test]
+async fn a_sweep_records_a_denial_whose_audit_failed_when_no_agent_waits() {
+    let audit = Arc::new(FailNamed {
+        inner: MemorySink::new(),
+        name: "denied",
+        failures: AtomicUsize::new(1),
+    });
+    let clock = Arc::new(ManualClock::new(
+        "2026-11-21T12:00:00Z".parse().expect("time"),
+    ));
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::users([
+            "sam@example.com",
+        ])))
+        .audit_shared(audit.clone())
+        .clock(clock.clone())
+        .initiator(agent())
+        .build()
+        .expect("gate");
+    let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
+        panic!("pending expected");
+    };
+    // Another denied request whose audit went through: the sweep leaves it alone.
+    let Submission::Pending(audited) = gate.submit(&export(2)).await.expect("submit") else {
+        panic!("pending expected");
+    };
+    gate.decide(id, Review::deny(sam()).reason("not this quarter"))
+        .await
+        .expect_err("audit failed");
+    gate.decide(audited, Review::deny(sam()))
+        .await
+        .expect("denied and audited");
+    assert_eq!(
+        audit
+            .inner
+            .names()
+            .iter()
+            .filter(|n| **n == "denied")
+            .count(),
+        1
+    );
+
+    // The agent that submitted it is gone; only the sweep can complete the trail.
+    assert_eq!(
+        gate.sweep().await.expect("sweep").recovered,
+        0,
+        "too early: the reviewer's decide() may still be auditing"
+    );
+    clock.advance(TimeDelta::seconds(31));
+    assert_eq!(gate.sweep().await.expect("sweep").recovered, 1);
+    let denied: Vec<_> = audit
+        .inner
+        .events()
+        .into_iter()
+        .filter(|e| e.name() == "denied")
+        .collect();
+    assert_eq!(denied.len(), 2, "each denial audited");
+    let json = serde_json::to_value(&denied[1]).expect("json");
+    assert_eq!(json["request_id"], id.to_string());
+    assert_eq!(json["by"]["id"], "sam@example.com");
+    assert_eq!(json["reason"], "not this quarter");
+    let record = gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Denied, "still denied");
+    assert!(!record.audit_pending, "flag cleared once recorded");
+    assert_eq!(
+        gate.sweep().await.expect("sweep").recovered,
+        0,
+        "recorded once"
+    );
 }

@@ -261,6 +261,7 @@ async fn list(
         initiator: query.initiator,
         // Agents' lists are narrowed below, so the limit applies after that.
         limit: human.then_some(query.limit),
+        ..Default::default()
     };
     let records = shared
         .gate

@@ -537,6 +537,7 @@ async fn pending_page(shared: &Shared, request: &Request<Bytes>, v: &Viewer) -> 
         environment: query.environment.clone(),
         initiator: query.initiator.clone(),
         limit: Some(query.limit),
+        ..Default::default()
     };
     let records = match shared.gate.store().list(&filter).await {
         Ok(r) => r,

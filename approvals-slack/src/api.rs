@@ -348,6 +348,74 @@ impl SlackClient {
             .map_err(|e| SlackError::Config(e.to_string()))
     }
 
+    /// `chat.postMessage` with message metadata (`{"event_type": ..., "event_payload": {...}}`),
+    /// which [`find_message`](SlackClient::find_message) can look for later.
+    pub async fn post_message_with_metadata(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &[Value],
+        metadata: &Value,
+    ) -> Result<MessageRef, SlackError> {
+        let answer = self
+            .call(
+                "chat.postMessage",
+                &json!({
+                    "channel": channel,
+                    "text": text,
+                    "blocks": blocks,
+                    "metadata": metadata,
+                    "unfurl_links": false,
+                    "unfurl_media": false,
+                }),
+            )
+            .await?;
+        message_ref("chat.postMessage", &answer)
+    }
+
+    /// `conversations.history` (scope `channels:history`, or `groups:history` for a private
+    /// channel) with `include_all_metadata`: the newest of the last 200 messages since
+    /// `oldest` (a Slack timestamp) whose metadata has `event_type` and `event_payload[key] ==
+    /// value`. `channel` must be a conversation id (`C...`), not a name.
+    pub async fn find_message(
+        &self,
+        channel: &str,
+        oldest: &str,
+        event_type: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<MessageRef>, SlackError> {
+        let mut url = self.method_url("conversations.history")?;
+        url.query_pairs_mut()
+            .append_pair("channel", channel)
+            .append_pair("oldest", oldest)
+            .append_pair("limit", "200")
+            .append_pair("include_all_metadata", "true");
+        let token = self.token.clone();
+        let answer = self
+            .send("conversations.history", || {
+                self.http.get(url.clone()).bearer_auth(token.expose())
+            })
+            .await?;
+        let messages = answer
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(messages
+            .iter()
+            .find(|m| {
+                let metadata = &m["metadata"];
+                metadata["event_type"] == event_type
+                    && metadata["event_payload"][key].as_str() == Some(value)
+            })
+            .and_then(|m| m["ts"].as_str())
+            .map(|ts| MessageRef {
+                channel: channel.to_owned(),
+                ts: ts.to_owned(),
+            }))
+    }
+
     /// `chat.postMessage`: posts `blocks` with `text` as the notification fallback. Link and
     /// media unfurling are off.
     pub async fn post_message(

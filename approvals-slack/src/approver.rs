@@ -5,6 +5,7 @@ use approvals_core::{
     Approver, ApproverError, Delivery, DispatchReason, Gate, RequestRecord, RequestState,
 };
 use async_trait::async_trait;
+use serde_json::json;
 
 use crate::api::{MessageRef, SlackClient, SlackError};
 use crate::blocks::request_message;
@@ -83,6 +84,25 @@ impl SlackApprover {
     }
 }
 
+/// The `event_type` of the metadata on every request message: its payload names the request
+/// (`request_id`), so a redelivery can find a message an earlier process posted.
+pub const METADATA_EVENT: &str = "approval_request";
+
+/// The delivery record of a posted message.
+fn delivery(message: &MessageRef) -> Result<Delivery, ApproverError> {
+    let reference = serde_json::to_value(message)
+        .map_err(|e| ApproverError::new(CHANNEL, format!("cannot record the message: {e}")))?;
+    Ok(Delivery {
+        channel: CHANNEL.into(),
+        reference,
+    })
+}
+
+/// A Slack timestamp (`seconds.micros`) for a time.
+fn slack_ts(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}.{:06}", at.timestamp(), at.timestamp_subsec_micros())
+}
+
 fn approver_error(e: SlackError) -> ApproverError {
     let retryable = e.is_retryable();
     let error = ApproverError::new(CHANNEL, e.to_string());
@@ -104,21 +124,40 @@ impl Approver for SlackApprover {
         if request.state != RequestState::Pending {
             return Ok(None);
         }
+        let id = request.id.to_string();
+        // A redelivery may follow a post that Slack accepted just before its process died
+        // (chat.postMessage has no idempotency key): look for that message by its metadata
+        // first. If the look-up fails (no history scope, a channel name instead of an id),
+        // post again: a second message is better than none.
+        if reason == DispatchReason::Redelivery
+            && let Ok(Some(earlier)) = self
+                .client
+                .find_message(
+                    &self.channel,
+                    // Ten minutes of margin for a difference between this host's clock
+                    // and Slack's.
+                    &slack_ts(request.created_at - chrono::TimeDelta::minutes(10)),
+                    METADATA_EVENT,
+                    "request_id",
+                    &id,
+                )
+                .await
+        {
+            return delivery(&earlier).map(Some);
+        }
         // On escalation a new message goes out (reviewers newly allowed are notified); the
         // old one stays recorded and is updated too.
-        let _ = reason;
         let message = request_message(request);
+        let metadata = json!({
+            "event_type": METADATA_EVENT,
+            "event_payload": { "request_id": id },
+        });
         let posted = self
             .client
-            .post_message(&self.channel, &message.text, &message.blocks)
+            .post_message_with_metadata(&self.channel, &message.text, &message.blocks, &metadata)
             .await
             .map_err(approver_error)?;
-        let reference = serde_json::to_value(&posted)
-            .map_err(|e| ApproverError::new(CHANNEL, format!("cannot record the message: {e}")))?;
-        Ok(Some(Delivery {
-            channel: CHANNEL.into(),
-            reference,
-        }))
+        delivery(&posted).map(Some)
     }
 
     async fn resolved(&self, request: &RequestRecord) -> Result<(), ApproverError> {

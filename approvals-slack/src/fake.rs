@@ -506,14 +506,21 @@ fn handle_http(
             {
                 return err("invalid_blocks");
             }
-            let ts = format!("1700000000.{:06}", st.next_ts);
+            // Like Slack's: the time of posting, unique and increasing in the channel.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let ts = format!("{now}.{:06}", st.next_ts);
             st.next_ts += 1;
-            let message = json!({
+            let mut message = json!({
                 "channel": channel,
                 "ts": ts,
                 "text": body_value.get("text").cloned().unwrap_or(Value::Null),
                 "blocks": body_value.get("blocks").cloned().unwrap_or(Value::Null),
             });
+            if let Some(metadata) = body_value.get("metadata") {
+                message["metadata"] = metadata.clone();
+            }
             st.messages.insert(ts.clone(), message.clone());
             json_response(
                 200,
@@ -533,14 +540,51 @@ fn handle_http(
             {
                 return err("invalid_blocks");
             }
-            let message = json!({
+            let mut message = json!({
                 "channel": channel,
                 "ts": ts,
                 "text": body_value.get("text").cloned().unwrap_or(Value::Null),
                 "blocks": body_value.get("blocks").cloned().unwrap_or(Value::Null),
             });
+            // Slack keeps a message's metadata when an update does not replace it.
+            let kept = body_value
+                .get("metadata")
+                .or_else(|| existing.get("metadata"))
+                .cloned();
+            if let Some(metadata) = kept {
+                message["metadata"] = metadata;
+            }
             st.messages.insert(ts.clone(), message);
             json_response(200, &json!({"ok": true, "channel": channel, "ts": ts}))
+        }
+        "conversations.history" => {
+            let channel = field("channel");
+            if channel.is_empty() || channel.starts_with('#') {
+                return err("channel_not_found");
+            }
+            let oldest = ts_value(&field("oldest"));
+            let limit = field("limit").parse::<usize>().unwrap_or(100).clamp(1, 999);
+            let metadata = field("include_all_metadata") == "true";
+            let mut found: Vec<Value> = st
+                .messages
+                .values()
+                .filter(|m| m["channel"] == channel.as_str())
+                .filter(|m| ts_value(m["ts"].as_str().unwrap_or("")) > oldest)
+                .cloned()
+                .map(|mut m| {
+                    if !metadata && let Some(o) = m.as_object_mut() {
+                        o.remove("metadata");
+                    }
+                    m
+                })
+                .collect();
+            found.sort_by_key(|m| std::cmp::Reverse(ts_value(m["ts"].as_str().unwrap_or(""))));
+            let has_more = found.len() > limit;
+            found.truncate(limit);
+            json_response(
+                200,
+                &json!({"ok": true, "messages": found, "has_more": has_more}),
+            )
         }
         "views.open" => {
             let view = body_value.get("view").cloned().unwrap_or(Value::Null);
@@ -571,6 +615,14 @@ fn handle_http(
         },
         _ => err("unknown_method"),
     }
+}
+
+/// A Slack timestamp (`seconds.micros`) as a number that orders like it; 0 if malformed.
+fn ts_value(ts: &str) -> u128 {
+    let (secs, micros) = ts.split_once('.').unwrap_or((ts, "0"));
+    let secs = secs.parse::<u128>().unwrap_or(0);
+    let micros = micros.parse::<u128>().unwrap_or(0);
+    secs * 1_000_000 + micros
 }
 
 fn failure_response(f: &Failure) -> http::Response<Full<Bytes>> {

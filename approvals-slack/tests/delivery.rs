@@ -194,3 +194,65 @@ async fn email_lookup_maps_verified_addresses_only() {
         Err(IdentityError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn a_redelivery_records_the_message_an_earlier_process_posted_instead_of_posting_again() {
+    let env = Env::new(Requirement::groups(["security"])).await;
+    let (id, ts) = env.submit_export().await;
+    let (other, other_ts) = env.submit_export().await;
+    assert_ne!(ts, other_ts);
+    let posted = env.fake.calls_to("chat.postMessage");
+    assert_eq!(posted.len(), 2);
+    assert_eq!(
+        posted[0].body["metadata"],
+        json!({"event_type": "approval_request", "event_payload": {"request_id": id.to_string()}}),
+        "each message names its request in its metadata"
+    );
+
+    // As after a process died between Slack accepting the post and the store recording it:
+    // the stored request has no delivery.
+    let found = redeliver(&env, id).await;
+    assert_eq!(found.reference["ts"], ts.as_str(), "the earlier message");
+    let found_other = redeliver(&env, other).await;
+    assert_eq!(
+        found_other.reference["ts"],
+        other_ts.as_str(),
+        "each request finds its own message, not another's"
+    );
+    assert_eq!(
+        env.fake.calls_to("chat.postMessage").len(),
+        2,
+        "no new post"
+    );
+    let lookups = env.fake.calls_to("conversations.history");
+    assert_eq!(lookups.len(), 2);
+    assert_eq!(lookups[0].body["include_all_metadata"], "true");
+    assert_eq!(lookups[0].body["channel"], fake::CONVERSATION);
+
+    // Without the history scope the look-up fails, and the request is posted again rather
+    // than left without a message.
+    env.fake.fail_next(
+        "conversations.history",
+        Failure::Api("missing_scope".into()),
+    );
+    let reposted = redeliver(&env, id).await;
+    assert_ne!(reposted.reference["ts"], ts.as_str());
+    assert_eq!(env.fake.calls_to("chat.postMessage").len(), 3);
+
+    // A first delivery never looks (there is nothing to find).
+    let (_, _) = env.submit_export().await;
+    assert_eq!(env.fake.calls_to("conversations.history").len(), 3);
+}
+
+/// Delivers `id` again as a re-attaching agent would, with no delivery recorded.
+async fn redeliver(env: &Env, id: approvals_core::RequestId) -> approvals_core::Delivery {
+    use approvals_core::{Approver, DispatchReason};
+
+    let mut record = env.record(id).await;
+    record.deliveries.clear();
+    env.approver
+        .dispatch(&record, DispatchReason::Redelivery, &env.gate)
+        .await
+        .expect("redelivery")
+        .expect("a delivery")
+}

@@ -57,6 +57,8 @@ pub(crate) struct Columns<'a> {
     /// Trimmed and ASCII-lowercased, matching how the gate compares ids.
     pub initiator_id: Option<String>,
     pub idempotency_key: Option<&'a str>,
+    /// [`RequestRecord::audit_pending`]: a hint for listing; the record is authoritative.
+    pub audit_pending: bool,
 }
 
 impl<'a> Columns<'a> {
@@ -71,6 +73,7 @@ impl<'a> Columns<'a> {
                 .as_ref()
                 .map(|i| normalize_id(&i.principal.id)),
             idempotency_key: record.request.idempotency_key.as_deref(),
+            audit_pending: record.audit_pending,
         }
     }
 }

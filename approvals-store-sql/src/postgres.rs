@@ -29,6 +29,7 @@ use crate::{SqlStoreOptions, migration_table};
 
 const MIGRATION_1: &str = include_str!("../migrations/postgres/0001_requests_and_audit.sql");
 const MIGRATION_2: &str = include_str!("../migrations/postgres/0002_signed_audit_log.sql");
+const MIGRATION_3: &str = include_str!("../migrations/postgres/0003_audit_pending_column.sql");
 
 /// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
 /// identifiers end at 63).
@@ -137,6 +138,13 @@ impl PgBackend {
                 MIGRATION_2.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                3,
+                "audit_pending column".into(),
+                MigrationType::Simple,
+                MIGRATION_3.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         migrator
@@ -161,8 +169,8 @@ impl PgBackend {
         let result = sqlx::query(
             "INSERT INTO approval_requests
                  (id, version, state, kind, environment, initiator_id, idempotency_key,
-                  created_at, expires_at, record)
-             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)
+                  created_at, expires_at, record, audit_pending)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(id.0)
@@ -174,6 +182,7 @@ impl PgBackend {
         .bind(record.created_at)
         .bind(record.expires_at)
         .bind(&json)
+        .bind(c.audit_pending)
         .execute(&self.pool)
         .await;
         match result {
@@ -231,7 +240,7 @@ impl PgBackend {
             "UPDATE approval_requests
                 SET version = version + 1, state = $3, kind = $4, environment = $5,
                     initiator_id = $6, idempotency_key = $7, created_at = $8,
-                    expires_at = $9, record = $10
+                    expires_at = $9, record = $10, audit_pending = $12
               WHERE id = $1 AND version = $2 AND state = ANY($11)",
         )
         .bind(id.0)
@@ -245,6 +254,7 @@ impl PgBackend {
         .bind(record.expires_at)
         .bind(&json)
         .bind(&allowed)
+        .bind(c.audit_pending)
         .execute(&self.pool)
         .await
         .map_err(|e| store_error(&format!("updating request {id}"), e))?;
@@ -277,6 +287,7 @@ impl PgBackend {
                 AND ($2::text IS NULL OR kind = $2)
                 AND ($3::text IS NULL OR environment = $3)
                 AND ($4::text IS NULL OR initiator_id = $4)
+                AND ($6::boolean IS NULL OR audit_pending = $6)
               ORDER BY created_at DESC, id DESC
               LIMIT $5",
         )
@@ -285,6 +296,7 @@ impl PgBackend {
         .bind(filter.environment.as_deref())
         .bind(filter.initiator.as_deref().map(lifecycle::normalize_id))
         .bind(limit)
+        .bind(filter.audit_pending)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| store_error("listing requests", e))?;

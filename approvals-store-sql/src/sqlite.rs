@@ -34,6 +34,7 @@ use crate::{SqlStoreOptions, migration_table};
 
 const MIGRATION_1: &str = include_str!("../migrations/sqlite/0001_requests_and_audit.sql");
 const MIGRATION_2: &str = include_str!("../migrations/sqlite/0002_signed_audit_log.sql");
+const MIGRATION_3: &str = include_str!("../migrations/sqlite/0003_audit_pending_column.sql");
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -70,6 +71,7 @@ struct RowValues {
     environment: Option<String>,
     initiator_id: Option<String>,
     idempotency_key: Option<String>,
+    audit_pending: bool,
     created_at: i64,
     expires_at: i64,
     json: String,
@@ -87,6 +89,7 @@ impl RowValues {
             environment: c.environment.map(str::to_owned),
             initiator_id: c.initiator_id,
             idempotency_key: c.idempotency_key.map(str::to_owned),
+            audit_pending: c.audit_pending,
             created_at: micros(record.created_at),
             expires_at: micros(record.expires_at),
             json: lifecycle::encode(record, version)?,
@@ -157,6 +160,13 @@ impl SqliteBackend {
                 "signed audit log".into(),
                 MigrationType::Simple,
                 MIGRATION_2.into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                3,
+                "audit_pending column".into(),
+                MigrationType::Simple,
+                MIGRATION_3.into_sql_str(),
                 false,
             ),
         ]);
@@ -250,6 +260,7 @@ impl SqliteBackend {
                 AND (?2 IS NULL OR kind = ?2)
                 AND (?3 IS NULL OR environment = ?3)
                 AND (?4 IS NULL OR initiator_id = ?4)
+                AND (?6 IS NULL OR audit_pending = ?6)
               ORDER BY created_at DESC, id DESC
               LIMIT ?5",
         )
@@ -258,6 +269,7 @@ impl SqliteBackend {
         .bind(filter.environment.as_deref())
         .bind(filter.initiator.as_deref().map(lifecycle::normalize_id))
         .bind(limit)
+        .bind(filter.audit_pending)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| store_error("listing requests", e))?;
@@ -518,8 +530,8 @@ async fn insert(
     let result = sqlx::query(
         "INSERT INTO approval_requests
              (id, version, state, kind, environment, initiator_id, idempotency_key,
-              created_at, expires_at, record)
-         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+              created_at, expires_at, record, audit_pending)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(id)
@@ -531,6 +543,7 @@ async fn insert(
     .bind(row.created_at)
     .bind(row.expires_at)
     .bind(&row.json)
+    .bind(row.audit_pending)
     .execute(&mut *conn)
     .await;
     match result {
@@ -572,7 +585,7 @@ async fn cas(
         "UPDATE approval_requests
             SET version = version + 1, state = ?3, kind = ?4, environment = ?5,
                 initiator_id = ?6, idempotency_key = ?7, created_at = ?8, expires_at = ?9,
-                record = ?10
+                record = ?10, audit_pending = ?12
           WHERE id = ?1 AND version = ?2 AND instr(?11, '|' || state || '|') > 0",
     )
     .bind(id)
@@ -586,6 +599,7 @@ async fn cas(
     .bind(row.expires_at)
     .bind(&row.json)
     .bind(allowed)
+    .bind(row.audit_pending)
     .execute(&mut *conn)
     .await;
     match updated {

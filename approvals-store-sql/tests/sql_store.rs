@@ -385,3 +385,137 @@ async fn a_nul_byte_is_kept_or_refused_clearly_never_half_stored() {
     )
     .await;
 }
+
+/// The migrations of the version before the `audit_pending` column.
+fn migrations_1_and_2(backend: &str) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let (first, second) = match backend {
+        "sqlite" => (
+            include_str!("../migrations/sqlite/0001_requests_and_audit.sql"),
+            include_str!("../migrations/sqlite/0002_signed_audit_log.sql"),
+        ),
+        _ => (
+            include_str!("../migrations/postgres/0001_requests_and_audit.sql"),
+            include_str!("../migrations/postgres/0002_signed_audit_log.sql"),
+        ),
+    };
+    let mut migrator = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "requests and audit".into(),
+            MigrationType::Simple,
+            first.into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "signed audit log".into(),
+            MigrationType::Simple,
+            second.into_sql_str(),
+            false,
+        ),
+    ]);
+    migrator.dangerous_set_table_name("approvals_schema_migrations");
+    migrator
+}
+
+/// Two records as the previous version stored them: a denial still waiting for its audit
+/// events, and an audited one.
+fn records_before_migration_3() -> (approvals_core::RequestRecord, approvals_core::RequestRecord) {
+    let mut unaudited = pending_record(export_request(), epoch());
+    unaudited.state = RequestState::Denied;
+    unaudited.audit_pending = true;
+    let mut audited = pending_record(export_request(), epoch());
+    audited.state = RequestState::Denied;
+    (unaudited, audited)
+}
+
+async fn assert_migration_3_flags(store: &SqlStore, unaudited: approvals_core::RequestId) {
+    let filter = ListFilter {
+        states: vec![RequestState::Denied],
+        audit_pending: Some(true),
+        ..Default::default()
+    };
+    let found: Vec<_> = store
+        .list(&filter)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        found,
+        vec![unaudited],
+        "the column is filled from the stored records"
+    );
+    let all = store.list(&ListFilter::default()).await.expect("list");
+    assert_eq!(all.len(), 2, "no record lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_3_fills_the_audit_pending_column_from_records_stored_before_it() {
+    // SQLite file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+    migrations_1_and_2("sqlite")
+        .run(&pool)
+        .await
+        .expect("migrations 1 and 2");
+    let (unaudited, audited) = records_before_migration_3();
+    for record in [&unaudited, &audited] {
+        sqlx::query(
+            "INSERT INTO approval_requests
+                 (id, version, state, kind, created_at, expires_at, record)
+             VALUES (?1, 1, 'denied', 'data.export', 0, 0, ?2)",
+        )
+        .bind(record.id.to_string())
+        .bind(serde_json::to_string(record).expect("json"))
+        .execute(&pool)
+        .await
+        .expect("old row");
+    }
+    pool.close().await;
+    let store = SqlStore::connect(&url).await.expect("migrate");
+    assert_migration_3_flags(&store, unaudited.id).await;
+    store.close().await;
+
+    // PostgreSQL schema.
+    let test = "migration_3_fills_the_audit_pending_column_from_records_stored_before_it";
+    let Some(url) = common::postgres_url(test) else {
+        return;
+    };
+    let schema = common::unique_schema("mig3");
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("url")
+        .options([("search_path", schema.as_str())]);
+    let pool = sqlx::PgPool::connect_with(options).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&pool)
+        .await
+        .expect("schema");
+    migrations_1_and_2("postgres")
+        .run(&pool)
+        .await
+        .expect("migrations 1 and 2");
+    for record in [&unaudited, &audited] {
+        sqlx::query(
+            "INSERT INTO approval_requests
+                 (id, version, state, kind, created_at, expires_at, record)
+             VALUES ($1, 1, 'denied', 'data.export', $2, $2, $3)",
+        )
+        .bind(record.id.0)
+        .bind(record.created_at)
+        .bind(serde_json::to_string(record).expect("json"))
+        .execute(&pool)
+        .await
+        .expect("old row");
+    }
+    pool.close().await;
+    let store = common::pg_store(&url, &schema).await;
+    assert_migration_3_flags(&store, unaudited.id).await;
+    store.close().await;
+    common::drop_schema(&url, &schema).await;
+}

@@ -225,6 +225,7 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         let mut record = pending_record(request, epoch() + TimeDelta::seconds(i));
         if i == 0 {
             record.state = RequestState::Denied;
+            record.audit_pending = true;
         }
         insert_new(&store, &record).await;
         ids.push(record.id);
@@ -279,6 +280,7 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         kind: Some("data.export".into()),
         environment: Some("production".into()),
         initiator: Some("billing-agent".into()),
+        audit_pending: Some(false),
         limit: Some(1),
     };
     assert_eq!(
@@ -298,6 +300,32 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert!(store.list(&none).await.expect("list").is_empty());
+
+    // Decisions not yet audited, as sweeps look for them; the filter follows each update.
+    let unaudited = ListFilter {
+        states: vec![RequestState::Denied],
+        audit_pending: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(store.list(&unaudited).await.expect("list")),
+        vec![ids[0]]
+    );
+    let audited = ListFilter {
+        audit_pending: Some(false),
+        ..Default::default()
+    };
+    assert_eq!(store.list(&audited).await.expect("list").len(), 5);
+    let mut denied = store.get(ids[0]).await.expect("get").expect("record");
+    denied.audit_pending = false;
+    assert!(
+        store
+            .compare_and_set(denied.version, &denied)
+            .await
+            .expect("cas")
+    );
+    assert!(store.list(&unaudited).await.expect("list").is_empty());
+    assert_eq!(store.list(&audited).await.expect("list").len(), 6);
 }
 
 /// [`WRITERS`] tasks compare-and-set the same version at once: exactly one wins, and the

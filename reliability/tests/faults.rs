@@ -5,7 +5,7 @@
 //! fail-after-commit on chosen call numbers; see `approvals_testkit::faults`). The scenario
 //! runs through one gate over the faulty components: the agent submits (retrying with its
 //! idempotency key), reviewers `decide`, the agent `wait`s and `execute`s (retrying as an agent
-//! would), and sweeps run. After every case:
+//! would) unless its process is gone, and sweeps run. After every case:
 //!
 //! - an action body ran ⇒ the reliable audit record (a `MemorySink` beneath the faulty
 //!   wrapper, holding only appends that succeeded) has an `approved` event naming at least
@@ -13,6 +13,9 @@
 //! - no body ran twice, and a body ran only for a request the store shows as consumed;
 //! - every `decide()` or `cancel()` that returned `Ok` is visible through a fresh gate over
 //!   the same store (for SQLite, the file reopened by a new `SqlStore`);
+//! - after that fresh gate's fault-free sweep past the audit recovery delay, every denied or
+//!   approved request in the store has its `denied` or `approved` event in the audit trail,
+//!   and none is still flagged `audit_pending`;
 //! - every gate call returned within a bound derived from the store timeout.
 //!
 //! The in-memory cases run on tokio's paused clock, so hangs cost no real time; the SQLite
@@ -100,6 +103,8 @@ struct Case {
     reviews: Vec<(Who, Verdict)>,
     cancel_before_reviews: bool,
     sweep_after_reviews: bool,
+    /// The agent's process is gone after submitting: nobody waits, only sweeps run.
+    agent_gone: bool,
     store: FaultPlan,
     audit: FaultPlan,
     approver: FaultPlan,
@@ -110,8 +115,8 @@ impl fmt::Debug for Case {
         writeln!(f, "quorum {}; reviews {:?}", self.quorum, self.reviews)?;
         writeln!(
             f,
-            "cancel before reviews: {}; sweep after reviews: {}",
-            self.cancel_before_reviews, self.sweep_after_reviews
+            "cancel before reviews: {}; sweep after reviews: {}; agent gone: {}",
+            self.cancel_before_reviews, self.sweep_after_reviews, self.agent_gone
         )?;
         writeln!(f, "store faults:    {}", self.store)?;
         writeln!(f, "audit faults:    {}", self.audit)?;
@@ -186,6 +191,7 @@ fn case(store_timeout: Duration) -> impl Strategy<Value = Case> {
         prop::collection::vec((who(), verdict()), 0..6),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.3),
+        prop::bool::weighted(0.2),
         plan(&Op::STORE, 8, store_faults),
         plan(&Op::AUDIT, 16, audit_faults),
         plan(&Op::APPROVER, 3, approver_faults),
@@ -196,6 +202,7 @@ fn case(store_timeout: Duration) -> impl Strategy<Value = Case> {
                 reviews,
                 cancel_before_reviews,
                 sweep_after_reviews,
+                agent_gone,
                 store,
                 audit,
                 approver,
@@ -205,6 +212,7 @@ fn case(store_timeout: Duration) -> impl Strategy<Value = Case> {
                     reviews,
                     cancel_before_reviews,
                     sweep_after_reviews,
+                    agent_gone,
                     store,
                     audit,
                     approver,
@@ -396,7 +404,9 @@ async fn run_case(
         if case.sweep_after_reviews {
             let _ = bounded(bound, "sweep", gate.sweep()).await?;
         }
-        agent_runs(&gate, &clock, &inner, &action, id, bound, &mut seen).await?;
+        if !case.agent_gone {
+            agent_runs(&gate, &clock, &inner, &action, id, bound, &mut seen).await?;
+        }
     }
     // A sweep much later lapses or expires whatever is left.
     clock.advance(TimeDelta::hours(3));
@@ -543,11 +553,13 @@ async fn check(
 
     // Every accepted decision survives a restart.
     let restarted = backend.restarted().await?;
+    let recovery = Arc::new(MemorySink::new());
     let fresh = Gate::builder()
         .policy(StaticPolicy::require(Requirement::groups([GROUP])))
         .store_shared(restarted)
-        .audit(MemorySink::new())
+        .audit_shared(recovery.clone())
         .initiator(initiator())
+        .clock(Arc::new(ManualClock::new(epoch() + TimeDelta::days(1))))
         .build()
         .map_err(|e| e.to_string())?;
     for (id, reviewer, verdict) in &seen.accepted {
@@ -581,6 +593,51 @@ async fn check(
         if state != Some(RequestState::Cancelled) {
             return Err(format!(
                 "{id} was cancelled but is {state:?} after the restart"
+            ));
+        }
+    }
+
+    // Once a fault-free sweep has run past the recovery delay, every decision the store
+    // holds is in the audit trail, whether or not an agent was still waiting for it.
+    fresh
+        .sweep()
+        .await
+        .map_err(|e| format!("the fault-free sweep after the restart failed: {e}"))?;
+    let audited: Vec<_> = events
+        .iter()
+        .chain(recovery.events().iter())
+        .cloned()
+        .collect();
+    for id in &seen.ids {
+        let Some(record) = fresh.get(*id).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if record.audit_pending {
+            return Err(format!(
+                "{id} is still flagged audit_pending after the sweep"
+            ));
+        }
+        let has = |wanted: fn(&EventDetail) -> bool| {
+            audited
+                .iter()
+                .any(|e| e.request_id == *id && wanted(&e.detail))
+        };
+        if record.state == RequestState::Denied && !has(|d| matches!(d, EventDetail::Denied { .. }))
+        {
+            return Err(format!("{id} is denied but no denied event was audited"));
+        }
+        let was_approved = matches!(
+            record.state,
+            RequestState::Executing
+                | RequestState::Executed
+                | RequestState::Failed
+                | RequestState::Lapsed
+                | RequestState::Approved
+        );
+        if was_approved && !has(|d| matches!(d, EventDetail::Approved { .. })) {
+            return Err(format!(
+                "{id} is {} but no approved event was audited",
+                record.state
             ));
         }
     }

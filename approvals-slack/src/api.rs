@@ -373,14 +373,33 @@ impl SlackClient {
         message_ref("chat.postMessage", &answer)
     }
 
+    /// `auth.test`: the bot id (`B...`) of the app this bot token belongs to, which Slack
+    /// puts on every message the app posts.
+    pub async fn bot_id(&self) -> Result<String, SlackError> {
+        let answer = self.call("auth.test", &json!({})).await?;
+        answer
+            .get("bot_id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                SlackError::Config(
+                    "auth.test named no bot_id: use the app's bot token (xoxb-...)".into(),
+                )
+            })
+    }
+
     /// `conversations.history` (scope `channels:history`, or `groups:history` for a private
     /// channel) with `include_all_metadata`: the newest of the last 200 messages since
-    /// `oldest` (a Slack timestamp) whose metadata has `event_type` and `event_payload[key] ==
-    /// value`. `channel` must be a conversation id (`C...`), not a name.
+    /// `oldest` (a Slack timestamp) that were posted by the app with `bot_id` and whose
+    /// metadata has `event_type` and `event_payload[key] == value`. Messages of other apps
+    /// never match, whatever their metadata says. `channel` must be a conversation id
+    /// (`C...`), not a name.
     pub async fn find_message(
         &self,
         channel: &str,
         oldest: &str,
+        bot_id: &str,
         event_type: &str,
         key: &str,
         value: &str,
@@ -406,7 +425,8 @@ impl SlackClient {
             .iter()
             .find(|m| {
                 let metadata = &m["metadata"];
-                metadata["event_type"] == event_type
+                m["bot_id"] == bot_id
+                    && metadata["event_type"] == event_type
                     && metadata["event_payload"][key].as_str() == Some(value)
             })
             .and_then(|m| m["ts"].as_str())

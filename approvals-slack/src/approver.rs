@@ -82,6 +82,29 @@ impl SlackApprover {
         }
         first_error.map_or(Ok(()), Err)
     }
+
+    /// The message about `request` that this app posted before, found by the request id in
+    /// its metadata. Only this app's own messages count (by `bot_id`, from `auth.test`):
+    /// another app in the channel cannot pass a message of its own off as the request's.
+    async fn find_earlier_post(
+        &self,
+        request: &RequestRecord,
+        id: &str,
+    ) -> Result<Option<MessageRef>, SlackError> {
+        let bot_id = self.client.bot_id().await?;
+        self.client
+            .find_message(
+                &self.channel,
+                // Ten minutes of margin for a difference between this host's clock and
+                // Slack's.
+                &slack_ts(request.created_at - chrono::TimeDelta::minutes(10)),
+                &bot_id,
+                METADATA_EVENT,
+                "request_id",
+                id,
+            )
+            .await
+    }
 }
 
 /// The `event_type` of the metadata on every request message: its payload names the request
@@ -130,18 +153,7 @@ impl Approver for SlackApprover {
         // first. If the look-up fails (no history scope, a channel name instead of an id),
         // post again: a second message is better than none.
         if reason == DispatchReason::Redelivery
-            && let Ok(Some(earlier)) = self
-                .client
-                .find_message(
-                    &self.channel,
-                    // Ten minutes of margin for a difference between this host's clock
-                    // and Slack's.
-                    &slack_ts(request.created_at - chrono::TimeDelta::minutes(10)),
-                    METADATA_EVENT,
-                    "request_id",
-                    &id,
-                )
-                .await
+            && let Ok(Some(earlier)) = self.find_earlier_post(request, &id).await
         {
             return delivery(&earlier).map(Some);
         }

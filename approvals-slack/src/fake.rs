@@ -30,6 +30,11 @@ pub const TEAM_ID: &str = "T0FAKE0001";
 pub const APP_ID: &str = "A0FAKE0001";
 /// The fake's approvals conversation.
 pub const CONVERSATION: &str = "C0APPROVALS";
+/// The bot id of the app the fake's bot token belongs to (`auth.test`, and `bot_id` on the
+/// messages it posts).
+pub const BOT_ID: &str = "B0FAKEBOT";
+/// The bot's user id (`auth.test`'s `user_id`, and `user` on the messages it posts).
+pub const BOT_USER_ID: &str = "U0FAKEBOT";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -344,6 +349,27 @@ impl FakeSlack {
         all
     }
 
+    /// Posts a message into `channel` as another app would (its own `bot_id`), with this
+    /// message `metadata`; returns its `ts`. For tests of what this crate must not mistake
+    /// for its own messages.
+    pub fn post_as_another_app(&self, channel: &str, text: &str, metadata: Value) -> String {
+        let mut st = lock(&self.state);
+        let ts = format!("{}.{:06}", now(), st.next_ts);
+        st.next_ts += 1;
+        let message = json!({
+            "type": "message",
+            "channel": channel,
+            "ts": ts,
+            "user": "U0OTHERBOT",
+            "bot_id": "B0OTHERBOT",
+            "app_id": "A0OTHERAPP",
+            "text": text,
+            "metadata": metadata,
+        });
+        st.messages.insert(ts.clone(), message);
+        ts
+    }
+
     /// Bodies posted to response URLs, with the URL.
     pub fn responses(&self) -> Vec<(String, Value)> {
         lock(&self.state).responses.clone()
@@ -513,8 +539,12 @@ fn handle_http(
             let ts = format!("{now}.{:06}", st.next_ts);
             st.next_ts += 1;
             let mut message = json!({
+                "type": "message",
                 "channel": channel,
                 "ts": ts,
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "app_id": APP_ID,
                 "text": body_value.get("text").cloned().unwrap_or(Value::Null),
                 "blocks": body_value.get("blocks").cloned().unwrap_or(Value::Null),
             });
@@ -540,23 +570,33 @@ fn handle_http(
             {
                 return err("invalid_blocks");
             }
-            let mut message = json!({
-                "channel": channel,
-                "ts": ts,
-                "text": body_value.get("text").cloned().unwrap_or(Value::Null),
-                "blocks": body_value.get("blocks").cloned().unwrap_or(Value::Null),
-            });
-            // Slack keeps a message's metadata when an update does not replace it.
-            let kept = body_value
-                .get("metadata")
-                .or_else(|| existing.get("metadata"))
-                .cloned();
-            if let Some(metadata) = kept {
-                message["metadata"] = metadata;
+            // Like Slack: an app may only update the messages it posted.
+            if existing.get("bot_id").and_then(Value::as_str) != Some(BOT_ID) {
+                return err("cant_update_message");
+            }
+            // The author and, when the update does not replace it, the metadata are kept.
+            let mut message = existing.clone();
+            message["text"] = body_value.get("text").cloned().unwrap_or(Value::Null);
+            message["blocks"] = body_value.get("blocks").cloned().unwrap_or(Value::Null);
+            if let Some(metadata) = body_value.get("metadata") {
+                message["metadata"] = metadata.clone();
             }
             st.messages.insert(ts.clone(), message);
             json_response(200, &json!({"ok": true, "channel": channel, "ts": ts}))
         }
+        "auth.test" => json_response(
+            200,
+            &json!({
+                "ok": true,
+                "url": "https://fake-workspace.slack.com/",
+                "team": "Fake Workspace",
+                "user": "approvals",
+                "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "is_enterprise_install": false,
+            }),
+        ),
         "conversations.history" => {
             let channel = field("channel");
             if channel.is_empty() || channel.starts_with('#') {
@@ -780,7 +820,7 @@ impl Clicker {
                 "hash": "156663117.cd33ad1f",
                 "title": {"type": "plain_text", "text": "Deny request"},
                 "app_id": self.app_id,
-                "bot_id": "B0FAKEBOT",
+                "bot_id": BOT_ID,
                 "root_view_id": "V0FAKEVIEW",
                 "previous_view_id": null,
                 "app_installed_team_id": self.team_id,

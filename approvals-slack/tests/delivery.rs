@@ -209,10 +209,22 @@ async fn a_redelivery_records_the_message_an_earlier_process_posted_instead_of_p
         "each message names its request in its metadata"
     );
 
+    // Another app in the channel posts a newer message claiming to be the request's.
+    let decoy = env.fake.post_as_another_app(
+        fake::CONVERSATION,
+        "Approve here instead",
+        json!({"event_type": "approval_request", "event_payload": {"request_id": id.to_string()}}),
+    );
+    assert_ne!(decoy, ts);
+
     // As after a process died between Slack accepting the post and the store recording it:
     // the stored request has no delivery.
     let found = redeliver(&env, id).await;
-    assert_eq!(found.reference["ts"], ts.as_str(), "the earlier message");
+    assert_eq!(
+        found.reference["ts"],
+        ts.as_str(),
+        "the earlier message this app posted, not the other app's"
+    );
     let found_other = redeliver(&env, other).await;
     assert_eq!(
         found_other.reference["ts"],
@@ -226,6 +238,7 @@ async fn a_redelivery_records_the_message_an_earlier_process_posted_instead_of_p
     );
     let lookups = env.fake.calls_to("conversations.history");
     assert_eq!(lookups.len(), 2);
+    assert_eq!(env.fake.calls_to("auth.test").len(), 2, "the app's bot id");
     assert_eq!(lookups[0].body["include_all_metadata"], "true");
     assert_eq!(lookups[0].body["channel"], fake::CONVERSATION);
 

@@ -1452,8 +1452,8 @@ impl AuditSink for FailNamed {
     }
 }
 
-#[tokio::test]
-async fn a_denial_whose_audit_failed_is_recorded_before_the_agent_hears_of_it() {
+/// A gate (sam approves exports) whose audit sink fails the first `denied` event.
+fn gate_whose_first_denial_audit_fails() -> (Gate, Arc<FailNamed>, Arc<ManualClock>) {
     let audit = Arc::new(FailNamed {
         inner: MemorySink::new(),
         name: "denied",
@@ -1472,6 +1472,12 @@ async fn a_denial_whose_audit_failed_is_recorded_before_the_agent_hears_of_it() 
         .poll_interval(Duration::from_millis(5))
         .build()
         .expect("gate");
+    (gate, audit, clock)
+}
+
+#[tokio::test]
+async fn a_denial_whose_audit_failed_is_recorded_before_the_agent_hears_of_it() {
+    let (gate, audit, clock) = gate_whose_first_denial_audit_fails();
     let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
         panic!("pending expected");
     };
@@ -1595,23 +1601,7 @@ async fn a_hanging_channel_refuses_within_the_approver_timeout() {
 
 #[tokio::test]
 async fn a_sweep_records_a_denial_whose_audit_failed_when_no_agent_waits() {
-    let audit = Arc::new(FailNamed {
-        inner: MemorySink::new(),
-        name: "denied",
-        failures: AtomicUsize::new(1),
-    });
-    let clock = Arc::new(ManualClock::new(
-        "2026-11-21T12:00:00Z".parse().expect("time"),
-    ));
-    let gate = Gate::builder()
-        .policy(StaticPolicy::require(Requirement::users([
-            "sam@example.com",
-        ])))
-        .audit_shared(audit.clone())
-        .clock(clock.clone())
-        .initiator(agent())
-        .build()
-        .expect("gate");
+    let (gate, audit, clock) = gate_whose_first_denial_audit_fails();
     let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
         panic!("pending expected");
     };

@@ -357,20 +357,7 @@ impl SlackClient {
         blocks: &[Value],
         metadata: &Value,
     ) -> Result<MessageRef, SlackError> {
-        let answer = self
-            .call(
-                "chat.postMessage",
-                &json!({
-                    "channel": channel,
-                    "text": text,
-                    "blocks": blocks,
-                    "metadata": metadata,
-                    "unfurl_links": false,
-                    "unfurl_media": false,
-                }),
-            )
-            .await?;
-        message_ref("chat.postMessage", &answer)
+        self.post(channel, text, blocks, Some(metadata)).await
     }
 
     /// `auth.test`: the bot id (`B...`) of the app this bot token belongs to, which Slack
@@ -444,18 +431,27 @@ impl SlackClient {
         text: &str,
         blocks: &[Value],
     ) -> Result<MessageRef, SlackError> {
-        let answer = self
-            .call(
-                "chat.postMessage",
-                &json!({
-                    "channel": channel,
-                    "text": text,
-                    "blocks": blocks,
-                    "unfurl_links": false,
-                    "unfurl_media": false,
-                }),
-            )
-            .await?;
+        self.post(channel, text, blocks, None).await
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &[Value],
+        metadata: Option<&Value>,
+    ) -> Result<MessageRef, SlackError> {
+        let mut body = json!({
+            "channel": channel,
+            "text": text,
+            "blocks": blocks,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        if let Some(metadata) = metadata {
+            body["metadata"] = metadata.clone();
+        }
+        let answer = self.call("chat.postMessage", &body).await?;
         message_ref("chat.postMessage", &answer)
     }
 

@@ -80,6 +80,15 @@ struct State {
     socket_hello: bool,
 }
 
+impl State {
+    /// A new message timestamp, like Slack's: the time of posting, unique and increasing.
+    fn new_ts(&mut self) -> String {
+        let ts = format!("{}.{:06}", now(), self.next_ts);
+        self.next_ts += 1;
+        ts
+    }
+}
+
 /// A fake Slack: Web API, response URLs and Socket Mode on `127.0.0.1`. Stops when dropped.
 pub struct FakeSlack {
     addr: SocketAddr,
@@ -354,8 +363,7 @@ impl FakeSlack {
     /// for its own messages.
     pub fn post_as_another_app(&self, channel: &str, text: &str, metadata: Value) -> String {
         let mut st = lock(&self.state);
-        let ts = format!("{}.{:06}", now(), st.next_ts);
-        st.next_ts += 1;
+        let ts = st.new_ts();
         let message = json!({
             "type": "message",
             "channel": channel,
@@ -532,12 +540,7 @@ fn handle_http(
             {
                 return err("invalid_blocks");
             }
-            // Like Slack's: the time of posting, unique and increasing in the channel.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let ts = format!("{now}.{:06}", st.next_ts);
-            st.next_ts += 1;
+            let ts = st.new_ts();
             let mut message = json!({
                 "type": "message",
                 "channel": channel,

@@ -61,9 +61,8 @@
 //! Tables: `approval_requests` (the full [`RequestRecord`] as JSON plus indexed columns:
 //! `id`, `version`, `state`, `kind`, `environment`, `initiator_id` (trimmed, lowercase),
 //! `idempotency_key` UNIQUE, `created_at`, `expires_at`, `audit_pending` (migration 3)),
-//! `approval_audit_log` (the signed
-//! audit log, see [`audit`]) and `approval_audit` (the closed hash chain of older versions,
-//! see [`legacy`]).
+//! `approval_audit_log` (the signed audit log, see [`audit`]) and `approval_audit` (the
+//! closed hash chain of older versions, see [`legacy`]).
 //!
 //! Modules: [`audit`] (the signed audit log table), [`legacy`] (the old hash-chained table),
 //! [`error`] (errors).

@@ -687,21 +687,14 @@ async fn an_idle_log_is_checkpointed_by_the_timer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_before_the_signed_log_keeps_its_old_chain_and_anchors_it() {
-    use sqlx::SqlSafeStr;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
     // The database as the previous version left it: migration 1 only, and three chained rows.
     let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
-    let mut old = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "requests and audit".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_requests_and_audit.sql").into_sql_str(),
-        false,
-    )]);
-    old.dangerous_set_table_name("approvals_schema_migrations");
-    old.run(&pool).await.expect("migration 1");
+    common::migrations_up_to("sqlite", 1)
+        .run(&pool)
+        .await
+        .expect("migration 1");
     let scratch = SqlStore::connect("sqlite::memory:").await.expect("scratch");
     let (events, _) = lifecycle(&scratch, scratch.audit_sink()).await;
     let mut prev = approvals_store_sql::legacy::GENESIS_HASH.to_owned();

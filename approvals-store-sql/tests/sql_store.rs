@@ -386,40 +386,6 @@ async fn a_nul_byte_is_kept_or_refused_clearly_never_half_stored() {
     .await;
 }
 
-/// The migrations of the version before the `audit_pending` column.
-fn migrations_1_and_2(backend: &str) -> sqlx::migrate::Migrator {
-    use sqlx::SqlSafeStr;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    let (first, second) = match backend {
-        "sqlite" => (
-            include_str!("../migrations/sqlite/0001_requests_and_audit.sql"),
-            include_str!("../migrations/sqlite/0002_signed_audit_log.sql"),
-        ),
-        _ => (
-            include_str!("../migrations/postgres/0001_requests_and_audit.sql"),
-            include_str!("../migrations/postgres/0002_signed_audit_log.sql"),
-        ),
-    };
-    let mut migrator = Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "requests and audit".into(),
-            MigrationType::Simple,
-            first.into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "signed audit log".into(),
-            MigrationType::Simple,
-            second.into_sql_str(),
-            false,
-        ),
-    ]);
-    migrator.dangerous_set_table_name("approvals_schema_migrations");
-    migrator
-}
-
 /// Two records as the previous version stored them: a denial still waiting for its audit
 /// events, and an audited one.
 fn records_before_migration_3() -> (approvals_core::RequestRecord, approvals_core::RequestRecord) {
@@ -459,7 +425,7 @@ async fn migration_3_fills_the_audit_pending_column_from_records_stored_before_i
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
-    migrations_1_and_2("sqlite")
+    common::migrations_up_to("sqlite", 2)
         .run(&pool)
         .await
         .expect("migrations 1 and 2");
@@ -496,7 +462,7 @@ async fn migration_3_fills_the_audit_pending_column_from_records_stored_before_i
         .execute(&pool)
         .await
         .expect("schema");
-    migrations_1_and_2("postgres")
+    common::migrations_up_to("postgres", 2)
         .run(&pool)
         .await
         .expect("migrations 1 and 2");

@@ -25,3 +25,49 @@ pub async fn sqlite_store(dir: &std::path::Path, name: &str) -> SqlStore {
         .await
         .unwrap_or_else(|e| panic!("opening {url}: {e}"))
 }
+
+/// The store's migrations 1 to `last` for `backend` ("sqlite" or "postgres"), under the
+/// store's migration table: the schema as an older version of the store left it, for tests
+/// of what newer migrations do to it.
+pub fn migrations_up_to(backend: &str, last: usize) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let files: [(&str, &str); 2] = match backend {
+        "sqlite" => [
+            (
+                "requests and audit",
+                include_str!("../../migrations/sqlite/0001_requests_and_audit.sql"),
+            ),
+            (
+                "signed audit log",
+                include_str!("../../migrations/sqlite/0002_signed_audit_log.sql"),
+            ),
+        ],
+        _ => [
+            (
+                "requests and audit",
+                include_str!("../../migrations/postgres/0001_requests_and_audit.sql"),
+            ),
+            (
+                "signed audit log",
+                include_str!("../../migrations/postgres/0002_signed_audit_log.sql"),
+            ),
+        ],
+    };
+    let migrations = (1..)
+        .zip(files)
+        .take(last)
+        .map(|(version, (name, sql))| {
+            Migration::new(
+                version,
+                name.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name("approvals_schema_migrations");
+    migrator
+}

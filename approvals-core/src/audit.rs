@@ -29,7 +29,8 @@
 //! | `grant_rejected` | `cause`, `detail` | a grant was presented for the wrong action, twice, or too late |
 //! | `lapsed` | | an approved grant was not used in time |
 //! | `grant_consumed` | | the action is about to run |
-//! | `executed` | `ok`, `error` | the action finished |
+//! | `executed` | `ok`, `error`, `initiator` | the action finished (`initiator`: who ran it) |
+//! | `request_refused` | `cause` (`initiator_mismatch`, `oversized`, `invalid`), `detail`, `size`, `initiator` | an action was refused before it was recorded: its size and digest, never its body |
 //!
 //! Allowed actions (no approval needed) have `requested`, `policy_decided` and, when run
 //! through the gate, `grant_consumed` and `executed` events; they are not stored as requests.
@@ -44,7 +45,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Decision;
-use crate::request::{ActionRequest, Digest, Principal};
+use crate::request::{ActionRequest, Digest, Initiator, Principal};
 use crate::store::{RequestId, Verdict};
 
 /// The audit event schema version written by this library.
@@ -221,7 +222,39 @@ pub enum EventDetail {
         /// The error text when it failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// Who ran it: the agent or service, and the human it acts for. Absent in logs
+        /// written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initiator: Option<Arc<Initiator>>,
     },
+    /// An action was refused before anything else about it was recorded: it claimed an
+    /// initiator other than the authenticated one, was larger than reviewers are shown, or
+    /// was malformed. The event records the action's size and digest, never its body.
+    RequestRefused {
+        /// Why.
+        cause: RefusalCause,
+        /// Details for the reader of the log (bounded).
+        detail: String,
+        /// The size of the action's canonical encoding, in bytes.
+        size: u64,
+        /// The authenticated initiator the action was submitted under, when there was one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initiator: Option<Arc<Initiator>>,
+    },
+}
+
+/// Why an action was refused before it reached the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RefusalCause {
+    /// The action named an initiator other than the authenticated one (another agent, a
+    /// missing or changed `on_behalf_of`, another model).
+    InitiatorMismatch,
+    /// The action is larger than `MAX_REQUEST_BYTES`.
+    Oversized,
+    /// The action is malformed (no kind, an over-long name, an invalid identity).
+    Invalid,
 }
 
 impl EventDetail {
@@ -244,6 +277,7 @@ impl EventDetail {
             EventDetail::Lapsed {} => "lapsed",
             EventDetail::GrantConsumed {} => "grant_consumed",
             EventDetail::Executed { .. } => "executed",
+            EventDetail::RequestRefused { .. } => "request_refused",
         }
     }
 }

@@ -904,6 +904,7 @@ impl Gate {
                 EventDetail::Executed {
                     ok: error.is_none(),
                     error: error.clone(),
+                    initiator: request.initiator.clone(),
                 },
             ))
             .await;

@@ -65,7 +65,7 @@ pub use approver::{
 };
 pub use audit::{
     AuditError, AuditEvent, AuditSink, EventDetail, FanoutSink, JsonLinesSink, MemorySink,
-    RejectCause,
+    RefusalCause, RejectCause,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use console::ConsoleApprover;

@@ -122,7 +122,7 @@ fn executed(sink: &MemorySink) -> Vec<(bool, Option<String>)> {
     sink.events()
         .into_iter()
         .filter_map(|e| match e.detail {
-            EventDetail::Executed { ok, error } => Some((ok, error)),
+            EventDetail::Executed { ok, error, .. } => Some((ok, error)),
             _ => None,
         })
         .collect()

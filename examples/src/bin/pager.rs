@@ -554,7 +554,7 @@ fn describe(event: &AuditEvent) -> String {
             channel,
             ..
         } => format!("{verdict} by {} via {channel}", reviewer.id),
-        EventDetail::Executed { ok, error } => match (ok, error) {
+        EventDetail::Executed { ok, error, .. } => match (ok, error) {
             (true, _) => "ok".to_owned(),
             (false, e) => format!("failed: {}", e.as_deref().unwrap_or("")),
         },

@@ -234,7 +234,7 @@ fn describe(event: &AuditEvent) -> String {
                 .as_str()
                 .unwrap_or("?")
         ),
-        EventDetail::Executed { ok, error } => {
+        EventDetail::Executed { ok, error, .. } => {
             if *ok {
                 "ok".to_owned()
             } else {

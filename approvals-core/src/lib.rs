@@ -45,7 +45,8 @@
 //!
 //! Modules: [`request`] (actions and the digest), [`policy`] (decisions and `RulePolicy`),
 //! [`gate`] (the engine), [`store`] (persistence), [`audit`] (events and sinks), [`approver`]
-//! (channels and identities), [`console`] (terminal reviews), [`clock`] (time).
+//! (channels and identities), [`identity`] (normalising and comparing identities), [`console`]
+//! (terminal reviews), [`clock`] (time).
 #![warn(missing_docs)]
 
 pub mod approver;
@@ -54,6 +55,7 @@ pub mod clock;
 pub mod console;
 pub mod error;
 pub mod gate;
+pub mod identity;
 pub mod policy;
 pub mod request;
 pub mod store;
@@ -74,6 +76,7 @@ pub use gate::{
     BuildError, Gate, GateBuilder, Grant, Review, ReviewOutcome, Submission, SweepReport,
     default_gate, guard, run, set_default_gate,
 };
+pub use identity::InvalidIdentity;
 pub use policy::{
     Decision, Escalation, Policy, PolicyError, PolicyLoadError, Requirement, RulePolicy,
     StaticPolicy,

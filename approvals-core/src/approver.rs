@@ -124,6 +124,25 @@ pub trait IdentityResolver: Send + Sync + 'static {
     async fn resolve(&self, channel: &str, external_id: &str) -> Result<Principal, IdentityError>;
 }
 
+/// Resolves `external_id` on `channel` through `resolver`, the way every channel's inbound
+/// handler should: a resolver that panics or does not answer within `limit` is
+/// [`IdentityError::Unavailable`], so the decision is refused (fail closed) instead of the
+/// panic unwinding into the handler or the click hanging.
+pub async fn resolve_reviewer(
+    resolver: &(impl IdentityResolver + ?Sized),
+    channel: &str,
+    external_id: &str,
+    limit: std::time::Duration,
+) -> Result<Principal, IdentityError> {
+    crate::bounds::within(limit, resolver.resolve(channel, external_id))
+        .await
+        .unwrap_or_else(|unfinished| {
+            Err(IdentityError::Unavailable(format!(
+                "the identity resolver failed ({unfinished}); the decision was refused"
+            )))
+        })
+}
+
 #[async_trait]
 impl<R: IdentityResolver + ?Sized> IdentityResolver for Arc<R> {
     async fn resolve(&self, channel: &str, external_id: &str) -> Result<Principal, IdentityError> {

@@ -107,6 +107,9 @@ pub enum RejectCause {
     Lapsed,
     /// The inbound callback failed authentication (signature, token, replay).
     Forged,
+    /// The reviewer's id cannot be compared safely (invisible, bidi-control or mixed-script
+    /// characters; see [`identity`](crate::identity)): a spelling trick, or a broken mapping.
+    InvalidIdentity,
 }
 
 /// The event-specific part of an [`AuditEvent`].

@@ -120,7 +120,10 @@ impl ConsoleApprover {
                     "Recorded: request {id} is {} ({}/{} approvals).\n",
                     outcome.state, outcome.approvals, outcome.quorum
                 )),
-                Err(e) => self.print(&format!("Refused: {e}\n")),
+                Err(e) => self.print(&format!(
+                    "Refused: {}\n",
+                    terminal_safe(&e.to_string(), 500)
+                )),
             }
             return;
         }
@@ -134,26 +137,21 @@ impl ConsoleApprover {
     }
 }
 
-/// Replaces control characters (including ESC, so no ANSI sequences) and invisible formatting
-/// characters (bidi overrides, zero-width; see [`crate::text::is_invisible_format`]) with `?`,
-/// and truncates.
+/// Untrusted text made safe for a terminal: control characters (ESC included, so no ANSI
+/// sequence moves the cursor or recolours the screen) and invisible formatting characters
+/// (bidi overrides, zero-width) are shown in their visible form (see
+/// [`crate::text::neutralize`]), the text is cut to `max_chars` characters, and continuation
+/// lines are indented so a value cannot start a line that looks like ours.
+///
+/// ```
+/// use approvals_core::console::terminal_safe;
+/// assert_eq!(terminal_safe("ok\x1b[2K", 100), "ok‹U+001B›[2K");
+/// assert_eq!(terminal_safe("a\nb", 100), "a\n    | b");
+/// ```
 pub fn terminal_safe(text: &str, max_chars: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max_chars)
-        .map(|c| {
-            if (c.is_control() && c != '\n') || crate::text::is_invisible_format(c) {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if text.chars().count() > max_chars {
-        out.push_str(" …(truncated)");
-    }
-    // Indent continuation lines so a value cannot start a line that looks like ours.
-    out.replace('\n', "\n    | ")
+    let shown = crate::text::neutralize(text);
+    let shown = crate::text::truncate_with(&shown, max_chars, " (truncated)");
+    shown.replace('\n', "\n    | ")
 }
 
 fn render(record: &RequestRecord, reason: DispatchReason, reviewer: &Principal) -> String {
@@ -276,13 +274,15 @@ mod tests {
         let safe = terminal_safe(hostile, 100);
         assert!(!safe.contains('\x1b'));
         assert!(!safe.contains('\r'));
-        assert!(safe.starts_with("ok?[2K?[1A"));
+        assert!(safe.starts_with("ok‹U+001B›[2K‹U+001B›[1A"), "{safe}");
         let long = "x".repeat(50);
-        assert!(terminal_safe(&long, 10).ends_with("…(truncated)"));
+        let cut = terminal_safe(&long, 20);
+        assert!(cut.ends_with("… (truncated)"), "{cut}");
+        assert_eq!(cut.chars().count(), 20);
         assert_eq!(terminal_safe("a\nb", 10), "a\n    | b");
         assert_eq!(
             terminal_safe("rm -rf /\u{202E}txt.exe", 100),
-            "rm -rf /?txt.exe"
+            "rm -rf /‹U+202E›txt.exe"
         );
     }
 }

@@ -131,6 +131,35 @@ pub enum GuardError {
     /// The request itself is unusable.
     #[error("invalid action request: {0}")]
     InvalidRequest(String),
+    /// The action named an initiator other than the authenticated one: another agent or
+    /// service, a missing or changed `on_behalf_of` human, or another model. The initiator
+    /// comes from the gate (in process) or the caller's credential (over HTTP); an action may
+    /// only add a session or prompt reference. Audited as `request_refused`.
+    #[error(
+        "the action claims to come from {claimed}, but this gate acts for {authenticated}; an action cannot choose its initiator (it may add only a session or prompt reference)"
+    )]
+    InitiatorMismatch {
+        /// The authenticated initiator.
+        authenticated: String,
+        /// What the action claimed.
+        claimed: String,
+    },
+    /// Nobody is authenticated to submit actions through this gate.
+    #[error(
+        "this gate has no initiator: set the agent's identity with Gate::builder().initiator(..), or submit through a door that authenticates the caller (Gate::submit_as)"
+    )]
+    NoInitiator,
+    /// The action is larger than reviewers can be shown. Audited as `request_refused` with
+    /// its size and digest, not its body.
+    #[error(
+        "the action is {size} bytes; reviewers are shown at most {limit}. Pass a reference to large data (a URL, an object key, a digest) instead"
+    )]
+    TooLarge {
+        /// Its canonical size in bytes.
+        size: usize,
+        /// The limit (`MAX_REQUEST_BYTES`).
+        limit: usize,
+    },
     /// A component failed; the action was refused (fail closed). May succeed later.
     #[error("{component} unavailable, so the action was refused: {message}")]
     Unavailable {
@@ -245,6 +274,19 @@ pub enum ReviewError {
         /// The reviewer's id.
         reviewer: String,
     },
+    /// The reviewer's id or one of its groups cannot be compared safely (invisible,
+    /// bidi-control or mixed-script characters, spaces, symbols; see
+    /// [`identity`](crate::identity)). Checked before every other rule except the digest, so
+    /// a spelling trick never reaches the self-approval or quorum checks.
+    #[error(
+        "the review of request {id} was refused: {error}. Fix the reviewer's identity where it is mapped (the identity resolver or token file)"
+    )]
+    InvalidIdentity {
+        /// The request.
+        id: RequestId,
+        /// Why the identity is refused; it names the character and shows the id safely.
+        error: crate::identity::InvalidIdentity,
+    },
     /// The reviewer saw a different action than the one stored.
     #[error("the review is for action digest {presented}, but request {id} has {stored}")]
     DigestMismatch {
@@ -277,6 +319,7 @@ impl ReviewError {
             ReviewError::ReasonRequired { .. } => RejectCause::ReasonRequired,
             ReviewError::AlreadyReviewed { .. } => RejectCause::DuplicateReview,
             ReviewError::DigestMismatch { .. } => RejectCause::DigestMismatch,
+            ReviewError::InvalidIdentity { .. } => RejectCause::InvalidIdentity,
             ReviewError::NotFound(_) | ReviewError::Unavailable { .. } => return None,
         })
     }

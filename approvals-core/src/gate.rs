@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 
 use crate::approver::{Approver, ApproverError, DispatchReason};
-use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, AuditSink, EventDetail, RejectCause};
+use crate::audit::{
+    AUDIT_SCHEMA_VERSION, AuditEvent, AuditSink, EventDetail, RefusalCause, RejectCause,
+};
+use crate::bounds::{clip, contained, within};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Component, GuardError, ReviewError};
 use crate::policy::{Decision, Policy, Requirement};
@@ -105,9 +107,15 @@ pub struct Grant {
     policy_rule: Option<String>,
     policy_version: Arc<str>,
     approved: bool,
+    initiator: Arc<Initiator>,
 }
 
 impl Grant {
+    /// Who asked: the authenticated initiator the action was submitted under. Executing the
+    /// grant binds the action to it again.
+    pub fn initiator(&self) -> &Initiator {
+        &self.initiator
+    }
     /// The request it belongs to.
     pub fn request_id(&self) -> RequestId {
         self.request_id
@@ -237,7 +245,11 @@ impl GateBuilder {
         self
     }
 
-    /// The initiator used when an action names none (for example this agent's identity).
+    /// Who this gate acts for: the agent or service (and the human it acts on behalf of)
+    /// that every action submitted through [`Gate::guard`], [`Gate::run`], [`Gate::submit`],
+    /// the free functions and `#[requires_approval]` is recorded under. Actions cannot change
+    /// it; without one, those calls refuse with [`GuardError::NoInitiator`] (doors that
+    /// authenticate their callers use [`Gate::submit_as`]).
     pub fn initiator(mut self, initiator: Initiator) -> Self {
         self.initiator = Some(initiator);
         self
@@ -289,6 +301,9 @@ impl GateBuilder {
     pub fn build(self) -> Result<Gate, BuildError> {
         let policy = self.policy.ok_or(BuildError::MissingPolicy)?;
         let audit = self.audit.ok_or(BuildError::MissingAudit)?;
+        if let Some(initiator) = &self.initiator {
+            initiator.validate().map_err(BuildError::InvalidInitiator)?;
+        }
         let policy_version = Mutex::new(Arc::from(policy.version()));
         Ok(Gate {
             inner: Arc::new(Inner {
@@ -324,6 +339,10 @@ pub enum BuildError {
         "the gate needs an audit sink: call .audit(JsonLinesSink::file(\"audit.jsonl\", true)?) or another sink"
     )]
     MissingAudit,
+    /// The configured initiator (or its on-behalf-of human) has an id or group that cannot be
+    /// compared safely, so self-approval could not be told apart.
+    #[error("the gate's initiator is refused: {0}. Configure it with the id the directory uses")]
+    InvalidInitiator(crate::identity::InvalidIdentity),
 }
 
 struct Inner {
@@ -457,9 +476,39 @@ impl Gate {
 
     /// Evaluates policy and, if approval is needed, stores and dispatches the request without
     /// waiting. Use [`wait`](Gate::wait) later (possibly in another process) to get the grant.
+    ///
+    /// The initiator is the gate's own ([`GateBuilder::initiator`]); an action that names
+    /// another is refused with [`GuardError::InitiatorMismatch`].
     pub async fn submit<A: Action + ?Sized>(&self, action: &A) -> Result<Submission, GuardError> {
-        let request = Arc::new(self.prepare(action.to_request())?);
-        let digest = request.digest();
+        let initiator = self
+            .inner
+            .initiator
+            .clone()
+            .ok_or(GuardError::NoInitiator)?;
+        self.submit_bound(initiator, action).await
+    }
+
+    /// [`submit`](Gate::submit) for a caller that a door (the HTTP agent API, the MCP
+    /// gateway, `approvals exec`) has authenticated: `caller` comes from that credential, never
+    /// from the action, and the action is bound to it exactly as `submit` binds it to the
+    /// gate's own initiator. Wait with [`wait`](Gate::wait); the grant carries `caller`, and
+    /// [`execute`](Gate::execute) binds the action to it again.
+    pub async fn submit_as<A: Action + ?Sized>(
+        &self,
+        caller: &Initiator,
+        action: &A,
+    ) -> Result<Submission, GuardError> {
+        self.submit_bound(Arc::new(caller.clone()), action).await
+    }
+
+    async fn submit_bound<A: Action + ?Sized>(
+        &self,
+        initiator: Arc<Initiator>,
+        action: &A,
+    ) -> Result<Submission, GuardError> {
+        let id = RequestId::new();
+        let (request, digest) = self.admit(id, action.to_request(), &initiator).await?;
+        let request = Arc::new(request);
 
         if let Some(key) = &request.idempotency_key
             // Boxed, like create_pending below: the stored record is large, and neither the
@@ -469,7 +518,6 @@ impl Gate {
             return Ok(submission);
         }
 
-        let id = RequestId::new();
         let now = self.now();
         let subject = EventSubject {
             id,
@@ -484,10 +532,10 @@ impl Gate {
             },
         ))
         .await?;
-        let decision = self
-            .inner
-            .policy
-            .evaluate(&request)
+        let decision = contained(|| self.inner.policy.evaluate(&request))
+            .map_err(|panic| {
+                GuardError::unavailable(Component::Policy, format!("the policy panicked: {panic}"))
+            })?
             .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
         let policy_version = self.shared_policy_version();
         // The decision moves into the event and back out after it is recorded: this is the
@@ -514,6 +562,7 @@ impl Gate {
                 policy_rule: rule,
                 policy_version,
                 approved: false,
+                initiator,
             })),
             Decision::Deny { rule, reason } => Err(GuardError::PolicyDenied {
                 kind: request.kind.clone(),
@@ -530,27 +579,47 @@ impl Gate {
         }
     }
 
-    fn prepare(&self, mut request: ActionRequest) -> Result<ActionRequest, GuardError> {
-        if request.initiator.is_none() {
-            request.initiator = self.inner.initiator.clone();
-        }
-        if request.initiator.is_none() {
-            return Err(GuardError::InvalidRequest(
-                "the action names no initiator; set one on the gate with .initiator(..) or on the request".into(),
-            ));
-        }
+    /// Binds `request` to the authenticated `initiator`, fills in the gate's default context,
+    /// and checks it before anything about it is recorded: a claimed initiator other than the
+    /// authenticated one, an oversized request or a malformed one is refused with a
+    /// `request_refused` event holding its size and digest, never its body.
+    async fn admit(
+        &self,
+        id: RequestId,
+        mut request: ActionRequest,
+        initiator: &Arc<Initiator>,
+    ) -> Result<(ActionRequest, Digest), GuardError> {
         with_defaults(&mut request.context, &self.inner.context);
-        if request.kind.trim().is_empty() || request.kind.chars().count() > MAX_NAME_CHARS {
-            return Err(GuardError::InvalidRequest(format!(
-                "the action kind must be 1 to {MAX_NAME_CHARS} characters"
-            )));
-        }
-        if request.resource.chars().count() > MAX_NAME_CHARS {
-            return Err(GuardError::InvalidRequest(format!(
-                "the action resource must be at most {MAX_NAME_CHARS} characters"
-            )));
-        }
-        Ok(request)
+        let mismatch = match bind_initiator(initiator, request.initiator.as_deref()) {
+            Ok(bound) => {
+                request.initiator = Some(bound);
+                None
+            }
+            // The refusal records the digest of the action as it was presented.
+            Err(refused) => Some(refused),
+        };
+        let (digest, canonical_size) = request.digest_and_size();
+        let size = canonical_size + request.idempotency_key.as_ref().map_or(0, String::len);
+        let Some((cause, detail, error)) = mismatch.or_else(|| check_limits(&request, size)) else {
+            return Ok((request, digest));
+        };
+        let event = AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at: self.now(),
+            request_id: id,
+            kind: clip(&request.kind, MAX_NAME_CHARS).into(),
+            resource: clip(&request.resource, MAX_NAME_CHARS).into(),
+            digest,
+            detail: EventDetail::RequestRefused {
+                cause,
+                detail: clip(&detail, 1024),
+                size: size as u64,
+                initiator: Some(initiator.clone()),
+            },
+        };
+        // The action is refused either way; a failing sink cannot make it pass.
+        let _ = self.record_bounded(&event).await;
+        Err(error)
     }
 
     async fn create_pending(
@@ -567,14 +636,6 @@ impl Gate {
                 Component::Policy,
                 "the policy asked for approval with quorum 0; fix the policy (quorum must be at least 1)",
             ));
-        }
-        let size = serde_json::to_vec(&*request)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > MAX_REQUEST_BYTES {
-            return Err(GuardError::InvalidRequest(format!(
-                "the request is {size} bytes; reviewers are shown at most {MAX_REQUEST_BYTES}. Pass a reference to large data instead"
-            )));
         }
         let record = RequestRecord {
             id,
@@ -595,6 +656,7 @@ impl Gate {
             reviews: Vec::new(),
             resolution: None,
             audit_pending: false,
+            unaudited: crate::store::Unaudited::default(),
             grant_expires_at: None,
             deliveries: Vec::new(),
             execution: None,
@@ -677,11 +739,11 @@ impl Gate {
             let timeout = self.inner.approver_timeout;
             let delivered = within(timeout, approver.dispatch(&record, reason, self))
                 .await
-                .unwrap_or_else(|| {
+                .unwrap_or_else(|unfinished| {
                     Err(ApproverError::new(
                         &channel,
                         format!(
-                            "the channel did not deliver the request within {timeout:?} (approver_timeout)"
+                            "the channel did not deliver the request ({unfinished}; approver_timeout {timeout:?})"
                         ),
                     )
                     .retryable())
@@ -786,13 +848,27 @@ impl Gate {
                 escalate_at.map_or(record.expires_at, |at| at.min(record.expires_at))
             }
             RequestState::Approved | RequestState::Denied if record.audit_pending => {
-                // Decided but not yet in the audit trail: neither the grant nor the refusal
-                // is returned before it is. Wait for the reviewer's `decide()` to record it,
-                // or record it ourselves if that never happens.
+                // A decision not yet in the audit trail: the grant or the refusal is returned
+                // only once it is. Wait for the reviewer's `decide()` to record it, or record
+                // it ourselves if that never happens. (An approval a deny revoked may still be
+                // unrecorded; that does not hold up the refusal, whose denial is recorded.)
                 let recover_at = self.recover_at(&record);
                 if now >= recover_at {
                     self.recover_decision(&record).await?;
                     return Ok(WaitStep::Again);
+                }
+                let verdict = if record.state == RequestState::Approved {
+                    Verdict::Approve
+                } else {
+                    Verdict::Deny
+                };
+                if !record.unaudited_decisions().get(verdict) {
+                    return match record.state {
+                        RequestState::Approved => {
+                            Ok(WaitStep::Done(Box::new(self.issue_grant(record).await?)))
+                        }
+                        _ => Err(refusal(&record)),
+                    };
                 }
                 recover_at
             }
@@ -829,6 +905,12 @@ impl Gate {
             policy_rule: record.policy_rule.clone(),
             policy_version: record.policy_version.clone(),
             approved: true,
+            initiator: record
+                .request
+                .initiator
+                .clone()
+                .or_else(|| self.inner.initiator.clone())
+                .ok_or(GuardError::NoInitiator)?,
         })
     }
 
@@ -845,8 +927,9 @@ impl Gate {
         Fut: Future<Output = Result<T, E>>,
         E: From<GuardError> + std::fmt::Display,
     {
-        let request = self.prepare(action.to_request())?;
-        let presented = request.digest();
+        let (request, presented) = self
+            .admit(grant.request_id, action.to_request(), &grant.initiator)
+            .await?;
         let subject = EventSubject {
             id: grant.request_id,
             kind: request.kind.as_str().into(),
@@ -938,7 +1021,7 @@ impl Gate {
                 });
             }
             match record.state {
-                RequestState::Approved if record.audit_pending => {
+                RequestState::Approved if record.unaudited_decisions().approval => {
                     return Err(GuardError::unavailable(
                         Component::Audit,
                         "the approval is not yet recorded in the audit trail",
@@ -1024,7 +1107,7 @@ impl Gate {
                     next.state = RequestState::Denied;
                     // Like an approval, a denial is flagged until it is in the audit trail,
                     // so a waiter can record it if this call dies before doing so.
-                    next.audit_pending = true;
+                    next.mark_unaudited(Verdict::Deny);
                     next.grant_expires_at = None;
                     next.resolution = Some(Box::new(Resolution {
                         by: Some(review.reviewer.clone()),
@@ -1034,7 +1117,7 @@ impl Gate {
                 }
                 Verdict::Approve if approvals >= quorum => {
                     next.state = RequestState::Approved;
-                    next.audit_pending = true;
+                    next.mark_unaudited(Verdict::Approve);
                     next.grant_expires_at = Some(now + to_delta(self.inner.grant_ttl));
                 }
                 Verdict::Approve => {}
@@ -1071,7 +1154,7 @@ impl Gate {
                     ))
                     .await
                     .map_err(audit_unavailable)?;
-                    if let Some(cleared) = self.clear_audit_pending(id).await.map_err(|e| {
+                    if let Some(cleared) = self.mark_audited(id, review.verdict).await.map_err(|e| {
                         ReviewError::Unavailable {
                             component: Component::Store,
                             message: e.to_string(),
@@ -1081,12 +1164,11 @@ impl Gate {
                     }
                 }
                 RequestState::Approved => {
-                    let approvers = next.approvers().into_iter().cloned().collect();
-                    self.audit(self.event(&next, EventDetail::Approved { approvers }))
+                    self.audit(self.event(&next, approved_event(&next)))
                         .await
                         .map_err(audit_unavailable)?;
                     // Only now may a grant be issued.
-                    if let Some(cleared) = self.clear_audit_pending(id).await.map_err(|e| {
+                    if let Some(cleared) = self.mark_audited(id, review.verdict).await.map_err(|e| {
                         ReviewError::Unavailable {
                             component: Component::Store,
                             message: e.to_string(),
@@ -1126,6 +1208,10 @@ impl Gate {
                 stored: record.digest,
                 presented,
             });
+        }
+        // A spelling that cannot be compared safely never reaches the identity checks below.
+        if let Err(error) = reviewer.validate() {
+            return Err(ReviewError::InvalidIdentity { id, error });
         }
         // Deny wins: an authorized deny also revokes an approval whose grant is not yet used.
         let revoking = record.state == RequestState::Approved && review.verdict == Verdict::Deny;
@@ -1347,30 +1433,25 @@ impl Gate {
         decided_at + to_delta(self.inner.audit_recovery_after)
     }
 
-    /// Records the events of a decision (approval or denial) that its reviewer's `decide()`
-    /// persisted but did not audit, then clears `audit_pending`.
+    /// Records the events of the decisions (approval, denial, or an approval and the deny
+    /// that revoked it) that their reviewers' `decide()` persisted but did not audit, then
+    /// clears their flags. In that rare case an event may appear twice (the reviewer's call
+    /// may have recorded it and died before clearing); it never appears zero times before the
+    /// decision takes effect.
     async fn recover_decision(&self, record: &RequestRecord) -> Result<(), GuardError> {
-        if record.state == RequestState::Denied {
-            self.recover_denial(record).await
-        } else {
-            self.recover_approval(record).await
+        let unaudited = record.unaudited_decisions();
+        if unaudited.approval {
+            self.audit(self.event(record, approved_event(record))).await?;
+            self.mark_audited(record.id, Verdict::Approve).await?;
         }
-    }
-
-    /// Records the `approved` event for an approval whose reviewer's `decide()` did not get to
-    /// (it failed or died after persisting), then clears the flag. In that rare case the
-    /// event may appear twice; it never appears zero times before a grant is issued.
-    async fn recover_approval(&self, record: &RequestRecord) -> Result<(), GuardError> {
-        let approvers = record.approvers().into_iter().cloned().collect();
-        self.audit(self.event(record, EventDetail::Approved { approvers }))
-            .await?;
-        self.clear_audit_pending(record.id).await?;
+        if unaudited.denial {
+            self.recover_denial(record).await?;
+            self.mark_audited(record.id, Verdict::Deny).await?;
+        }
         Ok(())
     }
 
-    /// Records the `reviewed` and `denied` events for a denial whose reviewer's `decide()` did
-    /// not get to them (it failed or died after persisting), then clears the flag. As with
-    /// approvals, the events may then appear twice, never zero times.
+    /// Records the `reviewed` and `denied` events of a denial.
     async fn recover_denial(&self, record: &RequestRecord) -> Result<(), GuardError> {
         if let Some(review) = record
             .reviews
@@ -1405,18 +1486,19 @@ impl Gate {
                 ));
             }
         }
-        self.clear_audit_pending(record.id).await?;
         Ok(())
     }
 
-    /// Clears `audit_pending` and wakes waiters. Returns the record as it now is.
-    async fn clear_audit_pending(
+    /// Clears the flag of `decision` once its events are recorded, and wakes waiters. Only
+    /// that decision's flag: a compare-and-set on the record's version that leaves another
+    /// decision's flag set (a revoking deny's, when this is the approval it revoked), so one
+    /// decision's recording never clears another's. Returns the record as it now is.
+    async fn mark_audited(
         &self,
         id: RequestId,
+        decision: Verdict,
     ) -> Result<Option<RequestRecord>, GuardError> {
-        let record = self
-            .update(id, |r| std::mem::replace(&mut r.audit_pending, false))
-            .await?;
+        let record = self.update(id, |r| r.mark_audited(decision)).await?;
         self.wake(id);
         Ok(record)
     }
@@ -1563,12 +1645,7 @@ impl Gate {
     async fn record_bounded(&self, event: &AuditEvent) -> Result<(), crate::audit::AuditError> {
         within(self.inner.store_timeout, self.inner.audit.record(event))
             .await
-            .unwrap_or_else(|| {
-                Err(crate::audit::AuditError::new(format!(
-                    "no answer within {:?}",
-                    self.inner.store_timeout
-                )))
-            })
+            .unwrap_or_else(|unfinished| Err(crate::audit::AuditError::new(unfinished.to_string())))
     }
 
     /// The policy version as a shared string, refreshed if the policy reports a new one.
@@ -1602,12 +1679,7 @@ impl Gate {
     ) -> Result<T, StoreError> {
         within(self.inner.store_timeout, call)
             .await
-            .unwrap_or_else(|| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer within {:?}",
-                    self.inner.store_timeout
-                )))
-            })
+            .unwrap_or_else(|unfinished| Err(StoreError::Unavailable(unfinished.to_string())))
     }
 
     fn waiter(&self, id: RequestId) -> Arc<Notify> {
@@ -1675,7 +1747,12 @@ impl Gate {
         let gate = self.clone();
         tokio::spawn(async move {
             for approver in &gate.inner.approvers {
-                if let Err(e) = approver.resolved(&record).await {
+                let updated = within(gate.inner.approver_timeout, approver.resolved(&record))
+                    .await
+                    .unwrap_or_else(|unfinished| {
+                        Err(ApproverError::new(approver.name(), unfinished.to_string()))
+                    });
+                if let Err(e) = updated {
                     let event = gate.event(
                         &record,
                         EventDetail::DispatchFailed {
@@ -1683,7 +1760,7 @@ impl Gate {
                             error: format!("could not update the message: {}", e.message),
                         },
                     );
-                    let _ = gate.inner.audit.record(&event).await;
+                    let _ = gate.record_bounded(&event).await;
                 }
             }
         });
@@ -1727,16 +1804,129 @@ impl EventSubject {
     }
 }
 
-/// `call`'s output, or `None` if it did not finish within `limit`. The one bound on every
-/// store call, audit append and channel delivery. A call that is ready at once (an in-memory
-/// store or sink) finishes without a timer being set up: the allow path of `guard()` makes two
-/// audit appends.
-async fn within<T>(limit: Duration, call: impl Future<Output = T>) -> Option<T> {
-    let mut call = std::pin::pin!(call);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-        return Some(out);
+/// A refusal found before anything about an action is recorded: the cause and detail for the
+/// `request_refused` event, and the caller's error.
+type Refusal = (RefusalCause, String, GuardError);
+
+/// The initiator of an action submitted under the authenticated `initiator`. The action may
+/// name none (the common case: the authenticated one is used as it is), or name the same
+/// principal and `on_behalf_of` human (compared as identities) and add a session, a prompt
+/// reference, or a model where the authenticated initiator has none. Anything else — another
+/// agent or service, another kind of principal, a dropped, added or changed `on_behalf_of`,
+/// another model — is refused: the initiator is who authenticated, not what the action says.
+fn bind_initiator(
+    initiator: &Arc<Initiator>,
+    claimed: Option<&Initiator>,
+) -> Result<Arc<Initiator>, Refusal> {
+    let Some(claimed) = claimed else {
+        return Ok(initiator.clone());
+    };
+    let same_principal = |a: &Principal, b: &Principal| a.kind == b.kind && a.same_identity(b);
+    let same_human = match (&initiator.on_behalf_of, &claimed.on_behalf_of) {
+        (None, None) => true,
+        (Some(a), Some(b)) => same_principal(a, b),
+        _ => false,
+    };
+    let same_model = match (&initiator.model, &claimed.model) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    if !(same_principal(&initiator.principal, &claimed.principal) && same_human && same_model) {
+        let (authenticated, claimed) = (describe(initiator), describe(claimed));
+        let detail = format!("the action claims {claimed}; the authenticated initiator is {authenticated}");
+        return Err((
+            RefusalCause::InitiatorMismatch,
+            detail,
+            GuardError::InitiatorMismatch {
+                authenticated,
+                claimed,
+            },
+        ));
     }
-    tokio::time::timeout(limit, call).await.ok()
+    let adds = |mine: &Option<String>, theirs: &Option<String>| theirs.is_some() && mine != theirs;
+    if !(adds(&initiator.session, &claimed.session)
+        || adds(&initiator.prompt_ref, &claimed.prompt_ref)
+        || adds(&initiator.model, &claimed.model))
+    {
+        return Ok(initiator.clone());
+    }
+    let mut bound = (**initiator).clone();
+    for (slot, claim) in [
+        (&mut bound.session, &claimed.session),
+        (&mut bound.prompt_ref, &claimed.prompt_ref),
+        (&mut bound.model, &claimed.model),
+    ] {
+        if claim.is_some() {
+            slot.clone_from(claim);
+        }
+    }
+    Ok(Arc::new(bound))
+}
+
+/// An initiator in words, for refusals (ids clipped: they come from the action).
+fn describe(initiator: &Initiator) -> String {
+    let p = &initiator.principal;
+    let mut text = format!("{} {:?}", p.kind, clip(&p.id, 128));
+    if let Some(human) = &initiator.on_behalf_of {
+        text.push_str(&format!(" on behalf of {:?}", clip(&human.id, 128)));
+    } else {
+        text.push_str(" on behalf of nobody");
+    }
+    if let Some(model) = &initiator.model {
+        text.push_str(&format!(" (model {:?})", clip(model, 128)));
+    }
+    text
+}
+
+/// Longest idempotency key accepted, in characters.
+const MAX_KEY_CHARS: usize = 512;
+
+/// The size and shape limits every action meets before it is recorded or evaluated.
+fn check_limits(request: &ActionRequest, size: usize) -> Option<Refusal> {
+    let invalid = |message: String| {
+        Some((
+            RefusalCause::Invalid,
+            message.clone(),
+            GuardError::InvalidRequest(message),
+        ))
+    };
+    if request.kind.trim().is_empty() || request.kind.chars().count() > MAX_NAME_CHARS {
+        return invalid(format!(
+            "the action kind must be 1 to {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if request.resource.chars().count() > MAX_NAME_CHARS {
+        return invalid(format!(
+            "the action resource must be at most {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if request
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.chars().count() > MAX_KEY_CHARS)
+    {
+        return invalid(format!(
+            "the idempotency key must be at most {MAX_KEY_CHARS} characters"
+        ));
+    }
+    if size > MAX_REQUEST_BYTES {
+        return Some((
+            RefusalCause::Oversized,
+            format!("{size} bytes; the limit is {MAX_REQUEST_BYTES}"),
+            GuardError::TooLarge {
+                size,
+                limit: MAX_REQUEST_BYTES,
+            },
+        ));
+    }
+    None
+}
+
+/// The `approved` event of a record whose approvals reached the quorum.
+fn approved_event(record: &RequestRecord) -> EventDetail {
+    EventDetail::Approved {
+        approvers: record.approvers().into_iter().cloned().collect(),
+    }
 }
 
 fn wake_waiter(inner: &Inner, id: RequestId) {

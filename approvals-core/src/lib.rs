@@ -51,11 +51,13 @@
 
 pub mod approver;
 pub mod audit;
+mod bounds;
 pub mod clock;
 pub mod console;
 pub mod error;
 pub mod gate;
 pub mod identity;
+pub mod params;
 pub mod policy;
 pub mod request;
 pub mod store;
@@ -63,7 +65,7 @@ pub mod text;
 
 pub use approver::{
     Approver, ApproverError, DispatchReason, IdentityError, IdentityResolver,
-    StaticIdentityResolver,
+    StaticIdentityResolver, resolve_reviewer,
 };
 pub use audit::{
     AuditError, AuditEvent, AuditSink, EventDetail, FanoutSink, JsonLinesSink, MemorySink,
@@ -86,7 +88,7 @@ pub use request::{
 };
 pub use store::{
     Delivery, Execution, Inserted, ListFilter, MemoryStore, RequestId, RequestRecord, RequestState,
-    Resolution, ReviewRecord, Store, StoreError, Verdict,
+    Resolution, ReviewRecord, Store, StoreError, Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]
@@ -112,14 +114,14 @@ pub mod __private {
         note = "keep it out of the request with `skip(<argument>)` in #[requires_approval(..)], or implement `Serialize` for it"
     )]
     pub trait Param {
-        /// The argument as JSON.
-        fn to_param(&self) -> Result<serde_json::Value, serde_json::Error>;
+        /// The argument as JSON (non-finite floats refused).
+        fn to_param(&self) -> Result<serde_json::Value, crate::params::ParamsError>;
     }
 
     #[diagnostic::do_not_recommend]
     impl<T: serde::Serialize + ?Sized> Param for T {
-        fn to_param(&self) -> Result<serde_json::Value, serde_json::Error> {
-            serde_json::to_value(self)
+        fn to_param(&self) -> Result<serde_json::Value, crate::params::ParamsError> {
+            crate::params::to_params(self)
         }
     }
 

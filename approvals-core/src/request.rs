@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::identity::{self, InvalidIdentity};
+
 /// What kind of party a [`Principal`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,11 +38,15 @@ impl fmt::Display for PrincipalKind {
 /// `id` is the canonical identity (for example an email or directory id). Channel identities
 /// (a Slack user id, a Teams object id, an API token) are mapped to a `Principal` by an
 /// [`IdentityResolver`](crate::IdentityResolver), so one person has one `id` everywhere.
+/// Ids and groups are compared only after normalisation (see [`identity`](crate::identity)),
+/// and [`validate`](Principal::validate) refuses the spellings that cannot be compared safely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// Human, agent or service.
     pub kind: PrincipalKind,
-    /// Canonical identity, compared case-insensitively.
+    /// Canonical identity. Compared only after normalisation: case (also outside ASCII),
+    /// width, NFC or NFD, surrounding whitespace, trailing dots and invisible characters do
+    /// not make two identities of one (see [`identity`](crate::identity)).
     pub id: String,
     /// Name shown to reviewers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,14 +97,51 @@ impl Principal {
         self
     }
 
-    /// Whether both principals have the same canonical id (ASCII case-insensitive, trimmed).
+    /// Whether both principals could be the same person: equal
+    /// [`identity_key`](identity::identity_key)s, so case, width, invisible characters and
+    /// look-alike letters (`dаna` with a Cyrillic `а`) do not tell them apart. Used for
+    /// refusals (self-approval, one person counting once); a match that grants something
+    /// compares [`canonical_key`](identity::canonical_key)s instead.
     pub fn same_identity(&self, other: &Principal) -> bool {
         same_id(&self.id, &other.id)
     }
 
-    /// Whether this principal is in `group` (exact match).
+    /// Whether this principal is in `group`, comparing canonical group names
+    /// ([`identity::same_canonical`]): case, width and invisible characters do not matter,
+    /// look-alike letters do.
     pub fn in_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
+        self.groups
+            .iter()
+            .any(|g| identity::same_canonical(g, group))
+    }
+
+    /// Refuses an id or a group name that cannot be compared safely (invisible, bidi-control
+    /// or mixed-script characters, spaces, symbols; see [`identity::normalize`]).
+    pub fn validate(&self) -> Result<(), InvalidIdentity> {
+        identity::validate(&self.id)?;
+        for group in &self.groups {
+            identity::normalize_group(group)?;
+        }
+        Ok(())
+    }
+
+    /// This principal with its id and groups in canonical form ([`identity::normalize`]), or
+    /// why it is refused. Identity resolvers and token files keep principals this way, so one
+    /// person is written one way in requests and audit events.
+    ///
+    /// ```
+    /// use approvals_core::Principal;
+    /// let sam = Principal::human(" Sam@Example.COM").with_groups(["Security"]).normalized()?;
+    /// assert_eq!((sam.id.as_str(), sam.groups[0].as_str()), ("sam@example.com", "security"));
+    /// assert!(Principal::human("s\u{0430}m@example.com").normalized().is_err());
+    /// # Ok::<(), approvals_core::InvalidIdentity>(())
+    /// ```
+    pub fn normalized(mut self) -> Result<Self, InvalidIdentity> {
+        self.id = identity::normalize(&self.id)?;
+        for group in &mut self.groups {
+            *group = identity::normalize_group(group)?;
+        }
+        Ok(self)
     }
 
     /// The display name, or the id when there is none.
@@ -107,9 +150,10 @@ impl Principal {
     }
 }
 
-/// Compares two canonical ids the way the gate does: trimmed, ASCII case-insensitive.
+/// Whether two ids could be the same person, the way the gate compares a reviewer with the
+/// initiator and with earlier approvers: [`identity::same_id`].
 pub fn same_id(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
+    identity::same_id(a, b)
 }
 
 /// Who or what started an action: an agent or service, optionally acting for a human.
@@ -177,13 +221,24 @@ impl Initiator {
         self
     }
 
-    /// Whether `reviewer` is this initiator or the human it acts for.
+    /// Whether `reviewer` could be this initiator or the human it acts for
+    /// ([`Principal::same_identity`]: any spelling or look-alike of either counts).
     pub fn is_self(&self, reviewer: &Principal) -> bool {
         self.principal.same_identity(reviewer)
             || self
                 .on_behalf_of
                 .as_ref()
                 .is_some_and(|h| h.same_identity(reviewer))
+    }
+
+    /// Refuses an initiator whose principal or on-behalf-of human has an id or group that
+    /// cannot be compared safely ([`Principal::validate`]).
+    pub fn validate(&self) -> Result<(), InvalidIdentity> {
+        self.principal.validate()?;
+        if let Some(human) = &self.on_behalf_of {
+            human.validate()?;
+        }
+        Ok(())
     }
 }
 
@@ -297,7 +352,12 @@ pub trait Action: Send + Sync {
     fn context(&self) -> Option<RequestContext> {
         None
     }
-    /// The initiator; the gate's default initiator is used when `None`.
+    /// A claim about the initiator, checked by the gate. The initiator is always the
+    /// authenticated one (the gate's, or the caller's credential at a door); an action that
+    /// names another agent, drops or changes its `on_behalf_of` human or its model is refused
+    /// with [`GuardError::InitiatorMismatch`](crate::GuardError::InitiatorMismatch). Naming the
+    /// same initiator may add a session or prompt reference. `None` (the default) uses the
+    /// authenticated initiator as it is.
     fn initiator(&self) -> Option<Initiator> {
         None
     }
@@ -336,9 +396,11 @@ pub struct ActionRequest {
     /// One-line summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    /// Who asks. The gate fills in its default initiator when this is `None`, and refuses a
-    /// request that has none at all. Shared like the parameters: every request an agent makes
-    /// under the gate's default initiator points at the one copy.
+    /// Who asks. On the way in this is at most a claim (see [`Action::initiator`]): the gate
+    /// replaces it with the authenticated initiator, keeping only an added session or prompt
+    /// reference, and refuses a claim of anyone else. Stored and digested requests hold the
+    /// authenticated initiator. Shared like the parameters: every request an agent makes under
+    /// the gate's initiator points at the one copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator: Option<Arc<Initiator>>,
     /// Reviewer context. Shared like the parameters (an unset context is
@@ -374,12 +436,14 @@ impl ActionRequest {
         self
     }
 
-    /// Sets the parameters from any serializable value.
+    /// Sets the parameters from any serializable value. Refuses NaN and infinite floats
+    /// anywhere in it (JSON would carry them as `null`, so reviewers would see something else
+    /// than the action uses).
     pub fn params_from<T: Serialize + ?Sized>(
         mut self,
         params: &T,
-    ) -> Result<Self, serde_json::Error> {
-        self.params = Arc::new(serde_json::to_value(params)?);
+    ) -> Result<Self, crate::params::ParamsError> {
+        self.params = Arc::new(crate::params::to_params(params)?);
         Ok(self)
     }
 
@@ -389,7 +453,8 @@ impl ActionRequest {
         self
     }
 
-    /// Sets the initiator.
+    /// Sets the initiator claim (checked by the gate against the authenticated initiator; see
+    /// [`Action::initiator`]).
     pub fn initiator(mut self, initiator: Initiator) -> Self {
         self.initiator = Some(Arc::new(initiator));
         self
@@ -426,6 +491,12 @@ impl ActionRequest {
     /// `"approvals.action.v1\n"` followed by the canonical JSON of the request (see
     /// [`canonical_json`]).
     pub fn digest(&self) -> Digest {
+        self.digest_and_size().0
+    }
+
+    /// The digest and the length of the canonical encoding it hashes (what the gate's size
+    /// limit counts), from one pass.
+    pub fn digest_and_size(&self) -> (Digest, usize) {
         thread_local! {
             // The encoding buffer, reused: a digest is taken on every guard() call.
             static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
@@ -437,21 +508,21 @@ impl ActionRequest {
             hasher.update(DIGEST_DOMAIN);
             hasher.update(&*buf);
             let hash: [u8; 32] = hasher.finalize().into();
+            let size = buf.len();
             // A buffer grown by one huge request is not kept.
             if buf.capacity() > 64 * 1024 {
                 *buf = Vec::with_capacity(512);
             }
-            hash
+            (Digest(hash), size)
         };
         // try_borrow_mut fails only if a digest is taken while this thread is already
         // encoding one (not possible today); a fresh buffer keeps that correct.
-        let hash = BUF
+        BUF
             .try_with(|cell| match cell.try_borrow_mut() {
                 Ok(mut buf) => hash(&mut buf),
                 Err(_) => hash(&mut Vec::with_capacity(512)),
             })
-            .unwrap_or_else(|_| hash(&mut Vec::with_capacity(512)));
-        Digest(hash)
+            .unwrap_or_else(|_| hash(&mut Vec::with_capacity(512)))
     }
 
     /// Writes the canonical JSON of the digested fields directly, keys in sorted order,

@@ -246,13 +246,19 @@ pub struct RequestRecord {
     /// end, so a pending record does not carry room for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Box<Resolution>>,
-    /// Set when the request was approved or denied but the decision's audit events are not
-    /// yet recorded. No grant is issued, and no waiter is told of a denial, while it is set,
-    /// so a decision never takes effect before it is in the audit trail. Cleared by the
-    /// reviewer's `decide()` once audited, or by a later waiter (or, for approvals, a sweep)
-    /// that records the decision itself.
+    /// Set while a decision (the approval, the denial, or both when a deny revoked an
+    /// approval) has audit events not yet recorded: `unaudited` says which. No grant is
+    /// issued while the approval is unaudited, and no waiter is told of a denial while the
+    /// denial is, so a decision never takes effect before it is in the audit trail. Each
+    /// decision's `decide()` clears its own part once audited; a waiter or sweep records and
+    /// clears what a failed or dead `decide()` left. Stores index it for sweeps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audit_pending: bool,
+    /// Which decisions' events are not yet recorded (see `audit_pending`, which is set
+    /// exactly when one of these is). Records written before this field existed have
+    /// `audit_pending` alone: it then stands for the decision of the current state.
+    #[serde(default, skip_serializing_if = "Unaudited::is_empty")]
+    pub unaudited: Unaudited,
     /// Until when the grant may be used, once approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_expires_at: Option<DateTime<Utc>>,
@@ -264,16 +270,89 @@ pub struct RequestRecord {
     pub execution: Option<Box<Execution>>,
 }
 
+/// The decisions of one request whose audit events are not yet recorded. Each decision
+/// happens at most once per request (an approval reaching the quorum, a denial), so each is
+/// one flag, set by the transition that makes the decision and cleared only by recording that
+/// decision's events: one decision's recording can never clear another's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unaudited {
+    /// The `approved` event is not yet recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+    /// The denial's `reviewed` and `denied` events are not yet recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub denial: bool,
+}
+
+impl Unaudited {
+    /// Nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        !(self.approval || self.denial)
+    }
+
+    /// The flag of `decision`.
+    pub fn get(&self, decision: Verdict) -> bool {
+        match decision {
+            Verdict::Approve => self.approval,
+            Verdict::Deny => self.denial,
+        }
+    }
+
+    fn slot(&mut self, decision: Verdict) -> &mut bool {
+        match decision {
+            Verdict::Approve => &mut self.approval,
+            Verdict::Deny => &mut self.denial,
+        }
+    }
+}
+
 impl RequestRecord {
-    /// Distinct humans who approved, in order.
+    /// The decisions whose audit events are not yet recorded. A record from before
+    /// [`Unaudited`] existed, flagged `audit_pending` alone, stands for its current state's
+    /// decision.
+    pub fn unaudited_decisions(&self) -> Unaudited {
+        if !self.unaudited.is_empty() || !self.audit_pending {
+            return self.unaudited;
+        }
+        Unaudited {
+            approval: self.state == RequestState::Approved,
+            denial: self.state == RequestState::Denied,
+        }
+    }
+
+    /// Flags `decision` as made but not yet audited.
+    pub fn mark_unaudited(&mut self, decision: Verdict) {
+        self.unaudited = self.unaudited_decisions();
+        *self.unaudited.slot(decision) = true;
+        self.audit_pending = true;
+    }
+
+    /// Clears the flag of `decision` once its events are recorded. Returns whether it was
+    /// set; other decisions' flags are left as they are.
+    pub fn mark_audited(&mut self, decision: Verdict) -> bool {
+        let mut unaudited = self.unaudited_decisions();
+        let was = std::mem::replace(unaudited.slot(decision), false);
+        if was {
+            self.unaudited = unaudited;
+            self.audit_pending = !unaudited.is_empty();
+        }
+        was
+    }
+
+    /// Distinct humans who approved, in order. Reviews whose reviewer ids could be one person
+    /// ([`Principal::same_identity`]: any spelling or look-alike) count once.
     pub fn approvers(&self) -> Vec<&Principal> {
-        let mut seen: Vec<&Principal> = Vec::new();
+        let mut seen: Vec<(&Principal, String)> = Vec::new();
         for r in &self.reviews {
-            if r.verdict == Verdict::Approve && !seen.iter().any(|p| p.same_identity(&r.reviewer)) {
-                seen.push(&r.reviewer);
+            if r.verdict != Verdict::Approve {
+                continue;
+            }
+            let key = crate::identity::identity_key(&r.reviewer.id);
+            if !seen.iter().any(|(_, k)| *k == key) {
+                seen.push((&r.reviewer, key));
             }
         }
-        seen
+        seen.into_iter().map(|(p, _)| p).collect()
     }
 
     /// The review that denied it, if any.
@@ -291,7 +370,8 @@ pub struct ListFilter {
     pub kind: Option<String>,
     /// Only this environment.
     pub environment: Option<String>,
-    /// Only this initiator id.
+    /// Only requests whose initiator could be this id: any spelling or look-alike of it
+    /// ([`identity::same_id`](crate::identity::same_id)).
     pub initiator: Option<String>,
     /// Only records whose decision is (`Some(true)`) or is not (`Some(false)`) still
     /// waiting to be audited ([`RequestRecord::audit_pending`]). Sweeps use it to find
@@ -327,7 +407,7 @@ impl ListFilter {
                     .request
                     .initiator
                     .as_ref()
-                    .is_some_and(|init| crate::request::same_id(&init.principal.id, i))
+                    .is_some_and(|init| crate::identity::same_id(&init.principal.id, i))
             })
             && self
                 .audit_pending

@@ -142,13 +142,16 @@ impl Requirement {
 
     /// Whether `reviewer` may review, given whether the request has escalated.
     ///
-    /// This only checks the allow lists; the gate separately rejects non-humans and the
-    /// initiator's own identities.
+    /// This only checks the allow lists; the gate separately rejects non-humans, the
+    /// initiator's own identities and ids that fail [`Principal::validate`]. Users and groups
+    /// are compared by [`canonical_key`](crate::identity::canonical_key): a listed
+    /// `sam@example.com` authorizes `SAM@example.com` and `ｓａｍ@example.com`, never a
+    /// look-alike of it such as `ѕam@example.com` (with a Cyrillic `ѕ`).
     pub fn authorizes(&self, reviewer: &Principal, escalated: bool) -> bool {
         let listed = |users: &[String], groups: &[String]| {
             users
                 .iter()
-                .any(|u| crate::request::same_id(u, &reviewer.id))
+                .any(|u| crate::identity::same_canonical(u, &reviewer.id))
                 || groups.iter().any(|g| reviewer.in_group(g))
         };
         listed(&self.users, &self.groups)
@@ -157,6 +160,28 @@ impl Requirement {
                     .escalation
                     .as_ref()
                     .is_some_and(|e| listed(&e.users, &e.groups)))
+    }
+
+    /// Refuses a user id or group name in the allow lists (and the escalation's) that cannot
+    /// be compared safely ([`identity::normalize`](crate::identity::normalize)).
+    /// [`RulePolicy`] checks this when it loads; call it for requirements built in code.
+    pub fn validate(&self) -> Result<(), crate::InvalidIdentity> {
+        let escalation = self.escalation.as_ref();
+        let users = self
+            .users
+            .iter()
+            .chain(escalation.into_iter().flat_map(|e| &e.users));
+        let groups = self
+            .groups
+            .iter()
+            .chain(escalation.into_iter().flat_map(|e| &e.groups));
+        for user in users {
+            crate::identity::validate(user)?;
+        }
+        for group in groups {
+            crate::identity::normalize_group(group)?;
+        }
+        Ok(())
     }
 }
 

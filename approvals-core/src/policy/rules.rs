@@ -39,6 +39,12 @@
 //! predicate names a parameter by dotted path (`target.role`) or JSON pointer (`/items/0`)
 //! and one operator: `eq`, `ne`, `in`, `not_in`, `gt`, `gte`, `lt`, `lte` (numbers) or
 //! `matches` (glob on a string). A predicate on a parameter that is absent is false.
+//!
+//! Approver and escalation `users` and `groups` are checked when the file loads: an id or
+//! group name with invisible, bidi-control or mixed-script characters is refused with the rule
+//! and entry named (see [`identity`](crate::identity)), and the loaded requirement holds their
+//! canonical forms (`Sam@Example.com` becomes `sam@example.com`). The `initiator` globs match
+//! the ids as the request carries them.
 
 use std::fmt;
 use std::path::Path;
@@ -52,6 +58,7 @@ use sha2::{Digest as _, Sha256};
 use super::duration::parse_duration;
 use super::glob::Glob;
 use super::{Decision, Escalation, Policy, PolicyError, Requirement};
+use crate::identity;
 use crate::request::{ActionRequest, PrincipalKind, canonical_json};
 
 const DEFAULT_TIMEOUT: &str = "1h";
@@ -450,14 +457,21 @@ impl OutcomeSpec {
                 "{who}: effect = \"require_approval\" needs approvers = {{ users = [...], groups = [...] }} with at least one entry"
             ));
         }
+        check_identities(who, "approvers", &approvers.users, &approvers.groups)?;
         let quorum = self.quorum.unwrap_or(1);
         if quorum == 0 {
             return Err(format!("{who}: quorum must be at least 1"));
         }
-        if approvers.groups.is_empty() && (quorum as usize) > approvers.users.len() {
+        // One person counts once toward a quorum, under any spelling or look-alike of the id.
+        let people: std::collections::HashSet<String> = approvers
+            .users
+            .iter()
+            .map(|u| identity::identity_key(u))
+            .collect();
+        if approvers.groups.is_empty() && (quorum as usize) > people.len() {
             return Err(format!(
-                "{who}: quorum = {quorum} can never be met by {} listed user(s); add users or groups, or lower the quorum",
-                approvers.users.len()
+                "{who}: quorum = {quorum} can never be met by {} distinct listed user(s) (spellings or look-alikes of one id count once); add users or groups, or lower the quorum",
+                people.len()
             ));
         }
         let timeout = parse_duration(self.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT))
@@ -480,6 +494,7 @@ impl OutcomeSpec {
                     "{who}: escalate needs users or groups to escalate to"
                 ));
             }
+            check_identities(who, "escalate", &esc.users, &esc.groups)?;
         }
         Ok(())
     }
@@ -499,14 +514,14 @@ impl OutcomeSpec {
                     .unwrap_or(Duration::from_secs(3600));
                 let escalation = self.escalate.as_ref().map(|e| Escalation {
                     after: parse_duration(&e.after).unwrap_or(timeout / 2),
-                    users: e.users.clone(),
-                    groups: e.groups.clone(),
+                    users: canonical_users(&e.users),
+                    groups: canonical_groups(&e.groups),
                 });
                 CompiledOutcome::Require {
                     rule,
                     requirement: Arc::new(Requirement {
-                        users: approvers.users,
-                        groups: approvers.groups,
+                        users: canonical_users(&approvers.users),
+                        groups: canonical_groups(&approvers.groups),
                         quorum: self.quorum.unwrap_or(1),
                         reason_required: self.reason_required,
                         timeout,
@@ -516,6 +531,39 @@ impl OutcomeSpec {
             }
         }
     }
+}
+
+/// Refuses user ids and group names that cannot be compared safely, naming the rule, the
+/// field and the entry.
+fn check_identities(
+    who: &str,
+    field: &str,
+    users: &[String],
+    groups: &[String],
+) -> Result<(), String> {
+    for (i, user) in users.iter().enumerate() {
+        identity::validate(user).map_err(|e| format!("{who}: {field}.users[{i}]: {e}"))?;
+    }
+    for (i, group) in groups.iter().enumerate() {
+        identity::normalize_group(group).map_err(|e| format!("{who}: {field}.groups[{i}]: {e}"))?;
+    }
+    Ok(())
+}
+
+/// User ids in canonical form (validated by `check_identities`).
+fn canonical_users(users: &[String]) -> Vec<String> {
+    users
+        .iter()
+        .map(|u| identity::normalize(u).unwrap_or_else(|_| u.clone()))
+        .collect()
+}
+
+/// Group names in canonical form (validated by `check_identities`).
+fn canonical_groups(groups: &[String]) -> Vec<String> {
+    groups
+        .iter()
+        .map(|g| identity::normalize_group(g).unwrap_or_else(|_| g.clone()))
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

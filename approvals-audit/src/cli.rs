@@ -18,10 +18,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::grant::GrantTokenVerifier;
-use crate::log::{InclusionProof, LogVerifier, prove_consistency, prove_inclusion};
+use crate::log::{Completeness, InclusionProof, LogVerifier, prove_consistency, prove_inclusion};
 use crate::note::{Signer, Verifier};
 use crate::report::{EvidenceReport, ReportOptions, parse_bound};
 use crate::siem::{ExportError, Format, export_file, follow_file};
+use crate::witness::HttpWitness;
 
 /// The usage text.
 pub const USAGE: &str = "\
@@ -29,10 +30,15 @@ usage:
   approvals-audit keygen <key name> <new secret key file>
       writes a new Ed25519 signer key (PRIVATE+KEY+...) to the file and prints its verifier key
   approvals-audit verify (<log> | --db <url> [--schema <name>]) (--trust <vkeys file> | --trust-env <VAR>)...
+                         [--witness <file>... | --witness-url <url> | --no-witness]
                          [--known <checkpoint file>]... [--origin <origin>] [--format text|json]
-      checks every entry, the hash chain and every checkpoint; prints a report. With --db, the
-      log kept by approvals-store-sql in a database (sqlite://file.db or postgres://...; in a
-      database, line N is the row with line_no N)
+      checks every entry, the hash chain and every checkpoint, and that the log is complete:
+      it must hold everything its witness (the latest checkpoint kept outside the log) signed.
+      The witness is <log>.witness beside a log file, the approval_audit_witness table of a
+      database, or the ones named with --witness/--witness-url; a missing witness fails
+      verification. --no-witness verifies without one and says COMPLETENESS UNPROVEN. With
+      --db, the log kept by approvals-store-sql in a database (sqlite://file.db or
+      postgres://...; in a database, line N is the row with line_no N)
   approvals-audit prove (<log> | --db <url> [--schema <name>]) <seq> [--size <checkpoint size>]
       prints a JSON inclusion proof of entry <seq> (default: at the last checkpoint)
   approvals-audit export-db --db <url> [--schema <name>] --out <log file>
@@ -43,14 +49,19 @@ usage:
       prints a JSON proof that checkpoint <new size> extends checkpoint <old size>
   approvals-audit report (<log> | --db <url> [--schema <name>]) (--trust ...)... --out <report.html> [--csv <report.csv>]
                          [--from <date|RFC 3339>] [--to <date|RFC 3339>] [--title <text>]
+                         [--sample <N> --seed <text>]
+                         [--witness <file>... | --witness-url <url> | --no-witness]
                          [--known <checkpoint file>]... [--origin <origin>]
-      verifies the log and writes the auditors' evidence report (HTML, and CSV with --csv);
-      exits 1 if the log fails verification (the report then says so in red)
+      verifies the log (witness as for verify) and writes the auditors' evidence report (HTML,
+      and CSV with --csv); exits 1 if the log fails verification (the report then says so in
+      red). --sample N --seed S adds a reproducible sample of N requests: the N whose
+      SHA-256(S || request id) is lowest (see the report's method section)
   approvals-audit export (<log> | --db <url> [--schema <name>]) (--trust ...)... --format jsonl|ocsf|cef
                          [--out <file>] [--follow] [--poll-ms <ms>] [--known <checkpoint file>]... [--origin <origin>]
+                         [--witness <file>... | --witness-url <url> | --no-witness]
       writes every entry covered by a verified checkpoint as JSON lines, OCSF or CEF; with
       --follow keeps reading the growing log file (not with --db); refuses (exit 1) a log that
-      fails verification
+      fails verification, including against its witness (as for verify)
   approvals-audit grant verify <token | -> (--trust ...)... --digest <sha256:...>
                          [--audience <aud>] [--issuer <iss>] [--now <RFC 3339>]
       checks a signed grant token and prints its claims as JSON; exit 1 if refused";
@@ -167,7 +178,65 @@ impl Args<'_> {
         for known in self.all("known") {
             verifier.known_checkpoint_file(known).map_err(err)?;
         }
+        let named = self.all("witness").next().is_some() || self.one("witness-url").is_some();
+        if self.has("no-witness") {
+            if named {
+                return Err(usage(
+                    "--no-witness verifies without a witness; do not also name one",
+                ));
+            }
+            verifier.without_witness();
+        }
+        for path in self.all("witness") {
+            verifier.witness_file(path).map_err(err)?;
+        }
+        if let Some(url) = self.one("witness-url") {
+            let witness = HttpWitness::new(url).map_err(err)?;
+            let note = witness
+                .latest()
+                .map_err(|e| err(format!("fetching the witness: {e}")))?;
+            verifier.witness(format!("URL {url}"), note);
+        }
         Ok(verifier)
+    }
+
+    /// Whether a witness was named or waived on the command line.
+    fn witness_chosen(&self) -> bool {
+        self.has("no-witness")
+            || self.all("witness").next().is_some()
+            || self.one("witness-url").is_some()
+    }
+
+    /// The arguments that make `approvals-audit verify` check the same log the same way.
+    fn verify_args(&self, input: &LogInput) -> String {
+        let mut out = format!("approvals-audit verify {}", input.verify_target);
+        for path in self.all("trust") {
+            out.push_str(&format!(" --trust {path}"));
+        }
+        for var in self.all("trust-env") {
+            out.push_str(&format!(" --trust-env {var}"));
+        }
+        if let Some(origin) = self.one("origin") {
+            out.push_str(&format!(" --origin {origin}"));
+        }
+        for known in self.all("known") {
+            out.push_str(&format!(" --known {known}"));
+        }
+        for path in self.all("witness") {
+            out.push_str(&format!(" --witness {path}"));
+        }
+        if let Some(url) = self.one("witness-url") {
+            out.push_str(&format!(" --witness-url {url}"));
+        }
+        if self.has("no-witness") {
+            out.push_str(" --no-witness");
+        } else if !self.witness_chosen() && input.db_witness.is_none() {
+            out.push_str(&format!(
+                " --witness {}",
+                crate::witness::witness_path(&input.path).display()
+            ));
+        }
+        out
     }
 }
 
@@ -187,7 +256,7 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             Ok(())
         }
         "verify" => {
-            let a = parse(
+            let a = parse_with(
                 rest,
                 &[
                     "trust",
@@ -197,7 +266,10 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
                     "format",
                     "db",
                     "schema",
+                    "witness",
+                    "witness-url",
                 ],
+                &["no-witness"],
             )?;
             let json = match a.one("format") {
                 None | Some("text") => false,
@@ -215,7 +287,10 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
             if json {
                 println!("{}", report.to_json());
             } else {
-                print!("{report}");
+                print!("{}", colored(&report.to_string()));
+            }
+            if report.completeness == Completeness::Unproven {
+                eprintln!("warning: {}", report.completeness);
             }
             if report.is_ok() {
                 Ok(())
@@ -307,7 +382,7 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
 }
 
 fn report(args: &[String]) -> Result<(), Fail> {
-    let a = parse(
+    let a = parse_with(
         args,
         &[
             "trust",
@@ -321,7 +396,12 @@ fn report(args: &[String]) -> Result<(), Fail> {
             "title",
             "db",
             "schema",
+            "witness",
+            "witness-url",
+            "sample",
+            "seed",
         ],
+        &["no-witness"],
     )?;
     let input = a.log_input("report")?;
     let log = &input.path;
@@ -333,28 +413,34 @@ fn report(args: &[String]) -> Result<(), Fail> {
             .map(|t| parse_bound(t, end).map_err(|e| usage(&format!("--{flag}: {e}"))))
             .transpose()
     };
-    let mut trust_args = String::new();
-    for path in a.all("trust") {
-        trust_args.push_str(&format!(" --trust {path}"));
-    }
-    for var in a.all("trust-env") {
-        trust_args.push_str(&format!(" --trust-env {var}"));
-    }
     let mut options = ReportOptions::default()
         .period(bound("from", false)?, bound("to", true)?)
-        .verify_command(format!(
-            "approvals-audit verify {}{trust_args}",
-            input.verify_target
-        ));
+        .verify_command(a.verify_args(&input));
     if let Some(title) = a.one("title") {
         options = options.title(title);
     }
-    let report = EvidenceReport::build(log, &a.log_verifier()?, &options).map_err(err)?;
+    match (a.one("sample"), a.one("seed")) {
+        (Some(n), Some(seed)) => {
+            let n = usize::try_from(number(n, "--sample")?)
+                .map_err(|_| usage("--sample is too large"))?;
+            options = options.sample(n, seed);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(usage(
+                "--sample N and --seed S go together (the seed makes the sample reproducible)",
+            ));
+        }
+    }
+    let report = EvidenceReport::build(log, &a.input_verifier(&input)?, &options).map_err(err)?;
     std::fs::write(out, report.to_html()).map_err(|e| err(format!("writing {out}: {e}")))?;
     if let Some(csv) = a.one("csv") {
         std::fs::write(csv, report.to_csv()).map_err(|e| err(format!("writing {csv}: {e}")))?;
     }
     let v = &report.verification;
+    if v.completeness == Completeness::Unproven {
+        eprintln!("warning: {}", v.completeness);
+    }
     println!(
         "{}: {} requests in the period, {} refused reviews or grants; log {} ({} entries, {} verified)",
         out,
@@ -391,8 +477,10 @@ fn export(args: &[String]) -> Result<(), Fail> {
             "poll-ms",
             "db",
             "schema",
+            "witness",
+            "witness-url",
         ],
-        &["follow"],
+        &["follow", "no-witness"],
     )?;
     if a.has("follow") && a.one("db").is_some() {
         return Err(usage(
@@ -406,7 +494,10 @@ fn export(args: &[String]) -> Result<(), Fail> {
         .ok_or_else(|| usage("export needs --format jsonl|ocsf|cef"))?
         .parse()
         .map_err(|e: String| usage(&e))?;
-    let verifier = a.log_verifier()?;
+    let verifier = a.input_verifier(&input)?;
+    if verifier.is_witness_waived() {
+        eprintln!("warning: {}", Completeness::Unproven);
+    }
     let mut out: Box<dyn std::io::Write> = match a.one("out") {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| err(format!("creating {path}: {e}")))?,
@@ -496,6 +587,9 @@ struct LogInput {
     temporary: bool,
     /// What follows `approvals-audit verify` to check the same log, for the report.
     verify_target: String,
+    /// A database's witness (label, note), read with its log: the copy in a temporary file
+    /// has no witness beside it.
+    db_witness: Option<(String, Option<String>)>,
 }
 
 impl Drop for LogInput {
@@ -513,6 +607,7 @@ impl Args<'_> {
                 path: log.into(),
                 temporary: false,
                 verify_target: (*log).to_owned(),
+                db_witness: None,
             }),
             (Some(url), []) => {
                 let schema = self.one("schema");
@@ -526,16 +621,22 @@ impl Args<'_> {
                 ));
                 let file = create_private(&path)
                     .map_err(|e| err(format!("creating {}: {e}", path.display())))?;
-                let input = LogInput {
+                let mut input = LogInput {
                     path,
                     temporary: true,
                     verify_target: match schema {
                         Some(schema) => format!("--db {} --schema {schema}", redacted(url)),
                         None => format!("--db {}", redacted(url)),
                     },
+                    db_witness: None,
                 };
                 let mut writer = std::io::BufWriter::new(file);
-                with_db(url, schema, async |db| db.export(&mut writer).await)?;
+                let witness = with_db(url, schema, async |db| {
+                    // The witness first: a log read after it can only be longer.
+                    let witness = db.witness().await;
+                    db.export(&mut writer).await.map(|_| witness)
+                })?;
+                input.db_witness = Some(witness);
                 writer
                     .into_inner()
                     .map_err(|e| err(format!("copying the database's log: {e}")))?;
@@ -546,6 +647,39 @@ impl Args<'_> {
             ))),
         }
     }
+}
+
+impl Args<'_> {
+    /// The verifier for a log input: a database's own witness unless one was named or waived.
+    fn input_verifier(&self, input: &LogInput) -> Result<LogVerifier, Fail> {
+        let mut verifier = self.log_verifier()?;
+        if !self.witness_chosen()
+            && let Some((label, note)) = &input.db_witness
+        {
+            verifier.witness(label.clone(), note.clone());
+        }
+        Ok(verifier)
+    }
+}
+
+/// The verification text, with failures and unproven completeness in red on a terminal.
+fn colored(text: &str) -> String {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return text.to_owned();
+    }
+    text.lines()
+        .map(|line| {
+            if line.starts_with("FAILED")
+                || line.starts_with("error:")
+                || line.starts_with("COMPLETENESS")
+            {
+                format!("\x1b[1;31m{line}\x1b[0m\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
 }
 
 /// A database URL without its password, for text that others read (the report).
@@ -622,6 +756,9 @@ mod no_db {
         }
         pub(super) async fn export(&self, _: &mut impl std::io::Write) -> Result<u64, LogError> {
             Err(absent())
+        }
+        pub(super) async fn witness(&self) -> (String, Option<String>) {
+            (String::new(), None)
         }
     }
 }

@@ -67,6 +67,7 @@ pub mod note;
 pub mod report;
 pub mod siem;
 mod sink;
+pub mod witness;
 
 mod hex;
 mod view;

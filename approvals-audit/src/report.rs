@@ -40,8 +40,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::hex::to_hex;
 use crate::log::{LogError, LogVerifier, VerifyReport, for_each_verified};
+
+mod sample;
 pub use crate::view::Actor;
 use crate::view::EventView;
+pub use sample::{sample, sample_rank};
 
 /// Longest text shown in one HTML table cell, in characters.
 const MAX_CELL_CHARS: usize = 300;
@@ -62,6 +65,9 @@ pub struct ReportOptions {
     pub generated_at: DateTime<Utc>,
     /// The command an auditor runs to check the log again (shown in the method section).
     pub verify_command: Option<String>,
+    /// A reproducible sample of requests for the auditor: how many, and the seed
+    /// ([`sample`]).
+    pub sample: Option<(usize, String)>,
 }
 
 impl Default for ReportOptions {
@@ -72,6 +78,7 @@ impl Default for ReportOptions {
             title: "Privileged change approvals: audit evidence".into(),
             generated_at: Utc::now(),
             verify_command: None,
+            sample: None,
         }
     }
 }
@@ -99,6 +106,12 @@ impl ReportOptions {
     /// Sets the verification command shown to auditors.
     pub fn verify_command(mut self, command: impl Into<String>) -> Self {
         self.verify_command = Some(command.into());
+        self
+    }
+
+    /// Adds a sample of `n` requests selected by `seed` ([`sample`]).
+    pub fn sample(mut self, n: usize, seed: impl Into<String>) -> Self {
+        self.sample = Some((n, seed.into()));
         self
     }
 }

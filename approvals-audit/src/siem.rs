@@ -19,7 +19,8 @@
 //! | `event_type` | string | `requested`, `policy_decided`, `reviewed`, `approved`, ... (see `approvals_core::audit`) |
 //! | `request_id` | string | the approval request (UUID) |
 //! | `action` | object | `kind`, `resource`, `digest` (`sha256:<hex>`) of the action |
-//! | `actor` | object | `id`, `kind` (`human`, `agent`, `service`, `system`), optional `display_name`: who acted in this event |
+//! | `actor` | object | `id`, `kind` (`human`, `agent`, `service`, `system`), optional `display_name` and `groups` (a reviewer's groups at decision time), and for the initiator's events `on_behalf_of` (the human it acts for): who acted in this event (mapping below) |
+//! | `actors` | array | everyone who acted, `actor` first: every approver of an `approved` event; the initiator and the human it acts for |
 //! | `outcome` | string | `success`, or `failure` for refused reviews and grants, failed dispatches and failed executions |
 //! | `severity` | string | `informational`, `low`, `medium` or `high` |
 //! | `message` | string | one sentence for people |
@@ -41,17 +42,33 @@
 //!
 //! | OCSF attribute | value |
 //! |---|---|
-//! | `activity_id` | 1 Create (`requested`, `grant_issued`), 99 Other (`grant_consumed`, `executed`), 3 Update (every other state change) |
+//! | `activity_id` | 1 Create (`requested`, `grant_issued`, `request_refused`), 99 Other (`grant_consumed`, `executed`), 3 Update (every other state change) |
 //! | `type_uid` | `600300 + activity_id` |
 //! | `time` | event time, ms since the epoch; `metadata.original_time` keeps the RFC 3339 text |
 //! | `severity_id` | 1 informational; 2 low (denials, expiries, failures); 3 medium (refused reviews); 4 high (forged callbacks, self-approval, refused grants) |
 //! | `status_id` | 1 Success, 2 Failure (as `outcome` above); `status_detail` the reason |
-//! | `actor.user` | `uid`, `name`, `type_id` (1 User for humans, 3 System for the gate, 99 Other for agents and services) |
+//! | `actor.user` | `uid`, `name`, `type_id` (1 User for humans, 3 System for the gate, 99 Other for agents and services), `groups`; who it is per event: see below |
+//! | `actor.app_name`, `actor.app_uid` | for the initiator's events: the agent or service (then `actor.user` is the human it acts for, if any) |
+//! | `observables` | one User Name (type_id 4) per person or agent named as actor, so a search by any approver finds the approval |
 //! | `api.operation` | `approvals.<event_type>`; `api.request.uid` the request id; `api.service.name` `approvals` |
 //! | `resources[0]` | `uid` and `name` the resource, `type` the action kind, `data.digest` the digest |
 //! | `metadata` | `version` 1.3.0, `product`, `uid` `<origin>/<seq>`, `log_name` the origin, `sequence` the seq, `correlation_uid` the request id, `event_code` the event type |
 //! | `src_endpoint.name` | the channel the event came through, or `approvals-gate` |
-//! | `unmapped.approvals` | the audit event exactly as logged; `unmapped.audit_log` its place in the log |
+//! | `unmapped.approvals` | the audit event exactly as logged; `unmapped.audit_log` its place in the log; `unmapped.actors` everyone who acted, with `role` and `groups` |
+//!
+//! ## Who is the actor
+//!
+//! The same mapping decides `actor` (JSON lines), `suser` (CEF) and `actor.user` (OCSF):
+//!
+//! | event | actor |
+//! |---|---|
+//! | `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`, `request_refused` | the initiator (agent or service; in OCSF `actor.app_*`, with the human it acts for as `actor.user`). `executed` and `request_refused` name it; for the `grant_*` events, and `executed` in logs written before it was recorded, it is the initiator of the request's `requested` event earlier in the export, else the gate |
+//! | `reviewed`, `review_rejected` | the reviewer (with groups at decision time), else the gate |
+//! | `approved` | the approvers: the first as actor, all in `actors` (OCSF: `observables`, `unmapped.actors`) |
+//! | `denied`, `cancelled` | the person who denied or cancelled, else the gate |
+//! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed` | the gate (`approvals-gate`, kind `system`) |
+//!
+//! Why several approvers are represented this way in OCSF 1.3.0: see `siem/ocsf_actor.rs`.
 //!
 //! # CEF
 //!
@@ -72,7 +89,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::log::{FollowError, LogEntry, LogError, LogFollower, LogVerifier, VerifyReport};
-use crate::view::EventView;
+use crate::view::{EventView, InitiatorMemo};
+
+mod ocsf_actor;
 
 /// The JSON-lines export schema.
 pub const EXPORT_SCHEMA: &str = "approvals.audit.export/1";
@@ -136,10 +155,16 @@ pub enum ExportError {
 }
 
 /// Renders verified log entries in one format.
+///
+/// An exporter remembers the initiator of each request whose `requested` event it rendered,
+/// so that later events acted by the initiator that do not name it (`grant_issued`,
+/// `grant_rejected`, `grant_consumed`, and `executed` in older logs) name it as their actor
+/// instead of the gate: render a log's entries in order with one exporter.
 #[derive(Debug, Clone)]
 pub struct Exporter {
     format: Format,
     product_version: String,
+    initiators: InitiatorMemo,
 }
 
 impl Exporter {
@@ -148,6 +173,7 @@ impl Exporter {
         Self {
             format,
             product_version: env!("CARGO_PKG_VERSION").to_owned(),
+            initiators: InitiatorMemo::default(),
         }
     }
 
@@ -165,10 +191,21 @@ impl Exporter {
             String::from_utf8(crate::canonical::to_vec(&value))
                 .map_err(|_| ExportError::BadEvent { seq: entry.seq })
         };
+        // The event as seen for its actor: with the request's initiator filled in when the
+        // event is the initiator's but does not name it. Records still carry the event as
+        // logged.
+        let completed = self.initiators.complete(&event);
+        let view = completed.as_ref().unwrap_or(&event);
         Ok(match self.format {
-            Format::JsonLines => json(to_jsonl(entry, &event, origin))?,
-            Format::Ocsf => json(to_ocsf(entry, &event, origin, &self.product_version))?,
-            Format::Cef => to_cef(entry, &event, origin, &self.product_version),
+            Format::JsonLines => json(jsonl_record(entry, &event, view, origin))?,
+            Format::Ocsf => json(ocsf_record(
+                entry,
+                &event,
+                view,
+                origin,
+                &self.product_version,
+            ))?,
+            Format::Cef => to_cef(entry, view, origin, &self.product_version),
         })
     }
 }
@@ -189,13 +226,34 @@ fn time_ms(v: &EventView<'_>) -> i64 {
 const OCSF_SEVERITIES: [&str; 5] = ["Unknown", "Informational", "Low", "Medium", "High"];
 const SEVERITY_NAMES: [&str; 5] = ["unknown", "informational", "low", "medium", "high"];
 
-/// The `approvals.audit.export/1` record of an entry.
+/// The `approvals.audit.export/1` record of an entry, on its own (an [`Exporter`] also
+/// attributes `grant_*` events to the request's initiator).
 pub fn to_jsonl(entry: &LogEntry, event: &Value, origin: &str) -> Value {
-    let v = EventView(event);
-    let actor = v.actor();
-    let mut actor_json = json!({"id": actor.id, "kind": actor.kind});
-    if let Some(name) = actor.display_name {
-        actor_json["display_name"] = json!(name);
+    jsonl_record(entry, event, event, origin)
+}
+
+fn actor_json(actor: &crate::view::Actor) -> Value {
+    let mut out = json!({"id": actor.id, "kind": actor.kind});
+    if let Some(name) = &actor.display_name {
+        out["display_name"] = json!(name);
+    }
+    if !actor.groups.is_empty() {
+        out["groups"] = json!(actor.groups);
+    }
+    out
+}
+
+/// `event` is carried verbatim; `view` (the event, possibly with its initiator filled in)
+/// decides the actor and the other derived fields.
+fn jsonl_record(entry: &LogEntry, event: &Value, view: &Value, origin: &str) -> Value {
+    let v = EventView(view);
+    let actors = v.actors();
+    let mut actor = actors
+        .first()
+        .map(actor_json)
+        .unwrap_or_else(|| json!({"id": "approvals-gate", "kind": "system"}));
+    if let Some(person) = v.on_behalf_of() {
+        actor["on_behalf_of"] = actor_json(&person);
     }
     json!({
         "schema": EXPORT_SCHEMA,
@@ -204,7 +262,8 @@ pub fn to_jsonl(entry: &LogEntry, event: &Value, origin: &str) -> Value {
         "event_type": v.name(),
         "request_id": v.request_id(),
         "action": {"kind": v.kind(), "resource": v.resource(), "digest": v.digest()},
-        "actor": actor_json,
+        "actor": actor,
+        "actors": actors.iter().map(actor_json).collect::<Vec<_>>(),
         "outcome": if v.succeeded() { "success" } else { "failure" },
         "severity": SEVERITY_NAMES[usize::from(v.severity()).min(4)],
         "message": v.message(),
@@ -213,24 +272,28 @@ pub fn to_jsonl(entry: &LogEntry, event: &Value, origin: &str) -> Value {
     })
 }
 
-/// The OCSF 1.3.0 API Activity (6003) event of an entry.
+/// The OCSF 1.3.0 API Activity (6003) event of an entry, on its own (an [`Exporter`] also
+/// attributes `grant_*` events to the request's initiator).
 pub fn to_ocsf(entry: &LogEntry, event: &Value, origin: &str, product_version: &str) -> Value {
-    let v = EventView(event);
+    ocsf_record(entry, event, event, origin, product_version)
+}
+
+fn ocsf_record(
+    entry: &LogEntry,
+    event: &Value,
+    view: &Value,
+    origin: &str,
+    product_version: &str,
+) -> Value {
+    let v = EventView(view);
     let (activity_id, activity_name) = match v.name() {
-        "requested" | "grant_issued" => (1, "Create"),
+        "requested" | "grant_issued" | "request_refused" => (1, "Create"),
         "grant_consumed" | "executed" => (99, "Other"),
         _ => (3, "Update"),
     };
     let severity_id = v.severity();
     let ok = v.succeeded();
-    let actor = v.actor();
-    let (type_id, type_name) = match actor.kind.as_str() {
-        "human" => (1, "User"),
-        "system" => (3, "System"),
-        _ => (99, "Other"),
-    };
-    let mut user = json!({"uid": actor.id, "type_id": type_id, "type": type_name});
-    user["name"] = json!(actor.display_name.as_deref().unwrap_or(&actor.id));
+    let (actor, observables, actors) = ocsf_actor::actor(&v);
     let mut out = json!({
         "class_uid": 6003,
         "class_name": "API Activity",
@@ -256,7 +319,7 @@ pub fn to_ocsf(entry: &LogEntry, event: &Value, origin: &str, product_version: &
             "correlation_uid": v.request_id(),
             "event_code": v.name(),
         },
-        "actor": {"user": user},
+        "actor": actor,
         "api": {
             "operation": format!("approvals.{}", v.name()),
             "service": {"name": PRODUCT},
@@ -272,8 +335,12 @@ pub fn to_ocsf(entry: &LogEntry, event: &Value, origin: &str, product_version: &
         "unmapped": {
             "approvals": event,
             "audit_log": log_ref(entry, origin),
+            "actors": actors,
         },
     });
+    if !observables.is_empty() {
+        out["observables"] = observables.into();
+    }
     if let Some(reason) = v.reason() {
         out["status_detail"] = json!(reason);
     }

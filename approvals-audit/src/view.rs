@@ -2,6 +2,9 @@
 //! the evidence report. Events are read as JSON rather than `AuditEvent` so that events with
 //! fields or kinds added later (within schema v1) are still exported.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -11,6 +14,7 @@ pub(crate) struct EventView<'a>(pub(crate) &'a Value);
 
 /// Who did something, as far as the audit event says.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Actor {
     /// The principal id (`approvals-gate` for the gate itself).
     pub id: String,
@@ -18,15 +22,24 @@ pub struct Actor {
     pub kind: String,
     /// The name shown to people, when recorded.
     pub display_name: Option<String>,
+    /// The principal's groups as the event recorded them (a reviewer's groups at decision
+    /// time); empty when none were recorded.
+    pub groups: Vec<String>,
 }
 
 impl Actor {
-    fn system() -> Self {
+    pub(crate) fn system() -> Self {
         Actor {
             id: "approvals-gate".into(),
             kind: "system".into(),
             display_name: None,
+            groups: Vec::new(),
         }
+    }
+
+    /// Whether this is the gate itself rather than a principal named by the event.
+    pub fn is_system(&self) -> bool {
+        self.kind == "system"
     }
 
     pub(crate) fn from_principal(p: &Value) -> Option<Self> {
@@ -41,9 +54,31 @@ impl Actor {
                 .get("display_name")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            groups: p
+                .get("groups")
+                .and_then(Value::as_array)
+                .map(|g| {
+                    g.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
+
+/// Events whose actor is the request's initiator (the agent or service, and the human it acts
+/// for). `executed` and `request_refused` carry it; the others are completed from the
+/// request's `requested` event by the exporter.
+pub(crate) const INITIATOR_EVENTS: [&str; 6] = [
+    "requested",
+    "grant_issued",
+    "grant_rejected",
+    "grant_consumed",
+    "executed",
+    "request_refused",
+];
 
 impl<'a> EventView<'a> {
     pub(crate) fn str(&self, key: &str) -> Option<&'a str> {
@@ -81,23 +116,76 @@ impl<'a> EventView<'a> {
         self.str("digest").unwrap_or("")
     }
 
-    /// The initiator of a `requested` event.
+    /// The initiator an event names: a `requested` event's `request.initiator`, or the
+    /// `initiator` of `executed` and `request_refused` events (and of events the exporter
+    /// completed from the request's `requested` event).
     pub(crate) fn initiator(&self) -> Option<&'a Value> {
-        self.get("request")?.get("initiator")
+        self.get("request")
+            .and_then(|r| r.get("initiator"))
+            .or_else(|| self.get("initiator"))
+            .filter(|i| i.is_object())
     }
 
-    /// Who acted in this event: the reviewer, the denier or canceller, the initiator of a
-    /// request, or the gate itself.
-    pub(crate) fn actor(&self) -> Actor {
-        let principal = match self.name() {
-            "requested" => self.initiator().and_then(|i| i.get("principal")),
-            "reviewed" | "review_rejected" => self.get("reviewer"),
-            "denied" | "cancelled" => self.get("by"),
-            _ => None,
+    /// Whether the event's actor is the request's initiator.
+    pub(crate) fn acted_by_initiator(&self) -> bool {
+        INITIATOR_EVENTS.contains(&self.name())
+    }
+
+    /// Everyone who acted in this event, the principal actor first:
+    ///
+    /// - `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`,
+    ///   `request_refused`: the initiator (agent or service), then the human it acts for;
+    /// - `reviewed`, `review_rejected`: the reviewer (when known);
+    /// - `approved`: every approver, in the order recorded;
+    /// - `denied`, `cancelled`: the person who denied or cancelled (when a person did);
+    /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed`
+    ///   and anything unknown: the gate itself (`approvals-gate`, kind `system`).
+    ///
+    /// Falls back to the gate when the event does not name the principal it should.
+    pub(crate) fn actors(&self) -> Vec<Actor> {
+        let one = |p: Option<&Value>| p.and_then(Actor::from_principal).into_iter().collect();
+        let actors: Vec<Actor> = match self.name() {
+            name if INITIATOR_EVENTS.contains(&name) => match self.initiator() {
+                Some(i) => i
+                    .get("principal")
+                    .and_then(Actor::from_principal)
+                    .into_iter()
+                    .chain(i.get("on_behalf_of").and_then(Actor::from_principal))
+                    .collect(),
+                None => Vec::new(),
+            },
+            "reviewed" | "review_rejected" => one(self.get("reviewer")),
+            "denied" | "cancelled" => one(self.get("by")),
+            "approved" => self
+                .get("approvers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Actor::from_principal).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
         };
-        principal
-            .and_then(Actor::from_principal)
+        if actors.is_empty() {
+            vec![Actor::system()]
+        } else {
+            actors
+        }
+    }
+
+    /// Who acted in this event: the first of [`Self::actors`].
+    pub(crate) fn actor(&self) -> Actor {
+        self.actors()
+            .into_iter()
+            .next()
             .unwrap_or_else(Actor::system)
+    }
+
+    /// The human the initiator acted for, in events whose actor is the initiator.
+    pub(crate) fn on_behalf_of(&self) -> Option<Actor> {
+        if !self.acted_by_initiator() {
+            return None;
+        }
+        self.initiator()?
+            .get("on_behalf_of")
+            .and_then(Actor::from_principal)
     }
 
     /// Principal ids in an `approvers` array.
@@ -116,7 +204,7 @@ impl<'a> EventView<'a> {
     /// Whether the operation the event records succeeded (`false` for refusals and errors).
     pub(crate) fn succeeded(&self) -> bool {
         match self.name() {
-            "review_rejected" | "grant_rejected" | "dispatch_failed" => false,
+            "review_rejected" | "grant_rejected" | "dispatch_failed" | "request_refused" => false,
             "executed" => self.get("ok").and_then(Value::as_bool).unwrap_or(false),
             _ => true,
         }
@@ -125,7 +213,7 @@ impl<'a> EventView<'a> {
     /// A reason, cause or error text, when the event has one.
     pub(crate) fn reason(&self) -> Option<String> {
         match self.name() {
-            "review_rejected" | "grant_rejected" => Some(format!(
+            "review_rejected" | "grant_rejected" | "request_refused" => Some(format!(
                 "{}: {}",
                 self.str("cause").unwrap_or("unknown"),
                 self.str("detail").unwrap_or("")
@@ -148,6 +236,13 @@ impl<'a> EventView<'a> {
                 _ => 3,
             },
             "grant_rejected" => 4,
+            // An agent claiming another identity is an attack on invariant 11; an oversized
+            // action may hide its content from reviewers; a malformed one is a client bug.
+            "request_refused" => match self.str("cause") {
+                Some("initiator_mismatch") => 4,
+                Some("oversized") => 3,
+                _ => 2,
+            },
             "denied" | "dispatch_failed" | "expired" | "lapsed" => 2,
             "executed" if !self.succeeded() => 2,
             "policy_decided"
@@ -193,9 +288,89 @@ impl<'a> EventView<'a> {
             ),
             "approved" => format!("{what} approved by {}", self.approvers().join(", ")),
             "denied" => format!("{what} denied by {}", actor.id),
+            "request_refused" => format!(
+                "{} was refused {what} ({})",
+                actor.id,
+                self.str("cause").unwrap_or("unknown")
+            ),
             "executed" if self.succeeded() => format!("{what} executed"),
             "executed" => format!("{what} failed"),
             other => format!("{what}: {other}"),
         }
+    }
+}
+
+/// The initiators of the requests seen so far in one export, so that events which do not name
+/// their initiator (`grant_issued`, `grant_rejected`, `grant_consumed`, and `executed` in logs
+/// written before it did) are attributed to the initiator of the request's `requested` event
+/// seen earlier, not to the gate.
+///
+/// Bounded: a request is forgotten when it ends (`executed`, `denied`, `expired`,
+/// `cancelled`, `lapsed`, `request_refused`), and the oldest are forgotten beyond
+/// [`Self::CAPACITY`] open requests, so following a log for months holds no growing state.
+#[derive(Debug, Default)]
+pub(crate) struct InitiatorMemo {
+    seen: Mutex<(HashMap<String, Value>, VecDeque<String>)>,
+}
+
+impl Clone for InitiatorMemo {
+    fn clone(&self) -> Self {
+        let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        InitiatorMemo {
+            seen: Mutex::new(seen),
+        }
+    }
+}
+
+impl InitiatorMemo {
+    /// Most open requests remembered.
+    pub(crate) const CAPACITY: usize = 1 << 16;
+
+    /// Learns from `event` and returns a copy of it with `initiator` filled in when its actor
+    /// is the initiator, it names none, and the request's `requested` event was seen.
+    pub(crate) fn complete(&self, event: &Value) -> Option<Value> {
+        let v = EventView(event);
+        let id = v.request_id();
+        let Ok(mut guard) = self.seen.lock() else {
+            return None;
+        };
+        let (map, order) = &mut *guard;
+        if v.name() == "requested" {
+            if let Some(initiator) = v.initiator()
+                && map.insert(id.to_owned(), initiator.clone()).is_none()
+            {
+                order.push_back(id.to_owned());
+                while map.len() > Self::CAPACITY {
+                    match order.pop_front() {
+                        Some(old) => {
+                            map.remove(&old);
+                        }
+                        None => break,
+                    }
+                }
+                // Ended requests leave their id in `order`; drop them now and then
+                // (amortized constant time per event).
+                if order.len() > 2 * Self::CAPACITY {
+                    order.retain(|k| map.contains_key(k));
+                }
+            }
+            return None;
+        }
+        let completed = if v.acted_by_initiator() && v.initiator().is_none() {
+            map.get(id).map(|initiator| {
+                let mut copy = event.clone();
+                copy["initiator"] = initiator.clone();
+                copy
+            })
+        } else {
+            None
+        };
+        if matches!(
+            v.name(),
+            "executed" | "denied" | "expired" | "cancelled" | "lapsed" | "request_refused"
+        ) {
+            map.remove(id);
+        }
+        completed
     }
 }

@@ -94,6 +94,10 @@ fn consistency_proofs_link_checkpoints_and_expose_forks() {
     let original = read_lines(&path);
     let old20 = prove_consistency(&path, 20, 20).unwrap().old_checkpoint;
     write_lines(&path, &original[..entry_index(&original, 14) + 1]);
+    // The writer refuses a log cut below its witness; the forger, who holds the key, also
+    // deletes the witness beside the log.
+    assert!(LogWriter::open(&path, config(), signer(1)).is_err());
+    std::fs::remove_file(approvals_audit::witness::witness_path(&path)).unwrap();
     let mut log = LogWriter::open(&path, config(), signer(1)).unwrap();
     for i in 15..25 {
         let mut e = event(i);

@@ -140,8 +140,10 @@ async fn ocsf_api_activity_fields() {
     assert_eq!(rec["severity_id"], 1);
     assert_eq!(rec["status_id"], 1);
     assert_eq!(rec["status"], "Success");
-    assert_eq!(rec["actor"]["user"]["uid"], "approvals-gate");
-    assert_eq!(rec["actor"]["user"]["type_id"], 3);
+    // The approval's actor is its approver, not the gate (a search by approver finds it).
+    assert_eq!(rec["actor"]["user"]["uid"], "sam@example.com");
+    assert_eq!(rec["actor"]["user"]["type_id"], 1);
+    assert_eq!(rec["actor"]["user"]["groups"][0]["name"], "sre");
     assert_eq!(rec["api"]["operation"], "approvals.approved");
     assert_eq!(rec["api"]["request"]["uid"], event["request_id"]);
     assert_eq!(rec["resources"][0]["uid"], "iam://prod/roles/admin");
@@ -160,8 +162,15 @@ async fn ocsf_api_activity_fields() {
         (rec["activity_id"].as_u64(), rec["type_uid"].as_u64()),
         (Some(1), Some(600301))
     );
-    assert_eq!(rec["actor"]["user"]["uid"], "deploy-bot");
-    assert_eq!(rec["actor"]["user"]["type_id"], 99);
+    // The agent is the client application; the human it acts for is the user context.
+    assert_eq!(rec["actor"]["user"]["uid"], "dana@example.com");
+    assert_eq!(rec["actor"]["user"]["type_id"], 1);
+    assert_eq!(rec["actor"]["app_uid"], "deploy-bot");
+
+    // The execution's actor is the initiator, not the gate.
+    let (rec, _) = at("executed", "iam.role.grant");
+    assert_eq!(rec["actor"]["user"]["uid"], "dana@example.com");
+    assert_eq!(rec["actor"]["app_uid"], "deploy-bot");
 
     let (rec, _) = at("review_rejected", "db.migrate");
     assert_eq!(rec["status_id"], 2);
@@ -353,6 +362,22 @@ fn batch_export_refuses_a_tampered_log_and_holds_back_the_unsigned_tail() {
     let last = lines.pop().unwrap();
     assert!(last.starts_with("{\"checkpoint\""));
     write_lines(&path, &lines);
+    // The witness holds the checkpoint that was cut off: a truncated log, nothing exported.
+    let mut out = Vec::new();
+    let err = export_file(&path, &verifier(), Format::JsonLines, &mut out).unwrap_err();
+    let ExportError::Verification(report) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(report.problems[0].kind.code(), "known_checkpoint_absent");
+    assert!(out.is_empty());
+    // With a witness from before the last checkpoint, the five newest entries are merely
+    // not signed yet, and held back.
+    let note: Value = serde_json::from_str(&lines[checkpoint_index(&lines, 20)]).unwrap();
+    std::fs::write(
+        approvals_audit::witness::witness_path(&path),
+        note["checkpoint"].as_str().unwrap(),
+    )
+    .unwrap();
     let mut out = Vec::new();
     let summary = export_file(&path, &verifier(), Format::JsonLines, &mut out).unwrap();
     assert_eq!(summary.exported, 20, "entries 20..25 are not signed yet");

@@ -1,9 +1,13 @@
-//! Every kind of tampering with a log file is found and located.
+//! Every kind of tampering with a log file is found and located, by the log's own hashes and
+//! signed checkpoints (verified here without the witness, to show what the log alone proves;
+//! `tests/witness.rs` covers what only the witness can: a log cut at its end).
 
 mod common;
 
 use approvals_audit::canonical;
-use approvals_audit::log::{LogVerifier, LogWriter, Problem, ProblemKind, Warning, verify_file};
+use approvals_audit::log::{
+    Completeness, LogVerifier, LogWriter, Problem, ProblemKind, Warning, verify_file,
+};
 use approvals_audit::merkle::leaf_hash;
 use approvals_audit::note::{NoteError, Signer, Verifier};
 use common::*;
@@ -20,6 +24,14 @@ fn unhex(s: &str) -> [u8; 32] {
 
 fn trusted() -> Vec<Verifier> {
     vec![signer(1).verifier()]
+}
+
+/// What the log alone proves: verification without its witness.
+fn verify_alone(path: &std::path::Path) -> approvals_audit::log::VerifyReport {
+    LogVerifier::new(trusted())
+        .without_witness()
+        .verify_file(path)
+        .unwrap()
 }
 
 /// Rewrites entry lines from `from` (0-based line index) on with correct leaf hashes and
@@ -67,7 +79,7 @@ fn untouched_log_verifies_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_log(dir.path(), 25);
     assert_eq!(read_lines(&path).len(), 28);
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert!(report.is_ok(), "{report}");
     assert!(report.warnings.is_empty(), "{report}");
     assert_eq!((report.entries, report.checkpoints), (25, 3));
@@ -89,7 +101,7 @@ fn edited_event_field_is_found() {
     lines[i] = lines[i].replace("\"n\":5", "\"n\":6");
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         report.problems,
         vec![
@@ -120,7 +132,7 @@ fn edited_event_with_recomputed_leaf_breaks_the_chain() {
     );
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         report.problems[0],
         p(7, Some(6), ProblemKind::ChainBroken),
@@ -142,7 +154,7 @@ fn fully_rehashed_edit_is_caught_by_the_signed_checkpoints() {
     rehash_from(&mut lines, i);
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         report.problems,
         vec![
@@ -166,7 +178,7 @@ fn deleted_line_is_found() {
     lines.remove(entry_index(&lines, 5));
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     let misplaced = |line, size| {
         p(
             line,
@@ -202,7 +214,7 @@ fn deleted_line_with_rehashed_chain_is_still_found() {
     rehash_from(&mut lines, i);
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         report.problems,
         vec![p(
@@ -238,7 +250,7 @@ fn inserted_line_is_found() {
     );
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         &report.problems[..3],
         &[
@@ -266,7 +278,7 @@ fn swapped_lines_are_found() {
     lines.swap(a, b);
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         &report.problems[..6],
         &[
@@ -297,7 +309,7 @@ fn swapped_and_rehashed_lines_are_caught_by_the_checkpoint() {
     rehash_from(&mut lines, a);
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         report.problems[0],
         p(11, None, ProblemKind::CheckpointRootMismatch { size: 10 }),
@@ -306,7 +318,7 @@ fn swapped_and_rehashed_lines_are_caught_by_the_checkpoint() {
 }
 
 #[test]
-fn truncated_tail_is_a_warning_until_a_known_checkpoint_proves_it_was_signed() {
+fn truncated_tail_is_an_error_against_the_witness_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let latest = dir.path().join("latest.checkpoint");
@@ -321,21 +333,9 @@ fn truncated_tail_is_a_warning_until_a_known_checkpoint_proves_it_was_signed() {
     let mut lines = read_lines(&path);
     lines.truncate(24);
     write_lines(&path, &lines);
-    let report = verify_file(&path, &trusted()).unwrap();
-    assert!(report.is_ok(), "{report}");
-    assert_eq!(
-        report.warnings,
-        vec![Warning::UnverifiedTail {
-            first_line: 23,
-            first_seq: 20,
-            entries: 2
-        }]
-    );
 
-    // With the checkpoint kept outside the log, the cut is an error.
-    let mut verifier = LogVerifier::new(trusted());
-    verifier.known_checkpoint_file(&latest).unwrap();
-    let report = verifier.verify_file(&path).unwrap();
+    // By default the log is compared with its witness (`<log>.witness`): the cut is an error.
+    let report = verify_file(&path, &trusted()).unwrap();
     assert_eq!(report.problems.len(), 1, "{report}");
     assert!(matches!(
         &report.problems[0].kind,
@@ -345,11 +345,42 @@ fn truncated_tail_is_a_warning_until_a_known_checkpoint_proves_it_was_signed() {
             ..
         }
     ));
+    assert_eq!(report.completeness, Completeness::Failed);
+
+    // The same with a checkpoint kept elsewhere (here the writer's latest-checkpoint file).
+    let mut verifier = LogVerifier::new(trusted());
+    verifier.known_checkpoint_file(&latest).unwrap();
+    let report = verifier.verify_file(&path).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| matches!(p.kind, ProblemKind::Truncated { size: 25, .. })),
+        "{report}"
+    );
+
+    // Only when told to verify without a witness does the log pass, with its unsigned tail
+    // as a warning, and completeness unproven.
+    let report = verify_alone(&path);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(
+        report.warnings,
+        vec![Warning::UnverifiedTail {
+            first_line: 23,
+            first_seq: 20,
+            entries: 2
+        }]
+    );
+    assert_eq!(report.completeness, Completeness::Unproven);
+    assert!(
+        report.to_string().contains("COMPLETENESS UNPROVEN"),
+        "{report}"
+    );
 
     // A cut in the middle of a line is an interrupted write: warned about, not counted.
     let text = std::fs::read(&path).unwrap();
     std::fs::write(&path, &text[..text.len() - 10]).unwrap();
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.entries, 21);
     assert!(
@@ -370,7 +401,7 @@ fn tampered_or_untrusted_checkpoints_are_rejected() {
     let i = checkpoint_index(&edited, 20);
     edited[i] = edited[i].replace(&format!("{ORIGIN}\\n20\\n"), &format!("{ORIGIN}\\n21\\n"));
     write_lines(&path, &edited);
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(report.problems.len(), 1, "{report}");
     assert_eq!(report.problems[0].line, Some(22));
     assert!(matches!(
@@ -381,7 +412,10 @@ fn tampered_or_untrusted_checkpoints_are_rejected() {
     // A checkpoint signed by a key the verifier does not trust proves nothing.
     write_lines(&path, &lines);
     let stranger = vec![Signer::generate(ORIGIN).unwrap().verifier()];
-    let report = verify_file(&path, &stranger).unwrap();
+    let report = LogVerifier::new(stranger)
+        .without_witness()
+        .verify_file(&path)
+        .unwrap();
     assert_eq!(report.problems.len(), 3, "{report}");
     assert!(report.problems.iter().all(|p| matches!(
         p.kind,
@@ -392,6 +426,7 @@ fn tampered_or_untrusted_checkpoints_are_rejected() {
     // A verifier pinned to another origin rejects every checkpoint.
     let report = LogVerifier::new(trusted())
         .origin("other.example/log")
+        .without_witness()
         .verify_file(&path)
         .unwrap();
     assert_eq!(report.problems.len(), 3, "{report}");
@@ -409,7 +444,7 @@ fn malformed_lines_are_reported_with_their_line_number() {
     lines.insert(2, "not json".into());
     lines.insert(3, String::new());
     write_lines(&path, &lines);
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     let lines_with_problems: Vec<_> = report.problems.iter().map(|p| p.line).collect();
     assert_eq!(lines_with_problems, vec![Some(3), Some(4)], "{report}");
     assert!(matches!(
@@ -431,8 +466,11 @@ fn forge_tail(dir: &std::path::Path) -> (std::path::PathBuf, String, Vec<String>
     let witnessed = std::fs::read_to_string(&latest).unwrap();
     let original = read_lines(&path);
 
-    // Keep entries 0-14 (and checkpoint 10), then append a different history with the key.
+    // Keep entries 0-14 (and checkpoint 10), then append a different history with the key,
+    // after deleting the witness beside the log (the writer refuses a log cut below it).
     write_lines(&path, &original[..entry_index(&original, 14) + 1]);
+    assert!(LogWriter::open(&path, config(), signer(1)).is_err());
+    std::fs::remove_file(approvals_audit::witness::witness_path(&path)).unwrap();
     let mut log = LogWriter::open(&path, config(), signer(1)).unwrap();
     for i in 15..25 {
         let mut e = event(i);
@@ -449,7 +487,7 @@ fn forked_history_is_found_with_a_checkpoint_kept_elsewhere() {
     let (path, witnessed, _) = forge_tail(dir.path());
 
     // On its own, a consistently re-signed rewrite cannot be told apart from the truth.
-    assert!(verify_file(&path, &trusted()).unwrap().is_ok());
+    assert!(verify_alone(&path).is_ok());
 
     let mut verifier = LogVerifier::new(trusted());
     verifier.known_checkpoint(&witnessed, "witness").unwrap();
@@ -493,7 +531,7 @@ fn forked_history_is_found_between_two_checkpoints_in_the_file() {
     lines.insert(at, old_checkpoint);
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     let old_line = at as u64 + 1;
     // The forger's own checkpoint 20 follows right after the old one.
     let new_line = old_line + 1;
@@ -521,7 +559,7 @@ fn forked_history_is_found_between_two_checkpoints_in_the_file() {
     // Without the forger's own checkpoint 20, the next matching checkpoint (25) exposes it.
     lines.remove(at + 1);
     write_lines(&path, &lines);
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     let new_line = checkpoint_index(&lines, 25) as u64 + 1;
     assert_eq!(
         report.problems[1],
@@ -552,13 +590,14 @@ fn two_signed_checkpoints_of_one_size_with_different_roots_are_a_fork() {
     fake[i] = fake[i].replace("alice", "mallory");
     rehash_from(&mut fake, i);
     write_lines(&forked, &fake[..entry_index(&fake, 9) + 1]);
+    std::fs::remove_file(approvals_audit::witness::witness_path(&forked)).unwrap();
     let log = LogWriter::open(&forked, config(), signer(1)).unwrap();
     log.close().unwrap();
     let fake = read_lines(&forked);
     lines.push(fake[checkpoint_index(&fake, 10)].clone());
     write_lines(&path, &lines);
 
-    let report = verify_file(&path, &trusted()).unwrap();
+    let report = verify_alone(&path);
     assert_eq!(
         report.problems,
         vec![
@@ -598,7 +637,7 @@ fn deleting_any_entry_line_is_an_error() {
         let mut cut = lines.clone();
         cut.remove(entry_index(&lines, seq));
         write_lines(&path, &cut);
-        let report = verify_file(&path, &trusted()).unwrap();
+        let report = verify_alone(&path);
         assert!(
             !report.is_ok(),
             "deleting seq {seq} went unnoticed: {report}"

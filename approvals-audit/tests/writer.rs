@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use approvals_audit::log::{
-    LogConfig, LogError, LogWriter, ProblemKind, SyncPolicy, Warning, verify_file,
+    LogConfig, LogError, LogVerifier, LogWriter, ProblemKind, SyncPolicy, Warning, verify_file,
 };
 use approvals_audit::note::{NoteError, Signer, Verifier};
 use common::*;
@@ -44,8 +44,18 @@ fn rotated_keys_mid_log_verify_when_both_are_trusted() {
         vec![format!("audit.example/test-2026+{:08x}", new.key_id())]
     );
 
-    // Trusting only the old key: everything after the rotation is unsigned for it.
+    // Trusting only the old key: everything after the rotation is unsigned for it, and so is
+    // the witness.
     let only_old = verify_file(&path, &[old.verifier()]).unwrap();
+    assert_eq!(
+        only_old.problems.last().map(|p| p.kind.code()),
+        Some("witness_rejected"),
+        "{only_old}"
+    );
+    let only_old = LogVerifier::new([old.verifier()])
+        .without_witness()
+        .verify_file(&path)
+        .unwrap();
     assert_eq!(only_old.verified_size(), 10, "{only_old}");
     assert_eq!(only_old.problems.len(), 2, "{only_old}");
     assert!(only_old.problems.iter().all(|p| matches!(

@@ -32,7 +32,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::borrow::Cow;
 use std::io::Write;
 
 #[cfg(feature = "postgres")]
@@ -43,12 +42,19 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use super::LogError;
 use super::format::{Line, parse_line};
 use super::proof::InclusionProof;
-use super::verify::{LogVerifier, Problem, ProblemKind, Scanner, VerifyReport, Warning};
+use super::verify::{
+    DefaultWitness, LogVerifier, Problem, ProblemKind, Scanner, VerifyReport, Warning,
+};
 use crate::merkle::{self, Hash, leaf_hash};
 use crate::note::{Checkpoint, unverified_text};
 
 /// The table holding the log.
 pub const TABLE: &str = "approval_audit_log";
+
+/// The table holding the log's witness: one row (`id` 1) with the latest signed checkpoint
+/// note (`note`), its tree size (`size`) and when it was written (`updated_at`), replaced by
+/// the writer in the same transaction as the checkpoint row it copies, only forward.
+pub const WITNESS_TABLE: &str = "approval_audit_witness";
 
 /// Rows read per query.
 const PAGE: i64 = 1000;
@@ -226,15 +232,44 @@ impl LogDb {
 
     /// Verifies the log in the table: every entry, the chain, every checkpoint's root and
     /// signature against `verifier`'s keys and known checkpoints, as
-    /// [`LogVerifier::verify_file`] does for a file, plus the query columns.
+    /// [`LogVerifier::verify_file`] does for a file, plus the query columns. Unless the
+    /// verifier names another witness or none, the log is compared with its witness table
+    /// [`WITNESS_TABLE`] (invariant 12).
     pub async fn verify(&self, verifier: &LogVerifier) -> Result<VerifyReport, LogError> {
-        let (verifiers, origin, known) = verifier.parts();
-        let scanner = Scanner::new(
-            Some(Cow::Borrowed(verifiers)),
-            origin.map(str::to_owned),
-            Cow::Borrowed(known),
-        );
-        self.scan(scanner).await
+        let (label, note) = self.witness().await;
+        let plan = verifier.plan(DefaultWitness::Note(label, note))?;
+        self.scan(verifier.scanner(plan)).await
+    }
+
+    /// The database's witness: a label naming where it was read, and the latest checkpoint
+    /// note the writer copied to [`WITNESS_TABLE`] (`None` when the table is empty, or
+    /// absent because the database was not migrated yet).
+    pub async fn witness(&self) -> (String, Option<String>) {
+        use sqlx::Row;
+        let query = "SELECT note FROM approval_audit_witness WHERE id = 1";
+        let note: Result<Option<String>, sqlx::Error> = match self {
+            #[cfg(feature = "sqlite")]
+            LogDb::Sqlite(pool) => sqlx::query(query)
+                .fetch_optional(pool)
+                .await
+                .and_then(|r| r.map(|r| r.try_get("note")).transpose()),
+            #[cfg(feature = "postgres")]
+            LogDb::Postgres(pool) => sqlx::query(query)
+                .fetch_optional(pool)
+                .await
+                .and_then(|r| r.map(|r| r.try_get("note")).transpose()),
+        };
+        let label = format!("table {WITNESS_TABLE}");
+        match note {
+            Ok(note) => (label, note),
+            Err(e) => (
+                format!(
+                    "{label} (unreadable: {e}; connect an approvals-store-sql store once to \
+                     migrate the database)"
+                ),
+                None,
+            ),
+        }
     }
 
     /// Checks the log's structure without keys: leaf hashes, the chain, sequence numbers and

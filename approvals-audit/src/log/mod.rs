@@ -57,10 +57,10 @@ pub use reader::{
     FollowError, LogEntry, LogFollower, VerifiedReader, for_each_verified, read_verified,
 };
 pub use verify::{
-    LogVerifier, Problem, ProblemKind, VerifiedCheckpoint, VerifyReport, Warning, verify_file,
-    verify_reader,
+    Completeness, LogVerifier, Problem, ProblemKind, VerifiedCheckpoint, VerifyReport, Warning,
+    verify_file, verify_reader,
 };
-pub use writer::{LogConfig, LogWriter, SyncPolicy};
+pub use writer::{LogConfig, LogWriter, SyncPolicy, WitnessFile};
 
 use std::path::PathBuf;
 

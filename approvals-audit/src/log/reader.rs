@@ -1,7 +1,6 @@
 //! Reading entries back only once a trusted signed checkpoint vouches for them, from a whole
 //! file or from a file that is still growing.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -9,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::LogError;
 use super::format::{Line, MAX_LINE_BYTES, ReadLine, parse_line, read_line};
-use super::verify::{LogVerifier, Problem, ProblemKind, Scanner, VerifiedCheckpoint, VerifyReport};
+use super::verify::{
+    DefaultWitness, LogVerifier, Problem, ProblemKind, Scanner, VerifiedCheckpoint, VerifyReport,
+};
 use crate::merkle::Hash;
 
 /// One entry of a log, released by a [`VerifiedReader`] after a trusted checkpoint covered it.
@@ -86,15 +87,24 @@ fn problem_count(report: &VerifyReport) -> u64 {
 }
 
 impl VerifiedReader {
-    /// A reader checking against `verifier`'s trusted keys, origin and known checkpoints.
+    /// A reader checking against `verifier`'s trusted keys, origin, known checkpoints and
+    /// witness. Lines pushed into a reader come from nowhere in particular, so there is no
+    /// default witness: name one ([`LogVerifier::witness`]) or the final report says it is
+    /// missing (or call [`LogVerifier::without_witness`]).
     pub fn new(verifier: &LogVerifier) -> Self {
-        let (verifiers, origin, known) = verifier.parts();
+        let plan = verifier.plan(DefaultWitness::None).unwrap_or_default();
+        Self::with_scanner(verifier.scanner(plan))
+    }
+
+    /// A reader for the log file at `path`: its default witness is `<path>.witness`.
+    pub(crate) fn for_file(verifier: &LogVerifier, path: &Path) -> Result<Self, LogError> {
+        let plan = verifier.plan(DefaultWitness::File(path))?;
+        Ok(Self::with_scanner(verifier.scanner(plan)))
+    }
+
+    fn with_scanner(scanner: Scanner<'static>) -> Self {
         Self {
-            scanner: Scanner::new(
-                Some(Cow::Owned(verifiers.to_vec())),
-                origin.map(str::to_owned),
-                Cow::Owned(known.to_vec()),
-            ),
+            scanner,
             pending: VecDeque::new(),
             ready: VecDeque::new(),
             failed: false,
@@ -277,7 +287,7 @@ pub fn for_each_verified<E: From<LogError>>(
     let path = path.as_ref();
     let file = File::open(path).map_err(LogError::io(format!("opening {}", path.display())))?;
     let mut input = BufReader::with_capacity(1 << 16, file);
-    let mut reader = VerifiedReader::new(verifier);
+    let mut reader = VerifiedReader::for_file(verifier, path)?;
     let mut buf = Vec::with_capacity(1024);
     loop {
         let read = read_line(&mut input, &mut buf)
@@ -355,7 +365,7 @@ impl LogFollower {
             path: path.to_owned(),
             file,
             offset: 0,
-            reader: VerifiedReader::new(verifier),
+            reader: VerifiedReader::for_file(verifier, path)?,
             chunk: vec![0; 1 << 16],
         })
     }

@@ -95,6 +95,30 @@ pub enum ProblemKind {
         /// How many entries the log holds.
         entries: u64,
     },
+    /// A checkpoint obtained elsewhere agrees with the log's entries, but the log has no
+    /// checkpoint line of that size: the writer only hands out checkpoints it wrote into the
+    /// log first, so that line was removed (the end of a log cut just after its entries).
+    KnownCheckpointAbsent {
+        /// The tree size of the known checkpoint.
+        size: u64,
+        /// Where that checkpoint came from.
+        label: String,
+    },
+    /// Verification had to compare the log with a witness (the latest checkpoint kept outside
+    /// the log) and found none: the log's completeness cannot be shown. Restore the witness,
+    /// name it, or verify explicitly without one.
+    WitnessMissing {
+        /// Where the witness was looked for.
+        label: String,
+    },
+    /// The witness is not a checkpoint of this log signed by a trusted key (another log,
+    /// another key, or not a checkpoint at all).
+    WitnessRejected {
+        /// Where the witness came from.
+        label: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl ProblemKind {
@@ -112,6 +136,9 @@ impl ProblemKind {
             Self::Fork { .. } => "fork",
             Self::KnownCheckpointMismatch { .. } => "known_checkpoint_mismatch",
             Self::Truncated { .. } => "truncated",
+            Self::KnownCheckpointAbsent { .. } => "known_checkpoint_absent",
+            Self::WitnessMissing { .. } => "witness_missing",
+            Self::WitnessRejected { .. } => "witness_rejected",
         }
     }
 }
@@ -175,6 +202,21 @@ impl fmt::Display for ProblemKind {
                 "truncated: the log holds {entries} entries but checkpoint {label} \
                  already signed {size}"
             ),
+            Self::KnownCheckpointAbsent { size, label } => write!(
+                f,
+                "truncated: checkpoint {label} of {size} entries agrees with the log, but the \
+                 log's own checkpoint line of that size was removed"
+            ),
+            Self::WitnessMissing { label } => write!(
+                f,
+                "no witness: {label}; without the latest checkpoint kept outside the log, a \
+                 log cut at its end cannot be told from a complete one (restore the witness, \
+                 name it with --witness/--witness-url, or pass --no-witness to verify without \
+                 proving completeness)"
+            ),
+            Self::WitnessRejected { label, reason } => {
+                write!(f, "witness {label} refused: {reason}")
+            }
         }
     }
 }
@@ -243,6 +285,58 @@ impl fmt::Display for Warning {
     }
 }
 
+/// Whether the log was shown to hold everything that was signed (invariant 12).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Completeness {
+    /// Verification was explicitly told not to consult a witness: a log cut at its end (with
+    /// the checkpoints that signed its last entries) would have verified too.
+    #[default]
+    Unproven,
+    /// The log holds every entry the witness signed, agrees with its root and contains its
+    /// checkpoint.
+    Proven {
+        /// Where the witness came from.
+        witness: String,
+        /// The tree size the witness signed.
+        size: u64,
+    },
+    /// The witness was missing or refused, or the log disagrees with it (the report's
+    /// problems say how).
+    Failed,
+}
+
+impl Completeness {
+    /// A stable snake_case identifier: `unproven`, `proven` or `failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unproven => "unproven",
+            Self::Proven { .. } => "proven",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Completeness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unproven => write!(
+                f,
+                "COMPLETENESS UNPROVEN: no witness was consulted (--no-witness), so entries cut \
+                 from the end of the log, with their checkpoints, would not be noticed"
+            ),
+            Self::Proven { witness, size } => write!(
+                f,
+                "complete: the log holds all {size} entries signed by the witness {witness}"
+            ),
+            Self::Failed => write!(
+                f,
+                "COMPLETENESS NOT SHOWN: the witness was missing, refused, or disagrees with the log"
+            ),
+        }
+    }
+}
+
 /// A checkpoint that verified: trusted signature, right origin, root of the entries above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCheckpoint {
@@ -275,6 +369,8 @@ pub struct VerifyReport {
     pub problems_omitted: u64,
     /// Things that could not be vouched for.
     pub warnings: Vec<Warning>,
+    /// Whether the log was shown to be complete against a witness.
+    pub completeness: Completeness,
 }
 
 impl VerifyReport {
@@ -291,7 +387,8 @@ impl VerifyReport {
     /// The report as one JSON object, for machines:
     /// `{"ok", "entries", "checkpoints", "verified_size", "root", "last_checkpoint",
     /// "problems": [{"line", "seq", "code", "message"}], "problems_omitted",
-    /// "warnings": [{"code", "message"}]}`.
+    /// "warnings": [{"code", "message"}], "completeness": {"status": "proven" | "unproven" |
+    /// "failed", "witness", "witness_size", "message"}}`.
     pub fn to_json(&self) -> serde_json::Value {
         let problems: Vec<_> = self
             .problems
@@ -326,6 +423,15 @@ impl VerifyReport {
             "problems": problems,
             "problems_omitted": self.problems_omitted,
             "warnings": warnings,
+            "completeness": match &self.completeness {
+                Completeness::Proven { witness, size } => serde_json::json!({
+                    "status": "proven", "witness": witness, "witness_size": size,
+                    "message": self.completeness.to_string(),
+                }),
+                other => serde_json::json!({
+                    "status": other.code(), "message": other.to_string(),
+                }),
+            },
         })
     }
 }
@@ -350,16 +456,59 @@ impl fmt::Display for VerifyReport {
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
-        Ok(())
+        writeln!(f, "{}", self.completeness)
     }
 }
 
 /// A checkpoint from outside the log that the log must agree with.
 #[derive(Debug, Clone)]
 pub(crate) struct Known {
-    size: u64,
-    root: Hash,
-    label: String,
+    pub(crate) size: u64,
+    pub(crate) root: Hash,
+    pub(crate) label: String,
+    /// The origin it names.
+    pub(crate) origin: String,
+    /// Whether it is the witness (decides [`Completeness`]).
+    pub(crate) witness: bool,
+}
+
+/// Which witness verification compares the log with.
+#[derive(Debug, Clone)]
+enum WitnessChoice {
+    /// The log's own: `<log>.witness` beside a file, the witness table of a database.
+    Default,
+    /// These, by label; `None` when looked for and not found.
+    Given(Vec<(String, Option<String>)>),
+    /// None: completeness is not shown.
+    Waived,
+}
+
+/// Where a log's default witness is, for [`LogVerifier::plan`].
+#[derive(Debug)]
+pub(crate) enum DefaultWitness<'a> {
+    /// Beside this log file.
+    File(&'a Path),
+    /// Read already (a database's witness table): label and note.
+    Note(String, Option<String>),
+    /// The log has no default witness (a reader).
+    None,
+}
+
+/// What one verification pass checks against: known checkpoints (witnesses included) and the
+/// witness outcome so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VerifyPlan {
+    pub(crate) known: Vec<Known>,
+    pub(crate) witness: WitnessState,
+}
+
+/// What became of the witness before the log was read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WitnessState {
+    /// Verification was told not to use one (or is the writer's own structural check).
+    pub(crate) waived: bool,
+    /// Witnesses missing or refused.
+    pub(crate) failures: Vec<ProblemKind>,
 }
 
 /// Verifies logs against trusted keys and, optionally, checkpoints kept elsewhere.
@@ -380,6 +529,7 @@ pub struct LogVerifier {
     verifiers: Vec<Verifier>,
     origin: Option<String>,
     known: Vec<Known>,
+    witness: WitnessChoice,
 }
 
 impl LogVerifier {
@@ -390,7 +540,112 @@ impl LogVerifier {
             verifiers: verifiers.into(),
             origin: None,
             known: Vec::new(),
+            witness: WitnessChoice::Default,
         }
+    }
+
+    /// Compares the log with this witness (the latest checkpoint kept outside the log) instead
+    /// of the log's default one; call it again to add more. `note: None` records that the
+    /// witness was looked for and not found, which fails verification.
+    ///
+    /// By default a log file is compared with `<log>.witness` beside it
+    /// ([`crate::witness::witness_path`]) and a database log with its witness table; a log
+    /// read from a reader has no default, so its verification fails unless a witness is
+    /// named here or [`Self::without_witness`] is called. The witness must be a checkpoint of
+    /// this log signed by a trusted key; the log must hold at least its entries, agree with its
+    /// root and contain its checkpoint line. Otherwise verification reports truncation, a fork
+    /// or the refused witness, and [`VerifyReport::completeness`] is
+    /// [`Completeness::Failed`].
+    pub fn witness(&mut self, label: impl Into<String>, note: Option<String>) -> &mut Self {
+        let entry = (label.into(), note);
+        match &mut self.witness {
+            WitnessChoice::Given(list) => list.push(entry),
+            other => *other = WitnessChoice::Given(vec![entry]),
+        }
+        self
+    }
+
+    /// Compares the log with the witness file at `path` (see [`Self::witness`]); a file that
+    /// does not exist fails verification.
+    pub fn witness_file(&mut self, path: impl AsRef<Path>) -> Result<&mut Self, LogError> {
+        let path = path.as_ref();
+        let note = crate::witness::read_witness_file(path)?;
+        Ok(self.witness(format!("file {}", path.display()), note))
+    }
+
+    /// Verifies without a witness: the report's [`VerifyReport::completeness`] is then
+    /// [`Completeness::Unproven`], which reports must show (a log cut at its end, with the
+    /// checkpoints that signed its last entries, verifies without one).
+    pub fn without_witness(&mut self) -> &mut Self {
+        self.witness = WitnessChoice::Waived;
+        self
+    }
+
+    /// Whether [`Self::without_witness`] was called.
+    pub fn is_witness_waived(&self) -> bool {
+        matches!(self.witness, WitnessChoice::Waived)
+    }
+
+    /// Opens a checkpoint note kept outside the log.
+    fn open_known(&self, note: &str, label: &str, witness: bool) -> Result<Known, NoteError> {
+        let opened = Checkpoint::open(note, &self.verifiers)?;
+        if let Some(origin) = &self.origin
+            && *origin != opened.checkpoint.origin
+        {
+            return Err(NoteError::Checkpoint(format!(
+                "checkpoint {label} is for log {:?}, not {origin:?}",
+                opened.checkpoint.origin
+            )));
+        }
+        Ok(Known {
+            size: opened.checkpoint.size,
+            root: opened.checkpoint.root,
+            label: label.to_owned(),
+            origin: opened.checkpoint.origin,
+            witness,
+        })
+    }
+
+    /// The checkpoints and witness outcome one verification pass starts from, reading the
+    /// default witness where there is one.
+    pub(crate) fn plan(&self, default: DefaultWitness<'_>) -> Result<VerifyPlan, LogError> {
+        let mut plan = VerifyPlan {
+            known: self.known.clone(),
+            witness: WitnessState::default(),
+        };
+        let witnesses = match &self.witness {
+            WitnessChoice::Waived => {
+                plan.witness.waived = true;
+                return Ok(plan);
+            }
+            WitnessChoice::Given(list) => list.clone(),
+            WitnessChoice::Default => match default {
+                DefaultWitness::File(log) => {
+                    let path = crate::witness::witness_path(log);
+                    let note = crate::witness::read_witness_file(&path)?;
+                    vec![(format!("file {}", path.display()), note)]
+                }
+                DefaultWitness::Note(label, note) => vec![(label, note)],
+                DefaultWitness::None => vec![("none was given for this log".to_owned(), None)],
+            },
+        };
+        for (label, note) in witnesses {
+            let Some(note) = note else {
+                plan.witness
+                    .failures
+                    .push(ProblemKind::WitnessMissing { label });
+                continue;
+            };
+            match self.open_known(&note, &label, true) {
+                Ok(known) => plan.known.push(known),
+                Err(e) => plan.witness.failures.push(ProblemKind::WitnessRejected {
+                    label,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        plan.known.sort_by_key(|k| k.size);
+        Ok(plan)
     }
 
     /// Requires every checkpoint to carry this origin (otherwise the first valid checkpoint's
@@ -405,23 +660,10 @@ impl LogVerifier {
     /// with its root; otherwise verification reports truncation or a fork. The checkpoint's
     /// origin becomes the expected origin of the log unless [`Self::origin`] set one.
     pub fn known_checkpoint(&mut self, note: &str, label: &str) -> Result<&mut Self, NoteError> {
-        let opened = Checkpoint::open(note, &self.verifiers)?;
-        match &self.origin {
-            Some(origin) if *origin != opened.checkpoint.origin => {
-                return Err(NoteError::Checkpoint(format!(
-                    "checkpoint {label} is for log {:?}, not {origin:?}",
-                    opened.checkpoint.origin
-                )));
-            }
-            Some(_) => {}
-            // The log must then carry the same origin as the checkpoint kept for it.
-            None => self.origin = Some(opened.checkpoint.origin.clone()),
-        }
-        self.known.push(Known {
-            size: opened.checkpoint.size,
-            root: opened.checkpoint.root,
-            label: label.to_owned(),
-        });
+        let known = self.open_known(note, label, false)?;
+        // The log must then carry the same origin as the checkpoint kept for it.
+        self.origin.get_or_insert_with(|| known.origin.clone());
+        self.known.push(known);
         self.known.sort_by_key(|k| k.size);
         Ok(self)
     }
@@ -437,9 +679,15 @@ impl LogVerifier {
         Ok(self)
     }
 
-    /// The trusted keys, the expected origin and the known checkpoints.
-    pub(crate) fn parts(&self) -> (&[Verifier], Option<&str>, &[Known]) {
-        (&self.verifiers, self.origin.as_deref(), &self.known)
+    /// A scanner for one verification pass with `plan`.
+    pub(crate) fn scanner(&self, plan: VerifyPlan) -> Scanner<'static> {
+        let mut scanner = Scanner::new(
+            Some(Cow::Owned(self.verifiers.clone())),
+            self.origin.clone(),
+            Cow::Owned(plan.known),
+        );
+        scanner.witness = plan.witness;
+        scanner
     }
 
     /// The trusted keys.
@@ -447,33 +695,37 @@ impl LogVerifier {
         &self.verifiers
     }
 
-    /// Verifies the log file at `path`.
+    /// Verifies the log file at `path`, against its witness `<path>.witness` unless another
+    /// witness was named or [`Self::without_witness`] was called.
     pub fn verify_file(&self, path: impl AsRef<Path>) -> Result<VerifyReport, LogError> {
         let path = path.as_ref();
+        let plan = self.plan(DefaultWitness::File(path))?;
         let file = File::open(path).map_err(LogError::io(format!("opening {}", path.display())))?;
-        self.verify_reader(BufReader::with_capacity(1 << 16, file))
+        let mut scanner = self.scanner(plan);
+        scanner
+            .read_all(BufReader::with_capacity(1 << 16, file))
             .map_err(|e| match e {
                 LogError::Io { context, source } => LogError::Io {
                     context: format!("{context} {}", path.display()),
                     source,
                 },
                 other => other,
-            })
+            })?;
+        Ok(scanner.finish())
     }
 
-    /// Verifies a log read from `reader`.
+    /// Verifies a log read from `reader`. A reader has no default witness: name one with
+    /// [`Self::witness`], or verification reports it missing (or call
+    /// [`Self::without_witness`]).
     pub fn verify_reader(&self, reader: impl BufRead) -> Result<VerifyReport, LogError> {
-        let mut scanner = Scanner::new(
-            Some(Cow::Borrowed(&self.verifiers)),
-            self.origin.clone(),
-            Cow::Borrowed(&self.known),
-        );
+        let mut scanner = self.scanner(self.plan(DefaultWitness::None)?);
         scanner.read_all(reader)?;
         Ok(scanner.finish())
     }
 }
 
-/// Verifies the log file at `path` against the trusted `verifiers`.
+/// Verifies the log file at `path` against the trusted `verifiers` and its witness file
+/// `<path>.witness` (see [`LogVerifier::witness`]).
 pub fn verify_file(
     path: impl AsRef<Path>,
     verifiers: &[Verifier],
@@ -481,12 +733,16 @@ pub fn verify_file(
     LogVerifier::new(verifiers).verify_file(path)
 }
 
-/// Verifies a log read from `reader` against the trusted `verifiers`.
+/// Verifies a log read from `reader` against the trusted `verifiers`, without a witness:
+/// the report's completeness is [`Completeness::Unproven`]. Use [`LogVerifier::witness`] to
+/// compare with one.
 pub fn verify_reader(
     reader: impl BufRead,
     verifiers: &[Verifier],
 ) -> Result<VerifyReport, LogError> {
-    LogVerifier::new(verifiers).verify_reader(reader)
+    LogVerifier::new(verifiers)
+        .without_witness()
+        .verify_reader(reader)
 }
 
 /// The single pass over a log shared by the verifier and by the writer when it reopens a log.
@@ -506,6 +762,10 @@ pub(crate) struct Scanner<'a> {
     /// Byte length of the complete lines read.
     pub(crate) complete_bytes: u64,
     pub(crate) report: VerifyReport,
+    /// Sizes of verified checkpoint lines that a known checkpoint also has.
+    known_seen: Vec<u64>,
+    /// The witness outcome before the log was read.
+    pub(crate) witness: WitnessState,
 }
 
 impl<'a> Scanner<'a> {
@@ -526,6 +786,11 @@ impl<'a> Scanner<'a> {
             tail_start: None,
             complete_bytes: 0,
             report: VerifyReport::default(),
+            known_seen: Vec::new(),
+            witness: WitnessState {
+                waived: true,
+                failures: Vec::new(),
+            },
         };
         scanner.check_known();
         scanner
@@ -700,12 +965,72 @@ impl<'a> Scanner<'a> {
             self.problem(Some(suspect_line), None, kind);
         }
         self.tail_start = None;
+        if self.known.iter().any(|k| k.size == size) {
+            self.known_seen.push(size);
+        }
         self.report.last_verified = Some(VerifiedCheckpoint {
             line,
             checkpoint,
             note,
             signed_by,
         });
+    }
+
+    /// Whether a known checkpoint was already reported as disagreeing with the log.
+    fn disagrees(&self, known: &Known) -> bool {
+        self.report.problems.iter().any(|p| {
+            matches!(&p.kind, ProblemKind::KnownCheckpointMismatch { size, label }
+                if *size == known.size && *label == known.label)
+        })
+    }
+
+    /// Reports missing, refused and foreign witnesses and decides the completeness.
+    fn finish_witness(&mut self) {
+        if self.witness.waived {
+            self.report.completeness = Completeness::Unproven;
+            return;
+        }
+        let mut failures = std::mem::take(&mut self.witness.failures);
+        let log_origin = self
+            .report
+            .last_verified
+            .as_ref()
+            .map(|v| v.checkpoint.origin.clone());
+        for k in self.known.iter().filter(|k| k.witness) {
+            if let Some(origin) = &log_origin
+                && *origin != k.origin
+            {
+                failures.push(ProblemKind::WitnessRejected {
+                    label: k.label.clone(),
+                    reason: format!(
+                        "it is a checkpoint of log {:?}, but this log is {origin:?}",
+                        k.origin
+                    ),
+                });
+            }
+        }
+        let failed_before = !failures.is_empty();
+        for kind in failures {
+            self.problem(None, None, kind);
+        }
+        let witnesses: Vec<&Known> = self.known.iter().filter(|k| k.witness).collect();
+        let about_witness = |p: &Problem| match &p.kind {
+            ProblemKind::KnownCheckpointMismatch { label, .. }
+            | ProblemKind::Truncated { label, .. }
+            | ProblemKind::KnownCheckpointAbsent { label, .. } => {
+                witnesses.iter().any(|w| w.label == *label)
+            }
+            _ => false,
+        };
+        let disagrees =
+            self.report.problems.iter().any(about_witness) || self.report.problems_omitted > 0;
+        self.report.completeness = match witnesses.last() {
+            Some(w) if !failed_before && !disagrees => Completeness::Proven {
+                witness: w.label.clone(),
+                size: w.size,
+            },
+            _ => Completeness::Failed,
+        };
     }
 
     /// Closes the pass: truncation below known checkpoints and the unverified tail.
@@ -728,6 +1053,22 @@ impl<'a> Scanner<'a> {
             self.problem(None, None, kind);
         }
         self.next_known = self.known.len();
+        // Every checkpoint handed out was written into the log first: one the log agrees
+        // with but does not contain was cut out of it.
+        let absent: Vec<ProblemKind> = self
+            .known
+            .iter()
+            .filter(|k| k.size > 0 && k.size <= entries && !self.known_seen.contains(&k.size))
+            .filter(|k| !self.disagrees(k))
+            .map(|k| ProblemKind::KnownCheckpointAbsent {
+                size: k.size,
+                label: k.label.clone(),
+            })
+            .collect();
+        for kind in absent {
+            self.problem(None, None, kind);
+        }
+        self.finish_witness();
         if let Some((first_line, first_seq)) = self.tail_start {
             self.report.warnings.push(Warning::UnverifiedTail {
                 first_line,

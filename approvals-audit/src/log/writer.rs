@@ -7,12 +7,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use std::borrow::Cow;
+
 use super::LogError;
 use super::format::{MAX_EVENT_BYTES, entry_hash, write_checkpoint, write_entry};
-use super::verify::{ProblemKind, Scanner, Warning};
+use super::verify::{Known, ProblemKind, Scanner, Warning};
 use crate::canonical;
 use crate::merkle::{Frontier, Hash, leaf_hash};
-use crate::note::{Checkpoint, Signer, Verifier};
+use crate::note::{Checkpoint, Signer, Verifier, unverified_text};
+use crate::witness::{
+    HttpWitness, read_witness_file, sync_parent_dir, witness_path, write_atomically,
+    write_witness_file,
+};
 
 /// When appended entries reach the disk. Checkpoints are always written and synced
 /// (`fdatasync`) before [`LogWriter::checkpoint`] returns.
@@ -36,6 +42,20 @@ pub enum SyncPolicy {
     Buffered,
 }
 
+/// Where a [`LogWriter`] keeps its witness file: the latest signed checkpoint, outside the log
+/// ([`crate::witness`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WitnessFile {
+    /// Beside the log: `<log>.witness`, where verification looks by default.
+    #[default]
+    Beside,
+    /// At this path (verifiers must then be told where: `--witness <file>`).
+    At(PathBuf),
+    /// None (keep a witness URL instead, or verification cannot show completeness).
+    Disabled,
+}
+
 /// How a [`LogWriter`] names, checkpoints and syncs its log.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -53,6 +73,10 @@ pub struct LogConfig {
     /// Also keep the latest signed checkpoint in this file (replaced atomically), to be
     /// copied off the machine or passed to [`super::LogVerifier::known_checkpoint_file`].
     pub latest_checkpoint_file: Option<PathBuf>,
+    /// The witness file (default: `<log>.witness`, which verification compares the log with).
+    pub witness_file: WitnessFile,
+    /// Also `POST` every checkpoint to this witness URL ([`HttpWitness`]).
+    pub witness_url: Option<String>,
 }
 
 impl LogConfig {
@@ -64,7 +88,21 @@ impl LogConfig {
             checkpoint_interval: Some(Duration::from_secs(10)),
             sync: SyncPolicy::Always,
             latest_checkpoint_file: None,
+            witness_file: WitnessFile::Beside,
+            witness_url: None,
         }
+    }
+
+    /// Sets [`Self::witness_file`].
+    pub fn witness_file(mut self, witness: WitnessFile) -> Self {
+        self.witness_file = witness;
+        self
+    }
+
+    /// Sets [`Self::witness_url`]: every checkpoint is also `POST`ed there.
+    pub fn witness_url(mut self, url: impl Into<String>) -> Self {
+        self.witness_url = Some(url.into());
+        self
     }
 
     /// Sets [`Self::checkpoint_every`].
@@ -128,6 +166,13 @@ pub struct LogWriter {
     unsynced: u32,
     poisoned: bool,
     closed: bool,
+    /// The witness file, resolved.
+    witness_file: Option<PathBuf>,
+    /// The witness URL.
+    witness_http: Option<HttpWitness>,
+    /// A checkpoint (note, size) written to the log but not yet to every witness: retried
+    /// before every later write, which fails while it cannot be published (fail closed).
+    witness_pending: Option<(String, u64)>,
 }
 
 fn check_origin(origin: &str) -> Result<(), LogError> {
@@ -139,13 +184,53 @@ fn check_origin(origin: &str) -> Result<(), LogError> {
     Ok(())
 }
 
-fn sync_parent_dir(path: &Path) {
-    // Makes the new directory entry durable. Not possible on every platform; best effort.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(dir) = File::open(dir)
-    {
-        let _ = dir.sync_all();
+fn resolve_witness(
+    path: &Path,
+    config: &LogConfig,
+) -> Result<(Option<PathBuf>, Option<HttpWitness>), LogError> {
+    let file = match &config.witness_file {
+        WitnessFile::Beside => Some(witness_path(path)),
+        WitnessFile::At(p) => Some(p.clone()),
+        WitnessFile::Disabled => None,
+    };
+    let http = config
+        .witness_url
+        .as_deref()
+        .map(HttpWitness::new)
+        .transpose()?;
+    Ok((file, http))
+}
+
+/// The witness file's checkpoint, read without checking its signature (the writer checks the
+/// log's structure; verifiers check signatures): `None` when there is no witness file.
+fn read_witness(path: Option<&Path>, origin: &str) -> Result<Option<Known>, LogError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let Some(note) = read_witness_file(path)? else {
+        return Ok(None);
+    };
+    let checkpoint = unverified_text(&note)
+        .and_then(Checkpoint::from_text)
+        .map_err(|e| {
+            LogError::Invalid(format!(
+                "the witness {} does not hold a checkpoint ({e}); restore it",
+                path.display()
+            ))
+        })?;
+    if checkpoint.origin != origin {
+        return Err(LogError::OriginMismatch {
+            expected: origin.to_owned(),
+            found: checkpoint.origin,
+        });
     }
+    Ok(Some(Known {
+        size: checkpoint.size,
+        root: checkpoint.root,
+        label: format!("file {}", path.display()),
+        origin: checkpoint.origin,
+        witness: true,
+    }))
 }
 
 impl LogWriter {
@@ -157,6 +242,7 @@ impl LogWriter {
     ) -> Result<Self, LogError> {
         let path = path.as_ref();
         check_origin(&config.origin)?;
+        let (witness_file, _) = resolve_witness(path, &config)?;
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -165,14 +251,83 @@ impl LogWriter {
                 "creating audit log {}",
                 path.display()
             )))?;
+        let witness = match read_witness(witness_file.as_deref(), &config.origin) {
+            Ok(witness) => witness,
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        if let Some(known) = witness
+            && known.size > 0
+        {
+            let _ = std::fs::remove_file(path);
+            return Err(LogError::Invalid(format!(
+                "the witness {} says {} entries of this log were signed, but the log {} did \
+                 not exist: it was deleted or moved; restore it (or, for a new log, use a new \
+                 path or move the old witness away)",
+                known.label,
+                known.size,
+                path.display()
+            )));
+        }
         sync_parent_dir(path);
-        Ok(Self::from_parts(
-            path,
-            file,
-            config,
-            signer,
-            Scanner::unsigned(None),
-        ))
+        let mut writer = Self::from_parts(path, file, config, signer, Scanner::unsigned(None))?;
+        // The empty log's witness: from now on, cutting the log is noticed.
+        writer.publish_start(None)?;
+        Ok(writer)
+    }
+
+    /// Gives the witnesses a starting point: the log's last checkpoint (`note`), or a signed
+    /// checkpoint of the entries so far, unless the witness file already has one.
+    fn publish_start(&mut self, note: Option<String>) -> Result<(), LogError> {
+        let has_file = match &self.witness_file {
+            Some(path) => read_witness_file(path)?.is_some(),
+            None => true,
+        };
+        if has_file && self.witness_http.is_none() {
+            return Ok(());
+        }
+        let (note, size) = match (note, &self.last_checkpoint) {
+            (Some(note), Some(c)) => (note, c.size),
+            _ => {
+                // No checkpoint yet: sign the tree head of the entries so far without writing
+                // a line (a witness of size 0 for a new log).
+                let checkpoint = Checkpoint::new(
+                    self.config.origin.clone(),
+                    self.last_checkpoint.as_ref().map_or(0, |c| c.size),
+                    self.last_checkpoint
+                        .as_ref()
+                        .map_or_else(|| Frontier::new().root(), |c| c.root),
+                );
+                let signers: Vec<&Signer> = self.signers.iter().collect();
+                (checkpoint.sign(&signers)?, checkpoint.size)
+            }
+        };
+        if !has_file && let Some(path) = &self.witness_file {
+            write_witness_file(path, &note, size)?;
+        }
+        if let Some(http) = &self.witness_http {
+            http.submit(&note)?;
+        }
+        Ok(())
+    }
+
+    /// Hands a checkpoint to every witness; on failure keeps it pending (see [`Self::ready`]).
+    fn publish(&mut self, note: String, size: u64) -> Result<(), LogError> {
+        let result = (|| {
+            if let Some(path) = &self.witness_file {
+                write_witness_file(path, &note, size)?;
+            }
+            if let Some(http) = &self.witness_http {
+                http.submit(&note)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.witness_pending = Some((note, size));
+        }
+        result
     }
 
     /// Opens the log at `path` to append to it, creating it if it does not exist.
@@ -198,7 +353,14 @@ impl LogWriter {
             }
             Err(e) => return Err(LogError::io(format!("opening {}", path.display()))(e)),
         };
-        let mut scanner = Scanner::unsigned(Some(config.origin.clone()));
+        let (witness_file, _) = resolve_witness(path, &config)?;
+        let witness = read_witness(witness_file.as_deref(), &config.origin)?;
+        let has_witness = witness.is_some();
+        let mut scanner = Scanner::new(
+            None,
+            Some(config.origin.clone()),
+            Cow::Owned(witness.into_iter().collect()),
+        );
         scanner.read_all(BufReader::with_capacity(1 << 16, existing))?;
         scanner.finish_in_place();
         if let Some(p) = scanner.report.problems.iter().find_map(|p| match &p.kind {
@@ -233,7 +395,18 @@ impl LogWriter {
                     path.display()
                 )))?;
         }
-        Ok(Self::from_parts(path, file, config, signer, scanner))
+        let last_note = scanner
+            .report
+            .last_verified
+            .as_ref()
+            .map(|v| v.note.clone());
+        let mut writer = Self::from_parts(path, file, config, signer, scanner)?;
+        if !has_witness {
+            // A log written before witness files (or whose witness was lost): start the
+            // witness from the log's own last checkpoint.
+            writer.publish_start(last_note)?;
+        }
+        Ok(writer)
     }
 
     fn from_parts(
@@ -242,8 +415,9 @@ impl LogWriter {
         config: LogConfig,
         signer: Signer,
         scanner: Scanner<'_>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, LogError> {
+        let (witness_file, witness_http) = resolve_witness(path, &config)?;
+        Ok(Self {
             path: path.to_owned(),
             file: BufWriter::with_capacity(1 << 16, file),
             config,
@@ -257,7 +431,10 @@ impl LogWriter {
             unsynced: 0,
             poisoned: false,
             closed: false,
-        }
+            witness_file,
+            witness_http,
+            witness_pending: None,
+        })
     }
 
     /// Appends one event and returns its `seq`. The event is stored in canonical JSON.
@@ -372,9 +549,14 @@ impl LogWriter {
                     .is_some_and(|t| self.last_checkpoint_at.elapsed() >= t))
     }
 
-    fn ready(&self) -> Result<(), LogError> {
+    /// Refuses to write after an I/O error or close, and while a checkpoint has not reached
+    /// every witness (retrying it first).
+    fn ready(&mut self) -> Result<(), LogError> {
         if self.poisoned || self.closed {
             return Err(LogError::Poisoned);
+        }
+        if let Some((note, size)) = self.witness_pending.take() {
+            self.publish(note, size)?;
         }
         Ok(())
     }
@@ -432,6 +614,7 @@ impl LogWriter {
         if let Some(latest) = &self.config.latest_checkpoint_file {
             write_atomically(latest, note.as_bytes())?;
         }
+        self.publish(note, checkpoint.size)?;
         Ok(checkpoint)
     }
 
@@ -511,22 +694,4 @@ impl Drop for LogWriter {
             let _ = self.finish();
         }
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(LogError::io(format!(
-        "writing checkpoint file {}",
-        path.display()
-    )))?;
-    sync_parent_dir(path);
-    Ok(())
 }

@@ -1,13 +1,17 @@
 //! Block Kit rendering: the request message (pending and every resolution) and the reason
-//! modal. Untrusted values are made inert (see [`crate::text`]) and every Block Kit limit is
-//! respected, with truncation that points at the digest the approval is bound to.
+//! modal. Untrusted values are made inert (see [`crate::text`]) and every text field is bounded
+//! by its Block Kit limit (see [`crate::limits`]) after escaping, with truncation that points
+//! at the digest the approval is bound to.
 
 use std::fmt::Write as _;
 
-use approvals_core::{Digest, RequestId, RequestRecord, RequestState, Verdict};
+use approvals_core::{Digest, Principal, RequestId, RequestRecord, RequestState, Verdict};
 use serde_json::{Value, json};
 
-use crate::text::{is_web_url, mrkdwn, one_line, printable, truncate};
+use crate::limits;
+use crate::text::{
+    is_web_url, mrkdwn, mrkdwn_bounded, one_line, printable, truncate, truncate_mrkdwn,
+};
 
 /// `action_id` of the Approve button.
 pub const ACTION_APPROVE: &str = "approvals.approve";
@@ -20,25 +24,33 @@ pub const REASON_BLOCK_ID: &str = "approvals.reason";
 /// `action_id` of the reason input in the modal.
 pub const REASON_ACTION_ID: &str = "reason";
 
-/// Most blocks Slack accepts in one message.
-pub const MAX_BLOCKS: usize = 50;
-/// Longest `header` block text.
-pub const MAX_HEADER_CHARS: usize = 150;
-/// Longest `section` text.
-pub const MAX_SECTION_CHARS: usize = 3000;
-/// Longest section field text.
-pub const MAX_FIELD_CHARS: usize = 2000;
-/// Longest button `value`.
-pub const MAX_BUTTON_VALUE_CHARS: usize = 2000;
 /// Longest reason a reviewer may type.
 pub const MAX_REASON_CHARS: usize = 2000;
 /// Longest shown parameter text (pretty JSON) before truncation.
 pub const MAX_PARAMS_CHARS: usize = 2500;
-/// Longest shown one-line value (kind, resource, names) before truncation.
+/// Longest shown one-line value (kind, resource, environment, model) as sent, after escaping.
 pub const MAX_VALUE_CHARS: usize = 300;
 /// Longest shown free text (justification, impact, prompt excerpt) before truncation.
 pub const MAX_TEXT_CHARS: usize = 1500;
+/// Longest shown name of a person or agent, after escaping.
+pub const MAX_NAME_CHARS: usize = 80;
+/// Longest list of approvers' names in the status line, after escaping; the rest are counted
+/// ("and 4 more").
+pub const MAX_NAMES_CHARS: usize = 1200;
+/// Longest reason or error shown in the status line, after escaping.
+pub const MAX_STATUS_REASON_CHARS: usize = 500;
+/// Longest notification fallback `text` (Slack allows [`limits::MAX_MESSAGE_TEXT_CHARS`]; a
+/// notification needs far less).
+pub const MAX_FALLBACK_CHARS: usize = 500;
 const MAX_LINKS: usize = 10;
+const MAX_LINK_LABEL_CHARS: usize = 60;
+
+// Our budgets fit in Slack's limits.
+const _: () = {
+    assert!(MAX_REASON_CHARS <= limits::MAX_PLAIN_TEXT_INPUT_CHARS);
+    assert!(MAX_FALLBACK_CHARS <= limits::MAX_MESSAGE_TEXT_CHARS);
+    assert!(MAX_VALUE_CHARS + 20 <= limits::MAX_FIELD_CHARS);
+};
 
 /// What a Slack message for a request consists of: the notification `text` fallback and the
 /// Block Kit `blocks`.
@@ -68,7 +80,7 @@ impl ButtonValue {
 
     /// Parses [`encode`](Self::encode)'s output; `None` for anything else.
     pub fn parse(value: &str) -> Option<Self> {
-        if value.len() > MAX_BUTTON_VALUE_CHARS {
+        if value.chars().count() > limits::MAX_BUTTON_VALUE_CHARS {
             return None;
         }
         let (id, digest) = value.split_once(' ')?;
@@ -79,21 +91,30 @@ impl ButtonValue {
     }
 }
 
+/// A `plain_text` object of trusted or already neutralised text, cut to `max` characters.
 fn plain(text: &str, max: usize) -> Value {
-    json!({"type": "plain_text", "text": truncate(&one_line(text), max, ""), "emoji": false})
+    json!({"type": "plain_text", "text": truncate(text, max, ""), "emoji": false})
 }
 
-fn md(text: String) -> Value {
-    json!({"type": "mrkdwn", "text": text, "verbatim": true})
+/// A `mrkdwn` text object of escaped text, cut to `max` characters without splitting an
+/// entity.
+fn md(text: &str, max: usize) -> Value {
+    json!({"type": "mrkdwn", "text": truncate_mrkdwn(text, max, ""), "verbatim": true})
 }
 
 /// A one-line untrusted value, escaped and bounded, with a digest note when cut.
 fn value_md(value: &str, digest: &Digest) -> String {
-    truncate(
+    truncate_mrkdwn(
         &mrkdwn(value),
         MAX_VALUE_CHARS,
         &format!(" (truncated; see digest {})", digest.short()),
     )
+    .into_owned()
+}
+
+/// A person's or agent's name, escaped and bounded.
+fn name_md(p: &Principal) -> String {
+    mrkdwn_bounded(p.label(), MAX_NAME_CHARS)
 }
 
 fn rich_text(elements: Vec<Value>) -> Value {
@@ -139,13 +160,26 @@ fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
     )
 }
 
+/// The approvers' names, escaped; past [`MAX_NAMES_CHARS`] the rest are counted instead.
 fn names(record: &RequestRecord) -> String {
-    let approvers: Vec<String> = record
-        .approvers()
-        .iter()
-        .map(|p| mrkdwn(&truncate(p.label(), 80, "")))
-        .collect();
-    approvers.join(", ")
+    let approvers = record.approvers();
+    let mut out = String::new();
+    let mut shown = 0;
+    for (i, p) in approvers.iter().enumerate() {
+        let name = name_md(p);
+        let len = name.chars().count();
+        if i > 0 {
+            if shown + 2 + len > MAX_NAMES_CHARS {
+                let _ = write!(out, " and {} more", approvers.len() - i);
+                break;
+            }
+            out.push_str(", ");
+            shown += 2;
+        }
+        out.push_str(&name);
+        shown += len;
+    }
+    out
 }
 
 fn title(record: &RequestRecord) -> (&'static str, &'static str) {
@@ -164,7 +198,8 @@ fn title(record: &RequestRecord) -> (&'static str, &'static str) {
 }
 
 /// The status line for a request: who approved or denied it and why, or how far the quorum
-/// is. Trusted words with escaped names and reasons.
+/// is. Trusted words with escaped, bounded names and reasons; at most
+/// [`limits::MAX_SECTION_TEXT_CHARS`] characters as sent, whatever the names.
 fn status_line(record: &RequestRecord) -> String {
     let quorum = record.requirement.quorum;
     let count = record.approvers().len();
@@ -173,13 +208,13 @@ fn status_line(record: &RequestRecord) -> String {
         .resolution
         .as_ref()
         .and_then(|r| r.by.as_ref())
-        .map(|p| mrkdwn(&truncate(p.label(), 80, "")));
+        .map(name_md);
     let reason = |r: Option<&str>| {
         r.filter(|r| !r.trim().is_empty())
-            .map(|r| format!(": “{}”", truncate(&mrkdwn(r), 500, "")))
+            .map(|r| format!(": “{}”", mrkdwn_bounded(r, MAX_STATUS_REASON_CHARS)))
             .unwrap_or_default()
     };
-    match record.state {
+    let line = match record.state {
         RequestState::Pending if count == 0 => {
             format!("*Waiting for approval* (0 of {quorum}).")
         }
@@ -197,7 +232,7 @@ fn status_line(record: &RequestRecord) -> String {
         RequestState::Denied => {
             let denial = record.denial();
             let who = denial
-                .map(|d| mrkdwn(&truncate(d.reviewer.label(), 80, "")))
+                .map(|d| name_md(&d.reviewer))
                 .or(resolution_by)
                 .unwrap_or_else(|| "a reviewer".into());
             format!(
@@ -224,14 +259,20 @@ fn status_line(record: &RequestRecord) -> String {
                 .execution
                 .as_ref()
                 .and_then(|e| e.error.as_deref())
-                .map(|e| format!(": {}", truncate(&mrkdwn(e), 500, "")))
+                .map(|e| format!(": {}", mrkdwn_bounded(e, MAX_STATUS_REASON_CHARS)))
                 .unwrap_or_default();
             format!("*Approved* by {by}; the action *failed*{error}.")
         }
         RequestState::Lapsed => {
             format!("*Approved* by {by}, but the grant was not used in time. Nothing was run.")
         }
-    }
+    };
+    truncate_mrkdwn(&line, limits::MAX_SECTION_TEXT_CHARS, "").into_owned()
+}
+
+/// Untrusted free text worth a block of its own: present and not blank.
+fn shown(text: Option<&str>) -> Option<&str> {
+    text.filter(|t| !t.trim().is_empty())
 }
 
 /// Renders the message for `record` in its current state: the full context, the status line,
@@ -244,10 +285,13 @@ pub fn request_message(record: &RequestRecord) -> Message {
 
     blocks.push(json!({
         "type": "header",
-        "text": plain(&format!("{icon} {word}: {}", req.kind), MAX_HEADER_CHARS),
+        "text": plain(&format!("{icon} {word}: {}", one_line(&req.kind)), limits::MAX_HEADER_CHARS),
     }));
-    blocks.push(json!({"type": "section", "text": md(status_line(record))}));
-    if let Some(summary) = req.summary.as_deref() {
+    blocks.push(json!({
+        "type": "section",
+        "text": md(&status_line(record), limits::MAX_SECTION_TEXT_CHARS),
+    }));
+    if let Some(summary) = shown(req.summary.as_deref()) {
         blocks.push(labelled_text("Summary", summary, digest, false));
     }
 
@@ -263,25 +307,22 @@ pub fn request_message(record: &RequestRecord) -> Message {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        fields.push(format!("*Risk*\n{}", mrkdwn(&risk)));
+        fields.push(format!("*Risk*\n{}", value_md(&risk, digest)));
     }
     if let Some(init) = &req.initiator {
         let p = &init.principal;
         fields.push(format!(
             "*Requested by*\n{} ({}{})",
-            value_md(p.label(), digest),
+            name_md(p),
             p.kind,
             if p.display_name.is_some() {
-                format!(", {}", value_md(&p.id, digest))
+                format!(", {}", mrkdwn_bounded(&p.id, MAX_NAME_CHARS))
             } else {
                 String::new()
             }
         ));
         if let Some(human) = &init.on_behalf_of {
-            fields.push(format!(
-                "*On behalf of*\n{}",
-                value_md(human.label(), digest)
-            ));
+            fields.push(format!("*On behalf of*\n{}", name_md(human)));
         }
         if let Some(model) = init.model.as_deref() {
             fields.push(format!("*Model*\n{}", value_md(model, digest)));
@@ -290,36 +331,36 @@ pub fn request_message(record: &RequestRecord) -> Message {
             fields.push(format!("*Session*\n{}", value_md(session, digest)));
         }
     }
-    fields.truncate(10);
+    fields.truncate(limits::MAX_SECTION_FIELDS);
     blocks.push(json!({
         "type": "section",
-        "fields": fields.into_iter().map(|f| md(truncate(&f, MAX_FIELD_CHARS, ""))).collect::<Vec<_>>(),
+        "fields": fields.iter().map(|f| md(f, limits::MAX_FIELD_CHARS)).collect::<Vec<_>>(),
     }));
 
-    if let Some(why) = req.justification.as_deref() {
+    if let Some(why) = shown(req.justification.as_deref()) {
         blocks.push(labelled_text("Justification", why, digest, false));
     }
-    if let Some(impact) = req.context.impact.as_deref() {
+    if let Some(impact) = shown(req.context.impact.as_deref()) {
         blocks.push(labelled_text("Impact", impact, digest, false));
     }
-    if let Some(excerpt) = req.context.prompt_excerpt.as_deref() {
+    if let Some(excerpt) = shown(req.context.prompt_excerpt.as_deref()) {
         blocks.push(labelled_text("Prompt excerpt", excerpt, digest, false));
     }
     let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
     blocks.push(labelled_text("Parameters", &params, digest, true));
 
-    let mut links: Vec<(String, String)> = Vec::new();
+    let mut links: Vec<(&str, &str)> = Vec::new();
     if let Some(t) = req.context.ticket.as_deref() {
-        links.push(("Ticket".into(), t.to_owned()));
+        links.push(("Ticket", t));
     }
     if let Some(c) = req.context.commit.as_deref() {
-        links.push(("Commit".into(), c.to_owned()));
+        links.push(("Commit", c));
     }
     if let Some(p) = req.initiator.as_ref().and_then(|i| i.prompt_ref.as_deref()) {
-        links.push(("Prompt".into(), p.to_owned()));
+        links.push(("Prompt", p));
     }
     for l in &req.context.links {
-        links.push((l.label.clone(), l.url.clone()));
+        links.push((&l.label, &l.url));
     }
     if !links.is_empty() {
         let mut elements = Vec::new();
@@ -329,13 +370,15 @@ pub fn request_message(record: &RequestRecord) -> Message {
             }
             elements.push(rt_bold(&format!(
                 "{}: ",
-                truncate(&one_line(label), 60, "…")
+                truncate(&one_line(label), MAX_LINK_LABEL_CHARS, "")
             )));
             if is_web_url(target) {
                 // No custom link text: the reviewer sees the real address.
                 elements.push(json!({"type": "link", "url": target}));
             } else {
-                elements.push(rt_text(&truncate(&one_line(target), MAX_VALUE_CHARS, "…")));
+                // Not a plain web address (or one with hidden characters): inert text, with
+                // every hidden character shown.
+                elements.push(rt_text(&truncate(&one_line(target), MAX_VALUE_CHARS, "")));
             }
         }
         blocks.push(rich_text(vec![
@@ -350,55 +393,61 @@ pub fn request_message(record: &RequestRecord) -> Message {
     if record.state == RequestState::Pending {
         let _ = write!(context, " · Expires {}", slack_date(record.expires_at));
     }
-    blocks.push(json!({"type": "context", "elements": [md(context)]}));
+    blocks.push(json!({
+        "type": "context",
+        "elements": [md(&context, limits::MAX_TEXT_OBJECT_CHARS)],
+    }));
 
     if record.state == RequestState::Pending {
-        let value = ButtonValue {
-            request_id: record.id,
-            digest: *digest,
-        }
-        .encode();
-        let mut approve = json!({
-            "type": "button",
-            "action_id": ACTION_APPROVE,
-            "text": {"type": "plain_text", "text": "Approve", "emoji": false},
-            "style": "primary",
-            "value": value,
-        });
-        if !record.requirement.reason_required {
-            approve["confirm"] = json!({
-                "title": {"type": "plain_text", "text": "Approve this action?", "emoji": false},
-                "text": plain(
-                    &format!("{} on {}", truncate(&req.kind, 100, "…"), truncate(&req.resource, 150, "…")),
-                    300,
-                ),
-                "confirm": {"type": "plain_text", "text": "Approve", "emoji": false},
-                "deny": {"type": "plain_text", "text": "Cancel", "emoji": false},
-            });
-        }
-        blocks.push(json!({
-            "type": "actions",
-            "block_id": format!("approvals.actions.{}", record.version),
-            "elements": [
-                approve,
-                {
-                    "type": "button",
-                    "action_id": ACTION_DENY,
-                    "text": {"type": "plain_text", "text": "Deny", "emoji": false},
-                    "style": "danger",
-                    "value": value,
-                },
-            ],
-        }));
+        blocks.push(buttons(record));
     }
-    blocks.truncate(MAX_BLOCKS);
+    blocks.truncate(limits::MAX_BLOCKS);
 
-    let text = truncate(
-        &format!("{word}: {} on {}", mrkdwn(&req.kind), mrkdwn(&req.resource)),
-        MAX_SECTION_CHARS,
-        "",
-    );
+    let text = format!("{word}: {} on {}", mrkdwn(&req.kind), mrkdwn(&req.resource));
+    let text = truncate_mrkdwn(&text, MAX_FALLBACK_CHARS, "").into_owned();
     Message { text, blocks }
+}
+
+/// The Approve and Deny buttons of a pending request, both carrying the request id and digest.
+fn buttons(record: &RequestRecord) -> Value {
+    let req = &record.request;
+    let value = ButtonValue {
+        request_id: record.id,
+        digest: record.digest,
+    }
+    .encode();
+    let button = |action_id: &str, text: &str, style: &str| {
+        json!({
+            "type": "button",
+            "action_id": action_id,
+            "text": plain(text, limits::MAX_BUTTON_TEXT_CHARS),
+            "style": style,
+            "value": value,
+        })
+    };
+    let mut approve = button(ACTION_APPROVE, "Approve", "primary");
+    if !record.requirement.reason_required {
+        let what = format!(
+            "{} on {}",
+            truncate(&one_line(&req.kind), 100, ""),
+            truncate(&one_line(&req.resource), 150, "")
+        );
+        approve["confirm"] = json!({
+            "title": plain("Approve this action?", limits::MAX_CONFIRM_TITLE_CHARS),
+            "text": plain(&what, limits::MAX_CONFIRM_TEXT_CHARS),
+            "confirm": plain("Approve", limits::MAX_CONFIRM_BUTTON_CHARS),
+            "deny": plain("Cancel", limits::MAX_CONFIRM_BUTTON_CHARS),
+        });
+    }
+    json!({
+        "type": "actions",
+        "block_id": truncate(
+            &format!("approvals.actions.{}", record.version),
+            limits::MAX_BLOCK_ID_CHARS,
+            "",
+        ),
+        "elements": [approve, button(ACTION_DENY, "Deny", "danger")],
+    })
 }
 
 /// The modal asking a reviewer for a reason before their verdict is applied.
@@ -414,30 +463,35 @@ pub fn reason_modal(
         Verdict::Deny => ("Deny request", "Deny"),
     };
     let req = &record.request;
+    let question = format!(
+        "{submit} {} on {}?",
+        truncate(&one_line(&req.kind), 200, ""),
+        truncate(&one_line(&req.resource), 300, "")
+    );
     json!({
         "type": "modal",
         "callback_id": REASON_CALLBACK_ID,
-        "title": {"type": "plain_text", "text": title},
-        "submit": {"type": "plain_text", "text": submit},
-        "close": {"type": "plain_text", "text": "Cancel"},
+        "title": plain(title, limits::MAX_MODAL_TITLE_CHARS),
+        "submit": plain(submit, limits::MAX_MODAL_BUTTON_CHARS),
+        "close": plain("Cancel", limits::MAX_MODAL_BUTTON_CHARS),
         "private_metadata": private_metadata,
         "blocks": [
             {
                 "type": "section",
-                "text": plain(
-                    &format!("{submit} {} on {}?", truncate(&req.kind, 200, "…"), truncate(&req.resource, 300, "…")),
-                    MAX_SECTION_CHARS,
-                ),
+                "text": plain(&question, limits::MAX_SECTION_TEXT_CHARS),
             },
             {
                 "type": "context",
-                "elements": [md(format!("Request `{}` · Digest `{}`", record.id, record.digest))],
+                "elements": [md(
+                    &format!("Request `{}` · Digest `{}`", record.id, record.digest),
+                    limits::MAX_TEXT_OBJECT_CHARS,
+                )],
             },
             {
                 "type": "input",
                 "block_id": REASON_BLOCK_ID,
                 "optional": !reason_required,
-                "label": {"type": "plain_text", "text": "Reason"},
+                "label": plain("Reason", limits::MAX_INPUT_LABEL_CHARS),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": REASON_ACTION_ID,

@@ -20,6 +20,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::signature::{SIGNATURE_HEADER, SigningSecret, TIMESTAMP_HEADER};
 
+mod validate;
+pub use validate::{validate_blocks, validate_text, validate_view};
+
 /// The bot token the fake accepts.
 pub const BOT_TOKEN: &str = "xoxb-fake-bot-token";
 /// The app-level token the fake accepts for `apps.connections.open`.
@@ -120,94 +123,6 @@ fn json_response(status: u16, body: &Value) -> http::Response<Full<Bytes>> {
         http::HeaderValue::from_static("application/json; charset=utf-8"),
     );
     r
-}
-
-fn text_len(v: &Value) -> usize {
-    v.get("text")
-        .and_then(Value::as_str)
-        .map_or(0, |t| t.chars().count())
-}
-
-/// Checks the Block Kit limits Slack enforces with `invalid_blocks`.
-pub fn validate_blocks(blocks: &Value) -> Result<(), String> {
-    let Some(blocks) = blocks.as_array() else {
-        return Err("blocks must be an array".into());
-    };
-    if blocks.len() > 50 {
-        return Err(format!("{} blocks (at most 50)", blocks.len()));
-    }
-    for b in blocks {
-        let kind = b.get("type").and_then(Value::as_str).unwrap_or("");
-        if b.get("block_id")
-            .and_then(Value::as_str)
-            .is_some_and(|id| id.len() > 255)
-        {
-            return Err("block_id longer than 255".into());
-        }
-        match kind {
-            "header" => {
-                let t = b.get("text").cloned().unwrap_or(Value::Null);
-                if t.get("type").and_then(Value::as_str) != Some("plain_text") || text_len(&t) > 150
-                {
-                    return Err("header must be plain_text of at most 150 characters".into());
-                }
-            }
-            "section" => {
-                if let Some(t) = b.get("text")
-                    && text_len(t) > 3000
-                {
-                    return Err("section text longer than 3000".into());
-                }
-                if let Some(fields) = b.get("fields").and_then(Value::as_array) {
-                    if fields.len() > 10 {
-                        return Err("more than 10 fields".into());
-                    }
-                    if fields.iter().any(|f| text_len(f) > 2000) {
-                        return Err("field longer than 2000".into());
-                    }
-                }
-            }
-            "context" => {
-                let n = b
-                    .get("elements")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
-                if n == 0 || n > 10 {
-                    return Err("context needs 1 to 10 elements".into());
-                }
-            }
-            "actions" => {
-                let elements = b
-                    .get("elements")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if elements.is_empty() || elements.len() > 25 {
-                    return Err("actions needs 1 to 25 elements".into());
-                }
-                for e in elements {
-                    if e.get("value")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.chars().count() > 2000)
-                    {
-                        return Err("button value longer than 2000".into());
-                    }
-                    if e.get("text").is_some_and(|t| text_len(t) > 75) {
-                        return Err("button text longer than 75".into());
-                    }
-                    if e.get("action_id")
-                        .and_then(Value::as_str)
-                        .is_some_and(|a| a.len() > 255)
-                    {
-                        return Err("action_id longer than 255".into());
-                    }
-                }
-            }
-            "rich_text" | "divider" | "image" | "input" => {}
-            other => return Err(format!("unknown block type {other:?}")),
-        }
-    }
-    Ok(())
 }
 
 impl FakeSlack {
@@ -540,6 +455,9 @@ fn handle_http(
             {
                 return err("invalid_blocks");
             }
+            if validate_text(body_value.get("text")).is_err() {
+                return err("msg_too_long");
+            }
             let ts = st.new_ts();
             let mut message = json!({
                 "type": "message",
@@ -572,6 +490,9 @@ fn handle_http(
                 && validate_blocks(blocks).is_err()
             {
                 return err("invalid_blocks");
+            }
+            if validate_text(body_value.get("text")).is_err() {
+                return err("msg_too_long");
             }
             // Like Slack: an app may only update the messages it posted.
             if existing.get("bot_id").and_then(Value::as_str) != Some(BOT_ID) {
@@ -634,17 +555,7 @@ fn handle_http(
             if field("trigger_id").is_empty() {
                 return err("invalid_trigger_id");
             }
-            let title_ok = view.get("title").is_some_and(|t| text_len(t) <= 24);
-            let meta_ok = view
-                .get("private_metadata")
-                .and_then(Value::as_str)
-                .is_none_or(|m| m.chars().count() <= 3000);
-            if !title_ok
-                || !meta_ok
-                || view
-                    .get("blocks")
-                    .is_none_or(|b| validate_blocks(b).is_err())
-            {
+            if validate_view(&view).is_err() {
                 return err("invalid_arguments");
             }
             json_response(

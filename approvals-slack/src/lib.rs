@@ -16,9 +16,10 @@
 //!   `"slack"`), or [`SlackEmailResolver`] to look users up by verified email.
 //!
 //! Modules: [`api`] (Web API client), [`approver`] (outbound messages), [`blocks`] (Block Kit
-//! rendering), [`interaction`] (inbound handler), [`socket`] (Socket Mode), [`signature`]
-//! (request signing and replay), [`identity`] (email lookup), [`text`] (escaping), and
-//! `fake` (loopback fakes for tests, feature `fake`).
+//! rendering), [`limits`] (Slack's documented Block Kit limits), [`interaction`] (inbound
+//! handler), [`socket`] (Socket Mode), [`signature`] (request signing and replay),
+//! [`identity`] (email lookup), [`text`] (escaping and bounding untrusted text), and `fake`
+//! (loopback fakes for tests, feature `fake`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +53,7 @@ pub mod blocks;
 pub mod fake;
 pub mod identity;
 pub mod interaction;
+pub mod limits;
 pub mod signature;
 pub mod socket;
 pub mod text;

@@ -38,6 +38,9 @@ use crate::signature::{
 };
 use crate::text::{mrkdwn, truncate};
 
+/// Longest wait for the identity resolver on a click; past it the click is refused.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default largest accepted request body, in bytes. Slack's `block_actions` payloads carry
 /// the whole message, form-encoded.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -572,7 +575,15 @@ impl SlackInteractions {
     }
 
     async fn resolve(&self, user: &str, request: Option<RequestId>) -> Result<Principal, String> {
-        match self.inner.identities.resolve(CHANNEL, user).await {
+        // A resolver that panics or hangs is "unavailable": the click is refused.
+        let resolved = approvals_core::resolve_reviewer(
+            &self.inner.identities,
+            CHANNEL,
+            user,
+            RESOLVE_TIMEOUT,
+        )
+        .await;
+        match resolved {
             Ok(p) => Ok(p),
             Err(e) => {
                 if let Some(id) = request

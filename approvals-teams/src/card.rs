@@ -604,6 +604,7 @@ mod tests {
             reviews: Vec::new(),
             resolution: None,
             audit_pending: false,
+            unaudited: approvals_core::Unaudited::default(),
             grant_expires_at: None,
             deliveries: Vec::new(),
             execution: None,

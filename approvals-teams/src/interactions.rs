@@ -615,7 +615,13 @@ impl TeamsInteractions {
         };
         let resolved = tokio::time::timeout(
             self.inner.timeout,
-            self.inner.resolver.resolve(CHANNEL, &external),
+            // Contains a panicking resolver as "unavailable" (refused), like a failing one.
+            approvals_core::resolve_reviewer(
+                &self.inner.resolver,
+                CHANNEL,
+                &external,
+                self.inner.timeout,
+            ),
         )
         .await;
         let principal = match resolved {

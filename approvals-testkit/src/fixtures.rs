@@ -54,6 +54,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,
+        unaudited: approvals_core::Unaudited::default(),
         grant_expires_at: None,
         deliveries: Vec::new(),
         execution: None,
@@ -138,6 +139,10 @@ pub fn full_record() -> RequestRecord {
         })),
         // Set so the round trip covers it; no gate acts on this record.
         audit_pending: true,
+        unaudited: approvals_core::Unaudited {
+            approval: true,
+            denial: false,
+        },
         grant_expires_at: Some(at + TimeDelta::minutes(40)),
         deliveries: vec![Delivery {
             channel: "slack".into(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::gate::Gate;
+use crate::identity::{self, InvalidIdentity};
 use crate::request::Principal;
 use crate::store::{Delivery, RequestRecord};
 
@@ -152,14 +153,23 @@ impl<R: IdentityResolver + ?Sized> IdentityResolver for Arc<R> {
 
 /// A fixed map from `(channel, external id)` to principals.
 ///
+/// Principals are kept in canonical form ([`Principal::normalized`]), and external ids are
+/// matched by [`canonical_key`](identity::canonical_key): an entry mapped as
+/// `sam@example.com` is found as `SAM@example.com` or `ｓａｍ@example.com`, while an external
+/// id with invisible, bidi-control or mixed-script characters matches nothing.
+///
 /// ```
 /// use approvals_core::{Principal, StaticIdentityResolver};
 /// let ids = StaticIdentityResolver::new()
-///     .map("slack", "U024BE7LH", Principal::human("sam@example.com").with_groups(["security"]));
+///     .try_map("slack", "U024BE7LH", Principal::human("sam@example.com").with_groups(["security"]))?
+///     .try_map("email", "sam@example.com", Principal::human("sam@example.com"))?;
+/// # Ok::<(), approvals_core::InvalidIdentity>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct StaticIdentityResolver {
-    entries: HashMap<(String, String), Vec<Principal>>,
+    /// By channel and canonical external id; a refused mapping is kept as `None`, so that the
+    /// external id resolves to nothing rather than to another entry.
+    entries: HashMap<(String, String), Vec<Option<Principal>>>,
 }
 
 impl StaticIdentityResolver {
@@ -168,31 +178,51 @@ impl StaticIdentityResolver {
         Self::default()
     }
 
-    /// Maps `external_id` on `channel` to `principal`. Mapping one id twice makes it
-    /// ambiguous, and it is then refused.
+    /// Maps `external_id` on `channel` to `principal`. Mapping one id twice (under any
+    /// spelling) makes it ambiguous, and it is then refused. A mapping whose external id or
+    /// principal fails validation ([`Principal::validate`]) is kept out: that external id then
+    /// resolves to nothing. [`try_map`](Self::try_map) reports it instead.
     pub fn map(
         mut self,
         channel: impl Into<String>,
         external_id: impl Into<String>,
         principal: Principal,
     ) -> Self {
+        let external_id = external_id.into();
+        let entry = identity::validate(&external_id)
+            .and_then(|()| principal.normalized())
+            .ok();
         self.entries
-            .entry((channel.into(), external_id.into()))
+            .entry((channel.into(), identity::canonical_key(&external_id)))
             .or_default()
-            .push(principal);
+            .push(entry);
         self
+    }
+
+    /// Like [`map`](Self::map), but refuses an external id or principal (id or group) that
+    /// cannot be compared safely, naming the character.
+    pub fn try_map(
+        self,
+        channel: impl Into<String>,
+        external_id: impl Into<String>,
+        principal: Principal,
+    ) -> Result<Self, InvalidIdentity> {
+        let external_id = external_id.into();
+        identity::validate(&external_id)?;
+        principal.validate()?;
+        Ok(self.map(channel, external_id, principal))
     }
 }
 
 #[async_trait]
 impl IdentityResolver for StaticIdentityResolver {
     async fn resolve(&self, channel: &str, external_id: &str) -> Result<Principal, IdentityError> {
-        match self
-            .entries
-            .get(&(channel.to_owned(), external_id.to_owned()))
-            .map(Vec::as_slice)
-        {
-            Some([one]) => Ok(one.clone()),
+        let found = match identity::normalize(external_id) {
+            Ok(key) => self.entries.get(&(channel.to_owned(), key)),
+            Err(_) => None,
+        };
+        match found.map(Vec::as_slice) {
+            Some([Some(one)]) => Ok(one.clone()),
             Some(many) if many.len() > 1 => Err(IdentityError::Ambiguous {
                 channel: channel.to_owned(),
                 external_id: external_id.to_owned(),

@@ -1175,4 +1175,78 @@ approvers = { groups = ["security"] }
             matches!(d, Decision::RequireApproval { ref requirement, .. } if requirement.timeout == Duration::from_secs(300))
         );
     }
+
+    fn approval_rule(approvers: &str, extra: &str) -> String {
+        format!(
+            "version = 1\ndefault = \"deny\"\n[[rules]]\nname = \"exports\"\neffect = \"require_approval\"\napprovers = {approvers}\ntimeout = \"1h\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn approver_ids_that_cannot_be_compared_are_refused_at_load() {
+        for (approvers, extra, field, code_point) in [
+            (r#"{ users = ["sam@example.com", "da\u200Bna@example.com"] }"#, "", "approvers.users[1]", "U+200B"),
+            (r#"{ users = ["\u202Esam@example.com"] }"#, "", "approvers.users[0]", "U+202E"),
+            (r#"{ users = ["s\u0430m@example.com"] }"#, "", "approvers.users[0]", "U+0430"),
+            (r#"{ users = ["sam @example.com"] }"#, "", "approvers.users[0]", "U+0020"),
+            (r#"{ groups = ["data-owners", "\uFEFFadmins"] }"#, "", "approvers.groups[1]", "U+FEFF"),
+            (r#"{ groups = ["adm\u0456ns"] }"#, "", "approvers.groups[0]", "U+0456"),
+            (
+                r#"{ groups = ["sec"] }"#,
+                "escalate = { after = \"10m\", users = [\"cto\\u00ADo@example.com\"] }\n",
+                "escalate.users[0]",
+                "U+00AD",
+            ),
+            (
+                r#"{ groups = ["sec"] }"#,
+                "escalate = { after = \"10m\", groups = [\"on\\u200Dcall\"] }\n",
+                "escalate.groups[0]",
+                "U+200D",
+            ),
+        ] {
+            let e = load_error(&approval_rule(approvers, extra));
+            for part in ["rule \"exports\"", field, code_point] {
+                assert!(e.message.contains(part), "{approvers} {extra}: {part} missing in {e}");
+            }
+        }
+        // The same in JSON.
+        let json = r#"{"version": 1, "default": "deny", "rules": [{"name": "exports", "effect": "require_approval", "approvers": {"users": ["sam\u2066@example.com"]}}]}"#;
+        let e = RulePolicy::from_json(json).expect_err("refused");
+        assert!(e.message.contains("approvers.users[0]") && e.message.contains("U+2066"), "{e}");
+    }
+
+    #[test]
+    fn approver_ids_load_in_canonical_form() {
+        let text = approval_rule(
+            r#"{ users = ["Sam@Example.COM.", "ｃｔｏ@example.com"], groups = ["Data-Owners"] }"#,
+            "escalate = { after = \"10m\", users = [\"ÉLISE@example.com\"], groups = [\"Security OnCall\"] }\n",
+        );
+        let p = RulePolicy::from_toml(&text).expect("valid");
+        let Decision::RequireApproval { requirement, .. } =
+            p.evaluate(&ActionRequest::new("x", "y")).expect("ok")
+        else {
+            panic!("requires approval");
+        };
+        assert_eq!(requirement.users, ["sam@example.com", "cto@example.com"]);
+        assert_eq!(requirement.groups, ["data-owners"]);
+        let esc = requirement.escalation.as_ref().expect("escalation");
+        assert_eq!(esc.users, ["élise@example.com"]);
+        assert_eq!(esc.groups, ["security oncall"]);
+    }
+
+    #[test]
+    fn a_quorum_counts_spellings_of_one_listed_user_once() {
+        let e = load_error(&approval_rule(
+            r#"{ users = ["sam@example.com", "SAM@example.com "] }"#,
+            "quorum = 2\n",
+        ));
+        assert!(e.message.contains("1 distinct listed user"), "{e}");
+        assert!(
+            RulePolicy::from_toml(&approval_rule(
+                r#"{ users = ["sam@example.com", "dana@example.com"] }"#,
+                "quorum = 2\n",
+            ))
+            .is_ok()
+        );
+    }
 }

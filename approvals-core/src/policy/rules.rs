@@ -1185,12 +1185,42 @@ approvers = { groups = ["security"] }
     #[test]
     fn approver_ids_that_cannot_be_compared_are_refused_at_load() {
         for (approvers, extra, field, code_point) in [
-            (r#"{ users = ["sam@example.com", "da\u200Bna@example.com"] }"#, "", "approvers.users[1]", "U+200B"),
-            (r#"{ users = ["\u202Esam@example.com"] }"#, "", "approvers.users[0]", "U+202E"),
-            (r#"{ users = ["s\u0430m@example.com"] }"#, "", "approvers.users[0]", "U+0430"),
-            (r#"{ users = ["sam @example.com"] }"#, "", "approvers.users[0]", "U+0020"),
-            (r#"{ groups = ["data-owners", "\uFEFFadmins"] }"#, "", "approvers.groups[1]", "U+FEFF"),
-            (r#"{ groups = ["adm\u0456ns"] }"#, "", "approvers.groups[0]", "U+0456"),
+            (
+                r#"{ users = ["sam@example.com", "da\u200Bna@example.com"] }"#,
+                "",
+                "approvers.users[1]",
+                "U+200B",
+            ),
+            (
+                r#"{ users = ["\u202Esam@example.com"] }"#,
+                "",
+                "approvers.users[0]",
+                "U+202E",
+            ),
+            (
+                r#"{ users = ["s\u0430m@example.com"] }"#,
+                "",
+                "approvers.users[0]",
+                "U+0430",
+            ),
+            (
+                r#"{ users = ["sam @example.com"] }"#,
+                "",
+                "approvers.users[0]",
+                "U+0020",
+            ),
+            (
+                r#"{ groups = ["data-owners", "\uFEFFadmins"] }"#,
+                "",
+                "approvers.groups[1]",
+                "U+FEFF",
+            ),
+            (
+                r#"{ groups = ["adm\u0456ns"] }"#,
+                "",
+                "approvers.groups[0]",
+                "U+0456",
+            ),
             (
                 r#"{ groups = ["sec"] }"#,
                 "escalate = { after = \"10m\", users = [\"cto\\u00ADo@example.com\"] }\n",
@@ -1206,13 +1236,19 @@ approvers = { groups = ["security"] }
         ] {
             let e = load_error(&approval_rule(approvers, extra));
             for part in ["rule \"exports\"", field, code_point] {
-                assert!(e.message.contains(part), "{approvers} {extra}: {part} missing in {e}");
+                assert!(
+                    e.message.contains(part),
+                    "{approvers} {extra}: {part} missing in {e}"
+                );
             }
         }
         // The same in JSON.
         let json = r#"{"version": 1, "default": "deny", "rules": [{"name": "exports", "effect": "require_approval", "approvers": {"users": ["sam\u2066@example.com"]}}]}"#;
         let e = RulePolicy::from_json(json).expect_err("refused");
-        assert!(e.message.contains("approvers.users[0]") && e.message.contains("U+2066"), "{e}");
+        assert!(
+            e.message.contains("approvers.users[0]") && e.message.contains("U+2066"),
+            "{e}"
+        );
     }
 
     #[test]

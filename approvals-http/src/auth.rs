@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use approvals_core::Principal;
+use approvals_core::{InvalidIdentity, Principal};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -54,7 +54,10 @@ pub fn generate_token() -> String {
 /// The principals that API tokens stand for, keyed by the SHA-256 of the token.
 ///
 /// Tokens themselves are never stored, logged or shown; a lookup hashes the presented token
-/// and looks the hash up in a map.
+/// and looks the hash up in a map. Principals are kept in canonical form
+/// ([`Principal::normalized`]): a principal whose id or groups cannot be compared safely
+/// (invisible, bidi-control or mixed-script characters) is refused when the file loads, and
+/// never authenticates.
 ///
 /// ```
 /// use approvals_core::Principal;
@@ -85,15 +88,35 @@ impl Tokens {
         Self::default()
     }
 
-    /// Adds a token (hashed at once).
+    /// Adds a token (hashed at once). See [`with_hash`](Tokens::with_hash).
     pub fn with_token(self, token: &str, principal: Principal) -> Self {
         self.with_hash(TokenHash::of(token), principal)
     }
 
-    /// Adds a token by its hash.
+    /// Adds a token by its hash, for `principal` in canonical form. A principal whose id or
+    /// groups fail [`Principal::validate`] is not added, so its token authenticates nobody;
+    /// [`try_with_hash`](Tokens::try_with_hash) reports it instead.
     pub fn with_hash(mut self, hash: TokenHash, principal: Principal) -> Self {
-        self.by_hash.insert(hash, principal);
+        match principal.normalized() {
+            Ok(principal) => {
+                self.by_hash.insert(hash, principal);
+            }
+            Err(_) => {
+                self.by_hash.remove(&hash);
+            }
+        }
         self
+    }
+
+    /// Like [`with_hash`](Tokens::with_hash), but refuses a principal that cannot be compared
+    /// safely, naming the character.
+    pub fn try_with_hash(
+        self,
+        hash: TokenHash,
+        principal: Principal,
+    ) -> Result<Self, InvalidIdentity> {
+        principal.validate()?;
+        Ok(self.with_hash(hash, principal))
     }
 
     /// The principal for a presented token.
@@ -141,19 +164,19 @@ impl Tokens {
                     entry.sha256.chars().take(12).collect::<String>()
                 ))
             })?;
-            if entry.principal.id.trim().is_empty() {
-                return Err(TokenFileError(format!(
-                    "token entry {} has an empty principal id",
+            let principal = entry.principal.normalized().map_err(|e| {
+                TokenFileError(format!(
+                    "token entry {} has a principal that is refused: {e}",
                     i + 1
-                )));
-            }
+                ))
+            })?;
             if tokens.by_hash.contains_key(&hash) {
                 return Err(TokenFileError(format!(
                     "token entry {} repeats a token hash already in the file; each token must map to one principal",
                     i + 1
                 )));
             }
-            tokens.by_hash.insert(hash, entry.principal);
+            tokens.by_hash.insert(hash, principal);
         }
         Ok(tokens)
     }
@@ -209,6 +232,53 @@ mod tests {
         let raw = text.replace(&hash, "t1");
         let err = Tokens::from_toml(&raw).expect_err("raw token is not a hash");
         assert!(err.0.contains("64 hex"), "{err}");
+    }
+
+    #[test]
+    fn token_file_principals_are_refused_or_kept_in_canonical_form() {
+        let entry = |id: &str, groups: &str| {
+            format!(
+                "[[token]]\nsha256 = \"{}\"\nprincipal = {{ kind = \"human\", id = \"{id}\", groups = [{groups}] }}\n",
+                TokenHash::of("t1").to_hex()
+            )
+        };
+        let tokens =
+            Tokens::from_toml(&entry(" Sam@Example.COM. ", "\"Security\"")).expect("valid");
+        let sam = tokens.principal("t1").expect("sam");
+        assert_eq!(
+            (sam.id.as_str(), sam.groups.as_slice()),
+            ("sam@example.com", ["security".to_owned()].as_slice())
+        );
+        for (id, groups, code_point) in [
+            ("sam\\u200B@example.com", "", "U+200B"),
+            ("\\u202Esam@example.com", "", "U+202E"),
+            ("s\\u0430m@example.com", "", "U+0430"),
+            ("sam@example.com", "\"sec\\uFEFF\"", "U+FEFF"),
+            ("", "", "cannot be empty"),
+            ("  ", "", "cannot be empty"),
+        ] {
+            let err = Tokens::from_toml(&entry(id, groups)).expect_err("refused");
+            assert!(
+                err.0.contains("token entry 1") && err.0.contains(code_point),
+                "{id:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_principal_added_in_code_that_cannot_be_compared_never_authenticates() {
+        let tokens = Tokens::new()
+            .with_token("t1", Principal::human("s\u{0430}m@example.com"))
+            .with_token("t2", Principal::human("KIM@example.com"));
+        assert!(tokens.principal("t1").is_none());
+        assert_eq!(
+            tokens.principal("t2").map(|p| p.id.as_str()),
+            Some("kim@example.com")
+        );
+        let err = Tokens::new()
+            .try_with_hash(TokenHash::of("t3"), Principal::agent("bot\u{2066}"))
+            .expect_err("refused");
+        assert_eq!(err.code_point(), Some('\u{2066}'));
     }
 
     #[test]

@@ -615,6 +615,13 @@ fn token(cmd: TokenCommand) -> Result<(), Failure> {
                 principal = principal.with_name(name);
             }
             principal = principal.with_groups(args.groups.into_iter().filter(|g| !g.is_empty()));
+            // The token file refuses a principal that cannot be compared safely: so does this.
+            let principal = principal.normalized().map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("the token's principal is refused: {e}"),
+                )
+            })?;
             let token = generate_token();
             let entry = TokenEntry {
                 sha256: TokenHash::of(&token).to_hex(),

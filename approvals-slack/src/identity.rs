@@ -19,8 +19,10 @@ pub const EMAIL_CHANNEL: &str = "email";
 /// says which address the clicker has.
 ///
 /// Refused as unknown: deleted users, bots and app users, users of another workspace (when
-/// workspaces are configured), users without an email or whose email is not confirmed, and
-/// addresses the directory does not map to exactly one principal.
+/// workspaces are configured), users without an email or whose email is not confirmed,
+/// addresses with invisible, bidi-control or mixed-script characters
+/// ([`approvals_core::identity::normalize`]), and addresses the directory does not map to
+/// exactly one principal. The directory is asked for the address in canonical form.
 ///
 /// ```
 /// use approvals_core::{Principal, StaticIdentityResolver};
@@ -101,10 +103,8 @@ impl IdentityResolver for SlackEmailResolver {
             .profile
             .email
             .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .ok_or_else(unknown)?
-            .to_ascii_lowercase();
+            .and_then(|e| approvals_core::identity::normalize(e).ok())
+            .ok_or_else(unknown)?;
         match self.directory.resolve(EMAIL_CHANNEL, &email).await {
             Ok(p) => Ok(p),
             Err(IdentityError::Unknown { .. }) => Err(unknown()),

@@ -39,7 +39,11 @@ impl IdentityResolver for LooseDirectory {
 async fn email_lookup_asks_for_canonical_addresses_and_refuses_spoofed_ones() {
     let fake = FakeSlack::start().await.expect("fake");
     fake.add_user("U0SAM", fake::TEAM_ID, Some(" SAM@Example.COM. "));
-    fake.add_user("U0WIDE", fake::TEAM_ID, Some("ｓａｍ＠ｅｘａｍｐｌｅ．ｃｏｍ"));
+    fake.add_user(
+        "U0WIDE",
+        fake::TEAM_ID,
+        Some("ｓａｍ＠ｅｘａｍｐｌｅ．ｃｏｍ"),
+    );
     let spoofed = [
         ("U0ZWSP", "sam\u{200B}@example.com"),
         ("U0BOM", "\u{FEFF}sam@example.com"),

@@ -49,6 +49,7 @@
 //! (terminal reviews), [`clock`] (time).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod approver;
 pub mod audit;
 mod bounds;
@@ -57,6 +58,8 @@ pub mod console;
 pub mod error;
 pub mod gate;
 pub mod identity;
+pub mod lifecycle;
+mod memory;
 pub mod params;
 pub mod policy;
 pub mod request;
@@ -79,6 +82,7 @@ pub use gate::{
     default_gate, guard, run, set_default_gate,
 };
 pub use identity::InvalidIdentity;
+pub use memory::MemoryStore;
 pub use policy::{
     Decision, Escalation, Policy, PolicyError, PolicyLoadError, Requirement, RulePolicy,
     StaticPolicy,
@@ -87,8 +91,8 @@ pub use request::{
     Action, ActionRequest, Digest, Initiator, Link, Principal, PrincipalKind, RequestContext, Risk,
 };
 pub use store::{
-    Delivery, Execution, Inserted, ListFilter, MemoryStore, RequestId, RequestRecord, RequestState,
-    Resolution, ReviewRecord, Store, StoreError, Unaudited, Verdict,
+    Delivery, Execution, Inserted, ListFilter, RequestId, RequestRecord, RequestState, Resolution,
+    ReviewRecord, Store, StoreError, Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]

@@ -546,7 +546,10 @@ mod tests {
                 map.end()
             }
         }
-        assert_eq!(to_params(&FloatKeys(1.5)).expect("finite"), json!({"1.5": 1}));
+        assert_eq!(
+            to_params(&FloatKeys(1.5)).expect("finite"),
+            json!({"1.5": 1})
+        );
         assert_eq!(non_finite(to_params(&FloatKeys(f64::NAN))).1, "NaN");
     }
 

@@ -517,12 +517,11 @@ impl ActionRequest {
         };
         // try_borrow_mut fails only if a digest is taken while this thread is already
         // encoding one (not possible today); a fresh buffer keeps that correct.
-        BUF
-            .try_with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => hash(&mut buf),
-                Err(_) => hash(&mut Vec::with_capacity(512)),
-            })
-            .unwrap_or_else(|_| hash(&mut Vec::with_capacity(512)))
+        BUF.try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => hash(&mut buf),
+            Err(_) => hash(&mut Vec::with_capacity(512)),
+        })
+        .unwrap_or_else(|_| hash(&mut Vec::with_capacity(512)))
     }
 
     /// Writes the canonical JSON of the digested fields directly, keys in sorted order,

@@ -998,49 +998,89 @@ async fn oversized_or_nameless_requests_are_refused() {
 async fn oversized_actions_are_refused_before_anything_is_recorded_on_every_path() {
     let big = "x".repeat(10 * 1024 * 1024);
     let shapes: Vec<(&str, Box<dyn Fn(ActionRequest) -> ActionRequest>)> = vec![
-        ("params", Box::new(|a| a.params(json!({ "blob": "x".repeat(300 * 1024) })))),
-        ("justification", Box::new({
-            let big = big.clone();
-            move |a| a.justification(big.clone())
-        })),
+        (
+            "params",
+            Box::new(|a| a.params(json!({ "blob": "x".repeat(300 * 1024) }))),
+        ),
+        (
+            "justification",
+            Box::new({
+                let big = big.clone();
+                move |a| a.justification(big.clone())
+            }),
+        ),
         ("summary", Box::new(|a| a.summary("s".repeat(300 * 1024)))),
-        ("context", Box::new(|a| {
-            a.context(approvals_core::RequestContext {
-                impact: Some("i".repeat(300 * 1024)),
-                ..Default::default()
-            })
-        })),
-        ("idempotency key", Box::new(|a| a.idempotency_key("k".repeat(2000)))),
-        ("kind", Box::new(|_| ActionRequest::new("k".repeat(100_000), "x"))),
-        ("resource", Box::new(|a| ActionRequest::new(a.kind.clone(), "r".repeat(100_000)))),
+        (
+            "context",
+            Box::new(|a| {
+                a.context(approvals_core::RequestContext {
+                    impact: Some("i".repeat(300 * 1024)),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "idempotency key",
+            Box::new(|a| a.idempotency_key("k".repeat(2000))),
+        ),
+        (
+            "kind",
+            Box::new(|_| ActionRequest::new("k".repeat(100_000), "x")),
+        ),
+        (
+            "resource",
+            Box::new(|a| ActionRequest::new(a.kind.clone(), "r".repeat(100_000))),
+        ),
     ];
     for base in [
-        ActionRequest::new("db.read", "db://analytics"),         // allowed
-        ActionRequest::new("db.drop", "db://prod"),              // denied
-        export(1),                                               // needs approval
+        ActionRequest::new("db.read", "db://analytics"), // allowed
+        ActionRequest::new("db.drop", "db://prod"),      // denied
+        export(1),                                       // needs approval
     ] {
         for (what, shape) in &shapes {
             let f = Fixture::new();
             let action = shape(base.clone());
             let err = f.gate.guard(&action).await.expect_err(what);
             assert!(
-                matches!(err, GuardError::TooLarge { .. } | GuardError::InvalidRequest(_)),
+                matches!(
+                    err,
+                    GuardError::TooLarge { .. } | GuardError::InvalidRequest(_)
+                ),
                 "{what} on {}: {err:?}",
                 base.kind
             );
-            assert_eq!(f.audit.names(), vec!["request_refused"], "{what} on {}", base.kind);
+            assert_eq!(
+                f.audit.names(),
+                vec!["request_refused"],
+                "{what} on {}",
+                base.kind
+            );
             let event = &f.audit.events()[0];
             let line = serde_json::to_string(event).expect("json");
-            assert!(line.len() < 4096, "{what}: a {}-byte refusal event", line.len());
+            assert!(
+                line.len() < 4096,
+                "{what}: a {}-byte refusal event",
+                line.len()
+            );
             // The digest of the action as it would have been reviewed: bound to the gate's
             // initiator.
-            assert_eq!(event.digest, action.clone().initiator(agent()).digest(), "{what}");
+            assert_eq!(
+                event.digest,
+                action.clone().initiator(agent()).digest(),
+                "{what}"
+            );
             if let approvals_core::EventDetail::RequestRefused { size, .. } = &event.detail {
                 assert!(*size as usize > 2000, "{what}: size {size}");
             } else {
                 panic!("{what}: {event:?}");
             }
-            assert!(f.store.list(&ListFilter::default()).await.expect("list").is_empty());
+            assert!(
+                f.store
+                    .list(&ListFilter::default())
+                    .await
+                    .expect("list")
+                    .is_empty()
+            );
             assert_eq!(f.channel.dispatched.load(Ordering::SeqCst), 0);
         }
     }
@@ -1052,9 +1092,15 @@ async fn oversized_actions_are_refused_before_anything_is_recorded_on_every_path
     action = action.justification("j".repeat(
         approvals_core::gate::MAX_REQUEST_BYTES - overhead - r#","justification":"""#.len(),
     ));
-    assert_eq!(action.digest_and_size().1, approvals_core::gate::MAX_REQUEST_BYTES);
+    assert_eq!(
+        action.digest_and_size().1,
+        approvals_core::gate::MAX_REQUEST_BYTES
+    );
     f.gate.guard(&action).await.expect("at the limit");
-    let one_over = action.clone().justification(format!("{}j", action.justification.clone().unwrap_or_default()));
+    let one_over = action.clone().justification(format!(
+        "{}j",
+        action.justification.clone().unwrap_or_default()
+    ));
     assert!(matches!(
         f.gate.guard(&one_over).await,
         Err(GuardError::TooLarge { size, limit }) if size == limit + 1

@@ -156,12 +156,22 @@ async fn an_action_cannot_shed_its_human_and_then_be_approved_by_her() {
     let f = fixture(Some(billing_agent()));
     let shed = export().initiator(Initiator::agent("billing-agent"));
     let err = f.gate.submit(&shed).await.expect_err("refused");
-    assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{err:?}");
-    assert!(err.to_string().contains("cannot choose its initiator"), "{err}");
+    assert!(
+        matches!(err, GuardError::InitiatorMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("cannot choose its initiator"),
+        "{err}"
+    );
     let event = f
         .assert_refused_unrecorded(RefusalCause::InitiatorMismatch)
         .await;
-    assert_eq!(event.digest, shed.digest(), "the digest of what was presented");
+    assert_eq!(
+        event.digest,
+        shed.digest(),
+        "the digest of what was presented"
+    );
     let EventDetail::RequestRefused { initiator, .. } = &event.detail else {
         unreachable!()
     };
@@ -194,13 +204,21 @@ async fn every_forged_claim_is_refused_on_every_path_of_the_gate() {
             // submit
             let f = fixture(Some(billing_agent()));
             let err = f.gate.submit(&action).await.expect_err(what);
-            assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}: {err:?}");
-            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch).await;
+            assert!(
+                matches!(err, GuardError::InitiatorMismatch { .. }),
+                "{what}: {err:?}"
+            );
+            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch)
+                .await;
             // guard
             let f = fixture(Some(billing_agent()));
             let err = f.gate.guard(&action).await.expect_err(what);
-            assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}: {err:?}");
-            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch).await;
+            assert!(
+                matches!(err, GuardError::InitiatorMismatch { .. }),
+                "{what}: {err:?}"
+            );
+            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch)
+                .await;
             // run: the action never runs, even where the policy allows it outright
             let f = fixture(Some(billing_agent()));
             let ran = AtomicUsize::new(0);
@@ -212,9 +230,13 @@ async fn every_forged_claim_is_refused_on_every_path_of_the_gate() {
                 })
                 .await
                 .expect_err(what);
-            assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}: {err:?}");
+            assert!(
+                matches!(err, GuardError::InitiatorMismatch { .. }),
+                "{what}: {err:?}"
+            );
             assert_eq!(ran.load(Ordering::SeqCst), 0, "{what}: never ran");
-            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch).await;
+            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch)
+                .await;
             // submit_as, the doors' entry: bound to the caller's credential the same way
             let f = fixture(None);
             let err = f
@@ -222,8 +244,12 @@ async fn every_forged_claim_is_refused_on_every_path_of_the_gate() {
                 .submit_as(&billing_agent(), &action)
                 .await
                 .expect_err(what);
-            assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}: {err:?}");
-            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch).await;
+            assert!(
+                matches!(err, GuardError::InitiatorMismatch { .. }),
+                "{what}: {err:?}"
+            );
+            f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch)
+                .await;
         }
     }
 }
@@ -251,8 +277,12 @@ async fn a_custom_action_cannot_claim_another_initiator() {
     for (what, claim) in forged_claims() {
         let f = fixture(Some(billing_agent()));
         let err = f.gate.guard(&Impostor(claim)).await.expect_err(what);
-        assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}: {err:?}");
-        f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch).await;
+        assert!(
+            matches!(err, GuardError::InitiatorMismatch { .. }),
+            "{what}: {err:?}"
+        );
+        f.assert_refused_unrecorded(RefusalCause::InitiatorMismatch)
+            .await;
     }
 }
 
@@ -334,7 +364,10 @@ async fn a_grant_binds_its_initiator_at_execution() {
         })
         .await
         .expect_err("refused");
-    assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, GuardError::InitiatorMismatch { .. }),
+        "{err:?}"
+    );
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     assert_eq!(f.audit.names().last(), Some(&"request_refused"));
     // The honest execution of another grant for the same caller runs.
@@ -342,7 +375,10 @@ async fn a_grant_binds_its_initiator_at_execution() {
     else {
         panic!("pending")
     };
-    f.gate.decide(id, Review::approve(sam())).await.expect("approve");
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
     let grant = f.gate.wait(id).await.expect("grant");
     f.gate
         .execute(grant, &export(), || async { Ok::<_, GuardError>(()) })
@@ -363,11 +399,17 @@ async fn the_free_functions_and_the_macro_use_the_authenticated_initiator() {
     for (what, claim) in forged_claims() {
         let action = ActionRequest::new("db.read", "x").initiator(claim);
         let err = approvals_core::guard(&action).await.expect_err(what);
-        assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}");
+        assert!(
+            matches!(err, GuardError::InitiatorMismatch { .. }),
+            "{what}"
+        );
         let err = approvals_core::run(&action, || async { Ok::<_, GuardError>(()) })
             .await
             .expect_err(what);
-        assert!(matches!(err, GuardError::InitiatorMismatch { .. }), "{what}");
+        assert!(
+            matches!(err, GuardError::InitiatorMismatch { .. }),
+            "{what}"
+        );
     }
     approvals_core::guard(&ActionRequest::new("db.read", "x"))
         .await
@@ -384,7 +426,10 @@ async fn the_free_functions_and_the_macro_use_the_authenticated_initiator() {
         }
         tokio::task::yield_now().await;
     };
-    f.gate.decide(id, Review::approve(sam())).await.expect("approve");
+    f.gate
+        .decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
     assert_eq!(call.await.expect("task").expect("ran"), 9);
     // And with no initiator on its gate, the macro refuses.
     let bare = fixture(None);

@@ -10,9 +10,8 @@ use approvals_core::audit::AuditError;
 use approvals_core::{
     ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Component, Delivery,
     DispatchReason, Gate, GuardError, IdentityError, IdentityResolver, Initiator, Inserted,
-    ListFilter, MemorySink, MemoryStore, Policy, PolicyError, Principal, RequestId,
-    RequestRecord, RequestState, Review, ReviewError, RulePolicy, Store, StoreError, Submission,
-    resolve_reviewer,
+    ListFilter, MemorySink, MemoryStore, Policy, PolicyError, Principal, RequestId, RequestRecord,
+    RequestState, Review, ReviewError, RulePolicy, Store, StoreError, Submission, resolve_reviewer,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -74,10 +73,7 @@ fn unavailable(err: &GuardError, component: Component) -> bool {
 struct PanickingPolicy;
 
 impl Policy for PanickingPolicy {
-    fn evaluate(
-        &self,
-        _: &ActionRequest,
-    ) -> Result<approvals_core::Decision, PolicyError> {
+    fn evaluate(&self, _: &ActionRequest) -> Result<approvals_core::Decision, PolicyError> {
         panic!("policy bug: index out of bounds")
     }
     fn version(&self) -> &str {
@@ -170,11 +166,19 @@ async fn a_panicking_store_refuses_submits_reviews_and_sweeps() {
         matches!(&err, ReviewError::Unavailable { component: Component::Store, message } if message.contains("panicked")),
         "{err:?}"
     );
-    assert!(unavailable(&gate.sweep().await.expect_err("refused"), Component::Store));
-    assert!(unavailable(&gate.wait(id).await.expect_err("refused"), Component::Store));
+    assert!(unavailable(
+        &gate.sweep().await.expect_err("refused"),
+        Component::Store
+    ));
+    assert!(unavailable(
+        &gate.wait(id).await.expect_err("refused"),
+        Component::Store
+    ));
     // Disarmed, the same gate works: nothing was poisoned.
     store.armed.store(false, Ordering::SeqCst);
-    gate.decide(id, Review::approve(sam())).await.expect("approve");
+    gate.decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
     gate.wait(id).await.expect("grant");
 }
 
@@ -228,11 +232,20 @@ async fn a_panicking_audit_sink_refuses_at_every_step_before_the_action_runs() {
         .await
         .expect_err("refused");
     assert!(
-        matches!(&err, ReviewError::Unavailable { component: Component::Audit, .. }),
+        matches!(
+            &err,
+            ReviewError::Unavailable {
+                component: Component::Audit,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let record = gate.get(id).await.expect("get").expect("record");
-    assert!(record.audit_pending, "the approval waits for its audit events");
+    assert!(
+        record.audit_pending,
+        "the approval waits for its audit events"
+    );
 }
 
 /// A channel that panics on delivery or on update.
@@ -296,7 +309,9 @@ async fn a_channel_that_panics_on_update_is_audited_and_the_decision_stands() {
     let Submission::Pending(id) = gate.submit(&export()).await.expect("submit") else {
         panic!("pending")
     };
-    gate.decide(id, Review::approve(sam())).await.expect("approve");
+    gate.decide(id, Review::approve(sam()))
+        .await
+        .expect("approve");
     gate.wait(id).await.expect("grant");
     // The update runs in the background; its failure is audited.
     for _ in 0..200 {
@@ -310,7 +325,10 @@ async fn a_channel_that_panics_on_update_is_audited_and_the_decision_stands() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("no dispatch_failed event for the panicking update: {:?}", audit.names());
+    panic!(
+        "no dispatch_failed event for the panicking update: {:?}",
+        audit.names()
+    );
 }
 
 struct PanickingResolver;
@@ -346,5 +364,9 @@ async fn a_panicking_or_hanging_identity_resolver_is_unavailable() {
         .expect_err("refused");
     assert!(matches!(err, IdentityError::Unavailable(_)), "{err:?}");
     let shared: Arc<dyn IdentityResolver> = Arc::new(PanickingResolver);
-    assert!(resolve_reviewer(&shared, "teams", "x", limit).await.is_err());
+    assert!(
+        resolve_reviewer(&shared, "teams", "x", limit)
+            .await
+            .is_err()
+    );
 }

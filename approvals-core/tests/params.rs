@@ -26,7 +26,10 @@ fn params_from_refuses_every_non_finite_float() {
                 weights: vec![],
             })
             .expect_err("refused");
-        assert!(matches!(err, ParamsError::NonFinite { ref path, .. } if path == "$.ratio"), "{err}");
+        assert!(
+            matches!(err, ParamsError::NonFinite { ref path, .. } if path == "$.ratio"),
+            "{err}"
+        );
     }
     let err = ActionRequest::new("fx.rebalance", "acct://1")
         .params_from(&Rebalance {

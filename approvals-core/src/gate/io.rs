@@ -1,0 +1,217 @@
+//! The gate's I/O: every store call, audit append and channel call bounded in time and with
+//! panics contained ([`within`]); events; waking waiters; telling channels.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Notify;
+
+use super::{Gate, Inner};
+use crate::approver::ApproverError;
+use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, EventDetail};
+use crate::bounds::within;
+use crate::error::{Component, GuardError};
+use crate::request::Digest;
+use crate::store::{RequestId, RequestRecord, StoreError};
+
+impl Gate {
+    pub(super) fn event(&self, record: &RequestRecord, detail: EventDetail) -> AuditEvent {
+        AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at: self.now(),
+            request_id: record.id,
+            kind: record.request.kind.as_str().into(),
+            resource: record.request.resource.as_str().into(),
+            digest: record.digest,
+            detail,
+        }
+    }
+
+    // Not an `async fn`: one of those keeps its arguments twice in its state (rust-lang/rust
+    // issue 62958), and an event is a few hundred bytes on every guard() call.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn audit(
+        &self,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<(), GuardError>> + '_ {
+        async move { self.audit_ref(&event).await }
+    }
+
+    /// Records `event`, for callers that still need what it holds afterwards.
+    pub(super) async fn audit_ref(&self, event: &AuditEvent) -> Result<(), GuardError> {
+        self.record_bounded(event)
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Audit, e))
+    }
+
+    /// Records one event, waiting no longer than the store timeout: a hung sink refuses the
+    /// action, like an unresponsive store, instead of hanging the caller.
+    pub(super) async fn record_bounded(
+        &self,
+        event: &AuditEvent,
+    ) -> Result<(), crate::audit::AuditError> {
+        within(self.inner.store_timeout, self.inner.audit.record(event))
+            .await
+            .unwrap_or_else(|unfinished| Err(crate::audit::AuditError::new(unfinished.to_string())))
+    }
+
+    /// The policy version as a shared string, refreshed if the policy reports a new one.
+    pub(super) fn shared_policy_version(&self) -> Arc<str> {
+        let current = self.inner.policy.version();
+        let mut cached = self
+            .inner
+            .policy_version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if &**cached != current {
+            *cached = Arc::from(current);
+        }
+        cached.clone()
+    }
+
+    pub(super) async fn store_call<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, GuardError> {
+        self.bounded(call)
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Store, e))
+    }
+
+    /// A store call limited to the configured store timeout, so no caller (a `guard()`, a
+    /// channel's inbound handler) hangs on an unresponsive database.
+    pub(super) async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        within(self.inner.store_timeout, call)
+            .await
+            .unwrap_or_else(|unfinished| Err(StoreError::Unavailable(unfinished.to_string())))
+    }
+
+    pub(super) fn waiter(&self, id: RequestId) -> Arc<Notify> {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters.entry(id).or_default().clone()
+    }
+
+    pub(super) fn release_waiter(&self, id: RequestId, notify: Arc<Notify>) {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        // The map holds one reference and `notify` another: nobody else is waiting.
+        if Arc::strong_count(&notify) <= 2 {
+            waiters.remove(&id);
+        }
+    }
+
+    pub(super) fn wake(&self, id: RequestId) {
+        wake_waiter(&self.inner, id);
+    }
+
+    /// Starts (or restarts, if its runtime went away) the one task per gate that listens to
+    /// the store's change notifications and wakes only the waiter of the changed request.
+    /// One listener per gate rather than per waiter: with thousands of waiting agents, every
+    /// change would otherwise wake every one of them.
+    pub(super) fn forward_store_changes(&self) {
+        let mut forwarder = self
+            .inner
+            .forwarder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if forwarder.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let Some(mut changes) = self.inner.store.changes() else {
+            return;
+        };
+        let inner = Arc::downgrade(&self.inner);
+        *forwarder = Some(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let changed = changes.recv().await;
+                let Some(inner) = inner.upgrade() else {
+                    return; // The gate is gone.
+                };
+                match changed {
+                    Ok(id) => wake_waiter(&inner, id),
+                    // Missed some notifications: every waiter re-reads to be safe.
+                    Err(RecvError::Lagged(_)) => {
+                        let waiters = inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                        for notify in waiters.values() {
+                            notify.notify_waiters();
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }));
+    }
+
+    /// Tells every channel the request changed, in the background (a slow chat API must not
+    /// hold up the decision). Failures are audited as `dispatch_failed`.
+    pub(super) fn notify_channels(&self, record: RequestRecord) {
+        if self.inner.approvers.is_empty() {
+            return;
+        }
+        let gate = self.clone();
+        tokio::spawn(async move {
+            for approver in &gate.inner.approvers {
+                let updated = within(gate.inner.approver_timeout, approver.resolved(&record))
+                    .await
+                    .unwrap_or_else(|unfinished| {
+                        Err(ApproverError::new(approver.name(), unfinished.to_string()))
+                    });
+                if let Err(e) = updated {
+                    let event = gate.event(
+                        &record,
+                        EventDetail::DispatchFailed {
+                            channel: approver.name().to_owned(),
+                            error: format!("could not update the message: {}", e.message),
+                        },
+                    );
+                    if let Err(audit) = gate.record_bounded(&event).await {
+                        tracing::warn!(
+                            request = %record.id,
+                            channel = approver.name(),
+                            error = %e,
+                            audit_error = %audit,
+                            "a channel could not update its message, and the failure could not be audited"
+                        );
+                    }
+                }
+            }
+        });
+    }
+}
+
+pub(super) struct EventSubject {
+    pub(super) id: RequestId,
+    pub(super) kind: Arc<str>,
+    pub(super) resource: Arc<str>,
+    pub(super) digest: Digest,
+}
+
+impl EventSubject {
+    pub(super) fn event(&self, at: DateTime<Utc>, detail: EventDetail) -> AuditEvent {
+        AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at,
+            request_id: self.id,
+            kind: self.kind.clone(),
+            resource: self.resource.clone(),
+            digest: self.digest,
+            detail,
+        }
+    }
+}
+
+pub(super) fn wake_waiter(inner: &Inner, id: RequestId) {
+    let waiters = inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(notify) = waiters.get(&id) {
+        notify.notify_waiters();
+    }
+}
+
+pub(super) fn to_delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}

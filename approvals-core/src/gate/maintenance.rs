@@ -1,0 +1,202 @@
+//! Maintenance: sweeps, and executing the transitions that time makes due (expire, escalate,
+//! lapse, recover) and cancellation, each through its rule in [`lifecycle`].
+
+use std::time::Duration;
+
+use super::io::to_delta;
+use super::{Gate, SweepReport};
+use crate::approver::DispatchReason;
+use crate::error::GuardError;
+use crate::lifecycle::{self, Due, Step};
+use crate::request::Principal;
+use crate::store::{ListFilter, RequestId, RequestRecord, RequestState, Verdict};
+
+impl Gate {
+    /// Expires, escalates and lapses whatever is due, and audits decisions whose reviewer
+    /// persisted them but died or failed before auditing them (after `audit_recovery_after`).
+    /// Safe to run on every replica at once: each change is a compare-and-set, so each
+    /// happens once.
+    pub async fn sweep(&self) -> Result<SweepReport, GuardError> {
+        let mut report = SweepReport::default();
+        let open = ListFilter {
+            states: vec![RequestState::Pending, RequestState::Approved],
+            ..Default::default()
+        };
+        // Denials are terminal, so only those still waiting for their audit events are read.
+        let unaudited_denials = ListFilter {
+            states: vec![RequestState::Denied],
+            audit_pending: Some(true),
+            ..Default::default()
+        };
+        let now = self.now();
+        let recovery = to_delta(self.inner.audit_recovery_after);
+        let mut records = self.store_call(self.inner.store.list(&open)).await?;
+        records.extend(
+            self.store_call(self.inner.store.list(&unaudited_denials))
+                .await?,
+        );
+        for record in records {
+            match lifecycle::due(&record, now, recovery) {
+                Due::Expire => report.expired += usize::from(self.expire(&record).await?),
+                Due::Escalate => report.escalated += usize::from(self.escalate(&record).await?),
+                Due::Lapse => report.lapsed += usize::from(self.lapse(&record).await?),
+                // A decision its reviewer persisted but did not audit (it died or failed in
+                // between), which no waiting agent has recorded since.
+                Due::Recover => report.recovered += self.recover(&record).await?,
+                Due::Nothing(_) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs [`sweep`](Gate::sweep) every `interval` until the returned handle is aborted. A
+    /// failed sweep is logged (`tracing` warning) and tried again at the next interval.
+    pub fn spawn_sweeper(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let gate = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = gate.sweep().await {
+                    tracing::warn!(error = %e, "sweep failed; trying again at the next interval");
+                }
+            }
+        })
+    }
+
+    /// Pending -> Expired. Returns whether this call made the change.
+    pub(super) async fn expire(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        match lifecycle::expire(record, self.now()) {
+            Ok(step) => Ok(self.commit(record, step).await?.is_some()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Approved -> Lapsed. Returns whether this call made the change.
+    pub(super) async fn lapse(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        match lifecycle::lapse(record, self.now()) {
+            Ok(step) => Ok(self.commit(record, step).await?.is_some()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Marks the request escalated and asks the escalation reviewers.
+    pub(super) async fn escalate(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        let Ok(step) = lifecycle::escalate(record, self.now()) else {
+            return Ok(false);
+        };
+        let Some(escalated) = self.commit(record, step).await? else {
+            return Ok(false);
+        };
+        self.dispatch(escalated, DispatchReason::Escalation).await?;
+        Ok(true)
+    }
+
+    /// Records the events of the decisions that their reviewers' `decide()` persisted but did
+    /// not audit ([`lifecycle::recover`]), then clears their flags, each only its own. Returns
+    /// how many decisions it recorded.
+    pub(super) async fn recover(&self, record: &RequestRecord) -> Result<usize, GuardError> {
+        let Some((step, decisions)) = lifecycle::recover(record)? else {
+            return Ok(0);
+        };
+        for event in step.events {
+            self.audit(self.event(record, event)).await?;
+        }
+        for decision in &decisions {
+            self.mark_audited(record.id, *decision).await?;
+        }
+        Ok(decisions.len())
+    }
+
+    /// Clears the flag of `decision` once its events are recorded ([`lifecycle::audited`]),
+    /// and wakes waiters. Only that decision's flag, by a compare-and-set on the record's
+    /// version: one decision's recording never clears another's. Returns the record as it now
+    /// is.
+    pub(super) async fn mark_audited(
+        &self,
+        id: RequestId,
+        decision: Verdict,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        let record = self.update(id, |r| lifecycle::audited(r, decision)).await?;
+        self.wake(id);
+        Ok(record)
+    }
+
+    /// Pending -> Cancelled, retried against concurrent changes.
+    pub(super) async fn cancel_pending(
+        &self,
+        id: RequestId,
+        by: Option<Principal>,
+        reason: Option<String>,
+    ) -> Result<CancelOutcome, GuardError> {
+        loop {
+            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
+                return Ok(CancelOutcome::Missing);
+            };
+            let Ok(step) = lifecycle::cancel(&record, by.clone(), reason.clone(), self.now())
+            else {
+                return Ok(CancelOutcome::NotPending(Box::new(record)));
+            };
+            if self.commit(&record, step).await?.is_some() {
+                return Ok(CancelOutcome::Cancelled);
+            }
+        }
+    }
+
+    /// Executes one step: compare-and-set `record` to the step's record, audit its events,
+    /// wake waiters and tell channels of a state change. `None` when another writer changed
+    /// the record first (nothing was done).
+    pub(super) async fn commit(
+        &self,
+        record: &RequestRecord,
+        step: Step,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        let mut next = step.next;
+        if !self
+            .store_call(self.inner.store.compare_and_set(record.version, &next))
+            .await?
+        {
+            return Ok(None);
+        }
+        next.version = record.version + 1;
+        for event in step.events {
+            self.audit(self.event(&next, event)).await?;
+        }
+        self.wake(next.id);
+        if next.state != record.state {
+            self.notify_channels(next.clone());
+        }
+        Ok(Some(next))
+    }
+
+    /// Read-modify-write with retries, for bookkeeping that is not a lifecycle step
+    /// (deliveries, audit flags, the execution outcome): `change` returns the new record, or
+    /// `None` to leave it alone. Returns the record as it now is.
+    pub(super) async fn update(
+        &self,
+        id: RequestId,
+        mut change: impl FnMut(&RequestRecord) -> Option<RequestRecord>,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        loop {
+            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
+                return Ok(None);
+            };
+            let Some(mut next) = change(&record) else {
+                return Ok(Some(record));
+            };
+            if self
+                .store_call(self.inner.store.compare_and_set(record.version, &next))
+                .await?
+            {
+                next.version = record.version + 1;
+                return Ok(Some(next));
+            }
+        }
+    }
+}
+
+/// What [`Gate::cancel_pending`] did.
+pub(super) enum CancelOutcome {
+    Cancelled,
+    NotPending(Box<RequestRecord>),
+    Missing,
+}

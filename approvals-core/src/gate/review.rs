@@ -1,0 +1,193 @@
+//! Reviewing: applying verdicts, refusing and recording bad ones, cancelling, reading.
+
+use super::Gate;
+use super::io::to_delta;
+use super::maintenance::CancelOutcome;
+use crate::audit::{EventDetail, RejectCause};
+use crate::error::{Component, GuardError, ReviewError};
+use crate::lifecycle::{self, Review, ReviewOutcome};
+use crate::request::Principal;
+use crate::store::{ListFilter, RequestId, RequestRecord, RequestState, StoreError};
+
+impl Gate {
+    /// Applies a reviewer's verdict ([`lifecycle::review`]). Checks, in order: the digest the
+    /// reviewer saw, the reviewer's identity, that the request is still pending and not
+    /// expired (or approved, for a deny: deny wins), that the reviewer is a human, is neither
+    /// the initiator nor the human it acts for, is allowed by the requirement (checked now,
+    /// not when the request was sent), gave a reason if one is required, and has not already
+    /// approved. One deny ends the request; approvals from distinct humans count toward the
+    /// quorum. Every refusal is audited as `review_rejected` and changes nothing.
+    ///
+    /// The decision is stored first (flagged unaudited), then its events are recorded, then
+    /// the flag is cleared: no grant is issued and no refusal told before the events are in
+    /// the audit trail.
+    pub async fn decide(
+        &self,
+        id: RequestId,
+        review: Review,
+    ) -> Result<ReviewOutcome, ReviewError> {
+        let grant_ttl = to_delta(self.inner.grant_ttl);
+        loop {
+            let record = self
+                .bounded(self.inner.store.get(id))
+                .await
+                .map_err(review_unavailable)?
+                .ok_or(ReviewError::NotFound(id))?;
+            let (step, outcome) = match lifecycle::review(&record, &review, self.now(), grant_ttl) {
+                Ok(applied) => applied,
+                Err(refused) => {
+                    if matches!(refused, ReviewError::Expired { .. }) {
+                        self.expire(&record)
+                            .await
+                            .map_err(|e| ReviewError::Unavailable {
+                                component: Component::Store,
+                                message: e.to_string(),
+                            })?;
+                    }
+                    self.audit_rejection(&record, &review, &refused).await;
+                    return Err(refused);
+                }
+            };
+            let mut next = step.next;
+            if !self
+                .bounded(self.inner.store.compare_and_set(record.version, &next))
+                .await
+                .map_err(review_unavailable)?
+            {
+                continue; // Someone else changed it; re-check against the new state.
+            }
+            next.version = record.version + 1;
+            for event in step.events {
+                self.audit(self.event(&next, event))
+                    .await
+                    .map_err(audit_unavailable)?;
+            }
+            if outcome.state != RequestState::Pending {
+                // Only now may a grant be issued, or the refusal be told.
+                let current = self.mark_audited(id, review.verdict).await.map_err(|e| {
+                    ReviewError::Unavailable {
+                        component: Component::Store,
+                        message: e.to_string(),
+                    }
+                })?;
+                if let Some(current) = current {
+                    next = current;
+                }
+                self.notify_channels(next.clone());
+            }
+            self.wake(id);
+            return Ok(ReviewOutcome {
+                state: next.state,
+                ..outcome
+            });
+        }
+    }
+
+    /// Whether `review` would be accepted on request `id` now, without changing or recording
+    /// anything ([`lifecycle::check_review`]). A channel calls it before it opens a reason
+    /// dialog, so a reviewer who may not decide is told at once; [`decide`](Gate::decide)
+    /// checks again when the decision arrives.
+    pub async fn check_review(&self, id: RequestId, review: &Review) -> Result<(), ReviewError> {
+        let record = self
+            .bounded(self.inner.store.get(id))
+            .await
+            .map_err(review_unavailable)?
+            .ok_or(ReviewError::NotFound(id))?;
+        lifecycle::check_review(&record, review, self.now())
+    }
+
+    async fn audit_rejection(
+        &self,
+        record: &RequestRecord,
+        review: &Review,
+        refused: &ReviewError,
+    ) {
+        if let Some(cause) = refused.cause() {
+            let event = self.event(
+                record,
+                EventDetail::ReviewRejected {
+                    reviewer: Some(review.reviewer.clone()),
+                    channel: review.channel.clone(),
+                    cause,
+                    detail: refused.to_string(),
+                },
+            );
+            // The review is refused either way; a failing sink cannot make it pass.
+            let _ = self.record_bounded(&event).await;
+        }
+    }
+
+    /// Records a callback that a channel refused before it reached [`decide`](Gate::decide)
+    /// (failed signature or token, replay, unknown reviewer), when it names a request that
+    /// exists. Returns whether an event was written.
+    pub async fn record_rejected_callback(
+        &self,
+        id: RequestId,
+        reviewer: Option<Principal>,
+        channel: &str,
+        cause: RejectCause,
+        detail: &str,
+    ) -> bool {
+        let Ok(Some(record)) = self.bounded(self.inner.store.get(id)).await else {
+            return false;
+        };
+        let event = self.event(
+            &record,
+            EventDetail::ReviewRejected {
+                reviewer,
+                channel: channel.to_owned(),
+                cause,
+                detail: detail.to_owned(),
+            },
+        );
+        self.record_bounded(&event).await.is_ok()
+    }
+
+    /// Withdraws a pending request. `by` is recorded; who may cancel is the caller's decision
+    /// (the HTTP API allows the initiator and administrators).
+    pub async fn cancel(
+        &self,
+        id: RequestId,
+        by: Option<Principal>,
+        reason: Option<String>,
+    ) -> Result<RequestState, ReviewError> {
+        match self.cancel_pending(id, by, reason).await {
+            Ok(CancelOutcome::Cancelled) => Ok(RequestState::Cancelled),
+            Ok(CancelOutcome::NotPending(record)) => Err(ReviewError::AlreadyDecided {
+                id,
+                state: record.state,
+                by: lifecycle::decided_by(&record),
+            }),
+            Ok(CancelOutcome::Missing) => Err(ReviewError::NotFound(id)),
+            Err(e) => Err(ReviewError::Unavailable {
+                component: Component::Store,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Pending requests, newest first.
+    pub async fn pending(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        self.bounded(self.inner.store.list(&ListFilter::pending()))
+            .await
+    }
+
+    /// One request.
+    pub async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        self.bounded(self.inner.store.get(id)).await
+    }
+}
+
+pub(super) fn review_unavailable(e: StoreError) -> ReviewError {
+    ReviewError::Unavailable {
+        component: Component::Store,
+        message: e.to_string(),
+    }
+}
+
+pub(super) fn audit_unavailable(e: GuardError) -> ReviewError {
+    ReviewError::Unavailable {
+        component: Component::Audit,
+        message: e.to_string(),
+    }
+}

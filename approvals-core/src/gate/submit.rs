@@ -1,0 +1,339 @@
+//! Asking: admitting an action, asking the policy, storing and delivering a pending request.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::io::{EventSubject, to_delta};
+use super::{Gate, Grant, Submission};
+use crate::admission::{self, MAX_NAME_CHARS};
+use crate::approver::{ApproverError, DispatchReason};
+use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, EventDetail};
+use crate::bounds::{clip, contained, within};
+use crate::error::{Component, GuardError};
+use crate::lifecycle;
+use crate::policy::{Decision, Requirement};
+use crate::request::{Action, ActionRequest, Digest, Initiator};
+use crate::store::{Inserted, RequestId, RequestRecord, RequestState};
+
+impl Gate {
+    /// Asks for permission to run `action` and waits until it is allowed, approved, or
+    /// refused. The returned grant must be passed to [`execute`](Gate::execute) with the same
+    /// action; [`run`](Gate::run) does both.
+    pub async fn guard<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
+        // Boxed, so a waiting caller's task does not keep room for submit's larger state.
+        match Box::pin(self.submit(action)).await? {
+            Submission::Allowed(grant) => Ok(grant),
+            Submission::Pending(id) => self.wait(id).await,
+        }
+    }
+
+    /// Asks for permission and runs `f` once granted, consuming the grant and auditing the
+    /// result (`executed` with `ok` or the error text). `f` never runs without a grant.
+    pub async fn run<A, F, Fut, T, E>(&self, action: &A, f: F) -> Result<T, E>
+    where
+        A: Action + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<GuardError> + std::fmt::Display,
+    {
+        let grant = self.guard(action).await?;
+        // Boxed, so a waiting caller's task does not keep room for execute's larger state.
+        Box::pin(self.execute(grant, action, f)).await
+    }
+
+    /// Evaluates policy and, if approval is needed, stores and dispatches the request without
+    /// waiting. Use [`wait`](Gate::wait) later (possibly in another process) to get the grant.
+    ///
+    /// The initiator is the gate's own ([`GateBuilder::initiator`]); an action that names
+    /// another is refused with [`GuardError::InitiatorMismatch`].
+    pub async fn submit<A: Action + ?Sized>(&self, action: &A) -> Result<Submission, GuardError> {
+        let initiator = self
+            .inner
+            .initiator
+            .clone()
+            .ok_or(GuardError::NoInitiator)?;
+        self.submit_bound(initiator, action).await
+    }
+
+    /// [`submit`](Gate::submit) for a caller that a door (the HTTP agent API, the MCP
+    /// gateway, `approvals exec`) has authenticated: `caller` comes from that credential, never
+    /// from the action, and the action is bound to it exactly as `submit` binds it to the
+    /// gate's own initiator. Wait with [`wait`](Gate::wait); the grant carries `caller`, and
+    /// [`execute`](Gate::execute) binds the action to it again.
+    pub async fn submit_as<A: Action + ?Sized>(
+        &self,
+        caller: &Initiator,
+        action: &A,
+    ) -> Result<Submission, GuardError> {
+        self.submit_bound(Arc::new(caller.clone()), action).await
+    }
+
+    pub(super) async fn submit_bound<A: Action + ?Sized>(
+        &self,
+        initiator: Arc<Initiator>,
+        action: &A,
+    ) -> Result<Submission, GuardError> {
+        let id = RequestId::new();
+        let (request, digest) = self.admit(id, action.to_request(), &initiator).await?;
+        let request = Arc::new(request);
+
+        if let Some(key) = &request.idempotency_key
+            // Boxed, like create_pending below: the stored record is large, and neither the
+            // allow path nor a waiting caller's task needs room for it.
+            && let Some(submission) = Box::pin(self.reattach_by_key(key, digest)).await?
+        {
+            return Ok(submission);
+        }
+
+        let now = self.now();
+        let subject = EventSubject {
+            id,
+            kind: request.kind.as_str().into(),
+            resource: request.resource.as_str().into(),
+            digest,
+        };
+        self.audit(subject.event(
+            now,
+            EventDetail::Requested {
+                request: request.clone(),
+            },
+        ))
+        .await?;
+        let decision = contained(|| self.inner.policy.evaluate(&request))
+            .map_err(|panic| {
+                GuardError::unavailable(Component::Policy, format!("the policy panicked: {panic}"))
+            })?
+            .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
+        let policy_version = self.shared_policy_version();
+        // The decision moves into the event and back out after it is recorded: this is the
+        // allow path of every guard() call, so it is not copied.
+        let decided = subject.event(
+            now,
+            EventDetail::PolicyDecided {
+                decision,
+                policy_version: policy_version.clone(),
+            },
+        );
+        self.audit_ref(&decided).await?;
+        let EventDetail::PolicyDecided { decision, .. } = decided.detail else {
+            unreachable!("the event was built as PolicyDecided above")
+        };
+
+        match decision {
+            Decision::Allow { rule } => Ok(Submission::Allowed(Grant {
+                request_id: id,
+                digest,
+                approvers: Vec::new(),
+                issued_at: now,
+                expires_at: now + to_delta(self.inner.grant_ttl),
+                policy_rule: rule,
+                policy_version,
+                approved: false,
+                initiator,
+            })),
+            Decision::Deny { rule, reason } => Err(GuardError::PolicyDenied {
+                kind: request.kind.clone(),
+                resource: request.resource.clone(),
+                rule,
+                reason,
+            }),
+            Decision::RequireApproval { rule, requirement } => {
+                // Boxed: storing and dispatching is the large part of submit's state, and a
+                // waiting caller's task need not keep room for it (the allow path never
+                // takes this branch, so it pays no allocation for it).
+                Box::pin(self.create_pending(id, now, request, digest, rule, requirement)).await
+            }
+        }
+    }
+
+    /// Admits `request` under the authenticated `initiator` ([`admission::admit`]): refused
+    /// before anything else about it is recorded, with a `request_refused` event holding its
+    /// size and digest, never its body.
+    pub(super) async fn admit(
+        &self,
+        id: RequestId,
+        request: ActionRequest,
+        initiator: &Arc<Initiator>,
+    ) -> Result<(ActionRequest, Digest), GuardError> {
+        let refused = match admission::admit(request, initiator, &self.inner.context) {
+            Ok(admitted) => return Ok((admitted.request, admitted.digest)),
+            Err(refused) => refused,
+        };
+        let event = AuditEvent {
+            schema: AUDIT_SCHEMA_VERSION,
+            at: self.now(),
+            request_id: id,
+            kind: clip(&refused.request.kind, MAX_NAME_CHARS).into(),
+            resource: clip(&refused.request.resource, MAX_NAME_CHARS).into(),
+            digest: refused.digest,
+            detail: EventDetail::RequestRefused {
+                cause: refused.cause,
+                detail: refused.detail,
+                size: refused.size as u64,
+                initiator: Some(initiator.clone()),
+            },
+        };
+        // The action is refused either way; a failing sink cannot make it pass.
+        if let Err(e) = self.record_bounded(&event).await {
+            tracing::warn!(request = %id, error = %e, "a refused action's request_refused event could not be audited");
+        }
+        Err(refused.error)
+    }
+
+    pub(super) async fn create_pending(
+        &self,
+        id: RequestId,
+        now: DateTime<Utc>,
+        request: Arc<ActionRequest>,
+        digest: Digest,
+        rule: Option<String>,
+        requirement: Arc<Requirement>,
+    ) -> Result<Submission, GuardError> {
+        let record = lifecycle::open(
+            id,
+            (*request).clone(),
+            digest,
+            rule,
+            requirement,
+            self.shared_policy_version(),
+            now,
+        )?;
+        match self.store_call(self.inner.store.insert(&record)).await? {
+            Inserted::Created => {}
+            Inserted::Existing(existing) => {
+                // Another task inserted the same idempotency key first.
+                let key = record.request.idempotency_key.clone().unwrap_or_default();
+                return self.reattach(&existing, &key, digest);
+            }
+        }
+        self.dispatch(record, DispatchReason::New).await?;
+        Ok(Submission::Pending(id))
+    }
+
+    /// Re-attaches to the request stored under `key`, if there is one, delivering it again
+    /// if it never was.
+    pub(super) async fn reattach_by_key(
+        &self,
+        key: &str,
+        digest: Digest,
+    ) -> Result<Option<Submission>, GuardError> {
+        let Some(existing) = self
+            .store_call(self.inner.store.get_by_idempotency_key(key))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let submission = self.reattach(&existing, key, digest)?;
+        self.redeliver_if_undelivered(existing).await?;
+        Ok(Some(submission))
+    }
+
+    pub(super) fn reattach(
+        &self,
+        existing: &RequestRecord,
+        key: &str,
+        digest: Digest,
+    ) -> Result<Submission, GuardError> {
+        if existing.digest != digest {
+            return Err(GuardError::IdempotencyConflict {
+                key: key.to_owned(),
+                existing: existing.id,
+            });
+        }
+        Ok(Submission::Pending(existing.id))
+    }
+
+    /// Delivers a re-attached request again when it is still pending and no delivery was ever
+    /// recorded for it: the process that stored it died before telling its channels, or before
+    /// recording their answer, so no reviewer may know of it. At least once: the channel is
+    /// told it is a [`DispatchReason::Redelivery`], so one that can find a message an earlier
+    /// process posted (Slack, by the request id in the message metadata) records that one;
+    /// others may show a second message, and a channel that records no delivery (the
+    /// terminal) is asked again. When no channel takes it, the request is cancelled as for a
+    /// first delivery.
+    pub(super) async fn redeliver_if_undelivered(
+        &self,
+        existing: RequestRecord,
+    ) -> Result<(), GuardError> {
+        if existing.state == RequestState::Pending && existing.deliveries.is_empty() {
+            self.dispatch(existing, DispatchReason::Redelivery).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers to every channel; records the deliveries. Cancels the request when no channel
+    /// delivered it (nobody could approve it).
+    pub(super) async fn dispatch(
+        &self,
+        record: RequestRecord,
+        reason: DispatchReason,
+    ) -> Result<(), GuardError> {
+        if self.inner.approvers.is_empty() {
+            // Reviews arrive through the API or another process; nothing to deliver.
+            return Ok(());
+        }
+        let mut deliveries = Vec::new();
+        let mut errors = Vec::new();
+        for approver in &self.inner.approvers {
+            let channel = approver.name().to_owned();
+            let timeout = self.inner.approver_timeout;
+            let delivered = within(timeout, approver.dispatch(&record, reason, self))
+                .await
+                .unwrap_or_else(|unfinished| {
+                    Err(ApproverError::new(
+                        &channel,
+                        format!(
+                            "the channel did not deliver the request ({unfinished}; approver_timeout {timeout:?})"
+                        ),
+                    )
+                    .retryable())
+                });
+            match delivered {
+                Ok(delivery) => {
+                    self.audit(self.event(&record, EventDetail::Dispatched { channel }))
+                        .await?;
+                    deliveries.extend(delivery);
+                }
+                Err(e) => {
+                    self.audit(self.event(
+                        &record,
+                        EventDetail::DispatchFailed {
+                            channel,
+                            error: e.message.clone(),
+                        },
+                    ))
+                    .await?;
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        // A first delivery, or a redelivery of a request no channel ever recorded: if no channel
+        // takes it, no reviewer knows of it, so the agent is refused now rather than left
+        // waiting for its deadline.
+        if errors.len() == self.inner.approvers.len() && reason != DispatchReason::Escalation {
+            let why = errors.join("; ");
+            self.cancel_pending(
+                record.id,
+                None,
+                Some(format!("no channel could deliver the request: {why}")),
+            )
+            .await?;
+            return Err(GuardError::DeliveryFailed {
+                id: record.id,
+                errors: why,
+            });
+        }
+        if !deliveries.is_empty() {
+            self.update(record.id, |r| {
+                let mut next = r.clone();
+                next.deliveries.extend(deliveries.iter().cloned());
+                Some(next)
+            })
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Store, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The in-process store: fast, and gone when the process exits.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::lifecycle;
+use crate::store::{Inserted, ListFilter, RequestId, RequestRecord, Store, StoreError};
+
+/// An in-process store: fast, and gone when the process exits. Use `approvals-store-sql`
+/// for requests that must survive a restart.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    // Boxed: a table slot is then 24 bytes rather than a whole record, which matters with
+    // 100,000 pending requests (the table keeps up to half its slots empty).
+    records: HashMap<RequestId, Box<RequestRecord>>,
+    by_key: HashMap<String, RequestId>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock cannot leave a half-written record (every update is a
+        // single insert), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of stored records.
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {
+        let mut inner = self.lock();
+        if let Some(key) = &record.request.idempotency_key {
+            if let Some(existing) = inner.by_key.get(key).and_then(|id| inner.records.get(id)) {
+                return Ok(Inserted::Existing(existing.clone()));
+            }
+            inner.by_key.insert(key.clone(), record.id);
+        }
+        if inner.records.contains_key(&record.id) {
+            return Err(StoreError::Backend(format!(
+                "request id {} already exists",
+                record.id
+            )));
+        }
+        let mut stored = Box::new(record.clone());
+        stored.version = 1;
+        inner.records.insert(record.id, stored);
+        Ok(Inserted::Created)
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(self.lock().records.get(&id).map(|r| (**r).clone()))
+    }
+
+    async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<RequestRecord>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .by_key
+            .get(key)
+            .and_then(|id| inner.records.get(id))
+            .map(|r| (**r).clone()))
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.records.get_mut(&record.id) {
+            Some(stored) if stored.version == expected_version => {
+                // The same rule every store applies: only lifecycle steps, and terminal
+                // states never change.
+                lifecycle::may_replace(stored, record)
+                    .map_err(|illegal| StoreError::Backend(illegal.to_string()))?;
+                (**stored).clone_from(record);
+                stored.version = expected_version + 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        let inner = self.lock();
+        let mut out: Vec<RequestRecord> = inner
+            .records
+            .values()
+            .filter(|r| filter.matches(r))
+            .map(|r| (**r).clone())
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        if let Some(limit) = filter.limit {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+}

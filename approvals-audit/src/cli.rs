@@ -42,7 +42,8 @@ usage:
   approvals-audit prove (<log> | --db <url> [--schema <name>]) <seq> [--size <checkpoint size>]
       prints a JSON inclusion proof of entry <seq> (default: at the last checkpoint)
   approvals-audit export-db --db <url> [--schema <name>] --out <log file>
-      copies a database's audit log, exactly as stored, to a log file (for the other commands)
+      copies a database's audit log, exactly as stored, to a log file (for the other commands),
+      and its witness to <log file>.witness
   approvals-audit check-proof <proof file> (--trust <vkeys file> | --trust-env <VAR>)...
       checks an inclusion proof without the log
   approvals-audit consistency <log> <old size> <new size>
@@ -356,8 +357,10 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
                 .open(out)
                 .map_err(|e| err(format!("creating {out}: {e}")))?;
             let mut writer = std::io::BufWriter::new(file);
-            let lines = with_db(url, a.one("schema"), async |db| {
-                db.export(&mut writer).await
+            let (lines, (label, witness)) = with_db(url, a.one("schema"), async |db| {
+                // The witness first: a log read after it can only be longer.
+                let witness = db.witness().await;
+                db.export(&mut writer).await.map(|lines| (lines, witness))
             })?;
             writer
                 .into_inner()
@@ -365,6 +368,22 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
                 .sync_all()
                 .map_err(|e| err(format!("writing {out}: {e}")))?;
             println!("{out}: {lines} lines");
+            // The copy keeps its witness beside it, where verifying the file looks.
+            let witness_out = crate::witness::witness_path(out);
+            match witness {
+                Some(note) => {
+                    let mut file = create_private(&witness_out)
+                        .map_err(|e| err(format!("creating {}: {e}", witness_out.display())))?;
+                    file.write_all(note.as_bytes())
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| err(format!("writing {}: {e}", witness_out.display())))?;
+                    println!("{}: the witness from {label}", witness_out.display());
+                }
+                None => eprintln!(
+                    "warning: the database has no witness ({label}); the copy can only be \
+                     verified with --no-witness, which cannot show it is complete"
+                ),
+            }
             Ok(())
         }
         "report" => report(rest),

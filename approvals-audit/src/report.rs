@@ -42,6 +42,7 @@ use crate::hex::to_hex;
 use crate::log::{LogError, LogVerifier, VerifyReport, for_each_verified};
 
 mod sample;
+mod sections;
 pub use crate::view::Actor;
 use crate::view::EventView;
 pub use sample::{sample, sample_rank};
@@ -207,6 +208,8 @@ pub struct ReviewSummary {
     pub reason: Option<String>,
     /// Through which channel.
     pub channel: Option<String>,
+    /// The reviewer's groups as the gate saw them when the review was accepted.
+    pub groups: Vec<String>,
 }
 
 /// Everything the log says about one request.
@@ -348,13 +351,17 @@ impl RequestSummary {
                     }
                 }
             }
-            "reviewed" => self.reviews.push(ReviewSummary {
-                reviewer: v.actor().id,
-                verdict: s("verdict").unwrap_or_default(),
-                at: v.at(),
-                reason: s("reason"),
-                channel: s("channel"),
-            }),
+            "reviewed" => {
+                let reviewer = v.actor();
+                self.reviews.push(ReviewSummary {
+                    reviewer: reviewer.id,
+                    verdict: s("verdict").unwrap_or_default(),
+                    at: v.at(),
+                    reason: s("reason"),
+                    channel: s("channel"),
+                    groups: reviewer.groups,
+                });
+            }
             "approved" => {
                 self.outcome = Outcome::Approved;
                 self.approvers = v.approvers();
@@ -426,6 +433,31 @@ pub struct EvidenceReport {
     pub entries_read: u64,
     /// The options it was built with.
     pub options: ReportOptions,
+    /// The audit sample, when [`ReportOptions::sample`] asked for one.
+    pub sample: Option<Sample>,
+}
+
+/// A reproducible sample of the period's requests ([`sample`] describes the method).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The seed.
+    pub seed: String,
+    /// How many requests were asked for.
+    pub requested: usize,
+    /// The population: how many requests the period has.
+    pub population: usize,
+    /// The selected request ids with their rank (`SHA-256(seed || id)`, hex), lowest first.
+    pub selected: Vec<(String, String)>,
+}
+
+impl Sample {
+    /// The 1-based position of `request_id` in the sample, if it was selected.
+    pub fn position(&self, request_id: &str) -> Option<usize> {
+        self.selected
+            .iter()
+            .position(|(id, _)| id == request_id)
+            .map(|i| i + 1)
+    }
 }
 
 impl EvidenceReport {
@@ -455,6 +487,23 @@ impl EvidenceReport {
             let v = EventView(&event);
             let id = v.request_id();
             if id.is_empty() {
+                return Ok(());
+            }
+            // An action refused before it was recorded: an attempt, not a request.
+            if v.name() == "request_refused" {
+                if in_period(v.at()) {
+                    let size = v.get("size").and_then(Value::as_u64).unwrap_or(0);
+                    refused.push(RefusedAttempt {
+                        at: v.at(),
+                        event: v.name().to_owned(),
+                        request_id: id.to_owned(),
+                        kind: v.kind().to_owned(),
+                        who: Some(v.actor().id),
+                        cause: v.str("cause").unwrap_or("unknown").to_owned(),
+                        detail: format!("{} ({size} bytes)", v.str("detail").unwrap_or("")),
+                        seq: entry.seq,
+                    });
+                }
                 return Ok(());
             }
             let i = match index.get(id) {
@@ -491,7 +540,7 @@ impl EvidenceReport {
             }
             Ok(())
         })?;
-        Ok(Self {
+        Ok(EvidenceReport {
             verification,
             log_path: path.display().to_string(),
             log_sha256,
@@ -499,7 +548,25 @@ impl EvidenceReport {
             refused,
             entries_read,
             options: options.clone(),
-        })
+            sample: None,
+        }
+        .with_sample())
+    }
+
+    fn with_sample(mut self) -> Self {
+        if let Some((n, seed)) = &self.options.sample {
+            self.sample = Some(Sample {
+                seed: seed.clone(),
+                requested: *n,
+                population: self.requests.len(),
+                selected: sample(
+                    self.requests.iter().map(|r| r.request_id.as_str()),
+                    *n,
+                    seed,
+                ),
+            });
+        }
+        self
     }
 
     /// Whether the log verified without problems.
@@ -567,6 +634,8 @@ impl EvidenceReport {
             "policy_version",
             "approvers",
             "reviews",
+            "review_reasons",
+            "reviewer_groups",
             "requested_at",
             "decided_at",
             "executed_at",
@@ -575,14 +644,29 @@ impl EvidenceReport {
             "detail",
             "first_log_seq",
             "decision_log_seq",
+            "sample_position",
+            "log_completeness",
         ];
         out.push_str(&header.join(","));
         out.push_str("\r\n");
+        let completeness = self.completeness_text();
         for r in &self.requests {
             let reviews = r
                 .reviews
                 .iter()
                 .map(|v| format!("{}:{}@{}", v.reviewer, v.verdict, time(v.at)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let reasons = r
+                .reviews
+                .iter()
+                .filter_map(|v| Some(format!("{}: {}", v.reviewer, v.reason.as_deref()?)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let groups = r
+                .reviews
+                .iter()
+                .map(|v| format!("{}: {}", v.reviewer, v.groups.join("|")))
                 .collect::<Vec<_>>()
                 .join("; ");
             let cells = [
@@ -608,6 +692,8 @@ impl EvidenceReport {
                 r.policy_version.clone().unwrap_or_default(),
                 r.approvers.join("; "),
                 reviews,
+                reasons,
+                groups,
                 time(r.requested_at),
                 time(r.decided_at),
                 time(r.executed_at),
@@ -618,6 +704,12 @@ impl EvidenceReport {
                 r.detail.clone().unwrap_or_default(),
                 r.first_seq.to_string(),
                 r.decision_seq.map(|s| s.to_string()).unwrap_or_default(),
+                self.sample
+                    .as_ref()
+                    .and_then(|s| s.position(&r.request_id))
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                completeness.clone(),
             ];
             let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
             out.push_str(&row.join(","));
@@ -657,6 +749,8 @@ impl EvidenceReport {
         self.html_charts(&mut h);
         self.html_requests(&mut h);
         self.html_refused(&mut h);
+        self.html_sample(&mut h);
+        self.html_keys(&mut h);
         self.html_method(&mut h);
         h.push_str("</main></body></html>\n");
         h
@@ -676,6 +770,12 @@ impl EvidenceReport {
             (
                 "bad",
                 "Log integrity FAILED \u{2014} this log was altered or damaged; do not rely on this report",
+            )
+        } else if v.completeness == crate::log::Completeness::Unproven {
+            (
+                "bad",
+                "Log integrity verified, but completeness UNPROVEN \u{2014} no witness was consulted; \
+                 entries may be missing from the end of the log",
             )
         } else if v.last_verified.is_none() {
             (
@@ -748,6 +848,7 @@ impl EvidenceReport {
             );
         }
         h.push_str("</dl>");
+        self.html_completeness(h);
         if !v.problems.is_empty() {
             h.push_str("<h3>Problems found</h3><ul class=\"problems\">");
             for p in v.problems.iter().take(50) {
@@ -894,7 +995,7 @@ impl EvidenceReport {
         let _ = write!(
             h,
             "<section><h2>Privileged actions ({})</h2><table class=\"req\"><thead><tr>\
-             <th>Action</th><th>Requester / initiator / model</th><th>Approvers</th>\
+             <th>Action</th><th>Requester / initiator / model</th><th>Reviewers: verdict, groups, reason</th>\
              <th>Requested</th><th>Approved / denied</th><th>Executed</th>\
              <th>Digest</th><th>Policy</th><th>Outcome</th></tr></thead><tbody>",
             self.requests.len()
@@ -908,19 +1009,37 @@ impl EvidenceReport {
             let initiator = r.initiator.as_ref().map_or(String::new(), |a| {
                 format!("{} <span class=\"k\">{}</span>", cell(&a.id), cell(&a.kind))
             });
-            let approvers = if r.approvers.is_empty() {
-                r.reviews
-                    .iter()
-                    .map(|v| format!("{} ({})", cell(&v.reviewer), cell(&v.verdict)))
-                    .collect::<Vec<_>>()
-                    .join("<br>")
-            } else {
+            // Every accepted review: who, the verdict, their groups when they decided, and
+            // why (a change ticket, for example); approvers without a review event last.
+            let mut approvers = r
+                .reviews
+                .iter()
+                .map(|v| {
+                    let mut out = format!(
+                        "<b>{}</b> <span class=\"k\">{}</span>",
+                        cell(&v.reviewer),
+                        cell(&v.verdict)
+                    );
+                    if !v.groups.is_empty() {
+                        let _ = write!(
+                            out,
+                            "<br><span class=\"k\">groups</span> {}",
+                            cell(&v.groups.join(", "))
+                        );
+                    }
+                    if let Some(reason) = &v.reason {
+                        let _ = write!(out, "<br><q class=\"why\">{}</q>", cell(reason));
+                    }
+                    out
+                })
+                .collect::<Vec<_>>();
+            approvers.extend(
                 r.approvers
                     .iter()
-                    .map(|a| cell(a))
-                    .collect::<Vec<_>>()
-                    .join("<br>")
-            };
+                    .filter(|a| !r.reviews.iter().any(|v| v.reviewer == **a))
+                    .map(|a| format!("<b>{}</b>", cell(a))),
+            );
+            let approvers = approvers.join("<br>");
             let mut action = format!(
                 "<b>{}</b><br><code>{}</code><br><span class=\"id\">{}</span>",
                 cell(&r.kind),
@@ -1001,7 +1120,9 @@ impl EvidenceReport {
             h,
             "<section><h2>Refused reviews and grants ({})</h2>\
              <p class=\"note\">Attempts the gate refused: self-approval, unauthorized or non-human reviewers, \
-             forged callbacks, grants presented for another action, twice or too late.</p>\
+             forged callbacks, grants presented for another action, twice or too late, and actions refused \
+             before they were recorded (<code>request_refused</code>: a claimed identity other than the \
+             authenticated one, an oversized or malformed action; its actor is the initiator).</p>\
              <table><thead><tr><th>Time</th><th>Event</th><th>Cause</th><th>Who</th><th>Action</th>\
              <th>Detail</th><th>Log seq</th></tr></thead><tbody>",
             self.refused.len()
@@ -1040,8 +1161,9 @@ impl EvidenceReport {
     fn html_method(&self, h: &mut String) {
         let command = self.options.verify_command.clone().unwrap_or_else(|| {
             format!(
-                "approvals-audit verify {} --trust <verifier keys file>",
-                self.log_path
+                "approvals-audit verify {} --trust <verifier keys file> --witness {}",
+                self.log_path,
+                crate::witness::witness_path(&self.log_path).display()
             )
         });
         let note = self
@@ -1061,6 +1183,11 @@ impl EvidenceReport {
              signature were recomputed against the trusted public keys. Any edited, deleted, \
              inserted or reordered entry, or a forged checkpoint, fails that check and turns the \
              banner at the top red.</li>\
+             <li>The log was then compared with its witness: the latest signed checkpoint, kept \
+             outside the log by its writer (a file beside it, a database table, or a witness \
+             service). The log must hold every entry the witness signed and agree with it; \
+             otherwise entries were cut from its end. The completeness line at the top says \
+             whether this was shown.</li>\
              <li>Only entries covered by a verified checkpoint are used. Times are UTC as recorded \
              by the gate. \u{201c}Approved / denied\u{201d} is when the reviewers' quorum was \
              reached; decision time is measured from the request.</li>\
@@ -1319,6 +1446,10 @@ dl.meta{display:grid;grid-template-columns:110px auto;gap:2px 12px;margin:0;colo
 .mark{display:inline-block;width:28px;height:28px;border-radius:14px;color:#fff;text-align:center;line-height:28px}\
 .ok .mark{background:#1a7f37}.warn .mark{background:#b26a00}.bad .mark{background:#c62828}\
 .problems li{margin:3px 0}\
+.completeness{border-radius:6px;padding:8px 12px;margin:12px 0 4px;font-weight:600}\
+.completeness.ok{background:#dafbe1;color:#116329}\
+.completeness.bad{background:#c62828;color:#fff;font-size:17px;border:3px solid #7f1010}\
+q.why{font-style:italic;color:#1f2328}\
 .tiles{display:grid;grid-template-columns:repeat(4,1fr);gap:10px}\
 .tile{border:1px solid #d0d7de;border-radius:6px;padding:10px 12px}.tile .v{font-size:24px;font-weight:600}\
 .tile .l{color:#57606a;font-size:12px;text-transform:uppercase;letter-spacing:.03em}\

@@ -125,6 +125,9 @@ pub(crate) struct TableLog {
     /// Tree size of the last checkpoint.
     checkpointed: u64,
     last_checkpoint_at: Instant,
+    /// The last checkpoint this writer signed in the current batch (size, note), for the
+    /// witness table.
+    new_witness: Option<(u64, String)>,
 }
 
 #[derive(serde::Deserialize)]
@@ -157,6 +160,7 @@ impl TableLog {
             origin: None,
             checkpointed: 0,
             last_checkpoint_at: Instant::now(),
+            new_witness: None,
         })
     }
 
@@ -270,6 +274,7 @@ impl TableLog {
             .map_err(|e| SqlError::Database(format!("signing an audit checkpoint: {e}")))?;
         let note_json = serde_json::to_string(&note)
             .map_err(|e| SqlError::Database(format!("encoding an audit checkpoint: {e}")))?;
+        self.new_witness = Some((checkpoint.size, note));
         self.last_line_no += 1;
         self.origin = Some(config.origin.clone());
         self.checkpointed = self.chain.size();
@@ -373,6 +378,10 @@ pub(crate) trait LogTx {
     async fn legacy_head(&mut self) -> Result<Option<(i64, String)>, SqlError>;
     /// Inserts the rows.
     async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError>;
+    /// The tree size of the checkpoint in the witness table, if it has one.
+    async fn witness_size(&mut self) -> Result<Option<i64>, SqlError>;
+    /// Replaces the witness (the trigger refuses a smaller size).
+    async fn set_witness(&mut self, size: i64, note: &str) -> Result<(), SqlError>;
 }
 
 /// Appends the requests inside `tx` (which holds the table's write lock), starting from the
@@ -405,15 +414,57 @@ pub(crate) async fn append(
         }
         state.catch_up(&rows)?;
     }
+    // Invariant 12: a log that lost rows its witness had signed is not appended to.
+    let witnessed = tx.witness_size().await?;
+    if let Some(size) = witnessed
+        && u64::try_from(size).unwrap_or(u64::MAX) > state.chain.size()
+    {
+        return Err(corrupt(
+            state.last_line_no,
+            &format!(
+                "ends a log of {} entries, but the witness table approval_audit_witness holds \
+                 a checkpoint of {size}: rows were deleted from the end",
+                state.chain.size()
+            ),
+        ));
+    }
     let starts_log = head == 0 && requests.iter().any(|r| matches!(r.op, LogOp::Append(_)));
     let legacy = if starts_log {
         tx.legacy_head().await?
     } else {
         None
     };
+    state.new_witness = None;
     let (rows, results) = state.plan(requests, legacy)?;
     if !rows.is_empty() {
         tx.insert(&rows).await?;
+    }
+    let new_witness = match state.new_witness.take() {
+        Some(witness) => Some(witness),
+        // A signed log without a witness yet (a new one): the empty tree, signed, so that
+        // from the first entry on a cut log is noticed.
+        None if witnessed.is_none() => requests
+            .iter()
+            .find_map(|r| {
+                let signers = r.settings.signers();
+                let config = r.settings.config.as_ref()?;
+                (!signers.is_empty()).then(|| (config.origin.clone(), signers))
+            })
+            .map(|(origin, signers)| {
+                let empty = approvals_audit::merkle::Frontier::new().root();
+                let signers: Vec<&Signer> = signers.iter().collect();
+                Checkpoint::new(origin, 0, empty)
+                    .sign(&signers)
+                    .map(|note| (0, note))
+                    .map_err(|e| SqlError::Database(format!("signing the audit witness: {e}")))
+            })
+            .transpose()?,
+        None => None,
+    };
+    if let Some((size, note)) = new_witness {
+        let size = i64::try_from(size)
+            .map_err(|_| SqlError::Database("the audit log is too large".into()))?;
+        tx.set_witness(size, &note).await?;
     }
     Ok((state, results))
 }

@@ -30,6 +30,7 @@ use crate::{SqlStoreOptions, migration_table};
 const MIGRATION_1: &str = include_str!("../migrations/postgres/0001_requests_and_audit.sql");
 const MIGRATION_2: &str = include_str!("../migrations/postgres/0002_signed_audit_log.sql");
 const MIGRATION_3: &str = include_str!("../migrations/postgres/0003_audit_pending_column.sql");
+const MIGRATION_4: &str = include_str!("../migrations/postgres/0004_audit_witness.sql");
 
 /// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
 /// identifiers end at 63).
@@ -143,6 +144,13 @@ impl PgBackend {
                 "audit_pending column".into(),
                 MigrationType::Simple,
                 MIGRATION_3.into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                4,
+                "audit witness table".into(),
+                MigrationType::Simple,
+                MIGRATION_4.into_sql_str(),
                 false,
             ),
         ]);
@@ -468,6 +476,29 @@ impl audit::LogTx for PgLogTx<'_> {
             .fetch_optional(&mut *self.0)
             .await
             .map_err(|e| SqlError::from_sqlx("reading the old audit table's head", e))
+    }
+
+    async fn witness_size(&mut self) -> Result<Option<i64>, SqlError> {
+        sqlx::query_scalar("SELECT size FROM approval_audit_witness WHERE id = 1")
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(|e| SqlError::from_sqlx("reading the audit log's witness", e))
+    }
+
+    async fn set_witness(&mut self, size: i64, note: &str) -> Result<(), SqlError> {
+        let updated = chrono::Utc::now();
+        sqlx::query(
+            "INSERT INTO approval_audit_witness (id, size, note, updated_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE
+                SET size = excluded.size, note = excluded.note, updated_at = excluded.updated_at",
+        )
+        .bind(size)
+        .bind(note)
+        .bind(updated)
+        .execute(&mut *self.0)
+        .await
+        .map(|_| ())
+        .map_err(|e| SqlError::from_sqlx("writing the audit log's witness", e))
     }
 
     async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError> {

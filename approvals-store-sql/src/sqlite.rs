@@ -35,6 +35,7 @@ use crate::{SqlStoreOptions, migration_table};
 const MIGRATION_1: &str = include_str!("../migrations/sqlite/0001_requests_and_audit.sql");
 const MIGRATION_2: &str = include_str!("../migrations/sqlite/0002_signed_audit_log.sql");
 const MIGRATION_3: &str = include_str!("../migrations/sqlite/0003_audit_pending_column.sql");
+const MIGRATION_4: &str = include_str!("../migrations/sqlite/0004_audit_witness.sql");
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -167,6 +168,13 @@ impl SqliteBackend {
                 "audit_pending column".into(),
                 MigrationType::Simple,
                 MIGRATION_3.into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                4,
+                "audit witness table".into(),
+                MigrationType::Simple,
+                MIGRATION_4.into_sql_str(),
                 false,
             ),
         ]);
@@ -659,6 +667,29 @@ impl audit::LogTx for SqliteLogTx<'_> {
             .fetch_optional(&mut *self.0)
             .await
             .map_err(|e| SqlError::from_sqlx("reading the old audit table's head", e))
+    }
+
+    async fn witness_size(&mut self) -> Result<Option<i64>, SqlError> {
+        sqlx::query_scalar("SELECT size FROM approval_audit_witness WHERE id = 1")
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(|e| SqlError::from_sqlx("reading the audit log's witness", e))
+    }
+
+    async fn set_witness(&mut self, size: i64, note: &str) -> Result<(), SqlError> {
+        let updated = chrono::Utc::now();
+        sqlx::query(
+            "INSERT INTO approval_audit_witness (id, size, note, updated_at) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE
+                SET size = excluded.size, note = excluded.note, updated_at = excluded.updated_at",
+        )
+        .bind(size)
+        .bind(note)
+        .bind(updated.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .execute(&mut *self.0)
+        .await
+        .map(|_| ())
+        .map_err(|e| SqlError::from_sqlx("writing the audit log's witness", e))
     }
 
     async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError> {

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use approvals_audit::LogConfig;
-use approvals_audit::log::{LogVerifier, ProblemKind, VerifyReport};
+use approvals_audit::log::{Completeness, LogVerifier, ProblemKind, VerifyReport};
 use approvals_audit::note::{Signer, Verifier};
 use approvals_core::request::canonical_json;
 use approvals_core::{
@@ -186,7 +186,7 @@ async fn lifecycle(store: &SqlStore, sink: SqlAuditSink) -> (Vec<AuditEvent>, Ve
         .store(store.clone())
         .audit(fanout)
         .clock(fixtures::clock())
-        .initiator(approvals_core::Initiator::agent("billing-agent"))
+        .initiator(approvals_testkit::fixtures::billing_agent())
         .build()
         .expect("gate");
     let action = export_request();
@@ -412,15 +412,27 @@ async fn every_kind_of_tampering_is_detected_and_located() {
             let report = sink.verify(&trusted).await.expect("verify");
             let found = match case {
                 DeleteTail => {
-                    // What is left is a valid, shorter log: only a checkpoint kept elsewhere
-                    // shows the cut.
-                    assert!(report.is_ok(), "{report}");
-                    assert_eq!(report.verified_size(), 8);
-                    let mut with_known = trusted.clone();
+                    // What is left is a valid, shorter log: only a checkpoint kept outside the
+                    // log table shows the cut. The witness table does, by default.
+                    let mut alone = trusted.clone();
+                    alone.without_witness();
+                    let unproven = sink.verify(&alone).await.expect("verify");
+                    assert!(unproven.is_ok(), "{unproven}");
+                    assert_eq!(unproven.verified_size(), 8);
+                    assert_eq!(unproven.completeness, Completeness::Unproven);
+                    assert_eq!(report.completeness, Completeness::Failed, "{report}");
+                    let mut with_known = alone.clone();
                     with_known
                         .known_checkpoint(&last_checkpoint, "the witness copy")
                         .expect("known checkpoint");
-                    let report = sink.verify(&with_known).await.expect("verify");
+                    let known = sink.verify(&with_known).await.expect("verify");
+                    assert!(
+                        matches!(
+                            first_problem(&known).2,
+                            ProblemKind::Truncated { size: 14, .. }
+                        ),
+                        "{known}"
+                    );
                     first_problem(&report)
                 }
                 _ => first_problem(&report),
@@ -487,14 +499,21 @@ async fn every_kind_of_tampering_is_detected_and_located() {
                 assert!(err.to_string().contains("deleted from the end"), "{err}");
             }
             // A writer starting on the tampered table refuses to append (fail closed), except
-            // after an edit of a query column or a clean cut of the tail, which it cannot see.
-            if matches!(case, EditEntry | DeleteEntry | InsertEntry | SwapEntries) {
+            // after an edit of a query column, which it cannot see; a clean cut of the tail it
+            // sees against the witness table.
+            if matches!(
+                case,
+                EditEntry | DeleteEntry | InsertEntry | SwapEntries | DeleteTail
+            ) {
                 let fresh = (db.reopen)().await;
                 let err = signed(&fresh, &key, 4)
                     .append(&lifecycle_event(&db.store).await)
                     .await
                     .expect_err("refused");
                 assert!(err.to_string().contains("audit log line"), "{err}");
+                if let DeleteTail = case {
+                    assert!(err.to_string().contains("witness"), "{err}");
+                }
                 fresh.close().await;
             }
             finish(db).await;
@@ -634,8 +653,18 @@ async fn a_key_rotation_mid_log_verifies_with_both_keys() {
         assert!(both.is_ok() && both.warnings.is_empty(), "{both}");
         assert_eq!(both.verified_size(), 21);
         let handover_line = u64::try_from(handover.line_no).expect("line");
-        // Trusting the old key alone: every checkpoint after the handover is refused.
+        // Trusting the old key alone: every checkpoint after the handover is refused, and so
+        // is the witness (signed by the new key).
         let old_only = sink.verify(&verifier(&[&old])).await.expect("verify");
+        assert_eq!(
+            old_only.problems.last().map(|p| p.kind.code()),
+            Some("witness_rejected"),
+            "{old_only}"
+        );
+        let old_only = sink
+            .verify(verifier(&[&old]).without_witness())
+            .await
+            .expect("verify");
         assert!(!old_only.is_ok());
         assert!(
             old_only.problems.iter().all(|p| {

@@ -493,6 +493,9 @@ fn renumber(report: &mut VerifyReport, line_nos: &[i64]) {
     if let Some(v) = &mut report.last_verified {
         v.line = map(v.line);
     }
+    for k in &mut report.signing_keys {
+        k.lines = (map(k.lines.0), map(k.lines.1));
+    }
     for w in &mut report.warnings {
         match w {
             Warning::UnverifiedTail { first_line, .. } => *first_line = map(*first_line),

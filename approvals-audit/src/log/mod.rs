@@ -57,8 +57,8 @@ pub use reader::{
     FollowError, LogEntry, LogFollower, VerifiedReader, for_each_verified, read_verified,
 };
 pub use verify::{
-    Completeness, LogVerifier, Problem, ProblemKind, VerifiedCheckpoint, VerifyReport, Warning,
-    verify_file, verify_reader,
+    Completeness, LogVerifier, Problem, ProblemKind, SigningKeyUse, VerifiedCheckpoint,
+    VerifyReport, Warning, verify_file, verify_reader,
 };
 pub use writer::{LogConfig, LogWriter, SyncPolicy, WitnessFile};
 

@@ -272,10 +272,19 @@ impl LogWriter {
             )));
         }
         sync_parent_dir(path);
-        let mut writer = Self::from_parts(path, file, config, signer, Scanner::unsigned(None))?;
-        // The empty log's witness: from now on, cutting the log is noticed.
-        writer.publish_start(None)?;
-        Ok(writer)
+        let started = Self::from_parts(path, file, config, signer, Scanner::unsigned(None))
+            .and_then(|mut writer| {
+                // The empty log's witness: from now on, cutting the log is noticed.
+                writer.publish_start(None).map(|()| writer)
+            });
+        match started {
+            Ok(writer) => Ok(writer),
+            Err(e) => {
+                // Nothing was logged: leave no log behind (nor write a checkpoint on drop).
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
     }
 
     /// Gives the witnesses a starting point: the log's last checkpoint (`note`), or a signed

@@ -59,8 +59,12 @@
 //!   back.
 //!
 //! Tables: `approval_requests` (the full [`RequestRecord`] as JSON plus indexed columns:
-//! `id`, `version`, `state`, `kind`, `environment`, `initiator_id` (trimmed, lowercase),
-//! `idempotency_key` UNIQUE, `created_at`, `expires_at`, `audit_pending` (migration 3)),
+//! `id`, `version`, `state`, `kind`, `environment`, `initiator_id` (trimmed, lowercase;
+//! kept for older readers), `idempotency_key` UNIQUE, `created_at`, `expires_at`,
+//! `audit_pending` (migration 3), `initiator_key` (migration 5: the initiator's
+//! [`identity_key`](approvals_core::identity::identity_key), which the initiator filter of
+//! [`Store::list`] compares, like the memory store; rows stored before migration 5 are filled
+//! when the store migrates)),
 //! `approval_audit_log` (the signed audit log, see [`audit`]) and `approval_audit` (the
 //! closed hash chain of older versions, see [`legacy`]).
 //!

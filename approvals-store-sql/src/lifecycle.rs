@@ -54,8 +54,10 @@ pub(crate) struct Columns<'a> {
     pub state: &'static str,
     pub kind: &'a str,
     pub environment: Option<&'a str>,
-    /// Trimmed and ASCII-lowercased, matching how the gate compares ids.
+    /// Trimmed and ASCII-lowercased, as stored before migration 5 (kept for older readers).
     pub initiator_id: Option<String>,
+    /// [`initiator_key`]: what the initiator filter of `list` compares.
+    pub initiator_key: Option<String>,
     pub idempotency_key: Option<&'a str>,
     /// [`RequestRecord::audit_pending`]: a hint for listing; the record is authoritative.
     pub audit_pending: bool,
@@ -72,15 +74,30 @@ impl<'a> Columns<'a> {
                 .initiator
                 .as_ref()
                 .map(|i| normalize_id(&i.principal.id)),
+            initiator_key: record
+                .request
+                .initiator
+                .as_ref()
+                .map(|i| initiator_key(&i.principal.id)),
             idempotency_key: record.request.idempotency_key.as_deref(),
             audit_pending: record.audit_pending,
         }
     }
 }
 
-/// How initiator ids are stored and compared (see `approvals_core::request::same_id`).
+/// The `initiator_id` column: trimmed and ASCII-lowercased (how ids were compared before
+/// migration 5; kept so that older readers of the table still find their rows).
 pub(crate) fn normalize_id(id: &str) -> String {
     id.trim().to_ascii_lowercase()
+}
+
+/// The `initiator_key` column, and what the initiator filter compares with it: the id's
+/// [`identity_key`](approvals_core::identity::identity_key), as the memory store compares
+/// ([`ListFilter::matches`](approvals_core::ListFilter::matches)). The key of an
+/// `initiator_id` value equals the key of the id it was made from, which is how migration 5
+/// fills rows stored before it.
+pub(crate) fn initiator_key(id: &str) -> String {
+    approvals_core::identity::identity_key(id)
 }
 
 /// The record as stored: JSON with the version it will have once written.
@@ -126,5 +143,30 @@ mod tests {
             }
         }
         assert_eq!(allowed_from(RequestState::Pending), vec!["pending"]);
+    }
+
+    #[test]
+    fn the_key_of_a_stored_initiator_id_is_the_key_of_the_id() {
+        // Migration 5 fills initiator_key from initiator_id: both must give one key.
+        for id in [
+            "billing-agent",
+            " Deploy-Bot ",
+            "ＤＥＰＬＯＹ-ｂｏｔ",
+            "de\u{200B}ploy-bot",
+            "\u{FEFF} Deploy-Bot.",
+            "A\u{030A}ngstr\u{00D6}m",
+            "ΣΊΣΥΦΟΣ",
+            "STRASSE",
+            "D\u{0430}NA@Example.com",
+            "\u{0130}stanbul",
+            "\u{212A}elvin",
+        ] {
+            assert_eq!(
+                initiator_key(&normalize_id(id)),
+                initiator_key(id),
+                "{id:?}"
+            );
+        }
+        assert_ne!(initiator_key("deploy-bot"), initiator_key("deploy-bat"));
     }
 }

@@ -31,6 +31,7 @@ const MIGRATION_1: &str = include_str!("../migrations/postgres/0001_requests_and
 const MIGRATION_2: &str = include_str!("../migrations/postgres/0002_signed_audit_log.sql");
 const MIGRATION_3: &str = include_str!("../migrations/postgres/0003_audit_pending_column.sql");
 const MIGRATION_4: &str = include_str!("../migrations/postgres/0004_audit_witness.sql");
+const MIGRATION_5: &str = include_str!("../migrations/postgres/0005_initiator_key.sql");
 
 /// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
 /// identifiers end at 63).
@@ -153,12 +154,65 @@ impl PgBackend {
                 MIGRATION_4.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                5,
+                "initiator_key column".into(),
+                MigrationType::Simple,
+                MIGRATION_5.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         migrator
             .run(&self.pool)
             .await
-            .map_err(|e| SqlError::Migrate(e.to_string()))
+            .map_err(|e| SqlError::Migrate(e.to_string()))?;
+        self.fill_initiator_keys().await
+    }
+
+    /// Fills `initiator_key` for rows stored before migration 5, from `initiator_id`, a batch
+    /// per transaction. Finds them through a partial index, so it costs nothing once done;
+    /// replicas migrating at once fill the same rows with the same keys.
+    async fn fill_initiator_keys(&self) -> Result<(), SqlError> {
+        let what = "filling initiator keys (migration 5)";
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, initiator_id FROM approval_requests
+                  WHERE initiator_key IS NULL AND initiator_id IS NOT NULL
+                  LIMIT 500",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| SqlError::from_sqlx(what, e))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            for row in &rows {
+                let id: Uuid = row
+                    .try_get("id")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
+                let initiator: String = row
+                    .try_get("initiator_id")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
+                sqlx::query(
+                    "UPDATE approval_requests SET initiator_key = $1
+                      WHERE id = $2 AND initiator_key IS NULL",
+                )
+                .bind(lifecycle::initiator_key(&initiator))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+        }
     }
 
     pub(crate) async fn close(&self) {
@@ -177,8 +231,8 @@ impl PgBackend {
         let result = sqlx::query(
             "INSERT INTO approval_requests
                  (id, version, state, kind, environment, initiator_id, idempotency_key,
-                  created_at, expires_at, record, audit_pending)
-             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                  created_at, expires_at, record, audit_pending, initiator_key)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(id.0)
@@ -191,6 +245,7 @@ impl PgBackend {
         .bind(record.expires_at)
         .bind(&json)
         .bind(c.audit_pending)
+        .bind(c.initiator_key.as_deref())
         .execute(&self.pool)
         .await;
         match result {
@@ -248,7 +303,7 @@ impl PgBackend {
             "UPDATE approval_requests
                 SET version = version + 1, state = $3, kind = $4, environment = $5,
                     initiator_id = $6, idempotency_key = $7, created_at = $8,
-                    expires_at = $9, record = $10, audit_pending = $12
+                    expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13
               WHERE id = $1 AND version = $2 AND state = ANY($11)",
         )
         .bind(id.0)
@@ -263,6 +318,7 @@ impl PgBackend {
         .bind(&json)
         .bind(&allowed)
         .bind(c.audit_pending)
+        .bind(c.initiator_key.as_deref())
         .execute(&self.pool)
         .await
         .map_err(|e| store_error(&format!("updating request {id}"), e))?;
@@ -294,7 +350,7 @@ impl PgBackend {
               WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
                 AND ($2::text IS NULL OR kind = $2)
                 AND ($3::text IS NULL OR environment = $3)
-                AND ($4::text IS NULL OR initiator_id = $4)
+                AND ($4::text IS NULL OR initiator_key = $4)
                 AND ($6::boolean IS NULL OR audit_pending = $6)
               ORDER BY created_at DESC, id DESC
               LIMIT $5",
@@ -302,7 +358,7 @@ impl PgBackend {
         .bind(&states)
         .bind(filter.kind.as_deref())
         .bind(filter.environment.as_deref())
-        .bind(filter.initiator.as_deref().map(lifecycle::normalize_id))
+        .bind(filter.initiator.as_deref().map(lifecycle::initiator_key))
         .bind(limit)
         .bind(filter.audit_pending)
         .fetch_all(&self.pool)

@@ -36,6 +36,7 @@ const MIGRATION_1: &str = include_str!("../migrations/sqlite/0001_requests_and_a
 const MIGRATION_2: &str = include_str!("../migrations/sqlite/0002_signed_audit_log.sql");
 const MIGRATION_3: &str = include_str!("../migrations/sqlite/0003_audit_pending_column.sql");
 const MIGRATION_4: &str = include_str!("../migrations/sqlite/0004_audit_witness.sql");
+const MIGRATION_5: &str = include_str!("../migrations/sqlite/0005_initiator_key.sql");
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -71,6 +72,7 @@ struct RowValues {
     kind: String,
     environment: Option<String>,
     initiator_id: Option<String>,
+    initiator_key: Option<String>,
     idempotency_key: Option<String>,
     audit_pending: bool,
     created_at: i64,
@@ -89,6 +91,7 @@ impl RowValues {
             kind: c.kind.to_owned(),
             environment: c.environment.map(str::to_owned),
             initiator_id: c.initiator_id,
+            initiator_key: c.initiator_key,
             idempotency_key: c.idempotency_key.map(str::to_owned),
             audit_pending: c.audit_pending,
             created_at: micros(record.created_at),
@@ -177,6 +180,13 @@ impl SqliteBackend {
                 MIGRATION_4.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                5,
+                "initiator_key column".into(),
+                MigrationType::Simple,
+                MIGRATION_5.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         // Two processes starting at once may both try to apply a migration; the loser fails
@@ -187,6 +197,51 @@ impl SqliteBackend {
                 .run(&self.pool)
                 .await
                 .map_err(|e| SqlError::Migrate(e.to_string())),
+        }?;
+        self.fill_initiator_keys().await
+    }
+
+    /// Fills `initiator_key` for rows stored before migration 5, from `initiator_id`, a batch
+    /// per transaction. Finds them through a partial index, so it costs nothing once done.
+    async fn fill_initiator_keys(&self) -> Result<(), SqlError> {
+        let what = "filling initiator keys (migration 5)";
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, initiator_id FROM approval_requests
+                  WHERE initiator_key IS NULL AND initiator_id IS NOT NULL
+                  LIMIT 500",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| SqlError::from_sqlx(what, e))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            for row in &rows {
+                let id: String = row
+                    .try_get("id")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
+                let initiator: String = row
+                    .try_get("initiator_id")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
+                sqlx::query(
+                    "UPDATE approval_requests SET initiator_key = ?1
+                      WHERE id = ?2 AND initiator_key IS NULL",
+                )
+                .bind(lifecycle::initiator_key(&initiator))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
         }
     }
 
@@ -267,7 +322,7 @@ impl SqliteBackend {
               WHERE (?1 = '' OR instr(?1, '|' || state || '|') > 0)
                 AND (?2 IS NULL OR kind = ?2)
                 AND (?3 IS NULL OR environment = ?3)
-                AND (?4 IS NULL OR initiator_id = ?4)
+                AND (?4 IS NULL OR initiator_key = ?4)
                 AND (?6 IS NULL OR audit_pending = ?6)
               ORDER BY created_at DESC, id DESC
               LIMIT ?5",
@@ -275,7 +330,7 @@ impl SqliteBackend {
         .bind(&states)
         .bind(filter.kind.as_deref())
         .bind(filter.environment.as_deref())
-        .bind(filter.initiator.as_deref().map(lifecycle::normalize_id))
+        .bind(filter.initiator.as_deref().map(lifecycle::initiator_key))
         .bind(limit)
         .bind(filter.audit_pending)
         .fetch_all(&self.pool)
@@ -538,8 +593,8 @@ async fn insert(
     let result = sqlx::query(
         "INSERT INTO approval_requests
              (id, version, state, kind, environment, initiator_id, idempotency_key,
-              created_at, expires_at, record, audit_pending)
-         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+              created_at, expires_at, record, audit_pending, initiator_key)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(id)
@@ -552,6 +607,7 @@ async fn insert(
     .bind(row.expires_at)
     .bind(&row.json)
     .bind(row.audit_pending)
+    .bind(row.initiator_key.as_deref())
     .execute(&mut *conn)
     .await;
     match result {
@@ -593,7 +649,7 @@ async fn cas(
         "UPDATE approval_requests
             SET version = version + 1, state = ?3, kind = ?4, environment = ?5,
                 initiator_id = ?6, idempotency_key = ?7, created_at = ?8, expires_at = ?9,
-                record = ?10, audit_pending = ?12
+                record = ?10, audit_pending = ?12, initiator_key = ?13
           WHERE id = ?1 AND version = ?2 AND instr(?11, '|' || state || '|') > 0",
     )
     .bind(id)
@@ -608,6 +664,7 @@ async fn cas(
     .bind(&row.json)
     .bind(allowed)
     .bind(row.audit_pending)
+    .bind(row.initiator_key.as_deref())
     .execute(&mut *conn)
     .await;
     match updated {

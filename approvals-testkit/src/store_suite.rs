@@ -275,6 +275,29 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         ids_of(store.list(&initiator).await.expect("list")),
         vec![ids[5]]
     );
+    // Any spelling of the initiator's id finds its requests, as the gate compares ids
+    // (approvals_core::identity): case, width, invisible characters, trailing dots.
+    for spelling in [
+        "DEPLOY-BOT",
+        "\u{FF44}\u{FF45}\u{FF50}\u{FF4C}\u{FF4F}\u{FF59}\u{FF0D}\u{FF42}\u{FF4F}\u{FF54}",
+        "deploy\u{200B}-bot",
+        "\u{FEFF}Deploy-Bot.",
+    ] {
+        let filter = ListFilter {
+            initiator: Some(spelling.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids_of(store.list(&filter).await.expect("list")),
+            vec![ids[5]],
+            "the initiator filter must match {spelling:?}"
+        );
+    }
+    let other = ListFilter {
+        initiator: Some("deploy-bat".into()),
+        ..Default::default()
+    };
+    assert!(store.list(&other).await.expect("list").is_empty());
     let combined = ListFilter {
         states: vec![RequestState::Pending],
         kind: Some("data.export".into()),

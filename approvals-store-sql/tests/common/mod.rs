@@ -32,7 +32,7 @@ pub async fn sqlite_store(dir: &std::path::Path, name: &str) -> SqlStore {
 pub fn migrations_up_to(backend: &str, last: usize) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    let files: [(&str, &str); 2] = match backend {
+    let files: [(&str, &str); 3] = match backend {
         "sqlite" => [
             (
                 "requests and audit",
@@ -41,6 +41,10 @@ pub fn migrations_up_to(backend: &str, last: usize) -> sqlx::migrate::Migrator {
             (
                 "signed audit log",
                 include_str!("../../migrations/sqlite/0002_signed_audit_log.sql"),
+            ),
+            (
+                "audit_pending column",
+                include_str!("../../migrations/sqlite/0003_audit_pending_column.sql"),
             ),
         ],
         _ => [
@@ -51,6 +55,10 @@ pub fn migrations_up_to(backend: &str, last: usize) -> sqlx::migrate::Migrator {
             (
                 "signed audit log",
                 include_str!("../../migrations/postgres/0002_signed_audit_log.sql"),
+            ),
+            (
+                "audit_pending column",
+                include_str!("../../migrations/postgres/0003_audit_pending_column.sql"),
             ),
         ],
     };

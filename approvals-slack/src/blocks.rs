@@ -502,3 +502,189 @@ pub fn reason_modal(
         ],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approvals_core::ReviewRecord;
+    use approvals_testkit::fixtures;
+
+    fn pending() -> RequestRecord {
+        let mut r = fixtures::full_record();
+        r.state = RequestState::Pending;
+        r.escalated = false;
+        r.reviews.clear();
+        r.resolution = None;
+        std::sync::Arc::make_mut(&mut r.requirement).reason_required = false;
+        r
+    }
+
+    fn approved_by(n: usize, name: &str) -> RequestRecord {
+        let mut r = pending();
+        std::sync::Arc::make_mut(&mut r.requirement).quorum = n as u32;
+        r.state = RequestState::Approved;
+        r.reviews = (0..n)
+            .map(|i| ReviewRecord {
+                reviewer: Principal::human(format!("r{i}@example.com"))
+                    .with_name(format!("{name}{i}")),
+                verdict: Verdict::Approve,
+                reason: None,
+                channel: "slack".into(),
+                at: fixtures::epoch(),
+            })
+            .collect();
+        r
+    }
+
+    fn fields(message: &Message) -> Value {
+        message
+            .blocks
+            .iter()
+            .find(|b| b.get("fields").is_some())
+            .map(|b| b["fields"].clone())
+            .unwrap_or_default()
+    }
+
+    fn text_of(block: &Value) -> &str {
+        block["text"]["text"].as_str().unwrap_or_default()
+    }
+
+    /// Every `&` of escaped text starts a whole entity.
+    fn entities_whole(s: &str) -> bool {
+        !s.replace("&amp;", "")
+            .replace("&lt;", "")
+            .replace("&gt;", "")
+            .contains('&')
+    }
+
+    #[test]
+    fn twelve_long_hostile_names_keep_the_status_line_within_3000() {
+        // 90 characters of `<&>` per name: 390 once escaped.
+        let name = "<&>".repeat(30);
+        let record = approved_by(12, &name);
+        let message = request_message(&record);
+        let status = text_of(&message.blocks[1]);
+        assert!(
+            status.chars().count() <= limits::MAX_SECTION_TEXT_CHARS,
+            "{}",
+            status.len()
+        );
+        assert!(status.starts_with("*Approved* by "), "{status}");
+        assert!(
+            status.contains("(12 of 12)"),
+            "the count survives: {status}"
+        );
+        assert!(entities_whole(status), "{status}");
+
+        // Far more approvers than fit: the rest are counted.
+        let record = approved_by(40, &name);
+        let status = text_of(&request_message(&record).blocks[1]).to_owned();
+        assert!(status.chars().count() <= limits::MAX_SECTION_TEXT_CHARS);
+        assert!(status.contains(" more (40 of 40)."), "{status}");
+        assert!(entities_whole(&status), "{status}");
+    }
+
+    #[test]
+    fn the_header_is_bounded_at_150() {
+        let prefix = "🔐 Approval needed: ";
+        let fits = "k".repeat(limits::MAX_HEADER_CHARS - prefix.chars().count());
+        let mut r = pending();
+        r.request.kind = fits.clone();
+        let header = text_of(&request_message(&r).blocks[0]).to_owned();
+        assert_eq!(
+            header,
+            format!("{prefix}{fits}"),
+            "exactly at the limit: unchanged"
+        );
+        r.request.kind = format!("{fits}x");
+        let header = text_of(&request_message(&r).blocks[0]).to_owned();
+        assert_eq!(header.chars().count(), limits::MAX_HEADER_CHARS);
+        assert!(header.ends_with('…'), "{header}");
+    }
+
+    #[test]
+    fn one_line_values_are_bounded_after_escaping() {
+        let mut r = pending();
+        r.request.resource = "r".repeat(MAX_VALUE_CHARS);
+        let shown = fields(&request_message(&r));
+        assert_eq!(
+            shown[1]["text"],
+            format!("*Resource*\n{}", r.request.resource)
+        );
+        // One over, and hostile text that grows five-fold when escaped.
+        for resource in ["r".repeat(MAX_VALUE_CHARS + 1), "<&>".repeat(200)] {
+            r.request.resource = resource;
+            let message = request_message(&r);
+            let field = fields(&message)[1]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let value = field.strip_prefix("*Resource*\n").unwrap_or_default();
+            assert!(
+                value.chars().count() <= MAX_VALUE_CHARS,
+                "{}",
+                value.chars().count()
+            );
+            assert!(value.contains("(truncated; see digest"), "{value}");
+            assert!(entities_whole(value), "{value}");
+            assert!(message.text.chars().count() <= MAX_FALLBACK_CHARS);
+            assert!(entities_whole(&message.text), "{}", message.text);
+            let confirm = &message
+                .blocks
+                .last()
+                .map(|b| b["elements"][0]["confirm"]["text"]["text"].clone());
+            let confirm = confirm.as_ref().and_then(Value::as_str).unwrap_or_default();
+            assert!(
+                !confirm.is_empty() && confirm.chars().count() <= limits::MAX_CONFIRM_TEXT_CHARS
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_and_errors_are_bounded_without_splitting_an_entity() {
+        let mut r = approved_by(1, "Sam");
+        r.state = RequestState::Denied;
+        r.reviews[0].verdict = Verdict::Deny;
+        r.reviews[0].reason = Some("&".repeat(2000));
+        let status = text_of(&request_message(&r).blocks[1]).to_owned();
+        assert!(status.chars().count() < 700, "{}", status.chars().count());
+        assert!(status.contains("&amp;…”"), "{status}");
+        assert!(entities_whole(&status));
+
+        r.state = RequestState::Failed;
+        r.reviews[0].verdict = Verdict::Approve;
+        r.execution = Some(Box::new(approvals_core::Execution {
+            started_at: fixtures::epoch(),
+            finished_at: None,
+            error: Some("<".repeat(5000)),
+        }));
+        let status = text_of(&request_message(&r).blocks[1]).to_owned();
+        assert!(status.contains("&lt;…."), "{status}");
+        assert!(entities_whole(&status));
+    }
+
+    #[test]
+    fn the_modal_and_buttons_stay_within_their_limits() {
+        let mut r = pending();
+        r.request.kind = "<&>".repeat(1000);
+        r.request.resource = "\u{202E}".repeat(1000);
+        let modal = reason_modal(&r, Verdict::Deny, true, "meta");
+        crate::fake::validate_view(&modal).expect("the modal is valid");
+        let question = modal["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            question.starts_with("Deny <&>"),
+            "plain text is not escaped: {question}"
+        );
+        assert!(question.contains("‹U+202E›") && !question.contains('\u{202E}'));
+        let message = request_message(&r);
+        crate::fake::validate_blocks(&json!(message.blocks)).expect("valid blocks");
+        let actions = message.blocks.last().cloned().unwrap_or_default();
+        assert_eq!(actions["type"], "actions");
+        for button in actions["elements"].as_array().into_iter().flatten() {
+            let value = button["value"].as_str().unwrap_or_default();
+            assert_eq!(ButtonValue::parse(value).map(|v| v.request_id), Some(r.id));
+        }
+    }
+}

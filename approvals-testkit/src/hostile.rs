@@ -1,0 +1,146 @@
+//! Hostile text for the tests of every review surface (terminal, HTML console, Slack, Teams,
+//! CEF): records whose every untrusted field holds a given text, and the check that a
+//! surface's output holds none of the characters [`approvals_core::text::neutralize`] replaces
+//! and shows the visible marker of the one planted.
+//!
+//! The characters themselves are one list, [`CHARS`] (every neutralised class) and
+//! [`STRINGS`] (an outside attack suite's exact examples), kept next to the rule in
+//! `approvals_core::text`.
+//!
+//! ```
+//! use approvals_core::RequestState;
+//! use approvals_testkit::hostile;
+//!
+//! for &(c, what) in hostile::CHARS {
+//!     let record = hostile::record(&format!("x{c}y"), RequestState::Pending);
+//!     let shown = approvals_core::console::terminal_safe(&record.request.resource, 200);
+//!     hostile::assert_shown(&shown, c, what);
+//! }
+//! ```
+
+use std::sync::Arc;
+
+use approvals_core::text::{is_neutralized, marker};
+use approvals_core::{
+    Link, Principal, RequestRecord, RequestState, Resolution, ReviewRecord, Verdict,
+};
+use serde_json::{Value, json};
+
+pub use approvals_core::text::hostile::{CHARS, STRINGS};
+
+use crate::fixtures;
+
+/// [`fixtures::full_record`] in `state`, with `text` in every field an agent, a reviewer or a
+/// channel fills: kind, resource, a parameter's key and value, summary, justification, the
+/// initiator's id, name, model, session and prompt reference, the human it acts for, every
+/// context field (environment, ticket, commit, prompt excerpt, impact, a link's label and
+/// address, a label), the policy rule, each reviewer's name and reason, the resolution's
+/// reason and the execution error. Values are short enough that no surface cuts them.
+pub fn record(text: &str, state: RequestState) -> RequestRecord {
+    let mut r = fixtures::full_record();
+    r.state = state;
+    r.policy_rule = Some(format!("rule {text}"));
+    let req = &mut r.request;
+    req.kind = format!("data.export{text}");
+    req.resource = format!("db://prod/{text}");
+    req.params = Arc::new(json!({ "note": text, text: "key", "nested": [text] }));
+    req.summary = Some(format!("summary {text}"));
+    req.justification = Some(format!("why {text}"));
+    if let Some(init) = req.initiator.as_mut() {
+        let init = Arc::make_mut(init);
+        init.principal.id = format!("agent-{text}");
+        init.principal.display_name = Some(format!("Agent {text}"));
+        init.on_behalf_of = Some(
+            Principal::human(format!("dana{text}@example.com")).with_name(format!("Dana {text}")),
+        );
+        init.model = Some(format!("model {text}"));
+        init.session = Some(format!("session {text}"));
+        init.prompt_ref = Some(format!("prompt {text}"));
+    }
+    let ctx = Arc::make_mut(&mut req.context);
+    ctx.environment = Some(format!("prod {text}"));
+    ctx.ticket = Some(format!("CHG-1 {text}"));
+    ctx.commit = Some(format!("abc {text}"));
+    ctx.prompt_excerpt = Some(format!("excerpt {text}"));
+    ctx.impact = Some(format!("impact {text}"));
+    ctx.links = vec![Link {
+        label: format!("runbook {text}"),
+        url: format!("https://example.com/{text}"),
+    }];
+    ctx.labels
+        .insert(format!("team {text}"), format!("billing {text}"));
+    let reviewer = Principal::human("sam@example.com").with_name(format!("Sam {text}"));
+    let verdict = if state == RequestState::Denied {
+        Verdict::Deny
+    } else {
+        Verdict::Approve
+    };
+    r.reviews = vec![ReviewRecord {
+        reviewer: reviewer.clone(),
+        verdict,
+        reason: Some(format!("reason {text}")),
+        channel: "slack".into(),
+        at: fixtures::epoch(),
+    }];
+    r.resolution = Some(Box::new(Resolution {
+        by: Some(reviewer),
+        reason: Some(format!("resolution {text}")),
+        at: fixtures::epoch(),
+    }));
+    if let Some(execution) = r.execution.as_mut() {
+        execution.error = Some(format!("error {text}"));
+    }
+    r
+}
+
+/// Every string in `value` (keys included), one a line: what a person sees of a JSON payload
+/// (Slack blocks, an Adaptive Card), with JSON's own escapes undone.
+pub fn json_strings(value: &Value) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    out.push_str(k);
+                    out.push('\n');
+                    walk(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(value, &mut out);
+    out
+}
+
+/// Panics unless `output` (what a surface showed) holds no character the one rule neutralises
+/// and shows the visible marker of `planted`. `what` names the case in the message.
+pub fn assert_shown(output: &str, planted: char, what: &str) {
+    assert_clean(output, what);
+    let shown = marker(planted);
+    assert!(
+        output.contains(&shown),
+        "{what}: the marker {shown} is not shown in:\n{output}"
+    );
+}
+
+/// Panics if `output` holds any character the one rule neutralises.
+pub fn assert_clean(output: &str, what: &str) {
+    if let Some(pos) = output.chars().position(is_neutralized) {
+        let c = output.chars().nth(pos).unwrap_or_default();
+        let around: String = output
+            .chars()
+            .skip(pos.saturating_sub(40))
+            .take(80)
+            .collect();
+        panic!(
+            "{what}: U+{:04X} survived at character {pos}: {around:?}",
+            c as u32
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! What the evidence report says about why things were approved and how to check it: the
+//! reviewers' reasons and groups at decision time (HTML-escaped, and in the CSV), every
+//! signing key across a rotation, refused actions, and a reproducible audit sample.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use approvals_audit::log::{LogVerifier, LogWriter};
+use approvals_audit::note::Signer;
+use approvals_audit::report::{EvidenceReport, ReportOptions, esc, sample, sample_rank};
+use common::*;
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+fn verifier() -> LogVerifier {
+    LogVerifier::new([signer(1).verifier()])
+}
+
+async fn scenario_log(dir: &Path) -> PathBuf {
+    let path = dir.join("audit.jsonl");
+    let sink = scenario::run(&path, signer(1)).await;
+    sink.close().await.unwrap();
+    path
+}
+
+/// The CSV as rows of cells (RFC 4180: quoted cells, doubled quotes, CRLF rows).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = vec![];
+    let mut row = vec![];
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    rows
+}
+
+fn column<'a>(rows: &'a [Vec<String>], name: &str) -> Vec<&'a str> {
+    let i = rows[0].iter().position(|h| h == name).unwrap();
+    rows[1..].iter().map(|r| r[i].as_str()).collect()
+}
+
+#[tokio::test]
+async fn reviewers_reasons_and_groups_are_in_the_html_and_the_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_log(dir.path()).await;
+    let report = EvidenceReport::build(&path, &verifier(), &ReportOptions::default()).unwrap();
+    assert!(report.verified(), "{}", report.verification);
+    let hostile = report
+        .requests
+        .iter()
+        .find(|r| r.kind == "deploy.run" && !r.reviews.is_empty())
+        .unwrap();
+    assert_eq!(
+        hostile.reviews[0].reason.as_deref(),
+        Some(scenario::HOSTILE)
+    );
+    assert_eq!(hostile.reviews[0].groups, ["sre"]);
+
+    let html = report.to_html();
+    // The reason, escaped (the hostile text has <script>, quotes and a CRLF).
+    assert!(
+        html.contains(&format!("<q class=\"why\">{}</q>", esc(scenario::HOSTILE))),
+        "the reason is shown, escaped"
+    );
+    assert!(!html.contains("<script>alert(1)</script>"));
+    assert!(html.contains("<span class=\"k\">groups</span> sre"));
+    // The denial's reason is still the outcome detail.
+    assert!(html.contains("not during the freeze"));
+
+    let rows = parse_csv(&report.to_csv());
+    let reasons = column(&rows, "review_reasons");
+    let groups = column(&rows, "reviewer_groups");
+    let i = rows[1..]
+        .iter()
+        .position(|r| r[0] == hostile.request_id)
+        .unwrap();
+    assert_eq!(
+        reasons[i],
+        format!("eve|=\\x@example.com: {}", scenario::HOSTILE)
+    );
+    assert_eq!(groups[i], "eve|=\\x@example.com: sre");
+    let iam = rows[1..]
+        .iter()
+        .position(|r| r[1] == "iam.role.grant")
+        .unwrap();
+    assert_eq!(groups[iam], "sam@example.com: sre");
+    assert_eq!(reasons[iam], "", "approved without a reason");
+    let secrets = rows[1..]
+        .iter()
+        .position(|r| r[1] == "secrets.rotate")
+        .unwrap();
+    assert_eq!(reasons[secrets], "sam@example.com: not during the freeze");
+}
+
+/// A log whose key changes after 10 events (handover checkpoint signed by both).
+fn rotated_log(dir: &Path) -> (PathBuf, Signer, Signer) {
+    let path = dir.join("audit.jsonl");
+    let old = signer(1);
+    let new = Signer::new(ORIGIN, SigningKey::from_bytes(&[2; 32])).unwrap();
+    let mut log = LogWriter::create(&path, config().checkpoint_every(4), old.clone()).unwrap();
+    for i in 0..10 {
+        log.append(&event(i)).unwrap();
+    }
+    log.rotate_key(new.clone()).unwrap();
+    for i in 10..19 {
+        log.append(&event(i)).unwrap();
+    }
+    log.close().unwrap();
+    (path, old, new)
+}
+
+#[test]
+fn every_signing_key_of_a_rotation_is_listed_with_what_it_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old, new) = rotated_log(dir.path());
+    let verifier = LogVerifier::new([old.verifier(), new.verifier()]);
+    let report = EvidenceReport::build(&path, &verifier, &ReportOptions::default()).unwrap();
+    assert!(report.verified(), "{}", report.verification);
+    let keys = &report.verification.signing_keys;
+    let name = |s: &Signer| format!("{ORIGIN}+{:08x}", s.key_id());
+    // Old: checkpoints 4, 8 and the handover at 10; new: 10 (handover), 14, 18, 19.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0].key, name(&old));
+    assert_eq!((keys[0].checkpoints, keys[0].sizes), (3, (4, 10)));
+    assert_eq!(keys[0].entries, (0, 10));
+    assert_eq!(keys[1].key, name(&new));
+    assert_eq!((keys[1].checkpoints, keys[1].sizes), (4, (10, 19)));
+    assert_eq!(keys[1].entries, (8, 19));
+    let html = report.to_html();
+    assert!(html.contains("Signing keys (2)"));
+    assert!(html.contains(&name(&old)) && html.contains(&name(&new)));
+    assert!(
+        html.contains("0 \u{2013} 9"),
+        "entries first signed by the old key"
+    );
+    assert!(
+        html.contains("8 \u{2013} 18"),
+        "entries first signed by the new key"
+    );
+}
+
+/// `n` requests, one `requested` event each.
+fn population_log(dir: &Path, n: usize) -> (PathBuf, Vec<String>) {
+    let path = dir.join("audit.jsonl");
+    let mut log = LogWriter::create(&path, config(), signer(1)).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("0193a2b4-0000-7000-8000-{i:012}");
+        log.append(&json!({
+            "schema": 1, "at": "2026-11-02T09:00:00Z", "event": "requested",
+            "request_id": id, "kind": "data.export", "resource": "db://x",
+            "digest": "sha256:00",
+            "request": {"kind": "data.export", "resource": "db://x",
+                        "initiator": {"principal": {"kind": "agent", "id": "bot"}}}
+        }))
+        .unwrap();
+        ids.push(id);
+    }
+    log.close().unwrap();
+    (path, ids)
+}
+
+fn sampled(path: &Path, n: usize, seed: &str) -> Vec<String> {
+    let options = ReportOptions::default().sample(n, seed);
+    let report = EvidenceReport::build(path, &verifier(), &options).unwrap();
+    let sample = report.sample.unwrap();
+    assert_eq!((sample.seed.as_str(), sample.requested), (seed, n));
+    sample.selected.into_iter().map(|(id, _)| id).collect()
+}
+
+#[test]
+fn the_sample_is_reproducible_from_the_seed_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ids) = population_log(dir.path(), 40);
+    let first = sampled(&path, 5, "2026-Q4 audit");
+    assert_eq!(first.len(), 5);
+    assert_eq!(
+        first,
+        sampled(&path, 5, "2026-Q4 audit"),
+        "same seed, same sample"
+    );
+    assert_ne!(
+        first,
+        sampled(&path, 5, "another seed"),
+        "another seed, another sample"
+    );
+
+    // Recomputed here without the tool: SHA-256 of the seed followed by the id, lowest first.
+    let mut ranked: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| {
+            let digest = Sha256::digest(format!("2026-Q4 audit{id}").as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            (hex, id.clone())
+        })
+        .collect();
+    ranked.sort();
+    let expected: Vec<String> = ranked.iter().take(5).map(|(_, id)| id.clone()).collect();
+    assert_eq!(first, expected);
+    assert_eq!(sample_rank("2026-Q4 audit", &ids[0]), {
+        let d = Sha256::digest(format!("2026-Q4 audit{}", ids[0]).as_bytes());
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    });
+
+    // N larger than the population: all of it.
+    let all = sampled(&path, 100, "x");
+    assert_eq!(all.len(), 40);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids);
+    assert!(sample(ids.iter().map(String::as_str), 0, "x").is_empty());
+
+    // The report says what was sampled, from what population, with which seed and method.
+    let options = ReportOptions::default().sample(5, "2026-Q4 audit");
+    let report = EvidenceReport::build(&path, &verifier(), &options).unwrap();
+    let html = report.to_html();
+    assert!(html.contains("Audit sample (5 of 40 requests)"));
+    assert!(html.contains("Seed <code>2026-Q4 audit</code>, sample size N = 5, population = 40"));
+    assert!(html.contains("SHA-256(seed || request_id)"));
+    assert!(html.contains("sha256sum"), "the shell method");
+    let rows = parse_csv(&report.to_csv());
+    let positions = column(&rows, "sample_position");
+    for (k, id) in first.iter().enumerate() {
+        let i = rows[1..].iter().position(|r| r[0] == *id).unwrap();
+        assert_eq!(positions[i], (k + 1).to_string());
+    }
+    assert_eq!(positions.iter().filter(|p| p.is_empty()).count(), 35);
+}
+
+#[test]
+fn the_sample_can_be_redone_with_a_shell_one_liner() {
+    let Ok(out) = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("command -v sha256sum")
+        .output()
+    else {
+        return;
+    };
+    if !out.status.success() {
+        eprintln!("SKIPPED: no sha256sum");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = population_log(dir.path(), 12);
+    let options = ReportOptions::default().sample(4, "it's 2026");
+    let report = EvidenceReport::build(&path, &verifier(), &options).unwrap();
+    let csv = dir.path().join("evidence.csv");
+    std::fs::write(&csv, report.to_csv()).unwrap();
+    // The command printed in the report, with the report's own quoting of the seed.
+    let html = report.to_html();
+    let start = html.find("<pre>SEED=").unwrap() + "<pre>".len();
+    let end = start + html[start..].find("</pre>").unwrap();
+    let script = html[start..end]
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shell: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let tool: Vec<String> = report
+        .sample
+        .unwrap()
+        .selected
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(shell, tool);
+}
+
+#[test]
+fn refused_actions_are_listed_with_their_initiator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = LogWriter::create(&path, config(), signer(1)).unwrap();
+    let refused: Value = json!({
+        "schema": 1, "at": "2026-11-02T09:00:00Z", "event": "request_refused",
+        "request_id": "0193a2b4-0000-7000-8000-000000000001", "kind": "iam.role.grant",
+        "resource": "iam://prod", "digest": "sha256:00", "cause": "initiator_mismatch",
+        "detail": "claimed <b>other-bot</b>", "size": 321,
+        "initiator": {"principal": {"kind": "agent", "id": "deploy-bot"},
+                      "on_behalf_of": {"kind": "human", "id": "dana@example.com"}}
+    });
+    log.append(&refused).unwrap();
+    log.close().unwrap();
+    let report = EvidenceReport::build(&path, &verifier(), &ReportOptions::default()).unwrap();
+    assert!(report.requests.is_empty(), "a refused action is no request");
+    assert_eq!(report.refused.len(), 1);
+    let r = &report.refused[0];
+    assert_eq!(
+        (r.event.as_str(), r.cause.as_str(), r.who.as_deref()),
+        ("request_refused", "initiator_mismatch", Some("deploy-bot"))
+    );
+    assert!(r.detail.contains("321 bytes"));
+    let html = report.to_html();
+    assert!(html.contains("claimed &lt;b&gt;other-bot&lt;/b&gt;"));
+}

@@ -419,11 +419,6 @@ async fn hostile_text_is_escaped_everywhere_and_pages_forbid_script() {
         .params(serde_json::json!({ "note": evil, evil: "key", "rtl": "safe\u{202e}txt.exe" }))
         .summary(evil)
         .justification(evil)
-        .initiator(
-            Initiator::agent("bot")
-                .on_behalf_of(Principal::human("dana@example.com").with_name(evil))
-                .model(evil),
-        )
         .context(RequestContext {
             environment: Some(evil.into()),
             ticket: Some(evil.into()),
@@ -436,7 +431,15 @@ async fn hostile_text_is_escaped_everywhere_and_pages_forbid_script() {
             labels: [(evil.to_owned(), evil.to_owned())].into_iter().collect(),
             ..Default::default()
         });
-    let id = submit(&f.gate, &action).await;
+    // Hostile names and model come from the caller's (door-authenticated) identity: an
+    // action cannot name its initiator.
+    let caller = Initiator::agent("bot")
+        .on_behalf_of(Principal::human("dana@example.com").with_name(evil))
+        .model(evil);
+    let id = match f.gate.submit_as(&caller, &action).await.expect("submit") {
+        approvals_core::Submission::Pending(id) => id,
+        approvals_core::Submission::Allowed(_) => panic!("the fixture policy requires approval"),
+    };
     let cookie = login(&f.server, SAM).await;
     for path in [
         format!("/console/requests/{id}"),

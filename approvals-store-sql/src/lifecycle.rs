@@ -2,39 +2,11 @@
 
 use approvals_core::{RequestRecord, RequestState, StoreError};
 
-/// Every request state, for building the lifecycle guard of a compare-and-set.
-const ALL_STATES: [RequestState; 9] = [
-    RequestState::Pending,
-    RequestState::Approved,
-    RequestState::Denied,
-    RequestState::Expired,
-    RequestState::Cancelled,
-    RequestState::Executing,
-    RequestState::Executed,
-    RequestState::Failed,
-    RequestState::Lapsed,
-];
-
-// Fails to compile when the core adds a state, so ALL_STATES is kept complete.
-const _: fn(RequestState) = |s| match s {
-    RequestState::Pending
-    | RequestState::Approved
-    | RequestState::Denied
-    | RequestState::Expired
-    | RequestState::Cancelled
-    | RequestState::Executing
-    | RequestState::Executed
-    | RequestState::Failed
-    | RequestState::Lapsed => {}
-};
-
-/// The stored states a record may be in for a compare-and-set to move it to `next`: the same
-/// state (other fields change), or a state whose lifecycle allows the step.
+/// The stored states a record may be in for a compare-and-set to move it to `next`: the
+/// core's rule ([`approvals_core::lifecycle::may_become`]), the one every store applies.
 pub(crate) fn allowed_from(next: RequestState) -> Vec<&'static str> {
-    ALL_STATES
-        .iter()
-        .filter(|s| **s == next || s.can_become(next))
-        .map(|s| s.as_str())
+    approvals_core::lifecycle::may_become(next)
+        .map(RequestState::as_str)
         .collect()
 }
 
@@ -132,10 +104,16 @@ mod tests {
 
     #[test]
     fn terminal_states_accept_only_themselves() {
-        for s in ALL_STATES.iter().filter(|s| s.is_terminal()) {
+        for s in approvals_core::lifecycle::ALL_STATES
+            .iter()
+            .filter(|s| s.is_terminal())
+        {
             let from = allowed_from(*s);
             assert!(from.contains(&s.as_str()));
-            for other in ALL_STATES.iter().filter(|o| *o != s) {
+            for other in approvals_core::lifecycle::ALL_STATES
+                .iter()
+                .filter(|o| *o != s)
+            {
                 assert!(
                     !allowed_from(*other).contains(&s.as_str()),
                     "{s} must not become {other}"

@@ -33,7 +33,7 @@ fn child_writer() {
             .store(store.clone())
             .audit(sink.clone())
             .clock(fixtures::clock())
-            .initiator(approvals_core::Initiator::agent("billing-agent"))
+            .initiator(approvals_testkit::fixtures::billing_agent())
             .build()
             .expect("gate");
         let action = export_request();

@@ -22,15 +22,20 @@ pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(epoch()))
 }
 
+/// `billing-agent` (model `gpt-5`) on behalf of `dana@example.com`: the initiator of
+/// [`export_request`], and the one a gate running it must be configured with (an action cannot
+/// choose its initiator).
+pub fn billing_agent() -> Initiator {
+    Initiator::agent("billing-agent")
+        .on_behalf_of(Principal::human("dana@example.com"))
+        .model("gpt-5")
+}
+
 /// A data export by `billing-agent` on behalf of `dana@example.com`, in `production`.
 pub fn export_request() -> ActionRequest {
     ActionRequest::new("data.export", "db://prod/customers")
         .params(json!({"rows": 5000, "columns": ["email", "plan"], "format": "csv"}))
-        .initiator(
-            Initiator::agent("billing-agent")
-                .on_behalf_of(Principal::human("dana@example.com"))
-                .model("gpt-5"),
-        )
+        .initiator(billing_agent())
         .environment("production")
         .justification("quarterly churn analysis")
 }
@@ -169,9 +174,7 @@ pub fn gate(store: Arc<dyn Store>, clock: Arc<ManualClock>, audit: Arc<MemorySin
         .store_shared(store)
         .audit_shared(audit)
         .clock(clock)
-        .initiator(
-            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
-        )
+        .initiator(billing_agent())
         .poll_interval(Duration::from_millis(50))
         .build()
         .unwrap_or_else(|e| panic!("the test gate is fully configured: {e}"))

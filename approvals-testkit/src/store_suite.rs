@@ -34,6 +34,7 @@ where
     cas_increments_the_version(make_store().await).await;
     stale_cas_changes_nothing(make_store().await).await;
     cas_on_a_missing_record_is_false(make_store().await).await;
+    illegal_transitions_are_refused_and_change_nothing(make_store().await).await;
     list_filters_and_orders(make_store().await).await;
     racing_cas_writers_have_one_winner(make_store().await).await;
     retrying_writers_lose_no_update(make_store().await).await;
@@ -205,6 +206,44 @@ pub async fn cas_on_a_missing_record_is_false(store: Arc<dyn Store>) {
     let ghost = pending_record(export_request(), epoch());
     assert!(!store.compare_and_set(1, &ghost).await.expect("cas"));
     assert!(store.get(ghost.id).await.expect("get").is_none());
+}
+
+/// Every pair of states: a compare-and-set that is a lifecycle step (or keeps the state) is
+/// stored; any other (a terminal state changing, `Pending -> Executing`, `Denied ->
+/// Approved`, ...) is refused with an error and changes nothing. The rule is the core's
+/// ([`approvals_core::lifecycle::may_replace`]), so every store refuses the same steps.
+pub async fn illegal_transitions_are_refused_and_change_nothing(store: Arc<dyn Store>) {
+    use approvals_core::lifecycle::{ALL_STATES, may_replace};
+    let mut refused = 0;
+    for from in ALL_STATES {
+        for to in ALL_STATES {
+            let mut record = pending_record(export_request(), epoch());
+            record.state = from;
+            insert_new(&store, &record).await;
+            let mut next = record.clone();
+            next.state = to;
+            next.escalated = !record.escalated;
+            let legal = may_replace(&record, &next).is_ok();
+            let result = store.compare_and_set(1, &next).await;
+            let stored = fetch(&store, record.id).await;
+            if legal {
+                assert!(
+                    matches!(result, Ok(true)),
+                    "{from} -> {to} is a lifecycle step and must be stored, got {result:?}"
+                );
+                assert_eq!(stored.state, to);
+            } else {
+                refused += 1;
+                assert!(
+                    result.is_err(),
+                    "{from} -> {to} is not a lifecycle step and must be refused with an error, got {result:?}"
+                );
+                assert_eq!(stored, record, "a refused {from} -> {to} changes nothing");
+            }
+        }
+    }
+    // Terminal states change to nothing else: 6 x 8 refusals, plus the non-terminal ones.
+    assert!(refused >= 48, "only {refused} illegal steps refused");
 }
 
 /// `list` filters by state, kind, environment and initiator (case-insensitively, trimmed),

@@ -311,7 +311,7 @@ async fn a_gate_over_the_wrappers_fails_closed() {
         ))
         .store_shared(store.clone())
         .audit(MemorySink::new())
-        .initiator(approvals_core::Initiator::agent("billing-agent"))
+        .initiator(approvals_testkit::fixtures::billing_agent())
         .store_timeout(Duration::from_millis(50))
         .build()
         .expect("gate");
@@ -342,7 +342,7 @@ async fn a_gate_over_the_wrappers_fails_closed() {
         .store_shared(inner.clone())
         .audit_shared(sink.clone())
         .approver(approver)
-        .initiator(approvals_core::Initiator::agent("billing-agent"))
+        .initiator(approvals_testkit::fixtures::billing_agent())
         .build()
         .expect("gate");
     let err = g

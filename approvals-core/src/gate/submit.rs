@@ -67,6 +67,10 @@ impl Gate {
         caller: &Initiator,
         action: &A,
     ) -> Result<Submission, GuardError> {
+        // The door's identity is compared like the gate's own, so it must compare safely.
+        caller.validate().map_err(|e| {
+            GuardError::InvalidRequest(format!("the caller's identity is refused: {e}"))
+        })?;
         self.submit_bound(Arc::new(caller.clone()), action).await
     }
 

@@ -26,16 +26,28 @@ pub const VERB_REFRESH: &str = "refresh";
 pub const REASON_INPUT_ID: &str = "reason";
 /// Longest reason accepted.
 pub const MAX_REASON_CHARS: usize = 2000;
-/// Longest shown parameter text (pretty JSON) before truncation.
+/// Longest shown parameter text (pretty JSON), as sent.
 pub const MAX_PARAMS_CHARS: usize = 2000;
-/// Longest shown free text (justification, impact, prompt excerpt) before truncation.
+/// Longest shown free text (summary, justification, impact, prompt excerpt), as sent.
 pub const MAX_TEXT_CHARS: usize = 800;
-/// Longest shown one-line value (kind, resource, names, links) before truncation.
+/// Longest shown one-line value (kind, resource, model, links), as sent.
 pub const MAX_VALUE_CHARS: usize = 200;
+/// Longest shown name of a person or agent, as sent.
+pub const MAX_NAME_CHARS: usize = 80;
+/// Longest list of approvers' names in the status line, as sent; the rest are counted
+/// ("and 4 more").
+pub const MAX_NAMES_CHARS: usize = 1200;
+/// Longest reason or error shown in the status line, as sent.
+pub const MAX_STATUS_REASON_CHARS: usize = 500;
+/// Largest card sent, serialized. Teams refuses a message over about 28 KB; the activity
+/// around the card (summary, addresses) needs the rest. A card over it is rendered again with
+/// every untrusted value's share halved, so hostile text that is long in bytes (emoji, CJK)
+/// cannot make the card undeliverable.
+pub const MAX_CARD_BYTES: usize = 24 * 1024;
 /// Most `userIds` Teams accepts in a card's `refresh`.
 pub const MAX_REFRESH_USER_IDS: usize = 60;
 const MAX_LINKS: usize = 5;
-const MAX_NAME_CHARS: usize = 80;
+const MAX_LINK_TITLE_CHARS: usize = 40;
 
 /// What the Approve and Deny buttons carry, so a click is bound to exactly the request and
 /// action digest the reviewer was shown. The reason typed into the card arrives alongside.
@@ -175,17 +187,81 @@ fn rich(inlines: Vec<Value>) -> Value {
     json!({"type": "RichTextBlock", "inlines": inlines})
 }
 
-fn name(p: &approvals_core::Principal) -> String {
-    truncate(p.label(), MAX_NAME_CHARS, "")
+/// How many characters of each kind of untrusted value a card shows, as sent.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    value: usize,
+    name: usize,
+    names: usize,
+    text: usize,
+    params: usize,
+    reason: usize,
+}
+
+impl Budget {
+    const FULL: Budget = Budget {
+        value: MAX_VALUE_CHARS,
+        name: MAX_NAME_CHARS,
+        names: MAX_NAMES_CHARS,
+        text: MAX_TEXT_CHARS,
+        params: MAX_PARAMS_CHARS,
+        reason: MAX_STATUS_REASON_CHARS,
+    };
+
+    /// Half of every share, never below 24 characters (the digest note still fits).
+    fn halved(self) -> Budget {
+        let half = |n: usize| (n / 2).max(24);
+        Budget {
+            value: half(self.value),
+            name: half(self.name),
+            names: half(self.names),
+            text: half(self.text),
+            params: half(self.params),
+            reason: half(self.reason),
+        }
+    }
+}
+
+/// A name for a literal text run: neutralised and bounded (the run's own escaping changes
+/// nothing more).
+fn name(p: &approvals_core::Principal, budget: Budget) -> String {
+    truncate(&literal_text(p.label()), budget.name, "")
+}
+
+/// A name for a fact: escaped and bounded.
+fn fact_name(text: &str, budget: Budget) -> String {
+    truncate(&card_text(text), budget.name, "")
+}
+
+/// The approvers' names; past the budget the rest are counted instead.
+fn names(record: &RequestRecord, budget: Budget) -> String {
+    let approvers = record.approvers();
+    let mut out = String::new();
+    let mut shown = 0;
+    for (i, p) in approvers.iter().enumerate() {
+        let name = name(p, budget);
+        let len = name.chars().count();
+        if i > 0 {
+            if shown + 2 + len > budget.names {
+                out.push_str(&format!(" and {} more", approvers.len() - i));
+                break;
+            }
+            out.push_str(", ");
+            shown += 2;
+        }
+        out.push_str(&name);
+        shown += len;
+    }
+    out
 }
 
 /// A one-line untrusted value for a fact: escaped, bounded, with a digest note when cut.
-fn fact_value(value: &str, digest: &Digest) -> String {
-    card_text(&truncate(
-        value,
-        MAX_VALUE_CHARS,
+fn fact_value(value: &str, digest: &Digest, budget: Budget) -> String {
+    truncate(
+        &card_text(value),
+        budget.value,
         &format!(" (truncated; see digest {})", digest.short()),
-    ))
+    )
 }
 
 fn fact(title: &str, value: String) -> Value {
@@ -196,7 +272,7 @@ fn fact(title: &str, value: String) -> Value {
 /// Markdown).
 fn labelled(label: &str, value: &str, digest: &Digest, max: usize, monospace: bool) -> Value {
     let shown = truncate(
-        value,
+        &literal_text(value),
         max,
         &format!(" (truncated; the approval covers the full text, digest {digest})"),
     );
@@ -236,24 +312,24 @@ fn title(record: &RequestRecord) -> (&'static str, &'static str) {
 /// The status line: who approved or denied and why, or how far the quorum is. Trusted words
 /// in bold, untrusted names and reasons as literal text runs.
 pub fn status_inlines(record: &RequestRecord) -> Vec<Value> {
+    status_within(record, Budget::FULL)
+}
+
+fn status_within(record: &RequestRecord, budget: Budget) -> Vec<Value> {
     let quorum = record.requirement.quorum;
-    let approvers = record.approvers();
-    let count = approvers.len() as u32;
-    let by = approvers
-        .iter()
-        .map(|p| name(p))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let count = record.approvers().len() as u32;
+    let by = names(record, budget);
+    let bounded = |r: &str| truncate(&literal_text(r), budget.reason, "");
     let reason = |r: Option<&str>| {
         r.filter(|r| !r.trim().is_empty())
-            .map(|r| format!(": “{}”", truncate(r, 500, "")))
+            .map(|r| format!(": “{}”", bounded(r)))
             .unwrap_or_default()
     };
     let resolution_by = record
         .resolution
         .as_ref()
         .and_then(|r| r.by.as_ref())
-        .map(name);
+        .map(|p| name(p, budget));
     match record.state {
         RequestState::Pending if count == 0 => vec![
             bold_run("Waiting for approval"),
@@ -279,7 +355,7 @@ pub fn status_inlines(record: &RequestRecord) -> Vec<Value> {
         RequestState::Denied => {
             let denial = record.denial();
             let who = denial
-                .map(|d| name(&d.reviewer))
+                .map(|d| name(&d.reviewer, budget))
                 .or(resolution_by)
                 .unwrap_or_else(|| "a reviewer".into());
             vec![
@@ -321,7 +397,7 @@ pub fn status_inlines(record: &RequestRecord) -> Vec<Value> {
                 .execution
                 .as_ref()
                 .and_then(|e| e.error.as_deref())
-                .map(|e| format!(": {}", truncate(e, 500, "")))
+                .map(|e| format!(": {}", bounded(e)))
                 .unwrap_or_default();
             vec![
                 bold_run("Approved"),
@@ -341,10 +417,30 @@ pub fn status_inlines(record: &RequestRecord) -> Vec<Value> {
 /// (initiator, action, resource, parameters, justification, links, environment, impact,
 /// expiry, request id, digest), and while it is pending the reason input and the Approve and
 /// Deny buttons. `notice` is shown first (for the person who clicked).
+///
+/// The card is at most [`MAX_CARD_BYTES`] serialized: when hostile values make it larger, it is
+/// rendered again with every untrusted value's share halved.
 pub fn request_card(
     record: &RequestRecord,
     options: &CardOptions,
     notice: Option<&Notice>,
+) -> Value {
+    let mut budget = Budget::FULL;
+    loop {
+        let card = card_within(record, options, notice, budget);
+        let size = serde_json::to_vec(&card).map_or(usize::MAX, |b| b.len());
+        if size <= MAX_CARD_BYTES || budget.value <= 24 {
+            return card;
+        }
+        budget = budget.halved();
+    }
+}
+
+fn card_within(
+    record: &RequestRecord,
+    options: &CardOptions,
+    notice: Option<&Notice>,
+    budget: Budget,
 ) -> Value {
     let req = &record.request;
     let digest = &record.digest;
@@ -352,7 +448,7 @@ pub fn request_card(
     let mut body = Vec::new();
 
     if let Some(notice) = notice {
-        let mut text = bold_run(&truncate(notice.text(), 600, ""));
+        let mut text = bold_run(&truncate(&literal_text(notice.text()), 600, ""));
         text["color"] = json!(if notice.refused { "Attention" } else { "Good" });
         body.push(json!({
             "type": "Container",
@@ -362,117 +458,98 @@ pub fn request_card(
     }
     body.push(json!({
         "type": "TextBlock",
-        "text": format!("{icon} {word}: {}", fact_value(&req.kind, digest)),
+        "text": format!("{icon} {word}: {}", fact_value(&req.kind, digest, budget)),
         "size": "Medium",
         "weight": "Bolder",
         "wrap": true,
     }));
-    body.push(rich(status_inlines(record)));
+    body.push(rich(status_within(record, budget)));
     if let Some(summary) = req.summary.as_deref() {
-        body.push(labelled("Summary", summary, digest, MAX_TEXT_CHARS, false));
+        body.push(labelled("Summary", summary, digest, budget.text, false));
     }
 
     let mut facts = Vec::new();
     if let Some(init) = &req.initiator {
         // Our parentheses around escaped parts: untrusted text has no `]` left to make a link.
         let p = &init.principal;
-        let mut who = format!(
-            "{} ({}",
-            card_text(&truncate(p.label(), MAX_NAME_CHARS, "…")),
-            p.kind
-        );
+        let mut who = format!("{} ({}", fact_name(p.label(), budget), p.kind);
         if p.display_name.is_some() {
             who.push_str(", ");
-            who.push_str(&card_text(&truncate(&p.id, MAX_NAME_CHARS, "…")));
+            who.push_str(&fact_name(&p.id, budget));
         }
         who.push(')');
         facts.push(fact("Requested by", who));
         if let Some(human) = &init.on_behalf_of {
-            let mut h = card_text(&truncate(human.label(), MAX_NAME_CHARS, "…"));
+            let mut h = fact_name(human.label(), budget);
             if human.display_name.is_some() {
-                h = format!(
-                    "{h} ({})",
-                    card_text(&truncate(&human.id, MAX_NAME_CHARS, "…"))
-                );
+                h = format!("{h} ({})", fact_name(&human.id, budget));
             }
             facts.push(fact("On behalf of", h));
         }
         if let Some(model) = init.model.as_deref() {
-            facts.push(fact("Model", fact_value(model, digest)));
+            facts.push(fact("Model", fact_value(model, digest, budget)));
         }
         if let Some(session) = init.session.as_deref() {
-            facts.push(fact("Session", fact_value(session, digest)));
+            facts.push(fact("Session", fact_value(session, digest, budget)));
         }
     }
-    facts.push(fact("Action", fact_value(&req.kind, digest)));
-    facts.push(fact("Resource", fact_value(&req.resource, digest)));
+    facts.push(fact("Action", fact_value(&req.kind, digest, budget)));
+    facts.push(fact("Resource", fact_value(&req.resource, digest, budget)));
     if let Some(env) = req.context.environment.as_deref() {
-        facts.push(fact("Environment", fact_value(env, digest)));
+        facts.push(fact("Environment", fact_value(env, digest, budget)));
     }
     if let Some(risk) = req.context.risk {
         let risk = serde_json::to_value(risk)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        facts.push(fact("Risk", card_text(&risk)));
+        facts.push(fact("Risk", fact_value(&risk, digest, budget)));
     }
     if let Some(t) = req.context.ticket.as_deref() {
-        facts.push(fact("Ticket", fact_value(t, digest)));
+        facts.push(fact("Ticket", fact_value(t, digest, budget)));
     }
     if let Some(c) = req.context.commit.as_deref() {
-        facts.push(fact("Commit", fact_value(c, digest)));
+        facts.push(fact("Commit", fact_value(c, digest, budget)));
     }
     if let Some(p) = req.initiator.as_ref().and_then(|i| i.prompt_ref.as_deref()) {
-        facts.push(fact("Prompt", fact_value(p, digest)));
+        facts.push(fact("Prompt", fact_value(p, digest, budget)));
     }
     for link in req.context.links.iter().take(MAX_LINKS) {
         // Links are shown as text, never as a clickable label that could hide the address.
         facts.push(fact(
-            &card_text(&truncate(&link.label, 40, "…")),
-            fact_value(&link.url, digest),
+            &truncate(&card_text(&link.label), MAX_LINK_TITLE_CHARS, ""),
+            fact_value(&link.url, digest, budget),
         ));
     }
     body.push(json!({"type": "FactSet", "spacing": "Medium", "facts": facts}));
 
     if let Some(why) = req.justification.as_deref() {
-        body.push(labelled(
-            "Justification",
-            why,
-            digest,
-            MAX_TEXT_CHARS,
-            false,
-        ));
+        body.push(labelled("Justification", why, digest, budget.text, false));
     }
     if let Some(impact) = req.context.impact.as_deref() {
-        body.push(labelled("Impact", impact, digest, MAX_TEXT_CHARS, false));
+        body.push(labelled("Impact", impact, digest, budget.text, false));
     }
     if let Some(excerpt) = req.context.prompt_excerpt.as_deref() {
         body.push(labelled(
             "Prompt excerpt",
             excerpt,
             digest,
-            MAX_TEXT_CHARS,
+            budget.text,
             false,
         ));
     }
     let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
-    body.push(labelled(
-        "Parameters",
-        &params,
-        digest,
-        MAX_PARAMS_CHARS,
-        true,
-    ));
+    body.push(labelled("Parameters", &params, digest, budget.params, true));
 
     // Ids, digests and times are ours, not the agent's: shown as they are.
     let mut meta = vec![fact("Request", record.id.to_string())];
     meta.push(fact("Digest", digest.to_string()));
     if let Some(rule) = record.policy_rule.as_deref() {
-        meta.push(fact("Policy rule", fact_value(rule, digest)));
+        meta.push(fact("Policy rule", fact_value(rule, digest, budget)));
     }
     meta.push(fact(
         "Reviewers",
-        card_text(&truncate(&reviewers(record), MAX_VALUE_CHARS, "…")),
+        truncate(&card_text(&reviewers(record)), budget.value, ""),
     ));
     if record.state == RequestState::Pending {
         meta.push(fact("Expires", utc(record.expires_at)));
@@ -564,17 +641,11 @@ fn reviewers(record: &RequestRecord) -> String {
 /// The plain-text notification preview for a request (`summary` of the message).
 pub fn preview_text(record: &RequestRecord) -> String {
     let (_, word) = title(record);
-    truncate(
-        &format!(
-            "{word}: {} on {}",
-            record.request.kind, record.request.resource
-        )
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>(),
-        200,
-        "",
-    )
+    let what = format!(
+        "{word}: {} on {}",
+        record.request.kind, record.request.resource
+    );
+    truncate(&approvals_core::text::one_line(&what), 200, "")
 }
 
 #[cfg(test)]
@@ -776,5 +847,70 @@ mod tests {
             CardData::from_json(&json!([1])),
             Err(CardDataError::NotAnObject)
         );
+    }
+    #[test]
+    fn many_long_hostile_names_are_bounded_and_counted() {
+        let mut r = record(RequestState::Approved);
+        std::sync::Arc::make_mut(&mut r.requirement).quorum = 40;
+        let name = format!("\u{202E}{}", "<&>".repeat(40));
+        for i in 0..40 {
+            r.reviews
+                .push(review(&format!("{name}{i}"), Verdict::Approve, None));
+        }
+        let text = status(&r);
+        assert!(
+            text.chars().count() < MAX_NAMES_CHARS + 200,
+            "{}",
+            text.chars().count()
+        );
+        assert!(text.contains(" more (40 of 40)."), "{text}");
+        assert!(
+            text.contains("‹U+202E›") && !text.contains('\u{202E}'),
+            "{text}"
+        );
+    }
+
+    /// Values long in bytes (four-byte emoji everywhere an agent or reviewer writes) and many
+    /// approvers: the card still fits a Teams message, and the digest is shown in full.
+    #[test]
+    fn a_card_of_hostile_text_long_in_bytes_fits_a_teams_message() {
+        let long = "😀".repeat(5000);
+        let mut r = record(RequestState::Pending);
+        std::sync::Arc::make_mut(&mut r.requirement).quorum = 50;
+        let req = &mut r.request;
+        req.kind = long.clone();
+        req.resource = long.clone();
+        req.summary = Some(long.clone());
+        req.justification = Some(long.clone());
+        req.params = std::sync::Arc::new(json!({ "note": long }));
+        let ctx = std::sync::Arc::make_mut(&mut req.context);
+        ctx.environment = Some(long.clone());
+        ctx.ticket = Some(long.clone());
+        ctx.commit = Some(long.clone());
+        ctx.impact = Some(long.clone());
+        ctx.prompt_excerpt = Some(long.clone());
+        ctx.links = (0..10)
+            .map(|_| approvals_core::Link {
+                label: long.clone(),
+                url: long.clone(),
+            })
+            .collect();
+        for i in 0..49 {
+            r.reviews
+                .push(review(&format!("{long}{i}"), Verdict::Approve, Some(&long)));
+        }
+        let card = request_card(&r, &CardOptions::default(), None);
+        let size = serde_json::to_vec(&card)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        assert!(size <= MAX_CARD_BYTES, "{size} bytes");
+        assert!(card.to_string().contains(&r.digest.to_string()));
+        // An ordinary card is rendered with the full budget.
+        let plain = request_card(
+            &record(RequestState::Pending),
+            &CardOptions::default(),
+            None,
+        );
+        assert!(plain.to_string().contains("db://prod/main"));
     }
 }

@@ -1,10 +1,13 @@
 //! Making untrusted text inert and bounded for Adaptive Cards.
 //!
-//! Adaptive Cards render a subset of Markdown in `TextBlock` text and in `FactSet` titles and
-//! values (bold `**`, italic `_`, lists `- ` / `* ` / `1. `, links `[text](url)`), expand the
-//! date functions `{{DATE(..)}}` and `{{TIME(..)}}` in `TextBlock` and `TextRun` text, and hosts
-//! differ in how they treat backslash escapes and HTML. So untrusted text gets no escapes to
-//! interpret at all:
+//! Every untrusted value first goes through the one rule of [`approvals_core::text`]: control,
+//! bidi and other invisible characters (U+200B included) become a visible `‹U+200B›`.
+//!
+//! Then: Adaptive Cards render a subset of Markdown in `TextBlock` text and in `FactSet`
+//! titles and values (bold `**`, italic `_`, lists `- ` / `* ` / `1. `, links `[text](url)`),
+//! expand the date functions `{{DATE(..)}}` and `{{TIME(..)}}` in `TextBlock` and `TextRun`
+//! text, and hosts differ in how they treat backslash escapes and HTML. So untrusted text gets
+//! no escapes to interpret at all:
 //!
 //! - [`card_text`] (for `TextBlock` and `FactSet`) replaces every character that can start
 //!   Markdown or a date function (`*`, `_`, `[`, `]`, `(`, `)`, `` ` ``, `~`, `#`, `<`, `>`,
@@ -12,42 +15,32 @@
 //!   would make a list) with its full-width look-alike, and turns line breaks into spaces, so
 //!   a value cannot start a line of its own that looks like ours.
 //! - [`literal_text`] (for `TextRun`, where Markdown is not rendered) keeps the text as is,
-//!   line breaks included, but breaks up `{{` and `${` so no date function or template
-//!   expression is expanded.
+//!   line breaks included, but shows the second brace of `{{`, `}}` and `${` as its full-width
+//!   look-alike (`{｛`), so no date function or template expression is expanded. Nothing
+//!   invisible is inserted: an invisible separator would itself be a character the one rule
+//!   forbids, and copying the text would carry it along.
 //!
-//! Both replace control characters and the Unicode bidirectional controls (which can make text
-//! read backwards, hiding what an action really does) with U+FFFD, and [`truncate`] bounds
-//! every value in characters.
+//! Bound the result with [`truncate`] (after escaping, so the bound holds for what is sent).
 
-/// Whether `c` reorders or hides text visually: the set every channel neutralises, except
-/// U+200B, which [`literal_text`] itself inserts to break `{{` and `${` template syntax.
-fn is_bidi_control(c: char) -> bool {
-    c != '\u{200B}' && approvals_core::text::is_invisible_format(c)
-}
-
-/// Whether `c` is a line or paragraph break.
-fn is_line_break(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
-    )
-}
+use approvals_core::text as core_text;
 
 /// Escapes untrusted text for Markdown-rendering card text (`TextBlock`, `FactSet` values):
-/// every Markdown-active character becomes a full-width look-alike, line breaks become spaces,
-/// and control and bidi characters become U+FFFD.
+/// invisible and control characters become visible markers, every Markdown-active character
+/// becomes a full-width look-alike, and line breaks become spaces.
 ///
 /// ```
 /// use approvals_teams::text::card_text;
 /// assert_eq!(card_text("**ok** [x](https://e.vil)"), "＊＊ok＊＊ ［x］（https://e.vil）");
 /// assert_eq!(card_text("- item\n# title"), "－ item ＃ title");
+/// assert_eq!(card_text("a\u{200B}b"), "a‹U+200B›b");
 /// ```
 pub fn card_text(untrusted: &str) -> String {
-    let mut out = String::with_capacity(untrusted.len() + 8);
+    let safe = core_text::one_line(untrusted);
+    let mut out = String::with_capacity(safe.len() + 8);
     // Still at the start of the value (only blanks and digits so far): where list and
     // heading markers take effect.
     let mut at_start = true;
-    for c in untrusted.chars() {
+    for c in safe.chars() {
         let mapped = match c {
             '*' => '＊',
             '_' => '＿',
@@ -70,46 +63,35 @@ pub fn card_text(untrusted: &str) -> String {
             '=' if at_start => '＝',
             // "1. item" starts a numbered list.
             '.' if at_start => '．',
-            c if is_line_break(c) => ' ',
-            '\t' => ' ',
-            c if c.is_control() || is_bidi_control(c) => '\u{FFFD}',
             c => c,
         };
-        at_start = at_start && (c.is_ascii_digit() || c == ' ' || is_line_break(c) || c == '\t');
+        at_start = at_start && (c.is_ascii_digit() || c == ' ');
         out.push(mapped);
     }
     out
 }
 
 /// Makes untrusted text safe for a `TextRun` (rendered literally, no Markdown): keeps line
-/// breaks and tabs, replaces other control and bidi characters with U+FFFD, and inserts a
-/// zero-width space into `{{` and `${` so no date function or template expression expands.
+/// breaks and tabs, shows invisible and control characters as visible markers, and shows the
+/// second brace of `{{`, `}}` and `${` full-width so no date function or template expression
+/// expands.
 ///
 /// ```
 /// use approvals_teams::text::literal_text;
-/// assert_eq!(literal_text("a\n{{DATE(2026-01-01T00:00:00Z)}}"), "a\n{\u{200B}{DATE(2026-01-01T00:00:00Z)}\u{200B}}");
+/// assert_eq!(literal_text("a\n{{DATE(2026-01-01T00:00:00Z)}}"), "a\n{｛DATE(2026-01-01T00:00:00Z)}｝");
+/// assert_eq!(literal_text("${x} \u{202E}"), "$｛x} ‹U+202E›");
 /// ```
 pub fn literal_text(untrusted: &str) -> String {
-    let mut out = String::with_capacity(untrusted.len() + 8);
-    // The last character written, and whether the last one read was a carriage return.
+    let safe = core_text::neutralize(untrusted);
+    let mut out = String::with_capacity(safe.len() + 8);
+    // The last character written.
     let mut prev: Option<char> = None;
-    let mut after_cr = false;
-    for c in untrusted.chars() {
-        if c == '\n' && after_cr {
-            // "\r\n" is one line break, already written.
-            after_cr = false;
-            continue;
-        }
-        after_cr = c == '\r';
+    for c in safe.chars() {
         let c = match c {
-            '\n' | '\t' => c,
-            c if is_line_break(c) => '\n',
-            c if c.is_control() || is_bidi_control(c) => '\u{FFFD}',
+            '{' if matches!(prev, Some('{') | Some('$')) => '｛',
+            '}' if prev == Some('}') => '｝',
             c => c,
         };
-        if (c == '{' && matches!(prev, Some('{') | Some('$'))) || (c == '}' && prev == Some('}')) {
-            out.push('\u{200B}');
-        }
         out.push(c);
         prev = Some(c);
     }
@@ -125,22 +107,13 @@ pub fn literal_text(untrusted: &str) -> String {
 /// assert_eq!(truncate("abc", 4, " (cut)"), "abc");
 /// ```
 pub fn truncate(s: &str, max: usize, note: &str) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let suffix = format!("…{note}");
-    let suffix_len = suffix.chars().count();
-    if suffix_len >= max {
-        return s.chars().take(max).collect();
-    }
-    let mut out: String = s.chars().take(max - suffix_len).collect();
-    out.push_str(&suffix);
-    out
+    core_text::truncate_with(s, max, note).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use approvals_core::text::{hostile, is_neutralized};
 
     const MARKDOWN_ACTIVE: &[char] = &[
         '*', '_', '[', ']', '(', ')', '`', '~', '#', '<', '>', '&', '|', '\\', '{', '}', '\n', '\r',
@@ -165,12 +138,30 @@ mod tests {
     }
 
     #[test]
-    fn bidi_and_control_characters_are_replaced() {
+    fn bidi_and_control_characters_are_shown_visibly() {
         let out = card_text("rm -rf /\u{202E}txt.exe\u{2066}\u{0007}");
-        assert!(!out.contains('\u{202E}') && !out.contains('\u{2066}') && !out.contains('\u{7}'));
-        assert_eq!(out.matches('\u{FFFD}').count(), 3);
-        let lit = literal_text("a\u{202E}b\u{0}c\r\nd\te");
-        assert_eq!(lit, "a\u{FFFD}b\u{FFFD}c\nd\te");
+        assert_eq!(out, "rm -rf /‹U+202E›txt.exe‹U+2066›‹U+0007›");
+        let lit = literal_text("a\u{202E}b\u{0}c\r\nd\te\u{200B}");
+        assert_eq!(lit, "a‹U+202E›b‹U+0000›c\nd\te‹U+200B›");
+    }
+
+    /// U+200B is neutralised like every other invisible character: the escaping of `{{`
+    /// writes none, on either function.
+    #[test]
+    fn no_invisible_character_is_inserted_or_kept() {
+        for s in [
+            "{{DATE(2026-01-01T00:00:00Z)}}",
+            "${x}",
+            "{{{",
+            "}}}",
+            "a\u{200B}b",
+        ] {
+            for out in [card_text(s), literal_text(s)] {
+                assert_eq!(hostile::leftover(&out), None, "{s:?} -> {out:?}");
+            }
+        }
+        assert_eq!(literal_text("{{{"), "{｛{");
+        assert_eq!(literal_text("}}}"), "}｝}");
     }
 
     #[test]
@@ -182,8 +173,8 @@ mod tests {
     }
 
     /// Many random strings over an alphabet of the characters that matter: `card_text` keeps
-    /// one character per character and leaves nothing Markdown, date functions or bidi can
-    /// use; `literal_text` never leaves `{{`, `}}` or `${`.
+    /// one character per visible character and leaves nothing Markdown, date functions or
+    /// bidi can use; `literal_text` never leaves `{{`, `}}` or `${`, nor anything invisible.
     #[test]
     fn random_text_is_always_inert() {
         const ALPHABET: &[char] = &[
@@ -204,13 +195,25 @@ mod tests {
                 .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
                 .collect();
             let out = card_text(&s);
-            assert_eq!(out.chars().count(), s.chars().count(), "{s:?}");
+            // One character per visible character, a marker of eight per neutralised one
+            // (but the CR of a CR LF, which goes with its line feed).
+            let visible = s.chars().filter(|&c| !is_neutralized(c)).count();
+            let markers = out.matches('‹').count();
+            assert_eq!(
+                markers,
+                s.chars().filter(|&c| is_neutralized(c)).count() - s.matches("\r\n").count()
+            );
+            assert_eq!(
+                out.chars().count() - 8 * markers,
+                visible,
+                "{s:?} -> {out:?}"
+            );
             for c in MARKDOWN_ACTIVE {
                 assert!(!out.contains(*c), "{c:?} survived: {s:?} -> {out:?}");
             }
             assert!(
                 !out.chars()
-                    .any(|c| c.is_control() || is_bidi_control(c) || is_line_break(c))
+                    .any(|c| is_neutralized(c) || c == '\n' || c == '\t')
             );
             assert!(
                 !out.trim_start().starts_with(['-', '+', '=']),
@@ -221,10 +224,7 @@ mod tests {
                 !lit.contains("{{") && !lit.contains("}}") && !lit.contains("${"),
                 "{s:?}"
             );
-            assert!(
-                !lit.chars()
-                    .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c))
-            );
+            assert_eq!(hostile::leftover(&lit), None, "{s:?}");
         }
     }
 

@@ -46,7 +46,9 @@
 //! of a group name), not over the whole id: `андрей@example.com` (a Cyrillic name at a Latin
 //! domain) is a real address, while a label like `dаna` that mixes Latin and Cyrillic letters
 //! only serves to imitate. A label may combine Latin with Han, Hiragana, Katakana, Hangul or
-//! Bopomofo (UTS #39 "highly restrictive"), never with Cyrillic or Greek.
+//! Bopomofo (UTS #39 "highly restrictive"), never with Cyrillic or Greek. PRECIS is applied
+//! per label too, so its bidi rule (RFC 5893) holds per label as in IDNA: `מיכאל@example.com`
+//! is accepted, a label mixing Hebrew and Latin letters is not.
 //!
 //! Not covered: whole-script confusables (an all-Cyrillic label such as `аре` that reads as
 //! Latin `ape`) are accepted at entry, since the label is legitimately Cyrillic; they share an

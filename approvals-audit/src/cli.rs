@@ -13,7 +13,7 @@
 //! Exit status: 0 success, 1 verification failed (or a token or proof refused), 2 usage or
 //! I/O error.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -282,7 +282,10 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
                     let verifier = a.log_verifier()?;
                     with_db(url, a.one("schema"), async |db| db.verify(&verifier).await)?
                 }
-                (None, [log]) => a.log_verifier()?.verify_file(log).map_err(err)?,
+                (None, [log]) => {
+                    refuse_plain_json_lines(log)?;
+                    a.log_verifier()?.verify_file(log).map_err(err)?
+                }
                 _ => return Err(usage("verify needs one log file or --db <url>")),
             };
             if json {
@@ -619,15 +622,50 @@ impl Drop for LogInput {
     }
 }
 
+/// Refuses a plain JSON-lines audit file (`approvals_core::JsonLinesSink`, `approvals
+/// --audit FILE`) with an explanation instead of one "malformed line" per event: it has no
+/// hash chain, no signed checkpoints and no witness, so nothing about it can be verified.
+fn refuse_plain_json_lines(path: &str) -> Result<(), Fail> {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(()); // reported by the verifier with its own context
+    };
+    let mut first = String::new();
+    let _ = std::io::BufReader::new(file)
+        .take(crate::log::MAX_EVENT_BYTES as u64)
+        .read_line(&mut first);
+    let plain = serde_json::from_str::<serde_json::Value>(&first).is_ok_and(|v| {
+        v.get("schema").is_some()
+            && v.get("event").is_some_and(serde_json::Value::is_string)
+            && v.get("seq").is_none()
+    });
+    if plain {
+        return Err(Fail(
+            format!(
+                "{path} is a plain JSON-lines audit file (approvals_core::JsonLinesSink): it has \
+                 no hash chain, no signed checkpoints and no witness, so neither its integrity \
+                 nor its completeness can be verified. Record audit events with \
+                 approvals_audit::SignedLogSink (a log file with <log>.witness) or the SQL \
+                 store's signed audit sink (--audit-key) to get verifiable evidence."
+            ),
+            1,
+        ));
+    }
+    Ok(())
+}
+
 impl Args<'_> {
     fn log_input(&self, command: &str) -> Result<LogInput, Fail> {
         match (self.one("db"), &self.positional[..]) {
-            (None, [log]) => Ok(LogInput {
-                path: log.into(),
-                temporary: false,
-                verify_target: (*log).to_owned(),
-                db_witness: None,
-            }),
+            (None, [log]) => {
+                refuse_plain_json_lines(log)?;
+                Ok(LogInput {
+                    path: log.into(),
+                    temporary: false,
+                    verify_target: (*log).to_owned(),
+                    db_witness: None,
+                })
+            }
             (Some(url), []) => {
                 let schema = self.one("schema");
                 let nanos = std::time::SystemTime::now()

@@ -17,6 +17,7 @@
 //! - [`grant`]: grants as compact signed tokens another service verifies with a public key.
 //! - [`siem`]: verified events as JSON lines, OCSF or CEF, batch or following the log.
 //! - [`report`]: the evidence report for auditors (self-contained HTML and CSV).
+//! - [`witness`]: the latest checkpoint kept outside the log (file, database table, URL).
 //! - [`cli`]: the `approvals-audit` command, callable as a library function.
 //!
 //! ```
@@ -50,12 +51,19 @@
 //! | an entry deleted, inserted or moved           | `seq` and the hash chain, at that line     |
 //! | hashes recomputed after such a change         | the next signed checkpoint's root          |
 //! | a checkpoint edited or forged without the key | its signature                              |
-//! | the tail cut off (with its checkpoints)       | reported as an unsigned tail (a warning); an error against a checkpoint kept elsewhere |
-//! | history rewritten and re-signed with the key  | an older signed checkpoint left in the file, or one kept elsewhere ([`log::LogVerifier::known_checkpoint`]) |
+//! | the tail cut off (mid-batch, at a checkpoint, to nothing), or the last checkpoint line removed | the witness, by default: `truncated` or `known_checkpoint_absent` ([`witness`]) |
+//! | history rewritten and re-signed with the key  | an older signed checkpoint left in the file, or the witness / one kept elsewhere ([`log::LogVerifier::known_checkpoint`]): `known_checkpoint_mismatch` |
+//! | the witness missing, of another log or key    | `witness_missing`, `witness_rejected` (verification fails) |
 //!
-//! The last two rows are why the writer can keep its latest checkpoint in a second file
-//! ([`log::LogConfig::latest_checkpoint_file`]) to be shipped off the machine: a log is only as
+//! The last rows are why the writer keeps its latest checkpoint outside the log (invariant 12):
+//! in `<log>.witness` beside it (or a database's witness table), optionally also at a witness
+//! URL on another machine ([`log::LogConfig::witness_url`]). Verification compares the log with
+//! it by default; [`log::LogVerifier::without_witness`] (`--no-witness`) is the explicit
+//! exception, and the report then says in red that completeness is unproven. A log is only as
 //! tamper-evident as the checkpoints that someone other than the key holder remembers.
+//!
+//! A plain JSON-lines file (`approvals_core::JsonLinesSink`) has no chain, checkpoints or
+//! witness: verification refuses it as unverifiable; use [`SignedLogSink`] for evidence.
 #![warn(missing_docs)]
 
 pub mod canonical;

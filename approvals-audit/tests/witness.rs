@@ -609,3 +609,37 @@ fn an_unreachable_witness_url_fails_the_checkpoint_and_later_appends() {
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
     assert!(!path.exists(), "no log is left behind");
 }
+
+#[tokio::test]
+async fn a_plain_json_lines_file_is_refused_with_an_explanation() {
+    use approvals_core::AuditSink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.jsonl");
+    let sink = approvals_core::JsonLinesSink::file(&path, false).unwrap();
+    let action = approvals_core::ActionRequest::new("data.export", "db://x");
+    let event = approvals_core::AuditEvent {
+        schema: 1,
+        at: chrono::Utc::now(),
+        request_id: approvals_core::RequestId::new(),
+        kind: action.kind.clone().into(),
+        resource: action.resource.clone().into(),
+        digest: action.digest(),
+        detail: approvals_core::EventDetail::Expired {},
+    };
+    sink.record(&event).await.unwrap();
+    let keys = vkeys(dir.path());
+    let log = path.display().to_string();
+    for args in [
+        vec!["verify", &log, "--trust", &keys],
+        vec!["verify", &log, "--trust", &keys, "--no-witness"],
+        vec!["export", &log, "--trust", &keys, "--format", "cef"],
+    ] {
+        let out = cli(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("plain JSON-lines audit file"),
+            "{}",
+            text(&out)
+        );
+    }
+}

@@ -317,6 +317,12 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
 }
 
 /// Writes each event as one JSON line to stdout, stderr or a file.
+///
+/// Plain lines are a feed, not evidence: they carry no hash chain, no signed checkpoints and
+/// no witness, so `approvals audit verify` refuses them as unverifiable (a line can be edited,
+/// removed or the end cut off without trace). For audit evidence use
+/// `approvals_audit::SignedLogSink` (a hash-chained log file with signed checkpoints and its
+/// witness `<log>.witness`) or the SQL store's signed audit sink.
 pub struct JsonLinesSink {
     out: Mutex<Box<dyn Write + Send>>,
     sync: Option<std::fs::File>,

@@ -36,10 +36,14 @@
 //! [`verify_file`] recomputes every leaf hash, the hash chain and the tree head at every
 //! checkpoint, and checks each checkpoint's signature against the trusted keys. Entries after
 //! the last valid checkpoint are reported as an unverified tail (a warning): nothing signed
-//! covers them yet. Someone holding the signing key can rewrite the whole file consistently;
-//! that is caught by comparing with checkpoints kept elsewhere (a witness, a SIEM, the
-//! writer's "latest checkpoint" file): pass them with [`LogVerifier::known_checkpoint`], and a
-//! log that was rewritten (forked) or cut below a known checkpoint fails verification.
+//! covers them yet. It then compares the log with its witness, the writer's latest checkpoint
+//! kept outside the log (`<log>.witness` by default, see [`crate::witness`]): a log cut below
+//! it, missing its checkpoint line, or disagreeing with it fails, and so does a missing or
+//! foreign witness; [`VerifyReport::completeness`] says whether completeness was shown.
+//! Someone holding the signing key can rewrite the whole file consistently; that is caught by
+//! comparing with checkpoints kept elsewhere (a witness URL, a SIEM): pass them with
+//! [`LogVerifier::witness`] or [`LogVerifier::known_checkpoint`], and a log that was rewritten
+//! (forked) or cut below a known checkpoint fails verification.
 
 mod chain;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

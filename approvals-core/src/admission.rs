@@ -60,7 +60,10 @@ pub fn admit(
     };
     let (digest, canonical_size) = request.digest_and_size();
     let size = canonical_size + request.idempotency_key.as_ref().map_or(0, String::len);
-    match mismatch.or_else(|| check_limits(&request, size)) {
+    match mismatch
+        .or_else(|| check_limits(&request, size))
+        .map(|r| *r)
+    {
         None => Ok(Admitted { request, digest }),
         Some((cause, detail, error)) => Err(Box::new(Refused {
             cause,
@@ -74,7 +77,7 @@ pub fn admit(
 }
 
 /// A refusal's cause, its detail for the event, and the caller's error.
-type Refusal = (RefusalCause, String, GuardError);
+type Refusal = Box<(RefusalCause, String, GuardError)>;
 
 /// The initiator of an action submitted under the authenticated `initiator`. The action may
 /// name none (the common case: the authenticated one is used as it is), or name the same
@@ -103,14 +106,14 @@ fn bind_initiator(
         let (authenticated, claimed) = (describe(initiator), describe(claimed));
         let detail =
             format!("the action claims {claimed}; the authenticated initiator is {authenticated}");
-        return Err((
+        return Err(Box::new((
             RefusalCause::InitiatorMismatch,
             detail,
             GuardError::InitiatorMismatch {
                 authenticated,
                 claimed,
             },
-        ));
+        )));
     }
     let adds = |mine: &Option<String>, theirs: &Option<String>| theirs.is_some() && mine != theirs;
     if !(adds(&initiator.session, &claimed.session)
@@ -153,11 +156,11 @@ const MAX_KEY_CHARS: usize = 512;
 /// The size and shape limits every action meets before it is recorded or evaluated.
 fn check_limits(request: &ActionRequest, size: usize) -> Option<Refusal> {
     let invalid = |message: String| {
-        Some((
+        Some(Box::new((
             RefusalCause::Invalid,
             message.clone(),
             GuardError::InvalidRequest(message),
-        ))
+        )))
     };
     if request.kind.trim().is_empty() || request.kind.chars().count() > MAX_NAME_CHARS {
         return invalid(format!(
@@ -179,14 +182,14 @@ fn check_limits(request: &ActionRequest, size: usize) -> Option<Refusal> {
         ));
     }
     if size > MAX_REQUEST_BYTES {
-        return Some((
+        return Some(Box::new((
             RefusalCause::Oversized,
             format!("{size} bytes; the limit is {MAX_REQUEST_BYTES}"),
             GuardError::TooLarge {
                 size,
                 limit: MAX_REQUEST_BYTES,
             },
-        ));
+        )));
     }
     None
 }

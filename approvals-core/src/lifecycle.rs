@@ -461,7 +461,7 @@ pub fn escalate(record: &RequestRecord, now: DateTime<Utc>) -> Result<Step, NotA
         .escalation
         .as_ref()
         .ok_or(NotApplicable::NoEscalation)?;
-    if !escalates_at(record).is_some_and(|at| now >= at) {
+    if escalates_at(record).is_none_or(|at| now < at) {
         return Err(NotApplicable::NotDue);
     }
     let mut next = record.clone();
@@ -513,7 +513,7 @@ pub enum Unusable {
     /// The grant's time is over: lapse the request, then refuse.
     Lapsed,
     /// Refuse with this error; when an event is given, audit it first.
-    Refused(GuardError, Option<EventDetail>),
+    Refused(Box<GuardError>, Option<Box<EventDetail>>),
 }
 
 /// Approved → Executing: the grant for `digest` is consumed, exactly once. Refused for another
@@ -526,21 +526,21 @@ pub fn consume(
 ) -> Result<Step, Unusable> {
     if record.digest != digest {
         return Err(Unusable::Refused(
-            GuardError::DigestMismatch {
+            Box::new(GuardError::DigestMismatch {
                 id: record.id,
                 approved: record.digest,
                 presented: digest,
-            },
+            }),
             None,
         ));
     }
     match record.state {
         RequestState::Approved if record.unaudited_decisions().approval => {
             return Err(Unusable::Refused(
-                GuardError::unavailable(
+                Box::new(GuardError::unavailable(
                     Component::Audit,
                     "the approval is not yet recorded in the audit trail",
-                ),
+                )),
                 None,
             ));
         }
@@ -549,18 +549,18 @@ pub fn consume(
         | RequestState::Denied
         | RequestState::Cancelled
         | RequestState::Expired
-        | RequestState::Lapsed => return Err(Unusable::Refused(refusal(record), None)),
+        | RequestState::Lapsed => return Err(Unusable::Refused(Box::new(refusal(record)), None)),
         state @ (RequestState::Executing | RequestState::Executed | RequestState::Failed) => {
             let event = EventDetail::GrantRejected {
                 cause: crate::audit::RejectCause::AlreadyUsed,
                 detail: format!("request is {state}"),
             };
             return Err(Unusable::Refused(
-                GuardError::GrantUsed {
+                Box::new(GuardError::GrantUsed {
                     id: record.id,
                     state,
-                },
-                Some(event),
+                }),
+                Some(Box::new(event)),
             ));
         }
     }
@@ -602,27 +602,19 @@ pub fn finish(
     Ok(Step::new(next, Vec::new()))
 }
 
-/// Whether a store may replace `current` with `next` (same request, same version): a lifecycle
-/// step ([`RequestState::can_become`]), or the same state with what was decided left as it is.
-/// A terminal state never changes, and neither do the action, its digest, the reviews or the
-/// resolution of a terminal record. Every store refuses what this refuses.
+/// Whether a store may replace `current` with `next` (same request, same version): the same
+/// state (bookkeeping changes: deliveries, audit flags), or a lifecycle step
+/// ([`RequestState::can_become`]). A terminal state never changes. Every store refuses what
+/// this refuses: the memory store by calling it, the SQL stores by putting [`may_become`] in
+/// their compare-and-set's `WHERE` clause.
 pub fn may_replace(current: &RequestRecord, next: &RequestRecord) -> Result<(), IllegalStep> {
-    let illegal = || IllegalStep {
-        from: current.state,
-        to: next.state,
-    };
-    if next.id != current.id || next.digest != current.digest {
-        return Err(illegal());
-    }
-    if current.state == next.state {
-        let settled = current.state.is_terminal()
-            && (next.reviews != current.reviews || next.resolution != current.resolution);
-        return if settled { Err(illegal()) } else { Ok(()) };
-    }
-    if current.state.can_become(next.state) {
+    if may_become(next.state).any(|s| s == current.state) {
         Ok(())
     } else {
-        Err(illegal())
+        Err(IllegalStep {
+            from: current.state,
+            to: next.state,
+        })
     }
 }
 

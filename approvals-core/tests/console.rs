@@ -101,3 +101,38 @@ async fn a_prompt_decided_elsewhere_lets_the_next_answer_reach_the_next_request(
         RequestState::Approved
     );
 }
+
+/// The cross-surface table of hostile characters against the terminal: each one planted in
+/// the kind, resource, environment, justification and parameters is shown as its visible
+/// marker, and none reaches the screen.
+#[tokio::test]
+async fn every_hostile_character_is_shown_as_a_visible_marker() {
+    use approvals_core::text::{hostile, marker};
+    for &(c, what) in hostile::CHARS {
+        let planted = format!("x{c}y");
+        let (_keyboard, input) = tokio::io::duplex(64);
+        let screen = Screen::default();
+        let gate = Gate::builder()
+            .policy(StaticPolicy::require(Requirement::users([
+                "sam@example.com",
+            ])))
+            .audit(MemorySink::new())
+            .initiator(Initiator::agent("bot"))
+            .approver(ConsoleApprover::with_io(
+                Principal::human("sam@example.com"),
+                BufReader::new(input),
+                screen.clone(),
+            ))
+            .build()
+            .expect("gate");
+        let action = ActionRequest::new(format!("data.export{planted}"), format!("db://{planted}"))
+            .params(json!({ "note": planted }))
+            .justification(format!("why {planted}"))
+            .environment(planted.clone());
+        gate.submit(&action).await.expect("submitted");
+        screen.wait_for("Type `approve", 1).await;
+        let shown = screen.text();
+        assert_eq!(hostile::leftover(&shown), None, "{what}: {shown:?}");
+        assert!(shown.contains(&marker(c)), "{what}: {shown}");
+    }
+}

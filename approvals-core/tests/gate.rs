@@ -997,7 +997,8 @@ async fn oversized_or_nameless_requests_are_refused() {
 #[tokio::test]
 async fn oversized_actions_are_refused_before_anything_is_recorded_on_every_path() {
     let big = "x".repeat(10 * 1024 * 1024);
-    let shapes: Vec<(&str, Box<dyn Fn(ActionRequest) -> ActionRequest>)> = vec![
+    type Shape = Box<dyn Fn(ActionRequest) -> ActionRequest>;
+    let shapes: Vec<(&str, Shape)> = vec![
         (
             "params",
             Box::new(|a| a.params(json!({ "blob": "x".repeat(300 * 1024) }))),

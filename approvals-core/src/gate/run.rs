@@ -217,9 +217,9 @@ impl Gate {
                 }
                 Err(Unusable::Refused(error, event)) => {
                     if let Some(event) = event {
-                        self.audit(self.event(&record, event)).await?;
+                        self.audit(self.event(&record, *event)).await?;
                     }
-                    return Err(error);
+                    return Err(*error);
                 }
             };
             if self

@@ -206,25 +206,31 @@ pub(crate) async fn cancel(
 }
 
 pub(crate) fn may_cancel(shared: &Shared, record: &RequestRecord, principal: &Principal) -> bool {
-    let own = record
+    let admin = principal.kind == PrincipalKind::Human
+        && shared.admin_groups.iter().any(|g| principal.in_group(g));
+    own_request(record, principal) || admin
+}
+
+/// Whether `principal` initiated `record`, or it was initiated on their behalf. This grants
+/// (cancelling, seeing), so ids are compared canonically
+/// ([`identity::same_canonical`](approvals_core::identity::same_canonical)): any spelling of
+/// the initiator, never a look-alike of it such as `bi11ing-agent` for `billing-agent`.
+fn own_request(record: &RequestRecord, principal: &Principal) -> bool {
+    let same = |p: &Principal| approvals_core::identity::same_canonical(&p.id, &principal.id);
+    record
         .request
         .initiator
         .as_ref()
-        .is_some_and(|i| i.is_self(principal));
-    let admin = principal.kind == PrincipalKind::Human
-        && shared.admin_groups.iter().any(|g| principal.in_group(g));
-    own || admin
+        .is_some_and(|i| same(&i.principal) || i.on_behalf_of.as_ref().is_some_and(same))
 }
 
 /// Whether `principal` may see `record`: humans see everything; agents and services only
-/// what they initiated.
+/// what they initiated (compared canonically, as in [`own_request`]).
 pub(crate) fn may_view(record: &RequestRecord, principal: &Principal) -> bool {
     principal.kind == PrincipalKind::Human
-        || record
-            .request
-            .initiator
-            .as_ref()
-            .is_some_and(|i| i.principal.same_identity(principal))
+        || record.request.initiator.as_ref().is_some_and(|i| {
+            approvals_core::identity::same_canonical(&i.principal.id, &principal.id)
+        })
 }
 
 async fn visible_record(
@@ -461,4 +467,50 @@ pub(crate) fn authenticate(
         .principal(token)
         .cloned()
         .ok_or_else(|| Problem::unauthenticated("the token is not valid (unknown or revoked)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use approvals_core::{Initiator, Principal};
+    use approvals_testkit::fixtures::{epoch, export_request, pending_record};
+
+    use super::*;
+
+    fn record() -> RequestRecord {
+        let initiator =
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com"));
+        pending_record(export_request().initiator(initiator), epoch())
+    }
+
+    #[test]
+    fn an_agent_sees_its_requests_under_any_spelling_never_a_look_alikes() {
+        let record = record();
+        for own in [
+            "billing-agent",
+            "BILLING-AGENT",
+            " billing-agent. ",
+            "ｂｉｌｌｉｎｇ-agent",
+        ] {
+            assert!(may_view(&record, &Principal::agent(own)), "{own:?}");
+        }
+        for other in ["bi11ing-agent", "b\u{0456}lling-agent", "billing-agents"] {
+            assert!(!may_view(&record, &Principal::agent(other)), "{other:?}");
+        }
+        assert!(may_view(&record, &Principal::human("anyone@example.com")));
+    }
+
+    #[test]
+    fn own_requests_are_the_initiators_and_its_humans_by_canonical_id() {
+        let record = record();
+        for own in ["billing-agent", "Dana@Example.com", "ｄａｎａ@example.com."] {
+            assert!(own_request(&record, &Principal::human(own)), "{own:?}");
+        }
+        for other in [
+            "d\u{0430}na@example.com",
+            "bi11ing-agent",
+            "sam@example.com",
+        ] {
+            assert!(!own_request(&record, &Principal::human(other)), "{other:?}");
+        }
+    }
 }

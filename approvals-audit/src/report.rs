@@ -1251,17 +1251,19 @@ fn time_cell(t: Option<DateTime<Utc>>) -> String {
     }
 }
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML element content and attribute values: control, bidi and other
+/// invisible characters are shown as visible `‹U+XXXX›` markers (the one rule of
+/// [`approvals_core::text::neutralize`]), then `& < > " '` become entities.
 pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    let shown = approvals_core::text::neutralize(text);
+    let mut out = String::with_capacity(shown.len() + 8);
+    for c in shown.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -1270,17 +1272,13 @@ pub fn esc(text: &str) -> String {
 
 /// Cuts text to `max` characters, marking the cut with an ellipsis.
 fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('\u{2026}');
-    out
+    approvals_core::text::truncate(text, max).into_owned()
 }
 
-/// Untrusted text for a table cell: bounded, then escaped.
+/// Untrusted text for a table cell: neutralised and bounded, then escaped.
 fn cell(text: &str) -> String {
-    esc(&clip(text, MAX_CELL_CHARS))
+    let shown = approvals_core::text::neutralize(text);
+    esc(&approvals_core::text::truncate(&shown, MAX_CELL_CHARS))
 }
 
 /// One CSV cell: always quoted; a leading `=`, `+`, `-`, `@`, tab or CR (a spreadsheet

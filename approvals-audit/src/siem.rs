@@ -76,10 +76,14 @@
 //! with extension keys `rt` (ms), `externalId` (request id), `act` (event type), `outcome`,
 //! `suser` (actor id), `cat` (action kind), `reason`, `msg`, `cn1` (seq) and the labelled custom
 //! strings `cs1` resource, `cs2` digest, `cs3` approvers, `cs4` policyVersion, `cs5` logOrigin,
-//! `cs6` leafHash. Escaping follows the ArcSight CEF specification: in header fields `\` and
-//! `|` are escaped with a backslash; in extension values `\` and `=` are escaped and CR and LF
-//! become `\r` and `\n`. Other control characters are replaced by spaces, and every value is
-//! cut to 1023 characters, so agent-supplied text can neither add fields nor split the record.
+//! `cs6` leafHash. Every value first goes through the one rule for untrusted text
+//! ([`approvals_core::text::neutralize`]): control characters other than line feed and tab,
+//! bidi controls and other invisible characters are shown as visible `‹U+202E›` markers, so a
+//! SIEM analyst reads what the agent sent and a log viewer cannot be made to reorder it.
+//! Escaping then follows the ArcSight CEF specification: in header fields `\` and `|` are
+//! escaped with a backslash; in extension values `\` and `=` are escaped and a line feed
+//! becomes `\n` (a CR LF pair is one line feed). Tabs become spaces, and every value is cut to
+//! 1023 characters, so agent-supplied text can neither add fields nor split the record.
 
 use std::io::Write;
 use std::path::Path;
@@ -435,50 +439,43 @@ pub fn to_cef(entry: &LogEntry, event: &Value, origin: &str, product_version: &s
     out
 }
 
-fn bounded(text: &str) -> impl Iterator<Item = char> + '_ {
-    let cut = text.chars().count() > CEF_MAX_VALUE_CHARS;
-    let keep = if cut {
-        CEF_MAX_VALUE_CHARS - 1
-    } else {
-        CEF_MAX_VALUE_CHARS
-    };
-    text.chars()
-        .take(keep)
-        .chain(cut.then_some('\u{2026}'))
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\r' {
-                ' '
-            } else {
-                c
-            }
-        })
+/// `text` as the one rule for untrusted text shows it ([`approvals_core::text::neutralize`]:
+/// control, bidi and other invisible characters as visible `‹U+XXXX›` markers, CR LF as LF),
+/// cut to [`CEF_MAX_VALUE_CHARS`] characters with `…`.
+fn bounded(text: &str) -> String {
+    let shown = approvals_core::text::neutralize(text);
+    approvals_core::text::truncate(&shown, CEF_MAX_VALUE_CHARS).into_owned()
 }
 
-/// Escapes a CEF header field: `\` and `|` get a backslash; line breaks and other control
-/// characters become spaces (a header cannot span lines); at most 1023 characters.
+/// Escapes a CEF header field: control, bidi and invisible characters are shown as visible
+/// markers, `\` and `|` get a backslash, line feeds and tabs become spaces (a header cannot
+/// span lines); at most 1023 characters.
 pub fn cef_header(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in bounded(text) {
+    let shown = bounded(text);
+    let mut out = String::with_capacity(shown.len());
+    for c in shown.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '|' => out.push_str("\\|"),
-            '\n' | '\r' => out.push(' '),
+            '\n' | '\t' => out.push(' '),
             c => out.push(c),
         }
     }
     out
 }
 
-/// Escapes a CEF extension value: `\` and `=` get a backslash, CR and LF become `\r` and
-/// `\n`, other control characters become spaces; at most 1023 characters.
+/// Escapes a CEF extension value: control, bidi and invisible characters are shown as visible
+/// markers (a CR LF pair is one line feed), `\` and `=` get a backslash, a line feed becomes
+/// `\n` and a tab a space; at most 1023 characters.
 pub fn cef_value(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in bounded(text) {
+    let shown = bounded(text);
+    let mut out = String::with_capacity(shown.len());
+    for c in shown.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '=' => out.push_str("\\="),
             '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
+            '\t' => out.push(' '),
             c => out.push(c),
         }
     }

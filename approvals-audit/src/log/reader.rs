@@ -89,8 +89,8 @@ fn problem_count(report: &VerifyReport) -> u64 {
 impl VerifiedReader {
     /// A reader checking against `verifier`'s trusted keys, origin, known checkpoints and
     /// witness. Lines pushed into a reader come from nowhere in particular, so there is no
-    /// default witness: name one ([`LogVerifier::witness`]) or the final report says it is
-    /// missing (or call [`LogVerifier::without_witness`]).
+    /// default witness: name one ([`LogVerifier::witness`]), or the final report's
+    /// completeness is unproven.
     pub fn new(verifier: &LogVerifier) -> Self {
         let plan = verifier.plan(DefaultWitness::None).unwrap_or_default();
         Self::with_scanner(verifier.scanner(plan))

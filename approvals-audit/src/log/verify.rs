@@ -569,8 +569,8 @@ impl LogVerifier {
     ///
     /// By default a log file is compared with `<log>.witness` beside it
     /// ([`crate::witness::witness_path`]) and a database log with its witness table; a log
-    /// read from a reader has no default, so its verification fails unless a witness is
-    /// named here or [`Self::without_witness`] is called. The witness must be a checkpoint of
+    /// read from a reader has no default, so its report's completeness is
+    /// [`Completeness::Unproven`] unless a witness is named here. The witness must be a checkpoint of
     /// this log signed by a trusted key; the log must hold at least its entries, agree with its
     /// root and contain its checkpoint line. Otherwise verification reports truncation, a fork
     /// or the refused witness, and [`VerifyReport::completeness`] is
@@ -645,7 +645,12 @@ impl LogVerifier {
                     vec![(format!("file {}", path.display()), note)]
                 }
                 DefaultWitness::Note(label, note) => vec![(label, note)],
-                DefaultWitness::None => vec![("none was given for this log".to_owned(), None)],
+                // Bytes from a reader come from nowhere in particular: without a witness
+                // named for them, completeness is unproven (and reports say so).
+                DefaultWitness::None => {
+                    plan.witness.waived = true;
+                    return Ok(plan);
+                }
             },
         };
         for (label, note) in witnesses {
@@ -734,8 +739,7 @@ impl LogVerifier {
     }
 
     /// Verifies a log read from `reader`. A reader has no default witness: name one with
-    /// [`Self::witness`], or verification reports it missing (or call
-    /// [`Self::without_witness`]).
+    /// [`Self::witness`], or the report's completeness is [`Completeness::Unproven`].
     pub fn verify_reader(&self, reader: impl BufRead) -> Result<VerifyReport, LogError> {
         let mut scanner = self.scanner(self.plan(DefaultWitness::None)?);
         scanner.read_all(reader)?;

@@ -20,6 +20,14 @@
 //! (fail closed) to a log whose rows do not chain or that lost rows it had seen. A writer
 //! starting on an existing log replays it once (about as fast as verifying it).
 //!
+//! Completeness (invariant 12): every checkpoint row is also copied, in the same transaction,
+//! to the witness table `approval_audit_witness` (one row: the note and its tree size; migration
+//! 4, whose trigger refuses a smaller size or a delete), and a new signed log starts it with the
+//! signed empty tree. Verification compares the log table with it by default, so rows cut from
+//! the end together with their checkpoints are found; a writer refuses to append to a table
+//! shorter than its witness (fail closed). An unsigned sink writes no witness: its log cannot be
+//! shown complete.
+//!
 //! Older databases: migration 2 creates `approval_audit_log` and closes the old hash-chained
 //! table `approval_audit`, whose rows stay as they were ([`crate::legacy`] verifies them).
 //! When the new log starts on a database whose old table has rows, its first entry is a
@@ -522,8 +530,9 @@ impl SqlAuditSink {
     /// `config.checkpoint_every` entries, and when an entry comes `config.checkpoint_interval`
     /// after the last checkpoint; a timer task (started when a Tokio runtime is running)
     /// checkpoints an idle log's last entries after that interval too. `config.origin` names
-    /// the log in every checkpoint and must be the same on every replica; `config.sync` and
-    /// `config.latest_checkpoint_file` do not apply (commits are durable).
+    /// the log in every checkpoint and must be the same on every replica; `config.sync`,
+    /// `config.latest_checkpoint_file`, `config.witness_file` and `config.witness_url` do not
+    /// apply (commits are durable; the witness is the table `approval_audit_witness`).
     pub fn signed(store: SqlStore, config: LogConfig, signer: Signer) -> Self {
         let interval = config.checkpoint_interval;
         let sink = SqlAuditSink {

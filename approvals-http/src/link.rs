@@ -65,18 +65,10 @@ impl ConsoleLinkApprover {
     }
 }
 
-/// Untrusted text for a terminal line: no control or direction characters, bounded.
+/// Untrusted text for a terminal line: no control or direction characters (shown in their
+/// visible form, see [`approvals_core::text::one_line`]), bounded.
 fn plain(text: &str) -> String {
-    crate::html::truncate(text, 160)
-        .chars()
-        .map(|c| {
-            if crate::html::is_invisible_control(c) {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+    approvals_core::text::truncate(&approvals_core::text::one_line(text), 160).into_owned()
 }
 
 #[async_trait]
@@ -150,12 +142,17 @@ mod tests {
             panic!("pending expected");
         };
         let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
+        assert_eq!(
+            approvals_core::text::hostile::leftover(&text),
+            None,
+            "{text:?}"
+        );
         assert!(
             text.contains(&format!("http://127.0.0.1:8480/console/requests/{id}")),
             "{text}"
         );
         assert!(
-            text.contains("data.export?[2J") && text.contains("db://prod/?x"),
+            text.contains("data.export‹U+001B›[2J") && text.contains("db://prod/‹U+202E›x"),
             "{text}"
         );
         let record = gate.get(id).await.expect("store").expect("record");

@@ -371,7 +371,7 @@ async fn a_reviewer_approves_in_chromium_and_the_waiting_guard_gets_the_grant() 
     assert!(
         shown
             .as_str()
-            .is_some_and(|t| t.contains("\\u{202e}exe.txt")),
+            .is_some_and(|t| t.contains("‹U+202E›exe.txt")),
         "{shown}"
     );
     cdp.screenshot("/tmp/approvals-console-hostile.png").await;

@@ -3,9 +3,10 @@
 mod common;
 
 use approvals_core::{
-    ActionRequest, Initiator, Link, Principal, RequestContext, RequestId, RequestState,
+    ActionRequest, Initiator, Link, Principal, RequestContext, RequestId, RequestState, Store as _,
 };
 use approvals_http::ReviewServer;
+use approvals_testkit::hostile;
 use bytes::Bytes;
 use common::*;
 use http::{Method, Request, header};
@@ -478,10 +479,57 @@ async fn hostile_text_is_escaped_everywhere_and_pages_forbid_script() {
     .await
     .text();
     assert!(detail.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
-    assert!(detail.contains("safe\\u{202e}txt.exe"));
+    assert!(
+        detail.contains("safe‹U+202E›txt.exe"),
+        "the override is shown visibly"
+    );
     let csp = approvals_http::console::CONTENT_SECURITY_POLICY;
     assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"));
     assert!(csp.contains("frame-ancestors 'none'"));
+}
+
+/// The cross-surface table of hostile characters against the console: each one, planted in
+/// every untrusted field of a pending and of a denied request, is shown as its visible marker
+/// on the request's page, and none reaches any page (detail, pending list, history).
+#[tokio::test]
+async fn every_hostile_character_is_shown_as_a_visible_marker_on_every_page() {
+    let f = fixture();
+    let cookie = login(&f.server, SAM).await;
+    let mut planted = Vec::new();
+    let strings = hostile::STRINGS.iter().map(|s| ('\0', *s, (*s).to_owned()));
+    let chars = hostile::CHARS
+        .iter()
+        .map(|&(c, what)| (c, what, format!("x{c}y")));
+    for (c, what, text) in chars.chain(strings) {
+        for state in [RequestState::Pending, RequestState::Denied] {
+            let mut record = hostile::record(&text, state);
+            record.request.idempotency_key = None;
+            f.store.insert(&record).await.expect("stored");
+            planted.push((record.id, c, what));
+        }
+    }
+    for (id, c, what) in planted {
+        let page = send(
+            &f.server,
+            Method::GET,
+            &format!("/console/requests/{id}"),
+            Some(&cookie),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(page.status, 200, "{what}");
+        if c == '\0' {
+            hostile::assert_clean(&page.text(), what);
+        } else {
+            hostile::assert_shown(&page.text(), c, what);
+        }
+    }
+    for path in ["/console/requests", "/console/history"] {
+        let page = send(&f.server, Method::GET, path, Some(&cookie), None, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        hostile::assert_clean(&page.text(), path);
+    }
 }
 
 fn urlencode(s: &str) -> String {

@@ -777,21 +777,10 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 /// Untrusted text made safe for a terminal: control characters (escape sequences) and
-/// direction overrides shown as `\u{..}`.
+/// invisible formatting characters shown in their visible form (`‹U+001B›`, see
+/// [`approvals_core::text::neutralize`]); line feeds and tabs stay.
 fn term(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\n' || c == '\t' {
-            out.push(c);
-        } else if c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-        {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    approvals_core::text::neutralize(text).into_owned()
 }
 
 fn render_view(v: &RequestView) -> String {

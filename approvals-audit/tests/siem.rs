@@ -271,7 +271,11 @@ fn parse_cef(line: &str) -> (Vec<String>, BTreeMap<String, String>) {
 #[test]
 fn cef_escaping_matches_the_spec() {
     assert_eq!(cef_header(r"a|b\c"), r"a\|b\\c");
-    assert_eq!(cef_header("line\r\nbreak"), "line break", "CR LF is one line break");
+    assert_eq!(
+        cef_header("line\r\nbreak"),
+        "line break",
+        "CR LF is one line break"
+    );
     assert_eq!(cef_header("a=b"), "a=b", "= needs no escape in the header");
     assert_eq!(
         cef_value(r"a=b\c|d"),

@@ -202,6 +202,35 @@ pub fn truncate_with<'a>(text: &'a str, max_chars: usize, note: &str) -> Cow<'a,
     Cow::Owned(out)
 }
 
+/// `items` (already made safe for the surface) joined with `, ` while the result stays within
+/// `max_chars` characters; the ones that do not fit are counted instead (` and 3 more`). The
+/// first item is always shown, so bound each item too.
+///
+/// ```
+/// use approvals_core::text::join_bounded;
+/// let names = ["Ann", "Bob", "Cy"].map(String::from);
+/// assert_eq!(join_bounded(&names, 100), "Ann, Bob, Cy");
+/// assert_eq!(join_bounded(&names, 8), "Ann, Bob and 1 more");
+/// ```
+pub fn join_bounded(items: &[String], max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for (i, item) in items.iter().enumerate() {
+        let len = item.chars().count();
+        if i > 0 {
+            if shown + 2 + len > max_chars {
+                let _ = write!(out, " and {} more", items.len() - i);
+                break;
+            }
+            out.push_str(", ");
+            shown += 2;
+        }
+        out.push_str(item);
+        shown += len;
+    }
+    out
+}
+
 /// Hostile samples for the tests of every surface: one character of each class [`neutralize`]
 /// replaces, and the exact strings an outside attack suite used. Not part of the API.
 #[doc(hidden)]

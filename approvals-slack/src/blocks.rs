@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use approvals_core::text::join_bounded;
 use approvals_core::{Digest, Principal, RequestId, RequestRecord, RequestState, Verdict};
 use serde_json::{Value, json};
 
@@ -162,24 +163,8 @@ fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The approvers' names, escaped; past [`MAX_NAMES_CHARS`] the rest are counted instead.
 fn names(record: &RequestRecord) -> String {
-    let approvers = record.approvers();
-    let mut out = String::new();
-    let mut shown = 0;
-    for (i, p) in approvers.iter().enumerate() {
-        let name = name_md(p);
-        let len = name.chars().count();
-        if i > 0 {
-            if shown + 2 + len > MAX_NAMES_CHARS {
-                let _ = write!(out, " and {} more", approvers.len() - i);
-                break;
-            }
-            out.push_str(", ");
-            shown += 2;
-        }
-        out.push_str(&name);
-        shown += len;
-    }
-    out
+    let names: Vec<String> = record.approvers().iter().map(|p| name_md(p)).collect();
+    join_bounded(&names, MAX_NAMES_CHARS)
 }
 
 fn title(record: &RequestRecord) -> (&'static str, &'static str) {

@@ -103,7 +103,7 @@ fn hostile_reviewers() -> StaticIdentityResolver {
     (0..REVIEWERS).fold(StaticIdentityResolver::new(), |resolver, i| {
         resolver.map(
             "slack",
-            &reviewer_id(i),
+            reviewer_id(i),
             Principal::human(format!("reviewer{i}@example.com"))
                 .with_name(format!("{}{i}", "<&>".repeat(30)))
                 .with_groups(["security"]),

@@ -235,24 +235,8 @@ fn fact_name(text: &str, budget: Budget) -> String {
 
 /// The approvers' names; past the budget the rest are counted instead.
 fn names(record: &RequestRecord, budget: Budget) -> String {
-    let approvers = record.approvers();
-    let mut out = String::new();
-    let mut shown = 0;
-    for (i, p) in approvers.iter().enumerate() {
-        let name = name(p, budget);
-        let len = name.chars().count();
-        if i > 0 {
-            if shown + 2 + len > budget.names {
-                out.push_str(&format!(" and {} more", approvers.len() - i));
-                break;
-            }
-            out.push_str(", ");
-            shown += 2;
-        }
-        out.push_str(&name);
-        shown += len;
-    }
-    out
+    let names: Vec<String> = record.approvers().iter().map(|p| name(p, budget)).collect();
+    approvals_core::text::join_bounded(&names, budget.names)
 }
 
 /// A one-line untrusted value for a fact: escaped, bounded, with a digest note when cut.

@@ -60,6 +60,7 @@ pub mod gate;
 pub mod identity;
 pub mod lifecycle;
 mod memory;
+pub mod observe;
 pub mod params;
 pub mod policy;
 pub mod request;

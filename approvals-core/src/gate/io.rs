@@ -52,9 +52,15 @@ impl Gate {
         &self,
         event: &AuditEvent,
     ) -> Result<(), crate::audit::AuditError> {
-        within(self.inner.store_timeout, self.inner.audit.record(event))
+        let recorded = within(self.inner.store_timeout, self.inner.audit.record(event))
             .await
-            .unwrap_or_else(|unfinished| Err(crate::audit::AuditError::new(unfinished.to_string())))
+            .unwrap_or_else(|unfinished| {
+                Err(crate::audit::AuditError::new(unfinished.to_string()))
+            });
+        if recorded.is_err() {
+            crate::observe::audit_failed();
+        }
+        recorded
     }
 
     /// The policy version as a shared string, refreshed if the policy reports a new one.
@@ -162,6 +168,7 @@ impl Gate {
                         Err(ApproverError::new(approver.name(), unfinished.to_string()))
                     });
                 if let Err(e) = updated {
+                    crate::observe::delivery_failed(approver.name());
                     let event = gate.event(
                         &record,
                         EventDetail::DispatchFailed {

@@ -8,6 +8,7 @@ use super::{Gate, SweepReport};
 use crate::approver::DispatchReason;
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Step};
+use crate::observe;
 use crate::request::Principal;
 use crate::store::{ListFilter, RequestId, RequestRecord, RequestState, Verdict};
 
@@ -158,6 +159,13 @@ impl Gate {
             return Ok(None);
         }
         next.version = record.version + 1;
+        observe::transition(
+            next.id,
+            record.state,
+            next.state,
+            next.created_at,
+            self.now(),
+        );
         for event in step.events {
             self.audit(self.event(&next, event)).await?;
         }

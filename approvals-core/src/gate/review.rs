@@ -57,6 +57,7 @@ impl Gate {
                 continue; // Someone else changed it; re-check against the new state.
             }
             next.version = record.version + 1;
+            crate::observe::transition(id, record.state, next.state, record.created_at, self.now());
             for event in step.events {
                 self.audit(self.event(&next, event))
                     .await

@@ -4,12 +4,14 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
+use tracing::{Instrument, Span};
 
 use super::io::{EventSubject, to_delta};
 use super::{Gate, Grant};
 use crate::audit::{EventDetail, RejectCause};
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Unusable};
+use crate::observe;
 use crate::request::{Action, Principal};
 use crate::store::{RequestId, RequestRecord, RequestState};
 
@@ -17,9 +19,25 @@ impl Gate {
     /// Waits for a pending request to be decided and returns its grant, or the refusal.
     /// Safe to call again after a restart, from any process sharing the store.
     pub async fn wait(&self, id: RequestId) -> Result<Grant, GuardError> {
+        let span = observe::request_span();
+        span.record("request", tracing::field::display(id));
+        self.wait_unspanned(id).instrument(span).await
+    }
+
+    /// `wait` inside the caller's span; records how the wait ended in it.
+    pub(super) async fn wait_unspanned(&self, id: RequestId) -> Result<Grant, GuardError> {
         let notify = self.waiter(id);
         let result = self.wait_loop(id, &notify).await;
         self.release_waiter(id, notify);
+        let state = match &result {
+            Ok(_) => "approved",
+            Err(GuardError::Denied { .. }) => "denied",
+            Err(GuardError::Expired { .. }) => "expired",
+            Err(GuardError::Cancelled { .. }) => "cancelled",
+            Err(GuardError::GrantLapsed { .. }) => "lapsed",
+            Err(_) => "failed",
+        };
+        Span::current().record("state", state);
         result
     }
 
@@ -226,6 +244,13 @@ impl Gate {
                 .store_call(self.inner.store.compare_and_set(record.version, &step.next))
                 .await?
             {
+                observe::transition(
+                    record.id,
+                    record.state,
+                    step.next.state,
+                    record.created_at,
+                    self.now(),
+                );
                 return Ok(());
             }
         }
@@ -246,7 +271,12 @@ impl Gate {
             })
             .await;
         match finished {
-            Ok(record) => record,
+            Ok(record) => {
+                if let Some(r) = &record {
+                    observe::transition(id, RequestState::Executing, r.state, r.created_at, now);
+                }
+                record
+            }
             Err(e) => {
                 tracing::warn!(request = %id, error = %e, "the outcome was audited, but the store keeps the request `executing`");
                 None

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tracing::{Instrument, Span};
 
 use super::io::{EventSubject, to_delta};
 use super::{Gate, Grant, Submission};
@@ -13,6 +14,7 @@ use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, EventDetail};
 use crate::bounds::{clip, contained, within};
 use crate::error::{Component, GuardError};
 use crate::lifecycle;
+use crate::observe;
 use crate::policy::{Decision, Requirement};
 use crate::request::{Action, ActionRequest, Digest, Initiator};
 use crate::store::{Inserted, RequestId, RequestRecord, RequestState};
@@ -22,10 +24,22 @@ impl Gate {
     /// refused. The returned grant must be passed to [`execute`](Gate::execute) with the same
     /// action; [`run`](Gate::run) does both.
     pub async fn guard<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
+        self.guard_unspanned(action)
+            .instrument(observe::request_span())
+            .await
+    }
+
+    /// `guard` inside the caller's span.
+    async fn guard_unspanned<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
+        let initiator = self
+            .inner
+            .initiator
+            .clone()
+            .ok_or(GuardError::NoInitiator)?;
         // Boxed, so a waiting caller's task does not keep room for submit's larger state.
-        match Box::pin(self.submit(action)).await? {
+        match Box::pin(self.submit_bound(initiator, action)).await? {
             Submission::Allowed(grant) => Ok(grant),
-            Submission::Pending(id) => self.wait(id).await,
+            Submission::Pending(id) => self.wait_unspanned(id).await,
         }
     }
 
@@ -38,9 +52,13 @@ impl Gate {
         Fut: Future<Output = Result<T, E>>,
         E: From<GuardError> + std::fmt::Display,
     {
-        let grant = self.guard(action).await?;
-        // Boxed, so a waiting caller's task does not keep room for execute's larger state.
-        Box::pin(self.execute(grant, action, f)).await
+        async move {
+            let grant = self.guard_unspanned(action).await?;
+            // Boxed, so a waiting caller's task does not keep room for execute's larger state.
+            Box::pin(self.execute(grant, action, f)).await
+        }
+        .instrument(observe::request_span())
+        .await
     }
 
     /// Evaluates policy and, if approval is needed, stores and dispatches the request without
@@ -54,7 +72,9 @@ impl Gate {
             .initiator
             .clone()
             .ok_or(GuardError::NoInitiator)?;
-        self.submit_bound(initiator, action).await
+        self.submit_bound(initiator, action)
+            .instrument(observe::request_span())
+            .await
     }
 
     /// [`submit`](Gate::submit) for a caller that a door (the HTTP agent API, the MCP
@@ -71,7 +91,9 @@ impl Gate {
         caller.validate().map_err(|e| {
             GuardError::InvalidRequest(format!("the caller's identity is refused: {e}"))
         })?;
-        self.submit_bound(Arc::new(caller.clone()), action).await
+        self.submit_bound(Arc::new(caller.clone()), action)
+            .instrument(observe::request_span())
+            .await
     }
 
     pub(super) async fn submit_bound<A: Action + ?Sized>(
@@ -80,7 +102,18 @@ impl Gate {
         action: &A,
     ) -> Result<Submission, GuardError> {
         let id = RequestId::new();
-        let (request, digest) = self.admit(id, action.to_request(), &initiator).await?;
+        let span = Span::current();
+        span.record("request", tracing::field::display(id));
+        let (request, digest) = match self.admit(id, action.to_request(), &initiator).await {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                observe::submitted("refused", "refused");
+                return Err(refused);
+            }
+        };
+        span.record("kind", request.kind.as_str());
+        span.record("resource", request.resource.as_str());
+        span.record("digest", tracing::field::display(digest));
         let request = Arc::new(request);
 
         if let Some(key) = &request.idempotency_key
@@ -124,30 +157,45 @@ impl Gate {
         let EventDetail::PolicyDecided { decision, .. } = decided.detail else {
             unreachable!("the event was built as PolicyDecided above")
         };
+        if let Some(rule) = decision.rule() {
+            span.record("rule", rule);
+        }
 
         match decision {
-            Decision::Allow { rule } => Ok(Submission::Allowed(Grant {
-                request_id: id,
-                digest,
-                approvers: Vec::new(),
-                issued_at: now,
-                expires_at: now + to_delta(self.inner.grant_ttl),
-                policy_rule: rule,
-                policy_version,
-                approved: false,
-                initiator,
-            })),
-            Decision::Deny { rule, reason } => Err(GuardError::PolicyDenied {
-                kind: request.kind.clone(),
-                resource: request.resource.clone(),
-                rule,
-                reason,
-            }),
+            Decision::Allow { rule } => {
+                observe::submitted("allowed", "allowed");
+                Ok(Submission::Allowed(Grant {
+                    request_id: id,
+                    digest,
+                    approvers: Vec::new(),
+                    issued_at: now,
+                    expires_at: now + to_delta(self.inner.grant_ttl),
+                    policy_rule: rule,
+                    policy_version,
+                    approved: false,
+                    initiator,
+                }))
+            }
+            Decision::Deny { rule, reason } => {
+                observe::submitted("denied_by_policy", "denied");
+                Err(GuardError::PolicyDenied {
+                    kind: request.kind.clone(),
+                    resource: request.resource.clone(),
+                    rule,
+                    reason,
+                })
+            }
             Decision::RequireApproval { rule, requirement } => {
                 // Boxed: storing and dispatching is the large part of submit's state, and a
                 // waiting caller's task need not keep room for it (the allow path never
                 // takes this branch, so it pays no allocation for it).
-                Box::pin(self.create_pending(id, now, request, digest, rule, requirement)).await
+                let pending =
+                    Box::pin(self.create_pending(id, now, request, digest, rule, requirement))
+                        .await;
+                if pending.is_ok() {
+                    observe::submitted("pending", "pending");
+                }
+                pending
             }
         }
     }
@@ -301,6 +349,7 @@ impl Gate {
                     deliveries.extend(delivery);
                 }
                 Err(e) => {
+                    observe::delivery_failed(&channel);
                     self.audit(self.event(
                         &record,
                         EventDetail::DispatchFailed {

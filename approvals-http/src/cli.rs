@@ -589,8 +589,15 @@ async fn seed_demo(gate: &Gate) -> Result<(), Failure> {
             .initiator(agent)
             .environment("staging"),
     ];
+    // Each demo request comes from its own initiator: the seeding plays the part of the agent
+    // API, which submits for the caller its token authenticates.
     for request in &requests {
-        gate.submit(request)
+        let caller = request
+            .initiator
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| Initiator::agent("demo-agent"));
+        gate.submit_as(&caller, request)
             .await
             .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("demo seeding failed: {e}")))?;
     }

@@ -502,6 +502,15 @@ fn local_server(
 // Commands.
 
 async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
+    // The gate's metrics (approvals_core::observe), recorded from the start (the demo's
+    // requests included) and served at /metrics.
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("warning: metrics are not served: {e}");
+            None
+        }
+    };
     let opened = open_store(target).await?;
     let mut server = local_server(
         target,
@@ -547,6 +556,10 @@ async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
     println!("Approvals review console: {base}console/");
     println!("API: {base}v1/requests   OpenAPI: {base}openapi.json");
     let _ = std::io::stdout().flush();
+    if let Some(handle) = metrics {
+        server.serve_metrics(std::sync::Arc::new(move || handle.render()));
+        println!("Metrics (Prometheus): {base}metrics");
+    }
     let sweeper = server.gate().spawn_sweeper(Duration::from_secs(5));
     let result = crate::server::serve(listener, server, shutdown_signal()).await;
     sweeper.abort();

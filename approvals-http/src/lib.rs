@@ -58,6 +58,8 @@ pub use auth::{TokenHash, Tokens, generate_token};
 pub use client::{ApiClient, ClientError};
 pub use link::ConsoleLinkApprover;
 pub use problem::Problem;
-pub use server::{OPENAPI_JSON, ReviewServer, ReviewServerBuilder, ReviewService, serve};
+pub use server::{
+    MetricsRenderer, OPENAPI_JSON, ReviewServer, ReviewServerBuilder, ReviewService, serve,
+};
 pub use view::{RequestList, RequestView};
 pub use webhook::{ReplayGuard, WebhookApprover, WebhookError, WebhookSecret, verify_webhook};

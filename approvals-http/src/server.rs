@@ -55,7 +55,13 @@ pub(crate) struct Shared {
     pub(crate) admin_groups: Vec<String>,
     pub(crate) public_url: Option<Url>,
     pub(crate) sessions: Sessions,
+    /// Renders the metrics at `GET /metrics` (Prometheus text), once an exporter is attached.
+    pub(crate) metrics: std::sync::OnceLock<MetricsRenderer>,
 }
+
+/// Renders the process's metrics as Prometheus text exposition (see
+/// [`ReviewServer::serve_metrics`]).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::fmt::Debug for ReviewServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +129,7 @@ impl ReviewServerBuilder {
                 admin_groups: self.admin_groups,
                 public_url: self.public_url,
                 sessions: Sessions::new(self.session_ttl),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -143,6 +150,39 @@ impl ReviewServer {
     /// The gate it serves.
     pub fn gate(&self) -> &Gate {
         &self.shared.gate
+    }
+
+    /// Serves `GET /metrics` with what `render` returns (Prometheus text, for example
+    /// `metrics_exporter_prometheus::PrometheusHandle::render`; `approvals serve` attaches
+    /// one). Before each render the `approvals_pending_requests` gauge is set from the store.
+    /// The endpoint carries counts only, no request content, and needs no token, like most
+    /// scrape targets: expose it to the monitoring network only. Returns `false` if metrics
+    /// were already attached.
+    pub fn serve_metrics(&self, render: MetricsRenderer) -> bool {
+        self.shared.metrics.set(render).is_ok()
+    }
+
+    async fn metrics(&self) -> Response<Bytes> {
+        match self.shared.gate.pending().await {
+            Ok(pending) => {
+                metrics::gauge!(approvals_core::observe::PENDING).set(pending.len() as f64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: the store could not count pending requests")
+            }
+        }
+        let text = self
+            .shared
+            .metrics
+            .get()
+            .map(|render| render())
+            .unwrap_or_default();
+        let mut r = Response::new(Bytes::from(text));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
     }
 
     /// Handles one request. Never panics on any input; every error is a problem document
@@ -167,6 +207,12 @@ impl ReviewServer {
                 }
                 Err(r) => r,
             },
+            ["metrics"] if self.shared.metrics.get().is_some() => {
+                match only(&request, &[Method::GET, Method::HEAD]) {
+                    Ok(()) => self.metrics().await,
+                    Err(r) => r,
+                }
+            }
             ["healthz"] => match only(&request, &[Method::GET, Method::HEAD]) {
                 Ok(()) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
                 Err(r) => r,

@@ -236,6 +236,75 @@ async fn store_mode_on_sqlite_authenticates_and_runs_the_gate_checks() {
     assert_eq!(record.reviews[0].channel, "http");
 }
 
+/// Reads `GET /metrics` the way Prometheus does and checks the demo's figures: three requests
+/// submitted pending, one denied, two still pending.
+fn check_metrics(base: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let authority = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&authority).map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP body")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("/metrics answered {head}"));
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-type: text/plain; version=0.0.4")
+    {
+        return Err(format!("not Prometheus text: {head}"));
+    }
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .map_err(|e| format!("the exposition does not parse: {e}"))?;
+    let value = |name: &str, label: Option<(&str, &str)>| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    };
+    let expect = |name: &str, label, want: f64| match value(name, label) {
+        Some(v) if v == want => Ok(()),
+        other => Err(format!(
+            "{name} {label:?}: {other:?}, expected {want}\n{body}"
+        )),
+    };
+    expect(
+        "approvals_requests_total",
+        Some(("outcome", "pending")),
+        3.0,
+    )?;
+    expect(
+        "approvals_resolutions_total",
+        Some(("state", "denied")),
+        1.0,
+    )?;
+    expect("approvals_pending_requests", None, 2.0)?;
+    if !scrape
+        .samples
+        .iter()
+        .any(|s| s.metric.starts_with("approvals_time_to_decision_seconds"))
+    {
+        return Err(format!("no time-to-decision samples\n{body}"));
+    }
+    Ok(())
+}
+
 #[test]
 fn serve_answers_the_cli_over_http() {
     let dir = tempfile::tempdir().expect("dir");
@@ -291,6 +360,7 @@ fn serve_answers_the_cli_over_http() {
         if code(&denied) != 0 {
             return Err(text(&denied));
         }
+        check_metrics(&base)?;
         let again = approvals(
             &["approve", &first, "--server", &base],
             Some(SAM),

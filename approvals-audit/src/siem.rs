@@ -370,6 +370,7 @@ fn cef_name(v: &EventView<'_>) -> String {
         "grant_consumed" => "Grant consumed",
         "executed" if v.succeeded() => "Action executed",
         "executed" => "Action failed",
+        "request_refused" => "Action refused before review",
         other => other,
     }
     .to_owned()

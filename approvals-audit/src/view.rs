@@ -232,7 +232,8 @@ impl<'a> EventView<'a> {
     pub(crate) fn severity(&self) -> u8 {
         match self.name() {
             "review_rejected" => match self.str("cause") {
-                Some("forged" | "self_approval" | "not_human") => 4,
+                // A spoofed spelling of an identity is as hostile as the self-approval it hides.
+                Some("forged" | "self_approval" | "not_human" | "invalid_identity") => 4,
                 _ => 3,
             },
             "grant_rejected" => 4,

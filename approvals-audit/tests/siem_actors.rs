@@ -390,10 +390,45 @@ fn json_lines_and_cef_name_the_same_actors() {
         );
         assert!(cef.contains(" suser=deploy-bot "), "{name}: {cef}");
     }
-    let (refused, _) = by("request_refused");
+    let (refused, refused_cef) = by("request_refused");
     assert_eq!(refused["outcome"], "failure");
     assert_eq!(refused["severity"], "high");
+    // CEF names the event for people: `...|request_refused|Action refused before review|8|`.
+    assert!(
+        refused_cef.contains("|request_refused|Action refused before review|8|"),
+        "{refused_cef}"
+    );
     let (expired, cef) = by("expired");
     assert_eq!(expired["actor"]["id"], "approvals-gate");
     assert!(cef.contains(" suser=approvals-gate "), "{cef}");
+}
+
+#[test]
+fn a_review_refused_for_a_spoofed_identity_is_high_severity() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = RequestId::new();
+    let events = vec![
+        event(
+            id,
+            0,
+            EventDetail::Requested {
+                request: Arc::new(action()),
+            },
+        ),
+        event(
+            id,
+            1,
+            EventDetail::ReviewRejected {
+                reviewer: Some(Principal::human("dana\u{200B}@example.com")),
+                channel: "slack".into(),
+                cause: RejectCause::InvalidIdentity,
+                detail: "U+200B".into(),
+            },
+        ),
+    ];
+    let entries = write(dir.path(), &events);
+    let records = json(&render(&entries, Format::JsonLines));
+    assert_eq!(records[1]["severity"], "high", "{}", records[1]);
+    let cef = render(&entries, Format::Cef);
+    assert!(cef[1].contains("|Review refused|8|"), "{}", cef[1]);
 }

@@ -29,8 +29,8 @@ use std::time::Duration;
 use approvals_core::audit::AuditError;
 use approvals_core::{
     ActionRequest, AuditEvent, AuditSink, EventDetail, Gate, GuardError, Initiator, ManualClock,
-    MemorySink, MemoryStore, Principal, RequestState, Requirement, Review,
-    StaticPolicy, Store, Submission, Verdict,
+    MemorySink, MemoryStore, Principal, RequestState, Requirement, Review, StaticPolicy, Store,
+    Submission, Verdict,
 };
 use approvals_store_sql::{SqlStore, SqlStoreOptions};
 use approvals_testkit::fixtures::epoch;
@@ -115,7 +115,12 @@ fn review(actor: usize, verdict: Verdict) -> Review {
     }
 }
 
-fn gate(store: Arc<dyn Store>, sink: Arc<dyn AuditSink>, clock: Arc<ManualClock>, quorum: u32) -> Gate {
+fn gate(
+    store: Arc<dyn Store>,
+    sink: Arc<dyn AuditSink>,
+    clock: Arc<ManualClock>,
+    quorum: u32,
+) -> Gate {
     Gate::builder()
         .policy(StaticPolicy::require(
             Requirement::groups(["ops"])
@@ -231,7 +236,10 @@ async fn run_case(case: Case, store: Arc<dyn Store>) {
             "{case:?}: flagged although recorded"
         );
         let told = tokio::time::timeout(Duration::from_millis(30), g.wait(id)).await;
-        assert!(told.is_err(), "{case:?}: the agent heard of an unrecorded denial: {told:?}");
+        assert!(
+            told.is_err(),
+            "{case:?}: the agent heard of an unrecorded denial: {told:?}"
+        );
     }
 
     // Recovery: a fresh gate (another process) sweeps past the recovery delay.
@@ -241,7 +249,10 @@ async fn run_case(case: Case, store: Arc<dyn Store>) {
     let record = fresh.get(id).await.expect("get").expect("record");
     let events = reliable.events();
     let names: Vec<&str> = events.iter().map(AuditEvent::name).collect();
-    let ctx = format!("{case:?}, accepted {accepted:?}: {:?} {names:?}", record.state);
+    let ctx = format!(
+        "{case:?}, accepted {accepted:?}: {:?} {names:?}",
+        record.state
+    );
 
     let denials: Vec<&Principal> = record
         .reviews
@@ -252,7 +263,10 @@ async fn run_case(case: Case, store: Arc<dyn Store>) {
     for (actor, ok) in accepted.iter().enumerate() {
         if *ok == Some(true) {
             assert!(
-                record.reviews.iter().any(|r| r.reviewer.id == reviewer(actor).id),
+                record
+                    .reviews
+                    .iter()
+                    .any(|r| r.reviewer.id == reviewer(actor).id),
                 "{ctx}: decision {actor} returned Ok but is not stored"
             );
         }
@@ -265,7 +279,11 @@ async fn run_case(case: Case, store: Arc<dyn Store>) {
             EventDetail::Denied { by, .. } => Some(by.id.clone()),
             _ => None,
         });
-        assert_eq!(by.as_deref(), Some(denials[0].id.as_str()), "{ctx}: no denied event");
+        assert_eq!(
+            by.as_deref(),
+            Some(denials[0].id.as_str()),
+            "{ctx}: no denied event"
+        );
         // An approval it revoked keeps its `approved` event.
         let approvals_before_deny = record
             .reviews
@@ -273,7 +291,10 @@ async fn run_case(case: Case, store: Arc<dyn Store>) {
             .take_while(|r| r.verdict == Verdict::Approve)
             .count() as u32;
         if approvals_before_deny >= case.quorum {
-            assert!(names.contains(&"approved"), "{ctx}: the revoked approval is unrecorded");
+            assert!(
+                names.contains(&"approved"),
+                "{ctx}: the revoked approval is unrecorded"
+            );
         }
         let err = fresh.wait(id).await.expect_err("denied");
         assert!(matches!(err, GuardError::Denied { .. }), "{ctx}: {err:?}");
@@ -284,7 +305,10 @@ async fn run_case(case: Case, store: Arc<dyn Store>) {
         let events = reliable.names();
         let approved = events.iter().position(|n| *n == "approved");
         let issued = events.iter().position(|n| *n == "grant_issued");
-        assert!(approved < issued, "{ctx}: grant before approval: {events:?}");
+        assert!(
+            approved < issued,
+            "{ctx}: grant before approval: {events:?}"
+        );
     } else {
         assert_eq!(record.state, RequestState::Pending, "{ctx}");
     }
@@ -315,14 +339,20 @@ async fn every_interleaving_of_two_decisions_with_audit_failures_on_an_sqlite_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_interleaving_of_two_decisions_with_audit_failures_on_postgres() {
-    let Some(url) = pg::postgres_url("every_interleaving_of_two_decisions_with_audit_failures_on_postgres") else {
+    let Some(url) =
+        pg::postgres_url("every_interleaving_of_two_decisions_with_audit_failures_on_postgres")
+    else {
         return;
     };
     let schema = pg::unique_schema("interleave");
     let store: Arc<dyn Store> = Arc::new(
-        SqlStore::connect_with(SqlStoreOptions::new(&url).schema(&schema).max_connections(4))
-            .await
-            .expect("connect to PostgreSQL"),
+        SqlStore::connect_with(
+            SqlStoreOptions::new(&url)
+                .schema(&schema)
+                .max_connections(4),
+        )
+        .await
+        .expect("connect to PostgreSQL"),
     );
     for case in cases() {
         run_case(case, store.clone()).await;

@@ -227,22 +227,30 @@ async fn a_reviewer_approves_in_chromium_and_the_waiting_guard_gets_the_grant() 
     let evil = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">";
     let hostile = ActionRequest::new("iam.role.grant", "aws://iam/role/prod-admin")
         .params(json!({"principal": evil, "note": "\u{202e}exe.txt"}))
-        .justification(evil)
-        .initiator(
-            Initiator::agent("other-agent")
-                .on_behalf_of(Principal::human("mallory").with_name(evil)),
-        );
-    let hostile_id = submit(&f.gate, &hostile).await;
+        .justification(evil);
+    // Another agent's identity (with a hostile display name) comes from its credential, as at
+    // the agent API: an action cannot name its initiator.
+    let other_agent =
+        Initiator::agent("other-agent").on_behalf_of(Principal::human("mallory").with_name(evil));
+    let hostile_id = match f
+        .gate
+        .submit_as(&other_agent, &hostile)
+        .await
+        .expect("submit")
+    {
+        approvals_core::Submission::Pending(id) => id,
+        approvals_core::Submission::Allowed(_) => panic!("the fixture policy requires approval"),
+    };
 
     // The agent asks, and waits for a human.
     let action = ActionRequest::new("data.export", "db://prod/customers")
         .params(json!({"rows": 5000, "columns": ["email", "plan", "mrr"], "format": "csv", "destination": "s3://finance-exports/q3/"}))
         .summary("Export 5,000 customer rows to the finance bucket")
         .justification("Quarterly churn analysis requested in FIN-2291.")
+        // The gate's own agent, adding its session reference.
         .initiator(
             Initiator::agent("billing-agent")
-                .on_behalf_of(Principal::human("dana@example.com").with_name("Dana Whitfield"))
-                .model("claude-opus-4")
+                .on_behalf_of(Principal::human("dana@example.com"))
                 .session("run-7f3a"),
         )
         .context(RequestContext {

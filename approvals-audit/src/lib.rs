@@ -18,7 +18,6 @@
 //! - [`siem`]: verified events as JSON lines, OCSF or CEF, batch or following the log.
 //! - [`report`]: the evidence report for auditors (self-contained HTML and CSV).
 //! - [`witness`]: the latest checkpoint kept outside the log (file, database table, URL).
-//! - [`cli`]: the `approvals-audit` command, callable as a library function.
 //!
 //! ```
 //! use approvals_audit::log::{LogConfig, LogWriter, prove_inclusion, verify_file};
@@ -67,7 +66,6 @@
 #![warn(missing_docs)]
 
 pub mod canonical;
-pub mod cli;
 pub mod grant;
 pub mod log;
 pub mod merkle;

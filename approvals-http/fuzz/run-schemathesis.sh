@@ -31,7 +31,7 @@ st() {
 st --version
 
 echo "==> building approvals"
-cargo build -q -p approvals-http --bin approvals
+cargo build -q -p approvals-cli --bin approvals
 BIN="$CARGO_TARGET_DIR/debug/approvals"
 
 # A reviewer (who may decide), the requesting agent's human (self-approval) and an agent.

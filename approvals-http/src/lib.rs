@@ -1,6 +1,6 @@
 //! HTTP review channel for action-level approvals: a JSON REST API and a review web console
-//! over a [`Gate`](approvals_core::Gate), an outbound [`WebhookApprover`], and the
-//! `approvals` command-line tool.
+//! over a [`Gate`](approvals_core::Gate) and an outbound [`WebhookApprover`]. The
+//! `approvals` command-line tool is in the approvals-cli crate.
 //!
 //! - [`ReviewServer`] serves `/v1/...` (list, show, approve, deny, cancel; bearer tokens;
 //!   errors as RFC 9457 problem documents), `/openapi.json` and the console under
@@ -35,7 +35,8 @@
 //! Modules: [`server`] (routing, tower service, hyper loop), [`api`] (the JSON API),
 //! [`console`] (HTML pages, sessions, CSRF), [`auth`] (tokens), [`problem`] (errors),
 //! [`view`] (JSON shapes), [`webhook`] (outbound webhooks and their verification),
-//! [`client`] (API client), [`link`] (console links), [`html`] (escaping), `cli` (the `approvals` tool).
+//! [`client`] (API client), [`link`] (console links), [`html`] (escaping). The `approvals`
+//! command-line tool is in the approvals-cli crate.
 #![warn(missing_docs)]
 // Errors here are problem documents and responses built once per HTTP request, on the way
 // out; boxing them would buy nothing measurable and cost readability.
@@ -43,8 +44,6 @@
 
 pub mod api;
 pub mod auth;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod client;
 pub mod console;
 pub mod html;

@@ -481,7 +481,7 @@ async fn every_kind_of_tampering_is_detected_and_located() {
                 std::fs::write(known.path(), &last_checkpoint).expect("write checkpoint");
                 args.extend(["--known".into(), known.path().display().to_string()]);
             }
-            let code = tokio::task::spawn_blocking(move || approvals_audit::cli::run(args))
+            let code = tokio::task::spawn_blocking(move || approvals_cli::audit::run(args))
                 .await
                 .expect("cli");
             assert_eq!(
@@ -616,7 +616,7 @@ async fn concurrent_writers_on_several_pools_keep_one_verifiable_log() {
         let mut args: Vec<String> = vec!["verify".into()];
         args.extend(db.cli.iter().cloned());
         args.extend(["--trust".into(), vkeys.path().display().to_string()]);
-        let code = tokio::task::spawn_blocking(move || approvals_audit::cli::run(args))
+        let code = tokio::task::spawn_blocking(move || approvals_cli::audit::run(args))
             .await
             .expect("cli");
         assert_eq!(

@@ -55,7 +55,7 @@ fn child_writer() {
 
 fn cli(args: &[&str]) -> String {
     let args = args.iter().map(|s| (*s).to_owned()).collect();
-    format!("{:?}", approvals_audit::cli::run(args))
+    format!("{:?}", approvals_cli::audit::run(args))
 }
 
 fn code(c: u8) -> String {

@@ -191,7 +191,7 @@ async fn line(db: &Db, line_no: i64) -> String {
 }
 
 fn cli(args: Vec<String>) -> String {
-    format!("{:?}", approvals_audit::cli::run(args))
+    format!("{:?}", approvals_cli::audit::run(args))
 }
 
 fn code(c: u8) -> String {

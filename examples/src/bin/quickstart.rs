@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("Policy {} loaded.", gate.policy_version());
     println!("Review console: {base}console  (sign in as Sam with token {token})");
     println!(
-        "Or from another terminal: APPROVALS_TOKEN={token} cargo run -q -p approvals-http --bin approvals -- --server {base} pending\n"
+        "Or from another terminal: APPROVALS_TOKEN={token} cargo run -q -p approvals-cli --bin approvals -- --server {base} pending\n"
     );
 
     // 1. A read: the policy allows it outright.

@@ -20,10 +20,10 @@ use approvals_store_sql::audit::{LogConfig, Signer};
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
-use crate::auth::{TokenEntry, TokenHash, Tokens, generate_token};
-use crate::client::{ApiClient, ClientError};
-use crate::server::ReviewServer;
-use crate::view::RequestView;
+use approvals_http::auth::{TokenEntry, TokenHash, Tokens, generate_token};
+use approvals_http::client::{ApiClient, ClientError};
+use approvals_http::server::ReviewServer;
+use approvals_http::view::RequestView;
 
 /// Exit codes scripts can rely on.
 pub mod exit {
@@ -275,7 +275,8 @@ impl From<ClientError> for Failure {
                 403 | 409 | 422 => exit::REFUSED,
                 _ => exit::UNAVAILABLE,
             },
-            ClientError::Unavailable(_) | ClientError::Protocol(_) => exit::UNAVAILABLE,
+            // Unreachable, an answer that made no sense, and any kind added later.
+            _ => exit::UNAVAILABLE,
         };
         Failure::new(code, e.to_string())
     }
@@ -286,7 +287,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Audit(audit) = cli.command {
         // Same exit codes: 0 verified, 1 verification failed or token refused, 2 usage or I/O.
-        return approvals_audit::cli::run_named("approvals audit", audit.args);
+        return crate::audit::run_named("approvals audit", audit.args);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -561,7 +562,7 @@ async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
         println!("Metrics (Prometheus): {base}metrics");
     }
     let sweeper = server.gate().spawn_sweeper(Duration::from_secs(5));
-    let result = crate::server::serve(listener, server, shutdown_signal()).await;
+    let result = approvals_http::server::serve(listener, server, shutdown_signal()).await;
     sweeper.abort();
     result.map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))
 }
@@ -704,13 +705,13 @@ async fn pending(client: &ApiClient, args: PendingArgs) -> Result<(), Failure> {
             "{:<36}  {:<9}  {:<24}  {:<32}  {:<11}  {:<24}  {}/{}",
             r.id,
             r.state,
-            term(&crate::html::truncate(&r.kind, 24)),
-            term(&crate::html::truncate(&r.resource, 32)),
-            term(&crate::html::truncate(
+            term(&approvals_http::html::truncate(&r.kind, 24)),
+            term(&approvals_http::html::truncate(&r.resource, 32)),
+            term(&approvals_http::html::truncate(
                 r.context.environment.as_deref().unwrap_or("-"),
                 11
             )),
-            term(&crate::html::truncate(
+            term(&approvals_http::html::truncate(
                 r.initiator
                     .as_ref()
                     .map_or("-", |i| i.principal.id.as_str()),

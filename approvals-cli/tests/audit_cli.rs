@@ -1,5 +1,6 @@
 //! The `approvals-audit` command, run as a separate process over logs written here.
 
+#[path = "audit_common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};
@@ -354,7 +355,7 @@ async fn grant_verify_checks_a_token_with_the_public_key() {
 
 #[test]
 fn the_cli_runs_as_a_library_function() {
-    use approvals_audit::cli::run_named;
+    use approvals_cli::audit::run_named;
     use std::process::ExitCode;
     let code = |args: &[&str]| {
         format!(

@@ -1,5 +1,5 @@
 //! The `approvals` command-line tool. Run `approvals --help`.
 
 fn main() -> std::process::ExitCode {
-    approvals_http::cli::main()
+    approvals_cli::command::main()
 }

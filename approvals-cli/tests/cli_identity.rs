@@ -1,6 +1,5 @@
 //! `approvals token new` refuses a principal that cannot be compared safely and writes the
 //! canonical form of the one it accepts (issue 16, item 3).
-#![cfg(feature = "cli")]
 
 use std::process::{Command, Output, Stdio};
 

@@ -6,7 +6,7 @@
 //! // and return its exit status (0, 1 or 2) unchanged.
 //! fn main() -> std::process::ExitCode {
 //!     let args: Vec<String> = std::env::args().skip(2).collect();
-//!     approvals_audit::cli::run_named("approvals audit", args)
+//!     approvals_cli::audit::run_named("approvals audit", args)
 //! }
 //! ```
 //!
@@ -17,12 +17,14 @@ use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::grant::GrantTokenVerifier;
-use crate::log::{Completeness, InclusionProof, LogVerifier, prove_consistency, prove_inclusion};
-use crate::note::{Signer, Verifier};
-use crate::report::{EvidenceReport, ReportOptions, parse_bound};
-use crate::siem::{ExportError, Format, export_file, follow_file};
-use crate::witness::HttpWitness;
+use approvals_audit::grant::GrantTokenVerifier;
+use approvals_audit::log::{
+    Completeness, InclusionProof, LogVerifier, prove_consistency, prove_inclusion,
+};
+use approvals_audit::note::{Signer, Verifier};
+use approvals_audit::report::{EvidenceReport, ReportOptions, parse_bound};
+use approvals_audit::siem::{ExportError, Format, export_file, follow_file};
+use approvals_audit::witness::HttpWitness;
 
 /// The usage text.
 pub const USAGE: &str = "\
@@ -234,7 +236,7 @@ impl Args<'_> {
         } else if !self.witness_chosen() && input.db_witness.is_none() {
             out.push_str(&format!(
                 " --witness {}",
-                crate::witness::witness_path(&input.path).display()
+                approvals_audit::witness::witness_path(&input.path).display()
             ));
         }
         out
@@ -372,7 +374,7 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
                 .map_err(|e| err(format!("writing {out}: {e}")))?;
             println!("{out}: {lines} lines");
             // The copy keeps its witness beside it, where verifying the file looks.
-            let witness_out = crate::witness::witness_path(out);
+            let witness_out = approvals_audit::witness::witness_path(out);
             match witness {
                 Some(note) => {
                     let mut file = create_private(&witness_out)
@@ -632,7 +634,7 @@ fn refuse_plain_json_lines(path: &str) -> Result<(), Fail> {
     };
     let mut first = String::new();
     let _ = std::io::BufReader::new(file)
-        .take(crate::log::MAX_EVENT_BYTES as u64)
+        .take(approvals_audit::log::MAX_EVENT_BYTES as u64)
         .read_line(&mut first);
     let plain = serde_json::from_str::<serde_json::Value>(&first).is_ok_and(|v| {
         v.get("schema").is_some()
@@ -757,67 +759,23 @@ fn redacted(url: &str) -> String {
 }
 
 /// Opens the database at `url` and runs `f` on it, on a runtime of its own.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn with_db<T>(
     url: &str,
     schema: Option<&str>,
-    f: impl AsyncFnOnce(&crate::log::db::LogDb) -> Result<T, crate::LogError>,
+    f: impl AsyncFnOnce(&approvals_audit::log::db::LogDb) -> Result<T, approvals_audit::LogError>,
 ) -> Result<T, Fail> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| err(format!("starting the database client: {e}")))?;
     runtime.block_on(async {
-        let db = crate::log::db::LogDb::connect(url, schema)
+        let db = approvals_audit::log::db::LogDb::connect(url, schema)
             .await
             .map_err(err)?;
         let result = f(&db).await.map_err(err);
         db.close().await;
         result
     })
-}
-
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-fn with_db<T>(
-    _url: &str,
-    _schema: Option<&str>,
-    _f: impl AsyncFnOnce(&no_db::LogDb) -> Result<T, crate::LogError>,
-) -> Result<T, Fail> {
-    Err(usage(
-        "this build cannot read databases: build approvals-audit with the sqlite or postgres feature",
-    ))
-}
-
-/// Stands in for the database reader in builds without one; never called.
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-mod no_db {
-    use crate::LogError;
-    use crate::log::{InclusionProof, LogVerifier, VerifyReport};
-
-    pub(super) struct LogDb;
-
-    fn absent() -> LogError {
-        LogError::Invalid("no database support in this build".into())
-    }
-
-    impl LogDb {
-        pub(super) async fn verify(&self, _: &LogVerifier) -> Result<VerifyReport, LogError> {
-            Err(absent())
-        }
-        pub(super) async fn prove_inclusion(
-            &self,
-            _: u64,
-            _: Option<u64>,
-        ) -> Result<InclusionProof, LogError> {
-            Err(absent())
-        }
-        pub(super) async fn export(&self, _: &mut impl std::io::Write) -> Result<u64, LogError> {
-            Err(absent())
-        }
-        pub(super) async fn witness(&self) -> (String, Option<String>) {
-            (String::new(), None)
-        }
-    }
 }
 
 /// Creates a new file readable by its owner only; never opens an existing one.

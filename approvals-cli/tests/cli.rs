@@ -1,6 +1,5 @@
 //! The `approvals` binary: help and exit codes, tokens, store mode on SQLite (with the same
 //! authentication and gate checks as the server), and server mode.
-#![cfg(feature = "cli")]
 
 mod common;
 

@@ -328,4 +328,161 @@ impl ReviewError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ReviewError::Unavailable { .. })
     }
+
+    /// One short sentence for the person whose click, form or reply was refused, the same in
+    /// every channel (each channel escapes it for its own format). Names come from the record
+    /// and are cut to a bounded length; the full cause is in the `Display` text and the audit
+    /// trail.
+    pub fn reviewer_message(&self) -> String {
+        let bounded = |s: &str| crate::text::truncate(s, 120).into_owned();
+        match self {
+            ReviewError::NotFound(id) => format!("Request {id} does not exist (any more)."),
+            ReviewError::AlreadyDecided {
+                id,
+                state,
+                by: Some(by),
+            } => format!("Request {id} was already {state} by {}.", bounded(by)),
+            ReviewError::AlreadyDecided { id, state, by: None } => {
+                format!("Request {id} is already {state}.")
+            }
+            ReviewError::Expired { id } => {
+                format!("Request {id} expired before your decision arrived.")
+            }
+            ReviewError::SelfApproval { .. } => {
+                "You cannot review your own request (it was made by you or on your behalf)."
+                    .to_owned()
+            }
+            ReviewError::NotHuman { kind, .. } => {
+                format!("Only people can review requests; your account is registered as {kind}.")
+            }
+            ReviewError::NotAuthorized { .. } => {
+                "You are not one of the reviewers this request needs.".to_owned()
+            }
+            ReviewError::ReasonRequired { .. } => {
+                "A reason is required for this request; give one and decide again.".to_owned()
+            }
+            ReviewError::AlreadyReviewed { .. } => {
+                "You already approved this request; one person counts once.".to_owned()
+            }
+            ReviewError::InvalidIdentity { .. } => {
+                "Your account's identity cannot be compared safely; ask an administrator to fix its mapping.".to_owned()
+            }
+            ReviewError::DigestMismatch { .. } => {
+                "The action changed since it was shown to you; look at it again before deciding."
+                    .to_owned()
+            }
+            ReviewError::Unavailable { .. } => {
+                "The approval service is unavailable and nothing was decided; try again in a moment."
+                    .to_owned()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Digest;
+
+    /// Every variant has one short sentence that names no internal detail.
+    #[test]
+    fn reviewer_message_covers_every_variant() {
+        let id = RequestId::new();
+        let reviewer = "sam@example.com".to_owned();
+        let invalid = crate::request::Principal::human("s\u{200B}am")
+            .validate()
+            .expect_err("a zero-width space is refused");
+        let cases = [
+            (ReviewError::NotFound(id), format!("Request {id} does not exist (any more).")),
+            (
+                ReviewError::AlreadyDecided {
+                    id,
+                    state: RequestState::Approved,
+                    by: Some("Sam".into()),
+                },
+                format!("Request {id} was already approved by Sam."),
+            ),
+            (
+                ReviewError::AlreadyDecided {
+                    id,
+                    state: RequestState::Expired,
+                    by: None,
+                },
+                format!("Request {id} is already expired."),
+            ),
+            (
+                ReviewError::Expired { id },
+                format!("Request {id} expired before your decision arrived."),
+            ),
+            (
+                ReviewError::SelfApproval {
+                    id,
+                    reviewer: reviewer.clone(),
+                },
+                "You cannot review your own request (it was made by you or on your behalf).".into(),
+            ),
+            (
+                ReviewError::NotHuman {
+                    reviewer: reviewer.clone(),
+                    kind: PrincipalKind::Agent,
+                },
+                "Only people can review requests; your account is registered as agent.".into(),
+            ),
+            (
+                ReviewError::NotAuthorized {
+                    id,
+                    reviewer: reviewer.clone(),
+                },
+                "You are not one of the reviewers this request needs.".into(),
+            ),
+            (
+                ReviewError::ReasonRequired { id },
+                "A reason is required for this request; give one and decide again.".into(),
+            ),
+            (
+                ReviewError::AlreadyReviewed {
+                    id,
+                    reviewer: reviewer.clone(),
+                },
+                "You already approved this request; one person counts once.".into(),
+            ),
+            (
+                ReviewError::InvalidIdentity { id, error: invalid },
+                "Your account's identity cannot be compared safely; ask an administrator to fix its mapping.".into(),
+            ),
+            (
+                ReviewError::DigestMismatch {
+                    id,
+                    stored: Digest([1; 32]),
+                    presented: Digest([2; 32]),
+                },
+                "The action changed since it was shown to you; look at it again before deciding."
+                    .into(),
+            ),
+            (
+                ReviewError::Unavailable {
+                    component: Component::Store,
+                    message: "connection refused to 10.0.0.7".into(),
+                },
+                "The approval service is unavailable and nothing was decided; try again in a moment."
+                    .into(),
+            ),
+        ];
+        for (error, expected) in cases {
+            let message = error.reviewer_message();
+            assert_eq!(message, expected, "{error:?}");
+            assert!(message.ends_with('.') && !message.contains('\n'));
+            assert!(
+                !message.contains(&reviewer),
+                "names no reviewer id: {message}"
+            );
+        }
+        // A long name is cut.
+        let long = ReviewError::AlreadyDecided {
+            id,
+            state: RequestState::Denied,
+            by: Some("x".repeat(1000)),
+        };
+        assert!(long.reviewer_message().chars().count() < 250);
+    }
 }

@@ -267,8 +267,8 @@ pub fn may_review(record: &RequestRecord, reviewer: &Principal) -> Result<(), Re
 
 /// Whether `review` would be accepted on `record` at `now`, in the order the gate checks:
 /// the digest the reviewer saw, the identity, that the request is still open (pending and not
-/// expired, or approved and the verdict a deny: deny wins), [`may_review`], a reason where one
-/// is required, and that this person has not already approved. A channel calls it (through
+/// expired, or approved and the verdict a deny: deny wins), [`may_review`], that this person
+/// has not already approved, and last a reason where one is required. A channel calls it (through
 /// `Gate::check_review`) before it opens a reason dialog; [`review`] applies the same checks.
 pub fn check_review(
     record: &RequestRecord,
@@ -302,11 +302,6 @@ pub fn check_review(
         return Err(ReviewError::Expired { id });
     }
     may_review(record, reviewer)?;
-    if record.requirement.reason_required
-        && review.reason.as_deref().is_none_or(|r| r.trim().is_empty())
-    {
-        return Err(ReviewError::ReasonRequired { id });
-    }
     if review.verdict == Verdict::Approve
         && record.approvers().iter().any(|p| p.same_identity(reviewer))
     {
@@ -315,7 +310,29 @@ pub fn check_review(
             reviewer: reviewer.id.clone(),
         });
     }
+    // Last, so a channel that has not asked for the reason yet reads `ReasonRequired` as
+    // "everything else holds: ask for one" (see [`check_review_before_reason`]).
+    if record.requirement.reason_required
+        && review.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+    {
+        return Err(ReviewError::ReasonRequired { id });
+    }
     Ok(())
+}
+
+/// [`check_review`] for a channel that asks for the reason after this check (a dialog, a
+/// form): a missing reason is not a refusal yet, every other rule is applied. Returns whether
+/// a reason will be required.
+pub fn check_review_before_reason(
+    record: &RequestRecord,
+    review: &Review,
+    now: DateTime<Utc>,
+) -> Result<bool, ReviewError> {
+    match check_review(record, review, now) {
+        Ok(()) => Ok(record.requirement.reason_required),
+        Err(ReviewError::ReasonRequired { .. }) => Ok(true),
+        Err(refused) => Err(refused),
+    }
 }
 
 /// Applies `review`: the accepted review is stored; a deny ends the request (and revokes an

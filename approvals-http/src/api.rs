@@ -143,23 +143,7 @@ pub(crate) async fn decide(
     digest: Option<Digest>,
     channel: &str,
 ) -> Result<approvals_core::ReviewOutcome, Problem> {
-    if reviewer.kind != PrincipalKind::Human {
-        let detail = format!(
-            "{} is a {}; only humans can approve or deny. Agent and service tokens may list, view and cancel their own requests",
-            reviewer.id, reviewer.kind
-        );
-        let _ = shared
-            .gate
-            .record_rejected_callback(
-                id,
-                Some(reviewer.clone()),
-                channel,
-                RejectCause::NotHuman,
-                &detail,
-            )
-            .await;
-        return Err(Problem::forbidden("not_human", detail));
-    }
+    // The gate applies (and audits) every rule, agents and services included.
     let mut review = match verdict {
         Verdict::Approve => Review::approve(reviewer),
         Verdict::Deny => Review::deny(reviewer),

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use approvals_core::lifecycle::{self, Review};
 use approvals_core::{
     Digest, Principal, PrincipalKind, RejectCause, RequestId, RequestRecord, RequestState, Verdict,
 };
@@ -22,7 +23,7 @@ use rand::RngCore;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::{check_reason, decide, may_view};
+use crate::api::{check_reason, may_view};
 use crate::auth::TokenHash;
 use crate::html::{escape, truncate};
 use crate::problem::Problem;
@@ -507,19 +508,19 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
         Ok(r) => r,
         Err(p) => return detail_page(shared, &v, id, Some((p.status_code(), p.detail))).await,
     };
-    match decide(
-        shared,
-        id,
-        v.principal.clone(),
-        verdict,
-        reason,
-        Some(digest),
-        CONSOLE_CHANNEL,
-    )
-    .await
-    {
+    let mut review = Review::new(v.principal.clone(), verdict)
+        .via(CONSOLE_CHANNEL)
+        .for_digest(digest);
+    if let Some(reason) = reason {
+        review = review.reason(reason);
+    }
+    // The gate applies (and audits) every rule; the reviewer reads its one-sentence refusal.
+    match shared.gate.decide(id, review).await {
         Ok(_) => redirect(&format!("/console/requests/{id}")),
-        Err(p) => detail_page(shared, &v, id, Some((p.status_code(), p.detail))).await,
+        Err(refused) => {
+            let status = Problem::from(refused.clone()).status_code();
+            detail_page(shared, &v, id, Some((status, refused.reviewer_message()))).await
+        }
     }
 }
 
@@ -950,16 +951,18 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
             r#"<section class="card decide"><h2>Your decision</h2><p class="muted">{text}</p></section>"#
         )
     };
-    let may_review = record
-        .request
-        .initiator
-        .as_ref()
-        .is_some_and(|i| !i.is_self(me))
-        && record.requirement.authorizes(me, record.escalated);
+    // The gate's rules, run dry for each verdict (the reason is asked for in the form); the
+    // gate checks again when the form is posted.
+    let check = |verdict| {
+        lifecycle::check_review_before_reason(
+            record,
+            &Review::new(me.clone(), verdict).for_digest(record.digest),
+            now,
+        )
+    };
+    let (approve, deny) = (check(Verdict::Approve), check(Verdict::Deny));
     // Deny wins: an approval whose grant is still unused can be revoked by a reviewer.
-    let revocable =
-        record.state == RequestState::Approved && record.grant_expires_at.is_some_and(|t| now < t);
-    if revocable && may_review {
+    if record.state == RequestState::Approved && deny.is_ok() {
         return format!(
             r#"<section class="card decide"><h2>Revoke the approval</h2>
 <p class="muted">Approved, but the agent has not used its grant yet. Denying now revokes it: the action will not run.</p>
@@ -975,33 +978,25 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
             digest = record.digest,
         );
     }
-    if record.state != RequestState::Pending {
-        return notice(&format!(
-            "This request is {}; no further decisions are accepted.",
-            record.state
-        ));
-    }
-    if now >= record.expires_at {
-        return notice("This request has expired.");
-    }
-    if record
-        .request
-        .initiator
-        .as_ref()
-        .is_none_or(|i| i.is_self(me))
-    {
-        return notice(
-            "You asked for this action (or it was asked on your behalf), so you cannot review it. Another reviewer must decide.",
-        );
-    }
-    if !record.requirement.authorizes(me, record.escalated) {
-        return notice(
-            "You are not among the reviewers this request's approval rule allows. You can view it, but not decide.",
-        );
-    }
-    if record.approvers().iter().any(|p| p.same_identity(me)) {
-        return notice("You already approved; waiting for other reviewers.");
-    }
+    let (refused, buttons) = match (&approve, &deny) {
+        (Err(refused), Err(_)) => return notice(&escape(&refused.reviewer_message())),
+        (Ok(_), Ok(_)) => (
+            String::new(),
+            r#"<button type="submit" name="verdict" value="approve" class="approve">Approve</button><button type="submit" name="verdict" value="deny" class="deny">Deny</button>"#,
+        ),
+        (Ok(_), Err(_)) => (
+            String::new(),
+            r#"<button type="submit" name="verdict" value="approve" class="approve">Approve</button>"#,
+        ),
+        (Err(refused), Ok(_)) => (
+            format!(
+                r#"<p class="muted">{}</p>"#,
+                escape(&refused.reviewer_message())
+            ),
+            r#"<button type="submit" name="verdict" value="deny" class="deny">Deny</button>"#,
+        ),
+    };
+    let reason_required = matches!((&approve, &deny), (Ok(true), _) | (_, Ok(true)));
     format!(
         r#"<section class="card decide"><h2>Your decision</h2>
 <form method="post" action="/console/requests/{id}/decision" class="stack">
@@ -1009,22 +1004,14 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
 <input type="hidden" name="digest" value="{digest}">
 <label for="reason">Reason{req}</label>
 <textarea id="reason" name="reason" rows="3" maxlength="2000" placeholder="Why you approve or deny (recorded in the audit trail)"{required}></textarea>
-<div class="buttons"><button type="submit" name="verdict" value="approve" class="approve">Approve</button><button type="submit" name="verdict" value="deny" class="deny">Deny</button></div>
+{refused}<div class="buttons">{buttons}</div>
 <p class="hint">Deciding as {me}. Approving lets exactly this action run once (digest <code>{short}</code>).</p>
 </form></section>"#,
         id = record.id,
         csrf = escape(&v.csrf),
         digest = record.digest,
-        req = if record.requirement.reason_required {
-            " (required)"
-        } else {
-            ""
-        },
-        required = if record.requirement.reason_required {
-            " required"
-        } else {
-            ""
-        },
+        req = if reason_required { " (required)" } else { "" },
+        required = if reason_required { " required" } else { "" },
         me = principal_label(me),
         short = &record.digest.to_string().get(7..19).unwrap_or(""),
     )

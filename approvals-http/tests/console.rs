@@ -380,8 +380,8 @@ async fn the_requester_and_outsiders_see_no_form_and_a_forced_post_changes_nothi
         .digest
         .to_string();
     for (token, notice) in [
-        (DANA, "you cannot review it"),
-        (EVE, "not among the reviewers"),
+        (DANA, "You cannot review your own request"),
+        (EVE, "You are not one of the reviewers this request needs"),
     ] {
         let cookie = login(&f.server, token).await;
         let page = send(

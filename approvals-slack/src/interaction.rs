@@ -18,9 +18,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use approvals_core::lifecycle;
 use approvals_core::{
-    Digest, Gate, IdentityError, IdentityResolver, Principal, PrincipalKind, RejectCause,
-    RequestId, RequestRecord, RequestState, Review, ReviewError, ReviewOutcome, Verdict,
+    Digest, Gate, IdentityError, IdentityResolver, Principal, RejectCause, RequestId,
+    RequestRecord, RequestState, Review, ReviewError, ReviewOutcome, Verdict,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -706,13 +707,14 @@ impl SlackInteractions {
         principal: Principal,
     ) {
         let response_url = interaction.response_url.as_deref();
-        if let Err(refused) = precheck(
-            record,
-            &principal,
-            verdict,
-            button.digest,
-            self.inner.gate.now(),
-        ) {
+        // The gate's own rules, run dry (a missing reason is not a refusal yet: the dialog
+        // asks for it); the gate checks again when the review arrives.
+        let dry_run = Review::new(principal.clone(), verdict)
+            .via(CHANNEL)
+            .for_digest(button.digest);
+        if let Err(refused) =
+            lifecycle::check_review_before_reason(record, &dry_run, self.inner.gate.now())
+        {
             if let Some(cause) = refused.cause() {
                 self.inner
                     .gate
@@ -725,8 +727,11 @@ impl SlackInteractions {
                     )
                     .await;
             }
-            self.reply(response_url, &format!("Not applied: {refused}."))
-                .await;
+            self.reply(
+                response_url,
+                &format!("Not applied: {}", refused.reviewer_message()),
+            )
+            .await;
             return;
         }
         let Some(trigger) = interaction.trigger_id.as_deref() else {
@@ -895,7 +900,7 @@ impl SlackInteractions {
                 "Your review of {what} was recorded; the request is {}.",
                 outcome.state
             ),
-            Err(e) => format!("Not applied: {e}."),
+            Err(e) => format!("Not applied: {}", e.reviewer_message()),
         };
         self.reply(response_url, &text).await;
     }
@@ -922,77 +927,6 @@ impl SlackInteractions {
             }),
         )
     }
-}
-
-/// The checks [`Gate::decide`] makes that do not depend on the reason, run before a reason
-/// dialog is opened. The gate makes them again, authoritatively, when the review arrives.
-fn precheck(
-    record: &RequestRecord,
-    reviewer: &Principal,
-    verdict: Verdict,
-    digest: Digest,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), ReviewError> {
-    let id = record.id;
-    if digest != record.digest {
-        return Err(ReviewError::DigestMismatch {
-            id,
-            stored: record.digest,
-            presented: digest,
-        });
-    }
-    if record.state != RequestState::Pending {
-        let by = match record.state {
-            RequestState::Denied | RequestState::Cancelled => record
-                .resolution
-                .as_ref()
-                .and_then(|r| r.by.as_ref())
-                .map(|p| p.label().to_owned()),
-            RequestState::Expired | RequestState::Lapsed | RequestState::Pending => None,
-            _ => {
-                let names: Vec<&str> = record.approvers().iter().map(|p| p.label()).collect();
-                (!names.is_empty()).then(|| names.join(", "))
-            }
-        };
-        return Err(ReviewError::AlreadyDecided {
-            id,
-            state: record.state,
-            by,
-        });
-    }
-    if now >= record.expires_at {
-        return Err(ReviewError::Expired { id });
-    }
-    if reviewer.kind != PrincipalKind::Human {
-        return Err(ReviewError::NotHuman {
-            reviewer: reviewer.id.clone(),
-            kind: reviewer.kind,
-        });
-    }
-    if record
-        .request
-        .initiator
-        .as_ref()
-        .is_none_or(|i| i.is_self(reviewer))
-    {
-        return Err(ReviewError::SelfApproval {
-            id,
-            reviewer: reviewer.id.clone(),
-        });
-    }
-    if !record.requirement.authorizes(reviewer, record.escalated) {
-        return Err(ReviewError::NotAuthorized {
-            id,
-            reviewer: reviewer.id.clone(),
-        });
-    }
-    if verdict == Verdict::Approve && record.approvers().iter().any(|p| p.same_identity(reviewer)) {
-        return Err(ReviewError::AlreadyReviewed {
-            id,
-            reviewer: reviewer.id.clone(),
-        });
-    }
-    Ok(())
 }
 
 impl tower::Service<http::Request<Bytes>> for SlackInteractions {

@@ -187,7 +187,11 @@ async fn unknown_ambiguous_and_unauthorized_users_are_told_why() {
     let cases = [
         (NOBODY, RejectCause::UnknownReviewer, "unknown reviewer"),
         (TWIN, RejectCause::UnknownReviewer, "matches 2 principals"),
-        (EVE, RejectCause::NotAuthorized, "not allowed to review"),
+        (
+            EVE,
+            RejectCause::NotAuthorized,
+            "not one of the reviewers this request needs",
+        ),
     ];
     for (user, cause, words) in cases {
         let url = env.fake.response_url(user);
@@ -211,7 +215,10 @@ async fn unknown_ambiguous_and_unauthorized_users_are_told_why() {
         200
     );
     let replies = env.replies(&url, 1).await;
-    assert!(replies[0].contains("not allowed to review"), "{replies:?}");
+    assert!(
+        replies[0].contains("not one of the reviewers this request needs"),
+        "{replies:?}"
+    );
     assert!(env.fake.calls_to("views.open").is_empty());
     assert_untouched(&env.record(id).await);
 }
@@ -230,7 +237,7 @@ async fn self_approval_through_slack_is_refused() {
     );
     let replies = env.replies(&url, 1).await;
     assert!(
-        replies[0].contains("requested by them or on their behalf"),
+        replies[0].contains("You cannot review your own request"),
         "{replies:?}"
     );
     assert_untouched(&env.record(id).await);
@@ -324,7 +331,10 @@ async fn a_button_for_another_digest_or_a_malformed_button_changes_nothing() {
         &url,
     );
     let replies = env.replies(&url, 1).await;
-    assert!(replies[0].contains("digest"), "{replies:?}");
+    assert!(
+        replies[0].contains("The action changed since it was shown to you"),
+        "{replies:?}"
+    );
     for (i, bad) in [
         "",
         "not-a-request",

@@ -84,7 +84,7 @@ async fn escalation_posts_again_and_the_resolution_updates_every_message() {
         &first_ts,
         &early,
     );
-    assert!(env.replies(&early, 1).await[0].contains("not allowed"));
+    assert!(env.replies(&early, 1).await[0].contains("not one of the reviewers"));
 
     env.clock.advance(TimeDelta::minutes(6));
     let report = env.gate.sweep().await.expect("sweep");

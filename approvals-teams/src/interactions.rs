@@ -804,37 +804,7 @@ fn applied(verdict: Verdict, outcome: &ReviewOutcome) -> String {
     }
 }
 
-/// Why nothing was applied, for the clicker.
+/// Why nothing was applied, for the clicker: the gate's one sentence (the card escapes it).
 fn explain(e: &ReviewError) -> String {
-    let why = match e {
-        ReviewError::SelfApproval { .. } => {
-            "you cannot review your own request (it was made by you or on your behalf)".to_owned()
-        }
-        ReviewError::NotAuthorized { .. } => {
-            "you are not one of the reviewers this request needs".to_owned()
-        }
-        ReviewError::NotHuman { .. } => "only people can review requests".to_owned(),
-        ReviewError::AlreadyDecided { state, by, .. } => format!(
-            "this request is already {state}{}",
-            by.as_deref()
-                .map(|b| format!(" by {}", truncate(b, 200, "…")))
-                .unwrap_or_default()
-        ),
-        ReviewError::Expired { .. } => "this request expired before your click arrived".to_owned(),
-        ReviewError::AlreadyReviewed { .. } => {
-            "you already approved this request; one person counts once".to_owned()
-        }
-        ReviewError::ReasonRequired { .. } => {
-            "a reason is required; type one in the box and click again".to_owned()
-        }
-        ReviewError::DigestMismatch { .. } => {
-            "this card is out of date: the request changed since it was posted".to_owned()
-        }
-        ReviewError::NotFound(_) => "this request no longer exists".to_owned(),
-        ReviewError::Unavailable { .. } => {
-            "the approval service is unavailable; try again in a moment".to_owned()
-        }
-        other => other.to_string(),
-    };
-    format!("Nothing was applied: {why}.")
+    format!("Nothing was applied. {}", e.reviewer_message())
 }

@@ -802,7 +802,7 @@ async fn self_approval_is_refused_for_the_clicker_only() {
     let response = env.click(DANA, "approve", None).await;
     let text = card_strings(response_card(&response));
     assert!(
-        text.contains("you cannot review your own request"),
+        text.contains("You cannot review your own request"),
         "{text}"
     );
     assert_eq!(env.state(id).await, RequestState::Pending);
@@ -839,7 +839,10 @@ async fn click_after_expiry_is_refused_and_expires_the_request() {
     env.clock.advance(TimeDelta::hours(2));
     let response = env.click(ANN, "approve", None).await;
     let text = card_strings(response_card(&response));
-    assert!(text.contains("expired before your click arrived"), "{text}");
+    assert!(
+        text.contains("expired before your decision arrived"),
+        "{text}"
+    );
     assert_eq!(env.state(id).await, RequestState::Expired);
     assert!(env.reviews(id).is_empty());
     assert_eq!(env.rejections(id)[0].0, RejectCause::Expired);
@@ -891,7 +894,9 @@ async fn tampered_card_data_is_refused() {
     );
     let response = env.send(&env.token(), &body).await;
     let json: Value = serde_json::from_slice(response.body()).expect("json");
-    assert!(card_strings(response_card(&json)).contains("out of date"));
+    assert!(
+        card_strings(response_card(&json)).contains("The action changed since it was shown to you")
+    );
     // The verb says approve, the data says deny.
     let body = invoke(
         &env.bot.service_url(),
@@ -953,7 +958,7 @@ async fn reason_is_required_when_the_policy_says_so() {
     let env = setup_with(Requirement::groups(["security"]).reason_required(true)).await;
     let id = env.submit(&export()).await;
     let response = env.click(ANN, "approve", Some("   ")).await;
-    assert!(card_strings(response_card(&response)).contains("a reason is required"));
+    assert!(card_strings(response_card(&response)).contains("A reason is required"));
     assert_eq!(env.state(id).await, RequestState::Pending);
     env.click(ANN, "approve", Some("ticket FIN-1234 approved by finance"))
         .await;
@@ -1202,7 +1207,7 @@ async fn racing_clicks_give_one_outcome() {
         .count();
     let refused = texts
         .iter()
-        .filter(|t| t.contains("Nothing was applied: this request is already approved"))
+        .filter(|t| t.contains("Nothing was applied.") && t.contains("was already approved by"))
         .count();
     assert_eq!((applied, refused), (1, 1), "{texts:?}");
     assert_eq!(env.state(id).await, RequestState::Approved);

@@ -26,4 +26,5 @@ pub mod fixtures;
 pub mod hostile;
 #[cfg(feature = "postgres")]
 pub mod pg;
+pub mod approver_suite;
 pub mod store_suite;

@@ -12,7 +12,6 @@
 //! - [`log`]: the log file format, [`LogWriter`], [`log::LogChain`] (the same format for
 //!   sinks that are not files, such as SQL), [`log::LogVerifier`], [`log::VerifiedReader`] and
 //!   exported proofs.
-//! - [`canonical`]: the canonical JSON encoding events are stored and hashed in.
 //! - [`SignedLogSink`]: the gate's [`approvals_core::AuditSink`] writing to a log.
 //! - [`grant`]: grants as compact signed tokens another service verifies with a public key.
 //! - [`siem`]: verified events as JSON lines, OCSF or CEF, batch or following the log.
@@ -65,7 +64,6 @@
 //! witness: verification refuses it as unverifiable; use [`SignedLogSink`] for evidence.
 #![warn(missing_docs)]
 
-pub mod canonical;
 pub mod grant;
 pub mod log;
 pub mod merkle;

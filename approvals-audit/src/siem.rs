@@ -192,7 +192,7 @@ impl Exporter {
         // JSON is written canonically (keys sorted), so the output is the same whatever
         // serde_json features other crates in the build enable (`preserve_order`).
         let json = |value: Value| {
-            String::from_utf8(crate::canonical::to_vec(&value))
+            String::from_utf8(approvals_core::request::canonical_json(&value))
                 .map_err(|_| ExportError::BadEvent { seq: entry.seq })
         };
         // The event as seen for its actor: with the request's initiator filled in when the

@@ -2,9 +2,9 @@
 
 mod common;
 
-use approvals_audit::canonical;
 use approvals_audit::log::{InclusionProof, LogWriter, prove_consistency, prove_inclusion};
 use approvals_audit::note::Signer;
+use approvals_core::request::canonical_json;
 use common::*;
 
 #[test]
@@ -18,7 +18,7 @@ fn every_entry_is_provable_at_every_checkpoint() {
             let opened = proof.verify(&trusted).unwrap();
             assert_eq!(opened.checkpoint.size, size);
             assert_eq!(opened.checkpoint.origin, ORIGIN);
-            assert_eq!(proof.event.as_bytes(), canonical::to_vec(&event(seq)));
+            assert_eq!(proof.event.as_bytes(), canonical_json(&event(seq)));
         }
     }
 }

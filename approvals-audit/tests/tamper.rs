@@ -4,12 +4,12 @@
 
 mod common;
 
-use approvals_audit::canonical;
 use approvals_audit::log::{
     Completeness, LogVerifier, LogWriter, Problem, ProblemKind, Warning, verify_file,
 };
 use approvals_audit::merkle::leaf_hash;
 use approvals_audit::note::{NoteError, Signer, Verifier};
+use approvals_core::request::canonical_json;
 use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -44,7 +44,7 @@ fn rehash_from(lines: &mut [String], from: usize) {
             continue;
         }
         if i >= from {
-            let event = canonical::to_vec(&v["event"]);
+            let event = canonical_json(&v["event"]);
             let leaf = leaf_hash(&event);
             *line = format!(
                 "{{\"seq\":{},\"prev\":\"{}\",\"leaf\":\"{}\",\"event\":{}}}",
@@ -123,7 +123,7 @@ fn edited_event_with_recomputed_leaf_breaks_the_chain() {
     let i = entry_index(&lines, 5);
     let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
     v["event"]["reviewer"]["id"] = "mallory".into();
-    let event = canonical::to_vec(&v["event"]);
+    let event = canonical_json(&v["event"]);
     lines[i] = format!(
         "{{\"seq\":5,\"prev\":{},\"leaf\":\"{}\",\"event\":{}}}",
         v["prev"],
@@ -238,7 +238,7 @@ fn inserted_line_is_found() {
     let i = entry_index(&lines, 6);
     let mut forged: Value = serde_json::from_str(&lines[i]).unwrap();
     forged["event"]["type"] = "approved".into();
-    let event = canonical::to_vec(&forged["event"]);
+    let event = canonical_json(&forged["event"]);
     lines.insert(
         i,
         format!(

@@ -689,10 +689,27 @@ const DIGEST_DOMAIN: &[u8] = b"approvals.action.v1\n";
 /// whitespace, strings use JSON's short escapes (`\"`, `\\`, `\n`, ...) and `\u00XX` for other
 /// control characters, and numbers are written as serde_json writes them (integers exactly,
 /// floats in shortest round-trip form). Absent optional fields are omitted, not `null`.
+///
+/// This is the one canonical encoder of the workspace: approvals-audit stores and hashes audit
+/// events in it too (through [`write_canonical_json`]).
+///
+/// ```
+/// let v = serde_json::json!({"b": 1, "a": [true, null, "x"]});
+/// assert_eq!(
+///     approvals_core::request::canonical_json(&v),
+///     br#"{"a":[true,null,"x"],"b":1}"#
+/// );
+/// ```
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     write_canonical(value, &mut out);
     out
+}
+
+/// Appends the canonical JSON of `value` (as [`canonical_json`]) to `out`, so a caller can
+/// reuse one buffer for many values (the audit log encodes every event this way).
+pub fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
+    write_canonical(value, out);
 }
 
 fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
@@ -881,6 +898,74 @@ mod tests {
     #[test]
     fn idempotency_key_is_not_part_of_the_digest() {
         assert_eq!(export().idempotency_key("k1").digest(), export().digest());
+    }
+
+    /// The same value with every object's members inserted in key order, so serde_json's
+    /// own compact output is a reference encoding whatever its map type.
+    fn sorted_members(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut members: Vec<_> = map.iter().collect();
+                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), sorted_members(v)))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted_members).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn has_float(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.is_f64(),
+            Value::Array(items) => items.iter().any(has_float),
+            Value::Object(map) => map.values().any(has_float),
+            _ => false,
+        }
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                proptest::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The canonical encoding (digests here, audit events in approvals-audit) is
+        /// serde_json's compact output with keys in byte order, and writing into a used buffer
+        /// appends exactly that.
+        #[test]
+        fn canonical_json_is_serde_json_compact_output_in_key_order(v in any_json()) {
+            let ours = canonical_json(&v);
+            proptest::prop_assert_eq!(&ours, &serde_json::to_vec(&sorted_members(&v)).unwrap());
+            let mut buf = b"prefix".to_vec();
+            write_canonical_json(&v, &mut buf);
+            proptest::prop_assert_eq!(&buf[6..], &ours[..]);
+            // Parsing and re-encoding gives the same bytes, except for floats: serde_json's
+            // default parser may land one ulp off, which is why the audit log hashes and
+            // proves the stored event bytes and never a re-encoding of a parsed event.
+            if !has_float(&v) {
+                let back: Value = serde_json::from_slice(&ours).unwrap();
+                proptest::prop_assert_eq!(canonical_json(&back), ours);
+            }
+        }
     }
 
     #[test]

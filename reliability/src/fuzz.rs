@@ -1365,7 +1365,7 @@ pub fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             "audit_proofs",
             "consistency".to_owned(),
             // Canonical, so the seed is the same whatever serde_json features the build has.
-            with_mode(4, &approvals_audit::canonical::to_vec(&proof)),
+            with_mode(4, &approvals_core::request::canonical_json(&proof)),
         ));
     }
     let vkey = log_signer().verifier().to_string();

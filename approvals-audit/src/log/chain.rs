@@ -5,7 +5,6 @@ use serde_json::Value;
 use super::LogError;
 use super::format::{GENESIS, MAX_EVENT_BYTES, entry_hash, write_checkpoint, write_entry};
 use super::verify::Scanner;
-use crate::canonical;
 use crate::merkle::{Frontier, Hash, leaf_hash};
 use crate::note::{Checkpoint, Signer};
 
@@ -104,7 +103,7 @@ impl LogChain {
     /// Adds one event (stored in canonical JSON) and returns its entry line.
     pub fn append(&mut self, event: &Value) -> Result<ChainedEntry, LogError> {
         self.event_buf.clear();
-        canonical::write(event, &mut self.event_buf);
+        approvals_core::request::write_canonical_json(event, &mut self.event_buf);
         if self.event_buf.len() > MAX_EVENT_BYTES {
             return Err(LogError::Invalid(format!(
                 "the event is {} bytes of JSON, more than the limit of {MAX_EVENT_BYTES}",

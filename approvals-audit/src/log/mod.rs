@@ -11,7 +11,10 @@
 //! ```
 //!
 //! - `seq`: the entry's position in the log, counting from 0, without gaps.
-//! - `event`: the event in canonical JSON ([`crate::canonical`]: sorted keys, no whitespace).
+//! - `event`: the event in canonical JSON ([`approvals_core::request::canonical_json`]:
+//!   sorted keys, no whitespace). Re-encoding a parsed event may not give back the same bytes
+//!   when it holds floats (serde_json's default float parsing is not exact), so verifiers
+//!   hash the stored bytes, never a re-encoding.
 //! - `leaf`: the RFC 6962 leaf hash of the exact `event` bytes, `SHA-256(0x00 || event)`.
 //!   Entry `seq` is leaf number `seq` of the log's Merkle tree.
 //! - `prev`: the entry hash of the previous entry, 64 zeros for the first entry. The entry hash

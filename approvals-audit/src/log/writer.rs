@@ -5,6 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use approvals_core::request::write_canonical_json;
 use serde_json::Value;
 
 use std::borrow::Cow;
@@ -12,7 +13,6 @@ use std::borrow::Cow;
 use super::LogError;
 use super::format::{MAX_EVENT_BYTES, entry_hash, write_checkpoint, write_entry};
 use super::verify::{Known, ProblemKind, Scanner, Warning};
-use crate::canonical;
 use crate::merkle::{Frontier, Hash, leaf_hash};
 use crate::note::{Checkpoint, Signer, Verifier, unverified_text};
 use crate::witness::{
@@ -453,7 +453,7 @@ impl LogWriter {
     pub fn append(&mut self, event: &Value) -> Result<u64, LogError> {
         let mut buf = std::mem::take(&mut self.event_buf);
         buf.clear();
-        canonical::write(event, &mut buf);
+        write_canonical_json(event, &mut buf);
         let result = self.append_canonical(&buf);
         self.event_buf = buf;
         result
@@ -478,7 +478,7 @@ impl LogWriter {
         let mut results: Vec<Result<u64, LogError>> = Vec::with_capacity(events.len());
         for event in events {
             buf.clear();
-            canonical::write(event, &mut buf);
+            write_canonical_json(event, &mut buf);
             results.push(self.append_canonical_with(&buf, true));
         }
         self.event_buf = buf;

@@ -247,7 +247,9 @@ pub async fn shows_every_resolution<H: ChannelHarness>() {
     shown_until(&h, id, "the approval", |s| mentions(s, "approved")).await;
     let grant = h.gate().wait(id).await.expect("grant");
     h.gate()
-        .execute(grant, &action(), || async { Ok::<_, approvals_core::GuardError>(()) })
+        .execute(grant, &action(), || async {
+            Ok::<_, approvals_core::GuardError>(())
+        })
         .await
         .expect("execute");
     shown_until(&h, id, "the execution", |s| mentions(s, "executed")).await;

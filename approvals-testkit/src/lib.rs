@@ -21,10 +21,10 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod approver_suite;
 pub mod faults;
 pub mod fixtures;
 pub mod hostile;
 #[cfg(feature = "postgres")]
 pub mod pg;
-pub mod approver_suite;
 pub mod store_suite;

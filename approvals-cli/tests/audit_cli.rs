@@ -1,6 +1,7 @@
 //! The `approvals-audit` command, run as a separate process over logs written here.
 
-#[path = "audit_common/mod.rs"]
+// The audit crate's own test helpers (log writing, keys, the scenario), shared rather than copied.
+#[path = "../../approvals-audit/tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};

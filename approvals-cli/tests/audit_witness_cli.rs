@@ -3,7 +3,8 @@
 //! receives every checkpoint. The library side of these tests is in
 //! approvals-audit/tests/witness.rs.
 
-#[path = "audit_common/mod.rs"]
+// The audit crate's own test helpers (log writing, keys, the scenario), shared rather than copied.
+#[path = "../../approvals-audit/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

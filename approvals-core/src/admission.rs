@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use crate::audit::RefusalCause;
-use crate::bounds::clip;
 use crate::error::GuardError;
 use crate::request::{ActionRequest, Digest, Initiator, Principal, RequestContext};
+use crate::text::truncate;
 
 /// Largest canonical request accepted, in bytes: reviewers cannot meaningfully review more,
 /// and it bounds what an agent can push into chat messages and logs.
@@ -67,7 +67,7 @@ pub fn admit(
         None => Ok(Admitted { request, digest }),
         Some((cause, detail, error)) => Err(Box::new(Refused {
             cause,
-            detail: clip(&detail, 1024),
+            detail: truncate(&detail, 1024).into_owned(),
             size,
             digest,
             error,
@@ -138,14 +138,14 @@ fn bind_initiator(
 /// An initiator in words, for refusals (ids clipped: they come from the action).
 fn describe(initiator: &Initiator) -> String {
     let p = &initiator.principal;
-    let mut text = format!("{} {:?}", p.kind, clip(&p.id, 128));
+    let mut text = format!("{} {:?}", p.kind, truncate(&p.id, 128));
     if let Some(human) = &initiator.on_behalf_of {
-        text.push_str(&format!(" on behalf of {:?}", clip(&human.id, 128)));
+        text.push_str(&format!(" on behalf of {:?}", truncate(&human.id, 128)));
     } else {
         text.push_str(" on behalf of nobody");
     }
     if let Some(model) = &initiator.model {
-        text.push_str(&format!(" (model {:?})", clip(model, 128)));
+        text.push_str(&format!(" (model {:?})", truncate(model, 128)));
     }
     text
 }

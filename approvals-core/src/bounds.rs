@@ -76,15 +76,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
-    clip(&text, 512)
-}
-
-/// At most `max` characters of `text`, with `…` where it was cut.
-pub(crate) fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}…", &text[..end]),
-    }
+    crate::text::truncate(&text, 512).into_owned()
 }
 
 #[cfg(test)]

@@ -234,11 +234,25 @@ pub fn open(
 /// requirement now (groups as they are at decision time). Independent of the verdict, the
 /// state and the time.
 pub fn may_review(record: &RequestRecord, reviewer: &Principal) -> Result<(), ReviewError> {
+    valid_identity(record, reviewer)?;
+    eligible(record, reviewer)
+}
+
+/// A spelling that cannot be compared safely never reaches the identity checks of
+/// [`eligible`].
+fn valid_identity(record: &RequestRecord, reviewer: &Principal) -> Result<(), ReviewError> {
+    reviewer
+        .validate()
+        .map_err(|error| ReviewError::InvalidIdentity {
+            id: record.id,
+            error,
+        })
+}
+
+/// [`may_review`] for an identity already validated: a human, not the initiator or the human
+/// it acts for, allowed by the requirement now.
+fn eligible(record: &RequestRecord, reviewer: &Principal) -> Result<(), ReviewError> {
     let id = record.id;
-    // A spelling that cannot be compared safely never reaches the identity checks below.
-    if let Err(error) = reviewer.validate() {
-        return Err(ReviewError::InvalidIdentity { id, error });
-    }
     if reviewer.kind != PrincipalKind::Human {
         return Err(ReviewError::NotHuman {
             reviewer: reviewer.id.clone(),
@@ -286,9 +300,7 @@ pub fn check_review(
             presented,
         });
     }
-    if let Err(error) = reviewer.validate() {
-        return Err(ReviewError::InvalidIdentity { id, error });
-    }
+    valid_identity(record, reviewer)?;
     // Deny wins: an authorized deny also revokes an approval whose grant is not yet used.
     let revoking = record.state == RequestState::Approved && review.verdict == Verdict::Deny;
     if record.state != RequestState::Pending && !revoking {
@@ -301,7 +313,7 @@ pub fn check_review(
     if !revoking && now >= record.expires_at {
         return Err(ReviewError::Expired { id });
     }
-    may_review(record, reviewer)?;
+    eligible(record, reviewer)?;
     if review.verdict == Verdict::Approve
         && record.approvers().iter().any(|p| p.same_identity(reviewer))
     {
@@ -346,24 +358,18 @@ pub fn review(
     grant_ttl: TimeDelta,
 ) -> Result<(Step, ReviewOutcome), ReviewError> {
     check_review(record, review, now)?;
-    let mut next = record.clone();
-    next.reviews.push(ReviewRecord {
+    let accepted = ReviewRecord {
         reviewer: review.reviewer.clone(),
         verdict: review.verdict,
         reason: review.reason.clone(),
         channel: review.channel.clone(),
         at: now,
-    });
+    };
+    let mut next = record.clone();
+    next.reviews.push(accepted.clone());
     let approvals = next.approvers().len() as u32;
     let quorum = next.requirement.quorum;
-    let mut events = vec![EventDetail::Reviewed {
-        reviewer: review.reviewer.clone(),
-        verdict: review.verdict,
-        reason: review.reason.clone(),
-        channel: review.channel.clone(),
-        approvals,
-        quorum,
-    }];
+    let mut events = vec![reviewed_event(&accepted, approvals, quorum)];
     match review.verdict {
         Verdict::Deny => {
             next.state = RequestState::Denied;
@@ -429,14 +435,11 @@ pub fn recover(record: &RequestRecord) -> Result<Option<(Step, Vec<Verdict>)>, G
                 ),
             )
         })?;
-        events.push(EventDetail::Reviewed {
-            reviewer: denial.reviewer.clone(),
-            verdict: Verdict::Deny,
-            reason: denial.reason.clone(),
-            channel: denial.channel.clone(),
-            approvals: record.approvers().len() as u32,
-            quorum: record.requirement.quorum,
-        });
+        events.push(reviewed_event(
+            denial,
+            record.approvers().len() as u32,
+            record.requirement.quorum,
+        ));
         events.push(EventDetail::Denied {
             by: denial.reviewer.clone(),
             reason: denial.reason.clone(),
@@ -714,6 +717,18 @@ pub fn refusal(record: &RequestRecord) -> GuardError {
         },
         RequestState::Lapsed => GuardError::GrantLapsed { id },
         state => GuardError::GrantUsed { id, state },
+    }
+}
+
+/// The `reviewed` event of an accepted review, with the approvals counted after it.
+fn reviewed_event(review: &ReviewRecord, approvals: u32, quorum: u32) -> EventDetail {
+    EventDetail::Reviewed {
+        reviewer: review.reviewer.clone(),
+        verdict: review.verdict,
+        reason: review.reason.clone(),
+        channel: review.channel.clone(),
+        approvals,
+        quorum,
     }
 }
 

@@ -11,13 +11,14 @@ use super::{Gate, Grant, Submission};
 use crate::admission::{self, MAX_NAME_CHARS};
 use crate::approver::{ApproverError, DispatchReason};
 use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, EventDetail};
-use crate::bounds::{clip, contained, within};
+use crate::bounds::{contained, within};
 use crate::error::{Component, GuardError};
 use crate::lifecycle;
 use crate::observe;
 use crate::policy::{Decision, Requirement};
 use crate::request::{Action, ActionRequest, Digest, Initiator};
 use crate::store::{Inserted, RequestId, RequestRecord, RequestState};
+use crate::text::truncate;
 
 impl Gate {
     /// Asks for permission to run `action` and waits until it is allowed, approved, or
@@ -217,8 +218,8 @@ impl Gate {
             schema: AUDIT_SCHEMA_VERSION,
             at: self.now(),
             request_id: id,
-            kind: clip(&refused.request.kind, MAX_NAME_CHARS).into(),
-            resource: clip(&refused.request.resource, MAX_NAME_CHARS).into(),
+            kind: truncate(&refused.request.kind, MAX_NAME_CHARS).into(),
+            resource: truncate(&refused.request.resource, MAX_NAME_CHARS).into(),
             digest: refused.digest,
             detail: EventDetail::RequestRefused {
                 cause: refused.cause,

@@ -6,22 +6,21 @@
 //! them, and can never review.
 
 use approvals_core::{
-    Digest, ListFilter, Principal, PrincipalKind, RejectCause, RequestId, RequestRecord,
-    RequestState, Review, Verdict,
+    Digest, ListFilter, Principal, PrincipalKind, RejectCause, RequestId, RequestRecord, Review,
+    Verdict,
 };
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
 
 use crate::problem::Problem;
-use crate::server::{MAX_REASON_CHARS, Shared, json_response, only};
+pub use crate::requests::MAX_LIST_LIMIT;
+use crate::requests::{ListQuery, check_reason, may_view};
+use crate::shared::{Shared, json_response, only};
 use crate::view::{Me, RequestList, RequestView};
 
 /// Channel name recorded for decisions made through the API.
 pub const API_CHANNEL: &str = "http";
-
-/// Largest `limit` accepted by `GET /v1/requests`.
-pub const MAX_LIST_LIMIT: usize = 1000;
 
 pub(crate) async fn handle(
     shared: &Shared,
@@ -208,15 +207,6 @@ fn own_request(record: &RequestRecord, principal: &Principal) -> bool {
         .is_some_and(|i| same(&i.principal) || i.on_behalf_of.as_ref().is_some_and(same))
 }
 
-/// Whether `principal` may see `record`: humans see everything; agents and services only
-/// what they initiated (compared canonically, as in [`own_request`]).
-pub(crate) fn may_view(record: &RequestRecord, principal: &Principal) -> bool {
-    principal.kind == PrincipalKind::Human
-        || record.request.initiator.as_ref().is_some_and(|i| {
-            approvals_core::identity::same_canonical(&i.principal.id, &principal.id)
-        })
-}
-
 async fn visible_record(
     shared: &Shared,
     id: RequestId,
@@ -266,87 +256,6 @@ async fn list(
         .map(RequestView::of)
         .collect();
     Ok(json_response(StatusCode::OK, &RequestList { requests }))
-}
-
-/// The query of `GET /v1/requests`.
-#[derive(Debug)]
-pub(crate) struct ListQuery {
-    pub(crate) states: Vec<RequestState>,
-    pub(crate) kind: Option<String>,
-    pub(crate) environment: Option<String>,
-    pub(crate) initiator: Option<String>,
-    pub(crate) limit: usize,
-}
-
-impl ListQuery {
-    pub(crate) fn parse(query: &str) -> Result<Self, Problem> {
-        let mut q = ListQuery {
-            states: vec![RequestState::Pending],
-            kind: None,
-            environment: None,
-            initiator: None,
-            limit: 100,
-        };
-        let mut seen: Vec<String> = Vec::new();
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if seen.iter().any(|k| *k == key) {
-                return Err(Problem::bad_request(format!(
-                    "query parameter {:?} is given twice",
-                    crate::html::truncate(&key, 40)
-                )));
-            }
-            seen.push(key.to_string());
-            let text = |v: &str| -> Result<Option<String>, Problem> {
-                if v.chars().count() > 512 {
-                    return Err(Problem::bad_request(format!(
-                        "query parameter {key:?} is longer than 512 characters"
-                    )));
-                }
-                Ok((!v.is_empty()).then(|| v.to_owned()))
-            };
-            match &*key {
-                "state" => q.states = parse_states(&value)?,
-                "kind" => q.kind = text(&value)?,
-                "environment" => q.environment = text(&value)?,
-                "initiator" => q.initiator = text(&value)?,
-                "limit" => {
-                    q.limit = value
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            Problem::bad_request(format!(
-                                "limit must be a whole number from 1 to {MAX_LIST_LIMIT}"
-                            ))
-                        })?;
-                }
-                other => {
-                    return Err(Problem::bad_request(format!(
-                        "unknown query parameter {:?}; use state, kind, environment, initiator or limit",
-                        crate::html::truncate(other, 40)
-                    )));
-                }
-            }
-        }
-        Ok(q)
-    }
-}
-
-fn parse_states(value: &str) -> Result<Vec<RequestState>, Problem> {
-    if value == "all" {
-        return Ok(Vec::new());
-    }
-    value
-        .split(',')
-        .map(|s| {
-            s.trim().parse::<RequestState>().map_err(|_| {
-                Problem::bad_request(format!(
-                    "unknown state {:?}; use all, or a comma-separated list of pending, approved, denied, expired, cancelled, executing, executed, failed, lapsed",
-                    crate::html::truncate(s, 40)
-                ))
-            })
-        })
-        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,16 +315,6 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
     serde_json::from_value(value).map_err(invalid)
 }
 
-pub(crate) fn check_reason(reason: Option<String>) -> Result<Option<String>, Problem> {
-    match reason {
-        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Problem::bad_request(format!(
-            "the reason is longer than {MAX_REASON_CHARS} characters"
-        ))),
-        Some(r) if r.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
-}
-
 pub(crate) fn parse_id(raw: &str) -> Result<RequestId, Problem> {
     RequestId::parse(raw).map_err(|_| {
         Problem::bad_request(format!(
@@ -464,23 +363,6 @@ mod tests {
         let initiator =
             Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com"));
         pending_record(export_request().initiator(initiator), epoch())
-    }
-
-    #[test]
-    fn an_agent_sees_its_requests_under_any_spelling_never_a_look_alikes() {
-        let record = record();
-        for own in [
-            "billing-agent",
-            "BILLING-AGENT",
-            " billing-agent. ",
-            "ｂｉｌｌｉｎｇ-agent",
-        ] {
-            assert!(may_view(&record, &Principal::agent(own)), "{own:?}");
-        }
-        for other in ["bi11ing-agent", "b\u{0456}lling-agent", "billing-agents"] {
-            assert!(!may_view(&record, &Principal::agent(other)), "{other:?}");
-        }
-        assert!(may_view(&record, &Principal::human("anyone@example.com")));
     }
 
     #[test]

@@ -32,11 +32,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`server`] (routing, tower service, hyper loop), [`api`] (the JSON API),
-//! [`console`] (HTML pages, sessions, CSRF), [`auth`] (tokens), [`problem`] (errors),
+//! Modules: [`server`] (routing, tower service, hyper loop; it sits on top), [`api`] (the
+//! JSON API), [`console`] (HTML pages, sign-in, CSRF), [`auth`] (tokens), [`problem`] (errors),
 //! [`view`] (JSON shapes), [`webhook`] (outbound webhooks and their verification),
-//! [`client`] (API client), [`link`] (console links), [`html`] (escaping). The `approvals`
-//! command-line tool is in the approvals-cli crate.
+//! [`client`] (API client), [`link`] (console links), [`html`] (escaping); inside the crate,
+//! `shared` (the state and response helpers the API and the console share), `requests`
+//! (visibility, the list query and the reason bound both apply) and `session` (console
+//! sessions). The `approvals` command-line tool is in the approvals-cli crate.
 #![warn(missing_docs)]
 // Errors here are problem documents and responses built once per HTTP request, on the way
 // out; boxing them would buy nothing measurable and cost readability.
@@ -49,7 +51,10 @@ pub mod console;
 pub mod html;
 pub mod link;
 pub mod problem;
+mod requests;
 pub mod server;
+mod session;
+mod shared;
 pub mod view;
 pub mod webhook;
 

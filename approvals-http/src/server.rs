@@ -1,6 +1,7 @@
 //! `ReviewServer`: the REST API and the review console over one [`Gate`], as a plain
 //! `http::Request<Bytes> -> http::Response<Bytes>` handler, a `tower::Service`, and a hyper
-//! server loop.
+//! server loop. It sits on top: it builds the state the API and the console share and routes
+//! each request to [`api`](crate::api) or [`console`](crate::console).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,8 +17,10 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use url::Url;
 
 use crate::auth::Tokens;
-use crate::console::Sessions;
 use crate::problem::Problem;
+use crate::session::Sessions;
+pub use crate::shared::{MAX_REASON_CHARS, MetricsRenderer};
+use crate::shared::{Shared, json_response, only, redirect};
 
 /// The OpenAPI 3.1 document of the API, as kept in the repository
 /// (`approvals-http/openapi.json`) and served at `GET /openapi.json`.
@@ -25,9 +28,6 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Largest request body read, in bytes. Larger bodies get `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// Longest review or cancel reason accepted, in characters.
-pub const MAX_REASON_CHARS: usize = 2000;
 
 /// Serves the JSON API (`/v1/...`), the OpenAPI document (`/openapi.json`) and the review
 /// console (`/console/...`) for one [`Gate`]. Cheap to clone.
@@ -48,20 +48,6 @@ pub const MAX_REASON_CHARS: usize = 2000;
 pub struct ReviewServer {
     pub(crate) shared: Arc<Shared>,
 }
-
-pub(crate) struct Shared {
-    pub(crate) gate: Gate,
-    pub(crate) tokens: Tokens,
-    pub(crate) admin_groups: Vec<String>,
-    pub(crate) public_url: Option<Url>,
-    pub(crate) sessions: Sessions,
-    /// Renders the metrics at `GET /metrics` (Prometheus text), once an exporter is attached.
-    pub(crate) metrics: std::sync::OnceLock<MetricsRenderer>,
-}
-
-/// Renders the process's metrics as Prometheus text exposition (see
-/// [`ReviewServer::serve_metrics`]).
-pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::fmt::Debug for ReviewServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -348,55 +334,4 @@ pub async fn serve(
             }
         });
     }
-}
-
-pub(crate) fn only(request: &Request<Bytes>, methods: &[Method]) -> Result<(), Response<Bytes>> {
-    if methods.contains(request.method()) {
-        return Ok(());
-    }
-    let allow = methods
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut response = Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "Method not allowed",
-        format!(
-            "{} is not allowed here; use {allow}",
-            crate::html::truncate(request.method().as_str(), 20)
-        ),
-    )
-    .into_response();
-    if let Ok(value) = HeaderValue::from_str(&allow) {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
-    Err(response)
-}
-
-pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut r = Response::new(Bytes::from(body));
-            *r.status_mut() = status;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        Err(e) => {
-            Problem::unavailable(format!("could not encode the response: {e}")).into_response()
-        }
-    }
-}
-
-pub(crate) fn redirect(location: &str) -> Response<Bytes> {
-    let mut r = Response::new(Bytes::new());
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(value) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, value);
-    }
-    r
 }

@@ -1,0 +1,96 @@
+//! The console's server-side sessions: a random cookie value mapped (by its SHA-256) to the
+//! signed-in token and the session's CSRF token, with a time to live.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::RngCore;
+use sha2::{Digest as _, Sha256};
+
+use crate::auth::TokenHash;
+
+const MAX_SESSIONS: usize = 10_000;
+
+struct Session {
+    token: TokenHash,
+    csrf: String,
+    expires: Instant,
+}
+
+/// Server-side console sessions, keyed by the SHA-256 of the cookie value.
+pub(crate) struct Sessions {
+    ttl: Duration,
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl Sessions {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Sessions {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a session lasts.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session; returns the cookie value.
+    pub(crate) fn create(&self, token: TokenHash) -> String {
+        let cookie = random_token();
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS {
+            // Drop the session closest to expiry rather than refuse sign-ins.
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            key(&cookie),
+            Session {
+                token,
+                csrf: random_token(),
+                expires: now + self.ttl,
+            },
+        );
+        cookie
+    }
+
+    /// The session's token and CSRF token, while it lasts.
+    pub(crate) fn get(&self, cookie: &str) -> Option<(TokenHash, String)> {
+        let mut map = self.lock();
+        let k = key(cookie);
+        match map.get(&k) {
+            Some(s) if s.expires > Instant::now() => Some((s.token, s.csrf.clone())),
+            Some(_) => {
+                map.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends a session.
+    pub(crate) fn remove(&self, cookie: &str) {
+        self.lock().remove(&key(cookie));
+    }
+}
+
+fn key(cookie: &str) -> [u8; 32] {
+    Sha256::digest(cookie.as_bytes()).into()
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

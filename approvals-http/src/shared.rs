@@ -1,0 +1,85 @@
+//! What the API and the console share: the server's state ([`Shared`]: gate, tokens,
+//! sessions, settings) and the response helpers both build answers with.
+
+use std::sync::Arc;
+
+use approvals_core::Gate;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use url::Url;
+
+use crate::auth::Tokens;
+use crate::problem::Problem;
+use crate::session::Sessions;
+
+/// Longest review or cancel reason accepted, in characters.
+pub const MAX_REASON_CHARS: usize = 2000;
+
+/// The state behind a [`ReviewServer`](crate::ReviewServer), shared by the API and the console.
+pub(crate) struct Shared {
+    pub(crate) gate: Gate,
+    pub(crate) tokens: Tokens,
+    pub(crate) admin_groups: Vec<String>,
+    pub(crate) public_url: Option<Url>,
+    pub(crate) sessions: Sessions,
+    /// Renders the metrics at `GET /metrics` (Prometheus text), once an exporter is attached.
+    pub(crate) metrics: std::sync::OnceLock<MetricsRenderer>,
+}
+
+/// Renders the process's metrics as Prometheus text exposition (see
+/// [`ReviewServer::serve_metrics`](crate::ReviewServer::serve_metrics)).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `Ok` if the request's method is one of `methods`; otherwise the `405` answer to send.
+pub(crate) fn only(request: &Request<Bytes>, methods: &[Method]) -> Result<(), Response<Bytes>> {
+    if methods.contains(request.method()) {
+        return Ok(());
+    }
+    let allow = methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        format!(
+            "{} is not allowed here; use {allow}",
+            crate::html::truncate(request.method().as_str(), 20)
+        ),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    Err(response)
+}
+
+/// `value` as an `application/json` response with `status`.
+pub(crate) fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut r = Response::new(Bytes::from(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => {
+            Problem::unavailable(format!("could not encode the response: {e}")).into_response()
+        }
+    }
+}
+
+/// A `303 See Other` to `location`.
+pub(crate) fn redirect(location: &str) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, value);
+    }
+    r
+}

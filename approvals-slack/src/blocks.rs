@@ -176,7 +176,7 @@ fn title(record: &RequestRecord) -> (&'static str, &'static str) {
         RequestState::Expired => ("⌛", "Expired"),
         RequestState::Cancelled => ("🚫", "Cancelled"),
         RequestState::Executing => ("▶️", "Running"),
-        RequestState::Executed => ("✅", "Done"),
+        RequestState::Executed => ("✅", "Executed"),
         RequestState::Failed => ("❌", "Failed"),
         RequestState::Lapsed => ("⌛", "Lapsed"),
     }
@@ -238,7 +238,9 @@ fn status_line(record: &RequestRecord) -> String {
             )
         }
         RequestState::Executing => format!("*Approved* by {by}; the action is *running*."),
-        RequestState::Executed => format!("*Approved* by {by}; the action *ran successfully*."),
+        RequestState::Executed => {
+            format!("*Approved* by {by}; the action was *executed* successfully.")
+        }
         RequestState::Failed => {
             let error = record
                 .execution

@@ -78,11 +78,11 @@ async fn approve_flow_posts_decides_and_updates_the_message() {
     let n: Result<u32, GuardError> = env.gate.execute(grant, &export(), || async { Ok(7) }).await;
     assert_eq!(n.expect("ran"), 7);
     eventually(
-        || header(&env.message(&ts)).contains("Done"),
+        || header(&env.message(&ts)).contains("Executed"),
         "executed shown",
     )
     .await;
-    assert!(status(&env.message(&ts)).contains("ran successfully"));
+    assert!(status(&env.message(&ts)).contains("executed* successfully"));
 }
 
 #[tokio::test]

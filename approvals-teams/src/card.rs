@@ -287,7 +287,7 @@ fn title(record: &RequestRecord) -> (&'static str, &'static str) {
         RequestState::Expired => ("⌛", "Expired"),
         RequestState::Cancelled => ("🚫", "Cancelled"),
         RequestState::Executing => ("▶️", "Running"),
-        RequestState::Executed => ("✅", "Done"),
+        RequestState::Executed => ("✅", "Executed"),
         RequestState::Failed => ("❌", "Failed"),
         RequestState::Lapsed => ("⌛", "Lapsed"),
     }
@@ -374,7 +374,7 @@ fn status_within(record: &RequestRecord, budget: Budget) -> Vec<Value> {
         ],
         RequestState::Executed => vec![
             bold_run("Approved"),
-            run(&format!(" by {by}; the action ran successfully.")),
+            run(&format!(" by {by}; the action was executed successfully.")),
         ],
         RequestState::Failed => {
             let error = record
@@ -696,7 +696,7 @@ mod tests {
         r.state = RequestState::Approved;
         assert!(status(&r).starts_with("Approved by Ann, Bob (2 of 2)."));
         r.state = RequestState::Executed;
-        assert!(status(&r).contains("ran successfully"));
+        assert!(status(&r).contains("executed successfully"));
         r.state = RequestState::Failed;
         r.execution = Some(Box::new(Execution {
             started_at: Utc::now(),

@@ -1,7 +1,8 @@
 //! Loopback fakes of the Microsoft endpoints the Teams channel talks to, for tests: the identity
 //! token endpoint ([`FakeTokenEndpoint`]), the Bot Framework OpenID metadata and JWKS endpoints
 //! with a JWT minting helper ([`FakeOpenId`], [`TokenSpec`]), and the Bot Connector
-//! ([`FakeConnector`]). Each listens on `127.0.0.1` on a random port and stops when dropped.
+//! ([`FakeConnector`], which also serves the Microsoft Graph reads of the conversations it
+//! holds). Each listens on `127.0.0.1` on a random port and stops when dropped.
 //!
 //! Enabled by the `fake` feature. Never use it in production: the RSA keys it signs with are
 //! generated per process without any protection.
@@ -25,6 +26,11 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Map, Value, json};
 
 use crate::auth::BOT_FRAMEWORK_ISSUER;
+
+/// The prefix of the Microsoft Graph access tokens [`FakeTokenEndpoint`] issues (for the scope
+/// [`GRAPH_SCOPE`](crate::graph::GRAPH_SCOPE)); the fake Graph accepts only these, and the
+/// fake Bot Connector refuses them.
+pub const GRAPH_TOKEN_PREFIX: &str = "fake-graph-token-";
 
 /// Bits of the RSA keys the fakes generate.
 pub const FAKE_RSA_BITS: usize = 2048;
@@ -96,6 +102,7 @@ pub async fn warm_key_pool(extra: usize) {
 struct FakeRequest {
     method: Method,
     path: String,
+    query: String,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -137,6 +144,7 @@ async fn serve(handler: Handler) -> std::io::Result<Server> {
                             let request = FakeRequest {
                                 method: parts.method,
                                 path: parts.uri.path().to_owned(),
+                                query: parts.uri.query().unwrap_or_default().to_owned(),
                                 headers: parts.headers,
                                 body,
                             };
@@ -229,6 +237,12 @@ impl FakeTokenEndpoint {
         )
     }
 
+    /// The token URL of a tenant (`https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`
+    /// in Microsoft's cloud), where Microsoft Graph tokens are requested.
+    pub fn tenant_token_url(&self, tenant_id: &str) -> String {
+        format!("http://{}/{tenant_id}/oauth2/v2.0/token", self.server.addr)
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         lock(&self.state).requests
@@ -289,13 +303,25 @@ fn token_handler(state: &Mutex<TokenState>, req: FakeRequest) -> http::Response<
             &json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}),
         );
     }
-    if field("scope") != Some(crate::token::BOT_FRAMEWORK_SCOPE) {
+    let graph = field("scope") == Some(crate::graph::GRAPH_SCOPE);
+    if field("scope") != Some(crate::token::BOT_FRAMEWORK_SCOPE) && !graph {
         return json_response(
             StatusCode::BAD_REQUEST,
             &json!({"error": "invalid_scope", "error_description": "unexpected scope"}),
         );
     }
-    let token = format!("fake-access-token-{}", state.issued.len() + 1);
+    if graph && req.path.starts_with("/botframework.com/") {
+        // An application token for Graph comes from the tenant that granted the permission.
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": "AADSTS90009: request a Microsoft Graph token from the tenant's token endpoint"}),
+        );
+    }
+    let token = if graph {
+        format!("{GRAPH_TOKEN_PREFIX}{}", state.issued.len() + 1)
+    } else {
+        format!("fake-access-token-{}", state.issued.len() + 1)
+    };
     state.issued.push(token.clone());
     json_response(
         StatusCode::OK,
@@ -645,6 +671,27 @@ struct ConnectorState {
     script: VecDeque<Scripted>,
     revoked: HashSet<String>,
     next_id: u64,
+    held: Vec<HeldActivity>,
+    bot_app_id: String,
+    team_channels: HashSet<(String, String)>,
+    graph_requests: usize,
+}
+
+/// A message the fake Bot Connector holds: what the conversation shows now, the last update
+/// applied.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HeldActivity {
+    /// The activity id the fake assigned when it was posted.
+    pub id: String,
+    /// The conversation it was posted to.
+    pub conversation_id: String,
+    /// The activity as last sent (posted, then replaced by each update), with its `id`.
+    pub activity: Value,
+    /// The app that posted it (Graph's `from.application.id`).
+    pub app_id: String,
+    /// When it was posted.
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl FakeConnector {
@@ -655,6 +702,10 @@ impl FakeConnector {
             script: VecDeque::new(),
             revoked: HashSet::new(),
             next_id: 1,
+            held: Vec::new(),
+            bot_app_id: String::new(),
+            team_channels: HashSet::new(),
+            graph_requests: 0,
         }));
         let handler_state = state.clone();
         let server = serve(Arc::new(move |req| connector_handler(&handler_state, req))).await?;
@@ -697,6 +748,63 @@ impl FakeConnector {
         self.successful("PUT")
     }
 
+    /// Every message posted so far, in posting order, as the conversation shows it now
+    /// (updates applied).
+    pub fn activities(&self) -> Vec<HeldActivity> {
+        lock(&self.state).held.clone()
+    }
+
+    /// The app id of the bot posting through the fake: Microsoft Graph names it as the
+    /// sender (`from.application.id`) of the messages posted from now on.
+    pub fn set_bot_app_id(&self, app_id: &str) {
+        lock(&self.state).bot_app_id = app_id.to_owned();
+    }
+
+    /// Makes `channel_id` (a conversation id) a channel of the team `team_id` for Microsoft
+    /// Graph (`/teams/{team_id}/channels/{channel_id}/messages`; other pairs are 404).
+    pub fn add_team_channel(&self, team_id: &str, channel_id: &str) {
+        lock(&self.state)
+            .team_channels
+            .insert((team_id.to_owned(), channel_id.to_owned()));
+    }
+
+    /// Posts `activity` into `conversation_id` as another app would (Graph names `app_id` as
+    /// its sender); returns its id. For tests of what must not be mistaken for the bot's own
+    /// messages.
+    pub fn post_as_another_app(
+        &self,
+        conversation_id: &str,
+        app_id: &str,
+        activity: Value,
+    ) -> String {
+        let mut state = lock(&self.state);
+        let id = format!("activity-{}", state.next_id);
+        state.next_id += 1;
+        let mut activity = activity;
+        if let Some(fields) = activity.as_object_mut() {
+            fields.insert("id".into(), json!(id));
+        }
+        state.held.push(HeldActivity {
+            id: id.clone(),
+            conversation_id: conversation_id.to_owned(),
+            activity,
+            app_id: app_id.to_owned(),
+            created_at: chrono::Utc::now(),
+        });
+        id
+    }
+
+    /// The Microsoft Graph base URL serving the conversations the fake holds
+    /// (`http://127.0.0.1:port/v1.0/`).
+    pub fn graph_url(&self) -> String {
+        format!("http://{}/v1.0/", self.server.addr)
+    }
+
+    /// Microsoft Graph requests received.
+    pub fn graph_requests(&self) -> usize {
+        lock(&self.state).graph_requests
+    }
+
     fn successful(&self, method: &str) -> Vec<RecordedCall> {
         lock(&self.state)
             .calls
@@ -712,6 +820,9 @@ fn connector_handler(
     req: FakeRequest,
 ) -> http::Response<Full<Bytes>> {
     let mut state = lock(state);
+    if req.path.starts_with("/v1.0/") {
+        return graph_handler(&mut state, &req);
+    }
     let segments: Vec<String> = req
         .path
         .trim_start_matches('/')
@@ -748,7 +859,11 @@ fn connector_handler(
         .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let response = if token.is_empty() || state.revoked.contains(token) {
+    // A Graph token's audience is Microsoft Graph, not the Bot Connector.
+    let response = if token.is_empty()
+        || state.revoked.contains(token)
+        || token.starts_with(GRAPH_TOKEN_PREFIX)
+    {
         json_response(
             StatusCode::UNAUTHORIZED,
             &json!({"error": {"code": "Unauthorized", "message": "Authorization has been denied for this request."}}),
@@ -771,12 +886,35 @@ fn connector_handler(
         response
     } else {
         match (&req.method, &parsed) {
-            (&Method::POST, Some((_, None))) => {
+            (&Method::POST, Some((conversation, None))) => {
                 let id = format!("activity-{}", state.next_id);
                 state.next_id += 1;
+                let mut activity = record.body.clone();
+                if let Some(fields) = activity.as_object_mut() {
+                    fields.insert("id".into(), json!(id));
+                }
+                let app_id = state.bot_app_id.clone();
+                state.held.push(HeldActivity {
+                    id: id.clone(),
+                    conversation_id: conversation.clone(),
+                    activity,
+                    app_id,
+                    created_at: chrono::Utc::now(),
+                });
                 json_response(StatusCode::CREATED, &json!({ "id": id }))
             }
-            (&Method::PUT, Some((_, Some(id)))) => {
+            (&Method::PUT, Some((conversation, Some(id)))) => {
+                let mut activity = record.body.clone();
+                if let Some(fields) = activity.as_object_mut() {
+                    fields.insert("id".into(), json!(id));
+                }
+                if let Some(held) = state
+                    .held
+                    .iter_mut()
+                    .find(|h| &h.id == id && &h.conversation_id == conversation)
+                {
+                    held.activity = activity;
+                }
                 json_response(StatusCode::OK, &json!({ "id": id }))
             }
             _ => json_response(
@@ -788,6 +926,209 @@ fn connector_handler(
     record.status = response.status().as_u16();
     state.calls.push(record);
     response
+}
+
+/// Microsoft Graph's list of channel messages (`/v1.0/teams/{team}/channels/{channel}/messages`)
+/// and chat messages (`/v1.0/chats/{chat}/messages`) over the held activities: newest first,
+/// `$top` (default 20, at most 50) with `@odata.nextLink` paging, and for chats
+/// `$filter=createdDateTime gt {time}`. Bot messages carry their cards as attachments whose
+/// `content` is the card's JSON as a string, as Graph returns them.
+fn graph_handler(state: &mut ConnectorState, req: &FakeRequest) -> http::Response<Full<Bytes>> {
+    state.graph_requests += 1;
+    let error = |status: StatusCode, code: &str, message: &str| {
+        json_response(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+        )
+    };
+    let token = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !token.starts_with(GRAPH_TOKEN_PREFIX) || state.revoked.contains(token) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.",
+        );
+    }
+    if req.method != Method::GET {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BadRequest",
+            "only GET is served",
+        );
+    }
+    let segments: Vec<String> = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let (conversation, chat) = match segments.as_slice() {
+        [_, t, team, c, channel, m] if t == "teams" && c == "channels" && m == "messages" => {
+            if !state
+                .team_channels
+                .contains(&(team.clone(), channel.clone()))
+            {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "No team or channel found.",
+                );
+            }
+            (channel.clone(), false)
+        }
+        [_, c, chat, m] if c == "chats" && m == "messages" => (chat.clone(), true),
+        _ => return error(StatusCode::NOT_FOUND, "NotFound", "Resource not found."),
+    };
+    let query: Vec<(String, String)> = url::form_urlencoded::parse(req.query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let top = match param("$top").map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(n)) if (1..=50).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "$top must be 1 to 50.",
+            );
+        }
+    };
+    let skip = param("$skiptoken")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let after = match param("$filter") {
+        None => None,
+        Some(f) if chat => match f
+            .strip_prefix("createdDateTime gt ")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            Some(t) => Some(t.with_timezone(&chrono::Utc)),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Unsupported $filter.",
+                );
+            }
+        },
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Query option 'Filter' is not allowed.",
+            );
+        }
+    };
+    let mut messages: Vec<&HeldActivity> = state
+        .held
+        .iter()
+        .filter(|h| h.conversation_id == conversation)
+        .filter(|h| after.is_none_or(|t| h.created_at > t))
+        .collect();
+    messages.reverse();
+    let page: Vec<Value> = messages
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|h| graph_message(h, &conversation, chat))
+        .collect();
+    let mut body = json!({"value": page});
+    if skip + top < messages.len() {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in query.iter().filter(|(k, _)| k != "$skiptoken") {
+            next.append_pair(k, v);
+        }
+        next.append_pair("$skiptoken", &(skip + top).to_string());
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        body["@odata.nextLink"] = json!(format!("http://{host}{}?{}", req.path, next.finish()));
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// A held activity as a Graph `chatMessage`.
+fn graph_message(held: &HeldActivity, conversation: &str, chat: bool) -> Value {
+    let attachments: Vec<Value> = held.activity["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, a)| {
+            json!({
+                "id": format!("{}-{i}", held.id),
+                "contentType": a["contentType"],
+                "contentUrl": null,
+                "content": a["content"].to_string(),
+                "name": null,
+                "thumbnailUrl": null,
+            })
+        })
+        .collect();
+    let content = if attachments.is_empty() {
+        held.activity["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        attachments
+            .iter()
+            .map(|a| {
+                format!(
+                    "<attachment id=\"{}\"></attachment>",
+                    a["id"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let at = held
+        .created_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut message = json!({
+        "id": held.id,
+        "replyToId": null,
+        "etag": "1",
+        "messageType": "message",
+        "createdDateTime": at,
+        "lastModifiedDateTime": at,
+        "deletedDateTime": null,
+        "subject": null,
+        "importance": "normal",
+        "locale": "en-us",
+        "from": {
+            "application": {
+                "@odata.type": "#microsoft.graph.teamworkApplicationIdentity",
+                "id": held.app_id,
+                "displayName": "Approvals",
+                "applicationIdentityType": "bot",
+            },
+            "device": null,
+            "user": null,
+        },
+        "body": {"contentType": "html", "content": content},
+        "attachments": attachments,
+        "mentions": [],
+        "reactions": [],
+    });
+    if chat {
+        message["chatId"] = json!(conversation);
+    } else {
+        message["channelIdentity"] = json!({"channelId": conversation});
+    }
+    message
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! - [`token`]: the bot's outbound client-credentials token ([`token::TokenProvider`]).
 //! - [`connector`]: posts and updates activities through the Bot Connector REST API
 //!   ([`connector::ConnectorClient`]).
+//! - [`graph`]: reads the conversation's messages through Microsoft Graph
+//!   ([`graph::ConversationHistory`]), so a redelivery finds a card posted before a crash.
 //! - [`inbound`]: `http::Request<Bytes>` in, authenticated activity (or the status to answer)
 //!   out ([`inbound::authenticate_request`]).
 //! - [`activity`]: the `adaptiveCard/action` invoke activity, its invoke response and
@@ -58,6 +60,7 @@ pub mod card;
 pub mod connector;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod graph;
 pub mod inbound;
 pub mod interactions;
 pub mod text;
@@ -69,6 +72,7 @@ pub use approver::{CHANNEL, CardRef, TeamsApprover};
 pub use auth::{AuthConfig, AuthError, BotAuthenticator, Claims};
 pub use card::{CardData, CardOptions, Notice, request_card};
 pub use connector::{ConnectorClient, ConnectorError, ResourceResponse, RetryPolicy};
+pub use graph::{ConversationHistory, GraphConversation, HistoryError};
 pub use inbound::{AuthenticatedActivity, InboundError, authenticate_request};
 pub use interactions::{
     DEFAULT_PATH, InteractionsConfigError, TEAMS_CHANNEL_ID, TeamsInteractions,

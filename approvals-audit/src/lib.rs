@@ -71,11 +71,11 @@ pub mod note;
 pub mod report;
 pub mod siem;
 mod sink;
-pub mod witness;
 
 mod hex;
 mod view;
 
+pub use log::witness;
 pub use log::{LogConfig, LogError, LogWriter, SyncPolicy, VerifyReport};
 pub use merkle::Hash;
 pub use note::{Checkpoint, Signer, Verifier};

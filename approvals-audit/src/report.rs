@@ -1163,7 +1163,7 @@ impl EvidenceReport {
             format!(
                 "approvals-audit verify {} --trust <verifier keys file> --witness {}",
                 self.log_path,
-                crate::witness::witness_path(&self.log_path).display()
+                crate::log::witness::witness_path(&self.log_path).display()
             )
         });
         let note = self

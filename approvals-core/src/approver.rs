@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::gate::Gate;
+use crate::error::ReviewError;
 use crate::identity::{self, InvalidIdentity};
+use crate::lifecycle::{Review, ReviewOutcome};
 use crate::request::Principal;
-use crate::store::{Delivery, RequestRecord};
+use crate::store::{Delivery, RequestId, RequestRecord, StoreError};
 
 /// Why a request is being delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +55,32 @@ impl ApproverError {
     }
 }
 
+/// Where a channel sends reviewers' decisions: the three calls of the gate a channel needs.
+///
+/// [`Gate`](crate::Gate) implements it. A channel that decides in process (the terminal)
+/// receives it with each delivery; a channel with an inbound handler (Slack, Teams, the
+/// console) holds a gate of its own. Either way every rule is the gate's: a channel proves
+/// who decided and passes the [`Review`] on.
+#[async_trait]
+pub trait Decisions: Send + Sync + 'static {
+    /// The request's current record.
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
+
+    /// Whether `review` would be accepted now, without recording anything
+    /// ([`Gate::check_review`](crate::Gate::check_review)).
+    async fn check_review(&self, id: RequestId, review: &Review) -> Result<(), ReviewError>;
+
+    /// Records `review` ([`Gate::decide`](crate::Gate::decide)).
+    async fn decide(&self, id: RequestId, review: Review) -> Result<ReviewOutcome, ReviewError>;
+}
+
 /// A review channel (Slack, Teams, HTTP, terminal, ...).
 ///
 /// The gate calls [`dispatch`](Approver::dispatch) for each new pending request and on
 /// escalation, and [`resolved`](Approver::resolved) whenever the request changes state after
 /// that, so reviewers never act on a stale message. Decisions come back through
-/// [`Gate::decide`], from the channel's own inbound handler, after it has proven who clicked.
+/// [`Decisions::decide`], from the channel's own inbound handler, after it has proven who
+/// clicked.
 #[async_trait]
 pub trait Approver: Send + Sync + 'static {
     /// The channel name recorded in audit events and deliveries (`slack`, `teams`, ...).
@@ -68,12 +89,12 @@ pub trait Approver: Send + Sync + 'static {
     /// Delivers the request to reviewers. Returns a reference to the delivered message so it
     /// can be updated later (stored with the request, so it survives restarts).
     ///
-    /// `gate` lets in-process channels (such as the terminal) submit decisions.
+    /// `decisions` lets in-process channels (such as the terminal) submit decisions.
     async fn dispatch(
         &self,
         request: &RequestRecord,
         reason: DispatchReason,
-        gate: &Gate,
+        decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError>;
 
     /// Updates what reviewers see after the request changed state (approved by whom, denied,

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
-use crate::approver::{Approver, ApproverError, DispatchReason};
-use crate::gate::{Gate, Review};
+use crate::approver::{Approver, ApproverError, Decisions, DispatchReason};
+use crate::lifecycle::Review;
 use crate::request::{Digest, Principal};
 use crate::store::{Delivery, RequestId, RequestRecord, RequestState};
 
@@ -71,12 +71,12 @@ impl ConsoleApprover {
         id: RequestId,
         digest: Digest,
         prompt: &str,
-        gate: &Gate,
+        decisions: &dyn Decisions,
         decided_elsewhere: &Notify,
     ) {
         // One prompt at a time: the input is shared by every pending request.
         let mut input = self.input.lock().await;
-        if gate
+        if decisions
             .get(id)
             .await
             .ok()
@@ -115,7 +115,7 @@ impl ConsoleApprover {
             if !rest.trim().is_empty() {
                 review = review.reason(rest.trim());
             }
-            match gate.decide(id, review).await {
+            match decisions.decide(id, review).await {
                 Ok(outcome) => self.print(&format!(
                     "Recorded: request {id} is {} ({}/{} approvals).\n",
                     outcome.state, outcome.approvals, outcome.quorum
@@ -210,10 +210,9 @@ impl Approver for ConsoleApprover {
         &self,
         record: &RequestRecord,
         reason: DispatchReason,
-        gate: &Gate,
+        decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         let this = self.clone();
-        let gate = gate.clone();
         let id = record.id;
         let digest = record.digest;
         let prompt = render(record, reason, &self.reviewer);
@@ -222,7 +221,7 @@ impl Approver for ConsoleApprover {
             map.insert(id, decided_elsewhere.clone());
         }
         tokio::spawn(async move {
-            this.prompt(id, digest, &prompt, &gate, &decided_elsewhere)
+            this.prompt(id, digest, &prompt, &*decisions, &decided_elsewhere)
                 .await;
             if let Ok(mut map) = this.decided_elsewhere.lock() {
                 map.remove(&id);

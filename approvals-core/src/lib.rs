@@ -68,7 +68,7 @@ pub mod store;
 pub mod text;
 
 pub use approver::{
-    Approver, ApproverError, DispatchReason, IdentityError, IdentityResolver,
+    Approver, ApproverError, Decisions, DispatchReason, IdentityError, IdentityResolver,
     StaticIdentityResolver, resolve_reviewer,
 };
 pub use audit::{

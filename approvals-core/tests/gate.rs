@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use approvals_core::audit::AuditError;
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Component, Decision, Delivery,
-    DispatchReason, Escalation, Gate, GuardError, Initiator, ListFilter, ManualClock, MemorySink,
-    MemoryStore, Policy, PolicyError, Principal, RequestId, RequestRecord, RequestState,
-    Requirement, Review, ReviewError, RulePolicy, StaticPolicy, Store, StoreError, Submission,
+    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Component, Decision, Decisions,
+    Delivery, DispatchReason, Escalation, Gate, GuardError, Initiator, ListFilter, ManualClock,
+    MemorySink, MemoryStore, Policy, PolicyError, Principal, RequestId, RequestRecord,
+    RequestState, Requirement, Review, ReviewError, RulePolicy, StaticPolicy, Store, StoreError,
+    Submission,
 };
 use async_trait::async_trait;
 use chrono::TimeDelta;
@@ -162,7 +163,7 @@ impl Approver for RecordingApprover {
         &self,
         request: &RequestRecord,
         reason: DispatchReason,
-        _gate: &Gate,
+        _decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(ApproverError::new("recording", "chat API returned 500"));
@@ -1672,7 +1673,7 @@ impl Approver for HangingApprover {
         &self,
         _request: &RequestRecord,
         _reason: DispatchReason,
-        _gate: &Gate,
+        _decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         std::future::pending().await
     }

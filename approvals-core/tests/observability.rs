@@ -9,8 +9,9 @@ use approvals_core::observe::{
     AUDIT_FAILURES, DELIVERY_FAILURES, REQUESTS, RESOLUTIONS, TIME_TO_DECISION, TRANSITION_TARGET,
 };
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Delivery, DispatchReason, Gate,
-    GuardError, Initiator, MemorySink, Principal, RequestRecord, Review, RulePolicy,
+    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Decisions, Delivery,
+    DispatchReason, Gate, GuardError, Initiator, MemorySink, Principal, RequestRecord, Review,
+    RulePolicy,
 };
 use async_trait::async_trait;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -119,7 +120,7 @@ impl Approver for FailingChannel {
         &self,
         _: &RequestRecord,
         _: DispatchReason,
-        _: &Gate,
+        _: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         Err(ApproverError::new("flaky-chat", "503"))
     }

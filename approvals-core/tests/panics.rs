@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use approvals_core::audit::AuditError;
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Component, Delivery,
+    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Component, Decisions, Delivery,
     DispatchReason, Gate, GuardError, IdentityError, IdentityResolver, Initiator, Inserted,
     ListFilter, MemorySink, MemoryStore, Policy, PolicyError, Principal, RequestId, RequestRecord,
     RequestState, Review, ReviewError, RulePolicy, Store, StoreError, Submission, resolve_reviewer,
@@ -262,7 +262,7 @@ impl Approver for PanickingApprover {
         &self,
         _: &RequestRecord,
         _: DispatchReason,
-        _: &Gate,
+        _: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         if self.on_dispatch {
             panic!("channel bug on dispatch");

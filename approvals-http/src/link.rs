@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use approvals_core::{Approver, ApproverError, Delivery, DispatchReason, Gate, RequestRecord};
+use approvals_core::{Approver, ApproverError, Decisions, Delivery, DispatchReason, RequestRecord};
 use async_trait::async_trait;
 use url::Url;
 
@@ -81,7 +81,7 @@ impl Approver for ConsoleLinkApprover {
         &self,
         request: &RequestRecord,
         reason: DispatchReason,
-        _gate: &Gate,
+        _decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         let link = self.link(request);
         let what = match reason {
@@ -105,7 +105,7 @@ impl Approver for ConsoleLinkApprover {
 mod tests {
     use super::*;
     use approvals_core::{
-        ActionRequest, Initiator, MemorySink, Requirement, StaticPolicy, Submission,
+        ActionRequest, Gate, Initiator, MemorySink, Requirement, StaticPolicy, Submission,
     };
 
     #[derive(Clone, Default)]

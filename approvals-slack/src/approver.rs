@@ -1,8 +1,10 @@
 //! [`SlackApprover`]: posts pending requests to a Slack conversation and keeps the message in
 //! step with the request until it ends.
 
+use std::sync::Arc;
+
 use approvals_core::{
-    Approver, ApproverError, Delivery, DispatchReason, Gate, RequestRecord, RequestState,
+    Approver, ApproverError, Decisions, Delivery, DispatchReason, RequestRecord, RequestState,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -142,7 +144,7 @@ impl Approver for SlackApprover {
         &self,
         request: &RequestRecord,
         reason: DispatchReason,
-        _gate: &Gate,
+        _decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         if request.state != RequestState::Pending {
             return Ok(None);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use approvals_core::{
     EventDetail, GuardError, IdentityError, IdentityResolver, Principal, RequestState, Requirement,
     StaticIdentityResolver,
@@ -264,7 +266,11 @@ async fn redeliver(env: &Env, id: approvals_core::RequestId) -> approvals_core::
     let mut record = env.record(id).await;
     record.deliveries.clear();
     env.approver
-        .dispatch(&record, DispatchReason::Redelivery, &env.gate)
+        .dispatch(
+            &record,
+            DispatchReason::Redelivery,
+            Arc::new(env.gate.clone()),
+        )
         .await
         .expect("redelivery")
         .expect("a delivery")

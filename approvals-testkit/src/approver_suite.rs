@@ -384,7 +384,11 @@ pub async fn redelivery_shows_no_second_message<H: ChannelHarness>() {
     // As after a crash: the delivery was made but not recorded.
     record.deliveries.clear();
     approver
-        .dispatch(&record, DispatchReason::Redelivery, h.gate())
+        .dispatch(
+            &record,
+            DispatchReason::Redelivery,
+            Arc::new(h.gate().clone()),
+        )
         .await
         .expect("redelivery");
     tokio::time::sleep(Duration::from_millis(50)).await;

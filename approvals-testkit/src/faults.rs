@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use approvals_core::{
-    Approver, ApproverError, AuditError, AuditEvent, AuditSink, Delivery, DispatchReason, Gate,
-    Inserted, ListFilter, RequestId, RequestRecord, Store, StoreError,
+    Approver, ApproverError, AuditError, AuditEvent, AuditSink, Decisions, Delivery,
+    DispatchReason, Inserted, ListFilter, RequestId, RequestRecord, Store, StoreError,
 };
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -621,12 +621,14 @@ impl Approver for FaultyApprover {
         &self,
         request: &RequestRecord,
         reason: DispatchReason,
-        gate: &Gate,
+        decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         let injection = self.schedule.next(Op::Dispatch);
-        apply(injection, self.inner.dispatch(request, reason, gate), |i| {
-            self.error(i)
-        })
+        apply(
+            injection,
+            self.inner.dispatch(request, reason, decisions),
+            |i| self.error(i),
+        )
         .await
     }
 

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use approvals_core::{
-    Approver, ApproverError, AuditSink, Delivery, DispatchReason, Gate, GuardError, Inserted,
-    ListFilter, MemorySink, MemoryStore, RequestRecord, RequestState, Store, StoreError,
+    Approver, ApproverError, AuditSink, Decisions, Delivery, DispatchReason, Gate, GuardError,
+    Inserted, ListFilter, MemorySink, MemoryStore, RequestRecord, RequestState, Store, StoreError,
     Submission,
 };
 use approvals_testkit::faults::{
@@ -235,7 +235,7 @@ impl Approver for Counting {
         &self,
         request: &RequestRecord,
         _: DispatchReason,
-        _: &Gate,
+        _: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         self.dispatched.fetch_add(1, Ordering::SeqCst);
         Ok(Some(Delivery {
@@ -268,7 +268,7 @@ async fn approver_faults_model_http_429_and_5xx() {
     assert_eq!(approver.name(), "chat");
     let g = gate(memory(), clock(), Arc::new(MemorySink::new()));
     let record = pending_record(export_request(), epoch());
-    let dispatch = || approver.dispatch(&record, DispatchReason::New, &g);
+    let dispatch = || approver.dispatch(&record, DispatchReason::New, Arc::new(g.clone()));
 
     let e = dispatch().await.expect_err("429");
     assert!(

@@ -12,8 +12,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use approvals_core::{
-    Approver, ApproverError, Delivery, DispatchReason, Gate, Inserted, ListFilter, RequestId,
+    Approver, ApproverError, Decisions, Delivery, DispatchReason, Inserted, ListFilter, RequestId,
     RequestRecord, RequestState, Store, StoreError,
 };
 use async_trait::async_trait;
@@ -186,12 +188,12 @@ impl<A: Approver> Approver for CrashingApprover<A> {
         &self,
         request: &RequestRecord,
         reason: DispatchReason,
-        gate: &Gate,
+        decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         if self.point == Some(CrashPoint::BeforeDispatch) {
             crash(CrashPoint::BeforeDispatch);
         }
-        let delivered = self.inner.dispatch(request, reason, gate).await;
+        let delivered = self.inner.dispatch(request, reason, decisions).await;
         if self.point == Some(CrashPoint::AfterDispatch) && delivered.is_ok() {
             crash(CrashPoint::AfterDispatch);
         }

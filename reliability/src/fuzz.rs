@@ -27,7 +27,7 @@
 //! | [`http_api`]           | `ReviewServer::handle` (API and console) on arbitrary requests    |
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use approvals_audit::grant::{GrantClaims, GrantTokenVerifier, sign_claims};
@@ -36,10 +36,10 @@ use approvals_audit::log::{
 };
 use approvals_audit::note::{Checkpoint, Signer, Verifier, open_note};
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, Decision, Delivery, Digest, DispatchReason, Gate,
-    GateBuilder, Initiator, MemorySink, MemoryStore, Policy, Principal, RequestContext, RequestId,
-    RequestRecord, RequestState, Requirement, RulePolicy, StaticIdentityResolver, StaticPolicy,
-    Submission,
+    ActionRequest, Approver, ApproverError, Decision, Decisions, Delivery, Digest, DispatchReason,
+    Gate, GateBuilder, Initiator, MemorySink, MemoryStore, Policy, Principal, RequestContext,
+    RequestId, RequestRecord, RequestState, Requirement, RulePolicy, StaticIdentityResolver,
+    StaticPolicy, Submission,
 };
 use approvals_http::{ReviewServer, Tokens};
 use approvals_slack::{
@@ -509,7 +509,7 @@ impl Approver for CardRecorder {
         &self,
         _request: &RequestRecord,
         _reason: DispatchReason,
-        _gate: &Gate,
+        _decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         let card = approvals_teams::CardRef {
             service_url: TEAMS_SERVICE_URL.to_owned(),

@@ -605,7 +605,7 @@ async fn reviewer_dies_while_deciding(rig: &Rig, point: CrashPoint) {
     })
     .await;
     rig.until_messages(id, "Slack shows the outcome", |m| {
-        m.to_string().contains("ran successfully")
+        m.to_string().contains("executed* successfully")
     })
     .await;
     agent.close_stdin();

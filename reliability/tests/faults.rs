@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, Delivery, DispatchReason, EventDetail, Gate,
+    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, EventDetail, Gate,
     GuardError, Initiator, ManualClock, MemorySink, MemoryStore, Principal, PrincipalKind,
     RequestId, RequestRecord, RequestState, Requirement, Review, ReviewError, StaticPolicy, Store,
     Submission, Verdict,
@@ -233,7 +233,7 @@ impl Approver for Chat {
         &self,
         request: &RequestRecord,
         _: DispatchReason,
-        _: &Gate,
+        _: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         Ok(Some(Delivery {
             channel: "chat".into(),

@@ -40,7 +40,7 @@
 //! checkpoint, and checks each checkpoint's signature against the trusted keys. Entries after
 //! the last valid checkpoint are reported as an unverified tail (a warning): nothing signed
 //! covers them yet. It then compares the log with its witness, the writer's latest checkpoint
-//! kept outside the log (`<log>.witness` by default, see [`crate::witness`]): a log cut below
+//! kept outside the log (`<log>.witness` by default, see [`witness`]): a log cut below
 //! it, missing its checkpoint line, or disagreeing with it fails, and so does a missing or
 //! foreign witness; [`VerifyReport::completeness`] says whether completeness was shown.
 //! Someone holding the signing key can rewrite the whole file consistently; that is caught by
@@ -55,6 +55,7 @@ mod format;
 mod proof;
 mod reader;
 mod verify;
+pub mod witness;
 mod writer;
 
 pub use chain::{ChainedEntry, LogChain};

@@ -568,7 +568,7 @@ impl LogVerifier {
     /// witness was looked for and not found, which fails verification.
     ///
     /// By default a log file is compared with `<log>.witness` beside it
-    /// ([`crate::witness::witness_path`]) and a database log with its witness table; a log
+    /// ([`super::witness::witness_path`]) and a database log with its witness table; a log
     /// read from a reader has no default, so its report's completeness is
     /// [`Completeness::Unproven`] unless a witness is named here. The witness must be a checkpoint of
     /// this log signed by a trusted key; the log must hold at least its entries, agree with its
@@ -588,7 +588,7 @@ impl LogVerifier {
     /// does not exist fails verification.
     pub fn witness_file(&mut self, path: impl AsRef<Path>) -> Result<&mut Self, LogError> {
         let path = path.as_ref();
-        let note = crate::witness::read_witness_file(path)?;
+        let note = super::witness::read_witness_file(path)?;
         Ok(self.witness(format!("file {}", path.display()), note))
     }
 
@@ -640,8 +640,8 @@ impl LogVerifier {
             WitnessChoice::Given(list) => list.clone(),
             WitnessChoice::Default => match default {
                 DefaultWitness::File(log) => {
-                    let path = crate::witness::witness_path(log);
-                    let note = crate::witness::read_witness_file(&path)?;
+                    let path = super::witness::witness_path(log);
+                    let note = super::witness::read_witness_file(&path)?;
                     vec![(format!("file {}", path.display()), note)]
                 }
                 DefaultWitness::Note(label, note) => vec![(label, note)],

@@ -13,12 +13,12 @@ use std::borrow::Cow;
 use super::LogError;
 use super::format::{MAX_EVENT_BYTES, entry_hash, write_checkpoint, write_entry};
 use super::verify::{Known, ProblemKind, Scanner, Warning};
-use crate::merkle::{Frontier, Hash, leaf_hash};
-use crate::note::{Checkpoint, Signer, Verifier, unverified_text};
-use crate::witness::{
+use super::witness::{
     HttpWitness, read_witness_file, sync_parent_dir, witness_path, write_atomically,
     write_witness_file,
 };
+use crate::merkle::{Frontier, Hash, leaf_hash};
+use crate::note::{Checkpoint, Signer, Verifier, unverified_text};
 
 /// When appended entries reach the disk. Checkpoints are always written and synced
 /// (`fdatasync`) before [`LogWriter::checkpoint`] returns.
@@ -43,7 +43,7 @@ pub enum SyncPolicy {
 }
 
 /// Where a [`LogWriter`] keeps its witness file: the latest signed checkpoint, outside the log
-/// ([`crate::witness`]).
+/// ([`witness`](super::witness)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WitnessFile {

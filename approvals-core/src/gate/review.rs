@@ -3,6 +3,7 @@
 use super::Gate;
 use super::io::to_delta;
 use super::maintenance::CancelOutcome;
+use crate::approver::Decisions;
 use crate::audit::{EventDetail, RejectCause};
 use crate::error::{Component, GuardError, ReviewError};
 use crate::lifecycle::{self, Review, ReviewOutcome};
@@ -176,6 +177,21 @@ impl Gate {
     /// One request.
     pub async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
         self.bounded(self.inner.store.get(id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Decisions for Gate {
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        Gate::get(self, id).await
+    }
+
+    async fn check_review(&self, id: RequestId, review: &Review) -> Result<(), ReviewError> {
+        Gate::check_review(self, id, review).await
+    }
+
+    async fn decide(&self, id: RequestId, review: Review) -> Result<ReviewOutcome, ReviewError> {
+        Gate::decide(self, id, review).await
     }
 }
 

@@ -9,7 +9,7 @@ use tracing::{Instrument, Span};
 use super::io::{EventSubject, to_delta};
 use super::{Gate, Grant, Submission};
 use crate::admission::{self, MAX_NAME_CHARS};
-use crate::approver::{ApproverError, DispatchReason};
+use crate::approver::{ApproverError, Decisions, DispatchReason};
 use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, EventDetail};
 use crate::bounds::{contained, within};
 use crate::error::{Component, GuardError};
@@ -329,10 +329,11 @@ impl Gate {
         }
         let mut deliveries = Vec::new();
         let mut errors = Vec::new();
+        let decisions: Arc<dyn Decisions> = Arc::new(self.clone());
         for approver in &self.inner.approvers {
             let channel = approver.name().to_owned();
             let timeout = self.inner.approver_timeout;
-            let delivered = within(timeout, approver.dispatch(&record, reason, self))
+            let delivered = within(timeout, approver.dispatch(&record, reason, decisions.clone()))
                 .await
                 .unwrap_or_else(|unfinished| {
                     Err(ApproverError::new(

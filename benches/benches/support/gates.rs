@@ -9,9 +9,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, AuditSink, Delivery, DispatchReason, Gate, Initiator,
-    Principal, RequestId, RequestRecord, Requirement, StaticPolicy, Store,
+    ActionRequest, Approver, ApproverError, AuditSink, Decisions, Delivery, DispatchReason, Gate,
+    Initiator, Principal, RequestId, RequestRecord, Requirement, StaticPolicy, Store,
 };
 use approvals_store_sql::{SqlStore, SqlStoreOptions};
 use async_trait::async_trait;
@@ -40,7 +42,7 @@ impl Approver for IdChannel {
         &self,
         request: &RequestRecord,
         _reason: DispatchReason,
-        _gate: &Gate,
+        _decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
         self.0
             .send(request.id)

@@ -4,7 +4,7 @@
 //! A log alone cannot prove it is complete: cutting its last entries together with the
 //! checkpoints that signed them leaves a shorter log that verifies. So the writer also keeps
 //! its latest checkpoint where cutting the log does not reach, and verification compares the
-//! log with it by default ([`crate::log::LogVerifier`]): the log must hold at least the
+//! log with it by default ([`LogVerifier`](super::LogVerifier)): the log must hold at least the
 //! witnessed number of entries, agree with the witnessed root, and contain the witnessed
 //! checkpoint itself.
 //!
@@ -36,7 +36,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::log::LogError;
+use super::LogError;
 use crate::note::{Checkpoint, unverified_text};
 
 /// The largest witness note accepted, in bytes (a checkpoint note is a few hundred).

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::OutgoingActivity;
 use crate::card::{CardOptions, MAX_REFRESH_USER_IDS, preview_text, request_card};
 use crate::connector::{ConnectorClient, ConnectorError};
+use crate::graph::ConversationHistory;
 
 /// The channel name recorded in audit events, reviews and deliveries, and passed to the
 /// [`IdentityResolver`](approvals_core::IdentityResolver).
@@ -42,6 +43,13 @@ pub struct CardRef {
 /// before it expires). A failed delivery is returned to the gate, which audits it
 /// (`dispatch_failed`) and cancels the request when no channel delivered it.
 ///
+/// The Bot Connector cannot list a conversation's messages, so on a
+/// [`DispatchReason::Redelivery`] (the request's delivery was never recorded, perhaps because
+/// the process that posted its card died first) the approver can only find that card through
+/// Microsoft Graph: give it a [`ConversationHistory`] with
+/// [`with_history`](TeamsApprover::with_history). Without one, or when the look-up fails, it
+/// posts the card again: a second card is better than none.
+///
 /// ```no_run
 /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use approvals_teams::{ClientSecret, ConnectorClient, TeamsApprover, TokenConfig, TokenProvider};
@@ -62,6 +70,7 @@ pub struct TeamsApprover {
     service_url: String,
     conversation_id: String,
     options: CardOptions,
+    history: Option<ConversationHistory>,
 }
 
 impl TeamsApprover {
@@ -77,7 +86,15 @@ impl TeamsApprover {
             service_url: service_url.into(),
             conversation_id: conversation_id.into(),
             options: CardOptions::default(),
+            history: None,
         }
+    }
+
+    /// Looks for a card posted earlier before posting one on a redelivery (see the type's
+    /// docs). `history` must read this approver's conversation.
+    pub fn with_history(mut self, history: ConversationHistory) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Teams user ids (`29:...`) whose clients refresh the card automatically when shown (at
@@ -157,6 +174,36 @@ impl TeamsApprover {
         }
         first_error.map_or(Ok(()), Err)
     }
+
+    /// The card about `request` this bot posted to the conversation before, found through
+    /// Microsoft Graph. `None` without a history, or when the look-up fails (logged).
+    async fn find_earlier_card(&self, request: &RequestRecord) -> Option<String> {
+        let history = self.history.as_ref()?;
+        // Ten minutes of margin for a difference between this host's clock and Teams'.
+        let since = request.created_at - chrono::TimeDelta::minutes(10);
+        let app_id = &self.connector.tokens().config().app_id;
+        match history.find_card(app_id, request.id, since).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(request = %request.id, error = %e, "could not look for an earlier Teams card; posting it again");
+                None
+            }
+        }
+    }
+
+    /// The delivery record of a card in this approver's conversation.
+    fn delivery(&self, activity_id: Option<String>) -> Result<Delivery, ApproverError> {
+        let reference = serde_json::to_value(CardRef {
+            service_url: self.service_url.clone(),
+            conversation_id: self.conversation_id.clone(),
+            activity_id,
+        })
+        .map_err(|e| ApproverError::new(CHANNEL, format!("cannot record the card: {e}")))?;
+        Ok(Delivery {
+            channel: CHANNEL.into(),
+            reference,
+        })
+    }
 }
 
 fn approver_error(e: ConnectorError) -> ApproverError {
@@ -180,9 +227,13 @@ impl Approver for TeamsApprover {
         if request.state != RequestState::Pending {
             return Ok(None);
         }
+        if reason == DispatchReason::Redelivery
+            && let Some(earlier) = self.find_earlier_card(request).await
+        {
+            return self.delivery(Some(earlier)).map(Some);
+        }
         // On escalation a new card goes out (newly allowed reviewers are notified); the old
         // one stays recorded and is updated too.
-        let _ = reason;
         let posted = self
             .connector
             .send_to_conversation(
@@ -195,16 +246,7 @@ impl Approver for TeamsApprover {
         if posted.id.is_none() {
             tracing::warn!(request = %request.id, "the Bot Connector returned no activity id; the card cannot be updated");
         }
-        let reference = serde_json::to_value(CardRef {
-            service_url: self.service_url.clone(),
-            conversation_id: self.conversation_id.clone(),
-            activity_id: posted.id,
-        })
-        .map_err(|e| ApproverError::new(CHANNEL, format!("cannot record the card: {e}")))?;
-        Ok(Some(Delivery {
-            channel: CHANNEL.into(),
-            reference,
-        }))
+        self.delivery(posted.id).map(Some)
     }
 
     async fn resolved(&self, request: &RequestRecord) -> Result<(), ApproverError> {

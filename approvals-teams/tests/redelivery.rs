@@ -2,6 +2,7 @@
 //! approver finds the card an earlier process posted through Microsoft Graph (the fake
 //! connector serves Graph's channel and chat message lists over the messages it holds).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use approvals_core::{
@@ -120,7 +121,11 @@ impl Env {
         record.deliveries.clear();
         let delivery = self
             .approver
-            .dispatch(&record, DispatchReason::Redelivery, &self.gate)
+            .dispatch(
+                &record,
+                DispatchReason::Redelivery,
+                Arc::new(self.gate.clone()),
+            )
             .await
             .expect("redelivered")
             .expect("a delivery");

@@ -1,7 +1,10 @@
 //! Runnable examples live under src/bin; this library holds what several of them share: how
 //! the chat examples (`slack`, `teams`) choose between a real workspace and the offline
 //! loopback fakes, the clear message they print when credentials are missing, and the
-//! key-rotation scenario both of them run ([`rotation`]).
+//! key-rotation scenario both of them run ([`rotation`]); and [`chatops`], the example
+//! channel of README's "Writing a channel".
+
+pub mod chatops;
 
 use std::future::Future;
 use std::process::ExitCode;

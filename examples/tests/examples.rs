@@ -124,8 +124,8 @@ fn pager_pages_escalates_and_runs_the_action_a_human_approved() {
         // The receiver authenticates before it believes anything.
         "[attacker] forged 'approved' delivery -> HTTP 401",
         "[pager] refused a delivery (HTTP 401): webhook signature does not match",
-        "[attacker] replayed a captured delivery -> HTTP 401",
-        "was already received; refusing the replay",
+        "[attacker] replayed a captured delivery -> HTTP 204",
+        "was already handled; acknowledged, not acted on again",
         // `approval.resolved` closed the page.
         "resolved: the action ran (approved by Sam (SRE on-call))",
     ]);
@@ -134,6 +134,13 @@ fn pager_pages_escalates_and_runs_the_action_a_human_approved() {
     let escalated =
         out.at("[pager] incident #1 escalated: no decision from db-oncall; paging sre-oncall");
     let sam = out.at("[pager] incident #1 paged Sam (sre-oncall)");
+    // The replayed copy of the first delivery was acknowledged, not acted on: one page each.
+    assert_eq!(
+        out.stdout.matches("[pager] incident #1 paged Priya").count(),
+        1,
+        "the replay paged again:\n{}",
+        out.all()
+    );
     assert!(
         priya < escalated && escalated < sam,
         "pages out of order:\n{}",

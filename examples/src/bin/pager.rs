@@ -42,7 +42,7 @@ use approvals_core::{
     ActionRequest, AuditEvent, EventDetail, Gate, GuardError, Initiator, MemorySink, Principal,
     RequestContext, RequestId, RequestState, RulePolicy,
 };
-use approvals_http::webhook::WebhookPayload;
+use approvals_http::webhook::{WebhookError, WebhookPayload};
 use approvals_http::{
     ApiClient, ReplayGuard, RequestView, ReviewServer, Tokens, WebhookApprover, WebhookSecret,
     generate_token,
@@ -202,7 +202,8 @@ async fn run() -> Result<(), BoxError> {
 }
 
 /// An attacker without the secret posts a forged "approved" update, then replays a genuine
-/// delivery it captured. The pager must refuse both before reading them.
+/// delivery it captured. The pager refuses the forgery before reading it, and acknowledges
+/// the replay without acting on it a second time.
 async fn attack(hook_url: &str, (headers, body): (HeaderMap, Bytes)) -> Result<(), BoxError> {
     let client = approvals_http::client::http_client(Duration::from_secs(10))?;
     let forged_body = br#"{"type":"approval.resolved","request":{"state":"approved"}}"#;
@@ -337,9 +338,21 @@ impl Pager {
     /// Handles one delivery. Authenticates the raw bytes first (signature, timestamp window,
     /// replayed id), as every receiver must, and only then parses them.
     fn receive(&self, headers: &HeaderMap, body: &Bytes) -> Result<(), (StatusCode, String)> {
-        self.replays
+        match self
+            .replays
             .verify(&self.secret, headers, body, chrono::Utc::now())
-            .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
+        {
+            Ok(_) => {}
+            // A retry, a redelivery after a restart, or a captured copy: it was handled once,
+            // so acknowledge it (a 4xx would make a genuine sender give up) and do nothing.
+            Err(WebhookError::Replayed(id)) => {
+                println!(
+                    "[pager] delivery {id} was already handled; acknowledged, not acted on again"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err((StatusCode::UNAUTHORIZED, e.to_string())),
+        }
         let payload: WebhookPayload = serde_json::from_slice(body)
             .map_err(|e| (StatusCode::BAD_REQUEST, format!("not a webhook body: {e}")))?;
         lock(&self.first_delivery).get_or_insert_with(|| (headers.clone(), body.clone()));

@@ -155,40 +155,109 @@ impl Gate {
 
     /// Tells every channel the request changed, in the background (a slow chat API must not
     /// hold up the decision). Failures are audited as `dispatch_failed`.
+    ///
+    /// One request's updates are sent one at a time, in the order of the record's version:
+    /// while a task sends them, later changes queue behind it and an older one is dropped, so
+    /// a slow "approved" update can never land after "executed" and leave a stale message.
     pub(super) fn notify_channels(&self, record: RequestRecord) {
         if self.inner.approvers.is_empty() {
             return;
         }
+        {
+            let mut updates = lock(&self.inner.updates);
+            if let Some(queue) = updates.get_mut(&record.id) {
+                queue.push(record);
+                return;
+            }
+            updates.insert(record.id, Updates::sending(record.version));
+        }
         let gate = self.clone();
         tokio::spawn(async move {
-            for approver in &gate.inner.approvers {
-                let updated = within(gate.inner.approver_timeout, approver.resolved(&record))
-                    .await
-                    .unwrap_or_else(|unfinished| {
-                        Err(ApproverError::new(approver.name(), unfinished.to_string()))
-                    });
-                if let Err(e) = updated {
-                    crate::observe::delivery_failed(approver.name());
-                    let event = gate.event(
-                        &record,
-                        EventDetail::DispatchFailed {
-                            channel: approver.name().to_owned(),
-                            error: format!("could not update the message: {}", e.message),
-                        },
-                    );
-                    if let Err(audit) = gate.record_bounded(&event).await {
-                        tracing::warn!(
-                            request = %record.id,
-                            channel = approver.name(),
-                            error = %e,
-                            audit_error = %audit,
-                            "a channel could not update its message, and the failure could not be audited"
-                        );
+            let mut record = record;
+            loop {
+                gate.update_channels(&record).await;
+                let mut updates = lock(&gate.inner.updates);
+                match updates.get_mut(&record.id).and_then(Updates::next) {
+                    Some(next) => record = next,
+                    None => {
+                        updates.remove(&record.id);
+                        return;
                     }
                 }
             }
         });
     }
+
+    /// Calls every channel's [`resolved`](crate::Approver::resolved) with `record`; audits
+    /// each failure.
+    async fn update_channels(&self, record: &RequestRecord) {
+        for approver in &self.inner.approvers {
+            let updated = within(self.inner.approver_timeout, approver.resolved(record))
+                .await
+                .unwrap_or_else(|unfinished| {
+                    Err(ApproverError::new(approver.name(), unfinished.to_string()))
+                });
+            if let Err(e) = updated {
+                crate::observe::delivery_failed(approver.name());
+                let event = self.event(
+                    record,
+                    EventDetail::DispatchFailed {
+                        channel: approver.name().to_owned(),
+                        error: format!("could not update the message: {}", e.message),
+                    },
+                );
+                if let Err(audit) = self.record_bounded(&event).await {
+                    tracing::warn!(
+                        request = %record.id,
+                        channel = approver.name(),
+                        error = %e,
+                        audit_error = %audit,
+                        "a channel could not update its message, and the failure could not be audited"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The changes of one request waiting to be sent to its channels, behind the one being sent.
+#[derive(Debug)]
+pub(super) struct Updates {
+    /// The version of the record being sent (or last sent).
+    sent: u64,
+    waiting: Vec<RequestRecord>,
+}
+
+impl Updates {
+    fn sending(version: u64) -> Self {
+        Updates {
+            sent: version,
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Queues `record`, unless its version was already sent (or is being sent).
+    fn push(&mut self, record: RequestRecord) {
+        if record.version > self.sent && self.waiting.iter().all(|r| r.version != record.version) {
+            self.waiting.push(record);
+        }
+    }
+
+    /// The oldest queued change, now being sent.
+    fn next(&mut self) -> Option<RequestRecord> {
+        let oldest = (0..self.waiting.len()).min_by_key(|&i| self.waiting[i].version)?;
+        let record = self.waiting.swap_remove(oldest);
+        self.sent = record.version;
+        Some(record)
+    }
+}
+
+/// Locks `mutex`, taking the data of one poisoned by a panic (the maps it guards hold no
+/// invariant a panic could break halfway).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(super) struct EventSubject {

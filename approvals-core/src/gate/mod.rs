@@ -259,6 +259,7 @@ impl GateBuilder {
                 poll_interval: self.poll_interval,
                 audit_recovery_after: self.audit_recovery_after,
                 waiters: Mutex::new(HashMap::new()),
+                updates: Mutex::new(HashMap::new()),
                 forwarder: Mutex::new(None),
             }),
         })
@@ -297,6 +298,9 @@ struct Inner {
     poll_interval: Duration,
     audit_recovery_after: Duration,
     waiters: Mutex<HashMap<RequestId, Arc<Notify>>>,
+    /// Requests whose channels are being told of a change, with the changes queued behind it
+    /// (see `Gate::notify_channels`).
+    updates: Mutex<HashMap<RequestId, io::Updates>>,
     /// The task that turns the store's change notifications into wake-ups of the one waiter
     /// concerned (started with the first wait).
     forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,

@@ -95,16 +95,11 @@ pub(super) async fn pending_page(
 
 pub(super) async fn history_page(shared: &Shared, v: &Viewer) -> Response<Bytes> {
     let filter = approvals_core::ListFilter {
-        states: vec![
-            RequestState::Approved,
-            RequestState::Denied,
-            RequestState::Expired,
-            RequestState::Cancelled,
-            RequestState::Executing,
-            RequestState::Executed,
-            RequestState::Failed,
-            RequestState::Lapsed,
-        ],
+        // Every state a request reaches once it leaves `Pending`.
+        states: approvals_core::lifecycle::ALL_STATES
+            .into_iter()
+            .filter(|s| *s != RequestState::Pending)
+            .collect(),
         limit: Some(200),
         ..Default::default()
     };

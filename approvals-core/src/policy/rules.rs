@@ -43,8 +43,10 @@
 //! Approver and escalation `users` and `groups` are checked when the file loads: an id or
 //! group name with invisible, bidi-control or mixed-script characters is refused with the rule
 //! and entry named (see [`identity`](crate::identity)), and the loaded requirement holds their
-//! canonical forms (`Sam@Example.com` becomes `sam@example.com`). The `initiator` globs match
-//! the ids as the request carries them.
+//! canonical forms (`Sam@Example.com` becomes `sam@example.com`). The `initiator` globs (`id`,
+//! `on_behalf_of`, `model`) match canonical forms too ([`canonical_key`](identity::canonical_key) of the pattern and of
+//! the request's value): `id = "billing-*"` matches `Billing-Agent` and `ｂｉｌｌｉｎｇ-agent`,
+//! so no spelling of an id escapes a rule written for it.
 
 use std::fmt;
 use std::path::Path;
@@ -830,6 +832,24 @@ fn any_match(globs: &[Glob], text: Option<&str>) -> bool {
     globs.is_empty() || text.is_some_and(|t| globs.iter().any(|g| g.matches(t)))
 }
 
+/// Globs over identities: compiled from the patterns' canonical forms, to be matched with
+/// [`any_canonical_match`].
+fn canonical_globs(spec: &Option<OneOrMany>) -> Vec<Glob> {
+    spec.as_ref()
+        .map(|s| {
+            s.to_vec()
+                .iter()
+                .map(|p| Glob::new(&identity::canonical_key(p)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `text`'s canonical form matches one of `globs` (from [`canonical_globs`]).
+fn any_canonical_match(globs: &[Glob], text: Option<&str>) -> bool {
+    globs.is_empty() || text.is_some_and(|t| any_match(globs, Some(&identity::canonical_key(t))))
+}
+
 impl RuleSpec {
     fn compile(&self) -> CompiledRule {
         let initiator = self.initiator.as_ref();
@@ -842,11 +862,15 @@ impl RuleSpec {
                 .map(OneOrMany::to_vec)
                 .unwrap_or_default(),
             initiator_kind: initiator.and_then(|i| i.kind),
-            initiator_ids: initiator.map(|i| globs(&i.id)).unwrap_or_default(),
-            on_behalf_of: initiator
-                .map(|i| globs(&i.on_behalf_of))
+            initiator_ids: initiator
+                .map(|i| canonical_globs(&i.id))
                 .unwrap_or_default(),
-            models: initiator.map(|i| globs(&i.model)).unwrap_or_default(),
+            on_behalf_of: initiator
+                .map(|i| canonical_globs(&i.on_behalf_of))
+                .unwrap_or_default(),
+            models: initiator
+                .map(|i| canonical_globs(&i.model))
+                .unwrap_or_default(),
             predicates: self.when.iter().map(Predicate::compile).collect(),
             outcome: self.outcome.compile_outcome(Some(&self.name)),
         }
@@ -872,15 +896,15 @@ impl CompiledRule {
         {
             return false;
         }
-        if !any_match(
+        if !any_canonical_match(
             &self.initiator_ids,
             initiator.map(|i| i.principal.id.as_str()),
-        ) || !any_match(
+        ) || !any_canonical_match(
             &self.on_behalf_of,
             initiator
                 .and_then(|i| i.on_behalf_of.as_ref())
                 .map(|h| h.id.as_str()),
-        ) || !any_match(&self.models, initiator.and_then(|i| i.model.as_deref()))
+        ) || !any_canonical_match(&self.models, initiator.and_then(|i| i.model.as_deref()))
         {
             return false;
         }
@@ -995,6 +1019,61 @@ approvers = { groups = ["security"] }
         let esc = requirement.escalation.as_ref().expect("escalation");
         assert_eq!(esc.after, Duration::from_secs(600));
         assert_eq!(esc.groups, vec!["security-oncall"]);
+    }
+
+    /// Every spelling of an id a rule names is caught by the rule: case, full width,
+    /// compatibility forms, invisible characters and trailing dots, for the agent's id, the
+    /// human it acts for and the model. An id that is really different is not.
+    #[test]
+    fn initiator_globs_match_every_spelling_of_the_id() {
+        let p = RulePolicy::from_toml(
+            r#"
+version = 1
+default = "allow"
+[[rules]]
+name = "no-billing-deletes"
+kind = "db.delete"
+initiator = { id = "Billing-*", on_behalf_of = "dana@example.com", model = "gpt-*" }
+effect = "deny"
+reason = "billing agents never delete"
+"#,
+        )
+        .expect("policy");
+        let delete = |agent: &str, human: &str, model: &str| {
+            ActionRequest::new("db.delete", "db://prod/invoices").initiator(
+                Initiator::agent(agent)
+                    .on_behalf_of(Principal::human(human))
+                    .model(model),
+            )
+        };
+        for (agent, human, model) in [
+            ("billing-agent", "dana@example.com", "gpt-5"),
+            ("BILLING-AGENT", "Dana@Example.COM", "GPT-5"),
+            ("ｂｉｌｌｉｎｇ-agent", "ｄａｎａ@example.com", "ｇｐｔ-5"),
+            (
+                "bi\u{200B}lling-agent",
+                "dana@example.com.",
+                "gpt\u{00AD}-5",
+            ),
+            ("\u{FEFF}Billing-Agent", "DANA@EXAMPLE.COM", "Gpt-4o"),
+        ] {
+            assert_eq!(
+                rule_of(&p, &delete(agent, human, model)).as_deref(),
+                Some("no-billing-deletes"),
+                "{agent:?} for {human:?} with {model:?} escaped the rule"
+            );
+        }
+        for (agent, human, model) in [
+            ("support-agent", "dana@example.com", "gpt-5"),
+            ("billing-agent", "sam@example.com", "gpt-5"),
+            ("billing-agent", "dana@example.com", "claude-4"),
+        ] {
+            assert_eq!(
+                rule_of(&p, &delete(agent, human, model)),
+                None,
+                "{agent:?} for {human:?} with {model:?} is not named by the rule"
+            );
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::signature::{
     ConfigError, DEFAULT_REPLAY_CAPACITY, ReplayError, ReplayGuard, SIGNATURE_HEADER,
     SigningSecret, TIMESTAMP_HEADER, unix_now,
 };
-use crate::text::{mrkdwn, truncate};
+use crate::text::{mrkdwn_bounded, truncate};
 
 /// Longest wait for the identity resolver on a click; past it the click is refused.
 const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -565,11 +565,7 @@ impl SlackInteractions {
         let Some(url) = response_url else {
             return;
         };
-        let body = json!({
-            "response_type": "ephemeral",
-            "replace_original": false,
-            "text": mrkdwn(text),
-        });
+        let body = reply_body(text);
         if let Err(e) = self.inner.client.respond(url, &body).await {
             tracing::warn!(error = %e, "could not reply to the Slack user");
         }
@@ -944,9 +940,31 @@ impl tower::Service<http::Request<Bytes>> for SlackInteractions {
     }
 }
 
+/// The longest ephemeral reply sent, in characters: a reply quotes errors and reasons, and
+/// Slack truncates a message's `text` past 40,000 characters and advises at most 4,000.
+const MAX_REPLY_CHARS: usize = 3000;
+
+/// An ephemeral reply's body: `text` escaped for mrkdwn and bounded.
+fn reply_body(text: &str) -> serde_json::Value {
+    json!({
+        "response_type": "ephemeral",
+        "replace_original": false,
+        "text": mrkdwn_bounded(text, MAX_REPLY_CHARS),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_escaped_and_bounded() {
+        let body = reply_body(&format!("Not applied: <!channel> {}", "x".repeat(10_000)));
+        let text = body["text"].as_str().expect("text");
+        assert!(text.chars().count() <= MAX_REPLY_CHARS, "{}", text.len());
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert_eq!(body["response_type"], "ephemeral");
+    }
 
     #[test]
     fn modal_metadata_is_sealed() {

@@ -1,5 +1,5 @@
 //! The `approvals` command-line tool: `serve`, `pending`, `show`, `approve`, `deny`,
-//! `cancel`, `token`.
+//! `cancel`, `token`, and the wiring of `exec` (in [`crate::exec`]).
 //!
 //! Every command except `serve` and `token` is an API call, made either over HTTP to a
 //! server (`--server`) or in-process on a store (`--store`, with the same token file the
@@ -83,11 +83,11 @@ pub struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Args)]
-struct Target {
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Target {
     /// Approvals server URL, for example http://127.0.0.1:8480. Takes precedence over --store.
     #[arg(long, env = "APPROVALS_SERVER", global = true, value_name = "URL")]
-    server: Option<Url>,
+    pub(crate) server: Option<Url>,
     /// Store URL: sqlite://FILE, postgres://..., or memory: (serve only).
     #[arg(
         long,
@@ -96,20 +96,20 @@ struct Target {
         default_value = "sqlite://approvals.db",
         value_name = "URL"
     )]
-    store: String,
+    pub(crate) store: String,
     /// Token file (TOML, SHA-256 hashes of tokens and their principals); see `approvals token new`.
     #[arg(long, env = "APPROVALS_TOKENS", global = true, value_name = "FILE")]
-    tokens: Option<PathBuf>,
+    pub(crate) tokens: Option<PathBuf>,
     /// Also write audit events as JSON lines to FILE (store mode and serve). SQL stores always
     /// record them in their own hash-chained audit table; a memory: store writes
     /// approvals-audit.jsonl unless this is given.
     #[arg(long, env = "APPROVALS_AUDIT", global = true, value_name = "FILE")]
-    audit: Option<PathBuf>,
+    pub(crate) audit: Option<PathBuf>,
     /// Sign the SQL store's audit log with this signer key file (`approvals audit keygen`):
     /// checkpoints every 1000 entries and every 10 seconds, named after the key, checked with
     /// `approvals audit verify --db`. Without it the log is hash-chained but unsigned.
     #[arg(long, env = "APPROVALS_AUDIT_KEY", global = true, value_name = "FILE")]
-    audit_key: Option<PathBuf>,
+    pub(crate) audit_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +126,10 @@ enum Command {
     Deny(DecideArgs),
     /// Withdraw a pending request (its initiator, the human it acts for, or an admin).
     Cancel(CancelArgs),
+    /// Run a command (a CI deploy step) once humans approve exactly that command line; exits
+    /// with its exit code, or 170-176 when it did not run.
+    #[command(after_help = crate::exec::EXEC_HELP, after_long_help = crate::exec::EXEC_HELP)]
+    Exec(Box<crate::exec::ExecArgs>),
     /// Make and hash API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -251,13 +255,13 @@ struct NewTokenArgs {
 
 /// A failure with its exit code and message.
 #[derive(Debug)]
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -284,7 +288,19 @@ impl From<ClientError> for Failure {
 
 /// Parses the process arguments, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `approvals exec` keeps 2 for the command it runs: its usage errors have their own.
+            let code = if e.use_stderr() && crate::exec::invoked(std::env::args_os()) {
+                crate::exec::exit::USAGE
+            } else {
+                u8::try_from(e.exit_code()).unwrap_or(exit::USAGE)
+            };
+            return ExitCode::from(code);
+        }
+    };
     if let Command::Audit(audit) = cli.command {
         // Same exit codes: 0 verified, 1 verification failed or token refused, 2 usage or I/O.
         return crate::audit::run_named("approvals audit", audit.args);
@@ -297,9 +313,15 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("approvals: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::UNAVAILABLE);
+            return ExitCode::from(match cli.command {
+                Command::Exec(_) => crate::exec::exit::UNAVAILABLE,
+                _ => exit::UNAVAILABLE,
+            });
         }
     };
+    if let Command::Exec(args) = cli.command {
+        return runtime.block_on(crate::exec::run(cli.target, *args));
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(f) => {
@@ -318,9 +340,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Approve(args) => decide(&client(&cli.target).await?, args, true).await,
         Command::Deny(args) => decide(&client(&cli.target).await?, args, false).await,
         Command::Cancel(args) => cancel(&client(&cli.target).await?, args).await,
-        Command::Audit(_) => Err(Failure::new(
+        Command::Audit(_) | Command::Exec(_) => Err(Failure::new(
             exit::USAGE,
-            "audit commands run without a store or server".to_owned(),
+            "audit and exec commands are dispatched by main".to_owned(),
         )),
     }
 }
@@ -361,16 +383,16 @@ async fn client(target: &Target) -> Result<ApiClient, Failure> {
     Ok(ApiClient::in_process(server, token))
 }
 
-struct OpenedStore {
-    store: Arc<dyn Store>,
+pub(crate) struct OpenedStore {
+    pub(crate) store: Arc<dyn Store>,
     /// The store's own hash-chained audit table, for SQL stores.
-    audit: Option<Arc<dyn AuditSink>>,
-    memory: bool,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) memory: bool,
 }
 
 /// Opens the store URL: `sqlite://FILE` (created if missing), `postgres://...` (with the
 /// `postgres` feature), or `memory:`; a SQL store's audit log is signed with `--audit-key`.
-async fn open_store(target: &Target) -> Result<OpenedStore, Failure> {
+pub(crate) async fn open_store(target: &Target) -> Result<OpenedStore, Failure> {
     let url = target.store.trim();
     if url == "memory:" || url == "memory://" {
         if target.audit_key.is_some() {
@@ -423,7 +445,7 @@ async fn open_store(target: &Target) -> Result<OpenedStore, Failure> {
 }
 
 /// The URL without its password, for messages.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
@@ -431,6 +453,31 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Where a gate on `store` records audit events: SQL stores keep their own hash-chained
+/// audit table (where agents' gates on the same store write too); --audit adds a JSON-lines
+/// copy. A memory store writes the file only.
+pub(crate) fn audit_sinks(target: &Target, store: &OpenedStore) -> Result<FanoutSink, Failure> {
+    let file = match (&target.audit, store.audit.is_some()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => Some(PathBuf::from("approvals-audit.jsonl")),
+        (None, true) => None,
+    };
+    let mut sinks = FanoutSink::new();
+    if let Some(sql) = &store.audit {
+        sinks = sinks.with_shared(sql.clone());
+    }
+    if let Some(path) = file {
+        let sink = JsonLinesSink::file(&path, true).map_err(|e| {
+            Failure::new(
+                exit::UNAVAILABLE,
+                format!("cannot open the audit log {}: {e}", path.display()),
+            )
+        })?;
+        sinks = sinks.with(sink);
+    }
+    Ok(sinks)
 }
 
 /// A gate and review server on `store`. The gate never submits actions (agents do, in
@@ -453,26 +500,7 @@ fn local_server(
             ));
         }
     };
-    // SQL stores keep their own hash-chained audit table (where agents' gates on the same
-    // store write too); --audit adds a JSON-lines copy. A memory store writes the file only.
-    let file = match (&target.audit, store.audit.is_some()) {
-        (Some(path), _) => Some(path.clone()),
-        (None, false) => Some(PathBuf::from("approvals-audit.jsonl")),
-        (None, true) => None,
-    };
-    let mut sinks = FanoutSink::new();
-    if let Some(sql) = store.audit {
-        sinks = sinks.with_shared(sql);
-    }
-    if let Some(path) = file {
-        let sink = JsonLinesSink::file(&path, true).map_err(|e| {
-            Failure::new(
-                exit::UNAVAILABLE,
-                format!("cannot open the audit log {}: {e}", path.display()),
-            )
-        })?;
-        sinks = sinks.with(sink);
-    }
+    let sinks = audit_sinks(target, &store)?;
     let store = store.store;
     let policy = if demo {
         StaticPolicy::require(
@@ -800,7 +828,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 /// Untrusted text made safe for a terminal: control characters (escape sequences) and
 /// invisible formatting characters shown in their visible form (`‹U+001B›`, see
 /// [`approvals_core::text::neutralize`]); line feeds and tabs stay.
-fn term(text: &str) -> String {
+pub(crate) fn term(text: &str) -> String {
     approvals_core::text::neutralize(text).into_owned()
 }
 

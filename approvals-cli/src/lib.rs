@@ -2,7 +2,10 @@
 //! crates so that embedding approvals-http or approvals-audit never compiles clap, SQLite or a
 //! multi-thread runtime (as sqlx keeps its CLI in sqlx-cli).
 //!
-//! - [`command`]: `approvals serve | pending | show | approve | deny | cancel | token | audit`.
+//! - [`command`]: `approvals serve | pending | show | approve | deny | cancel | exec | token |
+//!   audit`.
+//! - [`exec`]: `approvals exec -- CMD`, which runs a pipeline's command once humans approve
+//!   exactly that command line; its exit codes are in [`exec::exit`].
 //! - [`audit`]: `approvals audit ...`, also installed as `approvals-audit`: key generation,
 //!   verification, proofs, SIEM export, evidence reports, grant token checks.
 //!
@@ -10,3 +13,4 @@
 
 pub mod audit;
 pub mod command;
+pub mod exec;

@@ -12,7 +12,7 @@ use crate::audit::{EventDetail, RejectCause};
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Unusable};
 use crate::observe;
-use crate::request::{Action, Principal};
+use crate::request::{Action, Digest, Initiator, Principal};
 use crate::store::{RequestId, RequestRecord, RequestState};
 
 impl Gate {
@@ -176,7 +176,7 @@ impl Gate {
             .into());
         }
         if grant.approved {
-            self.consume(&grant).await?;
+            self.consume(grant.request_id, grant.digest).await?;
         } else if self.now() >= grant.expires_at {
             return Err(GuardError::GrantLapsed {
                 id: grant.request_id,
@@ -219,15 +219,13 @@ impl Gate {
     }
 
     /// Approved -> Executing, exactly once ([`lifecycle::consume`]).
-    pub(super) async fn consume(&self, grant: &Grant) -> Result<(), GuardError> {
+    pub(super) async fn consume(&self, id: RequestId, digest: Digest) -> Result<(), GuardError> {
         loop {
             let record = self
-                .store_call(self.inner.store.get(grant.request_id))
+                .store_call(self.inner.store.get(id))
                 .await?
-                .ok_or_else(|| {
-                    GuardError::InvalidRequest(format!("no approval request {}", grant.request_id))
-                })?;
-            let step = match lifecycle::consume(&record, grant.digest, self.now()) {
+                .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
+            let step = match lifecycle::consume(&record, digest, self.now()) {
                 Ok(step) => step,
                 Err(Unusable::Lapsed) => {
                     self.lapse(&record).await?;
@@ -253,6 +251,142 @@ impl Gate {
                 );
                 return Ok(());
             }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Running in two steps, for doors whose callers run the action themselves.
+
+    /// Starts running approved request `id` for `caller`, whom a door (the HTTP agent API,
+    /// `approvals exec`, the MCP gateway) authenticated: consumes its grant for `digest`,
+    /// exactly once (Approved -> Executing, [`lifecycle::consume`]), and records
+    /// `grant_consumed`. The caller may run the action once this returns, and reports how it
+    /// ended with [`finish_execution`](Gate::finish_execution), from this process or any
+    /// other sharing the store. [`execute`](Gate::execute) does both around a closure.
+    ///
+    /// Refused (and audited as `grant_rejected` where the rules say so) for anyone but the
+    /// request's initiator ([`lifecycle::check_executor`]), another digest, a grant already
+    /// used, a request not approved, or a grant whose time is over (the request lapses).
+    pub async fn start_execution(
+        &self,
+        id: RequestId,
+        digest: Digest,
+        caller: &Initiator,
+    ) -> Result<RequestRecord, GuardError> {
+        let record = self.load(id).await?;
+        self.check_executor(&record, caller).await?;
+        if record.digest != digest {
+            self.audit(self.event(
+                &record,
+                EventDetail::GrantRejected {
+                    cause: RejectCause::DigestMismatch,
+                    detail: format!("presented {digest}"),
+                },
+            ))
+            .await?;
+            return Err(GuardError::DigestMismatch {
+                id,
+                approved: record.digest,
+                presented: digest,
+            });
+        }
+        self.consume(id, digest).await?;
+        if let Err(e) = self
+            .audit(self.event(&record, EventDetail::GrantConsumed {}))
+            .await
+        {
+            self.finish(id, Some(format!("not run: {e}"))).await;
+            return Err(e);
+        }
+        self.load(id).await
+    }
+
+    /// Records how an execution started with [`start_execution`](Gate::start_execution)
+    /// ended: `error` is `None` when the action succeeded, or its (short) error text. Audits
+    /// `executed` and moves the request to Executed or Failed ([`lifecycle::finish`]); returns
+    /// the record as it now is. Refused for anyone but the initiator, and for a request that
+    /// is not executing: one never started ([`GuardError::InvalidRequest`]) or one whose
+    /// outcome is already recorded ([`GuardError::GrantUsed`]).
+    pub async fn finish_execution(
+        &self,
+        id: RequestId,
+        caller: &Initiator,
+        error: Option<String>,
+    ) -> Result<RequestRecord, GuardError> {
+        let record = self.load(id).await?;
+        self.check_executor(&record, caller).await?;
+        if let Err(e) = lifecycle::finish(&record, error.clone(), self.now()) {
+            return Err(match record.state {
+                state @ (RequestState::Executed | RequestState::Failed) => {
+                    GuardError::GrantUsed { id, state }
+                }
+                _ => GuardError::InvalidRequest(format!(
+                    "request {id} cannot take an outcome ({e}): start the execution first"
+                )),
+            });
+        }
+        self.audit(self.event(
+            &record,
+            EventDetail::Executed {
+                ok: error.is_none(),
+                error: error.clone(),
+                initiator: record.request.initiator.clone(),
+            },
+        ))
+        .await?;
+        let finished = self.finish(id, error).await.ok_or_else(|| {
+            GuardError::unavailable(
+                crate::error::Component::Store,
+                "the outcome was audited, but the store keeps the request executing",
+            )
+        })?;
+        self.notify_channels(finished.clone());
+        Ok(finished)
+    }
+
+    /// Records that a grant token was refused for request `id` at a door (forged, or another
+    /// request's), as `grant_rejected`. Returns whether it was recorded (`false` when the
+    /// request does not exist or the audit sink failed).
+    pub async fn record_rejected_grant(
+        &self,
+        id: RequestId,
+        cause: RejectCause,
+        detail: &str,
+    ) -> bool {
+        let Ok(Some(record)) = self.bounded(self.inner.store.get(id)).await else {
+            return false;
+        };
+        let event = self.event(
+            &record,
+            EventDetail::GrantRejected {
+                cause,
+                detail: crate::text::truncate(detail, 1024).into_owned(),
+            },
+        );
+        self.record_bounded(&event).await.is_ok()
+    }
+
+    async fn load(&self, id: RequestId) -> Result<RequestRecord, GuardError> {
+        self.store_call(self.inner.store.get(id))
+            .await?
+            .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))
+    }
+
+    /// [`lifecycle::check_executor`], with its refusal audited.
+    async fn check_executor(
+        &self,
+        record: &RequestRecord,
+        caller: &Initiator,
+    ) -> Result<(), GuardError> {
+        match lifecycle::check_executor(record, caller) {
+            Ok(()) => Ok(()),
+            Err(Unusable::Refused(error, event)) => {
+                if let Some(event) = event {
+                    self.audit(self.event(record, *event)).await?;
+                }
+                Err(*error)
+            }
+            Err(Unusable::Lapsed) => Err(GuardError::GrantLapsed { id: record.id }),
         }
     }
 

@@ -32,7 +32,7 @@ pub use review::{
     Review, ReviewOutcome, approved_event, audited, check_review, check_review_before_reason,
     may_review, recover, review,
 };
-pub use run::{Unusable, consume, finish};
+pub use run::{Unusable, check_executor, consume, finish};
 /// A transition: the record to store (its `version` still the one it replaces; the store
 /// increments it) and the audit events that record it, in order.
 #[derive(Debug, Clone)]

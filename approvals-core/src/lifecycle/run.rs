@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::{NotApplicable, Step, refusal};
 use crate::audit::EventDetail;
 use crate::error::{Component, GuardError};
-use crate::request::Digest;
+use crate::request::{Digest, Initiator};
 use crate::store::{Execution, RequestRecord, RequestState};
 
 /// What [`consume`] found instead of a usable grant.
@@ -101,4 +101,38 @@ pub fn finish(
         error,
     }));
     Ok(Step::new(next, Vec::new()))
+}
+
+/// Whether `caller` may run (consume the grant of, and report the outcome of) `record`: only
+/// its initiator, the agent or service that asked, of the same kind and the same canonical id
+/// ([`identity::same_canonical`](crate::identity::same_canonical): any spelling of it, never a
+/// look-alike). The human it acts for does not run actions; another agent never does. A
+/// refusal carries the `grant_rejected` event to audit.
+pub fn check_executor(record: &RequestRecord, caller: &Initiator) -> Result<(), Unusable> {
+    let ok = record.request.initiator.as_ref().is_some_and(|i| {
+        i.principal.kind == caller.principal.kind
+            && crate::identity::same_canonical(&i.principal.id, &caller.principal.id)
+    });
+    if ok {
+        return Ok(());
+    }
+    let presented_by = format!(
+        "{} {:?}",
+        caller.principal.kind,
+        crate::text::truncate(&caller.principal.id, 128)
+    );
+    let event = EventDetail::GrantRejected {
+        cause: crate::audit::RejectCause::Forged,
+        detail: format!("presented by {presented_by}, who is not the request's initiator"),
+    };
+    Err(Unusable::Refused(
+        Box::new(GuardError::InitiatorMismatch {
+            authenticated: presented_by,
+            claimed: record.request.initiator.as_ref().map_or_else(
+                || "no initiator".to_owned(),
+                |i| format!("{} {:?}", i.principal.kind, i.principal.id),
+            ),
+        }),
+        Some(Box::new(event)),
+    ))
 }

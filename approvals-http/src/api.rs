@@ -1,4 +1,5 @@
-//! The JSON REST API under `/v1`: list, show, approve, deny, cancel.
+//! The JSON REST API under `/v1`: list, show, approve, deny, cancel; the agent's calls
+//! (submit, wait, executions) are in [`agent`](crate::agent).
 //!
 //! Authentication is `Authorization: Bearer <token>` only (never the console's cookie, so a
 //! cross-site page cannot drive the API). Humans may list and view every request and review
@@ -38,6 +39,9 @@ async fn route(
     request: &Request<Bytes>,
     segments: &[&str],
 ) -> Result<Response<Bytes>, Problem> {
+    if let Some(answer) = crate::agent::route(shared, request, segments).await {
+        return answer;
+    }
     match segments {
         ["me"] => {
             if let Err(r) = only(request, &[Method::GET, Method::HEAD]) {
@@ -53,7 +57,7 @@ async fn route(
             ))
         }
         ["requests"] => {
-            if let Err(r) = only(request, &[Method::GET, Method::HEAD]) {
+            if let Err(r) = only(request, &[Method::GET, Method::HEAD, Method::POST]) {
                 return Ok(r);
             }
             let principal = authenticate(shared, request)?;
@@ -270,9 +274,31 @@ struct ActionBody {
 fn parse_body<T: serde::de::DeserializeOwned + Default>(
     request: &Request<Bytes>,
 ) -> Result<T, Problem> {
+    if request.body().iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let fields = json_object(request)?;
+    if let Some((name, _)) = fields.iter().find(|(_, v)| !v.is_string()) {
+        return Err(Problem::bad_request(format!(
+            "{:?} must be a string; leave it out instead of sending null",
+            crate::html::truncate(name, 40)
+        )));
+    }
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not valid for this call: {}",
+            crate::html::truncate(&e.to_string(), 300)
+        ))
+    })
+}
+
+/// The request's body as a JSON object (`application/json` only; an empty body is `{}`).
+pub(crate) fn json_object(
+    request: &Request<Bytes>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
     let body = request.body();
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+        return Ok(serde_json::Map::new());
     }
     let content_type = request
         .headers()
@@ -301,18 +327,12 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
     };
     // Only an object: serde would also read a struct from a JSON array of its fields.
     let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
-    let Some(fields) = value.as_object() else {
-        return Err(Problem::bad_request(
+    match value {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => Err(Problem::bad_request(
             "the body must be a JSON object, for example {\"reason\": \"...\"}",
-        ));
-    };
-    if let Some((name, _)) = fields.iter().find(|(_, v)| !v.is_string()) {
-        return Err(Problem::bad_request(format!(
-            "{:?} must be a string; leave it out instead of sending null",
-            crate::html::truncate(name, 40)
-        )));
+        )),
     }
-    serde_json::from_value(value).map_err(invalid)
 }
 
 pub(crate) fn parse_id(raw: &str) -> Result<RequestId, Problem> {

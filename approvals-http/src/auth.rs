@@ -1,9 +1,10 @@
-//! Bearer tokens: stored as SHA-256 hashes, each mapped to one principal.
+//! Bearer tokens: stored as SHA-256 hashes, each mapped to one principal (and, for an agent
+//! or service, the initiator it submits actions as).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use approvals_core::{InvalidIdentity, Principal};
+use approvals_core::{Initiator, InvalidIdentity, Principal, PrincipalKind};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -71,8 +72,20 @@ pub fn generate_token() -> String {
 /// ```
 #[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: HashMap<TokenHash, Principal>,
+    by_hash: HashMap<TokenHash, Holder>,
 }
+
+/// Who a token stands for: the principal, and for an agent or service the human it acts for
+/// and its model, as configured (never taken from a request).
+#[derive(Clone, Debug)]
+struct Holder {
+    principal: Principal,
+    on_behalf_of: Option<Principal>,
+    model: Option<String>,
+}
+
+/// Longest model name accepted in a token file, in characters.
+pub const MAX_MODEL_CHARS: usize = 128;
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,13 +112,63 @@ impl Tokens {
     pub fn with_hash(mut self, hash: TokenHash, principal: Principal) -> Self {
         match principal.normalized() {
             Ok(principal) => {
-                self.by_hash.insert(hash, principal);
+                self.by_hash.insert(
+                    hash,
+                    Holder {
+                        principal,
+                        on_behalf_of: None,
+                        model: None,
+                    },
+                );
             }
             Err(_) => {
                 self.by_hash.remove(&hash);
             }
         }
         self
+    }
+
+    /// Adds an agent or service token that submits actions as `initiator`: its principal, the
+    /// human it acts for and its model (the initiator's session and prompt reference are not
+    /// kept; a caller adds its own per request). An initiator that is refused (a human as the
+    /// principal, an `on_behalf_of` that is not a human, an id that cannot be compared safely,
+    /// a model name over [`MAX_MODEL_CHARS`]) is not added, so its token authenticates nobody;
+    /// [`try_with_initiator`](Tokens::try_with_initiator) reports why instead.
+    ///
+    /// ```
+    /// use approvals_core::{Initiator, Principal};
+    /// use approvals_http::Tokens;
+    ///
+    /// let tokens = Tokens::new().with_initiator(
+    ///     "s3cret-for-bot",
+    ///     Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+    /// );
+    /// let initiator = tokens.initiator("s3cret-for-bot").expect("an agent token");
+    /// assert_eq!(initiator.on_behalf_of.map(|h| h.id).as_deref(), Some("dana@example.com"));
+    /// ```
+    pub fn with_initiator(mut self, token: &str, initiator: Initiator) -> Self {
+        let hash = TokenHash::of(token);
+        match initiator_holder(initiator) {
+            Ok(holder) => {
+                self.by_hash.insert(hash, holder);
+            }
+            Err(_) => {
+                self.by_hash.remove(&hash);
+            }
+        }
+        self
+    }
+
+    /// Like [`with_initiator`](Tokens::with_initiator) with the token's hash, refusing an
+    /// initiator that cannot stand for a token, with the reason.
+    pub fn try_with_initiator_hash(
+        mut self,
+        hash: TokenHash,
+        initiator: Initiator,
+    ) -> Result<Self, TokenFileError> {
+        let holder = initiator_holder(initiator)?;
+        self.by_hash.insert(hash, holder);
+        Ok(self)
     }
 
     /// Like [`with_hash`](Tokens::with_hash), but refuses a principal that cannot be compared
@@ -121,12 +184,31 @@ impl Tokens {
 
     /// The principal for a presented token.
     pub fn principal(&self, token: &str) -> Option<&Principal> {
-        self.by_hash.get(&TokenHash::of(token))
+        self.principal_by_hash(&TokenHash::of(token))
     }
 
     /// The principal for a token hash.
     pub fn principal_by_hash(&self, hash: &TokenHash) -> Option<&Principal> {
-        self.by_hash.get(hash)
+        self.by_hash.get(hash).map(|h| &h.principal)
+    }
+
+    /// The initiator an agent or service token submits actions as: its principal, with the
+    /// `on_behalf_of` human and model configured for the token. `None` for an unknown token
+    /// and for a human's token (humans review; agents and services ask).
+    pub fn initiator(&self, token: &str) -> Option<Initiator> {
+        self.initiator_by_hash(&TokenHash::of(token))
+    }
+
+    /// [`initiator`](Tokens::initiator) for a token hash.
+    pub fn initiator_by_hash(&self, hash: &TokenHash) -> Option<Initiator> {
+        let holder = self.by_hash.get(hash)?;
+        if holder.principal.kind == PrincipalKind::Human {
+            return None;
+        }
+        let mut initiator = Initiator::from_principal(holder.principal.clone());
+        initiator.on_behalf_of = holder.on_behalf_of.clone();
+        initiator.model = holder.model.clone();
+        Some(initiator)
     }
 
     /// Number of tokens.
@@ -149,7 +231,17 @@ impl Tokens {
     /// [[token]]
     /// sha256 = "…"
     /// principal = { kind = "agent", id = "billing-agent" }
+    /// # optional, agents and services only: who the agent acts for, and its model
+    /// on_behalf_of = { kind = "human", id = "dana@example.com" }
+    /// model = "claude-opus-4"
     /// ```
+    ///
+    /// A human's token reviews; an agent's or service's token submits actions through the agent
+    /// API (`POST /v1/requests`) as the initiator its entry names: its `principal`, acting
+    /// `on_behalf_of` that human (who can then never approve its requests), with that `model`.
+    /// Both are optional and come only from this file, never from a request. `on_behalf_of`
+    /// must be a human, and neither is accepted on a human's entry. Files without them read as
+    /// before.
     ///
     /// `approvals token new` prints such entries. Two entries with one hash are refused.
     pub fn from_toml(text: &str) -> Result<Self, TokenFileError> {
@@ -164,19 +256,15 @@ impl Tokens {
                     entry.sha256.chars().take(12).collect::<String>()
                 ))
             })?;
-            let principal = entry.principal.normalized().map_err(|e| {
-                TokenFileError(format!(
-                    "token entry {} has a principal that is refused: {e}",
-                    i + 1
-                ))
-            })?;
+            let holder = holder(entry.principal, entry.on_behalf_of, entry.model)
+                .map_err(|e| TokenFileError(format!("token entry {}: {}", i + 1, e.0)))?;
             if tokens.by_hash.contains_key(&hash) {
                 return Err(TokenFileError(format!(
                     "token entry {} repeats a token hash already in the file; each token must map to one principal",
                     i + 1
                 )));
             }
-            tokens.by_hash.insert(hash, principal);
+            tokens.by_hash.insert(hash, holder);
         }
         Ok(tokens)
     }
@@ -191,7 +279,9 @@ impl Tokens {
     }
 }
 
-/// One `[[token]]` entry of a token file.
+/// The fields every `[[token]]` entry of a token file has (what `approvals token new`
+/// prints). An agent's or service's entry may add `on_behalf_of` and `model`; see
+/// [`Tokens::from_toml`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenEntry {
@@ -201,11 +291,80 @@ pub struct TokenEntry {
     pub principal: Principal,
 }
 
+/// One `[[token]]` entry as read: [`TokenEntry`] and the agent's initiator fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    sha256: String,
+    principal: Principal,
+    #[serde(default)]
+    on_behalf_of: Option<Principal>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenFile {
     #[serde(default)]
-    token: Vec<TokenEntry>,
+    token: Vec<FileEntry>,
+}
+
+/// An agent's or service's token for `initiator`; a human is refused.
+fn initiator_holder(initiator: Initiator) -> Result<Holder, TokenFileError> {
+    if initiator.principal.kind == PrincipalKind::Human {
+        return Err(TokenFileError(format!(
+            "{} is a human: humans review, so their tokens stand for a principal (with_token), not an initiator",
+            initiator.principal.id
+        )));
+    }
+    holder(initiator.principal, initiator.on_behalf_of, initiator.model)
+}
+
+/// Who a token stands for, checked and in canonical form.
+fn holder(
+    principal: Principal,
+    on_behalf_of: Option<Principal>,
+    model: Option<String>,
+) -> Result<Holder, TokenFileError> {
+    let principal = principal
+        .normalized()
+        .map_err(|e| TokenFileError(format!("the principal is refused: {e}")))?;
+    let agent = principal.kind != PrincipalKind::Human;
+    if !agent && (on_behalf_of.is_some() || model.is_some()) {
+        return Err(TokenFileError(format!(
+            "{} is a human; on_behalf_of and model belong on an agent's or service's token",
+            principal.id
+        )));
+    }
+    let on_behalf_of = match on_behalf_of {
+        None => None,
+        Some(human) if human.kind != PrincipalKind::Human => {
+            return Err(TokenFileError(format!(
+                "on_behalf_of must be a human, not the {} {:?}",
+                human.kind, human.id
+            )));
+        }
+        Some(human) => Some(
+            human
+                .normalized()
+                .map_err(|e| TokenFileError(format!("on_behalf_of is refused: {e}")))?,
+        ),
+    };
+    if let Some(model) = &model
+        && (model.trim().is_empty()
+            || model.chars().count() > MAX_MODEL_CHARS
+            || model.chars().any(char::is_control))
+    {
+        return Err(TokenFileError(format!(
+            "model must be 1 to {MAX_MODEL_CHARS} characters on one line"
+        )));
+    }
+    Ok(Holder {
+        principal,
+        on_behalf_of,
+        model,
+    })
 }
 
 /// A token file could not be used.
@@ -279,6 +438,59 @@ mod tests {
             .try_with_hash(TokenHash::of("t3"), Principal::agent("bot\u{2066}"))
             .expect_err("refused");
         assert_eq!(err.code_point(), Some('\u{2066}'));
+    }
+
+    #[test]
+    fn agent_entries_carry_their_initiator_and_old_files_read_as_before() {
+        let hash = |t: &str| TokenHash::of(t).to_hex();
+        let text = format!(
+            "[[token]]\nsha256 = \"{}\"\nprincipal = {{ kind = \"agent\", id = \"Billing-Agent\" }}\non_behalf_of = {{ kind = \"human\", id = \"Dana@Example.com\" }}\nmodel = \"claude-opus-4\"\n\n[[token]]\nsha256 = \"{}\"\nprincipal = {{ kind = \"service\", id = \"deploy\" }}\n\n[[token]]\nsha256 = \"{}\"\nprincipal = {{ kind = \"human\", id = \"sam\" }}\n",
+            hash("bot"),
+            hash("svc"),
+            hash("sam")
+        );
+        let tokens = Tokens::from_toml(&text).expect("valid");
+        let bot = tokens.initiator("bot").expect("agent");
+        assert_eq!(bot.principal.id, "billing-agent");
+        assert_eq!(
+            bot.on_behalf_of.as_ref().map(|h| h.id.as_str()),
+            Some("dana@example.com")
+        );
+        assert_eq!(bot.model.as_deref(), Some("claude-opus-4"));
+        let svc = tokens.initiator("svc").expect("service");
+        assert!(svc.on_behalf_of.is_none() && svc.model.is_none());
+        assert!(tokens.initiator("sam").is_none(), "humans do not submit");
+        assert_eq!(tokens.principal("sam").map(|p| p.id.as_str()), Some("sam"));
+
+        for (entry, expected) in [
+            (
+                "principal = { kind = \"human\", id = \"sam\" }\non_behalf_of = { kind = \"human\", id = \"dana\" }",
+                "is a human",
+            ),
+            (
+                "principal = { kind = \"agent\", id = \"bot\" }\non_behalf_of = { kind = \"agent\", id = \"boss\" }",
+                "must be a human",
+            ),
+            (
+                "principal = { kind = \"agent\", id = \"bot\" }\non_behalf_of = { kind = \"human\", id = \"d\\u0430na\" }",
+                "U+0430",
+            ),
+            (
+                "principal = { kind = \"agent\", id = \"bot\" }\nmodel = \"\"",
+                "model must be",
+            ),
+            (
+                "principal = { kind = \"agent\", id = \"bot\" }\ninitiator = \"x\"",
+                "unknown field",
+            ),
+        ] {
+            let text = format!("[[token]]\nsha256 = \"{}\"\n{entry}\n", hash("t"));
+            let err = Tokens::from_toml(&text).expect_err("refused");
+            assert!(err.0.contains(expected), "{entry}: {err}");
+        }
+        let refused =
+            Tokens::new().with_initiator("h", Initiator::from_principal(Principal::human("sam")));
+        assert!(refused.is_empty(), "a human is no initiator");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `ApiClient`: the REST API from Rust, over HTTP or in-process (the CLI uses both).
+//! `ApiClient`: the REST API from Rust, over HTTP or in-process (the CLI uses both): the
+//! reviewer's calls and the agent's (submit, wait, executions).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use url::Url;
 
 use crate::problem::Problem;
 use crate::server::ReviewServer;
-use crate::view::{Me, RequestList, RequestView};
+use crate::view::{ExecutionView, Me, RequestList, RequestView, SubmitBody, Submitted, WaitResult};
 
 /// Builds the HTTP client used by this crate: rustls with the `ring` provider, the platform's
 /// certificate verifier, no redirects (a redirect could carry a bearer token elsewhere).
@@ -109,6 +110,17 @@ impl ApiClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        self.call_within(method, path, body, None).await
+    }
+
+    /// `call`, with a longer HTTP timeout for a long poll.
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
         let body = body.map(|b| Bytes::from(b.to_string()));
         let (status, bytes) = match &self.transport {
             Transport::Http { base, client } => {
@@ -116,6 +128,9 @@ impl ApiClient {
                     .join(path.trim_start_matches('/'))
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let mut req = client.request(method, url);
+                if let Some(timeout) = timeout {
+                    req = req.timeout(timeout);
+                }
                 if let Some(t) = &self.token {
                     req = req.bearer_auth(t);
                 }
@@ -227,6 +242,102 @@ impl ApiClient {
         self.call(
             Method::POST,
             &format!("/v1/requests/{id}/cancel"),
+            Some(body),
+        )
+        .await
+    }
+
+    // -------------------------------------------------------------------------------------
+    // The agent's calls (agent or service token).
+
+    /// `POST /v1/requests`: asks to run `action`. The initiator is the token's; the action's
+    /// own initiator is not sent (only its session and prompt reference). Answers
+    /// [`Submitted`] with status `allowed` (run it with the `grant_token`) or `pending` (wait
+    /// with [`wait`](ApiClient::wait)). A policy refusal is an error: a
+    /// [`ClientError::Problem`] with code `policy_denied` and the `rule` and `reason`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), approvals_http::ClientError> {
+    /// use approvals_core::ActionRequest;
+    /// use approvals_http::{ApiClient, SubmitStatus};
+    ///
+    /// let api = ApiClient::http("http://127.0.0.1:8480/".parse().unwrap(), Some("apr_…".into()))?;
+    /// let export = ActionRequest::new("data.export", "db://prod/customers").idempotency_key("job-42");
+    /// let submitted = api.submit(&export).await?;
+    /// let token = match submitted.status {
+    ///     SubmitStatus::Allowed => submitted.grant_token,
+    ///     SubmitStatus::Pending => {
+    ///         let mut waited = api.wait(submitted.id, std::time::Duration::from_secs(30)).await?;
+    ///         while waited.state == approvals_core::RequestState::Pending {
+    ///             waited = api.wait(submitted.id, std::time::Duration::from_secs(30)).await?;
+    ///         }
+    ///         waited.grant_token // None: denied, expired or cancelled (see state and reason)
+    ///     }
+    /// };
+    /// if let Some(token) = token {
+    ///     api.start_execution(submitted.id, &token).await?;
+    ///     // ... run the action ...
+    ///     api.finish_execution(submitted.id, Ok(())).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit(
+        &self,
+        action: &approvals_core::ActionRequest,
+    ) -> Result<Submitted, ClientError> {
+        self.submit_body(&SubmitBody::of(action)).await
+    }
+
+    /// `POST /v1/requests` with a body as given.
+    pub async fn submit_body(&self, body: &SubmitBody) -> Result<Submitted, ClientError> {
+        let body = serde_json::to_value(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(Method::POST, "/v1/requests", Some(body)).await
+    }
+
+    /// `GET /v1/requests/{id}/wait?timeout=…`: waits up to `timeout` (at most 60 s; the
+    /// server refuses more) for the request to be decided. State `pending` means the time ran
+    /// out: call again. Once approved, `grant_token` is set; denied, expired or cancelled
+    /// requests carry `decided_by` and `reason`.
+    pub async fn wait(&self, id: RequestId, timeout: Duration) -> Result<WaitResult, ClientError> {
+        let secs = timeout.as_secs();
+        self.call_within(
+            Method::GET,
+            &format!("/v1/requests/{id}/wait?timeout={secs}"),
+            None,
+            Some(Duration::from_secs(secs + 15)),
+        )
+        .await
+    }
+
+    /// `POST /v1/requests/{id}/executions`: consumes the grant, once. Run the action only
+    /// after this succeeds, then report with [`finish_execution`](ApiClient::finish_execution).
+    pub async fn start_execution(
+        &self,
+        id: RequestId,
+        grant_token: &str,
+    ) -> Result<ExecutionView, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/requests/{id}/executions"),
+            Some(serde_json::json!({ "grant_token": grant_token })),
+        )
+        .await
+    }
+
+    /// `POST /v1/requests/{id}/executions/outcome`: records how the action ended: `Ok(())`,
+    /// or `Err` with a short text (at most 2000 characters).
+    pub async fn finish_execution(
+        &self,
+        id: RequestId,
+        outcome: Result<(), &str>,
+    ) -> Result<ExecutionView, ClientError> {
+        let body = match outcome {
+            Ok(()) => serde_json::json!({ "ok": true }),
+            Err(error) => serde_json::json!({ "ok": false, "error": error }),
+        };
+        self.call(
+            Method::POST,
+            &format!("/v1/requests/{id}/executions/outcome"),
             Some(body),
         )
         .await

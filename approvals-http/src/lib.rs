@@ -2,8 +2,9 @@
 //! over a [`Gate`](approvals_core::Gate) and an outbound [`WebhookApprover`]. The
 //! `approvals` command-line tool is in the approvals-cli crate.
 //!
-//! - [`ReviewServer`] serves `/v1/...` (list, show, approve, deny, cancel; bearer tokens;
-//!   errors as RFC 9457 problem documents), `/openapi.json` and the console under
+//! - [`ReviewServer`] serves `/v1/...` (reviewers: list, show, approve, deny, cancel;
+//!   agents: submit, wait for a signed grant token, executions — see [`agent`]; bearer
+//!   tokens; errors as RFC 9457 problem documents), `/openapi.json` and the console under
 //!   `/console/`. It is a plain `http::Request<Bytes> -> http::Response<Bytes>` handler
 //!   ([`ReviewServer::handle`]), a `tower::Service` ([`ReviewServer::service`]), an
 //!   `axum::Router` with the `axum` feature, and runs on its own with [`serve`].
@@ -33,7 +34,7 @@
 //! ```
 //!
 //! Modules: [`server`] (routing, tower service, hyper loop; it sits on top), [`api`] (the
-//! JSON API), [`console`] (HTML pages, sign-in, CSRF), [`auth`] (tokens), [`problem`] (errors),
+//! reviewers' JSON API), [`agent`] (the agents' JSON API), [`console`] (HTML pages, sign-in, CSRF), [`auth`] (tokens), [`problem`] (errors),
 //! [`view`] (JSON shapes), [`webhook`] (outbound webhooks and their verification),
 //! [`client`] (API client), [`link`] (console links), [`html`] (escaping); inside the crate,
 //! `shared` (the state and response helpers the API and the console share), `requests`
@@ -44,6 +45,7 @@
 // out; boxing them would buy nothing measurable and cost readability.
 #![allow(clippy::result_large_err)]
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod client;
@@ -65,5 +67,7 @@ pub use problem::Problem;
 pub use server::{
     MetricsRenderer, OPENAPI_JSON, ReviewServer, ReviewServerBuilder, ReviewService, serve,
 };
-pub use view::{RequestList, RequestView};
+pub use view::{
+    ExecutionView, RequestList, RequestView, SubmitBody, SubmitStatus, Submitted, WaitResult,
+};
 pub use webhook::{ReplayGuard, WebhookApprover, WebhookError, WebhookSecret, verify_webhook};

@@ -1,6 +1,6 @@
 //! Errors as RFC 9457 problem details (`application/problem+json`).
 
-use approvals_core::ReviewError;
+use approvals_core::{GuardError, ReviewError};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,12 @@ pub struct Problem {
     /// Who decided, for `already_decided`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// The policy rule, for `policy_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The policy's (or reviewer's) reason, for `policy_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Problem {
@@ -42,7 +48,21 @@ impl Problem {
             code: code.to_owned(),
             state: None,
             decided_by: None,
+            rule: None,
+            reason: None,
         }
+    }
+
+    /// The same problem under another code (its `type` follows).
+    pub fn with_code(mut self, code: &str) -> Problem {
+        self.type_uri = format!("urn:approvals:problem:{code}");
+        self.code = code.to_owned();
+        self
+    }
+
+    /// 409: the request is not in a state that allows this.
+    pub fn conflict(code: &str, detail: impl Into<String>) -> Problem {
+        Self::new(StatusCode::CONFLICT, code, "Conflict", detail)
     }
 
     /// 400: the request is malformed.
@@ -158,6 +178,74 @@ impl From<ReviewError> for Problem {
                 detail,
             ),
             ReviewError::Unavailable { .. } => Problem::unavailable(detail),
+            _ => Problem::unavailable(detail),
+        }
+    }
+}
+
+impl From<GuardError> for Problem {
+    /// The agent API's answer for a refusal from the gate: what happened and what to do.
+    fn from(e: GuardError) -> Problem {
+        let detail = e.to_string();
+        let with_state = |mut p: Problem, state: &str| {
+            p.state = Some(state.to_owned());
+            p
+        };
+        match e {
+            GuardError::PolicyDenied { rule, reason, .. } => {
+                let mut p = Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "policy_denied",
+                    "Refused by policy",
+                    detail,
+                );
+                p.rule = Some(rule);
+                p.reason = Some(reason);
+                p
+            }
+            GuardError::Denied { by, reason, .. } => {
+                let mut p = Problem::conflict("denied", detail);
+                p.state = Some("denied".into());
+                p.decided_by = Some(by);
+                p.reason = reason;
+                p
+            }
+            GuardError::Expired { .. } => {
+                with_state(Problem::conflict("expired", detail), "expired")
+            }
+            GuardError::Cancelled { .. } | GuardError::DeliveryFailed { .. } => {
+                with_state(Problem::conflict("cancelled", detail), "cancelled")
+            }
+            GuardError::DigestMismatch { .. } => Problem::conflict("digest_mismatch", detail),
+            GuardError::GrantUsed { state, .. } => {
+                with_state(Problem::conflict("grant_used", detail), &state.to_string())
+            }
+            GuardError::GrantLapsed { .. } => {
+                with_state(Problem::conflict("grant_lapsed", detail), "lapsed")
+            }
+            // The existing request's id is left out: it may be another caller's.
+            GuardError::IdempotencyConflict { key, .. } => Problem::conflict(
+                "idempotency_conflict",
+                format!(
+                    "idempotency key {:?} is already used for a different action; use a new key for a new action",
+                    crate::html::truncate(&key, 80)
+                ),
+            ),
+            GuardError::InitiatorMismatch { .. } | GuardError::NoInitiator => {
+                Problem::forbidden("initiator_mismatch", detail)
+            }
+            GuardError::TooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request body too large",
+                detail,
+            ),
+            GuardError::InvalidRequest(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "The action is not valid",
+                detail,
+            ),
             _ => Problem::unavailable(detail),
         }
     }

@@ -26,6 +26,9 @@ use crate::shared::{Shared, json_response, only, redirect};
 /// (`approvals-http/openapi.json`) and served at `GET /openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
+/// Name of the grant signing key a server makes for itself when none is configured.
+pub const EPHEMERAL_KEY_NAME: &str = "approvals-http.ephemeral";
+
 /// Largest request body read, in bytes. Larger bodies get `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -71,9 +74,27 @@ pub struct ReviewServerBuilder {
     admin_groups: Vec<String>,
     public_url: Option<Url>,
     session_ttl: std::time::Duration,
+    signer: Option<approvals_audit::note::Signer>,
+    issuer: String,
 }
 
 impl ReviewServerBuilder {
+    /// The key that signs the grant tokens the agent API hands out
+    /// (`GET /v1/requests/{id}/wait`); verifiers trust its public key
+    /// ([`ReviewServer::grant_verifier`], `GET /v1/grant-key`). Without one, the server makes
+    /// a key of its own when built, which lasts only as long as the process: tokens it signed
+    /// cannot be checked after a restart. `approvals serve` uses the audit signing key.
+    pub fn grant_signer(mut self, signer: approvals_audit::note::Signer) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// The issuer (`iss` claim) of the grant tokens (default `approvals`).
+    pub fn grant_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
     /// The API tokens and who they stand for (default: none, so every call is refused).
     pub fn tokens(mut self, tokens: Tokens) -> Self {
         self.tokens = tokens;
@@ -108,6 +129,11 @@ impl ReviewServerBuilder {
 
     /// Builds the server.
     pub fn build(self) -> ReviewServer {
+        let signer = self.signer.unwrap_or_else(|| {
+            tracing::info!("no grant signer configured: grant tokens are signed with a key made for this process");
+            approvals_audit::note::Signer::generate(EPHEMERAL_KEY_NAME)
+                .expect("the constant key name is valid")
+        });
         ReviewServer {
             shared: Arc::new(Shared {
                 gate: self.gate,
@@ -116,6 +142,9 @@ impl ReviewServerBuilder {
                 public_url: self.public_url,
                 sessions: Sessions::new(self.session_ttl),
                 metrics: std::sync::OnceLock::new(),
+                signer,
+                issuer: self.issuer,
+                allowed: crate::agent::AllowedGrants::default(),
             }),
         }
     }
@@ -130,7 +159,15 @@ impl ReviewServer {
             admin_groups: Vec::new(),
             public_url: None,
             session_ttl: std::time::Duration::from_secs(8 * 3600),
+            signer: None,
+            issuer: "approvals".to_owned(),
         }
+    }
+
+    /// The public key that checks the grant tokens this server signs (for
+    /// `approvals-audit grant verify --trust`, or [`approvals_audit::grant::verify_grant`]).
+    pub fn grant_verifier(&self) -> approvals_audit::note::Verifier {
+        self.shared.signer.verifier()
     }
 
     /// The gate it serves.

@@ -1,5 +1,5 @@
 //! What the API and the console share: the server's state ([`Shared`]: gate, tokens,
-//! sessions, settings) and the response helpers both build answers with.
+//! sessions, grant signer, settings) and the response helpers both build answers with.
 
 use std::sync::Arc;
 
@@ -24,6 +24,32 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     /// Renders the metrics at `GET /metrics` (Prometheus text), once an exporter is attached.
     pub(crate) metrics: std::sync::OnceLock<MetricsRenderer>,
+    /// Signs the grant tokens the agent API hands out.
+    pub(crate) signer: approvals_audit::note::Signer,
+    /// The `iss` claim of those tokens.
+    pub(crate) issuer: String,
+    /// Grants of actions the policy allowed outright (not stored), until they are run.
+    pub(crate) allowed: crate::agent::AllowedGrants,
+}
+
+impl Shared {
+    /// The console page of request `id`: under the public URL, or the `Host` the caller used.
+    pub(crate) fn review_url(
+        &self,
+        request: &Request<Bytes>,
+        id: approvals_core::RequestId,
+    ) -> Option<String> {
+        let base = match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let host = request.headers().get(header::HOST)?.to_str().ok()?;
+                Url::parse(&format!("http://{host}/")).ok()?
+            }
+        };
+        base.join(&format!("console/requests/{id}"))
+            .ok()
+            .map(String::from)
+    }
 }
 
 /// Renders the process's metrics as Prometheus text exposition (see

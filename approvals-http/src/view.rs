@@ -161,3 +161,149 @@ pub struct Me {
     /// Whether this principal may ever review (humans only).
     pub can_review: bool,
 }
+
+/// The body of `POST /v1/requests` (the `SubmitRequest` schema): the action an agent asks
+/// to run. It names no initiator: the caller's token does. Unknown fields are refused, so a
+/// field meant to name someone else (`initiator`, `on_behalf_of`, `agent`, ...) is refused,
+/// never ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    /// Dotted action kind, for example `data.export`.
+    pub kind: String,
+    /// Target resource, for example `db://prod/customers`.
+    pub resource: String,
+    /// The exact parameters (any JSON; default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// One-line summary for reviewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Why the agent wants it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// Environment, ticket, commit, prompt excerpt, impact, risk, links, labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<RequestContext>,
+    /// Shorthand for `context.environment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Retry key: the same key and the same action answer the same request; the same key
+    /// with another action is refused. Also accepted as the `Idempotency-Key` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The agent's session or run id (recorded with the initiator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// A reference to the prompt or turn that led to the action (recorded with the initiator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_ref: Option<String>,
+}
+
+impl SubmitBody {
+    /// The body for `action`: its kind, resource, parameters, summary, justification,
+    /// context, idempotency key, and the session and prompt reference of its initiator. The
+    /// initiator itself is left out: the server takes it from the token.
+    pub fn of(action: &approvals_core::ActionRequest) -> Self {
+        let initiator = action.initiator.as_deref();
+        SubmitBody {
+            kind: action.kind.clone(),
+            resource: action.resource.clone(),
+            params: Some((*action.params).clone()),
+            summary: action.summary.clone(),
+            justification: action.justification.clone(),
+            context: (!action.context.is_empty()).then(|| (*action.context).clone()),
+            environment: None,
+            idempotency_key: action.idempotency_key.clone(),
+            session: initiator.and_then(|i| i.session.clone()),
+            prompt_ref: initiator.and_then(|i| i.prompt_ref.clone()),
+        }
+    }
+}
+
+/// What `POST /v1/requests` decided (the `Submitted` schema). A policy refusal is not an
+/// answer of this kind but a `403` problem document with code `policy_denied`, `rule` and
+/// `reason`, so a caller that only checks for success never runs a refused action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// `allowed` (run it now with `grant_token`) or `pending` (wait for reviewers).
+    pub status: SubmitStatus,
+    /// The request id (also for an allowed action: its events carry it).
+    pub id: RequestId,
+    /// The digest of the action as admitted, which reviewers approve.
+    pub digest: Digest,
+    /// The request's state (`pending`, or a later state when an idempotency key re-attached
+    /// to an older request); absent for an allowed action, which is not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RequestState>,
+    /// The review console page of a pending request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_url: Option<String>,
+    /// When a pending request expires unless decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The policy rule that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_rule: Option<String>,
+    /// For an allowed action: the signed grant token to present to
+    /// `POST /v1/requests/{id}/executions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_token: Option<String>,
+    /// Until when the grant may be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_expires_at: Option<DateTime<Utc>>,
+}
+
+/// [`Submitted::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitStatus {
+    /// The policy allowed it: run it now.
+    Allowed,
+    /// Reviewers must decide: wait for it.
+    Pending,
+}
+
+/// The answer of `GET /v1/requests/{id}/wait` (the `WaitResult` schema): the request's state
+/// when it was decided or the wait ran out, with the signed grant token once approved and who
+/// ended it and why otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitResult {
+    /// The request id.
+    pub id: RequestId,
+    /// `pending` when the wait ran out; `approved` with `grant_token`; otherwise how it ended.
+    pub state: RequestState,
+    /// The digest reviewers approved (or are asked to).
+    pub digest: Digest,
+    /// When the request expires unless decided.
+    pub expires_at: DateTime<Utc>,
+    /// The signed grant token (`apg1.…`), once approved; check it with
+    /// `approvals-audit grant verify`, present it to `POST /v1/requests/{id}/executions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_token: Option<String>,
+    /// Until when the grant may be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_expires_at: Option<DateTime<Utc>>,
+    /// Who approved, denied or cancelled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The reviewer's (or canceller's) reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The review console page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_url: Option<String>,
+}
+
+/// The answer of `POST /v1/requests/{id}/executions` and `.../executions/outcome` (the
+/// `Execution` schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionView {
+    /// The request id.
+    pub id: RequestId,
+    /// `executing` once the grant is consumed; `executed` or `failed` once the outcome is in.
+    pub state: RequestState,
+    /// The failure's text, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

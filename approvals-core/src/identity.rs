@@ -515,17 +515,13 @@ fn is_invisible_or_control(c: char) -> bool {
     is_default_ignorable(c) || (c.is_control() && !c.is_whitespace())
 }
 
-/// Whether `c` is a default-ignorable code point (Unicode `Default_Ignorable_Code_Point`),
-/// answered from `unicode-security`'s own table: its UTS #39 skeleton drops exactly those
-/// (after NFD), so a character whose skeleton is empty is one.
+/// Whether `c` is a default-ignorable code point (Unicode `Default_Ignorable_Code_Point`):
+/// the characters [`text::is_invisible_format`](crate::text::is_invisible_format) neutralises
+/// on every surface, but for the three interlinear annotation characters, which are not
+/// default-ignorable. One set for identities and for what reviewers see; a test checks it
+/// against `unicode-security`'s table on every code point.
 pub fn is_default_ignorable(c: char) -> bool {
-    if c.is_ascii() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    unicode_security::skeleton(c.encode_utf8(&mut buf))
-        .next()
-        .is_none()
+    crate::text::is_invisible_format(c) && !('\u{FFF9}'..='\u{FFFB}').contains(&c)
 }
 
 /// Whether `c` is a bidi control (Unicode `Bidi_Control`).

@@ -476,3 +476,32 @@ proptest! {
         }
     }
 }
+
+/// The one set of invisible characters (neutralised on every surface, refused in identities)
+/// is Unicode's `Default_Ignorable_Code_Point` as `unicode-security` knows it (its UTS #39
+/// skeleton drops exactly those, so a character whose skeleton is empty is one), on every
+/// code point; every bidi control is in it.
+#[test]
+fn invisible_characters_are_unicodes_default_ignorables() {
+    let skeleton_is_empty = |c: char| {
+        let mut buf = [0u8; 4];
+        !c.is_ascii()
+            && unicode_security::skeleton(c.encode_utf8(&mut buf))
+                .next()
+                .is_none()
+    };
+    let differ: Vec<String> = (0..=0x10FFFFu32)
+        .filter_map(char::from_u32)
+        .filter(|&c| is_default_ignorable(c) != skeleton_is_empty(c))
+        .map(|c| format!("U+{:04X}", c as u32))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the set differs from Unicode's at {differ:?}"
+    );
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        if is_bidi_control(c) {
+            assert!(crate::text::is_invisible_format(c), "U+{:04X}", c as u32);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The gateway: an MCP server to the client that puts every `tools/call` through the gate
+//! before it reaches the upstream server.
+// MCP logging (notifications/message, logging/setLevel) is deprecated by SEP-2577, but it is
+// what clients show their users today; the review link goes there.
+
+#![allow(deprecated)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::{ActionRequest, Gate, GuardError, Principal, RequestId, Submission};
+use rmcp::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
+    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::json;
+use url::Url;
+
+use crate::action::{ToolMapping, refusal_text};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// How the gateway reports and waits; see [`Gateway::new`].
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// How tool calls become actions.
+    pub mapping: ToolMapping,
+    /// The review server's URL; the log message for a pending call links
+    /// `<review_url>console/requests/<id>`.
+    pub review_url: Option<Url>,
+    /// How often a waiting call sends a progress notification (when the client asked for
+    /// progress with a progress token).
+    pub progress_every: Duration,
+    /// Recorded as who withdrew a request the client cancelled: the agent whose calls these
+    /// are (the gate's initiator).
+    pub agent: Option<Principal>,
+}
+
+impl GatewayOptions {
+    /// Defaults: no review link, progress every 5 seconds.
+    pub fn new(mapping: ToolMapping) -> Self {
+        GatewayOptions {
+            mapping,
+            review_url: None,
+            progress_every: Duration::from_secs(5),
+            agent: None,
+        }
+    }
+}
+
+/// The MCP approval gateway, an rmcp [`ServerHandler`]. `tools/list` passes through to the
+/// upstream server; each `tools/call` is asked of the gate as an action
+/// ([`ToolMapping::action`]) and reaches the upstream server only when allowed or approved,
+/// exactly once, with exactly the arguments that were approved. A refusal is a tool result
+/// with `isError: true` saying why, so the model can read it.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    gate: Gate,
+    upstream: Upstream,
+    options: GatewayOptions,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstream", &self.inner.upstream)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an upstream call did not give a result the gate records as executed successfully.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    /// The tool ran and reported an error; the model gets the tool's own result.
+    #[error("the tool reported an error (isError: true)")]
+    Tool(CallToolResult),
+}
+
+impl Gateway {
+    /// A gateway in front of `upstream`, guarded by `gate` (whose initiator is the agent the
+    /// calls are made for: configured, never taken from tool arguments).
+    pub fn new(gate: Gate, upstream: Upstream, options: GatewayOptions) -> Self {
+        Gateway {
+            inner: Arc::new(Inner {
+                gate,
+                upstream,
+                options,
+            }),
+        }
+    }
+
+    /// The gate the gateway asks.
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
+    /// The review console link of a request, when a review URL is configured.
+    pub fn review_link(&self, id: RequestId) -> Option<String> {
+        let base = self.inner.options.review_url.as_ref()?;
+        base.join(&format!("console/requests/{id}"))
+            .ok()
+            .map(String::from)
+    }
+
+    /// One `tools/call`, start to end; always answers with a tool result.
+    async fn guarded_call(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let action = match self
+            .inner
+            .options
+            .mapping
+            .action(&request.name, request.arguments.as_ref())
+        {
+            Ok(action) => action,
+            Err(e) => return refused(format!("Not run: {e}")),
+        };
+        if let Some(why) = self.inner.upstream.stopped() {
+            return refused(format!("Not run: the upstream MCP server stopped: {why}"));
+        }
+        let grant = match self.inner.gate.submit(&action).await {
+            Ok(Submission::Allowed(grant)) => grant,
+            Ok(Submission::Pending(id)) => match self.await_review(id, &action, context).await {
+                Ok(grant) => grant,
+                Err(text) => return refused(text),
+            },
+            Err(e) => return refused(refusal_text(&e)),
+        };
+        // The upstream server stopped while reviewers decided: nothing is run, the grant is
+        // left unused (it lapses), and the model is told.
+        if let Some(why) = self.inner.upstream.stopped() {
+            return refused(format!(
+                "Approved, but not run: the upstream MCP server stopped: {why}"
+            ));
+        }
+        let upstream = self.inner.upstream.clone();
+        let executed = self
+            .inner
+            .gate
+            .execute(grant, &action, || async move {
+                match upstream.call_tool(request).await {
+                    Ok(result) if result.is_error == Some(true) => Err(CallError::Tool(result)),
+                    Ok(result) => Ok(result),
+                    Err(e) => Err(CallError::Upstream(e)),
+                }
+            })
+            .await;
+        match executed {
+            Ok(result) | Err(CallError::Tool(result)) => result,
+            Err(CallError::Guard(e)) => refused(refusal_text(&e)),
+            Err(CallError::Upstream(e)) => refused(format!(
+                "Failed: {e}. The call may or may not have reached the server."
+            )),
+        }
+    }
+
+    /// Waits for the reviewers' decision on `id`, telling the client where to review it and
+    /// sending progress meanwhile. The client's cancel, or the upstream server stopping,
+    /// withdraws the request.
+    async fn await_review(
+        &self,
+        id: RequestId,
+        action: &ActionRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<approvals_core::Grant, String> {
+        let link = self.review_link(id);
+        let message = match &link {
+            Some(link) => format!("{} needs approval; review it at {link}", action.kind),
+            None => format!("{} needs approval (request {id})", action.kind),
+        };
+        let _ = context
+            .peer
+            .notify_logging_message(
+                LoggingMessageNotificationParam::new(
+                    LoggingLevel::Notice,
+                    json!({ "message": message, "request": id.to_string(), "review": link }),
+                )
+                .with_logger("approvals"),
+            )
+            .await;
+
+        let progress = self.send_progress(id, context);
+        let stopped = self.inner.upstream.wait_stopped();
+        let outcome = tokio::select! {
+            result = self.inner.gate.wait(id) => return result.map_err(|e| refusal_text(&e)),
+            () = context.ct.cancelled() => "the MCP client cancelled the tool call".to_owned(),
+            why = stopped => format!("the upstream MCP server stopped: {why}"),
+            () = progress => "progress stopped".to_owned(),
+        };
+        let cancelled = self
+            .inner
+            .gate
+            .cancel(id, self.inner.options.agent.clone(), Some(outcome.clone()))
+            .await;
+        Err(match cancelled {
+            Ok(_) => format!("Not run: {outcome}; approval request {id} withdrawn"),
+            Err(e) => format!("Not run: {outcome} ({e})"),
+        })
+    }
+
+    /// Sends a progress notification every `progress_every` while a call waits, when the
+    /// client gave a progress token. Never returns.
+    async fn send_progress(&self, id: RequestId, context: &RequestContext<RoleServer>) {
+        let Some(token) = context.meta.get_progress_token() else {
+            return std::future::pending().await;
+        };
+        let every = self.inner.options.progress_every;
+        let mut waited = Duration::ZERO;
+        loop {
+            let note = format!(
+                "waiting for approval of request {id} ({}s)",
+                waited.as_secs()
+            );
+            let _ = context
+                .peer
+                .notify_progress(
+                    ProgressNotificationParam::new(token.clone(), waited.as_secs_f64())
+                        .with_message(note),
+                )
+                .await;
+            tokio::time::sleep(every).await;
+            waited += every;
+        }
+    }
+}
+
+fn refused(text: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "approvals-mcp",
+            env!("CARGO_PKG_VERSION"),
+        ));
+        if let Some(instructions) = self
+            .inner
+            .upstream
+            .info()
+            .and_then(|i| i.instructions.clone())
+        {
+            info = info.with_instructions(instructions);
+        }
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.inner
+            .upstream
+            .peer()
+            .list_tools(request)
+            .await
+            .map_err(|e| {
+                ErrorData::internal_error(format!("the upstream MCP server failed: {e}"), None)
+            })
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        Ok(self.guarded_call(request, &context).await.into())
+    }
+
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! MCP approval gateway: an MCP server to the client, an MCP client to the upstream server,
+//! and the gate in between.
+//!
+//! The gateway ([`Gateway`], an [rmcp](https://docs.rs/rmcp) `ServerHandler`) passes
+//! `tools/list` through and turns each `tools/call` into an
+//! [`ActionRequest`](approvals_core::ActionRequest): kind `mcp.<server>.<tool>`, resource from a
+//! configured argument (or the server's name), params = the arguments exactly as sent. The
+//! gate's policy decides:
+//!
+//! - allowed: the call goes to the upstream server;
+//! - refused by a rule: a tool result with `isError: true` naming the rule and its reason;
+//! - needs approval: the call waits. The client gets a log message (`notifications/message`)
+//!   with the review link and, when it sent a progress token, progress notifications. A
+//!   `notifications/cancelled` from the client withdraws the request. Once approved, exactly
+//!   that call runs once, through the grant ([`Gate::execute`](approvals_core::Gate::execute)),
+//!   and its outcome is audited; a denial returns the reviewer's reason.
+//!
+//! The agent the calls are made for is the gate's configured initiator, never anything in a
+//! tool call. When the upstream server stops, waiting calls are withdrawn, approved ones are
+//! not run, and every later call fails: the gateway fails closed. Every message read from
+//! either side is bounded ([`DEFAULT_MAX_MESSAGE_BYTES`]).
+//!
+//! With the `embedded` feature, [`embedded::run`] assembles the whole thing (SQLite store,
+//! signed audit log, review server); the `cli` feature builds the `approvals-mcp` binary.
+
+pub mod action;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod gateway;
+pub mod upstream;
+
+pub use action::{MappingError, ToolMapping, refusal_text};
+pub use gateway::{Gateway, GatewayOptions};
+pub use upstream::{DEFAULT_MAX_MESSAGE_BYTES, Upstream, UpstreamError};

@@ -7,20 +7,24 @@
 //! grant, runs the child and records `executed` with its exit status. Anything unexpected
 //! refuses before the command starts (fail closed).
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
+mod action;
+mod child;
+mod output;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use approvals_core::{
-    ActionRequest, Gate, Grant, GuardError, Initiator, Principal, RequestContext, RequestId,
-    RequestRecord, ReviewError, RulePolicy, Submission,
+    Gate, Grant, GuardError, Initiator, Principal, RequestId, RequestRecord, ReviewError,
+    RulePolicy, Submission,
 };
 use clap::Args;
-use serde_json::{Map, Value};
 use url::Url;
 
+use self::action::{action, initiator};
+use self::child::{Caught, RunError, Signals, run_child};
+use self::output::{Progress, human, one_line, shell_line};
 use crate::command::{Failure, Target, audit_sinks, open_store, redact_url, term};
 
 /// Exit codes of `approvals exec` when the command did not run. Once the command runs,
@@ -242,151 +246,6 @@ async fn exec(
         )),
         Err(RunError::Guard(e)) => Err(refusal(e)),
     }
-}
-
-// ------------------------------------------------------------------------------------------
-// The action and its initiator.
-
-/// The action: the caller's parameters, the command line and the `--param-env` values.
-fn action(args: &ExecArgs) -> Result<ActionRequest, Failure> {
-    let usage = |m: String| Failure::new(exit::USAGE, m);
-    let mut params = Map::new();
-    let mut put = |name: &str, value: Value, flag: &str| -> Result<(), Failure> {
-        if name.is_empty() {
-            return Err(usage(format!("{flag} needs NAME=VALUE with a name")));
-        }
-        if name == "command" || name == "env" {
-            return Err(usage(format!(
-                "{flag} {name}: `command` and `env` are reserved for the command line and --param-env"
-            )));
-        }
-        if params.insert(name.to_owned(), value).is_some() {
-            return Err(usage(format!("{flag} {name}: given twice")));
-        }
-        Ok(())
-    };
-    for p in &args.params {
-        let (name, value) = p
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--param {p:?}: write NAME=VALUE")))?;
-        put(name, Value::String(value.to_owned()), "--param")?;
-    }
-    for p in &args.params_json {
-        let (name, value) = p
-            .split_once('=')
-            .ok_or_else(|| usage(format!("--param-json {p:?}: write NAME=JSON")))?;
-        let value = serde_json::from_str(value)
-            .map_err(|e| usage(format!("--param-json {name}: not JSON ({e})")))?;
-        put(name, value, "--param-json")?;
-    }
-    let mut env = BTreeMap::new();
-    for name in &args.params_env {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(usage(format!(
-                "--param-env {name:?} is not a variable name"
-            )));
-        }
-        let value = match std::env::var(name) {
-            Ok(v) => v,
-            Err(std::env::VarError::NotPresent) => {
-                return Err(usage(format!(
-                    "--param-env {name}: the variable is not set, so nothing was submitted; set it (it becomes part of what is approved) or drop the flag"
-                )));
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(usage(format!(
-                    "--param-env {name}: the value is not valid text, so nothing was submitted"
-                )));
-            }
-        };
-        if env.insert(name.clone(), Value::String(value)).is_some() {
-            return Err(usage(format!("--param-env {name}: given twice")));
-        }
-    }
-    let program = args
-        .command
-        .first()
-        .ok_or_else(|| usage("give the command after --".into()))?;
-    check_program(program).map_err(usage)?;
-    params.insert(
-        "command".into(),
-        Value::Array(args.command.iter().cloned().map(Value::String).collect()),
-    );
-    if !env.is_empty() {
-        params.insert("env".into(), Value::Object(env.into_iter().collect()));
-    }
-    let summary = args
-        .summary
-        .clone()
-        .unwrap_or_else(|| format!("Run: {}", shell_line(&args.command)));
-    let mut action = ActionRequest::new(&args.kind, &args.resource)
-        .params(Value::Object(params))
-        .summary(summary)
-        .context(RequestContext {
-            environment: args.environment.clone(),
-            ticket: args.ticket.clone(),
-            ..Default::default()
-        });
-    if let Some(j) = &args.justification {
-        action = action.justification(j);
-    }
-    if let Some(k) = &args.idempotency_key {
-        action = action.idempotency_key(k);
-    }
-    Ok(action)
-}
-
-/// Refuses a program that cannot be run, before anyone is asked to approve it.
-fn check_program(program: &str) -> Result<(), String> {
-    let runnable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                m.is_file() && m.permissions().mode() & 0o111 != 0
-            }
-            #[cfg(not(unix))]
-            {
-                m.is_file()
-            }
-        })
-    };
-    if program.contains(std::path::MAIN_SEPARATOR) || program.contains('/') {
-        if runnable(Path::new(program)) {
-            return Ok(());
-        }
-        return Err(format!(
-            "{program:?} is not an executable file, so nothing was submitted"
-        ));
-    }
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))));
-    if found {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program:?} is not found on PATH, so nothing was submitted"
-        ))
-    }
-}
-
-/// The configured initiator: `--agent`, on behalf of `--on-behalf-of` or the CI's actor.
-fn initiator(args: &ExecArgs) -> Result<Initiator, Failure> {
-    let non_empty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    let human = non_empty(args.on_behalf_of.clone())
-        .or_else(|| non_empty(std::env::var("GITHUB_ACTOR").ok()))
-        .or_else(|| non_empty(std::env::var("GITLAB_USER_LOGIN").ok()));
-    let mut initiator = Initiator::agent(args.agent.trim());
-    if let Some(human) = human {
-        initiator = initiator.on_behalf_of(Principal::human(human));
-    }
-    initiator.validate().map_err(|e| {
-        Failure::new(
-            exit::USAGE,
-            format!("the initiator (--agent, --on-behalf-of or the CI's actor) is refused: {e}"),
-        )
-    })?;
-    Ok(initiator)
 }
 
 /// A gate on the database, with the policy file and the store's audit table (plus --audit),
@@ -626,268 +485,9 @@ fn refusal(e: GuardError) -> Failure {
     Failure::new(code, message)
 }
 
-// ------------------------------------------------------------------------------------------
-// Running.
-
-/// Why the approved command did not succeed, or did not run.
-#[derive(Debug)]
-enum RunError {
-    /// The gate refused to run it (digest changed, grant used or lapsed, audit failed).
-    Guard(GuardError),
-    /// It could not be started.
-    NotStarted(String),
-    /// It ran and failed: our exit code and how it ended.
-    Exited { code: u8, status: String },
-}
-
-impl From<GuardError> for RunError {
-    fn from(e: GuardError) -> Self {
-        RunError::Guard(e)
-    }
-}
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RunError::Guard(e) => write!(f, "{e}"),
-            RunError::NotStarted(e) => write!(f, "could not be started: {e}"),
-            RunError::Exited { status, .. } => f.write_str(status),
-        }
-    }
-}
-
-/// Runs the command with inherited standard streams, forwarding signals, until it ends.
-async fn run_child(command: &[String], signals: &mut Signals) -> Result<(), RunError> {
-    let (program, rest) = command
-        .split_first()
-        .ok_or_else(|| RunError::NotStarted("no command".into()))?;
-    let mut child = tokio::process::Command::new(program)
-        .args(rest)
-        .spawn()
-        .map_err(|e| RunError::NotStarted(format!("{program}: {e}")))?;
-    let pid = child.id();
-    let stdin_is_terminal = std::io::stdin().is_terminal();
-    let mut forwarded: Option<Caught> = None;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            signal = signals.recv() => {
-                // A terminal's Ctrl-C reaches the whole foreground process group, the
-                // command included: sending it again could make it quit harder.
-                if signal == Caught::Interrupt && stdin_is_terminal {
-                    continue;
-                }
-                if let Some(pid) = pid {
-                    forward(pid, signal);
-                    forwarded = Some(signal);
-                }
-            }
-        }
-    };
-    let status = status.map_err(|e| RunError::Exited {
-        code: exit::UNAVAILABLE,
-        status: format!("could not be waited for ({e})"),
-    })?;
-    if status.success() {
-        return Ok(());
-    }
-    let after = forwarded
-        .map(|s| format!(" after {} was forwarded", s.name()))
-        .unwrap_or_default();
-    if let Some(code) = status.code() {
-        return Err(RunError::Exited {
-            code: u8::try_from(code).unwrap_or(u8::MAX),
-            status: format!("exited with status {code}{after}"),
-        });
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt as _;
-        if let Some(signal) = status.signal() {
-            return Err(RunError::Exited {
-                code: u8::try_from(128 + signal).unwrap_or(u8::MAX),
-                status: format!("was killed by signal {signal}{after}"),
-            });
-        }
-    }
-    Err(RunError::Exited {
-        code: u8::MAX,
-        status: format!("ended abnormally ({status}){after}"),
-    })
-}
-
-// ------------------------------------------------------------------------------------------
-// Signals.
-
-/// The signals `exec` handles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Caught {
-    Interrupt,
-    Terminate,
-}
-
-impl Caught {
-    fn name(self) -> &'static str {
-        match self {
-            Caught::Interrupt => "SIGINT",
-            Caught::Terminate => "SIGTERM",
-        }
-    }
-}
-
-#[cfg(unix)]
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-#[cfg(unix)]
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn recv(&mut self) -> Caught {
-        tokio::select! {
-            _ = self.interrupt.recv() => Caught::Interrupt,
-            _ = self.terminate.recv() => Caught::Terminate,
-        }
-    }
-}
-
-#[cfg(unix)]
-fn forward(pid: u32, signal: Caught) {
-    use rustix::process::{Pid, Signal, kill_process};
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return;
-    };
-    let signal = match signal {
-        Caught::Interrupt => Signal::INT,
-        Caught::Terminate => Signal::TERM,
-    };
-    // The child may have just exited; its status is collected by the wait.
-    let _ = kill_process(pid, signal);
-}
-
-#[cfg(not(unix))]
-struct Signals;
-
-#[cfg(not(unix))]
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        Ok(Signals)
-    }
-
-    async fn recv(&mut self) -> Caught {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => Caught::Interrupt,
-            Err(_) => std::future::pending().await,
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn forward(_pid: u32, _signal: Caught) {
-    // Ctrl-C reaches the console's whole process group, the command included.
-}
-
-// ------------------------------------------------------------------------------------------
-// Output on standard error (standard output is the command's).
-
-/// Messages and the progress line: updated in place on a terminal, plain lines otherwise.
-struct Progress {
-    tty: bool,
-    showing: bool,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            tty: std::io::stderr().is_terminal(),
-            showing: false,
-        }
-    }
-
-    /// A message on a line of its own.
-    fn line(&mut self, text: &str) {
-        self.clear();
-        let _ = writeln!(std::io::stderr(), "approvals exec: {text}");
-    }
-
-    /// The current status: rewritten in place on a terminal, a new line otherwise.
-    fn status(&mut self, text: &str) {
-        if self.tty {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K{text}");
-            let _ = std::io::stderr().flush();
-            self.showing = true;
-        } else {
-            self.line(text);
-        }
-    }
-
-    fn clear(&mut self) {
-        if self.showing {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-            let _ = std::io::stderr().flush();
-            self.showing = false;
-        }
-    }
-}
-
-/// `4s`, `3m05s`, `2h10m`.
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The command line as a reader would type it: arguments with spaces or shell characters
-/// in single quotes.
-fn shell_line(command: &[String]) -> String {
-    command
-        .iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shell_line_quotes_what_a_shell_would_split() {
-        let c = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            shell_line(&c(&["./deploy.sh", "1.4.2"])),
-            "./deploy.sh 1.4.2"
-        );
-        assert_eq!(
-            shell_line(&c(&["sh", "-c", "echo it's $HOME"])),
-            r"sh -c 'echo it'\''s $HOME'"
-        );
-        assert_eq!(shell_line(&c(&["x", ""])), "x ''");
-    }
 
     #[test]
     fn invoked_looks_only_before_the_command() {
@@ -895,12 +495,5 @@ mod tests {
         assert!(invoked(a(&["approvals", "--store", "x", "exec", "--kind"])));
         assert!(!invoked(a(&["approvals", "pending"])));
         assert!(!invoked(a(&["approvals", "serve", "--", "exec"])));
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_secs(4)), "4s");
-        assert_eq!(human(Duration::from_secs(185)), "3m05s");
-        assert_eq!(human(Duration::from_secs(7800)), "2h10m");
     }
 }

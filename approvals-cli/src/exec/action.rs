@@ -1,0 +1,154 @@
+//! The action `approvals exec` asks for (parameters, command line, `--param-env` values) and
+//! its configured initiator.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use approvals_core::{ActionRequest, Initiator, Principal, RequestContext};
+use serde_json::{Map, Value};
+
+use super::output::shell_line;
+use super::{ExecArgs, exit};
+use crate::command::Failure;
+
+/// The action: the caller's parameters, the command line and the `--param-env` values.
+pub(super) fn action(args: &ExecArgs) -> Result<ActionRequest, Failure> {
+    let usage = |m: String| Failure::new(exit::USAGE, m);
+    let mut params = Map::new();
+    let mut put = |name: &str, value: Value, flag: &str| -> Result<(), Failure> {
+        if name.is_empty() {
+            return Err(usage(format!("{flag} needs NAME=VALUE with a name")));
+        }
+        if name == "command" || name == "env" {
+            return Err(usage(format!(
+                "{flag} {name}: `command` and `env` are reserved for the command line and --param-env"
+            )));
+        }
+        if params.insert(name.to_owned(), value).is_some() {
+            return Err(usage(format!("{flag} {name}: given twice")));
+        }
+        Ok(())
+    };
+    for p in &args.params {
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--param {p:?}: write NAME=VALUE")))?;
+        put(name, Value::String(value.to_owned()), "--param")?;
+    }
+    for p in &args.params_json {
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--param-json {p:?}: write NAME=JSON")))?;
+        let value = serde_json::from_str(value)
+            .map_err(|e| usage(format!("--param-json {name}: not JSON ({e})")))?;
+        put(name, value, "--param-json")?;
+    }
+    let mut env = BTreeMap::new();
+    for name in &args.params_env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(usage(format!(
+                "--param-env {name:?} is not a variable name"
+            )));
+        }
+        let value = match std::env::var(name) {
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => {
+                return Err(usage(format!(
+                    "--param-env {name}: the variable is not set, so nothing was submitted; set it (it becomes part of what is approved) or drop the flag"
+                )));
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(usage(format!(
+                    "--param-env {name}: the value is not valid text, so nothing was submitted"
+                )));
+            }
+        };
+        if env.insert(name.clone(), Value::String(value)).is_some() {
+            return Err(usage(format!("--param-env {name}: given twice")));
+        }
+    }
+    let program = args
+        .command
+        .first()
+        .ok_or_else(|| usage("give the command after --".into()))?;
+    check_program(program).map_err(usage)?;
+    params.insert(
+        "command".into(),
+        Value::Array(args.command.iter().cloned().map(Value::String).collect()),
+    );
+    if !env.is_empty() {
+        params.insert("env".into(), Value::Object(env.into_iter().collect()));
+    }
+    let summary = args
+        .summary
+        .clone()
+        .unwrap_or_else(|| format!("Run: {}", shell_line(&args.command)));
+    let mut action = ActionRequest::new(&args.kind, &args.resource)
+        .params(Value::Object(params))
+        .summary(summary)
+        .context(RequestContext {
+            environment: args.environment.clone(),
+            ticket: args.ticket.clone(),
+            ..Default::default()
+        });
+    if let Some(j) = &args.justification {
+        action = action.justification(j);
+    }
+    if let Some(k) = &args.idempotency_key {
+        action = action.idempotency_key(k);
+    }
+    Ok(action)
+}
+
+/// Refuses a program that cannot be run, before anyone is asked to approve it.
+fn check_program(program: &str) -> Result<(), String> {
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            }
+            #[cfg(not(unix))]
+            {
+                m.is_file()
+            }
+        })
+    };
+    if program.contains(std::path::MAIN_SEPARATOR) || program.contains('/') {
+        if runnable(Path::new(program)) {
+            return Ok(());
+        }
+        return Err(format!(
+            "{program:?} is not an executable file, so nothing was submitted"
+        ));
+    }
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))));
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program:?} is not found on PATH, so nothing was submitted"
+        ))
+    }
+}
+
+/// The configured initiator: `--agent`, on behalf of `--on-behalf-of` or the CI's actor.
+pub(super) fn initiator(args: &ExecArgs) -> Result<Initiator, Failure> {
+    let non_empty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let human = non_empty(args.on_behalf_of.clone())
+        .or_else(|| non_empty(std::env::var("GITHUB_ACTOR").ok()))
+        .or_else(|| non_empty(std::env::var("GITLAB_USER_LOGIN").ok()));
+    let mut initiator = Initiator::agent(args.agent.trim());
+    if let Some(human) = human {
+        initiator = initiator.on_behalf_of(Principal::human(human));
+    }
+    initiator.validate().map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("the initiator (--agent, --on-behalf-of or the CI's actor) is refused: {e}"),
+        )
+    })?;
+    Ok(initiator)
+}

@@ -818,3 +818,104 @@ async fn the_client_submits_waits_and_runs_over_http() {
     let err = reviewer.submit(&action).await.expect_err("human");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(403));
 }
+
+/// Every key of `body` is a property of the schema, and every required one is there.
+fn conforms(doc: &Value, schema: &str, body: &Value) {
+    let schema = &doc["components"]["schemas"][schema];
+    let properties = schema["properties"].as_object().expect("properties");
+    let fields = body.as_object().expect("an object");
+    for key in fields.keys() {
+        assert!(
+            properties.contains_key(key),
+            "{key} is not documented in {schema}"
+        );
+    }
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let name = required.as_str().expect("name");
+        assert!(fields.contains_key(name), "{name} missing from {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_agent_api_as_served() {
+    let a = agents();
+    let doc = a.get("/openapi.json", None).await.json();
+    for (path, method, statuses) in [
+        (
+            "/v1/requests",
+            "post",
+            &["200", "202", "400", "401", "403", "409", "413"][..],
+        ),
+        (
+            "/v1/requests/{id}/wait",
+            "get",
+            &["200", "400", "401", "403", "404"][..],
+        ),
+        (
+            "/v1/requests/{id}/executions",
+            "post",
+            &["201", "403", "404", "409"][..],
+        ),
+        (
+            "/v1/requests/{id}/executions/outcome",
+            "post",
+            &["200", "400", "409"][..],
+        ),
+        ("/v1/grant-key", "get", &["200"][..]),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} documented");
+        for status in statuses {
+            assert!(
+                op["responses"][status].is_object(),
+                "{method} {path} {status}"
+            );
+        }
+    }
+    let submitted = a.post("/v1/requests", Some(AGENT), export()).await.json();
+    conforms(&doc, "Submitted", &submitted);
+    let id = submitted["id"].as_str().expect("id").to_owned();
+    let allowed = a
+        .post(
+            "/v1/requests",
+            Some(AGENT),
+            json!({"kind": "db.read", "resource": "db://x"}),
+        )
+        .await
+        .json();
+    conforms(&doc, "Submitted", &allowed);
+    a.post(&format!("/v1/requests/{id}/approve"), Some(SAM), json!({}))
+        .await;
+    let waited = a
+        .get(&format!("/v1/requests/{id}/wait"), Some(AGENT))
+        .await
+        .json();
+    conforms(&doc, "WaitResult", &waited);
+    let started = a
+        .post(
+            &format!("/v1/requests/{id}/executions"),
+            Some(AGENT),
+            json!({"grant_token": waited["grant_token"]}),
+        )
+        .await
+        .json();
+    conforms(&doc, "Execution", &started);
+    let done = a
+        .post(
+            &format!("/v1/requests/{id}/executions/outcome"),
+            Some(AGENT),
+            json!({"ok": true}),
+        )
+        .await
+        .json();
+    conforms(&doc, "Execution", &done);
+    let refused = a
+        .post(
+            "/v1/requests",
+            Some(AGENT),
+            json!({"kind": "iam.x", "resource": "aws://x"}),
+        )
+        .await
+        .json();
+    conforms(&doc, "Problem", &refused);
+}

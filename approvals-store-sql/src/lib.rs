@@ -291,6 +291,14 @@ impl SqlStore {
         SqlAuditSink::signed(self.clone(), config, signer)
     }
 
+    /// How the database would run the listing for `filter`: its query plan as text, one line
+    /// per plan node (SQLite's `EXPLAIN QUERY PLAN`, PostgreSQL's `EXPLAIN`). On PostgreSQL
+    /// sequential scans are disabled for the explanation, so the plan shows whether an index
+    /// can serve the listing even while the table is small enough to scan.
+    pub async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
+        dispatch!(self, b => b.explain_list(filter).await)
+    }
+
     /// Closes the pool (and the PostgreSQL listener). Later calls fail as unavailable.
     pub async fn close(&self) {
         dispatch!(self, b => b.close().await)

@@ -98,6 +98,64 @@ pub(crate) fn db_version(version: u64) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Backend(format!("version {version} is out of range")))
 }
 
+/// The listing query for `filter`, built with only the predicates the filter sets (no
+/// catch-all `? IS NULL OR …`), so the planner can use the `(state, created_at)` index for the
+/// states asked for instead of scanning every request in creation order. `prefix` goes before
+/// the `SELECT` (`EXPLAIN` to see its plan).
+pub(crate) fn list_query<DB>(
+    prefix: &str,
+    filter: &approvals_core::ListFilter,
+    initiator_key: Option<String>,
+) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: Default,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(prefix);
+    query.push("SELECT id, version, record FROM approval_requests");
+    let mut clause = " WHERE ";
+    let mut and = |query: &mut sqlx::QueryBuilder<DB>| {
+        query.push(clause);
+        clause = " AND ";
+    };
+    if !filter.states.is_empty() {
+        and(&mut query);
+        query.push("state IN (");
+        let mut states = query.separated(", ");
+        for state in &filter.states {
+            states.push_bind(state.as_str());
+        }
+        query.push(")");
+    }
+    if let Some(kind) = filter.kind.as_deref() {
+        and(&mut query);
+        query.push("kind = ").push_bind(kind);
+    }
+    if let Some(environment) = filter.environment.as_deref() {
+        and(&mut query);
+        query.push("environment = ").push_bind(environment);
+    }
+    if let Some(key) = initiator_key {
+        and(&mut query);
+        query.push("initiator_key = ").push_bind(key);
+    }
+    if let Some(pending) = filter.audit_pending {
+        and(&mut query);
+        query.push("audit_pending = ").push_bind(pending);
+    }
+    query.push(" ORDER BY created_at DESC, id DESC");
+    if let Some(limit) = filter.limit {
+        query
+            .push(" LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    query
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

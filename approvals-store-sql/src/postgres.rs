@@ -343,28 +343,35 @@ impl PgBackend {
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
-        let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
-        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let rows = sqlx::query(
-            "SELECT id, version, record FROM approval_requests
-              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
-                AND ($2::text IS NULL OR kind = $2)
-                AND ($3::text IS NULL OR environment = $3)
-                AND ($4::text IS NULL OR initiator_key = $4)
-                AND ($6::boolean IS NULL OR audit_pending = $6)
-              ORDER BY created_at DESC, id DESC
-              LIMIT $5",
-        )
-        .bind(&states)
-        .bind(filter.kind.as_deref())
-        .bind(filter.environment.as_deref())
-        .bind(filter.initiator.as_deref().map(lifecycle::initiator_key))
-        .bind(limit)
-        .bind(filter.audit_pending)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| store_error("listing requests", e))?;
+        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
+        let rows = lifecycle::list_query::<sqlx::Postgres>("", filter, initiator)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| store_error("listing requests", e))?;
         rows.iter().map(decode_row).collect()
+    }
+
+    pub(crate) async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
+        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
+        let explain = |e| SqlError::from_sqlx("explaining a listing", e);
+        let mut tx = self.pool.begin().await.map_err(explain)?;
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(explain)?;
+        let plan: Vec<(String,)> =
+            lifecycle::list_query::<sqlx::Postgres>("EXPLAIN ", filter, initiator)
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(explain)?;
+        tx.rollback().await.map_err(explain)?;
+        Ok(plan
+            .into_iter()
+            .map(|(line,)| line)
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     pub(crate) async fn audit_log(

@@ -308,40 +308,33 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
-        let states = if filter.states.is_empty() {
-            String::new()
-        } else {
-            let names: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
-            format!("|{}|", names.join("|"))
-        };
-        let limit = filter
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let rows = sqlx::query(
-            "SELECT id, version, record FROM approval_requests
-              WHERE (?1 = '' OR instr(?1, '|' || state || '|') > 0)
-                AND (?2 IS NULL OR kind = ?2)
-                AND (?3 IS NULL OR environment = ?3)
-                AND (?4 IS NULL OR initiator_key = ?4)
-                AND (?6 IS NULL OR audit_pending = ?6)
-              ORDER BY created_at DESC, id DESC
-              LIMIT ?5",
-        )
-        .bind(&states)
-        .bind(filter.kind.as_deref())
-        .bind(filter.environment.as_deref())
-        .bind(filter.initiator.as_deref().map(lifecycle::initiator_key))
-        .bind(limit)
-        .bind(filter.audit_pending)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| store_error("listing requests", e))?;
+        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
+        let rows = lifecycle::list_query::<sqlx::Sqlite>("", filter, initiator)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| store_error("listing requests", e))?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("id").unwrap_or_default();
                 decode_row(&id, r)
             })
             .collect()
+    }
+
+    pub(crate) async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
+        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
+        let plan: Vec<(i64, i64, i64, String)> =
+            lifecycle::list_query::<sqlx::Sqlite>("EXPLAIN QUERY PLAN ", filter, initiator)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
+        Ok(plan
+            .into_iter()
+            .map(|(.., detail)| detail)
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     pub(crate) async fn audit_log(

@@ -61,17 +61,15 @@ impl ToolMapping {
         arguments: Option<&Map<String, Value>>,
     ) -> Result<ActionRequest, MappingError> {
         check_name("tool", tool)?;
-        let resource = self
+        let resource = match self
             .resource_arg
             .as_deref()
-            .and_then(|name| arguments.and_then(|a| a.get(name)))
-            .and_then(|value| match value {
-                Value::String(s) if !s.is_empty() => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::Bool(b) => Some(b.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| self.server.clone());
+            .and_then(|name| Some((name, arguments?.get(name)?)))
+        {
+            // The tool does not take the argument: the call targets the server.
+            None => self.server.clone(),
+            Some((name, value)) => resource_of(name, value)?,
+        };
         let params = Value::Object(arguments.cloned().unwrap_or_default());
         Ok(
             ActionRequest::new(format!("mcp.{}.{tool}", self.server), resource)
@@ -79,6 +77,33 @@ impl ToolMapping {
                 .summary(format!("MCP tool call {tool} on server {}", self.server)),
         )
     }
+}
+
+/// The resource named by argument `name`. A rule on resources must not be escaped by the way
+/// the argument is written, so anything but a plain scalar is refused (an empty string, an
+/// array, an object, null), and so is a value with a `.` or `..` segment
+/// (`/srv/public/../protected/x` would match `/srv/public/*` and write under `protected`).
+fn resource_of(name: &str, value: &Value) -> Result<String, MappingError> {
+    let text = match value {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => {
+            return Err(MappingError(format!(
+                "the argument {name:?} names the resource the approval policy checks, so it must be a non-empty string, a number or a boolean"
+            )));
+        }
+    };
+    if text
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(MappingError(format!(
+            "the argument {name:?} names the resource the approval policy checks; write it without '.' or '..' segments (refusing {:?})",
+            approvals_core::text::truncate(&text, 200)
+        )));
+    }
+    Ok(text)
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), MappingError> {
@@ -128,13 +153,45 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_that_could_escape_a_rule_is_refused() {
+        let mapping = ToolMapping::new("fs").unwrap().resource_arg("path");
+        for path in [
+            json!("/srv/public/../protected/x"),
+            json!("../etc/passwd"),
+            json!("/srv/public/./x"),
+            json!("C:\\srv\\public\\..\\protected"),
+            json!(""),
+            json!(null),
+            json!(["/srv/protected/x"]),
+            json!({"path": "/srv/protected/x"}),
+        ] {
+            let args = json!({ "path": path });
+            assert!(
+                mapping.action("write_file", args.as_object()).is_err(),
+                "{path} was accepted"
+            );
+        }
+        let fine = json!({"path": "/srv/public/..hidden/x.txt"});
+        assert_eq!(
+            mapping
+                .action("write_file", fine.as_object())
+                .unwrap()
+                .resource,
+            "/srv/public/..hidden/x.txt"
+        );
+    }
+
+    #[test]
     fn missing_resource_argument_targets_the_server() {
         let mapping = ToolMapping::new("fs").unwrap().resource_arg("path");
         let action = mapping.action("list_allowed_directories", None).unwrap();
         assert_eq!(action.resource, "fs");
         assert_eq!(*action.params, json!({}));
-        let odd = json!({"path": {"nested": true}});
-        assert_eq!(mapping.action("x", odd.as_object()).unwrap().resource, "fs");
+        let other = json!({"mode": "recursive"});
+        assert_eq!(
+            mapping.action("x", other.as_object()).unwrap().resource,
+            "fs"
+        );
     }
 
     #[test]

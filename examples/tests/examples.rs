@@ -136,7 +136,9 @@ fn pager_pages_escalates_and_runs_the_action_a_human_approved() {
     let sam = out.at("[pager] incident #1 paged Sam (sre-oncall)");
     // The replayed copy of the first delivery was acknowledged, not acted on: one page each.
     assert_eq!(
-        out.stdout.matches("[pager] incident #1 paged Priya").count(),
+        out.stdout
+            .matches("[pager] incident #1 paged Priya")
+            .count(),
         1,
         "the replay paged again:\n{}",
         out.all()

@@ -10,6 +10,7 @@
 mod action;
 mod child;
 mod output;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,13 +71,18 @@ name and value; other environment variables are not included), the justification
 summary, environment, ticket, and the initiator. Changing any of them needs a new approval.
 --param-env values are shown to reviewers and stored in the audit log: never name a secret.
 
-Initiator (never taken from --param): agent --agent (default \"ci\"), on behalf of the first
+Initiator in local mode (never taken from --param): agent --agent (default \"ci\"), on behalf of the first
 of --on-behalf-of, APPROVALS_ON_BEHALF_OF, GITHUB_ACTOR, GITLAB_USER_LOGIN that is set and
 not empty (none: no on-behalf-of human). That human cannot approve the request.
 
 Local mode (--db URL --policy FILE): the request is stored in that database (sqlite://FILE or
 postgres://...; default --store, APPROVALS_STORE) and its audit table; reviewers decide with
 `approvals serve` on the same database or `approvals approve ID --store URL`.
+
+Server mode (--server URL or APPROVALS_SERVER, with the agent or service token in
+APPROVALS_TOKEN): the request goes through the agent API of `approvals serve`, whose policy
+decides; the initiator is the token's principal and its on_behalf_of (--agent and
+--on-behalf-of do not apply).
 
 Signals: SIGINT or SIGTERM while waiting cancels the request (exit 173). While the command
 runs, SIGTERM is forwarded to it, and SIGINT too unless standard input is a terminal (there
@@ -186,13 +192,10 @@ async fn exec(
     out: &mut Progress,
 ) -> Result<u8, Failure> {
     let action = action(&args)?;
-    let initiator = initiator(&args)?;
-    if target.server.is_some() {
-        return Err(Failure::new(
-            exit::USAGE,
-            "approvals exec runs on a database (--db URL --policy FILE); it does not reach a server (--server, APPROVALS_SERVER) in this version",
-        ));
+    if let Some(server) = target.server.clone() {
+        return server::run(server, &args, action, signals, out).await;
     }
+    let initiator = initiator(&args)?;
     if let Some(db) = &args.db {
         target.store = db.clone();
     }

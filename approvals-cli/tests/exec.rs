@@ -777,3 +777,123 @@ async fn approved_on_postgres() {
     assert_eq!(event(&events, "executed").expect("executed")["ok"], false);
     pg::drop_schema(&base, &schema).await;
 }
+
+/// `--server`: the same step through the agent API of a real HTTP server (in this process),
+/// its initiator the agent token's principal. Approved runs once with its code; denied says
+/// who and why; SIGINT while waiting cancels through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_mode_through_the_agent_api() {
+    use approvals_core::{Initiator, RulePolicy};
+    use approvals_http::{ReviewServer, Tokens};
+
+    const AGENT_TOKEN: &str = "tok-ci-agent";
+    let fx = Fixture::sqlite().await;
+    let gate = Gate::builder()
+        .policy(RulePolicy::from_toml(POLICY).expect("policy"))
+        .store(fx.store.clone())
+        .audit(fx.store.audit_sink())
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .expect("gate");
+    let tokens = Tokens::new().with_initiator(
+        AGENT_TOKEN,
+        Initiator::agent("ci-deployer").on_behalf_of(Principal::human("dana@example.com")),
+    );
+    let server = ReviewServer::builder(gate).tokens(tokens).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let base = format!("http://{}/", listener.local_addr().expect("addr"));
+    let serving = tokio::spawn(approvals_http::server::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+
+    let start = |kind: &str, command: &[&str], token: &str| {
+        let mut cmd = fx.command(&[], command, &[("APPROVALS_TOKEN", token)]);
+        // Server mode: no --db/--policy, the server's policy decides.
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["exec".into(), "--server".into(), base.clone().into()];
+        args.extend(["--kind", kind, "--resource", "svc://payments", "--"].map(Into::into));
+        args.extend(command.iter().map(Into::into));
+        let mut plain = Command::new(BIN);
+        plain
+            .args(args)
+            .current_dir(fx.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => plain.env(k, v),
+                None => plain.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null());
+        plain.spawn().expect("exec --server")
+    };
+
+    let mut child = start(
+        "deploy.production",
+        &["sh", "-c", "echo run >> ran.txt; echo deployed; exit 4"],
+        AGENT_TOKEN,
+    );
+    let record = fx.pending("deploy.production", &mut child).await;
+    let initiator = record.request.initiator.as_deref().expect("initiator");
+    assert_eq!(
+        initiator.principal.id, "ci-deployer",
+        "the token's principal"
+    );
+    fx.decide(&record, true, "go").await;
+    let out = finish(child).await;
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "deployed\n");
+    assert_eq!(fx.marker().as_deref(), Some("run\n"));
+    assert_eq!(fx.record(&record).await.state, RequestState::Failed);
+    let events = fx.events(&record).await;
+    assert_eq!(event(&events, "executed").expect("executed")["ok"], false);
+
+    let mut child = start(
+        "deploy.staging",
+        &["sh", "-c", "echo run >> ran.txt"],
+        AGENT_TOKEN,
+    );
+    let record = fx.pending("deploy.staging", &mut child).await;
+    fx.decide(&record, false, "not during the freeze").await;
+    let out = finish(child).await;
+    assert_eq!(code(&out), DENIED, "{}", text(&out));
+    assert!(
+        stderr(&out).contains("denied by sam@example.com: not during the freeze"),
+        "{}",
+        text(&out)
+    );
+
+    let mut child = start(
+        "deploy.canary",
+        &["sh", "-c", "echo run >> ran.txt"],
+        AGENT_TOKEN,
+    );
+    let record = fx.pending("deploy.canary", &mut child).await;
+    signal(&child, rustix::process::Signal::INT);
+    let out = finish(child).await;
+    assert_eq!(code(&out), CANCELLED, "{}", text(&out));
+    assert_eq!(fx.record(&record).await.state, RequestState::Cancelled);
+
+    let out = finish(start(
+        "db.drop",
+        &["sh", "-c", "echo run >> ran.txt"],
+        AGENT_TOKEN,
+    ))
+    .await;
+    assert_eq!(code(&out), REFUSED, "{}", text(&out));
+    assert!(stderr(&out).contains("freeze"), "{}", text(&out));
+    let out = finish(start("deploy.production", &["true"], "wrong-token")).await;
+    assert_eq!(code(&out), USAGE, "{}", text(&out));
+    assert_eq!(
+        fx.marker().as_deref(),
+        Some("run\n"),
+        "only the approved command ran"
+    );
+    serving.abort();
+}

@@ -151,6 +151,11 @@ struct AuditArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Run the whole service from this configuration file (policy, store, audit key, tokens,
+    /// Slack, Teams and webhook channels, /healthz); every key can also be set with an
+    /// `APPROVALS_...` environment variable. See approvals-cli/examples/approvals.toml.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "public_url", "admin_groups", "demo"])]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8480", value_name = "ADDR")]
     listen: String,
@@ -531,6 +536,9 @@ fn local_server(
 // Commands.
 
 async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
+    if let Some(path) = &args.config {
+        return crate::serve::run(path).await;
+    }
     // The gate's metrics (approvals_core::observe), recorded from the start (the demo's
     // requests included) and served at /metrics.
     let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {

@@ -4,6 +4,7 @@
 //!
 //! - [`command`]: `approvals serve | pending | show | approve | deny | cancel | exec | token |
 //!   audit`.
+//! - `serve`: `approvals serve --config FILE`, the whole service from one configuration file.
 //! - [`exec`]: `approvals exec -- CMD`, which runs a pipeline's command once humans approve
 //!   exactly that command line; its exit codes are in [`exec::exit`].
 //! - [`audit`]: `approvals audit ...`, also installed as `approvals-audit`: key generation,
@@ -14,3 +15,4 @@
 pub mod audit;
 pub mod command;
 pub mod exec;
+mod serve;

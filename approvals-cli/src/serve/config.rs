@@ -920,6 +920,37 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads_with_its_secrets_from_files_and_variables() {
+        let dir = tempfile::tempdir().expect("dir");
+        let bot = write(dir.path(), "bot", "xoxb-example\n");
+        let teams = write(dir.path(), "teams", "teams-secret");
+        let env = |name: &str| match name {
+            "APPROVALS_CHANNELS__SLACK__BOT_TOKEN_FILE" => Some(bot.display().to_string()),
+            "APPROVALS_CHANNELS__TEAMS__APP_SECRET_FILE" => Some(teams.display().to_string()),
+            "APPROVALS_STORE" => Some("sqlite://override.db".to_owned()),
+            "SLACK_SIGNING_SECRET" => Some("signing".to_owned()),
+            "PAGER_WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()),
+            _ => None,
+        };
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/approvals.toml");
+        let config = load(&example, &env).expect("the example loads");
+        assert_eq!(config.store.value, "sqlite://override.db");
+        assert_eq!(config.store.at, Origin::Env("APPROVALS_STORE".into()));
+        let slack = config.slack.expect("slack");
+        assert_eq!(slack.bot_token.expose(), "xoxb-example");
+        assert_eq!(slack.reviewers.entries.len(), 2);
+        assert!(
+            !format!("{slack:?}").contains("xoxb-example"),
+            "secrets are not printed"
+        );
+        assert_eq!(
+            config.teams.expect("teams").app_secret.expose(),
+            "teams-secret"
+        );
+        assert!(config.webhook.is_some());
+    }
+
+    #[test]
     fn env_overrides_the_file_and_reviewers_parse_from_env() {
         let entries = parse_reviewers("U1=sam@example.com:security+sre, U2=alex@example.com")
             .expect("parses");

@@ -8,11 +8,9 @@ use approvals_core::{Gate, Initiator, Principal, RulePolicy};
 use approvals_http::{ConsoleLinkApprover, ReviewServer, Tokens};
 use approvals_store_sql::SqlStore;
 use approvals_store_sql::audit::{LogConfig, Signer};
-use rmcp::service::RoleServer;
-use rmcp::transport::async_rw::AsyncRwTransport;
 use url::Url;
 
-use crate::{Gateway, GatewayOptions, ToolMapping, Upstream};
+use crate::{Gateway, GatewayOptions, InProcess, ToolMapping, Upstream, serve_stdio};
 
 /// Everything embedded mode needs; the `approvals-mcp` binary fills it from its flags.
 #[derive(Debug, Clone)]
@@ -150,22 +148,12 @@ pub async fn run(options: EmbeddedOptions) -> Result<(), EmbeddedError> {
     let mut gateway_options = GatewayOptions::new(mapping);
     gateway_options.review_url = Some(review_url);
     gateway_options.progress_every = options.progress_every;
-    gateway_options.agent = Some(initiator.principal.clone());
-    let gateway = Gateway::new(gate, upstream, gateway_options);
+    let approvals = InProcess::new(gate).cancelled_by(initiator.principal.clone());
+    let gateway = Gateway::new(approvals, upstream, gateway_options);
 
-    let transport =
-        AsyncRwTransport::<RoleServer, _, _>::new(tokio::io::stdin(), tokio::io::stdout())
-            .with_max_line_length(options.max_message_bytes);
-    let served = match rmcp::serve_server(gateway, transport).await {
-        Ok(running) => running
-            .waiting()
-            .await
-            .map(|_| ())
-            .map_err(|e| EmbeddedError(format!("the MCP connection task failed: {e}"))),
-        Err(e) => Err(EmbeddedError(format!(
-            "the MCP client did not complete the handshake: {e}"
-        ))),
-    };
+    let served = serve_stdio(gateway, options.max_message_bytes)
+        .await
+        .map_err(EmbeddedError);
     sweeper.abort();
     let _ = stop.send(());
     let _ = console.await;

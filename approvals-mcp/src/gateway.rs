@@ -8,20 +8,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use approvals_core::{ActionRequest, Gate, GuardError, Principal, RequestId, Submission};
+use approvals_core::{ActionRequest, RequestId};
 use rmcp::ServerHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
-    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, Implementation,
+    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, ServerCapabilities, ServerConfig, SetLevelRequestParams,
 };
 use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::async_rw::AsyncRwTransport;
 use serde_json::json;
 use url::Url;
 
-use crate::action::{ToolMapping, refusal_text};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::action::ToolMapping;
+use crate::approvals::{Approvals, Asked, CallFailed, InProcess, refused};
+use crate::upstream::Upstream;
 
 /// How the gateway reports and waits; see [`Gateway::new`].
 #[derive(Debug, Clone)]
@@ -29,14 +30,11 @@ pub struct GatewayOptions {
     /// How tool calls become actions.
     pub mapping: ToolMapping,
     /// The review server's URL; the log message for a pending call links
-    /// `<review_url>console/requests/<id>`.
+    /// `<review_url>console/requests/<id>` when the approval service names no review page.
     pub review_url: Option<Url>,
     /// How often a waiting call sends a progress notification (when the client asked for
     /// progress with a progress token).
     pub progress_every: Duration,
-    /// Recorded as who withdrew a request the client cancelled: the agent whose calls these
-    /// are (the gate's initiator).
-    pub agent: Option<Principal>,
 }
 
 impl GatewayOptions {
@@ -46,28 +44,34 @@ impl GatewayOptions {
             mapping,
             review_url: None,
             progress_every: Duration::from_secs(5),
-            agent: None,
         }
     }
 }
 
 /// The MCP approval gateway, an rmcp [`ServerHandler`]. `tools/list` passes through to the
-/// upstream server; each `tools/call` is asked of the gate as an action
+/// upstream server; each `tools/call` is asked of the approval service `A` as an action
 /// ([`ToolMapping::action`]) and reaches the upstream server only when allowed or approved,
 /// exactly once, with exactly the arguments that were approved. A refusal is a tool result
 /// with `isError: true` saying why, so the model can read it.
-#[derive(Clone)]
-pub struct Gateway {
-    inner: Arc<Inner>,
+pub struct Gateway<A = InProcess> {
+    inner: Arc<Inner<A>>,
 }
 
-struct Inner {
-    gate: Gate,
+impl<A> Clone for Gateway<A> {
+    fn clone(&self) -> Self {
+        Gateway {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<A> {
+    approvals: A,
     upstream: Upstream,
     options: GatewayOptions,
 }
 
-impl std::fmt::Debug for Gateway {
+impl<A> std::fmt::Debug for Gateway<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("upstream", &self.inner.upstream)
@@ -76,34 +80,23 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Why an upstream call did not give a result the gate records as executed successfully.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error(transparent)]
-    Guard(#[from] GuardError),
-    #[error("{0}")]
-    Upstream(UpstreamError),
-    /// The tool ran and reported an error; the model gets the tool's own result.
-    #[error("the tool reported an error (isError: true)")]
-    Tool(CallToolResult),
-}
-
-impl Gateway {
-    /// A gateway in front of `upstream`, guarded by `gate` (whose initiator is the agent the
-    /// calls are made for: configured, never taken from tool arguments).
-    pub fn new(gate: Gate, upstream: Upstream, options: GatewayOptions) -> Self {
+impl<A: Approvals> Gateway<A> {
+    /// A gateway in front of `upstream`, guarded by `approvals` (whose initiator is the agent
+    /// the calls are made for: configured or the caller's credential, never taken from tool
+    /// arguments).
+    pub fn new(approvals: A, upstream: Upstream, options: GatewayOptions) -> Self {
         Gateway {
             inner: Arc::new(Inner {
-                gate,
+                approvals,
                 upstream,
                 options,
             }),
         }
     }
 
-    /// The gate the gateway asks.
-    pub fn gate(&self) -> &Gate {
-        &self.inner.gate
+    /// The approval service the gateway asks.
+    pub fn approvals(&self) -> &A {
+        &self.inner.approvals
     }
 
     /// The review console link of a request, when a review URL is configured.
@@ -132,13 +125,16 @@ impl Gateway {
         if let Some(why) = self.inner.upstream.stopped() {
             return refused(format!("Not run: the upstream MCP server stopped: {why}"));
         }
-        let grant = match self.inner.gate.submit(&action).await {
-            Ok(Submission::Allowed(grant)) => grant,
-            Ok(Submission::Pending(id)) => match self.await_review(id, &action, context).await {
-                Ok(grant) => grant,
-                Err(text) => return refused(text),
-            },
-            Err(e) => return refused(refusal_text(&e)),
+        let grant = match self.inner.approvals.submit(&action).await {
+            Ok(Asked::Allowed(grant)) => grant,
+            Ok(Asked::Pending { id, review_url }) => {
+                let link = review_url.or_else(|| self.review_link(id));
+                match self.await_review(id, link, &action, context).await {
+                    Ok(grant) => grant,
+                    Err(text) => return refused(text),
+                }
+            }
+            Err(text) => return refused(text),
         };
         // The upstream server stopped while reviewers decided: nothing is run, the grant is
         // left unused (it lapses), and the model is told.
@@ -148,24 +144,16 @@ impl Gateway {
             ));
         }
         let upstream = self.inner.upstream.clone();
-        let executed = self
-            .inner
-            .gate
+        self.inner
+            .approvals
             .execute(grant, &action, || async move {
                 match upstream.call_tool(request).await {
-                    Ok(result) if result.is_error == Some(true) => Err(CallError::Tool(result)),
+                    Ok(result) if result.is_error == Some(true) => Err(CallFailed::Tool(result)),
                     Ok(result) => Ok(result),
-                    Err(e) => Err(CallError::Upstream(e)),
+                    Err(e) => Err(CallFailed::Upstream(e)),
                 }
             })
-            .await;
-        match executed {
-            Ok(result) | Err(CallError::Tool(result)) => result,
-            Err(CallError::Guard(e)) => refused(refusal_text(&e)),
-            Err(CallError::Upstream(e)) => refused(format!(
-                "Failed: {e}. The call may or may not have reached the server."
-            )),
-        }
+            .await
     }
 
     /// Waits for the reviewers' decision on `id`, telling the client where to review it and
@@ -174,10 +162,10 @@ impl Gateway {
     async fn await_review(
         &self,
         id: RequestId,
+        link: Option<String>,
         action: &ActionRequest,
         context: &RequestContext<RoleServer>,
-    ) -> Result<approvals_core::Grant, String> {
-        let link = self.review_link(id);
+    ) -> Result<A::Grant, String> {
         let message = match &link {
             Some(link) => format!("{} needs approval; review it at {link}", action.kind),
             None => format!("{} needs approval (request {id})", action.kind),
@@ -196,16 +184,12 @@ impl Gateway {
         let progress = self.send_progress(id, context);
         let stopped = self.inner.upstream.wait_stopped();
         let outcome = tokio::select! {
-            result = self.inner.gate.wait(id) => return result.map_err(|e| refusal_text(&e)),
+            result = self.inner.approvals.wait(id) => return result,
             () = context.ct.cancelled() => "the MCP client cancelled the tool call".to_owned(),
             why = stopped => format!("the upstream MCP server stopped: {why}"),
             () = progress => "progress stopped".to_owned(),
         };
-        let cancelled = self
-            .inner
-            .gate
-            .cancel(id, self.inner.options.agent.clone(), Some(outcome.clone()))
-            .await;
+        let cancelled = self.inner.approvals.cancel(id, outcome.clone()).await;
         Err(match cancelled {
             Ok(_) => format!("Not run: {outcome}; approval request {id} withdrawn"),
             Err(e) => format!("Not run: {outcome} ({e})"),
@@ -238,11 +222,28 @@ impl Gateway {
     }
 }
 
-fn refused(text: String) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(text)])
+/// Serves `gateway` to one MCP client on standard input and output until the client closes
+/// its side. Each message read is bounded by `max_message_bytes`.
+pub async fn serve_stdio<A: Approvals>(
+    gateway: Gateway<A>,
+    max_message_bytes: usize,
+) -> Result<(), String> {
+    let transport =
+        AsyncRwTransport::<RoleServer, _, _>::new(tokio::io::stdin(), tokio::io::stdout())
+            .with_max_line_length(max_message_bytes);
+    match rmcp::serve_server(gateway, transport).await {
+        Ok(running) => running
+            .waiting()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the MCP connection task failed: {e}")),
+        Err(e) => Err(format!(
+            "the MCP client did not complete the handshake: {e}"
+        )),
+    }
 }
 
-impl ServerHandler for Gateway {
+impl<A: Approvals> ServerHandler for Gateway<A> {
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(
             ServerCapabilities::builder()

@@ -15,20 +15,29 @@
 //!   that call runs once, through the grant ([`Gate::execute`](approvals_core::Gate::execute)),
 //!   and its outcome is audited; a denial returns the reviewer's reason.
 //!
-//! The agent the calls are made for is the gate's configured initiator, never anything in a
+//! Where the approvals are decided is an [`Approvals`] implementation: [`InProcess`] asks a
+//! gate in this process (embedded mode); [`remote::Remote`] (feature `remote`) asks an
+//! `approvals serve` through its agent API with an agent token, so one approval service
+//! serves many gateways. The agent the calls are made for is the gate's configured initiator,
+//! or in remote mode the token's principal (with its `on_behalf_of`), never anything in a
 //! tool call. When the upstream server stops, waiting calls are withdrawn, approved ones are
 //! not run, and every later call fails: the gateway fails closed. Every message read from
 //! either side is bounded ([`DEFAULT_MAX_MESSAGE_BYTES`]).
 //!
 //! With the `embedded` feature, [`embedded::run`] assembles the whole thing (SQLite store,
-//! signed audit log, review server); the `cli` feature builds the `approvals-mcp` binary.
+//! signed audit log, review server); with `remote`, [`remote::run`] connects to a server; the
+//! `cli` feature builds the `approvals-mcp` binary with both.
 
 pub mod action;
+pub mod approvals;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod gateway;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod upstream;
 
 pub use action::{MappingError, ToolMapping, refusal_text};
-pub use gateway::{Gateway, GatewayOptions};
+pub use approvals::{Approvals, Asked, CallFailed, InProcess};
+pub use gateway::{Gateway, GatewayOptions, serve_stdio};
 pub use upstream::{DEFAULT_MAX_MESSAGE_BYTES, Upstream, UpstreamError};

@@ -7,285 +7,41 @@
 //! Needs `python3 -m pip install -r .ci/requirements.txt` and `cd .ci/node && npm ci`. Without
 //! them each test says so and is skipped, except in CI (`CI=true`), where it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
-use approvals_core::{AuditEvent, Digest, EventDetail, RequestId, RequestState, Store};
-use approvals_http::{ApiClient, RequestView, TokenHash};
-use approvals_store_sql::{SqlAuditSink, SqlStore};
+use approvals_core::{Digest, EventDetail, RequestState};
+use common::{Fixture, assert_initiator, executed_ok, missing_prerequisite, names, request_of};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-
-const REVIEWER_TOKEN: &str = "test-reviewer-token-not-a-secret-0123456789";
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn filesystem_server() -> PathBuf {
-    workspace().join(".ci/node/node_modules/.bin/mcp-server-filesystem")
-}
-
-/// `None` when the tools are there; otherwise why not. Fails the test in CI.
-fn missing_prerequisite() -> Option<String> {
-    let mut missing = Vec::new();
-    if !filesystem_server().exists() {
-        missing.push(format!(
-            "{} is missing: run `cd .ci/node && npm ci` (needs node and npm)",
-            filesystem_server().display()
-        ));
-    }
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import mcp.client.stdio"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !matches!(python, Ok(s) if s.success()) {
-        missing.push(
-            "python3 with the MCP Python SDK is missing: run `python3 -m pip install -r .ci/requirements.txt`"
-                .to_owned(),
-        );
-    }
-    if missing.is_empty() {
-        return None;
-    }
-    let why = missing.join("; ");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the MCP gateway tests cannot run: {why}"
-    );
-    eprintln!("SKIPPED: the MCP gateway tests cannot run: {why}");
-    Some(why)
-}
-
-/// One gateway setup: a temp directory served by the filesystem server, a policy, a reviewer
-/// token file, an SQLite store and a free port for the review server.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    db: String,
-    policy: PathBuf,
-    tokens: PathBuf,
-    pidfile: PathBuf,
-    port: u16,
-}
 
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("files");
-        std::fs::create_dir_all(root.join("protected")).expect("mkdir");
-        // The filesystem server resolves symlinks (/tmp may be one); use the real path.
-        let root = root.canonicalize().expect("canonical root");
-        std::fs::write(root.join("hello.txt"), "hello\n").expect("write");
-        let policy = dir.path().join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!(
-                r#"version = 1
-default = "deny"
-
-[[rules]]
-name = "protected-files"
-kind = "mcp.fs.*"
-resource = "{root}/protected/*"
-effect = "deny"
-reason = "files under protected/ are read-only for agents; ask the maintainers"
-
-[[rules]]
-name = "reads-are-free"
-kind = ["mcp.fs.list_*", "mcp.fs.read_*", "mcp.fs.get_file_info"]
-effect = "allow"
-
-[[rules]]
-name = "writes-need-a-maintainer"
-kind = "mcp.fs.write_file"
-effect = "require_approval"
-approvers = {{ groups = ["maintainers"] }}
-timeout = "5m"
-"#,
-                root = root.display()
-            ),
-        )
-        .expect("policy");
-        let tokens = dir.path().join("tokens.toml");
-        std::fs::write(
-            &tokens,
-            format!(
-                "[[token]]\nsha256 = \"{}\"\nprincipal = {{ kind = \"human\", id = \"sam@example.com\", groups = [\"maintainers\"] }}\n",
-                TokenHash::of(REVIEWER_TOKEN).to_hex()
-            ),
-        )
-        .expect("tokens");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        Fixture {
-            db: format!("sqlite://{}", dir.path().join("approvals.db").display()),
-            pidfile: dir.path().join("upstream.pid"),
-            _dir: dir,
-            root,
-            policy,
-            tokens,
-            port,
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.root.join(name).display().to_string()
-    }
-
-    /// Starts the Python client, which starts the gateway, which starts the filesystem
-    /// server (through `sh`, which records its pid for the crash test and then becomes it).
-    fn start(&self, steps: Value) -> Client {
-        let mut command = Command::new("python3");
-        command
-            .arg(workspace().join("approvals-mcp/tests/python/client.py"))
-            .arg(steps.to_string())
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_approvals-mcp"))
-            .args(["--server-name", "fs", "--resource-arg", "path"])
-            .arg("--policy")
-            .arg(&self.policy)
-            .arg("--tokens")
-            .arg(&self.tokens)
-            .args(["--db", &self.db])
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--agent", "claude-code", "--model", "claude-test"])
-            .args(["--on-behalf-of", "dana@example.com"])
-            .args(["--progress-every", "1", "--"])
-            .args(["sh", "-c", r#"echo $$ > "$0"; exec "$1" "$2""#])
-            .arg(&self.pidfile)
-            .arg(filesystem_server())
-            .arg(&self.root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("python3 starts");
-        let stdout = child.stdout.take().expect("stdout");
-        Client {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        }
-    }
-
-    fn api(&self) -> ApiClient {
-        let base = format!("http://127.0.0.1:{}/", self.port)
-            .parse()
-            .expect("url");
-        ApiClient::http(base, Some(REVIEWER_TOKEN.to_owned())).expect("api client")
-    }
-
-    /// The next request in `state` (other than `seen`), waiting for it to appear.
-    async fn next_request(&self, state: &str, seen: &[RequestId]) -> RequestView {
-        let api = self.api();
-        for _ in 0..600 {
-            if let Ok(list) = api.list(&format!("state={state}")).await
-                && let Some(view) = list.requests.into_iter().find(|r| !seen.contains(&r.id))
-            {
-                return view;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("no {state} request appeared");
-    }
-
-    /// The request's state as the store holds it (readable after the gateway exited).
-    async fn state_of(&self, id: RequestId) -> RequestState {
-        let store = SqlStore::connect(&self.db).await.expect("open the store");
-        store
-            .get(id)
-            .await
-            .expect("read the store")
-            .unwrap_or_else(|| panic!("no request {id} in the store"))
-            .state
-    }
-
-    /// Every audit event in the store's log, oldest first.
-    async fn audit(&self) -> Vec<AuditEvent> {
-        let store = SqlStore::connect(&self.db).await.expect("open the store");
-        let rows = SqlAuditSink::new(store)
-            .rows(0, 100_000)
-            .await
-            .expect("audit rows");
-        rows.into_iter()
-            .filter(|row| row.seq.is_some())
-            .map(|row| {
-                let line: Value = serde_json::from_str(&row.line).expect("audit line");
-                serde_json::from_value(line["event"].clone()).expect("audit event")
-            })
-            .collect()
+    /// The gateway in embedded mode: its own store, policy, reviewer tokens and review
+    /// server, with a configured initiator.
+    fn start(&self, steps: Value) -> common::Client {
+        let args = [
+            "--policy".to_owned(),
+            self.policy.display().to_string(),
+            "--tokens".to_owned(),
+            self.tokens.display().to_string(),
+            "--db".to_owned(),
+            self.db.clone(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{}", self.port),
+            "--agent".to_owned(),
+            "claude-code".to_owned(),
+            "--model".to_owned(),
+            "claude-test".to_owned(),
+            "--on-behalf-of".to_owned(),
+            "dana@example.com".to_owned(),
+        ];
+        self.start_with(steps, &args, &[])
     }
 }
 
-struct Client {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Client {
-    async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(STEP_TIMEOUT, self.lines.next_line())
-            .await
-            .expect("the client answered in time")
-            .expect("read the client's output")
-            .expect("the client ended early");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("client line {line:?}: {e}"))
-    }
-
-    async fn finish(mut self) {
-        let status = tokio::time::timeout(STEP_TIMEOUT, self.child.wait())
-            .await
-            .expect("the client exits")
-            .expect("client status");
-        assert!(status.success(), "the client failed: {status}");
-    }
-}
-
-fn names(events: &[AuditEvent], id: RequestId) -> Vec<&'static str> {
-    events
-        .iter()
-        .filter(|e| e.request_id == id)
-        .map(AuditEvent::name)
-        .collect()
-}
-
-fn request_of<'a>(events: &'a [AuditEvent], kind: &str, resource: &str) -> &'a AuditEvent {
-    events
-        .iter()
-        .find(|e| &*e.kind == kind && &*e.resource == resource && e.name() == "requested")
-        .unwrap_or_else(|| panic!("no requested event for {kind} on {resource}"))
-}
-
-fn assert_initiator(event: &AuditEvent) {
-    let EventDetail::Requested { request } = &event.detail else {
-        panic!("not a requested event: {}", event.name());
-    };
-    let initiator = request.initiator.as_ref().expect("an initiator");
-    assert_eq!(initiator.principal.id, "claude-code");
-    assert_eq!(initiator.model.as_deref(), Some("claude-test"));
-    assert_eq!(
-        initiator.on_behalf_of.as_ref().map(|p| p.id.as_str()),
-        Some("dana@example.com")
-    );
-}
-
-fn executed_ok(events: &[AuditEvent], id: RequestId) -> Vec<bool> {
-    events
-        .iter()
-        .filter(|e| e.request_id == id)
-        .filter_map(|e| match &e.detail {
-            EventDetail::Executed { ok, .. } => Some(*ok),
-            _ => None,
-        })
-        .collect()
+fn assert_embedded_initiator(event: &approvals_core::AuditEvent) {
+    assert_initiator(event, "claude-code", "claude-test", "dana@example.com");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +87,7 @@ async fn allowed_calls_pass_and_refused_calls_name_the_rule() {
 
     let events = fx.audit().await;
     let list = request_of(&events, "mcp.fs.list_directory", &fx.path(""));
-    assert_initiator(list);
+    assert_embedded_initiator(list);
     assert_eq!(
         names(&events, list.request_id),
         ["requested", "policy_decided", "grant_consumed", "executed"]
@@ -339,7 +95,7 @@ async fn allowed_calls_pass_and_refused_calls_name_the_rule() {
     assert_eq!(executed_ok(&events, list.request_id), [true]);
 
     let write = request_of(&events, "mcp.fs.write_file", &protected);
-    assert_initiator(write);
+    assert_embedded_initiator(write);
     assert_eq!(
         names(&events, write.request_id),
         ["requested", "policy_decided"]

@@ -1,11 +1,16 @@
-//! `approvals-mcp`: the MCP approval gateway in embedded mode. An MCP client starts it as its
-//! stdio server; it starts the upstream MCP server (the command after `--`) and guards every
-//! tool call with the policy, a local SQLite store, a signed audit log and a review server.
+//! `approvals-mcp`: the MCP approval gateway. An MCP client starts it as its stdio server;
+//! it starts the upstream MCP server (the command after `--`) and guards every tool call,
+//! either embedded (its own policy, SQLite store, signed audit log and review server) or as a
+//! client of a remote `approvals serve` (`--server URL`, agent token in `APPROVALS_TOKEN` or
+//! `--token-file`).
 //!
 //! ```sh
 //! approvals-mcp --server-name fs --resource-arg path --policy policy.toml \
 //!   --tokens reviewers.toml --agent claude-desktop --on-behalf-of you@example.com \
 //!   -- npx @modelcontextprotocol/server-filesystem /srv/data
+//!
+//! APPROVALS_TOKEN=apr_... approvals-mcp --server https://approvals.example.com/ \
+//!   --server-name fs --resource-arg path -- npx @modelcontextprotocol/server-filesystem /srv/data
 //! ```
 
 use std::path::PathBuf;
@@ -13,14 +18,30 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use approvals_mcp::DEFAULT_MAX_MESSAGE_BYTES;
-use approvals_mcp::embedded::{EmbeddedOptions, run};
+use approvals_mcp::embedded::{self, EmbeddedOptions};
+use approvals_mcp::remote::{self, RemoteOptions};
 use clap::Parser;
+
+/// The largest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 
 /// MCP approval gateway: standard input and output speak MCP to the client; the upstream
 /// server is the command after `--`. Nothing is printed on standard output but MCP.
+///
+/// Two modes, exactly one: embedded (--policy, --tokens, --agent, --on-behalf-of, ...: its own
+/// store, audit log and review server), or remote (--server URL: a client of `approvals
+/// serve`, whose policy decides; the initiator is the agent token's principal, with the
+/// on_behalf_of and model set in the server's token file).
 #[derive(Debug, Parser)]
 #[command(name = "approvals-mcp", version)]
 struct Args {
+    /// Remote mode: the approvals server (`approvals serve`) to ask, through its agent API.
+    /// The agent token comes from APPROVALS_TOKEN or --token-file, never the command line.
+    #[arg(long, env = "APPROVALS_SERVER")]
+    server: Option<url::Url>,
+    /// Remote mode: a file holding the agent token (instead of APPROVALS_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// The upstream server's name in action kinds: mcp.<NAME>.<tool>.
     #[arg(long, env = "APPROVALS_MCP_SERVER_NAME")]
     server_name: String,
@@ -28,37 +49,35 @@ struct Args {
     /// without it target the server's name.
     #[arg(long, env = "APPROVALS_MCP_RESOURCE_ARG")]
     resource_arg: Option<String>,
-    /// Policy file (TOML or JSON rules).
+    /// Embedded mode: policy file (TOML or JSON rules).
     #[arg(long, env = "APPROVALS_POLICY")]
-    policy: PathBuf,
-    /// Store URL (SQLite).
-    #[arg(
-        long,
-        env = "APPROVALS_DB",
-        default_value = "sqlite://approvals-mcp.db"
-    )]
-    db: String,
-    /// Reviewers' token file (SHA-256 hashes and principals; `approvals token new`).
+    policy: Option<PathBuf>,
+    /// Embedded mode: store URL (SQLite) [default: sqlite://approvals-mcp.db].
+    #[arg(long, env = "APPROVALS_DB")]
+    db: Option<String>,
+    /// Embedded mode: reviewers' token file (SHA-256 hashes and principals; `approvals token
+    /// new`).
     #[arg(long, env = "APPROVALS_TOKENS")]
-    tokens: PathBuf,
+    tokens: Option<PathBuf>,
     /// Audit log signer key file (`approvals audit keygen`); a new key for this run otherwise.
     #[arg(long, env = "APPROVALS_AUDIT_KEY")]
     audit_key: Option<PathBuf>,
-    /// Where the review server (API and console) listens.
-    #[arg(long, env = "APPROVALS_MCP_LISTEN", default_value = "127.0.0.1:8480")]
-    listen: String,
+    /// Embedded mode: where the review server (API and console) listens [default:
+    /// 127.0.0.1:8480].
+    #[arg(long, env = "APPROVALS_MCP_LISTEN")]
+    listen: Option<String>,
     /// The review server's public URL, when reviewers reach it by another address.
     #[arg(long, env = "APPROVALS_PUBLIC_URL")]
     public_url: Option<url::Url>,
-    /// The agent whose tool calls these are (the requests' initiator).
+    /// Embedded mode: the agent whose tool calls these are (the requests' initiator).
     #[arg(long, env = "APPROVALS_MCP_AGENT")]
-    agent: String,
+    agent: Option<String>,
     /// The agent's model.
     #[arg(long, env = "APPROVALS_MCP_MODEL")]
     model: Option<String>,
-    /// The person the agent acts for (can never approve its requests).
+    /// Embedded mode: the person the agent acts for (can never approve its requests).
     #[arg(long, env = "APPROVALS_MCP_ON_BEHALF_OF")]
-    on_behalf_of: String,
+    on_behalf_of: Option<String>,
     /// A session reference recorded with each request.
     #[arg(long, env = "APPROVALS_MCP_SESSION")]
     session: Option<String>,
@@ -71,6 +90,58 @@ struct Args {
     /// The upstream MCP server's command and arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     upstream: Vec<String>,
+}
+
+/// A usage error: the message and exit code 2.
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("approvals-mcp: {message}");
+    ExitCode::from(2)
+}
+
+/// The flags given, by name, among `flags`.
+fn given(flags: &[(&'static str, bool)]) -> Vec<&'static str> {
+    flags
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// The agent token for remote mode: from `--token-file` or `APPROVALS_TOKEN`, exactly one.
+fn agent_token(token_file: Option<&PathBuf>) -> Result<String, String> {
+    let from_env = std::env::var("APPROVALS_TOKEN").ok();
+    let token = match (token_file, from_env) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "give the agent token either in APPROVALS_TOKEN or with --token-file, not both"
+                    .into(),
+            );
+        }
+        (Some(path), None) => {
+            let text = std::fs::File::open(path)
+                .and_then(|file| {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(file, MAX_TOKEN_FILE_BYTES),
+                        &mut text,
+                    )?;
+                    Ok(text)
+                })
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+            text.trim().to_owned()
+        }
+        (None, Some(token)) => token.trim().to_owned(),
+        (None, None) => {
+            return Err(
+                "--server needs the agent token: set APPROVALS_TOKEN or give --token-file FILE"
+                    .into(),
+            );
+        }
+    };
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err("the agent token is empty or holds whitespace".into());
+    }
+    Ok(token)
 }
 
 #[tokio::main]
@@ -86,25 +157,86 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let options = EmbeddedOptions {
-        upstream_program: program.clone(),
-        upstream_args: upstream_args.to_vec(),
-        server_name: args.server_name,
-        resource_arg: args.resource_arg,
-        policy: args.policy,
-        db: args.db,
-        tokens: args.tokens,
-        audit_key: args.audit_key,
-        listen: args.listen,
-        public_url: args.public_url,
-        agent: args.agent,
-        model: args.model,
-        on_behalf_of: args.on_behalf_of,
-        session: args.session,
-        max_message_bytes: args.max_message_bytes,
-        progress_every: Duration::from_secs(args.progress_every),
+    let embedded_flags = given(&[
+        ("--policy", args.policy.is_some()),
+        ("--db", args.db.is_some()),
+        ("--tokens", args.tokens.is_some()),
+        ("--audit-key", args.audit_key.is_some()),
+        ("--listen", args.listen.is_some()),
+        ("--public-url", args.public_url.is_some()),
+    ]);
+    let initiator_flags = given(&[
+        ("--agent", args.agent.is_some()),
+        ("--model", args.model.is_some()),
+        ("--on-behalf-of", args.on_behalf_of.is_some()),
+    ]);
+    let progress_every = Duration::from_secs(args.progress_every);
+
+    let result = if let Some(server) = args.server {
+        if !embedded_flags.is_empty() {
+            return usage(format!(
+                "--server asks a remote approvals server, whose policy, store, reviewers and audit log decide; {} belong to embedded mode: drop them, or drop --server",
+                embedded_flags.join(", ")
+            ));
+        }
+        if !initiator_flags.is_empty() {
+            return usage(format!(
+                "with --server the initiator is the agent token's principal, with the on_behalf_of and model set in the server's token file; {} do not apply",
+                initiator_flags.join(", ")
+            ));
+        }
+        let token = match agent_token(args.token_file.as_ref()) {
+            Ok(token) => token,
+            Err(message) => return usage(message),
+        };
+        remote::run(RemoteOptions {
+            upstream_program: program.clone(),
+            upstream_args: upstream_args.to_vec(),
+            server_name: args.server_name,
+            resource_arg: args.resource_arg,
+            server,
+            token,
+            session: args.session,
+            max_message_bytes: args.max_message_bytes,
+            progress_every,
+        })
+        .await
+        .map_err(|e| e.to_string())
+    } else {
+        if args.token_file.is_some() {
+            return usage("--token-file is for remote mode: give --server URL too");
+        }
+        let (Some(policy), Some(tokens), Some(agent), Some(on_behalf_of)) =
+            (args.policy, args.tokens, args.agent, args.on_behalf_of)
+        else {
+            return usage(
+                "give either --server URL (remote mode), or --policy FILE --tokens FILE --agent ID --on-behalf-of PERSON (embedded mode)",
+            );
+        };
+        embedded::run(EmbeddedOptions {
+            upstream_program: program.clone(),
+            upstream_args: upstream_args.to_vec(),
+            server_name: args.server_name,
+            resource_arg: args.resource_arg,
+            policy,
+            db: args
+                .db
+                .unwrap_or_else(|| "sqlite://approvals-mcp.db".to_owned()),
+            tokens,
+            audit_key: args.audit_key,
+            listen: args.listen.unwrap_or_else(|| "127.0.0.1:8480".to_owned()),
+            public_url: args.public_url,
+            agent,
+            model: args.model,
+            on_behalf_of,
+            session: args.session,
+            max_message_bytes: args.max_message_bytes,
+            progress_every,
+        })
+        .await
+        .map_err(|e| e.to_string())
     };
-    match run(options).await {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("approvals-mcp: {e}");

@@ -12,11 +12,11 @@
 //! - needs approval: the call waits. The client gets a log message (`notifications/message`)
 //!   with the review link and, when it sent a progress token, progress notifications. A
 //!   `notifications/cancelled` from the client withdraws the request. Once approved, exactly
-//!   that call runs once, through the grant ([`Gate::execute`](approvals_core::Gate::execute)),
-//!   and its outcome is audited; a denial returns the reviewer's reason.
+//!   that call runs once, through the single-use grant, and its outcome is audited; a
+//!   denial returns the reviewer's reason.
 //!
 //! Where the approvals are decided is an [`Approvals`] implementation: [`InProcess`] asks a
-//! gate in this process (embedded mode); [`remote::Remote`] (feature `remote`) asks an
+//! gate in this process (embedded mode); `remote::Remote` (feature `remote`) asks an
 //! `approvals serve` through its agent API with an agent token, so one approval service
 //! serves many gateways. The agent the calls are made for is the gate's configured initiator,
 //! or in remote mode the token's principal (with its `on_behalf_of`), never anything in a
@@ -25,7 +25,7 @@
 //! either side is bounded ([`DEFAULT_MAX_MESSAGE_BYTES`]).
 //!
 //! With the `embedded` feature, [`embedded::run`] assembles the whole thing (SQLite store,
-//! signed audit log, review server); with `remote`, [`remote::run`] connects to a server; the
+//! signed audit log, review server); with `remote`, `remote::run` connects to a server; the
 //! `cli` feature builds the `approvals-mcp` binary with both.
 
 pub mod action;

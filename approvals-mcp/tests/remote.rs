@@ -397,6 +397,65 @@ async fn an_unreachable_server_fails_closed() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_crash_cancels_the_remote_request() {
+    if missing_prerequisite().is_some() {
+        return;
+    }
+    let fx = Fixture::new();
+    let server = Server::start(&fx).await;
+    let report = fx.path("report.txt");
+    let mut client = server.gateway(
+        &fx,
+        json!([
+            {"op": "call", "tool": "write_file", "args": {"path": report, "content": "r"}},
+            {"op": "call", "tool": "list_directory", "args": {"path": fx.path("")}},
+        ]),
+    );
+    client.next().await; // initialize
+    let pending = fx.next_request("pending", &[]).await;
+    let pid = std::fs::read_to_string(&fx.pidfile).expect("the upstream's pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    for _ in 0..2 {
+        let failed = client.next().await;
+        assert_eq!(failed["is_error"], true, "{failed}");
+        assert!(
+            failed["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("upstream MCP server stopped")),
+            "{failed}"
+        );
+    }
+    client.finish().await;
+
+    assert_eq!(fx.state_of(pending.id).await, RequestState::Cancelled);
+    assert!(!Path::new(&report).exists());
+    let events = fx.audit().await;
+    let cancelled = events
+        .iter()
+        .find(|e| e.request_id == pending.id && e.name() == "cancelled")
+        .expect("a cancelled event");
+    let EventDetail::Cancelled { by, reason } = &cancelled.detail else {
+        panic!("not a cancel");
+    };
+    assert_eq!(by.as_ref().map(|p| p.id.as_str()), Some(AGENT));
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("upstream MCP server stopped")),
+        "{reason:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.name() == "executed"),
+        "something was reported executed after the crash"
+    );
+}
+
 /// Remote mode's flags: the initiator and the embedded settings belong to the server, and the
 /// token never comes from the command line.
 #[test]

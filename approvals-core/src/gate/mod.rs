@@ -260,6 +260,7 @@ impl GateBuilder {
                 audit_recovery_after: self.audit_recovery_after,
                 waiters: Mutex::new(HashMap::new()),
                 updates: Mutex::new(HashMap::new()),
+                reporting: Mutex::default(),
                 forwarder: Mutex::new(None),
             }),
         })
@@ -301,6 +302,8 @@ struct Inner {
     /// Requests whose channels are being told of a change, with the changes queued behind it
     /// (see `Gate::notify_channels`).
     updates: Mutex<HashMap<RequestId, io::Updates>>,
+    /// Requests whose execution outcome is being recorded (see `Gate::finish_execution`).
+    reporting: Mutex<std::collections::HashSet<RequestId>>,
     /// The task that turns the store's change notifications into wake-ups of the one waiter
     /// concerned (started with the first wait).
     forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,

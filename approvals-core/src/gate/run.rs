@@ -306,13 +306,20 @@ impl Gate {
     /// `executed` and moves the request to Executed or Failed ([`lifecycle::finish`]); returns
     /// the record as it now is. Refused for anyone but the initiator, and for a request that
     /// is not executing: one never started ([`GuardError::InvalidRequest`]) or one whose
-    /// outcome is already recorded ([`GuardError::GrantUsed`]).
+    /// outcome is already recorded, or being recorded by this gate ([`GuardError::GrantUsed`]):
+    /// two reports racing through one gate record one outcome.
     pub async fn finish_execution(
         &self,
         id: RequestId,
         caller: &Initiator,
         error: Option<String>,
     ) -> Result<RequestRecord, GuardError> {
+        let Some(_reporting) = Reporting::claim(&self.inner.reporting, id) else {
+            return Err(GuardError::GrantUsed {
+                id,
+                state: RequestState::Executing,
+            });
+        };
         let record = self.load(id).await?;
         self.check_executor(&record, caller).await?;
         if let Err(e) = lifecycle::finish(&record, error.clone(), self.now()) {
@@ -427,4 +434,34 @@ enum WaitStep {
     Again,
     /// Approved and audited: the grant.
     Done(Box<Grant>),
+}
+
+/// An outcome report of one request in progress through this gate; dropping it ends the
+/// claim.
+struct Reporting<'a> {
+    claims: &'a std::sync::Mutex<std::collections::HashSet<RequestId>>,
+    id: RequestId,
+}
+
+impl<'a> Reporting<'a> {
+    /// Claims `id`, or `None` when another report of it is in progress.
+    fn claim(
+        claims: &'a std::sync::Mutex<std::collections::HashSet<RequestId>>,
+        id: RequestId,
+    ) -> Option<Self> {
+        let mut held = claims.lock().unwrap_or_else(|e| e.into_inner());
+        // Not `then_some`: that would build (and drop, locking again) a claim on refusal.
+        if held.insert(id) {
+            Some(Reporting { claims, id })
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Reporting<'_> {
+    fn drop(&mut self) {
+        let mut held = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.id);
+    }
 }

@@ -508,6 +508,7 @@ pub(crate) enum DefaultWitness<'a> {
     /// Beside this log file.
     File(&'a Path),
     /// Read already (a database's witness table): label and note.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     Note(String, Option<String>),
     /// The log has no default witness (a reader).
     None,
@@ -644,6 +645,7 @@ impl LogVerifier {
                     let note = super::witness::read_witness_file(&path)?;
                     vec![(format!("file {}", path.display()), note)]
                 }
+                #[cfg(any(feature = "sqlite", feature = "postgres"))]
                 DefaultWitness::Note(label, note) => vec![(label, note)],
                 // Bytes from a reader come from nowhere in particular: without a witness
                 // named for them, completeness is unproven (and reports say so).

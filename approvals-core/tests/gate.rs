@@ -1402,6 +1402,42 @@ async fn reviews_and_reads_on_a_hanging_store_fail_within_the_timeout() {
     assert!(!recorded);
 }
 
+/// A refused grant token or callback is recorded with its detail bounded, whatever length the
+/// door or channel passed on from outside; an unknown request records nothing.
+#[tokio::test]
+async fn refusals_from_outside_are_recorded_bounded() {
+    use approvals_core::{EventDetail, RejectCause};
+    let fx = Fixture::new();
+    let id = fx.pending(&export(10)).await;
+    let long = "x".repeat(100_000);
+    assert!(
+        fx.gate
+            .record_rejected_callback(id, None, "slack", RejectCause::Forged, &long)
+            .await
+    );
+    assert!(
+        fx.gate
+            .record_rejected_grant(id, RejectCause::Forged, &long)
+            .await
+    );
+    assert!(
+        !fx.gate
+            .record_rejected_grant(RequestId::new(), RejectCause::Forged, "x")
+            .await
+    );
+    let details: Vec<usize> = fx
+        .audit
+        .events()
+        .iter()
+        .filter_map(|e| match &e.detail {
+            EventDetail::ReviewRejected { detail, .. }
+            | EventDetail::GrantRejected { detail, .. } => Some(detail.chars().count()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(details, [1024, 1024]);
+}
+
 /// Holds the `approved` event until released, or fails it a given number of times.
 struct GatedAudit {
     inner: MemorySink,

@@ -16,6 +16,10 @@ use crate::error::{Component, GuardError};
 use crate::request::Digest;
 use crate::store::{RequestId, RequestRecord, StoreError};
 
+/// The longest detail (in characters) kept in an event about a refused grant token or
+/// callback: the detail comes from outside, through a door or a channel.
+pub(super) const MAX_REFUSAL_DETAIL_CHARS: usize = 1024;
+
 impl Gate {
     pub(super) fn event(&self, record: &RequestRecord, detail: EventDetail) -> AuditEvent {
         AuditEvent {
@@ -44,6 +48,17 @@ impl Gate {
         self.record_bounded(event)
             .await
             .map_err(|e| GuardError::unavailable(Component::Audit, e))
+    }
+
+    /// Records `detail` about request `id` when the request exists: a refusal at a door or in
+    /// a channel, which changes no state. Returns whether the event was written (`false`
+    /// when there is no such request, or the store or the sink failed).
+    pub(super) async fn record_about(&self, id: RequestId, detail: EventDetail) -> bool {
+        let Ok(Some(record)) = self.bounded(self.inner.store.get(id)).await else {
+            return false;
+        };
+        let event = self.event(&record, detail);
+        self.record_bounded(&event).await.is_ok()
     }
 
     /// Records one event, waiting no longer than the store timeout: a hung sink refuses the

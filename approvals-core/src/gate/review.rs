@@ -1,7 +1,7 @@
 //! Reviewing: applying verdicts, refusing and recording bad ones, cancelling, reading.
 
 use super::Gate;
-use super::io::to_delta;
+use super::io::{MAX_REFUSAL_DETAIL_CHARS, to_delta};
 use super::maintenance::CancelOutcome;
 use crate::approver::Decisions;
 use crate::audit::{EventDetail, RejectCause};
@@ -130,19 +130,13 @@ impl Gate {
         cause: RejectCause,
         detail: &str,
     ) -> bool {
-        let Ok(Some(record)) = self.bounded(self.inner.store.get(id)).await else {
-            return false;
+        let detail = EventDetail::ReviewRejected {
+            reviewer,
+            channel: channel.to_owned(),
+            cause,
+            detail: crate::text::truncate(detail, MAX_REFUSAL_DETAIL_CHARS).into_owned(),
         };
-        let event = self.event(
-            &record,
-            EventDetail::ReviewRejected {
-                reviewer,
-                channel: channel.to_owned(),
-                cause,
-                detail: detail.to_owned(),
-            },
-        );
-        self.record_bounded(&event).await.is_ok()
+        self.record_about(id, detail).await
     }
 
     /// Withdraws a pending request. `by` is recorded; who may cancel is the caller's decision

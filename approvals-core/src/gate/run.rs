@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use super::io::{EventSubject, to_delta};
+use super::io::{EventSubject, MAX_REFUSAL_DETAIL_CHARS, to_delta};
 use super::{Gate, Grant};
 use crate::audit::{EventDetail, RejectCause};
 use crate::error::GuardError;
@@ -360,17 +360,9 @@ impl Gate {
         cause: RejectCause,
         detail: &str,
     ) -> bool {
-        let Ok(Some(record)) = self.bounded(self.inner.store.get(id)).await else {
-            return false;
-        };
-        let event = self.event(
-            &record,
-            EventDetail::GrantRejected {
-                cause,
-                detail: crate::text::truncate(detail, 1024).into_owned(),
-            },
-        );
-        self.record_bounded(&event).await.is_ok()
+        let detail = crate::text::truncate(detail, MAX_REFUSAL_DETAIL_CHARS).into_owned();
+        self.record_about(id, EventDetail::GrantRejected { cause, detail })
+            .await
     }
 
     async fn load(&self, id: RequestId) -> Result<RequestRecord, GuardError> {

@@ -408,30 +408,62 @@ async fn interrupted(
     signal: Caught,
     out: &mut Progress,
 ) -> Result<u8, Failure> {
-    let reason = format!(
+    let withdrawal = match gate
+        .cancel(id, Some(by.clone()), Some(interrupted_reason(signal)))
+        .await
+    {
+        Ok(_) => Withdrawal::Cancelled,
+        Err(ReviewError::AlreadyDecided { state, .. }) => {
+            Withdrawal::AlreadyResolved(state.to_string())
+        }
+        Err(e) => Withdrawal::Failed(e.to_string()),
+    };
+    withdrawn(id, signal, withdrawal, out)
+}
+
+/// The reason recorded when a signal withdraws the request.
+fn interrupted_reason(signal: Caught) -> String {
+    format!(
         "approvals exec was interrupted by {} while waiting",
         signal.name()
-    );
-    match gate.cancel(id, Some(by.clone()), Some(reason)).await {
-        Ok(_) => {
+    )
+}
+
+/// What became of a pending request that a signal withdrew.
+enum Withdrawal {
+    Cancelled,
+    /// It was resolved first (`state`: `approved`, `denied`, or `decided` when not known).
+    AlreadyResolved(String),
+    /// It could not be cancelled (why, on one line).
+    Failed(String),
+}
+
+/// Reports a withdrawal on one line; exec exits with [`exit::CANCELLED`], or
+/// [`exit::UNAVAILABLE`] when the request stays pending.
+fn withdrawn(
+    id: RequestId,
+    signal: Caught,
+    withdrawal: Withdrawal,
+    out: &mut Progress,
+) -> Result<u8, Failure> {
+    let signal = signal.name();
+    match withdrawal {
+        Withdrawal::Cancelled => {
             out.line(&format!(
-                "interrupted by {}: request {id} cancelled; the command was not run",
-                signal.name()
+                "interrupted by {signal}: request {id} cancelled; the command was not run"
             ));
             Ok(exit::CANCELLED)
         }
-        Err(ReviewError::AlreadyDecided { state, .. }) => {
+        Withdrawal::AlreadyResolved(state) => {
             out.line(&format!(
-                "interrupted by {}: request {id} was already {state}; the command was not run",
-                signal.name()
+                "interrupted by {signal}: request {id} was already {state}; the command was not run"
             ));
             Ok(exit::CANCELLED)
         }
-        Err(e) => Err(Failure::new(
+        Withdrawal::Failed(why) => Err(Failure::new(
             exit::UNAVAILABLE,
             format!(
-                "interrupted by {}; the command was not run, but request {id} could not be cancelled ({e}); it stays pending until it expires",
-                signal.name()
+                "interrupted by {signal}; the command was not run, but request {id} could not be cancelled ({why}); it stays pending until it expires"
             ),
         )),
     }

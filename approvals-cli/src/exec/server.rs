@@ -11,7 +11,7 @@ use url::Url;
 
 use super::child::{Caught, RunError, Signals, run_child};
 use super::output::{Progress, human, one_line, shell_line};
-use super::{ExecArgs, exit};
+use super::{ExecArgs, Withdrawal, exit, interrupted_reason, withdrawn};
 use crate::command::{Failure, term};
 
 /// How long one `GET /v1/requests/{id}/wait` parks on the server (it accepts up to 60 s).
@@ -203,34 +203,14 @@ async fn interrupted(
     signal: Caught,
     out: &mut Progress,
 ) -> Result<u8, Failure> {
-    let reason = format!(
-        "approvals exec was interrupted by {} while waiting",
-        signal.name()
-    );
-    match client.cancel(id, Some(&reason)).await {
-        Ok(_) => {
-            out.line(&format!(
-                "interrupted by {}: request {id} cancelled; the command was not run",
-                signal.name()
-            ));
-            Ok(exit::CANCELLED)
-        }
+    let withdrawal = match client.cancel(id, Some(&interrupted_reason(signal))).await {
+        Ok(_) => Withdrawal::Cancelled,
         Err(ClientError::Problem(p)) if p.status == 409 => {
-            out.line(&format!(
-                "interrupted by {}: request {id} was already decided; the command was not run",
-                signal.name()
-            ));
-            Ok(exit::CANCELLED)
+            Withdrawal::AlreadyResolved("decided".to_owned())
         }
-        Err(e) => Err(Failure::new(
-            exit::UNAVAILABLE,
-            format!(
-                "interrupted by {}; the command was not run, but request {id} could not be cancelled ({}); it stays pending until it expires",
-                signal.name(),
-                term(&one_line(&e.to_string()))
-            ),
-        )),
-    }
+        Err(e) => Withdrawal::Failed(term(&one_line(&e.to_string()))),
+    };
+    withdrawn(id, signal, withdrawal, out)
 }
 
 /// A failed API call as exec's exit code and one line.

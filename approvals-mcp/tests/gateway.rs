@@ -13,7 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use approvals_core::{Digest, EventDetail, RequestState};
-use common::{Fixture, assert_initiator, executed_ok, missing_prerequisite, names, request_of};
+use common::{
+    Fixture, assert_initiator, executed_ok, missing_prerequisite, names, request_of, tool_text,
+};
 use serde_json::{Value, json};
 
 impl Fixture {
@@ -69,17 +71,11 @@ async fn allowed_calls_pass_and_refused_calls_name_the_rule() {
     assert!(tools.contains(&"write_file") && tools.contains(&"list_directory"));
 
     let listed = client.next().await;
-    assert_eq!(listed["is_error"], false, "{listed}");
-    assert!(
-        listed["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("hello.txt")),
-        "{listed}"
-    );
+    let text = tool_text(&listed, false);
+    assert!(text.contains("hello.txt"), "{text}");
 
     let refused = client.next().await;
-    assert_eq!(refused["is_error"], true, "{refused}");
-    let text = refused["text"].as_str().unwrap_or_default();
+    let text = tool_text(&refused, true);
     assert!(text.contains("protected-files"), "{text}");
     assert!(text.contains("read-only for agents"), "{text}");
     client.finish().await;
@@ -165,13 +161,8 @@ async fn an_approved_call_runs_once_and_changed_arguments_need_a_new_approval() 
         .await
         .expect("deny");
     let denied = client.next().await;
-    assert_eq!(denied["is_error"], true, "{denied}");
-    assert!(
-        denied["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("v2 drops the changelog")),
-        "{denied}"
-    );
+    let text = tool_text(&denied, true);
+    assert!(text.contains("v2 drops the changelog"), "{text}");
     client.finish().await;
     assert_eq!(std::fs::read_to_string(&notes).expect("file"), "v1");
 
@@ -278,21 +269,11 @@ async fn an_upstream_crash_fails_closed() {
     assert!(killed.success());
 
     let failed = client.next().await;
-    assert_eq!(failed["is_error"], true, "{failed}");
-    assert!(
-        failed["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("upstream MCP server stopped")),
-        "{failed}"
-    );
+    let text = tool_text(&failed, true);
+    assert!(text.contains("upstream MCP server stopped"), "{text}");
     let after = client.next().await;
-    assert_eq!(after["is_error"], true, "{after}");
-    assert!(
-        after["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("upstream MCP server stopped")),
-        "{after}"
-    );
+    let text = tool_text(&after, true);
+    assert!(text.contains("upstream MCP server stopped"), "{text}");
     client.finish().await;
 
     assert_eq!(fx.state_of(pending.id).await, RequestState::Cancelled);

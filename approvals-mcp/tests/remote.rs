@@ -20,7 +20,10 @@ use approvals_core::{
 use approvals_http::{ConsoleLinkApprover, ReviewServer, Tokens};
 use approvals_store_sql::SqlStore;
 use approvals_store_sql::audit::{LogConfig, Signer};
-use common::{Fixture, assert_initiator, executed_ok, missing_prerequisite, names, request_of};
+use common::{
+    Fixture, assert_initiator, cancellation, executed_ok, missing_prerequisite, names, request_of,
+    tool_text,
+};
 use serde_json::{Value, json};
 
 const AGENT_TOKEN: &str = "test-agent-token-not-a-secret-0123456789";
@@ -180,16 +183,10 @@ async fn allowed_calls_pass_and_refused_calls_name_the_rule() {
     assert_eq!(client.next().await["server"], "approvals-mcp");
 
     let listed = client.next().await;
-    assert_eq!(listed["is_error"], false, "{listed}");
-    assert!(
-        listed["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("hello.txt")),
-        "{listed}"
-    );
+    let text = tool_text(&listed, false);
+    assert!(text.contains("hello.txt"), "{text}");
     let refused = client.next().await;
-    assert_eq!(refused["is_error"], true, "{refused}");
-    let text = refused["text"].as_str().unwrap_or_default();
+    let text = tool_text(&refused, true);
     assert!(text.contains("protected-files"), "{text}");
     assert!(text.contains("read-only for agents"), "{text}");
     client.finish().await;
@@ -269,8 +266,7 @@ async fn an_approved_call_runs_once_and_changed_arguments_need_a_new_approval() 
         .await
         .expect("deny");
     let denied = client.next().await;
-    assert_eq!(denied["is_error"], true, "{denied}");
-    let text = denied["text"].as_str().unwrap_or_default();
+    let text = tool_text(&denied, true);
     assert!(text.contains("v2 drops the changelog"), "{text}");
     assert!(text.contains("sam@example.com"), "{text}");
     client.finish().await;
@@ -333,19 +329,11 @@ async fn a_client_cancel_cancels_the_remote_request() {
     assert_eq!(fx.state_of(pending.id).await, RequestState::Cancelled);
     assert!(!Path::new(&draft).exists());
     let events = fx.audit().await;
-    let cancelled = events
-        .iter()
-        .find(|e| e.request_id == pending.id && e.name() == "cancelled")
-        .expect("a cancelled event");
-    let EventDetail::Cancelled { by, reason } = &cancelled.detail else {
-        panic!("not a cancel");
-    };
-    assert_eq!(by.as_ref().map(|p| p.id.as_str()), Some(AGENT));
+    let (by, reason) = cancellation(&events, pending.id);
+    assert_eq!(by, Some(AGENT));
     assert!(
-        reason
-            .as_deref()
-            .is_some_and(|r| r.contains("the MCP client cancelled the tool call")),
-        "{reason:?}"
+        reason.contains("the MCP client cancelled the tool call"),
+        "{reason}"
     );
     assert!(executed_ok(&events, pending.id).is_empty());
 }
@@ -374,8 +362,7 @@ async fn an_unreachable_server_fails_closed() {
 
     for path in [&first, &second] {
         let failed = client.next().await;
-        assert_eq!(failed["is_error"], true, "{failed}");
-        let text = failed["text"].as_str().unwrap_or_default();
+        let text = tool_text(&failed, true);
         assert!(
             text.contains("Not run") && text.contains("approvals server is unreachable"),
             "{text}"
@@ -423,33 +410,17 @@ async fn an_upstream_crash_cancels_the_remote_request() {
 
     for _ in 0..2 {
         let failed = client.next().await;
-        assert_eq!(failed["is_error"], true, "{failed}");
-        assert!(
-            failed["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("upstream MCP server stopped")),
-            "{failed}"
-        );
+        let text = tool_text(&failed, true);
+        assert!(text.contains("upstream MCP server stopped"), "{text}");
     }
     client.finish().await;
 
     assert_eq!(fx.state_of(pending.id).await, RequestState::Cancelled);
     assert!(!Path::new(&report).exists());
     let events = fx.audit().await;
-    let cancelled = events
-        .iter()
-        .find(|e| e.request_id == pending.id && e.name() == "cancelled")
-        .expect("a cancelled event");
-    let EventDetail::Cancelled { by, reason } = &cancelled.detail else {
-        panic!("not a cancel");
-    };
-    assert_eq!(by.as_ref().map(|p| p.id.as_str()), Some(AGENT));
-    assert!(
-        reason
-            .as_deref()
-            .is_some_and(|r| r.contains("upstream MCP server stopped")),
-        "{reason:?}"
-    );
+    let (by, reason) = cancellation(&events, pending.id);
+    assert_eq!(by, Some(AGENT));
+    assert!(reason.contains("upstream MCP server stopped"), "{reason}");
     assert!(
         !events.iter().any(|e| e.name() == "executed"),
         "something was reported executed after the crash"

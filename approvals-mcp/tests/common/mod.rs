@@ -247,6 +247,29 @@ impl Client {
     }
 }
 
+/// The text of a tool result as the Python client reported it, after checking whether the
+/// gateway marked it as an error (`isError`).
+pub fn tool_text(result: &Value, is_error: bool) -> &str {
+    assert_eq!(result["is_error"], is_error, "{result}");
+    result["text"].as_str().unwrap_or_default()
+}
+
+/// Who cancelled request `id` and why, from its `cancelled` event (the reason empty when
+/// none was given).
+pub fn cancellation(events: &[AuditEvent], id: RequestId) -> (Option<&str>, &str) {
+    let cancelled = events
+        .iter()
+        .find(|e| e.request_id == id && e.name() == "cancelled")
+        .expect("a cancelled event");
+    let EventDetail::Cancelled { by, reason } = &cancelled.detail else {
+        panic!("not a cancel: {}", cancelled.name());
+    };
+    (
+        by.as_ref().map(|p| p.id.as_str()),
+        reason.as_deref().unwrap_or_default(),
+    )
+}
+
 pub fn names(events: &[AuditEvent], id: RequestId) -> Vec<&'static str> {
     events
         .iter()

@@ -46,6 +46,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod agent;
+mod allowed;
 pub mod api;
 pub mod auth;
 pub mod client;

@@ -144,7 +144,7 @@ impl ReviewServerBuilder {
                 metrics: std::sync::OnceLock::new(),
                 signer,
                 issuer: self.issuer,
-                allowed: crate::agent::AllowedGrants::default(),
+                allowed: crate::allowed::AllowedGrants::default(),
             }),
         }
     }

@@ -1,9 +1,10 @@
-//! What the API and the console share: the server's state ([`Shared`]: gate, tokens,
-//! sessions, grant signer, settings) and the response helpers both build answers with.
+//! What the API, the agent API and the console share: the server's state ([`Shared`]: gate,
+//! tokens, sessions, grant signer, settings), bearer-token authentication, request parsing
+//! (JSON bodies, request ids) and the response helpers they build answers with.
 
 use std::sync::Arc;
 
-use approvals_core::Gate;
+use approvals_core::{Gate, Principal, RequestId};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use url::Url;
@@ -29,16 +30,12 @@ pub(crate) struct Shared {
     /// The `iss` claim of those tokens.
     pub(crate) issuer: String,
     /// Grants of actions the policy allowed outright (not stored), until they are run.
-    pub(crate) allowed: crate::agent::AllowedGrants,
+    pub(crate) allowed: crate::allowed::AllowedGrants,
 }
 
 impl Shared {
     /// The console page of request `id`: under the public URL, or the `Host` the caller used.
-    pub(crate) fn review_url(
-        &self,
-        request: &Request<Bytes>,
-        id: approvals_core::RequestId,
-    ) -> Option<String> {
+    pub(crate) fn review_url(&self, request: &Request<Bytes>, id: RequestId) -> Option<String> {
         let base = match &self.public_url {
             Some(url) => url.clone(),
             None => {
@@ -108,4 +105,84 @@ pub(crate) fn redirect(location: &str) -> Response<Bytes> {
         r.headers_mut().insert(header::LOCATION, value);
     }
     r
+}
+
+/// The request's body as a JSON object (`application/json` only; an empty body is `{}`).
+pub(crate) fn json_object(
+    request: &Request<Bytes>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
+    let body = request.body();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    let invalid = |e: serde_json::Error| {
+        Problem::bad_request(format!(
+            "the body is not valid for this call: {}",
+            crate::html::truncate(&e.to_string(), 300)
+        ))
+    };
+    // Only an object: serde would also read a struct from a JSON array of its fields.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    match value {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => Err(Problem::bad_request(
+            "the body must be a JSON object, for example {\"reason\": \"...\"}",
+        )),
+    }
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<RequestId, Problem> {
+    RequestId::parse(raw).map_err(|_| {
+        Problem::bad_request(format!(
+            "{:?} is not a request id; ids are UUIDs like 0193a5c4-7e1f-7b2a-9c3d-4e5f60718293",
+            crate::html::truncate(raw, 60)
+        ))
+    })
+}
+
+/// The principal for the request's bearer token.
+pub(crate) fn authenticate(
+    shared: &Shared,
+    request: &Request<Bytes>,
+) -> Result<Principal, Problem> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Err(Problem::unauthenticated(
+            "send Authorization: Bearer <token>; ask an administrator for a token (approvals token new)",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Problem::unauthenticated("the Authorization header must be \"Bearer <token>\"")
+        })?;
+    shared
+        .tokens
+        .principal(token)
+        .cloned()
+        .ok_or_else(|| Problem::unauthenticated("the token is not valid (unknown or revoked)"))
 }

@@ -15,9 +15,21 @@ use crate::problem::Problem;
 use crate::server::ReviewServer;
 use crate::view::{ExecutionView, Me, RequestList, RequestView, SubmitBody, Submitted, WaitResult};
 
-/// Builds the HTTP client used by this crate: rustls with the `ring` provider, the platform's
-/// certificate verifier, no redirects (a redirect could carry a bearer token elsewhere).
+/// Builds the HTTP client used by this crate: [`http_client_builder`] with `timeout` on each
+/// request (and at most 5 seconds to connect).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    http_client_builder()?
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// An HTTP client builder with this crate's settings and no timeouts, for callers whose
+/// requests are long-lived (a streamed MCP answer): rustls with the `ring` provider, the
+/// platform's certificate verifier, no redirects (a redirect could carry a bearer token
+/// elsewhere).
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -25,13 +37,9 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .with_platform_verifier()
         .map_err(|e| e.to_string())?
         .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .build()
-        .map_err(|e| e.to_string())
+        .redirect(reqwest::redirect::Policy::none()))
 }
 
 /// A failed API call.

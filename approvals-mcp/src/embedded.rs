@@ -10,15 +10,15 @@ use approvals_store_sql::SqlStore;
 use approvals_store_sql::audit::{LogConfig, Signer};
 use url::Url;
 
-use crate::{Gateway, GatewayOptions, InProcess, ToolMapping, Upstream, serve_stdio};
+use crate::{
+    Gateway, GatewayOptions, InProcess, ToolMapping, Upstream, UpstreamTarget, serve_stdio,
+};
 
 /// Everything embedded mode needs; the `approvals-mcp` binary fills it from its flags.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
-    /// The upstream MCP server's program.
-    pub upstream_program: String,
-    /// Its arguments.
-    pub upstream_args: Vec<String>,
+    /// The upstream MCP server.
+    pub upstream: UpstreamTarget,
     /// The server's name in action kinds (`mcp.<server>.<tool>`).
     pub server_name: String,
     /// The tool argument that names the action's resource.
@@ -138,13 +138,9 @@ pub async fn run(options: EmbeddedOptions) -> Result<(), EmbeddedError> {
         gate.policy_version()
     );
 
-    let upstream = Upstream::spawn(
-        &options.upstream_program,
-        &options.upstream_args,
-        options.max_message_bytes,
-    )
-    .await
-    .map_err(|e| EmbeddedError(e.to_string()))?;
+    let upstream = Upstream::start(&options.upstream, options.max_message_bytes)
+        .await
+        .map_err(|e| EmbeddedError(e.to_string()))?;
     let mut gateway_options = GatewayOptions::new(mapping);
     gateway_options.review_url = Some(review_url);
     gateway_options.progress_every = options.progress_every;

@@ -25,11 +25,15 @@
 //! either side is bounded ([`DEFAULT_MAX_MESSAGE_BYTES`]).
 //!
 //! With the `embedded` feature, [`embedded::run`] assembles the whole thing (SQLite store,
-//! signed audit log, review server); with `remote`, `remote::run` connects to a server; the
-//! `cli` feature builds the `approvals-mcp` binary with both.
+//! signed audit log, review server); with `remote`, `remote::run` connects to a server; with
+//! `http-upstream`, the upstream server may be a streamable-HTTP endpoint
+//! ([`UpstreamTarget`]); the `cli` feature builds the command line (`cli::run`, the
+//! `approvals-mcp` binary, and `approvals mcp-proxy` in approvals-cli) with all of them.
 
 pub mod action;
 pub mod approvals;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod gateway;
@@ -40,4 +44,4 @@ pub mod upstream;
 pub use action::{MappingError, ToolMapping, refusal_text};
 pub use approvals::{Approvals, Asked, CallFailed, InProcess};
 pub use gateway::{Gateway, GatewayOptions, serve_stdio};
-pub use upstream::{DEFAULT_MAX_MESSAGE_BYTES, Upstream, UpstreamError};
+pub use upstream::{DEFAULT_MAX_MESSAGE_BYTES, Upstream, UpstreamError, UpstreamTarget};

@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::action::refusal_text;
 use crate::approvals::{Approvals, Asked, CallFailed, refused};
-use crate::{Gateway, GatewayOptions, ToolMapping, Upstream, serve_stdio};
+use crate::{Gateway, GatewayOptions, ToolMapping, Upstream, UpstreamTarget, serve_stdio};
 
 /// How long one `GET /v1/requests/{id}/wait` parks on the server by default (at most 60 s).
 pub const DEFAULT_WAIT_STEP: Duration = Duration::from_secs(30);
@@ -210,10 +210,8 @@ impl Approvals for Remote {
 /// environment.
 #[derive(Clone)]
 pub struct RemoteOptions {
-    /// The upstream MCP server's program.
-    pub upstream_program: String,
-    /// Its arguments.
-    pub upstream_args: Vec<String>,
+    /// The upstream MCP server.
+    pub upstream: UpstreamTarget,
     /// The server's name in action kinds (`mcp.<server>.<tool>`).
     pub server_name: String,
     /// The tool argument that names the action's resource.
@@ -233,8 +231,7 @@ pub struct RemoteOptions {
 impl std::fmt::Debug for RemoteOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteOptions")
-            .field("upstream_program", &self.upstream_program)
-            .field("upstream_args", &self.upstream_args)
+            .field("upstream", &self.upstream)
             .field("server_name", &self.server_name)
             .field("resource_arg", &self.resource_arg)
             .field("server", &self.server.as_str())
@@ -282,13 +279,9 @@ pub async fn run(options: RemoteOptions) -> Result<(), RemoteError> {
         options.server, me.principal.id
     );
 
-    let upstream = Upstream::spawn(
-        &options.upstream_program,
-        &options.upstream_args,
-        options.max_message_bytes,
-    )
-    .await
-    .map_err(|e| RemoteError(e.to_string()))?;
+    let upstream = Upstream::start(&options.upstream, options.max_message_bytes)
+        .await
+        .map_err(|e| RemoteError(e.to_string()))?;
     let mut remote = Remote::new(api);
     if let Some(session) = &options.session {
         remote = remote.session(session);

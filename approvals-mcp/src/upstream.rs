@@ -1,4 +1,5 @@
-//! The upstream MCP server: a child process spoken to over stdio, and whether it still runs.
+//! The upstream MCP server: a child process spoken to over stdio, or (feature
+//! `http-upstream`) a streamable-HTTP endpoint; and whether it still answers.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,6 +12,45 @@ use tokio::sync::watch;
 
 /// The default bound on one JSON-RPC message read from either side (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where the upstream MCP server is.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum UpstreamTarget {
+    /// A child process spoken to over standard input and output.
+    Command {
+        /// The program.
+        program: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+    /// A streamable-HTTP MCP endpoint (feature `http-upstream`).
+    #[cfg(feature = "http-upstream")]
+    Http {
+        /// The endpoint, for example `http://127.0.0.1:3001/mcp`.
+        url: url::Url,
+        /// A bearer token sent with every request (never printed).
+        bearer: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for UpstreamTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamTarget::Command { program, args } => f
+                .debug_struct("Command")
+                .field("program", program)
+                .field("args", args)
+                .finish(),
+            #[cfg(feature = "http-upstream")]
+            UpstreamTarget::Http { url, bearer } => f
+                .debug_struct("Http")
+                .field("url", &url.as_str())
+                .field("bearer", &bearer.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
 
 /// The upstream server could not be started or spoken to.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +101,23 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// Starts or connects to the upstream server at `target` and completes the MCP
+    /// handshake; see [`spawn`](Upstream::spawn) and [`connect`](Upstream::connect).
+    pub async fn start(
+        target: &UpstreamTarget,
+        max_message_bytes: usize,
+    ) -> Result<Upstream, UpstreamError> {
+        match target {
+            UpstreamTarget::Command { program, args } => {
+                Upstream::spawn(program, args, max_message_bytes).await
+            }
+            #[cfg(feature = "http-upstream")]
+            UpstreamTarget::Http { url, bearer } => {
+                Upstream::connect(url, bearer.as_deref(), max_message_bytes).await
+            }
+        }
+    }
+
     /// Starts `program` with `args` (standard error passed through) and completes the MCP
     /// handshake with it. Each message read from it is bounded by `max_message_bytes`; a
     /// longer one is dropped. The child is killed when the last task holding it ends.
@@ -103,6 +160,52 @@ impl Upstream {
                 tx.send_if_modified(|s| set_once(s, format!("handshake failed: {e}")));
                 UpstreamError::Handshake(e.to_string())
             })?;
+        Ok(Upstream::watch(running, tx, stopped))
+    }
+
+    /// Connects to a streamable-HTTP MCP endpoint and completes the MCP handshake. TLS is
+    /// checked against the platform's roots, redirects are not followed (a bearer token must
+    /// not travel elsewhere), and each server-sent event or JSON answer is bounded by
+    /// `max_message_bytes`. Unlike a child process, a server that goes away is noticed at
+    /// the next request to it, which fails: the call is not run.
+    #[cfg(feature = "http-upstream")]
+    pub async fn connect(
+        url: &url::Url,
+        bearer: Option<&str>,
+        max_message_bytes: usize,
+    ) -> Result<Upstream, UpstreamError> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+        let client = approvals_http::client::http_client_builder()
+            .and_then(|b| {
+                b.connect_timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| UpstreamError::Handshake(format!("cannot make the HTTP client: {e}")))?;
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+            .max_sse_event_size(max_message_bytes)
+            .max_json_response_size(max_message_bytes);
+        if let Some(token) = bearer {
+            config = config.auth_header(token);
+        }
+        let transport = StreamableHttpClientTransport::with_client(client, config);
+        let (tx, stopped) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let running: RunningService<RoleClient, ()> = rmcp::serve_client((), transport)
+            .await
+            .map_err(|e| UpstreamError::Handshake(format!("{url}: {e}")))?;
+        Ok(Upstream::watch(running, tx, stopped))
+    }
+
+    /// The upstream handle over a connection that completed its handshake; a task records
+    /// why the connection ended, once it does.
+    fn watch(
+        running: RunningService<RoleClient, ()>,
+        tx: Arc<watch::Sender<Option<String>>>,
+        stopped: watch::Receiver<Option<String>>,
+    ) -> Upstream {
         let peer = running.peer().clone();
         let info = running.peer_info();
         tokio::spawn(async move {
@@ -112,11 +215,11 @@ impl Upstream {
             };
             tx.send_if_modified(|s| set_once(s, why));
         });
-        Ok(Upstream {
+        Upstream {
             peer,
             info,
             stopped,
-        })
+        }
     }
 
     /// What the upstream server said about itself in the handshake.

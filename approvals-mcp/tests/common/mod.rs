@@ -30,14 +30,21 @@ pub fn filesystem_server() -> PathBuf {
     workspace().join(".ci/node/node_modules/.bin/mcp-server-filesystem")
 }
 
+/// `@modelcontextprotocol/server-everything`, which serves MCP over streamable HTTP.
+pub fn everything_server() -> PathBuf {
+    workspace().join(".ci/node/node_modules/.bin/mcp-server-everything")
+}
+
 /// `None` when the tools are there; otherwise why not. Fails the test in CI.
 pub fn missing_prerequisite() -> Option<String> {
     let mut missing = Vec::new();
-    if !filesystem_server().exists() {
-        missing.push(format!(
-            "{} is missing: run `cd .ci/node && npm ci` (needs node and npm)",
-            filesystem_server().display()
-        ));
+    for server in [filesystem_server(), everything_server()] {
+        if !server.exists() {
+            missing.push(format!(
+                "{} is missing: run `cd .ci/node && npm ci` (needs node and npm)",
+                server.display()
+            ));
+        }
     }
     let python = std::process::Command::new("python3")
         .args(["-c", "import mcp.client.stdio"])
@@ -149,29 +156,16 @@ timeout = "5m"
         gateway_args: &[String],
         env: &[(&str, &str)],
     ) -> Client {
-        let mut command = Command::new("python3");
-        command
-            .arg(workspace().join("approvals-mcp/tests/python/client.py"))
-            .arg(steps.to_string())
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_approvals-mcp"))
-            .args(["--server-name", "fs", "--resource-arg", "path"])
-            .args(gateway_args)
-            .args(["--progress-every", "1", "--"])
-            .args(["sh", "-c", r#"echo $$ > "$0"; exec "$1" "$2""#])
-            .arg(&self.pidfile)
-            .arg(filesystem_server())
-            .arg(&self.root)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("python3 starts");
-        let stdout = child.stdout.take().expect("stdout");
-        Client {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        }
+        let mut args: Vec<String> = ["--server-name", "fs", "--resource-arg", "path"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend_from_slice(gateway_args);
+        args.extend(["--progress-every", "1", "--", "sh", "-c"].map(str::to_owned));
+        args.push(r#"echo $$ > "$0"; exec "$1" "$2""#.to_owned());
+        args.push(self.pidfile.display().to_string());
+        args.push(filesystem_server().display().to_string());
+        args.push(self.root.display().to_string());
+        start_client(steps, env!("CARGO_BIN_EXE_approvals-mcp"), &args, env)
     }
 
     pub fn api(&self) -> ApiClient {
@@ -220,6 +214,28 @@ timeout = "5m"
                 serde_json::from_value(line["event"].clone()).expect("audit event")
             })
             .collect()
+    }
+}
+
+/// Starts the Python client (tests/python/client.py) running `steps` against the gateway
+/// `program` started with `args` and `env`.
+pub fn start_client(steps: Value, program: &str, args: &[String], env: &[(&str, &str)]) -> Client {
+    let mut command = Command::new("python3");
+    command
+        .arg(workspace().join("approvals-mcp/tests/python/client.py"))
+        .arg(steps.to_string())
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("python3 starts");
+    let stdout = child.stdout.take().expect("stdout");
+    Client {
+        child,
+        lines: BufReader::new(stdout).lines(),
     }
 }
 

@@ -136,6 +136,20 @@ enum Command {
     /// Tamper-evident audit logs: keygen, verify, prove, check-proof, consistency, report,
     /// export (JSON lines, OCSF, CEF), grant verify. `approvals audit help` lists them.
     Audit(AuditArgs),
+    /// MCP approval gateway between an MCP client and an upstream MCP server (a command or a
+    /// streamable-HTTP URL). Give it first: `approvals mcp-proxy --help` lists its own flags.
+    McpProxy(McpProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct McpProxyArgs {
+    /// The gateway's arguments (see `approvals mcp-proxy --help`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -293,7 +307,23 @@ impl From<ClientError> for Failure {
 
 /// Parses the process arguments, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `approvals mcp-proxy` has flags of its own, some spelled like the global ones with
+    // another meaning (--server is the approvals server it asks, --tokens the reviewers of its
+    // embedded console): it takes every argument after its name.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "mcp-proxy") {
+        return match runtime() {
+            Ok(rt) => rt.block_on(approvals_mcp::cli::run(
+                "approvals mcp-proxy",
+                argv.into_iter().skip(1),
+            )),
+            Err(e) => {
+                eprintln!("approvals mcp-proxy: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -310,11 +340,13 @@ pub fn main() -> ExitCode {
         // Same exit codes: 0 verified, 1 verification failed or token refused, 2 usage or I/O.
         return crate::audit::run_named("approvals audit", audit.args);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    if let Command::McpProxy(_) = cli.command {
+        eprintln!(
+            "approvals: put mcp-proxy first (`approvals mcp-proxy --help`): its flags are its own, and the global flags before it do not apply"
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("approvals: cannot start the async runtime: {e}");
@@ -336,6 +368,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The multi-thread runtime every async command runs on (two workers).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => serve(&cli.target, args).await,
@@ -345,9 +385,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Approve(args) => decide(&client(&cli.target).await?, args, true).await,
         Command::Deny(args) => decide(&client(&cli.target).await?, args, false).await,
         Command::Cancel(args) => cancel(&client(&cli.target).await?, args).await,
-        Command::Audit(_) | Command::Exec(_) => Err(Failure::new(
+        Command::Audit(_) | Command::Exec(_) | Command::McpProxy(_) => Err(Failure::new(
             exit::USAGE,
-            "audit and exec commands are dispatched by main".to_owned(),
+            "audit, exec and mcp-proxy commands are dispatched by main".to_owned(),
         )),
     }
 }

@@ -109,7 +109,11 @@ impl Store for MemoryStore {
             .filter(|r| filter.matches(r))
             .map(|r| (**r).clone())
             .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        if filter.due_by.is_some() {
+            out.sort_by_cached_key(|r| (crate::lifecycle::next_due(r), r.id));
+        } else {
+            out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        }
         if let Some(limit) = filter.limit {
             out.truncate(limit);
         }

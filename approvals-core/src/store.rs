@@ -377,7 +377,12 @@ pub struct ListFilter {
     /// denials whose reviewer died before auditing them, without reading every decided
     /// request.
     pub audit_pending: Option<bool>,
-    /// At most this many, newest first (all when `None`).
+    /// Only records that may have something due by this time: their
+    /// [`next_due`](crate::lifecycle::next_due) is at or before it, earliest due first
+    /// (instead of newest first). Sweeps use it to read what is due, not every open request;
+    /// stores index it.
+    pub due_by: Option<DateTime<Utc>>,
+    /// At most this many, in the listing's order (all when `None`).
     pub limit: Option<usize>,
 }
 
@@ -411,6 +416,9 @@ impl ListFilter {
             && self
                 .audit_pending
                 .is_none_or(|pending| record.audit_pending == pending)
+            && self
+                .due_by
+                .is_none_or(|by| crate::lifecycle::next_due(record).is_some_and(|due| due <= by))
     }
 }
 
@@ -471,7 +479,8 @@ pub trait Store: Send + Sync + 'static {
         record: &RequestRecord,
     ) -> Result<bool, StoreError>;
 
-    /// Records matching the filter, newest first.
+    /// Records matching the filter, newest first (earliest due first with
+    /// [`ListFilter::due_by`]).
     async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError>;
 
     /// A stream of ids whose record changed, including changes made by other processes

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use approvals_core::lifecycle;
 use approvals_core::{
-    ActionRequest, Gate, GuardError, Initiator, ManualClock, MemorySink, Principal, PrincipalKind,
-    RequestRecord, RequestState, Requirement, Review, StaticPolicy, Submission, Verdict,
+    ActionRequest, Clock, Gate, GuardError, Initiator, ManualClock, MemorySink, Principal,
+    PrincipalKind, RequestRecord, RequestState, Requirement, Review, StaticPolicy, Submission,
+    Verdict,
 };
 use chrono::TimeDelta;
 use proptest::prelude::*;
@@ -153,6 +155,21 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
         ) {
             prop_assert!(approvers.len() >= 2, "approved without quorum");
             prop_assert!(now.denial().is_none(), "approved despite a deny");
+        }
+        // A sweep that reads only what its store lists as due (`ListFilter::due_by`) misses
+        // nothing: whenever something is due, the record's indexed due time has come.
+        for minutes in [-60, 0, 1, 5, 29, 31, 61, 600] {
+            let at = clock.now() + TimeDelta::minutes(minutes);
+            for recovery in [0, 1, 60] {
+                let due = lifecycle::due(&now, at, TimeDelta::minutes(recovery));
+                if !matches!(due, lifecycle::Due::Nothing(_)) {
+                    let next = lifecycle::next_due(&now);
+                    prop_assert!(
+                        next.is_some_and(|next| next <= at),
+                        "{due:?} at {at} but next_due is {next:?}"
+                    );
+                }
+            }
         }
         prop_assert!(executions.load(Ordering::SeqCst) <= 1, "executed twice");
         if executions.load(Ordering::SeqCst) == 1 {

@@ -33,6 +33,8 @@ pub(crate) struct Columns<'a> {
     pub idempotency_key: Option<&'a str>,
     /// [`RequestRecord::audit_pending`]: a hint for listing; the record is authoritative.
     pub audit_pending: bool,
+    /// [`next_due`](approvals_core::lifecycle::next_due): what a sweep's listing compares.
+    pub due_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl<'a> Columns<'a> {
@@ -53,8 +55,21 @@ impl<'a> Columns<'a> {
                 .map(|i| initiator_key(&i.principal.id)),
             idempotency_key: record.request.idempotency_key.as_deref(),
             audit_pending: record.audit_pending,
+            due_at: approvals_core::lifecycle::next_due(record),
         }
     }
+}
+
+/// The rows stored before migration 6 whose `due_at` has to be filled (open or unaudited;
+/// every other row's is NULL), a batch at a time.
+pub(crate) const MISSING_DUE_AT: &str = "SELECT id, version, record FROM approval_requests
+  WHERE due_at IS NULL AND (state IN ('pending', 'approved') OR audit_pending)
+  LIMIT 500";
+
+/// The `due_at` of a row stored before migration 6: its record's next due time, or (never
+/// for the rows [`MISSING_DUE_AT`] finds) its creation, so that it is filled either way.
+pub(crate) fn backfilled_due_at(record: &RequestRecord) -> chrono::DateTime<chrono::Utc> {
+    approvals_core::lifecycle::next_due(record).unwrap_or(record.created_at)
 }
 
 /// The `initiator_id` column: trimmed and ASCII-lowercased (how ids were compared before
@@ -102,13 +117,15 @@ pub(crate) fn db_version(version: u64) -> Result<i64, StoreError> {
 /// catch-all `? IS NULL OR …`), so the planner can use the `(state, created_at)` index for the
 /// states asked for instead of scanning every request in creation order. `prefix` goes before
 /// the `SELECT` (`EXPLAIN` to see its plan).
-pub(crate) fn list_query<DB>(
+pub(crate) fn list_query<DB, T>(
     prefix: &str,
     filter: &approvals_core::ListFilter,
     initiator_key: Option<String>,
+    due_by: Option<T>,
 ) -> sqlx::QueryBuilder<DB>
 where
     DB: sqlx::Database,
+    for<'t> T: sqlx::Encode<'t, DB> + sqlx::Type<DB> + 't,
     <DB as sqlx::Database>::Arguments: Default,
     for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
@@ -147,7 +164,15 @@ where
         and(&mut query);
         query.push("audit_pending = ").push_bind(pending);
     }
-    query.push(" ORDER BY created_at DESC, id DESC");
+    // `due_by` as the backend stores times (microseconds on SQLite), from the caller;
+    // earliest due first, which the due index serves without a sort.
+    if let Some(by) = due_by {
+        and(&mut query);
+        query.push("due_at <= ").push_bind(by);
+        query.push(" ORDER BY due_at, id");
+    } else {
+        query.push(" ORDER BY created_at DESC, id DESC");
+    }
     if let Some(limit) = filter.limit {
         query
             .push(" LIMIT ")

@@ -32,6 +32,7 @@ const MIGRATION_2: &str = include_str!("../migrations/postgres/0002_signed_audit
 const MIGRATION_3: &str = include_str!("../migrations/postgres/0003_audit_pending_column.sql");
 const MIGRATION_4: &str = include_str!("../migrations/postgres/0004_audit_witness.sql");
 const MIGRATION_5: &str = include_str!("../migrations/postgres/0005_initiator_key.sql");
+const MIGRATION_6: &str = include_str!("../migrations/postgres/0006_due_at.sql");
 
 /// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
 /// identifiers end at 63).
@@ -161,13 +162,57 @@ impl PgBackend {
                 MIGRATION_5.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                6,
+                "due_at column".into(),
+                MigrationType::Simple,
+                MIGRATION_6.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         migrator
             .run(&self.pool)
             .await
             .map_err(|e| SqlError::Migrate(e.to_string()))?;
-        self.fill_initiator_keys().await
+        self.fill_initiator_keys().await?;
+        self.fill_due_at().await
+    }
+
+    /// Fills `due_at` for the open and unaudited rows stored before migration 6, a batch per
+    /// transaction; a row changed meanwhile got its own from the write that changed it, and
+    /// replicas migrating at once fill the same rows with the same times.
+    async fn fill_due_at(&self) -> Result<(), SqlError> {
+        let what = "filling due times (migration 6)";
+        loop {
+            let rows = sqlx::query(lifecycle::MISSING_DUE_AT)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            for row in &rows {
+                let record =
+                    decode_row(row).map_err(|e| SqlError::Migrate(format!("{what}: {e}")))?;
+                sqlx::query(
+                    "UPDATE approval_requests SET due_at = $1 WHERE id = $2 AND due_at IS NULL",
+                )
+                .bind(lifecycle::backfilled_due_at(&record))
+                .bind(record.id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+        }
     }
 
     /// Fills `initiator_key` for rows stored before migration 5, from `initiator_id`, a batch
@@ -231,8 +276,8 @@ impl PgBackend {
         let result = sqlx::query(
             "INSERT INTO approval_requests
                  (id, version, state, kind, environment, initiator_id, idempotency_key,
-                  created_at, expires_at, record, audit_pending, initiator_key)
-             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                  created_at, expires_at, record, audit_pending, initiator_key, due_at)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(id.0)
@@ -246,6 +291,7 @@ impl PgBackend {
         .bind(&json)
         .bind(c.audit_pending)
         .bind(c.initiator_key.as_deref())
+        .bind(c.due_at)
         .execute(&self.pool)
         .await;
         match result {
@@ -303,7 +349,8 @@ impl PgBackend {
             "UPDATE approval_requests
                 SET version = version + 1, state = $3, kind = $4, environment = $5,
                     initiator_id = $6, idempotency_key = $7, created_at = $8,
-                    expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13
+                    expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13,
+                    due_at = $14
               WHERE id = $1 AND version = $2 AND state = ANY($11)",
         )
         .bind(id.0)
@@ -319,6 +366,7 @@ impl PgBackend {
         .bind(&allowed)
         .bind(c.audit_pending)
         .bind(c.initiator_key.as_deref())
+        .bind(c.due_at)
         .execute(&self.pool)
         .await
         .map_err(|e| store_error(&format!("updating request {id}"), e))?;
@@ -344,11 +392,16 @@ impl PgBackend {
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
         let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let rows = lifecycle::list_query::<sqlx::Postgres>("", filter, initiator)
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| store_error("listing requests", e))?;
+        let rows = lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>>(
+            "",
+            filter,
+            initiator,
+            filter.due_by,
+        )
+        .build()
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error("listing requests", e))?;
         rows.iter().map(decode_row).collect()
     }
 
@@ -360,12 +413,16 @@ impl PgBackend {
             .execute(&mut *tx)
             .await
             .map_err(explain)?;
-        let plan: Vec<(String,)> =
-            lifecycle::list_query::<sqlx::Postgres>("EXPLAIN ", filter, initiator)
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(explain)?;
+        let plan: Vec<(String,)> = lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>>(
+            "EXPLAIN ",
+            filter,
+            initiator,
+            filter.due_by,
+        )
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(explain)?;
         tx.rollback().await.map_err(explain)?;
         Ok(plan
             .into_iter()

@@ -37,6 +37,7 @@ const MIGRATION_2: &str = include_str!("../migrations/sqlite/0002_signed_audit_l
 const MIGRATION_3: &str = include_str!("../migrations/sqlite/0003_audit_pending_column.sql");
 const MIGRATION_4: &str = include_str!("../migrations/sqlite/0004_audit_witness.sql");
 const MIGRATION_5: &str = include_str!("../migrations/sqlite/0005_initiator_key.sql");
+const MIGRATION_6: &str = include_str!("../migrations/sqlite/0006_due_at.sql");
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -77,6 +78,7 @@ struct RowValues {
     audit_pending: bool,
     created_at: i64,
     expires_at: i64,
+    due_at: Option<i64>,
     json: String,
 }
 
@@ -96,6 +98,7 @@ impl RowValues {
             audit_pending: c.audit_pending,
             created_at: micros(record.created_at),
             expires_at: micros(record.expires_at),
+            due_at: c.due_at.map(micros),
             json: lifecycle::encode(record, version)?,
         })
     }
@@ -187,6 +190,13 @@ impl SqliteBackend {
                 MIGRATION_5.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                6,
+                "due_at column".into(),
+                MigrationType::Simple,
+                MIGRATION_6.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         // Two processes starting at once may both try to apply a migration; the loser fails
@@ -198,7 +208,46 @@ impl SqliteBackend {
                 .await
                 .map_err(|e| SqlError::Migrate(e.to_string())),
         }?;
-        self.fill_initiator_keys().await
+        self.fill_initiator_keys().await?;
+        self.fill_due_at().await
+    }
+
+    /// Fills `due_at` for the open and unaudited rows stored before migration 6, a batch per
+    /// transaction; a row changed meanwhile got its own from the write that changed it.
+    async fn fill_due_at(&self) -> Result<(), SqlError> {
+        let what = "filling due times (migration 6)";
+        loop {
+            let rows = sqlx::query(lifecycle::MISSING_DUE_AT)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            for row in &rows {
+                let id: String = row
+                    .try_get("id")
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
+                let record =
+                    decode_row(&id, row).map_err(|e| SqlError::Migrate(format!("{what}: {e}")))?;
+                sqlx::query(
+                    "UPDATE approval_requests SET due_at = ?1 WHERE id = ?2 AND due_at IS NULL",
+                )
+                .bind(micros(lifecycle::backfilled_due_at(&record)))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| SqlError::from_sqlx(what, e))?;
+        }
     }
 
     /// Fills `initiator_key` for rows stored before migration 5, from `initiator_id`, a batch
@@ -309,11 +358,16 @@ impl SqliteBackend {
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
         let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let rows = lifecycle::list_query::<sqlx::Sqlite>("", filter, initiator)
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| store_error("listing requests", e))?;
+        let rows = lifecycle::list_query::<sqlx::Sqlite, i64>(
+            "",
+            filter,
+            initiator,
+            filter.due_by.map(micros),
+        )
+        .build()
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| store_error("listing requests", e))?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("id").unwrap_or_default();
@@ -324,12 +378,16 @@ impl SqliteBackend {
 
     pub(crate) async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
         let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let plan: Vec<(i64, i64, i64, String)> =
-            lifecycle::list_query::<sqlx::Sqlite>("EXPLAIN QUERY PLAN ", filter, initiator)
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
+        let plan: Vec<(i64, i64, i64, String)> = lifecycle::list_query::<sqlx::Sqlite, i64>(
+            "EXPLAIN QUERY PLAN ",
+            filter,
+            initiator,
+            filter.due_by.map(micros),
+        )
+        .build_query_as()
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
         Ok(plan
             .into_iter()
             .map(|(.., detail)| detail)
@@ -586,8 +644,8 @@ async fn insert(
     let result = sqlx::query(
         "INSERT INTO approval_requests
              (id, version, state, kind, environment, initiator_id, idempotency_key,
-              created_at, expires_at, record, audit_pending, initiator_key)
-         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+              created_at, expires_at, record, audit_pending, initiator_key, due_at)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(id)
@@ -601,6 +659,7 @@ async fn insert(
     .bind(&row.json)
     .bind(row.audit_pending)
     .bind(row.initiator_key.as_deref())
+    .bind(row.due_at)
     .execute(&mut *conn)
     .await;
     match result {
@@ -642,7 +701,7 @@ async fn cas(
         "UPDATE approval_requests
             SET version = version + 1, state = ?3, kind = ?4, environment = ?5,
                 initiator_id = ?6, idempotency_key = ?7, created_at = ?8, expires_at = ?9,
-                record = ?10, audit_pending = ?12, initiator_key = ?13
+                record = ?10, audit_pending = ?12, initiator_key = ?13, due_at = ?14
           WHERE id = ?1 AND version = ?2 AND instr(?11, '|' || state || '|') > 0",
     )
     .bind(id)
@@ -658,6 +717,7 @@ async fn cas(
     .bind(allowed)
     .bind(row.audit_pending)
     .bind(row.initiator_key.as_deref())
+    .bind(row.due_at)
     .execute(&mut *conn)
     .await;
     match updated {

@@ -25,6 +25,14 @@ fn listings() -> Vec<(&'static str, ListFilter, &'static str)> {
             "approval_requests_by_state",
         ),
         (
+            "what a sweep reads: only what is due",
+            ListFilter {
+                due_by: Some(chrono::Utc::now()),
+                ..Default::default()
+            },
+            "approval_requests_due",
+        ),
+        (
             "history: every state but pending",
             ListFilter {
                 states: approvals_core::lifecycle::ALL_STATES

@@ -36,6 +36,7 @@ where
     cas_on_a_missing_record_is_false(make_store().await).await;
     illegal_transitions_are_refused_and_change_nothing(make_store().await).await;
     list_filters_and_orders(make_store().await).await;
+    due_listing_follows_each_write(make_store().await).await;
     racing_cas_writers_have_one_winner(make_store().await).await;
     retrying_writers_lose_no_update(make_store().await).await;
     gate_approve_then_execute_once(make_store().await).await;
@@ -343,6 +344,7 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         environment: Some("production".into()),
         initiator: Some("billing-agent".into()),
         audit_pending: Some(false),
+        due_by: None,
         limit: Some(1),
     };
     assert_eq!(
@@ -388,6 +390,75 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
     );
     assert!(store.list(&unaudited).await.expect("list").is_empty());
     assert_eq!(store.list(&audited).await.expect("list").len(), 6);
+}
+
+/// `due_by` lists exactly the records whose next due time
+/// ([`lifecycle::next_due`](approvals_core::lifecycle::next_due)) has come: a pending request
+/// at its expiry, an approval at its grant's expiry, an unaudited decision at once; never a
+/// terminal, audited one. Each insert and compare-and-set moves the record's due time.
+pub async fn due_listing_follows_each_write(store: Arc<dyn Store>) {
+    let at = |minutes: i64| epoch() + TimeDelta::minutes(minutes);
+    let pending = pending_record(export_request(), at(0)); // expires at 60
+    let later = pending_record(export_request(), at(60)); // expires at 120
+    let mut approved = pending_record(export_request(), at(0));
+    approved.state = RequestState::Approved;
+    approved.grant_expires_at = Some(at(5));
+    let mut unaudited = pending_record(export_request(), at(0));
+    unaudited.state = RequestState::Denied;
+    unaudited.mark_unaudited(Verdict::Deny);
+    let mut executed = pending_record(export_request(), at(0));
+    executed.state = RequestState::Executed;
+    for record in [&pending, &later, &approved, &unaudited, &executed] {
+        insert_new(&store, record).await;
+    }
+    let due = |minutes: i64| {
+        let store = store.clone();
+        async move {
+            let filter = ListFilter {
+                due_by: Some(at(minutes)),
+                ..Default::default()
+            };
+            let mut ids: Vec<RequestId> = store
+                .list(&filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<RequestId>| {
+        ids.sort();
+        ids
+    };
+    assert_eq!(due(-1).await, Vec::<RequestId>::new());
+    assert_eq!(due(0).await, vec![unaudited.id]);
+    assert_eq!(due(5).await, sorted(vec![approved.id, unaudited.id]));
+    assert_eq!(
+        due(60).await,
+        sorted(vec![pending.id, approved.id, unaudited.id])
+    );
+    assert_eq!(
+        due(1_000).await,
+        sorted(vec![pending.id, later.id, approved.id, unaudited.id])
+    );
+
+    // Approved with a grant until 600: due then, not at its old expiry.
+    let mut next = fetch(&store, pending.id).await;
+    next.state = RequestState::Approved;
+    next.grant_expires_at = Some(at(600));
+    assert!(store.compare_and_set(1, &next).await.expect("cas"));
+    // The denial audited: nothing is due for it any more.
+    let mut audited = fetch(&store, unaudited.id).await;
+    assert!(audited.mark_audited(Verdict::Deny));
+    assert!(store.compare_and_set(1, &audited).await.expect("cas"));
+    assert_eq!(due(60).await, vec![approved.id]);
+    assert_eq!(
+        due(600).await,
+        sorted(vec![pending.id, later.id, approved.id])
+    );
 }
 
 /// [`WRITERS`] tasks compare-and-set the same version at once: exactly one wins, and the

@@ -10,7 +10,7 @@ use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Step};
 use crate::observe;
 use crate::request::Principal;
-use crate::store::{ListFilter, RequestId, RequestRecord, RequestState, Verdict};
+use crate::store::{ListFilter, RequestId, RequestRecord, Verdict};
 
 impl Gate {
     /// Expires, escalates and lapses whatever is due, and audits decisions whose reviewer
@@ -19,23 +19,15 @@ impl Gate {
     /// happens once.
     pub async fn sweep(&self) -> Result<SweepReport, GuardError> {
         let mut report = SweepReport::default();
-        let open = ListFilter {
-            states: vec![RequestState::Pending, RequestState::Approved],
-            ..Default::default()
-        };
-        // Denials are terminal, so only those still waiting for their audit events are read.
-        let unaudited_denials = ListFilter {
-            states: vec![RequestState::Denied],
-            audit_pending: Some(true),
-            ..Default::default()
-        };
         let now = self.now();
+        // Only records that may have something due (an indexed time in the SQL stores), not
+        // every open request.
+        let due = ListFilter {
+            due_by: Some(now),
+            ..Default::default()
+        };
         let recovery = to_delta(self.inner.audit_recovery_after);
-        let mut records = self.store_call(self.inner.store.list(&open)).await?;
-        records.extend(
-            self.store_call(self.inner.store.list(&unaudited_denials))
-                .await?,
-        );
+        let records = self.store_call(self.inner.store.list(&due)).await?;
         for record in records {
             match lifecycle::due(&record, now, recovery) {
                 Due::Expire => report.expired += usize::from(self.expire(&record).await?),

@@ -112,6 +112,30 @@ pub fn due(record: &RequestRecord, now: DateTime<Utc>, recovery_after: TimeDelta
     }
 }
 
+/// The earliest time at which [`due`] could return anything but [`Due::Nothing`] for
+/// `record`, whatever the recovery delay: when a sweep has to look at it again. `None` when
+/// nothing will ever fall due by itself (a terminal, audited request).
+///
+/// Stores index it ([`ListFilter::due_by`](crate::ListFilter::due_by)), so a sweep reads only
+/// what is due instead of every open request. It never comes later than the time [`due`]
+/// would act: an unaudited decision is counted from its decision, as if the recovery delay
+/// were zero, and the sweep's call to [`due`] then waits out the real delay.
+pub fn next_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
+    let recovery = record
+        .audit_pending
+        .then(|| recover_at(record, TimeDelta::zero()));
+    let by_state = match record.state {
+        RequestState::Pending => {
+            Some(escalates_at(record).map_or(record.expires_at, |at| at.min(record.expires_at)))
+        }
+        // No grant expiry: lapsing is due at once (the Unix epoch: earlier than any real
+        // time, and a time every store can hold).
+        RequestState::Approved => Some(record.grant_expires_at.unwrap_or(DateTime::UNIX_EPOCH)),
+        _ => None,
+    };
+    recovery.into_iter().chain(by_state).min()
+}
+
 /// When a decision still flagged unaudited is recorded by someone other than its reviewer:
 /// `recovery_after` past the last review.
 pub fn recover_at(record: &RequestRecord, recovery_after: TimeDelta) -> DateTime<Utc> {

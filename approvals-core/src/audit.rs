@@ -218,6 +218,18 @@ pub enum EventDetail {
     Lapsed {},
     /// The grant was consumed; the action is about to run.
     GrantConsumed {},
+    /// A credential was minted for the run, scoped to the approved action.
+    CredentialIssued {
+        /// Its id, scope and expiry (never its secret).
+        credential: crate::credential::CredentialLease,
+    },
+    /// The run's credential was revoked.
+    CredentialRevoked {
+        /// Its id, scope (empty when it was never recorded as issued) and expiry.
+        credential: crate::credential::CredentialLease,
+        /// Why: the action ran, never ran, or a sweep found it left behind.
+        reason: crate::credential::RevokeReason,
+    },
     /// The action finished.
     Executed {
         /// Whether it succeeded.
@@ -279,6 +291,8 @@ impl EventDetail {
             EventDetail::GrantRejected { .. } => "grant_rejected",
             EventDetail::Lapsed {} => "lapsed",
             EventDetail::GrantConsumed {} => "grant_consumed",
+            EventDetail::CredentialIssued { .. } => "credential_issued",
+            EventDetail::CredentialRevoked { .. } => "credential_revoked",
             EventDetail::Executed { .. } => "executed",
             EventDetail::RequestRefused { .. } => "request_refused",
         }

@@ -18,6 +18,8 @@ pub enum Component {
     Audit,
     /// A review channel.
     Approver,
+    /// The credential broker.
+    CredentialBroker,
 }
 
 impl fmt::Display for Component {
@@ -27,6 +29,7 @@ impl fmt::Display for Component {
             Component::Store => "approval store",
             Component::Audit => "audit sink",
             Component::Approver => "review channel",
+            Component::CredentialBroker => "credential broker",
         })
     }
 }

@@ -55,6 +55,7 @@ pub mod audit;
 mod bounds;
 pub mod clock;
 pub mod console;
+pub mod credential;
 pub mod error;
 pub mod gate;
 pub mod identity;

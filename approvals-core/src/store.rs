@@ -193,6 +193,35 @@ pub struct Execution {
     /// The error text when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The credential minted for this run, when the gate has a
+    /// [`CredentialBroker`](crate::credential::CredentialBroker): planned when the grant is
+    /// consumed, then issued, then revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialState>,
+}
+
+/// Where the credential of one execution stands. Planned (its id recorded, nothing issued yet)
+/// in the same write that consumes the grant, so a credential is never issued without a record
+/// naming it; a sweep revokes whatever a dead process left unrevoked
+/// ([`lifecycle::Due::Revoke`](crate::lifecycle::Due::Revoke)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialState {
+    /// Its id, scope (empty until issued) and expiry.
+    #[serde(flatten)]
+    pub lease: crate::credential::CredentialLease,
+    /// Whether the broker issued it (and `credential_issued` was recorded).
+    #[serde(default)]
+    pub issued: bool,
+    /// When it was revoked; `None` while it may still exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl CredentialState {
+    /// Whether it may still exist in the system that minted it.
+    pub fn outstanding(&self) -> bool {
+        self.revoked_at.is_none()
+    }
 }
 
 /// A final word on the request: who ended it and why (deny, cancel, expiry).

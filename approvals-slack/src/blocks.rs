@@ -644,6 +644,7 @@ mod tests {
             started_at: fixtures::epoch(),
             finished_at: None,
             error: Some("<".repeat(5000)),
+            credential: None,
         }));
         let status = text_of(&request_message(&r).blocks[1]).to_owned();
         assert!(status.contains("&lt;…."), "{status}");

@@ -702,6 +702,7 @@ mod tests {
             started_at: Utc::now(),
             finished_at: None,
             error: Some("disk full".into()),
+            credential: None,
         }));
         assert!(status(&r).contains("failed: disk full"));
         r.state = RequestState::Lapsed;

@@ -157,6 +157,7 @@ pub fn full_record() -> RequestRecord {
             started_at: at + TimeDelta::seconds(7),
             finished_at: Some(at + TimeDelta::seconds(8)),
             error: Some("partial failure: ☠".into()),
+            credential: None,
         })),
     }
 }

@@ -13,8 +13,9 @@ use crate::request::Principal;
 use crate::store::{ListFilter, RequestId, RequestRecord, Verdict};
 
 impl Gate {
-    /// Expires, escalates and lapses whatever is due, and audits decisions whose reviewer
-    /// persisted them but died or failed before auditing them (after `audit_recovery_after`).
+    /// Expires, escalates and lapses whatever is due, audits decisions whose reviewer
+    /// persisted them but died or failed before auditing them (after `audit_recovery_after`),
+    /// and revokes credentials that a run left outstanding once they are due.
     /// Safe to run on every replica at once: each change is a compare-and-set, so each
     /// happens once.
     pub async fn sweep(&self) -> Result<SweepReport, GuardError> {
@@ -36,6 +37,11 @@ impl Gate {
                 // A decision its reviewer persisted but did not audit (it died or failed in
                 // between), which no waiting agent has recorded since.
                 Due::Recover => report.recovered += self.recover(&record).await?,
+                // A credential its run left outstanding (the process died, or its own
+                // revocation failed).
+                Due::Revoke => {
+                    report.revoked += usize::from(self.revoke_left_behind(&record).await?);
+                }
                 Due::Nothing(_) => {}
             }
         }

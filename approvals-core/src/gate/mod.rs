@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::approver::Approver;
 use crate::audit::AuditSink;
 use crate::clock::{Clock, SystemClock};
+use crate::credential::CredentialBroker;
 use crate::error::GuardError;
 use crate::memory::MemoryStore;
 use crate::policy::Policy;
@@ -26,6 +27,7 @@ use crate::store::{RequestId, Store};
 
 pub use crate::lifecycle::{Review, ReviewOutcome};
 
+mod credential;
 mod io;
 mod maintenance;
 mod review;
@@ -109,6 +111,9 @@ pub struct SweepReport {
     /// Decisions (approvals and denials) whose audit events were recorded by the sweep
     /// because the reviewer's `decide()` failed or died after persisting them.
     pub recovered: usize,
+    /// Credentials revoked because their run left them outstanding (its process died, or
+    /// its own revocation failed).
+    pub revoked: usize,
 }
 
 /// Builds a [`Gate`].
@@ -121,6 +126,7 @@ pub struct GateBuilder {
     clock: Arc<dyn Clock>,
     initiator: Option<Initiator>,
     context: RequestContext,
+    broker: Option<Arc<dyn CredentialBroker>>,
     grant_ttl: Duration,
     store_timeout: Duration,
     approver_timeout: Duration,
@@ -199,6 +205,20 @@ impl GateBuilder {
         self
     }
 
+    /// The broker that mints a credential for each action run with
+    /// [`Gate::execute_with_credential`] or [`Gate::run_with_credential`] (default: none;
+    /// those calls then refuse). Its calls are bounded by the store timeout.
+    pub fn credential_broker(mut self, broker: impl CredentialBroker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// A shared credential broker.
+    pub fn credential_broker_shared(mut self, broker: Arc<dyn CredentialBroker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
     /// How long an approved grant may wait before it is used (default 10 minutes).
     pub fn grant_ttl(mut self, ttl: Duration) -> Self {
         self.grant_ttl = ttl;
@@ -253,6 +273,7 @@ impl GateBuilder {
                 clock: self.clock,
                 initiator: self.initiator.map(Arc::new),
                 context: Arc::new(self.context),
+                broker: self.broker,
                 grant_ttl: self.grant_ttl,
                 store_timeout: self.store_timeout,
                 approver_timeout: self.approver_timeout,
@@ -293,6 +314,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     initiator: Option<Arc<Initiator>>,
     context: Arc<RequestContext>,
+    broker: Option<Arc<dyn CredentialBroker>>,
     grant_ttl: Duration,
     store_timeout: Duration,
     approver_timeout: Duration,
@@ -368,6 +390,7 @@ impl Gate {
             clock: Arc::new(SystemClock),
             initiator: None,
             context: RequestContext::default(),
+            broker: None,
             grant_ttl: Duration::from_secs(600),
             store_timeout: Duration::from_secs(5),
             approver_timeout: Duration::from_secs(15),

@@ -9,10 +9,11 @@ use tracing::{Instrument, Span};
 use super::io::{EventSubject, MAX_REFUSAL_DETAIL_CHARS, to_delta};
 use super::{Gate, Grant};
 use crate::audit::{EventDetail, RejectCause};
+use crate::credential::{CredentialLease, RevokeReason};
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Unusable};
 use crate::observe;
-use crate::request::{Action, Digest, Initiator, Principal};
+use crate::request::{Action, ActionRequest, Digest, Initiator, Principal};
 use crate::store::{RequestId, RequestRecord, RequestState};
 
 impl Gate {
@@ -91,6 +92,8 @@ impl Gate {
                 self.recover(&record).await?;
                 return Ok(WaitStep::Again);
             }
+            // Revoking a credential left behind is a sweep's work; nobody waits on it.
+            Due::Revoke => None,
             Due::Nothing(wake_at) => wake_at,
         };
         let unaudited = record.unaudited_decisions();
@@ -150,6 +153,22 @@ impl Gate {
         Fut: Future<Output = Result<T, E>>,
         E: From<GuardError> + std::fmt::Display,
     {
+        let run = self.start_run(&grant, action, None).await?;
+        let result = f().await;
+        let error = result.as_ref().err().map(|e| e.to_string());
+        self.end_run(run, error, RevokeReason::Finished).await;
+        result
+    }
+
+    /// The first half of [`execute`](Gate::execute): admits `action` under the grant's
+    /// initiator, checks its digest, consumes the grant (planning credential `credential`
+    /// in the same write) and records `grant_consumed`. The action may run once this returns.
+    pub(super) async fn start_run<A: Action + ?Sized>(
+        &self,
+        grant: &Grant,
+        action: &A,
+        credential: Option<String>,
+    ) -> Result<Run, GuardError> {
         let (request, presented) = self
             .admit(grant.request_id, action.to_request(), &grant.initiator)
             .await?;
@@ -172,60 +191,90 @@ impl Gate {
                 id: grant.request_id,
                 approved: grant.digest,
                 presented,
-            }
-            .into());
+            });
         }
+        let credential = credential.map(|id| CredentialLease {
+            id,
+            scope: String::new(),
+            expires_at: grant.expires_at,
+        });
         if grant.approved {
-            self.consume(grant.request_id, grant.digest).await?;
+            self.consume(
+                grant.request_id,
+                grant.digest,
+                credential.as_ref().map(|c| c.id.clone()),
+            )
+            .await?;
         } else if self.now() >= grant.expires_at {
             return Err(GuardError::GrantLapsed {
                 id: grant.request_id,
-            }
-            .into());
+            });
         }
+        let run = Run {
+            subject,
+            request,
+            stored: grant.approved,
+            credential,
+        };
         if let Err(e) = self
-            .audit(subject.event(self.now(), EventDetail::GrantConsumed {}))
+            .audit(run.subject.event(self.now(), EventDetail::GrantConsumed {}))
             .await
         {
-            if grant.approved {
-                self.finish(grant.request_id, Some(format!("not run: {e}")))
-                    .await;
-            }
-            return Err(e.into());
+            self.end_run(run, Some(format!("not run: {e}")), RevokeReason::NotRun)
+                .await;
+            return Err(e);
         }
+        Ok(run)
+    }
 
-        let result = f().await;
-
-        let error = result.as_ref().err().map(|e| e.to_string());
-        // The action has run: report its own result whatever happens to the bookkeeping, so a
-        // caller never retries an action that did run. The store keeps `Executing` if this
-        // update fails, which still shows the grant was consumed.
+    /// The second half of [`execute`](Gate::execute), once the action has run (or will not
+    /// run: then `error` says "not run"): records `executed`, revokes the run's credential,
+    /// and moves a stored request to Executed or Failed. The action's own result is the
+    /// caller's whatever happens here, so a caller never retries an action that did run: the
+    /// store keeps `Executing` if this update fails, which still shows the grant was
+    /// consumed, and a credential whose revocation failed is left to a sweep.
+    pub(super) async fn end_run(&self, run: Run, error: Option<String>, reason: RevokeReason) {
         let _ = self
-            .audit(subject.event(
+            .audit(run.subject.event(
                 self.now(),
                 EventDetail::Executed {
                     ok: error.is_none(),
                     error: error.clone(),
-                    initiator: request.initiator.clone(),
+                    initiator: run.request.initiator.clone(),
                 },
             ))
             .await;
-        if grant.approved
-            && let Some(record) = self.finish(grant.request_id, error).await
+        if let Some(lease) = &run.credential {
+            self.revoke_credential(&run, lease, reason).await;
+        }
+        if run.stored
+            && let Some(record) = self.finish(run.subject.id, error).await
         {
             self.notify_channels(record);
         }
-        result
     }
 
-    /// Approved -> Executing, exactly once ([`lifecycle::consume`]).
-    pub(super) async fn consume(&self, id: RequestId, digest: Digest) -> Result<(), GuardError> {
+    /// Approved -> Executing, exactly once ([`lifecycle::consume`]), with `credential`
+    /// planned ([`lifecycle::consume_with_credential`]) when given.
+    pub(super) async fn consume(
+        &self,
+        id: RequestId,
+        digest: Digest,
+        credential: Option<String>,
+    ) -> Result<(), GuardError> {
         loop {
             let record = self
                 .store_call(self.inner.store.get(id))
                 .await?
                 .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
-            let step = match lifecycle::consume(&record, digest, self.now()) {
+            let now = self.now();
+            let step = match &credential {
+                Some(credential) => {
+                    lifecycle::consume_with_credential(&record, digest, now, credential.clone())
+                }
+                None => lifecycle::consume(&record, digest, now),
+            };
+            let step = match step {
                 Ok(step) => step,
                 Err(Unusable::Lapsed) => {
                     self.lapse(&record).await?;
@@ -290,7 +339,7 @@ impl Gate {
                 presented: digest,
             });
         }
-        self.consume(id, digest).await?;
+        self.consume(id, digest, None).await?;
         if let Err(e) = self
             .audit(self.event(&record, EventDetail::GrantConsumed {}))
             .await
@@ -365,7 +414,7 @@ impl Gate {
             .await
     }
 
-    async fn load(&self, id: RequestId) -> Result<RequestRecord, GuardError> {
+    pub(super) async fn load(&self, id: RequestId) -> Result<RequestRecord, GuardError> {
         self.store_call(self.inner.store.get(id))
             .await?
             .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))
@@ -416,6 +465,17 @@ impl Gate {
             }
         }
     }
+}
+
+/// A run in progress ([`Gate::start_run`]): its grant consumed and audited.
+pub(super) struct Run {
+    pub(super) subject: EventSubject,
+    /// The admitted request (its initiator the grant's).
+    pub(super) request: ActionRequest,
+    /// Whether the request is stored (approved by review), or was allowed by the policy.
+    pub(super) stored: bool,
+    /// The run's credential: planned, then as issued.
+    pub(super) credential: Option<CredentialLease>,
 }
 
 /// What [`Gate::wait_step`] found.

@@ -14,6 +14,10 @@
 //!     ├── expire ───────▶ Expired     Approved ── lapse ──▶ Lapsed
 //!     └── cancel ───────▶ Cancelled   (escalate: Pending stays Pending, more reviewers)
 //! ```
+//!
+//! A run with a credential broker adds a credential to Executing: planned with the grant's
+//! consumption ([`consume_with_credential`]), issued ([`credential_issued`]) and revoked
+//! ([`credential_revoked`]), by the run or, once due ([`Due::Revoke`]), by a sweep.
 
 use std::sync::Arc;
 
@@ -25,8 +29,14 @@ use crate::policy::Requirement;
 use crate::request::{ActionRequest, Digest, Principal};
 use crate::store::{RequestId, RequestRecord, RequestState, Resolution, Unaudited};
 
+mod credential;
 mod review;
 mod run;
+
+pub use credential::{
+    CredentialRefused, MAX_SCOPE_CHARS, check_lease, consume_with_credential, credential_issued,
+    credential_revoked, outstanding, revoke_at,
+};
 
 pub use review::{
     Review, ReviewOutcome, approved_event, audited, check_review, check_review_before_reason,
@@ -75,6 +85,9 @@ pub enum Due {
     Lapse,
     /// A decision's audit events were not recorded by its reviewer within the recovery delay.
     Recover,
+    /// A run's credential is still outstanding after the run ended, or after its expiry
+    /// ([`revoke_at`]): revoke it.
+    Revoke,
     /// Nothing now; look again by this time (`None`: nothing will fall due by itself).
     Nothing(Option<DateTime<Utc>>),
 }
@@ -107,8 +120,14 @@ pub fn due(record: &RequestRecord, now: DateTime<Utc>, recovery_after: TimeDelta
             Some(at) if now < at => Due::Nothing(Some(at)),
             _ => Due::Lapse,
         },
-        _ if record.audit_pending => Due::Nothing(Some(recover_at)),
-        _ => Due::Nothing(None),
+        _ => {
+            let revoke_at = revoke_at(record);
+            if revoke_at.is_some_and(|at| now >= at) {
+                return Due::Revoke;
+            }
+            let recover_at = record.audit_pending.then_some(recover_at);
+            Due::Nothing(revoke_at.into_iter().chain(recover_at).min())
+        }
     }
 }
 
@@ -131,7 +150,7 @@ pub fn next_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
         // No grant expiry: lapsing is due at once (the Unix epoch: earlier than any real
         // time, and a time every store can hold).
         RequestState::Approved => Some(record.grant_expires_at.unwrap_or(DateTime::UNIX_EPOCH)),
-        _ => None,
+        _ => revoke_at(record),
     };
     recovery.into_iter().chain(by_state).min()
 }

@@ -74,6 +74,7 @@ pub fn consume(
         started_at: now,
         finished_at: None,
         error: None,
+        credential: None,
     }));
     Ok(Step::new(next, Vec::new()))
 }
@@ -95,10 +96,12 @@ pub fn finish(
         RequestState::Executed
     };
     let started_at = record.execution.as_ref().map_or(now, |e| e.started_at);
+    let credential = record.execution.as_ref().and_then(|e| e.credential.clone());
     next.execution = Some(Box::new(Execution {
         started_at,
         finished_at: Some(now),
         error,
+        credential,
     }));
     Ok(Step::new(next, Vec::new()))
 }

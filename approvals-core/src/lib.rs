@@ -78,6 +78,7 @@ pub use audit::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use console::ConsoleApprover;
+pub use credential::{Credential, CredentialBroker, CredentialLease};
 pub use error::{Component, GuardError, ReviewError};
 pub use gate::{
     BuildError, Gate, GateBuilder, Grant, Review, ReviewOutcome, Submission, SweepReport,
@@ -93,8 +94,8 @@ pub use request::{
     Action, ActionRequest, Digest, Initiator, Link, Principal, PrincipalKind, RequestContext, Risk,
 };
 pub use store::{
-    Delivery, Execution, Inserted, ListFilter, RequestId, RequestRecord, RequestState, Resolution,
-    ReviewRecord, Store, StoreError, Unaudited, Verdict,
+    CredentialState, Delivery, Execution, Inserted, ListFilter, RequestId, RequestRecord,
+    RequestState, Resolution, ReviewRecord, Store, StoreError, Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]

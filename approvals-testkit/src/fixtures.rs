@@ -157,7 +157,15 @@ pub fn full_record() -> RequestRecord {
             started_at: at + TimeDelta::seconds(7),
             finished_at: Some(at + TimeDelta::seconds(8)),
             error: Some("partial failure: ☠".into()),
-            credential: None,
+            credential: Some(approvals_core::store::CredentialState {
+                lease: approvals_core::credential::CredentialLease {
+                    id: "apr_0123456789abcdef0123456789abcdef".into(),
+                    scope: "SELECT on public.invoices".into(),
+                    expires_at: at + TimeDelta::minutes(40),
+                },
+                issued: true,
+                revoked_at: Some(at + TimeDelta::seconds(9)),
+            }),
         })),
     }
 }

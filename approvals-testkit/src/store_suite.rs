@@ -408,7 +408,39 @@ pub async fn due_listing_follows_each_write(store: Arc<dyn Store>) {
     unaudited.mark_unaudited(Verdict::Deny);
     let mut executed = pending_record(export_request(), at(0));
     executed.state = RequestState::Executed;
-    for record in [&pending, &later, &approved, &unaudited, &executed] {
+    // Running with a credential until 30; and one whose run ended with it still outstanding
+    // (due at once), which a write marking it revoked takes out of the listing.
+    let credential = |expires_at| approvals_core::store::CredentialState {
+        lease: approvals_core::credential::CredentialLease {
+            id: "apr_00000000000000000000000000000001".into(),
+            scope: "SELECT on public.invoices".into(),
+            expires_at,
+        },
+        issued: true,
+        revoked_at: None,
+    };
+    let execution = |state, credential| {
+        let mut r = pending_record(export_request(), at(0));
+        r.state = state;
+        r.execution = Some(Box::new(approvals_core::Execution {
+            started_at: at(1),
+            finished_at: None,
+            error: None,
+            credential: Some(credential),
+        }));
+        r
+    };
+    let running = execution(RequestState::Executing, credential(at(30)));
+    let left_behind = execution(RequestState::Failed, credential(at(30)));
+    for record in [
+        &pending,
+        &later,
+        &approved,
+        &unaudited,
+        &executed,
+        &running,
+        &left_behind,
+    ] {
         insert_new(&store, record).await;
     }
     let due = |minutes: i64| {
@@ -433,16 +465,39 @@ pub async fn due_listing_follows_each_write(store: Arc<dyn Store>) {
         ids.sort();
         ids
     };
-    assert_eq!(due(-1).await, Vec::<RequestId>::new());
-    assert_eq!(due(0).await, vec![unaudited.id]);
-    assert_eq!(due(5).await, sorted(vec![approved.id, unaudited.id]));
+    assert_eq!(due(-1).await, vec![left_behind.id]);
+    assert_eq!(due(0).await, sorted(vec![unaudited.id, left_behind.id]));
+    assert_eq!(
+        due(5).await,
+        sorted(vec![approved.id, unaudited.id, left_behind.id])
+    );
+    assert_eq!(
+        due(30).await,
+        sorted(vec![approved.id, unaudited.id, running.id, left_behind.id])
+    );
+    // Its credential revoked, the finished run is due no more.
+    let mut revoked = fetch(&store, left_behind.id).await;
+    if let Some(c) = revoked
+        .execution
+        .as_mut()
+        .and_then(|e| e.credential.as_mut())
+    {
+        c.revoked_at = Some(at(2));
+    }
+    assert!(store.compare_and_set(1, &revoked).await.expect("cas"));
     assert_eq!(
         due(60).await,
-        sorted(vec![pending.id, approved.id, unaudited.id])
+        sorted(vec![pending.id, approved.id, unaudited.id, running.id])
     );
     assert_eq!(
         due(1_000).await,
-        sorted(vec![pending.id, later.id, approved.id, unaudited.id])
+        sorted(vec![
+            pending.id,
+            later.id,
+            approved.id,
+            unaudited.id,
+            running.id
+        ])
     );
 
     // Approved with a grant until 600: due then, not at its old expiry.
@@ -454,10 +509,10 @@ pub async fn due_listing_follows_each_write(store: Arc<dyn Store>) {
     let mut audited = fetch(&store, unaudited.id).await;
     assert!(audited.mark_audited(Verdict::Deny));
     assert!(store.compare_and_set(1, &audited).await.expect("cas"));
-    assert_eq!(due(60).await, vec![approved.id]);
+    assert_eq!(due(60).await, sorted(vec![approved.id, running.id]));
     assert_eq!(
         due(600).await,
-        sorted(vec![pending.id, later.id, approved.id])
+        sorted(vec![pending.id, later.id, approved.id, running.id])
     );
 }
 

@@ -19,6 +19,11 @@
 //! (`sha256:<hex>`), `approvers` (principal ids), `human_approved`, `iat` and `exp` (RFC 3339,
 //! UTC), `policy_rule` (optional) and `policy_version`.
 //!
+//! A token may also be bound to one HTTP call: the optional `bind` claim is the lowercase hex
+//! SHA-256 of that call (method, path and query, body), and a service accepts the token only
+//! for exactly that call ([`GrantTokenVerifier::verify_bound`], [`GrantClaims::check_bind`];
+//! approvals-http's `downstream` module computes the binding and guards services with it).
+//!
 //! # What a token is, and is not
 //!
 //! A token is a verifiable *statement*: "request R for the action with digest D was approved
@@ -103,6 +108,11 @@ pub struct GrantClaims {
     pub policy_rule: Option<String>,
     /// The policy version behind it.
     pub policy_version: String,
+    /// The one HTTP call the token may be used for: lowercase hex SHA-256 of the call (see
+    /// approvals-http's `downstream::call_binding`). Absent on tokens that are not bound to a
+    /// call, which [`GrantTokenVerifier::verify_bound`] refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
 }
 
 mod rfc3339 {
@@ -144,6 +154,7 @@ impl GrantClaims {
             exp,
             policy_rule: None,
             policy_version: String::new(),
+            bind: None,
         }
     }
 
@@ -189,6 +200,29 @@ impl GrantClaims {
     pub fn audience(mut self, aud: impl Into<String>) -> Self {
         self.aud = aud.into();
         self
+    }
+
+    /// Binds the token to one call: `binding` is the call's lowercase hex SHA-256 (the `bind`
+    /// claim).
+    pub fn bind(mut self, binding: impl Into<String>) -> Self {
+        self.bind = Some(binding.into());
+        self
+    }
+
+    /// Checks that these claims are bound to exactly the call whose binding is `binding`.
+    /// Claims without a `bind` claim are refused ([`GrantTokenError::Unbound`]).
+    pub fn check_bind(&self, binding: &str) -> Result<(), GrantTokenError> {
+        let Some(bound) = self.bind.as_deref() else {
+            return Err(GrantTokenError::Unbound);
+        };
+        if bound == binding {
+            Ok(())
+        } else {
+            Err(GrantTokenError::BindMismatch {
+                expected: binding.to_owned(),
+                found: bound.to_owned(),
+            })
+        }
     }
 }
 
@@ -239,6 +273,22 @@ pub enum GrantTokenError {
         /// The expected value.
         expected: String,
         /// The value in the token.
+        found: String,
+    },
+    /// The token is not bound to a call (it has no `bind` claim), and the verifier only
+    /// accepts tokens made for one call.
+    #[error(
+        "grant token is not bound to a call: ask for a credential through a broker that binds it to the call (a bind claim)"
+    )]
+    Unbound,
+    /// The token is bound to another call than the one it came with.
+    #[error(
+        "grant token is bound to call {found}, not {expected}: the call changed since approval; send exactly the approved method, path, query and body, or ask for a new approval"
+    )]
+    BindMismatch {
+        /// The binding of the call that came with the token.
+        expected: String,
+        /// The `bind` claim in the token.
         found: String,
     },
 }
@@ -379,6 +429,60 @@ impl GrantTokenVerifier {
         Ok(claims)
     }
 
+    /// Checks a token made for one call, where the action's digest is not known (a service
+    /// guarding its HTTP API): the signature first, then the times, the audience and the
+    /// issuer, as [`verify`](Self::verify) does, and that the token has a `bind` claim
+    /// ([`GrantTokenError::Unbound`] otherwise). The caller then compares the claim with
+    /// the call it came with ([`GrantClaims::check_bind`]) and keeps the token single-use
+    /// (by `request_id`, until [`accepts_until`](Self::accepts_until)).
+    pub fn verify_bound(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<GrantClaims, GrantTokenError> {
+        let claims = self.open(token)?;
+        self.check_window_and_parties(&claims, now)?;
+        if claims.bind.is_none() {
+            return Err(GrantTokenError::Unbound);
+        }
+        Ok(claims)
+    }
+
+    /// The last instant this verifier accepts `claims`: their expiry plus the tolerated clock
+    /// skew. A record of used tokens has to keep each one until then.
+    pub fn accepts_until(&self, claims: &GrantClaims) -> DateTime<Utc> {
+        claims.exp + self.leeway
+    }
+
+    /// The times, the audience and the issuer of opened claims (as in `verify`).
+    fn check_window_and_parties(
+        &self,
+        claims: &GrantClaims,
+        now: DateTime<Utc>,
+    ) -> Result<(), GrantTokenError> {
+        if now >= claims.exp + self.leeway {
+            return Err(GrantTokenError::Expired { exp: claims.exp });
+        }
+        if claims.iat > now + self.leeway {
+            return Err(GrantTokenError::NotYetValid { iat: claims.iat });
+        }
+        for (claim, expected, found) in [
+            ("aud", &self.audience, &claims.aud),
+            ("iss", &self.issuer, &claims.iss),
+        ] {
+            if let Some(expected) = expected
+                && expected != found
+            {
+                return Err(GrantTokenError::WrongParty {
+                    claim,
+                    expected: expected.clone(),
+                    found: found.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the signature only and returns the claims (no digest, time or party checks).
     pub fn open(&self, token: &str) -> Result<GrantClaims, GrantTokenError> {
         if token.len() > MAX_TOKEN_BYTES {
@@ -505,5 +609,57 @@ mod tests {
             .open(&token)
             .expect("a signed token opens");
         assert_eq!(opened.request_id, claims().request_id);
+    }
+
+    #[test]
+    fn claims_without_a_binding_encode_as_before() {
+        let json = serde_json::to_value(claims()).expect("claims encode");
+        assert!(json.get("bind").is_none(), "{json}");
+        let bound = serde_json::to_value(claims().bind("ab".repeat(32))).expect("claims encode");
+        assert_eq!(bound["bind"], "ab".repeat(32));
+    }
+
+    #[test]
+    fn a_bound_token_verifies_only_for_its_call() {
+        let at = |s| Utc.timestamp_opt(s, 0).single().expect("valid time");
+        let binding = "0f".repeat(32);
+        let verifier = GrantTokenVerifier::new(&[signer().verifier()])
+            .audience("https://billing.internal")
+            .issuer("gate");
+        let bound = claims()
+            .audience("https://billing.internal")
+            .issuer("gate")
+            .bind(binding.clone());
+        let token = sign_claims(bound, &signer()).expect("valid claims sign");
+        let checked = verifier
+            .verify_bound(&token, at(1_500))
+            .expect("a bound token verifies");
+        assert_eq!(checked.check_bind(&binding), Ok(()));
+        assert!(matches!(
+            checked.check_bind(&"1f".repeat(32)),
+            Err(GrantTokenError::BindMismatch { .. })
+        ));
+        assert_eq!(verifier.accepts_until(&checked), at(2_000) + DEFAULT_LEEWAY);
+        assert!(matches!(
+            verifier.verify_bound(&token, at(2_100)),
+            Err(GrantTokenError::Expired { .. })
+        ));
+
+        let unbound = claims().audience("https://billing.internal").issuer("gate");
+        let token = sign_claims(unbound, &signer()).expect("valid claims sign");
+        assert_eq!(
+            verifier.verify_bound(&token, at(1_500)),
+            Err(GrantTokenError::Unbound)
+        );
+
+        let elsewhere = claims()
+            .audience("https://other.internal")
+            .issuer("gate")
+            .bind(binding);
+        let token = sign_claims(elsewhere, &signer()).expect("valid claims sign");
+        assert!(matches!(
+            verifier.verify_bound(&token, at(1_500)),
+            Err(GrantTokenError::WrongParty { claim: "aud", .. })
+        ));
     }
 }

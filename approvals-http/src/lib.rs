@@ -14,6 +14,9 @@
 //!   API.
 //! - [`ConsoleLinkApprover`] announces each pending request with its console URL.
 //! - [`ApiClient`] calls the API over HTTP or in-process.
+//! - [`downstream`]: approved calls to other HTTP services, with a grant token bound to one
+//!   call as the credential ([`HttpCall`], [`GrantTokenBroker`]) and a guard for the service
+//!   ([`GrantGuardLayer`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +38,7 @@
 //!
 //! Modules: [`server`] (routing, tower service, hyper loop; it sits on top), [`api`] (the
 //! reviewers' JSON API), [`agent`] (the agents' JSON API), [`console`] (HTML pages, sign-in, CSRF), [`auth`] (tokens), [`problem`] (errors),
-//! [`view`] (JSON shapes), [`webhook`] (outbound webhooks and their verification),
+//! [`view`] (JSON shapes), [`downstream`] (approved calls to other services), [`webhook`] (outbound webhooks and their verification),
 //! [`client`] (API client), [`link`] (console links), [`html`] (escaping); inside the crate,
 //! `shared` (the state and response helpers the API and the console share), `requests`
 //! (visibility, the list query and the reason bound both apply) and `session` (console
@@ -51,6 +54,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod console;
+pub mod downstream;
 pub mod html;
 pub mod link;
 pub mod problem;
@@ -63,6 +67,9 @@ pub mod webhook;
 
 pub use auth::{TokenHash, Tokens, generate_token};
 pub use client::{ApiClient, ClientError};
+#[cfg(feature = "axum")]
+pub use downstream::ApprovedCall;
+pub use downstream::{GrantGuardLayer, GrantTokenBroker, HttpCall};
 pub use link::ConsoleLinkApprover;
 pub use problem::Problem;
 pub use server::{

@@ -291,7 +291,8 @@ fn ocsf_record(
 ) -> Value {
     let v = EventView(view);
     let (activity_id, activity_name) = match v.name() {
-        "requested" | "grant_issued" | "request_refused" => (1, "Create"),
+        "requested" | "grant_issued" | "request_refused" | "credential_issued" => (1, "Create"),
+        "credential_revoked" => (4, "Delete"),
         "grant_consumed" | "executed" => (99, "Other"),
         _ => (3, "Update"),
     };
@@ -371,6 +372,8 @@ fn cef_name(v: &EventView<'_>) -> String {
         "executed" if v.succeeded() => "Action executed",
         "executed" => "Action failed",
         "request_refused" => "Action refused before review",
+        "credential_issued" => "Credential issued for the action",
+        "credential_revoked" => "Credential revoked",
         other => other,
     }
     .to_owned()

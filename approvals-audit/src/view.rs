@@ -246,6 +246,13 @@ impl<'a> EventView<'a> {
             },
             "denied" | "dispatch_failed" | "expired" | "lapsed" => 2,
             "executed" if !self.succeeded() => 2,
+            // A credential that outlived its run until a sweep found it, or one minted for an
+            // action that then did not run.
+            "credential_revoked" => match self.str("reason") {
+                Some("swept") => 3,
+                Some("not_run") => 2,
+                _ => 1,
+            },
             "policy_decided"
                 if self
                     .get("decision")

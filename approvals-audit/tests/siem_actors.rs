@@ -432,3 +432,69 @@ fn a_review_refused_for_a_spoofed_identity_is_high_severity() {
     let cef = render(&entries, Format::Cef);
     assert!(cef[1].contains("|Review refused|8|"), "{}", cef[1]);
 }
+
+/// The gate mints and revokes credentials: OCSF Create and Delete by the gate, a sweep's
+/// revocation (something outlived its run) at medium severity; the lease's id, scope and
+/// expiry travel in `unmapped`, and there is no secret to leak (the event has none).
+#[test]
+fn credential_events_are_the_gates_create_and_delete() {
+    use approvals_core::credential::{CredentialLease, RevokeReason};
+    let dir = tempfile::tempdir().unwrap();
+    let id = RequestId::new();
+    let lease = CredentialLease {
+        id: "apr_0123456789abcdef0123456789abcdef".into(),
+        scope: "SELECT on public.invoices".into(),
+        expires_at: Utc::now(),
+    };
+    let details = [
+        EventDetail::CredentialIssued {
+            credential: lease.clone(),
+        },
+        EventDetail::CredentialRevoked {
+            credential: lease.clone(),
+            reason: RevokeReason::Finished,
+        },
+        EventDetail::CredentialRevoked {
+            credential: lease,
+            reason: RevokeReason::Swept,
+        },
+    ];
+    let events: Vec<Value> = details
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| event(id, i as i64, d))
+        .collect();
+    let entries = write(dir.path(), &events);
+    let ocsf = json(&render(&entries, Format::Ocsf));
+    let fields = |r: &Value| {
+        (
+            r["activity_id"].as_u64().unwrap(),
+            r["severity_id"].as_u64().unwrap(),
+            r["actor"]["user"]["uid"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(
+        ocsf.iter().map(fields).collect::<Vec<_>>(),
+        [
+            (1, 1, "approvals-gate".to_owned()),
+            (4, 1, "approvals-gate".to_owned()),
+            (4, 3, "approvals-gate".to_owned()),
+        ]
+    );
+    assert_eq!(
+        ocsf[0]["unmapped"]["approvals"]["credential"]["scope"],
+        "SELECT on public.invoices"
+    );
+    assert_eq!(ocsf[2]["unmapped"]["approvals"]["reason"], "swept");
+    let cef = render(&entries, Format::Cef);
+    assert!(
+        cef[0].contains("|credential_issued|Credential issued for the action|"),
+        "{}",
+        cef[0]
+    );
+    assert!(
+        cef[1].contains("|credential_revoked|Credential revoked|"),
+        "{}",
+        cef[1]
+    );
+}

@@ -412,6 +412,39 @@ async fn an_unusable_credential_refuses_the_action_and_is_revoked() {
     }
 }
 
+/// A credential exists only between consuming a grant and the end of the run, so a grant that
+/// lapsed or that a deny revoked never has one: nothing is minted, nothing to revoke.
+#[tokio::test]
+async fn a_lapsed_or_revoked_grant_never_mints_a_credential() {
+    for case in ["lapsed", "denied after approval"] {
+        let f = Fixture::new();
+        let (id, grant) = f.approved().await;
+        if case == "lapsed" {
+            f.clock.advance(TimeDelta::seconds(301));
+        } else {
+            f.gate
+                .decide(id, Review::deny(sam()).reason("wrong table"))
+                .await
+                .expect("a deny revokes the unused grant");
+        }
+        let result = f
+            .gate
+            .execute_with_credential(grant, &export(), |_c| async { Ok::<_, GuardError>(()) })
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(GuardError::GrantLapsed { .. } | GuardError::Denied { .. })
+            ),
+            "{case}: {result:?}"
+        );
+        assert_eq!(f.vault.issued.load(Ordering::SeqCst), 0, "{case}: minted");
+        let record = f.record(id).await;
+        assert!(record.execution.is_none(), "{case}: {record:?}");
+        assert!(!f.names(id).contains(&"credential_issued"), "{case}");
+    }
+}
+
 #[tokio::test]
 async fn a_sweep_revokes_what_a_failed_revocation_left() {
     let f = Fixture::new();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use approvals_core::credential::{CredentialLease, RevokeReason};
 use approvals_core::lifecycle::{
     self, ALL_STATES, Due, NotApplicable, Review, Unusable, may_replace,
 };
@@ -370,6 +371,13 @@ enum Op {
     Due,
     Cancel,
     Consume,
+    /// Consume with a credential planned.
+    ConsumeCredential,
+    /// The broker issued the planned credential, expiring this many seconds before (negative:
+    /// after) the grant.
+    Issue(i64),
+    /// The run revoked its credential.
+    Revoke,
     Finish(bool),
     Audited(Verdict),
 }
@@ -396,6 +404,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Due),
         1 => Just(Op::Cancel),
         2 => Just(Op::Consume),
+        2 => Just(Op::ConsumeCredential),
+        2 => (-5i64..300).prop_map(Op::Issue),
+        1 => Just(Op::Revoke),
         1 => any::<bool>().prop_map(Op::Finish),
         2 => verdict.prop_map(Op::Audited),
     ]
@@ -429,10 +440,25 @@ proptest! {
                     Due::Escalate => lifecycle::escalate(&r, now).ok(),
                     Due::Lapse => lifecycle::lapse(&r, now).ok(),
                     Due::Recover => lifecycle::recover(&r).ok().flatten().map(|(s, _)| s),
+                    Due::Revoke => {
+                        let revoked = lifecycle::credential_revoked(&r, RevokeReason::Swept, now);
+                        prop_assert!(revoked.is_ok(), "due for revocation, but the rule refuses");
+                        revoked.ok()
+                    }
                     Due::Nothing(_) => None,
                 },
                 Op::Cancel => lifecycle::cancel(&r, None, None, now).ok(),
                 Op::Consume => lifecycle::consume(&r, r.digest, now).ok(),
+                Op::ConsumeCredential => lifecycle::consume_with_credential(&r, r.digest, now, "apr_x".into()).ok(),
+                Op::Issue(before) => {
+                    let lease = CredentialLease {
+                        id: "apr_x".into(),
+                        scope: "SELECT on public.invoices".into(),
+                        expires_at: r.grant_expires_at.unwrap_or(now) - TimeDelta::seconds(before),
+                    };
+                    lifecycle::credential_issued(&r, &lease, now).ok()
+                }
+                Op::Revoke => lifecycle::credential_revoked(&r, RevokeReason::Finished, now).ok(),
                 Op::Finish(ok) => lifecycle::finish(&r, (!ok).then(|| "x".into()), now).ok(),
                 Op::Audited(v) => lifecycle::audited(&r, v).map(|next| lifecycle::Step { next, events: vec![] }),
             };
@@ -445,6 +471,19 @@ proptest! {
             let by_execution = matches!(step.next.state, RequestState::Executing | RequestState::Executed | RequestState::Failed);
             if changed && !by_execution {
                 prop_assert!(!step.events.is_empty(), "{} -> {} without events", prev.state, step.next.state);
+            }
+            // A credential exists only for a run: planned when a grant is consumed, issued
+            // while executing, within the grant's time; once revoked, it stays revoked.
+            let credential = |r: &RequestRecord| r.execution.as_ref().and_then(|e| e.credential.clone());
+            if let Some(c) = credential(&step.next) {
+                prop_assert!(matches!(step.next.state, RequestState::Executing | RequestState::Executed | RequestState::Failed));
+                prop_assert!(step.next.grant_expires_at.is_some_and(|g| c.lease.expires_at <= g), "outlives the grant");
+                if let Some(before) = credential(&prev) {
+                    prop_assert!(before.revoked_at.is_none() || c.revoked_at == before.revoked_at, "revoked, then not");
+                    prop_assert!(!before.issued || c.issued, "issued, then not");
+                    prop_assert!(!c.issued || before.issued || step.next.state == RequestState::Executing, "issued after the run");
+                }
+                prop_assert_eq!(lifecycle::outstanding(&step.next).is_some(), c.revoked_at.is_none());
             }
             r = step.next;
             if r.state == RequestState::Denied { denied = true; }

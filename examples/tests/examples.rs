@@ -242,6 +242,80 @@ fn postgres_replicas_share_one_queue_wake_by_notify_and_expire_once() {
     assert_eq!(left, 0, "schema {schema} was left behind");
 }
 
+/// The agent's own role reads nothing; the export runs as a role minted for it, which reads
+/// the approved columns only and is gone afterwards; the audit shows the credential without its
+/// password. Checked again here against the server: no `apr_` role of the run is left.
+#[test]
+fn credentials_export_runs_as_a_minted_role_that_is_dropped_after() {
+    let Some(url) = postgres_url("credentials_export_runs_as_a_minted_role_that_is_dropped_after")
+    else {
+        return;
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_credentials"));
+    command.env("APPROVALS_POSTGRES_URL", &url);
+    let out = run(command);
+    out.assert_success();
+    out.assert_stdout_has(&[
+        "[agent] as its own role: permission denied",
+        "[sam] approving data.export on postgres://example/",
+        "[agent] running as apr_",
+        "(SELECT (id, customer, amount) on ",
+        "[agent]   exported invoice 1: acme 1200",
+        "[agent]   exported invoice 3: initech 990",
+        "[agent] card numbers (not approved): ",
+        "[agent] deleting (not approved): ",
+        "[gate] role apr_",
+        "dropped after the export",
+        "[agent] logging in with the used credential again: ",
+        "credential_issued",
+        "credential_revoked",
+    ]);
+    assert!(
+        out.at("credential_issued") < out.at("executed")
+            && out.at("executed") < out.at("credential_revoked"),
+        "{}",
+        out.all()
+    );
+    let role = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("[agent] running as "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no role in the output:\n{}", out.all()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let left: i64 = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::postgres::PgConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+            .bind(&role)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query")
+    });
+    assert_eq!(left, 0, "role {role} was left behind");
+}
+
+#[test]
+fn credentials_without_a_url_says_what_to_set() {
+    let out = run(example(
+        env!("CARGO_BIN_EXE_credentials"),
+        &["APPROVALS_POSTGRES_URL"],
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("APPROVALS_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test"),
+        "{}",
+        out.all()
+    );
+}
+
 /// The list of missing variables in a refusal: between "first:" and "optional:".
 fn missing_list(stderr: &str) -> &str {
     let start = stderr.find("first:").map_or(0, |i| i + "first:".len());

@@ -19,8 +19,12 @@ impl Quickstart {
             "approvals-quickstart-{name}-{}.db",
             std::process::id()
         ));
+        Self::start_on(&format!("sqlite://{}", db.display()))
+    }
+
+    fn start_on(url: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quickstart"))
-            .env("APPROVALS_DB", format!("sqlite://{}", db.display()))
+            .env("APPROVALS_DB", url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -103,6 +107,7 @@ fn quickstart_at_the_terminal_allows_approves_and_refuses_self_approval() {
         &[
             "Review console: http://127.0.0.1:",
             "read 1204 invoices (allowed by policy",
+            "this export would run as a login role minted for it: SELECT (email, plan, mrr) on approvals_quickstart.customers",
             "exporting 48210 rows",
             "export done",
             "approving as the agent itself: refused: billing-agent is not a human",
@@ -124,6 +129,80 @@ fn quickstart_at_the_terminal_allows_approves_and_refuses_self_approval() {
         !text.contains("granting billing-admin"),
         "the denied action ran:\n{text}"
     );
+}
+
+/// On PostgreSQL the export runs as a role minted for it, which reads the exported columns and
+/// nothing else and is gone afterwards; the audit trail records it. A database of its own, so
+/// the quickstart's tables and demo schema meet no other test's.
+#[test]
+fn quickstart_on_postgres_exports_with_a_minted_role() {
+    let Some(url) =
+        approvals_testkit::pg::postgres_url("quickstart_on_postgres_exports_with_a_minted_role")
+    else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let name = format!("approvals_quickstart_{}", std::process::id());
+    let admin = |sql: String| {
+        let url = url.clone();
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::postgres::PgConnection::connect(&url)
+                .await
+                .expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("admin statement");
+        })
+    };
+    admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    admin(format!("CREATE DATABASE {name}"));
+    let mut db_url: url::Url = url.parse().expect("postgres URL");
+    db_url.set_path(&name);
+
+    let mut q = Quickstart::start_on(db_url.as_str());
+    q.wait_for(PROMPT, 1);
+    q.type_line("approve report is due");
+    q.wait_for(PROMPT, 2);
+    q.type_line("deny not today");
+    let text = q.finish();
+    admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    assert_contains_all(
+        &text,
+        &[
+            "[agent] exporting as apr_",
+            "a role minted for this export: SELECT (email, plan, mrr) on approvals_quickstart.customers until ",
+            "[agent] exported 3 rows to s3://finance-reports/churn.csv",
+            "[agent] reading card numbers as that role: ",
+            "permission denied",
+            "export done",
+            "credential_issued",
+            "credential_revoked",
+            "Audit chain in the database verified",
+        ],
+    );
+    let role = text
+        .lines()
+        .find_map(|l| l.split("[agent] exporting as ").nth(1))
+        .and_then(|l| l.split(',').next())
+        .expect("role printed")
+        .to_owned();
+    let left: i64 = runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::postgres::PgConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+            .bind(&role)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query")
+    });
+    assert_eq!(left, 0, "role {role} outlived the export");
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! or `deny [reason]`, open the review console it prints (sign in with the printed token),
 //! or use the `approvals` CLI against the console. The first decision wins.
 //!
+//! On PostgreSQL the export runs with a credential minted for it: a login role that may read
+//! only the exported columns of `approvals_quickstart.customers` until the grant expires,
+//! dropped when the export returns (`PostgresBroker`). On SQLite it says what it would mint.
+//!
 //! Run: `cargo run -p approvals-examples --bin quickstart`
 
 use std::error::Error;
@@ -50,6 +54,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let store = SqlStore::connect(&url).await?;
     println!("Requests and audit trail stored in {url}");
+    let on_postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+    let broker = credentials::broker(&url, on_postgres).await?;
 
     // The review console, on 127.0.0.1:8480 (or a free port when that one is taken).
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:8480").await {
@@ -66,7 +72,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let audit_log = store.signed_audit_sink(LogConfig::new(signer.name()), signer.clone());
     let audit = std::sync::Arc::new(MemorySink::new());
-    let gate = Gate::builder()
+    let mut gate = Gate::builder()
         .policy(RulePolicy::from_toml(POLICY)?)
         .store(store.clone())
         .audit(
@@ -79,8 +85,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
             base.clone(),
             std::io::stdout(),
         ))
-        .initiator(agent.clone())
-        .build()?;
+        .initiator(agent.clone());
+    if on_postgres {
+        gate = gate.credential_broker(broker.clone());
+    }
+    let gate = gate.build()?;
 
     let server = ReviewServer::builder(gate.clone())
         .tokens(Tokens::new().with_token(&token, sam))
@@ -107,17 +116,28 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // 2. A customer-data export: waits for a data owner at this terminal.
     let export = ActionRequest::new("data.export", "db://prod/customers")
-        .params(json!({"columns": ["email", "plan", "mrr"], "rows": 48_210, "format": "csv", "destination": "s3://finance-reports/churn.csv"}))
+        .params(json!({"table": credentials::TABLE, "columns": ["email", "plan", "mrr"], "format": "csv", "destination": "s3://finance-reports/churn.csv"}))
         .environment("production")
         .justification("Monthly churn report requested by Dana");
     println!("[agent] asking to export customer data...");
-    match gate
-        .run(&export, || async {
+    let exported = if on_postgres {
+        // The agent has no access of its own: the export runs as a role minted for it.
+        gate.run_with_credential(&export, |credential| credentials::export(&url, credential))
+            .await
+    } else {
+        match broker.describe(&export) {
+            Ok(scope) => println!(
+                "[agent] (on PostgreSQL, APPROVALS_DB=postgres://..., this export would run as a login role minted for it: {scope}, valid until the grant expires and dropped afterwards)"
+            ),
+            Err(e) => println!("[agent] (on PostgreSQL no credential would be minted: {e})"),
+        }
+        gate.run(&export, || async {
             println!("[agent] exporting 48210 rows to s3://finance-reports/churn.csv");
             Ok::<_, GuardError>(())
         })
         .await
-    {
+    };
+    match exported {
         Ok(()) => println!("[agent] export done"),
         Err(e) => println!("[agent] export refused: {e}"),
     }
@@ -242,6 +262,10 @@ fn describe(event: &AuditEvent) -> String {
             }
         }
         EventDetail::Dispatched { channel } => format!("to {channel}"),
+        EventDetail::CredentialIssued { credential } => {
+            format!("{} ({})", credential.id, credential.scope)
+        }
+        EventDetail::CredentialRevoked { credential, .. } => credential.id.clone(),
         _ => String::new(),
     };
     format!(
@@ -252,4 +276,77 @@ fn describe(event: &AuditEvent) -> String {
         event.resource,
         detail
     )
+}
+
+/// The export's credential: the PostgreSQL broker, the demo table it reads, and the export run
+/// as the minted role.
+mod credentials {
+    use approvals_broker_postgres::{PostgresBroker, Privilege};
+    use approvals_core::{Credential, GuardError};
+    use sqlx::Connection;
+    use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+
+    /// The table the export reads, created on PostgreSQL.
+    pub const TABLE: &str = "approvals_quickstart.customers";
+
+    /// A broker allowing exports to read; on PostgreSQL with the demo table in place. On
+    /// SQLite it never connects: it only describes what it would mint.
+    pub async fn broker(
+        url: &str,
+        on_postgres: bool,
+    ) -> Result<PostgresBroker, Box<dyn std::error::Error>> {
+        let pool = if on_postgres {
+            let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+            for sql in [
+                "CREATE SCHEMA IF NOT EXISTS approvals_quickstart",
+                "CREATE TABLE IF NOT EXISTS approvals_quickstart.customers (email text, plan text, mrr int, card_number text)",
+                "TRUNCATE approvals_quickstart.customers",
+                "INSERT INTO approvals_quickstart.customers VALUES ('ann@acme.test', 'pro', 490, '4111-1111'), ('bo@globex.test', 'team', 1290, '5500-0000'), ('cy@initech.test', 'pro', 490, '3400-0000')",
+            ] {
+                sqlx::query(sql).execute(&pool).await?;
+            }
+            pool
+        } else {
+            PgPoolOptions::new().connect_lazy("postgres://localhost/unused")?
+        };
+        Ok(PostgresBroker::new(pool).allow("data.export", &[Privilege::Select]))
+    }
+
+    /// The export, logged in as the minted role: the approved columns of the demo table.
+    pub async fn export(url: &str, credential: Credential) -> Result<(), GuardError> {
+        let failed = |e: sqlx::Error| GuardError::InvalidRequest(format!("export failed: {e}"));
+        println!(
+            "[agent] exporting as {}, a role minted for this export: {}",
+            credential.id(),
+            credential.scope()
+        );
+        let options: PgConnectOptions = url.parse().map_err(failed)?;
+        let mut conn = PgConnection::connect_with(
+            &options
+                .username(credential.id())
+                .password(credential.secret()),
+        )
+        .await
+        .map_err(failed)?;
+        let rows: Vec<(String, String, i32)> =
+            sqlx::query_as("SELECT email, plan, mrr FROM approvals_quickstart.customers")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(failed)?;
+        println!(
+            "[agent] exported {} rows to s3://finance-reports/churn.csv",
+            rows.len()
+        );
+        if let Err(e) = sqlx::query("SELECT card_number FROM approvals_quickstart.customers")
+            .fetch_all(&mut conn)
+            .await
+        {
+            let message = e
+                .as_database_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            println!("[agent] reading card numbers as that role: {message}");
+        }
+        conn.close().await.map_err(failed)?;
+        Ok(())
+    }
 }

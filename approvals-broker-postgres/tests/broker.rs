@@ -108,9 +108,8 @@ async fn the_minted_role_reads_the_approved_table_and_nothing_else() {
         assert_eq!(code(&err), "42501", "{denied}: {err}");
     }
     drop(conn);
-    if db.checks_passwords().await {
-        assert!(db.connect_as(&id, "not-the-password").await.is_err());
-    }
+    // A wrong password is refused: the_credential_expires_by_itself, on a server that
+    // checks passwords.
     // The server holds a SCRAM verifier, never the password.
     let (stored,): (Option<String>,) =
         sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
@@ -238,7 +237,8 @@ async fn revoke_ends_sessions_drops_the_role_and_can_be_repeated() {
 
 #[tokio::test]
 async fn the_credential_expires_by_itself() {
-    let Some(db) = Db::new("the_credential_expires_by_itself").await else {
+    // A server that checks passwords: under `trust` VALID UNTIL is never consulted.
+    let Some(db) = Db::checking_passwords("the_credential_expires_by_itself").await else {
         return;
     };
     let broker = db.broker();
@@ -268,20 +268,30 @@ async fn the_credential_expires_by_itself() {
     );
     assert_eq!(credential.expires_at().timestamp_subsec_nanos(), 0);
     assert!(credential.expires_at() <= not_after);
-    let checks = db.checks_passwords().await;
-    if checks {
-        db.connect_as(&id, credential.secret())
-            .await
-            .expect("valid now");
-    }
+    let mut conn = db
+        .connect_as(&id, credential.secret())
+        .await
+        .expect("valid now");
+    let (rows,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        db.table("invoices")
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("reads the approved table while valid");
+    assert_eq!(rows, 3);
+    drop(conn);
+    let err = db
+        .connect_as(&id, "not-the-password")
+        .await
+        .expect_err("a wrong password is refused");
+    assert_eq!(code(&err), "28P01", "{err}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    if checks {
-        let err = db
-            .connect_as(&id, credential.secret())
-            .await
-            .expect_err("expired: login refused");
-        assert_eq!(code(&err), "28P01", "{err}");
-    }
+    let err = db
+        .connect_as(&id, credential.secret())
+        .await
+        .expect_err("expired: login refused");
+    assert_eq!(code(&err), "28P01", "{err}");
     broker.revoke(credential.lease()).await.expect("revoked");
     db.finish().await;
 }

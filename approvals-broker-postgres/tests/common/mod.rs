@@ -2,6 +2,8 @@
 //! connections as a minted role.
 #![allow(dead_code)]
 
+pub mod scram;
+
 use std::str::FromStr;
 
 use approvals_broker_postgres::{PostgresBroker, Privilege};
@@ -17,19 +19,42 @@ pub struct Db {
     pub url: String,
     pub schema: String,
     pub admin: PgPool,
+    /// The private password-checking server, when the test runs on one.
+    server: Option<scram::ScramServer>,
 }
 
 impl Db {
     /// `None` (after a loud SKIPPED line) when no server is configured outside CI.
     pub async fn new(test: &str) -> Option<Db> {
         let url = postgres_url(test)?;
+        Some(Db::on(url, None).await)
+    }
+
+    /// The same, on a private server that checks passwords ([`scram::ScramServer`]), for the
+    /// login checks a `trust` server cannot make.
+    pub async fn checking_passwords(test: &str) -> Option<Db> {
+        let server = scram::ScramServer::start(test)?;
+        let db = Db::on(server.url.clone(), Some(server)).await;
+        assert!(
+            db.checks_passwords().await,
+            "the private server must refuse a wrong password"
+        );
+        Some(db)
+    }
+
+    async fn on(url: String, server: Option<scram::ScramServer>) -> Db {
         let schema = unique_schema("brk");
         let admin = PgPoolOptions::new()
             .max_connections(12)
             .connect(&url)
             .await
             .expect("connect to the test server");
-        let db = Db { url, schema, admin };
+        let db = Db {
+            url,
+            schema,
+            admin,
+            server,
+        };
         let s = &db.schema;
         db.exec(&format!(
             "CREATE SCHEMA \"{s}\";
@@ -39,7 +64,7 @@ impl Db {
              INSERT INTO \"{s}\".customers VALUES (1, 'ada'), (2, 'bob');"
         ))
         .await;
-        Some(db)
+        db
     }
 
     /// Runs trusted test SQL as the admin.
@@ -120,6 +145,7 @@ impl Db {
     pub async fn finish(self) {
         self.admin.close().await;
         drop_schema(&self.url, &self.schema).await;
+        drop(self.server);
     }
 }
 

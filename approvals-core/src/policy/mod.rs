@@ -2,6 +2,7 @@
 
 mod duration;
 mod glob;
+mod index;
 mod rules;
 
 use std::sync::Arc;

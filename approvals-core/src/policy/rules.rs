@@ -59,6 +59,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::duration::parse_duration;
 use super::glob::Glob;
+use super::index::RuleIndex;
 use super::{Decision, Escalation, Policy, PolicyError, Requirement};
 use crate::identity;
 use crate::request::{ActionRequest, PrincipalKind, canonical_json};
@@ -93,83 +94,9 @@ impl fmt::Display for PolicyLoadError {
 #[derive(Debug, Clone)]
 pub struct RulePolicy {
     rules: Vec<CompiledRule>,
-    index: KindIndex,
+    index: RuleIndex,
     default: CompiledOutcome,
     version: String,
-}
-
-/// Narrows the rules worth trying by the first segment of the action kind (`data` in
-/// `data.export`). Rules whose kind patterns all start with a literal segment are listed
-/// under it; the others (no kind, or a wildcard before the first `.`) are always tried. Both
-/// lists are in file order and are merged, so first-match semantics are unchanged.
-#[derive(Debug, Clone, Default)]
-struct KindIndex {
-    by_segment: std::collections::HashMap<String, Vec<usize>>,
-    always: Vec<usize>,
-}
-
-impl KindIndex {
-    fn build(rules: &[RuleSpec]) -> Self {
-        let mut index = KindIndex::default();
-        for (i, rule) in rules.iter().enumerate() {
-            let patterns = rule
-                .kind
-                .as_ref()
-                .map(OneOrMany::to_vec)
-                .unwrap_or_default();
-            let segments: Option<Vec<&str>> = if patterns.is_empty() {
-                None
-            } else {
-                patterns.iter().map(|p| literal_first_segment(p)).collect()
-            };
-            match segments {
-                Some(mut segments) => {
-                    segments.dedup();
-                    for segment in segments {
-                        let list = index.by_segment.entry(segment.to_owned()).or_default();
-                        if list.last() != Some(&i) {
-                            list.push(i);
-                        }
-                    }
-                }
-                None => index.always.push(i),
-            }
-        }
-        index
-    }
-
-    /// Rule indices to try for `kind`, in file order.
-    fn candidates<'a>(&'a self, kind: &str) -> impl Iterator<Item = usize> + 'a {
-        let segment = kind.split('.').next().unwrap_or(kind);
-        let listed = self.by_segment.get(segment).map_or(&[][..], Vec::as_slice);
-        merge_sorted(listed, &self.always)
-    }
-}
-
-/// The literal text before the first `.` of a kind pattern, if no wildcard comes before it.
-/// A kind matches the pattern only if its own first segment is that text.
-fn literal_first_segment(pattern: &str) -> Option<&str> {
-    let segment = pattern.split('.').next().unwrap_or(pattern);
-    (!segment.contains(['*', '?'])).then_some(segment)
-}
-
-fn merge_sorted<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(&x), Some(&y)) if x <= y => {
-            i += 1;
-            Some(x)
-        }
-        (_, Some(&y)) => {
-            j += 1;
-            Some(y)
-        }
-        (Some(&x), None) => {
-            i += 1;
-            Some(x)
-        }
-        (None, None) => None,
-    })
 }
 
 impl RulePolicy {
@@ -253,7 +180,11 @@ impl RulePolicy {
             hex::encode(Sha256::digest(canonical_json(&value)))
         );
         let specs: Vec<RuleSpec> = file.rules.into_iter().map(|r| r.0).collect();
-        let index = KindIndex::build(&specs);
+        let index = RuleIndex::build(specs.iter().map(|r| {
+            let patterns =
+                |p: &Option<OneOrMany>| p.as_ref().map(OneOrMany::to_vec).unwrap_or_default();
+            (patterns(&r.kind), patterns(&r.resource))
+        }));
         let rules = specs.iter().map(RuleSpec::compile).collect();
         let default = file.default.0.compile_outcome(None);
         Ok(RulePolicy {
@@ -279,7 +210,7 @@ impl Policy for RulePolicy {
     fn evaluate(&self, request: &ActionRequest) -> Result<Decision, PolicyError> {
         let outcome = self
             .index
-            .candidates(&request.kind)
+            .candidates(&request.kind, &request.resource)
             .map(|i| &self.rules[i])
             .find(|rule| rule.matches(request))
             .map_or(&self.default, |rule| &rule.outcome);
@@ -1237,6 +1168,108 @@ reason = "billing agents never delete"
                     linear.to_decision().rule(),
                     "kind {kind:?} resource {resource:?}"
                 );
+            }
+        }
+    }
+
+    /// The index (resources, then kinds) never changes which rule decides, for any policy
+    /// built from literal, prefix, suffix, `?` and catch-all patterns and any request.
+    mod index_equals_linear_scan {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const KIND_PATTERNS: &[&str] = &[
+            "data.export",
+            "data.*",
+            "*.read",
+            "db.read",
+            "db?.read",
+            "data",
+            "x*",
+            "*",
+            "zz.a",
+        ];
+        const RESOURCE_PATTERNS: &[&str] = &[
+            "r://x",
+            "r://x/*",
+            "r://*",
+            "*",
+            "r://x/a",
+            "r://?",
+            "*x",
+            "r://x/a/*",
+            "r://",
+            "r://x*",
+            "é://x",
+            "r://é*",
+            "r*/a",
+        ];
+        const KINDS: &[&str] = &[
+            "data.export",
+            "data",
+            "db.read",
+            "db1.read",
+            "x",
+            "zz.a",
+            "q.read",
+            "",
+        ];
+        const RESOURCES: &[&str] = &[
+            "r://x",
+            "r://x/a",
+            "r://x/a/b",
+            "r://y",
+            "",
+            "r://",
+            "é://x",
+            "r://éa",
+            "r://x/",
+        ];
+
+        fn patterns(from: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static str>> {
+            prop::collection::vec(prop::sample::select(from), 0..3)
+        }
+
+        fn list(patterns: &[&str]) -> String {
+            let quoted: Vec<String> = patterns.iter().map(|p| format!("{p:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+            #[test]
+            fn for_any_policy_and_request(
+                rules in prop::collection::vec((patterns(KIND_PATTERNS), patterns(RESOURCE_PATTERNS)), 0..24),
+            ) {
+                let mut policy = String::from("version = 1\ndefault = \"deny\"\n");
+                for (i, (kinds, resources)) in rules.iter().enumerate() {
+                    policy.push_str(&format!("[[rules]]\nname = \"r{i}\"\neffect = \"allow\"\n"));
+                    if !kinds.is_empty() {
+                        policy.push_str(&format!("kind = {}\n", list(kinds)));
+                    }
+                    if !resources.is_empty() {
+                        policy.push_str(&format!("resource = {}\n", list(resources)));
+                    }
+                }
+                let p = RulePolicy::from_toml(&policy).expect("valid");
+                for kind in KINDS {
+                    for resource in RESOURCES {
+                        let req = ActionRequest::new(*kind, *resource);
+                        let linear = p
+                            .rules
+                            .iter()
+                            .find(|r| r.matches(&req))
+                            .map_or(&p.default, |r| &r.outcome);
+                        let indexed = p.evaluate(&req).expect("ok");
+                        let linear = linear.to_decision();
+                        prop_assert_eq!(
+                            indexed.rule(),
+                            linear.rule(),
+                            "kind {:?} resource {:?} in\n{}", kind, resource, policy
+                        );
+                    }
+                }
             }
         }
     }

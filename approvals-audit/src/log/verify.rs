@@ -834,16 +834,25 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Reads every line of `reader`. Lines are read in batches whose event hashes (the bulk of
+    /// the work) are computed on all cores ([`leaf_hashes`]); everything that depends on order
+    /// (sequence, chain, tree, checkpoints) then runs line by line, as [`line`](Self::line).
     pub(crate) fn read_all(&mut self, mut reader: impl BufRead) -> Result<(), LogError> {
         let mut buf = Vec::with_capacity(1024);
+        let mut batch = Batch::default();
         loop {
             let read = read_line(&mut reader, &mut buf).map_err(LogError::io("reading log"))?;
+            if let ReadLine::Complete(n) = read {
+                batch.push(&buf, n);
+                if batch.is_full() {
+                    self.batch(&mut batch);
+                }
+                continue;
+            }
+            self.batch(&mut batch);
             match read {
                 ReadLine::Eof => return Ok(()),
-                ReadLine::Complete(n) => {
-                    self.line(&buf);
-                    self.complete_bytes += n as u64;
-                }
+                ReadLine::Complete(_) => {}
                 ReadLine::Incomplete => {
                     let line = self.report.lines + 1;
                     self.report
@@ -863,8 +872,23 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Feeds the lines of `batch`, with their event hashes computed in parallel, and empties it.
+    fn batch(&mut self, batch: &mut Batch) {
+        let leaves = leaf_hashes(batch);
+        for (i, leaf) in leaves.into_iter().enumerate() {
+            self.line_hashed(batch.line(i), leaf);
+        }
+        self.complete_bytes += batch.read;
+        batch.clear();
+    }
+
     /// Feeds one complete line (without its newline).
     pub(crate) fn line(&mut self, bytes: &[u8]) {
+        self.line_hashed(bytes, None);
+    }
+
+    /// [`line`](Self::line), with the leaf hash of its event when it was computed already.
+    fn line_hashed(&mut self, bytes: &[u8], computed: Option<Hash>) {
         self.report.lines += 1;
         let line = self.report.lines;
         match parse_line(bytes) {
@@ -874,18 +898,21 @@ impl<'a> Scanner<'a> {
                 prev,
                 leaf,
                 event,
-            }) => self.entry(line, seq, &prev, &leaf, event),
+            }) => {
+                let computed = computed.unwrap_or_else(|| leaf_hash(event));
+                self.entry(line, seq, &prev, &leaf, computed)
+            }
             Ok(Line::Checkpoint(note)) => self.checkpoint(line, note),
         }
     }
 
-    fn entry(&mut self, line: u64, seq: u64, prev: &Hash, leaf: &Hash, event: &[u8]) {
+    /// An entry line; `computed` is the leaf hash of its event bytes.
+    fn entry(&mut self, line: u64, seq: u64, prev: &Hash, leaf: &Hash, computed: Hash) {
         if seq != self.expected_seq {
             let expected = self.expected_seq;
             self.problem(Some(line), Some(seq), ProblemKind::SeqMismatch { expected });
         }
         self.expected_seq = seq.saturating_add(1);
-        let computed = leaf_hash(event);
         if &computed != leaf {
             self.problem(Some(line), Some(seq), ProblemKind::EventHashMismatch);
         }
@@ -1128,4 +1155,83 @@ impl<'a> Scanner<'a> {
         }
         self.report.root = self.tree.root();
     }
+}
+
+/// Complete lines read but not yet fed to the scanner, in one buffer.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// The end of each line in `bytes`.
+    ends: Vec<usize>,
+    /// Bytes read from the log for these lines, newlines included.
+    read: u64,
+}
+
+impl Batch {
+    /// Lines per batch: enough to share out across cores, few enough to stay in cache.
+    const LINES: usize = 4096;
+    /// Bytes per batch, whichever comes first.
+    const BYTES: usize = 4 << 20;
+
+    fn push(&mut self, line: &[u8], read: usize) {
+        self.bytes.extend_from_slice(line);
+        self.ends.push(self.bytes.len());
+        self.read += read as u64;
+    }
+
+    fn is_full(&self) -> bool {
+        self.ends.len() >= Self::LINES || self.bytes.len() >= Self::BYTES
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.read = 0;
+    }
+}
+
+/// The leaf hash of each entry line's event in `batch` (`None` for other lines), computed on
+/// up to [`std::thread::available_parallelism`] threads.
+fn leaf_hashes(batch: &Batch) -> Vec<Option<Hash>> {
+    let hash = |i: usize| match parse_line(batch.line(i)) {
+        Ok(Line::Entry { event, .. }) => Some(leaf_hash(event)),
+        _ => None,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below a few hundred lines a thread costs more than it saves.
+    if threads < 2 || batch.len() < 512 {
+        return (0..batch.len()).map(hash).collect();
+    }
+    let per_thread = batch.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..batch.len())
+            .step_by(per_thread)
+            .map(|start| {
+                let end = (start + per_thread).min(batch.len());
+                (
+                    start,
+                    end,
+                    scope.spawn(move || (start..end).map(hash).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(start, end, part)| {
+                // A hashing thread does not panic (no indexing outside the batch, no unwrap);
+                // if one did, hashing its lines here gives the same answer.
+                part.join()
+                    .unwrap_or_else(|_| (start..end).map(hash).collect())
+            })
+            .collect()
+    })
 }

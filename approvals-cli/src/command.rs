@@ -200,9 +200,12 @@ struct PendingArgs {
     /// States to list: pending (default), all, or a comma-separated list.
     #[arg(long, default_value = "pending")]
     state: String,
-    /// At most this many.
+    /// At most this many (a page).
     #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// Start after this point: the cursor a previous page printed (its `next_cursor`).
+    #[arg(long)]
+    cursor: Option<String>,
     /// Print JSON (the API's RequestList) instead of a table.
     #[arg(long)]
     json: bool,
@@ -759,6 +762,7 @@ async fn pending(client: &ApiClient, args: PendingArgs) -> Result<(), Failure> {
         ("kind", &args.kind),
         ("environment", &args.environment),
         ("initiator", &args.initiator),
+        ("cursor", &args.cursor),
     ] {
         if let Some(v) = v {
             query.append_pair(k, v);
@@ -796,6 +800,9 @@ async fn pending(client: &ApiClient, args: PendingArgs) -> Result<(), Failure> {
             r.approvals,
             r.requirement.quorum,
         );
+    }
+    if let Some(cursor) = &list.next_cursor {
+        println!("More requests match: add --cursor {cursor} for the next page.");
     }
     Ok(())
 }

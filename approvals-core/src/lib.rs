@@ -81,8 +81,8 @@ pub use console::ConsoleApprover;
 pub use credential::{Credential, CredentialBroker, CredentialLease};
 pub use error::{Component, GuardError, ReviewError};
 pub use gate::{
-    BuildError, Gate, GateBuilder, Grant, Review, ReviewOutcome, Submission, SweepReport,
-    default_gate, guard, run, set_default_gate,
+    BuildError, Gate, GateBuilder, Grant, PendingPage, Review, ReviewOutcome, Submission,
+    SweepReport, default_gate, guard, run, set_default_gate,
 };
 pub use identity::InvalidIdentity;
 pub use memory::MemoryStore;
@@ -94,8 +94,8 @@ pub use request::{
     Action, ActionRequest, Digest, Initiator, Link, Principal, PrincipalKind, RequestContext, Risk,
 };
 pub use store::{
-    CredentialState, Delivery, Execution, Inserted, ListFilter, RequestId, RequestRecord,
-    RequestState, Resolution, ReviewRecord, Store, StoreError, Unaudited, Verdict,
+    CredentialState, Delivery, Execution, Inserted, ListFilter, PageCursor, RequestId,
+    RequestRecord, RequestState, Resolution, ReviewRecord, Store, StoreError, Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]

@@ -112,7 +112,8 @@ impl Store for MemoryStore {
         if filter.due_by.is_some() {
             out.sort_by_cached_key(|r| (crate::lifecycle::next_due(r), r.id));
         } else {
-            out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+            // Newest first, at the stores' precision, as page cursors compare.
+            out.sort_by_cached_key(|r| std::cmp::Reverse(crate::store::PageCursor::of(r)));
         }
         if let Some(limit) = filter.limit {
             out.truncate(limit);

@@ -413,6 +413,68 @@ pub struct ListFilter {
     pub due_by: Option<DateTime<Utc>>,
     /// At most this many, in the listing's order (all when `None`).
     pub limit: Option<usize>,
+    /// Only records after this one in the newest-first order (created earlier, or at the same
+    /// time with a smaller id): the next page of a listing whose last record was
+    /// [`PageCursor::of`] it. Ignored with `due_by`.
+    pub after: Option<PageCursor>,
+}
+
+/// Where a page of a newest-first listing ended: the last record's creation time and id.
+/// Shown to clients as text ([`Display`](std::fmt::Display), [`FromStr`](std::str::FromStr)):
+/// `<microseconds since the epoch>.<request id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageCursor {
+    /// When the last record of the page was created (to the microsecond, as stores keep it).
+    pub created_at: DateTime<Utc>,
+    /// Its id.
+    pub id: RequestId,
+}
+
+impl PageCursor {
+    /// The cursor after `record`.
+    pub fn of(record: &RequestRecord) -> Self {
+        PageCursor {
+            created_at: truncate_to_micros(record.created_at),
+            id: record.id,
+        }
+    }
+
+    /// Whether `record` comes after the cursor in the newest-first order.
+    pub fn precedes(&self, record: &RequestRecord) -> bool {
+        (truncate_to_micros(record.created_at), record.id) < (self.created_at, self.id)
+    }
+}
+
+/// Stores keep times to the microsecond; cursors compare at that precision everywhere.
+fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+impl std::fmt::Display for PageCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at.timestamp_micros(), self.id)
+    }
+}
+
+/// A page cursor that is not one this library printed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a page cursor: pass the `next_cursor` of the previous page unchanged")]
+pub struct BadCursor;
+
+impl std::str::FromStr for PageCursor {
+    type Err = BadCursor;
+
+    fn from_str(s: &str) -> Result<Self, BadCursor> {
+        let (micros, id) = s.split_once('.').ok_or(BadCursor)?;
+        if micros.is_empty() || micros.len() > 20 {
+            return Err(BadCursor);
+        }
+        let micros: i64 = micros.parse().map_err(|_| BadCursor)?;
+        Ok(PageCursor {
+            created_at: DateTime::from_timestamp_micros(micros).ok_or(BadCursor)?,
+            id: RequestId::parse(id).map_err(|_| BadCursor)?,
+        })
+    }
 }
 
 impl ListFilter {
@@ -448,6 +510,7 @@ impl ListFilter {
             && self
                 .due_by
                 .is_none_or(|by| crate::lifecycle::next_due(record).is_some_and(|due| due <= by))
+            && (self.due_by.is_some() || self.after.is_none_or(|c| c.precedes(record)))
     }
 }
 

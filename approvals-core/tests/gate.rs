@@ -1807,3 +1807,31 @@ async fn a_sweep_records_a_denial_whose_audit_failed_when_no_agent_waits() {
         "recorded once"
     );
 }
+
+/// `pending_page` walks the pending requests newest first, a page at a time, each once; the
+/// last page has no `next`.
+#[tokio::test]
+async fn pending_pages_list_each_pending_request_once() {
+    let f = Fixture::new();
+    let mut ids = Vec::new();
+    for rows in 0..5 {
+        ids.push(f.pending(&export(rows)).await);
+        f.clock.advance(TimeDelta::milliseconds(1));
+    }
+    ids.reverse();
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = f.gate.pending_page(2, after).await.expect("page");
+        assert!(page.requests.len() <= 2);
+        walked.extend(page.requests.iter().map(|r| r.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids);
+    let all = f.gate.pending_page(5, None).await.expect("page");
+    assert_eq!(all.requests.len(), 5);
+    assert!(all.next.is_none(), "exactly one page: no next");
+}

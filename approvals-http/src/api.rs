@@ -237,29 +237,25 @@ async fn list(
     principal: &Principal,
 ) -> Result<Response<Bytes>, Problem> {
     let query = ListQuery::parse(request.uri().query().unwrap_or(""))?;
-    let human = principal.kind == PrincipalKind::Human;
     let filter = ListFilter {
-        states: query.states,
-        kind: query.kind,
-        environment: query.environment,
-        initiator: query.initiator,
-        // Agents' lists are narrowed below, so the limit applies after that.
-        limit: human.then_some(query.limit),
+        states: query.states.clone(),
+        kind: query.kind.clone(),
+        environment: query.environment.clone(),
+        initiator: query.initiator.clone(),
         ..Default::default()
     };
-    let records = shared
-        .gate
-        .store()
-        .list(&filter)
+    let (records, next) = crate::requests::page(&shared.gate, filter, &query, principal)
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    let requests = records
-        .iter()
-        .filter(|r| may_view(r, principal))
-        .take(query.limit)
-        .map(RequestView::of)
-        .collect();
-    Ok(json_response(StatusCode::OK, &RequestList { requests }))
+    let requests = records.iter().map(RequestView::of).collect();
+    let next_cursor = next.map(|c| c.to_string());
+    Ok(json_response(
+        StatusCode::OK,
+        &RequestList {
+            requests,
+            next_cursor,
+        },
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,7 +1,10 @@
 //! What the API and the console both apply to requests: who may see one ([`may_view`]),
 //! the list query ([`ListQuery`]) and the bound on reasons ([`check_reason`]).
 
-use approvals_core::{Principal, PrincipalKind, RequestRecord, RequestState};
+use approvals_core::store::PageCursor;
+use approvals_core::{
+    ListFilter, Principal, PrincipalKind, RequestRecord, RequestState, StoreError,
+};
 
 use crate::problem::Problem;
 use crate::shared::MAX_REASON_CHARS;
@@ -28,6 +31,8 @@ pub(crate) struct ListQuery {
     pub(crate) environment: Option<String>,
     pub(crate) initiator: Option<String>,
     pub(crate) limit: usize,
+    /// Where the previous page ended (its `next_cursor`).
+    pub(crate) cursor: Option<PageCursor>,
 }
 
 impl ListQuery {
@@ -38,6 +43,7 @@ impl ListQuery {
             environment: None,
             initiator: None,
             limit: 100,
+            cursor: None,
         };
         let mut seen: Vec<String> = Vec::new();
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -61,6 +67,11 @@ impl ListQuery {
                 "kind" => q.kind = text(&value)?,
                 "environment" => q.environment = text(&value)?,
                 "initiator" => q.initiator = text(&value)?,
+                "cursor" => {
+                    q.cursor = Some(value.parse().map_err(
+                        |e: approvals_core::store::BadCursor| Problem::bad_request(e.to_string()),
+                    )?);
+                }
                 "limit" => {
                     q.limit = value
                         .parse::<usize>()
@@ -74,7 +85,7 @@ impl ListQuery {
                 }
                 other => {
                     return Err(Problem::bad_request(format!(
-                        "unknown query parameter {:?}; use state, kind, environment, initiator or limit",
+                        "unknown query parameter {:?}; use state, kind, environment, initiator, limit or cursor",
                         crate::html::truncate(other, 40)
                     )));
                 }
@@ -82,6 +93,34 @@ impl ListQuery {
         }
         Ok(q)
     }
+}
+
+/// One page of requests that `principal` may see, newest first: those of `filter` after
+/// `query.cursor`, at most `query.limit`, and the cursor of the next page when there is one.
+/// The store reads one more than the limit to know; for agents, who see only their own
+/// requests, it reads past those it filters out.
+pub(crate) async fn page(
+    gate: &approvals_core::Gate,
+    mut filter: ListFilter,
+    query: &ListQuery,
+    principal: &Principal,
+) -> Result<(Vec<RequestRecord>, Option<PageCursor>), StoreError> {
+    let human = principal.kind == PrincipalKind::Human;
+    filter.after = query.cursor;
+    filter.limit = human.then_some(query.limit.saturating_add(1));
+    let mut records: Vec<RequestRecord> = gate
+        .store()
+        .list(&filter)
+        .await?
+        .into_iter()
+        .filter(|r| may_view(r, principal))
+        .take(query.limit.saturating_add(1))
+        .collect();
+    let next = (records.len() > query.limit).then(|| {
+        records.truncate(query.limit);
+        records.last().map(PageCursor::of)
+    });
+    Ok((records, next.flatten()))
 }
 
 fn parse_states(value: &str) -> Result<Vec<RequestState>, Problem> {

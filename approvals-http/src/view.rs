@@ -151,6 +151,9 @@ impl RequestView {
 pub struct RequestList {
     /// Matching requests, newest first.
     pub requests: Vec<RequestView>,
+    /// When more requests match: pass it as `cursor` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// The response of `GET /v1/me`.

@@ -422,6 +422,77 @@ async fn list_filters_by_kind_environment_initiator_and_state() {
     }
 }
 
+/// Pages: following `next_cursor` lists every pending request once, newest first, for a
+/// reviewer and for an agent (who sees only its own); a cursor that is not one is refused.
+#[tokio::test]
+async fn pages_follow_next_cursor_to_every_request_once() {
+    let f = fixture();
+    let mut submitted = Vec::new();
+    for i in 0..7 {
+        submitted.push(submit(&f.gate, &export().idempotency_key(format!("page-{i}"))).await);
+    }
+    let walk = |token: &'static str, limit: usize| {
+        let server = f.server.clone();
+        async move {
+            let mut ids: Vec<String> = Vec::new();
+            let mut cursor: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let q = match &cursor {
+                    Some(c) => format!("limit={limit}&cursor={c}"),
+                    None => format!("limit={limit}"),
+                };
+                let r = call(
+                    &server,
+                    Method::GET,
+                    &format!("/v1/requests?{q}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+                assert_eq!(r.status, 200, "{q}: {}", r.text());
+                let body = r.json();
+                let page = body["requests"].as_array().expect("array");
+                assert!(page.len() <= limit);
+                ids.extend(
+                    page.iter()
+                        .map(|v| v["id"].as_str().expect("id").to_owned()),
+                );
+                pages += 1;
+                match body["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => break,
+                }
+                assert!(pages <= 10, "the pages never end");
+            }
+            (ids, pages)
+        }
+    };
+    let newest_first: Vec<String> = submitted.iter().rev().map(ToString::to_string).collect();
+    for limit in [1, 3, 7, 100] {
+        for token in [SAM, BOT] {
+            let (ids, pages) = walk(token, limit).await;
+            assert_eq!(ids, newest_first, "{token} in pages of {limit}");
+            assert_eq!(
+                pages,
+                7usize.div_ceil(limit).max(1),
+                "{token} in pages of {limit}"
+            );
+        }
+    }
+    for bad in ["nonsense", "12.not-a-uuid", "1.2", ".", ""] {
+        call(
+            &f.server,
+            Method::GET,
+            &format!("/v1/requests?cursor={bad}"),
+            Some(SAM),
+            None,
+        )
+        .await
+        .problem(400, "bad_request");
+    }
+}
+
 #[tokio::test]
 async fn malformed_calls_get_clear_problems_and_change_nothing() {
     let f = fixture();

@@ -131,6 +131,56 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_pages_need_it() {
     assert_eq!(r.status, 303);
 }
 
+/// The pending list shows one page and links to the next ("Older requests"), keeping the
+/// filters; following the links shows every pending request once.
+#[tokio::test]
+async fn the_pending_list_pages_with_an_older_link() {
+    let f = fixture();
+    let mut submitted = Vec::new();
+    for i in 0..5 {
+        submitted.push(
+            submit(
+                &f.gate,
+                &export().idempotency_key(format!("console-page-{i}")),
+            )
+            .await,
+        );
+    }
+    let cookie = login(&f.server, SAM).await;
+    let mut path = "/console/requests?kind=data.export&limit=2".to_owned();
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..5 {
+        let page = send(&f.server, Method::GET, &path, Some(&cookie), None, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        let html = page.text();
+        // The requests of this page, in the order the page lists them.
+        let mut listed: Vec<(usize, String)> = submitted
+            .iter()
+            .filter_map(|id| {
+                html.find(&format!("/console/requests/{id}"))
+                    .map(|at| (at, id.to_string()))
+            })
+            .collect();
+        listed.sort();
+        seen.extend(listed.into_iter().map(|(_, id)| id));
+        let Some(at) = html.find(r#"<a rel="next" href=""#) else {
+            break;
+        };
+        let href = html[at + r#"<a rel="next" href=""#.len()..]
+            .split('"')
+            .next()
+            .expect("href")
+            .replace("&amp;", "&");
+        assert!(
+            href.contains("kind=data.export") && href.contains("limit=2"),
+            "{href}"
+        );
+        path = href;
+    }
+    let newest_first: Vec<String> = submitted.iter().rev().map(ToString::to_string).collect();
+    assert_eq!(seen, newest_first);
+}
+
 #[tokio::test]
 async fn over_https_the_cookie_is_secure_and_host_prefixed() {
     let f = fixture();

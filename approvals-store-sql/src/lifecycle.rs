@@ -117,15 +117,17 @@ pub(crate) fn db_version(version: u64) -> Result<i64, StoreError> {
 /// catch-all `? IS NULL OR …`), so the planner can use the `(state, created_at)` index for the
 /// states asked for instead of scanning every request in creation order. `prefix` goes before
 /// the `SELECT` (`EXPLAIN` to see its plan).
-pub(crate) fn list_query<DB, T>(
+pub(crate) fn list_query<DB, T, I>(
     prefix: &str,
     filter: &approvals_core::ListFilter,
     initiator_key: Option<String>,
     due_by: Option<T>,
+    after: Option<(T, I)>,
 ) -> sqlx::QueryBuilder<DB>
 where
     DB: sqlx::Database,
-    for<'t> T: sqlx::Encode<'t, DB> + sqlx::Type<DB> + 't,
+    for<'t> T: sqlx::Encode<'t, DB> + sqlx::Type<DB> + Clone + 't,
+    for<'t> I: sqlx::Encode<'t, DB> + sqlx::Type<DB> + 't,
     <DB as sqlx::Database>::Arguments: Default,
     for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
@@ -163,6 +165,19 @@ where
     if let Some(pending) = filter.audit_pending {
         and(&mut query);
         query.push("audit_pending = ").push_bind(pending);
+    }
+    // The next page of a newest-first listing: rows after the cursor in that order, which
+    // the (state, created_at) and (created_at, id) indexes serve as a range.
+    if let (None, Some((created_at, id))) = (&due_by, after) {
+        and(&mut query);
+        query
+            .push("(created_at < ")
+            .push_bind(created_at.clone())
+            .push(" OR (created_at = ")
+            .push_bind(created_at)
+            .push(" AND id < ")
+            .push_bind(id)
+            .push("))");
     }
     // `due_by` as the backend stores times (microseconds on SQLite), from the caller;
     // earliest due first, which the due index serves without a sort.

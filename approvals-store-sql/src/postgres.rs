@@ -392,11 +392,12 @@ impl PgBackend {
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
         let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let rows = lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>>(
+        let rows = lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>, uuid::Uuid>(
             "",
             filter,
             initiator,
             filter.due_by,
+            filter.after.map(|c| (c.created_at, c.id.0)),
         )
         .build()
         .fetch_all(&self.pool)
@@ -413,16 +414,18 @@ impl PgBackend {
             .execute(&mut *tx)
             .await
             .map_err(explain)?;
-        let plan: Vec<(String,)> = lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>>(
-            "EXPLAIN ",
-            filter,
-            initiator,
-            filter.due_by,
-        )
-        .build_query_as()
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(explain)?;
+        let plan: Vec<(String,)> =
+            lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>, uuid::Uuid>(
+                "EXPLAIN ",
+                filter,
+                initiator,
+                filter.due_by,
+                filter.after.map(|c| (c.created_at, c.id.0)),
+            )
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(explain)?;
         tx.rollback().await.map_err(explain)?;
         Ok(plan
             .into_iter()

@@ -358,11 +358,14 @@ impl SqliteBackend {
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
         let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let rows = lifecycle::list_query::<sqlx::Sqlite, i64>(
+        let rows = lifecycle::list_query::<sqlx::Sqlite, i64, String>(
             "",
             filter,
             initiator,
             filter.due_by.map(micros),
+            filter
+                .after
+                .map(|c| (micros(c.created_at), c.id.to_string())),
         )
         .build()
         .fetch_all(&self.pool)
@@ -378,16 +381,20 @@ impl SqliteBackend {
 
     pub(crate) async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
         let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let plan: Vec<(i64, i64, i64, String)> = lifecycle::list_query::<sqlx::Sqlite, i64>(
-            "EXPLAIN QUERY PLAN ",
-            filter,
-            initiator,
-            filter.due_by.map(micros),
-        )
-        .build_query_as()
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
+        let plan: Vec<(i64, i64, i64, String)> =
+            lifecycle::list_query::<sqlx::Sqlite, i64, String>(
+                "EXPLAIN QUERY PLAN ",
+                filter,
+                initiator,
+                filter.due_by.map(micros),
+                filter
+                    .after
+                    .map(|c| (micros(c.created_at), c.id.to_string())),
+            )
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
         Ok(plan
             .into_iter()
             .map(|(.., detail)| detail)

@@ -17,6 +17,18 @@ fn listings() -> Vec<(&'static str, ListFilter, &'static str)> {
             "approval_requests_by_state",
         ),
         (
+            "the next page of pending requests",
+            ListFilter {
+                after: Some(approvals_core::PageCursor {
+                    created_at: chrono::Utc::now(),
+                    id: approvals_core::RequestId::new(),
+                }),
+                limit: Some(100),
+                ..ListFilter::pending()
+            },
+            "approval_requests_by_state",
+        ),
+        (
             "approved, for the lapse sweep",
             ListFilter {
                 states: vec![RequestState::Approved],

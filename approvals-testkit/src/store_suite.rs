@@ -37,6 +37,7 @@ where
     illegal_transitions_are_refused_and_change_nothing(make_store().await).await;
     list_filters_and_orders(make_store().await).await;
     due_listing_follows_each_write(make_store().await).await;
+    pages_cover_every_record_once(make_store().await).await;
     racing_cas_writers_have_one_winner(make_store().await).await;
     retrying_writers_lose_no_update(make_store().await).await;
     gate_approve_then_execute_once(make_store().await).await;
@@ -346,6 +347,7 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         audit_pending: Some(false),
         due_by: None,
         limit: Some(1),
+        after: None,
     };
     assert_eq!(
         ids_of(store.list(&combined).await.expect("list")),
@@ -514,6 +516,49 @@ pub async fn due_listing_follows_each_write(store: Arc<dyn Store>) {
         due(600).await,
         sorted(vec![pending.id, later.id, approved.id, running.id])
     );
+}
+
+/// Following page cursors ([`ListFilter::after`]) lists every matching record exactly once,
+/// in the order of the whole listing, including records created in the same microsecond
+/// (ties broken by id) and with other states in between.
+pub async fn pages_cover_every_record_once(store: Arc<dyn Store>) {
+    let at = |i: i64| epoch() + TimeDelta::seconds(i / 4);
+    for i in 0..23 {
+        insert_new(&store, &pending_record(export_request(), at(i))).await;
+        if i % 8 == 0 {
+            let mut other = pending_record(export_request(), at(i));
+            other.state = RequestState::Denied;
+            insert_new(&store, &other).await;
+        }
+    }
+    let whole: Vec<RequestId> = store
+        .list(&ListFilter::pending())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(whole.len(), 23);
+    for size in [1, 5, 23, 40] {
+        let mut walked: Vec<RequestId> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list(&ListFilter {
+                    after,
+                    limit: Some(size),
+                    ..ListFilter::pending()
+                })
+                .await
+                .expect("page");
+            assert!(page.len() <= size);
+            let Some(last) = page.last() else { break };
+            after = Some(approvals_core::PageCursor::of(last));
+            walked.extend(page.iter().map(|r| r.id));
+            assert!(walked.len() <= 23, "pages of {size} repeat records");
+        }
+        assert_eq!(walked, whole, "pages of {size}");
+    }
 }
 
 /// [`WRITERS`] tasks compare-and-set the same version at once: exactly one wins, and the

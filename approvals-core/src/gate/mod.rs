@@ -26,6 +26,7 @@ use crate::request::{Action, Digest, Initiator, Principal, RequestContext};
 use crate::store::{RequestId, Store};
 
 pub use crate::lifecycle::{Review, ReviewOutcome};
+pub use review::PendingPage;
 
 mod credential;
 mod io;

@@ -8,7 +8,7 @@ use crate::audit::{EventDetail, RejectCause};
 use crate::error::{Component, GuardError, ReviewError};
 use crate::lifecycle::{self, Review, ReviewOutcome};
 use crate::request::Principal;
-use crate::store::{ListFilter, RequestId, RequestRecord, RequestState, StoreError};
+use crate::store::{ListFilter, PageCursor, RequestId, RequestRecord, RequestState, StoreError};
 
 impl Gate {
     /// Applies a reviewer's verdict ([`lifecycle::review`]). Checks, in order: the digest the
@@ -168,6 +168,30 @@ impl Gate {
             .await
     }
 
+    /// One page of pending requests, newest first: at most `limit`, after `after` (the `next`
+    /// of the previous page; `None` for the first). The store reads only the page (one more
+    /// record, to know whether another page follows), however many requests are pending.
+    pub async fn pending_page(
+        &self,
+        limit: usize,
+        after: Option<PageCursor>,
+    ) -> Result<PendingPage, StoreError> {
+        let filter = ListFilter {
+            after,
+            limit: Some(limit.saturating_add(1)),
+            ..ListFilter::pending()
+        };
+        let mut requests = self.bounded(self.inner.store.list(&filter)).await?;
+        let next = (requests.len() > limit).then(|| {
+            requests.truncate(limit);
+            requests.last().map(PageCursor::of)
+        });
+        Ok(PendingPage {
+            requests,
+            next: next.flatten(),
+        })
+    }
+
     /// One request.
     pub async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
         self.bounded(self.inner.store.get(id)).await
@@ -201,4 +225,13 @@ pub(super) fn audit_unavailable(e: GuardError) -> ReviewError {
         component: Component::Audit,
         message: e.to_string(),
     }
+}
+
+/// A page of [`Gate::pending_page`].
+#[derive(Debug, Clone)]
+pub struct PendingPage {
+    /// Pending requests, newest first.
+    pub requests: Vec<RequestRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageCursor>,
 }

@@ -32,13 +32,13 @@ pub(super) async fn pending_page(
         kind: query.kind.clone(),
         environment: query.environment.clone(),
         initiator: query.initiator.clone(),
-        limit: Some(query.limit),
         ..Default::default()
     };
-    let records = match shared.gate.store().list(&filter).await {
-        Ok(r) => r,
-        Err(e) => return unavailable(v, &e.to_string()),
-    };
+    let (records, next) =
+        match crate::requests::page(&shared.gate, filter, &query, &v.principal).await {
+            Ok(page) => page,
+            Err(e) => return unavailable(v, &e.to_string()),
+        };
     let now = shared.gate.now();
     let mut body = String::new();
     let _ = write!(
@@ -89,6 +89,26 @@ pub(super) async fn pending_page(
             );
         }
         body.push_str("</tbody></table>");
+    }
+    if let Some(next) = next {
+        // The same filters, from where this page ended.
+        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("kind", &query.kind),
+            ("environment", &query.environment),
+            ("initiator", &query.initiator),
+        ] {
+            if let Some(value) = value {
+                link.append_pair(name, value);
+            }
+        }
+        link.append_pair("limit", &query.limit.to_string());
+        link.append_pair("cursor", &next.to_string());
+        let _ = write!(
+            body,
+            r#"<p class="pager"><a rel="next" href="/console/requests?{}">Older requests →</a></p>"#,
+            escape(&link.finish())
+        );
     }
     html_response(StatusCode::OK, &page("Pending requests", Some(v), &body))
 }

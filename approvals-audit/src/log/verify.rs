@@ -835,7 +835,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads every line of `reader`. Lines are read in batches whose event hashes (the bulk of
-    /// the work) are computed on all cores ([`leaf_hashes`]); everything that depends on order
+    /// the work) are computed on all cores ([`entry_hashes`]); everything that depends on order
     /// (sequence, chain, tree, checkpoints) then runs line by line, as [`line`](Self::line).
     pub(crate) fn read_all(&mut self, mut reader: impl BufRead) -> Result<(), LogError> {
         let mut buf = Vec::with_capacity(1024);
@@ -874,9 +874,9 @@ impl<'a> Scanner<'a> {
 
     /// Feeds the lines of `batch`, with their event hashes computed in parallel, and empties it.
     fn batch(&mut self, batch: &mut Batch) {
-        let leaves = leaf_hashes(batch);
-        for (i, leaf) in leaves.into_iter().enumerate() {
-            self.line_hashed(batch.line(i), leaf);
+        let hashes = entry_hashes(batch);
+        for (i, hashed) in hashes.into_iter().enumerate() {
+            self.line_hashed(batch.line(i), hashed);
         }
         self.complete_bytes += batch.read;
         batch.clear();
@@ -887,8 +887,9 @@ impl<'a> Scanner<'a> {
         self.line_hashed(bytes, None);
     }
 
-    /// [`line`](Self::line), with the leaf hash of its event when it was computed already.
-    fn line_hashed(&mut self, bytes: &[u8], computed: Option<Hash>) {
+    /// [`line`](Self::line), with the hashes of an entry line when they were computed
+    /// already ([`Hashed`]).
+    fn line_hashed(&mut self, bytes: &[u8], hashed: Option<Hashed>) {
         self.report.lines += 1;
         let line = self.report.lines;
         match parse_line(bytes) {
@@ -899,15 +900,16 @@ impl<'a> Scanner<'a> {
                 leaf,
                 event,
             }) => {
-                let computed = computed.unwrap_or_else(|| leaf_hash(event));
-                self.entry(line, seq, &prev, &leaf, computed)
+                let hashed = hashed.unwrap_or_else(|| Hashed::of(&prev, &leaf, event));
+                self.entry(line, seq, &prev, &leaf, hashed)
             }
             Ok(Line::Checkpoint(note)) => self.checkpoint(line, note),
         }
     }
 
-    /// An entry line; `computed` is the leaf hash of its event bytes.
-    fn entry(&mut self, line: u64, seq: u64, prev: &Hash, leaf: &Hash, computed: Hash) {
+    /// An entry line, with its [`Hashed`] values.
+    fn entry(&mut self, line: u64, seq: u64, prev: &Hash, leaf: &Hash, hashed: Hashed) {
+        let computed = hashed.leaf;
         if seq != self.expected_seq {
             let expected = self.expected_seq;
             self.problem(Some(line), Some(seq), ProblemKind::SeqMismatch { expected });
@@ -919,7 +921,7 @@ impl<'a> Scanner<'a> {
         if prev != &self.last_entry_hash {
             self.problem(Some(line), Some(seq), ProblemKind::ChainBroken);
         }
-        self.last_entry_hash = entry_hash(prev, leaf);
+        self.last_entry_hash = hashed.entry;
         if self.tail_start.is_none() {
             self.tail_start = Some((line, self.tree.size()));
         }
@@ -1199,11 +1201,30 @@ impl Batch {
     }
 }
 
-/// The leaf hash of each entry line's event in `batch` (`None` for other lines), computed on
+/// What an entry line hashes to, from the line alone: the leaf hash of its event bytes, and
+/// the entry hash its `prev` and `leaf` fields give (what the next line's `prev` must be).
+#[derive(Debug, Clone, Copy)]
+struct Hashed {
+    leaf: Hash,
+    entry: Hash,
+}
+
+impl Hashed {
+    fn of(prev: &Hash, leaf: &Hash, event: &[u8]) -> Self {
+        Hashed {
+            leaf: leaf_hash(event),
+            entry: entry_hash(prev, leaf),
+        }
+    }
+}
+
+/// The [`Hashed`] values of each entry line in `batch` (`None` for other lines), computed on
 /// up to [`std::thread::available_parallelism`] threads.
-fn leaf_hashes(batch: &Batch) -> Vec<Option<Hash>> {
+fn entry_hashes(batch: &Batch) -> Vec<Option<Hashed>> {
     let hash = |i: usize| match parse_line(batch.line(i)) {
-        Ok(Line::Entry { event, .. }) => Some(leaf_hash(event)),
+        Ok(Line::Entry {
+            prev, leaf, event, ..
+        }) => Some(Hashed::of(&prev, &leaf, event)),
         _ => None,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

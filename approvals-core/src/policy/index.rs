@@ -1,9 +1,13 @@
 //! Which rules of a `RulePolicy` are worth trying for a request: an index over their resource
 //! and kind patterns that never changes which rule decides (first match in file order).
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 
 use smallvec::SmallVec;
+
+/// Maps keyed by the policy's own patterns: a fast hash, since only the policy's author chooses
+/// the keys (a request's resource and kind are only looked up).
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 /// Narrows the rules to try by the request's resource, then by its kind.
 ///
@@ -56,7 +60,7 @@ impl RuleIndex {
                                 Err(at) => {
                                     index
                                         .prefix_resource
-                                        .insert(at, (prefix.len(), HashMap::new()));
+                                        .insert(at, (prefix.len(), HashMap::default()));
                                     at
                                 }
                             };

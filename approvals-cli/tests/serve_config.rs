@@ -295,11 +295,15 @@ secret_env = "TEST_WEBHOOK_SECRET"
     ))
     .await;
     let base = server.base.clone();
-    assert!(
-        server.output.text().contains("slack/interactivity"),
-        "the Slack Request URL is printed:\n{}",
-        server.output.text()
-    );
+    // The banner's lines arrive one by one after the console's URL: wait for the Slack one.
+    until("the Slack Request URL in the banner", || {
+        server
+            .output
+            .text()
+            .contains("slack/interactivity")
+            .then_some(())
+    })
+    .await;
 
     // The agent submits with its own token: the request goes to every channel.
     let agent =

@@ -322,6 +322,39 @@ impl CredentialBroker for PostgresBroker {
         tracing::info!(credential = role, "revoked a PostgreSQL credential");
         Ok(())
     }
+
+    /// Drops every credential role (`apr_` and 32 hex digits) whose `VALID UNTIL` passed
+    /// before `now`, as [`revoke`](CredentialBroker::revoke) does. Roles are cluster-wide: a
+    /// role that still holds privileges in another database cannot be dropped from this one,
+    /// and is left to the broker of that database (logged, not an error).
+    async fn revoke_expired(&self, now: DateTime<Utc>) -> Result<Vec<String>, BrokerError> {
+        let expired: Vec<(String,)> = sqlx::query_as(
+            "SELECT rolname FROM pg_catalog.pg_roles \
+             WHERE rolname ~ '^apr_[0-9a-f]{32}$' AND rolvaliduntil < $1 ORDER BY rolname",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut revoked = Vec::new();
+        for (role,) in expired {
+            if !ident::is_credential_id(&role) {
+                continue;
+            }
+            let lease = CredentialLease {
+                id: role,
+                scope: String::new(),
+                expires_at: now,
+            };
+            match self.revoke(&lease).await {
+                Ok(()) => revoked.push(lease.id),
+                Err(e) => {
+                    tracing::info!(credential = %lease.id, error = %e, "an expired credential role was not dropped from this database")
+                }
+            }
+        }
+        Ok(revoked)
+    }
 }
 
 /// `CREATE ROLE` for a credential: login with `verifier`, no other attribute, at most

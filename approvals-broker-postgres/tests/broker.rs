@@ -569,3 +569,67 @@ async fn a_role_left_behind_is_replaced_on_retry() {
     assert!(!db.role_exists(&id).await);
     db.finish().await;
 }
+
+#[tokio::test]
+async fn expired_roles_are_dropped_and_valid_ones_kept() {
+    // A private server: no other test's roles expire or get dropped on it meanwhile.
+    let Some(db) = Db::checking_passwords("expired_roles_are_dropped_and_valid_ones_kept").await
+    else {
+        return;
+    };
+    let broker = db.broker();
+    let export = action("db.export", json!({ "table": db.table("invoices") }));
+    let issue = async |ttl: TimeDelta| {
+        let (grant, id) = grant(&export).await;
+        broker
+            .issue(IssueRequest {
+                id: &id,
+                grant: &grant,
+                action: &export,
+                not_after: Utc::now() + ttl,
+            })
+            .await
+            .expect("issued")
+    };
+    let short = issue(TimeDelta::seconds(2)).await;
+    let long = issue(TimeDelta::minutes(5)).await;
+    // A role that only looks like a credential by its prefix is not the broker's.
+    db.exec("CREATE ROLE \"apr_not_a_credential\" VALID UNTIL '2000-01-01'")
+        .await;
+
+    assert_eq!(
+        broker.revoke_expired(Utc::now()).await.expect("swept"),
+        Vec::<String>::new(),
+        "nothing has expired yet"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let revoked = broker.revoke_expired(Utc::now()).await.expect("swept");
+    assert_eq!(revoked, [short.id().to_owned()]);
+    assert!(!db.role_exists(short.id()).await, "the expired role is gone");
+    assert!(db.role_exists(long.id()).await, "the valid one stays");
+    assert!(db.role_exists("apr_not_a_credential").await);
+    let mut conn = db
+        .connect_as(long.id(), long.secret())
+        .await
+        .expect("the valid credential still logs in");
+    let (rows,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        db.table("invoices")
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("and reads");
+    assert_eq!(rows, 3);
+    drop(conn);
+    assert!(
+        broker
+            .revoke_expired(Utc::now())
+            .await
+            .expect("swept")
+            .is_empty(),
+        "once"
+    );
+    broker.revoke(long.lease()).await.expect("revoked");
+    db.drop_role("apr_not_a_credential").await;
+    db.finish().await;
+}

@@ -190,4 +190,17 @@ pub trait CredentialBroker: Send + Sync + 'static {
     /// Revokes the credential `lease` names. Idempotent; `lease.scope` may be empty when the
     /// process that asked for it died before recording what it allows.
     async fn revoke(&self, lease: &CredentialLease) -> Result<(), BrokerError>;
+
+    /// Revokes every credential of this broker that expired before `now`, whether or not a
+    /// request record names it, and returns their ids. A sweep calls it
+    /// ([`Gate::sweep`](crate::Gate::sweep)): an action the policy allowed outright keeps no
+    /// record, so a credential whose process died while running one is found only here.
+    ///
+    /// The default revokes nothing, which is right for a broker whose credentials cease to
+    /// exist by themselves when they expire (signed tokens, cloud sessions). A broker that
+    /// creates something lasting (a database role, a user) should implement it.
+    async fn revoke_expired(&self, now: DateTime<Utc>) -> Result<Vec<String>, BrokerError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
 }

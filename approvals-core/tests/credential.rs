@@ -111,6 +111,19 @@ impl CredentialBroker for Vault {
             .push(lease.id.clone());
         Ok(())
     }
+
+    async fn revoke_expired(&self, now: DateTime<Utc>) -> Result<Vec<String>, BrokerError> {
+        let mut live = self.live.lock().expect("lock");
+        let expired: Vec<String> = live
+            .values()
+            .filter(|lease| lease.expires_at < now)
+            .map(|lease| lease.id.clone())
+            .collect();
+        for id in &expired {
+            live.remove(id);
+        }
+        Ok(expired)
+    }
 }
 
 fn sam() -> Principal {
@@ -505,6 +518,10 @@ async fn a_sweep_revokes_a_dead_runs_credential_once_it_expires() {
     f.clock.advance(TimeDelta::seconds(301));
     let report = f.gate.sweep().await.expect("sweep");
     assert_eq!(report.revoked, 1);
+    assert_eq!(
+        report.credentials_expired, 0,
+        "revoked through its record, with its request, before the broker's own sweep"
+    );
     assert!(f.vault.live().is_empty());
     let record = f.record(id).await;
     assert_eq!(
@@ -513,6 +530,40 @@ async fn a_sweep_revokes_a_dead_runs_credential_once_it_expires() {
         "visibly never finished"
     );
     assert_eq!(revoke_reasons(&f.events(id)), [RevokeReason::Swept]);
+}
+
+#[tokio::test]
+async fn a_sweep_revokes_an_allowed_actions_credential_that_no_record_names() {
+    let f = Fixture::new();
+    let read = ActionRequest::new("db.read", "db://prod/invoices");
+    let gate = f.gate.clone();
+    // The process dies while the allowed action runs: no record names its credential.
+    let task = tokio::spawn(async move {
+        gate.run_with_credential(&read, |_c| {
+            std::future::pending::<Result<(), GuardError>>()
+        })
+        .await
+    });
+    while f.vault.live().is_empty() || !f.audit.names().contains(&"credential_issued") {
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    let _ = task.await;
+
+    let report = f.gate.sweep().await.expect("sweep");
+    assert_eq!(
+        (report.revoked, report.credentials_expired),
+        (0, 0),
+        "still valid: not yet"
+    );
+    assert_eq!(f.vault.live().len(), 1);
+    f.clock.advance(TimeDelta::seconds(301));
+    let report = f.gate.sweep().await.expect("sweep");
+    assert_eq!((report.revoked, report.credentials_expired), (0, 1));
+    assert!(f.vault.live().is_empty(), "nothing standing survives");
+    let report = f.gate.sweep().await.expect("sweep");
+    assert_eq!(report.credentials_expired, 0, "once");
+    f.no_secret_in_audit();
 }
 
 #[tokio::test]

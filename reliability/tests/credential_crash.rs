@@ -132,8 +132,14 @@ async fn agent() {
     let point = env("CRED_POINT");
     let store = open_store(&env("CRED_DB"), &env("CRED_SCHEMA")).await;
     let pg_url = env("CRED_PG");
+    let allowed = env("CRED_ALLOWED") == "1";
+    let policy = if allowed {
+        StaticPolicy::allow_all()
+    } else {
+        policy()
+    };
     let gate = Gate::builder()
-        .policy(policy())
+        .policy(policy)
         .audit(store.audit_sink())
         .store(store)
         .credential_broker(CrashingBroker {
@@ -147,6 +153,26 @@ async fn agent() {
         .build()
         .expect("gate");
     let action = export(&env("CRED_TABLE"));
+    if allowed {
+        // Allowed outright: no record names the credential.
+        let table = env("CRED_TABLE");
+        let ran = gate
+            .run_with_credential(&action, |credential| async move {
+                println!("ROLE {}", credential.id());
+                let rows = read_as(&pg_url, &credential, &table).await?;
+                println!("READ {rows}");
+                if point == "running" {
+                    abort_at("running");
+                }
+                Ok::<_, approvals_core::GuardError>(rows)
+            })
+            .await;
+        match ran {
+            Ok(_) => println!("RAN"),
+            Err(e) => println!("ERROR run: {e}"),
+        }
+        return;
+    }
     let id = match gate.submit(&action).await {
         Ok(Submission::Pending(id)) => id,
         other => {
@@ -264,8 +290,14 @@ impl Rig {
     }
 
     fn agent(&self, point: &str) -> ChildProcess {
+        self.agent_with(point, false)
+    }
+
+    /// The agent, running an action its policy allows outright when `allowed`.
+    fn agent_with(&self, point: &str, allowed: bool) -> ChildProcess {
         let vars = [
             ("CRED_POINT", point.to_owned()),
+            ("CRED_ALLOWED", if allowed { "1" } else { "0" }.to_owned()),
             ("CRED_DB", self.store_url.clone()),
             ("CRED_SCHEMA", self.store_schema.clone()),
             ("CRED_PG", self.pg_url.clone()),
@@ -412,5 +444,37 @@ async fn postgres_store_agent_killed_at_every_credential_point_leaves_no_role() 
     };
     let rig = Rig::new(&url, true).await;
     every_point(&rig).await;
+    rig.finish().await;
+}
+
+/// An action the policy allows outright keeps no record: when its agent dies inside it, the
+/// broker's own sweep ([`CredentialBroker::revoke_expired`]) drops the role once it expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_inside_an_allowed_action_leaves_no_role() {
+    let Some(url) = pg::postgres_url("agent_killed_inside_an_allowed_action_leaves_no_role")
+    else {
+        return;
+    };
+    let rig = Rig::new(&url, false).await;
+    let mut agent = rig.agent_with("running", true);
+    let line = agent.expect(&["ROLE ", "ERROR"]).await;
+    let role = line
+        .strip_prefix("ROLE ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim()
+        .to_owned();
+    assert_eq!(agent.expect(&["READ ", "ERROR"]).await, "READ 3");
+    assert_eq!(agent.expect(&["CRASH ", "RAN", "ERROR"]).await, "CRASH running");
+    assert_eq!(agent.exit().await, None, "the agent aborted");
+    assert!(rig.role_exists(&role).await, "the crash left the role");
+
+    // Still valid: a sweep leaves it (the action may still be running somewhere).
+    rig.gate.sweep().await.expect("sweep");
+    assert!(rig.role_exists(&role).await, "not dropped while valid");
+    tokio::time::sleep(GRANT_TTL + Duration::from_millis(1200)).await;
+    // Another test's sweep on this server may drop it first; either way it is gone after
+    // this one.
+    rig.gate.sweep().await.expect("sweep");
+    assert!(!rig.role_exists(&role).await, "the role survived its expiry");
     rig.finish().await;
 }

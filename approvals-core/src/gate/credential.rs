@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::run::Run;
 use super::{Gate, Grant};
 use crate::audit::EventDetail;
@@ -222,6 +224,33 @@ impl Gate {
             .record_revoked(record.id, RevokeReason::Swept)
             .await?
             .is_some())
+    }
+
+    /// A sweep's last part: has the broker revoke whatever of its own expired before `now`
+    /// that no record named ([`CredentialBroker::revoke_expired`]). Runs after the records'
+    /// own revocations, so those are recorded with their request first. A failure is logged
+    /// and left to the next sweep; returns how many were revoked.
+    pub(super) async fn revoke_expired_credentials(&self, now: DateTime<Utc>) -> usize {
+        let Some(broker) = self.inner.broker.clone() else {
+            return 0;
+        };
+        let revoking = broker.revoke_expired(now);
+        match tokio::time::timeout(self.inner.store_timeout, revoking).await {
+            Ok(Ok(ids)) => {
+                for id in &ids {
+                    tracing::info!(credential = %id, broker = broker.name(), "revoked an expired credential that no request record named");
+                }
+                ids.len()
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(broker = broker.name(), error = %e, "revoking expired credentials failed; the next sweep tries again");
+                0
+            }
+            Err(_) => {
+                tracing::warn!(broker = broker.name(), "revoking expired credentials took longer than {:?}; the next sweep tries again", self.inner.store_timeout);
+                0
+            }
+        }
     }
 
     /// Marks the request's credential revoked ([`lifecycle::credential_revoked`]) and audits

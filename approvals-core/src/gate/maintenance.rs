@@ -45,6 +45,7 @@ impl Gate {
                 Due::Nothing(_) => {}
             }
         }
+        report.credentials_expired = self.revoke_expired_credentials(now).await;
         Ok(report)
     }
 

@@ -115,6 +115,10 @@ pub struct SweepReport {
     /// Credentials revoked because their run left them outstanding (its process died, or
     /// its own revocation failed).
     pub revoked: usize,
+    /// Expired credentials the broker found and revoked that no request record named
+    /// ([`CredentialBroker::revoke_expired`]): left by a process that died while running an
+    /// action the policy allowed outright.
+    pub credentials_expired: usize,
 }
 
 /// Builds a [`Gate`].

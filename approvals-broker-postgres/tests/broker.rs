@@ -605,7 +605,10 @@ async fn expired_roles_are_dropped_and_valid_ones_kept() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let revoked = broker.revoke_expired(Utc::now()).await.expect("swept");
     assert_eq!(revoked, [short.id().to_owned()]);
-    assert!(!db.role_exists(short.id()).await, "the expired role is gone");
+    assert!(
+        !db.role_exists(short.id()).await,
+        "the expired role is gone"
+    );
     assert!(db.role_exists(long.id()).await, "the valid one stays");
     assert!(db.role_exists("apr_not_a_credential").await);
     let mut conn = db

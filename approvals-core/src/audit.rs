@@ -321,12 +321,23 @@ impl AuditError {
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one event durably enough for this sink's promise before returning.
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
+
+    /// A durability barrier, like [`Store::sync`](crate::Store::sync): returns once every
+    /// event recorded so far is on disk. A sink may record without syncing and sync here;
+    /// the default does nothing (every record is as durable as it will be when it returns).
+    /// A sink wrapping another must forward it.
+    async fn sync(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         (**self).record(event).await
+    }
+    async fn sync(&self) -> Result<(), AuditError> {
+        (**self).sync().await
     }
 }
 
@@ -493,6 +504,16 @@ impl AuditSink for FanoutSink {
         let mut first_error = None;
         for sink in &self.sinks {
             if let Err(e) = sink.record(event).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn sync(&self) -> Result<(), AuditError> {
+        let mut first_error = None;
+        for sink in &self.sinks {
+            if let Err(e) = sink.sync().await {
                 first_error.get_or_insert(e);
             }
         }

@@ -581,6 +581,16 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
         None
     }
+
+    /// A durability barrier: returns once every write this store has committed so far is on
+    /// disk. The gate calls it before anything leaves the process on the strength of those
+    /// writes (a channel is told, an action runs, a door answers, a waiter is woken), so a
+    /// store may commit without syncing and make many commits durable with one sync here
+    /// (group commit). The default does nothing: right for a store whose every commit is
+    /// durable when it returns, or that keeps nothing on disk.
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -606,5 +616,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
         (**self).changes()
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync().await
     }
 }

@@ -539,10 +539,8 @@ async fn a_sweep_revokes_an_allowed_actions_credential_that_no_record_names() {
     let gate = f.gate.clone();
     // The process dies while the allowed action runs: no record names its credential.
     let task = tokio::spawn(async move {
-        gate.run_with_credential(&read, |_c| {
-            std::future::pending::<Result<(), GuardError>>()
-        })
-        .await
+        gate.run_with_credential(&read, |_c| std::future::pending::<Result<(), GuardError>>())
+            .await
     });
     while f.vault.live().is_empty() || !f.audit.names().contains(&"credential_issued") {
         tokio::task::yield_now().await;

@@ -685,4 +685,11 @@ impl AuditSink for SqlAuditSink {
             .map(|_| ())
             .map_err(|e| AuditError::new(e.to_string()))
     }
+
+    /// The store's barrier: the log is a table of the same database.
+    async fn sync(&self) -> Result<(), AuditError> {
+        approvals_core::Store::sync(&self.store)
+            .await
+            .map_err(|e| AuditError::new(e.to_string()))
+    }
 }

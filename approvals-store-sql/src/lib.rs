@@ -12,8 +12,9 @@
 //! use approvals_store_sql::SqlStore;
 //! use approvals_store_sql::audit::{LogConfig, Signer};
 //!
-//! // SQLite file (created if missing), WAL, synchronous=FULL: a returned write survives a
-//! // power loss. For replicas: SqlStore::connect("postgres://app@db/approvals").
+//! // SQLite file (created if missing), WAL: a returned write survives the process, and
+//! // the gate syncs before anything leaves it. For replicas:
+//! // SqlStore::connect("postgres://app@db/approvals").
 //! let store = SqlStore::connect("sqlite://approvals.db").await?;
 //! // The audit log's checkpoint key, from `approvals audit keygen` (file or environment).
 //! let signer = Signer::from_file("/etc/approvals/audit.skey")?;
@@ -44,11 +45,17 @@
 //!
 //! Durability and concurrency:
 //!
-//! - SQLite runs in WAL mode with `synchronous=FULL`: the WAL is synced on every commit, so
-//!   a write that returned survives a crash or power loss. All writes of one `SqlStore` go to
-//!   a single writer task that commits whatever is waiting in one transaction (group
-//!   commit), so one `fsync` covers many concurrent callers; each write is still its own
-//!   compare-and-set, and callers hear back only after the commit. Other processes on the
+//! - SQLite runs in WAL mode. All writes of one `SqlStore` go to a single writer task that
+//!   commits whatever is waiting in one transaction, so one commit covers many concurrent
+//!   callers; each write is still its own compare-and-set, and callers hear back only after
+//!   the commit. By default ([`Durability::AtBarriers`]) commits are written to the WAL
+//!   without a sync, so a write that returned survives the process, and the WAL is synced at
+//!   each barrier ([`Store::sync`]) the gate raises before anything leaves the process on
+//!   the strength of a write (a channel is told, an action runs, a door or a reviewer gets
+//!   an answer): one sync covers every commit before it, and concurrent barriers share one
+//!   (group commit). Commits no barrier asked for are synced within
+//!   [`SqlStoreOptions::flush_after`]. [`Durability::EveryCommit`] syncs every commit
+//!   (`synchronous=FULL`) for callers that use the store without a gate. Other processes on the
 //!   same file serialize on SQLite's write lock (waiting up to
 //!   [`SqlStoreOptions::busy_timeout()`]; then a retryable error).
 //! - PostgreSQL commits each write in its own transaction (the server's `synchronous_commit`
@@ -143,6 +150,42 @@ pub struct SqlStoreOptions {
     /// `search_path`, usually `public`). Letters, digits and `_` only. Also scopes the
     /// LISTEN/NOTIFY channel, so stores in different schemas do not wake each other.
     pub schema: Option<String>,
+    /// SQLite: when commits reach the disk (default [`Durability::AtBarriers`]).
+    pub durability: Durability,
+    /// SQLite with [`Durability::AtBarriers`]: the longest a commit waits for a sync when no
+    /// barrier asks for one (default 50 ms).
+    pub flush_after: Duration,
+}
+
+/// When an SQLite store's commits are synced to disk. Either way a write that returned
+/// survives the process crashing; the choice is about power loss and the machine crashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Commits are written to the WAL without a sync; the WAL is synced at each barrier
+    /// ([`approvals_core::Store::sync`]), which the gate raises before anything leaves the
+    /// process on the strength of a write (a channel is told, an action runs, a door or a
+    /// reviewer gets an answer), and at most [`SqlStoreOptions::flush_after`] after any
+    /// other commit. Concurrent barriers share one sync. A lifecycle costs about one sync per
+    /// step a human or an action sees, instead of one per write.
+    #[default]
+    AtBarriers,
+    /// Every commit syncs the WAL (`synchronous=FULL`): each write is on disk when it
+    /// returns, whoever calls the store; barriers cost nothing.
+    EveryCommit,
+}
+
+/// What an SQLite store's writer has done to make commits durable
+/// ([`SqlStore::sync_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Transactions committed by the writer (each holds every write waiting at that moment).
+    pub commits: u64,
+    /// WAL syncs made by barriers and the flush timer (SQLite's own syncs at checkpoints,
+    /// and on every commit with [`Durability::EveryCommit`], are not counted).
+    pub syncs: u64,
+    /// Whether a commit is not yet synced.
+    pub unsynced: bool,
 }
 
 impl SqlStoreOptions {
@@ -155,6 +198,8 @@ impl SqlStoreOptions {
             busy_timeout: Duration::from_secs(5),
             migrate: true,
             schema: None,
+            durability: Durability::AtBarriers,
+            flush_after: Duration::from_millis(50),
         }
     }
 
@@ -185,6 +230,19 @@ impl SqlStoreOptions {
     /// Sets the PostgreSQL schema.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
+        self
+    }
+
+    /// Sets when SQLite commits reach the disk.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the longest wait for a sync of a commit no barrier asked for (SQLite, with
+    /// [`Durability::AtBarriers`]).
+    pub fn flush_after(mut self, delay: Duration) -> Self {
+        self.flush_after = delay;
         self
     }
 }
@@ -299,7 +357,18 @@ impl SqlStore {
         dispatch!(self, b => b.explain_list(filter).await)
     }
 
-    /// Closes the pool (and the PostgreSQL listener). Later calls fail as unavailable.
+    /// What the SQLite writer did to make commits durable; all zero on PostgreSQL.
+    pub fn sync_stats(&self) -> SyncStats {
+        match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite(b) => b.sync_stats(),
+            #[cfg(feature = "postgres")]
+            Inner::Postgres(_) => SyncStats::default(),
+        }
+    }
+
+    /// Syncs what was committed (SQLite), then closes the pool (and the PostgreSQL
+    /// listener). Later calls fail as unavailable.
     pub async fn close(&self) {
         dispatch!(self, b => b.close().await)
     }
@@ -360,5 +429,15 @@ impl Store for SqlStore {
 
     fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
         dispatch!(self, b => Some(b.changes()))
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite(b) => b.sync().await,
+            // PostgreSQL syncs its WAL on every commit (`synchronous_commit`).
+            #[cfg(feature = "postgres")]
+            Inner::Postgres(_) => Ok(()),
+        }
     }
 }

@@ -1,7 +1,11 @@
-//! The SQLite backend: one file, WAL journal, `synchronous=FULL`, group commit.
+//! The SQLite backend: one file, WAL journal, group commit, syncs at the gate's barriers.
 //!
-//! Durability: in WAL mode with `synchronous=FULL` the WAL is synced on every commit, so a
-//! write that returned survives a crash or power loss.
+//! Durability ([`crate::Durability`]): by default SQLite commits with `synchronous=NORMAL`,
+//! so a write that returned is in the WAL and survives the process, and the writer syncs the
+//! WAL at each barrier ([`approvals_core::Store::sync`]) the gate raises before anything
+//! leaves the process; one sync covers every commit before it, and commits nobody raised a
+//! barrier for are synced within `flush_after`. With [`crate::Durability::EveryCommit`]
+//! SQLite syncs the WAL on every commit (`synchronous=FULL`) and barriers cost nothing.
 //!
 //! Writes: SQLite has one writer at a time, and a durable commit costs one `fsync`. So every
 //! write of this store (insert, compare-and-set, audit append) goes to one writer task, which
@@ -15,7 +19,11 @@
 //! writer waits up to the busy timeout, and a lock still held after that is a retryable
 //! [`StoreError::Unavailable`]. Reads use the connection pool and never wait for writers.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, RequestState, StoreError};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -46,6 +54,37 @@ pub(crate) struct SqliteBackend {
     pool: SqlitePool,
     writes: mpsc::Sender<Write>,
     changes: broadcast::Sender<RequestId>,
+    syncs: Arc<SyncCounters>,
+}
+
+/// What the writer's syncs did, for [`crate::SqlStore::sync_stats`].
+#[derive(Debug, Default)]
+pub(crate) struct SyncCounters {
+    /// Batches committed.
+    commits: AtomicU64,
+    /// `fdatasync` calls on the WAL made by barriers and the flush timer.
+    syncs: AtomicU64,
+    /// Whether a committed batch is not yet synced.
+    unsynced: AtomicBool,
+}
+
+impl SyncCounters {
+    pub(crate) fn stats(&self) -> crate::SyncStats {
+        crate::SyncStats {
+            commits: self.commits.load(Ordering::SeqCst),
+            syncs: self.syncs.load(Ordering::SeqCst),
+            unsynced: self.unsynced.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Where the writer syncs, and when on its own.
+struct Durability {
+    /// The WAL file, when commits are not synced by SQLite itself (`synchronous=NORMAL`);
+    /// `None` with `synchronous=FULL` or in memory, where there is nothing to sync.
+    wal: Option<PathBuf>,
+    /// Longest time a committed write waits for a sync when no barrier asks for one.
+    flush_after: Duration,
 }
 
 fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
@@ -62,6 +101,8 @@ enum Write {
         oneshot::Sender<Result<bool, StoreError>>,
     ),
     Log(LogRequest, LogReply),
+    /// A durability barrier: answered once every write committed before it is on disk.
+    Sync(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// The values of one `approval_requests` row.
@@ -124,10 +165,26 @@ impl SqliteBackend {
             .map_err(|e| SqlError::InvalidOption(format!("{}: {e}", options.url)))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
         let in_memory = options.url.contains(":memory:") || options.url.contains("mode=memory");
+        // With barriers, SQLite commits without syncing (`synchronous=NORMAL`: a commit is
+        // written to the WAL, so it survives the process, and the WAL stays consistent) and
+        // the writer syncs the WAL at each barrier, making every commit before it durable.
+        let at_barriers = options.durability == crate::Durability::AtBarriers && !in_memory;
+        let durability = Durability {
+            wal: at_barriers.then(|| {
+                let mut wal = connect.get_filename().as_os_str().to_owned();
+                wal.push("-wal");
+                PathBuf::from(wal)
+            }),
+            flush_after: options.flush_after,
+        };
+        let connect = connect.synchronous(if at_barriers {
+            SqliteSynchronous::Normal
+        } else {
+            SqliteSynchronous::Full
+        });
         let mut pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
@@ -145,11 +202,19 @@ impl SqliteBackend {
             .map_err(|e| SqlError::from_sqlx(&format!("opening {}", options.url), e))?;
         let (changes, _) = broadcast::channel(1024);
         let (writes, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(pool.clone(), rx, changes.clone()));
+        let syncs = Arc::new(SyncCounters::default());
+        tokio::spawn(writer(
+            pool.clone(),
+            rx,
+            changes.clone(),
+            durability,
+            syncs.clone(),
+        ));
         Ok(SqliteBackend {
             pool,
             writes,
             changes,
+            syncs,
         })
     }
 
@@ -295,7 +360,20 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn close(&self) {
+        // Whatever was committed is synced before the store goes.
+        let _ = self.sync().await;
         self.pool.close().await;
+    }
+
+    /// The durability barrier ([`approvals_core::Store::sync`]).
+    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
+        self.submit(Write::Sync)
+            .await
+            .unwrap_or_else(|| Err(writer_gone()))
+    }
+
+    pub(crate) fn sync_stats(&self) -> crate::SyncStats {
+        self.syncs.stats()
     }
 
     pub(crate) fn changes(&self) -> broadcast::Receiver<RequestId> {
@@ -473,36 +551,126 @@ fn writer_gone() -> StoreError {
 
 /// The writer task: batches waiting writes into one transaction each. Ends when the store
 /// is dropped.
+///
+/// Syncing, with [`crate::Durability::AtBarriers`]: batches commit without a sync; a
+/// [`Write::Sync`] is answered after one `fdatasync` of the WAL that covers every batch
+/// committed before it, and all barriers waiting at that moment share it (group commit).
+/// Commits no barrier asked for are synced `flush_after` later, and when the store closes.
 async fn writer(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Write>,
     changes: broadcast::Sender<RequestId>,
+    durability: Durability,
+    counters: Arc<SyncCounters>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // The audit log's state as of the last commit; checked against the table in every batch.
     let mut log = None;
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(&pool, std::mem::take(&mut batch), &changes, &mut log).await;
+    let mut unsynced = false;
+    loop {
+        let received = match &durability.wal {
+            Some(wal) if unsynced => {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+                    () = tokio::time::sleep(durability.flush_after) => {
+                        unsynced = sync_wal(wal, &counters).await.is_err();
+                        counters.unsynced.store(unsynced, Ordering::SeqCst);
+                        continue;
+                    }
+                }
+            }
+            _ => rx.recv_many(&mut batch, MAX_BATCH).await,
+        };
+        if received == 0 {
+            break;
+        }
+        let mut barriers = Vec::new();
+        let writes: Vec<Write> = batch
+            .drain(..)
+            .filter_map(|write| match write {
+                Write::Sync(reply) => {
+                    barriers.push(reply);
+                    None
+                }
+                write => Some(write),
+            })
+            .collect();
+        if !writes.is_empty() {
+            // Flagged before any caller hears of the commit.
+            if durability.wal.is_some() {
+                counters.unsynced.store(true, Ordering::SeqCst);
+            }
+            if commit_batch(&pool, writes, &changes, &mut log).await {
+                counters.commits.fetch_add(1, Ordering::SeqCst);
+                unsynced |= durability.wal.is_some();
+            }
+            counters.unsynced.store(unsynced, Ordering::SeqCst);
+        }
+        if !barriers.is_empty() {
+            let synced = match &durability.wal {
+                Some(wal) if unsynced => sync_wal(wal, &counters).await,
+                _ => Ok(()),
+            };
+            unsynced &= synced.is_err();
+            // Cleared before any barrier returns.
+            counters.unsynced.store(unsynced, Ordering::SeqCst);
+            for reply in barriers {
+                let answer = match &synced {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(StoreError::Unavailable(e.to_string())),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+    if let (Some(wal), true) = (&durability.wal, unsynced) {
+        let _ = sync_wal(wal, &counters).await;
+        counters.unsynced.store(false, Ordering::SeqCst);
     }
 }
 
+/// One `fdatasync` of the WAL file: on Linux it writes the file's dirty pages whichever
+/// descriptor wrote them, so every commit SQLite appended to it so far becomes durable. A
+/// WAL that does not exist holds nothing unsynced: SQLite syncs the database at each
+/// checkpoint before it removes or resets the WAL.
+async fn sync_wal(wal: &Path, counters: &SyncCounters) -> Result<(), StoreError> {
+    let path = wal.to_owned();
+    let synced = tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    counters.syncs.fetch_add(1, Ordering::SeqCst);
+    synced.map_err(|e| {
+        StoreError::Unavailable(format!("syncing the SQLite WAL {}: {e}", wal.display()))
+    })
+}
+
+/// Runs `batch` in one transaction and tells each caller its result. Returns whether it
+/// committed.
 async fn commit_batch(
     pool: &SqlitePool,
     batch: Vec<Write>,
     changes: &broadcast::Sender<RequestId>,
     log: &mut Option<TableLog>,
-) {
+) -> bool {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
-        Err(e) => return fail_all(batch, &SqlError::from_sqlx("writing", e)),
+        Err(e) => {
+            fail_all(batch, &SqlError::from_sqlx("writing", e));
+            return false;
+        }
     };
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => {
-            return fail_all(
+            fail_all(
                 batch,
                 &SqlError::from_sqlx("starting a write (is another process holding the lock?)", e),
             );
+            return false;
         }
     };
     let mut done = Vec::with_capacity(batch.len());
@@ -549,10 +717,12 @@ async fn commit_batch(
             .chain(logs.into_iter().map(|(r, reply)| Write::Log(r, reply)))
             .collect();
         fail_done(done, &e);
-        return fail_all(rest, &e);
+        fail_all(rest, &e);
+        return false;
     }
     if let Err(e) = tx.commit().await {
-        return fail_done(done, &SqlError::from_sqlx("committing", e));
+        fail_done(done, &SqlError::from_sqlx("committing", e));
+        return false;
     }
     if new_log.is_some() {
         *log = new_log;
@@ -573,6 +743,7 @@ async fn commit_batch(
             }
         }
     }
+    true
 }
 
 fn fail_all(batch: Vec<Write>, e: &SqlError) {
@@ -586,6 +757,10 @@ fn fail_all(batch: Vec<Write>, e: &SqlError) {
             }
             Write::Log(_, reply) => {
                 let _ = reply.send(Err(copy_sql_error(e)));
+            }
+            // Barriers are taken out of the batch before it is committed.
+            Write::Sync(reply) => {
+                let _ = reply.send(Err(copy_store_error(e)));
             }
         }
     }
@@ -635,9 +810,9 @@ async fn apply(conn: &mut SqliteConnection, write: Write) -> Result<Done, Failed
                 Err(e) => Err((e, Write::Cas(row, expected, allowed, reply))),
             }
         }
-        // Audit log requests are taken out of the batch before this is called.
-        write @ Write::Log(..) => Err((
-            SqlError::Database("an audit log request reached the request writer".into()),
+        // Audit log requests and barriers are taken out of the batch before this is called.
+        write @ (Write::Log(..) | Write::Sync(_)) => Err((
+            SqlError::Database("an audit log request or barrier reached the request writer".into()),
             write,
         )),
     }

@@ -486,6 +486,11 @@ impl Store for FaultyStore {
     fn changes(&self) -> Option<broadcast::Receiver<RequestId>> {
         self.inner.changes()
     }
+
+    /// Forwarded, outside the plan: barriers are not calls a plan counts.
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync().await
+    }
 }
 
 /// An [`AuditSink`] that fails, hangs or loses answers on the calls its plan names. Put a
@@ -536,6 +541,11 @@ impl AuditSink for FaultyAudit {
             |i| AuditError::new(describe(i)),
         )
         .await
+    }
+
+    /// Forwarded, outside the plan: barriers are not calls a plan counts.
+    async fn sync(&self) -> Result<(), AuditError> {
+        self.inner.sync().await
     }
 }
 

@@ -162,6 +162,10 @@ impl<S: Store> Store for CrashingStore<S> {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<RequestId>> {
         self.inner.changes()
     }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync().await
+    }
 }
 
 /// A channel that aborts the process just before it delivers a new request, or just after

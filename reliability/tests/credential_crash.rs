@@ -451,8 +451,7 @@ async fn postgres_store_agent_killed_at_every_credential_point_leaves_no_role() 
 /// broker's own sweep ([`CredentialBroker::revoke_expired`]) drops the role once it expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_inside_an_allowed_action_leaves_no_role() {
-    let Some(url) = pg::postgres_url("agent_killed_inside_an_allowed_action_leaves_no_role")
-    else {
+    let Some(url) = pg::postgres_url("agent_killed_inside_an_allowed_action_leaves_no_role") else {
         return;
     };
     let rig = Rig::new(&url, false).await;
@@ -464,7 +463,10 @@ async fn agent_killed_inside_an_allowed_action_leaves_no_role() {
         .trim()
         .to_owned();
     assert_eq!(agent.expect(&["READ ", "ERROR"]).await, "READ 3");
-    assert_eq!(agent.expect(&["CRASH ", "RAN", "ERROR"]).await, "CRASH running");
+    assert_eq!(
+        agent.expect(&["CRASH ", "RAN", "ERROR"]).await,
+        "CRASH running"
+    );
     assert_eq!(agent.exit().await, None, "the agent aborted");
     assert!(rig.role_exists(&role).await, "the crash left the role");
 
@@ -475,6 +477,9 @@ async fn agent_killed_inside_an_allowed_action_leaves_no_role() {
     // Another test's sweep on this server may drop it first; either way it is gone after
     // this one.
     rig.gate.sweep().await.expect("sweep");
-    assert!(!rig.role_exists(&role).await, "the role survived its expiry");
+    assert!(
+        !rig.role_exists(&role).await,
+        "the role survived its expiry"
+    );
     rig.finish().await;
 }

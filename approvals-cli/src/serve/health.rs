@@ -55,6 +55,10 @@ impl<S: AuditSink> AuditSink for MonitoredSink<S> {
         }
         result
     }
+
+    async fn sync(&self) -> Result<(), AuditError> {
+        self.inner.sync().await
+    }
 }
 
 /// Everything `/healthz` looks at.

@@ -247,7 +247,11 @@ impl Gate {
                 0
             }
             Err(_) => {
-                tracing::warn!(broker = broker.name(), "revoking expired credentials took longer than {:?}; the next sweep tries again", self.inner.store_timeout);
+                tracing::warn!(
+                    broker = broker.name(),
+                    "revoking expired credentials took longer than {:?}; the next sweep tries again",
+                    self.inner.store_timeout
+                );
                 0
             }
         }

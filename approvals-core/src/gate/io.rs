@@ -78,6 +78,26 @@ impl Gate {
         recorded
     }
 
+    /// The durability barrier: returns once every write to the store and every audit event
+    /// recorded so far is on disk ([`Store::sync`](crate::Store::sync),
+    /// [`AuditSink::sync`](crate::AuditSink::sync)). Called before anything leaves the
+    /// process on the strength of those writes: before a channel is told, an action runs, a
+    /// waiter is woken, or a door answers. In between, stores may commit without syncing, so
+    /// a lifecycle costs one sync per barrier rather than one per write, and concurrent
+    /// barriers share one sync. A failure refuses whatever was about to happen.
+    pub(super) async fn barrier(&self) -> Result<(), GuardError> {
+        // At once: when the sink writes to the store's own database (the SQL store's log),
+        // both requests usually reach its writer together and share one sync.
+        let (store, audit) = tokio::join!(
+            self.store_call(self.inner.store.sync()),
+            within(self.inner.store_timeout, self.inner.audit.sync())
+        );
+        store?;
+        audit
+            .unwrap_or_else(|unfinished| Err(crate::audit::AuditError::new(unfinished.to_string())))
+            .map_err(|e| GuardError::unavailable(Component::Audit, e))
+    }
+
     /// The policy version as a shared string, refreshed if the policy reports a new one.
     pub(super) fn shared_policy_version(&self) -> Arc<str> {
         let current = self.inner.policy.version();
@@ -168,8 +188,27 @@ impl Gate {
         }));
     }
 
+    /// [`notify_channels`](Gate::notify_channels) for a change no barrier has covered yet:
+    /// raises one first, in the background, so the caller does not wait for the sync. A
+    /// change that cannot be made durable is not told (logged).
+    pub(super) fn notify_channels_after_barrier(&self, record: RequestRecord) {
+        if self.inner.approvers.is_empty() {
+            return;
+        }
+        let gate = self.clone();
+        tokio::spawn(async move {
+            match gate.barrier().await {
+                Ok(()) => gate.notify_channels(record),
+                Err(e) => {
+                    tracing::warn!(request = %record.id, error = %e, "the change could not be made durable; the channels are not told of it");
+                }
+            }
+        });
+    }
+
     /// Tells every channel the request changed, in the background (a slow chat API must not
-    /// hold up the decision). Failures are audited as `dispatch_failed`.
+    /// hold up the decision). Failures are audited as `dispatch_failed`. Callers raise a
+    /// [`barrier`](Gate::barrier) first: a channel is told only what is on disk.
     ///
     /// One request's updates are sent one at a time, in the order of the record's version:
     /// while a task sends them, later changes queue behind it and an older one is dropped, so

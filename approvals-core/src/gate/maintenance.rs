@@ -117,6 +117,7 @@ impl Gate {
         decision: Verdict,
     ) -> Result<Option<RequestRecord>, GuardError> {
         let record = self.update(id, |r| lifecycle::audited(r, decision)).await?;
+        self.barrier().await?;
         self.wake(id);
         Ok(record)
     }
@@ -168,6 +169,7 @@ impl Gate {
         for event in step.events {
             self.audit(self.event(&next, event)).await?;
         }
+        self.barrier().await?;
         self.wake(next.id);
         if next.state != record.state {
             self.notify_channels(next.clone());

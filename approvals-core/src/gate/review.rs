@@ -21,7 +21,7 @@ impl Gate {
     ///
     /// The decision is stored first (flagged unaudited), then its events are recorded, then
     /// the flag is cleared: no grant is issued and no refusal told before the events are in
-    /// the audit trail.
+    /// the audit trail, and nobody is told before all of it is on disk (the barrier).
     pub async fn decide(
         &self,
         id: RequestId,
@@ -76,6 +76,12 @@ impl Gate {
                     next = current;
                 }
                 self.notify_channels(next.clone());
+            } else {
+                // A counted approval short of the quorum: durable before the reviewer hears.
+                self.barrier().await.map_err(|e| ReviewError::Unavailable {
+                    component: Component::Store,
+                    message: e.to_string(),
+                })?;
             }
             self.wake(id);
             return Ok(ReviewOutcome {

@@ -22,7 +22,12 @@ impl Gate {
     pub async fn wait(&self, id: RequestId) -> Result<Grant, GuardError> {
         let span = observe::request_span();
         span.record("request", tracing::field::display(id));
-        self.wait_unspanned(id).instrument(span).await
+        let grant = self.wait_unspanned(id).instrument(span).await?;
+        // A door hands the grant out of the process: `grant_issued` is on disk first.
+        // (`guard()` waits without this: its grant stays in the process until `execute`,
+        // whose consumption is a barrier.)
+        self.barrier().await?;
+        Ok(grant)
     }
 
     /// `wait` inside the caller's span; records how the wait ended in it.
@@ -216,10 +221,15 @@ impl Gate {
             stored: grant.approved,
             credential,
         };
-        if let Err(e) = self
+        // The consumed grant and its events are on disk before the action can act on them.
+        let recorded = match self
             .audit(run.subject.event(self.now(), EventDetail::GrantConsumed {}))
             .await
         {
+            Ok(()) => self.barrier().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             self.end_run(run, Some(format!("not run: {e}")), RevokeReason::NotRun)
                 .await;
             return Err(e);
@@ -250,7 +260,7 @@ impl Gate {
         if run.stored
             && let Some(record) = self.finish(run.subject.id, error).await
         {
-            self.notify_channels(record);
+            self.notify_channels_after_barrier(record);
         }
     }
 
@@ -340,10 +350,14 @@ impl Gate {
             });
         }
         self.consume(id, digest, None).await?;
-        if let Err(e) = self
+        let recorded = match self
             .audit(self.event(&record, EventDetail::GrantConsumed {}))
             .await
         {
+            Ok(()) => self.barrier().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             self.finish(id, Some(format!("not run: {e}"))).await;
             return Err(e);
         }
@@ -396,6 +410,8 @@ impl Gate {
                 "the outcome was audited, but the store keeps the request executing",
             )
         })?;
+        // The caller is outside this process: it hears only what is on disk.
+        self.barrier().await?;
         self.notify_channels(finished.clone());
         Ok(finished)
     }

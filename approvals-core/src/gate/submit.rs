@@ -73,9 +73,13 @@ impl Gate {
             .initiator
             .clone()
             .ok_or(GuardError::NoInitiator)?;
-        self.submit_bound(initiator, action)
+        let submission = self
+            .submit_bound(initiator, action)
             .instrument(observe::request_span())
-            .await
+            .await?;
+        // The answer may leave the process (a door relays it): what it says is on disk.
+        self.barrier().await?;
+        Ok(submission)
     }
 
     /// [`submit`](Gate::submit) for a caller that a door (the HTTP agent API, the MCP
@@ -92,9 +96,12 @@ impl Gate {
         caller.validate().map_err(|e| {
             GuardError::InvalidRequest(format!("the caller's identity is refused: {e}"))
         })?;
-        self.submit_bound(Arc::new(caller.clone()), action)
+        let submission = self
+            .submit_bound(Arc::new(caller.clone()), action)
             .instrument(observe::request_span())
-            .await
+            .await?;
+        self.barrier().await?;
+        Ok(submission)
     }
 
     pub(super) async fn submit_bound<A: Action + ?Sized>(
@@ -327,6 +334,8 @@ impl Gate {
             // Reviews arrive through the API or another process; nothing to deliver.
             return Ok(());
         }
+        // The request and its events are on disk before any reviewer hears of it.
+        self.barrier().await?;
         let mut deliveries = Vec::new();
         let mut errors = Vec::new();
         let decisions: Arc<dyn Decisions> = Arc::new(self.clone());

@@ -83,10 +83,23 @@ pub fn action() -> ActionRequest {
 
 /// An SQLite store on a new file in `dir` (WAL, `synchronous=FULL`, as shipped).
 pub async fn sqlite_store(dir: &std::path::Path) -> SqlStore {
+    sqlite_store_with(dir, approvals_store_sql::Durability::default()).await
+}
+
+/// An SQLite store in `dir` that syncs as `durability` says.
+#[allow(dead_code)] // not every bench that includes this module compares durabilities
+pub async fn sqlite_store_with(
+    dir: &std::path::Path,
+    durability: approvals_store_sql::Durability,
+) -> SqlStore {
     let url = format!("sqlite://{}", dir.join("bench.db").display());
-    SqlStore::connect_with(SqlStoreOptions::new(&url).acquire_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap_or_else(|e| panic!("could not open SQLite at {url}: {e}"))
+    SqlStore::connect_with(
+        SqlStoreOptions::new(&url)
+            .acquire_timeout(Duration::from_secs(30))
+            .durability(durability),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("could not open SQLite at {url}: {e}"))
 }
 
 /// A PostgreSQL store in `schema` (created by the migrations).

@@ -8,6 +8,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use approvals_core::credential::{
+    BrokerError, Credential, CredentialBroker, CredentialLease, IssueRequest,
+};
 use approvals_core::{
     ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, GuardError,
     Initiator, Principal, RequestRecord, RequestState, Requirement, Review, StaticPolicy, Store,
@@ -340,4 +343,74 @@ async fn with_every_commit_durable_barriers_cost_nothing() {
             .all(|(_, unsynced)| !unsynced)
     );
     rig.store.close().await;
+}
+
+/// Hands out a token per action; nothing to revoke beyond forgetting it.
+struct Tokens;
+
+#[async_trait]
+impl CredentialBroker for Tokens {
+    fn name(&self) -> &str {
+        "tokens"
+    }
+
+    async fn issue(&self, req: IssueRequest<'_>) -> Result<Credential, BrokerError> {
+        let lease = CredentialLease {
+            id: req.id.to_owned(),
+            scope: format!("{} on {}", req.action.kind, req.action.resource),
+            expires_at: req.not_after,
+        };
+        Ok(Credential::new(lease, "secret"))
+    }
+
+    async fn revoke(&self, _lease: &CredentialLease) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// A credential is evidence too: `credential_issued` is on disk before the action holds it,
+/// for an approved action (its record) and for one the policy allows outright (no record).
+#[tokio::test]
+async fn a_credential_reaches_the_action_only_once_its_issue_is_on_disk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
+    let store =
+        SqlStore::connect_with(SqlStoreOptions::new(&url).flush_after(Duration::from_secs(3600)))
+            .await
+            .expect("store");
+    for policy in [
+        StaticPolicy::allow_all(),
+        StaticPolicy::require(Requirement::groups(["data-owners"])),
+    ] {
+        let gate = Gate::builder()
+            .policy(policy)
+            .store(store.clone())
+            .audit(store.audit_sink())
+            .initiator(Initiator::agent("export-bot"))
+            .credential_broker(Tokens)
+            .build()
+            .expect("gate");
+        let grant = match gate.submit(&export()).await.expect("submit") {
+            Submission::Allowed(grant) => grant,
+            Submission::Pending(id) => {
+                gate.decide(id, Review::approve(sam()))
+                    .await
+                    .expect("approve");
+                gate.wait(id).await.expect("grant")
+            }
+        };
+        let probe = store.clone();
+        let unsynced = gate
+            .execute_with_credential(grant, &export(), |credential| async move {
+                assert!(credential.id().starts_with("apr_"));
+                Ok::<_, GuardError>(probe.sync_stats().unsynced)
+            })
+            .await
+            .expect("ran");
+        assert!(
+            !unsynced,
+            "the action held a credential whose issue was not on disk"
+        );
+    }
+    store.close().await;
 }

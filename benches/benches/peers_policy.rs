@@ -56,6 +56,7 @@ fn peers_policy(c: &mut Criterion) {
     let gate = Gate::builder()
         .policy(policy_peers::rule_policy())
         .audit(RecentEvents::default())
+        .initiator(policy_peers::initiator())
         .build()
         .expect("gate");
 

@@ -142,7 +142,11 @@ impl Gate {
                     let event = EventDetail::CredentialIssued {
                         credential: credential.lease().clone(),
                     };
-                    self.audit(run.subject.event(self.now(), event)).await
+                    // On disk before the action holds it, as a record's commit would be.
+                    match self.audit(run.subject.event(self.now(), event)).await {
+                        Ok(()) => self.barrier().await,
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(refused(e)),
             }

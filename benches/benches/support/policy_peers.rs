@@ -157,7 +157,8 @@ pub fn rego_engine() -> regorus::Engine {
 /// The rule the benches name `DECISION_RULE`.
 pub const REGO_RULE: &str = "data.approvals.decision";
 
-fn initiator() -> Initiator {
+/// The agent every measured request comes from (the `guard()` bench's gate runs as it).
+pub fn initiator() -> Initiator {
     Initiator::agent("report-bot").model("gpt-5")
 }
 

@@ -74,6 +74,8 @@
 //! assert!(!same_canonical("bill@example.com", "bi11@example.com"));
 //! ```
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 use precis_core::profile::PrecisFastInvocation;
@@ -462,6 +464,44 @@ pub fn same_canonical(a: &str, b: &str) -> bool {
 /// assert_eq!(identity_key("da\u{200D}na@ex\u{00AD}ample.com"), identity_key("dana@example.com"));
 /// ```
 pub fn identity_key(id: &str) -> String {
+    if id.len() > MEMO_MAX_ID_BYTES {
+        return skeleton_key(id);
+    }
+    thread_local! {
+        // The keys this thread computed last. A decision compares its reviewer with the
+        // initiator, the on-behalf-of principal and every earlier reviewer, and each key is a
+        // few microseconds of normalisation and confusable mapping; the same few ids come up
+        // again and again. The function is pure, so a memo cannot change an answer.
+        static MEMO: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    }
+    let memoized = MEMO.try_with(|memo| {
+        let mut memo = memo.try_borrow_mut().ok()?;
+        if let Some(key) = memo.get(id) {
+            return Some(key.clone());
+        }
+        let key = skeleton_key(id);
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(id.to_owned(), key.clone());
+        Some(key)
+    });
+    match memoized {
+        Ok(Some(key)) => key,
+        // The thread is being torn down, or (not possible today) this thread is already
+        // inside the memo: compute without it.
+        _ => skeleton_key(id),
+    }
+}
+
+/// Ids longer than this are not memoized (an identifier is far shorter; a long one is
+/// probably an attack and should not pin memory).
+const MEMO_MAX_ID_BYTES: usize = 256;
+/// Entries per thread before the memo starts over: at most about 0.6 MB per thread.
+const MEMO_ENTRIES: usize = 1024;
+
+/// [`identity_key`] without the memo.
+fn skeleton_key(id: &str) -> String {
     let mut key = key_once(id);
     // One pass is stable for almost every string; a few prototypes need a second.
     for _ in 0..4 {

@@ -434,6 +434,28 @@ fn hidden_char() -> impl Strategy<Value = char> {
     ]
 }
 
+/// After the memo has filled and started over, it still answers what the computation does.
+#[test]
+fn the_memo_starts_over_without_changing_an_answer() {
+    let ids = [
+        "d\u{0430}na@example.com",
+        "DANA@Example.com.",
+        "ops-lead",
+        "rnallory",
+    ];
+    let computed: Vec<String> = ids.iter().map(|id| skeleton_key(id)).collect();
+    for round in 0..3 {
+        for (id, key) in ids.iter().zip(&computed) {
+            assert_eq!(&identity_key(id), key, "round {round}: {id:?}");
+        }
+        for i in 0..=MEMO_ENTRIES {
+            identity_key(&format!("filler-{round}-{i}"));
+        }
+    }
+    assert_eq!(identity_key(ids[0]), identity_key(ids[1]));
+    assert_eq!(identity_key("rnallory"), identity_key("mallory"));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -452,6 +474,17 @@ proptest! {
         if id.is_ascii() {
             prop_assert_eq!(canonical, general_canonical_key(&id));
         }
+    }
+
+    /// The per-thread memo answers what the computation does: for a first sight, a repeat,
+    /// and an id over the memo's length limit.
+    #[test]
+    fn the_memoized_key_is_the_computed_key(id in any_id()) {
+        let computed = skeleton_key(&id);
+        prop_assert_eq!(identity_key(&id), computed.clone());
+        prop_assert_eq!(identity_key(&id), computed);
+        let long = format!("{id}{}", "m".repeat(MEMO_MAX_ID_BYTES));
+        prop_assert_eq!(identity_key(&long), skeleton_key(&long));
     }
 
     /// Inserting any invisible or bidi character anywhere is refused by `normalize`, and

@@ -58,8 +58,15 @@
 //!   (`synchronous=FULL`) for callers that use the store without a gate. Other processes on the
 //!   same file serialize on SQLite's write lock (waiting up to
 //!   [`SqlStoreOptions::busy_timeout()`]; then a retryable error).
-//! - PostgreSQL commits each write in its own transaction (the server's `synchronous_commit`
-//!   decides durability; the default is on).
+//! - PostgreSQL commits each write in its own transaction. By default
+//!   ([`Durability::AtBarriers`]) the pool's sessions commit with `synchronous_commit = off`
+//!   (a commit returns once its WAL record is written, and the server's WAL writer flushes it
+//!   within a few hundred milliseconds), and each barrier commits one small transaction at
+//!   the server's own `synchronous_commit` level, which flushes the WAL past every commit
+//!   made before it, on any connection of any process; concurrent barriers share one flush.
+//!   A crash of the server, not only of the machine, can lose commits no barrier has covered
+//!   yet: nothing outside the process has acted on them. [`Durability::EveryCommit`] leaves
+//!   every commit at the server's level.
 //! - When the database cannot be reached, calls fail within
 //!   [`SqlStoreOptions::acquire_timeout()`] with [`StoreError::Unavailable`], which the gate
 //!   turns into a refusal: nothing runs. The pool reconnects by itself when the database is
@@ -150,41 +157,47 @@ pub struct SqlStoreOptions {
     /// `search_path`, usually `public`). Letters, digits and `_` only. Also scopes the
     /// LISTEN/NOTIFY channel, so stores in different schemas do not wake each other.
     pub schema: Option<String>,
-    /// SQLite: when commits reach the disk (default [`Durability::AtBarriers`]).
+    /// When commits reach the disk (default [`Durability::AtBarriers`]).
     pub durability: Durability,
     /// SQLite with [`Durability::AtBarriers`]: the longest a commit waits for a sync when no
     /// barrier asks for one (default 50 ms).
     pub flush_after: Duration,
 }
 
-/// When an SQLite store's commits are synced to disk. Either way a write that returned
+/// When a store's commits are synced to disk. On SQLite, either way a write that returned
 /// survives the process crashing; the choice is about power loss and the machine crashing.
+/// On PostgreSQL the choice also covers the server crashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Commits are written to the WAL without a sync; the WAL is synced at each barrier
+    /// Commits are written to the WAL without a sync (SQLite `synchronous=NORMAL`,
+    /// PostgreSQL `synchronous_commit = off`); the WAL is synced at each barrier
     /// ([`approvals_core::Store::sync`]), which the gate raises before anything leaves the
     /// process on the strength of a write (a channel is told, an action runs, a door or a
-    /// reviewer gets an answer), and at most [`SqlStoreOptions::flush_after`] after any
-    /// other commit. Concurrent barriers share one sync. A lifecycle costs about one sync per
+    /// reviewer gets an answer). Other commits reach the disk at most
+    /// [`SqlStoreOptions::flush_after`] later on SQLite, and within the server's WAL writer
+    /// delay on PostgreSQL (`wal_writer_delay`, three times it at worst). Concurrent barriers
+    /// share one sync. A lifecycle costs about one sync per
     /// step a human or an action sees, instead of one per write.
     #[default]
     AtBarriers,
-    /// Every commit syncs the WAL (`synchronous=FULL`): each write is on disk when it
-    /// returns, whoever calls the store; barriers cost nothing.
+    /// Every commit syncs the WAL (SQLite `synchronous=FULL`; PostgreSQL at the server's
+    /// `synchronous_commit` level): each write is on disk when it returns, whoever calls the
+    /// store; barriers cost nothing.
     EveryCommit,
 }
 
-/// What an SQLite store's writer has done to make commits durable
-/// ([`SqlStore::sync_stats`]).
+/// What a store has done to make commits durable ([`SqlStore::sync_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncStats {
-    /// Transactions committed by the writer (each holds every write waiting at that moment).
+    /// SQLite: transactions committed by the writer (each holds every write waiting at that
+    /// moment). Not counted on PostgreSQL.
     pub commits: u64,
-    /// WAL syncs made by barriers and the flush timer (SQLite's own syncs at checkpoints,
-    /// and on every commit with [`Durability::EveryCommit`], are not counted).
+    /// SQLite: WAL syncs made by barriers and the flush timer (SQLite's own syncs at
+    /// checkpoints, and on every commit with [`Durability::EveryCommit`], are not counted).
+    /// PostgreSQL: WAL flushes made by barriers (the server's WAL writer's are not counted).
     pub syncs: u64,
-    /// Whether a commit is not yet synced.
+    /// SQLite: whether a commit is not yet synced. Not tracked on PostgreSQL.
     pub unsynced: bool,
 }
 
@@ -233,7 +246,7 @@ impl SqlStoreOptions {
         self
     }
 
-    /// Sets when SQLite commits reach the disk.
+    /// Sets when commits reach the disk.
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
@@ -357,14 +370,10 @@ impl SqlStore {
         dispatch!(self, b => b.explain_list(filter).await)
     }
 
-    /// What the SQLite writer did to make commits durable; all zero on PostgreSQL.
+    /// What the store did to make commits durable: on SQLite its writer's commits and WAL
+    /// syncs; on PostgreSQL the WAL flushes its barriers made (`syncs` only).
     pub fn sync_stats(&self) -> SyncStats {
-        match &*self.inner {
-            #[cfg(feature = "sqlite")]
-            Inner::Sqlite(b) => b.sync_stats(),
-            #[cfg(feature = "postgres")]
-            Inner::Postgres(_) => SyncStats::default(),
-        }
+        dispatch!(self, b => b.sync_stats())
     }
 
     /// Syncs what was committed (SQLite), then closes the pool (and the PostgreSQL
@@ -435,9 +444,8 @@ impl Store for SqlStore {
         match &*self.inner {
             #[cfg(feature = "sqlite")]
             Inner::Sqlite(b) => b.sync().await,
-            // PostgreSQL syncs its WAL on every commit (`synchronous_commit`).
             #[cfg(feature = "postgres")]
-            Inner::Postgres(_) => Ok(()),
+            Inner::Postgres(b) => b.sync().await,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! [`Store::changes`]: approvals_core::Store::changes
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, StoreError};
@@ -40,6 +41,9 @@ const MAX_SCHEMA_LEN: usize = 40;
 
 pub(crate) struct PgBackend {
     pool: PgPool,
+    /// `Some` with [`crate::Durability::AtBarriers`]: commits are asynchronous and barriers
+    /// flush the WAL.
+    barriers: Option<Barriers>,
     changes: broadcast::Sender<RequestId>,
     listener: JoinHandle<()>,
     audits: mpsc::Sender<AuditJob>,
@@ -55,6 +59,49 @@ const MAX_AUDIT_BATCH: usize = 512;
 impl Drop for PgBackend {
     fn drop(&mut self) {
         self.listener.abort();
+    }
+}
+
+/// Barriers on PostgreSQL, with commits made under `synchronous_commit = off`.
+///
+/// A barrier commits one transaction under the server's own `synchronous_commit` level (the
+/// session default, which the pool's `SET` leaves in place) that writes one WAL record, a
+/// transactional logical message that no table keeps; its commit flushes the WAL up to its
+/// commit record, which comes after every commit made before the barrier began, on any
+/// connection. (A transaction that writes no WAL, such as one that only takes an xid, commits
+/// asynchronously whatever the level.) Barriers in flight at once share one flush: a barrier
+/// that waited while another flushed returns if that flush began after it was called.
+#[derive(Default)]
+struct Barriers {
+    /// Barriers called so far; each takes the next number.
+    called: AtomicU64,
+    /// Held while flushing; holds the number of the last barrier the latest flush covers.
+    covered: tokio::sync::Mutex<u64>,
+    /// Flushes made.
+    flushes: AtomicU64,
+}
+
+impl Barriers {
+    async fn flush(&self, pool: &PgPool) -> Result<(), StoreError> {
+        let ticket = self.called.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.covered.lock().await;
+        if *covered >= ticket {
+            return Ok(());
+        }
+        // Every barrier called up to now is covered by a flush that begins after this line.
+        let upto = self.called.load(Ordering::SeqCst);
+        sqlx::query(
+            "SELECT set_config('synchronous_commit',
+                               (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit'),
+                               true),
+                    pg_logical_emit_message(true, 'approvals.barrier', '')",
+        )
+        .execute(pool)
+        .await
+        .map_err(|e| store_error("flushing the WAL at a barrier", e))?;
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        *covered = upto;
+        Ok(())
     }
 }
 
@@ -86,9 +133,24 @@ impl PgBackend {
             }
             None => "approvals_changes".to_owned(),
         };
-        let pool = PgPoolOptions::new()
+        let at_barriers = options.durability == crate::Durability::AtBarriers;
+        let mut pool_options = PgPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
+            .acquire_timeout(options.acquire_timeout);
+        if at_barriers {
+            // A commit returns once its WAL record is written, not flushed; barriers flush.
+            // Set per session, not in the startup packet, so that the server's own level
+            // stays the session's default, which a barrier restores for its commit.
+            pool_options = pool_options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET synchronous_commit = off")
+                        .execute(&mut *conn)
+                        .await
+                        .map(drop)
+                })
+            });
+        }
+        let pool = pool_options
             .connect_with(connect.clone())
             .await
             .map_err(|e| SqlError::from_sqlx("connecting to PostgreSQL", e))?;
@@ -118,6 +180,7 @@ impl PgBackend {
         tokio::spawn(notifier(pool.clone(), channel.clone(), rx));
         Ok(PgBackend {
             pool,
+            barriers: at_barriers.then(Barriers::default),
             changes,
             listener,
             audits,
@@ -267,6 +330,26 @@ impl PgBackend {
 
     pub(crate) fn changes(&self) -> broadcast::Receiver<RequestId> {
         self.changes.subscribe()
+    }
+
+    /// The durability barrier ([`approvals_core::Store::sync`]): once it returns, every
+    /// transaction committed before it was called, by this process or any other, is flushed.
+    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
+        match &self.barriers {
+            Some(barriers) => barriers.flush(&self.pool).await,
+            None => Ok(()),
+        }
+    }
+
+    /// WAL flushes made by barriers.
+    pub(crate) fn sync_stats(&self) -> crate::SyncStats {
+        crate::SyncStats {
+            syncs: self
+                .barriers
+                .as_ref()
+                .map_or(0, |b| b.flushes.load(Ordering::SeqCst)),
+            ..crate::SyncStats::default()
+        }
     }
 
     pub(crate) async fn insert(&self, record: &RequestRecord) -> Result<Inserted, StoreError> {

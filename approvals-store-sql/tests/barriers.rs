@@ -1,9 +1,10 @@
-//! Durability barriers on SQLite (`Durability::AtBarriers`, the default): commits are not
-//! synced one by one, so every moment something leaves the process (a channel is told, an
-//! action runs, a reviewer or a door gets an answer) must come after a sync that covers what
-//! it depends on. Each check below looks at the store's own count of unsynced commits at that
+//! Durability barriers (`Durability::AtBarriers`, the default): commits are not synced one by
+//! one, so every moment something leaves the process (a channel is told, an action runs, a
+//! reviewer or a door gets an answer) must come after a sync that covers what it depends on.
+//! On SQLite each check below looks at the store's own count of unsynced commits at that
 //! moment. The flush timer is set to an hour, so only the gate's barriers can sync: a missing
-//! barrier shows as an unsynced commit.
+//! barrier shows as an unsynced commit. On PostgreSQL (at the end) the checks read the
+//! server's WAL positions and flush counts.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,8 @@ use approvals_core::{
 use approvals_store_sql::{Durability, SqlStore, SqlStoreOptions, SyncStats};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+
+mod common;
 
 /// A channel that notes, each time the gate tells it something, whether the store had
 /// commits not yet on disk.
@@ -413,4 +416,176 @@ async fn a_credential_reaches_the_action_only_once_its_issue_is_on_disk() {
         );
     }
     store.close().await;
+}
+
+// --- PostgreSQL ------------------------------------------------------------------------------
+//
+// With `Durability::AtBarriers` the pool's sessions commit with `synchronous_commit = off`, and
+// a barrier commits a transaction at the server's level that flushes the WAL past every commit
+// before it. The tests read WAL positions and flush counts from the server itself. They take
+// `PG` so no other PostgreSQL test of this file runs beside them and moves the counts.
+
+static PG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn pg_rig(url: &str, schema: &str, app: &str, durability: Durability) -> SqlStore {
+    // The application name lets a test find the store's own sessions on the server.
+    SqlStore::connect_with(
+        SqlStoreOptions::new(format!("{url}?application_name={app}"))
+            .schema(schema)
+            .durability(durability)
+            .acquire_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL server at {url}: {e}"))
+}
+
+async fn pg_conn(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.expect("connect")
+}
+
+/// Where WAL is written up to now, and whether the flush lags behind it.
+async fn wal_written(conn: &mut sqlx::PgConnection) -> (String, bool) {
+    sqlx::query_as(
+        "SELECT w::text, pg_current_wal_flush_lsn() < w FROM pg_current_wal_insert_lsn() AS w",
+    )
+    .fetch_one(conn)
+    .await
+    .expect("wal positions")
+}
+
+async fn flushed_past(conn: &mut sqlx::PgConnection, lsn: &str) -> bool {
+    sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+        .bind(lsn)
+        .fetch_one(conn)
+        .await
+        .expect("compare lsn")
+}
+
+fn pg_record() -> RequestRecord {
+    approvals_testkit::fixtures::pending_record(
+        approvals_testkit::fixtures::export_request(),
+        chrono::Utc::now(),
+    )
+}
+
+/// A barrier on one replica flushes what another replica committed before it, every time:
+/// commits there are asynchronous, so without the barrier's flush the WAL would lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_barrier_flushes_every_earlier_commit_of_any_replica() {
+    let Some(url) =
+        common::postgres_url("a_postgres_barrier_flushes_every_earlier_commit_of_any_replica")
+    else {
+        return;
+    };
+    let _serial = PG.lock().await;
+    let schema = common::unique_schema("barrier_flush");
+    let a = pg_rig(&url, &schema, "barrier_a", Durability::AtBarriers).await;
+    let b = pg_rig(&url, &schema, "barrier_b", Durability::AtBarriers).await;
+    let mut conn = pg_conn(&url).await;
+    let mut lagged = 0;
+    for round in 0..20 {
+        b.insert(&pg_record()).await.expect("insert on b");
+        let (written, lagging) = wal_written(&mut conn).await;
+        lagged += usize::from(lagging);
+        a.sync().await.expect("barrier on a");
+        assert!(
+            flushed_past(&mut conn, &written).await,
+            "round {round}: the WAL is not flushed past {written} after a's barrier"
+        );
+        assert_eq!(a.sync_stats().syncs, round + 1, "one flush per barrier");
+    }
+    // The commits themselves did not flush.
+    assert!(
+        lagged > 0,
+        "every commit on b was flushed by itself: the sessions do not commit asynchronously"
+    );
+    assert_eq!(b.sync_stats().syncs, 0);
+    a.close().await;
+    b.close().await;
+    common::drop_schema(&url, &schema).await;
+}
+
+/// Barriers that arrive together share one flush: sixteen at once make two (the one under way
+/// when the others arrive, and one for all of them).
+#[tokio::test]
+async fn concurrent_postgres_barriers_share_one_flush() {
+    let Some(url) = common::postgres_url("concurrent_postgres_barriers_share_one_flush") else {
+        return;
+    };
+    let _serial = PG.lock().await;
+    let schema = common::unique_schema("barrier_share");
+    let store = pg_rig(&url, &schema, "barrier_share", Durability::AtBarriers).await;
+    let mut conn = pg_conn(&url).await;
+    store.insert(&pg_record()).await.expect("insert");
+    let (written, _) = wal_written(&mut conn).await;
+    let barriers = (0..16).map(|_| store.sync());
+    for result in futures::future::join_all(barriers).await {
+        result.expect("barrier");
+    }
+    assert_eq!(store.sync_stats().syncs, 2);
+    assert!(flushed_past(&mut conn, &written).await);
+    store.close().await;
+    common::drop_schema(&url, &schema).await;
+}
+
+/// WAL flushes the server counted for `app`'s sessions: they are closed first, since a session
+/// reports its counts when it ends.
+async fn wal_flushes_after_closing(
+    conn: &mut sqlx::PgConnection,
+    store: &SqlStore,
+    app: &str,
+) -> i64 {
+    store.close().await;
+    for _ in 0..100 {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(app)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("sessions");
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("wal_sync")
+}
+
+/// Thirty sequential writes cost about thirty WAL flushes when every commit is synchronous,
+/// and only the WAL writer's few (it flushes every 200 ms) plus one per barrier at barriers.
+#[tokio::test]
+async fn postgres_commits_flush_only_at_barriers() {
+    let Some(url) = common::postgres_url("postgres_commits_flush_only_at_barriers") else {
+        return;
+    };
+    let _serial = PG.lock().await;
+    let schema = common::unique_schema("barrier_count");
+    let mut conn = pg_conn(&url).await;
+    // The schema and its tables, made before anything is counted.
+    let setup = pg_rig(&url, &schema, "barrier_setup", Durability::AtBarriers).await;
+    let mut before = wal_flushes_after_closing(&mut conn, &setup, "barrier_setup").await;
+    let mut flushes = Vec::new();
+    for (durability, app) in [
+        (Durability::EveryCommit, "barrier_every"),
+        (Durability::AtBarriers, "barrier_at"),
+    ] {
+        let store = pg_rig(&url, &schema, app, durability).await;
+        for _ in 0..30 {
+            store.insert(&pg_record()).await.expect("insert");
+        }
+        store.sync().await.expect("barrier");
+        let after = wal_flushes_after_closing(&mut conn, &store, app).await;
+        flushes.push(after - before);
+        before = after;
+    }
+    assert!(
+        flushes[0] >= 30,
+        "every commit synchronous: {flushes:?} flushes"
+    );
+    assert!(flushes[1] <= 10, "at barriers: {flushes:?} flushes");
+    common::drop_schema(&url, &schema).await;
 }

@@ -567,14 +567,20 @@ async fn writer(
     // The audit log's state as of the last commit; checked against the table in every batch.
     let mut log = None;
     let mut unsynced = false;
+    // When the oldest commit not yet synced must be synced by the timer: set by the first
+    // unsynced commit, not moved by later ones, so a stream of commits without a barrier
+    // cannot put it off.
+    let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
-        let received = match &durability.wal {
-            Some(wal) if unsynced => {
+        let received = match (&durability.wal, flush_at) {
+            (Some(wal), Some(at)) if unsynced => {
                 tokio::select! {
                     n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-                    () = tokio::time::sleep(durability.flush_after) => {
+                    () = tokio::time::sleep_until(at) => {
                         unsynced = sync_wal(wal, &counters).await.is_err();
                         counters.unsynced.store(unsynced, Ordering::SeqCst);
+                        // A failed sync is tried again after another delay.
+                        flush_at = unsynced.then(|| tokio::time::Instant::now() + durability.flush_after);
                         continue;
                     }
                 }
@@ -603,6 +609,9 @@ async fn writer(
             if commit_batch(&pool, writes, &changes, &mut log).await {
                 counters.commits.fetch_add(1, Ordering::SeqCst);
                 unsynced |= durability.wal.is_some();
+                if unsynced && flush_at.is_none() {
+                    flush_at = Some(tokio::time::Instant::now() + durability.flush_after);
+                }
             }
             counters.unsynced.store(unsynced, Ordering::SeqCst);
         }
@@ -612,6 +621,9 @@ async fn writer(
                 _ => Ok(()),
             };
             unsynced &= synced.is_err();
+            if !unsynced {
+                flush_at = None;
+            }
             // Cleared before any barrier returns.
             counters.unsynced.store(unsynced, Ordering::SeqCst);
             for reply in barriers {

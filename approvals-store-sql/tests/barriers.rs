@@ -318,6 +318,35 @@ async fn a_commit_no_barrier_asks_for_is_synced_by_the_timer_and_on_close() {
     store.close().await;
 }
 
+/// A stream of commits without a barrier, each sooner after the last than `flush_after`,
+/// cannot put the timer's sync off: the oldest unsynced commit is synced `flush_after` after
+/// it was made.
+#[tokio::test]
+async fn a_stream_of_commits_cannot_put_off_the_timers_sync() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
+    let store =
+        SqlStore::connect_with(SqlStoreOptions::new(&url).flush_after(Duration::from_millis(200)))
+            .await
+            .expect("store");
+    let before = store.sync_stats().syncs;
+    // 40 commits 25 ms apart: one second, eight times the gap, never a barrier.
+    for i in 0..40 {
+        let record = approvals_testkit::fixtures::pending_record(
+            ActionRequest::new("data.export", format!("db://prod/t{i}")),
+            chrono::Utc::now(),
+        );
+        store.insert(&record).await.expect("insert");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let syncs = store.sync_stats().syncs - before;
+    assert!(
+        syncs >= 3,
+        "{syncs} syncs in one second of commits with a 200 ms flush timer"
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn with_every_commit_durable_barriers_cost_nothing() {
     let rig = rig(Durability::EveryCommit, true).await;

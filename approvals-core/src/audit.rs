@@ -329,6 +329,13 @@ pub trait AuditSink: Send + Sync + 'static {
     async fn sync(&self) -> Result<(), AuditError> {
         Ok(())
     }
+
+    /// A barrier that may wait for the sink's next sync instead of causing one, like
+    /// [`Store::sync_soon`](crate::Store::sync_soon). The default is
+    /// [`sync`](AuditSink::sync). A sink wrapping another should forward it.
+    async fn sync_soon(&self) -> Result<(), AuditError> {
+        self.sync().await
+    }
 }
 
 #[async_trait]
@@ -338,6 +345,9 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     }
     async fn sync(&self) -> Result<(), AuditError> {
         (**self).sync().await
+    }
+    async fn sync_soon(&self) -> Result<(), AuditError> {
+        (**self).sync_soon().await
     }
 }
 
@@ -514,6 +524,16 @@ impl AuditSink for FanoutSink {
         let mut first_error = None;
         for sink in &self.sinks {
             if let Err(e) = sink.sync().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn sync_soon(&self) -> Result<(), AuditError> {
+        let mut first_error = None;
+        for sink in &self.sinks {
+            if let Err(e) = sink.sync_soon().await {
                 first_error.get_or_insert(e);
             }
         }

@@ -591,6 +591,16 @@ pub trait Store: Send + Sync + 'static {
     async fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// A barrier that need not cost a sync of its own: returns once every write committed so
+    /// far is on disk, which a store may wait for rather than cause, answering at its next
+    /// sync (another caller's barrier, or its own timer within a bounded delay). The gate
+    /// uses it where only the timing of a message depends on it (a channel's update about an
+    /// outcome), never before an action runs or a caller is answered. The default is
+    /// [`sync`](Store::sync).
+    async fn sync_soon(&self) -> Result<(), StoreError> {
+        self.sync().await
+    }
 }
 
 #[async_trait]
@@ -619,5 +629,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn sync(&self) -> Result<(), StoreError> {
         (**self).sync().await
+    }
+    async fn sync_soon(&self) -> Result<(), StoreError> {
+        (**self).sync_soon().await
     }
 }

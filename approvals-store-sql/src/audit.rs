@@ -692,4 +692,10 @@ impl AuditSink for SqlAuditSink {
             .await
             .map_err(|e| AuditError::new(e.to_string()))
     }
+
+    async fn sync_soon(&self) -> Result<(), AuditError> {
+        approvals_core::Store::sync_soon(&self.store)
+            .await
+            .map_err(|e| AuditError::new(e.to_string()))
+    }
 }

@@ -448,4 +448,15 @@ impl Store for SqlStore {
             Inner::Postgres(b) => b.sync().await,
         }
     }
+
+    /// SQLite: answered by the writer's next sync (a barrier's, or the flush timer's within
+    /// `flush_after`). PostgreSQL: a barrier of its own.
+    async fn sync_soon(&self) -> Result<(), StoreError> {
+        match &*self.inner {
+            #[cfg(feature = "sqlite")]
+            Inner::Sqlite(b) => b.sync_soon().await,
+            #[cfg(feature = "postgres")]
+            Inner::Postgres(b) => b.sync().await,
+        }
+    }
 }

@@ -102,7 +102,12 @@ enum Write {
     ),
     Log(LogRequest, LogReply),
     /// A durability barrier: answered once every write committed before it is on disk.
-    Sync(oneshot::Sender<Result<(), StoreError>>),
+    /// With `soon`, it waits for the next sync (a barrier's or the flush timer's) instead of
+    /// causing one.
+    Sync {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+        soon: bool,
+    },
 }
 
 /// The values of one `approval_requests` row.
@@ -367,7 +372,14 @@ impl SqliteBackend {
 
     /// The durability barrier ([`approvals_core::Store::sync`]).
     pub(crate) async fn sync(&self) -> Result<(), StoreError> {
-        self.submit(Write::Sync)
+        self.submit(|reply| Write::Sync { reply, soon: false })
+            .await
+            .unwrap_or_else(|| Err(writer_gone()))
+    }
+
+    /// A barrier answered at the writer's next sync ([`approvals_core::Store::sync_soon`]).
+    pub(crate) async fn sync_soon(&self) -> Result<(), StoreError> {
+        self.submit(|reply| Write::Sync { reply, soon: true })
             .await
             .unwrap_or_else(|| Err(writer_gone()))
     }
@@ -556,6 +568,7 @@ fn writer_gone() -> StoreError {
 /// [`Write::Sync`] is answered after one `fdatasync` of the WAL that covers every batch
 /// committed before it, and all barriers waiting at that moment share it (group commit).
 /// Commits no barrier asked for are synced `flush_after` later, and when the store closes.
+/// A [`Write::Sync`] with `soon` is answered by whichever sync comes next.
 async fn writer(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Write>,
@@ -571,14 +584,18 @@ async fn writer(
     // unsynced commit, not moved by later ones, so a stream of commits without a barrier
     // cannot put it off.
     let mut flush_at: Option<tokio::time::Instant> = None;
+    // Barriers that wait for the next sync rather than cause one.
+    let mut waiting: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::new();
     loop {
         let received = match (&durability.wal, flush_at) {
             (Some(wal), Some(at)) if unsynced => {
                 tokio::select! {
                     n = rx.recv_many(&mut batch, MAX_BATCH) => n,
                     () = tokio::time::sleep_until(at) => {
-                        unsynced = sync_wal(wal, &counters).await.is_err();
+                        let synced = sync_wal(wal, &counters).await;
+                        unsynced = synced.is_err();
                         counters.unsynced.store(unsynced, Ordering::SeqCst);
+                        answer(waiting.drain(..), &synced);
                         // A failed sync is tried again after another delay.
                         flush_at = unsynced.then(|| tokio::time::Instant::now() + durability.flush_after);
                         continue;
@@ -594,8 +611,12 @@ async fn writer(
         let writes: Vec<Write> = batch
             .drain(..)
             .filter_map(|write| match write {
-                Write::Sync(reply) => {
+                Write::Sync { reply, soon: false } => {
                     barriers.push(reply);
+                    None
+                }
+                Write::Sync { reply, soon: true } => {
+                    waiting.push(reply);
                     None
                 }
                 write => Some(write),
@@ -626,18 +647,34 @@ async fn writer(
             }
             // Cleared before any barrier returns.
             counters.unsynced.store(unsynced, Ordering::SeqCst);
-            for reply in barriers {
-                let answer = match &synced {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(StoreError::Unavailable(e.to_string())),
-                };
-                let _ = reply.send(answer);
-            }
+            answer(barriers.into_iter().chain(waiting.drain(..)), &synced);
+        }
+        // Nothing left to sync: whoever waits for the next sync has what it waits for.
+        if !unsynced {
+            answer(waiting.drain(..), &Ok(()));
         }
     }
-    if let (Some(wal), true) = (&durability.wal, unsynced) {
-        let _ = sync_wal(wal, &counters).await;
-        counters.unsynced.store(false, Ordering::SeqCst);
+    let synced = match (&durability.wal, unsynced) {
+        (Some(wal), true) => sync_wal(wal, &counters).await,
+        _ => Ok(()),
+    };
+    counters
+        .unsynced
+        .store(unsynced && synced.is_err(), Ordering::SeqCst);
+    answer(waiting.drain(..), &synced);
+}
+
+/// Answers barriers with the outcome of the sync that covers them.
+fn answer(
+    barriers: impl Iterator<Item = oneshot::Sender<Result<(), StoreError>>>,
+    synced: &Result<(), StoreError>,
+) {
+    for reply in barriers {
+        let answer = match synced {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        };
+        let _ = reply.send(answer);
     }
 }
 
@@ -771,7 +808,7 @@ fn fail_all(batch: Vec<Write>, e: &SqlError) {
                 let _ = reply.send(Err(copy_sql_error(e)));
             }
             // Barriers are taken out of the batch before it is committed.
-            Write::Sync(reply) => {
+            Write::Sync { reply, .. } => {
                 let _ = reply.send(Err(copy_store_error(e)));
             }
         }
@@ -823,7 +860,7 @@ async fn apply(conn: &mut SqliteConnection, write: Write) -> Result<Done, Failed
             }
         }
         // Audit log requests and barriers are taken out of the batch before this is called.
-        write @ (Write::Log(..) | Write::Sync(_)) => Err((
+        write @ (Write::Log(..) | Write::Sync { .. }) => Err((
             SqlError::Database("an audit log request or barrier reached the request writer".into()),
             write,
         )),

@@ -59,6 +59,10 @@ impl<S: AuditSink> AuditSink for MonitoredSink<S> {
     async fn sync(&self) -> Result<(), AuditError> {
         self.inner.sync().await
     }
+
+    async fn sync_soon(&self) -> Result<(), AuditError> {
+        self.inner.sync_soon().await
+    }
 }
 
 /// Everything `/healthz` looks at.

@@ -98,6 +98,22 @@ impl Gate {
             .map_err(|e| GuardError::unavailable(Component::Audit, e))
     }
 
+    /// A [`barrier`](Gate::barrier) that may wait for the next sync instead of causing one
+    /// ([`Store::sync_soon`](crate::Store::sync_soon)), for what only a channel's timing
+    /// depends on. When no sync comes within the store timeout, or it fails, raises a barrier
+    /// of its own.
+    async fn barrier_soon(&self) -> Result<(), GuardError> {
+        let soon = async {
+            let (store, audit) =
+                tokio::join!(self.inner.store.sync_soon(), self.inner.audit.sync_soon());
+            store.is_ok() && audit.is_ok()
+        };
+        match within(self.inner.store_timeout, soon).await {
+            Ok(true) => Ok(()),
+            _ => self.barrier().await,
+        }
+    }
+
     /// The policy version as a shared string, refreshed if the policy reports a new one.
     pub(super) fn shared_policy_version(&self) -> Arc<str> {
         let current = self.inner.policy.version();
@@ -189,15 +205,17 @@ impl Gate {
     }
 
     /// [`notify_channels`](Gate::notify_channels) for a change no barrier has covered yet:
-    /// raises one first, in the background, so the caller does not wait for the sync. A
-    /// change that cannot be made durable is not told (logged).
+    /// in the background, once the next sync has made it durable (a barrier of its own only
+    /// if the store has no sync coming), so the caller does not wait and the change costs no
+    /// sync of its own when others follow it. A change that cannot be made durable is not
+    /// told (logged).
     pub(super) fn notify_channels_after_barrier(&self, record: RequestRecord) {
         if self.inner.approvers.is_empty() {
             return;
         }
         let gate = self.clone();
         tokio::spawn(async move {
-            match gate.barrier().await {
+            match gate.barrier_soon().await {
                 Ok(()) => gate.notify_channels(record),
                 Err(e) => {
                     tracing::warn!(request = %record.id, error = %e, "the change could not be made durable; the channels are not told of it");

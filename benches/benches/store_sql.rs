@@ -4,7 +4,10 @@
 //!
 //! `cargo bench -p approvals-benches --bench store_sql`
 //! (set `APPROVALS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test` for the
-//! PostgreSQL figures; without it they are skipped with a notice).
+//! PostgreSQL figures; without it they are skipped with a notice). PostgreSQL runs with the
+//! store's default durability (WAL flushed at the gate's barriers);
+//! `APPROVALS_BENCH_DURABILITY=every` makes every commit synchronous instead. After the
+//! PostgreSQL lifecycles the bench prints the server's WAL flushes per lifecycle.
 //!
 //! The wake latency is measured between two stores with their own pools and listener
 //! connections (as two replicas have): the time from starting a compare-and-set on replica B
@@ -19,7 +22,7 @@ use approvals_core::{
     ActionRequest, Gate, GuardError, Initiator, Principal, Requirement, Review, StaticPolicy,
     Store, Submission,
 };
-use approvals_store_sql::{SqlStore, SqlStoreOptions};
+use approvals_store_sql::{Durability, SqlStore, SqlStoreOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -139,21 +142,38 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// PostgreSQL's durability for the lifecycle figures: the store's default (asynchronous
+/// commits, the WAL flushed at the gate's barriers), or every commit at the server's level with
+/// `APPROVALS_BENCH_DURABILITY=every`.
+fn postgres_durability() -> (Durability, &'static str) {
+    if std::env::var("APPROVALS_BENCH_DURABILITY").as_deref() == Ok("every") {
+        (Durability::EveryCommit, "store_sql_postgres_every_commit")
+    } else {
+        (Durability::AtBarriers, "store_sql_postgres")
+    }
+}
+
+async fn postgres_store(url: &str, schema: &str, app: &str, durability: Durability) -> SqlStore {
+    SqlStore::connect_with(
+        SqlStoreOptions::new(format!("{url}?application_name={app}"))
+            .schema(schema)
+            .max_connections(16)
+            .durability(durability),
+    )
+    .await
+    .expect("postgres")
+}
+
 fn postgres_lifecycles(c: &mut Criterion) {
     let Some(url) = postgres_url("store_sql_postgres") else {
         return;
     };
+    let (durability, name) = postgres_durability();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let schema = unique_schema("bench");
-    let store = rt
-        .block_on(SqlStore::connect_with(
-            SqlStoreOptions::new(&url)
-                .schema(&schema)
-                .max_connections(16),
-        ))
-        .expect("postgres");
+    let store = rt.block_on(postgres_store(&url, &schema, "bench", durability));
     let gate = gate(&store, Duration::from_secs(1));
-    let mut group = c.benchmark_group("store_sql_postgres");
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
@@ -169,7 +189,50 @@ fn postgres_lifecycles(c: &mut Criterion) {
     }
     group.finish();
     rt.block_on(store.close());
+
+    // WAL flushes per lifecycle, counted by the server (`pg_stat_wal`, which every session
+    // reports when it ends, so the store is closed before reading): one agent, then 64.
+    for at_once in [1, 64] {
+        let n = 512;
+        let flushes = rt.block_on(async {
+            let app = format!("bench_flushes_{at_once}");
+            let before = wal_syncs_once_closed(&url, &app).await;
+            let store = postgres_store(&url, &schema, &app, durability).await;
+            let gate = crate::gate(&store, Duration::from_secs(1));
+            for _ in 0..n / at_once {
+                lifecycles(&gate, at_once).await;
+            }
+            store.close().await;
+            wal_syncs_once_closed(&url, &app).await - before
+        });
+        println!(
+            "{name}: {n} lifecycles, {at_once} at a time: {:.2} WAL flushes per lifecycle (pg_stat_wal.wal_sync, whole server)",
+            flushes as f64 / n as f64
+        );
+    }
     rt.block_on(drop_schema(&url, &schema));
+}
+
+/// The server's WAL flush count, once `app`'s sessions have ended and reported theirs.
+async fn wal_syncs_once_closed(url: &str, app: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    for _ in 0..200 {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(app)
+                .fetch_one(&mut conn)
+                .await
+                .expect("sessions");
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
+        .fetch_one(&mut conn)
+        .await
+        .expect("wal_sync")
 }
 
 /// Replica A waits; replica B changes the record. Returns the time from B's call to A seeing

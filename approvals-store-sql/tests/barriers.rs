@@ -550,7 +550,8 @@ async fn a_postgres_barrier_flushes_every_earlier_commit_of_any_replica() {
             flushed_past(&mut conn, &written).await,
             "round {round}: the WAL is not flushed past {written} after a's barrier"
         );
-        assert_eq!(a.sync_stats().syncs, round + 1, "one flush per barrier");
+        // At most one flush per barrier (none when the server's WAL writer was first).
+        assert!(a.sync_stats().syncs <= round + 1);
     }
     // The commits themselves did not flush.
     assert!(
@@ -563,8 +564,7 @@ async fn a_postgres_barrier_flushes_every_earlier_commit_of_any_replica() {
     common::drop_schema(&url, &schema).await;
 }
 
-/// Barriers that arrive together share one flush: sixteen at once make two (the one under way
-/// when the others arrive, and one for all of them).
+/// Barriers that arrive together share a flush: sixteen raised at once make one or two.
 #[tokio::test]
 async fn concurrent_postgres_barriers_share_one_flush() {
     let Some(url) = common::postgres_url("concurrent_postgres_barriers_share_one_flush") else {
@@ -580,8 +580,50 @@ async fn concurrent_postgres_barriers_share_one_flush() {
     for result in futures::future::join_all(barriers).await {
         result.expect("barrier");
     }
-    assert_eq!(store.sync_stats().syncs, 2);
+    // One flush, and at most one more if WAL was written while it ran (the insert's
+    // notification commits in the background).
+    assert!(
+        (1..=2).contains(&store.sync_stats().syncs),
+        "{:?}",
+        store.sync_stats()
+    );
     assert!(flushed_past(&mut conn, &written).await);
+    store.close().await;
+    common::drop_schema(&url, &schema).await;
+}
+
+/// The gate raises the store's and the SQL audit sink's barriers together; on one database
+/// they are one flush.
+#[tokio::test]
+async fn a_gates_barrier_on_postgres_is_one_flush_for_store_and_log() {
+    let Some(url) =
+        common::postgres_url("a_gates_barrier_on_postgres_is_one_flush_for_store_and_log")
+    else {
+        return;
+    };
+    let _serial = PG.lock().await;
+    let schema = common::unique_schema("barrier_gate");
+    let store = pg_rig(&url, &schema, "barrier_gate", Durability::AtBarriers).await;
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+        .store(store.clone())
+        .audit(store.audit_sink())
+        .initiator(Initiator::agent("export-bot"))
+        .build()
+        .expect("gate");
+    for _ in 0..3 {
+        // submit(): one barrier (no channel to tell), joining the store's and the sink's.
+        let Submission::Pending(_) = gate.submit(&export()).await.expect("submit") else {
+            panic!("needs approval");
+        };
+    }
+    // Three, or four when a notification's background commit slipped in between the two
+    // halves of one barrier; six if each half flushed by itself.
+    let syncs = store.sync_stats().syncs;
+    assert!(
+        (3..=4).contains(&syncs),
+        "{syncs} flushes for three barriers"
+    );
     store.close().await;
     common::drop_schema(&url, &schema).await;
 }

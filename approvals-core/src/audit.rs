@@ -336,6 +336,13 @@ pub trait AuditSink: Send + Sync + 'static {
     async fn sync_soon(&self) -> Result<(), AuditError> {
         self.sync().await
     }
+
+    /// What this sink's [`sync`](AuditSink::sync) makes durable, when it is also what a
+    /// store's sync makes durable ([`Store::sync_domain`](crate::Store::sync_domain)); the
+    /// gate then syncs only the store. `None` (the default) when not shared.
+    fn sync_domain(&self) -> Option<crate::store::SyncDomain> {
+        None
+    }
 }
 
 #[async_trait]
@@ -348,6 +355,9 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     }
     async fn sync_soon(&self) -> Result<(), AuditError> {
         (**self).sync_soon().await
+    }
+    fn sync_domain(&self) -> Option<crate::store::SyncDomain> {
+        (**self).sync_domain()
     }
 }
 

@@ -95,7 +95,8 @@ pub use request::{
 };
 pub use store::{
     CredentialState, Delivery, Execution, Inserted, ListFilter, PageCursor, RequestId,
-    RequestRecord, RequestState, Resolution, ReviewRecord, Store, StoreError, Unaudited, Verdict,
+    RequestRecord, RequestState, Resolution, ReviewRecord, Store, StoreError, SyncDomain,
+    Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]

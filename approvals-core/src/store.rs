@@ -601,6 +601,34 @@ pub trait Store: Send + Sync + 'static {
     async fn sync_soon(&self) -> Result<(), StoreError> {
         self.sync().await
     }
+
+    /// What this store's [`sync`](Store::sync) makes durable, when an audit sink's sync makes
+    /// the same durable (a log kept in the store's own database): the gate then syncs once
+    /// instead of twice. `None` (the default) when not shared.
+    fn sync_domain(&self) -> Option<SyncDomain> {
+        None
+    }
+}
+
+/// One durable medium that a barrier syncs as a whole (a database), so that a store and an
+/// audit sink writing to it can say so ([`Store::sync_domain`],
+/// [`AuditSink::sync_domain`](crate::AuditSink::sync_domain)). Each value made by
+/// [`SyncDomain::new`] is distinct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SyncDomain(u64);
+
+impl SyncDomain {
+    /// A domain no other value equals.
+    pub fn new() -> SyncDomain {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SyncDomain(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Default for SyncDomain {
+    fn default() -> Self {
+        SyncDomain::new()
+    }
 }
 
 #[async_trait]
@@ -632,5 +660,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn sync_soon(&self) -> Result<(), StoreError> {
         (**self).sync_soon().await
+    }
+    fn sync_domain(&self) -> Option<SyncDomain> {
+        (**self).sync_domain()
     }
 }

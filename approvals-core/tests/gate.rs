@@ -1835,3 +1835,94 @@ async fn pending_pages_list_each_pending_request_once() {
     assert_eq!(all.requests.len(), 5);
     assert!(all.next.is_none(), "exactly one page: no next");
 }
+
+/// A store and a sink that count their barriers, optionally in one sync domain.
+struct Synced<T> {
+    inner: T,
+    syncs: Arc<AtomicUsize>,
+    domain: Option<approvals_core::SyncDomain>,
+}
+
+#[async_trait]
+impl Store for Synced<MemoryStore> {
+    async fn insert(&self, r: &RequestRecord) -> Result<approvals_core::Inserted, StoreError> {
+        self.inner.insert(r).await
+    }
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn get_by_idempotency_key(&self, k: &str) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.get_by_idempotency_key(k).await
+    }
+    async fn compare_and_set(&self, v: u64, r: &RequestRecord) -> Result<bool, StoreError> {
+        self.inner.compare_and_set(v, r).await
+    }
+    async fn list(&self, f: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.list(f).await
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        self.domain
+    }
+}
+
+#[async_trait]
+impl AuditSink for Synced<MemorySink> {
+    async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.inner.record(event).await
+    }
+    async fn sync(&self) -> Result<(), AuditError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        self.domain
+    }
+}
+
+/// Barriers per `submit()` (one) for a store and a sink in `domains`: (store syncs, sink syncs).
+async fn barrier_syncs(
+    domains: (
+        Option<approvals_core::SyncDomain>,
+        Option<approvals_core::SyncDomain>,
+    ),
+) -> (usize, usize) {
+    let (store_syncs, sink_syncs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = Gate::builder()
+        .policy(RulePolicy::from_toml(POLICY).expect("policy"))
+        .store(Synced {
+            inner: MemoryStore::new(),
+            syncs: store_syncs.clone(),
+            domain: domains.0,
+        })
+        .audit(Synced {
+            inner: MemorySink::new(),
+            syncs: sink_syncs.clone(),
+            domain: domains.1,
+        })
+        .initiator(agent())
+        .build()
+        .expect("gate");
+    gate.submit(&export(10)).await.expect("submit");
+    (
+        store_syncs.load(Ordering::SeqCst),
+        sink_syncs.load(Ordering::SeqCst),
+    )
+}
+
+/// A sink that keeps its events where the store keeps its records (one sync domain) is
+/// synced with the store; any other sink is synced by itself.
+#[tokio::test]
+async fn a_sink_in_the_stores_sync_domain_is_synced_once_with_it() {
+    let shared = approvals_core::SyncDomain::new();
+    assert_eq!(barrier_syncs((Some(shared), Some(shared))).await, (1, 0));
+    assert_eq!(
+        barrier_syncs((Some(shared), Some(approvals_core::SyncDomain::new()))).await,
+        (1, 1)
+    );
+    assert_eq!(barrier_syncs((None, None)).await, (1, 1));
+    assert_eq!(barrier_syncs((Some(shared), None)).await, (1, 1));
+}

@@ -693,6 +693,11 @@ impl AuditSink for SqlAuditSink {
             .map_err(|e| AuditError::new(e.to_string()))
     }
 
+    /// The store's database ([`approvals_core::Store::sync_domain`]).
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        approvals_core::Store::sync_domain(&self.store)
+    }
+
     async fn sync_soon(&self) -> Result<(), AuditError> {
         approvals_core::Store::sync_soon(&self.store)
             .await

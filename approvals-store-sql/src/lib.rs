@@ -449,6 +449,11 @@ impl Store for SqlStore {
         }
     }
 
+    /// The database: its audit sinks ([`SqlAuditSink`]) share it, so the gate syncs once.
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        Some(dispatch!(self, b => b.domain))
+    }
+
     /// SQLite: answered by the writer's next sync (a barrier's, or the flush timer's within
     /// `flush_after`). PostgreSQL: a barrier of its own.
     async fn sync_soon(&self) -> Result<(), StoreError> {

@@ -44,6 +44,8 @@ pub(crate) struct PgBackend {
     /// `Some` with [`crate::Durability::AtBarriers`]: commits are asynchronous and barriers
     /// flush the WAL.
     barriers: Option<Barriers>,
+    /// The database a barrier flushes: the store's and its audit log's.
+    pub(crate) domain: approvals_core::SyncDomain,
     changes: broadcast::Sender<RequestId>,
     listener: JoinHandle<()>,
     audits: mpsc::Sender<AuditJob>,
@@ -191,6 +193,7 @@ impl PgBackend {
         Ok(PgBackend {
             pool,
             barriers: at_barriers.then(Barriers::default),
+            domain: approvals_core::SyncDomain::new(),
             changes,
             listener,
             audits,

@@ -55,6 +55,8 @@ pub(crate) struct SqliteBackend {
     writes: mpsc::Sender<Write>,
     changes: broadcast::Sender<RequestId>,
     syncs: Arc<SyncCounters>,
+    /// The database file a barrier syncs: the store's and its audit log's.
+    pub(crate) domain: approvals_core::SyncDomain,
 }
 
 /// What the writer's syncs did, for [`crate::SqlStore::sync_stats`].
@@ -220,6 +222,7 @@ impl SqliteBackend {
             writes,
             changes,
             syncs,
+            domain: approvals_core::SyncDomain::new(),
         })
     }
 

@@ -491,6 +491,14 @@ impl Store for FaultyStore {
     async fn sync(&self) -> Result<(), StoreError> {
         self.inner.sync().await
     }
+
+    async fn sync_soon(&self) -> Result<(), StoreError> {
+        self.inner.sync_soon().await
+    }
+
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        self.inner.sync_domain()
+    }
 }
 
 /// An [`AuditSink`] that fails, hangs or loses answers on the calls its plan names. Put a
@@ -546,6 +554,14 @@ impl AuditSink for FaultyAudit {
     /// Forwarded, outside the plan: barriers are not calls a plan counts.
     async fn sync(&self) -> Result<(), AuditError> {
         self.inner.sync().await
+    }
+
+    async fn sync_soon(&self) -> Result<(), AuditError> {
+        self.inner.sync_soon().await
+    }
+
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        self.inner.sync_domain()
     }
 }
 

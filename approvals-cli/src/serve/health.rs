@@ -63,6 +63,10 @@ impl<S: AuditSink> AuditSink for MonitoredSink<S> {
     async fn sync_soon(&self) -> Result<(), AuditError> {
         self.inner.sync_soon().await
     }
+
+    fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
+        self.inner.sync_domain()
+    }
 }
 
 /// Everything `/healthz` looks at.

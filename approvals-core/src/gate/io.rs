@@ -86,8 +86,11 @@ impl Gate {
     /// a lifecycle costs one sync per barrier rather than one per write, and concurrent
     /// barriers share one sync. A failure refuses whatever was about to happen.
     pub(super) async fn barrier(&self) -> Result<(), GuardError> {
-        // At once: when the sink writes to the store's own database (the SQL store's log),
-        // both requests usually reach its writer together and share one sync.
+        if self.shared_sync_domain() {
+            // The sink keeps its events in the store's database: one sync covers both.
+            return self.store_call(self.inner.store.sync()).await;
+        }
+        // At once, so that slow syncs overlap.
         let (store, audit) = tokio::join!(
             self.store_call(self.inner.store.sync()),
             within(self.inner.store_timeout, self.inner.audit.sync())
@@ -98,12 +101,21 @@ impl Gate {
             .map_err(|e| GuardError::unavailable(Component::Audit, e))
     }
 
+    /// Whether the store's sync also makes the audit sink's events durable.
+    fn shared_sync_domain(&self) -> bool {
+        let store = self.inner.store.sync_domain();
+        store.is_some() && store == self.inner.audit.sync_domain()
+    }
+
     /// A [`barrier`](Gate::barrier) that may wait for the next sync instead of causing one
     /// ([`Store::sync_soon`](crate::Store::sync_soon)), for what only a channel's timing
     /// depends on. When no sync comes within the store timeout, or it fails, raises a barrier
     /// of its own.
     async fn barrier_soon(&self) -> Result<(), GuardError> {
         let soon = async {
+            if self.shared_sync_domain() {
+                return self.inner.store.sync_soon().await.is_ok();
+            }
             let (store, audit) =
                 tokio::join!(self.inner.store.sync_soon(), self.inner.audit.sync_soon());
             store.is_ok() && audit.is_ok()

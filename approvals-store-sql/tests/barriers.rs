@@ -13,9 +13,9 @@ use approvals_core::credential::{
     BrokerError, Credential, CredentialBroker, CredentialLease, IssueRequest,
 };
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, GuardError,
-    Initiator, Principal, RequestRecord, RequestState, Requirement, Review, StaticPolicy, Store,
-    Submission,
+    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, Grant,
+    GuardError, Initiator, Principal, RequestRecord, RequestState, Requirement, Review,
+    StaticPolicy, Store, Submission,
 };
 use approvals_store_sql::{Durability, SqlStore, SqlStoreOptions, SyncStats};
 use async_trait::async_trait;
@@ -139,6 +139,22 @@ async fn resolved_notes(rig: &Rig, n: usize) -> Vec<(String, bool)> {
     panic!("the channel was not told of every change");
 }
 
+/// Runs the export with `grant`; the action itself checks that its consumed grant is on disk.
+async fn execute_checked(rig: &Rig, grant: Grant) {
+    let store = rig.store.clone();
+    let action_saw = rig
+        .gate
+        .execute(grant, &export(), || async move {
+            Ok::<_, GuardError>(store.sync_stats().unsynced)
+        })
+        .await
+        .expect("ran");
+    assert!(
+        !action_saw,
+        "the action ran before its consumed grant was on disk"
+    );
+}
+
 /// Nothing else writes while each check looks, so "unsynced" at that moment can only be a
 /// commit the step being checked made.
 #[tokio::test]
@@ -159,18 +175,7 @@ async fn nothing_leaves_the_process_before_it_is_on_disk() {
     );
     resolved_notes(&rig, 1).await;
     let grant = rig.gate.wait(id).await.expect("grant");
-    let store = rig.store.clone();
-    let action_saw = rig
-        .gate
-        .execute(grant, &export(), || async move {
-            Ok::<_, GuardError>(store.sync_stats().unsynced)
-        })
-        .await
-        .expect("ran");
-    assert!(
-        !action_saw,
-        "the action ran before its consumed grant was on disk"
-    );
+    execute_checked(&rig, grant).await;
     // The outcome waits for the store's next sync rather than causing one: with the flush
     // timer at an hour, nothing syncs until somebody raises a barrier.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -222,18 +227,7 @@ async fn a_guarded_lifecycle_syncs_at_its_barriers_only() {
             .await
             .expect("approved");
         let grant = agent.await.expect("agent").expect("grant");
-        let store = rig.store.clone();
-        let action_saw = rig
-            .gate
-            .execute(grant, &export(), || async move {
-                Ok::<_, GuardError>(store.sync_stats().unsynced)
-            })
-            .await
-            .expect("ran");
-        assert!(
-            !action_saw,
-            "the action ran before its consumed grant was on disk"
-        );
+        execute_checked(&rig, grant).await;
     }
     let after = rig.store.sync_stats();
     let syncs = after.syncs - before.syncs;
@@ -628,30 +622,14 @@ async fn a_gates_barrier_on_postgres_is_one_flush_for_store_and_log() {
     common::drop_schema(&url, &schema).await;
 }
 
-/// WAL flushes the server counted for `app`'s sessions: they are closed first, since a session
-/// reports its counts when it ends.
+/// WAL flushes the server counted, once `store` (whose sessions are `app`'s) is closed.
 async fn wal_flushes_after_closing(
     conn: &mut sqlx::PgConnection,
     store: &SqlStore,
     app: &str,
 ) -> i64 {
     store.close().await;
-    for _ in 0..100 {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-                .bind(app)
-                .fetch_one(&mut *conn)
-                .await
-                .expect("sessions");
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
-        .fetch_one(&mut *conn)
-        .await
-        .expect("wal_sync")
+    approvals_testkit::pg::wal_flushes_once_ended(conn, app).await
 }
 
 /// Thirty sequential writes cost about thirty WAL flushes when every commit is synchronous,

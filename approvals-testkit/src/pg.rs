@@ -47,3 +47,25 @@ pub async fn drop_schema(url: &str, schema: &str) {
         .await;
     }
 }
+
+/// The server's count of WAL flushes (`pg_stat_wal.wal_sync`), read once every session whose
+/// `application_name` is `app` has ended: a session reports its counts when it ends. Waits up
+/// to ten seconds for them.
+pub async fn wal_flushes_once_ended(conn: &mut sqlx::postgres::PgConnection, app: &str) -> i64 {
+    for _ in 0..200 {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(app)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("reading pg_stat_activity");
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("reading pg_stat_wal")
+}

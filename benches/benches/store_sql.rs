@@ -217,22 +217,7 @@ fn postgres_lifecycles(c: &mut Criterion) {
 async fn wal_syncs_once_closed(url: &str, app: &str) -> i64 {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-    for _ in 0..200 {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-                .bind(app)
-                .fetch_one(&mut conn)
-                .await
-                .expect("sessions");
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
-        .fetch_one(&mut conn)
-        .await
-        .expect("wal_sync")
+    approvals_testkit::pg::wal_flushes_once_ended(&mut conn, app).await
 }
 
 /// Replica A waits; replica B changes the record. Returns the time from B's call to A seeing

@@ -7,12 +7,18 @@
 //! (set `APPROVALS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test` for the
 //! PostgreSQL figures; without it they are skipped with a notice). Filling 100,000 rows takes
 //! a while before the first figure.
+//!
+//! With `APPROVALS_BENCH_MILLION=1` the bench also fills each backend with 1,000,000 pending
+//! requests (none due) and measures a sweep, the first page of pending requests, and a whole
+//! review round trip through the gate (submit, approve, wait) among them; filling takes
+//! minutes, and the fill rate is printed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use approvals_core::{
-    Gate, Initiator, ListFilter, Principal, RequestState, Requirement, StaticPolicy, Store,
+    Gate, Initiator, ListFilter, Principal, RequestState, Requirement, Review, StaticPolicy, Store,
+    Submission,
 };
 use approvals_store_sql::{SqlStore, SqlStoreOptions};
 use approvals_testkit::fixtures::{export_request, pending_record};
@@ -38,19 +44,79 @@ fn gate(store: &SqlStore) -> Gate {
 
 /// Adds `n` requests in `state` (pending ones expire in an hour: nothing is due).
 async fn fill(store: &Arc<SqlStore>, n: usize, state: RequestState) {
-    let records: Vec<_> = (0..n)
-        .map(|_| {
-            let mut record = pending_record(export_request(), Utc::now());
-            record.state = state;
-            record
-        })
-        .collect();
-    for chunk in records.chunks(512) {
+    let mut left = n;
+    while left > 0 {
+        let chunk: Vec<_> = (0..left.min(512))
+            .map(|_| {
+                let mut record = pending_record(export_request(), Utc::now());
+                record.state = state;
+                record
+            })
+            .collect();
+        left -= chunk.len();
         let results = join_all(chunk.iter().map(|r| store.insert(r))).await;
         for result in results {
             result.expect("insert");
         }
     }
+    store.sync().await.expect("sync");
+}
+
+/// 1,000,000 pending requests: a sweep with nothing due, the first page, and a review round
+/// trip through the gate.
+fn million(c: &mut Criterion, backend: &str, store: SqlStore) {
+    const MILLION: usize = 1_000_000;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = Arc::new(store);
+    let started = std::time::Instant::now();
+    rt.block_on(fill(&store, MILLION, RequestState::Pending));
+    let took = started.elapsed();
+    println!(
+        "pending_million_{backend}: filled {MILLION} pending requests in {:.0} s ({:.0} inserts/s)",
+        took.as_secs_f64(),
+        MILLION as f64 / took.as_secs_f64()
+    );
+    let gate = gate(&store);
+    let first_page = ListFilter {
+        states: vec![RequestState::Pending],
+        limit: Some(50),
+        ..Default::default()
+    };
+    let sam = Principal::human("sam@example.com").with_groups(["data-owners"]);
+    let mut group = c.benchmark_group(format!("pending_million_{backend}"));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("sweep_nothing_due", |b| {
+        b.to_async(&rt).iter(|| async {
+            let report = gate.sweep().await.expect("sweep");
+            assert_eq!(report.expired, 0);
+        })
+    });
+    group.bench_function("pending_first_page_50", |b| {
+        b.to_async(&rt).iter(|| async {
+            let page = store.list(&first_page).await.expect("list");
+            assert_eq!(page.len(), 50);
+        })
+    });
+    group.bench_function("submit_approve_wait", |b| {
+        b.to_async(&rt).iter(|| async {
+            let Submission::Pending(id) = gate.submit(&export_request()).await.expect("submit")
+            else {
+                panic!("approval required");
+            };
+            gate.decide(id, Review::approve(sam.clone()))
+                .await
+                .expect("approve");
+            gate.wait(id).await.expect("grant");
+        })
+    });
+    group.finish();
+    rt.block_on(store.close());
+}
+
+fn million_wanted() -> bool {
+    std::env::var("APPROVALS_BENCH_MILLION").is_ok_and(|v| v == "1")
 }
 
 fn curve(c: &mut Criterion, backend: &str, connect: &dyn Fn(&str) -> SqlStore) {
@@ -105,6 +171,9 @@ fn sqlite(c: &mut Criterion) {
         rt.block_on(SqlStore::connect(&url)).expect("sqlite")
     };
     curve(c, "sqlite", &connect);
+    if million_wanted() {
+        million(c, "sqlite", connect("million"));
+    }
 }
 
 fn postgres(c: &mut Criterion) {
@@ -124,6 +193,9 @@ fn postgres(c: &mut Criterion) {
         .expect("postgres")
     };
     curve(c, "postgres", &connect);
+    if million_wanted() {
+        million(c, "postgres", connect("million"));
+    }
     for schema in schemas.lock().expect("schemas").iter() {
         rt.block_on(drop_schema(&url, schema));
     }

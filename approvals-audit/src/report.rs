@@ -157,6 +157,9 @@ pub enum Outcome {
     Cancelled,
     /// Approved, but the grant was not used in time.
     Lapsed,
+    /// Refused at once: a reviewer had denied the same action within the rule's
+    /// `cooldown_after_denial` (`resubmission_refused`), and nobody was asked.
+    DeniedBefore,
     /// Still waiting for reviewers.
     Pending,
 }
@@ -174,6 +177,7 @@ impl Outcome {
             Outcome::Expired => "expired",
             Outcome::Cancelled => "cancelled",
             Outcome::Lapsed => "grant lapsed",
+            Outcome::DeniedBefore => "refused: denied recently",
             Outcome::Pending => "pending",
         }
     }
@@ -181,7 +185,9 @@ impl Outcome {
     fn css(self) -> &'static str {
         match self {
             Outcome::Executed | Outcome::Approved | Outcome::Allowed => "ok",
-            Outcome::Failed | Outcome::Denied | Outcome::PolicyDenied => "bad",
+            Outcome::Failed | Outcome::Denied | Outcome::PolicyDenied | Outcome::DeniedBefore => {
+                "bad"
+            }
             _ => "warn",
         }
     }
@@ -380,6 +386,16 @@ impl RequestSummary {
                 self.detail = s("reason");
             }
             "lapsed" => self.outcome = Outcome::Lapsed,
+            "resubmission_refused" => {
+                self.outcome = Outcome::DeniedBefore;
+                self.detail = Some(format!(
+                    "denied by {} in request {}{}; not asked again before {}",
+                    v.actor().id,
+                    s("earlier").unwrap_or_default(),
+                    s("reason").map(|r| format!(": {r}")).unwrap_or_default(),
+                    s("until").unwrap_or_default()
+                ));
+            }
             "executed" => {
                 self.executed_at = v.at();
                 if v.succeeded() {

@@ -42,7 +42,7 @@
 //!
 //! | OCSF attribute | value |
 //! |---|---|
-//! | `activity_id` | 1 Create (`requested`, `grant_issued`, `request_refused`), 99 Other (`grant_consumed`, `executed`), 3 Update (every other state change) |
+//! | `activity_id` | 1 Create (`requested`, `grant_issued`, `request_refused`, `resubmission_refused`, `credential_issued`), 4 Delete (`credential_revoked`), 99 Other (`grant_consumed`, `executed`), 3 Update (every other state change) |
 //! | `type_uid` | `600300 + activity_id` |
 //! | `time` | event time, ms since the epoch; `metadata.original_time` keeps the RFC 3339 text |
 //! | `severity_id` | 1 informational; 2 low (denials, expiries, failures); 3 medium (refused reviews); 4 high (forged callbacks, self-approval, refused grants) |
@@ -66,6 +66,7 @@
 //! | `reviewed`, `review_rejected` | the reviewer (with groups at decision time), else the gate |
 //! | `approved` | the approvers: the first as actor, all in `actors` (OCSF: `observables`, `unmapped.actors`) |
 //! | `denied`, `cancelled` | the person who denied or cancelled, else the gate |
+//! | `resubmission_refused` | the reviewer whose earlier denial of the same action refused it |
 //! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed` | the gate (`approvals-gate`, kind `system`) |
 //!
 //! Why several approvers are represented this way in OCSF 1.3.0: see `siem/ocsf_actor.rs`.
@@ -291,7 +292,11 @@ fn ocsf_record(
 ) -> Value {
     let v = EventView(view);
     let (activity_id, activity_name) = match v.name() {
-        "requested" | "grant_issued" | "request_refused" | "credential_issued" => (1, "Create"),
+        "requested"
+        | "grant_issued"
+        | "request_refused"
+        | "resubmission_refused"
+        | "credential_issued" => (1, "Create"),
         "credential_revoked" => (4, "Delete"),
         "grant_consumed" | "executed" => (99, "Other"),
         _ => (3, "Update"),
@@ -372,6 +377,7 @@ fn cef_name(v: &EventView<'_>) -> String {
         "executed" if v.succeeded() => "Action executed",
         "executed" => "Action failed",
         "request_refused" => "Action refused before review",
+        "resubmission_refused" => "Action refused after a recent denial",
         "credential_issued" => "Credential issued for the action",
         "credential_revoked" => "Credential revoked",
         other => other,

@@ -138,6 +138,7 @@ impl<'a> EventView<'a> {
     /// - `reviewed`, `review_rejected`: the reviewer (when known);
     /// - `approved`: every approver, in the order recorded;
     /// - `denied`, `cancelled`: the person who denied or cancelled (when a person did);
+    /// - `resubmission_refused`: the reviewer whose earlier denial refused it;
     /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed`
     ///   and anything unknown: the gate itself (`approvals-gate`, kind `system`).
     ///
@@ -155,7 +156,8 @@ impl<'a> EventView<'a> {
                 None => Vec::new(),
             },
             "reviewed" | "review_rejected" => one(self.get("reviewer")),
-            "denied" | "cancelled" => one(self.get("by")),
+            // The reviewer whose earlier denial refused the action again.
+            "denied" | "cancelled" | "resubmission_refused" => one(self.get("by")),
             "approved" => self
                 .get("approvers")
                 .and_then(Value::as_array)
@@ -204,7 +206,11 @@ impl<'a> EventView<'a> {
     /// Whether the operation the event records succeeded (`false` for refusals and errors).
     pub(crate) fn succeeded(&self) -> bool {
         match self.name() {
-            "review_rejected" | "grant_rejected" | "dispatch_failed" | "request_refused" => false,
+            "review_rejected"
+            | "grant_rejected"
+            | "dispatch_failed"
+            | "request_refused"
+            | "resubmission_refused" => false,
             "executed" => self.get("ok").and_then(Value::as_bool).unwrap_or(false),
             _ => true,
         }
@@ -244,7 +250,8 @@ impl<'a> EventView<'a> {
                 Some("oversized") => 3,
                 _ => 2,
             },
-            "denied" | "dispatch_failed" | "expired" | "lapsed" => 2,
+            // An agent asking again for an action a person just denied.
+            "denied" | "resubmission_refused" | "dispatch_failed" | "expired" | "lapsed" => 2,
             "executed" if !self.succeeded() => 2,
             // A credential that outlived its run until a sweep found it, or one minted for an
             // action that then did not run.
@@ -300,6 +307,11 @@ impl<'a> EventView<'a> {
                 "{} was refused {what} ({})",
                 actor.id,
                 self.str("cause").unwrap_or("unknown")
+            ),
+            "resubmission_refused" => format!(
+                "{what} refused without asking: {} denied it in request {}",
+                actor.id,
+                self.str("earlier").unwrap_or("unknown")
             ),
             "executed" if self.succeeded() => format!("{what} executed"),
             "executed" => format!("{what} failed"),
@@ -375,7 +387,13 @@ impl InitiatorMemo {
         };
         if matches!(
             v.name(),
-            "executed" | "denied" | "expired" | "cancelled" | "lapsed" | "request_refused"
+            "executed"
+                | "denied"
+                | "expired"
+                | "cancelled"
+                | "lapsed"
+                | "request_refused"
+                | "resubmission_refused"
         ) {
             map.remove(id);
         }

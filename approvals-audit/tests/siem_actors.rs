@@ -498,3 +498,45 @@ fn credential_events_are_the_gates_create_and_delete() {
         cef[1]
     );
 }
+
+/// An action refused because a reviewer denied it within the rule's cool-down: an OCSF
+/// Create that failed, at low severity, whose actor is the reviewer whose denial refused it;
+/// the earlier request, the reason and the end of the cool-down travel in `unmapped`.
+#[test]
+fn a_resubmission_refused_names_the_reviewer_who_denied_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = RequestId::new();
+    let until = Utc::now() + TimeDelta::hours(1);
+    let events = [event(
+        RequestId::new(),
+        0,
+        EventDetail::ResubmissionRefused {
+            earlier,
+            by: Principal::human("sam@example.com").with_groups(["data-owners"]),
+            reason: Some("not this quarter".into()),
+            until,
+        },
+    )];
+    let entries = write(dir.path(), &events);
+    let ocsf = json(&render(&entries, Format::Ocsf));
+    assert_eq!(ocsf[0]["activity_id"], 1, "{}", ocsf[0]);
+    assert_eq!(ocsf[0]["severity_id"], 2);
+    assert_eq!(ocsf[0]["status_id"], 2, "a refusal is a failure");
+    assert_eq!(ocsf[0]["actor"]["user"]["uid"], "sam@example.com");
+    assert_eq!(
+        ocsf[0]["unmapped"]["approvals"]["earlier"],
+        earlier.to_string()
+    );
+    let lines = json(&render(&entries, Format::JsonLines));
+    assert_eq!(lines[0]["outcome"], "failure", "{}", lines[0]);
+    assert_eq!(lines[0]["severity"], "low");
+    assert_eq!(lines[0]["actor"]["id"], "sam@example.com");
+    assert_eq!(lines[0]["event"]["reason"], "not this quarter");
+    let cef = render(&entries, Format::Cef);
+    assert!(
+        cef[0].contains("|resubmission_refused|Action refused after a recent denial|"),
+        "{}",
+        cef[0]
+    );
+    assert!(cef[0].contains("suser=sam@example.com"), "{}", cef[0]);
+}

@@ -483,6 +483,13 @@ fn refusal(e: GuardError) -> Failure {
                     .unwrap_or_default()
             ),
         ),
+        GuardError::DeniedRecently { .. } => (
+            exit::DENIED,
+            format!(
+                "{}; the command was not run",
+                term(&one_line(&e.to_string()))
+            ),
+        ),
         GuardError::Expired { .. } | GuardError::GrantLapsed { .. } => (
             exit::EXPIRED,
             format!("{}; the command was not run", term(&e.to_string())),

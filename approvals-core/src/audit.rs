@@ -256,6 +256,19 @@ pub enum EventDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         initiator: Option<Arc<Initiator>>,
     },
+    /// The policy required approval, but a reviewer had denied the same action within the
+    /// rule's `cooldown_after_denial`: refused at once, and no reviewer was asked.
+    ResubmissionRefused {
+        /// The earlier, denied request.
+        earlier: crate::store::RequestId,
+        /// Who denied it.
+        by: Principal,
+        /// Their reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Until when the same action is refused.
+        until: DateTime<Utc>,
+    },
 }
 
 /// Why an action was refused before it reached the policy.
@@ -295,6 +308,7 @@ impl EventDetail {
             EventDetail::CredentialRevoked { .. } => "credential_revoked",
             EventDetail::Executed { .. } => "executed",
             EventDetail::RequestRefused { .. } => "request_refused",
+            EventDetail::ResubmissionRefused { .. } => "resubmission_refused",
         }
     }
 }

@@ -61,6 +61,22 @@ pub enum GuardError {
         /// Their reason.
         reason: Option<String>,
     },
+    /// A reviewer denied this same action recently, and the rule refuses asking again for a
+    /// while (`cooldown_after_denial`). Nobody was asked; `id` is the earlier request.
+    #[error(
+        "this action was denied by {by} in request {id}{}; it is not asked again before {until}",
+        reason_suffix(.reason)
+    )]
+    DeniedRecently {
+        /// The earlier, denied request.
+        id: RequestId,
+        /// Who denied it.
+        by: String,
+        /// Their reason.
+        reason: Option<String>,
+        /// Until when the same action is refused.
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// Nobody approved in time.
     #[error(
         "request {id} expired with {approvals} of {quorum} approvals; ask reviewers sooner, or raise the policy timeout"
@@ -195,6 +211,7 @@ impl GuardError {
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
             GuardError::Denied { id, .. }
+            | GuardError::DeniedRecently { id, .. }
             | GuardError::Expired { id, .. }
             | GuardError::Cancelled { id, .. }
             | GuardError::DeliveryFailed { id, .. }

@@ -494,6 +494,40 @@ impl ActionRequest {
         self.digest_and_size().0
     }
 
+    /// What a denial's cool-down compares: the SHA-256 of what would run, and for whom. It
+    /// covers the kind, the resource, the parameters, the environment, and the initiator's
+    /// and on-behalf-of human's kinds and [identity keys](crate::identity::identity_key);
+    /// not the words around the action (summary, justification, other context), the session,
+    /// the prompt reference or the model. So rewording the request, or asking from a new
+    /// session, is asking again for the same action; changing what it does is not. The bytes
+    /// hashed are `"approvals.action-key.v1\n"` followed by canonical JSON, like
+    /// [`digest`](ActionRequest::digest).
+    pub fn action_key(&self) -> Digest {
+        let mut buf = Vec::with_capacity(256);
+        let mut obj = CanonicalObject::open(&mut buf);
+        obj.opt_str("environment", self.context.environment.as_deref());
+        if let Some(initiator) = &self.initiator {
+            obj.key("initiator");
+            let mut who = CanonicalObject::open(obj.out);
+            if let Some(human) = &initiator.on_behalf_of {
+                who.key("on_behalf_of");
+                write_identity(human, who.out);
+            }
+            who.key("principal");
+            write_identity(&initiator.principal, who.out);
+            who.close();
+        }
+        obj.str("kind", &self.kind);
+        obj.key("params");
+        write_canonical(&self.params, obj.out);
+        obj.str("resource", &self.resource);
+        obj.close();
+        let mut hasher = Sha256::new();
+        hasher.update(ACTION_KEY_DOMAIN);
+        hasher.update(&buf);
+        Digest(hasher.finalize().into())
+    }
+
     /// The digest and the length of the canonical encoding it hashes (what the gate's size
     /// limit counts), from one pass.
     pub fn digest_and_size(&self) -> (Digest, usize) {
@@ -655,15 +689,24 @@ fn write_principal(p: &Principal, out: &mut Vec<u8>) {
         obj.out.push(b']');
     }
     obj.str("id", &p.id);
-    obj.str(
-        "kind",
-        match p.kind {
-            PrincipalKind::Human => "human",
-            PrincipalKind::Agent => "agent",
-            PrincipalKind::Service => "service",
-        },
-    );
+    obj.str("kind", principal_kind(p.kind));
     obj.close();
+}
+
+/// A principal as one identity: its kind and identity key, not its display name or groups.
+fn write_identity(p: &Principal, out: &mut Vec<u8>) {
+    let mut obj = CanonicalObject::open(out);
+    obj.str("id", &crate::identity::identity_key(&p.id));
+    obj.str("kind", principal_kind(p.kind));
+    obj.close();
+}
+
+fn principal_kind(kind: PrincipalKind) -> &'static str {
+    match kind {
+        PrincipalKind::Human => "human",
+        PrincipalKind::Agent => "agent",
+        PrincipalKind::Service => "service",
+    }
 }
 
 impl Action for ActionRequest {
@@ -682,6 +725,7 @@ impl Action for ActionRequest {
 }
 
 const DIGEST_DOMAIN: &[u8] = b"approvals.action.v1\n";
+const ACTION_KEY_DOMAIN: &[u8] = b"approvals.action-key.v1\n";
 
 /// The canonical JSON encoding used for digests.
 ///

@@ -411,6 +411,10 @@ pub struct ListFilter {
     /// (instead of newest first). Sweeps use it to read what is due, not every open request;
     /// stores index it.
     pub due_by: Option<DateTime<Utc>>,
+    /// Only denied requests for this action
+    /// ([`ActionRequest::action_key`](crate::request::ActionRequest::action_key)), which is
+    /// what a denial's cool-down lists; stores index it.
+    pub denied_action: Option<Digest>,
     /// At most this many, in the listing's order (all when `None`).
     pub limit: Option<usize>,
     /// Only records after this one in the newest-first order (created earlier, or at the same
@@ -507,6 +511,9 @@ impl ListFilter {
             && self
                 .audit_pending
                 .is_none_or(|pending| record.audit_pending == pending)
+            && self.denied_action.is_none_or(|key| {
+                record.state == RequestState::Denied && record.request.action_key() == key
+            })
             && self
                 .due_by
                 .is_none_or(|by| crate::lifecycle::next_due(record).is_some_and(|due| due <= by))

@@ -210,6 +210,14 @@ impl From<GuardError> for Problem {
                 p.reason = reason;
                 p
             }
+            // A reviewer denied this same action in an earlier request; nobody was asked.
+            GuardError::DeniedRecently { by, reason, .. } => {
+                let mut p = Problem::conflict("denied_recently", detail);
+                p.state = Some("denied".into());
+                p.decided_by = Some(by);
+                p.reason = reason;
+                p
+            }
             GuardError::Expired { .. } => {
                 with_state(Problem::conflict("expired", detail), "expired")
             }

@@ -43,6 +43,14 @@ kind = "data.export"
 effect = "require_approval"
 approvers = { groups = ["security"] }
 timeout = "15m"
+
+[[rules]]
+name = "deletes"
+kind = "data.delete"
+effect = "require_approval"
+approvers = { groups = ["security"] }
+timeout = "15m"
+cooldown_after_denial = "1h"
 "#;
 
 struct Agents {
@@ -371,6 +379,60 @@ async fn allowed_runs_with_its_grant_and_the_outcome_is_recorded() {
     )
     .await
     .problem(404, "not_found");
+}
+
+/// After a reviewer's denial under a rule with `cooldown_after_denial`, the same action from
+/// the same agent, reworded, is a 409 `denied_recently` with the reviewer and reason: nothing
+/// stored, nobody asked. Another agent asking for it is asked about.
+#[tokio::test]
+async fn asking_again_after_a_denial_is_a_409_with_the_reviewers_reason() {
+    let a = agents();
+    let delete = |why: &str| {
+        json!({
+            "kind": "data.delete",
+            "resource": "db://prod/customers",
+            "params": {"where": "inactive > 365"},
+            "justification": why,
+            "environment": "production"
+        })
+    };
+    let r = a.post("/v1/requests", Some(AGENT), delete("cleanup")).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let r = a
+        .post(
+            &format!("/v1/requests/{id}/deny"),
+            Some(SAM),
+            json!({"reason": "legal hold on these rows"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = a.stored().await;
+    for why in ["cleanup", "cleanup, approved by legal"] {
+        let r = a.post("/v1/requests", Some(AGENT), delete(why)).await;
+        let p = r.problem(409, "denied_recently");
+        assert_eq!(p["state"], "denied");
+        assert_eq!(p["decided_by"], "sam@example.com");
+        assert_eq!(p["reason"], "legal hold on these rows");
+        assert!(p["detail"].as_str().is_some_and(|d| d.contains(&id)), "{p}");
+        let doc = a.get("/openapi.json", None).await.json();
+        conforms(&doc, "Problem", &p);
+        assert!(
+            doc["components"]["schemas"]["Problem"]["properties"]["code"]["examples"]
+                .as_array()
+                .is_some_and(|codes| codes.contains(&json!("denied_recently")))
+        );
+    }
+    assert_eq!(a.stored().await, stored, "a refusal stores nothing");
+    let r = a
+        .post("/v1/requests", Some(OTHER_AGENT), delete("cleanup"))
+        .await;
+    assert_eq!(
+        r.status,
+        202,
+        "another agent's request is asked about: {}",
+        r.text()
+    );
 }
 
 #[tokio::test]

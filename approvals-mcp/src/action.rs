@@ -129,6 +129,9 @@ pub fn refusal_text(error: &GuardError) -> String {
             format!("Refused by approval policy rule {rule:?}: {reason}")
         }
         GuardError::Denied { .. } => format!("Denied by a reviewer: {error}"),
+        GuardError::DeniedRecently { .. } => format!(
+            "Denied by a reviewer earlier, and not asked again yet: {error}. Do not retry this call; change the plan or ask the reviewer."
+        ),
         GuardError::Expired { .. } => {
             format!("Not approved in time: {error}. Ask again if it is still needed.")
         }
@@ -141,6 +144,26 @@ pub fn refusal_text(error: &GuardError) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_refusal_after_a_recent_denial_tells_the_model_not_to_retry() {
+        let id = approvals_core::RequestId::new();
+        let text = refusal_text(&GuardError::DeniedRecently {
+            id,
+            by: "sam@example.com".into(),
+            reason: Some("legal hold".into()),
+            until: "2026-11-21T13:00:00Z".parse().expect("time"),
+        });
+        for part in [
+            "Denied by a reviewer earlier",
+            "sam@example.com",
+            "legal hold",
+            &id.to_string(),
+            "Do not retry",
+        ] {
+            assert!(text.contains(part), "{text} lacks {part}");
+        }
+    }
 
     #[test]
     fn kind_resource_and_params_come_from_the_call() {

@@ -102,6 +102,12 @@ impl Approvals for Remote {
                     reason: p.reason.unwrap_or(p.detail),
                 }));
             }
+            Err(ClientError::Problem(p)) if p.code == "denied_recently" => {
+                return Err(format!(
+                    "Denied by a reviewer earlier, and not asked again yet: {}. Do not retry this call; change the plan or ask the reviewer.",
+                    p.detail
+                ));
+            }
             Err(e) => return Err(not_run(&e)),
         };
         match submitted.status {

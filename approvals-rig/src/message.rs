@@ -41,6 +41,12 @@ pub fn refusal_message(error: &GuardError) -> String {
         GuardError::Denied { by, reason, .. } => {
             format!("Not run: reviewer {} denied this call{}", quoted(by), because(reason))
         }
+        GuardError::DeniedRecently { by, reason, until, .. } => format!(
+            "Not run: reviewer {} denied this same call earlier{}, and it is not asked again before {}; do not retry it",
+            quoted(by),
+            because(reason),
+            until
+        ),
         GuardError::Expired {
             approvals, quorum, ..
         } => format!(
@@ -89,6 +95,7 @@ pub fn refusal_code(error: &GuardError) -> &'static str {
     match error {
         GuardError::PolicyDenied { .. } => "approval.policy_denied",
         GuardError::Denied { .. } => "approval.denied",
+        GuardError::DeniedRecently { .. } => "approval.denied_recently",
         GuardError::Expired { .. } => "approval.expired",
         GuardError::Cancelled { .. } => "approval.cancelled",
         GuardError::DeliveryFailed { .. } => "approval.delivery_failed",
@@ -144,6 +151,12 @@ mod tests {
                 message: "connection refused to 10.0.0.7".into(),
             },
             GuardError::NoInitiator,
+            GuardError::DeniedRecently {
+                id,
+                by: "dana".into(),
+                reason: Some("not this quarter".into()),
+                until: "2026-11-21T13:00:00Z".parse().expect("time"),
+            },
         ];
         let expected = [
             "Not run: the approval policy refuses this call (rule \"no-drops\"): tables are dropped by migrations.",
@@ -152,6 +165,7 @@ mod tests {
             "Not run: the approval request was cancelled: agent stopped.",
             "Not run: the approval service is unavailable; try again later.",
             "Not run: the approval gate refused this call; the operator has the details.",
+            "Not run: reviewer dana denied this same call earlier: not this quarter, and it is not asked again before 2026-11-21 13:00:00 UTC; do not retry it.",
         ];
         for (error, expected) in cases.iter().zip(expected) {
             assert_eq!(refusal_message(error), expected);

@@ -35,6 +35,8 @@ pub(crate) struct Columns<'a> {
     pub audit_pending: bool,
     /// [`next_due`](approvals_core::lifecycle::next_due): what a sweep's listing compares.
     pub due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// [`denied_action_key`]: what a denial's cool-down lists.
+    pub denied_action_key: Option<String>,
 }
 
 impl<'a> Columns<'a> {
@@ -56,9 +58,22 @@ impl<'a> Columns<'a> {
             idempotency_key: record.request.idempotency_key.as_deref(),
             audit_pending: record.audit_pending,
             due_at: approvals_core::lifecycle::next_due(record),
+            denied_action_key: denied_action_key(record),
         }
     }
 }
+
+/// The `denied_action_key` column: a denied request's
+/// [`action_key`](approvals_core::ActionRequest::action_key) as text; `None` in every other
+/// state (the column is indexed for denied rows only).
+pub(crate) fn denied_action_key(record: &RequestRecord) -> Option<String> {
+    (record.state == RequestState::Denied).then(|| record.request.action_key().to_string())
+}
+
+/// The denied rows stored before migration 7, whose `denied_action_key` has to be filled, a
+/// batch at a time (through a partial index that is empty once they are).
+pub(crate) const MISSING_DENIED_ACTION_KEY: &str = "SELECT id, version, record
+  FROM approval_requests WHERE state = 'denied' AND denied_action_key IS NULL LIMIT 500";
 
 /// The rows stored before migration 6 whose `due_at` has to be filled (open or unaudited;
 /// every other row's is NULL), a batch at a time.
@@ -165,6 +180,12 @@ where
     if let Some(pending) = filter.audit_pending {
         and(&mut query);
         query.push("audit_pending = ").push_bind(pending);
+    }
+    if let Some(key) = filter.denied_action {
+        and(&mut query);
+        query
+            .push("denied_action_key = ")
+            .push_bind(key.to_string());
     }
     // The next page of a newest-first listing: rows after the cursor in that order, which
     // the (state, created_at) and (created_at, id) indexes serve as a range.

@@ -34,6 +34,7 @@ const MIGRATION_3: &str = include_str!("../migrations/postgres/0003_audit_pendin
 const MIGRATION_4: &str = include_str!("../migrations/postgres/0004_audit_witness.sql");
 const MIGRATION_5: &str = include_str!("../migrations/postgres/0005_initiator_key.sql");
 const MIGRATION_6: &str = include_str!("../migrations/postgres/0006_due_at.sql");
+const MIGRATION_7: &str = include_str!("../migrations/postgres/0007_denied_action_key.sql");
 
 /// Longest schema name accepted (the notification channel name adds 18 bytes; PostgreSQL
 /// identifiers end at 63).
@@ -251,6 +252,13 @@ impl PgBackend {
                 MIGRATION_6.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                7,
+                "denied_action_key column".into(),
+                MigrationType::Simple,
+                MIGRATION_7.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         migrator
@@ -258,16 +266,42 @@ impl PgBackend {
             .await
             .map_err(|e| SqlError::Migrate(e.to_string()))?;
         self.fill_initiator_keys().await?;
-        self.fill_due_at().await
+        // Open and unaudited rows stored before migration 6; a row changed meanwhile got its
+        // own from the write that changed it, and replicas migrating at once fill the same
+        // rows with the same values.
+        self.fill_from_records(
+            "filling due times (migration 6)",
+            lifecycle::MISSING_DUE_AT,
+            "UPDATE approval_requests SET due_at = $1 WHERE id = $2 AND due_at IS NULL",
+            lifecycle::backfilled_due_at,
+        )
+        .await?;
+        // Denied rows stored before migration 7.
+        self.fill_from_records(
+            "filling denied action keys (migration 7)",
+            lifecycle::MISSING_DENIED_ACTION_KEY,
+            "UPDATE approval_requests SET denied_action_key = $1
+              WHERE id = $2 AND denied_action_key IS NULL",
+            |record| record.request.action_key().to_string(),
+        )
+        .await
     }
 
-    /// Fills `due_at` for the open and unaudited rows stored before migration 6, a batch per
-    /// transaction; a row changed meanwhile got its own from the write that changed it, and
-    /// replicas migrating at once fill the same rows with the same times.
-    async fn fill_due_at(&self) -> Result<(), SqlError> {
-        let what = "filling due times (migration 6)";
+    /// Fills a column computed from the stored record for the rows `select` finds (`id`,
+    /// `version`, `record`, a batch at a time, none once they are filled), one transaction
+    /// per batch: `update` sets `$1` to `value` of the record for row `$2`.
+    async fn fill_from_records<V>(
+        &self,
+        what: &str,
+        select: &'static str,
+        update: &'static str,
+        value: impl Fn(&RequestRecord) -> V,
+    ) -> Result<(), SqlError>
+    where
+        V: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'static,
+    {
         loop {
-            let rows = sqlx::query(lifecycle::MISSING_DUE_AT)
+            let rows = sqlx::query(select)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| SqlError::from_sqlx(what, e))?;
@@ -282,14 +316,12 @@ impl PgBackend {
             for row in &rows {
                 let record =
                     decode_row(row).map_err(|e| SqlError::Migrate(format!("{what}: {e}")))?;
-                sqlx::query(
-                    "UPDATE approval_requests SET due_at = $1 WHERE id = $2 AND due_at IS NULL",
-                )
-                .bind(lifecycle::backfilled_due_at(&record))
-                .bind(record.id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| SqlError::from_sqlx(what, e))?;
+                sqlx::query(update)
+                    .bind(value(&record))
+                    .bind(record.id.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
             }
             tx.commit()
                 .await
@@ -378,8 +410,9 @@ impl PgBackend {
         let result = sqlx::query(
             "INSERT INTO approval_requests
                  (id, version, state, kind, environment, initiator_id, idempotency_key,
-                  created_at, expires_at, record, audit_pending, initiator_key, due_at)
-             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  created_at, expires_at, record, audit_pending, initiator_key, due_at,
+                  denied_action_key)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(id.0)
@@ -394,6 +427,7 @@ impl PgBackend {
         .bind(c.audit_pending)
         .bind(c.initiator_key.as_deref())
         .bind(c.due_at)
+        .bind(c.denied_action_key.as_deref())
         .execute(&self.pool)
         .await;
         match result {
@@ -452,7 +486,7 @@ impl PgBackend {
                 SET version = version + 1, state = $3, kind = $4, environment = $5,
                     initiator_id = $6, idempotency_key = $7, created_at = $8,
                     expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13,
-                    due_at = $14
+                    due_at = $14, denied_action_key = $15
               WHERE id = $1 AND version = $2 AND state = ANY($11)",
         )
         .bind(id.0)
@@ -469,6 +503,7 @@ impl PgBackend {
         .bind(c.audit_pending)
         .bind(c.initiator_key.as_deref())
         .bind(c.due_at)
+        .bind(c.denied_action_key.as_deref())
         .execute(&self.pool)
         .await
         .map_err(|e| store_error(&format!("updating request {id}"), e))?;

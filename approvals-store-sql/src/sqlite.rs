@@ -46,6 +46,7 @@ const MIGRATION_3: &str = include_str!("../migrations/sqlite/0003_audit_pending_
 const MIGRATION_4: &str = include_str!("../migrations/sqlite/0004_audit_witness.sql");
 const MIGRATION_5: &str = include_str!("../migrations/sqlite/0005_initiator_key.sql");
 const MIGRATION_6: &str = include_str!("../migrations/sqlite/0006_due_at.sql");
+const MIGRATION_7: &str = include_str!("../migrations/sqlite/0007_denied_action_key.sql");
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -127,6 +128,7 @@ struct RowValues {
     created_at: i64,
     expires_at: i64,
     due_at: Option<i64>,
+    denied_action_key: Option<String>,
     json: String,
 }
 
@@ -147,6 +149,7 @@ impl RowValues {
             created_at: micros(record.created_at),
             expires_at: micros(record.expires_at),
             due_at: c.due_at.map(micros),
+            denied_action_key: c.denied_action_key,
             json: lifecycle::encode(record, version)?,
         })
     }
@@ -270,6 +273,13 @@ impl SqliteBackend {
                 MIGRATION_6.into_sql_str(),
                 false,
             ),
+            Migration::new(
+                7,
+                "denied_action_key column".into(),
+                MigrationType::Simple,
+                MIGRATION_7.into_sql_str(),
+                false,
+            ),
         ]);
         migrator.dangerous_set_table_name(migration_table());
         // Two processes starting at once may both try to apply a migration; the loser fails
@@ -282,15 +292,41 @@ impl SqliteBackend {
                 .map_err(|e| SqlError::Migrate(e.to_string())),
         }?;
         self.fill_initiator_keys().await?;
-        self.fill_due_at().await
+        // Open and unaudited rows stored before migration 6; a row changed meanwhile got its
+        // own from the write that changed it.
+        self.fill_from_records(
+            "filling due times (migration 6)",
+            lifecycle::MISSING_DUE_AT,
+            "UPDATE approval_requests SET due_at = ?1 WHERE id = ?2 AND due_at IS NULL",
+            |record| micros(lifecycle::backfilled_due_at(record)),
+        )
+        .await?;
+        // Denied rows stored before migration 7.
+        self.fill_from_records(
+            "filling denied action keys (migration 7)",
+            lifecycle::MISSING_DENIED_ACTION_KEY,
+            "UPDATE approval_requests SET denied_action_key = ?1
+              WHERE id = ?2 AND denied_action_key IS NULL",
+            |record| record.request.action_key().to_string(),
+        )
+        .await
     }
 
-    /// Fills `due_at` for the open and unaudited rows stored before migration 6, a batch per
-    /// transaction; a row changed meanwhile got its own from the write that changed it.
-    async fn fill_due_at(&self) -> Result<(), SqlError> {
-        let what = "filling due times (migration 6)";
+    /// Fills a column computed from the stored record for the rows `select` finds (`id`,
+    /// `version`, `record`, a batch at a time, none once they are filled), one transaction
+    /// per batch: `update` sets `?1` to `value` of the record for row `?2`.
+    async fn fill_from_records<V>(
+        &self,
+        what: &str,
+        select: &'static str,
+        update: &'static str,
+        value: impl Fn(&RequestRecord) -> V,
+    ) -> Result<(), SqlError>
+    where
+        V: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + 'static,
+    {
         loop {
-            let rows = sqlx::query(lifecycle::MISSING_DUE_AT)
+            let rows = sqlx::query(select)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| SqlError::from_sqlx(what, e))?;
@@ -308,14 +344,12 @@ impl SqliteBackend {
                     .map_err(|e| SqlError::from_sqlx(what, e))?;
                 let record =
                     decode_row(&id, row).map_err(|e| SqlError::Migrate(format!("{what}: {e}")))?;
-                sqlx::query(
-                    "UPDATE approval_requests SET due_at = ?1 WHERE id = ?2 AND due_at IS NULL",
-                )
-                .bind(micros(lifecycle::backfilled_due_at(&record)))
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| SqlError::from_sqlx(what, e))?;
+                sqlx::query(update)
+                    .bind(value(&record))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| SqlError::from_sqlx(what, e))?;
             }
             tx.commit()
                 .await
@@ -878,8 +912,9 @@ async fn insert(
     let result = sqlx::query(
         "INSERT INTO approval_requests
              (id, version, state, kind, environment, initiator_id, idempotency_key,
-              created_at, expires_at, record, audit_pending, initiator_key, due_at)
-         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+              created_at, expires_at, record, audit_pending, initiator_key, due_at,
+              denied_action_key)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(id)
@@ -894,6 +929,7 @@ async fn insert(
     .bind(row.audit_pending)
     .bind(row.initiator_key.as_deref())
     .bind(row.due_at)
+    .bind(row.denied_action_key.as_deref())
     .execute(&mut *conn)
     .await;
     match result {
@@ -935,7 +971,8 @@ async fn cas(
         "UPDATE approval_requests
             SET version = version + 1, state = ?3, kind = ?4, environment = ?5,
                 initiator_id = ?6, idempotency_key = ?7, created_at = ?8, expires_at = ?9,
-                record = ?10, audit_pending = ?12, initiator_key = ?13, due_at = ?14
+                record = ?10, audit_pending = ?12, initiator_key = ?13, due_at = ?14,
+                denied_action_key = ?15
           WHERE id = ?1 AND version = ?2 AND instr(?11, '|' || state || '|') > 0",
     )
     .bind(id)
@@ -952,6 +989,7 @@ async fn cas(
     .bind(row.audit_pending)
     .bind(row.initiator_key.as_deref())
     .bind(row.due_at)
+    .bind(row.denied_action_key.as_deref())
     .execute(&mut *conn)
     .await;
     match updated {

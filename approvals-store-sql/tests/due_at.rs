@@ -1,6 +1,8 @@
 //! Migration 6: requests stored before it get their due time when the store migrates, so a
 //! sweep that reads only what is due (`ListFilter::due_by`) still finds every open request and
-//! every unaudited decision stored by an older version, and no finished one.
+//! every unaudited decision stored by an older version, and no finished one. Migration 7
+//! likewise: a denial stored before it is found by the cool-down's listing
+//! (`ListFilter::denied_action`).
 
 mod common;
 
@@ -57,6 +59,18 @@ async fn assert_due(store: &SqlStore, records: &[RequestRecord]) {
     assert_eq!(due(store, 5).await, ids(&[1, 2]));
     assert_eq!(due(store, 60).await, ids(&[0, 1, 2]));
     assert_eq!(due(store, 100_000).await, ids(&[0, 1, 2]));
+    // Every record is the same action; only the denied one is a denial of it.
+    let denials: Vec<RequestId> = store
+        .list(&ListFilter {
+            denied_action: Some(records[2].request.action_key()),
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(denials, ids(&[2]), "the denial stored before migration 7");
 }
 
 #[tokio::test]

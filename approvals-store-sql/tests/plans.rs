@@ -45,6 +45,17 @@ fn listings() -> Vec<(&'static str, ListFilter, &'static str)> {
             "approval_requests_due",
         ),
         (
+            "the newest denials of one action, for a cool-down after a denial",
+            ListFilter {
+                denied_action: Some(
+                    approvals_core::ActionRequest::new("data.export", "db://x").action_key(),
+                ),
+                limit: Some(approvals_core::lifecycle::COOLDOWN_SCAN),
+                ..Default::default()
+            },
+            "approval_requests_denied_action",
+        ),
+        (
             "history: every state but pending",
             ListFilter {
                 states: approvals_core::lifecycle::ALL_STATES

@@ -47,6 +47,8 @@ where
     gate_grant_runs_once_under_concurrency(make_store().await).await;
     gate_sweeps_on_every_replica_expire_once(make_store().await).await;
     gate_reattaches_by_idempotency_key(make_store().await).await;
+    denied_listing_finds_the_denials_of_one_action(make_store().await).await;
+    gate_refuses_asking_again_after_a_denial(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -346,6 +348,7 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         initiator: Some("billing-agent".into()),
         audit_pending: Some(false),
         due_by: None,
+        denied_action: None,
         limit: Some(1),
         after: None,
     };
@@ -902,4 +905,211 @@ pub async fn gate_reattaches_by_idempotency_key(store: Arc<dyn Store>) {
         1,
         "one request for one key"
     );
+}
+
+/// `ListFilter::denied_action` lists the denied requests for one action (its action key, not
+/// its digest: rewording it or a new session is the same action), newest first: stored
+/// denied, denied by a compare-and-set from pending, and denied after approval (a revoking
+/// deny); never a request still open or ended otherwise, nor another action's denial.
+pub async fn denied_listing_finds_the_denials_of_one_action(store: Arc<dyn Store>) {
+    let at = |seconds: i64| epoch() + TimeDelta::seconds(seconds);
+    let action = export_request();
+    let key = action.action_key();
+    let reworded = {
+        let mut r = export_request()
+            .justification("URGENT: the board needs it today")
+            .summary("a different summary");
+        let mut initiator = fixtures::billing_agent();
+        initiator.session = Some("another-session".into());
+        r.initiator = Some(Arc::new(initiator));
+        r
+    };
+    assert_eq!(reworded.action_key(), key, "the same action, reworded");
+    assert_ne!(reworded.digest(), action.digest());
+    let other = export_request().params(serde_json::json!({"rows": 6000}));
+    assert_ne!(other.action_key(), key);
+
+    let denied = |request: ActionRequest, seconds| {
+        let mut r = pending_record(request, at(seconds));
+        r.state = RequestState::Denied;
+        r.reviews.push(ReviewRecord {
+            reviewer: reviewer("sam@example.com"),
+            verdict: Verdict::Deny,
+            reason: Some("not this quarter".into()),
+            channel: "api".into(),
+            at: at(seconds + 1),
+        });
+        r
+    };
+    let stored_denied = denied(action.clone(), 0);
+    let other_denied = denied(other, 1);
+    let later_pending = pending_record(reworded.clone(), at(2));
+    let approved = {
+        let mut r = pending_record(action.clone(), at(3));
+        r.state = RequestState::Approved;
+        r
+    };
+    let expired = {
+        let mut r = pending_record(action.clone(), at(4));
+        r.state = RequestState::Expired;
+        r
+    };
+    for record in [
+        &stored_denied,
+        &other_denied,
+        &later_pending,
+        &approved,
+        &expired,
+    ] {
+        insert_new(&store, record).await;
+    }
+    let filter = ListFilter {
+        denied_action: Some(key),
+        ..Default::default()
+    };
+    let listed = |filter: ListFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list(&filter)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(filter.clone()).await, vec![stored_denied.id]);
+
+    // Denied later by compare-and-set: from pending, and after approval.
+    for (record, version) in [(&later_pending, 1), (&approved, 1)] {
+        let mut next = record.clone();
+        next.state = RequestState::Denied;
+        assert!(
+            store.compare_and_set(version, &next).await.expect("cas"),
+            "deny {}",
+            record.id
+        );
+    }
+    assert_eq!(
+        listed(filter.clone()).await,
+        vec![approved.id, later_pending.id, stored_denied.id],
+        "every denial of the action, newest first"
+    );
+    assert_eq!(
+        listed(ListFilter {
+            limit: Some(2),
+            ..filter.clone()
+        })
+        .await,
+        vec![approved.id, later_pending.id]
+    );
+    assert_eq!(
+        listed(ListFilter {
+            denied_action: Some(other_denied.request.action_key()),
+            ..Default::default()
+        })
+        .await,
+        vec![other_denied.id]
+    );
+    assert!(
+        listed(ListFilter {
+            denied_action: Some(
+                expired
+                    .request
+                    .params(serde_json::json!({"rows": 1}))
+                    .action_key()
+            ),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+/// Through the gate, under a requirement with `cooldown_after_denial`: after a denial the same
+/// action, reworded, is refused at once with the reviewer's reason and stores nothing; another
+/// action is asked for; once the cool-down has run from the denial, the same action is asked
+/// for again.
+pub async fn gate_refuses_asking_again_after_a_denial(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = approvals_core::Gate::builder()
+        .policy(approvals_core::StaticPolicy::require(
+            approvals_core::Requirement::groups(["data-owners"])
+                .cooldown_after_denial(std::time::Duration::from_secs(3600)),
+        ))
+        .store_shared(store.clone())
+        .audit_shared(audit.clone())
+        .clock(clock.clone())
+        .initiator(fixtures::billing_agent())
+        .build()
+        .expect("gate");
+    let Submission::Pending(first) = gate.submit(&export_request()).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    clock.advance(TimeDelta::minutes(50));
+    gate.decide(
+        first,
+        Review::deny(reviewer("sam@example.com")).reason("not this quarter"),
+    )
+    .await
+    .expect("deny");
+    let stored = || {
+        let store = store.clone();
+        async move {
+            store
+                .list(&ListFilter::default())
+                .await
+                .expect("list")
+                .len()
+        }
+    };
+    // 59 minutes after the denial (109 after the request): still refused, reworded or not.
+    clock.advance(TimeDelta::minutes(59));
+    for action in [
+        export_request(),
+        export_request().justification("please, it is urgent"),
+        export_request().idempotency_key("a-new-key"),
+    ] {
+        match gate.submit(&action).await {
+            Err(GuardError::DeniedRecently {
+                id,
+                by,
+                reason,
+                until,
+            }) => {
+                assert_eq!(id, first);
+                assert_eq!(by, "sam@example.com");
+                assert_eq!(reason.as_deref(), Some("not this quarter"));
+                assert_eq!(until, epoch() + TimeDelta::minutes(110));
+            }
+            other => panic!("the same action must be refused after a denial, got {other:?}"),
+        }
+    }
+    assert_eq!(stored().await, 1, "a refused resubmission stores nothing");
+    assert_eq!(
+        audit
+            .names()
+            .iter()
+            .filter(|n| **n == "resubmission_refused")
+            .count(),
+        3
+    );
+    // Another action is asked for.
+    let other = export_request().params(serde_json::json!({"rows": 10}));
+    assert!(matches!(
+        gate.submit(&other).await.expect("another action"),
+        Submission::Pending(_)
+    ));
+    // The cool-down runs from the denial.
+    clock.advance(TimeDelta::minutes(1));
+    match gate
+        .submit(&export_request())
+        .await
+        .expect("after the cool-down")
+    {
+        Submission::Pending(again) => assert_ne!(again, first),
+        Submission::Allowed(_) => panic!("the policy requires approval"),
+    }
+    assert_eq!(stored().await, 3);
 }

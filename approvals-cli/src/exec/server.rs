@@ -224,6 +224,9 @@ fn api_failure(e: ClientError) -> Failure {
                 term(&one_line(p.reason.as_deref().unwrap_or(&p.detail)))
             ),
         ),
+        ClientError::Problem(p) if p.code == "denied_recently" => {
+            (exit::DENIED, term(&one_line(&p.detail)))
+        }
         ClientError::Problem(p) => (
             match p.status {
                 401 => exit::USAGE,

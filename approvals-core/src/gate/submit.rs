@@ -17,7 +17,7 @@ use crate::lifecycle;
 use crate::observe;
 use crate::policy::{Decision, Requirement};
 use crate::request::{Action, ActionRequest, Digest, Initiator};
-use crate::store::{Inserted, RequestId, RequestRecord, RequestState};
+use crate::store::{Inserted, ListFilter, RequestId, RequestRecord, RequestState};
 use crate::text::truncate;
 
 impl Gate {
@@ -194,6 +194,13 @@ impl Gate {
                 })
             }
             Decision::RequireApproval { rule, requirement } => {
+                if let Some(denied) =
+                    Box::pin(self.denied_before(&request, &requirement, now)).await?
+                {
+                    observe::submitted("denied_recently", "denied");
+                    self.audit(subject.event(now, denied.event())).await?;
+                    return Err(denied.error());
+                }
                 // Boxed: storing and dispatching is the large part of submit's state, and a
                 // waiting caller's task need not keep room for it (the allow path never
                 // takes this branch, so it pays no allocation for it).
@@ -240,6 +247,33 @@ impl Gate {
             tracing::warn!(request = %id, error = %e, "a refused action's request_refused event could not be audited");
         }
         Err(refused.error)
+    }
+
+    /// The recent denial of this same action that refuses asking for it again, under the
+    /// deciding rule's cool-down ([`lifecycle::refusing_denial`]); none without a cool-down.
+    async fn denied_before(
+        &self,
+        request: &ActionRequest,
+        requirement: &Requirement,
+        now: DateTime<Utc>,
+    ) -> Result<Option<lifecycle::DeniedBefore>, GuardError> {
+        if requirement.cooldown_after_denial.is_none() {
+            return Ok(None);
+        }
+        let action_key = request.action_key();
+        let denied = self
+            .store_call(self.inner.store.list(&ListFilter {
+                denied_action: Some(action_key),
+                limit: Some(lifecycle::COOLDOWN_SCAN),
+                ..ListFilter::default()
+            }))
+            .await?;
+        Ok(lifecycle::refusing_denial(
+            &denied,
+            action_key,
+            requirement.cooldown_after_denial,
+            now,
+        ))
     }
 
     pub(super) async fn create_pending(

@@ -15,6 +15,9 @@
 //!     └── cancel ───────▶ Cancelled   (escalate: Pending stays Pending, more reviewers)
 //! ```
 //!
+//! Before a request opens, [`refusing_denial`] decides whether a recent denial of the same
+//! action refuses it without asking anyone (a rule's `cooldown_after_denial`).
+//!
 //! A run with a credential broker adds a credential to Executing: planned with the grant's
 //! consumption ([`consume_with_credential`]), issued ([`credential_issued`]) and revoked
 //! ([`credential_revoked`]), by the run or, once due ([`Due::Revoke`]), by a sweep.
@@ -29,10 +32,12 @@ use crate::policy::Requirement;
 use crate::request::{ActionRequest, Digest, Principal};
 use crate::store::{RequestId, RequestRecord, RequestState, Resolution, Unaudited};
 
+mod cooldown;
 mod credential;
 mod review;
 mod run;
 
+pub use cooldown::{COOLDOWN_SCAN, DeniedBefore, refusing_denial};
 pub use credential::{
     CredentialRefused, MAX_SCOPE_CHARS, check_lease, consume_with_credential, credential_issued,
     credential_revoked, outstanding, revoke_at,

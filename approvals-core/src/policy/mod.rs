@@ -86,6 +86,15 @@ pub struct Requirement {
     /// After a delay, also ask further reviewers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// After a reviewer denies the action, asking again for the same action
+    /// ([`ActionRequest::action_key`](crate::request::ActionRequest::action_key)) is refused
+    /// at once for this long, with that reviewer's reason, and nobody is asked.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration::serde_opt_secs"
+    )]
+    pub cooldown_after_denial: Option<Duration>,
 }
 
 impl Requirement {
@@ -102,6 +111,7 @@ impl Requirement {
             reason_required: false,
             timeout: Duration::from_secs(3600),
             escalation: None,
+            cooldown_after_denial: None,
         }
     }
 
@@ -132,6 +142,13 @@ impl Requirement {
     /// Requires a reason with every review.
     pub fn reason_required(mut self, yes: bool) -> Self {
         self.reason_required = yes;
+        self
+    }
+
+    /// Refuses the same action for `cooldown` after a reviewer denied it
+    /// ([`cooldown_after_denial`](Requirement::cooldown_after_denial)).
+    pub fn cooldown_after_denial(mut self, cooldown: Duration) -> Self {
+        self.cooldown_after_denial = Some(cooldown);
         self
     }
 

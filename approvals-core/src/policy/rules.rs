@@ -21,6 +21,7 @@
 //! quorum = 1
 //! timeout = "30m"
 //! escalate = { after = "10m", groups = ["security-oncall"] }
+//! cooldown_after_denial = "4h"
 //!
 //! [[rules]]
 //! name = "no-drops"
@@ -39,6 +40,11 @@
 //! predicate names a parameter by dotted path (`target.role`) or JSON pointer (`/items/0`)
 //! and one operator: `eq`, `ne`, `in`, `not_in`, `gt`, `gte`, `lt`, `lte` (numbers) or
 //! `matches` (glob on a string). A predicate on a parameter that is absent is false.
+//!
+//! `cooldown_after_denial` (at most 30 days): once a reviewer denies an action under this
+//! rule, the same action ([`ActionRequest::action_key`](crate::request::ActionRequest::action_key):
+//! what would run and for whom, not the words around it) is refused at once for that long,
+//! with the reviewer's reason, and nobody is asked again.
 //!
 //! Approver and escalation `users` and `groups` are checked when the file loads: an id or
 //! group name with invisible, bidi-control or mixed-script characters is refused with the rule
@@ -65,6 +71,8 @@ use crate::identity;
 use crate::request::{ActionRequest, PrincipalKind, canonical_json};
 
 const DEFAULT_TIMEOUT: &str = "1h";
+/// The longest `cooldown_after_denial` a rule may set.
+const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A policy file could not be loaded. Says where and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -274,7 +282,7 @@ enum Effect {
 )]
 enum DefaultSpec {
     Effect(Effect),
-    Outcome(OutcomeSpec),
+    Outcome(Box<OutcomeSpec>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,7 +302,7 @@ impl TryFrom<DefaultSpec> for CheckedDefault {
                     .then(|| "no policy rule matched this action".to_owned()),
                 ..OutcomeSpec::default()
             },
-            DefaultSpec::Outcome(outcome) => outcome,
+            DefaultSpec::Outcome(outcome) => *outcome,
         };
         outcome.check("the default")?;
         Ok(CheckedDefault(outcome))
@@ -303,7 +311,7 @@ impl TryFrom<DefaultSpec> for CheckedDefault {
 
 impl From<CheckedDefault> for DefaultSpec {
     fn from(d: CheckedDefault) -> Self {
-        DefaultSpec::Outcome(d.0)
+        DefaultSpec::Outcome(Box::new(d.0))
     }
 }
 
@@ -342,6 +350,8 @@ struct OutcomeSpec {
     timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     escalate: Option<EscalateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cooldown_after_denial: Option<String>,
 }
 
 impl Default for OutcomeSpec {
@@ -354,6 +364,7 @@ impl Default for OutcomeSpec {
             reason_required: false,
             timeout: None,
             escalate: None,
+            cooldown_after_denial: None,
         }
     }
 }
@@ -365,10 +376,11 @@ impl OutcomeSpec {
             || self.quorum.is_some()
             || self.timeout.is_some()
             || self.escalate.is_some()
+            || self.cooldown_after_denial.is_some()
             || self.reason_required;
         match self.effect {
             Effect::Allow | Effect::Deny if approval_only => Err(format!(
-                "{who}: approvers, quorum, timeout, escalate and reason_required only apply to effect = \"require_approval\""
+                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial and reason_required only apply to effect = \"require_approval\""
             )),
             Effect::Deny if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) => {
                 Err(format!(
@@ -429,6 +441,15 @@ impl OutcomeSpec {
             }
             check_identities(who, "escalate", &esc.users, &esc.groups)?;
         }
+        if let Some(cooldown) = &self.cooldown_after_denial {
+            let parsed = parse_duration(cooldown)
+                .map_err(|e| format!("{who}: cooldown_after_denial: {e}"))?;
+            if parsed.is_zero() || parsed > MAX_COOLDOWN {
+                return Err(format!(
+                    "{who}: cooldown_after_denial must be longer than zero and at most 30 days (it is {cooldown})"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -459,6 +480,10 @@ impl OutcomeSpec {
                         reason_required: self.reason_required,
                         timeout,
                         escalation,
+                        cooldown_after_denial: self
+                            .cooldown_after_denial
+                            .as_deref()
+                            .and_then(|c| parse_duration(c).ok()),
                     }),
                 }
             }

@@ -1,7 +1,7 @@
 //! Runs the example binaries as a user would: the quickstart is answered at its terminal
 //! prompt, or through its review console's API, like a reviewer in a browser or the CLI.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,11 +33,26 @@ impl Quickstart {
         let output = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("stdout");
         let sink = output.clone();
+        // Read as it comes, not by lines: the terminal prompt ends without a newline (the
+        // reviewer types on the same line), and whether another line follows it depends on
+        // which channel printed first.
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            let mut stdout = stdout;
+            let mut chunk = [0u8; 4096];
+            let mut undecoded = Vec::new();
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                undecoded.extend_from_slice(&chunk[..n]);
+                // A character split between two reads waits for its remaining bytes.
+                let complete = match std::str::from_utf8(&undecoded) {
+                    Ok(text) => text.len(),
+                    Err(e) => e.valid_up_to(),
+                };
                 let mut out = sink.lock().expect("lock");
-                out.push_str(&String::from_utf8_lossy(&line));
-                out.push('\n');
+                out.push_str(&String::from_utf8_lossy(&undecoded[..complete]));
+                undecoded.drain(..complete);
             }
         });
         let stdin = child.stdin.take();

@@ -495,17 +495,17 @@ impl ActionRequest {
     }
 
     /// What a denial's cool-down compares: the SHA-256 of what would run, and for whom. It
-    /// covers the kind, the resource, the parameters, the environment, and the initiator's
-    /// and on-behalf-of human's kinds and [identity keys](crate::identity::identity_key);
-    /// not the words around the action (summary, justification, other context), the session,
-    /// the prompt reference or the model. So rewording the request, or asking from a new
-    /// session, is asking again for the same action; changing what it does is not. The bytes
+    /// covers the kind, the resource, the parameters, and the initiator's and on-behalf-of
+    /// human's kinds and [identity keys](crate::identity::identity_key); not the labels and
+    /// words around the action that its caller chooses (summary, justification, context
+    /// including the environment label), the session, the prompt reference or the model. So
+    /// rewording or relabelling the request, or asking from a new session, is asking again for
+    /// the same action; changing what it does is not. The bytes
     /// hashed are `"approvals.action-key.v1\n"` followed by canonical JSON, like
     /// [`digest`](ActionRequest::digest).
     pub fn action_key(&self) -> Digest {
         let mut buf = Vec::with_capacity(256);
         let mut obj = CanonicalObject::open(&mut buf);
-        obj.opt_str("environment", self.context.environment.as_deref());
         if let Some(initiator) = &self.initiator {
             obj.key("initiator");
             let mut who = CanonicalObject::open(obj.out);

@@ -175,7 +175,8 @@ fn assert_refused_by(result: Result<Submission, GuardError>, earlier: RequestId,
     }
 }
 
-/// Every way of asking again for the same action: reworded, re-summarised, other context, a
+/// Every way of asking again for the same action: reworded, re-summarised, other context or
+/// environment label, a
 /// new idempotency key, a session or prompt reference added, parameters written in another
 /// key order, and through a door under another spelling of the agent or of the human it acts
 /// for (case, width, surrounding space; an id with invisible characters is refused at the door
@@ -194,6 +195,9 @@ async fn the_same_action_is_refused_under_every_rewording_and_alias() {
         ),
         ("a summary", export().summary("Export customers (retry)")),
         ("a ticket", with_ticket(export(), "CHG-1234")),
+        // The environment is a label its caller chooses, not part of what runs (the resource
+        // names the database).
+        ("another environment label", export().environment("Production ")),
         ("a new idempotency key", export().idempotency_key("retry-1")),
         (
             "parameters in another order",
@@ -254,7 +258,7 @@ async fn the_same_action_is_refused_under_every_rewording_and_alias() {
 }
 
 /// A different action is a new question: other parameters (changed, added), another resource,
-/// another environment, another agent, another human it acts for.
+/// another agent, another human it acts for.
 #[tokio::test]
 async fn another_action_is_asked_for() {
     let f = Fixture::new();
@@ -275,7 +279,6 @@ async fn another_action_is_asked_for() {
                 .params(json!({"rows": 5000, "format": "csv", "filter": {"plan": "pro", "region": "eu"}}))
                 .environment("production"),
         ),
-        ("another environment", export().environment("staging")),
     ];
     for (what, action) in &others {
         assert!(

@@ -67,7 +67,7 @@
 //! | `approved` | the approvers: the first as actor, all in `actors` (OCSF: `observables`, `unmapped.actors`) |
 //! | `denied`, `cancelled` | the person who denied or cancelled, else the gate |
 //! | `resubmission_refused` | the reviewer whose earlier denial of the same action refused it |
-//! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed` | the gate (`approvals-gate`, kind `system`) |
+//! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed` | the gate (`approvals-gate`, kind `system`) |
 //!
 //! Why several approvers are represented this way in OCSF 1.3.0: see `siem/ocsf_actor.rs`.
 //!
@@ -368,6 +368,7 @@ fn cef_name(v: &EventView<'_>) -> String {
         "approved" => "Request approved",
         "denied" => "Request denied",
         "escalated" => "Request escalated",
+        "reminded" => "Reviewers reminded",
         "expired" => "Request expired",
         "cancelled" => "Request cancelled",
         "grant_issued" => "Grant issued",

@@ -139,7 +139,7 @@ impl<'a> EventView<'a> {
     /// - `approved`: every approver, in the order recorded;
     /// - `denied`, `cancelled`: the person who denied or cancelled (when a person did);
     /// - `resubmission_refused`: the reviewer whose earlier denial refused it;
-    /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed`
+    /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed`
     ///   and anything unknown: the gate itself (`approvals-gate`, kind `system`).
     ///
     /// Falls back to the gate when the event does not name the principal it should.
@@ -307,6 +307,11 @@ impl<'a> EventView<'a> {
                 "{} was refused {what} ({})",
                 actor.id,
                 self.str("cause").unwrap_or("unknown")
+            ),
+            "reminded" => format!(
+                "reviewers of {what} reminded ({} of {})",
+                self.get("reminder").and_then(Value::as_u64).unwrap_or(0),
+                self.get("of").and_then(Value::as_u64).unwrap_or(0)
             ),
             "resubmission_refused" => format!(
                 "{what} refused without asking: {} denied it in request {}",

@@ -19,6 +19,12 @@ pub enum DispatchReason {
     New,
     /// The request escalated; further reviewers are now allowed.
     Escalation,
+    /// A reminder that the request is still pending (a `remind_at` point of its timeout
+    /// passed, [`RequestRecord::reminded`](crate::RequestRecord::reminded) counts them). A
+    /// channel nudges its reviewers where they saw the request (a threaded reply, an updated
+    /// card) rather than asking again; what it returns is not recorded as a delivery, and a
+    /// failure cancels nothing.
+    Reminder,
     /// A pending request whose delivery was never recorded, delivered again when its agent
     /// re-attaches (by idempotency key). The first delivery may have reached the channel
     /// before the process that made it died: a channel that can find its earlier message

@@ -189,6 +189,20 @@ pub enum EventDetail {
         /// Extra groups.
         groups: Vec<String>,
     },
+    /// The reviewers of a request still pending were reminded (a `remind_at` point of its
+    /// timeout passed).
+    Reminded {
+        /// Which reminder this is (1 for the first); a late sweep may skip to a later one.
+        reminder: u32,
+        /// How many the requirement has.
+        of: u32,
+        /// Approvals so far.
+        approvals: u32,
+        /// Approvals needed.
+        quorum: u32,
+        /// When the request expires.
+        expires_at: DateTime<Utc>,
+    },
     /// Nobody decided in time.
     Expired {},
     /// The request was withdrawn.
@@ -298,6 +312,7 @@ impl EventDetail {
             EventDetail::Approved { .. } => "approved",
             EventDetail::Denied { .. } => "denied",
             EventDetail::Escalated { .. } => "escalated",
+            EventDetail::Reminded { .. } => "reminded",
             EventDetail::Expired {} => "expired",
             EventDetail::Cancelled { .. } => "cancelled",
             EventDetail::GrantIssued { .. } => "grant_issued",

@@ -212,6 +212,16 @@ impl Approver for ConsoleApprover {
         reason: DispatchReason,
         decisions: Arc<dyn Decisions>,
     ) -> Result<Option<Delivery>, ApproverError> {
+        // A reminder is one line: the request's prompt is already open, or was answered.
+        if reason == DispatchReason::Reminder {
+            self.print(&format!(
+                "\n(reminder: request {} still needs {} approval(s); it expires {})\n",
+                record.id,
+                record.requirement.quorum,
+                record.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+            return Ok(None);
+        }
         let this = self.clone();
         let id = record.id;
         let digest = record.digest;

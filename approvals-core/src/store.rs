@@ -267,6 +267,10 @@ pub struct RequestRecord {
     /// Whether it has escalated.
     #[serde(default)]
     pub escalated: bool,
+    /// How many of the requirement's reminder points have passed and been sent (a sweep that
+    /// comes late sends one reminder for every point it passed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reminded: u32,
     /// Accepted reviews, in order.
     #[serde(default)]
     pub reviews: Vec<ReviewRecord>,
@@ -387,6 +391,10 @@ impl RequestRecord {
     pub fn denial(&self) -> Option<&ReviewRecord> {
         self.reviews.iter().find(|r| r.verdict == Verdict::Deny)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Filter for [`Store::list`].

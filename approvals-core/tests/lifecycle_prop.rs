@@ -64,7 +64,8 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .policy(StaticPolicy::require(
             Requirement::groups(["owners"])
                 .quorum(2)
-                .timeout(Duration::from_secs(30 * 60)),
+                .timeout(Duration::from_secs(30 * 60))
+                .reminders([20, 50, 90]),
         ))
         .audit(MemorySink::new())
         .clock(clock.clone())
@@ -140,6 +141,12 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 review.reviewer
             );
         }
+        // Reminders only move forward, and never past the requirement's points.
+        prop_assert!(
+            now.reminded >= previous.reminded,
+            "a reminder was taken back"
+        );
+        prop_assert!(now.reminded <= 3);
         let approvers = now.approvers();
         prop_assert_eq!(
             approvers.len(),

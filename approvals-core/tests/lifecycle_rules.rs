@@ -438,6 +438,7 @@ proptest! {
                 Op::Due => match lifecycle::due(&r, now, recovery) {
                     Due::Expire => lifecycle::expire(&r, now).ok(),
                     Due::Escalate => lifecycle::escalate(&r, now).ok(),
+                    Due::Remind => lifecycle::remind(&r, now).ok(),
                     Due::Lapse => lifecycle::lapse(&r, now).ok(),
                     Due::Recover => lifecycle::recover(&r).ok().flatten().map(|(s, _)| s),
                     Due::Revoke => {

@@ -86,6 +86,7 @@ impl Approver for ConsoleLinkApprover {
         let link = self.link(request);
         let what = match reason {
             DispatchReason::Escalation => "Approval escalated",
+            DispatchReason::Reminder => "Reminder, approval still needed",
             _ => "Approval needed",
         };
         self.write(&format!(

@@ -50,6 +50,9 @@ pub struct RequestView {
     pub expires_at: DateTime<Utc>,
     /// Whether it escalated to further reviewers.
     pub escalated: bool,
+    /// How many reminders its reviewers were sent (the rule's `remind_at` points passed).
+    #[serde(default)]
+    pub reminded: u32,
     /// Accepted reviews, in order: who decided what, why, through which channel.
     pub reviews: Vec<ReviewRecord>,
     /// Who ended it (deny, cancel, expiry) and why.
@@ -115,6 +118,7 @@ impl RequestView {
             created_at: record.created_at,
             expires_at: record.expires_at,
             escalated: record.escalated,
+            reminded: record.reminded,
             reviews: record.reviews.clone(),
             resolution: record.resolution.as_deref().cloned(),
             grant_expires_at: record.grant_expires_at,

@@ -33,7 +33,8 @@
 //! ```
 //!
 //! `type` is `approval.requested` (new), `approval.escalated` (more reviewers may now
-//! decide) or `approval.resolved` (approved, denied, expired, cancelled, executed, ...; see
+//! decide), `approval.reminder` (a `remind_at` point of the timeout passed and it is still
+//! pending; `request.reminded` counts them) or `approval.resolved` (approved, denied, expired, cancelled, executed, ...; see
 //! `request.state`). The receiver decides through the API
 //! (`POST /v1/requests/{id}/approve` with a human reviewer's token), never through the
 //! webhook: a webhook carries no authority.
@@ -62,7 +63,7 @@ const CHANNEL: &str = "webhook";
 /// The JSON body of a webhook delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookPayload {
-    /// `approval.requested`, `approval.escalated` or `approval.resolved`.
+    /// `approval.requested`, `approval.escalated`, `approval.reminder` or `approval.resolved`.
     #[serde(rename = "type")]
     pub event_type: String,
     /// The event's id; equals the `webhook-id` header (see the [module docs](self)).
@@ -302,6 +303,7 @@ impl Approver for WebhookApprover {
     ) -> Result<Option<Delivery>, ApproverError> {
         let event = match reason {
             DispatchReason::Escalation => "approval.escalated",
+            DispatchReason::Reminder => "approval.reminder",
             _ => "approval.requested",
         };
         let id = self.deliver(event, request).await?;

@@ -253,3 +253,37 @@ async fn an_unreachable_receiver_is_retried_then_refused() {
         "{err}"
     );
 }
+
+/// A reminder point of the timeout passes: the receiver gets a signed `approval.reminder`
+/// delivery of the still pending request, with how many reminders were sent.
+#[tokio::test]
+async fn a_reminder_is_a_signed_approval_reminder_delivery() {
+    let (rx, url) = receiver(&[]).await;
+    let hook = WebhookApprover::new(&url, secret()).expect("hook");
+    let clock = Arc::new(approvals_core::ManualClock::new(chrono::Utc::now()));
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::groups(["security"])
+                .timeout(Duration::from_secs(1800))
+                .reminders([50, 90]),
+        ))
+        .store(MemoryStore::new())
+        .audit(MemorySink::new())
+        .approver(hook)
+        .clock(clock.clone())
+        .initiator(Initiator::agent("billing-agent"))
+        .build()
+        .expect("gate");
+    let id = submit(&gate, &export()).await;
+    clock.advance(chrono::TimeDelta::minutes(15));
+    assert_eq!(gate.sweep().await.expect("sweep").reminded, 1);
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 2, "the request, then the reminder");
+    let (headers, body) = &seen[1];
+    verify_webhook(&secret(), headers, body, chrono::Utc::now()).expect("signed");
+    let payload: WebhookPayload = serde_json::from_slice(body).expect("payload");
+    assert_eq!(payload.event_type, "approval.reminder");
+    assert_eq!(payload.request.id, id);
+    assert_eq!(payload.request.state, RequestState::Pending);
+    assert_eq!(payload.request.reminded, 1);
+}

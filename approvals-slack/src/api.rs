@@ -434,6 +434,23 @@ impl SlackClient {
         self.post(channel, text, blocks, None).await
     }
 
+    /// `chat.postMessage` with `thread_ts`: a plain-text reply in the thread of `parent`.
+    pub async fn reply_in_thread(
+        &self,
+        parent: &MessageRef,
+        text: &str,
+    ) -> Result<MessageRef, SlackError> {
+        let body = json!({
+            "channel": parent.channel,
+            "thread_ts": parent.ts,
+            "text": text,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        let answer = self.call("chat.postMessage", &body).await?;
+        message_ref("chat.postMessage", &answer)
+    }
+
     async fn post(
         &self,
         channel: &str,

@@ -123,6 +123,28 @@ fn delivery(message: &MessageRef) -> Result<Delivery, ApproverError> {
     })
 }
 
+impl SlackApprover {
+    /// Replies in the thread of each of the request's messages that it is still waiting: a
+    /// reminder the reviewers see under the message they were asked in.
+    async fn remind(&self, request: &RequestRecord) -> Result<(), ApproverError> {
+        let messages = Self::messages(request);
+        if messages.is_empty() {
+            return Err(ApproverError::new(
+                CHANNEL,
+                "no Slack message of this request is recorded to remind in",
+            ));
+        }
+        let text = crate::blocks::reminder_text(request);
+        for message in messages {
+            self.client
+                .reply_in_thread(&message, &text)
+                .await
+                .map_err(approver_error)?;
+        }
+        Ok(())
+    }
+}
+
 /// A Slack timestamp (`seconds.micros`) for a time.
 fn slack_ts(at: chrono::DateTime<chrono::Utc>) -> String {
     format!("{}.{:06}", at.timestamp(), at.timestamp_subsec_micros())
@@ -148,6 +170,9 @@ impl Approver for SlackApprover {
     ) -> Result<Option<Delivery>, ApproverError> {
         if request.state != RequestState::Pending {
             return Ok(None);
+        }
+        if reason == DispatchReason::Reminder {
+            return self.remind(request).await.map(|()| None);
         }
         let id = request.id.to_string();
         // A redelivery may follow a post that Slack accepted just before its process died

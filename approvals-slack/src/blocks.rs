@@ -161,6 +161,19 @@ fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
     )
 }
 
+/// The reply posted in a request's thread when a reminder point of its timeout passes. Holds
+/// no outside text: counts and the expiry only.
+pub fn reminder_text(record: &RequestRecord) -> String {
+    format!(
+        "⏰ Reminder {} of {}: this request is still waiting for review ({} of {} approvals). It expires {}.",
+        record.reminded,
+        record.requirement.reminders.len(),
+        record.approvers().len(),
+        record.requirement.quorum,
+        slack_date(record.expires_at)
+    )
+}
+
 /// The approvers' names, escaped; past [`MAX_NAMES_CHARS`] the rest are counted instead.
 fn names(record: &RequestRecord) -> String {
     let names: Vec<String> = record.approvers().iter().map(|p| name_md(p)).collect();

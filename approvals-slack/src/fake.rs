@@ -472,6 +472,9 @@ fn handle_http(
             if let Some(metadata) = body_value.get("metadata") {
                 message["metadata"] = metadata.clone();
             }
+            if let Some(thread_ts) = body_value.get("thread_ts") {
+                message["thread_ts"] = thread_ts.clone();
+            }
             st.messages.insert(ts.clone(), message.clone());
             json_response(
                 200,

@@ -275,3 +275,39 @@ async fn redeliver(env: &Env, id: approvals_core::RequestId) -> approvals_core::
         .expect("redelivery")
         .expect("a delivery")
 }
+
+/// A reminder point of the timeout passes: the reviewers get a reply in the request's thread
+/// (no second message to act on), with the count and the expiry and no outside text; once.
+#[tokio::test]
+async fn a_reminder_is_a_reply_in_the_requests_thread() {
+    let env = Env::new(
+        Requirement::groups(["security"])
+            .timeout(std::time::Duration::from_secs(1800))
+            .reminders([50]),
+    )
+    .await;
+    let (id, ts) = env.submit_export().await;
+    let posted = env.fake.calls_to("chat.postMessage").len();
+    env.clock.advance(chrono::TimeDelta::minutes(15));
+    assert_eq!(env.gate.sweep().await.expect("sweep").reminded, 1);
+    assert_eq!(env.gate.sweep().await.expect("sweep").reminded, 0, "once");
+    let calls = env.fake.calls_to("chat.postMessage");
+    assert_eq!(calls.len(), posted + 1);
+    let reply = &calls[posted].body;
+    assert_eq!(reply["thread_ts"], json!(ts), "{reply}");
+    assert_eq!(reply["channel"], json!(fake::CONVERSATION));
+    assert!(
+        reply.get("blocks").is_none(),
+        "no buttons in a reminder: {reply}"
+    );
+    let text = reply["text"].as_str().expect("text");
+    assert!(text.contains("Reminder 1 of 1"), "{text}");
+    assert!(text.contains("0 of 1 approvals"), "{text}");
+    let record = env.record(id).await;
+    assert_eq!(record.state, RequestState::Pending);
+    assert_eq!(
+        record.deliveries.len(),
+        1,
+        "the reply is not a message to update"
+    );
+}

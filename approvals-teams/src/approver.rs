@@ -232,6 +232,15 @@ impl Approver for TeamsApprover {
         {
             return self.delivery(Some(earlier)).map(Some);
         }
+        // A reminder updates the cards already posted (their title says it is a reminder,
+        // with the expiry) instead of posting another card to act on.
+        if reason == DispatchReason::Reminder {
+            return self
+                .refresh(request)
+                .await
+                .map(|()| None)
+                .map_err(approver_error);
+        }
         // On escalation a new card goes out (newly allowed reviewers are notified); the old
         // one stays recorded and is updated too.
         let posted = self

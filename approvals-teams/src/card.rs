@@ -281,6 +281,7 @@ fn utc(at: DateTime<Utc>) -> String {
 fn title(record: &RequestRecord) -> (&'static str, &'static str) {
     match record.state {
         RequestState::Pending if record.escalated => ("⏫", "Escalated, approval needed"),
+        RequestState::Pending if record.reminded > 0 => ("⏰", "Reminder: approval still needed"),
         RequestState::Pending => ("🔐", "Approval needed"),
         RequestState::Approved => ("✅", "Approved"),
         RequestState::Denied => ("⛔", "Denied"),
@@ -656,6 +657,7 @@ mod tests {
             expires_at: now + chrono::TimeDelta::hours(1),
             escalate_at: None,
             escalated: false,
+            reminded: 0,
             reviews: Vec::new(),
             resolution: None,
             audit_pending: false,

@@ -1213,3 +1213,32 @@ async fn racing_clicks_give_one_outcome() {
     assert_eq!(env.state(id).await, RequestState::Approved);
     assert_eq!(env.reviews(id).len(), 1);
 }
+
+/// A reminder point of the timeout passes: the card already posted is updated to say it is a
+/// reminder, still with its buttons and its expiry; no second card is posted.
+#[tokio::test]
+async fn a_reminder_updates_the_card_instead_of_posting_another() {
+    let env = setup_with(
+        Requirement::groups(["security"])
+            .timeout(Duration::from_secs(1800))
+            .reminders([50]),
+    )
+    .await;
+    let id = env.submit(&export()).await;
+    let posted = env.bot.posted().len();
+    env.clock.advance(chrono::TimeDelta::minutes(15));
+    assert_eq!(env.gate.sweep().await.expect("sweep").reminded, 1);
+    let updates = env.updates(1).await;
+    let updated = card_strings(&updates[0]["attachments"][0]["content"]);
+    assert!(
+        updated.contains("Reminder: approval still needed"),
+        "{updated}"
+    );
+    assert!(updated.contains("Expires"), "{updated}");
+    assert_eq!(env.bot.posted().len(), posted, "no second card");
+    assert_eq!(
+        env.bot.updated()[0].activity_id.as_deref(),
+        Some("activity-1")
+    );
+    assert_eq!(env.state(id).await, RequestState::Pending);
+}

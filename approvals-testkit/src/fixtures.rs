@@ -56,6 +56,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         created_at,
         escalate_at: None,
         escalated: false,
+        reminded: 0,
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,
@@ -122,6 +123,8 @@ pub fn full_record() -> RequestRecord {
                 users: vec!["ciso@example.com".into()],
                 groups: vec!["security-leads".into()],
             })
+            .cooldown_after_denial(Duration::from_secs(3600))
+            .reminders([50, 90])
             .into(),
         policy_rule: Some("key-rotation".into()),
         policy_version: "sha256:policy".into(),
@@ -130,6 +133,7 @@ pub fn full_record() -> RequestRecord {
         expires_at: at + TimeDelta::minutes(30),
         escalate_at: Some(at + TimeDelta::minutes(10)),
         escalated: true,
+        reminded: 1,
         reviews: vec![ReviewRecord {
             reviewer: sam.clone(),
             verdict: Verdict::Approve,
@@ -178,8 +182,18 @@ pub fn reviewer(id: &str) -> Principal {
 /// A gate on `store` that requires one approval from `data-owners` within one hour, with a
 /// manual clock, an in-memory audit sink and a short poll interval.
 pub fn gate(store: Arc<dyn Store>, clock: Arc<ManualClock>, audit: Arc<MemorySink>) -> Gate {
+    gate_requiring(Requirement::groups(["data-owners"]), store, clock, audit)
+}
+
+/// [`gate`] with its policy requiring `requirement` instead.
+pub fn gate_requiring(
+    requirement: Requirement,
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    audit: Arc<MemorySink>,
+) -> Gate {
     Gate::builder()
-        .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+        .policy(StaticPolicy::require(requirement))
         .store_shared(store)
         .audit_shared(audit)
         .clock(clock)

@@ -49,6 +49,7 @@ where
     gate_reattaches_by_idempotency_key(make_store().await).await;
     denied_listing_finds_the_denials_of_one_action(make_store().await).await;
     gate_refuses_asking_again_after_a_denial(make_store().await).await;
+    gate_reminds_once_at_each_point(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -1033,17 +1034,13 @@ pub async fn denied_listing_finds_the_denials_of_one_action(store: Arc<dyn Store
 /// for again.
 pub async fn gate_refuses_asking_again_after_a_denial(store: Arc<dyn Store>) {
     let (clock, audit) = parts();
-    let gate = approvals_core::Gate::builder()
-        .policy(approvals_core::StaticPolicy::require(
-            approvals_core::Requirement::groups(["data-owners"])
-                .cooldown_after_denial(std::time::Duration::from_secs(3600)),
-        ))
-        .store_shared(store.clone())
-        .audit_shared(audit.clone())
-        .clock(clock.clone())
-        .initiator(fixtures::billing_agent())
-        .build()
-        .expect("gate");
+    let gate = fixtures::gate_requiring(
+        approvals_core::Requirement::groups(["data-owners"])
+            .cooldown_after_denial(std::time::Duration::from_secs(3600)),
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+    );
     let Submission::Pending(first) = gate.submit(&export_request()).await.expect("submit") else {
         panic!("the policy requires approval");
     };
@@ -1112,4 +1109,44 @@ pub async fn gate_refuses_asking_again_after_a_denial(store: Arc<dyn Store>) {
         Submission::Allowed(_) => panic!("the policy requires approval"),
     }
     assert_eq!(stored().await, 3);
+}
+
+/// Through the gate, under a requirement with reminders at 50% and 90% of one hour: a sweep
+/// that reads only what the store lists as due finds each reminder at its time, once (the
+/// stored due time moves to the next point), and the request still expires at its deadline.
+pub async fn gate_reminds_once_at_each_point(store: Arc<dyn Store>) {
+    let (clock, audit) = parts();
+    let gate = fixtures::gate_requiring(
+        approvals_core::Requirement::groups(["data-owners"])
+            .timeout(std::time::Duration::from_secs(3600))
+            .reminders([50, 90]),
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+    );
+    let Submission::Pending(id) = gate.submit(&export_request()).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    // Sweeps at 29, 30, 31, 54, 55 and 56 minutes: reminders at 30 and 54.
+    let mut reminded = Vec::new();
+    for minutes in [29, 1, 1, 23, 1, 1] {
+        clock.advance(TimeDelta::minutes(minutes));
+        let report = gate.sweep().await.expect("sweep");
+        reminded.push(report.reminded);
+        assert_eq!(report.expired, 0);
+    }
+    assert_eq!(
+        reminded,
+        [0, 1, 0, 1, 0, 0],
+        "one reminder at 30 and one at 54"
+    );
+    assert_eq!(fetch(&store, id).await.reminded, 2);
+    clock.advance(TimeDelta::minutes(5));
+    let report = gate.sweep().await.expect("sweep");
+    assert_eq!((report.expired, report.reminded), (1, 0));
+    assert_eq!(fetch(&store, id).await.state, RequestState::Expired);
+    assert_eq!(
+        audit.names().iter().filter(|n| **n == "reminded").count(),
+        2
+    );
 }

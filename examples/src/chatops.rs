@@ -168,6 +168,7 @@ fn request_text(request: &RequestRecord, reason: DispatchReason) -> String {
     let params = serde_json::to_string(&action.params).unwrap_or_default();
     let heading = match reason {
         DispatchReason::Escalation => "Escalated approval request",
+        DispatchReason::Reminder => "Reminder, still waiting for review",
         _ => "Approval request",
     };
     let justification = action.justification.as_deref().unwrap_or("none given");

@@ -1,5 +1,5 @@
 //! Maintenance: sweeps, and executing the transitions that time makes due (expire, escalate,
-//! lapse, recover) and cancellation, each through its rule in [`lifecycle`].
+//! remind, lapse, recover) and cancellation, each through its rule in [`lifecycle`].
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::request::Principal;
 use crate::store::{ListFilter, RequestId, RequestRecord, Verdict};
 
 impl Gate {
-    /// Expires, escalates and lapses whatever is due, audits decisions whose reviewer
+    /// Expires, escalates, reminds and lapses whatever is due, audits decisions whose reviewer
     /// persisted them but died or failed before auditing them (after `audit_recovery_after`),
     /// and revokes credentials that a run left outstanding once they are due.
     /// Safe to run on every replica at once: each change is a compare-and-set, so each
@@ -33,6 +33,7 @@ impl Gate {
             match lifecycle::due(&record, now, recovery) {
                 Due::Expire => report.expired += usize::from(self.expire(&record).await?),
                 Due::Escalate => report.escalated += usize::from(self.escalate(&record).await?),
+                Due::Remind => report.reminded += usize::from(self.remind(&record).await?),
                 Due::Lapse => report.lapsed += usize::from(self.lapse(&record).await?),
                 // A decision its reviewer persisted but did not audit (it died or failed in
                 // between), which no waiting agent has recorded since.
@@ -88,6 +89,19 @@ impl Gate {
             return Ok(false);
         };
         self.dispatch(escalated, DispatchReason::Escalation).await?;
+        Ok(true)
+    }
+
+    /// Records that a reminder point passed, then nudges the reviewers through every channel
+    /// ([`DispatchReason::Reminder`]). On every replica at once, one of them reminds.
+    pub(super) async fn remind(&self, record: &RequestRecord) -> Result<bool, GuardError> {
+        let Ok(step) = lifecycle::remind(record, self.now()) else {
+            return Ok(false);
+        };
+        let Some(reminded) = self.commit(record, step).await? else {
+            return Ok(false);
+        };
+        self.dispatch(reminded, DispatchReason::Reminder).await?;
         Ok(true)
     }
 

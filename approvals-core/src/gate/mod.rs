@@ -107,6 +107,8 @@ pub struct SweepReport {
     pub expired: usize,
     /// Pending requests that escalated.
     pub escalated: usize,
+    /// Pending requests whose reviewers were reminded.
+    pub reminded: usize,
     /// Approved requests whose grant lapsed.
     pub lapsed: usize,
     /// Decisions (approvals and denials) whose audit events were recorded by the sweep

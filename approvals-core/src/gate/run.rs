@@ -89,6 +89,10 @@ impl Gate {
                 self.escalate(&record).await?;
                 return Ok(WaitStep::Again);
             }
+            Due::Remind => {
+                self.remind(&record).await?;
+                return Ok(WaitStep::Again);
+            }
             Due::Lapse => {
                 self.lapse(&record).await?;
                 return Ok(WaitStep::Again);

@@ -410,7 +410,12 @@ impl Gate {
         // A first delivery, or a redelivery of a request no channel ever recorded: if no channel
         // takes it, no reviewer knows of it, so the agent is refused now rather than left
         // waiting for its deadline.
-        if errors.len() == self.inner.approvers.len() && reason != DispatchReason::Escalation {
+        if errors.len() == self.inner.approvers.len()
+            && !matches!(
+                reason,
+                DispatchReason::Escalation | DispatchReason::Reminder
+            )
+        {
             let why = errors.join("; ");
             self.cancel_pending(
                 record.id,
@@ -423,7 +428,8 @@ impl Gate {
                 errors: why,
             });
         }
-        if !deliveries.is_empty() {
+        // A reminder is a nudge about a message already recorded, not a message to update.
+        if !deliveries.is_empty() && reason != DispatchReason::Reminder {
             self.update(record.id, |r| {
                 let mut next = r.clone();
                 next.deliveries.extend(deliveries.iter().cloned());

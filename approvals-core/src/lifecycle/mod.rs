@@ -12,7 +12,8 @@
 //!     │  review (deny)               │ review (deny: deny wins)
 //!     ├─────────────────▶ Denied ◀───┘
 //!     ├── expire ───────▶ Expired     Approved ── lapse ──▶ Lapsed
-//!     └── cancel ───────▶ Cancelled   (escalate: Pending stays Pending, more reviewers)
+//!     └── cancel ───────▶ Cancelled   (escalate: Pending stays Pending, more reviewers;
+//!                                      remind: Pending stays Pending, reviewers nudged)
 //! ```
 //!
 //! Before a request opens, [`refusing_denial`] decides whether a recent denial of the same
@@ -86,6 +87,8 @@ pub enum Due {
     Expire,
     /// A pending request's escalation time passed.
     Escalate,
+    /// A pending request passed a reminder point.
+    Remind,
     /// An approved grant was not used in time.
     Lapse,
     /// A decision's audit events were not recorded by its reviewer within the recovery delay.
@@ -113,9 +116,11 @@ pub fn due(record: &RequestRecord, now: DateTime<Utc>, recovery_after: TimeDelta
             if escalate_at.is_some_and(|at| now >= at) {
                 return Due::Escalate;
             }
-            Due::Nothing(Some(
-                escalate_at.map_or(record.expires_at, |at| at.min(record.expires_at)),
-            ))
+            let remind_at = reminds_at(record);
+            if remind_at.is_some_and(|at| now >= at) {
+                return Due::Remind;
+            }
+            Due::Nothing(pending_due(record))
         }
         // An approval is recorded before anything else happens to it, lapsing included.
         RequestState::Approved if record.unaudited_decisions().approval => {
@@ -149,9 +154,7 @@ pub fn next_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
         .audit_pending
         .then(|| recover_at(record, TimeDelta::zero()));
     let by_state = match record.state {
-        RequestState::Pending => {
-            Some(escalates_at(record).map_or(record.expires_at, |at| at.min(record.expires_at)))
-        }
+        RequestState::Pending => pending_due(record),
         // No grant expiry: lapsing is due at once (the Unix epoch: earlier than any real
         // time, and a time every store can hold).
         RequestState::Approved => Some(record.grant_expires_at.unwrap_or(DateTime::UNIX_EPOCH)),
@@ -165,6 +168,30 @@ pub fn next_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
 pub fn recover_at(record: &RequestRecord, recovery_after: TimeDelta) -> DateTime<Utc> {
     let decided_at = record.reviews.last().map_or(record.created_at, |r| r.at);
     decided_at + recovery_after
+}
+
+/// The next time something is due for a pending request: its expiry, escalation or next
+/// reminder, whichever comes first.
+fn pending_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
+    let due = [escalates_at(record), reminds_at(record)]
+        .into_iter()
+        .flatten()
+        .fold(record.expires_at, DateTime::min);
+    Some(due)
+}
+
+/// When reminder point `index` (0 for the first) of a pending request falls: that share of
+/// the time between its creation and its expiry.
+fn reminder_time(record: &RequestRecord, index: usize) -> Option<DateTime<Utc>> {
+    let percent = i64::from(*record.requirement.reminders.get(index)?);
+    let open = record.expires_at - record.created_at;
+    let after = TimeDelta::microseconds(open.num_microseconds()?.checked_mul(percent)? / 100);
+    record.created_at.checked_add_signed(after)
+}
+
+/// When the next reminder of a pending request is due; `None` when every one was sent.
+fn reminds_at(record: &RequestRecord) -> Option<DateTime<Utc>> {
+    reminder_time(record, usize::try_from(record.reminded).ok()?)
 }
 
 fn escalates_at(record: &RequestRecord) -> Option<DateTime<Utc>> {
@@ -206,6 +233,7 @@ pub fn open(
         state: RequestState::Pending,
         created_at: now,
         escalated: false,
+        reminded: 0,
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,
@@ -253,6 +281,32 @@ pub fn escalate(record: &RequestRecord, now: DateTime<Utc>) -> Result<Step, NotA
     let event = EventDetail::Escalated {
         users: escalation.users.clone(),
         groups: escalation.groups.clone(),
+    };
+    Ok(Step::new(next, vec![event]))
+}
+
+/// Reminds the reviewers of a pending request once a reminder point passed: records how many
+/// points have passed by `now` (a late sweep sends one reminder for all it passed). The state
+/// stays `Pending`.
+pub fn remind(record: &RequestRecord, now: DateTime<Utc>) -> Result<Step, NotApplicable> {
+    if record.state != RequestState::Pending {
+        return Err(NotApplicable::WrongState(record.state));
+    }
+    if now >= record.expires_at || reminds_at(record).is_none_or(|at| now < at) {
+        return Err(NotApplicable::NotDue);
+    }
+    let points = record.requirement.reminders.len();
+    let passed = (0..points)
+        .take_while(|i| reminder_time(record, *i).is_some_and(|at| at <= now))
+        .count();
+    let mut next = record.clone();
+    next.reminded = u32::try_from(passed).unwrap_or(u32::MAX);
+    let event = EventDetail::Reminded {
+        reminder: next.reminded,
+        of: u32::try_from(points).unwrap_or(u32::MAX),
+        approvals: u32::try_from(record.approvers().len()).unwrap_or(u32::MAX),
+        quorum: record.requirement.quorum,
+        expires_at: record.expires_at,
     };
     Ok(Step::new(next, vec![event]))
 }

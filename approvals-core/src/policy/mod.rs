@@ -95,6 +95,10 @@ pub struct Requirement {
         with = "duration::serde_opt_secs"
     )]
     pub cooldown_after_denial: Option<Duration>,
+    /// When to remind reviewers of a request still pending, in percent of its timeout
+    /// (`[50, 90]`: halfway, and with a tenth of the time left), ascending, each from 1 to 99.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminders: Vec<u8>,
 }
 
 impl Requirement {
@@ -112,6 +116,7 @@ impl Requirement {
             timeout: Duration::from_secs(3600),
             escalation: None,
             cooldown_after_denial: None,
+            reminders: Vec::new(),
         }
     }
 
@@ -149,6 +154,20 @@ impl Requirement {
     /// ([`cooldown_after_denial`](Requirement::cooldown_after_denial)).
     pub fn cooldown_after_denial(mut self, cooldown: Duration) -> Self {
         self.cooldown_after_denial = Some(cooldown);
+        self
+    }
+
+    /// Reminds reviewers of a request still pending at these points, in percent of its
+    /// timeout ([`reminders`](Requirement::reminders)); sorted, and points outside 1 to 99
+    /// dropped.
+    pub fn reminders(mut self, percents: impl IntoIterator<Item = u8>) -> Self {
+        let mut points: Vec<u8> = percents
+            .into_iter()
+            .filter(|p| (1..=99).contains(p))
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        self.reminders = points;
         self
     }
 

@@ -22,6 +22,7 @@
 //! timeout = "30m"
 //! escalate = { after = "10m", groups = ["security-oncall"] }
 //! cooldown_after_denial = "4h"
+//! remind_at = ["50%", "90%"]
 //!
 //! [[rules]]
 //! name = "no-drops"
@@ -45,6 +46,11 @@
 //! rule, the same action ([`ActionRequest::action_key`](crate::request::ActionRequest::action_key):
 //! what would run and for whom, not the words around it) is refused at once for that long,
 //! with the reviewer's reason, and nobody is asked again.
+//!
+//! `remind_at`: reviewers of a request still pending are reminded at these points of its
+//! `timeout` (percentages from 1% to 99%, at most 10), once each: a threaded reply in Slack, a
+//! reminder line on the Teams card, an `approval.reminder` webhook event; each audited as
+//! `reminded`.
 //!
 //! Approver and escalation `users` and `groups` are checked when the file loads: an id or
 //! group name with invisible, bidi-control or mixed-script characters is refused with the rule
@@ -352,6 +358,8 @@ struct OutcomeSpec {
     escalate: Option<EscalateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cooldown_after_denial: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    remind_at: Vec<String>,
 }
 
 impl Default for OutcomeSpec {
@@ -365,6 +373,7 @@ impl Default for OutcomeSpec {
             timeout: None,
             escalate: None,
             cooldown_after_denial: None,
+            remind_at: Vec::new(),
         }
     }
 }
@@ -377,10 +386,11 @@ impl OutcomeSpec {
             || self.timeout.is_some()
             || self.escalate.is_some()
             || self.cooldown_after_denial.is_some()
+            || !self.remind_at.is_empty()
             || self.reason_required;
         match self.effect {
             Effect::Allow | Effect::Deny if approval_only => Err(format!(
-                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial and reason_required only apply to effect = \"require_approval\""
+                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at and reason_required only apply to effect = \"require_approval\""
             )),
             Effect::Deny if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) => {
                 Err(format!(
@@ -441,6 +451,7 @@ impl OutcomeSpec {
             }
             check_identities(who, "escalate", &esc.users, &esc.groups)?;
         }
+        reminder_points(&self.remind_at).map_err(|e| format!("{who}: remind_at: {e}"))?;
         if let Some(cooldown) = &self.cooldown_after_denial {
             let parsed = parse_duration(cooldown)
                 .map_err(|e| format!("{who}: cooldown_after_denial: {e}"))?;
@@ -484,11 +495,37 @@ impl OutcomeSpec {
                             .cooldown_after_denial
                             .as_deref()
                             .and_then(|c| parse_duration(c).ok()),
+                        reminders: reminder_points(&self.remind_at).unwrap_or_default(),
                     }),
                 }
             }
         }
     }
+}
+
+/// `remind_at` as percentages of the timeout, ascending: each `"N%"` with N from 1 to 99, at
+/// most 10, none twice.
+fn reminder_points(points: &[String]) -> Result<Vec<u8>, String> {
+    if points.len() > 10 {
+        return Err(format!("at most 10 reminders, not {}", points.len()));
+    }
+    let mut parsed = Vec::with_capacity(points.len());
+    for point in points {
+        let percent = point
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<u8>().ok())
+            .filter(|n| (1..=99).contains(n))
+            .ok_or_else(|| {
+                format!("{point:?} is not a share of the timeout like \"50%\" (1% to 99%)")
+            })?;
+        if parsed.contains(&percent) {
+            return Err(format!("{point:?} is listed twice"));
+        }
+        parsed.push(percent);
+    }
+    parsed.sort_unstable();
+    Ok(parsed)
 }
 
 /// Refuses user ids and group names that cannot be compared safely, naming the rule, the

@@ -561,6 +561,7 @@ fn describe(event: &AuditEvent) -> String {
     let detail = match &event.detail {
         EventDetail::Dispatched { channel } => format!("to {channel}"),
         EventDetail::Escalated { groups, .. } => format!("to {}", groups.join(", ")),
+        EventDetail::Reminded { reminder, of, .. } => format!("{reminder} of {of}"),
         EventDetail::Reviewed {
             reviewer,
             verdict,

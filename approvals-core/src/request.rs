@@ -23,13 +23,20 @@ pub enum PrincipalKind {
     Service,
 }
 
-impl fmt::Display for PrincipalKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl PrincipalKind {
+    /// `human`, `agent` or `service`, as serialized and digested.
+    pub fn as_str(self) -> &'static str {
+        match self {
             PrincipalKind::Human => "human",
             PrincipalKind::Agent => "agent",
             PrincipalKind::Service => "service",
-        })
+        }
+    }
+}
+
+impl fmt::Display for PrincipalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -689,7 +696,7 @@ fn write_principal(p: &Principal, out: &mut Vec<u8>) {
         obj.out.push(b']');
     }
     obj.str("id", &p.id);
-    obj.str("kind", principal_kind(p.kind));
+    obj.str("kind", p.kind.as_str());
     obj.close();
 }
 
@@ -697,16 +704,8 @@ fn write_principal(p: &Principal, out: &mut Vec<u8>) {
 fn write_identity(p: &Principal, out: &mut Vec<u8>) {
     let mut obj = CanonicalObject::open(out);
     obj.str("id", &crate::identity::identity_key(&p.id));
-    obj.str("kind", principal_kind(p.kind));
+    obj.str("kind", p.kind.as_str());
     obj.close();
-}
-
-fn principal_kind(kind: PrincipalKind) -> &'static str {
-    match kind {
-        PrincipalKind::Human => "human",
-        PrincipalKind::Agent => "agent",
-        PrincipalKind::Service => "service",
-    }
 }
 
 impl Action for ActionRequest {

@@ -82,26 +82,35 @@ impl Gate {
 
     /// Marks the request escalated and asks the escalation reviewers.
     pub(super) async fn escalate(&self, record: &RequestRecord) -> Result<bool, GuardError> {
-        let Ok(step) = lifecycle::escalate(record, self.now()) else {
-            return Ok(false);
-        };
-        let Some(escalated) = self.commit(record, step).await? else {
-            return Ok(false);
-        };
-        self.dispatch(escalated, DispatchReason::Escalation).await?;
-        Ok(true)
+        let step = lifecycle::escalate(record, self.now());
+        self.commit_and_tell(record, step, DispatchReason::Escalation)
+            .await
     }
 
     /// Records that a reminder point passed, then nudges the reviewers through every channel
     /// ([`DispatchReason::Reminder`]). On every replica at once, one of them reminds.
     pub(super) async fn remind(&self, record: &RequestRecord) -> Result<bool, GuardError> {
-        let Ok(step) = lifecycle::remind(record, self.now()) else {
+        let step = lifecycle::remind(record, self.now());
+        self.commit_and_tell(record, step, DispatchReason::Reminder)
+            .await
+    }
+
+    /// Commits a step that keeps the request pending (escalate, remind) and tells every
+    /// channel why. Returns whether this call made the change: a step that does not apply, or
+    /// that another replica committed first, tells nobody.
+    async fn commit_and_tell(
+        &self,
+        record: &RequestRecord,
+        step: Result<Step, lifecycle::NotApplicable>,
+        reason: DispatchReason,
+    ) -> Result<bool, GuardError> {
+        let Ok(step) = step else {
             return Ok(false);
         };
-        let Some(reminded) = self.commit(record, step).await? else {
+        let Some(next) = self.commit(record, step).await? else {
             return Ok(false);
         };
-        self.dispatch(reminded, DispatchReason::Reminder).await?;
+        self.dispatch(next, reason).await?;
         Ok(true)
     }
 

@@ -257,9 +257,9 @@ impl Gate {
         requirement: &Requirement,
         now: DateTime<Utc>,
     ) -> Result<Option<lifecycle::DeniedBefore>, GuardError> {
-        if requirement.cooldown_after_denial.is_none() {
+        let Some(cooldown) = requirement.cooldown_after_denial else {
             return Ok(None);
-        }
+        };
         let action_key = request.action_key();
         let denied = self
             .store_call(self.inner.store.list(&ListFilter {
@@ -269,10 +269,7 @@ impl Gate {
             }))
             .await?;
         Ok(lifecycle::refusing_denial(
-            &denied,
-            action_key,
-            requirement.cooldown_after_denial,
-            now,
+            &denied, action_key, cooldown, now,
         ))
     }
 

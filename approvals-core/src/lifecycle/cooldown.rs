@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::audit::EventDetail;
 use crate::error::GuardError;
 use crate::request::Digest;
-use crate::store::{RequestRecord, RequestState};
+use crate::store::{ListFilter, RequestRecord};
 
 /// How many of the newest denials of one action a submit reads to find one that still
 /// refuses it. Identical requests are refused while one denial's cool-down runs, so more
@@ -20,14 +20,10 @@ pub const COOLDOWN_SCAN: usize = 32;
 pub struct DeniedBefore {
     /// The denied request.
     pub earlier: crate::store::RequestId,
-    /// Its digest.
-    pub digest: Digest,
     /// Who denied it.
     pub by: crate::request::Principal,
     /// Their reason.
     pub reason: Option<String>,
-    /// When the denial was accepted.
-    pub denied_at: DateTime<Utc>,
     /// Until when the same action is refused.
     pub until: DateTime<Utc>,
 }
@@ -55,29 +51,31 @@ impl DeniedBefore {
 }
 
 /// The denial among `denied` that refuses asking for the action with `action_key` at `now`,
-/// given the deciding rule's `cooldown` (none: nothing refuses). Only a reviewer's denial of
-/// the same action counts, measured from when it was accepted; of several, the one that
-/// refuses longest. `denied` is what the store listed (denied requests with this action key);
-/// each is checked here again, so a store that lists too much refuses nothing wrongly.
+/// given the deciding rule's `cooldown`. Only a reviewer's denial of the same action counts,
+/// measured from when it was accepted; of several, the one that refuses longest. `denied` is
+/// what the store listed for [`ListFilter::denied_action`]; each record is checked against
+/// that filter here again, so a store that lists too much refuses nothing wrongly.
 pub fn refusing_denial(
     denied: &[RequestRecord],
     action_key: Digest,
-    cooldown: Option<Duration>,
+    cooldown: Duration,
     now: DateTime<Utc>,
 ) -> Option<DeniedBefore> {
-    let cooldown = TimeDelta::from_std(cooldown?).ok()?;
+    let cooldown = TimeDelta::from_std(cooldown).ok()?;
+    let same_action = ListFilter {
+        denied_action: Some(action_key),
+        ..ListFilter::default()
+    };
     denied
         .iter()
-        .filter(|r| r.state == RequestState::Denied && r.request.action_key() == action_key)
+        .filter(|r| same_action.matches(r))
         .filter_map(|r| {
             let review = r.denial()?;
             let until = review.at.checked_add_signed(cooldown)?;
             (now < until).then(|| DeniedBefore {
                 earlier: r.id,
-                digest: r.digest,
                 by: review.reviewer.clone(),
                 reason: review.reason.clone(),
-                denied_at: review.at,
                 until,
             })
         })

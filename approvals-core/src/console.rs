@@ -214,11 +214,15 @@ impl Approver for ConsoleApprover {
     ) -> Result<Option<Delivery>, ApproverError> {
         // A reminder is one line: the request's prompt is already open, or was answered.
         if reason == DispatchReason::Reminder {
+            let status = crate::lifecycle::reminder_status(record);
             self.print(&format!(
-                "\n(reminder: request {} still needs {} approval(s); it expires {})\n",
+                "\n(reminder {} of {}: request {} has {} of {} approvals; it expires {})\n",
+                status.reminder,
+                status.of,
                 record.id,
-                record.requirement.quorum,
-                record.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+                status.approvals,
+                status.quorum,
+                status.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
             ));
             return Ok(None);
         }

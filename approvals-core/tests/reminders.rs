@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use approvals_core::{
     ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, EventDetail, Gate,
     Initiator, ManualClock, MemorySink, MemoryStore, Principal, RequestId, RequestRecord,
-    RequestState, Review, RulePolicy, Store, Submission,
+    RequestState, Requirement, Review, RulePolicy, StaticPolicy, Store, Submission,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -307,4 +308,117 @@ fn the_policy_file_checks_remind_at() {
         panic!("requires approval");
     };
     assert_eq!(requirement.reminders, [50, 90]);
+}
+
+/// Reminder points set on a requirement by hand, out of order and repeated, count as the
+/// policy file would have them: at 50% and then at 90%, once each.
+#[tokio::test]
+async fn points_out_of_order_remind_in_time_order() {
+    let store = Arc::new(MemoryStore::new());
+    let audit = Arc::new(MemorySink::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let channel = Arc::new(Channel::default());
+    let mut requirement = Requirement::groups(["data-owners"]).timeout(Duration::from_secs(1800));
+    requirement.reminders = vec![90, 50, 90, 0, 100];
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(requirement))
+        .store_shared(store)
+        .audit_shared(audit.clone())
+        .clock(clock.clone())
+        .approver_shared(channel.clone())
+        .initiator(Initiator::agent("billing-agent"))
+        .build()
+        .expect("gate");
+    gate.submit(&export()).await.expect("submit");
+    let mut reminded = Vec::new();
+    for minutes in [15, 27, 29] {
+        move_to(&clock, t0() + TimeDelta::minutes(minutes));
+        reminded.push(gate.sweep().await.expect("sweep").reminded);
+    }
+    assert_eq!(reminded, [1, 1, 0]);
+    assert_eq!(channel.reminders(), [1, 2]);
+}
+
+/// A waiting agent drives reminders as it drives escalation, without any sweeper.
+#[tokio::test]
+async fn a_waiter_sends_the_reminder_when_no_sweeper_runs() {
+    let f = Fixture::new();
+    let id = f.pending().await;
+    let waiter = {
+        let gate = f.gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    };
+    move_to(&f.clock, t0() + TimeDelta::minutes(16));
+    for _ in 0..500 {
+        if f.record(id).await.reminded == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(f.record(id).await.reminded, 1);
+    assert_eq!(f.channel.reminders(), [1]);
+    f.gate
+        .decide(
+            id,
+            Review::approve(Principal::human("sam@example.com").with_groups(["data-owners"])),
+        )
+        .await
+        .expect("approve");
+    assert!(waiter.await.expect("task").is_ok());
+}
+
+/// The terminal's reminder line counts the approvals already given against the quorum.
+#[tokio::test]
+async fn the_terminal_reminder_counts_approvals_so_far() {
+    #[derive(Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Screen {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let screen = Screen::default();
+    let terminal = approvals_core::ConsoleApprover::with_io(
+        Principal::human("kim@example.com").with_groups(["data-owners"]),
+        tokio::io::BufReader::new(tokio::io::empty()),
+        screen.clone(),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::groups(["data-owners"])
+                .quorum(2)
+                .timeout(Duration::from_secs(1800))
+                .reminders([50]),
+        ))
+        .store_shared(store)
+        .audit(MemorySink::new())
+        .clock(clock.clone())
+        .approver(terminal)
+        .initiator(Initiator::agent("billing-agent"))
+        .build()
+        .expect("gate");
+    let Submission::Pending(id) = gate.submit(&export()).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    gate.decide(
+        id,
+        Review::approve(Principal::human("sam@example.com").with_groups(["data-owners"])),
+    )
+    .await
+    .expect("one approval of two");
+    move_to(&clock, t0() + TimeDelta::minutes(15));
+    assert_eq!(gate.sweep().await.expect("sweep").reminded, 1);
+    let text = String::from_utf8_lossy(&screen.0.lock().expect("lock")).into_owned();
+    assert!(
+        text.contains(&format!(
+            "(reminder 1 of 1: request {id} has 1 of 2 approvals;"
+        )),
+        "{text}"
+    );
 }

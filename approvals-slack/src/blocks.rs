@@ -164,13 +164,14 @@ fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
 /// The reply posted in a request's thread when a reminder point of its timeout passes. Holds
 /// no outside text: counts and the expiry only.
 pub fn reminder_text(record: &RequestRecord) -> String {
+    let status = approvals_core::lifecycle::reminder_status(record);
     format!(
         "⏰ Reminder {} of {}: this request is still waiting for review ({} of {} approvals). It expires {}.",
-        record.reminded,
-        record.requirement.reminders.len(),
-        record.approvers().len(),
-        record.requirement.quorum,
-        slack_date(record.expires_at)
+        status.reminder,
+        status.of,
+        status.approvals,
+        status.quorum,
+        slack_date(status.expires_at)
     )
 }
 

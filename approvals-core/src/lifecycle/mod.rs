@@ -120,7 +120,7 @@ pub fn due(record: &RequestRecord, now: DateTime<Utc>, recovery_after: TimeDelta
             if remind_at.is_some_and(|at| now >= at) {
                 return Due::Remind;
             }
-            Due::Nothing(pending_due(record))
+            Due::Nothing(Some(pending_due(record)))
         }
         // An approval is recorded before anything else happens to it, lapsing included.
         RequestState::Approved if record.unaudited_decisions().approval => {
@@ -154,7 +154,7 @@ pub fn next_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
         .audit_pending
         .then(|| recover_at(record, TimeDelta::zero()));
     let by_state = match record.state {
-        RequestState::Pending => pending_due(record),
+        RequestState::Pending => Some(pending_due(record)),
         // No grant expiry: lapsing is due at once (the Unix epoch: earlier than any real
         // time, and a time every store can hold).
         RequestState::Approved => Some(record.grant_expires_at.unwrap_or(DateTime::UNIX_EPOCH)),
@@ -172,26 +172,70 @@ pub fn recover_at(record: &RequestRecord, recovery_after: TimeDelta) -> DateTime
 
 /// The next time something is due for a pending request: its expiry, escalation or next
 /// reminder, whichever comes first.
-fn pending_due(record: &RequestRecord) -> Option<DateTime<Utc>> {
-    let due = [escalates_at(record), reminds_at(record)]
+fn pending_due(record: &RequestRecord) -> DateTime<Utc> {
+    [escalates_at(record), reminds_at(record)]
         .into_iter()
         .flatten()
-        .fold(record.expires_at, DateTime::min);
-    Some(due)
+        .fold(record.expires_at, DateTime::min)
 }
 
-/// When reminder point `index` (0 for the first) of a pending request falls: that share of
-/// the time between its creation and its expiry.
-fn reminder_time(record: &RequestRecord, index: usize) -> Option<DateTime<Utc>> {
-    let percent = i64::from(*record.requirement.reminders.get(index)?);
-    let open = record.expires_at - record.created_at;
-    let after = TimeDelta::microseconds(open.num_microseconds()?.checked_mul(percent)? / 100);
-    record.created_at.checked_add_signed(after)
+/// When each reminder of a pending request falls, earliest first: each point's share of the
+/// time between its creation and its expiry. Points outside 1 to 99 percent, or given twice,
+/// or out of order (a requirement built by hand), count as the policy file would have them.
+fn reminder_times(record: &RequestRecord) -> Vec<DateTime<Utc>> {
+    let mut points: Vec<u8> = record
+        .requirement
+        .reminders
+        .iter()
+        .copied()
+        .filter(|p| (1..=99).contains(p))
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let open = (record.expires_at - record.created_at).num_microseconds();
+    points
+        .into_iter()
+        .filter_map(|percent| {
+            let after = open?.checked_mul(i64::from(percent))? / 100;
+            record
+                .created_at
+                .checked_add_signed(TimeDelta::microseconds(after))
+        })
+        .collect()
 }
 
 /// When the next reminder of a pending request is due; `None` when every one was sent.
 fn reminds_at(record: &RequestRecord) -> Option<DateTime<Utc>> {
-    reminder_time(record, usize::try_from(record.reminded).ok()?)
+    let sent = usize::try_from(record.reminded).ok()?;
+    reminder_times(record).get(sent).copied()
+}
+
+/// Where a request's reminders stand: what the `reminded` event records and what channels
+/// show in a reminder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReminderStatus {
+    /// Reminders sent so far, the one being sent included (a late sweep skips ahead).
+    pub reminder: u32,
+    /// How many the requirement has.
+    pub of: u32,
+    /// Approvals so far.
+    pub approvals: u32,
+    /// Approvals needed.
+    pub quorum: u32,
+    /// When the request expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The [`ReminderStatus`] of `record`.
+pub fn reminder_status(record: &RequestRecord) -> ReminderStatus {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    ReminderStatus {
+        reminder: record.reminded,
+        of: count(reminder_times(record).len()),
+        approvals: count(record.approvers().len()),
+        quorum: record.requirement.quorum,
+        expires_at: record.expires_at,
+    }
 }
 
 fn escalates_at(record: &RequestRecord) -> Option<DateTime<Utc>> {
@@ -295,18 +339,19 @@ pub fn remind(record: &RequestRecord, now: DateTime<Utc>) -> Result<Step, NotApp
     if now >= record.expires_at || reminds_at(record).is_none_or(|at| now < at) {
         return Err(NotApplicable::NotDue);
     }
-    let points = record.requirement.reminders.len();
-    let passed = (0..points)
-        .take_while(|i| reminder_time(record, *i).is_some_and(|at| at <= now))
+    let passed = reminder_times(record)
+        .into_iter()
+        .take_while(|at| *at <= now)
         .count();
     let mut next = record.clone();
     next.reminded = u32::try_from(passed).unwrap_or(u32::MAX);
+    let status = reminder_status(&next);
     let event = EventDetail::Reminded {
-        reminder: next.reminded,
-        of: u32::try_from(points).unwrap_or(u32::MAX),
-        approvals: u32::try_from(record.approvers().len()).unwrap_or(u32::MAX),
-        quorum: record.requirement.quorum,
-        expires_at: record.expires_at,
+        reminder: status.reminder,
+        of: status.of,
+        approvals: status.approvals,
+        quorum: status.quorum,
+        expires_at: status.expires_at,
     };
     Ok(Step::new(next, vec![event]))
 }

@@ -539,7 +539,7 @@ pub enum Inserted {
 }
 
 /// A store failure. The gate turns it into a refusal (fail closed).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend could not be reached or timed out; retrying later may work.

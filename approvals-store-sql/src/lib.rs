@@ -376,8 +376,8 @@ impl SqlStore {
         dispatch!(self, b => b.sync_stats())
     }
 
-    /// Syncs what was committed (SQLite), then closes the pool (and the PostgreSQL
-    /// listener). Later calls fail as unavailable.
+    /// Makes what was committed durable (a barrier), then closes the pool (and the
+    /// PostgreSQL listener). Later calls fail as unavailable.
     pub async fn close(&self) {
         dispatch!(self, b => b.close().await)
     }

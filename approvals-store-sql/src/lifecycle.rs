@@ -70,6 +70,13 @@ pub(crate) fn denied_action_key(record: &RequestRecord) -> Option<String> {
     (record.state == RequestState::Denied).then(|| record.request.action_key().to_string())
 }
 
+/// The `denied_action_key` of a denied row stored before migration 7 (the rows
+/// [`MISSING_DENIED_ACTION_KEY`] finds): [`denied_action_key`], which is never `None` for
+/// them, so every one is filled.
+pub(crate) fn backfilled_denied_action_key(record: &RequestRecord) -> String {
+    denied_action_key(record).unwrap_or_else(|| record.request.action_key().to_string())
+}
+
 /// The denied rows stored before migration 7, whose `denied_action_key` has to be filled, a
 /// batch at a time (through a partial index that is empty once they are).
 pub(crate) const MISSING_DENIED_ACTION_KEY: &str = "SELECT id, version, record

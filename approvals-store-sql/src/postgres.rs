@@ -94,12 +94,14 @@ impl Barriers {
         }
         // Every barrier called up to now is covered by a flush that begins after this line.
         let upto = self.called.load(Ordering::SeqCst);
-        // When the server has flushed everything inserted into its WAL so far, there is
-        // nothing to do (the gate raises the store's and the SQL audit sink's barriers at
-        // once: on one database the second finds the first's flush).
+        // When the server has flushed everything inserted into its WAL so far (its WAL
+        // writer, or another replica's barrier, came first), there is nothing to do; unless
+        // synchronous standbys are configured: a local flush does not say they have it, and
+        // the barrier's commit at the server's level waits for them.
         let flushed: bool = sqlx::query_scalar(
             "SELECT CASE
-                 WHEN pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() THEN false
+                 WHEN pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()
+                      AND current_setting('synchronous_standby_names') = '' THEN false
                  ELSE set_config('synchronous_commit',
                                  (SELECT reset_val FROM pg_settings
                                    WHERE name = 'synchronous_commit'),
@@ -282,7 +284,7 @@ impl PgBackend {
             lifecycle::MISSING_DENIED_ACTION_KEY,
             "UPDATE approval_requests SET denied_action_key = $1
               WHERE id = $2 AND denied_action_key IS NULL",
-            |record| record.request.action_key().to_string(),
+            lifecycle::backfilled_denied_action_key,
         )
         .await
     }
@@ -375,6 +377,8 @@ impl PgBackend {
     }
 
     pub(crate) async fn close(&self) {
+        // Whatever was committed is flushed before the store goes, as on SQLite.
+        let _ = self.sync().await;
         self.listener.abort();
         self.pool.close().await;
     }

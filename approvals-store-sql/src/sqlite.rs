@@ -307,7 +307,7 @@ impl SqliteBackend {
             lifecycle::MISSING_DENIED_ACTION_KEY,
             "UPDATE approval_requests SET denied_action_key = ?1
               WHERE id = ?2 AND denied_action_key IS NULL",
-            |record| record.request.action_key().to_string(),
+            lifecycle::backfilled_denied_action_key,
         )
         .await
     }
@@ -707,11 +707,7 @@ fn answer(
     synced: &Result<(), StoreError>,
 ) {
     for reply in barriers {
-        let answer = match synced {
-            Ok(()) => Ok(()),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        };
-        let _ = reply.send(answer);
+        let _ = reply.send(synced.clone());
     }
 }
 

@@ -234,11 +234,13 @@ async fn a_client_error_is_not_retried_and_an_undeliverable_request_fails_closed
 
 #[tokio::test]
 async fn an_unreachable_receiver_is_retried_then_refused() {
-    // Bind and drop, so the port refuses connections.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A socket bound but never listening: the port refuses connections, and no other test's
+    // listener can take it while this one runs (a port bound and dropped could be reused).
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let port = reserved.local_addr().expect("addr").port();
     let hook = WebhookApprover::new(&format!("http://127.0.0.1:{port}/x"), secret())
         .expect("hook")
         .attempts(3)

@@ -32,6 +32,21 @@ pub enum DispatchReason {
     Redelivery,
 }
 
+impl DispatchReason {
+    /// Whether the delivery is the request's first word to reviewers (new, or never recorded):
+    /// if no channel takes it, no reviewer knows of the request, and it is cancelled. An
+    /// escalation or a reminder follows a delivery that was made.
+    pub fn introduces(self) -> bool {
+        matches!(self, DispatchReason::New | DispatchReason::Redelivery)
+    }
+
+    /// Whether what a channel returns is a message to record and update later: not for a
+    /// reminder, a nudge about a message already recorded.
+    pub fn records_delivery(self) -> bool {
+        self != DispatchReason::Reminder
+    }
+}
+
 /// A channel could not deliver or update a request.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{channel}: {message}")]

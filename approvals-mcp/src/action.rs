@@ -129,15 +129,21 @@ pub fn refusal_text(error: &GuardError) -> String {
             format!("Refused by approval policy rule {rule:?}: {reason}")
         }
         GuardError::Denied { .. } => format!("Denied by a reviewer: {error}"),
-        GuardError::DeniedRecently { .. } => format!(
-            "Denied by a reviewer earlier, and not asked again yet: {error}. Do not retry this call; change the plan or ask the reviewer."
-        ),
+        GuardError::DeniedRecently { .. } => denied_recently_text(&error.to_string()),
         GuardError::Expired { .. } => {
             format!("Not approved in time: {error}. Ask again if it is still needed.")
         }
         GuardError::Cancelled { .. } => format!("Approval request withdrawn: {error}"),
         other => format!("Not run: {other}"),
     }
+}
+
+/// The text of a call refused because a reviewer denied the same action recently, around
+/// the gate's (or the approvals server's) account of it: the model should not retry.
+pub fn denied_recently_text(account: &str) -> String {
+    format!(
+        "Denied by a reviewer earlier, and not asked again yet: {account}. Do not retry this call; change the plan or ask the reviewer."
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use approvals_http::{ApiClient, ClientError, SubmitBody, SubmitStatus};
 use rmcp::model::CallToolResult;
 use url::Url;
 
-use crate::action::refusal_text;
+use crate::action::{denied_recently_text, refusal_text};
 use crate::approvals::{Approvals, Asked, CallFailed, refused};
 use crate::{Gateway, GatewayOptions, ToolMapping, Upstream, UpstreamTarget, serve_stdio};
 
@@ -103,10 +103,7 @@ impl Approvals for Remote {
                 }));
             }
             Err(ClientError::Problem(p)) if p.code == "denied_recently" => {
-                return Err(format!(
-                    "Denied by a reviewer earlier, and not asked again yet: {}. Do not retry this call; change the plan or ask the reviewer.",
-                    p.detail
-                ));
+                return Err(denied_recently_text(&p.detail));
             }
             Err(e) => return Err(not_run(&e)),
         };

@@ -232,8 +232,8 @@ async fn a_guarded_lifecycle_syncs_at_its_barriers_only() {
     let after = rig.store.sync_stats();
     let syncs = after.syncs - before.syncs;
     let commits = after.commits - before.commits;
-    // Three barriers each; a commit of the agent's task landing between the store's and the
-    // sink's half of one may add a sync.
+    // Three barriers each (the store and its SQL sink share one sync domain); a commit of the
+    // agent's task landing while one syncs may add a sync.
     assert!(
         (9..=11).contains(&syncs),
         "{syncs} syncs for {commits} commits in three lifecycles"
@@ -611,8 +611,8 @@ async fn a_gates_barrier_on_postgres_is_one_flush_for_store_and_log() {
             panic!("needs approval");
         };
     }
-    // Three, or four when a notification's background commit slipped in between the two
-    // halves of one barrier; six if each half flushed by itself.
+    // Three (the store and its SQL sink share one sync domain, so one flush per submit), or
+    // four when a notification's background commit lands after a barrier's WAL check.
     let syncs = store.sync_stats().syncs;
     assert!(
         (3..=4).contains(&syncs),

@@ -407,12 +407,7 @@ impl Gate {
         // A first delivery, or a redelivery of a request no channel ever recorded: if no channel
         // takes it, no reviewer knows of it, so the agent is refused now rather than left
         // waiting for its deadline.
-        if errors.len() == self.inner.approvers.len()
-            && !matches!(
-                reason,
-                DispatchReason::Escalation | DispatchReason::Reminder
-            )
-        {
+        if errors.len() == self.inner.approvers.len() && reason.introduces() {
             let why = errors.join("; ");
             self.cancel_pending(
                 record.id,
@@ -425,8 +420,7 @@ impl Gate {
                 errors: why,
             });
         }
-        // A reminder is a nudge about a message already recorded, not a message to update.
-        if !deliveries.is_empty() && reason != DispatchReason::Reminder {
+        if !deliveries.is_empty() && reason.records_delivery() {
             self.update(record.id, |r| {
                 let mut next = r.clone();
                 next.deliveries.extend(deliveries.iter().cloned());

@@ -363,10 +363,11 @@ async fn an_unreachable_server_fails_closed() {
     for path in [&first, &second] {
         let failed = client.next().await;
         let text = tool_text(&failed, true);
-        assert!(
-            text.contains("Not run") && text.contains("approvals server is unreachable"),
-            "{text}"
-        );
+        // The server is stopped mid-flight: a call either finds it gone, or is answered by
+        // a server whose store work was cancelled under it. Both refuse the call.
+        let refused = text.contains("approvals server is unreachable")
+            || text.contains("approval store unavailable");
+        assert!(text.contains("Not run") && refused, "{text}");
         assert!(!Path::new(path).exists(), "{path} was written");
     }
     // Even a call the policy allows is not run without the server's word.

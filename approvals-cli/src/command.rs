@@ -954,6 +954,14 @@ fn render_view(v: &RequestView) -> String {
     s.push_str("Parameters:\n");
     s.push_str(&term(&params));
     s.push('\n');
+    if let Some(preview) = &v.context.preview {
+        // Whole: this is where the chat surfaces' cut previews point.
+        s.push_str(&format!("Preview ({}):\n", preview.caption()));
+        s.push_str(&term(&preview.text()));
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+    }
     s
 }
 

@@ -68,7 +68,8 @@ Exit codes:
 What is approved: kind, resource, --param/--param-json values, the command line (params
 \"command\": program and arguments, exactly) and the --param-env variables (params \"env\":
 name and value; other environment variables are not included), the justification,
-summary, environment, ticket, and the initiator. Changing any of them needs a new approval.
+summary, environment, ticket, the --preview-diff or --preview-dry-run file's text, and the
+initiator. Changing any of them needs a new approval.
 --param-env values are shown to reviewers and stored in the audit log: never name a secret.
 
 Initiator in local mode (never taken from --param): agent --agent (default \"ci\"), on behalf of the first
@@ -121,6 +122,14 @@ pub(crate) struct ExecArgs {
     /// Ticket or change reference shown to reviewers.
     #[arg(long, value_name = "ID")]
     ticket: Option<String>,
+    /// A file holding what the command would change, as a unified diff (`git diff`,
+    /// `kubectl diff`): shown to reviewers, bound to the approval.
+    #[arg(long, value_name = "FILE", conflicts_with = "preview_dry_run")]
+    preview_diff: Option<PathBuf>,
+    /// A file holding a dry run's output (`terraform plan -no-color`): shown to reviewers,
+    /// bound to the approval.
+    #[arg(long, value_name = "FILE")]
+    preview_dry_run: Option<PathBuf>,
     /// Re-attach to the request submitted earlier with this key (a retried job waits on the
     /// same request instead of asking again); refused if that request is for another action.
     #[arg(long, value_name = "KEY")]
@@ -348,6 +357,9 @@ fn announce(
 }
 
 /// Waits for the decision, updating the progress line, until it comes or a signal arrives.
+/// The request is looked at every second: a reminder nobody answered is reported when it is
+/// seen; the progress line is rewritten every second on a terminal and printed once a minute
+/// in a log.
 async fn wait(
     gate: &Gate,
     id: RequestId,
@@ -355,14 +367,18 @@ async fn wait(
     out: &mut Progress,
 ) -> Result<Waited, Failure> {
     let started = std::time::Instant::now();
-    let every = if out.tty {
+    let status_every = if out.tty {
         Duration::from_secs(1)
     } else {
         Duration::from_secs(60)
     };
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut status_at = started + status_every;
+    let look_every = Duration::from_secs(1);
+    let mut looks = tokio::time::interval_at(tokio::time::Instant::now() + look_every, look_every);
     let decision = gate.wait(id);
     tokio::pin!(decision);
+    // Reminders already reported as unanswered.
+    let mut told = 0;
     loop {
         tokio::select! {
             result = &mut decision => {
@@ -373,12 +389,31 @@ async fn wait(
                 out.clear();
                 return Ok(Waited::Interrupted(signal));
             }
-            _ = ticks.tick() => {
+            _ = looks.tick() => {
                 let record = gate.get(id).await.ok().flatten();
-                out.status(&progress_text(id, record.as_ref(), started.elapsed(), gate));
+                if let Some(r) = &record {
+                    let unanswered = approvals_core::lifecycle::unanswered_reminders(r);
+                    if unanswered > told {
+                        told = unanswered;
+                        out.line(&unanswered_text(id, unanswered, r.expires_at - gate.now()));
+                    }
+                }
+                if std::time::Instant::now() >= status_at {
+                    status_at += status_every;
+                    out.status(&progress_text(id, record.as_ref(), started.elapsed(), gate));
+                }
             }
         }
     }
+}
+
+/// What the requester is told when reviewers were reminded and nobody has reviewed yet.
+fn unanswered_text(id: RequestId, reminders: u32, left: chrono::TimeDelta) -> String {
+    format!(
+        "nobody has reviewed request {id} yet; its reviewers were reminded ({reminders} {}); it expires in {}",
+        if reminders == 1 { "time" } else { "times" },
+        human(left.to_std().unwrap_or_default())
+    )
 }
 
 fn progress_text(

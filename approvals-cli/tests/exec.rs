@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use approvals_core::Store as _;
 use approvals_core::{
-    Gate, Principal, RequestRecord, RequestState, Review, ReviewError, StaticPolicy,
+    Gate, Preview, Principal, RequestRecord, RequestState, Review, ReviewError, StaticPolicy,
 };
 use approvals_http::TokenHash;
 use approvals_store_sql::SqlStore;
@@ -44,6 +44,14 @@ kind = "flaky.deploy"
 effect = "require_approval"
 approvers = { groups = ["sre"] }
 timeout = "1s"
+
+[[rules]]
+name = "slow-reviewers"
+kind = "slow.deploy"
+effect = "require_approval"
+approvers = { groups = ["sre"] }
+timeout = "20s"
+remind_at = ["10%"]
 
 [[rules]]
 name = "freeze"
@@ -551,6 +559,132 @@ async fn the_command_line_and_param_env_values_are_what_is_approved() {
         .await
         .expect("list");
     assert_eq!(requests.len(), 3, "nothing new was submitted");
+}
+
+/// `--preview-dry-run` and `--preview-diff`: the file's text is shown to reviewers and bound
+/// to the approval, so the same command with another plan is another action; a file that
+/// cannot be a preview is a usage error and nothing is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_file_is_shown_and_bound_to_the_approval() {
+    let fx = Fixture::sqlite().await;
+    let flags = |file: &'static str| {
+        vec![
+            "--kind",
+            "deploy.production",
+            "--resource",
+            "svc://payments",
+            "--preview-dry-run",
+            file,
+        ]
+    };
+    let run = ["sh", "-c", "echo applied >> ran.txt"];
+    std::fs::write(fx.path("plan-a.txt"), "Plan: 1 to change, 0 to destroy.\n").expect("plan");
+    std::fs::write(fx.path("plan-b.txt"), "Plan: 0 to change, 9 to destroy.\n").expect("plan");
+    let mut a = fx.exec(&flags("plan-a.txt"), &run, &[]);
+    let first = fx.pending("deploy.production", &mut a).await;
+    assert_eq!(
+        first.request.context.preview,
+        Some(Preview::dry_run("Plan: 1 to change, 0 to destroy.\n"))
+    );
+    let b = fx.exec(&flags("plan-b.txt"), &run, &[]);
+    let all = fx.pending_all("deploy.production", 2).await;
+    let other = all
+        .iter()
+        .find(|r| r.id != first.id)
+        .cloned()
+        .expect("the second request");
+    assert_ne!(other.digest, first.digest, "another plan is another action");
+    let sam = Principal::human("sam@example.com").with_groups(["sre"]);
+    let reused = fx
+        .reviewers
+        .decide(other.id, Review::approve(sam).for_digest(first.digest))
+        .await;
+    assert!(
+        matches!(reused, Err(ReviewError::DigestMismatch { .. })),
+        "{reused:?}"
+    );
+    fx.decide(&first, true, "one change is fine").await;
+    let out = finish(a).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    fx.decide(&other, false, "nine destroys is not").await;
+    assert_eq!(code(&finish(b).await), DENIED);
+    assert_eq!(
+        fx.marker().as_deref(),
+        Some("applied\n"),
+        "only the approved plan ran"
+    );
+
+    std::fs::write(fx.path("binary.bin"), [0xff, 0xfe, 0x00]).expect("file");
+    std::fs::write(fx.path("huge.txt"), "x".repeat(300 * 1024)).expect("file");
+    for (args, says) in [
+        (vec!["--preview-diff", "binary.bin"], "not UTF-8 text"),
+        (vec!["--preview-diff", "missing.diff"], "missing.diff"),
+        (
+            vec!["--preview-dry-run", "huge.txt"],
+            "larger than the request limit",
+        ),
+        (
+            vec![
+                "--preview-diff",
+                "plan-a.txt",
+                "--preview-dry-run",
+                "plan-a.txt",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let mut flags = vec![
+            "--kind",
+            "deploy.production",
+            "--resource",
+            "svc://payments",
+        ];
+        flags.extend(args.iter().copied());
+        let out = finish(fx.exec(&flags, &run, &[])).await;
+        assert_eq!(code(&out), USAGE, "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    let requests = fx
+        .store
+        .list(&approvals_core::ListFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(requests.len(), 2, "nothing new was submitted");
+}
+
+/// A waiting pipeline is told when its reviewers were reminded and nobody has reviewed the
+/// request yet (in a log, not only on a terminal), and still waits for the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_is_told_when_nobody_has_reviewed_at_a_reminder() {
+    let fx = Fixture::sqlite().await;
+    let mut exec = fx.exec(
+        &["--kind", "slow.deploy", "--resource", "svc://payments"],
+        &["sh", "-c", "echo ran >> ran.txt"],
+        &[],
+    );
+    let pending = fx.pending("slow.deploy", &mut exec).await;
+    // The waiting exec drives the reminder at 10% of 20 s, and looks at its request each second.
+    for _ in 0..100 {
+        if fx.record(&pending).await.reminded == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        fx.record(&pending).await.reminded,
+        1,
+        "the reminder was sent"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    fx.decide(&pending, false, "not today").await;
+    let out = finish(exec).await;
+    assert_eq!(code(&out), DENIED, "{}", text(&out));
+    let told = format!(
+        "nobody has reviewed request {} yet; its reviewers were reminded (1 time)",
+        pending.id
+    );
+    assert_eq!(stderr(&out).matches(&told).count(), 1, "{}", text(&out));
+    assert!(fx.marker().is_none(), "nothing ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

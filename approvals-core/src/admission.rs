@@ -181,6 +181,9 @@ fn check_limits(request: &ActionRequest, size: usize) -> Option<Refusal> {
             "the idempotency key must be at most {MAX_KEY_CHARS} characters"
         ));
     }
+    if let Some(Err(why)) = request.context.preview.as_ref().map(|p| p.check()) {
+        return invalid(why);
+    }
     if size > MAX_REQUEST_BYTES {
         return Some(Box::new((
             RefusalCause::Oversized,

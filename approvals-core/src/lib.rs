@@ -64,6 +64,7 @@ mod memory;
 pub mod observe;
 pub mod params;
 pub mod policy;
+pub mod preview;
 pub mod request;
 pub mod store;
 pub mod text;
@@ -90,6 +91,7 @@ pub use policy::{
     Decision, Escalation, Policy, PolicyError, PolicyLoadError, Requirement, RulePolicy,
     StaticPolicy,
 };
+pub use preview::Preview;
 pub use request::{
     Action, ActionRequest, Digest, Initiator, Link, Principal, PrincipalKind, RequestContext, Risk,
 };

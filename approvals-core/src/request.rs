@@ -10,6 +10,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::identity::{self, InvalidIdentity};
+use crate::preview::Preview;
 
 /// What kind of party a [`Principal`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -299,6 +300,11 @@ pub struct RequestContext {
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// What running the action would change (a diff, a dry run, affected rows), shown on
+    /// every review surface. Part of the digest like the rest of the context: another preview
+    /// is another action to approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
 }
 
 impl RequestContext {
@@ -479,6 +485,13 @@ impl ActionRequest {
         self
     }
 
+    /// Sets the preview in the context: what running the action would change, bound to the
+    /// digest (see [`Preview`]).
+    pub fn preview(mut self, preview: Preview) -> Self {
+        Arc::make_mut(&mut self.context).preview = Some(preview);
+        self
+    }
+
     /// Sets the justification.
     pub fn justification(mut self, why: impl Into<String>) -> Self {
         self.justification = Some(why.into());
@@ -651,6 +664,10 @@ fn write_context(ctx: &RequestContext, out: &mut Vec<u8>) {
         }
         obj.out.push(b']');
     }
+    if let Some(preview) = &ctx.preview {
+        obj.key("preview");
+        write_preview(preview, obj.out);
+    }
     obj.opt_str("prompt_excerpt", ctx.prompt_excerpt.as_deref());
     if let Some(risk) = ctx.risk {
         obj.str(
@@ -665,6 +682,54 @@ fn write_context(ctx: &RequestContext, out: &mut Vec<u8>) {
     }
     obj.opt_str("ticket", ctx.ticket.as_deref());
     obj.close();
+}
+
+fn write_preview(preview: &Preview, out: &mut Vec<u8>) {
+    let mut obj = CanonicalObject::open(out);
+    match preview {
+        Preview::Diff { text } => {
+            obj.str("text", text);
+            obj.str("type", "diff");
+        }
+        Preview::DryRun { text } => {
+            obj.str("text", text);
+            obj.str("type", "dry_run");
+        }
+        Preview::Rows {
+            columns,
+            rows,
+            total,
+        } => {
+            obj.key("columns");
+            write_strings(columns, obj.out);
+            obj.key("rows");
+            obj.out.push(b'[');
+            for (i, row) in rows.iter().enumerate() {
+                if i > 0 {
+                    obj.out.push(b',');
+                }
+                write_strings(row, obj.out);
+            }
+            obj.out.push(b']');
+            if let Some(total) = total {
+                obj.key("total");
+                obj.out.extend_from_slice(total.to_string().as_bytes());
+            }
+            obj.str("type", "rows");
+        }
+    }
+    obj.close();
+}
+
+fn write_strings(items: &[String], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(item, out);
+    }
+    out.push(b']');
 }
 
 fn write_initiator(init: &Initiator, out: &mut Vec<u8>) {
@@ -1110,18 +1175,31 @@ mod tests {
         ]);
         let links = prop::collection::vec((text(), text()), 0..3);
         let labels = prop::collection::btree_map(text(), text(), 0..3);
-        (texts, risk, links, labels).prop_map(|(t, risk, links, labels)| RequestContext {
-            environment: t[0].clone(),
-            ticket: t[1].clone(),
-            commit: t[2].clone(),
-            prompt_excerpt: t[3].clone(),
-            impact: t[4].clone(),
-            risk,
-            links: links
-                .into_iter()
-                .map(|(label, url)| Link { label, url })
-                .collect(),
-            labels,
+        let preview = proptest::option::of(prop_oneof![
+            text().prop_map(Preview::diff),
+            text().prop_map(Preview::dry_run),
+            (
+                prop::collection::vec(text(), 1..3),
+                prop::collection::vec(prop::collection::vec(text(), 0..3), 0..3),
+                proptest::option::of(any::<u64>()),
+            )
+                .prop_map(|(columns, rows, total)| Preview::rows(columns, rows, total)),
+        ]);
+        (texts, risk, links, labels, preview).prop_map(|(t, risk, links, labels, preview)| {
+            RequestContext {
+                environment: t[0].clone(),
+                ticket: t[1].clone(),
+                commit: t[2].clone(),
+                prompt_excerpt: t[3].clone(),
+                impact: t[4].clone(),
+                risk,
+                links: links
+                    .into_iter()
+                    .map(|(label, url)| Link { label, url })
+                    .collect(),
+                labels,
+                preview,
+            }
         })
     }
 

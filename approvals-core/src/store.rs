@@ -27,6 +27,12 @@ impl RequestId {
     pub fn parse(s: &str) -> Result<Self, uuid::Error> {
         Uuid::parse_str(s).map(RequestId)
     }
+
+    /// The path of this request's page in the review console, relative to the server's public
+    /// URL (join it to a base that ends with `/`).
+    pub fn console_path(&self) -> String {
+        format!("console/requests/{self}")
+    }
 }
 
 impl Default for RequestId {

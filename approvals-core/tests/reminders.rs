@@ -183,8 +183,15 @@ async fn reviewers_are_reminded_once_at_each_point() {
         1,
         "a reminder is not recorded as a message to update"
     );
+    assert_eq!(
+        approvals_core::lifecycle::unanswered_reminders(&record),
+        2,
+        "what the waiting requester is told: nobody has reviewed it"
+    );
     move_to(&f.clock, t0() + TimeDelta::minutes(30));
     assert_eq!(f.gate.sweep().await.expect("sweep").expired, 1);
+    let expired = f.record(id).await;
+    assert_eq!(approvals_core::lifecycle::unanswered_reminders(&expired), 0);
 }
 
 /// A sweep that comes after both points sends one reminder, counted as the second.

@@ -75,6 +75,7 @@ const CONTEXT_FIELDS: &[&str] = &[
     "risk",
     "links",
     "labels",
+    "preview",
 ];
 
 pub(crate) async fn route(
@@ -212,10 +213,17 @@ fn parse_submit(body: serde_json::Map<String, Value>) -> Result<SubmitBody, Prob
             }
         }
     }
-    serde_json::from_value(Value::Object(body)).map_err(|e| {
+    serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         Problem::bad_request(format!(
-            "the body is not a valid action: {}",
-            crate::html::truncate(&e.to_string(), 300)
+            "the body is not a valid action: {}{}",
+            crate::html::truncate(&at, 100),
+            crate::html::truncate(&e.into_inner().to_string(), 300)
         ))
     })
 }
@@ -392,6 +400,7 @@ async fn wait(
         decided_by: view.decided_by(),
         reason: record.resolution.as_ref().and_then(|r| r.reason.clone()),
         review_url: shared.review_url(request, id),
+        unanswered_reminders: approvals_core::lifecycle::unanswered_reminders(&record),
     };
     if let Some(grant) = grant
         && record.state == RequestState::Approved

@@ -52,9 +52,9 @@ impl ConsoleLinkApprover {
     /// The console URL of a request.
     pub fn link(&self, record: &RequestRecord) -> String {
         self.base
-            .join(&format!("console/requests/{}", record.id))
+            .join(&record.id.console_path())
             .map(String::from)
-            .unwrap_or_else(|_| format!("{}console/requests/{}", self.base, record.id))
+            .unwrap_or_else(|_| format!("{}{}", self.base, record.id.console_path()))
     }
 
     fn write(&self, line: &str) -> Result<(), ApproverError> {

@@ -43,9 +43,7 @@ impl Shared {
                 Url::parse(&format!("http://{host}/")).ok()?
             }
         };
-        base.join(&format!("console/requests/{id}"))
-            .ok()
-            .map(String::from)
+        base.join(&id.console_path()).ok().map(String::from)
     }
 }
 

@@ -300,6 +300,10 @@ pub struct WaitResult {
     /// The review console page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_url: Option<String>,
+    /// Reminders sent to the reviewers while nobody has reviewed the request (0 once anyone
+    /// has, or when none was due): the sign that nobody has looked at it yet.
+    #[serde(default)]
+    pub unanswered_reminders: u32,
 }
 
 /// The answer of `POST /v1/requests/{id}/executions` and `.../executions/outcome` (the

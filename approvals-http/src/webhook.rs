@@ -178,10 +178,7 @@ impl WebhookApprover {
         let base = self.public_url.as_ref()?;
         Some(WebhookLinks {
             api: base.join(&format!("v1/requests/{id}")).ok()?.to_string(),
-            console: base
-                .join(&format!("console/requests/{id}"))
-                .ok()?
-                .to_string(),
+            console: base.join(&id.console_path()).ok()?.to_string(),
         })
     }
 

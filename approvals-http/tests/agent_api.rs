@@ -51,6 +51,15 @@ effect = "require_approval"
 approvers = { groups = ["security"] }
 timeout = "15m"
 cooldown_after_denial = "1h"
+
+[[rules]]
+name = "archives"
+kind = "data.archive"
+effect = "require_approval"
+approvers = { groups = ["security"] }
+quorum = 2
+timeout = "20s"
+remind_at = ["5%"]
 "#;
 
 struct Agents {
@@ -432,6 +441,139 @@ async fn asking_again_after_a_denial_is_a_409_with_the_reviewers_reason() {
         202,
         "another agent's request is asked about: {}",
         r.text()
+    );
+}
+
+/// A preview goes through the agent API as the core type: shown in the request's view as sent,
+/// documented in the OpenAPI document, bound to the digest; a malformed one is a 400 and
+/// stores nothing.
+#[tokio::test]
+async fn a_preview_is_shown_as_sent_bound_and_checked() {
+    let a = agents();
+    let doc = a.get("/openapi.json", None).await.json();
+    let with_preview = |preview: Value| {
+        let mut body = export();
+        body["context"] = json!({ "preview": preview });
+        body
+    };
+    let rows = json!({
+        "type": "rows",
+        "columns": ["id", "email"],
+        "rows": [["1", "ann@example.com"], ["2", "bob@example.com"]],
+        "total": 15204
+    });
+    let variants = doc["components"]["schemas"]["Context"]["properties"]["preview"]["oneOf"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut digests = Vec::new();
+    for preview in [
+        rows.clone(),
+        json!({"type": "diff", "text": "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-1\n+2\n"}),
+        json!({"type": "dry_run", "text": "Plan: 1 to change."}),
+    ] {
+        // The OpenAPI document describes each form.
+        let documented = variants
+            .iter()
+            .find(|v| v["properties"]["type"]["enum"][0] == preview["type"]);
+        conforms(&doc, "Context", &json!({ "preview": preview }));
+        let variant = documented.unwrap_or_else(|| panic!("{preview} is not documented"));
+        for key in preview.as_object().expect("object").keys() {
+            assert!(variant["properties"][key].is_object(), "{key} of {preview}");
+        }
+        let r = a
+            .post("/v1/requests", Some(AGENT), with_preview(preview.clone()))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.json()["id"].as_str().expect("id").to_owned();
+        let view = a.get(&format!("/v1/requests/{id}"), Some(SAM)).await.json();
+        assert_eq!(view["context"]["preview"], preview, "shown as sent");
+        digests.push(view["digest"].clone());
+    }
+    let plain = a.submit_pending().await;
+    let view = a
+        .get(&format!("/v1/requests/{plain}"), Some(SAM))
+        .await
+        .json();
+    digests.push(view["digest"].clone());
+    digests.sort_by_key(Value::to_string);
+    digests.dedup();
+    assert_eq!(
+        digests.len(),
+        4,
+        "each preview is its own action to approve"
+    );
+
+    let stored = a.stored().await;
+    // Not a preview at all: a 400. Well-formed JSON that breaks a rule of rows: a 422.
+    for (bad, status) in [
+        (json!({"type": "screenshot", "text": "x"}), 400),
+        (json!({"type": "diff"}), 400),
+        (json!({"type": "diff", "text": "x", "hidden": "y"}), 400),
+        (json!("--- a/x"), 400),
+        (
+            json!({"type": "rows", "columns": ["a", "b"], "rows": [["1"]]}),
+            422,
+        ),
+        (json!({"type": "rows", "columns": [], "rows": []}), 422),
+        (
+            json!({"type": "rows", "columns": ["a"], "rows": [["1"], ["2"]], "total": 1}),
+            422,
+        ),
+    ] {
+        let r = a
+            .post("/v1/requests", Some(AGENT), with_preview(bad.clone()))
+            .await;
+        let code = if status == 400 {
+            "bad_request"
+        } else {
+            "invalid_request"
+        };
+        let p = r.problem(status, code);
+        assert!(
+            p["detail"].as_str().is_some_and(|d| d.contains("preview")),
+            "{bad}: {p}"
+        );
+    }
+    assert_eq!(
+        a.stored().await,
+        stored,
+        "a malformed preview stores nothing"
+    );
+}
+
+/// A waiting agent is told through its wait answer that reviewers were reminded and nobody has
+/// reviewed its request yet; once anyone has, it is not.
+#[tokio::test]
+async fn a_wait_says_when_nobody_has_reviewed_at_a_reminder() {
+    let a = agents();
+    let r = a
+        .post(
+            "/v1/requests",
+            Some(AGENT),
+            json!({"kind": "data.archive", "resource": "db://prod/orders"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let wait = format!("/v1/requests/{id}/wait?timeout=0");
+    let doc = a.get("/openapi.json", None).await.json();
+    let waited = a.get(&wait, Some(AGENT)).await.json();
+    conforms(&doc, "WaitResult", &waited);
+    assert_eq!(waited["unanswered_reminders"], 0, "no reminder is due yet");
+    // 5% of 20 s: the reminder is due after one second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(a.gate.sweep().await.expect("sweep").reminded, 1);
+    let waited = a.get(&wait, Some(AGENT)).await.json();
+    assert_eq!(waited["state"], "pending");
+    assert_eq!(waited["unanswered_reminders"], 1, "{waited}");
+    a.post(&format!("/v1/requests/{id}/approve"), Some(SAM), json!({}))
+        .await;
+    let waited = a.get(&wait, Some(AGENT)).await.json();
+    assert_eq!(waited["state"], "pending", "one approval of two");
+    assert_eq!(
+        waited["unanswered_reminders"], 0,
+        "somebody has reviewed it"
     );
 }
 

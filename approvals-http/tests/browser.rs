@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use approvals_core::{ActionRequest, Initiator, Principal, RequestContext, Risk};
+use approvals_core::{ActionRequest, Initiator, Preview, Principal, RequestContext, Risk};
 use common::*;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -259,7 +259,10 @@ async fn a_reviewer_approves_in_chromium_and_the_waiting_guard_gets_the_grant() 
             risk: Some(Risk::High),
             impact: Some("Customer emails leave the production database.".into()),
             ..Default::default()
-        });
+        })
+        .preview(Preview::diff(
+            "--- a/export.sql\n+++ b/export.sql\n@@ -1,2 +1,2 @@\n SELECT email, plan\n-FROM customers LIMIT 500\n+FROM customers LIMIT 5000\n",
+        ));
     let guard = {
         let gate = f.gate.clone();
         let action = action.clone();
@@ -321,6 +324,25 @@ async fn a_reviewer_approves_in_chromium_and_the_waiting_guard_gets_the_grant() 
             .as_str()
             .is_some_and(|p| p.contains("s3://finance-exports/q3/")),
         "{params}"
+    );
+    // The preview is shown whole, its lines marked and styled by the console's stylesheet
+    // (which the page's content security policy lets load).
+    assert_eq!(
+        cdp.eval("Array.from(document.querySelectorAll('#preview span')).map(s => s.className + ' ' + s.textContent)")
+            .await,
+        json!([
+            "d-head --- a/export.sql",
+            "d-head +++ b/export.sql",
+            "d-hunk @@ -1,2 +1,2 @@",
+            "d-ctx  SELECT email, plan",
+            "d-del -FROM customers LIMIT 500",
+            "d-add +FROM customers LIMIT 5000"
+        ])
+    );
+    assert_eq!(
+        cdp.eval("getComputedStyle(document.querySelector('#preview .d-add')).backgroundColor")
+            .await,
+        json!("rgb(230, 246, 234)")
     );
     cdp.type_into(
         "#reason",

@@ -3,7 +3,8 @@
 mod common;
 
 use approvals_core::{
-    ActionRequest, Initiator, Link, Principal, RequestContext, RequestId, RequestState, Store as _,
+    ActionRequest, Initiator, Link, Preview, Principal, RequestContext, RequestId, RequestState,
+    Store as _,
 };
 use approvals_http::ReviewServer;
 use approvals_testkit::hostile;
@@ -460,6 +461,65 @@ async fn the_requester_and_outsiders_see_no_form_and_a_forced_post_changes_nothi
         assert!(r.text().contains("Nothing was decided"));
         assert_eq!(state(&f, id).await, RequestState::Pending);
     }
+}
+
+/// The request page is where every cut preview points: it shows the preview whole (every line
+/// of a long diff, every row), each piece escaped, and says the approval covers it.
+#[tokio::test]
+async fn the_request_page_shows_the_whole_preview_escaped() {
+    let f = fixture();
+    let evil = r#"<script>alert('x')</script>"#;
+    let mut diff = format!("--- a/{evil}\n+++ b/x\n@@ -1,500 +1,500 @@\n-{evil}\n");
+    for i in 0..500 {
+        diff.push_str(&format!("+line {i}\n"));
+    }
+    let cookie = login(&f.server, SAM).await;
+    let page = async |action: ActionRequest| {
+        let id = submit(&f.gate, &action).await;
+        let path = format!("/console/requests/{id}");
+        send(&f.server, Method::GET, &path, Some(&cookie), None, None)
+            .await
+            .text()
+    };
+    let export = || ActionRequest::new("data.export", "db://prod/customers");
+
+    let html = page(export().preview(Preview::diff(diff))).await;
+    assert!(html.contains("Preview: Diff"), "{html}");
+    assert!(
+        html.contains(r#"<span class="d-add">+line 499</span>"#),
+        "the whole diff"
+    );
+    assert!(html.contains(
+        r#"<span class="d-del">-&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</span>"#
+    ));
+    assert!(html.contains(r#"<span class="d-hunk">@@ -1,500 +1,500 @@</span>"#));
+    assert!(!html.contains("<script"), "raw markup");
+    assert!(html.contains("The approval covers this preview"));
+
+    let rows: Vec<Vec<String>> = (0..1000)
+        .map(|i| vec![i.to_string(), format!("{evil}\u{202E}{i}")])
+        .collect();
+    let html = page(export().preview(Preview::rows(
+        vec!["id".into(), evil.into()],
+        rows,
+        Some(20_000),
+    )))
+    .await;
+    assert!(
+        html.contains("Preview: Affected rows (1000 of 20000)"),
+        "{html}"
+    );
+    assert!(html.contains("<th>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</th>"));
+    assert!(html.contains(
+        "<td>999</td><td>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;‹U+202E›999</td>"
+    ));
+    assert!(!html.contains("<script") && !html.contains('\u{202E}'));
+
+    let html = page(export().preview(Preview::dry_run(format!("Plan: {evil}")))).await;
+    assert!(
+        html.contains(r#"<pre class="preview" id="preview">Plan: &lt;script&gt;"#),
+        "{html}"
+    );
 }
 
 #[tokio::test]

@@ -65,6 +65,10 @@ pub trait Approvals: Send + Sync + 'static {
     /// otherwise who ended it and why.
     fn wait(&self, id: RequestId) -> impl Future<Output = Result<Self::Grant, String>> + Send;
 
+    /// How many reminders went to the reviewers of the pending request `id` while nobody has
+    /// reviewed it (`lifecycle::unanswered_reminders`); 0 when that cannot be read.
+    fn unanswered_reminders(&self, id: RequestId) -> impl Future<Output = u32> + Send;
+
     /// Withdraws the pending request `id`; `Err` says why it could not be.
     fn cancel(
         &self,
@@ -151,6 +155,13 @@ impl Approvals for InProcess {
 
     async fn wait(&self, id: RequestId) -> Result<Self::Grant, String> {
         self.gate.wait(id).await.map_err(|e| refusal_text(&e))
+    }
+
+    async fn unanswered_reminders(&self, id: RequestId) -> u32 {
+        match self.gate.get(id).await {
+            Ok(Some(record)) => approvals_core::lifecycle::unanswered_reminders(&record),
+            _ => 0,
+        }
     }
 
     async fn cancel(&self, id: RequestId, reason: String) -> Result<(), String> {

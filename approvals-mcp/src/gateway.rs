@@ -196,26 +196,51 @@ impl<A: Approvals> Gateway<A> {
         })
     }
 
-    /// Sends a progress notification every `progress_every` while a call waits, when the
-    /// client gave a progress token. Never returns.
+    /// While a call waits: every `progress_every`, a progress notification when the client
+    /// gave a progress token, and a log message when reviewers were reminded and nobody has
+    /// reviewed the request yet (once per reminder). Never returns.
     async fn send_progress(&self, id: RequestId, context: &RequestContext<RoleServer>) {
-        let Some(token) = context.meta.get_progress_token() else {
-            return std::future::pending().await;
-        };
+        let token = context.meta.get_progress_token();
         let every = self.inner.options.progress_every;
         let mut waited = Duration::ZERO;
+        // Reminders already reported as unanswered.
+        let mut told = 0;
         loop {
-            let note = format!(
-                "waiting for approval of request {id} ({}s)",
-                waited.as_secs()
-            );
-            let _ = context
-                .peer
-                .notify_progress(
-                    ProgressNotificationParam::new(token.clone(), waited.as_secs_f64())
-                        .with_message(note),
+            let unanswered = self.inner.approvals.unanswered_reminders(id).await;
+            let nobody = (unanswered > 0).then(|| {
+                format!(
+                    "nobody has reviewed request {id} yet; its reviewers were reminded ({unanswered})"
                 )
-                .await;
+            });
+            if unanswered > told {
+                told = unanswered;
+                let _ = context
+                    .peer
+                    .notify_logging_message(
+                        LoggingMessageNotificationParam::new(
+                            LoggingLevel::Notice,
+                            json!({ "message": nobody, "request": id.to_string(), "unanswered_reminders": unanswered }),
+                        )
+                        .with_logger("approvals"),
+                    )
+                    .await;
+            }
+            if let Some(token) = &token {
+                let mut note = format!(
+                    "waiting for approval of request {id} ({}s)",
+                    waited.as_secs()
+                );
+                if let Some(nobody) = &nobody {
+                    note = format!("{note}; {nobody}");
+                }
+                let _ = context
+                    .peer
+                    .notify_progress(
+                        ProgressNotificationParam::new(token.clone(), waited.as_secs_f64())
+                            .with_message(note),
+                    )
+                    .await;
+            }
             tokio::time::sleep(every).await;
             waited += every;
         }

@@ -124,6 +124,14 @@ impl Approvals for Remote {
         }
     }
 
+    async fn unanswered_reminders(&self, id: RequestId) -> u32 {
+        // A wait of zero answers at once with the request as it stands.
+        match self.api.wait(id, Duration::ZERO).await {
+            Ok(waited) => waited.unanswered_reminders,
+            Err(_) => 0,
+        }
+    }
+
     async fn wait(&self, id: RequestId) -> Result<RemoteGrant, String> {
         loop {
             let waited = match self.api.wait(id, self.wait_step).await {

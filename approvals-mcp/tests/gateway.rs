@@ -201,6 +201,50 @@ async fn an_approved_call_runs_once_and_changed_arguments_need_a_new_approval() 
     assert!(digests.iter().all(|d| *d == second.digest));
 }
 
+/// A waiting call's client is told, by a log message and in its progress, when the reviewers
+/// were reminded and nobody has reviewed the request yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_told_when_nobody_has_reviewed_at_a_reminder() {
+    if missing_prerequisite().is_some() {
+        return;
+    }
+    let fx = Fixture::new();
+    let dir = fx.path("reports");
+    let mut client = fx.start(json!([
+        {"op": "call", "tool": "create_directory", "args": {"path": dir}, "progress": true},
+    ]));
+    client.next().await; // initialize
+    let pending = fx.next_request("pending", &[]).await;
+    // The reminder is due at 5% of 20 s (the waiting gateway sends it); the fixture's gateway
+    // looks at the request every second (--progress-every 1).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    fx.api()
+        .decide(pending.id, false, Some("not now"), None)
+        .await
+        .expect("deny");
+    let done = client.next().await;
+    client.finish().await;
+    let told = format!(
+        "nobody has reviewed request {} yet; its reviewers were reminded (1)",
+        pending.id
+    );
+    let logs: Vec<&Value> = done["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["data"]["message"] == told.as_str())
+        .collect();
+    assert_eq!(logs.len(), 1, "one log message per reminder: {done}");
+    assert_eq!(logs[0]["data"]["unanswered_reminders"], 1);
+    assert!(
+        done["progress"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|n| n["message"].as_str().is_some_and(|m| m.ends_with(&told)))),
+        "the progress says so too: {done}"
+    );
+    assert!(!Path::new(&dir).exists(), "nothing was created");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cancel_withdraws_the_request() {
     if missing_prerequisite().is_some() {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::api::{MessageRef, SlackClient, SlackError};
-use crate::blocks::request_message;
+use crate::blocks::request_message_linked;
 
 /// The channel name recorded in audit events, reviews and deliveries.
 pub const CHANNEL: &str = "slack";
@@ -35,6 +35,7 @@ pub const CHANNEL: &str = "slack";
 pub struct SlackApprover {
     client: SlackClient,
     channel: String,
+    console: Option<url::Url>,
 }
 
 impl SlackApprover {
@@ -44,7 +45,15 @@ impl SlackApprover {
         SlackApprover {
             client,
             channel: channel.into(),
+            console: None,
         }
+    }
+
+    /// Links each message to the request's page in the review console served at `url` (the
+    /// server's public URL), where reviewers see a long preview and the context whole.
+    pub fn console_url(mut self, url: url::Url) -> Self {
+        self.console = Some(url);
+        self
     }
 
     /// The Web API client.
@@ -70,7 +79,7 @@ impl SlackApprover {
     /// Rewrites every Slack message of `record` to show its current state (used on
     /// resolution, and by the interaction handler after each approval towards a quorum).
     pub async fn refresh(&self, record: &RequestRecord) -> Result<(), SlackError> {
-        let message = request_message(record);
+        let message = request_message_linked(record, self.console.as_ref());
         let mut first_error = None;
         for target in Self::messages(record) {
             if let Err(e) = self
@@ -186,7 +195,7 @@ impl Approver for SlackApprover {
         }
         // On escalation a new message goes out (reviewers newly allowed are notified); the
         // old one stays recorded and is updated too.
-        let message = request_message(request);
+        let message = request_message_linked(request, self.console.as_ref());
         let metadata = json!({
             "event_type": METADATA_EVENT,
             "event_payload": { "request_id": id },

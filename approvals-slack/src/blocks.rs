@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 
 use approvals_core::text::join_bounded;
-use approvals_core::{Digest, Principal, RequestId, RequestRecord, RequestState, Verdict};
+use approvals_core::{Digest, Preview, Principal, RequestId, RequestRecord, RequestState, Verdict};
 use serde_json::{Value, json};
+use url::Url;
 
 use crate::limits;
 use crate::text::{
@@ -29,6 +30,8 @@ pub const REASON_ACTION_ID: &str = "reason";
 pub const MAX_REASON_CHARS: usize = 2000;
 /// Longest shown parameter text (pretty JSON) before truncation.
 pub const MAX_PARAMS_CHARS: usize = 2500;
+/// Most lines of a preview shown in the message (the console shows it whole).
+pub const MAX_PREVIEW_LINES: usize = 40;
 /// Longest shown one-line value (kind, resource, environment, model) as sent, after escaping.
 pub const MAX_VALUE_CHARS: usize = 300;
 /// Longest shown free text (justification, impact, prompt excerpt) before truncation.
@@ -150,6 +153,31 @@ fn labelled_text(label: &str, value: &str, digest: &Digest, preformatted: bool) 
         json!({"type": "rich_text_section", "elements": [rt_bold(label)]}),
         body,
     ])
+}
+
+/// The preview as a code block (literal text: a rich text element renders no `mrkdwn`),
+/// its first [`MAX_PREVIEW_LINES`] lines within [`MAX_PARAMS_CHARS`], and what was left out
+/// said below it with the link to the whole text when the console is known.
+fn preview_block(record: &RequestRecord, preview: &Preview, console: Option<&Url>) -> Value {
+    let shown = preview.excerpt(MAX_PREVIEW_LINES, MAX_PARAMS_CHARS);
+    let code = truncate(&printable(&shown.text), MAX_PARAMS_CHARS, "");
+    let mut elements = vec![
+        json!({"type": "rich_text_section", "elements": [rt_bold(&format!("Preview: {}", preview.caption()))]}),
+        json!({"type": "rich_text_preformatted", "elements": [rt_text(&code)]}),
+    ];
+    if shown.is_cut() {
+        let mut note = vec![
+            json!({"type": "text", "text": shown.omitted_note(record.id, record.digest), "style": {"italic": true}}),
+        ];
+        if let Some(link) = console {
+            note.push(rt_text(" "));
+            note.push(
+                json!({"type": "link", "url": link.as_str(), "text": "Open the whole preview"}),
+            );
+        }
+        elements.push(json!({"type": "rich_text_section", "elements": note}));
+    }
+    rich_text(elements)
 }
 
 fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -279,6 +307,12 @@ fn shown(text: Option<&str>) -> Option<&str> {
 /// Renders the message for `record` in its current state: the full context, the status line,
 /// and the Approve and Deny buttons while it is pending.
 pub fn request_message(record: &RequestRecord) -> Message {
+    request_message_linked(record, None)
+}
+
+/// [`request_message`] with a link to the request's page in the review console under
+/// `console` (the server's public URL), where the whole preview and context are shown.
+pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> Message {
     let req = &record.request;
     let digest = &record.digest;
     let (icon, word) = title(record);
@@ -349,6 +383,14 @@ pub fn request_message(record: &RequestRecord) -> Message {
     }
     let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
     blocks.push(labelled_text("Parameters", &params, digest, true));
+    // Ours, not the agent's (the configured public URL and the request id); a URL that could
+    // end Slack's `<url|text>` early is not linked.
+    let console_link = console
+        .and_then(|base| base.join(&record.id.console_path()).ok())
+        .filter(|link| !link.as_str().contains(['|', '<', '>']));
+    if let Some(preview) = &req.context.preview {
+        blocks.push(preview_block(record, preview, console_link.as_ref()));
+    }
 
     let mut links: Vec<(&str, &str)> = Vec::new();
     if let Some(t) = req.context.ticket.as_deref() {
@@ -388,6 +430,9 @@ pub fn request_message(record: &RequestRecord) -> Message {
     }
 
     let mut context = format!("Request `{}` · Digest `{digest}`", record.id);
+    if let Some(link) = &console_link {
+        let _ = write!(context, " · <{link}|Open in the console>");
+    }
     if let Some(rule) = record.policy_rule.as_deref() {
         let _ = write!(context, " · Rule {}", value_md(rule, digest));
     }
@@ -688,5 +733,87 @@ mod tests {
             let value = button["value"].as_str().unwrap_or_default();
             assert_eq!(ButtonValue::parse(value).map(|v| v.request_id), Some(r.id));
         }
+    }
+
+    fn preview_of(message: &Message) -> Value {
+        message
+            .blocks
+            .iter()
+            .find(|b| {
+                b["elements"][0]["elements"][0]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Preview: "))
+            })
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_long_preview_is_cut_at_whole_lines_and_points_at_the_whole() {
+        let mut r = pending();
+        let diff: String = (0..300)
+            .map(|i| format!("+line {i} <!channel> *bold* <https://e.vil|x>\n"))
+            .collect();
+        std::sync::Arc::make_mut(&mut r.request.context).preview = Some(Preview::diff(diff));
+        let base = Url::parse("https://approvals.example.com/").expect("url");
+        let message = request_message_linked(&r, Some(&base));
+        crate::fake::validate_blocks(&json!(message.blocks)).expect("valid blocks");
+        let block = preview_of(&message);
+        assert_eq!(block["elements"][0]["elements"][0]["text"], "Preview: Diff");
+        // Literal text in a code block: Slack renders no mrkdwn, mention or link in it.
+        let code = &block["elements"][1];
+        assert_eq!(code["type"], "rich_text_preformatted");
+        let text = code["elements"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.starts_with("+line 0 <!channel> *bold*"), "{text}");
+        assert!(text.chars().count() <= MAX_PARAMS_CHARS);
+        let shown = text.lines().count();
+        assert!((1..=MAX_PREVIEW_LINES).contains(&shown), "{shown} lines");
+        assert!(text.ends_with(&format!(
+            "+line {} <!channel> *bold* <https://e.vil|x>",
+            shown - 1
+        )));
+        let note = &block["elements"][2]["elements"];
+        let words = note[0]["text"].as_str().unwrap_or_default();
+        assert!(
+            words.contains(&format!("{} more lines not shown", 300 - shown))
+                && words.contains(&r.digest.to_string())
+                && words.contains(&format!("approvals show {}", r.id)),
+            "{words}"
+        );
+        let link = format!("https://approvals.example.com/console/requests/{}", r.id);
+        assert_eq!(note[2]["url"], link.as_str());
+        // The context line links the console page too; without a console, no link at all.
+        let blocks = json!(message.blocks).to_string();
+        assert!(blocks.contains(&format!("<{link}|Open in the console>")));
+        let unlinked = json!(request_message(&r).blocks).to_string();
+        assert!(!unlinked.contains("console/requests"), "{unlinked}");
+    }
+
+    #[test]
+    fn a_short_preview_is_whole_and_rows_read_as_a_table() {
+        let mut r = pending();
+        std::sync::Arc::make_mut(&mut r.request.context).preview = Some(Preview::rows(
+            vec!["id".into(), "email".into()],
+            vec![vec!["1".into(), "ann@example.com".into()]],
+            Some(15_204),
+        ));
+        let message = request_message(&r);
+        let block = preview_of(&message);
+        assert_eq!(
+            block["elements"][0]["elements"][0]["text"],
+            "Preview: Affected rows (1 of 15204)"
+        );
+        let text = block["elements"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            text.contains("id | email") && text.contains("1  | ann@example.com"),
+            "{text}"
+        );
+        assert_eq!(
+            block["elements"].as_array().map(Vec::len),
+            Some(2),
+            "nothing was cut"
+        );
     }
 }

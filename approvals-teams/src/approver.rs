@@ -112,6 +112,13 @@ impl TeamsApprover {
         self
     }
 
+    /// Links each card to the request's page in the review console served at `url` (the
+    /// server's public URL), where reviewers see a long preview and the context whole.
+    pub fn with_console_url(mut self, url: url::Url) -> Self {
+        self.options.console_url = Some(url);
+        self
+    }
+
     /// The Bot Connector client.
     pub fn connector(&self) -> &ConnectorClient {
         &self.connector
@@ -235,6 +242,14 @@ impl Approver for TeamsApprover {
         // A reminder updates the cards already posted (their title says it is a reminder,
         // with the expiry) instead of posting another card to act on.
         if reason == DispatchReason::Reminder {
+            // The reminder is the card updated in place: without a card, nobody was reminded,
+            // and the gate must not record that somebody was.
+            if !Self::cards(request).iter().any(|c| c.activity_id.is_some()) {
+                return Err(ApproverError::new(
+                    CHANNEL,
+                    "no Teams card of this request is recorded to remind in",
+                ));
+            }
             return self
                 .refresh(request)
                 .await

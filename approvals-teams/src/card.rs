@@ -7,7 +7,7 @@
 //! inert (see [`crate::text`]) and bounded; values cut short point at the digest the approval
 //! is bound to, which the card always shows in full.
 
-use approvals_core::{Digest, RequestId, RequestRecord, RequestState, Verdict};
+use approvals_core::{Digest, Preview, RequestId, RequestRecord, RequestState, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -26,6 +26,8 @@ pub const VERB_REFRESH: &str = "refresh";
 pub const REASON_INPUT_ID: &str = "reason";
 /// Longest reason accepted.
 pub const MAX_REASON_CHARS: usize = 2000;
+/// Most lines of a preview shown on the card (the console shows it whole).
+pub const MAX_PREVIEW_LINES: usize = 40;
 /// Longest shown parameter text (pretty JSON), as sent.
 pub const MAX_PARAMS_CHARS: usize = 2000;
 /// Longest shown free text (summary, justification, impact, prompt excerpt), as sent.
@@ -138,6 +140,9 @@ pub struct CardOptions {
     /// Teams user ids (MRIs, `29:...`) whose clients refresh the card automatically when it
     /// is shown (at most [`MAX_REFRESH_USER_IDS`]). Empty: no automatic refresh.
     pub refresh_user_ids: Vec<String>,
+    /// The review console's public URL: each card links to the request's page there, where a
+    /// long preview and the context are shown whole. `None`: no link.
+    pub console_url: Option<url::Url>,
 }
 
 /// A message for the person who clicked, shown at the top of the card returned to them only.
@@ -274,12 +279,34 @@ fn labelled(label: &str, value: &str, digest: &Digest, max: usize, monospace: bo
     })
 }
 
+/// The preview in monospace text (a `TextRun` renders no Markdown): its first
+/// [`MAX_PREVIEW_LINES`] lines within the parameters' budget, and what was left out said below
+/// it.
+fn preview_container(record: &RequestRecord, preview: &Preview, budget: Budget) -> Value {
+    let shown = preview.excerpt(MAX_PREVIEW_LINES, budget.params);
+    let mut code = run(&truncate(&literal_text(&shown.text), budget.params, ""));
+    code["fontType"] = json!("Monospace");
+    let mut items = vec![
+        json!({"type": "TextBlock", "text": format!("Preview: {}", preview.caption()), "weight": "Bolder", "wrap": true}),
+        json!({"type": "RichTextBlock", "inlines": [code]}),
+    ];
+    if shown.is_cut() {
+        let mut note = run(&shown.omitted_note(record.id, record.digest));
+        note["italic"] = json!(true);
+        items.push(json!({"type": "RichTextBlock", "inlines": [note]}));
+    }
+    json!({"type": "Container", "spacing": "Medium", "items": items})
+}
+
 fn utc(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 fn title(record: &RequestRecord) -> (&'static str, &'static str) {
     match record.state {
+        RequestState::Pending if record.escalated && record.reminded > 0 => {
+            ("⏰", "Reminder: escalated, approval still needed")
+        }
         RequestState::Pending if record.escalated => ("⏫", "Escalated, approval needed"),
         RequestState::Pending if record.reminded > 0 => ("⏰", "Reminder: approval still needed"),
         RequestState::Pending => ("🔐", "Approval needed"),
@@ -525,6 +552,13 @@ fn card_within(
     }
     let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
     body.push(labelled("Parameters", &params, digest, budget.params, true));
+    let console_link = options
+        .console_url
+        .as_ref()
+        .and_then(|base| base.join(&record.id.console_path()).ok());
+    if let Some(preview) = &req.context.preview {
+        body.push(preview_container(record, preview, budget));
+    }
 
     // Ids, digests and times are ours, not the agent's: shown as they are.
     let mut meta = vec![fact("Request", record.id.to_string())];
@@ -540,6 +574,13 @@ fn card_within(
         meta.push(fact("Expires", utc(record.expires_at)));
     }
     body.push(json!({"type": "FactSet", "spacing": "Medium", "separator": true, "facts": meta}));
+    if let Some(link) = console_link {
+        // Ours, not the agent's: the configured public URL and the request id.
+        body.push(json!({
+            "type": "ActionSet",
+            "actions": [{"type": "Action.OpenUrl", "title": "Open in the console", "url": link.as_str()}],
+        }));
+    }
 
     let mut card = json!({
         "type": "AdaptiveCard",
@@ -685,6 +726,33 @@ mod tests {
             .collect()
     }
 
+    /// A reminder shows on every pending card, an escalated one included.
+    #[test]
+    fn the_title_says_reminder_after_escalation_too() {
+        let header = |r: &RequestRecord| {
+            request_card(r, &CardOptions::default(), None)["body"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut r = record(RequestState::Pending);
+        assert!(
+            header(&r).starts_with("🔐 Approval needed"),
+            "{}",
+            header(&r)
+        );
+        r.escalated = true;
+        assert!(header(&r).starts_with("⏫ Escalated"), "{}", header(&r));
+        r.reminded = 1;
+        assert!(
+            header(&r).starts_with("⏰ Reminder: escalated, approval still needed"),
+            "{}",
+            header(&r)
+        );
+        r.escalated = false;
+        assert!(header(&r).starts_with("⏰ Reminder: approval still needed"));
+    }
+
     #[test]
     fn status_line_for_every_state() {
         let mut r = record(RequestState::Pending);
@@ -731,6 +799,7 @@ mod tests {
     fn buttons_input_and_refresh_only_while_pending() {
         let options = CardOptions {
             refresh_user_ids: vec!["29:ann".into(); 70],
+            ..CardOptions::default()
         };
         let mut r = record(RequestState::Pending);
         std::sync::Arc::make_mut(&mut r.requirement).reason_required = true;
@@ -876,6 +945,7 @@ mod tests {
         ctx.commit = Some(long.clone());
         ctx.impact = Some(long.clone());
         ctx.prompt_excerpt = Some(long.clone());
+        ctx.preview = Some(Preview::diff(format!("+{long}\n").repeat(40)));
         ctx.links = (0..10)
             .map(|_| approvals_core::Link {
                 label: long.clone(),
@@ -899,5 +969,67 @@ mod tests {
             None,
         );
         assert!(plain.to_string().contains("db://prod/main"));
+    }
+
+    #[test]
+    fn a_long_preview_is_monospace_cut_at_whole_lines_and_links_the_console() {
+        let mut r = record(RequestState::Pending);
+        let diff: String = (0..300)
+            .map(|i| {
+                format!(
+                    "+line {i} **bold** [x](https://e.vil) {{{{DATE(2026-01-01T00:00:00Z)}}}}\n"
+                )
+            })
+            .collect();
+        std::sync::Arc::make_mut(&mut r.request.context).preview = Some(Preview::diff(diff));
+        let options = CardOptions {
+            console_url: Some(url::Url::parse("https://approvals.example.com/").expect("url")),
+            ..CardOptions::default()
+        };
+        let card = request_card(&r, &options, None);
+        let body = card["body"].as_array().cloned().unwrap_or_default();
+        let preview = body
+            .iter()
+            .find(|b| b["items"][0]["text"] == "Preview: Diff")
+            .cloned()
+            .unwrap_or_default();
+        let code = &preview["items"][1]["inlines"][0];
+        assert_eq!(code["type"], "TextRun", "a text run renders no Markdown");
+        assert_eq!(code["fontType"], "Monospace");
+        let text = code["text"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("+line 0 **bold** [x](https://e.vil) {｛DATE"),
+            "{text}"
+        );
+        assert!(!text.contains("{{"), "no date function survives: {text}");
+        let shown = text.lines().count();
+        assert!((1..=MAX_PREVIEW_LINES).contains(&shown), "{shown} lines");
+        assert!(text.chars().count() <= MAX_PARAMS_CHARS);
+        let note = preview["items"][2]["inlines"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            note.contains(&format!("{} more lines not shown", 300 - shown))
+                && note.contains(&r.digest.to_string())
+                && note.contains(&format!("approvals show {}", r.id)),
+            "{note}"
+        );
+        let open = body
+            .iter()
+            .find(|b| b["type"] == "ActionSet")
+            .map(|b| b["actions"][0].clone())
+            .unwrap_or_default();
+        assert_eq!(open["type"], "Action.OpenUrl");
+        assert_eq!(
+            open["url"],
+            format!("https://approvals.example.com/console/requests/{}", r.id)
+        );
+        // Without a console there is no link, and a short preview is whole.
+        std::sync::Arc::make_mut(&mut r.request.context).preview =
+            Some(Preview::dry_run("Plan: 1 to change."));
+        let card = request_card(&r, &CardOptions::default(), None);
+        assert!(!card.to_string().contains("Action.OpenUrl"));
+        assert!(card.to_string().contains("Plan: 1 to change."));
+        assert!(!card.to_string().contains("more lines not shown"));
     }
 }

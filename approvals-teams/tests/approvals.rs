@@ -1242,3 +1242,44 @@ async fn a_reminder_updates_the_card_instead_of_posting_another() {
     );
     assert_eq!(env.state(id).await, RequestState::Pending);
 }
+
+/// A reminder is the recorded card updated in place: with no card recorded, nobody can be
+/// reminded, so the channel refuses it (the gate then records `dispatch_failed`, never
+/// `dispatched`).
+#[tokio::test]
+async fn a_reminder_without_a_recorded_card_reminds_nobody() {
+    let env = setup_with(
+        Requirement::groups(["security"])
+            .timeout(Duration::from_secs(1800))
+            .reminders([50]),
+    )
+    .await;
+    let id = env.submit(&export()).await;
+    let mut record = env.gate.get(id).await.expect("store").expect("record");
+    assert!(
+        !TeamsApprover::cards(&record).is_empty(),
+        "the card was recorded"
+    );
+    record.deliveries.clear();
+    record.reminded = 1;
+    let tokens = TokenProvider::new(
+        TokenConfig::new(APP_ID, ClientSecret::new(SECRET)).with_token_url(env._tokens.token_url()),
+    )
+    .expect("token provider builds");
+    let approver = TeamsApprover::new(
+        ConnectorClient::new(tokens).expect("connector builds"),
+        env.bot.service_url(),
+        CONVERSATION,
+    );
+    let updated = env.bot.updated().len();
+    let err = approvals_core::Approver::dispatch(
+        &approver,
+        &record,
+        approvals_core::DispatchReason::Reminder,
+        Arc::new(env.gate.clone()),
+    )
+    .await
+    .expect_err("nobody to remind");
+    assert!(err.to_string().contains("no Teams card"), "{err}");
+    assert_eq!(env.bot.updated().len(), updated, "nothing was sent");
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use approvals_core::{
     ActionRequest, Delivery, Escalation, Execution, Gate, Initiator, Link, ManualClock, MemorySink,
-    Principal, RequestContext, RequestId, RequestRecord, RequestState, Requirement, Resolution,
-    ReviewRecord, Risk, StaticPolicy, Store, Verdict,
+    Preview, Principal, RequestContext, RequestId, RequestRecord, RequestState, Requirement,
+    Resolution, ReviewRecord, Risk, StaticPolicy, Store, Verdict,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
@@ -103,6 +103,11 @@ pub fn full_record() -> RequestRecord {
                 url: "https://example.com/runbook".into(),
             }],
             labels,
+            preview: Some(Preview::rows(
+                vec!["key".into(), "état".into()],
+                vec![vec!["payments".into(), "✓ \"active\"\nsince 2029".into()]],
+                Some(u64::MAX),
+            )),
         })
         .justification("key age policy")
         .idempotency_key("rotate-payments-2030-01");

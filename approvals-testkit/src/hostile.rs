@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use approvals_core::text::{is_neutralized, marker};
 use approvals_core::{
-    Link, Principal, RequestRecord, RequestState, Resolution, ReviewRecord, Verdict,
+    Link, Preview, Principal, RequestRecord, RequestState, Resolution, ReviewRecord, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -34,7 +34,8 @@ use crate::fixtures;
 /// channel fills: kind, resource, a parameter's key and value, summary, justification, the
 /// initiator's id, name, model, session and prompt reference, the human it acts for, every
 /// context field (environment, ticket, commit, prompt excerpt, impact, a link's label and
-/// address, a label), the policy rule, each reviewer's name and reason, the resolution's
+/// address, a label, the preview: a diff's file names and lines while pending, a rows
+/// preview's column and cell when denied, a dry run's output otherwise), the policy rule, each reviewer's name and reason, the resolution's
 /// reason and the execution error. Values are short enough that no surface cuts them.
 pub fn record(text: &str, state: RequestState) -> RequestRecord {
     let mut r = fixtures::full_record();
@@ -69,6 +70,17 @@ pub fn record(text: &str, state: RequestState) -> RequestRecord {
     }];
     ctx.labels
         .insert(format!("team {text}"), format!("billing {text}"));
+    ctx.preview = Some(match state {
+        RequestState::Pending => Preview::diff(format!(
+            "--- a/{text}\n+++ b/{text}\n@@ -1 +1 @@\n-old {text}\n+new {text}\n"
+        )),
+        RequestState::Denied => Preview::rows(
+            vec![format!("col {text}")],
+            vec![vec![format!("cell {text}")]],
+            Some(7),
+        ),
+        _ => Preview::dry_run(format!("plan {text}\n1 to change")),
+    });
     let reviewer = Principal::human("sam@example.com").with_name(format!("Sam {text}"));
     let verdict = if state == RequestState::Denied {
         Verdict::Deny
@@ -143,4 +155,55 @@ pub fn assert_clean(output: &str, what: &str) {
             c as u32
         );
     }
+}
+
+/// What every review surface must render within its platform's limits, for the checks against
+/// the platforms' own libraries: [`fixtures::full_record`] in every state, one pending and
+/// escalated after a reminder, [`record`] with each of [`CHARS`] (pending and denied) and
+/// [`STRINGS`], long values in every field with a long diff, and a long dry run, the largest
+/// rows preview admission accepts the shape of, and an empty diff.
+pub fn rendering_cases() -> Vec<RequestRecord> {
+    let mut out = Vec::new();
+    for state in approvals_core::lifecycle::ALL_STATES {
+        let mut r = fixtures::full_record();
+        r.state = state;
+        out.push(r);
+    }
+    let mut reminded = fixtures::full_record();
+    reminded.state = RequestState::Pending;
+    reminded.escalated = true;
+    reminded.reminded = 1;
+    out.push(reminded);
+    for &(c, _) in CHARS {
+        out.push(record(&format!("x{c}y"), RequestState::Pending));
+        out.push(record(&format!("x{c}y"), RequestState::Denied));
+    }
+    for s in STRINGS {
+        out.push(record(s, RequestState::Pending));
+    }
+    let long = "😀<&>*_~`{{DATE(2026-01-01T00:00:00Z)}}".repeat(300);
+    let mut r = record(&long, RequestState::Pending);
+    Arc::make_mut(&mut r.request.context).preview = Some(Preview::diff(
+        (0..500)
+            .map(|i| format!("+{i} {long}\n"))
+            .collect::<String>(),
+    ));
+    out.push(r);
+    for preview in [
+        Preview::dry_run("x".repeat(100_000)),
+        Preview::rows(
+            (0..64).map(|i| format!("column {i}")).collect(),
+            (0..1000)
+                .map(|r| (0..64).map(|c| format!("{r}:{c}")).collect())
+                .collect(),
+            Some(u64::MAX),
+        ),
+        Preview::diff(""),
+    ] {
+        let mut r = fixtures::full_record();
+        r.state = RequestState::Pending;
+        Arc::make_mut(&mut r.request.context).preview = Some(preview);
+        out.push(r);
+    }
+    out
 }

@@ -50,6 +50,7 @@ where
     denied_listing_finds_the_denials_of_one_action(make_store().await).await;
     gate_refuses_asking_again_after_a_denial(make_store().await).await;
     gate_reminds_once_at_each_point(make_store().await).await;
+    gate_binds_the_approval_to_the_preview(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -1067,6 +1068,8 @@ pub async fn gate_refuses_asking_again_after_a_denial(store: Arc<dyn Store>) {
         export_request(),
         export_request().justification("please, it is urgent"),
         export_request().idempotency_key("a-new-key"),
+        // The preview is words around the action: a new one is the same action.
+        export_request().preview(approvals_core::Preview::dry_run("0 rows, honestly")),
     ] {
         match gate.submit(&action).await {
             Err(GuardError::DeniedRecently {
@@ -1090,7 +1093,7 @@ pub async fn gate_refuses_asking_again_after_a_denial(store: Arc<dyn Store>) {
             .iter()
             .filter(|n| **n == "resubmission_refused")
             .count(),
-        3
+        4
     );
     // Another action is asked for.
     let other = export_request().params(serde_json::json!({"rows": 10}));
@@ -1149,4 +1152,80 @@ pub async fn gate_reminds_once_at_each_point(store: Arc<dyn Store>) {
         audit.names().iter().filter(|n| **n == "reminded").count(),
         2
     );
+}
+
+/// Through the gate: an approval covers the action with the preview its reviewers saw. The
+/// same action with another preview (swapped after the approval) is another action: the
+/// grant is refused for it and nothing runs, asking with it makes a new request, and under
+/// the approved request's idempotency key it is refused. The stored record keeps the preview
+/// the reviewers saw, and the approved action still runs once.
+pub async fn gate_binds_the_approval_to_the_preview(store: Arc<dyn Store>) {
+    use approvals_core::Preview;
+    let (clock, audit) = parts();
+    let gate = fixtures::gate(store.clone(), clock, audit.clone());
+    let rows = |total| {
+        Preview::rows(
+            vec!["id".into(), "email".into()],
+            vec![vec!["1".into(), "ann@example.com".into()]],
+            Some(total),
+        )
+    };
+    let seen = export_request()
+        .preview(rows(1))
+        .idempotency_key("export-1");
+    let swaps = [
+        export_request().preview(rows(1_000_000)),
+        export_request().preview(Preview::dry_run("1 row")),
+        export_request(),
+    ];
+    let Submission::Pending(id) = gate.submit(&seen).await.expect("submit") else {
+        panic!("the policy requires approval");
+    };
+    gate.decide(id, Review::approve(reviewer("sam@example.com")))
+        .await
+        .expect("approve");
+    let record = store.get(id).await.expect("get").expect("stored");
+    assert_eq!(
+        record.request.context.preview,
+        Some(rows(1)),
+        "the store keeps the preview the reviewers saw"
+    );
+    assert_eq!(record.digest, seen.digest());
+
+    let ran = AtomicUsize::new(0);
+    for swapped in &swaps {
+        assert_ne!(swapped.digest(), seen.digest());
+        let grant = gate.wait(id).await.expect("grant");
+        let err = gate
+            .execute(grant, swapped, || async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, GuardError>(())
+            })
+            .await
+            .expect_err("a grant for another preview");
+        assert!(
+            matches!(err, GuardError::DigestMismatch { .. }),
+            "a swapped preview must be refused as another digest, got {err:?}"
+        );
+        match gate
+            .submit(&swapped.clone().idempotency_key("export-1"))
+            .await
+        {
+            Err(GuardError::IdempotencyConflict { .. }) => {}
+            other => panic!("the approved request's key with another preview, got {other:?}"),
+        }
+        match gate.submit(swapped).await.expect("submit") {
+            Submission::Pending(other) => assert_ne!(other, id),
+            Submission::Allowed(_) => panic!("a swapped preview was allowed without review"),
+        }
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing ran for a swap");
+    let grant = gate.wait(id).await.expect("grant");
+    gate.execute(grant, &seen, || async {
+        ran.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, GuardError>(())
+    })
+    .await
+    .expect("the approved action runs");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
 }

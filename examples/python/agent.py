@@ -67,6 +67,16 @@ def main():
         "params": {"rows": 5000, "format": "csv"},
         "justification": "Quarterly churn analysis (FIN-2291)",
         "environment": "production",
+        # What the export would read, shown to reviewers and bound to the approval: a sample
+        # of the rows, and how many there are.
+        "context": {
+            "preview": {
+                "type": "rows",
+                "columns": ["id", "plan", "mrr"],
+                "rows": [["1001", "pro", "49"], ["1002", "team", "199"]],
+                "total": 5000,
+            }
+        },
     }
     # A retry with the same key re-attaches to the same request instead of asking twice.
     key = os.environ.get("AGENT_IDEMPOTENCY_KEY", str(uuid.uuid4()))

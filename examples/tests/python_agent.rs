@@ -168,6 +168,18 @@ async fn the_python_agent_runs_once_when_approved() {
         .expect("store")
         .expect("record");
     assert_eq!(record.state, RequestState::Executed);
+    assert_eq!(
+        record.request.context.preview,
+        Some(approvals_core::Preview::rows(
+            vec!["id".into(), "plan".into(), "mrr".into()],
+            vec![
+                vec!["1001".into(), "pro".into(), "49".into()],
+                vec!["1002".into(), "team".into(), "199".into()],
+            ],
+            Some(5000),
+        )),
+        "the agent's preview is what reviewers were shown"
+    );
     let initiator = record.request.initiator.as_deref().expect("initiator");
     assert_eq!(initiator.principal.id, "churn-agent");
     assert_eq!(

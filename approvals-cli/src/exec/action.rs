@@ -2,9 +2,10 @@
 //! its configured initiator.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::Path;
 
-use approvals_core::{ActionRequest, Initiator, Principal, RequestContext};
+use approvals_core::{ActionRequest, Initiator, Preview, Principal, RequestContext};
 use serde_json::{Map, Value};
 
 use super::output::shell_line;
@@ -91,6 +92,9 @@ pub(super) fn action(args: &ExecArgs) -> Result<ActionRequest, Failure> {
             ticket: args.ticket.clone(),
             ..Default::default()
         });
+    if let Some(preview) = preview(args)? {
+        action = action.preview(preview);
+    }
     if let Some(j) = &args.justification {
         action = action.justification(j);
     }
@@ -98,6 +102,41 @@ pub(super) fn action(args: &ExecArgs) -> Result<ActionRequest, Failure> {
         action = action.idempotency_key(k);
     }
     Ok(action)
+}
+
+/// The preview the command line names: the text of the --preview-diff or --preview-dry-run
+/// file, which must be UTF-8 and within the request size limit.
+fn preview(args: &ExecArgs) -> Result<Option<Preview>, Failure> {
+    let usage = |m: String| Failure::new(exit::USAGE, m);
+    let (path, flag, make): (_, _, fn(String) -> Preview) =
+        match (&args.preview_diff, &args.preview_dry_run) {
+            (Some(path), _) => (path, "--preview-diff", Preview::diff),
+            (None, Some(path)) => (path, "--preview-dry-run", Preview::dry_run),
+            (None, None) => return Ok(None),
+        };
+    let limit = approvals_core::admission::MAX_REQUEST_BYTES as u64;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| {
+            usage(format!(
+                "{flag} {}: {e}, so nothing was submitted",
+                path.display()
+            ))
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(usage(format!(
+            "{flag} {}: larger than the request limit of {limit} bytes, so nothing was submitted",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        usage(format!(
+            "{flag} {}: not UTF-8 text, so nothing was submitted",
+            path.display()
+        ))
+    })?;
+    Ok(Some(make(text)))
 }
 
 /// Refuses a program that cannot be run, before anyone is asked to approve it.

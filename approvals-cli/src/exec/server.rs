@@ -129,6 +129,8 @@ async fn wait(
     out: &mut Progress,
 ) -> Result<Result<String, Caught>, Failure> {
     let started = std::time::Instant::now();
+    // Reminders already reported as unanswered.
+    let mut told = 0;
     loop {
         let step = client.wait(id, WAIT_STEP);
         tokio::pin!(step);
@@ -163,6 +165,14 @@ async fn wait(
                     .unwrap_or_default()
             )
         };
+        if waited.unanswered_reminders > told {
+            told = waited.unanswered_reminders;
+            out.line(&super::unanswered_text(
+                id,
+                told,
+                waited.expires_at - chrono::Utc::now(),
+            ));
+        }
         let (code, message) = match waited.state {
             RequestState::Pending => continue,
             RequestState::Approved => {

@@ -166,8 +166,11 @@ pub(crate) struct SlackParts {
     pub(crate) channel: Channel,
 }
 
-/// Builds the Slack client and approver.
-pub(crate) fn slack(config: &SlackConfig) -> Result<SlackParts, ConfigError> {
+/// Builds the Slack client and approver; messages link the console under `public_url`.
+pub(crate) fn slack(
+    config: &SlackConfig,
+    public_url: Option<&url::Url>,
+) -> Result<SlackParts, ConfigError> {
     let token = approvals_slack::Token::new(config.bot_token.expose());
     let mut client = approvals_slack::SlackClient::new(token)
         .map_err(|e| section_error(&config.at, "channels.slack", e.to_string()))?;
@@ -179,7 +182,10 @@ pub(crate) fn slack(config: &SlackConfig) -> Result<SlackParts, ConfigError> {
     if let Some(prefix) = &config.response_url_prefix {
         client = client.allow_response_url_prefix(prefix.clone());
     }
-    let approver = approvals_slack::SlackApprover::new(client.clone(), config.channel.clone());
+    let mut approver = approvals_slack::SlackApprover::new(client.clone(), config.channel.clone());
+    if let Some(url) = public_url {
+        approver = approver.console_url(url.clone());
+    }
     let inbound = if config.app_token.is_some() {
         "socket_mode"
     } else {
@@ -244,8 +250,12 @@ pub(crate) struct TeamsParts {
     pub(crate) channel: Channel,
 }
 
-/// Builds the Teams token provider, connector and approver.
-pub(crate) fn teams(config: &TeamsConfig) -> Result<TeamsParts, ConfigError> {
+/// Builds the Teams token provider, connector and approver; cards link the console under
+/// `public_url`.
+pub(crate) fn teams(
+    config: &TeamsConfig,
+    public_url: Option<&url::Url>,
+) -> Result<TeamsParts, ConfigError> {
     let err = |field: &str, e: String| section_error(&config.at, field, e);
     let mut token_config = approvals_teams::TokenConfig::new(
         config.app_id.clone(),
@@ -258,11 +268,14 @@ pub(crate) fn teams(config: &TeamsConfig) -> Result<TeamsParts, ConfigError> {
         .map_err(|e| err("channels.teams.token_url", e.to_string()))?;
     let connector = approvals_teams::ConnectorClient::new(tokens)
         .map_err(|e| err("channels.teams", e.to_string()))?;
-    let approver = approvals_teams::TeamsApprover::new(
+    let mut approver = approvals_teams::TeamsApprover::new(
         connector,
         config.service_url.clone(),
         config.conversation_id.clone(),
     );
+    if let Some(url) = public_url {
+        approver = approver.with_console_url(url.clone());
+    }
     let channel = monitored("teams", approver.clone(), "http");
     Ok(TeamsParts { approver, channel })
 }

@@ -75,12 +75,12 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
     let mut channels = Vec::new();
     let slack_parts = slack
         .as_ref()
-        .map(channels::slack)
+        .map(|c| channels::slack(c, public_url.as_ref()))
         .transpose()
         .map_err(refused)?;
     let teams_parts = teams
         .as_ref()
-        .map(channels::teams)
+        .map(|c| channels::teams(c, public_url.as_ref()))
         .transpose()
         .map_err(refused)?;
     let webhook_channel = webhook

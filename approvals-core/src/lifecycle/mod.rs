@@ -238,6 +238,18 @@ pub fn reminder_status(record: &RequestRecord) -> ReminderStatus {
     }
 }
 
+/// How many reminders went to the reviewers of `record` while nobody has reviewed it: its
+/// `reminded` count while it is pending with no review, otherwise 0. What a waiting requester
+/// is told ("nobody has reviewed it yet; reviewers were reminded"): a channel cannot say
+/// whether anyone read a message, so no review at a reminder point is the sign.
+pub fn unanswered_reminders(record: &RequestRecord) -> u32 {
+    if record.state == RequestState::Pending && record.reviews.is_empty() {
+        record.reminded
+    } else {
+        0
+    }
+}
+
 fn escalates_at(record: &RequestRecord) -> Option<DateTime<Utc>> {
     record
         .escalate_at

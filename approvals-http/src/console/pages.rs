@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use approvals_core::lifecycle::{self, Review};
-use approvals_core::{RequestId, RequestRecord, RequestState, Verdict};
+use approvals_core::preview::DiffLine;
+use approvals_core::{Preview, RequestId, RequestRecord, RequestState, Verdict};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{Request, Response, StatusCode};
@@ -247,6 +248,10 @@ fn render_detail(
         escape(&params),
         record.digest
     );
+
+    if let Some(preview) = &req.context.preview {
+        preview_section(&mut b, preview);
+    }
 
     if let Some(why) = &req.justification {
         let _ = write!(
@@ -525,4 +530,53 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
         me = principal_label(me),
         short = &record.digest.to_string().get(7..19).unwrap_or(""),
     )
+}
+
+/// The whole preview, as the requester gave it: a diff with its added, removed, hunk and
+/// header lines marked, a dry run as text, rows as a table. Every piece is escaped.
+fn preview_section(b: &mut String, preview: &Preview) {
+    let _ = write!(
+        b,
+        r#"<section class="card"><h2>Preview: {} <span class="from">(from the requester)</span></h2>"#,
+        escape(&preview.caption())
+    );
+    match preview {
+        Preview::Diff { text } => {
+            b.push_str(r#"<pre class="preview diff" id="preview">"#);
+            for line in text.lines() {
+                let class = match DiffLine::of(line) {
+                    DiffLine::Header => "d-head",
+                    DiffLine::Hunk => "d-hunk",
+                    DiffLine::Added => "d-add",
+                    DiffLine::Removed => "d-del",
+                    DiffLine::Context => "d-ctx",
+                };
+                let _ = writeln!(b, r#"<span class="{class}">{}</span>"#, escape(line));
+            }
+            b.push_str("</pre>");
+        }
+        Preview::DryRun { text } => {
+            let _ = write!(
+                b,
+                r#"<pre class="preview" id="preview">{}</pre>"#,
+                escape(text)
+            );
+        }
+        Preview::Rows { columns, rows, .. } => {
+            b.push_str(r#"<div class="table-scroll"><table class="rows" id="preview"><thead><tr>"#);
+            for c in columns {
+                let _ = write!(b, "<th>{}</th>", escape(c));
+            }
+            b.push_str("</tr></thead><tbody>");
+            for row in rows {
+                b.push_str("<tr>");
+                for cell in row {
+                    let _ = write!(b, "<td>{}</td>", escape(cell));
+                }
+                b.push_str("</tr>");
+            }
+            b.push_str("</tbody></table></div>");
+        }
+    }
+    b.push_str(r#"<p class="hint">The approval covers this preview: if it changes, the action needs a new approval.</p></section>"#);
 }

@@ -114,6 +114,14 @@ kind = "mcp.fs.write_file"
 effect = "require_approval"
 approvers = {{ groups = ["maintainers"] }}
 timeout = "5m"
+
+[[rules]]
+name = "directories-reviewers-forget"
+kind = "mcp.fs.create_directory"
+effect = "require_approval"
+approvers = {{ groups = ["maintainers"] }}
+timeout = "20s"
+remind_at = ["5%"]
 "#,
                 root = root.display()
             ),

@@ -54,6 +54,14 @@ timeout = "20s"
 remind_at = ["10%"]
 
 [[rules]]
+name = "no-second-asking"
+kind = "risky.deploy"
+effect = "require_approval"
+approvers = { groups = ["sre"] }
+timeout = "10m"
+cooldown_after_denial = "1h"
+
+[[rules]]
 name = "freeze"
 kind = "db.drop"
 effect = "deny"
@@ -685,6 +693,61 @@ async fn the_pipeline_is_told_when_nobody_has_reviewed_at_a_reminder() {
     );
     assert_eq!(stderr(&out).matches(&told).count(), 1, "{}", text(&out));
     assert!(fx.marker().is_none(), "nothing ran");
+}
+
+/// After a denial under `cooldown_after_denial`, running the same command again (reworded,
+/// with a new idempotency key) is refused at once with the reviewer's name and reason: exit
+/// DENIED, nothing stored, nothing run, nobody asked. Another command is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_command_after_a_denial_is_refused_at_once() {
+    let fx = Fixture::sqlite().await;
+    let flags = ["--kind", "risky.deploy", "--resource", "svc://payments"];
+    let run = ["sh", "-c", "echo ran >> ran.txt"];
+    let mut first = fx.exec(&flags, &run, &[]);
+    let pending = fx.pending("risky.deploy", &mut first).await;
+    fx.decide(&pending, false, "breaks the \u{1b}[31mbilling freeze")
+        .await;
+    assert_eq!(code(&finish(first).await), DENIED);
+
+    for extra in [
+        &[][..],
+        &["--justification", "please, it is urgent"][..],
+        &[
+            "--idempotency-key",
+            "a-new-key",
+            "--summary",
+            "Something else",
+        ][..],
+    ] {
+        let mut args = flags.to_vec();
+        args.extend_from_slice(extra);
+        let out = finish(fx.exec(&args, &run, &[])).await;
+        assert_eq!(code(&out), DENIED, "{extra:?}: {}", text(&out));
+        let said = stderr(&out);
+        assert!(
+            said.contains("sam@example.com") && said.contains("billing freeze"),
+            "{extra:?}: {said}"
+        );
+        assert!(
+            !said.contains('\u{1b}'),
+            "the reason is shown inert: {said}"
+        );
+        assert!(said.contains(&pending.id.to_string()), "{said}");
+    }
+    let stored = fx
+        .store
+        .list(&approvals_core::ListFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(stored.len(), 1, "a refused resubmission stores nothing");
+    assert!(fx.marker().is_none(), "nothing ran");
+
+    // Another command is another action: asked for.
+    let mut other = fx.exec(&flags, &["sh", "-c", "echo other >> ran.txt"], &[]);
+    let asked = fx.pending("risky.deploy", &mut other).await;
+    assert_ne!(asked.id, pending.id);
+    fx.decide(&asked, false, "not this one either").await;
+    assert_eq!(code(&finish(other).await), DENIED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,6 +245,59 @@ async fn the_client_is_told_when_nobody_has_reviewed_at_a_reminder() {
     assert!(!Path::new(&dir).exists(), "nothing was created");
 }
 
+/// After a denial under `cooldown_after_denial`, the same tool call is refused at once with
+/// the reviewer's name and reason, nobody is asked again and nothing is stored; other
+/// arguments are another action and are asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_call_after_a_denial_is_refused_at_once() {
+    if missing_prerequisite().is_some() {
+        return;
+    }
+    let fx = Fixture::new();
+    let (from, to, elsewhere) = (fx.path("a.txt"), fx.path("b.txt"), fx.path("c.txt"));
+    std::fs::write(&from, "a").expect("file");
+    let call = |to: &str| json!({"op": "call", "tool": "move_file", "args": {"source": from, "destination": to}});
+    let mut client = fx.start(json!([call(&to), call(&to), call(&elsewhere)]));
+    client.next().await; // initialize
+    let first = fx.next_request("pending", &[]).await;
+    fx.api()
+        .decide(first.id, false, Some("keep a.txt where it is"), None)
+        .await
+        .expect("deny");
+    let denied = client.next().await;
+    assert!(tool_text(&denied, true).contains("keep a.txt where it is"));
+
+    let again = client.next().await;
+    let text = tool_text(&again, true);
+    assert!(
+        text.contains("Denied by a reviewer earlier")
+            && text.contains("sam@example.com")
+            && text.contains("keep a.txt where it is")
+            && text.contains("Do not retry"),
+        "{text}"
+    );
+    // The third call (another destination) is asked for; nothing was stored for the second.
+    let other = fx.next_request("pending", &[first.id]).await;
+    assert_eq!(other.params["destination"], elsewhere.as_str());
+    fx.api()
+        .decide(other.id, false, Some("no"), None)
+        .await
+        .expect("deny");
+    client.next().await;
+    client.finish().await;
+    let events = fx.audit().await;
+    let requested: Vec<_> = events.iter().filter(|e| e.name() == "requested").collect();
+    assert_eq!(requested.len(), 3, "three calls asked");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.name() == "resubmission_refused")
+            .count(),
+        1
+    );
+    assert_eq!(std::fs::read_to_string(&from).expect("a.txt stays"), "a");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cancel_withdraws_the_request() {
     if missing_prerequisite().is_some() {

@@ -122,6 +122,14 @@ effect = "require_approval"
 approvers = {{ groups = ["maintainers"] }}
 timeout = "20s"
 remind_at = ["5%"]
+
+[[rules]]
+name = "moves-asked-once"
+kind = "mcp.fs.move_file"
+effect = "require_approval"
+approvers = {{ groups = ["maintainers"] }}
+timeout = "5m"
+cooldown_after_denial = "1h"
 "#,
                 root = root.display()
             ),

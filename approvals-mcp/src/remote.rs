@@ -6,6 +6,8 @@
 //! Fails closed: a refused or unreachable server means the call is not run and the model gets
 //! a tool error saying why.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use approvals_core::{ActionRequest, GuardError, PrincipalKind, RequestId, RequestState};
@@ -29,6 +31,10 @@ pub struct Remote {
     api: ApiClient,
     session: Option<String>,
     wait_step: Duration,
+    /// What the last long poll of each waiting request said of unanswered reminders: read
+    /// by the progress loop, so it asks the server nothing itself (a wait on a request that
+    /// was just approved would have a grant issued and audited for nothing).
+    unanswered: Arc<Mutex<HashMap<RequestId, u32>>>,
 }
 
 /// An approval from the server: the request and its signed grant token (redacted in debug
@@ -54,6 +60,7 @@ impl Remote {
             api,
             session: None,
             wait_step: DEFAULT_WAIT_STEP,
+            unanswered: Arc::default(),
         }
     }
 
@@ -72,6 +79,53 @@ impl Remote {
     /// The API client.
     pub fn api(&self) -> &ApiClient {
         &self.api
+    }
+
+    /// Long-polls until the request is decided, noting what each answer says of unanswered
+    /// reminders.
+    async fn wait_for(&self, id: RequestId) -> Result<RemoteGrant, String> {
+        loop {
+            let waited = match self.api.wait(id, self.wait_step).await {
+                Ok(waited) => waited,
+                Err(e) => {
+                    // Fail closed, and leave no request for reviewers that nobody waits for
+                    // (best effort: an unreachable server cannot be told).
+                    let reason = format!("the MCP gateway stopped waiting: {e}");
+                    let withdrawn = match self.api.cancel(id, Some(&reason)).await {
+                        Ok(_) => format!("; approval request {id} withdrawn"),
+                        Err(_) => String::new(),
+                    };
+                    return Err(format!("{}{withdrawn}", not_run(&e)));
+                }
+            };
+            if let Ok(mut m) = self.unanswered.lock() {
+                m.insert(id, waited.unanswered_reminders);
+            }
+            let reason = waited.reason;
+            return match waited.state {
+                RequestState::Pending => continue,
+                RequestState::Approved => match waited.grant_token {
+                    Some(token) => Ok(RemoteGrant { id, token }),
+                    None => Err(format!(
+                        "Not run: request {id} was approved, but the approvals server sent no grant token"
+                    )),
+                },
+                RequestState::Denied => Err(refusal_text(&GuardError::Denied {
+                    id,
+                    by: waited.decided_by.unwrap_or_else(|| "a reviewer".into()),
+                    reason,
+                })),
+                RequestState::Cancelled => Err(refusal_text(&GuardError::Cancelled {
+                    id,
+                    by: waited.decided_by,
+                    reason,
+                })),
+                RequestState::Expired => Err(format!(
+                    "Not approved in time: request {id} expired before reviewers approved it. Ask again if it is still needed."
+                )),
+                other => Err(format!("Not run: request {id} is {other}")),
+            };
+        }
     }
 }
 
@@ -125,55 +179,20 @@ impl Approvals for Remote {
     }
 
     async fn unanswered_reminders(&self, id: RequestId) -> u32 {
-        // A wait of zero answers at once with the request as it stands.
-        match self.api.wait(id, Duration::ZERO).await {
-            Ok(waited) => waited.unanswered_reminders,
-            Err(_) => 0,
-        }
+        self.unanswered
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).copied())
+            .unwrap_or(0)
     }
 
     async fn wait(&self, id: RequestId) -> Result<RemoteGrant, String> {
-        loop {
-            let waited = match self.api.wait(id, self.wait_step).await {
-                Ok(waited) => waited,
-                Err(e) => {
-                    // Fail closed, and leave no request for reviewers that nobody waits for
-                    // (best effort: an unreachable server cannot be told).
-                    let reason = format!("the MCP gateway stopped waiting: {e}");
-                    let withdrawn = match self.api.cancel(id, Some(&reason)).await {
-                        Ok(_) => format!("; approval request {id} withdrawn"),
-                        Err(_) => String::new(),
-                    };
-                    return Err(format!("{}{withdrawn}", not_run(&e)));
-                }
-            };
-            let reason = waited.reason;
-            return match waited.state {
-                RequestState::Pending => continue,
-                RequestState::Approved => match waited.grant_token {
-                    Some(token) => Ok(RemoteGrant { id, token }),
-                    None => Err(format!(
-                        "Not run: request {id} was approved, but the approvals server sent no grant token"
-                    )),
-                },
-                RequestState::Denied => Err(refusal_text(&GuardError::Denied {
-                    id,
-                    by: waited.decided_by.unwrap_or_else(|| "a reviewer".into()),
-                    reason,
-                })),
-                RequestState::Cancelled => Err(refusal_text(&GuardError::Cancelled {
-                    id,
-                    by: waited.decided_by,
-                    reason,
-                })),
-                RequestState::Expired => Err(format!(
-                    "Not approved in time: request {id} expired before reviewers approved it. Ask again if it is still needed."
-                )),
-                other => Err(format!("Not run: request {id} is {other}")),
-            };
+        let outcome = self.wait_for(id).await;
+        if let Ok(mut m) = self.unanswered.lock() {
+            m.remove(&id);
         }
+        outcome
     }
-
     async fn cancel(&self, id: RequestId, reason: String) -> Result<(), String> {
         match self.api.cancel(id, Some(&reason)).await {
             Ok(_) => Ok(()),

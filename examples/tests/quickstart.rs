@@ -250,8 +250,9 @@ fn quickstart_requests_can_be_decided_through_the_review_console() {
     let client =
         approvals_http::ApiClient::http(base.parse().expect("url"), Some(token)).expect("client");
 
-    // The export is approved by Sam through the API, exactly as the browser form does.
-    let export = link(&text, 0);
+    // The export is approved by Sam through the API, exactly as the browser form does. Its
+    // review link comes from another channel than the prompt, in either order.
+    let export = link(&q.wait_for("/console/requests/", 1), 0);
     runtime.block_on(async {
         let view = client.get(export).await.expect("request visible");
         client
@@ -268,7 +269,7 @@ fn quickstart_requests_can_be_decided_through_the_review_console() {
     let text = q.wait_for("approving as Dana, on whose behalf it acts", 1);
     assert!(text.contains("decided in another channel"), "{text}");
     q.wait_for(PROMPT, 2);
-    let role = link(&q.text(), 1);
+    let role = link(&q.wait_for("/console/requests/", 2), 1);
     assert_ne!(role, export);
     q.type_line("deny not today");
     let text = q.finish();

@@ -14,8 +14,6 @@ use crate::request::{Digest, Principal};
 use crate::store::{Delivery, RequestId, RequestRecord, RequestState};
 
 const MAX_VALUE_CHARS: usize = 2000;
-/// Most lines of a preview shown at the terminal (`approvals show` prints it whole).
-const MAX_PREVIEW_LINES: usize = 40;
 
 type Input = Arc<tokio::sync::Mutex<Box<dyn AsyncBufRead + Send + Unpin>>>;
 type Output = Arc<Mutex<Box<dyn Write + Send>>>;
@@ -190,7 +188,7 @@ fn render(record: &RequestRecord, reason: DispatchReason, reviewer: &Principal) 
     let params = serde_json::to_string_pretty(&req.params).unwrap_or_default();
     text.push_str(&format!("  params    {}\n", safe(&params)));
     if let Some(preview) = &req.context.preview {
-        let shown = preview.excerpt(MAX_PREVIEW_LINES, MAX_VALUE_CHARS);
+        let shown = preview.excerpt(crate::preview::SHOWN_LINES, MAX_VALUE_CHARS);
         let mut body = shown.text.clone();
         if shown.is_cut() {
             body.push('\n');

@@ -29,6 +29,9 @@ use crate::text::{one_line, truncate};
 pub const MAX_PREVIEW_COLUMNS: usize = 64;
 /// Most rows a rows preview may carry (`total` can say how many the action touches).
 pub const MAX_PREVIEW_ROWS: usize = 1000;
+/// Most lines of a preview that Slack, Teams and the terminal show; the console shows it
+/// whole, and each cut says how much was left out.
+pub const SHOWN_LINES: usize = 40;
 /// What an empty preview's excerpt reads.
 pub const EMPTY: &str = "(empty)";
 /// Widest cell in the text form of a rows preview, in characters; the console shows cells

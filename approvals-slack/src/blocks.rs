@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use approvals_core::preview::SHOWN_LINES;
 use approvals_core::text::join_bounded;
 use approvals_core::{Digest, Preview, Principal, RequestId, RequestRecord, RequestState, Verdict};
 use serde_json::{Value, json};
@@ -30,8 +31,6 @@ pub const REASON_ACTION_ID: &str = "reason";
 pub const MAX_REASON_CHARS: usize = 2000;
 /// Longest shown parameter text (pretty JSON) before truncation.
 pub const MAX_PARAMS_CHARS: usize = 2500;
-/// Most lines of a preview shown in the message (the console shows it whole).
-pub const MAX_PREVIEW_LINES: usize = 40;
 /// Longest shown one-line value (kind, resource, environment, model) as sent, after escaping.
 pub const MAX_VALUE_CHARS: usize = 300;
 /// Longest shown free text (justification, impact, prompt excerpt) before truncation.
@@ -156,10 +155,10 @@ fn labelled_text(label: &str, value: &str, digest: &Digest, preformatted: bool) 
 }
 
 /// The preview as a code block (literal text: a rich text element renders no `mrkdwn`),
-/// its first [`MAX_PREVIEW_LINES`] lines within [`MAX_PARAMS_CHARS`], and what was left out
+/// its first [`SHOWN_LINES`] lines within [`MAX_PARAMS_CHARS`], and what was left out
 /// said below it with the link to the whole text when the console is known.
 fn preview_block(record: &RequestRecord, preview: &Preview, console: Option<&Url>) -> Value {
-    let shown = preview.excerpt(MAX_PREVIEW_LINES, MAX_PARAMS_CHARS);
+    let shown = preview.excerpt(SHOWN_LINES, MAX_PARAMS_CHARS);
     let code = truncate(&printable(&shown.text), MAX_PARAMS_CHARS, "");
     let mut elements = vec![
         json!({"type": "rich_text_section", "elements": [rt_bold(&format!("Preview: {}", preview.caption()))]}),
@@ -767,7 +766,7 @@ mod tests {
         assert!(text.starts_with("+line 0 <!channel> *bold*"), "{text}");
         assert!(text.chars().count() <= MAX_PARAMS_CHARS);
         let shown = text.lines().count();
-        assert!((1..=MAX_PREVIEW_LINES).contains(&shown), "{shown} lines");
+        assert!((1..=SHOWN_LINES).contains(&shown), "{shown} lines");
         assert!(text.ends_with(&format!(
             "+line {} <!channel> *bold* <https://e.vil|x>",
             shown - 1

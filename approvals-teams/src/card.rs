@@ -7,6 +7,7 @@
 //! inert (see [`crate::text`]) and bounded; values cut short point at the digest the approval
 //! is bound to, which the card always shows in full.
 
+use approvals_core::preview::SHOWN_LINES;
 use approvals_core::{Digest, Preview, RequestId, RequestRecord, RequestState, Verdict};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -26,8 +27,6 @@ pub const VERB_REFRESH: &str = "refresh";
 pub const REASON_INPUT_ID: &str = "reason";
 /// Longest reason accepted.
 pub const MAX_REASON_CHARS: usize = 2000;
-/// Most lines of a preview shown on the card (the console shows it whole).
-pub const MAX_PREVIEW_LINES: usize = 40;
 /// Longest shown parameter text (pretty JSON), as sent.
 pub const MAX_PARAMS_CHARS: usize = 2000;
 /// Longest shown free text (summary, justification, impact, prompt excerpt), as sent.
@@ -280,10 +279,10 @@ fn labelled(label: &str, value: &str, digest: &Digest, max: usize, monospace: bo
 }
 
 /// The preview in monospace text (a `TextRun` renders no Markdown): its first
-/// [`MAX_PREVIEW_LINES`] lines within the parameters' budget, and what was left out said below
+/// [`SHOWN_LINES`] lines within the parameters' budget, and what was left out said below
 /// it.
 fn preview_container(record: &RequestRecord, preview: &Preview, budget: Budget) -> Value {
-    let shown = preview.excerpt(MAX_PREVIEW_LINES, budget.params);
+    let shown = preview.excerpt(SHOWN_LINES, budget.params);
     let mut code = run(&truncate(&literal_text(&shown.text), budget.params, ""));
     code["fontType"] = json!("Monospace");
     let mut items = vec![
@@ -1003,7 +1002,7 @@ mod tests {
         );
         assert!(!text.contains("{{"), "no date function survives: {text}");
         let shown = text.lines().count();
-        assert!((1..=MAX_PREVIEW_LINES).contains(&shown), "{shown} lines");
+        assert!((1..=SHOWN_LINES).contains(&shown), "{shown} lines");
         assert!(text.chars().count() <= MAX_PARAMS_CHARS);
         let note = preview["items"][2]["inlines"][0]["text"]
             .as_str()

@@ -170,16 +170,11 @@ impl<A: Approvals> Gateway<A> {
             Some(link) => format!("{} needs approval; review it at {link}", action.kind),
             None => format!("{} needs approval (request {id})", action.kind),
         };
-        let _ = context
-            .peer
-            .notify_logging_message(
-                LoggingMessageNotificationParam::new(
-                    LoggingLevel::Notice,
-                    json!({ "message": message, "request": id.to_string(), "review": link }),
-                )
-                .with_logger("approvals"),
-            )
-            .await;
+        notice(
+            context,
+            json!({ "message": message, "request": id.to_string(), "review": link }),
+        )
+        .await;
 
         let progress = self.send_progress(id, context);
         let stopped = self.inner.upstream.wait_stopped();
@@ -214,16 +209,11 @@ impl<A: Approvals> Gateway<A> {
             });
             if unanswered > told {
                 told = unanswered;
-                let _ = context
-                    .peer
-                    .notify_logging_message(
-                        LoggingMessageNotificationParam::new(
-                            LoggingLevel::Notice,
-                            json!({ "message": nobody, "request": id.to_string(), "unanswered_reminders": unanswered }),
-                        )
-                        .with_logger("approvals"),
-                    )
-                    .await;
+                notice(
+                    context,
+                    json!({ "message": nobody, "request": id.to_string(), "unanswered_reminders": unanswered }),
+                )
+                .await;
             }
             if let Some(token) = &token {
                 let mut note = format!(
@@ -245,6 +235,18 @@ impl<A: Approvals> Gateway<A> {
             waited += every;
         }
     }
+}
+
+/// Sends the client a `notice` log message from the `approvals` logger (best effort: a client
+/// that cannot take it loses nothing it needs).
+async fn notice(context: &RequestContext<RoleServer>, data: serde_json::Value) {
+    let _ = context
+        .peer
+        .notify_logging_message(
+            LoggingMessageNotificationParam::new(LoggingLevel::Notice, data)
+                .with_logger("approvals"),
+        )
+        .await;
 }
 
 /// Serves `gateway` to one MCP client on standard input and output until the client closes

@@ -37,6 +37,20 @@ pub struct Remote {
     unanswered: Arc<Mutex<HashMap<RequestId, u32>>>,
 }
 
+/// Removes a request's entry from [`Remote`]'s notes of unanswered reminders when dropped.
+struct Forget<'a> {
+    unanswered: &'a Mutex<HashMap<RequestId, u32>>,
+    id: RequestId,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.unanswered.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
+
 /// An approval from the server: the request and its signed grant token (redacted in debug
 /// output).
 pub struct RemoteGrant {
@@ -187,11 +201,12 @@ impl Approvals for Remote {
     }
 
     async fn wait(&self, id: RequestId) -> Result<RemoteGrant, String> {
-        let outcome = self.wait_for(id).await;
-        if let Ok(mut m) = self.unanswered.lock() {
-            m.remove(&id);
-        }
-        outcome
+        // Forgotten however the wait ends, one dropped when the client cancels included.
+        let _forget = Forget {
+            unanswered: &self.unanswered,
+            id,
+        };
+        self.wait_for(id).await
     }
     async fn cancel(&self, id: RequestId, reason: String) -> Result<(), String> {
         match self.api.cancel(id, Some(&reason)).await {

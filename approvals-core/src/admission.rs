@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::audit::RefusalCause;
 use crate::error::GuardError;
 use crate::request::{ActionRequest, Digest, Initiator, Principal, RequestContext};
+use crate::standing::{STANDING_KIND, is_reserved_kind};
 use crate::text::truncate;
 
 /// Largest canonical request accepted, in bytes: reviewers cannot meaningfully review more,
@@ -43,11 +44,33 @@ pub struct Refused {
 }
 
 /// Binds `request` to the authenticated `initiator` ([`bind_initiator`]), fills in
-/// `defaults`, and checks sizes and names ([`check_limits`]).
+/// `defaults`, and checks sizes and names ([`check_limits`]). A kind in the reserved
+/// `approvals.` namespace ([`is_reserved_kind`]) is refused: only the gate makes requests of
+/// those kinds (a standing grant's, [`admit_standing`]).
 pub fn admit(
+    request: ActionRequest,
+    initiator: &Arc<Initiator>,
+    defaults: &Arc<RequestContext>,
+) -> Result<Admitted, Box<Refused>> {
+    admit_checked(request, initiator, defaults, false)
+}
+
+/// [`admit`] for a standing grant's own request, built by the gate from a human's proposal
+/// ([`StandingTerms::to_request`](crate::standing::StandingTerms::to_request)): its reserved
+/// kind is expected, everything else is checked as for any action.
+pub fn admit_standing(
+    request: ActionRequest,
+    initiator: &Arc<Initiator>,
+    defaults: &Arc<RequestContext>,
+) -> Result<Admitted, Box<Refused>> {
+    admit_checked(request, initiator, defaults, true)
+}
+
+fn admit_checked(
     mut request: ActionRequest,
     initiator: &Arc<Initiator>,
     defaults: &Arc<RequestContext>,
+    standing: bool,
 ) -> Result<Admitted, Box<Refused>> {
     with_defaults(&mut request.context, defaults);
     let mismatch = match bind_initiator(initiator, request.initiator.as_deref()) {
@@ -62,6 +85,7 @@ pub fn admit(
     let size = canonical_size + request.idempotency_key.as_ref().map_or(0, String::len);
     match mismatch
         .or_else(|| check_limits(&request, size))
+        .or_else(|| check_kind(&request, standing))
         .map(|r| *r)
     {
         None => Ok(Admitted { request, digest }),
@@ -195,6 +219,24 @@ fn check_limits(request: &ActionRequest, size: usize) -> Option<Refusal> {
         )));
     }
     None
+}
+
+/// Refuses a reserved kind, unless this is the gate's own standing grant request (and then
+/// only exactly that kind).
+fn check_kind(request: &ActionRequest, standing: bool) -> Option<Refusal> {
+    let allowed = standing && request.kind == STANDING_KIND;
+    if allowed || !is_reserved_kind(&request.kind) {
+        return None;
+    }
+    let message = format!(
+        "the action kind {:?} is reserved: kinds beginning with \"approvals.\" are made only by the gate (a standing grant is proposed by a human, not asked for by an agent)",
+        truncate(&request.kind, MAX_NAME_CHARS)
+    );
+    Some(Box::new((
+        RefusalCause::Invalid,
+        message.clone(),
+        GuardError::InvalidRequest(message),
+    )))
 }
 
 fn with_defaults(context: &mut Arc<RequestContext>, defaults: &Arc<RequestContext>) {

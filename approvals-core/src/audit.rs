@@ -232,6 +232,24 @@ pub enum EventDetail {
     Lapsed {},
     /// The grant was consumed; the action is about to run.
     GrantConsumed {},
+    /// A standing grant (this event's request) approved an action: one of its uses.
+    StandingGrantUsed {
+        /// The action's own request, approved by this use.
+        request: crate::store::RequestId,
+        /// That action's digest.
+        digest: Digest,
+        /// Which use this is (1 for the first).
+        used: u32,
+        /// How many uses the standing grant has in all.
+        uses: u32,
+    },
+    /// The action (this event's request) was approved by a standing grant, without asking.
+    ApprovedByStandingGrant {
+        /// The standing grant's request.
+        standing: crate::store::RequestId,
+        /// The humans who approved the standing grant.
+        approvers: Vec<Principal>,
+    },
     /// A credential was minted for the run, scoped to the approved action.
     CredentialIssued {
         /// Its id, scope and expiry (never its secret).
@@ -319,6 +337,8 @@ impl EventDetail {
             EventDetail::GrantRejected { .. } => "grant_rejected",
             EventDetail::Lapsed {} => "lapsed",
             EventDetail::GrantConsumed {} => "grant_consumed",
+            EventDetail::StandingGrantUsed { .. } => "standing_grant_used",
+            EventDetail::ApprovedByStandingGrant { .. } => "approved_by_standing_grant",
             EventDetail::CredentialIssued { .. } => "credential_issued",
             EventDetail::CredentialRevoked { .. } => "credential_revoked",
             EventDetail::Executed { .. } => "executed",

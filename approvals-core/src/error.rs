@@ -317,6 +317,9 @@ pub enum ReviewError {
         /// The digest in the review.
         presented: Digest,
     },
+    /// A standing grant was to be revoked, but the request is not one.
+    #[error("request {0} is not a standing grant; to end it, deny it")]
+    NotStanding(RequestId),
     /// A component failed; nothing was decided. May succeed later.
     #[error("{component} unavailable, nothing was decided: {message}")]
     Unavailable {
@@ -340,7 +343,9 @@ impl ReviewError {
             ReviewError::AlreadyReviewed { .. } => RejectCause::DuplicateReview,
             ReviewError::DigestMismatch { .. } => RejectCause::DigestMismatch,
             ReviewError::InvalidIdentity { .. } => RejectCause::InvalidIdentity,
-            ReviewError::NotFound(_) | ReviewError::Unavailable { .. } => return None,
+            ReviewError::NotFound(_)
+            | ReviewError::NotStanding(_)
+            | ReviewError::Unavailable { .. } => return None,
         })
     }
 
@@ -357,6 +362,7 @@ impl ReviewError {
         let bounded = |s: &str| crate::text::truncate(s, 120).into_owned();
         match self {
             ReviewError::NotFound(id) => format!("Request {id} does not exist (any more)."),
+            ReviewError::NotStanding(id) => format!("Request {id} is not a standing grant."),
             ReviewError::AlreadyDecided {
                 id,
                 state,

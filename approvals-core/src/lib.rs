@@ -66,6 +66,7 @@ pub mod params;
 pub mod policy;
 pub mod preview;
 pub mod request;
+pub mod standing;
 pub mod store;
 pub mod text;
 
@@ -82,14 +83,14 @@ pub use console::ConsoleApprover;
 pub use credential::{Credential, CredentialBroker, CredentialLease};
 pub use error::{Component, GuardError, ReviewError};
 pub use gate::{
-    BuildError, Gate, GateBuilder, Grant, PendingPage, Review, ReviewOutcome, Submission,
-    SweepReport, default_gate, guard, run, set_default_gate,
+    BuildError, Gate, GateBuilder, Grant, PendingPage, Review, ReviewOutcome, StandingProposal,
+    Submission, SweepReport, default_gate, guard, run, set_default_gate,
 };
 pub use identity::InvalidIdentity;
 pub use memory::MemoryStore;
 pub use policy::{
     Decision, Escalation, Policy, PolicyError, PolicyLoadError, Requirement, RulePolicy,
-    StaticPolicy,
+    StandingLimit, StaticPolicy,
 };
 pub use preview::Preview;
 pub use request::{

@@ -277,6 +277,9 @@ pub struct RequestRecord {
     /// comes late sends one reminder for every point it passed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reminded: u32,
+    /// For a standing grant ([`standing`](crate::standing)): how many actions it approved.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub standing_uses: u32,
     /// Accepted reviews, in order.
     #[serde(default)]
     pub reviews: Vec<ReviewRecord>,

@@ -42,6 +42,9 @@ async fn route(
     if let Some(answer) = crate::agent::route(shared, request, segments).await {
         return answer;
     }
+    if let Some(answer) = crate::standing::route(shared, request, segments).await {
+        return answer;
+    }
     match segments {
         ["me"] => {
             if let Err(r) = only(request, &[Method::GET, Method::HEAD]) {

@@ -62,6 +62,7 @@ mod requests;
 pub mod server;
 mod session;
 mod shared;
+pub mod standing;
 pub mod view;
 pub mod webhook;
 

@@ -177,6 +177,12 @@ impl From<ReviewError> for Problem {
                 "The action changed",
                 detail,
             ),
+            ReviewError::NotStanding(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "not_standing",
+                "Not a standing grant",
+                detail,
+            ),
             ReviewError::Unavailable { .. } => Problem::unavailable(detail),
             _ => Problem::unavailable(detail),
         }

@@ -1,5 +1,6 @@
 //! The JSON shape of a request as the API, the webhooks and the CLI show it.
 
+use approvals_core::standing::StandingStatus;
 use approvals_core::{
     Digest, Initiator, Principal, RequestContext, RequestId, RequestRecord, RequestState,
     Resolution, ReviewRecord,
@@ -61,6 +62,9 @@ pub struct RequestView {
     /// Until when the grant may be used, once approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_expires_at: Option<DateTime<Utc>>,
+    /// For a standing grant: what it allows, how many uses it has left and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<StandingStatus>,
 }
 
 /// Who may approve (the `Requirement` schema).
@@ -122,6 +126,7 @@ impl RequestView {
             reviews: record.reviews.clone(),
             resolution: record.resolution.as_deref().cloned(),
             grant_expires_at: record.grant_expires_at,
+            standing: StandingStatus::of(record),
         }
     }
 

@@ -698,6 +698,7 @@ mod tests {
             escalate_at: None,
             escalated: false,
             reminded: 0,
+            standing_uses: 0,
             reviews: Vec::new(),
             resolution: None,
             audit_pending: false,

@@ -57,6 +57,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         escalate_at: None,
         escalated: false,
         reminded: 0,
+        standing_uses: 0,
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,
@@ -139,6 +140,7 @@ pub fn full_record() -> RequestRecord {
         escalate_at: Some(at + TimeDelta::minutes(10)),
         escalated: true,
         reminded: 1,
+        standing_uses: 0,
         reviews: vec![ReviewRecord {
             reviewer: sam.clone(),
             verdict: Verdict::Approve,

@@ -27,12 +27,14 @@ use crate::store::{RequestId, Store};
 
 pub use crate::lifecycle::{Review, ReviewOutcome};
 pub use review::PendingPage;
+pub use standing::StandingProposal;
 
 mod credential;
 mod io;
 mod maintenance;
 mod review;
 mod run;
+mod standing;
 mod submit;
 
 pub use crate::admission::MAX_REQUEST_BYTES;

@@ -110,9 +110,11 @@ impl Gate {
             (RequestState::Pending, Some(at)) => Ok(WaitStep::Until(at)),
             (RequestState::Approved, Some(at)) if unaudited.approval => Ok(WaitStep::Until(at)),
             (RequestState::Denied, Some(at)) if unaudited.denial => Ok(WaitStep::Until(at)),
-            (RequestState::Approved, _) => {
-                Ok(WaitStep::Done(Box::new(self.issue_grant(record).await?)))
-            }
+            // A standing grant approves other actions; no grant is issued for it.
+            (RequestState::Approved, _) => match lifecycle::not_runnable(&record) {
+                Some(refused) => Err(refused),
+                None => Ok(WaitStep::Done(Box::new(self.issue_grant(record).await?))),
+            },
             // Ended without a grant. (An approval that a recorded deny revoked may still be
             // unaudited; a sweep records it, and it does not hold up the refusal.)
             _ => Err(lifecycle::refusal(&record)),

@@ -201,6 +201,20 @@ impl Gate {
                     self.audit(subject.event(now, denied.event())).await?;
                     return Err(denied.error());
                 }
+                if requirement.standing.is_some()
+                    && let Some(approved) = Box::pin(self.approve_by_standing(
+                        id,
+                        now,
+                        &request,
+                        digest,
+                        rule.as_deref(),
+                        &requirement,
+                    ))
+                    .await?
+                {
+                    observe::submitted("standing", "approved");
+                    return Ok(approved);
+                }
                 // Boxed: storing and dispatching is the large part of submit's state, and a
                 // waiting caller's task need not keep room for it (the allow path never
                 // takes this branch, so it pays no allocation for it).

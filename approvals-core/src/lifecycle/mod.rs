@@ -19,6 +19,10 @@
 //! Before a request opens, [`refusing_denial`] decides whether a recent denial of the same
 //! action refuses it without asking anyone (a rule's `cooldown_after_denial`).
 //!
+//! A standing grant ([`standing`](crate::standing)) is a request like any other; once
+//! approved it stays Approved while actions use it ([`use_standing`]: each opens already
+//! approved, [`open_under_standing`]) until it lapses at its end or a reviewer denies it.
+//!
 //! A run with a credential broker adds a credential to Executing: planned with the grant's
 //! consumption ([`consume_with_credential`]), issued ([`credential_issued`]) and revoked
 //! ([`credential_revoked`]), by the run or, once due ([`Due::Revoke`]), by a sweep.
@@ -37,6 +41,7 @@ mod cooldown;
 mod credential;
 mod review;
 mod run;
+mod standing;
 
 pub use cooldown::{COOLDOWN_SCAN, DeniedBefore, refusing_denial};
 pub use credential::{
@@ -49,6 +54,10 @@ pub use review::{
     may_review, recover, review,
 };
 pub use run::{Unusable, check_executor, consume, finish};
+pub use standing::{
+    STANDING_SCAN, covering_standing, not_runnable, open_under_standing, propose_standing,
+    use_standing,
+};
 /// A transition: the record to store (its `version` still the one it replaces; the store
 /// increments it) and the audit events that record it, in order.
 #[derive(Debug, Clone)]
@@ -290,6 +299,7 @@ pub fn open(
         created_at: now,
         escalated: false,
         reminded: 0,
+        standing_uses: 0,
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,

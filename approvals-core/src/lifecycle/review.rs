@@ -235,7 +235,7 @@ pub fn review(
         Verdict::Approve if approvals >= quorum => {
             next.state = RequestState::Approved;
             next.mark_unaudited(Verdict::Approve);
-            next.grant_expires_at = Some(now + grant_ttl);
+            next.grant_expires_at = Some(now + super::standing::grant_lasts(record, grant_ttl));
             events.push(approved_event(&next));
         }
         Verdict::Approve => {}

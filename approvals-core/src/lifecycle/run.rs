@@ -25,6 +25,9 @@ pub fn consume(
     digest: Digest,
     now: DateTime<Utc>,
 ) -> Result<Step, Unusable> {
+    if let Some(refused) = super::not_runnable(record) {
+        return Err(Unusable::Refused(Box::new(refused), None));
+    }
     if record.digest != digest {
         return Err(Unusable::Refused(
             Box::new(GuardError::DigestMismatch {

@@ -1,6 +1,6 @@
 //! Policies decide whether an action runs at once, is refused, or needs human approval.
 
-mod duration;
+pub(crate) mod duration;
 mod glob;
 mod index;
 mod rules;
@@ -99,6 +99,22 @@ pub struct Requirement {
     /// (`[50, 90]`: halfway, and with a tenth of the time left), ascending, each from 1 to 99.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reminders: Vec<u8>,
+    /// Whether reviewers may approve a standing grant under this requirement, and for how
+    /// long and how many uses at most ([`standing`](crate::standing)). `None`: every action
+    /// is asked for on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<StandingLimit>,
+}
+
+/// The most a standing grant approved under a rule may allow: how long it lasts and how many
+/// actions it may approve (a rule's `standing_grant_max` and `standing_grant_max_uses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingLimit {
+    /// The longest a standing grant may last, from its approval.
+    #[serde(with = "duration::serde_secs")]
+    pub max_for: Duration,
+    /// The most actions one standing grant may approve.
+    pub max_uses: u32,
 }
 
 impl Requirement {
@@ -117,6 +133,7 @@ impl Requirement {
             escalation: None,
             cooldown_after_denial: None,
             reminders: Vec::new(),
+            standing: None,
         }
     }
 
@@ -154,6 +171,13 @@ impl Requirement {
     /// ([`cooldown_after_denial`](Requirement::cooldown_after_denial)).
     pub fn cooldown_after_denial(mut self, cooldown: Duration) -> Self {
         self.cooldown_after_denial = Some(cooldown);
+        self
+    }
+
+    /// Lets reviewers approve standing grants under this requirement, lasting at most
+    /// `max_for` and approving at most `max_uses` actions each.
+    pub fn standing(mut self, max_for: Duration, max_uses: u32) -> Self {
+        self.standing = Some(StandingLimit { max_for, max_uses });
         self
     }
 

@@ -23,6 +23,8 @@
 //! escalate = { after = "10m", groups = ["security-oncall"] }
 //! cooldown_after_denial = "4h"
 //! remind_at = ["50%", "90%"]
+//! standing_grant_max = "8h"
+//! standing_grant_max_uses = 50
 //!
 //! [[rules]]
 //! name = "no-drops"
@@ -52,6 +54,12 @@
 //! reminder line on the Teams card, an `approval.reminder` webhook event; each audited as
 //! `reminded`.
 //!
+//! `standing_grant_max` (at most 30 days) and `standing_grant_max_uses` (1 to 10,000; 100 when
+//! not given): reviewers may approve a standing grant under this rule, for one initiator, this
+//! kind and a resource pattern, lasting at most that long and approving at most that many
+//! actions ([`standing`](crate::standing)). The grant needs this rule's approvers and quorum;
+//! without these keys every action is asked for on its own.
+//!
 //! Approver and escalation `users` and `groups` are checked when the file loads: an id or
 //! group name with invisible, bidi-control or mixed-script characters is refused with the rule
 //! and entry named (see [`identity`](crate::identity)), and the loaded requirement holds their
@@ -72,13 +80,19 @@ use sha2::{Digest as _, Sha256};
 use super::duration::parse_duration;
 use super::glob::Glob;
 use super::index::RuleIndex;
-use super::{Decision, Escalation, Policy, PolicyError, Requirement};
+use super::{Decision, Escalation, Policy, PolicyError, Requirement, StandingLimit};
 use crate::identity;
 use crate::request::{ActionRequest, PrincipalKind, canonical_json};
 
 const DEFAULT_TIMEOUT: &str = "1h";
 /// The longest `cooldown_after_denial` a rule may set.
 const MAX_COOLDOWN: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `standing_grant_max` a rule may set.
+const MAX_STANDING: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most `standing_grant_max_uses` a rule may set.
+pub(crate) const MAX_STANDING_USES: u32 = 10_000;
+/// `standing_grant_max_uses` when a rule sets only `standing_grant_max`.
+const DEFAULT_STANDING_USES: u32 = 100;
 
 /// A policy file could not be loaded. Says where and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -360,6 +374,10 @@ struct OutcomeSpec {
     cooldown_after_denial: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     remind_at: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    standing_grant_max: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    standing_grant_max_uses: Option<u32>,
 }
 
 impl Default for OutcomeSpec {
@@ -374,6 +392,8 @@ impl Default for OutcomeSpec {
             escalate: None,
             cooldown_after_denial: None,
             remind_at: Vec::new(),
+            standing_grant_max: None,
+            standing_grant_max_uses: None,
         }
     }
 }
@@ -387,10 +407,12 @@ impl OutcomeSpec {
             || self.escalate.is_some()
             || self.cooldown_after_denial.is_some()
             || !self.remind_at.is_empty()
+            || self.standing_grant_max.is_some()
+            || self.standing_grant_max_uses.is_some()
             || self.reason_required;
         match self.effect {
             Effect::Allow | Effect::Deny if approval_only => Err(format!(
-                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at and reason_required only apply to effect = \"require_approval\""
+                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at, standing_grant_max, standing_grant_max_uses and reason_required only apply to effect = \"require_approval\""
             )),
             Effect::Deny if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) => {
                 Err(format!(
@@ -461,7 +483,37 @@ impl OutcomeSpec {
                 ));
             }
         }
+        self.standing_limit(who)?;
         Ok(())
+    }
+
+    /// The rule's standing grant limit: `standing_grant_max` (more than zero, at most 30 days)
+    /// and `standing_grant_max_uses` (1 to 10,000; 100 when not given, and only with a
+    /// `standing_grant_max`).
+    fn standing_limit(&self, who: &str) -> Result<Option<StandingLimit>, String> {
+        let Some(max) = &self.standing_grant_max else {
+            return match self.standing_grant_max_uses {
+                Some(_) => Err(format!(
+                    "{who}: standing_grant_max_uses needs standing_grant_max = \"...\" (how long a standing grant may last)"
+                )),
+                None => Ok(None),
+            };
+        };
+        let max_for = parse_duration(max).map_err(|e| format!("{who}: standing_grant_max: {e}"))?;
+        if max_for.is_zero() || max_for > MAX_STANDING {
+            return Err(format!(
+                "{who}: standing_grant_max must be longer than zero and at most 30 days (it is {max})"
+            ));
+        }
+        let max_uses = self
+            .standing_grant_max_uses
+            .unwrap_or(DEFAULT_STANDING_USES);
+        if !(1..=MAX_STANDING_USES).contains(&max_uses) {
+            return Err(format!(
+                "{who}: standing_grant_max_uses must be from 1 to {MAX_STANDING_USES} (it is {max_uses})"
+            ));
+        }
+        Ok(Some(StandingLimit { max_for, max_uses }))
     }
 
     fn compile_outcome(&self, rule: Option<&str>) -> CompiledOutcome {
@@ -496,6 +548,7 @@ impl OutcomeSpec {
                             .as_deref()
                             .and_then(|c| parse_duration(c).ok()),
                         reminders: reminder_points(&self.remind_at).unwrap_or_default(),
+                        standing: self.standing_limit("").ok().flatten(),
                     }),
                 }
             }

@@ -1,0 +1,222 @@
+//! Standing grants at the gate: proposing one, approving an action under one, listing and
+//! revoking them. The rules are in [`lifecycle`] (`propose_standing`, `covering_standing`,
+//! `use_standing`, `open_under_standing`); this executes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::io::{EventSubject, to_delta};
+use super::{Gate, Submission};
+use crate::admission;
+use crate::audit::EventDetail;
+use crate::error::{Component, GuardError, ReviewError};
+use crate::lifecycle::{self, Review};
+use crate::policy::Requirement;
+use crate::request::{ActionRequest, Digest, Initiator, Principal};
+use crate::standing::{STANDING_KIND, StandingTerms};
+use crate::store::{Inserted, ListFilter, RequestId, RequestRecord, RequestState, Verdict};
+
+/// A human's proposal of a standing grant: let `initiator` run `kind` on resources matching
+/// `resource` for up to `duration` and `uses` actions, without asking each time.
+#[derive(Debug, Clone)]
+pub struct StandingProposal {
+    /// The action kind, exactly.
+    pub kind: String,
+    /// The resources, as a glob.
+    pub resource: String,
+    /// The agent or service it is for (with the human it acts for, if any).
+    pub initiator: Initiator,
+    /// How long it lasts once approved.
+    pub duration: Duration,
+    /// How many actions it may approve.
+    pub uses: u32,
+    /// Why, for the reviewers.
+    pub justification: String,
+}
+
+impl Gate {
+    /// Proposes a standing grant, proposed by the human `by`: it is checked against the policy
+    /// (the rule deciding `kind` on the `resource` pattern for that initiator must allow
+    /// standing grants, within its limits), then stored and delivered to the rule's reviewers
+    /// like any request. Returns its request id; it takes effect once the rule's quorum
+    /// approves it ([`standing`](crate::standing)). Refused with
+    /// [`GuardError::InvalidRequest`] when `by` is not a human (an agent never creates one,
+    /// for itself or anyone), or the policy does not allow it.
+    pub async fn propose_standing(
+        &self,
+        proposal: StandingProposal,
+        by: Principal,
+    ) -> Result<RequestId, GuardError> {
+        by.validate()
+            .map_err(|e| GuardError::InvalidRequest(format!("the proposer is refused: {e}")))?;
+        let initiator = Arc::new(proposal.initiator);
+        initiator.validate().map_err(|e| {
+            GuardError::InvalidRequest(format!("the standing grant's initiator is refused: {e}"))
+        })?;
+        let terms = StandingTerms {
+            kind: proposal.kind,
+            resource: proposal.resource,
+            duration: proposal.duration,
+            uses: proposal.uses,
+            proposed_by: by,
+        };
+        // What the policy says of the actions the grant would cover, for that initiator.
+        let probe = admission::admit(
+            ActionRequest::new(terms.kind.clone(), terms.resource.clone()),
+            &initiator,
+            &self.inner.context,
+        )
+        .map_err(|refused| refused.error)?;
+        let decision = self
+            .inner
+            .policy
+            .evaluate(&probe.request)
+            .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
+        let (rule, requirement) =
+            lifecycle::propose_standing(&terms, &initiator, decision.clone())?;
+
+        let id = RequestId::new();
+        let request = terms.to_request(initiator.clone(), proposal.justification);
+        let admitted = admission::admit_standing(request, &initiator, &self.inner.context)
+            .map_err(|refused| refused.error)?;
+        let now = self.now();
+        let subject = EventSubject {
+            id,
+            kind: STANDING_KIND.into(),
+            resource: admitted.request.resource.as_str().into(),
+            digest: admitted.digest,
+        };
+        let request = Arc::new(admitted.request);
+        self.audit(subject.event(
+            now,
+            EventDetail::Requested {
+                request: request.clone(),
+            },
+        ))
+        .await?;
+        self.audit(subject.event(
+            now,
+            EventDetail::PolicyDecided {
+                decision,
+                policy_version: self.shared_policy_version(),
+            },
+        ))
+        .await?;
+        self.create_pending(id, now, request, admitted.digest, rule, requirement)
+            .await?;
+        self.barrier().await?;
+        Ok(id)
+    }
+
+    /// Approves the action `request` (not yet stored, as `id`) under an approved standing grant
+    /// that covers it ([`lifecycle::covering_standing`]), if there is one: one of the grant's
+    /// uses is taken by compare-and-set (so concurrent actions never take more uses than it
+    /// has) and audited as `standing_grant_used`, then the action is stored already approved
+    /// and audited as `approved_by_standing_grant`. `None` when no standing grant covers it.
+    pub(super) async fn approve_by_standing(
+        &self,
+        id: RequestId,
+        now: DateTime<Utc>,
+        request: &Arc<ActionRequest>,
+        digest: Digest,
+        rule: Option<&str>,
+        requirement: &Arc<Requirement>,
+    ) -> Result<Option<Submission>, GuardError> {
+        let Some(initiator) = &request.initiator else {
+            return Ok(None);
+        };
+        let filter = ListFilter {
+            states: vec![RequestState::Approved],
+            kind: Some(STANDING_KIND.into()),
+            initiator: Some(initiator.principal.id.clone()),
+            limit: Some(lifecycle::STANDING_SCAN),
+            ..ListFilter::default()
+        };
+        let grant = loop {
+            let grants = self.store_call(self.inner.store.list(&filter)).await?;
+            let Some(grant) =
+                lifecycle::covering_standing(&grants, request, rule, requirement, now)
+            else {
+                return Ok(None);
+            };
+            let step = lifecycle::use_standing(grant, id, digest)?;
+            // Another action took a use first: look again.
+            if let Some(used) = self.commit(grant, step).await? {
+                break used;
+            }
+        };
+        let step = lifecycle::open_under_standing(
+            id,
+            (**request).clone(),
+            digest,
+            rule.map(str::to_owned),
+            requirement.clone(),
+            self.shared_policy_version(),
+            &grant,
+            to_delta(self.inner.grant_ttl),
+            now,
+        )?;
+        for event in step.events {
+            self.audit(self.event(&step.next, event)).await?;
+        }
+        match self.store_call(self.inner.store.insert(&step.next)).await? {
+            Inserted::Created => {}
+            Inserted::Existing(existing) => {
+                // Another task stored the same idempotency key first; the use stays taken.
+                let key = step
+                    .next
+                    .request
+                    .idempotency_key
+                    .clone()
+                    .unwrap_or_default();
+                return self.reattach(&existing, &key, digest).map(Some);
+            }
+        }
+        self.barrier().await?;
+        Ok(Some(Submission::Pending(id)))
+    }
+
+    /// The approved standing grants whose time is not over, newest first (each with its
+    /// uses in [`RequestRecord::standing_uses`]; see
+    /// [`StandingStatus`](crate::standing::StandingStatus)).
+    pub async fn standing_grants(&self) -> Result<Vec<RequestRecord>, GuardError> {
+        let now = self.now();
+        let grants = self
+            .store_call(self.inner.store.list(&ListFilter {
+                states: vec![RequestState::Approved],
+                kind: Some(STANDING_KIND.into()),
+                ..ListFilter::default()
+            }))
+            .await?;
+        Ok(grants
+            .into_iter()
+            .filter(|g| g.grant_expires_at.is_some_and(|at| now < at))
+            .collect())
+    }
+
+    /// Revokes standing grant `id` with `review`, a deny (deny wins over the approval), so it
+    /// covers no action from now on. Who may revoke is who may review it, checked as for any
+    /// review: the rule's approvers, never its initiator or the human it acts for. Refused for
+    /// a request that is not a standing grant.
+    pub async fn revoke_standing(
+        &self,
+        id: RequestId,
+        mut review: Review,
+    ) -> Result<(), ReviewError> {
+        let record = self
+            .get(id)
+            .await
+            .map_err(|e| ReviewError::Unavailable {
+                component: Component::Store,
+                message: e.to_string(),
+            })?
+            .ok_or(ReviewError::NotFound(id))?;
+        if StandingTerms::of(&record).is_none() {
+            return Err(ReviewError::NotStanding(id));
+        }
+        review.verdict = Verdict::Deny;
+        self.decide(id, review).await.map(|_| ())
+    }
+}

@@ -374,6 +374,17 @@ impl RequestSummary {
                 self.decided_at = v.at();
                 self.decision_seq = Some(seq);
             }
+            // Approved without asking, by the approvers of a standing grant.
+            "approved_by_standing_grant" => {
+                self.outcome = Outcome::Approved;
+                self.approvers = v.approvers();
+                self.decided_at = v.at();
+                self.decision_seq = Some(seq);
+                self.detail = Some(format!(
+                    "approved by standing grant {}",
+                    s("standing").unwrap_or_default()
+                ));
+            }
             "denied" => {
                 self.outcome = Outcome::Denied;
                 self.decided_at = v.at();

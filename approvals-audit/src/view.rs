@@ -136,11 +136,12 @@ impl<'a> EventView<'a> {
     /// - `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`,
     ///   `request_refused`: the initiator (agent or service), then the human it acts for;
     /// - `reviewed`, `review_rejected`: the reviewer (when known);
-    /// - `approved`: every approver, in the order recorded;
+    /// - `approved`, `approved_by_standing_grant`: every approver (of the request, or of the
+    ///   standing grant that approved it), in the order recorded;
     /// - `denied`, `cancelled`: the person who denied or cancelled (when a person did);
     /// - `resubmission_refused`: the reviewer whose earlier denial refused it;
-    /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed`
-    ///   and anything unknown: the gate itself (`approvals-gate`, kind `system`).
+    /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed`,
+    ///   `standing_grant_used` and anything unknown: the gate itself (`approvals-gate`, kind `system`).
     ///
     /// Falls back to the gate when the event does not name the principal it should.
     pub(crate) fn actors(&self) -> Vec<Actor> {
@@ -158,7 +159,7 @@ impl<'a> EventView<'a> {
             "reviewed" | "review_rejected" => one(self.get("reviewer")),
             // The reviewer whose earlier denial refused the action again.
             "denied" | "cancelled" | "resubmission_refused" => one(self.get("by")),
-            "approved" => self
+            "approved" | "approved_by_standing_grant" => self
                 .get("approvers")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Actor::from_principal).collect())
@@ -302,6 +303,17 @@ impl<'a> EventView<'a> {
                 self.str("cause").unwrap_or("unknown")
             ),
             "approved" => format!("{what} approved by {}", self.approvers().join(", ")),
+            "approved_by_standing_grant" => format!(
+                "{what} approved without asking by standing grant {} (approved by {})",
+                self.str("standing").unwrap_or("unknown"),
+                self.approvers().join(", ")
+            ),
+            "standing_grant_used" => format!(
+                "standing grant for {what} used ({} of {}) by request {}",
+                self.get("used").and_then(Value::as_u64).unwrap_or(0),
+                self.get("uses").and_then(Value::as_u64).unwrap_or(0),
+                self.str("request").unwrap_or("unknown")
+            ),
             "denied" => format!("{what} denied by {}", actor.id),
             "request_refused" => format!(
                 "{} was refused {what} ({})",

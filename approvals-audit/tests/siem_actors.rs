@@ -540,3 +540,72 @@ fn a_resubmission_refused_names_the_reviewer_who_denied_it() {
     );
     assert!(cef[0].contains("suser=sam@example.com"), "{}", cef[0]);
 }
+
+#[test]
+fn a_standing_grant_use_and_the_action_it_approved_name_the_grant_and_its_approvers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (grant, action) = (RequestId::new(), RequestId::new());
+    let approvers = vec![
+        Principal::human("sam@example.com").with_groups(["sre"]),
+        Principal::human("kim@example.com").with_groups(["sre"]),
+    ];
+    let events = [
+        event(
+            grant,
+            0,
+            EventDetail::StandingGrantUsed {
+                request: action,
+                digest: approvals_core::ActionRequest::new("deploy.restart", "svc://prod/api")
+                    .digest(),
+                used: 2,
+                uses: 5,
+            },
+        ),
+        event(
+            action,
+            1,
+            EventDetail::ApprovedByStandingGrant {
+                standing: grant,
+                approvers,
+            },
+        ),
+    ];
+    let entries = write(dir.path(), &events);
+    let lines = json(&render(&entries, Format::JsonLines));
+    assert_eq!(lines[0]["actor"]["kind"], "system", "{}", lines[0]);
+    assert_eq!(lines[0]["event"]["request"], action.to_string());
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("(2 of 5)") && m.contains(&action.to_string())),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1]["actor"]["id"], "sam@example.com", "{}", lines[1]);
+    assert_eq!(lines[1]["outcome"], "success");
+    let ocsf = json(&render(&entries, Format::Ocsf));
+    assert_eq!(ocsf[1]["actor"]["user"]["uid"], "sam@example.com");
+    let roles: Vec<&str> = ocsf[1]["unmapped"]["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .filter_map(|a| a["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["approver", "approver"]);
+    assert_eq!(
+        ocsf[1]["unmapped"]["approvals"]["standing"],
+        grant.to_string()
+    );
+    let cef = render(&entries, Format::Cef);
+    assert!(
+        cef[0].contains("|standing_grant_used|Standing grant used|"),
+        "{}",
+        cef[0]
+    );
+    assert!(
+        cef[1].contains("|approved_by_standing_grant|Request approved by a standing grant|"),
+        "{}",
+        cef[1]
+    );
+    assert!(cef[1].contains("suser=sam@example.com"), "{}", cef[1]);
+}

@@ -126,6 +126,9 @@ enum Command {
     Deny(DecideArgs),
     /// Withdraw a pending request (its initiator, the human it acts for, or an admin).
     Cancel(CancelArgs),
+    /// Standing grants: list the ones in force, propose one, revoke one.
+    #[command(subcommand)]
+    Standing(StandingCommand),
     /// Run a command (a CI deploy step) once humans approve exactly that command line; exits
     /// with its exit code, or 170-176 when it did not run.
     #[command(after_help = crate::exec::EXEC_HELP, after_long_help = crate::exec::EXEC_HELP)]
@@ -231,6 +234,57 @@ struct DecideArgs {
     /// omitted, the request is fetched, printed, and the decision bound to its digest.
     #[arg(long, value_name = "sha256:HEX")]
     digest: Option<String>,
+    /// Print the resulting request as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum StandingCommand {
+    /// List the standing grants in force, with the uses and time they have left.
+    List {
+        /// Print JSON (the API's StandingList) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Propose a standing grant: let an agent run one kind of action on a resource pattern
+    /// for a while, without asking each time. The rule's reviewers approve it like any request
+    /// (`approvals approve ID`); only a rule with `standing_grant_max` allows one.
+    Propose(ProposeArgs),
+    /// Revoke a standing grant (a deny: it covers no further action).
+    Revoke(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProposeArgs {
+    /// Take the kind and the initiator from this request (and, without --resource, its
+    /// resource).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["kind", "agent", "service"])]
+    from: Option<String>,
+    /// The action kind (exactly).
+    #[arg(long)]
+    kind: Option<String>,
+    /// The resources, as a glob (`svc://prod/*`).
+    #[arg(long)]
+    resource: Option<String>,
+    /// The agent it is for.
+    #[arg(long, conflicts_with = "service")]
+    agent: Option<String>,
+    /// The service it is for.
+    #[arg(long)]
+    service: Option<String>,
+    /// The human the agent acts for, if it acts for one (it must match, or nothing is covered).
+    #[arg(long, value_name = "HUMAN")]
+    on_behalf_of: Option<String>,
+    /// How long it lasts once approved (`30m`, `8h`).
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: String,
+    /// How many actions it may approve.
+    #[arg(long)]
+    uses: u32,
+    /// Why, for the reviewers.
+    #[arg(long, short)]
+    justification: String,
     /// Print the resulting request as JSON.
     #[arg(long)]
     json: bool,
@@ -388,6 +442,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Approve(args) => decide(&client(&cli.target).await?, args, true).await,
         Command::Deny(args) => decide(&client(&cli.target).await?, args, false).await,
         Command::Cancel(args) => cancel(&client(&cli.target).await?, args).await,
+        Command::Standing(cmd) => standing(&client(&cli.target).await?, cmd).await,
         Command::Audit(_) | Command::Exec(_) | Command::McpProxy(_) => Err(Failure::new(
             exit::USAGE,
             "audit, exec and mcp-proxy commands are dispatched by main".to_owned(),
@@ -864,6 +919,85 @@ async fn cancel(client: &ApiClient, args: CancelArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn standing(client: &ApiClient, cmd: StandingCommand) -> Result<(), Failure> {
+    match cmd {
+        StandingCommand::List { json } => {
+            let list = client.standing_grants().await?;
+            if json {
+                return print_json(&list);
+            }
+            if list.standing_grants.is_empty() {
+                println!("No standing grant is in force.");
+            }
+            for view in &list.standing_grants {
+                let Some(status) = &view.standing else {
+                    continue;
+                };
+                let initiator = view
+                    .initiator
+                    .as_ref()
+                    .map(|i| format!("{} {}", i.principal.kind, i.principal.id))
+                    .unwrap_or_default();
+                println!(
+                    "{}  {} may run {} on {}: {} of {} uses left, until {}",
+                    view.id,
+                    term(&initiator),
+                    term(&status.terms.kind),
+                    term(&status.terms.resource),
+                    status.uses_left,
+                    status.terms.uses,
+                    status
+                        .expires_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                );
+            }
+            Ok(())
+        }
+        StandingCommand::Propose(args) => {
+            let initiator = match (&args.agent, &args.service) {
+                (Some(id), None) => Some(Initiator::agent(id.clone())),
+                (None, Some(id)) => Some(Initiator::from_principal(Principal::service(id.clone()))),
+                _ => None,
+            }
+            .map(|i| match &args.on_behalf_of {
+                Some(human) => i.on_behalf_of(Principal::human(human.clone())),
+                None => i,
+            });
+            let body = approvals_http::standing::ProposeBody {
+                from_request: args.from.as_deref().map(parse_id).transpose()?,
+                kind: args.kind,
+                resource: args.resource,
+                initiator,
+                duration: args.duration,
+                uses: args.uses,
+                justification: args.justification,
+            };
+            let view = client.propose_standing(&body).await?;
+            if args.json {
+                return print_json(&view);
+            }
+            println!(
+                "Proposed standing grant {}: it takes effect once approved (approvals approve {}).",
+                view.id, view.id
+            );
+            Ok(())
+        }
+        StandingCommand::Revoke(args) => {
+            let id = parse_id(&args.id)?;
+            let view = client.revoke_standing(id, args.reason.as_deref()).await?;
+            if args.json {
+                return print_json(&view);
+            }
+            println!(
+                "Revoked standing grant {}: it is now {}",
+                view.id, view.state
+            );
+            Ok(())
+        }
+    }
+}
+
 fn parse_id(raw: &str) -> Result<RequestId, Failure> {
     RequestId::parse(raw.trim()).map_err(|_| {
         Failure::new(
@@ -949,6 +1083,21 @@ fn render_view(v: &RequestView) -> String {
     }
     if let Some(by) = v.decided_by() {
         line("Decided by", &by);
+    }
+    if let Some(status) = &v.standing {
+        line(
+            "Standing",
+            &format!(
+                "lets its initiator run {} on {} {} more time(s){}",
+                status.terms.kind,
+                status.terms.resource,
+                status.uses_left,
+                status
+                    .expires_at
+                    .map(|t| format!(", until {}", t.to_rfc3339()))
+                    .unwrap_or_else(|| " once approved".into())
+            ),
+        );
     }
     let params = serde_json::to_string_pretty(&v.params).unwrap_or_default();
     s.push_str("Parameters:\n");

@@ -385,6 +385,8 @@ async fn wait(
                 "{component} unavailable: {message}"
             )));
         }
+        // Not a request that is waited for (a standing grant approves other actions).
+        Some(Err(e @ GuardError::InvalidRequest(_))) => return Err(Problem::from(e)),
         // Refused (denied, expired, cancelled, used, lapsed) or still pending: the record says.
         Some(Err(_)) | None => None,
     };

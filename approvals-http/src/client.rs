@@ -255,6 +255,41 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1/standing-grants`: the standing grants in force.
+    pub async fn standing_grants(&self) -> Result<crate::standing::StandingList, ClientError> {
+        self.call(Method::GET, "/v1/standing-grants", None).await
+    }
+
+    /// `POST /v1/standing-grants`: proposes a standing grant (a human's token); the rule's
+    /// reviewers approve it like any request.
+    pub async fn propose_standing(
+        &self,
+        proposal: &crate::standing::ProposeBody,
+    ) -> Result<RequestView, ClientError> {
+        let body = serde_json::to_value(proposal)
+            .map_err(|e| ClientError::Protocol(format!("the proposal is not JSON: {e}")))?;
+        self.call(Method::POST, "/v1/standing-grants", Some(body))
+            .await
+    }
+
+    /// `POST /v1/standing-grants/{id}/revoke`.
+    pub async fn revoke_standing(
+        &self,
+        id: RequestId,
+        reason: Option<&str>,
+    ) -> Result<RequestView, ClientError> {
+        let body = match reason {
+            Some(r) => serde_json::json!({ "reason": r }),
+            None => serde_json::json!({}),
+        };
+        self.call(
+            Method::POST,
+            &format!("/v1/standing-grants/{id}/revoke"),
+            Some(body),
+        )
+        .await
+    }
+
     // -------------------------------------------------------------------------------------
     // The agent's calls (agent or service token).
 

@@ -773,3 +773,172 @@ async fn an_unused_approval_can_be_revoked_from_the_console() {
     assert_eq!(state(&f, id).await, RequestState::Denied);
     assert!(f.gate.wait(id).await.is_err(), "the agent gets no grant");
 }
+
+/// A reviewer proposes a standing grant from a request page (same origin and session token
+/// only), sees it listed with its uses left once approved, and revokes it from its page.
+#[tokio::test]
+async fn a_standing_grant_is_proposed_listed_and_revoked_in_the_console() {
+    let f = fixture_with(
+        approvals_core::Requirement::groups(["security"])
+            .standing(std::time::Duration::from_secs(3600), 5),
+    );
+    let id = submit(&f.gate, &export()).await;
+    let cookie = login(&f.server, SAM).await;
+    let page = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert!(page.text().contains("Allow for a while"), "{}", page.text());
+    let csrf = csrf_of(&page.text());
+    let path = format!("/console/requests/{id}/standing");
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("resource", "db://prod/*"),
+        ("for", "30m"),
+        ("uses", "2"),
+        ("justification", "month end <script>alert(1)</script>"),
+    ];
+    for (origin, what) in [
+        (Some("https://evil.example"), "another origin"),
+        (None, "no origin"),
+    ] {
+        let r = send(
+            &f.server,
+            Method::POST,
+            &path,
+            Some(&cookie),
+            origin,
+            Some(&fields),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+    }
+    let mut no_token = fields;
+    no_token[0] = ("csrf", "forged");
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&no_token),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let mut too_long = fields;
+    too_long[2] = ("for", "2h");
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&too_long),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("at most 1h"), "{}", r.text());
+    assert_eq!(
+        f.store.list(&Default::default()).await.expect("list").len(),
+        1
+    );
+
+    let r = send(
+        &f.server,
+        Method::POST,
+        &path,
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&fields),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = r.header("location").expect("location").to_owned();
+    let grant = RequestId::parse(location.rsplit('/').next().expect("id")).expect("an id");
+    let page = send(&f.server, Method::GET, &location, Some(&cookie), None, None).await;
+    let html = page.text();
+    assert!(html.contains("Standing grant"), "{html}");
+    assert!(html.contains("once approved by the rule"), "{html}");
+    assert!(
+        !html.contains("<script>alert"),
+        "the justification is escaped"
+    );
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+
+    f.gate
+        .decide(
+            grant,
+            approvals_core::Review::approve(
+                Principal::human("root@example.com").with_groups(["security"]),
+            ),
+        )
+        .await
+        .expect("approved");
+    let covered = submit(&f.gate, &export().params(serde_json::json!({"rows": 1}))).await;
+    assert_eq!(state(&f, covered).await, RequestState::Approved);
+    let list = send(
+        &f.server,
+        Method::GET,
+        "/console/standing",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    let html = list.text();
+    assert!(html.contains(r#"<td class="uses">1 of 2</td>"#), "{html}");
+    assert!(html.contains("db://prod/*"), "{html}");
+
+    let page = send(&f.server, Method::GET, &location, Some(&cookie), None, None).await;
+    let html = page.text();
+    assert!(html.contains("Revoke the standing grant"), "{html}");
+    assert!(html.contains(r#"<dd id="uses-left">1 of 2</dd>"#), "{html}");
+    let digest = f
+        .gate
+        .get(grant)
+        .await
+        .expect("store")
+        .expect("record")
+        .digest
+        .to_string();
+    let r = send(
+        &f.server,
+        Method::POST,
+        &format!("/console/requests/{grant}/decision"),
+        Some(&cookie),
+        Some(ORIGIN),
+        Some(&[
+            ("csrf", &csrf_of(&html)),
+            ("verdict", "deny"),
+            ("digest", &digest),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(state(&f, grant).await, RequestState::Denied);
+    let list = send(
+        &f.server,
+        Method::GET,
+        "/console/standing",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        list.text().contains(r#"id="no-standing""#),
+        "{}",
+        list.text()
+    );
+    let after = submit(&f.gate, &export().params(serde_json::json!({"rows": 2}))).await;
+    assert_eq!(
+        state(&f, after).await,
+        RequestState::Pending,
+        "asked after the revocation"
+    );
+}

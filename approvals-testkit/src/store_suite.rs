@@ -51,6 +51,7 @@ where
     gate_refuses_asking_again_after_a_denial(make_store().await).await;
     gate_reminds_once_at_each_point(make_store().await).await;
     gate_binds_the_approval_to_the_preview(make_store().await).await;
+    gate_takes_each_standing_grant_use_once(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -1228,4 +1229,103 @@ pub async fn gate_binds_the_approval_to_the_preview(store: Arc<dyn Store>) {
     .await
     .expect("the approved action runs");
     assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+/// A standing grant on this store: racing actions take exactly its uses (each one
+/// compare-and-set on the grant), the count survives the store's round trip, a covered action
+/// runs once, and after a revocation (a deny) the next action is asked for.
+pub async fn gate_takes_each_standing_grant_use_once(store: Arc<dyn Store>) {
+    use approvals_core::standing::StandingStatus;
+    use approvals_core::{Requirement, StandingProposal};
+    let (clock, audit) = parts();
+    let gate = fixtures::gate_requiring(
+        Requirement::groups(["data-owners"]).standing(std::time::Duration::from_secs(3600), 3),
+        store.clone(),
+        clock,
+        audit.clone(),
+    );
+    let grant = gate
+        .propose_standing(
+            StandingProposal {
+                kind: "data.export".into(),
+                resource: "db://prod/*".into(),
+                initiator: fixtures::billing_agent(),
+                duration: std::time::Duration::from_secs(1800),
+                uses: 3,
+                justification: "month-end exports".into(),
+            },
+            reviewer("kim@example.com"),
+        )
+        .await
+        .expect("proposed");
+    gate.decide(grant, Review::approve(reviewer("sam@example.com")))
+        .await
+        .expect("approved");
+
+    let asked = join_all((0..8).map(|i| {
+        let gate = gate.clone();
+        async move {
+            let action = export_request().params(serde_json::json!({ "table": i }));
+            match gate.submit(&action).await.expect("submit") {
+                Submission::Pending(id) => id,
+                Submission::Allowed(_) => panic!("stored either way"),
+            }
+        }
+    }))
+    .await;
+    let mut covered = Vec::new();
+    for id in &asked {
+        let record = store.get(*id).await.expect("get").expect("stored");
+        match record.state {
+            RequestState::Approved => covered.push(*id),
+            RequestState::Pending => {}
+            other => panic!("an action is approved or asked for, not {other}"),
+        }
+    }
+    assert_eq!(covered.len(), 3, "exactly the grant's uses");
+    let stored = store.get(grant).await.expect("get").expect("stored");
+    let status = StandingStatus::of(&stored).expect("a standing grant");
+    assert_eq!((status.used, status.uses_left), (3, 0));
+    assert_eq!(
+        audit
+            .names()
+            .iter()
+            .filter(|n| **n == "standing_grant_used")
+            .count(),
+        3
+    );
+
+    let first = covered[0];
+    let record = store.get(first).await.expect("get").expect("stored");
+    let action = export_request().params((*record.request.params).clone());
+    let ran = AtomicUsize::new(0);
+    let grant_for_action = gate.wait(first).await.expect("a covered action's grant");
+    gate.execute(grant_for_action, &action, || async {
+        ran.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, GuardError>(())
+    })
+    .await
+    .expect("runs");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert!(
+        gate.wait(first).await.is_err(),
+        "its single-use grant is used"
+    );
+
+    gate.revoke_standing(grant, Review::deny(reviewer("sam@example.com")))
+        .await
+        .expect("revoked");
+    assert_eq!(
+        store.get(grant).await.expect("get").expect("stored").state,
+        RequestState::Denied
+    );
+    let after = export_request().params(serde_json::json!({ "table": "after" }));
+    let Submission::Pending(id) = gate.submit(&after).await.expect("submit") else {
+        panic!("stored");
+    };
+    assert_eq!(
+        store.get(id).await.expect("get").expect("stored").state,
+        RequestState::Pending,
+        "asked for after the revocation"
+    );
 }

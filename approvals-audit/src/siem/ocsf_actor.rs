@@ -68,7 +68,7 @@ fn listed(v: &EventView<'_>, actors: &[Actor]) -> Vec<Value> {
                         "on_behalf_of"
                     }
                 }
-                "approved" => "approver",
+                "approved" | "approved_by_standing_grant" => "approver",
                 "reviewed" | "review_rejected" => "reviewer",
                 _ => "by",
             };

@@ -12,6 +12,7 @@
 
 mod fragments;
 mod pages;
+mod standing;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -153,6 +154,17 @@ pub(crate) async fn handle(
         ["requests", id, "decision"] => match *request.method() {
             Method::POST => decision(shared, request, id).await,
             _ => method_page(),
+        },
+        ["requests", id, "standing"] => match *request.method() {
+            Method::POST => standing::propose(shared, request, id).await,
+            _ => method_page(),
+        },
+        ["standing"] => match only(request, &[Method::GET, Method::HEAD]) {
+            Ok(()) => match viewer(shared, request) {
+                Some(v) => standing::standing_page(shared, &v).await,
+                None => redirect("/console/login"),
+            },
+            Err(_) => method_page(),
         },
         _ => error_page(
             viewer(shared, request).as_ref(),

@@ -239,6 +239,8 @@ fn render_detail(
 
     b.push_str(r#"<div class="grid"><div class="main">"#);
 
+    b.push_str(&super::standing::terms_card(record, now));
+
     // The action itself.
     let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "null".into());
     let _ = write!(
@@ -374,6 +376,9 @@ fn render_detail(
     // Side column: who asked, who may approve, the decision form.
     b.push_str(r#"<aside class="side">"#);
     b.push_str(&decision_box(record, v, now));
+    if v.principal.kind == approvals_core::PrincipalKind::Human {
+        b.push_str(&super::standing::propose_form(record, v));
+    }
     let mut who = String::new();
     if let Some(init) = &req.initiator {
         let _ = write!(
@@ -476,11 +481,23 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
         )
     };
     let (approve, deny) = (check(Verdict::Approve), check(Verdict::Deny));
-    // Deny wins: an approval whose grant is still unused can be revoked by a reviewer.
+    // Deny wins: an approval whose grant is still unused can be revoked by a reviewer, and a
+    // standing grant stays revocable while it is in force.
     if record.state == RequestState::Approved && deny.is_ok() {
+        let (title, text) = if approvals_core::standing::StandingTerms::of(record).is_some() {
+            (
+                "Revoke the standing grant",
+                "In force. Denying now revokes it: no further action is approved by it (actions it already approved keep their own grants).",
+            )
+        } else {
+            (
+                "Revoke the approval",
+                "Approved, but the agent has not used its grant yet. Denying now revokes it: the action will not run.",
+            )
+        };
         return format!(
-            r#"<section class="card decide"><h2>Revoke the approval</h2>
-<p class="muted">Approved, but the agent has not used its grant yet. Denying now revokes it: the action will not run.</p>
+            r#"<section class="card decide"><h2>{title}</h2>
+<p class="muted">{text}</p>
 <form method="post" action="/console/requests/{id}/decision" class="stack">
 <input type="hidden" name="csrf" value="{csrf}">
 <input type="hidden" name="digest" value="{digest}">

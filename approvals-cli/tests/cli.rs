@@ -556,3 +556,129 @@ async fn store_mode_signs_the_sql_audit_log_with_the_audit_key() {
     let wrong = verify("other.vkeys");
     assert_eq!(code(&wrong), 1, "{}", text(&wrong));
 }
+
+/// `approvals standing`: a reviewer proposes a standing grant from a request, it is approved
+/// like any request, listed with its uses left, used by the agent's next matching action, and
+/// revoked; an agent's token cannot propose one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_grants_are_proposed_listed_and_revoked_from_the_cli() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = Tokens::from_file(token_file(dir.path())).expect("tokens");
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::groups(["security"]).standing(Duration::from_secs(3600), 5),
+        ))
+        .store(approvals_core::MemoryStore::new())
+        .audit(approvals_core::MemorySink::new())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .build()
+        .expect("gate");
+    let server = approvals_http::ReviewServer::builder(gate.clone())
+        .tokens(tokens)
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(approvals_http::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+    let first = submit(&gate, &export()).await.to_string();
+    let cli = |args: Vec<String>, token: &'static str| {
+        let dir = dir.path().to_owned();
+        let base = base.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+                all.extend(["--server", base.as_str()]);
+                approvals(&all, Some(token), &dir)
+            })
+            .await
+            .expect("cli")
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let propose = args(&[
+        "standing",
+        "propose",
+        "--from",
+        &first,
+        "--resource",
+        "db://prod/*",
+        "--for",
+        "30m",
+        "--uses",
+        "2",
+        "-j",
+        "month-end exports",
+    ]);
+
+    let out = cli(propose.clone(), BOT).await;
+    assert_eq!(code(&out), 1, "an agent never proposes: {}", text(&out));
+    assert!(text(&out).contains("only a human"), "{}", text(&out));
+    let mut too_long = propose.clone();
+    too_long[7] = "2h".into();
+    let out = cli(too_long, SAM).await;
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("at most 1h"), "{}", text(&out));
+
+    let out = cli(propose, SAM).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let grant = stdout
+        .split_whitespace()
+        .find_map(|w| approvals_core::RequestId::parse(w.trim_end_matches(':')).ok())
+        .unwrap_or_else(|| panic!("no id in {stdout}"))
+        .to_string();
+    let out = cli(args(&["standing", "list"]), SAM).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("No standing grant is in force"),
+        "not before its approval: {}",
+        text(&out)
+    );
+    let out = cli(args(&["approve", &grant]), DANA).await;
+    assert_eq!(
+        code(&out),
+        1,
+        "the human the agent acts for: {}",
+        text(&out)
+    );
+    let out = cli(args(&["approve", &grant]), SAM).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    let covered = submit(&gate, &export().params(serde_json::json!({"rows": 1}))).await;
+    let record = gate.get(covered).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Approved);
+    let out = cli(args(&["standing", "list"]), SAM).await;
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.contains(&grant) && listed.contains("1 of 2 uses left"),
+        "{}",
+        text(&out)
+    );
+    let out = cli(args(&["show", &grant]), SAM).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 more time(s)"),
+        "{}",
+        text(&out)
+    );
+
+    let out = cli(args(&["standing", "revoke", &first]), SAM).await;
+    assert_ne!(code(&out), 0, "not a standing grant: {}", text(&out));
+    let out = cli(args(&["standing", "revoke", &grant, "-r", "done"]), SAM).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("denied"));
+    let out = cli(args(&["standing", "list"]), SAM).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No standing grant is in force"));
+    let after = submit(&gate, &export().params(serde_json::json!({"rows": 2}))).await;
+    let record = gate.get(after).await.expect("store").expect("record");
+    assert_eq!(
+        record.state,
+        RequestState::Pending,
+        "asked after the revocation"
+    );
+}

@@ -12,7 +12,7 @@ use approvals_core::{
     Gate, Initiator, MemorySink, MemoryStore, Principal, RequestId, RequestState, RulePolicy, Store,
 };
 use approvals_http::{ApiClient, ReviewServer, SubmitStatus, Tokens};
-use common::{Reply, call};
+use common::{Reply, call, conforms};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -1024,22 +1024,6 @@ async fn the_client_submits_waits_and_runs_over_http() {
 }
 
 /// Every key of `body` is a property of the schema, and every required one is there.
-fn conforms(doc: &Value, schema: &str, body: &Value) {
-    let schema = &doc["components"]["schemas"][schema];
-    let properties = schema["properties"].as_object().expect("properties");
-    let fields = body.as_object().expect("an object");
-    for key in fields.keys() {
-        assert!(
-            properties.contains_key(key),
-            "{key} is not documented in {schema}"
-        );
-    }
-    for required in schema["required"].as_array().into_iter().flatten() {
-        let name = required.as_str().expect("name");
-        assert!(fields.contains_key(name), "{name} missing from {body}");
-    }
-}
-
 #[tokio::test]
 async fn the_openapi_document_describes_the_agent_api_as_served() {
     let a = agents();

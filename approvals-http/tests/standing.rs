@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use approvals_core::{RequestId, RequestState, Requirement, Store};
-use common::{BOT, EVE, OTHER_BOT, SAM, SVC, call, fixture_with};
+use common::{BOT, EVE, OTHER_BOT, SAM, SVC, call, conforms, fixture_with};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -122,6 +122,20 @@ async fn a_standing_grant_is_proposed_approved_used_listed_and_revoked_over_the_
         "eve@example.com"
     );
     assert_eq!(r.json()["initiator"]["principal"]["id"], "billing-agent");
+    let doc = call(&f.server, Method::GET, "/openapi.json", None, None)
+        .await
+        .json();
+    for (path, method) in [
+        ("/v1/standing-grants", "get"),
+        ("/v1/standing-grants", "post"),
+        ("/v1/standing-grants/{id}/revoke", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    conforms(&doc, "Request", &r.json());
+    conforms(&doc, "StandingStatus", &r.json()["standing"]);
+    conforms(&doc, "StandingTerms", &r.json()["standing"]["terms"]);
+    conforms(&doc, "StandingProposal", &proposal);
 
     // Not in force yet.
     let pending = agent_asks(&f.server, "orders").await;

@@ -177,3 +177,20 @@ pub async fn spawn(server: ReviewServer) -> String {
     ));
     format!("http://{addr}")
 }
+
+/// Asserts `body` has only the fields the OpenAPI `schema` documents, and all it requires.
+pub fn conforms(doc: &serde_json::Value, schema: &str, body: &serde_json::Value) {
+    let schema = &doc["components"]["schemas"][schema];
+    let properties = schema["properties"].as_object().expect("properties");
+    let fields = body.as_object().expect("an object");
+    for key in fields.keys() {
+        assert!(
+            properties.contains_key(key),
+            "{key} is not documented in {schema}"
+        );
+    }
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let name = required.as_str().expect("name");
+        assert!(fields.contains_key(name), "{name} missing from {body}");
+    }
+}

@@ -31,6 +31,10 @@
 //! | `grant_consumed` | | the action is about to run |
 //! | `executed` | `ok`, `error`, `initiator` | the action finished (`initiator`: who ran it) |
 //! | `request_refused` | `cause` (`initiator_mismatch`, `oversized`, `invalid`), `detail`, `size`, `initiator` | an action was refused before it was recorded: its size and digest, never its body |
+//! | `resubmission_refused` | `earlier`, `by`, `reason`, `until` | a recent denial of the same action refused it without asking anyone |
+//! | `credential_issued`, `credential_revoked` | `credential` (id, scope, expiry; never the secret), `reason` (revoked) | a credential was minted for the run, or revoked |
+//! | `standing_grant_used` | `request`, `digest`, `used`, `uses` | on a standing grant ([`standing`](crate::standing)): it approved the action stored as `request` |
+//! | `approved_by_standing_grant` | `standing`, `approvers` | on an action: a standing grant approved it without asking; `approvers` approved the grant |
 //!
 //! Allowed actions (no approval needed) have `requested`, `policy_decided` and, when run
 //! through the gate, `grant_consumed` and `executed` events; they are not stored as requests.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use approvals_audit::grant::{GrantTokenError, GrantTokenVerifier, MAX_TOKEN_BYTES, sign_grant};
 use approvals_core::{
-    ActionRequest, Gate, Grant, GuardError, Initiator, PrincipalKind, RejectCause, RequestId,
+    ActionRequest, Grant, GuardError, Initiator, PrincipalKind, RejectCause, RequestId,
     RequestRecord, RequestState, Submission,
 };
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use serde_json::Value;
 
 use crate::problem::Problem;
-use crate::shared::{MAX_REASON_CHARS, Shared, json_response, only};
+use crate::shared::{MAX_REASON_CHARS, Shared, json_response, load, only};
 use crate::view::{ExecutionView, SubmitBody, SubmitStatus, Submitted, WaitResult};
 
 /// Wait used by `GET /v1/requests/{id}/wait` without `timeout`, in seconds.
@@ -321,13 +321,6 @@ fn allowed(
 fn sign(shared: &Shared, grant: &Grant) -> Result<String, Problem> {
     sign_grant(grant, &shared.signer, &shared.issuer, "")
         .map_err(|e| Problem::unavailable(format!("the grant token could not be signed: {e}")))
-}
-
-async fn load(gate: &Gate, id: RequestId) -> Result<RequestRecord, Problem> {
-    gate.get(id)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))
 }
 
 /// The stored request `id` if `caller` initiated it; `404` otherwise (an agent must not learn

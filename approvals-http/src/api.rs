@@ -124,12 +124,7 @@ async fn route(
                 Verdict::Deny
             };
             decide(shared, id, principal, verdict, reason, digest, API_CHANNEL).await?;
-            let record = shared
-                .gate
-                .get(id)
-                .await
-                .map_err(|e| Problem::unavailable(e.to_string()))?
-                .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))?;
+            let record = crate::shared::load(&shared.gate, id).await?;
             Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
         }
         _ => Err(Problem::not_found(
@@ -186,12 +181,7 @@ pub(crate) async fn cancel(
         .cancel(id, Some(principal), reason)
         .await
         .map_err(Problem::from)?;
-    let record = shared
-        .gate
-        .get(id)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))?;
+    let record = crate::shared::load(&shared.gate, id).await?;
     Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
 }
 

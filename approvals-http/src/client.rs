@@ -243,10 +243,7 @@ impl ApiClient {
         id: RequestId,
         reason: Option<&str>,
     ) -> Result<RequestView, ClientError> {
-        let body = match reason {
-            Some(r) => serde_json::json!({ "reason": r }),
-            None => serde_json::json!({}),
-        };
+        let body = reason_body(reason);
         self.call(
             Method::POST,
             &format!("/v1/requests/{id}/cancel"),
@@ -278,10 +275,7 @@ impl ApiClient {
         id: RequestId,
         reason: Option<&str>,
     ) -> Result<RequestView, ClientError> {
-        let body = match reason {
-            Some(r) => serde_json::json!({ "reason": r }),
-            None => serde_json::json!({}),
-        };
+        let body = reason_body(reason);
         self.call(
             Method::POST,
             &format!("/v1/standing-grants/{id}/revoke"),
@@ -384,5 +378,13 @@ impl ApiClient {
             Some(body),
         )
         .await
+    }
+}
+
+/// `{"reason": ...}`, or `{}` without a reason.
+fn reason_body(reason: Option<&str>) -> serde_json::Value {
+    match reason {
+        Some(r) => serde_json::json!({ "reason": r }),
+        None => serde_json::json!({}),
     }
 }

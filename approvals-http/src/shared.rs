@@ -184,3 +184,14 @@ pub(crate) fn authenticate(
         .cloned()
         .ok_or_else(|| Problem::unauthenticated("the token is not valid (unknown or revoked)"))
 }
+
+/// The stored request `id`: `404` when there is none, `503` when the store cannot answer.
+pub(crate) async fn load(
+    gate: &Gate,
+    id: RequestId,
+) -> Result<approvals_core::RequestRecord, Problem> {
+    gate.get(id)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?
+        .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))
+}

@@ -118,12 +118,7 @@ async fn propose(shared: &Shared, request: &Request<Bytes>) -> Result<Response<B
         .propose_standing(proposal, principal)
         .await
         .map_err(Problem::from)?;
-    let record = shared
-        .gate
-        .get(id)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))?;
+    let record = crate::shared::load(&shared.gate, id).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &RequestView::of(&record),
@@ -200,11 +195,6 @@ async fn revoke(
         .revoke_standing(id, review)
         .await
         .map_err(Problem::from)?;
-    let record = shared
-        .gate
-        .get(id)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?
-        .ok_or_else(|| Problem::not_found(format!("no approval request {id}")))?;
+    let record = crate::shared::load(&shared.gate, id).await?;
     Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
 }

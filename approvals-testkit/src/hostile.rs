@@ -205,5 +205,29 @@ pub fn rendering_cases() -> Vec<RequestRecord> {
         Arc::make_mut(&mut r.request.context).preview = Some(preview);
         out.push(r);
     }
+    // Standing grant proposals, pending and in force, with hostile terms and proposer.
+    for (text, state) in [
+        ("x\u{202E}y<b>*</b>", RequestState::Pending),
+        ("{{DATE(2026-01-01T00:00:00Z)}}*_~`", RequestState::Approved),
+    ] {
+        let terms = approvals_core::standing::StandingTerms {
+            kind: format!("deploy.{text}"),
+            resource: format!("svc://{text}/*"),
+            duration: std::time::Duration::from_secs(7200),
+            uses: 20,
+            proposed_by: approvals_core::Principal::human("kim@example.com").with_name(text),
+        };
+        let mut r = fixtures::full_record();
+        let initiator = r
+            .request
+            .initiator
+            .clone()
+            .unwrap_or_else(|| Arc::new(approvals_core::Initiator::agent("billing-agent")));
+        r.request = terms.to_request(initiator, format!("incident {text}"));
+        r.digest = r.request.digest();
+        r.state = state;
+        r.standing_uses = 3;
+        out.push(r);
+    }
     out
 }

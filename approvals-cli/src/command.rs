@@ -285,6 +285,10 @@ struct ProposeArgs {
     /// Why, for the reviewers.
     #[arg(long, short)]
     justification: String,
+    /// The environment the covered actions run in, when the deciding rule names one
+    /// (default: the --from request's).
+    #[arg(long)]
+    environment: Option<String>,
     /// Print the resulting request as JSON.
     #[arg(long)]
     json: bool,
@@ -972,6 +976,7 @@ async fn standing(client: &ApiClient, cmd: StandingCommand) -> Result<(), Failur
                 duration: args.duration,
                 uses: args.uses,
                 justification: args.justification,
+                environment: args.environment,
             };
             let view = client.propose_standing(&body).await?;
             if args.json {

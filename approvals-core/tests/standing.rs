@@ -43,6 +43,14 @@ quorum = 2
 standing_grant_max = "1h"
 
 [[rules]]
+name = "prod-migrations"
+kind = "db.migrate"
+environment = "production"
+effect = "require_approval"
+approvers = { groups = ["sre"] }
+standing_grant_max = "2h"
+
+[[rules]]
 name = "roles"
 kind = "iam.role.grant"
 effect = "require_approval"
@@ -153,6 +161,7 @@ impl Fixture {
             duration: Duration::from_secs(hours * 3600),
             uses,
             justification: "rolling restarts during the incident".into(),
+            environment: None,
         }
     }
 
@@ -324,6 +333,7 @@ async fn the_grant_needs_the_rules_own_quorum_and_reviewers() {
                 duration: Duration::from_secs(1800),
                 uses: 5,
                 justification: "month end".into(),
+                environment: None,
             },
             kim(),
         )
@@ -699,4 +709,39 @@ fn the_policy_file_bounds_standing_grants() {
         assert!(error.contains(names), "{extra}: {error}");
         assert!(error.contains("rule"), "{extra}: names the rule: {error}");
     }
+}
+
+#[tokio::test]
+async fn a_rule_that_names_an_environment_is_asked_in_that_environment() {
+    let f = Fixture::new();
+    let mut proposal = f.proposal("db://prod/*", 1, 5);
+    proposal.kind = "db.migrate".into();
+    let refused = f.gate.propose_standing(proposal.clone(), kim()).await;
+    assert!(
+        matches!(refused, Err(GuardError::InvalidRequest(_))),
+        "without the environment the default rule decides: {refused:?}"
+    );
+    proposal.environment = Some("production".into());
+    let grant = f
+        .gate
+        .propose_standing(proposal, kim())
+        .await
+        .expect("proposed in production");
+    assert_eq!(
+        f.record(grant).await.policy_rule.as_deref(),
+        Some("prod-migrations")
+    );
+    f.gate
+        .decide(grant, Review::approve(sam()))
+        .await
+        .expect("approved");
+    let migrate = ActionRequest::new("db.migrate", "db://prod/main").environment("production");
+    assert_covered(&f.ask(&migrate).await, grant, "in production");
+    // Another environment is decided by another rule (here the default deny): not covered.
+    let staging = ActionRequest::new("db.migrate", "db://prod/main").environment("staging");
+    assert!(matches!(
+        f.gate.submit(&staging).await,
+        Err(GuardError::PolicyDenied { .. })
+    ));
+    assert_eq!(f.uses(grant).await, 1);
 }

@@ -42,6 +42,10 @@ pub struct ProposeBody {
     pub uses: u32,
     /// Why, for the reviewers.
     pub justification: String,
+    /// The environment the covered actions run in, when the deciding rule names one
+    /// (defaults to `from_request`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 /// `GET /v1/standing-grants`: the standing grants in force.
@@ -132,6 +136,9 @@ pub(crate) fn proposal(
 ) -> Result<StandingProposal, Problem> {
     let duration = approvals_core::policy::parse_duration(&body.duration)
         .map_err(|e| Problem::bad_request(format!("for: {e}")))?;
+    let environment = body
+        .environment
+        .or_else(|| from.and_then(|r| r.request.context.environment.clone()));
     let (kind, resource, initiator) = match from {
         Some(record) => {
             if body.kind.is_some() || body.initiator.is_some() {
@@ -168,6 +175,7 @@ pub(crate) fn proposal(
         duration,
         uses: body.uses,
         justification: body.justification,
+        environment,
     })
 }
 

@@ -1253,6 +1253,7 @@ pub async fn gate_takes_each_standing_grant_use_once(store: Arc<dyn Store>) {
                 duration: std::time::Duration::from_secs(1800),
                 uses: 3,
                 justification: "month-end exports".into(),
+                environment: None,
             },
             reviewer("kim@example.com"),
         )

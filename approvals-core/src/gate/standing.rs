@@ -34,6 +34,10 @@ pub struct StandingProposal {
     pub uses: u32,
     /// Why, for the reviewers.
     pub justification: String,
+    /// The environment the covered actions run in, when the deciding rule names one (the
+    /// policy is asked about the grant's actions in this environment; the gate's default
+    /// context applies when `None`).
+    pub environment: Option<String>,
 }
 
 impl Gate {
@@ -63,12 +67,12 @@ impl Gate {
             proposed_by: by,
         };
         // What the policy says of the actions the grant would cover, for that initiator.
-        let probe = admission::admit(
-            ActionRequest::new(terms.kind.clone(), terms.resource.clone()),
-            &initiator,
-            &self.inner.context,
-        )
-        .map_err(|refused| refused.error)?;
+        let mut probe = ActionRequest::new(terms.kind.clone(), terms.resource.clone());
+        if let Some(environment) = proposal.environment {
+            probe = probe.environment(environment);
+        }
+        let probe = admission::admit(probe, &initiator, &self.inner.context)
+            .map_err(|refused| refused.error)?;
         let decision = self
             .inner
             .policy

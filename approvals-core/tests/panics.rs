@@ -99,6 +99,41 @@ async fn a_panicking_policy_refuses_with_a_typed_error() {
     assert!(!audit.names().contains(&"policy_decided"));
 }
 
+/// Proposing a standing grant asks the same policy: its panic is a refusal too, and nothing is
+/// stored.
+#[tokio::test]
+async fn a_panicking_policy_refuses_a_standing_grant_proposal() {
+    let store = Arc::new(MemoryStore::new());
+    let gate = builder()
+        .policy(PanickingPolicy)
+        .store_shared(store.clone())
+        .audit(MemorySink::new())
+        .build()
+        .expect("gate");
+    let proposal = approvals_core::StandingProposal {
+        kind: "data.export".into(),
+        resource: "db://prod/*".into(),
+        initiator: Initiator::agent("bot"),
+        duration: Duration::from_secs(600),
+        uses: 1,
+        justification: "month end".into(),
+        environment: None,
+    };
+    let err = gate
+        .propose_standing(proposal, Principal::human("kim@example.com"))
+        .await
+        .expect_err("refused");
+    assert!(unavailable(&err, Component::Policy), "{err:?}");
+    assert!(err.to_string().contains("index out of bounds"), "{err}");
+    assert!(
+        store
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
 /// A store whose calls panic while `armed`.
 struct PanickingStore {
     inner: MemoryStore,

@@ -73,11 +73,7 @@ impl Gate {
         }
         let probe = admission::admit(probe, &initiator, &self.inner.context)
             .map_err(|refused| refused.error)?;
-        let decision = self
-            .inner
-            .policy
-            .evaluate(&probe.request)
-            .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
+        let decision = self.evaluate(&probe.request)?;
         let (rule, requirement) =
             lifecycle::propose_standing(&terms, &initiator, decision.clone())?;
 

@@ -146,11 +146,7 @@ impl Gate {
             },
         ))
         .await?;
-        let decision = contained(|| self.inner.policy.evaluate(&request))
-            .map_err(|panic| {
-                GuardError::unavailable(Component::Policy, format!("the policy panicked: {panic}"))
-            })?
-            .map_err(|e| GuardError::unavailable(Component::Policy, e))?;
+        let decision = self.evaluate(&request)?;
         let policy_version = self.shared_policy_version();
         // The decision moves into the event and back out after it is recorded: this is the
         // allow path of every guard() call, so it is not copied.
@@ -227,6 +223,16 @@ impl Gate {
                 pending
             }
         }
+    }
+
+    /// The policy's decision on `request`. A policy error or panic is a refusal
+    /// (`Unavailable`, component policy), never a pass and never an unwind.
+    pub(super) fn evaluate(&self, request: &ActionRequest) -> Result<Decision, GuardError> {
+        contained(|| self.inner.policy.evaluate(request))
+            .map_err(|panic| {
+                GuardError::unavailable(Component::Policy, format!("the policy panicked: {panic}"))
+            })?
+            .map_err(|e| GuardError::unavailable(Component::Policy, e))
     }
 
     /// Admits `request` under the authenticated `initiator` ([`admission::admit`]): refused

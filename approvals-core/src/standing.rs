@@ -32,7 +32,53 @@ pub const STANDING_KIND: &str = "approvals.standing_grant";
 /// Whether `kind` is in the reserved `approvals.` namespace (compared without regard to case
 /// or compatibility forms, so no spelling of it gets through).
 pub fn is_reserved_kind(kind: &str) -> bool {
+    // Every action's kind is checked here, on the allow path too. An ASCII kind whose first
+    // visible character is not an `a` cannot have a canonical form beginning with
+    // `approvals.` (its canonical form drops control characters, trims spaces and lowercases),
+    // so most kinds are told apart without building that form.
+    if kind.is_ascii() {
+        let first = kind
+            .bytes()
+            .find(|b| !b.is_ascii_control() && !b.is_ascii_whitespace());
+        if !matches!(first, Some(b'a' | b'A')) {
+            return false;
+        }
+    }
+    reserved_canonically(kind)
+}
+
+fn reserved_canonically(kind: &str) -> bool {
     crate::identity::canonical_key(kind.trim()).starts_with("approvals.")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The shortcut never disagrees with the canonical form, whatever the ASCII kind.
+        #[test]
+        fn the_shortcut_agrees_with_the_canonical_form(kind in "[ \t\x00-\x1fAaPpRrOoVvLlSs.x_]{0,16}") {
+            prop_assert_eq!(is_reserved_kind(&kind), reserved_canonically(&kind));
+        }
+    }
+
+    #[test]
+    fn reserved_kinds_are_found_under_any_spelling() {
+        for kind in [
+            STANDING_KIND,
+            " Approvals.x",
+            "\u{1}APPROVALS.x",
+            "ａｐｐｒｏｖａｌｓ.x",
+        ] {
+            assert!(is_reserved_kind(kind), "{kind:?}");
+        }
+        for kind in ["data.export", "approvals", "aws.iam", "approval.x", ""] {
+            assert!(!is_reserved_kind(kind), "{kind:?}");
+        }
+    }
 }
 
 /// What a standing grant allows: `kind` on resources matching `resource` (a glob), for its

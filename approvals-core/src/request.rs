@@ -114,6 +114,14 @@ impl Principal {
         same_id(&self.id, &other.id)
     }
 
+    /// Whether `other` is this principal: the same kind and the same canonical id
+    /// ([`identity::same_canonical`]: any spelling, never a look-alike). Use it where a match
+    /// lets someone act (run a grant, use a standing grant); use
+    /// [`same_identity`](Principal::same_identity) where a match refuses.
+    pub fn is(&self, other: &Principal) -> bool {
+        self.kind == other.kind && identity::same_canonical(&self.id, &other.id)
+    }
+
     /// Whether this principal is in `group`, comparing canonical group names
     /// ([`identity::same_canonical`]): case, width and invisible characters do not matter,
     /// look-alike letters do.

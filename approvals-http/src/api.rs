@@ -260,7 +260,7 @@ struct ActionBody {
     digest: Option<String>,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned + Default>(
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(
     request: &Request<Bytes>,
 ) -> Result<T, Problem> {
     if request.body().iter().all(u8::is_ascii_whitespace) {

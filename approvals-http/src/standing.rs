@@ -191,9 +191,7 @@ async fn revoke(
     struct RevokeBody {
         reason: Option<String>,
     }
-    let fields = json_object(request)?;
-    let body: RevokeBody = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|e| Problem::bad_request(format!("the body is not valid for revoke: {e}")))?;
+    let body: RevokeBody = crate::api::parse_body(request)?;
     let mut review = Review::deny(principal).via(API_CHANNEL);
     if let Some(reason) = check_reason(body.reason)? {
         review = review.reason(reason);

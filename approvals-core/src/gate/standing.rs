@@ -192,7 +192,7 @@ impl Gate {
             .await?;
         Ok(grants
             .into_iter()
-            .filter(|g| g.grant_expires_at.is_some_and(|at| now < at))
+            .filter(|g| lifecycle::in_force(g, now))
             .collect())
     }
 

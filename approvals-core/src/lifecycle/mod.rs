@@ -55,8 +55,8 @@ pub use review::{
 };
 pub use run::{Unusable, check_executor, consume, finish};
 pub use standing::{
-    STANDING_SCAN, covering_standing, not_runnable, open_under_standing, propose_standing,
-    use_standing,
+    STANDING_SCAN, covering_standing, in_force, not_runnable, open_under_standing,
+    propose_standing, use_standing,
 };
 /// A transition: the record to store (its `version` still the one it replaces; the store
 /// increments it) and the audit events that record it, in order.

@@ -115,10 +115,11 @@ pub fn finish(
 /// look-alike). The human it acts for does not run actions; another agent never does. A
 /// refusal carries the `grant_rejected` event to audit.
 pub fn check_executor(record: &RequestRecord, caller: &Initiator) -> Result<(), Unusable> {
-    let ok = record.request.initiator.as_ref().is_some_and(|i| {
-        i.principal.kind == caller.principal.kind
-            && crate::identity::same_canonical(&i.principal.id, &caller.principal.id)
-    });
+    let ok = record
+        .request
+        .initiator
+        .as_ref()
+        .is_some_and(|i| i.principal.is(&caller.principal));
     if ok {
         return Ok(());
     }

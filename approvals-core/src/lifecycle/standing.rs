@@ -9,7 +9,7 @@ use super::{Step, open};
 use crate::audit::EventDetail;
 use crate::error::GuardError;
 use crate::policy::{Decision, Glob, Requirement};
-use crate::request::{ActionRequest, Digest, Initiator, Principal, PrincipalKind};
+use crate::request::{ActionRequest, Digest, Initiator, PrincipalKind};
 use crate::standing::{STANDING_KIND, StandingTerms, is_reserved_kind};
 use crate::store::{RequestId, RequestRecord, RequestState, Verdict};
 
@@ -117,9 +117,8 @@ fn covers(
     let Some(terms) = StandingTerms::of(grant) else {
         return false;
     };
-    grant.state == RequestState::Approved
+    in_force(grant, now)
         && !grant.unaudited_decisions().approval
-        && grant.grant_expires_at.is_some_and(|at| now < at)
         && grant.standing_uses < terms.uses
         && grant.policy_rule.as_deref() == rule
         && *grant.requirement == *requirement
@@ -131,15 +130,18 @@ fn covers(
         }
 }
 
+/// Whether standing grant `grant` is in force at `now`: approved, and its time not over (its
+/// uses may be). Revoked, lapsed and pending ones are not.
+pub fn in_force(grant: &RequestRecord, now: DateTime<Utc>) -> bool {
+    grant.state == RequestState::Approved && grant.grant_expires_at.is_some_and(|at| now < at)
+}
+
 /// The same principal (kind and canonical id) acting for the same human, or for none.
 fn same_initiator(a: &Initiator, b: &Initiator) -> bool {
-    let same = |x: &Principal, y: &Principal| {
-        x.kind == y.kind && crate::identity::same_canonical(&x.id, &y.id)
-    };
-    same(&a.principal, &b.principal)
+    a.principal.is(&b.principal)
         && match (&a.on_behalf_of, &b.on_behalf_of) {
             (None, None) => true,
-            (Some(x), Some(y)) => same(x, y),
+            (Some(x), Some(y)) => x.is(y),
             _ => false,
         }
 }

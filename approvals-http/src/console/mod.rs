@@ -247,6 +247,19 @@ fn form(request: &Request<Bytes>) -> Result<HashMap<String, String>, &'static st
     Ok(fields)
 }
 
+/// The fields of a form posted from a page of this console in `v`'s session: same origin,
+/// sent as a form, carrying the session's CSRF token. `None` otherwise.
+fn trusted_form(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    v: &Viewer,
+) -> Option<HashMap<String, String>> {
+    if !same_origin(shared, request) {
+        return None;
+    }
+    form(request).ok().filter(|f| csrf_ok(&v.csrf, f))
+}
+
 fn csrf_ok(expected: &str, fields: &HashMap<String, String>) -> bool {
     fields
         .get("csrf")
@@ -341,8 +354,7 @@ fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
     let Some(v) = viewer(shared, request) else {
         return redirect("/console/login");
     };
-    let ok = same_origin(shared, request) && form(request).is_ok_and(|f| csrf_ok(&v.csrf, &f));
-    if !ok {
+    if trusted_form(shared, request, &v).is_none() {
         return error_page(
             Some(&v),
             StatusCode::FORBIDDEN,
@@ -393,10 +405,7 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
             "Your session has ended, so nothing was decided. Sign in again and review the request.",
         );
     };
-    let fields = form(request);
-    let trusted =
-        same_origin(shared, request) && fields.as_ref().is_ok_and(|f| csrf_ok(&v.csrf, f));
-    if !trusted {
+    let Some(fields) = trusted_form(shared, request, &v) else {
         let _ = shared
             .gate
             .record_rejected_callback(
@@ -413,8 +422,7 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
             "Decision refused",
             "The form did not come from this console (its security token or origin did not match), so nothing was decided. Open the request in the console and decide there.",
         );
-    }
-    let fields = fields.unwrap_or_default();
+    };
     let verdict = match fields.get("verdict").map(String::as_str) {
         Some("approve") => Verdict::Approve,
         Some("deny") => Verdict::Deny,

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use approvals_core::lifecycle;
 use approvals_core::standing::StandingStatus;
 use approvals_core::{RequestId, RequestRecord, RequestState};
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 use http::{Request, Response, StatusCode};
 
 use super::fragments::{error_page, fmt_time, html_response, page, principal_label, relative};
-use super::{Viewer, csrf_ok, form, same_origin, viewer};
+use super::{Viewer, trusted_form, viewer};
 use crate::html::{escape, truncate};
 use crate::problem::Problem;
 use crate::requests::may_view;
@@ -68,7 +69,7 @@ pub(super) fn terms_card(record: &RequestRecord, now: DateTime<Utc>) -> String {
         return String::new();
     };
     let state = match (record.state, status.expires_at) {
-        (RequestState::Approved, Some(until)) if now < until => format!(
+        (_, Some(until)) if lifecycle::in_force(record, now) => format!(
             r#"<dt>Uses left</dt><dd id="uses-left">{} of {}</dd><dt>In force until</dt><dd>{} <span class="muted">({})</span></dd>"#,
             status.uses_left,
             status.terms.uses,
@@ -145,19 +146,13 @@ pub(super) async fn propose(
             "That is not a request id.",
         );
     };
-    let fields = form(request);
-    let trusted =
-        same_origin(shared, request) && fields.as_ref().is_ok_and(|f| csrf_ok(&v.csrf, f));
-    let fields = match fields {
-        Ok(f) if trusted => f,
-        _ => {
-            return error_page(
-                Some(&v),
-                StatusCode::FORBIDDEN,
-                "Proposal refused",
-                "The form did not come from this console, so nothing was proposed. Open the request in the console and try again.",
-            );
-        }
+    let Some(fields) = trusted_form(shared, request, &v) else {
+        return error_page(
+            Some(&v),
+            StatusCode::FORBIDDEN,
+            "Proposal refused",
+            "The form did not come from this console, so nothing was proposed. Open the request in the console and try again.",
+        );
     };
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let refused = |status: StatusCode, why: &str| {

@@ -333,14 +333,23 @@ where
     }
 }
 
+/// How long [`serve`] waits, once told to stop, for requests already being answered.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `server` over HTTP/1.1 on `listener` until `shutdown` completes. Each connection
 /// runs on its own task; connection errors are logged and do not stop the server.
+///
+/// Once `shutdown` completes no connection is accepted, and requests already being answered
+/// are finished (for up to [`SHUTDOWN_GRACE`]) before this returns: a reviewer whose decision
+/// was recorded is told so, even when the decision is what ends the process (an MCP gateway
+/// whose client leaves once its last call is answered).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: ReviewServer,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -352,23 +361,30 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         let service = server.service();
+        let hyper_service = hyper::service::service_fn(move |request| {
+            let mut service = service.clone();
+            tower::Service::call(&mut service, request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(30))
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_service);
+        let connection = connections.watch(connection);
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let hyper_service = hyper::service::service_fn(move |request| {
-                let mut service = service.clone();
-                tower::Service::call(&mut service, request)
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(30))
-                .serve_connection(io, hyper_service)
-                .await
-            {
+            if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still unanswered {SHUTDOWN_GRACE:?} after shutdown; closing");
+    }
+    Ok(())
 }

@@ -1107,3 +1107,84 @@ async fn the_openapi_document_describes_the_agent_api_as_served() {
         .json();
     conforms(&doc, "Problem", &refused);
 }
+
+/// Serves `server` on its own runtime in its own thread until `stop` completes, then drops
+/// that runtime, as a process that exits when `serve` returns does: whatever `serve` left
+/// running is gone.
+fn serve_until(
+    server: ReviewServer,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (url::Url, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"))
+        .parse()
+        .expect("url");
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            approvals_http::serve(listener, server, stop)
+                .await
+                .expect("serve");
+        });
+    });
+    (url, thread)
+}
+
+/// A request being answered when the server is told to stop is answered before `serve`
+/// returns (here a long poll, held until its timeout), and no connection is taken after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_is_answered_when_the_server_stops() {
+    let a = agents();
+    let id = a.submit_pending().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (url, thread) = serve_until(a.server.clone(), async {
+        let _ = stopped.await;
+    });
+    let agent = ApiClient::http(url, Some(AGENT.into())).expect("client");
+    let waiting = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.wait(id, Duration::from_secs(2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).expect("stop");
+    let waited = waiting
+        .await
+        .expect("task")
+        .expect("the long poll is answered");
+    assert_eq!(waited.state, RequestState::Pending);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join")
+        .expect("serve returned");
+    assert!(agent.get(id).await.is_err(), "no connection after stopping");
+}
+
+/// The MCP gateway's review server stops once its client leaves, and a client may leave as
+/// soon as a decision answers its last call: the reviewer who made that decision is still
+/// told it was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_stops_the_server_is_still_answered() {
+    for round in 0..5 {
+        let a = agents();
+        let id = a.submit_pending().await;
+        let gate = a.gate.clone();
+        let (url, thread) = serve_until(a.server.clone(), async move {
+            let _ = gate.wait(id).await;
+        });
+        let reviewer = ApiClient::http(url, Some(SAM.into())).expect("client");
+        let view = reviewer
+            .decide(id, false, Some("not now"), None)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the deny is answered: {e:?}"));
+        assert_eq!(view.state, RequestState::Denied);
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join")
+            .expect("serve returned");
+    }
+}

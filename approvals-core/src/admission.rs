@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::audit::RefusalCause;
 use crate::error::GuardError;
+use crate::plan::PLAN_KIND;
 use crate::request::{ActionRequest, Digest, Initiator, Principal, RequestContext};
 use crate::standing::{STANDING_KIND, is_reserved_kind};
 use crate::text::truncate;
@@ -46,7 +47,7 @@ pub struct Refused {
 /// Binds `request` to the authenticated `initiator` ([`bind_initiator`]), fills in
 /// `defaults`, and checks sizes and names ([`check_limits`]). A kind in the reserved
 /// `approvals.` namespace ([`is_reserved_kind`]) is refused: only the gate makes requests of
-/// those kinds (a standing grant's, [`admit_standing`]).
+/// those kinds (a standing grant's or a plan's, [`admit_reserved`]).
 pub fn admit(
     request: ActionRequest,
     initiator: &Arc<Initiator>,
@@ -55,10 +56,11 @@ pub fn admit(
     admit_checked(request, initiator, defaults, false)
 }
 
-/// [`admit`] for a standing grant's own request, built by the gate from a human's proposal
-/// ([`StandingTerms::to_request`](crate::standing::StandingTerms::to_request)): its reserved
-/// kind is expected, everything else is checked as for any action.
-pub fn admit_standing(
+/// [`admit`] for a request the gate builds of a reserved kind: a standing grant's, from a
+/// human's proposal ([`StandingTerms::to_request`](crate::standing::StandingTerms::to_request)),
+/// or a plan's ([`PlanTerms::to_request`](crate::plan::PlanTerms::to_request)). Those two
+/// kinds are expected; everything else is checked as for any action.
+pub fn admit_reserved(
     request: ActionRequest,
     initiator: &Arc<Initiator>,
     defaults: &Arc<RequestContext>,
@@ -224,12 +226,12 @@ fn check_limits(request: &ActionRequest, size: usize) -> Option<Refusal> {
 /// Refuses a reserved kind, unless this is the gate's own standing grant request (and then
 /// only exactly that kind).
 fn check_kind(request: &ActionRequest, standing: bool) -> Option<Refusal> {
-    let allowed = standing && request.kind == STANDING_KIND;
+    let allowed = standing && matches!(request.kind.as_str(), STANDING_KIND | PLAN_KIND);
     if allowed || !is_reserved_kind(&request.kind) {
         return None;
     }
     let message = format!(
-        "the action kind {:?} is reserved: kinds beginning with \"approvals.\" are made only by the gate (a standing grant is proposed by a human, not asked for by an agent)",
+        "the action kind {:?} is reserved: kinds beginning with \"approvals.\" are made only by the gate (a standing grant is proposed by a human; a plan is submitted as a plan)",
         truncate(&request.kind, MAX_NAME_CHARS)
     );
     Some(Box::new((

@@ -34,6 +34,8 @@
 //! | `resubmission_refused` | `earlier`, `by`, `reason`, `until` | a recent denial of the same action refused it without asking anyone |
 //! | `credential_issued`, `credential_revoked` | `credential` (id, scope, expiry; never the secret), `reason` (revoked) | a credential was minted for the run, or revoked |
 //! | `standing_grant_used` | `request`, `digest`, `used`, `uses` | on a standing grant ([`standing`](crate::standing)): it approved the action stored as `request` |
+//! | `plan_item_used` | `request`, `digest`, `item`, `items` | on a plan ([`plan`](crate::plan)): it approved its item number `item` (from 0), the action stored as `request` |
+//! | `approved_by_plan` | `plan`, `item`, `approvers` | on an action: an approved plan held it as item `item`; `approvers` approved the plan |
 //! | `approved_by_standing_grant` | `standing`, `approvers` | on an action: a standing grant approved it without asking; `approvers` approved the grant |
 //!
 //! Allowed actions (no approval needed) have `requested`, `policy_decided` and, when run
@@ -254,6 +256,28 @@ pub enum EventDetail {
         /// The humans who approved the standing grant.
         approvers: Vec<Principal>,
     },
+    /// A plan (this event's request) approved one of its items: the action stored as
+    /// `request`, whose digest is that item's.
+    PlanItemUsed {
+        /// The action's own request, approved by this use.
+        request: crate::store::RequestId,
+        /// That action's digest (the item's).
+        digest: Digest,
+        /// The item's position in the plan (from 0).
+        item: u32,
+        /// How many items the plan has.
+        items: u32,
+    },
+    /// The action (this event's request) was approved by a plan it is an item of, without
+    /// asking again.
+    ApprovedByPlan {
+        /// The plan's request.
+        plan: crate::store::RequestId,
+        /// The item's position in the plan (from 0).
+        item: u32,
+        /// The humans who approved the plan.
+        approvers: Vec<Principal>,
+    },
     /// A credential was minted for the run, scoped to the approved action.
     CredentialIssued {
         /// Its id, scope and expiry (never its secret).
@@ -343,6 +367,8 @@ impl EventDetail {
             EventDetail::GrantConsumed {} => "grant_consumed",
             EventDetail::StandingGrantUsed { .. } => "standing_grant_used",
             EventDetail::ApprovedByStandingGrant { .. } => "approved_by_standing_grant",
+            EventDetail::PlanItemUsed { .. } => "plan_item_used",
+            EventDetail::ApprovedByPlan { .. } => "approved_by_plan",
             EventDetail::CredentialIssued { .. } => "credential_issued",
             EventDetail::CredentialRevoked { .. } => "credential_revoked",
             EventDetail::Executed { .. } => "executed",

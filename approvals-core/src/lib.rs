@@ -63,6 +63,7 @@ pub mod lifecycle;
 mod memory;
 pub mod observe;
 pub mod params;
+pub mod plan;
 pub mod policy;
 pub mod preview;
 pub mod request;

@@ -16,7 +16,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `approvals_requests_total` | counter | `outcome`: `allowed`, `denied_by_policy`, `denied_recently`, `pending`, `standing` (approved by a standing grant), `refused` | actions submitted, by what the gate did with them |
+//! | `approvals_requests_total` | counter | `outcome`: `allowed`, `denied_by_policy`, `denied_recently`, `pending`, `standing` (approved by a standing grant), `plan` (approved as an item of an approved plan), `refused` | actions submitted, by what the gate did with them |
 //! | `approvals_resolutions_total` | counter | `state`: `approved`, `denied`, `expired`, `cancelled`, `lapsed`, `executed`, `failed` | requests reaching a state past `pending` |
 //! | `approvals_time_to_decision_seconds` | histogram | `verdict`: `approved`, `denied` | from submission to the deciding review |
 //! | `approvals_delivery_failures_total` | counter | `channel` | deliveries and message updates a channel failed |

@@ -398,6 +398,7 @@ pub trait Action: Send + Sync {
             context: self.context().map_or_else(RequestContext::empty, Arc::new),
             justification: self.justification(),
             idempotency_key: self.idempotency_key(),
+            plan: None,
         }
     }
 }
@@ -434,6 +435,11 @@ pub struct ActionRequest {
     /// Retry key; not part of the digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The approved plan ([`plan`](crate::plan)) the caller says this action is one of; not
+    /// part of the digest. The gate looks in that plan only: the action runs under it when
+    /// its digest is one of the plan's items not yet used, and is asked for otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::store::RequestId>,
 }
 
 impl ActionRequest {
@@ -448,6 +454,7 @@ impl ActionRequest {
             context: RequestContext::empty(),
             justification: None,
             idempotency_key: None,
+            plan: None,
         }
     }
 
@@ -509,6 +516,13 @@ impl ActionRequest {
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Says this action is one of approved plan `plan` ([`plan`](crate::plan)); its digest
+    /// is unchanged.
+    pub fn in_plan(mut self, plan: crate::store::RequestId) -> Self {
+        self.plan = Some(plan);
         self
     }
 
@@ -1235,6 +1249,7 @@ mod tests {
                         context: Arc::new(context),
                         justification,
                         idempotency_key: None,
+                        plan: None,
                     }
                 },
             )

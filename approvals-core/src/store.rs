@@ -280,6 +280,10 @@ pub struct RequestRecord {
     /// For a standing grant ([`standing`](crate::standing)): how many actions it approved.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub standing_uses: u32,
+    /// For a plan ([`plan`](crate::plan)): the positions of the items it approved, in the
+    /// order they were asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan_used: Vec<u32>,
     /// Accepted reviews, in order.
     #[serde(default)]
     pub reviews: Vec<ReviewRecord>,

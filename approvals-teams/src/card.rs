@@ -699,6 +699,7 @@ mod tests {
             escalated: false,
             reminded: 0,
             standing_uses: 0,
+            plan_used: Vec::new(),
             reviews: Vec::new(),
             resolution: None,
             audit_pending: false,

@@ -58,6 +58,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         escalated: false,
         reminded: 0,
         standing_uses: 0,
+        plan_used: Vec::new(),
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,
@@ -141,6 +142,7 @@ pub fn full_record() -> RequestRecord {
         escalated: true,
         reminded: 1,
         standing_uses: 0,
+        plan_used: vec![2, 0],
         reviews: vec![ReviewRecord {
             reviewer: sam.clone(),
             verdict: Verdict::Approve,

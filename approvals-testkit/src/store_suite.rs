@@ -52,6 +52,7 @@ where
     gate_reminds_once_at_each_point(make_store().await).await;
     gate_binds_the_approval_to_the_preview(make_store().await).await;
     gate_takes_each_standing_grant_use_once(make_store().await).await;
+    gate_runs_each_plan_item_once(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -1328,5 +1329,92 @@ pub async fn gate_takes_each_standing_grant_use_once(store: Arc<dyn Store>) {
         store.get(id).await.expect("get").expect("stored").state,
         RequestState::Pending,
         "asked for after the revocation"
+    );
+}
+
+/// A plan of three exports, approved once: racing askers of its first item run it once; the
+/// other items each run once; an item with changed parameters is asked for; what was used
+/// survives the store; after the plan is revoked its last item is asked for.
+pub async fn gate_runs_each_plan_item_once(store: Arc<dyn Store>) {
+    use approvals_core::Requirement;
+    use approvals_core::plan::PlanStatus;
+    let (clock, audit) = parts();
+    let gate = fixtures::gate_requiring(
+        Requirement::groups(["data-owners"]),
+        store.clone(),
+        clock,
+        audit.clone(),
+    );
+    let item = |table: &str| export_request().params(serde_json::json!({ "table": table }));
+    let items = [item("a"), item("b"), item("c")];
+    let plan = gate
+        .submit_plan(&items, Some("month-end exports".into()))
+        .await
+        .expect("submitted");
+    gate.decide(plan, Review::approve(reviewer("sam@example.com")))
+        .await
+        .expect("approved");
+    gate.wait_plan(plan).await.expect("the plan is approved");
+
+    let ask = |action: ActionRequest| {
+        let gate = gate.clone();
+        let store = store.clone();
+        async move {
+            let Submission::Pending(id) = gate.submit(&action).await.expect("submit") else {
+                panic!("stored either way");
+            };
+            store.get(id).await.expect("get").expect("stored")
+        }
+    };
+    let raced = join_all((0..8).map(|_| ask(item("a").in_plan(plan)))).await;
+    let ran: Vec<&RequestRecord> = raced
+        .iter()
+        .filter(|r| r.state == RequestState::Approved)
+        .collect();
+    assert_eq!(ran.len(), 1, "one item runs once, however many ask for it");
+    assert!(
+        raced
+            .iter()
+            .all(|r| r.state == RequestState::Approved || r.state == RequestState::Pending)
+    );
+    let changed = ask(export_request()
+        .params(serde_json::json!({ "table": "b", "rows": 1 }))
+        .in_plan(plan))
+    .await;
+    assert_eq!(changed.state, RequestState::Pending, "changed parameters");
+    assert_eq!(
+        ask(item("b").in_plan(plan)).await.state,
+        RequestState::Approved
+    );
+    let stored = store.get(plan).await.expect("get").expect("stored");
+    let status = PlanStatus::of(&stored).expect("a plan");
+    assert_eq!(status.used, vec![0, 1]);
+    assert_eq!(
+        audit
+            .names()
+            .iter()
+            .filter(|n| **n == "plan_item_used")
+            .count(),
+        2
+    );
+
+    let first = ran[0].id;
+    let ran_once = AtomicUsize::new(0);
+    let grant = gate.wait(first).await.expect("the item's grant");
+    gate.execute(grant, &item("a"), || async {
+        ran_once.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, GuardError>(())
+    })
+    .await
+    .expect("runs");
+    assert_eq!(ran_once.load(Ordering::SeqCst), 1);
+
+    gate.decide(plan, Review::deny(reviewer("sam@example.com")))
+        .await
+        .expect("revoked");
+    assert_eq!(
+        ask(item("c").in_plan(plan)).await.state,
+        RequestState::Pending,
+        "asked for after the plan is revoked"
     );
 }

@@ -32,6 +32,7 @@ pub use standing::StandingProposal;
 mod credential;
 mod io;
 mod maintenance;
+mod plan;
 mod review;
 mod run;
 mod standing;

@@ -13,6 +13,7 @@ use crate::credential::{CredentialLease, RevokeReason};
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Unusable};
 use crate::observe;
+use crate::plan::PLAN_KIND;
 use crate::request::{Action, ActionRequest, Digest, Initiator, Principal};
 use crate::store::{RequestId, RequestRecord, RequestState};
 
@@ -32,9 +33,14 @@ impl Gate {
 
     /// `wait` inside the caller's span; records how the wait ended in it.
     pub(super) async fn wait_unspanned(&self, id: RequestId) -> Result<Grant, GuardError> {
-        let notify = self.waiter(id);
-        let result = self.wait_loop(id, &notify).await;
-        self.release_waiter(id, notify);
+        let result = match self.wait_decided(id).await {
+            Ok(Some(grant)) => Ok(grant),
+            // A plan's approval issues no grant of its own: its items each get theirs.
+            Ok(None) => Err(GuardError::InvalidRequest(format!(
+                "request {id} is a plan: wait for it with wait_plan; each of its actions gets its own grant when it is asked for"
+            ))),
+            Err(e) => Err(e),
+        };
         let state = match &result {
             Ok(_) => "approved",
             Err(GuardError::Denied { .. }) => "denied",
@@ -47,7 +53,16 @@ impl Gate {
         result
     }
 
-    async fn wait_loop(&self, id: RequestId, notify: &Notify) -> Result<Grant, GuardError> {
+    /// Waits for a pending request to be decided: its grant once approved (`None` for an
+    /// approved plan, which has none of its own), or the refusal.
+    pub(super) async fn wait_decided(&self, id: RequestId) -> Result<Option<Grant>, GuardError> {
+        let notify = self.waiter(id);
+        let result = self.wait_loop(id, &notify).await;
+        self.release_waiter(id, notify);
+        result
+    }
+
+    async fn wait_loop(&self, id: RequestId, notify: &Notify) -> Result<Option<Grant>, GuardError> {
         self.forward_store_changes();
         loop {
             let notified = notify.notified();
@@ -58,7 +73,8 @@ impl Gate {
             let deadline = match Box::pin(self.wait_step(id)).await? {
                 WaitStep::Until(deadline) => deadline,
                 WaitStep::Again => continue,
-                WaitStep::Done(grant) => return Ok(*grant),
+                WaitStep::Done(grant) => return Ok(Some(*grant)),
+                WaitStep::PlanApproved => return Ok(None),
             };
             // Woken by a local decide(), by the store's notification of a change made
             // elsewhere (see forward_store_changes), at the deadline, or by the poll.
@@ -110,6 +126,11 @@ impl Gate {
             (RequestState::Pending, Some(at)) => Ok(WaitStep::Until(at)),
             (RequestState::Approved, Some(at)) if unaudited.approval => Ok(WaitStep::Until(at)),
             (RequestState::Denied, Some(at)) if unaudited.denial => Ok(WaitStep::Until(at)),
+            // A plan's approval is what its waiter waits for; its items each get a grant
+            // when asked for.
+            (RequestState::Approved, _) if record.request.kind == PLAN_KIND => {
+                Ok(WaitStep::PlanApproved)
+            }
             // A standing grant approves other actions; no grant is issued for it.
             (RequestState::Approved, _) => match lifecycle::not_runnable(&record) {
                 Some(refused) => Err(refused),
@@ -508,6 +529,8 @@ enum WaitStep {
     Again,
     /// Approved and audited: the grant.
     Done(Box<Grant>),
+    /// A plan, approved and audited (no grant of its own).
+    PlanApproved,
 }
 
 /// An outcome report of one request in progress through this gate; dropping it ends the

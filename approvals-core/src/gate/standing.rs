@@ -79,7 +79,7 @@ impl Gate {
 
         let id = RequestId::new();
         let request = terms.to_request(initiator.clone(), proposal.justification);
-        let admitted = admission::admit_standing(request, &initiator, &self.inner.context)
+        let admitted = admission::admit_reserved(request, &initiator, &self.inner.context)
             .map_err(|refused| refused.error)?;
         let now = self.now();
         let subject = EventSubject {
@@ -158,24 +158,35 @@ impl Gate {
             to_delta(self.inner.grant_ttl),
             now,
         )?;
+        self.store_covered(step, digest).await.map(Some)
+    }
+
+    /// Records and stores an action opened already approved (by a standing grant or a plan):
+    /// its events first, then its record, then a barrier, so nobody is told of it before it is
+    /// on disk. An action stored first under the same idempotency key by another task is
+    /// re-attached to instead (the use taken for this one stays taken).
+    pub(super) async fn store_covered(
+        &self,
+        step: lifecycle::Step,
+        digest: Digest,
+    ) -> Result<Submission, GuardError> {
         for event in step.events {
             self.audit(self.event(&step.next, event)).await?;
         }
         match self.store_call(self.inner.store.insert(&step.next)).await? {
             Inserted::Created => {}
             Inserted::Existing(existing) => {
-                // Another task stored the same idempotency key first; the use stays taken.
                 let key = step
                     .next
                     .request
                     .idempotency_key
                     .clone()
                     .unwrap_or_default();
-                return self.reattach(&existing, &key, digest).map(Some);
+                return self.reattach(&existing, &key, digest);
             }
         }
         self.barrier().await?;
-        Ok(Some(Submission::Pending(id)))
+        Ok(Submission::Pending(step.next.id))
     }
 
     /// The approved standing grants whose time is not over, newest first (each with its

@@ -112,7 +112,7 @@ impl Gate {
         let id = RequestId::new();
         let span = Span::current();
         span.record("request", tracing::field::display(id));
-        let (request, digest) = match self.admit(id, action.to_request(), &initiator).await {
+        let (mut request, digest) = match self.admit(id, action.to_request(), &initiator).await {
             Ok(admitted) => admitted,
             Err(refused) => {
                 observe::submitted("refused", "refused");
@@ -122,6 +122,9 @@ impl Gate {
         span.record("kind", request.kind.as_str());
         span.record("resource", request.resource.as_str());
         span.record("digest", tracing::field::display(digest));
+        // The plan an action names is where the gate looks for it (below), not part of what
+        // is stored: an action not in that plan is asked for like any other.
+        let named_plan = request.plan.take();
         let request = Arc::new(request);
 
         if let Some(key) = &request.idempotency_key
@@ -196,6 +199,20 @@ impl Gate {
                     observe::submitted("denied_recently", "denied");
                     self.audit(subject.event(now, denied.event())).await?;
                     return Err(denied.error());
+                }
+                if let Some(approved) = Box::pin(self.approve_by_plan(
+                    named_plan,
+                    id,
+                    now,
+                    &request,
+                    digest,
+                    rule.as_deref(),
+                    &requirement,
+                ))
+                .await?
+                {
+                    observe::submitted("plan", "approved");
+                    return Ok(approved);
                 }
                 if requirement.standing.is_some()
                     && let Some(approved) = Box::pin(self.approve_by_standing(

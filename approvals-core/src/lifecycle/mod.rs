@@ -23,6 +23,10 @@
 //! approved it stays Approved while actions use it ([`use_standing`]: each opens already
 //! approved, [`open_under_standing`]) until it lapses at its end or a reviewer denies it.
 //!
+//! A plan ([`plan`](crate::plan)) is a request like any other too; once approved, each of
+//! its items opens already approved when asked for ([`covering_item`], [`use_plan_item`],
+//! [`open_under_plan`]), once, until the plan lapses or a reviewer denies it.
+//!
 //! A run with a credential broker adds a credential to Executing: planned with the grant's
 //! consumption ([`consume_with_credential`]), issued ([`credential_issued`]) and revoked
 //! ([`credential_revoked`]), by the run or, once due ([`Due::Revoke`]), by a sweep.
@@ -39,6 +43,7 @@ use crate::store::{RequestId, RequestRecord, RequestState, Resolution, Unaudited
 
 mod cooldown;
 mod credential;
+mod plan;
 mod review;
 mod run;
 mod standing;
@@ -49,6 +54,9 @@ pub use credential::{
     credential_revoked, outstanding, revoke_at,
 };
 
+pub use plan::{
+    RecordRef, check_plan_len, covering_item, open_under_plan, plan_decision, use_plan_item,
+};
 pub use review::{
     Review, ReviewOutcome, approved_event, audited, check_review, check_review_before_reason,
     may_review, recover, review,
@@ -300,6 +308,7 @@ pub fn open(
         escalated: false,
         reminded: 0,
         standing_uses: 0,
+        plan_used: Vec::new(),
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,

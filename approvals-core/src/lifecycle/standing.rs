@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{Step, open};
 use crate::audit::EventDetail;
 use crate::error::GuardError;
+use crate::plan::PLAN_KIND;
 use crate::policy::{Decision, Glob, Requirement};
 use crate::request::{ActionRequest, Digest, Initiator, PrincipalKind};
 use crate::standing::{STANDING_KIND, StandingTerms, is_reserved_kind};
@@ -137,7 +138,7 @@ pub fn in_force(grant: &RequestRecord, now: DateTime<Utc>) -> bool {
 }
 
 /// The same principal (kind and canonical id) acting for the same human, or for none.
-fn same_initiator(a: &Initiator, b: &Initiator) -> bool {
+pub(super) fn same_initiator(a: &Initiator, b: &Initiator) -> bool {
     a.principal.is(&b.principal)
         && match (&a.on_behalf_of, &b.on_behalf_of) {
             (None, None) => true,
@@ -184,25 +185,56 @@ pub fn open_under_standing(
     grant_ttl: TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<Step, GuardError> {
+    let event = EventDetail::ApprovedByStandingGrant {
+        standing: grant.id,
+        approvers: grant.approvers().into_iter().cloned().collect(),
+    };
+    let channel = format!("standing grant {}", grant.id);
+    open_approved_by(
+        (id, request, digest, rule, requirement, policy_version),
+        grant,
+        channel,
+        event,
+        grant_ttl,
+        now,
+    )
+}
+
+/// What [`open`] takes: id, request, digest, rule, requirement, policy version.
+pub(super) type Opening = (
+    RequestId,
+    ActionRequest,
+    Digest,
+    Option<String>,
+    Arc<Requirement>,
+    Arc<str>,
+);
+
+/// A request opened already approved by `by` (an approved standing grant or plan): its
+/// reviews are `by`'s approvals, on `channel`; its single-use grant lasts `grant_ttl`, never
+/// past `by`'s end; `event` says what approved it.
+pub(super) fn open_approved_by(
+    (id, request, digest, rule, requirement, policy_version): Opening,
+    by: &RequestRecord,
+    channel: String,
+    event: EventDetail,
+    grant_ttl: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<Step, GuardError> {
     let mut next = open(id, request, digest, rule, requirement, policy_version, now)?;
     next.state = RequestState::Approved;
-    next.reviews = grant
+    next.reviews = by
         .reviews
         .iter()
         .filter(|r| r.verdict == Verdict::Approve)
         .map(|r| {
             let mut review = r.clone();
-            review.channel = format!("standing grant {}", grant.id);
+            review.channel.clone_from(&channel);
             review
         })
         .collect();
-    let ends = grant.grant_expires_at.unwrap_or(now);
+    let ends = by.grant_expires_at.unwrap_or(now);
     next.grant_expires_at = Some((now + grant_ttl).min(ends));
-    let approvers = grant.approvers().into_iter().cloned().collect();
-    let event = EventDetail::ApprovedByStandingGrant {
-        standing: grant.id,
-        approvers,
-    };
     Ok(Step::new(next, vec![event]))
 }
 
@@ -213,13 +245,16 @@ pub(super) fn grant_lasts(record: &RequestRecord, grant_ttl: TimeDelta) -> TimeD
         .unwrap_or(grant_ttl)
 }
 
-/// The refusal for running `record` itself when it is a standing grant: it approves other
-/// actions and is never run, nor is a single-use grant issued for it.
+/// The refusal for running `record` itself when it is a standing grant or a plan: each
+/// approves other actions and is never run, nor is a single-use grant issued for it.
 pub fn not_runnable(record: &RequestRecord) -> Option<GuardError> {
-    (record.request.kind == STANDING_KIND).then(|| {
-        GuardError::InvalidRequest(format!(
-            "request {} is a standing grant: it approves matching actions when they are asked for, and is never run itself",
-            record.id
-        ))
-    })
+    let what = match record.request.kind.as_str() {
+        STANDING_KIND => "a standing grant: it approves matching actions when they are asked for",
+        PLAN_KIND => "a plan: each of its actions runs when it is asked for",
+        _ => return None,
+    };
+    Some(GuardError::InvalidRequest(format!(
+        "request {} is {what}, and is never run itself",
+        record.id
+    )))
 }

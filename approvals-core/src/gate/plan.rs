@@ -1,0 +1,220 @@
+//! Plans at the gate: submitting one, waiting for its decision, and approving an action that
+//! is one of its items. The rules are in [`lifecycle`] (`plan_decision`, `covering_item`,
+//! `use_plan_item`, `open_under_plan`); this executes them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+
+use super::io::{EventSubject, to_delta};
+use super::{Gate, Submission};
+use crate::admission;
+use crate::audit::EventDetail;
+use crate::error::GuardError;
+use crate::lifecycle::{self, RecordRef};
+use crate::observe;
+use crate::plan::{PLAN_KIND, PlanItem, PlanTerms};
+use crate::policy::{Decision, Requirement};
+use crate::request::{ActionRequest, Digest, Initiator};
+use crate::store::RequestId;
+
+impl Gate {
+    /// Submits a plan of `actions` for the gate's own initiator, as one request: reviewers see
+    /// every action with its own digest and approve or deny the whole plan ([`plan`]). Wait
+    /// for the decision with [`wait_plan`](Gate::wait_plan); then ask for each action as usual
+    /// (`guard`, `submit`), naming the plan with [`ActionRequest::in_plan`]: an action whose
+    /// digest is one of the plan's items runs once without asking again, and any other action
+    /// is asked for on its own.
+    ///
+    /// Refused: any action the gate would refuse on its own (reserved kinds, so no plan holds
+    /// a plan or a standing grant; sizes; initiator claims), an empty plan, more than
+    /// [`MAX_PLAN_ITEMS`](crate::plan::MAX_PLAN_ITEMS) actions, actions that need approval
+    /// under different rules, or a plan in which nothing needs approval. A plan with an action
+    /// the policy denies is denied ([`GuardError::PolicyDenied`], naming the item).
+    ///
+    /// [`plan`]: crate::plan
+    pub async fn submit_plan(
+        &self,
+        actions: &[ActionRequest],
+        justification: Option<String>,
+    ) -> Result<RequestId, GuardError> {
+        let initiator = self
+            .inner
+            .initiator
+            .clone()
+            .ok_or(GuardError::NoInitiator)?;
+        self.submit_plan_bound(initiator, actions, justification)
+            .instrument(observe::request_span())
+            .await
+    }
+
+    /// [`submit_plan`](Gate::submit_plan) for a caller a door has authenticated (see
+    /// [`submit_as`](Gate::submit_as)).
+    pub async fn submit_plan_as(
+        &self,
+        caller: &Initiator,
+        actions: &[ActionRequest],
+        justification: Option<String>,
+    ) -> Result<RequestId, GuardError> {
+        caller.validate().map_err(|e| {
+            GuardError::InvalidRequest(format!("the caller's identity is refused: {e}"))
+        })?;
+        self.submit_plan_bound(Arc::new(caller.clone()), actions, justification)
+            .instrument(observe::request_span())
+            .await
+    }
+
+    async fn submit_plan_bound(
+        &self,
+        initiator: Arc<Initiator>,
+        actions: &[ActionRequest],
+        justification: Option<String>,
+    ) -> Result<RequestId, GuardError> {
+        lifecycle::check_plan_len(actions.len())?;
+        let id = RequestId::new();
+        // Each item is admitted as it will be when asked for, so its digest is the one the
+        // agent's action will have; a refusal is recorded under the plan's id.
+        let mut admitted = Vec::with_capacity(actions.len());
+        for action in actions {
+            let mut action = action.clone();
+            action.plan = None;
+            admitted.push(self.admit(id, action, &initiator).await?);
+        }
+        let decisions = admitted
+            .iter()
+            .map(|(request, _)| self.evaluate(request))
+            .collect::<Result<Vec<Decision>, GuardError>>()?;
+        let requests: Vec<ActionRequest> = admitted.iter().map(|(r, _)| r.clone()).collect();
+        let decision = lifecycle::plan_decision(&requests, decisions)?;
+
+        let items = admitted
+            .into_iter()
+            .map(|(mut action, digest)| {
+                // The item's initiator is the plan's.
+                action.initiator = None;
+                PlanItem { action, digest }
+            })
+            .collect();
+        let request = PlanTerms { items }.to_request(initiator.clone(), justification);
+        let plan = admission::admit_reserved(request, &initiator, &self.inner.context)
+            .map_err(|refused| refused.error)?;
+        let now = self.now();
+        let subject = EventSubject {
+            id,
+            kind: PLAN_KIND.into(),
+            resource: plan.request.resource.as_str().into(),
+            digest: plan.digest,
+        };
+        let request = Arc::new(plan.request);
+        self.audit(subject.event(
+            now,
+            EventDetail::Requested {
+                request: request.clone(),
+            },
+        ))
+        .await?;
+        self.audit(subject.event(
+            now,
+            EventDetail::PolicyDecided {
+                decision: decision.clone(),
+                policy_version: self.shared_policy_version(),
+            },
+        ))
+        .await?;
+        match decision {
+            Decision::RequireApproval { rule, requirement } => {
+                self.create_pending(id, now, request, plan.digest, rule, requirement)
+                    .await?;
+                self.barrier().await?;
+                observe::submitted("pending", "pending");
+                Ok(id)
+            }
+            Decision::Deny { rule, reason } => {
+                self.barrier().await?;
+                observe::submitted("denied_by_policy", "denied");
+                Err(GuardError::PolicyDenied {
+                    kind: PLAN_KIND.into(),
+                    resource: request.resource.clone(),
+                    rule,
+                    reason,
+                })
+            }
+            Decision::Allow { .. } => Err(GuardError::InvalidRequest(
+                "nothing in this plan needs approval".into(),
+            )),
+        }
+    }
+
+    /// Waits for plan `id` to be decided: `Ok` once approved (its actions may then be asked
+    /// for, naming it), or the refusal (denied, expired, cancelled). Refused for a request
+    /// that is not a plan.
+    pub async fn wait_plan(&self, id: RequestId) -> Result<(), GuardError> {
+        let record = self
+            .store_call(self.inner.store.get(id))
+            .await?
+            .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
+        if record.request.kind != PLAN_KIND {
+            return Err(GuardError::InvalidRequest(format!(
+                "request {id} is not a plan"
+            )));
+        }
+        let span = observe::request_span();
+        span.record("request", tracing::field::display(id));
+        // A plan's approval issues no grant (`None`); its kind was checked above.
+        self.wait_decided(id).instrument(span).await.map(|_| ())
+    }
+
+    /// Approves the action `request` (not yet stored, as `id`) as an item of the approved plan
+    /// it names ([`lifecycle::covering_item`]), if it is one: the item is marked used by
+    /// compare-and-set (so racing actions never run one item twice) and audited as
+    /// `plan_item_used`, then the action is stored already approved and audited as
+    /// `approved_by_plan`. `None` when it names no plan (`named`), or is not one of that
+    /// plan's unused items.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn approve_by_plan(
+        &self,
+        named: Option<RequestId>,
+        id: RequestId,
+        now: DateTime<Utc>,
+        request: &Arc<ActionRequest>,
+        digest: Digest,
+        rule: Option<&str>,
+        requirement: &Arc<Requirement>,
+    ) -> Result<Option<Submission>, GuardError> {
+        let Some(plan_id) = named else {
+            return Ok(None);
+        };
+        let (plan, item) = loop {
+            let Some(record) = self.store_call(self.inner.store.get(plan_id)).await? else {
+                return Ok(None);
+            };
+            let Some(plan) = RecordRef::of(&record) else {
+                return Ok(None);
+            };
+            let Some(item) =
+                lifecycle::covering_item(&plan, request, digest, rule, requirement, now)
+            else {
+                return Ok(None);
+            };
+            let step = lifecycle::use_plan_item(&plan, item, id, digest);
+            // Another action ran an item first: look again.
+            if let Some(used) = self.commit(&record, step).await? {
+                break (used, item);
+            }
+        };
+        let step = lifecycle::open_under_plan(
+            id,
+            (**request).clone(),
+            digest,
+            rule.map(str::to_owned),
+            requirement.clone(),
+            self.shared_policy_version(),
+            &plan,
+            item,
+            to_delta(self.inner.grant_ttl),
+            now,
+        )?;
+        self.store_covered(step, digest).await.map(Some)
+    }
+}

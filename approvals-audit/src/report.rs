@@ -309,7 +309,9 @@ impl RequestSummary {
         Some(self.decided_at? - self.requested_at?)
     }
 
-    fn apply(&mut self, v: &EventView<'_>, seq: u64) {
+    /// Applies one of the request's events; `plan_sizes` are the item counts of the plans
+    /// that approved actions, by the action's request id (see [`EvidenceReport::build`]).
+    fn apply(&mut self, v: &EventView<'_>, seq: u64, plan_sizes: &HashMap<String, u64>) {
         let s = |key: &str| v.str(key).map(str::to_owned);
         match v.name() {
             "requested" => {
@@ -385,6 +387,14 @@ impl RequestSummary {
                     s("standing").unwrap_or_default()
                 ));
             }
+            // Approved without asking again, as an item of a plan its approvers approved.
+            "approved_by_plan" => {
+                self.outcome = Outcome::Approved;
+                self.approvers = v.approvers();
+                self.decided_at = v.at();
+                self.decision_seq = Some(seq);
+                self.detail = Some(plan_detail(v, plan_sizes.get(&self.request_id).copied()));
+            }
             "denied" => {
                 self.outcome = Outcome::Denied;
                 self.decided_at = v.at();
@@ -418,6 +428,17 @@ impl RequestSummary {
             }
             _ => {}
         }
+    }
+}
+
+/// `approved by plan <id>, item N of M`: the item 1-based, `of M` when the plan's size is
+/// known, no item when the event does not record it.
+fn plan_detail(v: &EventView<'_>, items: Option<u64>) -> String {
+    let plan = v.str("plan").unwrap_or_default();
+    match (v.plan_item(), items) {
+        (Some(item), Some(items)) => format!("approved by plan {plan}, item {item} of {items}"),
+        (Some(item), None) => format!("approved by plan {plan}, item {item}"),
+        (None, _) => format!("approved by plan {plan}"),
     }
 }
 
@@ -499,6 +520,8 @@ impl EvidenceReport {
         let mut entries_read = 0u64;
         let mut requests: Vec<RequestSummary> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
+        // How many items the plan that approved an action has, by the action's request id.
+        let mut plan_sizes: HashMap<String, u64> = HashMap::new();
         let mut refused = Vec::new();
         let in_period = |t: Option<DateTime<Utc>>| match t {
             Some(t) => {
@@ -512,6 +535,14 @@ impl EvidenceReport {
                 return Ok::<(), LogError>(());
             };
             let v = EventView(&event);
+            // A plan's use names the action it approved and the plan's size, which that
+            // action's `approved_by_plan` event does not repeat. Kept whatever the plan's period.
+            if v.name() == "plan_item_used"
+                && let Some(action) = v.str("request")
+                && let Some(items) = v.get("items").and_then(Value::as_u64)
+            {
+                plan_sizes.insert(action.to_owned(), items);
+            }
             let id = v.request_id();
             if id.is_empty() {
                 return Ok(());
@@ -549,7 +580,7 @@ impl EvidenceReport {
             let Some(request) = i.and_then(|i| requests.get_mut(i)) else {
                 return Ok(());
             };
-            request.apply(&v, entry.seq);
+            request.apply(&v, entry.seq, &plan_sizes);
             if matches!(v.name(), "review_rejected" | "grant_rejected") {
                 refused.push(RefusedAttempt {
                     at: v.at(),

@@ -64,10 +64,10 @@
 //! |---|---|
 //! | `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`, `request_refused` | the initiator (agent or service; in OCSF `actor.app_*`, with the human it acts for as `actor.user`). `executed` and `request_refused` name it; for the `grant_*` events, and `executed` in logs written before it was recorded, it is the initiator of the request's `requested` event earlier in the export, else the gate |
 //! | `reviewed`, `review_rejected` | the reviewer (with groups at decision time), else the gate |
-//! | `approved`, `approved_by_standing_grant` | the approvers (of the request, or of the standing grant that approved it): the first as actor, all in `actors` (OCSF: `observables`, `unmapped.actors`) |
+//! | `approved`, `approved_by_standing_grant`, `approved_by_plan` | the approvers (of the request, or of the standing grant or plan that approved it): the first as actor, all in `actors` (OCSF: `observables`, `unmapped.actors`) |
 //! | `denied`, `cancelled` | the person who denied or cancelled, else the gate |
 //! | `resubmission_refused` | the reviewer whose earlier denial of the same action refused it |
-//! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed`, `standing_grant_used` | the gate (`approvals-gate`, kind `system`) |
+//! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed`, `standing_grant_used`, `plan_item_used` | the gate (`approvals-gate`, kind `system`) |
 //!
 //! Why several approvers are represented this way in OCSF 1.3.0: see `siem/ocsf_actor.rs`.
 //!
@@ -368,6 +368,8 @@ fn cef_name(v: &EventView<'_>) -> String {
         "approved" => "Request approved",
         "approved_by_standing_grant" => "Request approved by a standing grant",
         "standing_grant_used" => "Standing grant used",
+        "approved_by_plan" => "Request approved by a plan",
+        "plan_item_used" => "Plan item used",
         "denied" => "Request denied",
         "escalated" => "Request escalated",
         "reminded" => "Reviewers reminded",

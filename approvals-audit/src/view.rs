@@ -136,12 +136,13 @@ impl<'a> EventView<'a> {
     /// - `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`,
     ///   `request_refused`: the initiator (agent or service), then the human it acts for;
     /// - `reviewed`, `review_rejected`: the reviewer (when known);
-    /// - `approved`, `approved_by_standing_grant`: every approver (of the request, or of the
-    ///   standing grant that approved it), in the order recorded;
+    /// - `approved`, `approved_by_standing_grant`, `approved_by_plan`: every approver (of the
+    ///   request, or of the standing grant or plan that approved it), in the order recorded;
     /// - `denied`, `cancelled`: the person who denied or cancelled (when a person did);
     /// - `resubmission_refused`: the reviewer whose earlier denial refused it;
     /// - `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `reminded`, `expired`, `lapsed`,
-    ///   `standing_grant_used` and anything unknown: the gate itself (`approvals-gate`, kind `system`).
+    ///   `standing_grant_used`, `plan_item_used` and anything unknown: the gate itself
+    ///   (`approvals-gate`, kind `system`).
     ///
     /// Falls back to the gate when the event does not name the principal it should.
     pub(crate) fn actors(&self) -> Vec<Actor> {
@@ -159,7 +160,7 @@ impl<'a> EventView<'a> {
             "reviewed" | "review_rejected" => one(self.get("reviewer")),
             // The reviewer whose earlier denial refused the action again.
             "denied" | "cancelled" | "resubmission_refused" => one(self.get("by")),
-            "approved" | "approved_by_standing_grant" => self
+            "approved" | "approved_by_standing_grant" | "approved_by_plan" => self
                 .get("approvers")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Actor::from_principal).collect())
@@ -202,6 +203,14 @@ impl<'a> EventView<'a> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The 1-based item number of a `plan_item_used` or `approved_by_plan` event (the event
+    /// records it from 0).
+    pub(crate) fn plan_item(&self) -> Option<u64> {
+        self.get("item")
+            .and_then(Value::as_u64)
+            .map(|i| i.saturating_add(1))
     }
 
     /// Whether the operation the event records succeeded (`false` for refusals and errors).
@@ -312,6 +321,18 @@ impl<'a> EventView<'a> {
                 "standing grant for {what} used ({} of {}) by request {}",
                 self.get("used").and_then(Value::as_u64).unwrap_or(0),
                 self.get("uses").and_then(Value::as_u64).unwrap_or(0),
+                self.str("request").unwrap_or("unknown")
+            ),
+            "approved_by_plan" => format!(
+                "{what} approved without asking again by plan {}, item {} (approved by {})",
+                self.str("plan").unwrap_or("unknown"),
+                self.plan_item().unwrap_or(0),
+                self.approvers().join(", ")
+            ),
+            "plan_item_used" => format!(
+                "plan for {what} used (item {} of {}) by request {}",
+                self.plan_item().unwrap_or(0),
+                self.get("items").and_then(Value::as_u64).unwrap_or(0),
                 self.str("request").unwrap_or("unknown")
             ),
             "denied" => format!("{what} denied by {}", actor.id),

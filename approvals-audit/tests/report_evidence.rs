@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use approvals_audit::log::{LogVerifier, LogWriter};
 use approvals_audit::note::Signer;
-use approvals_audit::report::{EvidenceReport, ReportOptions, esc, sample, sample_rank};
+use approvals_audit::report::{EvidenceReport, Outcome, ReportOptions, esc, sample, sample_rank};
 use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
@@ -327,4 +327,86 @@ fn refused_actions_are_listed_with_their_initiator() {
     assert!(r.detail.contains("321 bytes"));
     let html = report.to_html();
     assert!(html.contains("claimed &lt;b&gt;other-bot&lt;/b&gt;"));
+}
+
+/// Actions run as items of an approved plan count as approved, by the plan's approvers, and
+/// name the plan and the item (1-based, "of M" when the plan's use says how many items).
+#[test]
+fn an_action_approved_by_a_plan_is_approved_and_names_the_plan_and_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut log = LogWriter::create(&path, config(), signer(1)).unwrap();
+    let plan = "0193a2b4-0000-7000-8000-00000000000a";
+    let (counted, uncounted) = (
+        "0193a2b4-0000-7000-8000-00000000000b",
+        "0193a2b4-0000-7000-8000-00000000000c",
+    );
+    let requested = |id: &str, kind: &str| {
+        json!({
+            "schema": 1, "at": "2026-11-02T09:00:00Z", "event": "requested",
+            "request_id": id, "kind": kind, "resource": "svc://prod/api",
+            "digest": "sha256:00",
+            "request": {"kind": kind, "resource": "svc://prod/api",
+                        "initiator": {"principal": {"kind": "agent", "id": "deploy-bot"}}}
+        })
+    };
+    let approved_by_plan = |id: &str, item: u32, approvers: Value| {
+        json!({
+            "schema": 1, "at": "2026-11-02T09:05:00Z", "event": "approved_by_plan",
+            "request_id": id, "kind": "deploy.restart", "resource": "svc://prod/api",
+            "digest": "sha256:00", "plan": plan, "item": item, "approvers": approvers
+        })
+    };
+    let sam = json!({"kind": "human", "id": "sam@example.com"});
+    let kim = json!({"kind": "human", "id": "kim@example.com"});
+    for event in [
+        requested(plan, "approvals.plan"),
+        requested(counted, "deploy.restart"),
+        json!({
+            "schema": 1, "at": "2026-11-02T09:05:00Z", "event": "plan_item_used",
+            "request_id": plan, "kind": "approvals.plan", "resource": "svc://prod/api",
+            "digest": "sha256:01", "request": counted,
+            "item": 1, "items": 3
+        }),
+        approved_by_plan(counted, 1, json!([sam, kim])),
+        // No `plan_item_used` in the log for this one: the plan's size is unknown.
+        requested(uncounted, "deploy.restart"),
+        approved_by_plan(uncounted, 0, json!([sam])),
+    ] {
+        log.append(&event).unwrap();
+    }
+    log.close().unwrap();
+    let report = EvidenceReport::build(&path, &verifier(), &ReportOptions::default()).unwrap();
+    assert!(report.verified(), "{}", report.verification);
+    let by_id = |id: &str| report.requests.iter().find(|r| r.request_id == id).unwrap();
+
+    let r = by_id(counted);
+    assert_eq!(r.outcome, Outcome::Approved);
+    assert_eq!(r.approvers, ["sam@example.com", "kim@example.com"]);
+    assert_eq!(r.decision_seq, Some(3));
+    assert!(r.decided_at.is_some());
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("approved by plan 0193a2b4-0000-7000-8000-00000000000a, item 2 of 3")
+    );
+    let r = by_id(uncounted);
+    assert_eq!(r.outcome, Outcome::Approved);
+    assert_eq!(r.approvers, ["sam@example.com"]);
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("approved by plan 0193a2b4-0000-7000-8000-00000000000a, item 1")
+    );
+    assert_eq!(
+        by_id(plan).outcome,
+        Outcome::Pending,
+        "the plan's own use is no decision on the plan"
+    );
+
+    let rows = parse_csv(&report.to_csv());
+    let i = rows[1..].iter().position(|r| r[0] == counted).unwrap();
+    assert_eq!(column(&rows, "outcome")[i], Outcome::Approved.label());
+    assert_eq!(
+        column(&rows, "approvers")[i],
+        "sam@example.com; kim@example.com"
+    );
 }

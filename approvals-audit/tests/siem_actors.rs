@@ -609,3 +609,120 @@ fn a_standing_grant_use_and_the_action_it_approved_name_the_grant_and_its_approv
     );
     assert!(cef[1].contains("suser=sam@example.com"), "{}", cef[1]);
 }
+
+/// A plan approving one of its items: the use is the gate's (on the plan), the action's
+/// approval is its approvers' (on the action), each naming the other; item numbers are 1-based
+/// for people and as recorded (from 0) in the event.
+#[test]
+fn a_plan_item_use_and_the_action_it_approved_name_the_plan_and_its_approvers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, action) = (RequestId::new(), RequestId::new());
+    let approvers = vec![
+        Principal::human("sam@example.com").with_groups(["sre"]),
+        Principal::human("kim@example.com").with_groups(["sre"]),
+    ];
+    let events = [
+        event(
+            plan,
+            0,
+            EventDetail::PlanItemUsed {
+                request: action,
+                digest: ActionRequest::new("deploy.restart", "svc://prod/api").digest(),
+                item: 2,
+                items: 4,
+            },
+        ),
+        event(
+            action,
+            1,
+            EventDetail::ApprovedByPlan {
+                plan,
+                item: 2,
+                approvers,
+            },
+        ),
+    ];
+    let entries = write(dir.path(), &events);
+
+    let lines = json(&render(&entries, Format::JsonLines));
+    assert_eq!(lines[0]["event_type"], "plan_item_used", "{}", lines[0]);
+    assert_eq!(lines[0]["actor"]["id"], "approvals-gate");
+    assert_eq!(lines[0]["actor"]["kind"], "system");
+    assert_eq!(lines[0]["event"]["request"], action.to_string());
+    assert_eq!(lines[0]["event"]["item"], 2);
+    let message = lines[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("(item 3 of 4)") && message.contains(&action.to_string()),
+        "{message}"
+    );
+    assert_eq!(lines[1]["event_type"], "approved_by_plan", "{}", lines[1]);
+    assert_eq!(lines[1]["actor"]["id"], "sam@example.com");
+    assert_eq!(lines[1]["outcome"], "success");
+    let ids: Vec<&str> = lines[1]["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["sam@example.com", "kim@example.com"]);
+    let message = lines[1]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("by plan {plan}, item 3 "))
+            && message.contains("(approved by sam@example.com, kim@example.com)"),
+        "{message}"
+    );
+
+    let ocsf = json(&render(&entries, Format::Ocsf));
+    assert_eq!(
+        ocsf[0]["actor"]["user"]["uid"], "approvals-gate",
+        "{}",
+        ocsf[0]
+    );
+    assert_eq!(ocsf[0]["unmapped"]["actors"], serde_json::json!([]));
+    assert_eq!(
+        ocsf[1]["actor"]["user"]["uid"], "sam@example.com",
+        "{}",
+        ocsf[1]
+    );
+    let roles: Vec<(&str, &str)> = ocsf[1]["unmapped"]["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .filter_map(|a| Some((a["uid"].as_str()?, a["role"].as_str()?)))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("sam@example.com", "approver"),
+            ("kim@example.com", "approver")
+        ]
+    );
+    let observed: Vec<&str> = ocsf[1]["observables"]
+        .as_array()
+        .expect("observables")
+        .iter()
+        .filter_map(|o| o["value"].as_str())
+        .collect();
+    assert_eq!(observed, ["sam@example.com", "kim@example.com"]);
+    assert_eq!(ocsf[1]["unmapped"]["approvals"]["plan"], plan.to_string());
+    assert_eq!(ocsf[1]["unmapped"]["approvals"]["item"], 2);
+
+    let cef = render(&entries, Format::Cef);
+    assert!(
+        cef[0].contains("|plan_item_used|Plan item used|"),
+        "{}",
+        cef[0]
+    );
+    assert!(cef[0].contains(" suser=approvals-gate "), "{}", cef[0]);
+    assert!(
+        cef[1].contains("|approved_by_plan|Request approved by a plan|"),
+        "{}",
+        cef[1]
+    );
+    assert!(cef[1].contains(" suser=sam@example.com "), "{}", cef[1]);
+    assert!(
+        cef[1].contains(" cs3=sam@example.com,kim@example.com "),
+        "{}",
+        cef[1]
+    );
+}

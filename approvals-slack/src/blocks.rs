@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use approvals_core::plan::PlanTerms;
 use approvals_core::preview::SHOWN_LINES;
 use approvals_core::text::join_bounded;
 use approvals_core::{Digest, Preview, Principal, RequestId, RequestRecord, RequestState, Verdict};
@@ -173,6 +174,32 @@ fn preview_block(record: &RequestRecord, preview: &Preview, console: Option<&Url
             note.push(
                 json!({"type": "link", "url": link.as_str(), "text": "Open the whole preview"}),
             );
+        }
+        elements.push(json!({"type": "rich_text_section", "elements": note}));
+    }
+    rich_text(elements)
+}
+
+/// A plan's actions as a code block: as many whole items (number, kind, resource, digest,
+/// parameters) as fit in [`MAX_PARAMS_CHARS`], and how many were left out said below it with
+/// the link to every item when the console is known.
+fn plan_block(record: &RequestRecord, plan: &PlanTerms, console: Option<&Url>) -> Value {
+    let shown = plan.excerpt(MAX_PARAMS_CHARS);
+    let code = truncate(&printable(&shown.text), MAX_PARAMS_CHARS, "");
+    let mut elements = vec![
+        json!({"type": "rich_text_section", "elements": [rt_bold(&format!(
+            "Plan: {} action(s), each approved for one run as shown",
+            plan.items.len()
+        ))]}),
+        json!({"type": "rich_text_preformatted", "elements": [rt_text(&code)]}),
+    ];
+    if shown.left_out > 0 {
+        let mut note = vec![
+            json!({"type": "text", "text": shown.left_out_note(record.id, record.digest), "style": {"italic": true}}),
+        ];
+        if let Some(link) = console {
+            note.push(rt_text(" "));
+            note.push(json!({"type": "link", "url": link.as_str(), "text": "Open every action"}));
         }
         elements.push(json!({"type": "rich_text_section", "elements": note}));
     }
@@ -380,13 +407,18 @@ pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> 
     if let Some(excerpt) = shown(req.context.prompt_excerpt.as_deref()) {
         blocks.push(labelled_text("Prompt excerpt", excerpt, digest, false));
     }
-    let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
-    blocks.push(labelled_text("Parameters", &params, digest, true));
     // Ours, not the agent's (the configured public URL and the request id); a URL that could
     // end Slack's `<url|text>` early is not linked.
     let console_link = console
         .and_then(|base| base.join(&record.id.console_path()).ok())
         .filter(|link| !link.as_str().contains(['|', '<', '>']));
+    match PlanTerms::of(record) {
+        Some(plan) => blocks.push(plan_block(record, &plan, console_link.as_ref())),
+        None => {
+            let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
+            blocks.push(labelled_text("Parameters", &params, digest, true));
+        }
+    }
     if let Some(preview) = &req.context.preview {
         blocks.push(preview_block(record, preview, console_link.as_ref()));
     }
@@ -813,6 +845,100 @@ mod tests {
             block["elements"].as_array().map(Vec::len),
             Some(2),
             "nothing was cut"
+        );
+    }
+
+    fn plan_of(n: usize, why: &str) -> RequestRecord {
+        use approvals_core::plan::{PlanItem, PlanTerms};
+        let items = (0..n)
+            .map(|i| {
+                let action = approvals_core::ActionRequest::new(
+                    "deploy.restart",
+                    format!("svc://prod/s{i}"),
+                )
+                .params(json!({ "why": why }));
+                PlanItem {
+                    digest: action.digest(),
+                    action,
+                }
+            })
+            .collect();
+        let mut r = pending();
+        let initiator = r.request.initiator.clone().expect("initiator");
+        r.request = PlanTerms { items }.to_request(initiator, None);
+        r.digest = r.request.digest();
+        r
+    }
+
+    fn plan_block_of(message: &Message) -> Value {
+        message
+            .blocks
+            .iter()
+            .find(|b| {
+                b["elements"][0]["elements"][0]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Plan: "))
+            })
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_plan_shows_each_action_with_its_digest_or_says_how_many_were_left_out() {
+        let base = Url::parse("https://approvals.example.com/").expect("url");
+        let small = plan_of(3, "<!channel> *now*");
+        let message = request_message_linked(&small, Some(&base));
+        crate::fake::validate_blocks(&json!(message.blocks)).expect("valid blocks");
+        let block = plan_block_of(&message);
+        assert_eq!(
+            block["elements"][0]["elements"][0]["text"],
+            "Plan: 3 action(s), each approved for one run as shown"
+        );
+        let code = block["elements"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        let terms = approvals_core::plan::PlanTerms::of(&small).expect("plan");
+        for (i, item) in terms.items.iter().enumerate() {
+            assert!(
+                code.contains(&format!("{}. deploy.restart on svc://prod/s{i}", i + 1)),
+                "{code}"
+            );
+            assert!(code.contains(&item.digest.to_string()), "{code}");
+        }
+        assert!(code.contains("<!channel> *now*"), "literal text: {code}");
+        assert!(block["elements"].get(2).is_none(), "nothing left out");
+        assert!(
+            !message
+                .blocks
+                .iter()
+                .any(|b| b["elements"][0]["elements"][0]["text"] == "Parameters"),
+            "the items are shown, not the plan's raw parameters"
+        );
+
+        let large = plan_of(approvals_core::plan::MAX_PLAN_ITEMS, &"x".repeat(200));
+        let message = request_message_linked(&large, Some(&base));
+        crate::fake::validate_blocks(&json!(message.blocks)).expect("valid blocks");
+        let block = plan_block_of(&message);
+        let code = block["elements"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(code.chars().count() <= MAX_PARAMS_CHARS);
+        let shown = code.matches(". deploy.restart on ").count();
+        assert!((1..100).contains(&shown), "{shown}");
+        let note = &block["elements"][2]["elements"];
+        let said = note[0]["text"].as_str().unwrap_or_default();
+        assert!(
+            said.starts_with(&format!("… {} more actions not shown", 100 - shown))
+                && said.contains("covers all 100"),
+            "{said}"
+        );
+        assert_eq!(note[2]["text"], "Open every action");
+        assert_eq!(
+            note[2]["url"],
+            format!(
+                "https://approvals.example.com/console/requests/{}",
+                large.id
+            )
         );
     }
 }

@@ -7,6 +7,7 @@
 //! inert (see [`crate::text`]) and bounded; values cut short point at the digest the approval
 //! is bound to, which the card always shows in full.
 
+use approvals_core::plan::PlanTerms;
 use approvals_core::preview::SHOWN_LINES;
 use approvals_core::{Digest, Preview, RequestId, RequestRecord, RequestState, Verdict};
 use chrono::{DateTime, Utc};
@@ -297,6 +298,27 @@ fn preview_container(record: &RequestRecord, preview: &Preview, budget: Budget) 
     json!({"type": "Container", "spacing": "Medium", "items": items})
 }
 
+/// A plan's actions in monospace text: as many whole items (number, kind, resource, digest,
+/// parameters) as fit in the parameters' budget, and how many were left out said below it.
+fn plan_container(record: &RequestRecord, plan: &PlanTerms, budget: Budget) -> Value {
+    let shown = plan.excerpt(budget.params);
+    let mut code = run(&truncate(&literal_text(&shown.text), budget.params, ""));
+    code["fontType"] = json!("Monospace");
+    let mut items = vec![
+        json!({"type": "TextBlock", "text": format!(
+            "Plan: {} action(s), each approved for one run as shown",
+            plan.items.len()
+        ), "weight": "Bolder", "wrap": true}),
+        json!({"type": "RichTextBlock", "inlines": [code]}),
+    ];
+    if shown.left_out > 0 {
+        let mut note = run(&shown.left_out_note(record.id, record.digest));
+        note["italic"] = json!(true);
+        items.push(json!({"type": "RichTextBlock", "inlines": [note]}));
+    }
+    json!({"type": "Container", "spacing": "Medium", "items": items})
+}
+
 fn utc(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
@@ -549,8 +571,13 @@ fn card_within(
             false,
         ));
     }
-    let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
-    body.push(labelled("Parameters", &params, digest, budget.params, true));
+    match PlanTerms::of(record) {
+        Some(plan) => body.push(plan_container(record, &plan, budget)),
+        None => {
+            let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "{}".into());
+            body.push(labelled("Parameters", &params, digest, budget.params, true));
+        }
+    }
     let console_link = options
         .console_url
         .as_ref()
@@ -1032,5 +1059,72 @@ mod tests {
         assert!(!card.to_string().contains("Action.OpenUrl"));
         assert!(card.to_string().contains("Plan: 1 to change."));
         assert!(!card.to_string().contains("more lines not shown"));
+    }
+
+    #[test]
+    fn a_plan_shows_each_action_with_its_digest_or_says_how_many_were_left_out() {
+        use approvals_core::plan::{MAX_PLAN_ITEMS, PlanItem, PlanTerms};
+        let plan = |n: usize, why: &str| {
+            let items = (0..n)
+                .map(|i| {
+                    let action = ActionRequest::new("db.migrate", format!("db://prod/t{i}"))
+                        .params(serde_json::json!({ "why": why }));
+                    PlanItem {
+                        digest: action.digest(),
+                        action,
+                    }
+                })
+                .collect();
+            let mut r = record(RequestState::Pending);
+            let initiator = r.request.initiator.clone().expect("initiator");
+            r.request = PlanTerms { items }.to_request(initiator, None);
+            r.digest = r.request.digest();
+            r
+        };
+        let block_of = |card: &Value| {
+            card["body"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|b| {
+                    b["items"][0]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("Plan: "))
+                })
+                .cloned()
+                .unwrap_or_default()
+        };
+        let small = plan(2, "**bold** [x](https://e.vil)");
+        let block = block_of(&request_card(&small, &CardOptions::default(), None));
+        let code = &block["items"][1]["inlines"][0];
+        assert_eq!(code["fontType"], "Monospace");
+        let text = code["text"].as_str().unwrap_or_default();
+        let terms = PlanTerms::of(&small).expect("plan");
+        for (i, item) in terms.items.iter().enumerate() {
+            assert!(
+                text.contains(&format!("{}. db.migrate on db://prod/t{i}", i + 1)),
+                "{text}"
+            );
+            assert!(text.contains(&item.digest.to_string()), "{text}");
+        }
+        assert!(block["items"].get(2).is_none(), "nothing left out");
+
+        let large = plan(MAX_PLAN_ITEMS, &"x".repeat(200));
+        let block = block_of(&request_card(&large, &CardOptions::default(), None));
+        let text = block["items"][1]["inlines"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        let shown = text.matches(". db.migrate on ").count();
+        assert!((1..MAX_PLAN_ITEMS).contains(&shown), "{shown}");
+        let note = block["items"][2]["inlines"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            note.starts_with(&format!(
+                "… {} more actions not shown",
+                MAX_PLAN_ITEMS - shown
+            )) && note.contains(&format!("approvals show {}", large.id)),
+            "{note}"
+        );
     }
 }

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use approvals_core::text::{is_neutralized, marker};
 use approvals_core::{
-    Link, Preview, Principal, RequestRecord, RequestState, Resolution, ReviewRecord, Verdict,
+    ActionRequest, Link, Preview, Principal, RequestRecord, RequestState, Resolution, ReviewRecord,
+    Verdict,
 };
 use serde_json::{Value, json};
 
@@ -227,6 +228,41 @@ pub fn rendering_cases() -> Vec<RequestRecord> {
         r.digest = r.request.digest();
         r.state = state;
         r.standing_uses = 3;
+        out.push(r);
+    }
+    // Plans: two items with hostile kinds, resources and parameters (every item shown), and
+    // the largest plan, with long items (most left out and counted).
+    for (text, n, state) in [
+        ("x\u{202E}y<b>*</b>", 2, RequestState::Pending),
+        (
+            "{{DATE(2026-01-01T00:00:00Z)}}*_~`",
+            approvals_core::plan::MAX_PLAN_ITEMS,
+            RequestState::Approved,
+        ),
+    ] {
+        let long = format!("{text}😀").repeat(if n > 2 { 50 } else { 1 });
+        let items = (0..n)
+            .map(|i| {
+                let action =
+                    ActionRequest::new(format!("deploy.{text}"), format!("svc://{long}/{i}"))
+                        .params(serde_json::json!({"why": long, "n": i}));
+                approvals_core::plan::PlanItem {
+                    digest: action.digest(),
+                    action,
+                }
+            })
+            .collect();
+        let mut r = fixtures::full_record();
+        let initiator = r
+            .request
+            .initiator
+            .clone()
+            .unwrap_or_else(|| Arc::new(approvals_core::Initiator::agent("billing-agent")));
+        r.request = approvals_core::plan::PlanTerms { items }
+            .to_request(initiator, Some(format!("roll out {text}")));
+        r.digest = r.request.digest();
+        r.state = state;
+        r.plan_used = vec![1, 0];
         out.push(r);
     }
     out

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`, `request_refused` | the human the initiator acts for, else the initiator itself | the initiator (agent or service) |
 //! | `reviewed`, `review_rejected` | the reviewer, with the groups recorded at decision time (the gate when unknown) | |
-//! | `approved` | the first approver; all of them in `observables` and `unmapped.actors` | |
+//! | `approved`, `approved_by_standing_grant`, `approved_by_plan` | the first approver; all of them in `observables` and `unmapped.actors` | |
 //! | `denied`, `cancelled` | the person who denied or cancelled (the gate when none did) | |
 //! | `policy_decided`, `dispatched`, `dispatch_failed`, `escalated`, `expired`, `lapsed` | the gate (`approvals-gate`, type System) | |
 //!
@@ -68,7 +68,7 @@ fn listed(v: &EventView<'_>, actors: &[Actor]) -> Vec<Value> {
                         "on_behalf_of"
                     }
                 }
-                "approved" | "approved_by_standing_grant" => "approver",
+                "approved" | "approved_by_standing_grant" | "approved_by_plan" => "approver",
                 "reviewed" | "review_rejected" => "reviewer",
                 _ => "by",
             };

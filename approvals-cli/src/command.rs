@@ -1104,10 +1104,40 @@ fn render_view(v: &RequestView) -> String {
             ),
         );
     }
-    let params = serde_json::to_string_pretty(&v.params).unwrap_or_default();
-    s.push_str("Parameters:\n");
-    s.push_str(&term(&params));
-    s.push('\n');
+    match &v.plan {
+        // Whole: this is where the chat surfaces' cut plans point.
+        Some(plan) => {
+            s.push_str(&format!(
+                "Plan ({} action(s), {} run under it):\n",
+                plan.items.len(),
+                plan.used.len()
+            ));
+            for (i, item) in plan.items.iter().enumerate() {
+                let action = &item.action;
+                let ran = u32::try_from(i).is_ok_and(|i| plan.used.contains(&i));
+                let params = serde_json::to_string_pretty(&*action.params).unwrap_or_default();
+                let mut text = format!(
+                    "{}. {} on {}{}\n   digest {}\n",
+                    i + 1,
+                    action.kind,
+                    action.resource,
+                    if ran { " (ran under the plan)" } else { "" },
+                    item.digest
+                );
+                if let Some(env) = &action.context.environment {
+                    text.push_str(&format!("   environment {env}\n"));
+                }
+                text.push_str(&format!("   params {}\n", params.replace('\n', "\n   ")));
+                s.push_str(&term(&text));
+            }
+        }
+        None => {
+            let params = serde_json::to_string_pretty(&v.params).unwrap_or_default();
+            s.push_str("Parameters:\n");
+            s.push_str(&term(&params));
+            s.push('\n');
+        }
+    }
     if let Some(preview) = &v.context.preview {
         // Whole: this is where the chat surfaces' cut previews point.
         s.push_str(&format!("Preview ({}):\n", preview.caption()));

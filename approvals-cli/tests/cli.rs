@@ -682,3 +682,80 @@ async fn standing_grants_are_proposed_listed_and_revoked_from_the_cli() {
         "asked after the revocation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_lists_every_action_of_a_plan_with_its_digest_and_what_ran() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = Tokens::from_file(token_file(dir.path())).expect("tokens");
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["security"])))
+        .store(approvals_core::MemoryStore::new())
+        .audit(approvals_core::MemorySink::new())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .build()
+        .expect("gate");
+    let server = approvals_http::ReviewServer::builder(gate.clone())
+        .tokens(tokens)
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(approvals_http::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+    let items: Vec<_> = (0..12)
+        .map(|i| {
+            export().params(serde_json::json!({"table": i, "note": "\u{1b}[2Jcleared\u{202E}"}))
+        })
+        .collect();
+    let plan = gate.submit_plan(&items, None).await.expect("plan");
+    gate.decide(
+        plan,
+        approvals_core::Review::approve(
+            Principal::human("sam@example.com").with_groups(["security"]),
+        ),
+    )
+    .await
+    .expect("approved");
+    let ran = submit(&gate, &items[10].clone().in_plan(plan)).await;
+    assert_eq!(
+        gate.get(ran).await.expect("store").expect("record").state,
+        RequestState::Approved
+    );
+    let plan_s = plan.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        approvals(
+            &["show", &plan_s, "--server", base.as_str()],
+            Some(SAM),
+            dir.path(),
+        )
+    })
+    .await
+    .expect("cli");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        shown.contains("Plan (12 action(s), 1 run under it):"),
+        "{shown}"
+    );
+    let record = gate.get(plan).await.expect("store").expect("record");
+    let status = approvals_core::plan::PlanStatus::of(&record).expect("a plan");
+    for (i, item) in status.items.iter().enumerate() {
+        assert!(shown.contains(&format!("{}. data.export on db://prod/customers", i + 1)));
+        assert!(
+            shown.contains(&item.digest.to_string()),
+            "item {i}: {shown}"
+        );
+    }
+    assert_eq!(shown.matches("(ran under the plan)").count(), 1);
+    assert!(shown.contains("11. data.export on db://prod/customers (ran under the plan)"));
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{202E}'),
+        "neutralized"
+    );
+}

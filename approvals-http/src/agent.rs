@@ -1,6 +1,8 @@
 //! The agent API under `/v1`: submit an action (`POST /v1/requests`), wait for its decision
 //! (`GET /v1/requests/{id}/wait`), consume the grant (`POST /v1/requests/{id}/executions`)
-//! and report the outcome (`POST /v1/requests/{id}/executions/outcome`).
+//! and report the outcome (`POST /v1/requests/{id}/executions/outcome`); submit a plan of
+//! actions for one review (`POST /v1/plans`), wait for it the same way, then submit each
+//! action naming the plan.
 //!
 //! Only agent and service tokens are accepted. The initiator is the token's principal with the
 //! `on_behalf_of` human and model configured for it ([`Tokens::initiator`](crate::Tokens)),
@@ -11,6 +13,7 @@
 use std::time::Duration;
 
 use approvals_audit::grant::{GrantTokenError, GrantTokenVerifier, MAX_TOKEN_BYTES, sign_grant};
+use approvals_core::plan::PLAN_KIND;
 use approvals_core::{
     ActionRequest, Grant, GuardError, Initiator, PrincipalKind, RejectCause, RequestId,
     RequestRecord, RequestState, Submission,
@@ -64,7 +67,11 @@ const BODY_FIELDS: &[&str] = &[
     "idempotency_key",
     "session",
     "prompt_ref",
+    "plan",
 ];
+
+/// The fields of `POST /v1/plans`.
+const PLAN_FIELDS: &[&str] = &["actions", "justification"];
 
 const CONTEXT_FIELDS: &[&str] = &[
     "environment",
@@ -85,6 +92,10 @@ pub(crate) async fn route(
 ) -> Option<Result<Response<Bytes>, Problem>> {
     let answer = match segments {
         ["requests"] if request.method() == Method::POST => submit(shared, request).await,
+        ["plans"] => match only(request, &[Method::POST]) {
+            Ok(()) => submit_plan(shared, request).await,
+            Err(r) => Ok(r),
+        },
         ["requests", id, "wait"] => match only(request, &[Method::GET]) {
             Ok(()) => wait(shared, request, id).await,
             Err(r) => Ok(r),
@@ -198,6 +209,69 @@ async fn submit(shared: &Shared, request: &Request<Bytes>) -> Result<Response<By
     }
 }
 
+/// `POST /v1/plans`: the caller's plan of actions, stored as one request for review
+/// ([`Gate::submit_plan_as`](approvals_core::Gate::submit_plan_as)). Each action is checked
+/// as `POST /v1/requests` checks one (no field may name an initiator); an action may not
+/// carry an idempotency key or name a plan itself.
+async fn submit_plan(
+    shared: &Shared,
+    request: &Request<Bytes>,
+) -> Result<Response<Bytes>, Problem> {
+    let caller = authenticate_agent(shared, request)?;
+    let mut body = crate::shared::json_object(request)?;
+    refuse_unknown(&body, PLAN_FIELDS, "")?;
+    let justification = match body.remove("justification") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(Problem::bad_request("justification must be a string")),
+    };
+    let Some(Value::Array(items)) = body.remove("actions") else {
+        return Err(Problem::bad_request(
+            "actions must be an array of actions, each as for POST /v1/requests",
+        ));
+    };
+    let mut actions = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = |p: Problem| {
+            Problem::bad_request(format!("actions[{i}]: {}", p.detail)).with_code(&p.code)
+        };
+        let Value::Object(item) = item else {
+            return Err(Problem::bad_request(format!(
+                "actions[{i}] must be a JSON object"
+            )));
+        };
+        let item = parse_submit(item).map_err(at)?;
+        if item.idempotency_key.is_some() || item.plan.is_some() {
+            return Err(Problem::bad_request(format!(
+                "actions[{i}]: an action in a plan carries no idempotency_key or plan; the plan is one request"
+            )));
+        }
+        actions.push(to_action(item, None, &caller));
+    }
+    let id = shared
+        .gate
+        .submit_plan_as(&caller, &actions, justification)
+        .await
+        .map_err(Problem::from)?;
+    let record = load(&shared.gate, id).await?;
+    let answer = Submitted {
+        status: SubmitStatus::Pending,
+        id,
+        digest: record.digest,
+        state: Some(record.state),
+        review_url: shared.review_url(request, id),
+        expires_at: Some(record.expires_at),
+        policy_rule: record.policy_rule.clone(),
+        grant_token: None,
+        grant_expires_at: None,
+    };
+    let mut response = json_response(StatusCode::ACCEPTED, &answer);
+    if let Ok(location) = http::HeaderValue::from_str(&format!("/v1/requests/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
 /// The body, with every field that could name an initiator refused (also inside `context`).
 fn parse_submit(body: serde_json::Map<String, Value>) -> Result<SubmitBody, Problem> {
     refuse_unknown(&body, BODY_FIELDS, "")?;
@@ -286,6 +360,9 @@ fn to_action(body: SubmitBody, key: Option<String>, caller: &Initiator) -> Actio
     if let Some(key) = key {
         action = action.idempotency_key(key);
     }
+    if let Some(plan) = body.plan {
+        action = action.in_plan(plan);
+    }
     if body.session.is_some() || body.prompt_ref.is_some() {
         // The caller's own initiator, adding only these references (the gate binds it again).
         let mut claim = caller.clone();
@@ -366,13 +443,19 @@ async fn wait(
     } else {
         timeout.max(Duration::from_secs(5))
     };
+    // A plan is waited for as a plan: its approval issues no grant of its own.
+    let plan = record.request.kind == PLAN_KIND;
     let waited = if bound.is_zero() {
         None
+    } else if plan {
+        let waited = tokio::time::timeout(bound, shared.gate.wait_plan(id)).await;
+        waited.ok().map(|r| r.map(|()| None))
     } else {
-        tokio::time::timeout(bound, shared.gate.wait(id)).await.ok()
+        let waited = tokio::time::timeout(bound, shared.gate.wait(id)).await;
+        waited.ok().map(|r| r.map(Some))
     };
     let grant = match waited {
-        Some(Ok(grant)) => Some(grant),
+        Some(Ok(grant)) => grant,
         Some(Err(GuardError::Unavailable { component, message })) => {
             return Err(Problem::unavailable(format!(
                 "{component} unavailable: {message}"

@@ -331,6 +331,30 @@ impl ApiClient {
         self.call(Method::POST, "/v1/requests", Some(body)).await
     }
 
+    /// `POST /v1/plans`: asks for `actions` as one plan, reviewed once. Wait for it with
+    /// [`wait`](ApiClient::wait) (an approved plan has no grant token), then submit each
+    /// action with [`ActionRequest::in_plan`](approvals_core::ActionRequest::in_plan).
+    pub async fn submit_plan(
+        &self,
+        actions: &[approvals_core::ActionRequest],
+        justification: Option<&str>,
+    ) -> Result<Submitted, ClientError> {
+        let body = crate::view::PlanBody {
+            actions: actions
+                .iter()
+                .map(|a| {
+                    let mut body = SubmitBody::of(a);
+                    body.idempotency_key = None;
+                    body.plan = None;
+                    body
+                })
+                .collect(),
+            justification: justification.map(str::to_owned),
+        };
+        let body = serde_json::to_value(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(Method::POST, "/v1/plans", Some(body)).await
+    }
+
     /// `GET /v1/requests/{id}/wait?timeout=…`: waits up to `timeout` (at most 60 s; the
     /// server refuses more) for the request to be decided. State `pending` means the time ran
     /// out: call again. Once approved, `grant_token` is set; denied, expired or cancelled

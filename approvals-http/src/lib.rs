@@ -77,6 +77,7 @@ pub use server::{
     MetricsRenderer, OPENAPI_JSON, ReviewServer, ReviewServerBuilder, ReviewService, serve,
 };
 pub use view::{
-    ExecutionView, RequestList, RequestView, SubmitBody, SubmitStatus, Submitted, WaitResult,
+    ExecutionView, PlanBody, RequestList, RequestView, SubmitBody, SubmitStatus, Submitted,
+    WaitResult,
 };
 pub use webhook::{ReplayGuard, WebhookApprover, WebhookError, WebhookSecret, verify_webhook};

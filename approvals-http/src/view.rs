@@ -1,5 +1,6 @@
 //! The JSON shape of a request as the API, the webhooks and the CLI show it.
 
+use approvals_core::plan::PlanStatus;
 use approvals_core::standing::StandingStatus;
 use approvals_core::{
     Digest, Initiator, Principal, RequestContext, RequestId, RequestRecord, RequestState,
@@ -65,6 +66,9 @@ pub struct RequestView {
     /// For a standing grant: what it allows, how many uses it has left and until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standing: Option<StandingStatus>,
+    /// For a plan: its actions, each with its digest, and which of them ran under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
 }
 
 /// Who may approve (the `Requirement` schema).
@@ -127,6 +131,7 @@ impl RequestView {
             resolution: record.resolution.as_deref().cloned(),
             grant_expires_at: record.grant_expires_at,
             standing: StandingStatus::of(record),
+            plan: PlanStatus::of(record),
         }
     }
 
@@ -210,6 +215,23 @@ pub struct SubmitBody {
     /// A reference to the prompt or turn that led to the action (recorded with the initiator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_ref: Option<String>,
+    /// The approved plan this action is one of (`POST /v1/plans`): when its digest is one of
+    /// the plan's actions not yet run, it is approved at once; otherwise it is asked for like
+    /// any action. Not part of the digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RequestId>,
+}
+
+/// The body of `POST /v1/plans` (the `SubmitPlan` schema): the actions of a plan, each as
+/// for `POST /v1/requests` (without `idempotency_key` or `plan`), and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// The actions, in order (1 to 100).
+    pub actions: Vec<SubmitBody>,
+    /// Why the agent wants the plan run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
 }
 
 impl SubmitBody {
@@ -229,6 +251,7 @@ impl SubmitBody {
             idempotency_key: action.idempotency_key.clone(),
             session: initiator.and_then(|i| i.session.clone()),
             prompt_ref: initiator.and_then(|i| i.prompt_ref.clone()),
+            plan: action.plan,
         }
     }
 }

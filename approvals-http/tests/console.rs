@@ -942,3 +942,62 @@ async fn a_standing_grant_is_proposed_listed_and_revoked_in_the_console() {
         "asked after the revocation"
     );
 }
+
+#[tokio::test]
+async fn a_plans_page_shows_every_action_with_its_digest_escaped_and_what_ran() {
+    let f = fixture();
+    let evil = r#"<script>alert('x')</script>"#;
+    let action = |table: &str| {
+        ActionRequest::new("data.export", format!("db://prod/{table}"))
+            .params(serde_json::json!({"note": format!("{evil}\u{202E}")}))
+            .preview(Preview::dry_run(format!("would export {evil}")))
+    };
+    let items: Vec<ActionRequest> = (0..30).map(|i| action(&format!("t{i}{evil}"))).collect();
+    let plan = f
+        .gate
+        .submit_plan(&items, Some(format!("month end {evil}")))
+        .await
+        .expect("plan");
+    let cookie = login(&f.server, SAM).await;
+    let path = format!("/console/requests/{plan}");
+    let html = send(&f.server, Method::GET, &path, Some(&cookie), None, None)
+        .await
+        .text();
+    assert!(html.contains("Plan: 30 action(s)"), "{html}");
+    let record = f.gate.get(plan).await.expect("store").expect("record");
+    let status = approvals_core::plan::PlanStatus::of(&record).expect("a plan");
+    for (i, item) in status.items.iter().enumerate() {
+        assert!(html.contains(&format!(r#"id="plan-item-{}""#, i + 1)));
+        assert!(html.contains(&item.digest.to_string()), "item {i}'s digest");
+    }
+    assert!(html.contains("db://prod/t29&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(html.contains("would export &lt;script&gt;"));
+    assert!(
+        !html.contains("<script") && !html.contains('\u{202E}'),
+        "escaped"
+    );
+    assert!(
+        !html.contains(r#"id="params""#),
+        "the items, not the raw parameters"
+    );
+    assert!(!html.contains("ran under the plan"));
+
+    f.gate
+        .decide(
+            plan,
+            approvals_core::Review::approve(
+                Principal::human("sam@example.com").with_groups(["security"]),
+            ),
+        )
+        .await
+        .expect("approved");
+    let ran = submit(&f.gate, &items[4].clone().in_plan(plan)).await;
+    assert_eq!(state(&f, ran).await, RequestState::Approved);
+    let html = send(&f.server, Method::GET, &path, Some(&cookie), None, None)
+        .await
+        .text();
+    assert_eq!(html.matches("ran under the plan").count(), 1);
+    let fifth = html.find(r#"id="plan-item-5""#).expect("item 5");
+    let sixth = html.find(r#"id="plan-item-6""#).expect("item 6");
+    assert!(html[fifth..sixth].contains("ran under the plan"));
+}

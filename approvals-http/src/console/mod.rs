@@ -12,6 +12,7 @@
 
 mod fragments;
 mod pages;
+mod plan;
 mod standing;
 
 use std::collections::HashMap;

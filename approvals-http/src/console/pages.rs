@@ -241,13 +241,22 @@ fn render_detail(
 
     b.push_str(&super::standing::terms_card(record, now));
 
-    // The action itself.
-    let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "null".into());
+    // The action itself (a plan's actions, each with its own digest).
+    let items = super::plan::items_card(record);
+    let params = if items.is_empty() {
+        let params = serde_json::to_string_pretty(&req.params).unwrap_or_else(|_| "null".into());
+        format!(
+            r#"<h2>Exact parameters</h2><pre class="params" id="params">{}</pre>"#,
+            escape(&params)
+        )
+    } else {
+        b.push_str(&items);
+        "<h2>Plan digest</h2>".to_owned()
+    };
     let _ = write!(
         b,
-        r#"<section class="card"><h2>Exact parameters</h2><pre class="params" id="params">{}</pre>
+        r#"<section class="card">{params}
 <dl class="kv"><dt>Action digest</dt><dd><code class="digest" id="digest">{}</code><div class="hint">Your decision is bound to this digest: if any parameter or context changes, the approval does not apply.</div></dd></dl></section>"#,
-        escape(&params),
         record.digest
     );
 

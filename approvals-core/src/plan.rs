@@ -202,7 +202,7 @@ impl PlanStatus {
         let terms = PlanTerms::of(record)?;
         Some(PlanStatus {
             items: terms.items,
-            used: record.plan_used.clone(),
+            used: record.plan_used.to_vec(),
         })
     }
 }

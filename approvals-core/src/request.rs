@@ -437,9 +437,10 @@ pub struct ActionRequest {
     pub idempotency_key: Option<String>,
     /// The approved plan ([`plan`](crate::plan)) the caller says this action is one of; not
     /// part of the digest. The gate looks in that plan only: the action runs under it when
-    /// its digest is one of the plan's items not yet used, and is asked for otherwise.
+    /// its digest is one of the plan's items not yet used, and is asked for otherwise. Boxed:
+    /// few actions name a plan, and every stored and waiting request carries this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<crate::store::RequestId>,
+    pub plan: Option<Box<crate::store::RequestId>>,
 }
 
 impl ActionRequest {
@@ -522,7 +523,7 @@ impl ActionRequest {
     /// Says this action is one of approved plan `plan` ([`plan`](crate::plan)); its digest
     /// is unchanged.
     pub fn in_plan(mut self, plan: crate::store::RequestId) -> Self {
-        self.plan = Some(plan);
+        self.plan = Some(Box::new(plan));
         self
     }
 

@@ -281,9 +281,9 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub standing_uses: u32,
     /// For a plan ([`plan`](crate::plan)): the positions of the items it approved, in the
-    /// order they were asked for.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub plan_used: Vec<u32>,
+    /// order they were asked for. A boxed slice, not a `Vec`: every stored record carries it.
+    #[serde(default, skip_serializing_if = "<[u32]>::is_empty")]
+    pub plan_used: Box<[u32]>,
     /// Accepted reviews, in order.
     #[serde(default)]
     pub reviews: Vec<ReviewRecord>,

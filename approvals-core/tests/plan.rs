@@ -45,6 +45,13 @@ effect = "require_approval"
 approvers = { groups = ["sre"] }
 
 [[rules]]
+name = "deletes"
+kind = "data.delete"
+effect = "require_approval"
+approvers = { groups = ["data-owners"] }
+cooldown_after_denial = "1h"
+
+[[rules]]
 name = "reads"
 kind = "*.read"
 effect = "allow"
@@ -626,4 +633,58 @@ async fn a_changed_rule_asks_again() {
         "under changed approvers",
     );
     assert!(g.used(plan).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_denied_plan_or_a_denied_action_is_not_asked_again_in_a_plan() {
+    let f = Fixture::new();
+    let delete = |table: &str| ActionRequest::new("data.delete", format!("db://prod/{table}"));
+    // An action denied on its own does not come back to reviewers inside a plan.
+    let alone = f.ask(&delete("x")).await.id;
+    f.gate
+        .decide(alone, Review::deny(sam()).reason("keep x"))
+        .await
+        .expect("denied");
+    let (stored, paged) = (f.stored().await, f.paged());
+    let refused = f.gate.submit_plan(&[delete("y"), delete("x")], None).await;
+    match refused {
+        Err(GuardError::DeniedRecently { id, by, reason, .. }) => {
+            assert_eq!(id, alone);
+            assert_eq!(by, "sam@example.com");
+            assert_eq!(reason.as_deref(), Some("keep x"));
+        }
+        other => panic!("expected the earlier denial, got {other:?}"),
+    }
+    assert_eq!(
+        (f.stored().await, f.paged()),
+        (stored, paged),
+        "nothing stored, nobody paged"
+    );
+    assert_eq!(f.count("resubmission_refused"), 1);
+
+    // A denied plan is not asked for again; another plan is.
+    let plan = f
+        .gate
+        .submit_plan(&[delete("y"), delete("z")], None)
+        .await
+        .expect("submitted");
+    f.gate
+        .decide(plan, Review::deny(kim()).reason("not both"))
+        .await
+        .expect("denied");
+    let again = f.gate.submit_plan(&[delete("y"), delete("z")], None).await;
+    assert!(
+        matches!(&again, Err(GuardError::DeniedRecently { id, .. }) if *id == plan),
+        "{again:?}"
+    );
+    f.gate
+        .submit_plan(&[delete("z")], None)
+        .await
+        .expect("another plan is asked for");
+    // Once the cool-down is over, the same plan may be asked for again.
+    f.clock.advance(TimeDelta::minutes(61));
+    f.gate
+        .submit_plan(&[delete("y"), delete("z")], None)
+        .await
+        .expect("after the cool-down");
 }

@@ -187,26 +187,34 @@ async fn submit(shared: &Shared, request: &Request<Bytes>) -> Result<Response<By
         .map_err(Problem::from)?;
     match submission {
         Submission::Allowed(grant) => allowed(shared, grant, action, caller),
-        Submission::Pending(id) => {
-            let record = load(&shared.gate, id).await?;
-            let answer = Submitted {
-                status: SubmitStatus::Pending,
-                id,
-                digest: record.digest,
-                state: Some(record.state),
-                review_url: shared.review_url(request, id),
-                expires_at: Some(record.expires_at),
-                policy_rule: record.policy_rule.clone(),
-                grant_token: None,
-                grant_expires_at: None,
-            };
-            let mut response = json_response(StatusCode::ACCEPTED, &answer);
-            if let Ok(location) = http::HeaderValue::from_str(&format!("/v1/requests/{id}")) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            Ok(response)
-        }
+        Submission::Pending(id) => stored(shared, request, id).await,
     }
+}
+
+/// The `202` answer for stored request `id` (pending, or approved at once by a standing grant
+/// or a plan), with its review link and `Location`.
+async fn stored(
+    shared: &Shared,
+    request: &Request<Bytes>,
+    id: RequestId,
+) -> Result<Response<Bytes>, Problem> {
+    let record = load(&shared.gate, id).await?;
+    let answer = Submitted {
+        status: SubmitStatus::Pending,
+        id,
+        digest: record.digest,
+        state: Some(record.state),
+        review_url: shared.review_url(request, id),
+        expires_at: Some(record.expires_at),
+        policy_rule: record.policy_rule.clone(),
+        grant_token: None,
+        grant_expires_at: None,
+    };
+    let mut response = json_response(StatusCode::ACCEPTED, &answer);
+    if let Ok(location) = http::HeaderValue::from_str(&format!("/v1/requests/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// `POST /v1/plans`: the caller's plan of actions, stored as one request for review
@@ -253,23 +261,7 @@ async fn submit_plan(
         .submit_plan_as(&caller, &actions, justification)
         .await
         .map_err(Problem::from)?;
-    let record = load(&shared.gate, id).await?;
-    let answer = Submitted {
-        status: SubmitStatus::Pending,
-        id,
-        digest: record.digest,
-        state: Some(record.state),
-        review_url: shared.review_url(request, id),
-        expires_at: Some(record.expires_at),
-        policy_rule: record.policy_rule.clone(),
-        grant_token: None,
-        grant_expires_at: None,
-    };
-    let mut response = json_response(StatusCode::ACCEPTED, &answer);
-    if let Ok(location) = http::HeaderValue::from_str(&format!("/v1/requests/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    stored(shared, request, id).await
 }
 
 /// The body, with every field that could name an initiator refused (also inside `context`).

@@ -251,7 +251,7 @@ impl SubmitBody {
             idempotency_key: action.idempotency_key.clone(),
             session: initiator.and_then(|i| i.session.clone()),
             prompt_ref: initiator.and_then(|i| i.prompt_ref.clone()),
-            plan: action.plan,
+            plan: action.plan.as_deref().copied(),
         }
     }
 }

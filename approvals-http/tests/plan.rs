@@ -42,6 +42,13 @@ effect = "require_approval"
 approvers = { groups = ["sre"] }
 
 [[rules]]
+name = "deletes"
+kind = "data.delete"
+effect = "require_approval"
+approvers = { groups = ["sre"] }
+cooldown_after_denial = "1h"
+
+[[rules]]
 name = "reads"
 kind = "*.read"
 effect = "allow"
@@ -362,4 +369,34 @@ async fn the_client_submits_a_plan_and_runs_its_actions_over_http() {
         .await
         .expect("submitted");
     assert_eq!(again.state, Some(RequestState::Pending));
+}
+
+#[tokio::test]
+async fn a_plan_holding_a_recently_denied_action_is_a_409_with_the_reviewers_reason() {
+    let f = fixture();
+    let delete =
+        |table: &str| json!({"kind": "data.delete", "resource": format!("db://prod/{table}")});
+    let r = f.post("/v1/requests", AGENT, delete("x")).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let denied = id_of(&r.json());
+    let r = f
+        .post(
+            &format!("/v1/requests/{denied}/deny"),
+            SAM,
+            json!({"reason": "keep x"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = f.stored().await;
+    let problem = f
+        .post(
+            "/v1/plans",
+            AGENT,
+            json!({"actions": [delete("y"), delete("x")]}),
+        )
+        .await
+        .problem(409, "denied_recently");
+    assert_eq!(problem["decided_by"], "sam@example.com", "{problem}");
+    assert_eq!(problem["reason"], "keep x", "{problem}");
+    assert_eq!(f.stored().await, stored, "nothing stored");
 }

@@ -726,7 +726,7 @@ mod tests {
             escalated: false,
             reminded: 0,
             standing_uses: 0,
-            plan_used: Vec::new(),
+            plan_used: Box::default(),
             reviews: Vec::new(),
             resolution: None,
             audit_pending: false,

@@ -58,7 +58,7 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         escalated: false,
         reminded: 0,
         standing_uses: 0,
-        plan_used: Vec::new(),
+        plan_used: Box::default(),
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,
@@ -142,7 +142,7 @@ pub fn full_record() -> RequestRecord {
         escalated: true,
         reminded: 1,
         standing_uses: 0,
-        plan_used: vec![2, 0],
+        plan_used: Box::new([2, 0]),
         reviews: vec![ReviewRecord {
             reviewer: sam.clone(),
             verdict: Verdict::Approve,

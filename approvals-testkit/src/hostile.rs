@@ -262,7 +262,7 @@ pub fn rendering_cases() -> Vec<RequestRecord> {
             .to_request(initiator, Some(format!("roll out {text}")));
         r.digest = r.request.digest();
         r.state = state;
-        r.plan_used = vec![1, 0];
+        r.plan_used = Box::new([1, 0]);
         out.push(r);
     }
     out

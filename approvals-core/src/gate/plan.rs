@@ -7,10 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use super::io::{EventSubject, to_delta};
+use super::io::to_delta;
 use super::{Gate, Submission};
-use crate::admission;
-use crate::audit::EventDetail;
 use crate::error::GuardError;
 use crate::lifecycle::{self, RecordRef};
 use crate::observe;
@@ -86,7 +84,7 @@ impl Gate {
             .map(|(request, _)| self.evaluate(request))
             .collect::<Result<Vec<Decision>, GuardError>>()?;
         let requests: Vec<ActionRequest> = admitted.iter().map(|(r, _)| r.clone()).collect();
-        let decision = lifecycle::plan_decision(&requests, decisions)?;
+        let decision = lifecycle::plan_decision(&requests, decisions.clone())?;
 
         let items = admitted
             .into_iter()
@@ -97,34 +95,29 @@ impl Gate {
             })
             .collect();
         let request = PlanTerms { items }.to_request(initiator.clone(), justification);
-        let plan = admission::admit_reserved(request, &initiator, &self.inner.context)
-            .map_err(|refused| refused.error)?;
-        let now = self.now();
-        let subject = EventSubject {
-            id,
-            kind: PLAN_KIND.into(),
-            resource: plan.request.resource.as_str().into(),
-            digest: plan.digest,
-        };
-        let request = Arc::new(plan.request);
-        self.audit(subject.event(
-            now,
-            EventDetail::Requested {
-                request: request.clone(),
-            },
-        ))
-        .await?;
-        self.audit(subject.event(
-            now,
-            EventDetail::PolicyDecided {
-                decision: decision.clone(),
-                policy_version: self.shared_policy_version(),
-            },
-        ))
-        .await?;
+        let (now, subject, request) = self
+            .open_reserved(id, request, &initiator, decision.clone())
+            .await?;
         match decision {
             Decision::RequireApproval { rule, requirement } => {
-                self.create_pending(id, now, request, plan.digest, rule, requirement)
+                // No re-asking after a denial, in a plan either: the same plan, or any of its
+                // actions, denied within its rule's cool-down refuses the plan at once.
+                let mut earlier = Box::pin(self.denied_before(&request, &requirement, now)).await?;
+                for (item, decision) in requests.iter().zip(&decisions) {
+                    if earlier.is_some() {
+                        break;
+                    }
+                    if let Decision::RequireApproval { requirement, .. } = decision {
+                        earlier = Box::pin(self.denied_before(item, requirement, now)).await?;
+                    }
+                }
+                if let Some(denied) = earlier {
+                    observe::submitted("denied_recently", "denied");
+                    self.audit(subject.event(now, denied.event())).await?;
+                    self.barrier().await?;
+                    return Err(denied.error());
+                }
+                self.create_pending(id, now, request, subject.digest, rule, requirement)
                     .await?;
                 self.barrier().await?;
                 observe::submitted("pending", "pending");

@@ -33,14 +33,19 @@ impl Gate {
 
     /// `wait` inside the caller's span; records how the wait ended in it.
     pub(super) async fn wait_unspanned(&self, id: RequestId) -> Result<Grant, GuardError> {
-        let result = match self.wait_decided(id).await {
-            Ok(Some(grant)) => Ok(grant),
-            // A plan's approval issues no grant of its own: its items each get theirs.
-            Ok(None) => Err(GuardError::InvalidRequest(format!(
-                "request {id} is a plan: wait for it with wait_plan; each of its actions gets its own grant when it is asked for"
-            ))),
-            Err(e) => Err(e),
-        };
+        // Not through wait_decided: this future is every waiting agent's, and a layer more
+        // would make each of them larger.
+        let notify = self.waiter(id);
+        let result = self.wait_loop(id, &notify).await;
+        self.release_waiter(id, notify);
+        // A plan's approval issues no grant of its own: its items each get theirs.
+        let result = result.and_then(|grant| {
+            grant.ok_or_else(|| {
+                GuardError::InvalidRequest(format!(
+                    "request {id} is a plan: wait for it with wait_plan; each of its actions gets its own grant when it is asked for"
+                ))
+            })
+        });
         let state = match &result {
             Ok(_) => "approved",
             Err(GuardError::Denied { .. }) => "denied",

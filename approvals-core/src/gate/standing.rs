@@ -13,7 +13,7 @@ use crate::admission;
 use crate::audit::EventDetail;
 use crate::error::{Component, GuardError, ReviewError};
 use crate::lifecycle::{self, Review};
-use crate::policy::Requirement;
+use crate::policy::{Decision, Requirement};
 use crate::request::{ActionRequest, Digest, Initiator, Principal};
 use crate::standing::{STANDING_KIND, StandingTerms};
 use crate::store::{Inserted, ListFilter, RequestId, RequestRecord, RequestState, Verdict};
@@ -79,12 +79,32 @@ impl Gate {
 
         let id = RequestId::new();
         let request = terms.to_request(initiator.clone(), proposal.justification);
-        let admitted = admission::admit_reserved(request, &initiator, &self.inner.context)
+        let (now, subject, request) = self
+            .open_reserved(id, request, &initiator, decision)
+            .await?;
+        let admitted_digest = subject.digest;
+        self.create_pending(id, now, request, admitted_digest, rule, requirement)
+            .await?;
+        self.barrier().await?;
+        Ok(id)
+    }
+
+    /// Admits `request`, a request of a reserved kind the gate built (a standing grant's or a
+    /// plan's) for `initiator`, and records it as `id`: `requested`, then `policy_decided`
+    /// with `decision`. Returns the time, the events' subject (with its digest) and the request.
+    pub(super) async fn open_reserved(
+        &self,
+        id: RequestId,
+        request: ActionRequest,
+        initiator: &Arc<Initiator>,
+        decision: Decision,
+    ) -> Result<(DateTime<Utc>, EventSubject, Arc<ActionRequest>), GuardError> {
+        let admitted = admission::admit_reserved(request, initiator, &self.inner.context)
             .map_err(|refused| refused.error)?;
         let now = self.now();
         let subject = EventSubject {
             id,
-            kind: STANDING_KIND.into(),
+            kind: admitted.request.kind.as_str().into(),
             resource: admitted.request.resource.as_str().into(),
             digest: admitted.digest,
         };
@@ -104,10 +124,7 @@ impl Gate {
             },
         ))
         .await?;
-        self.create_pending(id, now, request, admitted.digest, rule, requirement)
-            .await?;
-        self.barrier().await?;
-        Ok(id)
+        Ok((now, subject, request))
     }
 
     /// Approves the action `request` (not yet stored, as `id`) under an approved standing grant

@@ -201,7 +201,7 @@ impl Gate {
                     return Err(denied.error());
                 }
                 if let Some(approved) = Box::pin(self.approve_by_plan(
-                    named_plan,
+                    named_plan.as_deref().copied(),
                     id,
                     now,
                     &request,
@@ -288,7 +288,7 @@ impl Gate {
 
     /// The recent denial of this same action that refuses asking for it again, under the
     /// deciding rule's cool-down ([`lifecycle::refusing_denial`]); none without a cool-down.
-    async fn denied_before(
+    pub(super) async fn denied_before(
         &self,
         request: &ActionRequest,
         requirement: &Requirement,

@@ -308,7 +308,7 @@ pub fn open(
         escalated: false,
         reminded: 0,
         standing_uses: 0,
-        plan_used: Vec::new(),
+        plan_used: Box::default(),
         reviews: Vec::new(),
         resolution: None,
         audit_pending: false,

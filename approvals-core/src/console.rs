@@ -185,8 +185,25 @@ fn render(record: &RequestRecord, reason: DispatchReason, reviewer: &Principal) 
     if let Some(why) = &req.justification {
         text.push_str(&format!("  why       {}\n", safe(why)));
     }
-    let params = serde_json::to_string_pretty(&req.params).unwrap_or_default();
-    text.push_str(&format!("  params    {}\n", safe(&params)));
+    match crate::plan::PlanTerms::of(record) {
+        Some(plan) => {
+            let shown = plan.excerpt(MAX_VALUE_CHARS * 2);
+            let mut body = shown.text.clone();
+            if shown.left_out > 0 {
+                body.push('\n');
+                body.push_str(&shown.left_out_note(record.id, record.digest));
+            }
+            text.push_str(&format!(
+                "  plan      {} action(s), each approved for one run as shown\n    | {}\n",
+                plan.items.len(),
+                terminal_safe(&body, MAX_VALUE_CHARS * 3)
+            ));
+        }
+        None => {
+            let params = serde_json::to_string_pretty(&req.params).unwrap_or_default();
+            text.push_str(&format!("  params    {}\n", safe(&params)));
+        }
+    }
     if let Some(preview) = &req.context.preview {
         let shown = preview.excerpt(crate::preview::SHOWN_LINES, MAX_VALUE_CHARS);
         let mut body = shown.text.clone();
@@ -292,7 +309,59 @@ impl Approver for ConsoleApprover {
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::*;
+
+    #[test]
+    fn a_plan_shows_its_actions_with_their_digests_or_how_many_were_left_out() {
+        use crate::plan::{MAX_PLAN_ITEMS, PlanItem, PlanTerms};
+        use crate::request::{ActionRequest, Initiator};
+        let plan = |n: usize| {
+            let items = (0..n)
+                .map(|i| {
+                    let action = ActionRequest::new("deploy.restart", format!("svc://{i}"))
+                        .params(serde_json::json!({"why": "\x1b[2Kx".repeat(40)}));
+                    PlanItem {
+                        digest: action.digest(),
+                        action,
+                    }
+                })
+                .collect();
+            let request =
+                PlanTerms { items }.to_request(std::sync::Arc::new(Initiator::agent("bot")), None);
+            crate::lifecycle::open(
+                RequestId::new(),
+                request.clone(),
+                request.digest(),
+                None,
+                std::sync::Arc::new(crate::policy::Requirement::groups(["sre"])),
+                "v1".into(),
+                chrono::Utc::now(),
+            )
+            .expect("opened")
+        };
+        let sam = Principal::human("sam@example.com");
+        let small = plan(2);
+        let text = render(&small, DispatchReason::New, &sam);
+        assert!(text.contains("  plan      2 action(s)"), "{text}");
+        for item in &PlanTerms::of(&small).expect("plan").items {
+            assert!(text.contains(&item.digest.to_string()), "{text}");
+        }
+        assert!(
+            !text.contains('\x1b') && !text.contains("\n  params    "),
+            "{text}"
+        );
+        let large = plan(MAX_PLAN_ITEMS);
+        let text = render(&large, DispatchReason::New, &sam);
+        let shown = text.matches(". deploy.restart on svc://").count();
+        assert!((1..MAX_PLAN_ITEMS).contains(&shown), "{shown}");
+        assert!(
+            text.contains(&format!(
+                "{} more actions not shown",
+                MAX_PLAN_ITEMS - shown
+            )),
+            "{text}"
+        );
+    }
 
     #[test]
     fn escape_sequences_and_long_values_are_defused() {

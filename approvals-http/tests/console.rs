@@ -997,6 +997,10 @@ async fn a_plans_page_shows_every_action_with_its_digest_escaped_and_what_ran() 
         .await
         .text();
     assert_eq!(html.matches("ran under the plan").count(), 1);
+    assert!(
+        html.contains("Revoke the plan"),
+        "a reviewer may still deny it"
+    );
     let fifth = html.find(r#"id="plan-item-5""#).expect("item 5");
     let sixth = html.find(r#"id="plan-item-6""#).expect("item 6");
     assert!(html[fifth..sixth].contains("ran under the plan"));

@@ -498,6 +498,11 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
                 "Revoke the standing grant",
                 "In force. Denying now revokes it: no further action is approved by it (actions it already approved keep their own grants).",
             )
+        } else if record.request.kind == approvals_core::plan::PLAN_KIND {
+            (
+                "Revoke the plan",
+                "Approved. Denying now revokes it: none of its actions that have not run yet will run under it (those that ran keep their own grants).",
+            )
         } else {
             (
                 "Revoke the approval",

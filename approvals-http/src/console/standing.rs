@@ -101,7 +101,11 @@ pub(super) fn propose_form(record: &RequestRecord, v: &Viewer) -> String {
     let Some(limit) = record.requirement.standing else {
         return String::new();
     };
-    if StandingStatus::of(record).is_some() || record.request.initiator.is_none() {
+    // Not for a request the gate made (a standing grant, a plan): a standing grant covers
+    // one kind of action, and those kinds are reserved.
+    if approvals_core::standing::is_reserved_kind(&record.request.kind)
+        || record.request.initiator.is_none()
+    {
         return String::new();
     }
     format!(

@@ -555,8 +555,11 @@ fn a_standing_grant_use_and_the_action_it_approved_name_the_grant_and_its_approv
             0,
             EventDetail::StandingGrantUsed {
                 request: action,
-                digest: approvals_core::ActionRequest::new("deploy.restart", "svc://prod/api")
-                    .digest(),
+                action_digest: approvals_core::ActionRequest::new(
+                    "deploy.restart",
+                    "svc://prod/api",
+                )
+                .digest(),
                 used: 2,
                 uses: 5,
             },
@@ -627,7 +630,7 @@ fn a_plan_item_use_and_the_action_it_approved_name_the_plan_and_its_approvers() 
             0,
             EventDetail::PlanItemUsed {
                 request: action,
-                digest: ActionRequest::new("deploy.restart", "svc://prod/api").digest(),
+                action_digest: ActionRequest::new("deploy.restart", "svc://prod/api").digest(),
                 item: 2,
                 items: 4,
             },

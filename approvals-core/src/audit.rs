@@ -33,8 +33,8 @@
 //! | `request_refused` | `cause` (`initiator_mismatch`, `oversized`, `invalid`), `detail`, `size`, `initiator` | an action was refused before it was recorded: its size and digest, never its body |
 //! | `resubmission_refused` | `earlier`, `by`, `reason`, `until` | a recent denial of the same action refused it without asking anyone |
 //! | `credential_issued`, `credential_revoked` | `credential` (id, scope, expiry; never the secret), `reason` (revoked) | a credential was minted for the run, or revoked |
-//! | `standing_grant_used` | `request`, `digest`, `used`, `uses` | on a standing grant ([`standing`](crate::standing)): it approved the action stored as `request` |
-//! | `plan_item_used` | `request`, `digest`, `item`, `items` | on a plan ([`plan`](crate::plan)): it approved its item number `item` (from 0), the action stored as `request` |
+//! | `standing_grant_used` | `request`, `action_digest`, `used`, `uses` | on a standing grant ([`standing`](crate::standing)): it approved the action stored as `request` |
+//! | `plan_item_used` | `request`, `action_digest`, `item`, `items` | on a plan ([`plan`](crate::plan)): it approved its item number `item` (from 0), the action stored as `request` |
 //! | `approved_by_plan` | `plan`, `item`, `approvers` | on an action: an approved plan held it as item `item`; `approvers` approved the plan |
 //! | `approved_by_standing_grant` | `standing`, `approvers` | on an action: a standing grant approved it without asking; `approvers` approved the grant |
 //!
@@ -242,8 +242,8 @@ pub enum EventDetail {
     StandingGrantUsed {
         /// The action's own request, approved by this use.
         request: crate::store::RequestId,
-        /// That action's digest.
-        digest: Digest,
+        /// That action's digest (`digest` is the event's own: the standing grant's).
+        action_digest: Digest,
         /// Which use this is (1 for the first).
         used: u32,
         /// How many uses the standing grant has in all.
@@ -261,8 +261,8 @@ pub enum EventDetail {
     PlanItemUsed {
         /// The action's own request, approved by this use.
         request: crate::store::RequestId,
-        /// That action's digest (the item's).
-        digest: Digest,
+        /// That action's digest, the item's (`digest` is the event's own: the plan's).
+        action_digest: Digest,
         /// The item's position in the plan (from 0).
         item: u32,
         /// How many items the plan has.
@@ -669,6 +669,53 @@ mod tests {
             serde_json::from_str::<AuditEvent>(&text).expect("parse"),
             expired
         );
+    }
+
+    /// An event's own fields are flattened beside the envelope's (`request_id`, `kind`,
+    /// `resource`, `digest`, ...): a detail field of the same name would be written twice and
+    /// read back into the envelope, losing the detail's (the standing grant and plan events
+    /// once named the covered action's digest `digest`).
+    #[test]
+    fn no_event_repeats_an_envelope_field_and_each_round_trips_as_text() {
+        let other = RequestId::new();
+        let action_digest = ActionRequest::new("deploy.restart", "svc://prod/api").digest();
+        let approvers = vec![Principal::human("sam")];
+        for detail in [
+            EventDetail::StandingGrantUsed {
+                request: other,
+                action_digest,
+                used: 1,
+                uses: 3,
+            },
+            EventDetail::ApprovedByStandingGrant {
+                standing: other,
+                approvers: approvers.clone(),
+            },
+            EventDetail::PlanItemUsed {
+                request: other,
+                action_digest,
+                item: 0,
+                items: 2,
+            },
+            EventDetail::ApprovedByPlan {
+                plan: other,
+                item: 0,
+                approvers,
+            },
+        ] {
+            let detail_json = serde_json::to_value(&detail).expect("serialize");
+            let envelope = ["schema", "at", "request_id", "kind", "resource", "digest"];
+            let fields = detail_json.as_object().expect("an object");
+            assert!(
+                envelope.iter().all(|k| !fields.contains_key(*k)),
+                "{detail_json}"
+            );
+            let e = event(detail);
+            let text = serde_json::to_string(&e).expect("serialize");
+            assert_eq!(text.matches("\"digest\":").count(), 1, "{text}");
+            let back: AuditEvent = serde_json::from_str(&text).expect("parse");
+            assert_eq!(back, e);
+        }
     }
 
     #[tokio::test]

@@ -283,7 +283,7 @@ async fn an_approved_plan_runs_each_item_once_with_its_own_grant_and_audits_each
         let used = serde_json::to_value(&used.detail).expect("json");
         let action_json = serde_json::to_value(&action.detail).expect("json");
         assert_eq!(used["request"], json!(action.request_id.to_string()));
-        assert_eq!(used["digest"], json!(action.digest.to_string()));
+        assert_eq!(used["action_digest"], json!(action.digest.to_string()));
         assert_eq!(used["items"], json!(3));
         assert_eq!(used["item"], action_json["item"]);
         let item = action_json["item"].as_u64().expect("item") as usize;

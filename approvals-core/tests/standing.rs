@@ -292,7 +292,7 @@ async fn an_approved_standing_grant_runs_matching_actions_without_asking_and_aud
         let used = serde_json::to_value(&used.detail).expect("json");
         let action_json = serde_json::to_value(&action.detail).expect("json");
         assert_eq!(used["request"], json!(action.request_id.to_string()));
-        assert_eq!(used["digest"], json!(action.digest.to_string()));
+        assert_eq!(used["action_digest"], json!(action.digest.to_string()));
         assert_eq!(action_json["standing"], json!(grant.to_string()));
         assert_eq!(action_json["approvers"][0]["id"], json!("sam@example.com"));
         let order: Vec<&str> = events

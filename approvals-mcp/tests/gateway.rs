@@ -400,3 +400,84 @@ async fn an_upstream_crash_fails_closed() {
         "something was reported executed after the crash"
     );
 }
+
+/// A standing grant through the MCP door: a maintainer proposes one from the agent's first
+/// write (`*.txt` in the served directory, two uses) and approves it; the agent's next two
+/// matching writes run without asking, each audited as a use; the third is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_grant_lets_matching_calls_run_without_asking_until_its_uses_run_out() {
+    if missing_prerequisite().is_some() {
+        return;
+    }
+    let fx = Fixture::new();
+    let write = |name: &str| json!({"op": "call", "tool": "write_file", "args": {"path": fx.path(name), "content": name}});
+    let mut client = fx.start(json!([
+        write("a.txt"),
+        write("b.txt"),
+        write("c.txt"),
+        write("d.txt"),
+    ]));
+    client.next().await; // initialize
+    let first = fx.next_request("pending", &[]).await;
+    let api = fx.api();
+    let grant = api
+        .propose_standing(&approvals_http::standing::ProposeBody {
+            from_request: Some(first.id),
+            kind: None,
+            resource: Some(fx.path("*.txt")),
+            initiator: None,
+            duration: "30m".into(),
+            uses: 2,
+            justification: "notes for the release".into(),
+            environment: None,
+        })
+        .await
+        .expect("proposed")
+        .id;
+    api.decide(grant, true, None, None)
+        .await
+        .expect("the standing grant is approved");
+    api.decide(first.id, true, None, None)
+        .await
+        .expect("the first write is approved");
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        let done = client.next().await;
+        let text = tool_text(&done, false);
+        assert!(text.contains("Successfully wrote"), "{name}: {text}");
+    }
+    // The grant's two uses are taken: the fourth write is asked for.
+    let fourth = fx.next_request("pending", &[first.id, grant]).await;
+    assert_eq!(fourth.resource, fx.path("d.txt"));
+    api.decide(fourth.id, false, Some("enough"), None)
+        .await
+        .expect("deny");
+    let refused = client.next().await;
+    assert!(tool_text(&refused, true).contains("enough"));
+    client.finish().await;
+    assert!(!Path::new(&fx.path("d.txt")).exists());
+
+    let events = fx.audit().await;
+    let uses: Vec<&approvals_core::AuditEvent> = events
+        .iter()
+        .filter(|e| e.name() == "standing_grant_used")
+        .collect();
+    assert_eq!(uses.len(), 2);
+    assert!(uses.iter().all(|e| e.request_id == grant));
+    for name in ["b.txt", "c.txt"] {
+        let action = request_of(&events, "mcp.fs.write_file", &fx.path(name));
+        assert_embedded_initiator(action);
+        assert_eq!(
+            names(&events, action.request_id),
+            [
+                "requested",
+                "policy_decided",
+                "approved_by_standing_grant",
+                "grant_issued",
+                "grant_consumed",
+                "executed"
+            ],
+            "{name}"
+        );
+        assert_eq!(executed_ok(&events, action.request_id), [true]);
+    }
+}

@@ -154,7 +154,7 @@ pub fn use_plan_item(plan: &RecordRef<'_>, item: u32, request: RequestId, digest
     let items = u32::try_from(plan.terms.items.len()).unwrap_or(u32::MAX);
     let event = EventDetail::PlanItemUsed {
         request,
-        digest,
+        action_digest: digest,
         item,
         items,
     };

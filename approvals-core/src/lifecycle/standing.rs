@@ -163,7 +163,7 @@ pub fn use_standing(
     next.standing_uses = grant.standing_uses.saturating_add(1);
     let event = EventDetail::StandingGrantUsed {
         request,
-        digest,
+        action_digest: digest,
         used: next.standing_uses,
         uses: terms.uses,
     };

@@ -114,6 +114,8 @@ kind = "mcp.fs.write_file"
 effect = "require_approval"
 approvers = {{ groups = ["maintainers"] }}
 timeout = "5m"
+standing_grant_max = "1h"
+standing_grant_max_uses = 5
 
 [[rules]]
 name = "directories-reviewers-forget"

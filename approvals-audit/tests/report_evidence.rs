@@ -365,7 +365,7 @@ fn an_action_approved_by_a_plan_is_approved_and_names_the_plan_and_item() {
         json!({
             "schema": 1, "at": "2026-11-02T09:05:00Z", "event": "plan_item_used",
             "request_id": plan, "kind": "approvals.plan", "resource": "svc://prod/api",
-            "digest": "sha256:01", "request": counted,
+            "digest": "sha256:01", "request": counted, "action_digest": "sha256:02",
             "item": 1, "items": 3
         }),
         approved_by_plan(counted, 1, json!([sam, kim])),

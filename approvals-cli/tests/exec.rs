@@ -62,6 +62,14 @@ timeout = "10m"
 cooldown_after_denial = "1h"
 
 [[rules]]
+name = "release-trains"
+kind = "train.deploy"
+effect = "require_approval"
+approvers = { groups = ["sre"] }
+timeout = "10m"
+standing_grant_max = "1h"
+
+[[rules]]
 name = "freeze"
 kind = "db.drop"
 effect = "deny"
@@ -1093,4 +1101,108 @@ async fn server_mode_through_the_agent_api() {
         "only the approved command ran"
     );
     serving.abort();
+}
+
+/// A standing grant through the CI door: approved for the pipeline's release trains on
+/// `svc://*` (one use), it lets the next train run without asking, audited as its use; the
+/// train after that is asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_grant_runs_the_next_train_without_asking_then_asks_again() {
+    let fx = Fixture::sqlite().await;
+    let train = |service: &str| {
+        fx.exec(
+            &[
+                "--kind",
+                "train.deploy",
+                "--resource",
+                &format!("svc://{service}"),
+                "--on-behalf-of",
+                "dana@example.com",
+            ],
+            &["sh", "-c", "echo run >> ran.txt"],
+            &[],
+        )
+    };
+    let mut first = train("payments");
+    let asked = fx.pending("train.deploy", &mut first).await;
+    // A human proposes the standing grant for the pipeline that asked, through a gate with
+    // the pipeline's policy; the rule's reviewer approves it.
+    let proposer = Gate::builder()
+        .policy(approvals_core::RulePolicy::from_toml(POLICY).expect("policy"))
+        .store(fx.store.clone())
+        .audit(fx.store.audit_sink())
+        .build()
+        .expect("gate");
+    let initiator = asked
+        .request
+        .initiator
+        .as_deref()
+        .cloned()
+        .expect("initiator");
+    let grant = proposer
+        .propose_standing(
+            approvals_core::StandingProposal {
+                kind: "train.deploy".into(),
+                resource: "svc://*".into(),
+                initiator,
+                duration: Duration::from_secs(1800),
+                uses: 1,
+                justification: "release day".into(),
+                environment: None,
+            },
+            Principal::human("kim@example.com"),
+        )
+        .await
+        .expect("proposed");
+    let grant = fx
+        .reviewers
+        .get(grant)
+        .await
+        .expect("store")
+        .expect("record");
+    fx.decide(&grant, true, "release day").await;
+    fx.decide(&asked, true, "go").await;
+    let out = finish(first).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    let out = finish(train("billing")).await;
+    assert_eq!(code(&out), 0, "covered: {}", text(&out));
+    assert_eq!(fx.marker().as_deref(), Some("run\nrun\n"));
+    let covered: Vec<RequestRecord> = fx
+        .store
+        .list(&approvals_core::ListFilter {
+            kind: Some("train.deploy".into()),
+            ..approvals_core::ListFilter::default()
+        })
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|r| r.request.resource == "svc://billing")
+        .collect();
+    let [covered] = covered.as_slice() else {
+        panic!("one request for the billing train: {covered:?}");
+    };
+    assert_eq!(covered.state, RequestState::Executed);
+    let events = fx.events(covered).await;
+    let approved = event(&events, "approved_by_standing_grant").expect("approved by the grant");
+    assert_eq!(
+        approved["standing"],
+        serde_json::json!(grant.id.to_string())
+    );
+    let used = fx.events(&grant).await;
+    let used = event(&used, "standing_grant_used").expect("the use");
+    assert_eq!(used["request"], serde_json::json!(covered.id.to_string()));
+    assert_eq!(
+        used["action_digest"],
+        serde_json::json!(covered.digest.to_string())
+    );
+
+    // Its one use is taken: the next train is asked for, and a deny stops it.
+    let mut third = train("search");
+    let again = fx.pending("train.deploy", &mut third).await;
+    assert_eq!(again.request.resource, "svc://search");
+    fx.decide(&again, false, "one was enough").await;
+    let out = finish(third).await;
+    assert_eq!(code(&out), DENIED, "{}", text(&out));
+    assert_eq!(fx.marker().as_deref(), Some("run\nrun\n"));
 }

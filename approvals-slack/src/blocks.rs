@@ -160,24 +160,15 @@ fn labelled_text(label: &str, value: &str, digest: &Digest, preformatted: bool) 
 /// said below it with the link to the whole text when the console is known.
 fn preview_block(record: &RequestRecord, preview: &Preview, console: Option<&Url>) -> Value {
     let shown = preview.excerpt(SHOWN_LINES, MAX_PARAMS_CHARS);
-    let code = truncate(&printable(&shown.text), MAX_PARAMS_CHARS, "");
-    let mut elements = vec![
-        json!({"type": "rich_text_section", "elements": [rt_bold(&format!("Preview: {}", preview.caption()))]}),
-        json!({"type": "rich_text_preformatted", "elements": [rt_text(&code)]}),
-    ];
-    if shown.is_cut() {
-        let mut note = vec![
-            json!({"type": "text", "text": shown.omitted_note(record.id, record.digest), "style": {"italic": true}}),
-        ];
-        if let Some(link) = console {
-            note.push(rt_text(" "));
-            note.push(
-                json!({"type": "link", "url": link.as_str(), "text": "Open the whole preview"}),
-            );
-        }
-        elements.push(json!({"type": "rich_text_section", "elements": note}));
-    }
-    rich_text(elements)
+    let note = shown
+        .is_cut()
+        .then(|| shown.omitted_note(record.id, record.digest));
+    excerpt_block(
+        &format!("Preview: {}", preview.caption()),
+        &shown.text,
+        note,
+        console.map(|link| (link, "Open the whole preview")),
+    )
 }
 
 /// A plan's actions as a code block: as many whole items (number, kind, resource, digest,
@@ -185,23 +176,38 @@ fn preview_block(record: &RequestRecord, preview: &Preview, console: Option<&Url
 /// the link to every item when the console is known.
 fn plan_block(record: &RequestRecord, plan: &PlanTerms, console: Option<&Url>) -> Value {
     let shown = plan.excerpt(MAX_PARAMS_CHARS);
-    let code = truncate(&printable(&shown.text), MAX_PARAMS_CHARS, "");
-    let mut elements = vec![
-        json!({"type": "rich_text_section", "elements": [rt_bold(&format!(
+    let note = (shown.left_out > 0).then(|| shown.left_out_note(record.id, record.digest));
+    excerpt_block(
+        &format!(
             "Plan: {} action(s), each approved for one run as shown",
             plan.items.len()
-        ))]}),
+        ),
+        &shown.text,
+        note,
+        console.map(|link| (link, "Open every action")),
+    )
+}
+
+/// A titled code block of untrusted `text` (within [`MAX_PARAMS_CHARS`]), with `note` in
+/// italics below it when something was left out, followed by `link` to the whole.
+fn excerpt_block(
+    title: &str,
+    text: &str,
+    note: Option<String>,
+    link: Option<(&Url, &str)>,
+) -> Value {
+    let code = truncate(&printable(text), MAX_PARAMS_CHARS, "");
+    let mut elements = vec![
+        json!({"type": "rich_text_section", "elements": [rt_bold(title)]}),
         json!({"type": "rich_text_preformatted", "elements": [rt_text(&code)]}),
     ];
-    if shown.left_out > 0 {
-        let mut note = vec![
-            json!({"type": "text", "text": shown.left_out_note(record.id, record.digest), "style": {"italic": true}}),
-        ];
-        if let Some(link) = console {
-            note.push(rt_text(" "));
-            note.push(json!({"type": "link", "url": link.as_str(), "text": "Open every action"}));
+    if let Some(note) = note {
+        let mut said = vec![json!({"type": "text", "text": note, "style": {"italic": true}})];
+        if let Some((url, text)) = link {
+            said.push(rt_text(" "));
+            said.push(json!({"type": "link", "url": url.as_str(), "text": text}));
         }
-        elements.push(json!({"type": "rich_text_section", "elements": note}));
+        elements.push(json!({"type": "rich_text_section", "elements": said}));
     }
     rich_text(elements)
 }

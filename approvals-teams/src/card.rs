@@ -284,35 +284,44 @@ fn labelled(label: &str, value: &str, digest: &Digest, max: usize, monospace: bo
 /// it.
 fn preview_container(record: &RequestRecord, preview: &Preview, budget: Budget) -> Value {
     let shown = preview.excerpt(SHOWN_LINES, budget.params);
-    let mut code = run(&truncate(&literal_text(&shown.text), budget.params, ""));
-    code["fontType"] = json!("Monospace");
-    let mut items = vec![
-        json!({"type": "TextBlock", "text": format!("Preview: {}", preview.caption()), "weight": "Bolder", "wrap": true}),
-        json!({"type": "RichTextBlock", "inlines": [code]}),
-    ];
-    if shown.is_cut() {
-        let mut note = run(&shown.omitted_note(record.id, record.digest));
-        note["italic"] = json!(true);
-        items.push(json!({"type": "RichTextBlock", "inlines": [note]}));
-    }
-    json!({"type": "Container", "spacing": "Medium", "items": items})
+    let note = shown
+        .is_cut()
+        .then(|| shown.omitted_note(record.id, record.digest));
+    excerpt_container(
+        &format!("Preview: {}", preview.caption()),
+        &shown.text,
+        note,
+        budget,
+    )
 }
 
 /// A plan's actions in monospace text: as many whole items (number, kind, resource, digest,
 /// parameters) as fit in the parameters' budget, and how many were left out said below it.
 fn plan_container(record: &RequestRecord, plan: &PlanTerms, budget: Budget) -> Value {
     let shown = plan.excerpt(budget.params);
-    let mut code = run(&truncate(&literal_text(&shown.text), budget.params, ""));
-    code["fontType"] = json!("Monospace");
-    let mut items = vec![
-        json!({"type": "TextBlock", "text": format!(
+    let note = (shown.left_out > 0).then(|| shown.left_out_note(record.id, record.digest));
+    excerpt_container(
+        &format!(
             "Plan: {} action(s), each approved for one run as shown",
             plan.items.len()
-        ), "weight": "Bolder", "wrap": true}),
+        ),
+        &shown.text,
+        note,
+        budget,
+    )
+}
+
+/// A titled monospace block of untrusted `text` (within the parameters' budget), with `note`
+/// in italics below it when something was left out.
+fn excerpt_container(title: &str, text: &str, note: Option<String>, budget: Budget) -> Value {
+    let mut code = run(&truncate(&literal_text(text), budget.params, ""));
+    code["fontType"] = json!("Monospace");
+    let mut items = vec![
+        json!({"type": "TextBlock", "text": title, "weight": "Bolder", "wrap": true}),
         json!({"type": "RichTextBlock", "inlines": [code]}),
     ];
-    if shown.left_out > 0 {
-        let mut note = run(&shown.left_out_note(record.id, record.digest));
+    if let Some(note) = note {
+        let mut note = run(&note);
         note["italic"] = json!(true);
         items.push(json!({"type": "RichTextBlock", "inlines": [note]}));
     }

@@ -162,12 +162,12 @@ impl Gate {
     /// it names ([`lifecycle::covering_item`]), if it is one: the item is marked used by
     /// compare-and-set (so racing actions never run one item twice) and audited as
     /// `plan_item_used`, then the action is stored already approved and audited as
-    /// `approved_by_plan`. `None` when it names no plan (`named`), or is not one of that
-    /// plan's unused items.
+    /// `approved_by_plan`. `None` when it is not one of the unused items of `plan_id`, the
+    /// plan it names.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn approve_by_plan(
         &self,
-        named: Option<RequestId>,
+        plan_id: RequestId,
         id: RequestId,
         now: DateTime<Utc>,
         request: &Arc<ActionRequest>,
@@ -175,9 +175,6 @@ impl Gate {
         rule: Option<&str>,
         requirement: &Arc<Requirement>,
     ) -> Result<Option<Submission>, GuardError> {
-        let Some(plan_id) = named else {
-            return Ok(None);
-        };
         let (plan, item) = loop {
             let Some(record) = self.store_call(self.inner.store.get(plan_id)).await? else {
                 return Ok(None);

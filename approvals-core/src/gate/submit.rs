@@ -200,16 +200,19 @@ impl Gate {
                     self.audit(subject.event(now, denied.event())).await?;
                     return Err(denied.error());
                 }
-                if let Some(approved) = Box::pin(self.approve_by_plan(
-                    named_plan.as_deref().copied(),
-                    id,
-                    now,
-                    &request,
-                    digest,
-                    rule.as_deref(),
-                    &requirement,
-                ))
-                .await?
+                // Only an action that names a plan pays for looking in it (the boxed future
+                // included).
+                if let Some(plan) = named_plan.as_deref().copied()
+                    && let Some(approved) = Box::pin(self.approve_by_plan(
+                        plan,
+                        id,
+                        now,
+                        &request,
+                        digest,
+                        rule.as_deref(),
+                        &requirement,
+                    ))
+                    .await?
                 {
                     observe::submitted("plan", "approved");
                     return Ok(approved);

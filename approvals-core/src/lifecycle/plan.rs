@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Step;
-use super::standing::{in_force, open_approved_by, same_initiator};
+use super::standing::{may_approve, open_approved_by};
 use crate::audit::EventDetail;
 use crate::error::GuardError;
 use crate::plan::{MAX_PLAN_ITEMS, PlanTerms};
@@ -100,15 +100,7 @@ pub fn covering_item(
     now: DateTime<Utc>,
 ) -> Option<u32> {
     let RecordRef { record, terms } = plan;
-    let runs = in_force(record, now)
-        && !record.unaudited_decisions().approval
-        && record.policy_rule.as_deref() == rule
-        && *record.requirement == *requirement
-        && match (&record.request.initiator, &request.initiator) {
-            (Some(a), Some(b)) => same_initiator(a, b),
-            _ => false,
-        };
-    if !runs {
+    if !may_approve(record, request, rule, requirement, now) {
         return None;
     }
     terms

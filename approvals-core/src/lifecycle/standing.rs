@@ -118,14 +118,30 @@ fn covers(
     let Some(terms) = StandingTerms::of(grant) else {
         return false;
     };
-    in_force(grant, now)
-        && !grant.unaudited_decisions().approval
+    may_approve(grant, request, rule, requirement, now)
         && grant.standing_uses < terms.uses
-        && grant.policy_rule.as_deref() == rule
-        && *grant.requirement == *requirement
         && terms.kind == request.kind
         && Glob::new(&terms.resource).matches(&request.resource)
-        && match (&grant.request.initiator, &request.initiator) {
+}
+
+/// Whether `by`, an approved standing grant or plan, may approve the action `request` decided
+/// now by `rule` with `requirement`, whatever its own terms say: it is in force and its
+/// approval audited; the action's initiator is its initiator (the same kind of principal and
+/// canonical id, never a look-alike, and the same human it acts for, or none); and the rule
+/// that decides the action now is the rule it was approved under, with the same requirement
+/// (so the same approvers and quorum: a changed rule asks again).
+pub(super) fn may_approve(
+    by: &RequestRecord,
+    request: &ActionRequest,
+    rule: Option<&str>,
+    requirement: &Requirement,
+    now: DateTime<Utc>,
+) -> bool {
+    in_force(by, now)
+        && !by.unaudited_decisions().approval
+        && by.policy_rule.as_deref() == rule
+        && *by.requirement == *requirement
+        && match (&by.request.initiator, &request.initiator) {
             (Some(a), Some(b)) => same_initiator(a, b),
             _ => false,
         }
@@ -138,7 +154,7 @@ pub fn in_force(grant: &RequestRecord, now: DateTime<Utc>) -> bool {
 }
 
 /// The same principal (kind and canonical id) acting for the same human, or for none.
-pub(super) fn same_initiator(a: &Initiator, b: &Initiator) -> bool {
+fn same_initiator(a: &Initiator, b: &Initiator) -> bool {
     a.principal.is(&b.principal)
         && match (&a.on_behalf_of, &b.on_behalf_of) {
             (None, None) => true,

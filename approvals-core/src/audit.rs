@@ -116,6 +116,9 @@ pub enum RejectCause {
     /// The reviewer's id cannot be compared safely (invisible, bidi-control or mixed-script
     /// characters; see [`identity`](crate::identity)): a spelling trick, or a broken mapping.
     InvalidIdentity,
+    /// An edit on approve was refused: outside the rule's editable parameters, not allowed by
+    /// the rule, or refused by the policy once edited ([`edit`](crate::edit)).
+    EditRefused,
 }
 
 /// The event-specific part of an [`AuditEvent`].
@@ -162,6 +165,23 @@ pub enum EventDetail {
         approvals: u32,
         /// Approvals needed.
         quorum: u32,
+    },
+    /// A reviewer approved a changed version of the action ([`edit`](crate::edit)): the
+    /// event's `digest` is the edited action's, `from_digest` the one it replaced, `decision`
+    /// the policy's decision on the edited action. The `reviewed` event that follows is the
+    /// editor's approval, the first counted toward the quorum of the edited digest.
+    Edited {
+        /// The reviewer who edited.
+        by: Principal,
+        /// The digest of the action before the edit.
+        from_digest: Digest,
+        /// The parameters that changed, with their values before and after.
+        changes: Vec<crate::edit::FieldChange>,
+        /// The policy's decision on the edited action. An edited action the policy would
+        /// allow outright still needs the approvals the request needed.
+        decision: Decision,
+        /// The policy version that decided.
+        policy_version: Arc<str>,
     },
     /// A review was refused.
     ReviewRejected {
@@ -355,6 +375,7 @@ impl EventDetail {
             EventDetail::DispatchFailed { .. } => "dispatch_failed",
             EventDetail::Reviewed { .. } => "reviewed",
             EventDetail::ReviewRejected { .. } => "review_rejected",
+            EventDetail::Edited { .. } => "edited",
             EventDetail::Approved { .. } => "approved",
             EventDetail::Denied { .. } => "denied",
             EventDetail::Escalated { .. } => "escalated",
@@ -701,6 +722,17 @@ mod tests {
                 plan: other,
                 item: 0,
                 approvers,
+            },
+            EventDetail::Edited {
+                by: Principal::human("kim"),
+                from_digest: action_digest,
+                changes: vec![crate::edit::FieldChange {
+                    field: "/rows".into(),
+                    before: serde_json::json!(800),
+                    after: serde_json::json!(200),
+                }],
+                decision: Decision::Allow { rule: None },
+                policy_version: "sha256:p".into(),
             },
         ] {
             let detail_json = serde_json::to_value(&detail).expect("serialize");

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::audit::RejectCause;
-use crate::request::{Digest, PrincipalKind};
+use crate::request::{ActionRequest, Digest, PrincipalKind};
 use crate::store::{RequestId, RequestState};
 
 /// The part of the system that failed.
@@ -121,6 +121,21 @@ pub enum GuardError {
         /// The digest of the action presented.
         presented: Digest,
     },
+    /// Reviewers approved a changed version of the action ([`edit`](crate::edit)), and the
+    /// action presented is the one asked for. Run the edited action instead:
+    /// [`Grant::edited_action`](crate::Grant::edited_action), or
+    /// [`Gate::run_approved`](crate::Gate::run_approved), which runs whichever was approved.
+    #[error(
+        "reviewers approved request {id} with changes (digest {approved}); the action as asked for no longer runs: run the edited action (Grant::edited_action, or run_approved)"
+    )]
+    Edited {
+        /// The request.
+        id: RequestId,
+        /// The edited action's digest, the one approved.
+        approved: Digest,
+        /// The edited action.
+        action: Box<ActionRequest>,
+    },
     /// The grant was already used.
     #[error(
         "the grant for request {id} was already used ({state}); request approval again to run the action again"
@@ -216,6 +231,7 @@ impl GuardError {
             | GuardError::Cancelled { id, .. }
             | GuardError::DeliveryFailed { id, .. }
             | GuardError::DigestMismatch { id, .. }
+            | GuardError::Edited { id, .. }
             | GuardError::GrantUsed { id, .. }
             | GuardError::GrantLapsed { id } => Some(*id),
             GuardError::IdempotencyConflict { existing, .. } => Some(*existing),
@@ -320,6 +336,25 @@ pub enum ReviewError {
     /// A standing grant was to be revoked, but the request is not one.
     #[error("request {0} is not a standing grant; to end it, deny it")]
     NotStanding(RequestId),
+    /// An edit on approve was refused ([`edit`](crate::edit)): nothing was decided.
+    #[error("the edit of request {id} is refused: {why}")]
+    EditRefused {
+        /// The request.
+        id: RequestId,
+        /// Why, and what to do instead.
+        why: String,
+    },
+    /// The action was edited since it was sent, and this approval does not say which version
+    /// the reviewer saw. Approvals of an edited action must name its digest.
+    #[error(
+        "request {id} was edited after it was sent; approve it naming the edited action's digest {current}, after looking at it"
+    )]
+    DigestRequired {
+        /// The request.
+        id: RequestId,
+        /// The edited action's digest.
+        current: Digest,
+    },
     /// A component failed; nothing was decided. May succeed later.
     #[error("{component} unavailable, nothing was decided: {message}")]
     Unavailable {
@@ -341,7 +376,10 @@ impl ReviewError {
             ReviewError::NotAuthorized { .. } => RejectCause::NotAuthorized,
             ReviewError::ReasonRequired { .. } => RejectCause::ReasonRequired,
             ReviewError::AlreadyReviewed { .. } => RejectCause::DuplicateReview,
-            ReviewError::DigestMismatch { .. } => RejectCause::DigestMismatch,
+            ReviewError::DigestMismatch { .. } | ReviewError::DigestRequired { .. } => {
+                RejectCause::DigestMismatch
+            }
+            ReviewError::EditRefused { .. } => RejectCause::EditRefused,
             ReviewError::InvalidIdentity { .. } => RejectCause::InvalidIdentity,
             ReviewError::NotFound(_)
             | ReviewError::NotStanding(_)
@@ -393,9 +431,12 @@ impl ReviewError {
             ReviewError::InvalidIdentity { .. } => {
                 "Your account's identity cannot be compared safely; ask an administrator to fix its mapping.".to_owned()
             }
-            ReviewError::DigestMismatch { .. } => {
+            ReviewError::DigestMismatch { .. } | ReviewError::DigestRequired { .. } => {
                 "The action changed since it was shown to you; look at it again before deciding."
                     .to_owned()
+            }
+            ReviewError::EditRefused { why, .. } => {
+                format!("Your edit was refused: {}.", bounded(why).trim_end_matches('.'))
             }
             ReviewError::Unavailable { .. } => {
                 "The approval service is unavailable and nothing was decided; try again in a moment."
@@ -483,6 +524,22 @@ mod tests {
                     presented: Digest([2; 32]),
                 },
                 "The action changed since it was shown to you; look at it again before deciding."
+                    .into(),
+            ),
+            (
+                ReviewError::DigestRequired {
+                    id,
+                    current: Digest([1; 32]),
+                },
+                "The action changed since it was shown to you; look at it again before deciding."
+                    .into(),
+            ),
+            (
+                ReviewError::EditRefused {
+                    id,
+                    why: "/table may not be changed; reviewers may change only /rows".into(),
+                },
+                "Your edit was refused: /table may not be changed; reviewers may change only /rows."
                     .into(),
             ),
             (

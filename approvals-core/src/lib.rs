@@ -56,6 +56,7 @@ mod bounds;
 pub mod clock;
 pub mod console;
 pub mod credential;
+pub mod edit;
 pub mod error;
 pub mod gate;
 pub mod identity;

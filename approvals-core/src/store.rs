@@ -176,6 +176,10 @@ pub struct ReviewRecord {
     pub channel: String,
     /// When it was accepted.
     pub at: DateTime<Utc>,
+    /// For an approval that edited the action ([`edit`](crate::edit)): the digest it
+    /// replaced, the new one, and what changed. Approvals before it no longer count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<Box<crate::edit::EditRecord>>,
 }
 
 /// How a channel delivered a request, so the message can be updated later (even after a
@@ -327,12 +331,16 @@ pub struct Unaudited {
     /// The denial's `reviewed` and `denied` events are not yet recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub denial: bool,
+    /// The latest edit's `edited`, `policy_decided` and `reviewed` events are not yet
+    /// recorded ([`edit`](crate::edit)). No grant is issued while it is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edit: bool,
 }
 
 impl Unaudited {
     /// Nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        !(self.approval || self.denial)
+        !(self.approval || self.denial || self.edit)
     }
 
     /// The flag of `decision`.
@@ -362,6 +370,7 @@ impl RequestRecord {
         Unaudited {
             approval: self.state == RequestState::Approved,
             denial: self.state == RequestState::Denied,
+            edit: false,
         }
     }
 
@@ -384,11 +393,50 @@ impl RequestRecord {
         was
     }
 
-    /// Distinct humans who approved, in order. Reviews whose reviewer ids could be one person
-    /// ([`Principal::same_identity`]: any spelling or look-alike) count once.
+    /// Flags the latest edit as made but not yet audited.
+    pub fn mark_edit_unaudited(&mut self) {
+        self.unaudited = self.unaudited_decisions();
+        self.unaudited.edit = true;
+        self.audit_pending = true;
+    }
+
+    /// Clears the latest edit's flag once its events are recorded. Returns whether it was set.
+    pub fn mark_edit_audited(&mut self) -> bool {
+        let mut unaudited = self.unaudited_decisions();
+        let was = std::mem::replace(&mut unaudited.edit, false);
+        if was {
+            self.unaudited = unaudited;
+            self.audit_pending = !unaudited.is_empty();
+        }
+        was
+    }
+
+    /// The latest review that edited the action, if any ([`edit`](crate::edit)).
+    pub fn last_edit(&self) -> Option<&ReviewRecord> {
+        self.reviews.iter().rev().find(|r| r.edit.is_some())
+    }
+
+    /// The digest the action had when it was asked for: the first edit's `from`, or the
+    /// digest when it was never edited.
+    pub fn asked_digest(&self) -> Digest {
+        self.reviews
+            .iter()
+            .find_map(|r| r.edit.as_ref().map(|e| e.from))
+            .unwrap_or(self.digest)
+    }
+
+    /// Distinct humans who approved the action as it stands, in order: approvals given before
+    /// the latest edit were of another digest and do not count. Reviews whose reviewer ids
+    /// could be one person ([`Principal::same_identity`]: any spelling or look-alike) count
+    /// once.
     pub fn approvers(&self) -> Vec<&Principal> {
         let mut seen: Vec<(&Principal, String)> = Vec::new();
-        for r in &self.reviews {
+        let since = self
+            .reviews
+            .iter()
+            .rposition(|r| r.edit.is_some())
+            .unwrap_or(0);
+        for r in &self.reviews[since..] {
             if r.verdict != Verdict::Approve {
                 continue;
             }

@@ -362,6 +362,7 @@ async fn stored_reviews_under_aliases_count_as_one_approver() {
             reason: None,
             channel: "test".into(),
             at: record.created_at,
+            edit: None,
         });
     }
     let approvers = record.approvers();
@@ -373,6 +374,7 @@ async fn stored_reviews_under_aliases_count_as_one_approver() {
         reason: None,
         channel: "test".into(),
         at: record.created_at,
+        edit: None,
     });
     assert_eq!(record.approvers().len(), 2);
 }

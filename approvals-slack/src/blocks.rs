@@ -614,6 +614,7 @@ mod tests {
                 reason: None,
                 channel: "slack".into(),
                 at: fixtures::epoch(),
+                edit: None,
             })
             .collect();
         r

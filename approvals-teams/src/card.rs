@@ -753,6 +753,7 @@ mod tests {
             reason: reason.map(str::to_owned),
             channel: "teams".into(),
             at: Utc::now(),
+            edit: None,
         }
     }
 

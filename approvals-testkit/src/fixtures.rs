@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use approvals_core::edit::{EditRecord, FieldChange};
 use approvals_core::{
     ActionRequest, Delivery, Escalation, Execution, Gate, Initiator, Link, ManualClock, MemorySink,
     Preview, Principal, RequestContext, RequestId, RequestRecord, RequestState, Requirement,
@@ -132,6 +133,7 @@ pub fn full_record() -> RequestRecord {
             })
             .cooldown_after_denial(Duration::from_secs(3600))
             .reminders([50, 90])
+            .editable(["/window"])
             .into(),
         policy_rule: Some("key-rotation".into()),
         policy_version: "sha256:policy".into(),
@@ -149,6 +151,16 @@ pub fn full_record() -> RequestRecord {
             reason: Some("looks right".into()),
             channel: "slack".into(),
             at: at + TimeDelta::seconds(5),
+            edit: Some(Box::new(EditRecord {
+                from: approvals_core::Digest([7; 32]),
+                to: approvals_core::Digest([8; 32]),
+                changes: vec![FieldChange {
+                    field: "/window".into(),
+                    before: serde_json::json!("now"),
+                    after: serde_json::json!("22:00 UTC \u{1F510}"),
+                }],
+                decision: approvals_core::Decision::Allow { rule: None },
+            })),
         }],
         resolution: Some(Box::new(Resolution {
             by: Some(sam),
@@ -160,6 +172,7 @@ pub fn full_record() -> RequestRecord {
         unaudited: approvals_core::Unaudited {
             approval: true,
             denial: false,
+            edit: true,
         },
         grant_expires_at: Some(at + TimeDelta::minutes(40)),
         deliveries: vec![Delivery {

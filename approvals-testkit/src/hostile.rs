@@ -94,6 +94,7 @@ pub fn record(text: &str, state: RequestState) -> RequestRecord {
         reason: Some(format!("reason {text}")),
         channel: "slack".into(),
         at: fixtures::epoch(),
+        edit: None,
     }];
     r.resolution = Some(Box::new(Resolution {
         by: Some(reviewer),

@@ -53,6 +53,7 @@ where
     gate_binds_the_approval_to_the_preview(make_store().await).await;
     gate_takes_each_standing_grant_use_once(make_store().await).await;
     gate_runs_each_plan_item_once(make_store().await).await;
+    gate_runs_only_the_edited_action(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -611,6 +612,7 @@ pub async fn retrying_writers_lose_no_update(store: Arc<dyn Store>) {
                     reason: None,
                     channel: "test".into(),
                     at: epoch(),
+                    edit: None,
                 });
                 if store
                     .compare_and_set(current.version, &next)
@@ -942,6 +944,7 @@ pub async fn denied_listing_finds_the_denials_of_one_action(store: Arc<dyn Store
             reason: Some("not this quarter".into()),
             channel: "api".into(),
             at: at(seconds + 1),
+            edit: None,
         });
         r
     };
@@ -1417,4 +1420,91 @@ pub async fn gate_runs_each_plan_item_once(store: Arc<dyn Store>) {
         RequestState::Pending,
         "asked for after the plan is revoked"
     );
+}
+
+/// A rule that lets reviewers edit `/rows`, quorum 2: two reviewers racing to edit the same
+/// version leave exactly one edit; the edited action, its digest and the edit survive the
+/// store; the other reviewer's approval of the edited digest approves it; the grant runs only
+/// the edited action; a retry under the idempotency key re-attaches.
+pub async fn gate_runs_only_the_edited_action(store: Arc<dyn Store>) {
+    use approvals_core::Requirement;
+    let (clock, audit) = parts();
+    let gate = fixtures::gate_requiring(
+        Requirement::groups(["data-owners"])
+            .quorum(2)
+            .editable(["/rows"]),
+        store.clone(),
+        clock,
+        audit.clone(),
+    );
+    let action = export_request().idempotency_key("edited-export");
+    let Submission::Pending(id) = gate.submit(&action).await.expect("submit") else {
+        panic!("needs approval");
+    };
+    let asked = fetch(&store, id).await;
+    let edit = |who: &'static str, rows: u64| {
+        let gate = gate.clone();
+        let mut params = (*asked.request.params).clone();
+        params["rows"] = serde_json::json!(rows);
+        let review = Review::approve(reviewer(who))
+            .for_digest(asked.digest)
+            .edit(params);
+        async move { gate.decide(id, review).await }
+    };
+    let (sam, kim) = futures::join!(edit("sam@example.com", 10), edit("kim@example.com", 20));
+    let (winner, loser) = match (&sam, &kim) {
+        (Ok(_), Err(_)) => ("sam@example.com", kim.as_ref().err()),
+        (Err(_), Ok(_)) => ("kim@example.com", sam.as_ref().err()),
+        other => panic!("exactly one edit of one version: {other:?}"),
+    };
+    assert!(
+        matches!(loser, Some(ReviewError::DigestMismatch { .. })),
+        "the slower edit saw the old version: {loser:?}"
+    );
+    let edited = fetch(&store, id).await;
+    assert_eq!(edited.state, RequestState::Pending);
+    assert_ne!(edited.digest, asked.digest);
+    assert_eq!(
+        edited.digest,
+        edited.request.digest(),
+        "the stored digest is the edited action's"
+    );
+    assert_eq!(edited.asked_digest(), asked.digest);
+    assert_eq!(edited.approvers().len(), 1);
+    let change = &edited
+        .last_edit()
+        .and_then(|r| r.edit.as_ref())
+        .expect("the edit")
+        .changes;
+    assert_eq!(change[0].field, "/rows");
+    assert!(edited.unaudited_decisions().is_empty());
+
+    let other = if winner == "sam@example.com" {
+        "kim@example.com"
+    } else {
+        "sam@example.com"
+    };
+    gate.decide(
+        id,
+        Review::approve(reviewer(other)).for_digest(edited.digest),
+    )
+    .await
+    .expect("the second approval of the edited digest");
+    let Submission::Pending(again) = gate.submit(&action).await.expect("re-attached") else {
+        panic!("re-attaches");
+    };
+    assert_eq!(again, id);
+    let grant = gate.wait(id).await.expect("granted");
+    let approved = grant.edited_action().expect("the edited action").clone();
+    let refused = gate
+        .execute(grant, &action, || async { Ok::<_, GuardError>(()) })
+        .await
+        .expect_err("the asked action no longer runs");
+    assert!(matches!(refused, GuardError::Edited { .. }), "{refused:?}");
+    let grant = gate.wait(id).await.expect("still approved");
+    gate.execute(grant, &approved, || async { Ok::<_, GuardError>(()) })
+        .await
+        .expect("the edited action runs");
+    assert_eq!(fetch(&store, id).await.state, RequestState::Executed);
+    assert_eq!(audit.names().iter().filter(|n| **n == "edited").count(), 1);
 }

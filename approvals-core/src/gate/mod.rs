@@ -22,7 +22,7 @@ use crate::credential::CredentialBroker;
 use crate::error::GuardError;
 use crate::memory::MemoryStore;
 use crate::policy::Policy;
-use crate::request::{Action, Digest, Initiator, Principal, RequestContext};
+use crate::request::{Action, ActionRequest, Digest, Initiator, Principal, RequestContext};
 use crate::store::{RequestId, Store};
 
 pub use crate::lifecycle::{Review, ReviewOutcome};
@@ -52,6 +52,7 @@ pub struct Grant {
     policy_version: Arc<str>,
     approved: bool,
     initiator: Arc<Initiator>,
+    edited: Option<Box<ActionRequest>>,
 }
 
 impl Grant {
@@ -91,6 +92,11 @@ impl Grant {
     /// Whether humans approved it (rather than the policy allowing it outright).
     pub fn is_human_approved(&self) -> bool {
         self.approved
+    }
+    /// When reviewers approved a changed version of the action ([`edit`](crate::edit)): that
+    /// version, the only one this grant runs. `None` when the action was approved as asked.
+    pub fn edited_action(&self) -> Option<&ActionRequest> {
+        self.edited.as_deref()
     }
 }
 

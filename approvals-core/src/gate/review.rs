@@ -34,7 +34,11 @@ impl Gate {
                 .await
                 .map_err(review_unavailable)?
                 .ok_or(ReviewError::NotFound(id))?;
-            let (step, outcome) = match lifecycle::review(&record, &review, self.now(), grant_ttl) {
+            let applied = match &review.edit {
+                None => lifecycle::review(&record, &review, self.now(), grant_ttl),
+                Some(_) => self.review_edited(&record, &review, grant_ttl),
+            };
+            let (step, outcome) = match applied {
                 Ok(applied) => applied,
                 Err(refused) => {
                     if matches!(refused, ReviewError::Expired { .. }) {
@@ -64,14 +68,24 @@ impl Gate {
                     .await
                     .map_err(audit_unavailable)?;
             }
-            if outcome.state != RequestState::Pending {
+            if review.edit.is_some() {
+                // Only now may the edited action's grant be issued, or its new digest shown.
+                let approved = outcome.state == RequestState::Approved;
+                let current = self
+                    .update(id, |r| lifecycle::edit_audited(r, approved))
+                    .await
+                    .map_err(store_unavailable)?;
+                self.barrier().await.map_err(store_unavailable)?;
+                if let Some(current) = current {
+                    next = current;
+                }
+                self.notify_channels(next.clone());
+            } else if outcome.state != RequestState::Pending {
                 // Only now may a grant be issued, or the refusal be told.
-                let current = self.mark_audited(id, review.verdict).await.map_err(|e| {
-                    ReviewError::Unavailable {
-                        component: Component::Store,
-                        message: e.to_string(),
-                    }
-                })?;
+                let current = self
+                    .mark_audited(id, review.verdict)
+                    .await
+                    .map_err(store_unavailable)?;
                 if let Some(current) = current {
                     next = current;
                 }
@@ -89,6 +103,33 @@ impl Gate {
                 ..outcome
             });
         }
+    }
+
+    /// [`lifecycle::propose_edit`], the policy's decision on the edited action, then
+    /// [`lifecycle::review_edited`].
+    fn review_edited(
+        &self,
+        record: &RequestRecord,
+        review: &Review,
+        grant_ttl: chrono::TimeDelta,
+    ) -> Result<(lifecycle::Step, ReviewOutcome), ReviewError> {
+        let now = self.now();
+        let proposed = lifecycle::propose_edit(record, review, now)?;
+        let decision = self
+            .evaluate(&proposed.request)
+            .map_err(|e| ReviewError::Unavailable {
+                component: Component::Policy,
+                message: e.to_string(),
+            })?;
+        lifecycle::review_edited(
+            record,
+            review,
+            proposed,
+            decision,
+            self.shared_policy_version(),
+            now,
+            grant_ttl,
+        )
     }
 
     /// Whether `review` would be accepted on request `id` now, without changing or recording
@@ -216,6 +257,13 @@ impl Decisions for Gate {
 
     async fn decide(&self, id: RequestId, review: Review) -> Result<ReviewOutcome, ReviewError> {
         Gate::decide(self, id, review).await
+    }
+}
+
+fn store_unavailable(e: GuardError) -> ReviewError {
+    ReviewError::Unavailable {
+        component: Component::Store,
+        message: e.to_string(),
     }
 }
 

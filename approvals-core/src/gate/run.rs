@@ -174,6 +174,10 @@ impl Gate {
                 .clone()
                 .or_else(|| self.inner.initiator.clone())
                 .ok_or(GuardError::NoInitiator)?,
+            edited: record
+                .last_edit()
+                .is_some()
+                .then(|| Box::new(record.request.clone())),
         })
     }
 
@@ -224,6 +228,13 @@ impl Gate {
                 },
             ))
             .await?;
+            if let Some(edited) = &grant.edited {
+                return Err(GuardError::Edited {
+                    id: grant.request_id,
+                    approved: grant.digest,
+                    action: edited.clone(),
+                });
+            }
             return Err(GuardError::DigestMismatch {
                 id: grant.request_id,
                 approved: grant.digest,

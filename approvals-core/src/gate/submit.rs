@@ -62,6 +62,44 @@ impl Gate {
         .await
     }
 
+    /// [`run`](Gate::run) for an action whose policy rule lets reviewers edit it
+    /// ([`edit`](crate::edit)): `f` receives the action that was approved, either `action` as
+    /// asked or the version reviewers edited, and must perform that one. The grant is consumed
+    /// for it, so only it can run.
+    ///
+    /// ```no_run
+    /// # async fn demo(gate: approvals_core::Gate) -> Result<(), approvals_core::GuardError> {
+    /// use approvals_core::ActionRequest;
+    /// let export = ActionRequest::new("data.export", "db://prod/customers")
+    ///     .params(serde_json::json!({"rows": 5000}));
+    /// gate.run_approved(&export, |approved| async move {
+    ///     let rows = approved.params["rows"].as_u64().unwrap_or(0);
+    ///     println!("exporting {rows} rows");
+    ///     Ok::<_, approvals_core::GuardError>(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub async fn run_approved<A, F, Fut, T, E>(&self, action: &A, f: F) -> Result<T, E>
+    where
+        A: Action + ?Sized,
+        F: FnOnce(ActionRequest) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<GuardError> + std::fmt::Display,
+    {
+        async move {
+            let grant = self.guard_unspanned(action).await?;
+            let approved = match grant.edited_action() {
+                Some(edited) => edited.clone(),
+                None => action.to_request(),
+            };
+            let performed = approved.clone();
+            Box::pin(self.execute(grant, &approved, move || f(performed))).await
+        }
+        .instrument(observe::request_span())
+        .await
+    }
+
     /// Evaluates policy and, if approval is needed, stores and dispatches the request without
     /// waiting. Use [`wait`](Gate::wait) later (possibly in another process) to get the grant.
     ///
@@ -181,6 +219,7 @@ impl Gate {
                     policy_version,
                     approved: false,
                     initiator,
+                    edited: None,
                 }))
             }
             Decision::Deny { rule, reason } => {
@@ -367,7 +406,9 @@ impl Gate {
         key: &str,
         digest: Digest,
     ) -> Result<Submission, GuardError> {
-        if existing.digest != digest {
+        // Compared with the action as it was asked for: a retry of a request reviewers have
+        // since edited re-attaches, and its wait returns the edited action.
+        if existing.asked_digest() != digest {
             return Err(GuardError::IdempotencyConflict {
                 key: key.to_owned(),
                 existing: existing.id,

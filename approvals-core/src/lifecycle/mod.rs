@@ -43,6 +43,7 @@ use crate::store::{RequestId, RequestRecord, RequestState, Resolution, Unaudited
 
 mod cooldown;
 mod credential;
+mod edit;
 mod plan;
 mod review;
 mod run;
@@ -54,6 +55,7 @@ pub use credential::{
     credential_revoked, outstanding, revoke_at,
 };
 
+pub use edit::{ProposedEdit, edit_audited, propose_edit, review_edited};
 pub use plan::{
     RecordRef, check_plan_len, covering_item, open_under_plan, plan_decision, use_plan_item,
 };

@@ -20,8 +20,12 @@ pub struct Review {
     pub reason: Option<String>,
     /// The channel name.
     pub channel: String,
-    /// The digest the reviewer was shown; when set, it must match the stored request.
+    /// The digest the reviewer was shown; when set, it must match the stored request. Required
+    /// for an edit, and for an approval once the action has been edited.
     pub digest: Option<Digest>,
+    /// For an approval of a changed action ([`edit`](crate::edit)): the parameters as the
+    /// reviewer edited them, in full.
+    pub edit: Option<Box<serde_json::Value>>,
 }
 
 impl Review {
@@ -33,6 +37,7 @@ impl Review {
             reason: None,
             channel: "api".into(),
             digest: None,
+            edit: None,
         }
     }
 
@@ -61,6 +66,14 @@ impl Review {
     /// Binds the review to the digest the reviewer saw.
     pub fn for_digest(mut self, digest: Digest) -> Self {
         self.digest = Some(digest);
+        self
+    }
+
+    /// Approves the action with its parameters changed to `params` (all of them, as edited),
+    /// within what the policy rule lets reviewers edit ([`edit`](crate::edit)). Bind it to the
+    /// digest the reviewer saw with [`for_digest`](Review::for_digest).
+    pub fn edit(mut self, params: serde_json::Value) -> Self {
+        self.edit = Some(Box::new(params));
         self
     }
 }
@@ -98,7 +111,7 @@ fn valid_identity(record: &RequestRecord, reviewer: &Principal) -> Result<(), Re
 
 /// [`may_review`] for an identity already validated: a human, not the initiator or the human
 /// it acts for, allowed by the requirement now.
-fn eligible(record: &RequestRecord, reviewer: &Principal) -> Result<(), ReviewError> {
+pub(super) fn eligible(record: &RequestRecord, reviewer: &Principal) -> Result<(), ReviewError> {
     let id = record.id;
     if reviewer.kind != PrincipalKind::Human {
         return Err(ReviewError::NotHuman {
@@ -147,6 +160,14 @@ pub fn check_review(
             presented,
         });
     }
+    // An edit, or an approval of an edited action, must say which version the reviewer saw.
+    let edited = review.edit.is_some() || record.last_edit().is_some();
+    if review.digest.is_none() && review.verdict == Verdict::Approve && edited {
+        return Err(ReviewError::DigestRequired {
+            id,
+            current: record.digest,
+        });
+    }
     valid_identity(record, reviewer)?;
     // Deny wins: an authorized deny also revokes an approval whose grant is not yet used.
     let revoking = record.state == RequestState::Approved && review.verdict == Verdict::Deny;
@@ -161,7 +182,10 @@ pub fn check_review(
         return Err(ReviewError::Expired { id });
     }
     eligible(record, reviewer)?;
+    // An editor who approved the current version may still edit it: the edit restarts the
+    // count, with their approval of the edited version.
     if review.verdict == Verdict::Approve
+        && review.edit.is_none()
         && record.approvers().iter().any(|p| p.same_identity(reviewer))
     {
         return Err(ReviewError::AlreadyReviewed {
@@ -197,13 +221,21 @@ pub fn check_review_before_reason(
 /// Applies `review`: the accepted review is stored; a deny ends the request (and revokes an
 /// unused approval); an approval that reaches the quorum of distinct humans approves it, with
 /// a grant usable for `grant_ttl`. The decision is flagged unaudited until its events
-/// (`reviewed`, then `approved` or `denied`) are recorded ([`audited`]).
+/// (`reviewed`, then `approved` or `denied`) are recorded ([`audited`]). A review carrying an
+/// edit is applied with [`propose_edit`](super::propose_edit) and
+/// [`review_edited`](super::review_edited) instead, and refused here.
 pub fn review(
     record: &RequestRecord,
     review: &Review,
     now: DateTime<Utc>,
     grant_ttl: TimeDelta,
 ) -> Result<(Step, ReviewOutcome), ReviewError> {
+    if review.edit.is_some() {
+        return Err(ReviewError::EditRefused {
+            id: record.id,
+            why: "an edit needs the policy's decision on the edited action".into(),
+        });
+    }
     check_review(record, review, now)?;
     let accepted = ReviewRecord {
         reviewer: review.reviewer.clone(),
@@ -211,6 +243,7 @@ pub fn review(
         reason: review.reason.clone(),
         channel: review.channel.clone(),
         at: now,
+        edit: None,
     };
     let mut next = record.clone();
     next.reviews.push(accepted.clone());
@@ -233,10 +266,7 @@ pub fn review(
             });
         }
         Verdict::Approve if approvals >= quorum => {
-            next.state = RequestState::Approved;
-            next.mark_unaudited(Verdict::Approve);
-            next.grant_expires_at = Some(now + super::standing::grant_lasts(record, grant_ttl));
-            events.push(approved_event(&next));
+            approve_at_quorum(&mut next, &mut events, now, grant_ttl);
         }
         Verdict::Approve => {}
     }
@@ -246,6 +276,20 @@ pub fn review(
         quorum,
     };
     Ok((Step::new(next, events), outcome))
+}
+
+/// Approves `next`, whose approvals reached the quorum: a grant usable for `grant_ttl` (a
+/// standing grant's own duration for one), flagged unaudited until `approved` is recorded.
+pub(super) fn approve_at_quorum(
+    next: &mut RequestRecord,
+    events: &mut Vec<EventDetail>,
+    now: DateTime<Utc>,
+    grant_ttl: TimeDelta,
+) {
+    next.state = RequestState::Approved;
+    next.mark_unaudited(Verdict::Approve);
+    next.grant_expires_at = Some(now + super::standing::grant_lasts(next, grant_ttl));
+    events.push(approved_event(next));
 }
 
 /// The record once the events of `decision` are recorded: that decision's flag cleared,
@@ -268,6 +312,10 @@ pub fn recover(record: &RequestRecord) -> Result<Option<(Step, Vec<Verdict>)>, G
     let mut next = record.clone();
     let mut events = Vec::new();
     let mut recovered = Vec::new();
+    if unaudited.edit {
+        events.extend(super::edit::last_edit_events(record).unwrap_or_default());
+        next.mark_edit_audited();
+    }
     if unaudited.approval {
         events.push(approved_event(record));
         recovered.push(Verdict::Approve);
@@ -300,7 +348,7 @@ pub fn recover(record: &RequestRecord) -> Result<Option<(Step, Vec<Verdict>)>, G
 }
 
 /// The `reviewed` event of an accepted review, with the approvals counted after it.
-fn reviewed_event(review: &ReviewRecord, approvals: u32, quorum: u32) -> EventDetail {
+pub(super) fn reviewed_event(review: &ReviewRecord, approvals: u32, quorum: u32) -> EventDetail {
     EventDetail::Reviewed {
         reviewer: review.reviewer.clone(),
         verdict: review.verdict,

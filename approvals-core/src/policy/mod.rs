@@ -104,6 +104,11 @@ pub struct Requirement {
     /// is asked for on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standing: Option<StandingLimit>,
+    /// The parameters a reviewer may change before approving, as JSON pointers (`/rows`,
+    /// `/target/role`): a rule's `editable` ([`edit`](crate::edit)). Empty: the action is
+    /// approved or denied as it was asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub editable: Vec<String>,
 }
 
 /// The most a standing grant approved under a rule may allow: how long it lasts and how many
@@ -134,6 +139,7 @@ impl Requirement {
             cooldown_after_denial: None,
             reminders: Vec::new(),
             standing: None,
+            editable: Vec::new(),
         }
     }
 
@@ -147,6 +153,17 @@ impl Requirement {
             users: users.into_iter().map(Into::into).collect(),
             ..Requirement::groups(Vec::<String>::new())
         }
+    }
+
+    /// Lets reviewers change these parameters (JSON pointers such as `/rows`) before they
+    /// approve ([`editable`](Requirement::editable)).
+    pub fn editable<I, S>(mut self, pointers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.editable = pointers.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Sets the quorum.

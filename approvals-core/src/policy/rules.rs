@@ -25,6 +25,7 @@
 //! remind_at = ["50%", "90%"]
 //! standing_grant_max = "8h"
 //! standing_grant_max_uses = 50
+//! editable = ["rows", "columns"]
 //!
 //! [[rules]]
 //! name = "no-drops"
@@ -60,6 +61,12 @@
 //! actions ([`standing`](crate::standing)). The grant needs this rule's approvers and quorum;
 //! without these keys every action is asked for on its own.
 //!
+//! `editable` (at most 20 parameter paths, dotted or JSON pointers, each naming a parameter
+//! the action has): a reviewer may change these parameters before approving, and nothing else
+//! ([`edit`](crate::edit)). The policy is asked again about the edited action, which has its
+//! own digest and needs the quorum again. Without this key, an action is approved or denied
+//! as it was asked for.
+//!
 //! Approver and escalation `users` and `groups` are checked when the file loads: an id or
 //! group name with invisible, bidi-control or mixed-script characters is refused with the rule
 //! and entry named (see [`identity`](crate::identity)), and the loaded requirement holds their
@@ -93,6 +100,8 @@ const MAX_STANDING: Duration = Duration::from_secs(30 * 24 * 3600);
 pub(crate) const MAX_STANDING_USES: u32 = 10_000;
 /// `standing_grant_max_uses` when a rule sets only `standing_grant_max`.
 const DEFAULT_STANDING_USES: u32 = 100;
+/// The most parameters one rule may let reviewers edit.
+const MAX_EDITABLE: usize = 20;
 
 /// A policy file could not be loaded. Says where and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -378,6 +387,8 @@ struct OutcomeSpec {
     standing_grant_max: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     standing_grant_max_uses: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    editable: Vec<String>,
 }
 
 impl Default for OutcomeSpec {
@@ -394,6 +405,7 @@ impl Default for OutcomeSpec {
             remind_at: Vec::new(),
             standing_grant_max: None,
             standing_grant_max_uses: None,
+            editable: Vec::new(),
         }
     }
 }
@@ -409,10 +421,11 @@ impl OutcomeSpec {
             || !self.remind_at.is_empty()
             || self.standing_grant_max.is_some()
             || self.standing_grant_max_uses.is_some()
+            || !self.editable.is_empty()
             || self.reason_required;
         match self.effect {
             Effect::Allow | Effect::Deny if approval_only => Err(format!(
-                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at, standing_grant_max, standing_grant_max_uses and reason_required only apply to effect = \"require_approval\""
+                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at, standing_grant_max, standing_grant_max_uses, editable and reason_required only apply to effect = \"require_approval\""
             )),
             Effect::Deny if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) => {
                 Err(format!(
@@ -484,6 +497,7 @@ impl OutcomeSpec {
             }
         }
         self.standing_limit(who)?;
+        editable_pointers(&self.editable).map_err(|e| format!("{who}: editable: {e}"))?;
         Ok(())
     }
 
@@ -549,10 +563,51 @@ impl OutcomeSpec {
                             .and_then(|c| parse_duration(c).ok()),
                         reminders: reminder_points(&self.remind_at).unwrap_or_default(),
                         standing: self.standing_limit("").ok().flatten(),
+                        editable: editable_pointers(&self.editable).unwrap_or_default(),
                     }),
                 }
             }
         }
+    }
+}
+
+/// `editable` as JSON pointers, each path once: at most [`MAX_EDITABLE`], none empty.
+fn editable_pointers(paths: &[String]) -> Result<Vec<String>, String> {
+    if paths.len() > MAX_EDITABLE {
+        return Err(format!(
+            "at most {MAX_EDITABLE} parameters, not {}",
+            paths.len()
+        ));
+    }
+    let mut pointers: Vec<String> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let segments = param_segments(path);
+        if path.trim().is_empty() || segments.iter().any(String::is_empty) {
+            return Err(format!(
+                "{path:?} is not a parameter path like \"rows\", \"target.role\" or \"/items/0\""
+            ));
+        }
+        let pointer: String = segments
+            .iter()
+            .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+            .collect();
+        if pointers.contains(&pointer) {
+            return Err(format!("{path:?} is listed twice"));
+        }
+        pointers.push(pointer);
+    }
+    Ok(pointers)
+}
+
+/// The segments of a parameter path: a JSON pointer (`/items/0`) or a dotted path
+/// (`target.role`).
+fn param_segments(path: &str) -> Vec<String> {
+    match path.strip_prefix('/') {
+        Some(pointer) => pointer
+            .split('/')
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => path.split('.').map(str::to_owned).collect(),
     }
 }
 
@@ -784,14 +839,7 @@ struct Predicate {
 
 impl Predicate {
     fn compile(spec: &PredicateSpec) -> Predicate {
-        let path = if let Some(pointer) = spec.param.strip_prefix('/') {
-            pointer
-                .split('/')
-                .map(|p| p.replace("~1", "/").replace("~0", "~"))
-                .collect()
-        } else {
-            spec.param.split('.').map(str::to_owned).collect()
-        };
+        let path = param_segments(&spec.param);
         // `CheckedRule` guarantees exactly one operator is set.
         let op = if let Some(v) = &spec.eq {
             Operator::Eq(v.clone())
@@ -1511,5 +1559,44 @@ reason = "billing agents never delete"
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn editable_parameters_load_as_pointers_and_bad_lists_are_refused() {
+        let policy = RulePolicy::from_toml(
+            "version = 1\ndefault = \"deny\"\n[[rules]]\nname = \"e\"\nkind = \"data.export\"\neffect = \"require_approval\"\napprovers = { groups = [\"x\"] }\neditable = [\"rows\", \"filter.region\", \"/a~1b\"]\n",
+        )
+        .expect("loads");
+        let request = ActionRequest::new("data.export", "db://x");
+        let Ok(Decision::RequireApproval { requirement, .. }) = policy.evaluate(&request) else {
+            panic!("approval expected");
+        };
+        assert_eq!(requirement.editable, ["/rows", "/filter/region", "/a~1b"]);
+        let rule = |editable: &str, effect: &str| {
+            format!(
+                "version = 1\ndefault = \"deny\"\n[[rules]]\nname = \"e\"\nkind = \"k\"\neffect = \"{effect}\"\n{}editable = {editable}\n",
+                if effect == "require_approval" {
+                    "approvers = { groups = [\"x\"] }\n"
+                } else {
+                    ""
+                }
+            )
+        };
+        let many: Vec<String> = (0..21).map(|i| format!("\"p{i}\"")).collect();
+        for (editable, effect, says) in [
+            ("[\"rows\"]", "allow", "only apply to effect"),
+            ("[\"\"]", "require_approval", "not a parameter path"),
+            ("[\"a..b\"]", "require_approval", "not a parameter path"),
+            ("[\"/\"]", "require_approval", "not a parameter path"),
+            ("[\"rows\", \"/rows\"]", "require_approval", "listed twice"),
+            (
+                &format!("[{}]", many.join(", ")),
+                "require_approval",
+                "at most 20",
+            ),
+        ] {
+            let error = load_error(&rule(editable, effect)).to_string();
+            assert!(error.contains(says), "{editable}: {error}");
+        }
     }
 }

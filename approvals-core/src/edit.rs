@@ -1,0 +1,297 @@
+//! Edits on approve: a reviewer approves a changed version of an action, changing only the
+//! parameters the policy rule lists as `editable`, each to a value of the same JSON type.
+//!
+//! What an edit may change is decided here, once, for every channel: [`edit_action`] takes the
+//! stored action and the parameters a reviewer proposes and returns the edited action with
+//! what changed, or why the edit is refused. The rest of the rule (the policy asked again
+//! about the edited action, its new digest, the quorum counted again) is the lifecycle's
+//! ([`lifecycle::edit`](crate::lifecycle::edit)).
+//!
+//! ```
+//! use approvals_core::edit::edit_action;
+//! use approvals_core::ActionRequest;
+//! use serde_json::json;
+//!
+//! let asked = ActionRequest::new("data.export", "db://prod/customers")
+//!     .params(json!({"rows": 5000, "table": "customers"}));
+//! let editable = vec!["/rows".to_owned()];
+//! let (edited, changes) = edit_action(&asked, &editable, &json!({"rows": 500, "table": "customers"}))
+//!     .expect("rows may change");
+//! assert_eq!(edited.params["rows"], 500);
+//! assert_eq!(changes[0].field, "/rows");
+//! // Anything else is refused.
+//! assert!(edit_action(&asked, &editable, &json!({"rows": 500, "table": "orders"})).is_err());
+//! ```
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::plan::PLAN_KIND;
+use crate::policy::Decision;
+use crate::request::{ActionRequest, Digest};
+use crate::standing::STANDING_KIND;
+
+/// The most parameters one edit may change: a rule lists at most this many.
+pub const MAX_EDITED_FIELDS: usize = 20;
+
+/// One parameter a reviewer changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// Which parameter, as a JSON pointer (`/rows`).
+    pub field: String,
+    /// Its value as asked for.
+    pub before: Value,
+    /// Its value as approved.
+    pub after: Value,
+}
+
+/// An edit, as stored with the review that made it: the digest it replaced, the digest of the
+/// edited action, what changed, and the policy's decision on the edited action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditRecord {
+    /// The digest of the action before this edit.
+    pub from: Digest,
+    /// The digest of the edited action: what the quorum is counted against from now on.
+    pub to: Digest,
+    /// The parameters that changed.
+    pub changes: Vec<FieldChange>,
+    /// What the policy decided about the edited action.
+    pub decision: Decision,
+}
+
+/// Why an edit is refused. Each says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditRefusal {
+    /// The policy rule lists no editable parameters.
+    #[error("the policy rule does not let reviewers edit this action; approve or deny it as asked")]
+    NotEditable,
+    /// Standing grants and plans are approved as proposed.
+    #[error("a {0} cannot be edited; deny it and propose another")]
+    ReservedKind(&'static str),
+    /// An action carrying a preview: the preview shows the original's effect.
+    #[error(
+        "this action carries a preview of what it would change; an edited action would not match it, so deny it and ask for a new one"
+    )]
+    HasPreview,
+    /// The edited parameters are not what was asked for with editable values changed.
+    #[error("{0}")]
+    OutOfBounds(String),
+    /// Nothing changed.
+    #[error("the edit changes nothing; approve the action as asked instead")]
+    Unchanged,
+}
+
+/// The action `asked` with the parameters `proposed` by a reviewer, who may change only the
+/// parameters at the JSON pointers `editable`, each of which the action must have, each to a
+/// value of the same JSON type (a number stays a number, a list a list). Everything else
+/// stays as asked: kind, resource, initiator, context, justification. The agent's summary is
+/// dropped, since it described the action before the edit. Returns the edited action and what
+/// changed.
+pub fn edit_action(
+    asked: &ActionRequest,
+    editable: &[String],
+    proposed: &Value,
+) -> Result<(ActionRequest, Vec<FieldChange>), EditRefusal> {
+    match asked.kind.as_str() {
+        STANDING_KIND => return Err(EditRefusal::ReservedKind("standing grant")),
+        PLAN_KIND => return Err(EditRefusal::ReservedKind("plan")),
+        _ => {}
+    }
+    if editable.is_empty() {
+        return Err(EditRefusal::NotEditable);
+    }
+    if asked.context.preview.is_some() {
+        return Err(EditRefusal::HasPreview);
+    }
+    let fields = || editable.join(", ");
+    // What `proposed` must be: the asked parameters with only editable values replaced.
+    let mut expected = Value::clone(&asked.params);
+    let mut changes = Vec::new();
+    for pointer in editable {
+        let Some(before) = asked.params.pointer(pointer) else {
+            continue; // The rule names a parameter this action does not have.
+        };
+        let after = proposed.pointer(pointer).ok_or_else(|| {
+            EditRefusal::OutOfBounds(format!(
+                "the edit leaves out {pointer}; send every parameter, changing only {}",
+                fields()
+            ))
+        })?;
+        if json_type(before) != json_type(after) {
+            return Err(EditRefusal::OutOfBounds(format!(
+                "{pointer} must stay {} (the edit makes it {})",
+                json_type(before),
+                json_type(after)
+            )));
+        }
+        if before != after {
+            changes.push(FieldChange {
+                field: pointer.clone(),
+                before: before.clone(),
+                after: after.clone(),
+            });
+            if let Some(slot) = expected.pointer_mut(pointer) {
+                *slot = after.clone();
+            }
+        }
+    }
+    if &expected != proposed {
+        let field = first_difference(&expected, proposed, String::new());
+        return Err(EditRefusal::OutOfBounds(format!(
+            "{field} may not be changed; reviewers may change only {}",
+            fields()
+        )));
+    }
+    if changes.is_empty() {
+        return Err(EditRefusal::Unchanged);
+    }
+    let mut edited = asked.clone();
+    edited.params = Arc::new(proposed.clone());
+    edited.summary = None;
+    Ok((edited, changes))
+}
+
+/// A JSON value's type, in words.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The JSON pointer of the first place `a` and `b` differ (`""` is the whole value).
+fn first_difference(a: &Value, b: &Value, at: String) -> String {
+    let child = |key: &str| format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                match b.get(key) {
+                    Some(other) if other == value => {}
+                    Some(other) => return first_difference(value, other, child(key)),
+                    None => return child(key),
+                }
+            }
+            b.keys()
+                .find(|key| !a.contains_key(*key))
+                .map(|key| child(key))
+                .unwrap_or(at)
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .map(|i| first_difference(&a[i], &b[i], child(&i.to_string())))
+            .unwrap_or(at),
+        _ if at.is_empty() => "the parameters as a whole".to_owned(),
+        _ => at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preview::Preview;
+    use serde_json::json;
+
+    fn asked() -> ActionRequest {
+        ActionRequest::new("data.export", "db://prod/customers")
+            .params(json!({"rows": 5000, "table": "customers", "filter": {"region": "eu", "tags": ["a"]}}))
+            .summary("Export 5,000 customers")
+    }
+
+    fn pointers(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn an_editable_value_changes_and_nothing_else_does() {
+        let editable = pointers(&["/rows", "/filter/region"]);
+        let proposed =
+            json!({"rows": 10, "table": "customers", "filter": {"region": "us", "tags": ["a"]}});
+        let (edited, changes) = edit_action(&asked(), &editable, &proposed).expect("in bounds");
+        assert_eq!(*edited.params, proposed);
+        assert_ne!(edited.digest(), asked().digest());
+        assert_eq!(
+            edited.summary, None,
+            "the agent's summary described the old action"
+        );
+        assert_eq!(edited.kind, "data.export");
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[1].field, "/filter/region");
+        assert_eq!(changes[1].before, json!("eu"));
+        assert_eq!(changes[1].after, json!("us"));
+    }
+
+    #[test]
+    fn every_change_outside_the_editable_parameters_is_refused() {
+        let editable = pointers(&["/rows"]);
+        let cases = [
+            (
+                json!({"rows": 10, "table": "orders", "filter": {"region": "eu", "tags": ["a"]}}),
+                "/table",
+            ),
+            (
+                json!({"rows": 10, "table": "customers", "filter": {"region": "eu", "tags": ["a", "b"]}}),
+                "/filter/tags",
+            ),
+            (
+                json!({"rows": 10, "table": "customers", "filter": {"region": "eu", "tags": ["a"]}, "extra": 1}),
+                "/extra",
+            ),
+            (
+                json!({"rows": 10, "filter": {"region": "eu", "tags": ["a"]}}),
+                "/table",
+            ),
+            (
+                json!({"rows": "10", "table": "customers", "filter": {"region": "eu", "tags": ["a"]}}),
+                "/rows",
+            ),
+            (
+                json!({"table": "customers", "filter": {"region": "eu", "tags": ["a"]}}),
+                "/rows",
+            ),
+            (json!([1, 2]), "/rows"),
+        ];
+        for (proposed, field) in cases {
+            match edit_action(&asked(), &editable, &proposed) {
+                Err(EditRefusal::OutOfBounds(why)) => {
+                    assert!(why.contains(field), "{proposed}: {why} should name {field}")
+                }
+                other => panic!("{proposed}: expected a refusal naming {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_rule_without_editable_parameters_a_reserved_kind_a_preview_or_no_change_is_refused() {
+        let proposed =
+            json!({"rows": 10, "table": "customers", "filter": {"region": "eu", "tags": ["a"]}});
+        assert_eq!(
+            edit_action(&asked(), &[], &proposed).unwrap_err(),
+            EditRefusal::NotEditable
+        );
+        let editable = pointers(&["/rows"]);
+        let mut plan = asked();
+        plan.kind = PLAN_KIND.into();
+        assert!(matches!(
+            edit_action(&plan, &editable, &proposed),
+            Err(EditRefusal::ReservedKind("plan"))
+        ));
+        let previewed = asked().preview(Preview::diff("-a\n+b\n"));
+        assert_eq!(
+            edit_action(&previewed, &editable, &proposed).unwrap_err(),
+            EditRefusal::HasPreview
+        );
+        assert_eq!(
+            edit_action(&asked(), &editable, &asked().params).unwrap_err(),
+            EditRefusal::Unchanged
+        );
+    }
+}

@@ -154,6 +154,78 @@ pub fn edit_action(
     Ok((edited, changes))
 }
 
+/// How a reviewer's form shows the current value of an editable parameter: text as it is,
+/// anything else as compact JSON (`800`, `true`, `["a","b"]`). [`params_from_fields`] reads
+/// it back.
+pub fn field_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The full parameters a reviewer's form proposes: the action's `params` with each
+/// `(pointer, text)` from the form put in place, the text read as the parameter's own type
+/// (text as it is; a number, true or false, a list or an object as JSON). Every channel
+/// with a form (console, Slack modal, Teams card) reads its inputs through this, then submits
+/// the result as the review's edit; the bounds are checked by [`edit_action`] when it
+/// is decided. A field that is not editable, or not in the action, is refused here.
+pub fn params_from_fields<'a>(
+    params: &Value,
+    editable: &[String],
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Value, EditRefusal> {
+    let mut proposed = params.clone();
+    for (pointer, text) in fields {
+        if !editable.iter().any(|e| e == pointer) {
+            return Err(EditRefusal::OutOfBounds(format!(
+                "{pointer} may not be changed; reviewers may change only {}",
+                editable.join(", ")
+            )));
+        }
+        let Some(slot) = proposed.pointer_mut(pointer) else {
+            return Err(EditRefusal::OutOfBounds(format!(
+                "the action has no parameter {pointer}"
+            )));
+        };
+        *slot = match &*slot {
+            Value::String(_) => Value::String(text.to_owned()),
+            current => {
+                let read: Value = serde_json::from_str(text.trim()).map_err(|_| {
+                    EditRefusal::OutOfBounds(format!(
+                        "{pointer} must be {} written as JSON (it was {:?})",
+                        json_type(current),
+                        crate::text::truncate(text, 40)
+                    ))
+                })?;
+                if json_type(&read) != json_type(current) {
+                    return Err(EditRefusal::OutOfBounds(format!(
+                        "{pointer} must stay {} (the edit makes it {})",
+                        json_type(current),
+                        json_type(&read)
+                    )));
+                }
+                read
+            }
+        };
+    }
+    Ok(proposed)
+}
+
+impl FieldChange {
+    /// One line for people: `/rows: 800 → 200`, each value as [`field_text`] shows it, cut to
+    /// `budget` characters each. Surfaces escape it for their own format.
+    pub fn line(&self, budget: usize) -> String {
+        let cut = |v: &Value| crate::text::truncate(&field_text(v), budget).into_owned();
+        format!(
+            "{}: {} → {}",
+            self.field,
+            cut(&self.before),
+            cut(&self.after)
+        )
+    }
+}
+
 /// A JSON value's type, in words.
 fn json_type(value: &Value) -> &'static str {
     match value {
@@ -267,6 +339,49 @@ mod tests {
                 other => panic!("{proposed}: expected a refusal naming {field}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn form_fields_are_read_as_each_parameters_own_type() {
+        let editable = pointers(&["/rows", "/filter/region", "/filter/tags"]);
+        let params = asked().params;
+        assert_eq!(field_text(&params["rows"]), "5000");
+        assert_eq!(field_text(&params["filter"]["region"]), "eu");
+        let proposed = params_from_fields(
+            &params,
+            &editable,
+            [
+                ("/rows", " 250 "),
+                ("/filter/region", "\"us\""),
+                ("/filter/tags", "[\"a\",\"b\"]"),
+            ],
+        )
+        .expect("read");
+        assert_eq!(proposed["rows"], json!(250));
+        assert_eq!(
+            proposed["filter"]["region"],
+            json!("\"us\""),
+            "text stays text"
+        );
+        assert_eq!(proposed["filter"]["tags"], json!(["a", "b"]));
+        for (field, text, says) in [
+            ("/rows", "many", "must be a number"),
+            ("/rows", "\"250\"", "must stay a number"),
+            ("/table", "orders", "may not be changed"),
+            ("/filter/tags", "{}", "must stay a list"),
+        ] {
+            let refused = params_from_fields(&params, &editable, [(field, text)]).unwrap_err();
+            assert!(
+                refused.to_string().contains(says),
+                "{field}={text}: {refused}"
+            );
+        }
+        let change = FieldChange {
+            field: "/rows".into(),
+            before: json!(5000),
+            after: json!(250),
+        };
+        assert_eq!(change.line(40), "/rows: 5000 → 250");
     }
 
     #[test]

@@ -471,6 +471,7 @@ async fn wait(
         reason: record.resolution.as_ref().and_then(|r| r.reason.clone()),
         review_url: shared.review_url(request, id),
         unanswered_reminders: approvals_core::lifecycle::unanswered_reminders(&record),
+        edited: crate::view::EditedView::of(&record),
     };
     if let Some(grant) = grant
         && record.state == RequestState::Approved

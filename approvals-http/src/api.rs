@@ -99,6 +99,11 @@ async fn route(
             };
             let body: ActionBody = parse_body(request)?;
             let reason = check_reason(body.reason)?;
+            if body.params.is_some() && *action != "approve" {
+                return Err(Problem::bad_request(
+                    "params (the edited parameters) go only with approve",
+                ));
+            }
             if *action == "cancel" {
                 if body.digest.is_some() {
                     return Err(Problem::bad_request(
@@ -123,7 +128,12 @@ async fn route(
             } else {
                 Verdict::Deny
             };
-            decide(shared, id, principal, verdict, reason, digest, API_CHANNEL).await?;
+            let review = Review::new(principal, verdict);
+            let review = match body.params {
+                Some(params) => review.edit(params),
+                None => review,
+            };
+            decide(shared, id, review, reason, digest, API_CHANNEL).await?;
             let record = crate::shared::load(&shared.gate, id).await?;
             Ok(json_response(StatusCode::OK, &RequestView::of(&record)))
         }
@@ -133,23 +143,18 @@ async fn route(
     }
 }
 
-/// Applies a review through the gate, after the channel-level check that the reviewer is a
-/// human (the gate checks it again, with everything else).
+/// Applies `review` (a verdict, and for an approval perhaps edited parameters) through the
+/// gate with its reason and the digest the reviewer saw. The gate applies (and audits) every
+/// rule, agents and services included.
 pub(crate) async fn decide(
     shared: &Shared,
     id: RequestId,
-    reviewer: Principal,
-    verdict: Verdict,
+    review: Review,
     reason: Option<String>,
     digest: Option<Digest>,
     channel: &str,
 ) -> Result<approvals_core::ReviewOutcome, Problem> {
-    // The gate applies (and audits) every rule, agents and services included.
-    let mut review = match verdict {
-        Verdict::Approve => Review::approve(reviewer),
-        Verdict::Deny => Review::deny(reviewer),
-    }
-    .via(channel);
+    let mut review = review.via(channel);
     if let Some(reason) = reason {
         review = review.reason(reason);
     }
@@ -258,6 +263,9 @@ struct ActionBody {
     reason: Option<String>,
     #[serde(default)]
     digest: Option<String>,
+    /// For an approval of a changed action: every parameter, as edited.
+    #[serde(default)]
+    params: Option<serde_json::Value>,
 }
 
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(
@@ -267,7 +275,11 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(
         return Ok(T::default());
     }
     let fields = json_object(request)?;
-    if let Some((name, _)) = fields.iter().find(|(_, v)| !v.is_string()) {
+    // Every field is text, except an approval's edited parameters.
+    if let Some((name, _)) = fields
+        .iter()
+        .find(|(name, v)| !v.is_string() && !(*name == "params" && v.is_object()))
+    {
         return Err(Problem::bad_request(format!(
             "{:?} must be a string; leave it out instead of sending null",
             crate::html::truncate(name, 40)

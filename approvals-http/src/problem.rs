@@ -177,6 +177,18 @@ impl From<ReviewError> for Problem {
                 "The action changed",
                 detail,
             ),
+            ReviewError::DigestRequired { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "digest_required",
+                "Say which version you reviewed",
+                detail,
+            ),
+            ReviewError::EditRefused { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "edit_refused",
+                "The edit is refused",
+                detail,
+            ),
             ReviewError::NotStanding(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "not_standing",
@@ -231,6 +243,7 @@ impl From<GuardError> for Problem {
                 with_state(Problem::conflict("cancelled", detail), "cancelled")
             }
             GuardError::DigestMismatch { .. } => Problem::conflict("digest_mismatch", detail),
+            GuardError::Edited { .. } => Problem::conflict("edited", detail),
             GuardError::GrantUsed { state, .. } => {
                 with_state(Problem::conflict("grant_used", detail), &state.to_string())
             }

@@ -35,8 +35,13 @@ pub struct RequestView {
     pub initiator: Option<Initiator>,
     /// Environment, ticket, commit, impact, risk, links, labels.
     pub context: RequestContext,
-    /// The SHA-256 digest an approval is bound to.
+    /// The SHA-256 digest an approval is bound to: the edited action's once a reviewer edited
+    /// it.
     pub digest: Digest,
+    /// When a reviewer edited the action: the digest it had when it was asked for (each edit,
+    /// with what changed, is in `reviews`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_digest: Option<Digest>,
     /// Who may approve and how many must.
     pub requirement: RequirementView,
     /// Distinct approvals so far.
@@ -86,6 +91,10 @@ pub struct RequirementView {
     pub escalation_users: Vec<String>,
     /// Further reviewer groups allowed after escalation.
     pub escalation_groups: Vec<String>,
+    /// The parameters (JSON pointers) a reviewer may change before approving; empty when the
+    /// action is approved or denied as asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub editable: Vec<String>,
 }
 
 impl RequestView {
@@ -104,6 +113,7 @@ impl RequestView {
             initiator: req.initiator.as_deref().cloned(),
             context: (*req.context).clone(),
             digest: record.digest,
+            asked_digest: record.last_edit().map(|_| record.asked_digest()),
             requirement: RequirementView {
                 users: r.users.clone(),
                 groups: r.groups.clone(),
@@ -119,6 +129,7 @@ impl RequestView {
                     .as_ref()
                     .map(|e| e.groups.clone())
                     .unwrap_or_default(),
+                editable: r.editable.clone(),
             },
             approvals: record.approvers().len() as u32,
             policy_rule: record.policy_rule.clone(),
@@ -332,6 +343,44 @@ pub struct WaitResult {
     /// has, or when none was due): the sign that nobody has looked at it yet.
     #[serde(default)]
     pub unanswered_reminders: u32,
+    /// When reviewers approved a changed version of the action: that version's parameters,
+    /// the only ones the grant runs (kind and resource never change), and what changed. Run
+    /// the action with these parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<EditedView>,
+}
+
+/// The edited action an agent runs (the `Edited` schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditedView {
+    /// The digest of the action as it was asked for.
+    pub asked_digest: Digest,
+    /// Every parameter of the approved action.
+    pub params: Value,
+    /// The parameters reviewers changed, with their values before and after.
+    pub changes: Vec<approvals_core::edit::FieldChange>,
+}
+
+impl EditedView {
+    /// The edit of `record`, when a reviewer edited it.
+    pub fn of(record: &RequestRecord) -> Option<Self> {
+        let mut changes: Vec<approvals_core::edit::FieldChange> = Vec::new();
+        for review in &record.reviews {
+            for change in review.edit.iter().flat_map(|e| &e.changes) {
+                // Several edits of one field: first value before, last value after.
+                match changes.iter_mut().find(|c| c.field == change.field) {
+                    Some(seen) => seen.after = change.after.clone(),
+                    None => changes.push(change.clone()),
+                }
+            }
+        }
+        changes.retain(|c| c.before != c.after);
+        record.last_edit().map(|_| EditedView {
+            asked_digest: record.asked_digest(),
+            params: (*record.request.params).clone(),
+            changes,
+        })
+    }
 }
 
 /// The answer of `POST /v1/requests/{id}/executions` and `.../executions/outcome` (the

@@ -10,6 +10,7 @@
 //! request pages and `fragments` the pieces every page shares. Sessions are kept by
 //! `crate::session`.
 
+mod edit;
 mod fragments;
 mod pages;
 mod plan;
@@ -424,9 +425,10 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
             "The form did not come from this console (its security token or origin did not match), so nothing was decided. Open the request in the console and decide there.",
         );
     };
-    let verdict = match fields.get("verdict").map(String::as_str) {
-        Some("approve") => Verdict::Approve,
-        Some("deny") => Verdict::Deny,
+    let (verdict, edited) = match fields.get("verdict").map(String::as_str) {
+        Some("approve") => (Verdict::Approve, false),
+        Some("approve_edited") => (Verdict::Approve, true),
+        Some("deny") => (Verdict::Deny, false),
         _ => {
             return detail_page(
                 shared,
@@ -459,6 +461,39 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
         .for_digest(digest);
     if let Some(reason) = reason {
         review = review.reason(reason);
+    }
+    if edited {
+        // Read against the version the reviewer saw; the gate checks that it is still current.
+        let read = match shared.gate.get(id).await {
+            Ok(Some(record)) if record.digest == digest => edit::proposed_params(&record, &fields),
+            Ok(_) => Err(
+                "The action changed since it was shown to you; look at it again before deciding."
+                    .to_owned(),
+            ),
+            Err(e) => Err(format!("Nothing was decided: {e}")),
+        };
+        match read {
+            Ok(params) => review = review.edit(params),
+            Err(why) => {
+                let _ = shared
+                    .gate
+                    .record_rejected_callback(
+                        id,
+                        Some(v.principal.clone()),
+                        CONSOLE_CHANNEL,
+                        RejectCause::EditRefused,
+                        &why,
+                    )
+                    .await;
+                return detail_page(
+                    shared,
+                    &v,
+                    id,
+                    Some((StatusCode::UNPROCESSABLE_ENTITY, why)),
+                )
+                .await;
+            }
+        }
     }
     // The gate applies (and audits) every rule; the reviewer reads its one-sentence refusal.
     match shared.gate.decide(id, review).await {

@@ -260,6 +260,8 @@ fn render_detail(
         record.digest
     );
 
+    b.push_str(&super::edit::edits_card(record));
+
     if let Some(preview) = &req.context.preview {
         preview_section(&mut b, preview);
     }
@@ -543,6 +545,7 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
         ),
     };
     let reason_required = matches!((&approve, &deny), (Ok(true), _) | (_, Ok(true)));
+    let edit = super::edit::edit_form(record, v, approve.is_ok(), reason_required);
     format!(
         r#"<section class="card decide"><h2>Your decision</h2>
 <form method="post" action="/console/requests/{id}/decision" class="stack">
@@ -552,7 +555,7 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
 <textarea id="reason" name="reason" rows="3" maxlength="2000" placeholder="Why you approve or deny (recorded in the audit trail)"{required}></textarea>
 {refused}<div class="buttons">{buttons}</div>
 <p class="hint">Deciding as {me}. Approving lets exactly this action run once (digest <code>{short}</code>).</p>
-</form></section>"#,
+</form></section>{edit}"#,
         id = record.id,
         csrf = escape(&v.csrf),
         digest = record.digest,

@@ -13,6 +13,8 @@ use approvals_http::{ReviewServer, Tokens};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 
+pub mod console;
+
 pub const SAM: &str = "tok-sam-reviewer-security";
 pub const DANA: &str = "tok-dana-requester";
 pub const EVE: &str = "tok-eve-no-groups";

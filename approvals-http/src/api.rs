@@ -278,7 +278,7 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(
     // Every field is text, except an approval's edited parameters.
     if let Some((name, _)) = fields
         .iter()
-        .find(|(name, v)| !v.is_string() && !(*name == "params" && v.is_object()))
+        .find(|(name, v)| !(v.is_string() || (*name == "params" && v.is_object())))
     {
         return Err(Problem::bad_request(format!(
             "{:?} must be a string; leave it out instead of sending null",

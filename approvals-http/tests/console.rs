@@ -8,10 +8,9 @@ use approvals_core::{
 };
 use approvals_http::ReviewServer;
 use approvals_testkit::hostile;
-use bytes::Bytes;
 use common::console::*;
 use common::*;
-use http::{Method, Request, header};
+use http::Method;
 
 /// Origin header, form fields, expected status.
 type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, u16);

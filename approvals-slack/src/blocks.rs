@@ -1,7 +1,8 @@
 //! Block Kit rendering: the request message (pending and every resolution) and the reason
 //! modal. Untrusted values are made inert (see [`crate::text`]) and every text field is bounded
 //! by its Block Kit limit (see [`crate::limits`]) after escaping, with truncation that points
-//! at the digest the approval is bound to.
+//! at the digest the approval is bound to. Edit on approve's button, modal and "edited" block
+//! are in [`edit`].
 
 use std::fmt::Write as _;
 
@@ -15,6 +16,13 @@ use url::Url;
 use crate::limits;
 use crate::text::{
     is_web_url, mrkdwn, mrkdwn_bounded, one_line, printable, truncate, truncate_mrkdwn,
+};
+
+pub mod edit;
+
+pub use edit::{
+    ACTION_EDIT, EDIT_ACTION_ID, EDIT_BLOCK_PREFIX, EDIT_CALLBACK_ID, EditableField, edit_modal,
+    editable_fields,
 };
 
 /// `action_id` of the Approve button.
@@ -358,6 +366,9 @@ pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> 
         "type": "section",
         "text": md(&status_line(record), limits::MAX_SECTION_TEXT_CHARS),
     }));
+    if let Some(edited) = edit::edited_block(record) {
+        blocks.push(edited);
+    }
     if let Some(summary) = shown(req.summary.as_deref()) {
         blocks.push(labelled_text("Summary", summary, digest, false));
     }
@@ -491,7 +502,8 @@ pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> 
     Message { text, blocks }
 }
 
-/// The Approve and Deny buttons of a pending request, both carrying the request id and digest.
+/// The Approve and Deny buttons of a pending request, both carrying the request id and digest,
+/// and "Edit and approve" between them when reviewers may edit it ([`edit::editable_fields`]).
 fn buttons(record: &RequestRecord) -> Value {
     let req = &record.request;
     let value = ButtonValue {
@@ -529,7 +541,10 @@ fn buttons(record: &RequestRecord) -> Value {
             limits::MAX_BLOCK_ID_CHARS,
             "",
         ),
-        "elements": [approve, button(ACTION_DENY, "Deny", "danger")],
+        "elements": std::iter::once(approve)
+            .chain(edit::edit_button(record, &value))
+            .chain([button(ACTION_DENY, "Deny", "danger")])
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -11,6 +11,9 @@
 //! background task: it maps the clicker to a principal through the identity resolver, applies
 //! the review with [`Gate::decide`] (bound to the digest on the button), and tells the clicker
 //! what happened with an ephemeral reply through the interaction's `response_url`.
+//!
+//! Edit on approve (the "Edit and approve" button, its modal and submission) is in the `edit`
+//! submodule; the modal's sealed metadata and the answers to Slack in `modal`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,18 +23,18 @@ use std::task::{Context, Poll};
 
 use approvals_core::lifecycle;
 use approvals_core::{
-    Digest, Gate, IdentityError, IdentityResolver, Principal, RejectCause, RequestId,
-    RequestRecord, RequestState, Review, ReviewError, ReviewOutcome, Verdict,
+    Gate, IdentityError, IdentityResolver, Principal, RejectCause, RequestId, RequestRecord,
+    RequestState, Review, ReviewError, ReviewOutcome, Verdict,
 };
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::SlackClient;
 use crate::approver::{CHANNEL, SlackApprover};
 use crate::blocks::{
-    ACTION_APPROVE, ACTION_DENY, ButtonValue, MAX_REASON_CHARS, REASON_ACTION_ID, REASON_BLOCK_ID,
-    REASON_CALLBACK_ID, reason_modal,
+    ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, ButtonValue, EDIT_CALLBACK_ID, MAX_REASON_CHARS,
+    REASON_ACTION_ID, REASON_BLOCK_ID, REASON_CALLBACK_ID, reason_modal,
 };
 use crate::signature::{
     ConfigError, DEFAULT_REPLAY_CAPACITY, ReplayError, ReplayGuard, SIGNATURE_HEADER,
@@ -45,8 +48,11 @@ const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Default largest accepted request body, in bytes. Slack's `block_actions` payloads carry
 /// the whole message, form-encoded.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-const METADATA_DOMAIN: &str = "approvals-slack/modal/v1";
-const MAX_METADATA_CHARS: usize = 3000;
+
+mod edit;
+mod modal;
+
+use modal::{Ack, Answer, ModalMetadata, ack_response};
 
 // ----------------------------------------------------------------------------------------
 // Payloads, as Slack documents them (only the fields used here).
@@ -143,61 +149,6 @@ impl Interaction {
             .ok()
             .map(|m| m.request_id)
     }
-}
-
-/// What the modal carries from the click to the submission; sealed with a MAC under the
-/// signing secret so it cannot be altered on the way.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ModalMetadata {
-    #[serde(rename = "r")]
-    request_id: RequestId,
-    #[serde(rename = "d")]
-    digest: Digest,
-    #[serde(rename = "a")]
-    verdict: Verdict,
-    #[serde(rename = "u")]
-    user: String,
-    #[serde(rename = "q")]
-    reason_required: bool,
-    #[serde(rename = "ru", default, skip_serializing_if = "Option::is_none")]
-    response_url: Option<String>,
-}
-
-impl ModalMetadata {
-    fn seal(&self, secret: &SigningSecret) -> String {
-        let mut meta = self.clone();
-        loop {
-            let body = serde_json::to_string(&meta).unwrap_or_default();
-            let sealed = format!(
-                "{body}.{}",
-                hex::encode(secret.tag(METADATA_DOMAIN, body.as_bytes()))
-            );
-            if sealed.len() <= MAX_METADATA_CHARS || meta.response_url.is_none() {
-                return sealed;
-            }
-            meta.response_url = None;
-        }
-    }
-
-    fn open(sealed: &str, secret: &SigningSecret) -> Option<Self> {
-        let (body, tag) = sealed.rsplit_once('.')?;
-        let mut presented = [0u8; 32];
-        hex::decode_to_slice(tag, &mut presented).ok()?;
-        let expected = secret.tag(METADATA_DOMAIN, body.as_bytes());
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &presented[..])) {
-            return None;
-        }
-        serde_json::from_str(body).ok()
-    }
-}
-
-/// What to answer Slack with, immediately.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Ack {
-    /// An empty 200 (closes a modal; acknowledges a click).
-    Empty,
-    /// A JSON answer (modal validation errors).
-    Json(Value),
 }
 
 // ----------------------------------------------------------------------------------------
@@ -400,18 +351,46 @@ impl SlackInteractions {
     /// current tokio runtime), `401` for a missing, stale, future, forged or replayed
     /// signature, `413` for an oversized body, `400` for a malformed payload, `405` for a
     /// method other than POST. Refusals change nothing.
+    ///
+    /// An edit submitted in the edit modal is decided after this answer, so a refused edit
+    /// is told in an ephemeral reply; [`handle_async`](Self::handle_async) (used by the
+    /// [`tower::Service`], the axum router and Socket Mode) waits for the decision and shows a
+    /// refused edit in the modal, where the reviewer can fix it.
     pub fn handle(&self, request: http::Request<Bytes>) -> http::Response<Bytes> {
+        match self.answer(request) {
+            Ok(answer) => ack_response(answer.now()),
+            Err(response) => response,
+        }
+    }
+
+    /// [`handle`](Self::handle), waiting (at most 2.5 seconds, within Slack's 3) for the
+    /// decision on an edit submitted in the edit modal, so a refused edit is shown in the
+    /// modal next to the input to fix.
+    pub async fn handle_async(&self, request: http::Request<Bytes>) -> http::Response<Bytes> {
+        match self.answer(request) {
+            Ok(answer) => ack_response(answer.wait().await),
+            Err(response) => response,
+        }
+    }
+
+    /// Authenticates `request` and starts the work; `Err` is a refusal to answer as it is.
+    // The refusal is the response itself, built once per refused request: no need to box it.
+    #[allow(clippy::result_large_err)]
+    fn answer(&self, request: http::Request<Bytes>) -> Result<Answer, http::Response<Bytes>> {
         use http::StatusCode as S;
         if request.method() != http::Method::POST {
-            return text_response(
+            return Err(text_response(
                 S::METHOD_NOT_ALLOWED,
                 "Slack interactivity requests are POSTs",
-            );
+            ));
         }
         let inner = &self.inner;
         let body = request.body();
         if body.len() > inner.max_body {
-            return text_response(S::PAYLOAD_TOO_LARGE, "request body too large");
+            return Err(text_response(
+                S::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
         }
         let now = unix_now();
         let verified = match inner.secret.verify_at(
@@ -423,7 +402,7 @@ impl SlackInteractions {
             Ok(v) => v,
             Err(e) => {
                 self.audit_refused(body, &e.to_string());
-                return text_response(S::UNAUTHORIZED, &e.to_string());
+                return Err(text_response(S::UNAUTHORIZED, &e.to_string()));
             }
         };
         if let Err(e) = inner.replay.check(&verified, now) {
@@ -432,41 +411,37 @@ impl SlackInteractions {
                 ReplayError::Replayed => S::UNAUTHORIZED,
                 _ => S::SERVICE_UNAVAILABLE,
             };
-            return text_response(status, &e.to_string());
+            return Err(text_response(status, &e.to_string()));
         }
         let Some(payload) = payload_from_form(body) else {
-            return text_response(S::BAD_REQUEST, "expected a form-encoded `payload` field");
+            return Err(text_response(
+                S::BAD_REQUEST,
+                "expected a form-encoded `payload` field",
+            ));
         };
         let interaction: Interaction = match serde_json::from_str(&payload) {
             Ok(i) => i,
             Err(e) => {
-                return text_response(
+                return Err(text_response(
                     S::BAD_REQUEST,
                     &format!("the payload is not an interaction: {e}"),
-                );
+                ));
             }
         };
-        match self.accept(interaction) {
-            Ok(Ack::Empty) => http::Response::new(Bytes::new()),
-            Ok(Ack::Json(value)) => {
-                let mut response = http::Response::new(Bytes::from(value.to_string()));
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
-                response
-            }
-            Err(message) => text_response(S::INTERNAL_SERVER_ERROR, message),
-        }
+        self.accept(interaction)
+            .map_err(|message| text_response(S::INTERNAL_SERVER_ERROR, message))
     }
 
     /// Processes an interaction payload received over Socket Mode (already authenticated by
     /// the connection). Returns the acknowledgement payload, if any.
-    pub(crate) fn accept_socket_payload(&self, payload: Value) -> Option<Value> {
+    pub(crate) async fn accept_socket_payload(&self, payload: Value) -> Option<Value> {
         match serde_json::from_value::<Interaction>(payload) {
             Ok(interaction) => match self.accept(interaction) {
-                Ok(Ack::Json(v)) => Some(v),
-                _ => None,
+                Ok(answer) => match answer.wait().await {
+                    Ack::Json(v) => Some(v),
+                    Ack::Empty => None,
+                },
+                Err(_) => None,
             },
             Err(e) => {
                 tracing::warn!(error = %e, "Socket Mode payload is not an interaction");
@@ -501,7 +476,7 @@ impl SlackInteractions {
     }
 
     /// Checks the workspace and app, decides what to answer now, and starts the work.
-    fn accept(&self, interaction: Interaction) -> Result<Ack, &'static str> {
+    fn accept(&self, interaction: Interaction) -> Result<Answer, &'static str> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the Slack handler must run inside a tokio runtime")?;
         let inner = &self.inner;
@@ -528,16 +503,16 @@ impl SlackInteractions {
         if let Some(why) = foreign {
             let this = self.clone();
             runtime.spawn(async move { this.refuse_foreign(interaction, why).await });
-            return Ok(Ack::Empty);
+            return Ok(Answer::Now(Ack::Empty));
         }
         match interaction.kind.as_str() {
             "block_actions" => {
                 let this = self.clone();
                 runtime.spawn(async move { this.on_click(interaction).await });
-                Ok(Ack::Empty)
+                Ok(Answer::Now(Ack::Empty))
             }
             "view_submission" => Ok(self.on_submission(interaction, &runtime)),
-            _ => Ok(Ack::Empty),
+            _ => Ok(Answer::Now(Ack::Empty)),
         }
     }
 
@@ -607,9 +582,10 @@ impl SlackInteractions {
         let Some(action) = interaction.actions.first() else {
             return;
         };
-        let verdict = match action.action_id.as_str() {
-            ACTION_APPROVE => Verdict::Approve,
-            ACTION_DENY => Verdict::Deny,
+        let (verdict, edit) = match action.action_id.as_str() {
+            ACTION_APPROVE => (Verdict::Approve, false),
+            ACTION_DENY => (Verdict::Deny, false),
+            ACTION_EDIT => (Verdict::Approve, true),
             _ => return, // Not one of ours.
         };
         let Some(button) = action.value.as_deref().and_then(ButtonValue::parse) else {
@@ -647,6 +623,12 @@ impl SlackInteractions {
                 return;
             }
         };
+        if edit {
+            self.ask_edit(&interaction, &record, button, principal)
+                .await;
+            self.heal_clicked_message(&interaction, record.id).await;
+            return;
+        }
         if verdict == Verdict::Deny || record.requirement.reason_required {
             self.ask_reason(&interaction, &record, button, verdict, principal)
                 .await;
@@ -711,23 +693,8 @@ impl SlackInteractions {
         if let Err(refused) =
             lifecycle::check_review_before_reason(record, &dry_run, self.inner.gate.now())
         {
-            if let Some(cause) = refused.cause() {
-                self.inner
-                    .gate
-                    .record_rejected_callback(
-                        record.id,
-                        Some(principal),
-                        CHANNEL,
-                        cause,
-                        &refused.to_string(),
-                    )
-                    .await;
-            }
-            self.reply(
-                response_url,
-                &format!("Not applied: {}", refused.reviewer_message()),
-            )
-            .await;
+            self.refuse_dry_run(record.id, principal, &refused, response_url)
+                .await;
             return;
         }
         let Some(trigger) = interaction.trigger_id.as_deref() else {
@@ -746,6 +713,7 @@ impl SlackInteractions {
             user: interaction.user_id().to_owned(),
             reason_required: required,
             response_url: interaction.response_url.clone(),
+            edit: false,
         }
         .seal(&self.inner.secret);
         let view = reason_modal(record, verdict, required, &metadata);
@@ -758,25 +726,66 @@ impl SlackInteractions {
         }
     }
 
-    fn on_submission(&self, interaction: Interaction, runtime: &tokio::runtime::Handle) -> Ack {
-        let Some(view) = interaction.view.as_ref() else {
-            return Ack::Empty;
-        };
-        if view.callback_id != REASON_CALLBACK_ID {
-            return Ack::Empty; // Not ours.
+    /// Tells the reviewer why the dry run refused their review before any dialog opened, and
+    /// records it when it is a refusal worth auditing.
+    async fn refuse_dry_run(
+        &self,
+        id: RequestId,
+        principal: Principal,
+        refused: &ReviewError,
+        response_url: Option<&str>,
+    ) {
+        if let Some(cause) = refused.cause() {
+            self.inner
+                .gate
+                .record_rejected_callback(id, Some(principal), CHANNEL, cause, &refused.to_string())
+                .await;
         }
-        let invalid = |message: &str| {
-            Ack::Json(json!({
-                "response_action": "errors",
-                "errors": { REASON_BLOCK_ID: message },
-            }))
+        self.reply(
+            response_url,
+            &format!("Not applied: {}", refused.reviewer_message()),
+        )
+        .await;
+    }
+
+    fn on_submission(&self, interaction: Interaction, runtime: &tokio::runtime::Handle) -> Answer {
+        let edit = match interaction.view.as_ref().map(|v| v.callback_id.as_str()) {
+            Some(REASON_CALLBACK_ID) => false,
+            Some(EDIT_CALLBACK_ID) => true,
+            _ => return Answer::Now(Ack::Empty), // Not ours.
         };
+        let (meta, reason) = match self.open_submission(&interaction, runtime, edit) {
+            Ok(opened) => opened,
+            Err(ack) => return Answer::Now(ack),
+        };
+        if edit {
+            return self.on_edit_submission(interaction, meta, reason, runtime);
+        }
+        let this = self.clone();
+        runtime.spawn(async move { this.on_reason(interaction, meta, reason).await });
+        Answer::Now(Ack::Empty)
+    }
+
+    /// What every modal submission must pass: the workspace, the sealed metadata (a broken
+    /// seal is audited as forged), of the kind of modal submitted, opened by the submitter;
+    /// and the reason typed, within its bound and present when required. Returns the metadata
+    /// and the reason, or the errors to show in the modal.
+    fn open_submission(
+        &self,
+        interaction: &Interaction,
+        runtime: &tokio::runtime::Handle,
+        edit: bool,
+    ) -> Result<(ModalMetadata, String), Ack> {
+        let Some(view) = interaction.view.as_ref() else {
+            return Err(Ack::Empty);
+        };
+        let invalid = |message: &str| Ack::errors(REASON_BLOCK_ID, message);
         if view
             .team_id
             .as_deref()
             .is_some_and(|t| !self.inner.teams.iter().any(|a| a == t))
         {
-            return invalid("This dialog belongs to another workspace.");
+            return Err(invalid("This dialog belongs to another workspace."));
         }
         let Some(meta) = ModalMetadata::open(&view.private_metadata, &self.inner.secret) else {
             let this = self.clone();
@@ -794,12 +803,17 @@ impl SlackInteractions {
                         .await;
                 }
             });
-            return invalid(
+            return Err(invalid(
                 "This dialog is not valid any more. Close it and click the button again.",
-            );
+            ));
         };
+        if meta.edit != edit {
+            return Err(invalid(
+                "This dialog is not valid any more. Close it and click the button again.",
+            ));
+        }
         if meta.user != interaction.user_id() {
-            return invalid("This dialog was opened by someone else.");
+            return Err(invalid("This dialog was opened by someone else."));
         }
         let reason = view
             .state
@@ -811,14 +825,12 @@ impl SlackInteractions {
             .unwrap_or("")
             .to_owned();
         if reason.chars().count() > MAX_REASON_CHARS {
-            return invalid("The reason is too long (at most 2000 characters).");
+            return Err(invalid("The reason is too long (at most 2000 characters)."));
         }
         if meta.reason_required && reason.is_empty() {
-            return invalid("A reason is required.");
+            return Err(invalid("A reason is required."));
         }
-        let this = self.clone();
-        runtime.spawn(async move { this.on_reason(interaction, meta, reason).await });
-        Ack::Empty
+        Ok((meta, reason))
     }
 
     async fn on_reason(&self, interaction: Interaction, meta: ModalMetadata, reason: String) {
@@ -912,7 +924,10 @@ impl SlackInteractions {
                 async move {
                     let (parts, body) = request.into_parts();
                     let response = match axum::body::to_bytes(body, this.inner.max_body).await {
-                        Ok(bytes) => this.handle(http::Request::from_parts(parts, bytes)),
+                        Ok(bytes) => {
+                            this.handle_async(http::Request::from_parts(parts, bytes))
+                                .await
+                        }
                         Err(_) => text_response(
                             http::StatusCode::PAYLOAD_TOO_LARGE,
                             "request body too large or unreadable",
@@ -935,8 +950,8 @@ impl tower::Service<http::Request<Bytes>> for SlackInteractions {
     }
 
     fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
-        let response = self.handle(request);
-        Box::pin(std::future::ready(Ok(response)))
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle_async(request).await) })
     }
 }
 
@@ -964,42 +979,5 @@ mod tests {
         assert!(text.chars().count() <= MAX_REPLY_CHARS, "{}", text.len());
         assert!(!text.contains("<!channel>"), "{text}");
         assert_eq!(body["response_type"], "ephemeral");
-    }
-
-    #[test]
-    fn modal_metadata_is_sealed() {
-        let secret = SigningSecret::new("s3cret").expect("secret");
-        let meta = ModalMetadata {
-            request_id: RequestId::new(),
-            digest: Digest([7; 32]),
-            verdict: Verdict::Deny,
-            user: "U1".into(),
-            reason_required: true,
-            response_url: Some("https://hooks.slack.com/actions/T1/1/x".into()),
-        };
-        let sealed = meta.seal(&secret);
-        let opened = ModalMetadata::open(&sealed, &secret).expect("opens");
-        assert_eq!(opened.user, "U1");
-        assert_eq!(opened.verdict, Verdict::Deny);
-        // Any change breaks the seal: flip deny to approve.
-        let forged = sealed.replacen("\"deny\"", "\"approve\"", 1);
-        assert_ne!(forged, sealed);
-        assert!(ModalMetadata::open(&forged, &secret).is_none());
-        let other = SigningSecret::new("other").expect("secret");
-        assert!(ModalMetadata::open(&sealed, &other).is_none());
-        assert!(ModalMetadata::open("garbage", &secret).is_none());
-        // Oversized response URLs are dropped rather than breaking Slack's 3000-char limit.
-        let long = ModalMetadata {
-            response_url: Some(format!("https://hooks.slack.com/{}", "x".repeat(4000))),
-            ..meta
-        };
-        let sealed = long.seal(&secret);
-        assert!(sealed.len() <= MAX_METADATA_CHARS);
-        assert!(
-            ModalMetadata::open(&sealed, &secret)
-                .expect("opens")
-                .response_url
-                .is_none()
-        );
     }
 }

@@ -9,7 +9,9 @@
 //!   `axum` feature. It verifies Slack's signature on the raw bytes, refuses replays, foreign
 //!   workspaces and apps, answers at once, and then applies the review through
 //!   [`approvals_core::Gate::decide`] bound to the digest the reviewer saw. Deny, and Approve
-//!   when the policy requires a reason, ask for the reason in a modal (`views.open`).
+//!   when the policy requires a reason, ask for the reason in a modal (`views.open`). When the
+//!   policy rule lists `editable` parameters, "Edit and approve" opens a modal in which the
+//!   reviewer changes them and approves the edited action ([`blocks::edit`]).
 //! - [`SocketMode`] receives the same interactions over a WebSocket, for agents without a
 //!   public URL.
 //! - Identities: any [`approvals_core::IdentityResolver`] keyed by Slack user id (channel

@@ -284,7 +284,7 @@ impl SocketMode {
                 let mut ack = json!({"envelope_id": envelope_id});
                 if seen.insert(envelope_id) && kind == "interactive" {
                     let payload = message.get("payload").cloned().unwrap_or(Value::Null);
-                    if let Some(response) = self.interactions.accept_socket_payload(payload)
+                    if let Some(response) = self.interactions.accept_socket_payload(payload).await
                         && message
                             .get("accepts_response_payload")
                             .and_then(Value::as_bool)

@@ -1,6 +1,7 @@
 //! Our Block Kit payloads checked with Slack's own Python SDK (`slack_sdk.models`), not only
 //! with our fake: every message state, hostile text of every class, long values that hit each
-//! budget, previews cut and whole, and both reason modals. The SDK parses each block and view,
+//! budget, previews cut and whole, both reason modals, and edit on approve (the "Edit and
+//! approve" button, the edit modal with hostile and long values, the "edited" block). The SDK parses each block and view,
 //! validates its limits, and must give back exactly what we sent (tests/python/check_blocks.py).
 //!
 //! Needs `python3 -m pip install -r .ci/requirements.txt`. Without it the test says so and is
@@ -9,8 +10,13 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use approvals_core::Verdict;
-use approvals_slack::blocks::{reason_modal, request_message, request_message_linked};
+use std::sync::Arc;
+
+use approvals_core::edit::{EditRecord, FieldChange};
+use approvals_core::{Decision, Principal, RequestRecord, ReviewRecord, Verdict};
+use approvals_slack::blocks::{
+    ACTION_EDIT, edit_modal, editable_fields, reason_modal, request_message, request_message_linked,
+};
 use approvals_testkit::hostile;
 use serde_json::json;
 
@@ -41,8 +47,20 @@ fn slacks_own_sdk_accepts_every_message_and_modal_as_sent() {
     let console = url::Url::parse("https://approvals.example.com/").expect("url");
     let mut messages = Vec::new();
     let mut views = Vec::new();
+    let mut cases = Vec::new();
     for record in hostile::rendering_cases() {
-        messages.push(json!(request_message(&record).blocks));
+        cases.extend(editable_and_edited(&record));
+        cases.push(record);
+    }
+    let mut edit_buttons = 0;
+    for record in cases {
+        if let Ok(fields) = editable_fields(&record) {
+            views.push(edit_modal(&record, &fields, true, "meta"));
+            views.push(edit_modal(&record, &fields, false, "meta"));
+        }
+        let message = json!(request_message(&record).blocks);
+        edit_buttons += usize::from(message.to_string().contains(ACTION_EDIT));
+        messages.push(message);
         messages.push(json!(
             request_message_linked(&record, Some(&console)).blocks
         ));
@@ -50,6 +68,7 @@ fn slacks_own_sdk_accepts_every_message_and_modal_as_sent() {
             views.push(reason_modal(&record, verdict, true, "meta"));
         }
     }
+    assert!(edit_buttons > 0, "some messages offer Edit and approve");
     let payload = json!({"messages": messages, "views": views});
     let mut child = Command::new("python3")
         .arg(SCRIPT)
@@ -82,4 +101,47 @@ fn slacks_own_sdk_accepts_every_message_and_modal_as_sent() {
         )),
         "{summary}"
     );
+}
+
+/// `record` with every top-level parameter editable (and no preview, which forbids edits),
+/// and the same once a reviewer edited each of them to hostile text.
+fn editable_and_edited(record: &RequestRecord) -> Vec<RequestRecord> {
+    let mut editable = record.clone();
+    Arc::make_mut(&mut editable.request.context).preview = None;
+    let keys: Vec<String> = editable
+        .request
+        .params
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
+                .collect()
+        })
+        .unwrap_or_default();
+    Arc::make_mut(&mut editable.requirement).editable = keys.clone();
+    let mut edited = editable.clone();
+    let changes = keys
+        .iter()
+        .filter_map(|k| {
+            Some(FieldChange {
+                field: k.clone(),
+                before: editable.request.params.pointer(k)?.clone(),
+                after: json!(format!("<!channel> *{}* {}", k, "\u{202E}x".repeat(300))),
+            })
+        })
+        .collect();
+    edited.reviews.push(ReviewRecord {
+        reviewer: Principal::human("sam@example.com").with_name("Sam <!here> *Reviewer*"),
+        verdict: Verdict::Approve,
+        reason: None,
+        channel: "slack".into(),
+        at: approvals_testkit::fixtures::epoch(),
+        edit: Some(Box::new(EditRecord {
+            from: approvals_core::Digest([9; 32]),
+            to: edited.digest,
+            changes,
+            decision: Decision::Allow { rule: None },
+        })),
+    });
+    vec![editable, edited]
 }

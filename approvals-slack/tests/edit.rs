@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use approvals_core::{
-    IdentityError, IdentityResolver, Principal, RejectCause, RequestState, Requirement,
+    IdentityError, IdentityResolver, Principal, RejectCause, RequestState, Requirement, RulePolicy,
 };
 use approvals_slack::blocks::{
     ACTION_APPROVE, ACTION_EDIT, EDIT_CALLBACK_ID, REASON_BLOCK_ID, REASON_CALLBACK_ID,
 };
 use approvals_slack::fake::{self, Clicker};
+use approvals_slack::{SocketMode, Token};
 use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
@@ -374,4 +375,123 @@ async fn a_rule_without_editable_parameters_shows_no_button_and_refuses_an_injec
     let record = env.record(id).await;
     assert_eq!(record.state, RequestState::Pending);
     assert!(record.reviews.is_empty());
+}
+
+const POLICY: &str = r#"
+version = 1
+default = "deny"
+
+[[rules]]
+name = "huge-exports"
+kind = "data.export"
+when = [{ param = "rows", gt = 10000 }]
+effect = "deny"
+reason = "exports over 10,000 rows go through the data team"
+
+[[rules]]
+name = "exports"
+kind = "data.export"
+effect = "require_approval"
+approvers = { groups = ["security"] }
+editable = ["rows"]
+"#;
+
+#[tokio::test]
+async fn an_edit_the_policy_refuses_is_shown_in_the_modal_and_changes_nothing() {
+    let policy = RulePolicy::from_toml(POLICY).expect("policy");
+    let env = Env::with_policy(policy, |b| b).await;
+    let (id, ts) = env.submit_export().await;
+    let asked = env.record(id).await;
+    let url = env.fake.response_url("edit");
+    let open = env
+        .open_modal(&Clicker::new(SAM), ACTION_EDIT, &ts, &url)
+        .await;
+    let meta = open["view"]["private_metadata"].as_str().expect("metadata");
+    let response = submit_edit(&env, &Clicker::new(SAM), meta, &[(ROWS, "20000")]).await;
+    let answer = body(&response);
+    let error = answer["errors"][ROWS].as_str().unwrap_or_default();
+    assert!(
+        error.contains("policy refuses") && error.contains("huge-exports"),
+        "{answer}"
+    );
+    let record = env.record(id).await;
+    assert_eq!(record.state, RequestState::Pending);
+    assert_eq!(record.digest, asked.digest);
+    assert!(record.reviews.is_empty());
+    assert!(
+        env.rejections(id)
+            .iter()
+            .any(|(cause, _)| *cause == RejectCause::EditRefused)
+    );
+}
+
+#[tokio::test]
+async fn over_socket_mode_a_refused_edit_is_answered_in_the_acknowledgement() {
+    let env = Env::new(editable()).await;
+    let socket = SocketMode::new(
+        env.fake.client(),
+        Token::new(fake::APP_TOKEN),
+        env.interactions.clone(),
+    )
+    .spawn()
+    .expect("socket mode");
+    socket.wait_for_connections(1).await;
+    let (id, ts) = env.submit_export().await;
+    let value = env.button_value(&ts, ACTION_EDIT);
+    let url = env.fake.response_url("sm-edit");
+    env.fake.socket_send_interactive(
+        "env-1",
+        Clicker::new(SAM).block_actions(ACTION_EDIT, &value, &ts, &url),
+    );
+    eventually(|| !env.fake.calls_to("views.open").is_empty(), "modal").await;
+    let meta = env.fake.calls_to("views.open")[0].body["view"]["private_metadata"]
+        .as_str()
+        .expect("meta")
+        .to_owned();
+    let submission = |rows: &str| {
+        let mut payload = Clicker::new(SAM).view_submission(EDIT_CALLBACK_ID, &meta, None);
+        payload["view"]["state"]["values"][ROWS] =
+            json!({"value": {"type": "plain_text_input", "value": rows}});
+        payload
+    };
+    let ack = |envelope: &'static str| {
+        let env = &env;
+        async move {
+            eventually(
+                || {
+                    env.fake
+                        .socket_received()
+                        .iter()
+                        .any(|m| m["envelope_id"] == envelope)
+                },
+                "ack",
+            )
+            .await;
+            env.fake
+                .socket_received()
+                .into_iter()
+                .find(|m| m["envelope_id"] == envelope)
+                .unwrap_or_default()
+        }
+    };
+    env.fake
+        .socket_send_interactive("env-2", submission("lots"));
+    let answer = ack("env-2").await;
+    assert_eq!(answer["payload"]["response_action"], "errors", "{answer}");
+    assert!(
+        answer["payload"]["errors"][ROWS]
+            .as_str()
+            .is_some_and(|e| e.contains("must be a number")),
+        "{answer}"
+    );
+    assert_eq!(env.record(id).await.state, RequestState::Pending);
+    env.fake.socket_send_interactive("env-3", submission("50"));
+    let answer = ack("env-3").await;
+    assert!(answer.get("payload").is_none(), "{answer}");
+    let grant = env.gate.wait(id).await.expect("approved over Socket Mode");
+    assert_eq!(
+        grant.edited_action().map(|a| a.params["rows"].clone()),
+        Some(json!(50))
+    );
+    socket.shutdown().await.expect("clean shutdown");
 }

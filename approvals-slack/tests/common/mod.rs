@@ -91,12 +91,22 @@ impl Env {
             approvals_slack::SlackInteractionsBuilder,
         ) -> approvals_slack::SlackInteractionsBuilder,
     ) -> Env {
+        Self::with_policy(StaticPolicy::require(requirement), configure).await
+    }
+
+    /// An environment whose gate asks `policy`.
+    pub async fn with_policy(
+        policy: impl approvals_core::Policy,
+        configure: impl FnOnce(
+            approvals_slack::SlackInteractionsBuilder,
+        ) -> approvals_slack::SlackInteractionsBuilder,
+    ) -> Env {
         let fake = FakeSlack::start().await.expect("fake slack");
         let audit = Arc::new(MemorySink::new());
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let approver = SlackApprover::new(fake.client(), fake::CONVERSATION);
         let gate = Gate::builder()
-            .policy(StaticPolicy::require(requirement))
+            .policy(policy)
             .audit(audit.clone())
             .clock(clock.clone())
             .approver(approver.clone())

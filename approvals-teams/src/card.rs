@@ -3,9 +3,11 @@
 //!
 //! The card is schema 1.5 with `Action.Execute` buttons (verbs [`VERB_APPROVE`] and
 //! [`VERB_DENY`]), each with an `Action.Submit` fallback for clients without Universal Actions,
-//! and an `Input.Text` (id [`REASON_INPUT_ID`]) for the reason. Every untrusted value is made
-//! inert (see [`crate::text`]) and bounded; values cut short point at the digest the approval
-//! is bound to, which the card always shows in full.
+//! an `Input.Text` (id [`REASON_INPUT_ID`]) for the reason, and, when the policy rule lets
+//! reviewers edit the action, an "Edit and approve" form ([`crate::edit`]). A card whose
+//! action was edited says who changed what, and shows the edited action's digest. Every
+//! untrusted value is made inert (see [`crate::text`]) and bounded; values cut short point at
+//! the digest the approval is bound to, which the card always shows in full.
 
 use approvals_core::plan::PlanTerms;
 use approvals_core::preview::SHOWN_LINES;
@@ -506,6 +508,9 @@ fn card_within(
         "wrap": true,
     }));
     body.push(rich(status_within(record, budget)));
+    if let Some(note) = crate::edit::edited_note(record, budget.name, budget.text) {
+        body.push(note);
+    }
     if let Some(summary) = req.summary.as_deref() {
         body.push(labelled("Summary", summary, digest, budget.text, false));
     }
@@ -598,6 +603,9 @@ fn card_within(
     // Ids, digests and times are ours, not the agent's: shown as they are.
     let mut meta = vec![fact("Request", record.id.to_string())];
     meta.push(fact("Digest", digest.to_string()));
+    if record.asked_digest() != *digest {
+        meta.push(fact("Digest as asked", record.asked_digest().to_string()));
+    }
     if let Some(rule) = record.policy_rule.as_deref() {
         meta.push(fact("Policy rule", fact_value(rule, digest, budget)));
     }
@@ -655,10 +663,27 @@ fn card_within(
                 "fallback": {"type": "Action.Submit", "title": title, "data": data},
             })
         };
-        card["actions"] = json!([
+        let mut actions = vec![
             button(Verdict::Approve, VERB_APPROVE, "Approve", "positive"),
             button(Verdict::Deny, VERB_DENY, "Deny", "destructive"),
-        ]);
+        ];
+        let form_data = CardData {
+            request_id: record.id,
+            digest: *digest,
+            verdict: None,
+            reason: None,
+        }
+        .to_json();
+        if let Some(edit) = crate::edit::edit_show_card(
+            record,
+            form_data,
+            budget.params / 2,
+            reason_required,
+            MAX_REASON_CHARS,
+        ) {
+            actions.push(edit);
+        }
+        card["actions"] = Value::Array(actions);
         let users: Vec<&String> = options
             .refresh_user_ids
             .iter()

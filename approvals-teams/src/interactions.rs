@@ -26,8 +26,13 @@
 //!    [`IdentityResolver`] with channel [`CHANNEL`] and external id [`external_id`]. A click
 //!    without them, or one that maps to zero or several principals, is refused
 //!    (`unknown_reviewer`).
-//! 8. The review, through [`Gate::decide`], bound to the digest on the card: self-approval,
-//!    authorization, expiry, double clicks and everything else the gate checks.
+//! 8. An "Edit and approve" click (verb [`VERB_APPROVE_EDITED`]): its inputs are read against
+//!    the stored request ([`EditForm`]); a form that cannot be read, or that changes a
+//!    parameter the rule does not list or to a value of another type, is refused
+//!    (`edit_refused`).
+//! 9. The review, through [`Gate::decide`], bound to the digest on the card (with the edited
+//!    parameters, if any): self-approval, authorization, expiry, double clicks, the edit's
+//!    bounds and the policy asked again, and everything else the gate checks.
 //!
 //! The invoke response always carries a card showing the request's current state, with a
 //! notice for the clicker at the top ("You approved this request (1 of 2)", or why nothing
@@ -54,9 +59,10 @@ use crate::activity::{
 use crate::approver::{CHANNEL, TeamsApprover};
 use crate::auth::BotAuthenticator;
 use crate::card::{
-    CardData, CardDataError, CardOptions, Notice, VERB_APPROVE, VERB_DENY, VERB_REFRESH,
-    request_card,
+    CardData, CardDataError, CardOptions, MAX_REASON_CHARS, Notice, VERB_APPROVE, VERB_DENY,
+    VERB_REFRESH, request_card,
 };
+use crate::edit::{EditForm, EditFormError, FIELDS_KEY, VERB_APPROVE_EDITED};
 use crate::inbound::{InboundError, authenticate_request};
 use crate::text::truncate;
 
@@ -260,6 +266,8 @@ enum Outcome {
 /// The facts of a click, from an invoke or a fallback submit.
 struct Click {
     verb: Option<Verdict>,
+    /// The action data of an "Edit and approve" click, read once the clicker is known.
+    edit: Option<Value>,
     refresh_only: bool,
     manual: bool,
     data: Result<CardData, CardDataError>,
@@ -416,23 +424,25 @@ impl TeamsInteractions {
             Err(e) => return AdaptiveCardInvokeResponse::error(400, "BadRequest", e.to_string()),
         };
         let (verb, refresh_only) = match action.verb.as_str() {
-            VERB_APPROVE => (Some(Verdict::Approve), false),
+            VERB_APPROVE | VERB_APPROVE_EDITED => (Some(Verdict::Approve), false),
             VERB_DENY => (Some(Verdict::Deny), false),
             VERB_REFRESH => (None, true),
             _ => (None, false),
         };
+        let edit = (action.verb == VERB_APPROVE_EDITED).then(|| action.data.clone());
         if verb.is_none() && !refresh_only {
             return AdaptiveCardInvokeResponse::error(
                 400,
                 "BadRequest",
                 format!(
-                    "unknown verb {:?}; approval cards use approve, deny and refresh",
+                    "unknown verb {:?}; approval cards use approve, approve_edited, deny and refresh",
                     truncate(&action.verb, 40, "…")
                 ),
             );
         }
         let click = Click {
             verb,
+            edit,
             refresh_only,
             manual: action.trigger == Some(InvokeTrigger::Manual),
             data: CardData::from_json(&action.data),
@@ -474,9 +484,16 @@ impl TeamsInteractions {
         if conversation_id.is_empty() || from.is_none_or(|f| f.id.is_empty()) {
             return empty(http::StatusCode::BAD_REQUEST);
         }
-        let verb = data.as_ref().ok().and_then(|d| d.verdict);
+        // The edit form's fallback carries no verdict: its inputs make it an edited approval,
+        // never a plain one.
+        let edit = value.get(FIELDS_KEY).is_some().then(|| value.clone());
+        let verb = match &edit {
+            Some(_) => Some(Verdict::Approve),
+            None => data.as_ref().ok().and_then(|d| d.verdict),
+        };
         let click = Click {
             verb,
+            edit,
             refresh_only: verb.is_none(),
             manual: true,
             data,
@@ -660,13 +677,40 @@ impl TeamsInteractions {
             }
         };
 
+        // An edit is read against the request as stored, through core's one reading; the gate
+        // then checks it like any review, bound to the digest on the card.
+        let edit = match click.edit.as_ref().map(|form| read_edit(form, &record)) {
+            None => None,
+            Some(Ok(edit)) => Some(edit),
+            Some(Err(e)) => {
+                let refused = ReviewError::EditRefused {
+                    id: record.id,
+                    why: e.to_string(),
+                };
+                let detail = format!("{refused} ({who})");
+                self.audit(
+                    record.id,
+                    Some(principal),
+                    RejectCause::EditRefused,
+                    &detail,
+                )
+                .await;
+                return Outcome::Card(Box::new(record), Some(Notice::refused(explain(&refused))));
+            }
+        };
+        let edited = edit.is_some();
         let mut review = match verdict {
             Verdict::Approve => Review::approve(principal),
             Verdict::Deny => Review::deny(principal),
         }
         .via(CHANNEL)
         .for_digest(data.digest);
-        if let Some(reason) = data.reason {
+        let mut reason = data.reason;
+        if let Some((params, form_reason)) = edit {
+            review = review.edit(params);
+            reason = form_reason.or(reason);
+        }
+        if let Some(reason) = reason {
             review = review.reason(reason);
         }
         // The decision runs in its own task: if the store is slow, the clicker hears "still
@@ -695,7 +739,9 @@ impl TeamsInteractions {
         };
         match decided {
             Ok(outcome) => {
+                // After an edit the gate updates the card itself.
                 if outcome.state == RequestState::Pending
+                    && !edited
                     && let Some(approver) = self.inner.approver.clone()
                 {
                     // The state did not change, so the gate will not update the card; show
@@ -705,7 +751,11 @@ impl TeamsInteractions {
                         let _ = approver.refresh(&progressed).await;
                     });
                 }
-                let notice = Notice::applied(applied(verdict, &outcome));
+                let notice = Notice::applied(if edited {
+                    applied_edit(&outcome)
+                } else {
+                    applied(verdict, &outcome)
+                });
                 Outcome::Card(Box::new(current), Some(notice))
             }
             Err(e) => Outcome::Card(Box::new(current), Some(Notice::refused(explain(&e)))),
@@ -799,6 +849,29 @@ fn applied(verdict: Verdict, outcome: &ReviewOutcome) -> String {
         ),
         (Verdict::Approve, _) => format!(
             "You approved this request. It is approved ({} of {}).",
+            outcome.approvals, outcome.quorum
+        ),
+    }
+}
+
+/// The parameters and reason an "Edit and approve" form proposes for `record`.
+fn read_edit(
+    form: &Value,
+    record: &RequestRecord,
+) -> Result<(Value, Option<String>), EditFormError> {
+    let form = EditForm::from_data(form, MAX_REASON_CHARS)?;
+    Ok((form.params(record)?, form.reason))
+}
+
+/// What the clicker is told after an accepted edit.
+fn applied_edit(outcome: &ReviewOutcome) -> String {
+    match outcome.state {
+        RequestState::Pending => format!(
+            "You changed and approved this action ({} of {} approvals). Other reviewers now approve it as changed.",
+            outcome.approvals, outcome.quorum
+        ),
+        _ => format!(
+            "You changed and approved this action. It is approved as changed ({} of {}).",
             outcome.approvals, outcome.quorum
         ),
     }

@@ -8,7 +8,8 @@
 //!   turns `adaptiveCard/action` clicks into reviews on the [`Gate`](approvals_core::Gate),
 //!   and answers with the updated card. Framework-agnostic ([`TeamsInteractions::handle`]),
 //!   a `tower::Service`, and an axum `Router` with the `axum` feature.
-//! - [`card`] renders the card; [`text`] makes untrusted text inert for Adaptive Cards.
+//! - [`card`] renders the card; [`edit`] its "Edit and approve" form (edit on approve) and
+//!   reads the form back; [`text`] makes untrusted text inert for Adaptive Cards.
 //!
 //! Underneath is the Bot Framework protocol layer, independent of the approvals engine:
 //!
@@ -58,6 +59,7 @@ pub mod approver;
 pub mod auth;
 pub mod card;
 pub mod connector;
+pub mod edit;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod graph;
@@ -72,6 +74,7 @@ pub use approver::{CHANNEL, CardRef, TeamsApprover};
 pub use auth::{AuthConfig, AuthError, BotAuthenticator, Claims};
 pub use card::{CardData, CardOptions, Notice, request_card};
 pub use connector::{ConnectorClient, ConnectorError, ResourceResponse, RetryPolicy};
+pub use edit::{EditForm, EditFormError, VERB_APPROVE_EDITED};
 pub use graph::{ConversationHistory, GraphConversation, HistoryError};
 pub use inbound::{AuthenticatedActivity, InboundError, authenticate_request};
 pub use interactions::{

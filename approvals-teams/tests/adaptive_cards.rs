@@ -1,7 +1,8 @@
 //! Our Teams cards checked with Microsoft's own Adaptive Cards library (npm `adaptivecards`),
 //! not only with our fake: every state, hostile text of every class, long values that make
 //! the card shrink its budgets, previews cut and whole, notices, the refresh and the console
-//! link. The library parses each card with no event, validates its properties, and gives
+//! link, the "Edit and approve" form (reason optional and required, hostile values offered
+//! and left out) and the note on a card whose action was edited. The library parses each card with no event, validates its properties, and gives
 //! back what we sent (tests/node/check_cards.js).
 //!
 //! Needs `cd .ci/node && npm ci` (and Node). Without it the test says so and is skipped,
@@ -11,6 +12,12 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use std::sync::Arc;
+
+use approvals_core::{
+    ActionRequest, Gate, Initiator, MemorySink, MemoryStore, Principal, RequestRecord, Requirement,
+    Review, StaticPolicy, Submission,
+};
 use approvals_teams::{CardOptions, Notice, request_card};
 use approvals_testkit::hostile;
 use serde_json::{Value, json};
@@ -58,6 +65,20 @@ fn microsofts_own_library_accepts_every_card_as_sent() {
             Some(&Notice::applied("Approved")),
         ));
     }
+    for record in edit_cases() {
+        cards.push(request_card(&record, &CardOptions::default(), None));
+        cards.push(request_card(
+            &record,
+            &linked,
+            Some(&Notice::applied("You changed and approved this action")),
+        ));
+    }
+    assert!(
+        cards
+            .iter()
+            .any(|c| c.to_string().contains("Action.ShowCard")),
+        "an edit form is checked"
+    );
     let mut child = Command::new("node")
         .arg(SCRIPT)
         .arg(&library)
@@ -83,4 +104,59 @@ fn microsofts_own_library_accepts_every_card_as_sent() {
         summary.contains(&format!("checked {} cards", cards.len())),
         "{summary}"
     );
+}
+
+/// Records of an editable action through a real gate: as asked (form offered, reason optional
+/// and required, with hostile values, one of which is offered and one left out), edited short
+/// of the quorum (form and edit note), and edited to approval (note only).
+fn edit_cases() -> Vec<RequestRecord> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut out = Vec::new();
+        for (quorum, reason_required) in [(1, false), (2, true)] {
+            let store = Arc::new(MemoryStore::new());
+            let requirement = Requirement::groups(["security"])
+                .quorum(quorum)
+                .reason_required(reason_required)
+                .editable(["/rows", "/note", "/hidden", "/tags"]);
+            let gate = Gate::builder()
+                .policy(StaticPolicy::require(requirement))
+                .store_shared(store)
+                .audit(MemorySink::new())
+                .initiator(Initiator::agent("export-bot"))
+                .build()
+                .expect("gate");
+            let action = ActionRequest::new("data.export", "db://prod/customers").params(json!({
+                "rows": 5000,
+                "note": "**bold** [x](https://e.vil) {{DATE(2026-01-01T00:00:00Z)}}\nline two",
+                "hidden": "a\u{202E}b",
+                "tags": ["a", "b"],
+            }));
+            let Ok(Submission::Pending(id)) = gate.submit(&action).await else {
+                panic!("pending");
+            };
+            let asked = gate.get(id).await.expect("get").expect("stored");
+            out.push(asked.clone());
+            let editor = Principal::human("ann@example.com")
+                .with_name("**Ann** [x](https://e.vil) {{DATE(2026-01-01T00:00:00Z)}}")
+                .with_groups(["security"]);
+            let mut edited = (*asked.request.params).clone();
+            edited["rows"] = json!(200);
+            edited["note"] = json!("*changed*\n- list {{TIME(2026-01-01T00:00:00Z)}}");
+            gate.decide(
+                id,
+                Review::approve(editor)
+                    .for_digest(asked.digest)
+                    .edit(edited)
+                    .reason("fewer rows"),
+            )
+            .await
+            .expect("edited");
+            out.push(gate.get(id).await.expect("get").expect("stored"));
+        }
+        out
+    })
 }

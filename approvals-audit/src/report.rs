@@ -228,7 +228,7 @@ pub struct RequestSummary {
     pub kind: String,
     /// Action resource.
     pub resource: String,
-    /// Action digest (`sha256:<hex>`).
+    /// Action digest (`sha256:<hex>`): the approved one, when a reviewer edited the action.
     pub digest: String,
     /// The agent or service that asked.
     pub initiator: Option<Actor>,
@@ -369,6 +369,25 @@ impl RequestSummary {
                     channel: s("channel"),
                     groups: reviewer.groups,
                 });
+            }
+            // A reviewer changed the action before approving it: what is approved from here
+            // on is the edited action, under the policy's decision on it.
+            "edited" => {
+                self.digest = v.digest().to_owned();
+                if let Some(rule) = v
+                    .get("decision")
+                    .and_then(|d| d.get("rule"))
+                    .and_then(Value::as_str)
+                {
+                    self.policy_rule = Some(rule.to_owned());
+                }
+                self.policy_version = s("policy_version").or(self.policy_version.take());
+                self.detail = Some(format!(
+                    "edited by {} before approval ({}); asked as {}",
+                    v.actor().id,
+                    v.changes().join("; "),
+                    s("from_digest").unwrap_or_default()
+                ));
             }
             "approved" => {
                 self.outcome = Outcome::Approved;

@@ -63,7 +63,7 @@
 //! | event | actor |
 //! |---|---|
 //! | `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`, `request_refused` | the initiator (agent or service; in OCSF `actor.app_*`, with the human it acts for as `actor.user`). `executed` and `request_refused` name it; for the `grant_*` events, and `executed` in logs written before it was recorded, it is the initiator of the request's `requested` event earlier in the export, else the gate |
-//! | `reviewed`, `review_rejected` | the reviewer (with groups at decision time), else the gate |
+//! | `reviewed`, `review_rejected`, `edited` | the reviewer (with groups at decision time), else the gate |
 //! | `approved`, `approved_by_standing_grant`, `approved_by_plan` | the approvers (of the request, or of the standing grant or plan that approved it): the first as actor, all in `actors` (OCSF: `observables`, `unmapped.actors`) |
 //! | `denied`, `cancelled` | the person who denied or cancelled, else the gate |
 //! | `resubmission_refused` | the reviewer whose earlier denial of the same action refused it |
@@ -365,6 +365,7 @@ fn cef_name(v: &EventView<'_>) -> String {
         "dispatch_failed" => "Request delivery failed",
         "reviewed" => "Review accepted",
         "review_rejected" => "Review refused",
+        "edited" => "Action edited by a reviewer",
         "approved" => "Request approved",
         "approved_by_standing_grant" => "Request approved by a standing grant",
         "standing_grant_used" => "Standing grant used",

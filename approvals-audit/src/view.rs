@@ -135,7 +135,7 @@ impl<'a> EventView<'a> {
     ///
     /// - `requested`, `grant_issued`, `grant_rejected`, `grant_consumed`, `executed`,
     ///   `request_refused`: the initiator (agent or service), then the human it acts for;
-    /// - `reviewed`, `review_rejected`: the reviewer (when known);
+    /// - `reviewed`, `review_rejected`: the reviewer (when known); `edited`: the reviewer who edited;
     /// - `approved`, `approved_by_standing_grant`, `approved_by_plan`: every approver (of the
     ///   request, or of the standing grant or plan that approved it), in the order recorded;
     /// - `denied`, `cancelled`: the person who denied or cancelled (when a person did);
@@ -158,6 +158,8 @@ impl<'a> EventView<'a> {
                 None => Vec::new(),
             },
             "reviewed" | "review_rejected" => one(self.get("reviewer")),
+            // The reviewer who changed the action before approving it.
+            "edited" => one(self.get("by")),
             // The reviewer whose earlier denial refused the action again.
             "denied" | "cancelled" | "resubmission_refused" => one(self.get("by")),
             "approved" | "approved_by_standing_grant" | "approved_by_plan" => self
@@ -190,6 +192,31 @@ impl<'a> EventView<'a> {
         self.initiator()?
             .get("on_behalf_of")
             .and_then(Actor::from_principal)
+    }
+
+    /// The changes of an `edited` event, one line each: `/rows: 800 → 200`.
+    pub(crate) fn changes(&self) -> Vec<String> {
+        let text = |v: Option<&Value>| match v {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "(none)".to_owned(),
+        };
+        self.get("changes")
+            .and_then(Value::as_array)
+            .map(|changes| {
+                changes
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}: {} → {}",
+                            c.get("field").and_then(Value::as_str).unwrap_or("?"),
+                            text(c.get("before")),
+                            text(c.get("after"))
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Principal ids in an `approvers` array.
@@ -305,6 +332,12 @@ impl<'a> EventView<'a> {
                 "{} reviewed {what}: {}",
                 actor.id,
                 self.str("verdict").unwrap_or("unknown")
+            ),
+            "edited" => format!(
+                "{} edited {what} before approving ({}; was {})",
+                actor.id,
+                self.changes().join("; "),
+                self.str("from_digest").unwrap_or("unknown")
             ),
             "review_rejected" => format!(
                 "review by {} refused ({}) for {what}",

@@ -410,3 +410,79 @@ fn an_action_approved_by_a_plan_is_approved_and_names_the_plan_and_item() {
         "sam@example.com; kim@example.com"
     );
 }
+
+/// A request a reviewer edited before approving, run through a real gate into the signed log:
+/// the report gives the approved (edited) digest, the rule that decided the edited action,
+/// who edited it and what changed, and the digest it was asked with; the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_request_is_reported_with_the_approved_digest_and_what_changed() {
+    use approvals_core::{
+        ActionRequest, Gate, GuardError, Initiator, Principal, Review, RulePolicy, Submission,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = std::sync::Arc::new(
+        approvals_audit::SignedLogSink::open(&path, scenario::sink_config(), signer(1)).unwrap(),
+    );
+    let gate = Gate::builder()
+        .policy(
+            RulePolicy::from_toml(
+                r#"
+version = 1
+default = "deny"
+[[rules]]
+name = "exports"
+kind = "data.export"
+effect = "require_approval"
+approvers = { groups = ["data-owners"] }
+editable = ["rows"]
+"#,
+            )
+            .unwrap(),
+        )
+        .audit_shared(sink.clone())
+        .initiator(Initiator::agent("export-bot"))
+        .build()
+        .unwrap();
+    let asked = ActionRequest::new("data.export", "db://prod/customers")
+        .params(json!({"rows": 800, "table": "customers"}));
+    let Submission::Pending(id) = gate.submit(&asked).await.unwrap() else {
+        panic!("needs approval");
+    };
+    let asked_digest = gate.get(id).await.unwrap().unwrap().digest;
+    gate.decide(
+        id,
+        Review::approve(Principal::human("kim@example.com").with_groups(["data-owners"]))
+            .for_digest(asked_digest)
+            .edit(json!({"rows": 200, "table": "customers"})),
+    )
+    .await
+    .unwrap();
+    let grant = gate.wait(id).await.unwrap();
+    let edited = grant.edited_action().expect("the edited action").clone();
+    let approved = grant.digest();
+    gate.execute(grant, &edited, || async { Ok::<_, GuardError>(()) })
+        .await
+        .unwrap();
+    sink.close().await.unwrap();
+
+    let report = EvidenceReport::build(&path, &verifier(), &ReportOptions::default()).unwrap();
+    assert!(report.verified(), "{}", report.verification);
+    let r = report
+        .requests
+        .iter()
+        .find(|r| r.request_id == id.to_string())
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Executed);
+    assert_eq!(r.digest, approved.to_string(), "the approved digest");
+    assert_ne!(r.digest, asked_digest.to_string());
+    assert_eq!(r.approvers, ["kim@example.com"]);
+    let detail = r.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("edited by kim@example.com")
+            && detail.contains("/rows: 800 → 200")
+            && detail.contains(&asked_digest.to_string()),
+        "{detail}"
+    );
+    assert!(report.to_html().contains("/rows: 800 → 200"));
+}

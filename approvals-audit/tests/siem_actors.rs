@@ -729,3 +729,63 @@ fn a_plan_item_use_and_the_action_it_approved_name_the_plan_and_its_approvers() 
         cef[1]
     );
 }
+
+#[test]
+fn an_edit_names_the_reviewer_who_made_it_and_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = RequestId::new();
+    let asked = action().digest();
+    let events = [event(
+        id,
+        0,
+        EventDetail::Edited {
+            by: sre("kim@example.com"),
+            from_digest: asked,
+            changes: vec![approvals_core::edit::FieldChange {
+                field: "/role".into(),
+                before: serde_json::json!("admin"),
+                after: serde_json::json!("viewer"),
+            }],
+            decision: Decision::RequireApproval {
+                rule: Some("role-grants".into()),
+                requirement: Arc::new(Requirement::groups(["sre"])),
+            },
+            policy_version: "sha256:p".into(),
+        },
+    )];
+    let entries = write(dir.path(), &events);
+
+    let lines = json(&render(&entries, Format::JsonLines));
+    assert_eq!(lines[0]["event_type"], "edited", "{}", lines[0]);
+    assert_eq!(lines[0]["actor"]["id"], "kim@example.com");
+    assert_eq!(lines[0]["event"]["from_digest"], asked.to_string());
+    let message = lines[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("kim@example.com edited")
+            && message.contains("/role: admin → viewer")
+            && message.contains(&asked.to_string()),
+        "{message}"
+    );
+
+    let ocsf = json(&render(&entries, Format::Ocsf));
+    assert_eq!(
+        ocsf[0]["actor"]["user"]["uid"], "kim@example.com",
+        "{}",
+        ocsf[0]
+    );
+    let roles: Vec<(&str, &str)> = ocsf[0]["unmapped"]["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .filter_map(|a| Some((a["uid"].as_str()?, a["role"].as_str()?)))
+        .collect();
+    assert_eq!(roles, [("kim@example.com", "reviewer")]);
+
+    let cef = render(&entries, Format::Cef);
+    assert!(
+        cef[0].contains("|edited|Action edited by a reviewer|"),
+        "{}",
+        cef[0]
+    );
+    assert!(cef[0].contains(" suser=kim@example.com "), "{}", cef[0]);
+}

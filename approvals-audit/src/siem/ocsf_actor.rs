@@ -69,7 +69,7 @@ fn listed(v: &EventView<'_>, actors: &[Actor]) -> Vec<Value> {
                     }
                 }
                 "approved" | "approved_by_standing_grant" | "approved_by_plan" => "approver",
-                "reviewed" | "review_rejected" => "reviewer",
+                "reviewed" | "review_rejected" | "edited" => "reviewer",
                 _ => "by",
             };
             let mut out = json!({

@@ -237,6 +237,30 @@ impl ApiClient {
         .await
     }
 
+    /// `POST /v1/requests/{id}/approve` with `params`: approves the action as edited (every
+    /// parameter; only those the rule lists as editable may differ), bound to `digest`, the
+    /// version the reviewer saw.
+    pub async fn approve_edited(
+        &self,
+        id: RequestId,
+        digest: Digest,
+        params: serde_json::Value,
+        reason: Option<&str>,
+    ) -> Result<RequestView, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(r) = reason {
+            body.insert("reason".into(), r.into());
+        }
+        body.insert("digest".into(), digest.to_string().into());
+        body.insert("params".into(), params);
+        self.call(
+            Method::POST,
+            &format!("/v1/requests/{id}/approve"),
+            Some(body.into()),
+        )
+        .await
+    }
+
     /// `POST /v1/requests/{id}/cancel`.
     pub async fn cancel(
         &self,

@@ -408,3 +408,80 @@ async fn a_reviewer_approves_in_chromium_and_the_waiting_guard_gets_the_grant() 
 
     let _ = child.kill().await;
 }
+
+#[tokio::test]
+async fn a_reviewer_edits_in_chromium_and_the_agent_runs_the_edited_action() {
+    let Some(binary) = chromium() else { return };
+    let f = fixture_with(approvals_core::Requirement::groups(["security"]).editable(["/rows"]));
+    let action = ActionRequest::new("data.export", "db://prod/customers")
+        .params(json!({"rows": 5000, "format": "csv"}))
+        .summary("Export 5,000 customer rows");
+    let run = {
+        let gate = f.gate.clone();
+        let action = action.clone();
+        tokio::spawn(async move {
+            gate.run_approved(&action, |approved| async move {
+                Ok::<_, approvals_core::GuardError>(approved.params.as_ref().clone())
+            })
+            .await
+        })
+    };
+    let id = loop {
+        if let Some(r) = f.gate.pending().await.expect("store").first() {
+            break r.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let base = spawn(f.server.clone()).await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let (mut child, mut cdp) = launch(&binary, profile.path()).await;
+    cdp.goto(&format!("{base}/console/login")).await;
+    cdp.type_into("#token", SAM).await;
+    cdp.click("button[type=submit]").await;
+    cdp.wait_for("location.pathname === '/console/'", "the pending list")
+        .await;
+    cdp.goto(&format!("{base}/console/requests/{id}")).await;
+    cdp.wait_for("!!document.querySelector('details#edit')", "the edit form")
+        .await;
+    // The form is folded until the reviewer opens it.
+    assert_eq!(
+        cdp.eval("document.querySelector('details#edit').open")
+            .await,
+        json!(false)
+    );
+    cdp.click("details#edit > summary").await;
+    cdp.wait_for(
+        "document.querySelector('details#edit').open",
+        "the open form",
+    )
+    .await;
+    assert_eq!(
+        cdp.eval("document.querySelector('#edit-0').value").await,
+        json!("5000")
+    );
+    cdp.eval("(() => { const e = document.querySelector('#edit-0'); e.focus(); e.select(); })()")
+        .await;
+    cdp.send("Input.insertText", json!({"text": "250"})).await;
+    cdp.type_into("#edit-reason", "250 rows are enough for the analysis")
+        .await;
+    cdp.screenshot("/tmp/approvals-console-edit.png").await;
+    cdp.click("button[value=approve_edited]").await;
+    let ran = tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("the agent's run returned after the click")
+        .expect("task")
+        .expect("the edited action ran");
+    assert_eq!(ran, json!({"rows": 250, "format": "csv"}));
+    cdp.wait_for(
+        "document.readyState === 'complete' && !!document.querySelector('#edits') && document.body.innerText.includes('/rows: 5000 → 250')",
+        "the edit shown on the request page",
+    )
+    .await;
+    cdp.screenshot("/tmp/approvals-console-edited.png").await;
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, approvals_core::RequestState::Executed);
+    assert_eq!(record.reviews[0].channel, "web");
+
+    let _ = child.kill().await;
+}

@@ -76,6 +76,11 @@ pub trait Approvals: Send + Sync + 'static {
         reason: String,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// When reviewers approved a changed version of the call ([`edit`](approvals_core::edit)):
+    /// that action, the only one `grant` runs (`asked` with the edited parameters). `None`
+    /// when it was approved as asked.
+    fn edited(grant: &Self::Grant, asked: &ActionRequest) -> Option<ActionRequest>;
+
     /// Consumes `grant` for `action` and runs `call` once, then records the outcome. Refuses
     /// (without running `call`) when the grant cannot be used. The tool's own result is
     /// returned once it ran, even if the outcome could not be recorded.
@@ -155,6 +160,10 @@ impl Approvals for InProcess {
 
     async fn wait(&self, id: RequestId) -> Result<Self::Grant, String> {
         self.gate.wait(id).await.map_err(|e| refusal_text(&e))
+    }
+
+    fn edited(grant: &Self::Grant, _asked: &ActionRequest) -> Option<ActionRequest> {
+        grant.edited_action().cloned()
     }
 
     async fn unanswered_reminders(&self, id: RequestId) -> u32 {

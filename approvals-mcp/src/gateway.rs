@@ -11,9 +11,10 @@ use std::time::Duration;
 use approvals_core::{ActionRequest, RequestId};
 use rmcp::ServerHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, Implementation,
-    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
-    ProgressNotificationParam, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
+    Implementation, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::async_rw::AsyncRwTransport;
@@ -143,8 +144,35 @@ impl<A: Approvals> Gateway<A> {
                 "Approved, but not run: the upstream MCP server stopped: {why}"
             ));
         }
+        // Reviewers may have approved the call with changed arguments: only that call runs.
+        let (action, request, edited) = match A::edited(&grant, &action) {
+            None => (action, request, None),
+            Some(edited) => match edited.params.as_object() {
+                // The call's target is read from its arguments; an edit that would send it
+                // elsewhere than the approved resource does not run.
+                Some(arguments) if !self.targets_the_same(&request.name, arguments, &edited) => {
+                    return refused(format!(
+                        "Not run: the reviewers' edit changes what the call targets (approved: {} on {})",
+                        edited.kind, edited.resource
+                    ));
+                }
+                Some(arguments) => {
+                    let mut request = request;
+                    request.arguments = Some(arguments.clone());
+                    let note = edited_note(&edited.params);
+                    notice(context, json!({ "message": note.clone() })).await;
+                    (edited, request, Some(note))
+                }
+                None => {
+                    return refused(
+                        "Not run: the reviewers' edited arguments are not an object".to_owned(),
+                    );
+                }
+            },
+        };
         let upstream = self.inner.upstream.clone();
-        self.inner
+        let mut result = self
+            .inner
             .approvals
             .execute(grant, &action, || async move {
                 match upstream.call_tool(request).await {
@@ -153,7 +181,27 @@ impl<A: Approvals> Gateway<A> {
                     Err(e) => Err(CallFailed::Upstream(e)),
                 }
             })
-            .await
+            .await;
+        // The model is told that the call it made is not the one that ran.
+        if let Some(note) = edited {
+            result.content.push(ContentBlock::text(note));
+        }
+        result
+    }
+
+    /// Whether a call of `tool` with `arguments` is the action `approved` names: the same kind
+    /// and resource, as the mapping reads them from the arguments.
+    fn targets_the_same(
+        &self,
+        tool: &str,
+        arguments: &serde_json::Map<String, serde_json::Value>,
+        approved: &ActionRequest,
+    ) -> bool {
+        self.inner
+            .options
+            .mapping
+            .action(tool, Some(arguments))
+            .is_ok_and(|a| a.kind == approved.kind && a.resource == approved.resource)
     }
 
     /// Waits for the reviewers' decision on `id`, telling the client where to review it and
@@ -239,6 +287,15 @@ impl<A: Approvals> Gateway<A> {
 
 /// Sends the client a `notice` log message from the `approvals` logger (best effort: a client
 /// that cannot take it loses nothing it needs).
+/// What the model is told when reviewers changed its call: the arguments it ran with.
+fn edited_note(arguments: &serde_json::Value) -> String {
+    let text = serde_json::to_string(arguments).unwrap_or_default();
+    format!(
+        "Note: a reviewer changed this call's arguments before approving it; it ran with {}",
+        approvals_core::text::truncate(&text, 2000)
+    )
+}
+
 async fn notice(context: &RequestContext<RoleServer>, data: serde_json::Value) {
     let _ = context
         .peer

@@ -56,6 +56,8 @@ impl Drop for Forget<'_> {
 pub struct RemoteGrant {
     id: RequestId,
     token: String,
+    /// The parameters reviewers edited the call to, when they did.
+    edited: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for RemoteGrant {
@@ -119,7 +121,11 @@ impl Remote {
             return match waited.state {
                 RequestState::Pending => continue,
                 RequestState::Approved => match waited.grant_token {
-                    Some(token) => Ok(RemoteGrant { id, token }),
+                    Some(token) => Ok(RemoteGrant {
+                        id,
+                        token,
+                        edited: waited.edited.map(|e| e.params),
+                    }),
                     None => Err(format!(
                         "Not run: request {id} was approved, but the approvals server sent no grant token"
                     )),
@@ -180,6 +186,7 @@ impl Approvals for Remote {
                 Some(token) => Ok(Asked::Allowed(RemoteGrant {
                     id: submitted.id,
                     token,
+                    edited: None,
                 })),
                 None => Err(
                     "Not run: the approvals server allowed the call but sent no grant token".into(),
@@ -208,6 +215,13 @@ impl Approvals for Remote {
         };
         self.wait_for(id).await
     }
+    fn edited(grant: &RemoteGrant, asked: &ActionRequest) -> Option<ActionRequest> {
+        let params = grant.edited.clone()?;
+        let mut edited = asked.clone();
+        edited.params = std::sync::Arc::new(params);
+        Some(edited)
+    }
+
     async fn cancel(&self, id: RequestId, reason: String) -> Result<(), String> {
         match self.api.cancel(id, Some(&reason)).await {
             Ok(_) => Ok(()),

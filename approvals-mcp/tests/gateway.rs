@@ -481,3 +481,79 @@ async fn a_standing_grant_lets_matching_calls_run_without_asking_until_its_uses_
         assert_eq!(executed_ok(&events, action.request_id), [true]);
     }
 }
+
+/// Edit on approve through the MCP door: a maintainer approves the agent's write with its
+/// content changed (the rule lets reviewers edit `content`); the upstream server is called
+/// with the edited arguments only, the model is told, and the trail holds the edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewers_edit_is_the_call_that_runs_and_the_model_is_told() {
+    if missing_prerequisite().is_some() {
+        return;
+    }
+    let fx = Fixture::new();
+    let notes = fx.path("notes.txt");
+    let mut client = fx.start(json!([
+        {"op": "call", "tool": "write_file", "args": {"path": notes, "content": "draft"}},
+    ]));
+    client.next().await; // initialize
+    let asked = fx.next_request("pending", &[]).await;
+    assert_eq!(asked.requirement.editable, ["/content"]);
+    // The path is not editable: an edit of it is refused and changes nothing.
+    let refused = fx
+        .api()
+        .approve_edited(
+            asked.id,
+            asked.digest,
+            json!({"path": fx.path("other.txt"), "content": "draft"}),
+            None,
+        )
+        .await
+        .expect_err("the path may not change");
+    assert!(
+        refused.to_string().contains("may not be changed"),
+        "{refused}"
+    );
+    fx.api()
+        .approve_edited(
+            asked.id,
+            asked.digest,
+            json!({"path": notes, "content": "reviewed"}),
+            Some("keep it short"),
+        )
+        .await
+        .expect("approved as edited");
+    let done = client.next().await;
+    let text = tool_text(&done, false);
+    assert!(text.contains("Successfully wrote"), "{text}");
+    assert!(
+        text.contains("a reviewer changed this call's arguments") && text.contains("reviewed"),
+        "the model is told: {text}"
+    );
+    client.finish().await;
+    assert_eq!(
+        std::fs::read_to_string(&notes).expect("written"),
+        "reviewed"
+    );
+
+    let events = fx.audit().await;
+    assert_eq!(
+        names(&events, asked.id),
+        [
+            "requested",
+            "policy_decided",
+            "dispatched",
+            "review_rejected",
+            "edited",
+            "reviewed",
+            "approved",
+            "grant_issued",
+            "grant_consumed",
+            "executed"
+        ]
+    );
+    let executed = events
+        .iter()
+        .find(|e| e.request_id == asked.id && e.name() == "executed")
+        .expect("executed");
+    assert_ne!(executed.digest, asked.digest, "the edited action ran");
+}

@@ -482,3 +482,49 @@ fn remote_mode_refuses_flags_that_do_not_apply() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot use the approvals server"), "{err}");
 }
+
+/// Edit on approve in remote mode: the agent API's wait answers with the edited arguments,
+/// and the gateway calls the upstream server with those only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewers_edit_reaches_the_remote_gateway_and_is_the_call_that_runs() {
+    if missing_prerequisite().is_some() {
+        return;
+    }
+    let fx = Fixture::new();
+    let server = Server::start(&fx).await;
+    let notes = fx.path("notes.txt");
+    let mut client = server.gateway(
+        &fx,
+        json!([
+            {"op": "call", "tool": "write_file", "args": {"path": notes, "content": "draft"}},
+        ]),
+    );
+    client.next().await; // initialize
+    let asked = fx.next_request("pending", &[]).await;
+    fx.api()
+        .approve_edited(
+            asked.id,
+            asked.digest,
+            json!({"path": notes, "content": "reviewed"}),
+            None,
+        )
+        .await
+        .expect("approved as edited");
+    let done = client.next().await;
+    let text = tool_text(&done, false);
+    assert!(
+        text.contains("a reviewer changed this call's arguments"),
+        "{text}"
+    );
+    client.finish().await;
+    assert_eq!(
+        std::fs::read_to_string(&notes).expect("written"),
+        "reviewed"
+    );
+    assert_eq!(fx.state_of(asked.id).await, RequestState::Executed);
+    let events = fx.audit().await;
+    let trail = names(&events, asked.id);
+    for name in ["edited", "approved", "grant_consumed", "executed"] {
+        assert!(trail.contains(&name), "{name} missing from {trail:?}");
+    }
+}

@@ -116,6 +116,7 @@ approvers = {{ groups = ["maintainers"] }}
 timeout = "5m"
 standing_grant_max = "1h"
 standing_grant_max_uses = 5
+editable = ["content"]
 
 [[rules]]
 name = "directories-reviewers-forget"

@@ -23,7 +23,7 @@ use approvals_core::{
 use clap::Args;
 use url::Url;
 
-use self::action::{action, initiator};
+use self::action::{EditedRun, action, edited_run, initiator};
 use self::child::{Caught, RunError, Signals, run_child};
 use self::output::{Progress, human, one_line, shell_line};
 use crate::command::{Failure, Target, audit_sinks, open_store, redact_url, term};
@@ -242,9 +242,33 @@ async fn exec(
             term(&shell_line(&args.command))
         ));
     }
-    let command = args.command.clone();
+    // Reviewers may have approved a changed command: only that one runs.
+    let (action, run) = match grant.edited_action() {
+        None => (
+            action,
+            EditedRun {
+                command: args.command.clone(),
+                env: Vec::new(),
+            },
+        ),
+        Some(edited) => {
+            let run = edited_run(&action.params, &edited.params).map_err(|why| {
+                Failure::new(
+                    exit::REFUSED,
+                    format!("approved with changes, but not run: {why}"),
+                )
+            })?;
+            out.line(&format!(
+                "reviewers changed the command before approving; running {}",
+                term(&shell_line(&run.command))
+            ));
+            (edited.clone(), run)
+        }
+    };
     let ran = gate
-        .execute(grant, &action, || run_child(&command, signals))
+        .execute(grant, &action, || {
+            run_child(&run.command, &run.env, signals)
+        })
         .await;
     match ran {
         Ok(()) => Ok(0),

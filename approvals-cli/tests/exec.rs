@@ -70,6 +70,14 @@ timeout = "10m"
 standing_grant_max = "1h"
 
 [[rules]]
+name = "canaries"
+kind = "canary.deploy"
+effect = "require_approval"
+approvers = { groups = ["sre"] }
+timeout = "10m"
+editable = ["command", "ticket"]
+
+[[rules]]
 name = "freeze"
 kind = "db.drop"
 effect = "deny"
@@ -1085,6 +1093,42 @@ async fn server_mode_through_the_agent_api() {
     assert_eq!(code(&out), CANCELLED, "{}", text(&out));
     assert_eq!(fx.record(&record).await.state, RequestState::Cancelled);
 
+    // A reviewer edits the command before approving: the wait's answer carries it, and only
+    // the edited command runs.
+    let mut child = start(
+        "canary.deploy",
+        &["sh", "-c", "echo 10 >> canary.txt"],
+        AGENT_TOKEN,
+    );
+    let record = fx.pending("canary.deploy", &mut child).await;
+    let mut params = (*record.request.params).clone();
+    params["command"] = serde_json::json!(["sh", "-c", "echo 5 >> canary.txt"]);
+    Gate::builder()
+        .policy(RulePolicy::from_toml(POLICY).expect("policy"))
+        .store(fx.store.clone())
+        .audit(fx.store.audit_sink())
+        .build()
+        .expect("gate")
+        .decide(
+            record.id,
+            Review::approve(Principal::human("sam@example.com").with_groups(["sre"]))
+                .for_digest(record.digest)
+                .edit(params),
+        )
+        .await
+        .expect("approved as edited");
+    let out = finish(child).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(fx.path("canary.txt"))
+            .ok()
+            .as_deref(),
+        Some("5\n"),
+        "only the edited command ran: {}",
+        text(&out)
+    );
+    assert_eq!(fx.record(&record).await.state, RequestState::Executed);
+
     let out = finish(start(
         "db.drop",
         &["sh", "-c", "echo run >> ran.txt"],
@@ -1205,4 +1249,86 @@ async fn a_standing_grant_runs_the_next_train_without_asking_then_asks_again() {
     let out = finish(third).await;
     assert_eq!(code(&out), DENIED, "{}", text(&out));
     assert_eq!(fx.marker().as_deref(), Some("run\nrun\n"));
+}
+
+/// Edit on approve through `approvals exec`: a reviewer changes the command line before
+/// approving and only the edited command runs; a change to a `--param` value, which the
+/// command does not read, runs nothing and exits as refused.
+#[tokio::test]
+async fn a_reviewers_edit_of_the_command_is_what_runs_and_other_edits_run_nothing() {
+    let fx = Fixture::sqlite().await;
+    // Reviewers decide through a gate with the pipeline's policy: the policy is asked again
+    // about the edited action.
+    let reviewers = Gate::builder()
+        .policy(approvals_core::RulePolicy::from_toml(POLICY).expect("policy"))
+        .store(fx.store.clone())
+        .audit(fx.store.audit_sink())
+        .build()
+        .expect("gate");
+    let sam = || Principal::human("sam@example.com").with_groups(["sre"]);
+    let canary = |percent: &str| {
+        fx.exec(
+            &[
+                "--kind",
+                "canary.deploy",
+                "--resource",
+                "svc://payments",
+                "--param",
+                "ticket=OPS-1",
+            ],
+            &["sh", "-c", &format!("echo {percent} >> ran.txt")],
+            &[],
+        )
+    };
+
+    let mut first = canary("10");
+    let asked = fx.pending("canary.deploy", &mut first).await;
+    let mut params = (*asked.request.params).clone();
+    params["command"] = serde_json::json!(["sh", "-c", "echo 5 >> ran.txt"]);
+    reviewers
+        .decide(
+            asked.id,
+            Review::approve(sam())
+                .for_digest(asked.digest)
+                .edit(params)
+                .reason("5% first"),
+        )
+        .await
+        .expect("approved as edited");
+    let out = finish(first).await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("reviewers changed the command"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        fx.marker().as_deref(),
+        Some("5\n"),
+        "only the edited command ran"
+    );
+    let done = fx.record(&asked).await;
+    assert_eq!(done.state, RequestState::Executed);
+    assert_ne!(done.digest, asked.digest);
+
+    let mut second = canary("20");
+    let asked = fx.pending("canary.deploy", &mut second).await;
+    let mut params = (*asked.request.params).clone();
+    params["ticket"] = serde_json::json!("OPS-2");
+    reviewers
+        .decide(
+            asked.id,
+            Review::approve(sam()).for_digest(asked.digest).edit(params),
+        )
+        .await
+        .expect("approved as edited");
+    let out = finish(second).await;
+    assert_eq!(code(&out), REFUSED, "{}", text(&out));
+    assert!(text(&out).contains("does not read"), "{}", text(&out));
+    assert_eq!(fx.marker().as_deref(), Some("5\n"), "nothing more ran");
+    assert_eq!(
+        fx.record(&asked).await.state,
+        RequestState::Approved,
+        "the grant is left unused"
+    );
 }

@@ -191,3 +191,86 @@ pub(super) fn initiator(args: &ExecArgs) -> Result<Initiator, Failure> {
     })?;
     Ok(initiator)
 }
+
+/// What `exec` runs when reviewers approved a changed version of its action
+/// ([`edit`](approvals_core::edit)): the command line and the `--param-env` variables as they
+/// edited them. An edit of anything else (a `--param` value) is refused, since the command
+/// does not read those: running it unchanged would run something other than what was
+/// approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EditedRun {
+    /// The program and its arguments.
+    pub(crate) command: Vec<String>,
+    /// The environment variables to set for it.
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// The [`EditedRun`] of `edited`, the approved parameters of an action `exec` asked for with
+/// `asked`; `Err` says why it cannot run.
+pub(crate) fn edited_run(asked: &Value, edited: &Value) -> Result<EditedRun, String> {
+    let (Some(asked), Some(edited)) = (asked.as_object(), edited.as_object()) else {
+        return Err("the approved parameters are not an object".into());
+    };
+    let names = asked.keys().chain(edited.keys());
+    for name in names {
+        if name != "command" && name != "env" && asked.get(name) != edited.get(name) {
+            return Err(format!(
+                "reviewers changed the parameter {name:?}, which the command does not read; ask them to edit the command line instead"
+            ));
+        }
+    }
+    let command: Vec<String> = edited
+        .get("command")
+        .and_then(Value::as_array)
+        .map(|args| {
+            args.iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let whole = edited
+        .get("command")
+        .and_then(Value::as_array)
+        .is_some_and(|args| args.len() == command.len());
+    if command.is_empty() || !whole {
+        return Err("the approved command is not a list of words".into());
+    }
+    let mut env = Vec::new();
+    if let Some(vars) = edited.get("env").and_then(Value::as_object) {
+        for (name, value) in vars {
+            let value = value
+                .as_str()
+                .ok_or_else(|| format!("the approved value of {name} is not text"))?;
+            env.push((name.clone(), value.to_owned()));
+        }
+    }
+    Ok(EditedRun { command, env })
+}
+
+#[cfg(test)]
+mod edited_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_command_and_its_variables_may_be_edited_and_nothing_else_runs() {
+        let asked = json!({"command": ["deploy", "--canary", "10"], "env": {"REGION": "eu"}, "ticket": "OPS-1"});
+        let edited = json!({"command": ["deploy", "--canary", "5"], "env": {"REGION": "us"}, "ticket": "OPS-1"});
+        assert_eq!(
+            edited_run(&asked, &edited),
+            Ok(EditedRun {
+                command: vec!["deploy".into(), "--canary".into(), "5".into()],
+                env: vec![("REGION".into(), "us".into())],
+            })
+        );
+        for bad in [
+            json!({"command": ["deploy"], "env": {"REGION": "eu"}, "ticket": "OPS-2"}),
+            json!({"command": ["deploy"], "env": {"REGION": "eu"}, "ticket": "OPS-1", "extra": 1}),
+            json!({"command": ["deploy", 5], "env": {"REGION": "eu"}, "ticket": "OPS-1"}),
+            json!({"command": [], "env": {"REGION": "eu"}, "ticket": "OPS-1"}),
+            json!({"command": ["deploy"], "env": {"REGION": 1}, "ticket": "OPS-1"}),
+        ] {
+            assert!(edited_run(&asked, &bad).is_err(), "{bad}");
+        }
+    }
+}

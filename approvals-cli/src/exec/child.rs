@@ -35,12 +35,19 @@ impl std::fmt::Display for RunError {
 }
 
 /// Runs the command with inherited standard streams, forwarding signals, until it ends.
-pub(super) async fn run_child(command: &[String], signals: &mut Signals) -> Result<(), RunError> {
+/// `env` is set for it on top of this process's environment (the `--param-env` variables as
+/// reviewers edited them; empty otherwise).
+pub(super) async fn run_child(
+    command: &[String],
+    env: &[(String, String)],
+    signals: &mut Signals,
+) -> Result<(), RunError> {
     let (program, rest) = command
         .split_first()
         .ok_or_else(|| RunError::NotStarted("no command".into()))?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn()
         .map_err(|e| RunError::NotStarted(format!("{program}: {e}")))?;
     let pid = child.id();

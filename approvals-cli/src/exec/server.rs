@@ -9,6 +9,7 @@ use approvals_http::client::{ApiClient, ClientError};
 use approvals_http::view::SubmitStatus;
 use url::Url;
 
+use super::action::{EditedRun, edited_run};
 use super::child::{Caught, RunError, Signals, run_child};
 use super::output::{Progress, human, one_line, shell_line};
 use super::{ExecArgs, Withdrawal, exit, interrupted_reason, withdrawn};
@@ -49,6 +50,7 @@ pub(super) async fn run(
     let client = ApiClient::http(server, Some(token)).map_err(api_failure)?;
     let submitted = client.submit(&action).await.map_err(api_failure)?;
     let id = submitted.id;
+    let mut edited_params = None;
     let grant_token = match submitted.status {
         SubmitStatus::Allowed => {
             out.line(&format!(
@@ -78,9 +80,33 @@ pub(super) async fn run(
                 out.line(&format!("review it at {}", term(url)));
             }
             match wait(&client, id, signals, out).await? {
-                Ok(token) => Some(token),
+                Ok((token, edited)) => {
+                    edited_params = edited;
+                    Some(token)
+                }
                 Err(signal) => return interrupted(&client, id, signal, out).await,
             }
+        }
+    };
+    // Reviewers may have approved a changed command: only that one runs, and nothing runs
+    // (the grant is left unused) when the change is one the command cannot apply.
+    let run = match &edited_params {
+        None => EditedRun {
+            command: args.command.clone(),
+            env: Vec::new(),
+        },
+        Some(edited) => {
+            let run = edited_run(&action.params, edited).map_err(|why| {
+                Failure::new(
+                    exit::REFUSED,
+                    format!("approved with changes, but not run: {why}"),
+                )
+            })?;
+            out.line(&format!(
+                "reviewers changed the command before approving; running {}",
+                term(&shell_line(&run.command))
+            ));
+            run
         }
     };
     let grant_token = grant_token.ok_or_else(|| {
@@ -93,7 +119,7 @@ pub(super) async fn run(
         .start_execution(id, &grant_token)
         .await
         .map_err(api_failure)?;
-    let ran = run_child(&args.command, signals).await;
+    let ran = run_child(&run.command, &run.env, signals).await;
     let (outcome, code, failure) = match &ran {
         Ok(()) => (Ok(()), 0, None),
         Err(RunError::Exited { code, status }) => (Err(status.clone()), *code, None),
@@ -127,7 +153,7 @@ async fn wait(
     id: RequestId,
     signals: &mut Signals,
     out: &mut Progress,
-) -> Result<Result<String, Caught>, Failure> {
+) -> Result<Result<(String, Option<serde_json::Value>), Caught>, Failure> {
     let started = std::time::Instant::now();
     // Reminders already reported as unanswered.
     let mut told = 0;
@@ -183,7 +209,7 @@ async fn wait(
                             "approved by {}; running",
                             waited.decided_by.as_deref().map(term).unwrap_or_default()
                         ));
-                        Ok(Ok(token))
+                        Ok(Ok((token, waited.edited.map(|e| e.params))))
                     }
                     None => Err(Failure::new(
                         exit::UNAVAILABLE,

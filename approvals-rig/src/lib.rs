@@ -1,6 +1,7 @@
 //! Puts a [rig](https://docs.rs/rig-core) tool behind an approval gate: the tool runs only once
 //! the gate's policy allows the call or humans approve it, exactly once, with exactly the
-//! arguments they saw; otherwise the model gets the refusal as the tool's error.
+//! arguments they saw (or, where a rule lets reviewers edit them, the arguments as they
+//! edited them); otherwise the model gets the refusal as the tool's error.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -195,6 +196,10 @@ pub enum GatedError<E> {
     /// the panic does not reach the agent.
     #[error("the tool panicked: {0}")]
     Panicked(String),
+    /// Reviewers approved the call with edited arguments that the tool's `Args` cannot read.
+    /// The grant was used and the tool did not run; audited as `executed` with `ok: false`.
+    #[error("the reviewers' edited arguments do not fit the tool: {0}")]
+    EditedArguments(String),
 }
 
 impl<T> Tool for Gated<T>
@@ -236,6 +241,10 @@ where
                 ToolExecutionError::other("The tool failed unexpectedly after it was approved.")
                     .with_retryable(false)
             }
+            GatedError::EditedArguments(why) => ToolExecutionError::other(format!(
+                "Reviewers approved this call with edited arguments that the tool cannot read ({why}); it did not run."
+            ))
+            .with_retryable(false),
         }
     }
 
@@ -245,9 +254,18 @@ where
         args: Self::Args,
     ) -> Result<Self::Output, Self::Error> {
         let action = self.action(&args).map_err(GatedError::Arguments)?;
+        let asked = action.params.clone();
         let tool = &self.tool;
+        // Reviewers may approve the call with edited arguments (a rule's `editable`): the
+        // tool then runs with those, and only those.
         self.gate
-            .run(&action, move || async move {
+            .run_approved(&action, move |approved| async move {
+                let args = if approved.params == asked {
+                    args
+                } else {
+                    serde_json::from_value(approved.params.as_ref().clone())
+                        .map_err(|e| GatedError::EditedArguments(e.to_string()))?
+                };
                 match AssertUnwindSafe(tool.call(context, args))
                     .catch_unwind()
                     .await

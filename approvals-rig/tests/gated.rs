@@ -326,3 +326,37 @@ fn the_gated_tool_looks_like_the_tool_to_the_agent() {
         ("data.export", "db://warehouse")
     );
 }
+
+/// A reviewer lowers the limit before approving (the rule lets reviewers edit `limit`): the
+/// tool runs once, with the edited arguments only.
+#[tokio::test]
+async fn a_reviewers_edit_is_the_call_the_tool_runs() {
+    let (gate, mut inbox, _sink) = common::gate();
+    let tool = ExportRows::new(Behaviour::Succeed);
+    let gated = gated(&tool, &gate);
+    let review = async {
+        let record = inbox
+            .recv()
+            .await
+            .expect("the request reaches the reviewer");
+        gate.decide(
+            record.id,
+            Review::approve(data_owner())
+                .for_digest(record.digest)
+                .edit(serde_json::json!({ "database": "prod", "table": "orders", "limit": 3 })),
+        )
+        .await
+        .expect("approved as edited");
+        record
+    };
+    let (result, record) = tokio::join!(call(&gated, args("prod", "orders", 500)), review);
+    assert_eq!(result.expect("approved"), "exported 3 rows");
+    assert_eq!(
+        tool.calls(),
+        vec![args("prod", "orders", 3)],
+        "ran once, as edited"
+    );
+    let stored = gate.get(record.id).await.expect("store").expect("record");
+    assert_eq!(stored.state, RequestState::Executed);
+    assert_ne!(stored.digest, record.digest);
+}

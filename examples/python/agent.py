@@ -111,6 +111,12 @@ def main():
             return 2
         print(f"approved by {waited.get('decided_by')}", flush=True)
         grant = waited["grant_token"]
+        # Where the policy lets reviewers edit an action, they may approve a changed version:
+        # the grant runs only that one, so run it with the edited parameters.
+        if "edited" in waited:
+            action["params"] = waited["edited"]["params"]
+            for change in waited["edited"]["changes"]:
+                print(f"reviewers changed {change['field']}: {change['before']} -> {change['after']}", flush=True)
 
     # Consume the grant first: exactly once, or not at all.
     try:

@@ -19,7 +19,8 @@
 //! | `dispatched` | `channel` | a channel delivered the request to reviewers |
 //! | `dispatch_failed` | `channel`, `error` | a channel could not deliver it |
 //! | `reviewed` | `reviewer`, `verdict`, `reason`, `channel`, `approvals`, `quorum` | a review was accepted |
-//! | `review_rejected` | `reviewer`, `channel`, `cause`, `detail` | a review was refused (self-approval, not authorized, not human, expired, already decided, forged, ...) |
+//! | `review_rejected` | `reviewer`, `channel`, `cause`, `detail` | a review was refused (self-approval, not authorized, not human, expired, already decided, forged, an edit out of bounds (`edit_refused`), ...) |
+//! | `edited` | `by`, `from_digest`, `changes`, `decision`, `policy_version` | a reviewer approved a changed version of the action ([`edit`](crate::edit)); `digest` is the edited action's, `decision` the policy's on it; the editor's `reviewed` follows |
 //! | `approved` | `approvers` | the quorum was reached |
 //! | `denied` | `by`, `reason` | a reviewer denied it |
 //! | `escalated` | `users`, `groups` | further reviewers were asked |

@@ -285,6 +285,25 @@ impl Approver for ConsoleApprover {
             // Stored as a permit if the prompt is not waiting yet.
             signal.notify_one();
         }
+        // Still pending after a change: a reviewer edited the action (see `edit`).
+        if record.state == RequestState::Pending
+            && let Some(edit) = record.last_edit()
+        {
+            let changes: Vec<String> = edit
+                .edit
+                .iter()
+                .flat_map(|e| e.changes.iter().map(|c| c.line(80)))
+                .collect();
+            self.print(&format!(
+                "[console] request {} ({}) was edited by {}: {}; it now has digest {}, and approvals count toward that digest only\n",
+                record.id,
+                terminal_safe(&record.request.kind, 200),
+                terminal_safe(edit.reviewer.label(), 200),
+                terminal_safe(&changes.join("; "), 600),
+                record.digest
+            ));
+            return Ok(());
+        }
         let by = match record.state {
             RequestState::Approved => {
                 let names: Vec<&str> = record.approvers().iter().map(|p| p.label()).collect();

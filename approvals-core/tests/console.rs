@@ -136,3 +136,65 @@ async fn every_hostile_character_is_shown_as_a_visible_marker() {
         assert!(shown.contains(&marker(c)), "{what}: {shown}");
     }
 }
+
+/// Another reviewer edits the request on screen: the terminal says who changed what and the
+/// new digest, and an answer typed for the version on screen is refused, never counted
+/// toward the edited one.
+#[tokio::test]
+async fn an_edit_elsewhere_is_shown_and_an_answer_for_the_old_version_is_refused() {
+    let sam = Principal::human("sam@example.com");
+    let (mut keyboard, input) = tokio::io::duplex(1024);
+    let screen = Screen::default();
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::users(["sam@example.com", "kim@example.com"])
+                .quorum(2)
+                .editable(["/rows"]),
+        ))
+        .audit(MemorySink::new())
+        .initiator(Initiator::agent("bot"))
+        .approver(ConsoleApprover::with_io(
+            sam,
+            BufReader::new(input),
+            screen.clone(),
+        ))
+        .build()
+        .expect("gate");
+    let Submission::Pending(id) = gate
+        .submit(&ActionRequest::new("data.export", "db://x").params(json!({ "rows": 900 })))
+        .await
+        .expect("submitted")
+    else {
+        panic!("approval expected");
+    };
+    screen.wait_for("APPROVAL NEEDED", 1).await;
+    let asked = gate.get(id).await.expect("store").expect("record");
+    gate.decide(
+        id,
+        Review::approve(Principal::human("kim@example.com"))
+            .for_digest(asked.digest)
+            .edit(json!({ "rows": 90 }))
+            .via("http"),
+    )
+    .await
+    .expect("edited elsewhere");
+    let edited = gate.get(id).await.expect("store").expect("record");
+    screen
+        .wait_for("was edited by kim@example.com: /rows: 900 → 90", 1)
+        .await;
+    assert!(
+        screen.text().contains(&edited.digest.to_string()),
+        "{}",
+        screen.text()
+    );
+
+    keyboard.write_all(b"approve\n").await.expect("typed");
+    screen.wait_for("Refused:", 1).await;
+    let after = gate.get(id).await.expect("store").expect("record");
+    assert_eq!(after.state, RequestState::Pending);
+    assert_eq!(
+        after.approvers().len(),
+        1,
+        "only the editor's approval counts"
+    );
+}

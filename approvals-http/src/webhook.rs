@@ -34,8 +34,10 @@
 //!
 //! `type` is `approval.requested` (new), `approval.escalated` (more reviewers may now
 //! decide), `approval.reminder` (a `remind_at` point of the timeout passed and it is still
-//! pending; `request.reminded` counts them) or `approval.resolved` (approved, denied, expired, cancelled, executed, ...; see
-//! `request.state`). The receiver decides through the API
+//! pending; `request.reminded` counts them), `approval.edited` (a reviewer approved a changed
+//! version and more approvals of it are needed: `request.digest` is the edited action's, each
+//! edit is in `request.reviews`) or `approval.resolved` (approved, denied, expired, cancelled,
+//! executed, ...; see `request.state`). The receiver decides through the API
 //! (`POST /v1/requests/{id}/approve` with a human reviewer's token), never through the
 //! webhook: a webhook carries no authority.
 
@@ -63,7 +65,8 @@ const CHANNEL: &str = "webhook";
 /// The JSON body of a webhook delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookPayload {
-    /// `approval.requested`, `approval.escalated`, `approval.reminder` or `approval.resolved`.
+    /// `approval.requested`, `approval.escalated`, `approval.reminder`, `approval.edited` or
+    /// `approval.resolved`.
     #[serde(rename = "type")]
     pub event_type: String,
     /// The event's id; equals the `webhook-id` header (see the [module docs](self)).
@@ -263,8 +266,9 @@ impl WebhookApprover {
 
 /// The id of the event `event_type` about `record`, sent as `webhook-id`: the same for every
 /// delivery of one event, so a receiver acts on it once. It is `{request id}:requested` and
-/// `{request id}:escalated` (each happens once per request), and `{request id}:{state}` for
-/// `approval.resolved` (a request enters each state at most once).
+/// `{request id}:escalated` (each happens once per request), `{request id}:{state}` for
+/// `approval.resolved` (a request enters each state at most once), and `{request id}:edited-N`
+/// for the request's Nth edit.
 ///
 /// ```
 /// # use approvals_core::{ActionRequest, RequestState};
@@ -280,8 +284,12 @@ impl WebhookApprover {
 /// ```
 pub fn event_id(event_type: &str, record: &RequestRecord) -> String {
     let what = match event_type {
-        "approval.resolved" => record.state.as_str(),
-        other => other.strip_prefix("approval.").unwrap_or(other),
+        "approval.resolved" => record.state.as_str().to_owned(),
+        "approval.edited" => format!(
+            "edited-{}",
+            record.reviews.iter().filter(|r| r.edit.is_some()).count()
+        ),
+        other => other.strip_prefix("approval.").unwrap_or(other).to_owned(),
     };
     format!("{}:{what}", record.id)
 }
@@ -311,7 +319,13 @@ impl Approver for WebhookApprover {
     }
 
     async fn resolved(&self, request: &RequestRecord) -> Result<(), ApproverError> {
-        self.deliver("approval.resolved", request).await.map(|_| ())
+        // Still pending after a change: only an edit short of the quorum tells channels so.
+        let event = if request.state == approvals_core::RequestState::Pending {
+            "approval.edited"
+        } else {
+            "approval.resolved"
+        };
+        self.deliver(event, request).await.map(|_| ())
     }
 }
 

@@ -289,3 +289,59 @@ async fn a_reminder_is_a_signed_approval_reminder_delivery() {
     assert_eq!(payload.request.state, RequestState::Pending);
     assert_eq!(payload.request.reminded, 1);
 }
+
+/// A reviewer's edit that does not reach the quorum: the receiver gets a signed
+/// `approval.edited` delivery of the still pending request, with the edited digest, its own
+/// event id per edit.
+#[tokio::test]
+async fn an_edit_short_of_the_quorum_is_a_signed_approval_edited_delivery() {
+    let (rx, url) = receiver(&[]).await;
+    let hook = WebhookApprover::new(&url, secret()).expect("hook");
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::groups(["security"])
+                .quorum(2)
+                .editable(["/rows"]),
+        ))
+        .store(MemoryStore::new())
+        .audit(MemorySink::new())
+        .approver(hook)
+        .initiator(Initiator::agent("billing-agent"))
+        .build()
+        .expect("gate");
+    let id = submit(&gate, &export()).await;
+    let asked = gate.get(id).await.expect("store").expect("record");
+    let mut params = (*asked.request.params).clone();
+    params["rows"] = serde_json::json!(10);
+    gate.decide(
+        id,
+        approvals_core::Review::approve(
+            Principal::human("sam@example.com").with_groups(["security"]),
+        )
+        .for_digest(asked.digest)
+        .edit(params),
+    )
+    .await
+    .expect("edited");
+    let edited = gate.get(id).await.expect("store").expect("record");
+    let mut seen = rx.seen();
+    for _ in 0..100 {
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = rx.seen();
+    }
+    assert_eq!(seen.len(), 2, "the request, then the edit");
+    let (headers, body) = &seen[1];
+    verify_webhook(&secret(), headers, body, chrono::Utc::now()).expect("signed");
+    let payload: WebhookPayload = serde_json::from_slice(body).expect("payload");
+    assert_eq!(payload.event_type, "approval.edited");
+    assert_eq!(payload.request.state, RequestState::Pending);
+    assert_eq!(payload.request.digest, edited.digest);
+    assert_eq!(payload.request.asked_digest, Some(asked.digest));
+    assert_eq!(
+        headers.get(WEBHOOK_ID).and_then(|v| v.to_str().ok()),
+        Some(format!("{id}:edited-1").as_str())
+    );
+}

@@ -234,6 +234,11 @@ struct DecideArgs {
     /// omitted, the request is fetched, printed, and the decision bound to its digest.
     #[arg(long, value_name = "sha256:HEX")]
     digest: Option<String>,
+    /// Approve only: change a parameter the rule lets reviewers edit before approving
+    /// (`--set /rows=500`, or `--set rows=500`; the value read as the parameter's own type).
+    /// Repeat for several. The policy is asked again about the edited action.
+    #[arg(long = "set", value_name = "PARAM=VALUE")]
+    set: Vec<String>,
     /// Print the resulting request as JSON.
     #[arg(long)]
     json: bool,
@@ -878,6 +883,15 @@ async fn show(client: &ApiClient, args: ShowArgs) -> Result<(), Failure> {
 
 async fn decide(client: &ApiClient, args: DecideArgs, approve: bool) -> Result<(), Failure> {
     let id = parse_id(&args.id)?;
+    if !args.set.is_empty() {
+        if !approve {
+            return Err(Failure::new(
+                exit::USAGE,
+                "--set edits go only with approve; deny takes the action as asked",
+            ));
+        }
+        return approve_edited(client, args, id).await;
+    }
     let digest = match &args.digest {
         Some(d) => Some(Digest::parse(d).map_err(|_| {
             Failure::new(
@@ -909,6 +923,62 @@ async fn decide(client: &ApiClient, args: DecideArgs, approve: bool) -> Result<(
         view.state,
         view.approvals,
         view.requirement.quorum
+    );
+    Ok(())
+}
+
+/// `approve --set PARAM=VALUE ...`: the request's parameters with those changed (read by
+/// `edit::params_from_fields`, as every channel's form is), approved bound to the digest
+/// reviewed.
+async fn approve_edited(
+    client: &ApiClient,
+    args: DecideArgs,
+    id: RequestId,
+) -> Result<(), Failure> {
+    let view = client.get(id).await?;
+    let digest = match &args.digest {
+        Some(d) => Digest::parse(d).map_err(|_| {
+            Failure::new(
+                exit::USAGE,
+                "--digest must look like sha256:<64 hex digits>",
+            )
+        })?,
+        None => {
+            eprintln!("Editing this request (digest {}):", view.digest);
+            print_view_to_stderr(&view);
+            view.digest
+        }
+    };
+    let mut fields = Vec::with_capacity(args.set.len());
+    for set in &args.set {
+        let (name, value) = set.split_once('=').ok_or_else(|| {
+            Failure::new(exit::USAGE, format!("--set {set:?}: write PARAM=VALUE"))
+        })?;
+        // A dotted path or a JSON pointer, as in the policy's `editable`.
+        let pointer = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            name.split('.')
+                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                .collect()
+        };
+        fields.push((pointer, value.to_owned()));
+    }
+    let params = approvals_core::edit::params_from_fields(
+        &view.params,
+        &view.requirement.editable,
+        fields.iter().map(|(p, v)| (p.as_str(), v.as_str())),
+    )
+    .map_err(|e| Failure::new(exit::USAGE, format!("the edit is refused: {e}")))?;
+    let view = client
+        .approve_edited(id, digest, params, args.reason.as_deref())
+        .await?;
+    if args.json {
+        return print_json(&view);
+    }
+    println!(
+        "Approved request {} as edited: it is now {} ({} of {} approvals), digest {}",
+        view.id, view.state, view.approvals, view.requirement.quorum, view.digest
     );
     Ok(())
 }
@@ -1070,7 +1140,26 @@ fn render_view(v: &RequestView) -> String {
     );
     line("Created", &v.created_at.to_rfc3339());
     line("Expires", &v.expires_at.to_rfc3339());
+    if !v.requirement.editable.is_empty() {
+        line("Editable", &v.requirement.editable.join(", "));
+    }
+    if let Some(asked) = v.asked_digest {
+        line("Asked digest", &asked.to_string());
+    }
     for r in &v.reviews {
+        if let Some(edit) = &r.edit {
+            let changes: Vec<String> = edit.changes.iter().map(|c| c.line(200)).collect();
+            line(
+                "Edited",
+                &format!(
+                    "by {} (digest {} -> {}): {}",
+                    r.reviewer.id,
+                    edit.from,
+                    edit.to,
+                    changes.join("; ")
+                ),
+            );
+        }
         line(
             "Review",
             &format!(

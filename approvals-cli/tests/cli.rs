@@ -759,3 +759,92 @@ async fn show_lists_every_action_of_a_plan_with_its_digest_and_what_ran() {
         "neutralized"
     );
 }
+
+/// `approvals approve ID --set rows=500`: the CLI edits the parameters the rule lists as
+/// editable (each value read as its parameter's own type) and approves the edited action;
+/// `show` then lists what changed and both digests. A parameter not listed, a wrong type and
+/// an edit on deny are refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_with_set_edits_the_action_and_show_lists_the_edit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = Tokens::from_file(token_file(dir.path())).expect("tokens");
+    let gate = Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::groups(["security"]).editable(["/rows"]),
+        ))
+        .store(approvals_core::MemoryStore::new())
+        .audit(approvals_core::MemorySink::new())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
+        .build()
+        .expect("gate");
+    let server = approvals_http::ReviewServer::builder(gate.clone())
+        .tokens(tokens)
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(approvals_http::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+    let id = submit(
+        &gate,
+        &export().params(serde_json::json!({"rows": 5000, "table": "customers"})),
+    )
+    .await;
+    let asked = gate.get(id).await.expect("store").expect("record");
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                approvals(&args, Some(SAM), &dir)
+            })
+            .await
+            .expect("cli")
+        }
+    };
+    let id_s = id.to_string();
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["--server".to_owned(), base.clone()]);
+        v
+    };
+    for refused in [
+        args(&["approve", &id_s, "--set", "table=orders"]),
+        args(&["approve", &id_s, "--set", "rows=lots"]),
+        args(&["deny", &id_s, "--set", "rows=1"]),
+    ] {
+        let out = run(refused.clone()).await;
+        assert_ne!(code(&out), 0, "{refused:?}: {}", text(&out));
+    }
+    assert_eq!(
+        gate.get(id).await.expect("store").expect("record").version,
+        asked.version
+    );
+
+    let out = run(args(&[
+        "approve",
+        &id_s,
+        "--set",
+        "rows=500",
+        "--reason",
+        "500 is enough",
+    ]))
+    .await;
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let record = gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Approved);
+    assert_eq!(record.request.params["rows"], 500);
+    let out = run(args(&["show", &id_s])).await;
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("/rows: 5000 → 500"), "{shown}");
+    assert!(
+        shown.contains(&asked.digest.to_string()) && shown.contains(&record.digest.to_string()),
+        "{shown}"
+    );
+}

@@ -31,7 +31,8 @@ use serde_json::Value;
 use crate::plan::PLAN_KIND;
 use crate::policy::Decision;
 use crate::request::{ActionRequest, Digest};
-use crate::standing::STANDING_KIND;
+use crate::standing::{STANDING_KIND, is_reserved_kind};
+use crate::store::{RequestRecord, RequestState};
 
 /// The most parameters one edit may change: a rule lists at most this many.
 pub const MAX_EDITED_FIELDS: usize = 20;
@@ -82,6 +83,41 @@ pub enum EditRefusal {
     /// Nothing changed.
     #[error("the edit changes nothing; approve the action as asked instead")]
     Unchanged,
+    /// The request is no longer pending.
+    #[error("the request is already {0}")]
+    NotPending(RequestState),
+}
+
+/// Whether reviewers may edit `record` at all, before anyone types a value: it is pending and
+/// [`check_editable`] holds. Every channel asks this before it offers an edit form (the form's
+/// values are checked by [`edit_action`] when the edit is decided).
+pub fn may_edit(record: &RequestRecord) -> Result<(), EditRefusal> {
+    if record.state != RequestState::Pending {
+        return Err(EditRefusal::NotPending(record.state));
+    }
+    check_editable(&record.request, &record.requirement.editable)
+}
+
+/// Whether an action may be edited under a rule listing `editable` parameters, whatever the
+/// values: not a standing grant or a plan, the rule lists some parameters, and the action
+/// carries no preview (which shows what the action as asked would do).
+pub fn check_editable(asked: &ActionRequest, editable: &[String]) -> Result<(), EditRefusal> {
+    match asked.kind.as_str() {
+        STANDING_KIND => return Err(EditRefusal::ReservedKind("standing grant")),
+        PLAN_KIND => return Err(EditRefusal::ReservedKind("plan")),
+        // Any other spelling of the reserved namespace, compared canonically.
+        kind if is_reserved_kind(kind) => {
+            return Err(EditRefusal::ReservedKind("request of a reserved kind"));
+        }
+        _ => {}
+    }
+    if editable.is_empty() {
+        return Err(EditRefusal::NotEditable);
+    }
+    if asked.context.preview.is_some() {
+        return Err(EditRefusal::HasPreview);
+    }
+    Ok(())
 }
 
 /// The action `asked` with the parameters `proposed` by a reviewer, who may change only the
@@ -95,17 +131,7 @@ pub fn edit_action(
     editable: &[String],
     proposed: &Value,
 ) -> Result<(ActionRequest, Vec<FieldChange>), EditRefusal> {
-    match asked.kind.as_str() {
-        STANDING_KIND => return Err(EditRefusal::ReservedKind("standing grant")),
-        PLAN_KIND => return Err(EditRefusal::ReservedKind("plan")),
-        _ => {}
-    }
-    if editable.is_empty() {
-        return Err(EditRefusal::NotEditable);
-    }
-    if asked.context.preview.is_some() {
-        return Err(EditRefusal::HasPreview);
-    }
+    check_editable(asked, editable)?;
     let fields = || editable.join(", ");
     // What `proposed` must be: the asked parameters with only editable values replaced.
     let mut expected = Value::clone(&asked.params);

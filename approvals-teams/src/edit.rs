@@ -16,9 +16,9 @@
 //! the card can carry, or holding control, bidi or other invisible characters (which an input
 //! would show unmarked), is left out of the form, said so on it, and keeps its value.
 
+use approvals_core::RequestRecord;
 use approvals_core::edit::{EditRefusal, MAX_EDITED_FIELDS, field_text, params_from_fields};
 use approvals_core::text::{is_neutralized, one_line};
-use approvals_core::{RequestRecord, RequestState};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -150,22 +150,9 @@ impl EditForm {
     }
 }
 
-/// Whether `record` is an action reviewers may edit at all: pending, its rule lists editable
-/// parameters, not a reserved kind, and core's rule does not refuse every edit of it (asked
-/// with the action unchanged, it answers "changes nothing" only when an edit could be made).
+/// Whether `record` is an action reviewers may edit at all (core's `edit::may_edit`).
 fn editable(record: &RequestRecord) -> bool {
-    let request = &record.request;
-    record.state == RequestState::Pending
-        && !record.requirement.editable.is_empty()
-        && !approvals_core::standing::is_reserved_kind(&request.kind)
-        && matches!(
-            approvals_core::edit::edit_action(
-                request,
-                &record.requirement.editable,
-                &request.params
-            ),
-            Err(EditRefusal::Unchanged)
-        )
+    approvals_core::edit::may_edit(record).is_ok()
 }
 
 /// The "Edit and approve" `Action.ShowCard` for `record`, or `None` when it cannot be edited

@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use approvals_core::edit::{field_text, params_from_fields};
-use approvals_core::standing::is_reserved_kind;
-use approvals_core::{RequestRecord, RequestState};
+use approvals_core::RequestRecord;
+use approvals_core::edit::{field_text, may_edit, params_from_fields};
 use serde_json::Value;
 
 use super::Viewer;
@@ -29,12 +28,7 @@ pub(super) fn edit_form(
     reason_required: bool,
 ) -> String {
     let editable = &record.requirement.editable;
-    if !may_approve
-        || record.state != RequestState::Pending
-        || editable.is_empty()
-        || is_reserved_kind(&record.request.kind)
-        || record.request.context.preview.is_some()
-    {
+    if !may_approve || may_edit(record).is_err() {
         return String::new();
     }
     let mut inputs = String::new();

@@ -3,9 +3,8 @@
 //! what changed. What may be edited is core's rule ([`approvals_core::edit`]); this module only
 //! shows it.
 
-use approvals_core::edit::{EditRefusal, edit_action, field_text};
-use approvals_core::standing::is_reserved_kind;
-use approvals_core::{RequestRecord, RequestState};
+use approvals_core::RequestRecord;
+use approvals_core::edit::{field_text, may_edit};
 use serde_json::{Value, json};
 
 use super::{MAX_REASON_CHARS, REASON_ACTION_ID, REASON_BLOCK_ID, md, name_md, plain};
@@ -44,22 +43,10 @@ pub struct EditableField {
 /// rule refuses every edit of it (no editable parameters, a standing grant or plan, a preview),
 /// or no editable parameter can be shown.
 pub fn editable_fields(record: &RequestRecord) -> Result<Vec<EditableField>, String> {
-    if record.state != RequestState::Pending {
-        return Err(format!("the request is already {}", record.state));
-    }
+    // Core's rule for whether an edit could be made at all.
+    may_edit(record).map_err(|refused| refused.to_string())?;
     let request = &record.request;
-    if is_reserved_kind(&request.kind) {
-        return Err(
-            "standing grants and plans are approved as proposed; deny and propose another".into(),
-        );
-    }
     let editable = &record.requirement.editable;
-    // Core's rule, asked with the parameters unchanged: "nothing changed" means every other
-    // condition of an edit holds.
-    match edit_action(request, editable, &request.params) {
-        Err(EditRefusal::Unchanged) | Ok(_) => {}
-        Err(refused) => return Err(refused.to_string()),
-    }
     let fields: Vec<EditableField> = editable
         .iter()
         .filter(|p| block_id(p).chars().count() <= limits::MAX_BLOCK_ID_CHARS)
@@ -196,7 +183,7 @@ pub(super) fn edited_block(record: &RequestRecord) -> Option<Value> {
 mod tests {
     use super::*;
     use approvals_core::edit::{EditRecord, FieldChange};
-    use approvals_core::{Decision, Principal, ReviewRecord, Verdict};
+    use approvals_core::{Decision, Principal, RequestState, ReviewRecord, Verdict};
     use approvals_testkit::fixtures;
     use std::sync::Arc;
 

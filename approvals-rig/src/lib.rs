@@ -263,8 +263,20 @@ where
                 let args = if approved.params == asked {
                     args
                 } else {
-                    serde_json::from_value(approved.params.as_ref().clone())
-                        .map_err(|e| GatedError::EditedArguments(e.to_string()))?
+                    let edited: T::Args = serde_json::from_value(approved.params.as_ref().clone())
+                        .map_err(|e| GatedError::EditedArguments(e.to_string()))?;
+                    // The resource is read from the arguments: an edit must not send the call
+                    // elsewhere than the resource the policy and the reviewers judged.
+                    let target = self
+                        .action(&edited)
+                        .map_err(|e| GatedError::EditedArguments(e.to_string()))?;
+                    if target.kind != approved.kind || target.resource != approved.resource {
+                        return Err(GatedError::EditedArguments(format!(
+                            "they would run it on {} instead of the approved {}",
+                            target.resource, approved.resource
+                        )));
+                    }
+                    edited
                 };
                 match AssertUnwindSafe(tool.call(context, args))
                     .catch_unwind()

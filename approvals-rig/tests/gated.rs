@@ -360,3 +360,37 @@ async fn a_reviewers_edit_is_the_call_the_tool_runs() {
     assert_eq!(stored.state, RequestState::Executed);
     assert_ne!(stored.digest, record.digest);
 }
+
+/// The tool's resource is read from its arguments: an edit that would run it on another table
+/// than the one approved (the policy and the reviewers judged `db://prod/orders`) runs
+/// nothing, and the grant's use is recorded as failed.
+#[tokio::test]
+async fn an_edit_that_would_change_the_resource_runs_nothing() {
+    let (gate, mut inbox, _sink) = common::gate();
+    let tool = ExportRows::new(Behaviour::Succeed);
+    let gated = gated(&tool, &gate);
+    let review = async {
+        let record = inbox
+            .recv()
+            .await
+            .expect("the request reaches the reviewer");
+        gate.decide(
+            record.id,
+            Review::approve(data_owner())
+                .for_digest(record.digest)
+                .edit(serde_json::json!({ "database": "prod", "table": "customers", "limit": 3 })),
+        )
+        .await
+        .expect("the edit itself is within the rule");
+        record
+    };
+    let (result, record) = tokio::join!(call(&gated, args("prod", "orders", 5)), review);
+    let refused = result.expect_err("nothing runs");
+    assert!(
+        matches!(&refused, GatedError::EditedArguments(why) if why.contains("db://prod/customers")),
+        "{refused:?}"
+    );
+    assert!(tool.calls().is_empty(), "the tool never ran");
+    let stored = gate.get(record.id).await.expect("store").expect("record");
+    assert_eq!(stored.state, RequestState::Failed);
+}

@@ -37,7 +37,7 @@ resource = "db://prod/*"
 effect = "require_approval"
 approvers = { groups = ["data-owners"] }
 timeout = "15m"
-editable = ["limit"]
+editable = ["limit", "table"]
 "#;
 
 /// The arguments the model sends.

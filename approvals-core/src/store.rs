@@ -416,6 +416,28 @@ impl RequestRecord {
         self.reviews.iter().rev().find(|r| r.edit.is_some())
     }
 
+    /// The action key a denial of this request refuses during a cool-down
+    /// ([`ActionRequest::action_key`]): the key of the action as it was asked for, so an agent
+    /// whose request reviewers edited and then denied cannot page them again by asking for
+    /// its own version once more.
+    pub fn denied_action_key(&self) -> Digest {
+        if self.last_edit().is_none() {
+            return self.request.action_key();
+        }
+        let mut asked = self.request.clone();
+        let mut params = serde_json::Value::clone(&asked.params);
+        // Latest edit first, so each field ends with the value it was asked with.
+        for edit in self.reviews.iter().rev().filter_map(|r| r.edit.as_deref()) {
+            for change in &edit.changes {
+                if let Some(slot) = params.pointer_mut(&change.field) {
+                    *slot = change.before.clone();
+                }
+            }
+        }
+        asked.params = Arc::new(params);
+        asked.action_key()
+    }
+
     /// The digest the action had when it was asked for: the first edit's `from`, or the
     /// digest when it was never edited.
     pub fn asked_digest(&self) -> Digest {
@@ -581,7 +603,7 @@ impl ListFilter {
                 .audit_pending
                 .is_none_or(|pending| record.audit_pending == pending)
             && self.denied_action.is_none_or(|key| {
-                record.state == RequestState::Denied && record.request.action_key() == key
+                record.state == RequestState::Denied && record.denied_action_key() == key
             })
             && self
                 .due_by

@@ -565,3 +565,52 @@ async fn a_retry_with_the_same_idempotency_key_reattaches_to_the_edited_request(
         "{conflict:?}"
     );
 }
+
+#[tokio::test]
+async fn after_an_edited_request_is_denied_the_agent_cannot_ask_again_for_its_own_version() {
+    let f = Fixture::new();
+    // A rule with a cool-down, on a gate of its own.
+    let policy = POLICY.replace(
+        "name = \"exports\"\nkind = \"data.export\"\neffect = \"require_approval\"",
+        "name = \"exports\"\nkind = \"data.export\"\neffect = \"require_approval\"\ncooldown_after_denial = \"1h\"",
+    );
+    assert_ne!(policy, POLICY, "the cool-down was added");
+    let gate = Gate::builder()
+        .policy(RulePolicy::from_toml(&policy).expect("policy"))
+        .store_shared(f.store.clone())
+        .audit_shared(f.audit.clone())
+        .clock(Arc::new(ManualClock::new(t0())))
+        .initiator(agent())
+        .build()
+        .expect("gate");
+    let Submission::Pending(id) = gate.submit(&export(800)).await.expect("submitted") else {
+        panic!("pending");
+    };
+    let asked = f.record(id).await;
+    gate.decide(
+        id,
+        Review::approve(kim())
+            .for_digest(asked.digest)
+            .edit(params(5000, "eu")),
+    )
+    .await
+    .expect("edited, now needing two approvals");
+    let edited = f.record(id).await;
+    gate.decide(
+        id,
+        Review::deny(sam())
+            .reason("no export this week")
+            .for_digest(edited.digest),
+    )
+    .await
+    .expect("denied");
+    // The agent asks again for the action as it asked it: refused at once, nobody asked.
+    let again = gate.submit(&export(800)).await.expect_err("refused");
+    match again {
+        GuardError::DeniedRecently { by, reason, .. } => {
+            assert_eq!(by, "sam@example.com");
+            assert_eq!(reason.as_deref(), Some("no export this week"));
+        }
+        other => panic!("expected DeniedRecently, got {other:?}"),
+    }
+}

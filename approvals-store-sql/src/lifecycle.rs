@@ -64,17 +64,18 @@ impl<'a> Columns<'a> {
 }
 
 /// The `denied_action_key` column: a denied request's
-/// [`action_key`](approvals_core::ActionRequest::action_key) as text; `None` in every other
-/// state (the column is indexed for denied rows only).
+/// [`denied_action_key`](approvals_core::RequestRecord::denied_action_key) (the action key of
+/// the action as it was asked for) as text; `None` in every other state (the column is
+/// indexed for denied rows only).
 pub(crate) fn denied_action_key(record: &RequestRecord) -> Option<String> {
-    (record.state == RequestState::Denied).then(|| record.request.action_key().to_string())
+    (record.state == RequestState::Denied).then(|| record.denied_action_key().to_string())
 }
 
 /// The `denied_action_key` of a denied row stored before migration 7 (the rows
 /// [`MISSING_DENIED_ACTION_KEY`] finds): [`denied_action_key`], which is never `None` for
 /// them, so every one is filled.
 pub(crate) fn backfilled_denied_action_key(record: &RequestRecord) -> String {
-    denied_action_key(record).unwrap_or_else(|| record.request.action_key().to_string())
+    denied_action_key(record).unwrap_or_else(|| record.denied_action_key().to_string())
 }
 
 /// The denied rows stored before migration 7, whose `denied_action_key` has to be filled, a

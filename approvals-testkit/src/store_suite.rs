@@ -54,6 +54,7 @@ where
     gate_takes_each_standing_grant_use_once(make_store().await).await;
     gate_runs_each_plan_item_once(make_store().await).await;
     gate_runs_only_the_edited_action(make_store().await).await;
+    gate_refuses_the_asked_action_after_its_edit_is_denied(make_store().await).await;
 }
 
 async fn insert_new(store: &Arc<dyn Store>, record: &RequestRecord) {
@@ -1507,4 +1508,48 @@ pub async fn gate_runs_only_the_edited_action(store: Arc<dyn Store>) {
         .expect("the edited action runs");
     assert_eq!(fetch(&store, id).await.state, RequestState::Executed);
     assert_eq!(audit.names().iter().filter(|n| **n == "edited").count(), 1);
+}
+
+/// A request reviewers edited and then denied, under a rule with a cool-down: asking again for
+/// the action as it was first asked is refused at once, whichever store lists the denials.
+pub async fn gate_refuses_the_asked_action_after_its_edit_is_denied(store: Arc<dyn Store>) {
+    use approvals_core::Requirement;
+    let (clock, audit) = parts();
+    let gate = fixtures::gate_requiring(
+        Requirement::groups(["data-owners"])
+            .quorum(2)
+            .editable(["/rows"])
+            .cooldown_after_denial(std::time::Duration::from_secs(3600)),
+        store.clone(),
+        clock,
+        audit,
+    );
+    let action = export_request();
+    let Submission::Pending(id) = gate.submit(&action).await.expect("submit") else {
+        panic!("needs approval");
+    };
+    let asked = fetch(&store, id).await;
+    let mut params = (*asked.request.params).clone();
+    params["rows"] = serde_json::json!(10);
+    gate.decide(
+        id,
+        Review::approve(reviewer("kim@example.com"))
+            .for_digest(asked.digest)
+            .edit(params),
+    )
+    .await
+    .expect("edited");
+    let edited = fetch(&store, id).await;
+    gate.decide(
+        id,
+        Review::deny(reviewer("sam@example.com"))
+            .reason("not this week")
+            .for_digest(edited.digest),
+    )
+    .await
+    .expect("denied");
+    match gate.submit(&action).await {
+        Err(GuardError::DeniedRecently { id: earlier, .. }) => assert_eq!(earlier, id),
+        other => panic!("the asked action must be refused during the cool-down: {other:?}"),
+    }
 }

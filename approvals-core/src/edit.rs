@@ -252,8 +252,9 @@ impl FieldChange {
     }
 }
 
-/// A JSON value's type, in words.
-fn json_type(value: &Value) -> &'static str {
+/// A JSON value's type, in words (`a number`, `text`, `a list`, ...): what a form says a
+/// field must hold, and what refusals name.
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "true or false",

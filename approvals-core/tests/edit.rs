@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use approvals_core::audit::EventDetail;
 use approvals_core::{
-    ActionRequest, Decision, Gate, GuardError, Initiator, ManualClock, MemorySink, MemoryStore,
-    Principal, RejectCause, RequestId, RequestRecord, RequestState, Review, ReviewError,
-    RulePolicy, Store, Submission,
+    ActionRequest, Decision, Digest, Gate, GuardError, Initiator, ManualClock, MemorySink,
+    MemoryStore, Principal, RejectCause, RequestId, RequestRecord, RequestState, Review,
+    ReviewError, RulePolicy, Store, Submission,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -613,4 +613,56 @@ async fn after_an_edited_request_is_denied_the_agent_cannot_ask_again_for_its_ow
         }
         other => panic!("expected DeniedRecently, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_forms_fields_are_read_by_the_gate_after_the_digest_and_refusals_are_audited() {
+    let f = Fixture::new();
+    let asked = f.ask(&export(800)).await;
+    let form = |fields: &[(&str, &str)], digest| {
+        Review::approve(sam())
+            .for_digest(digest)
+            .edit_fields(fields.iter().copied())
+    };
+    // Each field is read as its parameter's own type; a wrong one is refused and audited.
+    for fields in [
+        &[("/rows", "lots")][..],
+        &[("/table", "orders")][..],
+        &[("/missing", "1")][..],
+    ] {
+        let refused = f
+            .gate
+            .decide(asked.id, form(fields, asked.digest))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(refused, ReviewError::EditRefused { .. }),
+            "{fields:?}: {refused:?}"
+        );
+    }
+    assert_eq!(f.rejections(), [RejectCause::EditRefused; 3]);
+    // A form for another version is refused for that, before its fields are read.
+    let stale = f
+        .gate
+        .decide(asked.id, form(&[("/rows", "lots")], Digest([9; 32])))
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(stale, ReviewError::DigestMismatch { .. }),
+        "{stale:?}"
+    );
+    assert_eq!(
+        f.record(asked.id).await.version,
+        asked.version,
+        "nothing changed"
+    );
+
+    f.gate
+        .decide(
+            asked.id,
+            form(&[("/rows", " 20 "), ("/filter/region", "us")], asked.digest),
+        )
+        .await
+        .expect("read and approved");
+    assert_eq!(*f.record(asked.id).await.request.params, params(20, "us"));
 }

@@ -9,11 +9,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Step;
 use super::review::{
-    Review, ReviewOutcome, approve_at_quorum, check_review, eligible, reviewed_event,
+    ProposedParams, Review, ReviewOutcome, approve_at_quorum, check_review, eligible,
+    reviewed_event,
 };
 use crate::admission::MAX_REQUEST_BYTES;
 use crate::audit::EventDetail;
-use crate::edit::{EditRecord, FieldChange, edit_action};
+use crate::edit::{EditRecord, FieldChange, edit_action, params_from_fields};
 use crate::error::ReviewError;
 use crate::policy::Decision;
 use crate::request::{ActionRequest, Digest};
@@ -31,8 +32,9 @@ pub struct ProposedEdit {
 }
 
 /// Whether `review`, an approval carrying edited parameters, may edit `record` at `now`:
-/// every rule of [`check_review`] (the digest the reviewer saw is required), then the
-/// rule's bounds ([`edit_action`]) and the size limit every action meets. The gate asks the
+/// every rule of [`check_review`] (the digest the reviewer saw is required), then a form's
+/// fields read against the stored action ([`params_from_fields`]), the rule's bounds
+/// ([`edit_action`]) and the size limit every action meets. The gate asks the
 /// policy about the returned action, then applies [`review_edited`].
 pub fn propose_edit(
     record: &RequestRecord,
@@ -41,7 +43,7 @@ pub fn propose_edit(
 ) -> Result<ProposedEdit, ReviewError> {
     let id = record.id;
     let refused = |why: String| ReviewError::EditRefused { id, why };
-    let Some(params) = review.edit.as_deref() else {
+    let Some(proposed) = review.edit.as_deref() else {
         return Err(refused("the review carries no edited parameters".into()));
     };
     if review.verdict != Verdict::Approve {
@@ -50,8 +52,19 @@ pub fn propose_edit(
         ));
     }
     check_review(record, review, now)?;
-    let (request, changes) = edit_action(&record.request, &record.requirement.editable, params)
-        .map_err(|e| refused(e.to_string()))?;
+    let editable = &record.requirement.editable;
+    let read;
+    let params = match proposed {
+        ProposedParams::Params(params) => params,
+        ProposedParams::Fields(fields) => {
+            let fields = fields.iter().map(|(p, t)| (p.as_str(), t.as_str()));
+            read = params_from_fields(&record.request.params, editable, fields)
+                .map_err(|e| refused(e.to_string()))?;
+            &read
+        }
+    };
+    let (request, changes) =
+        edit_action(&record.request, editable, params).map_err(|e| refused(e.to_string()))?;
     let (digest, size) = request.digest_and_size();
     if size > MAX_REQUEST_BYTES {
         return Err(refused(format!(

@@ -60,8 +60,8 @@ pub use plan::{
     RecordRef, check_plan_len, covering_item, open_under_plan, plan_decision, use_plan_item,
 };
 pub use review::{
-    Review, ReviewOutcome, approved_event, audited, check_review, check_review_before_reason,
-    may_review, recover, review,
+    ProposedParams, Review, ReviewOutcome, approved_event, audited, check_review,
+    check_review_before_reason, may_review, recover, review,
 };
 pub use run::{Unusable, check_executor, consume, finish};
 pub use standing::{

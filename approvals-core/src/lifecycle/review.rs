@@ -23,9 +23,20 @@ pub struct Review {
     /// The digest the reviewer was shown; when set, it must match the stored request. Required
     /// for an edit, and for an approval once the action has been edited.
     pub digest: Option<Digest>,
-    /// For an approval of a changed action ([`edit`](crate::edit)): the parameters as the
-    /// reviewer edited them, in full.
-    pub edit: Option<Box<serde_json::Value>>,
+    /// For an approval of a changed action ([`edit`](crate::edit)): what the reviewer changed.
+    pub edit: Option<Box<ProposedParams>>,
+}
+
+/// The parameters a reviewer proposes with an edit on approve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposedParams {
+    /// Every parameter, as edited (the API, in-process callers).
+    Params(serde_json::Value),
+    /// A form's fields, `(JSON pointer, text)`, read against the stored action when the edit
+    /// is decided ([`params_from_fields`](crate::edit::params_from_fields)): a channel
+    /// submits what the reviewer typed, and the gate reads it, checks it and audits a
+    /// refusal like any other.
+    Fields(Vec<(String, String)>),
 }
 
 impl Review {
@@ -73,7 +84,24 @@ impl Review {
     /// within what the policy rule lets reviewers edit ([`edit`](crate::edit)). Bind it to the
     /// digest the reviewer saw with [`for_digest`](Review::for_digest).
     pub fn edit(mut self, params: serde_json::Value) -> Self {
-        self.edit = Some(Box::new(params));
+        self.edit = Some(Box::new(ProposedParams::Params(params)));
+        self
+    }
+
+    /// [`edit`](Review::edit) with a form's fields, `(JSON pointer, text)` for each parameter
+    /// the reviewer saw, read as each parameter's own type against the action as stored when
+    /// the edit is decided.
+    pub fn edit_fields<I, P, T>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = (P, T)>,
+        P: Into<String>,
+        T: Into<String>,
+    {
+        let fields = fields
+            .into_iter()
+            .map(|(p, t)| (p.into(), t.into()))
+            .collect();
+        self.edit = Some(Box::new(ProposedParams::Fields(fields)));
         self
     }
 }

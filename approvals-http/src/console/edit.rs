@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use approvals_core::RequestRecord;
-use approvals_core::edit::{field_text, may_edit, params_from_fields};
-use serde_json::Value;
+use approvals_core::edit::{field_text, json_type, may_edit};
 
 use super::Viewer;
 use crate::html::escape;
@@ -41,7 +40,7 @@ pub(super) fn edit_form(
             r#"<label for="edit-{i}"><code>{pointer}</code> <span class="hint">({kind})</span></label>
 <input type="text" id="edit-{i}" name="{prefix}{pointer}" value="{value}" maxlength="{max}" spellcheck="false">"#,
             pointer = escape(pointer),
-            kind = kind_hint(value),
+            kind = json_type(value),
             prefix = FIELD_PREFIX,
             value = escape(&field_text(value)),
             max = MAX_FIELD_CHARS,
@@ -102,25 +101,13 @@ pub(super) fn edits_card(record: &RequestRecord) -> String {
     )
 }
 
-/// The full parameters the form proposes, read from its `edit:` fields.
-pub(super) fn proposed_params(
-    record: &RequestRecord,
-    fields: &HashMap<String, String>,
-) -> Result<Value, String> {
-    let edited = fields
+/// The form's `edit:` fields as `(JSON pointer, text)`, for
+/// [`Review::edit_fields`](approvals_core::Review::edit_fields).
+pub(super) fn form_fields(fields: &HashMap<String, String>) -> Vec<(String, String)> {
+    fields
         .iter()
-        .filter_map(|(name, value)| Some((name.strip_prefix(FIELD_PREFIX)?, value.as_str())));
-    params_from_fields(&record.request.params, &record.requirement.editable, edited)
-        .map_err(|e| format!("Your edit was refused: {e}."))
-}
-
-fn kind_hint(value: &Value) -> &'static str {
-    match value {
-        Value::String(_) => "text",
-        Value::Number(_) => "a number",
-        Value::Bool(_) => "true or false",
-        Value::Array(_) => "a JSON list",
-        Value::Object(_) => "a JSON object",
-        Value::Null => "null",
-    }
+        .filter_map(|(name, value)| {
+            Some((name.strip_prefix(FIELD_PREFIX)?.to_owned(), value.clone()))
+        })
+        .collect()
 }

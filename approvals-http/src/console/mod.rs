@@ -463,37 +463,8 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
         review = review.reason(reason);
     }
     if edited {
-        // Read against the version the reviewer saw; the gate checks that it is still current.
-        let read = match shared.gate.get(id).await {
-            Ok(Some(record)) if record.digest == digest => edit::proposed_params(&record, &fields),
-            Ok(_) => Err(
-                "The action changed since it was shown to you; look at it again before deciding."
-                    .to_owned(),
-            ),
-            Err(e) => Err(format!("Nothing was decided: {e}")),
-        };
-        match read {
-            Ok(params) => review = review.edit(params),
-            Err(why) => {
-                let _ = shared
-                    .gate
-                    .record_rejected_callback(
-                        id,
-                        Some(v.principal.clone()),
-                        CONSOLE_CHANNEL,
-                        RejectCause::EditRefused,
-                        &why,
-                    )
-                    .await;
-                return detail_page(
-                    shared,
-                    &v,
-                    id,
-                    Some((StatusCode::UNPROCESSABLE_ENTITY, why)),
-                )
-                .await;
-            }
-        }
+        // What the reviewer typed; the gate reads it against the stored action.
+        review = review.edit_fields(edit::form_fields(&fields));
     }
     // The gate applies (and audits) every rule; the reviewer reads its one-sentence refusal.
     match shared.gate.decide(id, review).await {

@@ -17,7 +17,7 @@
 //! would show unmarked), is left out of the form, said so on it, and keeps its value.
 
 use approvals_core::RequestRecord;
-use approvals_core::edit::{EditRefusal, MAX_EDITED_FIELDS, field_text, params_from_fields};
+use approvals_core::edit::{MAX_EDITED_FIELDS, field_text};
 use approvals_core::text::{is_neutralized, one_line};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -72,9 +72,6 @@ pub enum EditFormError {
     /// The reason is longer than the card allows.
     #[error("the reason is longer than {0} characters")]
     ReasonTooLong(usize),
-    /// Core's reading of the form refused it (a parameter not editable, or a wrong type).
-    #[error("{0}")]
-    Refused(#[from] EditRefusal),
 }
 
 /// A claimed pointer or input id, bounded for an error message.
@@ -84,8 +81,8 @@ fn shown(untrusted: &str) -> String {
 
 impl EditForm {
     /// Reads a form from action `data` as merged with its inputs by the client. Every field is
-    /// checked; the pointers are only claims until [`params`](EditForm::params) reads them
-    /// against the request. A reason typed in the form wins over the card's own reason input
+    /// checked; the pointers and texts are only claims until the gate reads them against the
+    /// request ([`Review::edit_fields`](approvals_core::Review::edit_fields)). A reason typed in the form wins over the card's own reason input
     /// (also merged into the data).
     pub fn from_data(data: &Value, max_reason_chars: usize) -> Result<EditForm, EditFormError> {
         let data = data.as_object().ok_or(EditFormError::NotAnObject)?;
@@ -134,19 +131,6 @@ impl EditForm {
             }
         }
         Ok(EditForm { fields, reason })
-    }
-
-    /// The full parameters the form proposes for `record`: its current parameters with each
-    /// input read as its parameter's own type, through core's one reading
-    /// ([`params_from_fields`]). A pointer the rule does not list, or a value of another type,
-    /// is refused.
-    pub fn params(&self, record: &RequestRecord) -> Result<Value, EditFormError> {
-        let fields = self.fields.iter().map(|(p, t)| (p.as_str(), t.as_str()));
-        Ok(params_from_fields(
-            &record.request.params,
-            &record.requirement.editable,
-            fields,
-        )?)
     }
 }
 

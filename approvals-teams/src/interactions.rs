@@ -27,7 +27,7 @@
 //!    without them, or one that maps to zero or several principals, is refused
 //!    (`unknown_reviewer`).
 //! 8. An "Edit and approve" click (verb [`VERB_APPROVE_EDITED`]): its inputs are read against
-//!    the stored request ([`EditForm`]); a form that cannot be read, or that changes a
+//!    the stored request by the gate ([`EditForm`] only parses the form); a form that cannot be read, or that changes a
 //!    parameter the rule does not list or to a value of another type, is refused
 //!    (`edit_refused`).
 //! 9. The review, through [`Gate::decide`], bound to the digest on the card (with the edited
@@ -62,7 +62,7 @@ use crate::card::{
     CardData, CardDataError, CardOptions, MAX_REASON_CHARS, Notice, VERB_APPROVE, VERB_DENY,
     VERB_REFRESH, request_card,
 };
-use crate::edit::{EditForm, EditFormError, FIELDS_KEY, VERB_APPROVE_EDITED};
+use crate::edit::{EditForm, FIELDS_KEY, VERB_APPROVE_EDITED};
 use crate::inbound::{InboundError, authenticate_request};
 use crate::text::truncate;
 
@@ -677,9 +677,14 @@ impl TeamsInteractions {
             }
         };
 
-        // An edit is read against the request as stored, through core's one reading; the gate
-        // then checks it like any review, bound to the digest on the card.
-        let edit = match click.edit.as_ref().map(|form| read_edit(form, &record)) {
+        // A malformed form is refused here; its fields are read by the gate, against the
+        // request as stored, after it checks the review like any other (bound to the digest
+        // on the card).
+        let edit = match click
+            .edit
+            .as_ref()
+            .map(|form| EditForm::from_data(form, MAX_REASON_CHARS))
+        {
             None => None,
             Some(Ok(edit)) => Some(edit),
             Some(Err(e)) => {
@@ -706,9 +711,9 @@ impl TeamsInteractions {
         .via(CHANNEL)
         .for_digest(data.digest);
         let mut reason = data.reason;
-        if let Some((params, form_reason)) = edit {
-            review = review.edit(params);
-            reason = form_reason.or(reason);
+        if let Some(form) = edit {
+            review = review.edit_fields(form.fields);
+            reason = form.reason.or(reason);
         }
         if let Some(reason) = reason {
             review = review.reason(reason);
@@ -852,15 +857,6 @@ fn applied(verdict: Verdict, outcome: &ReviewOutcome) -> String {
             outcome.approvals, outcome.quorum
         ),
     }
-}
-
-/// The parameters and reason an "Edit and approve" form proposes for `record`.
-fn read_edit(
-    form: &Value,
-    record: &RequestRecord,
-) -> Result<(Value, Option<String>), EditFormError> {
-    let form = EditForm::from_data(form, MAX_REASON_CHARS)?;
-    Ok((form.params(record)?, form.reason))
 }
 
 /// What the clicker is told after an accepted edit.

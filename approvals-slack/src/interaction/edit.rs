@@ -1,16 +1,15 @@
 //! Edit on approve through Slack: the "Edit and approve" click (the gate's dry run, then the
-//! edit modal) and the modal's submission (the form read with
-//! [`params_from_fields`], the edit decided by the gate, a refused edit shown in the modal).
+//! edit modal) and the modal's submission (the typed fields decided by the gate, which reads
+//! them with [`params_from_fields`](approvals_core::edit::params_from_fields); a refused edit
+//! shown in the modal).
 //!
 //! Every rule is core's: which parameters may change and how a typed value is read
 //! ([`approvals_core::edit`]), who may approve and which digest ([`lifecycle`]), and the edit's
 //! bounds and the policy's word on the edited action ([`Gate::decide`](approvals_core::Gate)).
 
-use approvals_core::edit::{MAX_EDITED_FIELDS, params_from_fields};
+use approvals_core::edit::MAX_EDITED_FIELDS;
 use approvals_core::lifecycle;
-use approvals_core::{
-    Principal, RejectCause, RequestRecord, Review, ReviewError, ReviewOutcome, Verdict,
-};
+use approvals_core::{Principal, RequestRecord, Review, ReviewError, ReviewOutcome, Verdict};
 
 use super::{Ack, Answer, Interaction, ModalMetadata, SlackInteractions};
 use crate::approver::CHANNEL;
@@ -135,9 +134,11 @@ impl SlackInteractions {
         Answer::Later(rx)
     }
 
-    /// Resolves the reviewer, runs the gate's dry run again (the request may have changed
-    /// since the modal opened), reads the form into the full parameters and submits the
-    /// edited approval.
+    /// Resolves the reviewer and submits the edited approval with what was typed: the gate
+    /// checks the review again (the request, or the reviewer's groups, may have changed since
+    /// the modal opened), reads the fields against the stored request and decides. A refused
+    /// edit or a missing reason is shown under the input to fix; any other refusal closes
+    /// the modal.
     async fn decide_edit(
         &self,
         interaction: &Interaction,
@@ -150,81 +151,10 @@ impl SlackInteractions {
             Ok(p) => p,
             Err(e) => return EditEnd::Tell(format!("Not applied: {e}.")),
         };
-        let record = match self.inner.gate.get(id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return EditEnd::Tell(format!("Not applied: no approval request {id}.")),
-            Err(e) => return EditEnd::Tell(format!("Not applied, try again: {e}.")),
-        };
-        // The gate's rules again, run dry (the request may have changed, or the reviewer's
-        // groups, since the modal opened): a refusal no input can fix closes the modal.
-        let mut dry_run = Review::approve(principal.clone())
-            .via(CHANNEL)
-            .for_digest(meta.digest)
-            .edit(serde_json::Value::clone(&record.request.params));
-        if !reason.is_empty() {
-            dry_run = dry_run.reason(reason.clone());
-        }
-        if let Err(refused) =
-            lifecycle::check_review_before_reason(&record, &dry_run, self.inner.gate.now())
-        {
-            if let Some(cause) = refused.cause() {
-                self.inner
-                    .gate
-                    .record_rejected_callback(
-                        id,
-                        Some(principal),
-                        CHANNEL,
-                        cause,
-                        &refused.to_string(),
-                    )
-                    .await;
-            }
-            return EditEnd::Tell(format!("Not applied: {}", refused.reviewer_message()));
-        }
-        let first_block = fields
-            .first()
-            .map_or_else(|| REASON_BLOCK_ID.to_owned(), |(p, _)| block_id(p));
-        let params = &record.request.params;
-        let editable = &record.requirement.editable;
-        let read = params_from_fields(
-            params,
-            editable,
-            fields.iter().map(|(p, t)| (p.as_str(), t.as_str())),
-        );
-        let proposed = match read {
-            Ok(proposed) => proposed,
-            Err(refused) => {
-                // Which input to point at: the first that is refused on its own.
-                let block = fields
-                    .iter()
-                    .find(|(p, t)| {
-                        params_from_fields(params, editable, [(p.as_str(), t.as_str())]).is_err()
-                    })
-                    .map_or(first_block, |(p, _)| block_id(p));
-                let refused = ReviewError::EditRefused {
-                    id,
-                    why: refused.to_string(),
-                };
-                self.inner
-                    .gate
-                    .record_rejected_callback(
-                        id,
-                        Some(principal),
-                        CHANNEL,
-                        RejectCause::EditRefused,
-                        &refused.to_string(),
-                    )
-                    .await;
-                return EditEnd::Fix {
-                    block_id: block,
-                    message: refused.reviewer_message(),
-                };
-            }
-        };
         let mut review = Review::approve(principal)
             .via(CHANNEL)
             .for_digest(meta.digest)
-            .edit(proposed);
+            .edit_fields(fields.iter().cloned());
         if !reason.is_empty() {
             review = review.reason(reason);
         }
@@ -238,7 +168,8 @@ impl SlackInteractions {
                     .map(|(p, _)| p)
                     .filter(|p| why.contains(p.as_str()))
                     .max_by_key(|p| p.len())
-                    .map_or(first_block, |p| block_id(p));
+                    .or_else(|| fields.first().map(|(p, _)| p))
+                    .map_or_else(|| REASON_BLOCK_ID.to_owned(), |p| block_id(p));
                 EditEnd::Fix {
                     block_id: block,
                     message: refused.reviewer_message(),
@@ -248,9 +179,13 @@ impl SlackInteractions {
                 block_id: REASON_BLOCK_ID.to_owned(),
                 message: "A reason is required to approve the edited action.".to_owned(),
             },
-            _ => EditEnd::Decided {
-                record: Box::new(record),
-                result,
+            Err(refused) => EditEnd::Tell(format!("Not applied: {}", refused.reviewer_message())),
+            Ok(_) => match self.inner.gate.get(id).await {
+                Ok(Some(record)) => EditEnd::Decided {
+                    record: Box::new(record),
+                    result,
+                },
+                _ => EditEnd::Tell("Your edited approval is recorded.".to_owned()),
             },
         }
     }
@@ -259,7 +194,7 @@ impl SlackInteractions {
 /// The parameters' inputs of a submitted edit modal: `(pointer, text)` for each input block
 /// of ours (an empty input is empty text), in pointer order. Inputs longer than the modal
 /// allows, or more of them than any rule lets reviewers edit, are refused with errors for
-/// the modal. Whether each pointer may be edited is [`params_from_fields`]'s to say.
+/// the modal. Whether each pointer may be edited is the gate's to say when it reads them.
 fn submitted_fields(interaction: &Interaction) -> Result<Vec<(String, String)>, Ack> {
     let Some(view) = interaction.view.as_ref() else {
         return Err(Ack::Empty);

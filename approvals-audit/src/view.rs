@@ -8,6 +8,9 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+/// The longest value of an `edited` change shown in a message, in characters.
+const CHANGE_CHARS: usize = 200;
+
 /// One audit event as JSON.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventView<'a>(pub(crate) &'a Value);
@@ -194,26 +197,18 @@ impl<'a> EventView<'a> {
             .and_then(Actor::from_principal)
     }
 
-    /// The changes of an `edited` event, one line each: `/rows: 800 → 200`.
+    /// The changes of an `edited` event, one line each as every surface writes them
+    /// ([`FieldChange::line`](approvals_core::edit::FieldChange::line)): `/rows: 800 → 200`.
     pub(crate) fn changes(&self) -> Vec<String> {
-        let text = |v: Option<&Value>| match v {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => "(none)".to_owned(),
-        };
         self.get("changes")
             .and_then(Value::as_array)
             .map(|changes| {
                 changes
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "{}: {} → {}",
-                            c.get("field").and_then(Value::as_str).unwrap_or("?"),
-                            text(c.get("before")),
-                            text(c.get("after"))
-                        )
+                    .filter_map(|c| {
+                        serde_json::from_value::<approvals_core::edit::FieldChange>(c.clone()).ok()
                     })
+                    .map(|c| c.line(CHANGE_CHARS))
                     .collect()
             })
             .unwrap_or_default()

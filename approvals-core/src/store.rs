@@ -425,17 +425,39 @@ impl RequestRecord {
             return self.request.action_key();
         }
         let mut asked = self.request.clone();
-        let mut params = serde_json::Value::clone(&asked.params);
-        // Latest edit first, so each field ends with the value it was asked with.
-        for edit in self.reviews.iter().rev().filter_map(|r| r.edit.as_deref()) {
-            for change in &edit.changes {
-                if let Some(slot) = params.pointer_mut(&change.field) {
-                    *slot = change.before.clone();
-                }
+        asked.params = Arc::new(self.asked_params());
+        asked.action_key()
+    }
+
+    /// The parameters as they were asked for: the current ones with each edited field's value
+    /// before its first edit ([`edit`](crate::edit)).
+    pub fn asked_params(&self) -> serde_json::Value {
+        let mut params = serde_json::Value::clone(&self.request.params);
+        for change in self.edit_changes() {
+            if let Some(slot) = params.pointer_mut(&change.field) {
+                *slot = change.before;
             }
         }
-        asked.params = Arc::new(params);
-        asked.action_key()
+        params
+    }
+
+    /// What reviewers' edits changed, all edits taken together: each field with its value as
+    /// asked and as it is now (a field edited back to its asked value is left out).
+    pub fn edit_changes(&self) -> Vec<crate::edit::FieldChange> {
+        let mut changes: Vec<crate::edit::FieldChange> = Vec::new();
+        for change in self
+            .reviews
+            .iter()
+            .filter_map(|r| r.edit.as_deref())
+            .flat_map(|e| &e.changes)
+        {
+            match changes.iter_mut().find(|c| c.field == change.field) {
+                Some(seen) => seen.after = change.after.clone(),
+                None => changes.push(change.clone()),
+            }
+        }
+        changes.retain(|c| c.before != c.after);
+        changes
     }
 
     /// The digest the action had when it was asked for: the first edit's `from`, or the

@@ -364,21 +364,10 @@ pub struct EditedView {
 impl EditedView {
     /// The edit of `record`, when a reviewer edited it.
     pub fn of(record: &RequestRecord) -> Option<Self> {
-        let mut changes: Vec<approvals_core::edit::FieldChange> = Vec::new();
-        for review in &record.reviews {
-            for change in review.edit.iter().flat_map(|e| &e.changes) {
-                // Several edits of one field: first value before, last value after.
-                match changes.iter_mut().find(|c| c.field == change.field) {
-                    Some(seen) => seen.after = change.after.clone(),
-                    None => changes.push(change.clone()),
-                }
-            }
-        }
-        changes.retain(|c| c.before != c.after);
         record.last_edit().map(|_| EditedView {
             asked_digest: record.asked_digest(),
             params: (*record.request.params).clone(),
-            changes,
+            changes: record.edit_changes(),
         })
     }
 }

@@ -955,13 +955,12 @@ async fn approve_edited(
             Failure::new(exit::USAGE, format!("--set {set:?}: write PARAM=VALUE"))
         })?;
         // A dotted path or a JSON pointer, as in the policy's `editable`.
-        let pointer = if name.starts_with('/') {
-            name.to_owned()
-        } else {
-            name.split('.')
-                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
-                .collect()
-        };
+        let pointer = approvals_core::edit::pointer(name).ok_or_else(|| {
+            Failure::new(
+                exit::USAGE,
+                format!("--set {set:?}: {name:?} is not a parameter path"),
+            )
+        })?;
         fields.push((pointer, value.to_owned()));
     }
     let params = approvals_core::edit::params_from_fields(

@@ -180,6 +180,33 @@ pub fn edit_action(
     Ok((edited, changes))
 }
 
+/// A parameter path as a JSON pointer: a dotted path (`target.role`) or a JSON pointer
+/// (`/items/0`), as policy rules name parameters. `None` for an empty path or segment.
+pub fn pointer(path: &str) -> Option<String> {
+    let segments = param_segments(path);
+    if path.trim().is_empty() || segments.iter().any(String::is_empty) {
+        return None;
+    }
+    Some(
+        segments
+            .iter()
+            .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+            .collect(),
+    )
+}
+
+/// The segments of a parameter path: a JSON pointer (`/items/0`) or a dotted path
+/// (`target.role`).
+pub(crate) fn param_segments(path: &str) -> Vec<String> {
+    match path.strip_prefix('/') {
+        Some(pointer) => pointer
+            .split('/')
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => path.split('.').map(str::to_owned).collect(),
+    }
+}
+
 /// How a reviewer's form shows the current value of an editable parameter: text as it is,
 /// anything else as compact JSON (`800`, `true`, `["a","b"]`). [`params_from_fields`] reads
 /// it back.

@@ -88,6 +88,7 @@ use super::duration::parse_duration;
 use super::glob::Glob;
 use super::index::RuleIndex;
 use super::{Decision, Escalation, Policy, PolicyError, Requirement, StandingLimit};
+use crate::edit;
 use crate::identity;
 use crate::request::{ActionRequest, PrincipalKind, canonical_json};
 
@@ -571,7 +572,7 @@ impl OutcomeSpec {
     }
 }
 
-/// `editable` as JSON pointers, each path once: at most [`MAX_EDITABLE`], none empty.
+/// `editable` as JSON pointers ([`edit::pointer`]), each path once, at most [`MAX_EDITABLE`].
 fn editable_pointers(paths: &[String]) -> Result<Vec<String>, String> {
     if paths.len() > MAX_EDITABLE {
         return Err(format!(
@@ -581,34 +582,17 @@ fn editable_pointers(paths: &[String]) -> Result<Vec<String>, String> {
     }
     let mut pointers: Vec<String> = Vec::with_capacity(paths.len());
     for path in paths {
-        let segments = param_segments(path);
-        if path.trim().is_empty() || segments.iter().any(String::is_empty) {
-            return Err(format!(
+        let pointer = edit::pointer(path).ok_or_else(|| {
+            format!(
                 "{path:?} is not a parameter path like \"rows\", \"target.role\" or \"/items/0\""
-            ));
-        }
-        let pointer: String = segments
-            .iter()
-            .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
-            .collect();
+            )
+        })?;
         if pointers.contains(&pointer) {
             return Err(format!("{path:?} is listed twice"));
         }
         pointers.push(pointer);
     }
     Ok(pointers)
-}
-
-/// The segments of a parameter path: a JSON pointer (`/items/0`) or a dotted path
-/// (`target.role`).
-fn param_segments(path: &str) -> Vec<String> {
-    match path.strip_prefix('/') {
-        Some(pointer) => pointer
-            .split('/')
-            .map(|p| p.replace("~1", "/").replace("~0", "~"))
-            .collect(),
-        None => path.split('.').map(str::to_owned).collect(),
-    }
 }
 
 /// `remind_at` as percentages of the timeout, ascending: each `"N%"` with N from 1 to 99, at
@@ -839,7 +823,7 @@ struct Predicate {
 
 impl Predicate {
     fn compile(spec: &PredicateSpec) -> Predicate {
-        let path = param_segments(&spec.param);
+        let path = edit::param_segments(&spec.param);
         // `CheckedRule` guarantees exactly one operator is set.
         let op = if let Some(v) = &spec.eq {
             Operator::Eq(v.clone())

@@ -666,3 +666,40 @@ async fn a_forms_fields_are_read_by_the_gate_after_the_digest_and_refusals_are_a
         .expect("read and approved");
     assert_eq!(*f.record(asked.id).await.request.params, params(20, "us"));
 }
+
+#[tokio::test]
+async fn a_deny_of_any_earlier_version_denies_the_request_and_a_deny_for_another_action_does_not() {
+    // Pending after an edit (quorum 2), and approved by an edit (quorum 1).
+    for (rows, edited_rows) in [(5000, 4000), (800, 200)] {
+        let f = Fixture::new();
+        let asked = f.ask(&export(rows)).await;
+        f.edit(&asked, kim(), params(edited_rows, "eu"))
+            .await
+            .expect("edited");
+        // Sam reviewed the version first shown to him, and denies it: deny wins.
+        f.gate
+            .decide(
+                asked.id,
+                Review::deny(sam()).reason("no").for_digest(asked.digest),
+            )
+            .await
+            .expect("a deny of the asked version denies");
+        assert_eq!(f.record(asked.id).await.state, RequestState::Denied);
+        assert!(matches!(
+            f.gate.wait(asked.id).await,
+            Err(GuardError::Denied { .. })
+        ));
+    }
+    // A digest this request never had is still refused, for a deny too.
+    let f = Fixture::new();
+    let asked = f.ask(&export(800)).await;
+    let other = f
+        .gate
+        .decide(asked.id, Review::deny(sam()).for_digest(Digest([3; 32])))
+        .await
+        .expect_err("another action");
+    assert!(
+        matches!(other, ReviewError::DigestMismatch { .. }),
+        "{other:?}"
+    );
+}

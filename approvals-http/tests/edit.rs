@@ -254,7 +254,7 @@ async fn edits_the_rules_refuse_are_answered_with_a_problem_and_change_nothing()
 }
 
 #[tokio::test]
-async fn a_rule_without_editable_parameters_refuses_an_edit_and_the_old_digest_is_refused_after_one()
+async fn a_rule_without_editable_parameters_refuses_an_edit_and_the_old_digest_approves_nothing_but_denies()
  {
     let f = fixture();
     let r = f
@@ -287,14 +287,27 @@ async fn a_rule_without_editable_parameters_refuses_an_edit_and_the_old_digest_i
         f.store.get(id).await.expect("get").expect("stored").state,
         RequestState::Approved
     );
-    // Someone still looking at the old version is told it changed.
+    // Someone still looking at the old version cannot approve it: it changed.
     f.post(
-        &format!("/v1/requests/{id}/deny"),
+        &format!("/v1/requests/{id}/approve"),
         KIM,
-        json!({"digest": asked, "reason": "no"}),
+        json!({"digest": asked}),
     )
     .await
     .problem(409, "digest_mismatch");
+    // But a deny of the old version still denies the request: deny wins over edits.
+    let r = f
+        .post(
+            &format!("/v1/requests/{id}/deny"),
+            KIM,
+            json!({"digest": asked, "reason": "no"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        f.store.get(id).await.expect("get").expect("stored").state,
+        RequestState::Denied
+    );
 }
 
 // ------------------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ pub(super) fn eligible(record: &RequestRecord, reviewer: &Principal) -> Result<(
 }
 
 /// Whether `review` would be accepted on `record` at `now`, in the order the gate checks:
-/// the digest the reviewer saw, the identity, that the request is still open (pending and not
+/// the digest the reviewer saw (for a deny, any version the request has had), the identity, that the request is still open (pending and not
 /// expired, or approved and the verdict a deny: deny wins), [`may_review`], that this person
 /// has not already approved, and last a reason where one is required. A channel calls it (through
 /// `Gate::check_review`) before it opens a reason dialog; [`review`] applies the same checks.
@@ -179,8 +179,19 @@ pub fn check_review(
 ) -> Result<(), ReviewError> {
     let id = record.id;
     let reviewer = &review.reviewer;
+    // Deny wins over edits too: a deny of any version this request has had (the one asked
+    // for, or one a reviewer's edit replaced) denies it; an approval counts only for the
+    // current version.
+    let earlier_version = |d: Digest| {
+        record
+            .reviews
+            .iter()
+            .filter_map(|r| r.edit.as_deref())
+            .any(|e| e.from == d)
+    };
     if let Some(presented) = review.digest
         && presented != record.digest
+        && !(review.verdict == Verdict::Deny && earlier_version(presented))
     {
         return Err(ReviewError::DigestMismatch {
             id,

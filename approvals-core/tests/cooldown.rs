@@ -3,18 +3,21 @@
 //! reviewer's reason and pages nobody; another action, a request that ended any other way, or
 //! a rule without a cool-down asks as before; and a store that cannot answer refuses.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, GuardError,
-    Initiator, Inserted, ListFilter, ManualClock, MemorySink, MemoryStore, Principal, RequestId,
-    RequestRecord, Requirement, Review, RulePolicy, Store, StoreError, Submission,
+    ActionRequest, Gate, GuardError, Initiator, Inserted, ListFilter, ManualClock, MemorySink,
+    MemoryStore, Principal, RequestId, RequestRecord, Requirement, Review, RulePolicy, Store,
+    StoreError, Submission,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
+
+use common::Pager;
 
 const POLICY: &str = r#"
 version = 1
@@ -62,32 +65,6 @@ fn export() -> ActionRequest {
 fn with_ticket(mut action: ActionRequest, ticket: &str) -> ActionRequest {
     Arc::make_mut(&mut action.context).ticket = Some(ticket.into());
     action
-}
-
-/// Counts deliveries: a refused resubmission must page nobody.
-#[derive(Default)]
-struct Pager {
-    dispatched: AtomicUsize,
-}
-
-#[async_trait]
-impl Approver for Pager {
-    fn name(&self) -> &str {
-        "pager"
-    }
-
-    async fn dispatch(
-        &self,
-        request: &RequestRecord,
-        _reason: DispatchReason,
-        _decisions: Arc<dyn Decisions>,
-    ) -> Result<Option<Delivery>, ApproverError> {
-        self.dispatched.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Delivery {
-            channel: "pager".into(),
-            reference: json!({ "message": request.id.to_string() }),
-        }))
-    }
 }
 
 struct Fixture {
@@ -144,7 +121,7 @@ impl Fixture {
     }
 
     fn paged(&self) -> usize {
-        self.pager.dispatched.load(Ordering::SeqCst)
+        self.pager.paged()
     }
 
     async fn stored(&self) -> usize {

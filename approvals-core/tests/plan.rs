@@ -5,19 +5,22 @@
 //! raced, an action not in the plan, a plan denied, revoked or lapsed, a changed rule, plans
 //! the rules refuse, and an agent hiding a reserved kind in a plan.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use approvals_core::plan::{MAX_PLAN_ITEMS, PLAN_KIND, PlanStatus};
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, GuardError,
-    Initiator, ListFilter, ManualClock, MemorySink, MemoryStore, Principal, RequestId,
-    RequestRecord, RequestState, Review, ReviewError, RulePolicy, Store, Submission,
+    ActionRequest, Gate, GuardError, Initiator, ListFilter, ManualClock, MemorySink, MemoryStore,
+    Principal, RequestId, RequestRecord, RequestState, Review, ReviewError, RulePolicy, Store,
+    Submission,
 };
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
+
+use common::Pager;
 
 const POLICY: &str = r#"
 version = 1
@@ -87,31 +90,6 @@ fn restart(service: &str) -> ActionRequest {
     ActionRequest::new("deploy.restart", format!("svc://prod/{service}"))
         .params(json!({"reason": "memory leak"}))
         .justification("rolling restart")
-}
-
-#[derive(Default)]
-struct Pager {
-    dispatched: AtomicUsize,
-}
-
-#[async_trait]
-impl Approver for Pager {
-    fn name(&self) -> &str {
-        "pager"
-    }
-
-    async fn dispatch(
-        &self,
-        request: &RequestRecord,
-        _reason: DispatchReason,
-        _decisions: Arc<dyn Decisions>,
-    ) -> Result<Option<Delivery>, ApproverError> {
-        self.dispatched.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Delivery {
-            channel: "pager".into(),
-            reference: json!({ "message": request.id.to_string() }),
-        }))
-    }
 }
 
 struct Fixture {
@@ -196,7 +174,7 @@ impl Fixture {
     }
 
     fn paged(&self) -> usize {
-        self.pager.dispatched.load(Ordering::SeqCst)
+        self.pager.paged()
     }
 
     fn count(&self, name: &str) -> usize {

@@ -5,20 +5,22 @@
 //! initiator), use after revoke, after expiry and past its uses, a changed rule, and racing
 //! uses.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use approvals_core::standing::{STANDING_KIND, StandingStatus};
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, GuardError,
-    Initiator, ListFilter, ManualClock, MemorySink, MemoryStore, Principal, RequestId,
-    RequestRecord, RequestState, Review, ReviewError, RulePolicy, StandingProposal, Store,
-    Submission,
+    ActionRequest, Gate, GuardError, Initiator, ListFilter, ManualClock, MemorySink, MemoryStore,
+    Principal, RequestId, RequestRecord, RequestState, Review, ReviewError, RulePolicy,
+    StandingProposal, Store, Submission,
 };
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
+
+use common::Pager;
 
 const POLICY: &str = r#"
 version = 1
@@ -91,31 +93,6 @@ fn agent() -> Initiator {
 fn restart(service: &str) -> ActionRequest {
     ActionRequest::new("deploy.restart", format!("svc://prod/{service}"))
         .params(json!({"reason": "memory leak"}))
-}
-
-#[derive(Default)]
-struct Pager {
-    dispatched: AtomicUsize,
-}
-
-#[async_trait]
-impl Approver for Pager {
-    fn name(&self) -> &str {
-        "pager"
-    }
-
-    async fn dispatch(
-        &self,
-        request: &RequestRecord,
-        _reason: DispatchReason,
-        _decisions: Arc<dyn Decisions>,
-    ) -> Result<Option<Delivery>, ApproverError> {
-        self.dispatched.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Delivery {
-            channel: "pager".into(),
-            reference: json!({ "message": request.id.to_string() }),
-        }))
-    }
 }
 
 struct Fixture {
@@ -212,7 +189,7 @@ impl Fixture {
     }
 
     fn paged(&self) -> usize {
-        self.pager.dispatched.load(Ordering::SeqCst)
+        self.pager.paged()
     }
 
     fn count(&self, name: &str) -> usize {

@@ -90,6 +90,7 @@ fn every_event(old_executed: bool) -> Vec<Value> {
             channel: "slack".into(),
             approvals: 1,
             quorum: 2,
+            step_up: None,
         },
         EventDetail::Reviewed {
             reviewer: sre("alex@example.com"),
@@ -98,6 +99,7 @@ fn every_event(old_executed: bool) -> Vec<Value> {
             channel: "teams".into(),
             approvals: 2,
             quorum: 2,
+            step_up: None,
         },
         EventDetail::Approved {
             approvers: vec![sre("sam@example.com"), sre("alex@example.com")],

@@ -120,6 +120,12 @@ pub enum RejectCause {
     /// An edit on approve was refused: outside the rule's editable parameters, not allowed by
     /// the rule, or refused by the policy once edited ([`edit`](crate::edit)).
     EditRefused,
+    /// An approval under a rule with `step_up` came without a proof (from a chat channel,
+    /// say) ([`step_up`](crate::step_up)).
+    StepUpRequired,
+    /// A step-up proof was refused: of another request or digest, without user verification,
+    /// or reused.
+    StepUpInvalid,
 }
 
 /// The event-specific part of an [`AuditEvent`].
@@ -166,6 +172,11 @@ pub enum EventDetail {
         approvals: u32,
         /// Approvals needed.
         quorum: u32,
+        /// The reviewer's step-up proof, under a rule that requires one
+        /// ([`step_up`](crate::step_up)): raw, so it can be verified again with the
+        /// registered public key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_up: Option<Box<crate::step_up::StepUpProof>>,
     },
     /// A reviewer approved a changed version of the action ([`edit`](crate::edit)): the
     /// event's `digest` is the edited action's, `from_digest` the one it replaced, `decision`
@@ -677,6 +688,7 @@ mod tests {
             channel: "slack".into(),
             approvals: 1,
             quorum: 2,
+            step_up: None,
         });
         let json = serde_json::to_value(&e).expect("serialize");
         assert_eq!(json["event"], "reviewed");

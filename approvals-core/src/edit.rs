@@ -86,6 +86,12 @@ pub enum EditRefusal {
     /// The request is no longer pending.
     #[error("the request is already {0}")]
     NotPending(RequestState),
+    /// The rule (of the action as asked, or of the edited one) requires a step-up proof of each
+    /// approval, and a proof is of one version of the action.
+    #[error(
+        "this action's rule requires a passkey confirmation of each approval, which is of the action as shown; approve or deny it as asked in the review console"
+    )]
+    StepUp,
 }
 
 /// Whether reviewers may edit `record` at all, before anyone types a value: it is pending and
@@ -94,6 +100,9 @@ pub enum EditRefusal {
 pub fn may_edit(record: &RequestRecord) -> Result<(), EditRefusal> {
     if record.state != RequestState::Pending {
         return Err(EditRefusal::NotPending(record.state));
+    }
+    if record.requirement.step_up.is_some() {
+        return Err(EditRefusal::StepUp);
     }
     check_editable(&record.request, &record.requirement.editable)
 }

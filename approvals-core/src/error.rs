@@ -355,6 +355,25 @@ pub enum ReviewError {
         /// The edited action's digest.
         current: Digest,
     },
+    /// The rule requires a step-up proof of each approval ([`step_up`](crate::step_up)) and
+    /// this approval carries none: approve in the console, where the proof is made.
+    #[error(
+        "request {id} needs a {method} step-up for each approval; approve it in the review console"
+    )]
+    StepUpRequired {
+        /// The request.
+        id: RequestId,
+        /// What the rule requires.
+        method: crate::step_up::StepUp,
+    },
+    /// The approval's step-up proof is refused; nothing was decided.
+    #[error("the step-up proof for request {id} is refused: {why}")]
+    StepUpRefused {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        why: String,
+    },
     /// A component failed; nothing was decided. May succeed later.
     #[error("{component} unavailable, nothing was decided: {message}")]
     Unavailable {
@@ -380,6 +399,8 @@ impl ReviewError {
                 RejectCause::DigestMismatch
             }
             ReviewError::EditRefused { .. } => RejectCause::EditRefused,
+            ReviewError::StepUpRequired { .. } => RejectCause::StepUpRequired,
+            ReviewError::StepUpRefused { .. } => RejectCause::StepUpInvalid,
             ReviewError::InvalidIdentity { .. } => RejectCause::InvalidIdentity,
             ReviewError::NotFound(_)
             | ReviewError::NotStanding(_)
@@ -437,6 +458,12 @@ impl ReviewError {
             }
             ReviewError::EditRefused { why, .. } => {
                 format!("Your edit was refused: {}.", bounded(why).trim_end_matches('.'))
+            }
+            ReviewError::StepUpRequired { .. } => {
+                "This request needs a passkey confirmation for each approval: approve it in the review console.".to_owned()
+            }
+            ReviewError::StepUpRefused { why, .. } => {
+                format!("Your passkey confirmation was refused: {}.", bounded(why).trim_end_matches('.'))
             }
             ReviewError::Unavailable { .. } => {
                 "The approval service is unavailable and nothing was decided; try again in a moment."

@@ -69,6 +69,7 @@ pub mod policy;
 pub mod preview;
 pub mod request;
 pub mod standing;
+pub mod step_up;
 pub mod store;
 pub mod text;
 
@@ -98,6 +99,7 @@ pub use preview::Preview;
 pub use request::{
     Action, ActionRequest, Digest, Initiator, Link, Principal, PrincipalKind, RequestContext, Risk,
 };
+pub use step_up::{StepUp, StepUpProof};
 pub use store::{
     CredentialState, Delivery, Execution, Inserted, ListFilter, PageCursor, RequestId,
     RequestRecord, RequestState, Resolution, ReviewRecord, Store, StoreError, SyncDomain,

@@ -180,6 +180,10 @@ pub struct ReviewRecord {
     /// replaced, the new one, and what changed. Approvals before it no longer count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edit: Option<Box<crate::edit::EditRecord>>,
+    /// For an approval under a rule with `step_up`: the reviewer's proof of this request and
+    /// digest, kept so it can be verified again ([`step_up`](crate::step_up)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<Box<crate::step_up::StepUpProof>>,
 }
 
 /// How a channel delivered a request, so the message can be updated later (even after a

@@ -363,6 +363,7 @@ async fn stored_reviews_under_aliases_count_as_one_approver() {
             channel: "test".into(),
             at: record.created_at,
             edit: None,
+            step_up: None,
         });
     }
     let approvers = record.approvers();
@@ -375,6 +376,7 @@ async fn stored_reviews_under_aliases_count_as_one_approver() {
         channel: "test".into(),
         at: record.created_at,
         edit: None,
+        step_up: None,
     });
     assert_eq!(record.approvers().len(), 2);
 }

@@ -630,6 +630,7 @@ mod tests {
                 channel: "slack".into(),
                 at: fixtures::epoch(),
                 edit: None,
+                step_up: None,
             })
             .collect();
         r

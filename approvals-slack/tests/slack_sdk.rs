@@ -142,6 +142,7 @@ fn editable_and_edited(record: &RequestRecord) -> Vec<RequestRecord> {
             changes,
             decision: Decision::Allow { rule: None },
         })),
+        step_up: None,
     });
     vec![editable, edited]
 }

@@ -779,6 +779,7 @@ mod tests {
             channel: "teams".into(),
             at: Utc::now(),
             edit: None,
+            step_up: None,
         }
     }
 

@@ -161,6 +161,7 @@ pub fn full_record() -> RequestRecord {
                 }],
                 decision: approvals_core::Decision::Allow { rule: None },
             })),
+            step_up: None,
         }],
         resolution: Some(Box::new(Resolution {
             by: Some(sam),

@@ -95,6 +95,7 @@ pub fn record(text: &str, state: RequestState) -> RequestRecord {
         channel: "slack".into(),
         at: fixtures::epoch(),
         edit: None,
+        step_up: None,
     }];
     r.resolution = Some(Box::new(Resolution {
         by: Some(reviewer),

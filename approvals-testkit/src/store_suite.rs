@@ -614,6 +614,7 @@ pub async fn retrying_writers_lose_no_update(store: Arc<dyn Store>) {
                     channel: "test".into(),
                     at: epoch(),
                     edit: None,
+                    step_up: None,
                 });
                 if store
                     .compare_and_set(current.version, &next)
@@ -946,6 +947,7 @@ pub async fn denied_listing_finds_the_denials_of_one_action(store: Arc<dyn Store
             channel: "api".into(),
             at: at(seconds + 1),
             edit: None,
+            step_up: None,
         });
         r
     };

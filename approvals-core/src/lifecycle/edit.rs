@@ -52,6 +52,9 @@ pub fn propose_edit(
         ));
     }
     check_review(record, review, now)?;
+    if record.requirement.step_up.is_some() {
+        return Err(refused(crate::edit::EditRefusal::StepUp.to_string()));
+    }
     let editable = &record.requirement.editable;
     let read;
     let params = match proposed {
@@ -110,6 +113,12 @@ pub fn review_edited(
             });
         }
         Decision::Allow { .. } => {}
+        Decision::RequireApproval { requirement, .. } if requirement.step_up.is_some() => {
+            return Err(ReviewError::EditRefused {
+                id,
+                why: crate::edit::EditRefusal::StepUp.to_string(),
+            });
+        }
         Decision::RequireApproval { rule, requirement } => {
             next.requirement = requirement.clone();
             next.policy_rule = rule.clone();
@@ -138,6 +147,7 @@ pub fn review_edited(
         channel: review.channel.clone(),
         at: now,
         edit: Some(Box::new(edit)),
+        step_up: None,
     };
     next.reviews.push(accepted.clone());
     next.mark_edit_unaudited();

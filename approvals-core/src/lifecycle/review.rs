@@ -7,6 +7,7 @@ use super::{Step, decided_by};
 use crate::audit::EventDetail;
 use crate::error::{Component, GuardError, ReviewError};
 use crate::request::{Digest, Principal, PrincipalKind};
+use crate::step_up::StepUpProof;
 use crate::store::{RequestRecord, RequestState, Resolution, ReviewRecord, Verdict};
 
 /// A reviewer's verdict on one request, as submitted by a channel.
@@ -25,6 +26,9 @@ pub struct Review {
     pub digest: Option<Digest>,
     /// For an approval of a changed action ([`edit`](crate::edit)): what the reviewer changed.
     pub edit: Option<Box<ProposedParams>>,
+    /// For an approval under a rule with `step_up`: the reviewer's proof of this request and
+    /// digest ([`step_up`](crate::step_up)), already checked against their registered key.
+    pub step_up: Option<Box<StepUpProof>>,
 }
 
 /// The parameters a reviewer proposes with an edit on approve.
@@ -49,6 +53,7 @@ impl Review {
             channel: "api".into(),
             digest: None,
             edit: None,
+            step_up: None,
         }
     }
 
@@ -85,6 +90,14 @@ impl Review {
     /// digest the reviewer saw with [`for_digest`](Review::for_digest).
     pub fn edit(mut self, params: serde_json::Value) -> Self {
         self.edit = Some(Box::new(ProposedParams::Params(params)));
+        self
+    }
+
+    /// Attaches the reviewer's step-up proof ([`step_up`](crate::step_up)), which a rule with
+    /// `step_up` requires of every approval. Build it only from an assertion whose signature
+    /// was verified against the reviewer's own registered passkey.
+    pub fn step_up(mut self, proof: StepUpProof) -> Self {
+        self.step_up = Some(Box::new(proof));
         self
     }
 
@@ -232,12 +245,47 @@ pub fn check_review(
             reviewer: reviewer.id.clone(),
         });
     }
+    check_step_up(record, review)?;
     // Last, so a channel that has not asked for the reason yet reads `ReasonRequired` as
     // "everything else holds: ask for one" (see [`check_review_before_reason`]).
     if record.requirement.reason_required
         && review.reason.as_deref().is_none_or(|r| r.trim().is_empty())
     {
         return Err(ReviewError::ReasonRequired { id });
+    }
+    Ok(())
+}
+
+/// An approval under a rule with `step_up` carries a proof of this request at its current
+/// digest, with a nonce no earlier review of the request used. An edit is refused by the edit
+/// rules instead (a rule with `step_up` has no editable parameters), and a deny needs no
+/// proof: stopping an action never needs more than the channel's sign-in.
+fn check_step_up(record: &RequestRecord, review: &Review) -> Result<(), ReviewError> {
+    let id = record.id;
+    let Some(method) = record.requirement.step_up else {
+        return Ok(());
+    };
+    if review.verdict != Verdict::Approve || review.edit.is_some() {
+        return Ok(());
+    }
+    let Some(proof) = review.step_up.as_deref() else {
+        return Err(ReviewError::StepUpRequired { id, method });
+    };
+    let refused = |why: String| ReviewError::StepUpRefused { id, why };
+    if proof.method != method {
+        return Err(refused(format!("this rule requires a {method} proof")));
+    }
+    proof
+        .check_binding(id, &record.digest)
+        .map_err(|e| refused(e.to_string()))?;
+    let used = proof.nonce_bytes();
+    let reused = record
+        .reviews
+        .iter()
+        .filter_map(|r| r.step_up.as_deref())
+        .any(|earlier| earlier.nonce_bytes() == used);
+    if reused {
+        return Err(refused("the proof was already used for a review".into()));
     }
     Ok(())
 }
@@ -283,6 +331,7 @@ pub fn review(
         channel: review.channel.clone(),
         at: now,
         edit: None,
+        step_up: review.step_up.clone(),
     };
     let mut next = record.clone();
     next.reviews.push(accepted.clone());
@@ -395,6 +444,7 @@ pub(super) fn reviewed_event(review: &ReviewRecord, approvals: u32, quorum: u32)
         channel: review.channel.clone(),
         approvals,
         quorum,
+        step_up: review.step_up.clone(),
     }
 }
 

@@ -109,6 +109,10 @@ pub struct Requirement {
     /// approved or denied as it was asked for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub editable: Vec<String>,
+    /// What each approval must prove of its reviewer beyond the channel's sign-in: a rule's
+    /// `step_up` ([`step_up`](crate::step_up)). `None`: the channel's identity is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<crate::step_up::StepUp>,
 }
 
 /// The most a standing grant approved under a rule may allow: how long it lasts and how many
@@ -140,6 +144,7 @@ impl Requirement {
             reminders: Vec::new(),
             standing: None,
             editable: Vec::new(),
+            step_up: None,
         }
     }
 

@@ -28,6 +28,13 @@
 //! editable = ["rows", "columns"]
 //!
 //! [[rules]]
+//! name = "iam-changes"
+//! kind = "iam.*"
+//! effect = "require_approval"
+//! approvers = { groups = ["security"] }
+//! step_up = "passkey"
+//!
+//! [[rules]]
 //! name = "no-drops"
 //! kind = "db.schema.*"
 //! when = [{ param = "statement", matches = "DROP *" }]
@@ -67,6 +74,12 @@
 //! own digest and needs the quorum again. Without this key, an action is approved or denied
 //! as it was asked for.
 //!
+//! `step_up = "passkey"`: each approval must carry a WebAuthn assertion with user
+//! verification from a passkey the reviewer registered in the console, whose challenge is
+//! bound to the request and its digest ([`step_up`](crate::step_up)). Chat channels send
+//! their reviewers to the console for it; a deny needs no proof. It cannot be combined with
+//! `editable` or `standing_grant_max`, which would approve actions nobody proved.
+//!
 //! Approver and escalation `users` and `groups` are checked when the file loads: an id or
 //! group name with invisible, bidi-control or mixed-script characters is refused with the rule
 //! and entry named (see [`identity`](crate::identity)), and the loaded requirement holds their
@@ -91,6 +104,7 @@ use super::{Decision, Escalation, Policy, PolicyError, Requirement, StandingLimi
 use crate::edit;
 use crate::identity;
 use crate::request::{ActionRequest, PrincipalKind, canonical_json};
+use crate::step_up::StepUp;
 
 const DEFAULT_TIMEOUT: &str = "1h";
 /// The longest `cooldown_after_denial` a rule may set.
@@ -390,6 +404,8 @@ struct OutcomeSpec {
     standing_grant_max_uses: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     editable: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step_up: Option<StepUp>,
 }
 
 impl Default for OutcomeSpec {
@@ -407,6 +423,7 @@ impl Default for OutcomeSpec {
             standing_grant_max: None,
             standing_grant_max_uses: None,
             editable: Vec::new(),
+            step_up: None,
         }
     }
 }
@@ -423,10 +440,11 @@ impl OutcomeSpec {
             || self.standing_grant_max.is_some()
             || self.standing_grant_max_uses.is_some()
             || !self.editable.is_empty()
+            || self.step_up.is_some()
             || self.reason_required;
         match self.effect {
             Effect::Allow | Effect::Deny if approval_only => Err(format!(
-                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at, standing_grant_max, standing_grant_max_uses, editable and reason_required only apply to effect = \"require_approval\""
+                "{who}: approvers, quorum, timeout, escalate, cooldown_after_denial, remind_at, standing_grant_max, standing_grant_max_uses, editable, step_up and reason_required only apply to effect = \"require_approval\""
             )),
             Effect::Deny if self.reason.as_deref().is_none_or(|r| r.trim().is_empty()) => {
                 Err(format!(
@@ -499,6 +517,16 @@ impl OutcomeSpec {
         }
         self.standing_limit(who)?;
         editable_pointers(&self.editable).map_err(|e| format!("{who}: editable: {e}"))?;
+        if self.step_up.is_some() && !self.editable.is_empty() {
+            return Err(format!(
+                "{who}: step_up and editable cannot be combined: a step-up proof is of the action as asked, and an edit would approve another one without it"
+            ));
+        }
+        if self.step_up.is_some() && self.standing_grant_max.is_some() {
+            return Err(format!(
+                "{who}: step_up and standing_grant_max cannot be combined: a step-up proof is of one action, and a standing grant would approve later ones without it"
+            ));
+        }
         Ok(())
     }
 
@@ -565,6 +593,7 @@ impl OutcomeSpec {
                         reminders: reminder_points(&self.remind_at).unwrap_or_default(),
                         standing: self.standing_limit("").ok().flatten(),
                         editable: editable_pointers(&self.editable).unwrap_or_default(),
+                        step_up: self.step_up,
                     }),
                 }
             }

@@ -268,6 +268,7 @@ mod tests {
                 changes,
                 decision: Decision::Allow { rule: None },
             })),
+            step_up: None,
         });
         let block = edited_block(&r).expect("edited");
         crate::fake::validate_blocks(&json!([block])).expect("valid");

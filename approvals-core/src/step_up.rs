@@ -91,7 +91,8 @@ pub struct StepUpProof {
     pub authenticator_data: String,
     /// The assertion signature.
     pub signature: String,
-    /// The passkey's public key, as a COSE key (the one registered for the credential id).
+    /// The passkey's public key (the one registered for the credential id), as a JSON Web Key
+    /// (RFC 7517) text with its COSE algorithm name in `alg`.
     pub public_key: String,
     /// Whether the authenticator saw the user (flag UP).
     pub user_present: bool,

@@ -189,6 +189,21 @@ impl From<ReviewError> for Problem {
                 "The edit is refused",
                 detail,
             ),
+            ReviewError::StepUpRequired { id, .. } => Problem::new(
+                StatusCode::FORBIDDEN,
+                "step_up_required",
+                "A passkey is required",
+                format!(
+                    "{detail}: open {} in a browser and approve with your passkey",
+                    id.console_path()
+                ),
+            ),
+            ReviewError::StepUpRefused { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "step_up_refused",
+                "The passkey confirmation is refused",
+                detail,
+            ),
             ReviewError::NotStanding(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "not_standing",

@@ -76,9 +76,19 @@ pub struct ReviewServerBuilder {
     session_ttl: std::time::Duration,
     signer: Option<approvals_audit::note::Signer>,
     issuer: String,
+    passkeys: Option<Arc<crate::console::passkey::PasskeyRegistry>>,
 }
 
 impl ReviewServerBuilder {
+    /// Where the console keeps the passkeys reviewers register (default: in memory, for as
+    /// long as the process runs; `approvals serve` keeps them in a file). Passkeys need the
+    /// [`public_url`](Self::public_url), whose host is the WebAuthn relying party id: requests
+    /// whose rule says `step_up = "passkey"` can only be approved with one.
+    pub fn passkeys(mut self, registry: crate::console::passkey::PasskeyRegistry) -> Self {
+        self.passkeys = Some(Arc::new(registry));
+        self
+    }
+
     /// The key that signs the grant tokens the agent API hands out
     /// (`GET /v1/requests/{id}/wait`); verifiers trust its public key
     /// ([`ReviewServer::grant_verifier`], `GET /v1/grant-key`). Without one, the server makes
@@ -134,6 +144,12 @@ impl ReviewServerBuilder {
             approvals_audit::note::Signer::generate(EPHEMERAL_KEY_NAME)
                 .expect("the constant key name is valid")
         });
+        let passkeys = self.public_url.as_ref().and_then(|url| {
+            let registry = self.passkeys.clone().unwrap_or_default();
+            crate::console::passkey::Passkeys::new(url, registry)
+                .inspect_err(|e| tracing::warn!(error = %e, "passkeys are off"))
+                .ok()
+        });
         ReviewServer {
             shared: Arc::new(Shared {
                 gate: self.gate,
@@ -145,6 +161,7 @@ impl ReviewServerBuilder {
                 signer,
                 issuer: self.issuer,
                 allowed: crate::allowed::AllowedGrants::default(),
+                passkeys,
             }),
         }
     }
@@ -161,6 +178,7 @@ impl ReviewServer {
             session_ttl: std::time::Duration::from_secs(8 * 3600),
             signer: None,
             issuer: "approvals".to_owned(),
+            passkeys: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) issuer: String,
     /// Grants of actions the policy allowed outright (not stored), until they are run.
     pub(crate) allowed: crate::allowed::AllowedGrants,
+    /// The console's WebAuthn relying party, when the public URL allows one.
+    pub(crate) passkeys: Option<crate::console::passkey::Passkeys>,
 }
 
 impl Shared {

@@ -95,6 +95,10 @@ pub struct RequirementView {
     /// action is approved or denied as asked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub editable: Vec<String>,
+    /// What each approval must prove beyond the reviewer's sign-in (`passkey`: approve in the
+    /// console); absent when the sign-in is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<approvals_core::StepUp>,
 }
 
 impl RequestView {
@@ -130,6 +134,7 @@ impl RequestView {
                     .map(|e| e.groups.clone())
                     .unwrap_or_default(),
                 editable: r.editable.clone(),
+                step_up: r.step_up,
             },
             approvals: record.approvers().len() as u32,
             policy_rule: record.policy_rule.clone(),

@@ -86,6 +86,20 @@ impl Cdp {
         r["result"]["value"].clone()
     }
 
+    /// Evaluates `expression`, waiting for the promise it returns.
+    async fn eval_async(&mut self, expression: &str) -> Value {
+        let r = self
+            .send(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        if let Some(thrown) = r.get("exceptionDetails") {
+            panic!("script threw: {thrown}");
+        }
+        r["result"]["value"].clone()
+    }
+
     async fn wait_for(&mut self, expression: &str, what: &str) {
         for _ in 0..400 {
             if self.eval(expression).await == json!(true) {
@@ -482,6 +496,334 @@ async fn a_reviewer_edits_in_chromium_and_the_agent_runs_the_edited_action() {
     let record = f.gate.get(id).await.expect("store").expect("record");
     assert_eq!(record.state, approvals_core::RequestState::Executed);
     assert_eq!(record.reviews[0].channel, "web");
+
+    let _ = child.kill().await;
+}
+
+/// Script helpers the step-up test runs in the page, as a page's own script (or an attacker's
+/// script on it) could: base64url, posts with the session's CSRF token, a WebAuthn assertion
+/// for options from the server.
+const PAGE_HELPERS: &str = r#"
+window.t = {
+  enc: (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, ''),
+  dec: (s) => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0)).buffer,
+  csrf: () => document.querySelector('#approve-with-passkey').dataset.csrf,
+  post: async (url, body) => {
+    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': t.csrf() }, body: JSON.stringify(body) });
+    return { status: r.status, body: await r.json().catch(() => null) };
+  },
+  options: (id, digest) => t.post('/console/requests/' + id + '/step-up/options', { digest }),
+  assert: async (options, overrides) => {
+    const pk = Object.assign(options.publicKey, overrides || {});
+    pk.challenge = t.dec(pk.challenge);
+    (pk.allowCredentials || []).forEach((c) => { c.id = t.dec(c.id); });
+    try {
+      const a = await navigator.credentials.get({ publicKey: pk });
+      return { id: a.id, rawId: t.enc(a.rawId), type: a.type, extensions: {}, response: {
+        authenticatorData: t.enc(a.response.authenticatorData), clientDataJSON: t.enc(a.response.clientDataJSON),
+        signature: t.enc(a.response.signature), userHandle: a.response.userHandle ? t.enc(a.response.userHandle) : null } };
+    } catch (e) { return { refused: e.name }; }
+  },
+  finish: (id, digest, credential) => t.post('/console/requests/' + id + '/step-up', { digest, reason: 'checked', credential }),
+};
+true
+"#;
+
+/// Verifies an audited passkey proof as an auditor would, with the P-256 library and the
+/// proof alone: the challenge is of this request and digest, and the signature over the
+/// authenticator data and the client data's hash verifies with the JWK public key.
+fn verify_independently(
+    proof: &approvals_core::StepUpProof,
+    id: approvals_core::RequestId,
+    digest: &approvals_core::Digest,
+) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::signature::Verifier as _;
+    proof
+        .check_binding(id, digest)
+        .expect("the proof is of this request and digest");
+    let jwk: Value = serde_json::from_str(&proof.public_key).expect("the key is a JWK");
+    assert_eq!(jwk["kty"], "EC", "{jwk}");
+    let coordinate = |name: &str| {
+        URL_SAFE_NO_PAD
+            .decode(jwk[name].as_str().expect("coordinate"))
+            .expect("base64url")
+    };
+    let mut sec1 = vec![0x04];
+    sec1.extend(coordinate("x"));
+    sec1.extend(coordinate("y"));
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).expect("a P-256 point");
+    let signature = p256::ecdsa::Signature::from_der(
+        &URL_SAFE_NO_PAD
+            .decode(&proof.signature)
+            .expect("base64url signature"),
+    )
+    .expect("a DER signature");
+    let message = approvals_core::step_up::signed_message(proof).expect("readable proof");
+    key.verify(&message, &signature)
+        .expect("the audited signature verifies with the audited key");
+    let mut tampered = message.clone();
+    tampered[40] ^= 1;
+    assert!(
+        key.verify(&tampered, &signature).is_err(),
+        "a changed message does not verify"
+    );
+}
+
+/// A rule with `step_up = "passkey"`, in Chromium with a virtual authenticator: no approval
+/// without a registered passkey; a plain approval forged with the session's own token is
+/// refused; an assertion of another request, an assertion without user verification and a
+/// replayed assertion are refused; the reviewer's click with a fresh assertion approves, and
+/// the audit holds a proof anyone can verify with the registered key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_step_up_approves_only_the_action_it_was_made_for() {
+    let Some(binary) = chromium() else { return };
+    let store = std::sync::Arc::new(approvals_core::MemoryStore::new());
+    let audit = std::sync::Arc::new(approvals_core::MemorySink::new());
+    let gate = approvals_core::Gate::builder()
+        .policy(approvals_core::StaticPolicy::require(
+            approvals_core::Requirement::groups(["security"])
+                .step_up(approvals_core::StepUp::Passkey),
+        ))
+        .store_shared(store.clone())
+        .audit_shared(audit.clone())
+        .initiator(Initiator::agent("iam-bot").on_behalf_of(Principal::human("dana@example.com")))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .expect("gate");
+    // WebAuthn needs a host name: the console is reached as localhost.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let base = format!("http://localhost:{port}");
+    let server = approvals_http::ReviewServer::builder(gate.clone())
+        .tokens(tokens())
+        .public_url(base.parse().expect("url"))
+        .build();
+    tokio::spawn(approvals_http::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+
+    let grant_admin = ActionRequest::new("iam.role.grant", "aws://iam/role/prod-admin")
+        .params(json!({"user": "ci-bot"}));
+    let rotate = ActionRequest::new("kms.key.rotate", "aws://kms/key/payments")
+        .params(json!({"key": "payments"}));
+    let guard = {
+        let gate = gate.clone();
+        let action = grant_admin.clone();
+        tokio::spawn(async move { gate.guard(&action).await })
+    };
+    let a = loop {
+        if let Some(r) = gate.pending().await.expect("store").first() {
+            break r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let b = match gate.submit(&rotate).await.expect("submit") {
+        approvals_core::Submission::Pending(id) => {
+            gate.get(id).await.expect("store").expect("record")
+        }
+        approvals_core::Submission::Allowed(_) => panic!("the rule requires approval"),
+    };
+    let (da, db) = (a.digest.to_string(), b.digest.to_string());
+
+    let profile = tempfile::tempdir().expect("profile dir");
+    let (mut child, mut cdp) = launch(&binary, profile.path()).await;
+    cdp.send("WebAuthn.enable", json!({"enableUI": false}))
+        .await;
+    let authenticator = cdp
+        .send(
+            "WebAuthn.addVirtualAuthenticator",
+            json!({"options": {"protocol": "ctap2", "ctap2Version": "ctap2_1", "transport": "internal",
+                "hasResidentKey": true, "hasUserVerification": true, "isUserVerified": true,
+                "automaticPresenceSimulation": true}}),
+        )
+        .await["authenticatorId"]
+        .clone();
+
+    cdp.goto(&format!("{base}/console/login")).await;
+    cdp.type_into("#token", SAM).await;
+    cdp.click("button[type=submit]").await;
+    cdp.wait_for("location.pathname === '/console/'", "the pending list")
+        .await;
+
+    // Without a passkey there is no way to approve, only a link to register one.
+    cdp.goto(&format!("{base}/console/requests/{}", a.id)).await;
+    assert_eq!(
+        cdp.eval("[!!document.querySelector('button[value=approve]'), !!document.querySelector('#approve-with-passkey'), !!document.querySelector('a[href=\"/console/passkeys\"]'), !!document.querySelector('button[value=deny]')]").await,
+        json!([false, false, true, true])
+    );
+
+    // Registering a passkey in the console.
+    cdp.goto(&format!("{base}/console/passkeys")).await;
+    cdp.type_into("#passkey-name", "test authenticator").await;
+    cdp.click("#register-passkey").await;
+    cdp.wait_for(
+        "document.readyState === 'complete' && document.body.innerText.includes('test authenticator')",
+        "the registered passkey listed",
+    )
+    .await;
+
+    cdp.goto(&format!("{base}/console/requests/{}", a.id)).await;
+    cdp.wait_for(
+        "!!document.querySelector('#approve-with-passkey')",
+        "the passkey button",
+    )
+    .await;
+    assert_eq!(
+        cdp.eval("!!document.querySelector('button[value=approve]')")
+            .await,
+        json!(false),
+        "no plain Approve button"
+    );
+    assert_eq!(cdp.eval(PAGE_HELPERS).await, json!(true));
+
+    // A plain approval posted with the session's own CSRF token: refused by the gate.
+    let forged = cdp
+        .eval_async(&format!(
+            "fetch('/console/requests/{id}/decision', {{method: 'POST', headers: {{'content-type': 'application/x-www-form-urlencoded'}}, body: new URLSearchParams({{csrf: t.csrf(), digest: '{da}', verdict: 'approve'}})}}).then((r) => r.status)",
+            id = a.id
+        ))
+        .await;
+    assert_eq!(forged, json!(403));
+
+    // The page claims another digest: refused before any ceremony starts.
+    let lying = cdp
+        .eval_async(&format!(
+            "t.options('{}', '{db}').then((r) => r.status)",
+            a.id
+        ))
+        .await;
+    assert_eq!(lying, json!(409));
+
+    // An assertion made for request B, posted to approve request A (both ceremonies open).
+    let other = cdp
+        .eval_async(&format!(
+            "(async () => {{ await t.options('{a}', '{da}'); const ob = await t.options('{b}', '{db}'); const x = await t.assert(ob.body); const r = await t.finish('{a}', '{da}', x); return r.status; }})()",
+            a = a.id,
+            b = b.id
+        ))
+        .await;
+    assert_eq!(
+        other,
+        json!(422),
+        "an assertion for another action is refused"
+    );
+
+    // Without user verification: the browser refuses to make one, or the server refuses it.
+    cdp.send(
+        "WebAuthn.setUserVerified",
+        json!({"authenticatorId": authenticator, "isUserVerified": false}),
+    )
+    .await;
+    let unverified = cdp
+        .eval_async(&format!(
+            "(async () => {{ const o = await t.options('{a}', '{da}'); const x = await t.assert(o.body, {{userVerification: 'discouraged'}}); if (x.refused) return 'browser:' + x.refused; const r = await t.finish('{a}', '{da}', x); return r.status; }})()",
+            a = a.id
+        ))
+        .await;
+    assert!(
+        unverified == json!(422)
+            || unverified
+                .as_str()
+                .is_some_and(|s| s.starts_with("browser:")),
+        "{unverified}"
+    );
+    cdp.send(
+        "WebAuthn.setUserVerified",
+        json!({"authenticatorId": authenticator, "isUserVerified": true}),
+    )
+    .await;
+    assert_eq!(
+        gate.get(a.id).await.expect("store").expect("record").state,
+        approvals_core::RequestState::Pending,
+        "nothing refused was counted"
+    );
+
+    // Request B approved with a good assertion; replaying that assertion for A, or for B
+    // again, is refused.
+    let replay = cdp
+        .eval_async(&format!(
+            "(async () => {{ const ob = await t.options('{b}', '{db}'); const x = await t.assert(ob.body); const first = await t.finish('{b}', '{db}', x); await t.options('{a}', '{da}'); const toA = await t.finish('{a}', '{da}', x); const again = await t.finish('{b}', '{db}', x); return [first.status, toA.status, again.status]; }})()",
+            a = a.id,
+            b = b.id
+        ))
+        .await;
+    assert_eq!(replay, json!([200, 422, 422]));
+    assert_eq!(
+        gate.get(b.id).await.expect("store").expect("record").state,
+        approvals_core::RequestState::Approved
+    );
+
+    // The reviewer's own click: a reason, the passkey, and the waiting agent gets its grant.
+    cdp.goto(&format!("{base}/console/requests/{}", a.id)).await;
+    cdp.wait_for(
+        "!!document.querySelector('#approve-with-passkey')",
+        "the passkey button",
+    )
+    .await;
+    cdp.type_into("#reason", "rotating the CI role, CHG-88")
+        .await;
+    cdp.screenshot("/tmp/approvals-console-step-up.png").await;
+    cdp.click("#approve-with-passkey").await;
+    let granted = tokio::time::timeout(Duration::from_secs(15), guard)
+        .await
+        .expect("the guard returned after the click")
+        .expect("task");
+    assert!(granted.is_ok(), "{granted:?}");
+    cdp.wait_for(
+        &format!("location.pathname === '/console/requests/{}' && document.readyState === 'complete' && !document.querySelector('#approve-with-passkey')", a.id),
+        "the approved request",
+    )
+    .await;
+
+    // The audit: each approval's proof, verifiable without this library; the refusals.
+    let events = audit.events();
+    let proofs: Vec<(approvals_core::RequestId, approvals_core::StepUpProof)> = events
+        .iter()
+        .filter_map(|e| match &e.detail {
+            approvals_core::audit::EventDetail::Reviewed {
+                step_up: Some(p), ..
+            } => Some((e.request_id, (**p).clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proofs.len(), 2, "one proof per approval");
+    for (id, proof) in &proofs {
+        let digest = if *id == a.id { a.digest } else { b.digest };
+        assert!(proof.user_verified && proof.user_present);
+        verify_independently(proof, *id, &digest);
+    }
+    for (id, proof) in &proofs {
+        let (other, other_digest) = if *id == a.id {
+            (b.id, b.digest)
+        } else {
+            (a.id, a.digest)
+        };
+        assert!(
+            proof.check_binding(other, &other_digest).is_err(),
+            "a proof is of one request only"
+        );
+    }
+    let causes: Vec<approvals_core::RejectCause> = events
+        .iter()
+        .filter_map(|e| match &e.detail {
+            approvals_core::audit::EventDetail::ReviewRejected { cause, .. } => Some(*cause),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        causes.contains(&approvals_core::RejectCause::StepUpRequired),
+        "{causes:?}"
+    );
+    assert!(
+        causes.contains(&approvals_core::RejectCause::StepUpInvalid),
+        "{causes:?}"
+    );
 
     let _ = child.kill().await;
 }

@@ -151,6 +151,7 @@ struct RawConfig {
     tokens: Option<Spanned<PathBuf>>,
     grant_key: Option<Spanned<PathBuf>>,
     grant_issuer: Option<Spanned<String>>,
+    passkeys: Option<Spanned<PathBuf>>,
     #[serde(default)]
     channels: RawChannels,
 }
@@ -305,6 +306,8 @@ pub(crate) struct ServeConfig {
     pub(crate) tokens: Setting<PathBuf>,
     pub(crate) grant_key: Option<Setting<PathBuf>>,
     pub(crate) grant_issuer: String,
+    /// Where the console keeps reviewers' passkeys (public keys only); in memory without it.
+    pub(crate) passkeys: Option<Setting<PathBuf>>,
     pub(crate) slack: Option<SlackConfig>,
     pub(crate) teams: Option<TeamsConfig>,
     pub(crate) webhook: Option<WebhookConfig>,
@@ -619,6 +622,7 @@ impl Resolver<'_> {
         let grant_issuer = self
             .text("grant_issuer", raw.grant_issuer)
             .map_or_else(|| "approvals".to_owned(), |s| s.value);
+        let passkeys = self.path("passkeys", raw.passkeys);
 
         let slack = self.slack(raw.channels.slack, &top)?;
         let teams = self.teams(raw.channels.teams, &top)?;
@@ -635,6 +639,7 @@ impl Resolver<'_> {
             tokens,
             grant_key,
             grant_issuer,
+            passkeys,
             slack,
             teams,
             webhook,

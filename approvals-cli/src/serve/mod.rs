@@ -56,6 +56,7 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
         tokens,
         grant_key,
         grant_issuer,
+        passkeys,
         slack,
         teams,
         webhook,
@@ -160,6 +161,11 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
         .grant_issuer(grant_issuer);
     if let Some(url) = public_url.clone() {
         server = server.public_url(url);
+    }
+    if let Some(setting) = &passkeys {
+        let registry = approvals_http::console::passkey::PasskeyRegistry::file(&setting.value)
+            .map_err(|e| refused(setting.error(e.to_string())))?;
+        server = server.passkeys(registry);
     }
     let server = server.build();
 

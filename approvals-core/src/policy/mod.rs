@@ -171,6 +171,12 @@ impl Requirement {
         self
     }
 
+    /// Requires each approval to carry a step-up proof ([`step_up`](crate::step_up)).
+    pub fn step_up(mut self, method: crate::step_up::StepUp) -> Self {
+        self.step_up = Some(method);
+        self
+    }
+
     /// Sets the quorum.
     pub fn quorum(mut self, quorum: u32) -> Self {
         self.quorum = quorum;

@@ -14,7 +14,7 @@ use crate::problem::Problem;
 pub(super) fn page(title: &str, viewer: Option<&Viewer>, body: &str) -> String {
     let nav = match viewer {
         Some(v) => format!(
-            r#"<nav><a href="/console/requests">Pending</a><a href="/console/history">History</a><a href="/console/standing">Standing grants</a></nav>
+            r#"<nav><a href="/console/requests">Pending</a><a href="/console/history">History</a><a href="/console/standing">Standing grants</a><a href="/console/passkeys">Passkeys</a></nav>
 <div class="user"><span title="{id}">{name}</span>{groups}<form method="post" action="/console/logout"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="link">Sign out</button></form></div>"#,
             id = escape(&v.principal.id),
             name = escape(v.principal.label()),

@@ -13,6 +13,7 @@
 mod edit;
 mod fragments;
 mod pages;
+pub mod passkey;
 mod plan;
 mod standing;
 
@@ -36,9 +37,10 @@ use pages::{detail_page, history_page, pending_page};
 /// Channel name recorded for decisions made in the console.
 pub const CONSOLE_CHANNEL: &str = "web";
 
-/// The Content-Security-Policy of every console page: no script, no frames, styles and
-/// forms from this origin only.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every console page: scripts (only the passkey ceremony's,
+/// `/console/passkey.js`), styles, fetches and forms from this origin only; no inline script,
+/// no frames.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLE_CSS: &str = include_str!("../console.css");
 
@@ -115,6 +117,47 @@ pub(crate) async fn handle(
             }
             Err(r) => r,
         },
+        ["passkey.js"] => match only(request, &[Method::GET, Method::HEAD]) {
+            Ok(()) => {
+                let mut r = Response::new(Bytes::from_static(passkey::PASSKEY_JS.as_bytes()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/javascript; charset=utf-8"),
+                );
+                r
+            }
+            Err(r) => r,
+        },
+        ["passkeys"] => match only(request, &[Method::GET, Method::HEAD]) {
+            Ok(()) => match viewer(shared, request) {
+                Some(v) => passkey::passkeys_page(shared, &v),
+                None => redirect("/console/login"),
+            },
+            Err(_) => method_page(),
+        },
+        ["passkeys", "register", "options"] => match *request.method() {
+            Method::POST => passkey::register_options(shared, request).await,
+            _ => method_page(),
+        },
+        ["passkeys", "register"] => match *request.method() {
+            Method::POST => passkey::register(shared, request).await,
+            _ => method_page(),
+        },
+        ["requests", id, "step-up", rest @ ..] if rest.len() <= 1 => {
+            match (request.method(), RequestId::parse(id), rest) {
+                (&Method::POST, Ok(id), ["options"]) => {
+                    passkey::step_up_options(shared, request, id).await
+                }
+                (&Method::POST, Ok(id), []) => passkey::step_up(shared, request, id).await,
+                (&Method::POST, Err(_), _) => error_page(
+                    None,
+                    StatusCode::NOT_FOUND,
+                    "No such request",
+                    "That is not a request id.",
+                ),
+                _ => method_page(),
+            }
+        }
         ["login"] => match *request.method() {
             Method::GET | Method::HEAD => login_page(shared, request, StatusCode::OK, None),
             Method::POST => login(shared, request),

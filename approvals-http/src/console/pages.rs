@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use approvals_core::lifecycle::{self, Review};
 use approvals_core::preview::DiffLine;
-use approvals_core::{Preview, RequestId, RequestRecord, RequestState, Verdict};
+use approvals_core::{Preview, RequestId, RequestRecord, RequestState, ReviewError, Verdict};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{Request, Response, StatusCode};
@@ -185,7 +185,18 @@ pub(super) async fn detail_page(
     };
     let now = shared.gate.now();
     let status = error.as_ref().map_or(StatusCode::OK, |(s, _)| *s);
-    let body = render_detail(&record, v, now, error.as_ref().map(|(_, m)| m.as_str()));
+    // A rule that requires a passkey is approved through the step-up ceremony.
+    let step_up = record
+        .requirement
+        .step_up
+        .map(|_| super::passkey::step_up_button(shared, v, record.id, &record.digest));
+    let body = render_detail(
+        &record,
+        v,
+        now,
+        error.as_ref().map(|(_, m)| m.as_str()),
+        step_up.as_deref(),
+    );
     let title = format!("{} — review", truncate(&record.request.kind, 60));
     html_response(status, &page(&title, Some(v), &body))
 }
@@ -195,6 +206,7 @@ fn render_detail(
     v: &Viewer,
     now: DateTime<Utc>,
     error: Option<&str>,
+    step_up: Option<&str>,
 ) -> String {
     let req = &record.request;
     let mut b = String::new();
@@ -386,7 +398,7 @@ fn render_detail(
 
     // Side column: who asked, who may approve, the decision form.
     b.push_str(r#"<aside class="side">"#);
-    b.push_str(&decision_box(record, v, now));
+    b.push_str(&decision_box(record, v, now, step_up));
     if v.principal.kind == approvals_core::PrincipalKind::Human {
         b.push_str(&super::standing::propose_form(record, v));
     }
@@ -475,7 +487,14 @@ fn render_detail(
     b
 }
 
-fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> String {
+/// The decision form. `step_up` is the approve control of a rule that requires a passkey
+/// (the gate refuses a plain approval of it with `StepUpRequired`).
+fn decision_box(
+    record: &RequestRecord,
+    v: &Viewer,
+    now: DateTime<Utc>,
+    step_up: Option<&str>,
+) -> String {
     let me = &v.principal;
     let notice = |text: &str| {
         format!(
@@ -526,25 +545,33 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
             digest = record.digest,
         );
     }
+    const APPROVE: &str =
+        r#"<button type="submit" name="verdict" value="approve" class="approve">Approve</button>"#;
+    const DENY: &str =
+        r#"<button type="submit" name="verdict" value="deny" class="deny">Deny</button>"#;
+    let passkey = matches!(approve, Err(ReviewError::StepUpRequired { .. }));
     let (refused, buttons) = match (&approve, &deny) {
+        (Err(_), _) if passkey => (
+            String::new(),
+            format!(
+                "{}{}",
+                step_up.unwrap_or_default(),
+                if deny.is_ok() { DENY } else { "" }
+            ),
+        ),
         (Err(refused), Err(_)) => return notice(&escape(&refused.reviewer_message())),
-        (Ok(_), Ok(_)) => (
-            String::new(),
-            r#"<button type="submit" name="verdict" value="approve" class="approve">Approve</button><button type="submit" name="verdict" value="deny" class="deny">Deny</button>"#,
-        ),
-        (Ok(_), Err(_)) => (
-            String::new(),
-            r#"<button type="submit" name="verdict" value="approve" class="approve">Approve</button>"#,
-        ),
+        (Ok(_), Ok(_)) => (String::new(), format!("{APPROVE}{DENY}")),
+        (Ok(_), Err(_)) => (String::new(), APPROVE.to_owned()),
         (Err(refused), Ok(_)) => (
             format!(
                 r#"<p class="muted">{}</p>"#,
                 escape(&refused.reviewer_message())
             ),
-            r#"<button type="submit" name="verdict" value="deny" class="deny">Deny</button>"#,
+            DENY.to_owned(),
         ),
     };
-    let reason_required = matches!((&approve, &deny), (Ok(true), _) | (_, Ok(true)));
+    let reason_required = matches!((&approve, &deny), (Ok(true), _) | (_, Ok(true)))
+        || (passkey && record.requirement.reason_required);
     let edit = super::edit::edit_form(record, v, approve.is_ok(), reason_required);
     format!(
         r#"<section class="card decide"><h2>Your decision</h2>
@@ -553,7 +580,7 @@ fn decision_box(record: &RequestRecord, v: &Viewer, now: DateTime<Utc>) -> Strin
 <input type="hidden" name="digest" value="{digest}">
 <label for="reason">Reason{req}</label>
 <textarea id="reason" name="reason" rows="3" maxlength="2000" placeholder="Why you approve or deny (recorded in the audit trail)"{required}></textarea>
-{refused}<div class="buttons">{buttons}</div>
+{refused}<div class="buttons">{buttons}</div><p id="passkey-status" class="muted" role="status"></p>
 <p class="hint">Deciding as {me}. Approving lets exactly this action run once (digest <code>{short}</code>).</p>
 </form></section>{edit}"#,
         id = record.id,

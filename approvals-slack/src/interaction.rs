@@ -664,7 +664,7 @@ impl SlackInteractions {
         if SlackApprover::messages(&record).contains(&clicked) {
             return;
         }
-        let message = crate::blocks::request_message(&record);
+        let message = approver.message(&record);
         if let Err(e) = approver
             .client()
             .update_message(&clicked, &message.text, &message.blocks)
@@ -741,11 +741,23 @@ impl SlackInteractions {
                 .record_rejected_callback(id, Some(principal), CHANNEL, cause, &refused.to_string())
                 .await;
         }
-        self.reply(
-            response_url,
-            &format!("Not applied: {}", refused.reviewer_message()),
-        )
-        .await;
+        self.reply(response_url, &self.not_applied(refused)).await;
+    }
+
+    /// What the reviewer is told of a refused review: the gate's sentence, and for an
+    /// approval that needs a step-up proof, the request's console page to make it in.
+    fn not_applied(&self, refused: &ReviewError) -> String {
+        let mut text = format!("Not applied: {}", refused.reviewer_message());
+        if let ReviewError::StepUpRequired { id, .. } = refused
+            && let Some(page) = self
+                .inner
+                .approver
+                .as_ref()
+                .and_then(|a| a.console_page(*id))
+        {
+            text = format!("{text} Open it: {page}");
+        }
+        text
     }
 
     fn on_submission(&self, interaction: Interaction, runtime: &tokio::runtime::Handle) -> Answer {
@@ -908,7 +920,7 @@ impl SlackInteractions {
                 "Your review of {what} was recorded; the request is {}.",
                 outcome.state
             ),
-            Err(e) => format!("Not applied: {}", e.reviewer_message()),
+            Err(e) => self.not_applied(&e),
         };
         self.reply(response_url, &text).await;
     }

@@ -12,6 +12,11 @@
 //! the review with [`Gate::decide`] (bound to the digest on the button), and tells the clicker
 //! what happened with an ephemeral reply through the interaction's `response_url`.
 //!
+//! A request whose rule has `step_up` is approved only in the review console (its message
+//! links there); an Approve click on it anyway, from an old message or forged, is refused by
+//! the gate's rules (`step_up_required`) before any modal opens, and the reply links the
+//! console page.
+//!
 //! Edit on approve (the "Edit and approve" button, its modal and submission) is in the `edit`
 //! submodule; the modal's sealed metadata and the answers to Slack in `modal`.
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::api::{MessageRef, SlackClient, SlackError};
-use crate::blocks::request_message_linked;
+use crate::blocks::{Message, request_message_linked};
 
 /// The channel name recorded in audit events, reviews and deliveries.
 pub const CHANNEL: &str = "slack";
@@ -51,6 +51,12 @@ impl SlackApprover {
 
     /// Links each message to the request's page in the review console served at `url` (the
     /// server's public URL), where reviewers see a long preview and the context whole.
+    ///
+    /// Needed to approve requests of rules with `step_up` from Slack: an approval of those
+    /// needs a proof (a passkey) that only the console takes, so their message has no Approve
+    /// button but an "Approve with passkey" link to the request's console page, and Deny.
+    /// Without a console URL such a message only says to approve in the console (and a warning
+    /// is logged when one is posted).
     pub fn console_url(mut self, url: url::Url) -> Self {
         self.console = Some(url);
         self
@@ -76,10 +82,23 @@ impl SlackApprover {
             .collect()
     }
 
+    /// The page of request `id` in the review console, when a console URL is configured.
+    pub fn console_page(&self, id: approvals_core::RequestId) -> Option<url::Url> {
+        self.console
+            .as_ref()
+            .and_then(|base| crate::blocks::console_page(base, id))
+    }
+
+    /// The message for `record` in its current state, linked to the console when one is
+    /// configured.
+    pub fn message(&self, record: &RequestRecord) -> Message {
+        request_message_linked(record, self.console.as_ref())
+    }
+
     /// Rewrites every Slack message of `record` to show its current state (used on
     /// resolution, and by the interaction handler after each approval towards a quorum).
     pub async fn refresh(&self, record: &RequestRecord) -> Result<(), SlackError> {
-        let message = request_message_linked(record, self.console.as_ref());
+        let message = self.message(record);
         let mut first_error = None;
         for target in Self::messages(record) {
             if let Err(e) = self
@@ -193,9 +212,19 @@ impl Approver for SlackApprover {
         {
             return delivery(&earlier).map(Some);
         }
+        if self.console.is_none()
+            && let Some(method) = approvals_core::lifecycle::needs_step_up(request)
+        {
+            tracing::warn!(
+                request = %request.id,
+                "each approval of this request needs a {method} confirmation in the review console, \
+                 and this Slack approver has no console URL to link: its reviewers can only deny \
+                 in Slack (set SlackApprover::console_url)"
+            );
+        }
         // On escalation a new message goes out (reviewers newly allowed are notified); the
         // old one stays recorded and is updated too.
-        let message = request_message_linked(request, self.console.as_ref());
+        let message = self.message(request);
         let metadata = json!({
             "event_type": METADATA_EVENT,
             "event_payload": { "request_id": id },

@@ -2,10 +2,12 @@
 //! modal. Untrusted values are made inert (see [`crate::text`]) and every text field is bounded
 //! by its Block Kit limit (see [`crate::limits`]) after escaping, with truncation that points
 //! at the digest the approval is bound to. Edit on approve's button, modal and "edited" block
-//! are in [`edit`].
+//! are in [`edit`]. A pending request whose rule has `step_up` has no button that approves:
+//! an "Approve with passkey" link button to its console page, and Deny.
 
 use std::fmt::Write as _;
 
+use approvals_core::lifecycle::needs_step_up;
 use approvals_core::plan::PlanTerms;
 use approvals_core::preview::SHOWN_LINES;
 use approvals_core::text::join_bounded;
@@ -29,6 +31,11 @@ pub use edit::{
 pub const ACTION_APPROVE: &str = "approvals.approve";
 /// `action_id` of the Deny button.
 pub const ACTION_DENY: &str = "approvals.deny";
+/// `action_id` of the "Approve with passkey" link button of a request whose rule has
+/// `step_up`: it opens the request's page in the review console, where the approval is made
+/// with the proof. A click on it decides nothing (Slack reports it, and the handler ignores
+/// it).
+pub const ACTION_STEP_UP: &str = "approvals.step_up";
 /// `callback_id` of the reason modal.
 pub const REASON_CALLBACK_ID: &str = "approvals.reason";
 /// `block_id` of the reason input in the modal.
@@ -339,6 +346,16 @@ fn status_line(record: &RequestRecord) -> String {
     truncate_mrkdwn(&line, limits::MAX_SECTION_TEXT_CHARS, "").into_owned()
 }
 
+/// The page of request `id` in the review console served at `console`. Ours, not the
+/// agent's (the configured public URL and the request id); a URL that could end Slack's
+/// `<url|text>` early is not linked (`None`).
+pub fn console_page(console: &Url, id: RequestId) -> Option<Url> {
+    console
+        .join(&id.console_path())
+        .ok()
+        .filter(|link| !link.as_str().contains(['|', '<', '>']))
+}
+
 /// Untrusted free text worth a block of its own: present and not blank.
 fn shown(text: Option<&str>) -> Option<&str> {
     text.filter(|t| !t.trim().is_empty())
@@ -424,11 +441,7 @@ pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> 
     if let Some(excerpt) = shown(req.context.prompt_excerpt.as_deref()) {
         blocks.push(labelled_text("Prompt excerpt", excerpt, digest, false));
     }
-    // Ours, not the agent's (the configured public URL and the request id); a URL that could
-    // end Slack's `<url|text>` early is not linked.
-    let console_link = console
-        .and_then(|base| base.join(&record.id.console_path()).ok())
-        .filter(|link| !link.as_str().contains(['|', '<', '>']));
+    let console_link = console.and_then(|base| console_page(base, record.id));
     match PlanTerms::of(record) {
         Some(plan) => blocks.push(plan_block(record, &plan, console_link.as_ref())),
         None => {
@@ -493,7 +506,10 @@ pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> 
     }));
 
     if record.state == RequestState::Pending {
-        blocks.push(buttons(record));
+        if let Some(note) = step_up_note(record, console_link.as_ref()) {
+            blocks.push(note);
+        }
+        blocks.push(buttons(record, console_link.as_ref()));
     }
     blocks.truncate(limits::MAX_BLOCKS);
 
@@ -502,9 +518,38 @@ pub fn request_message_linked(record: &RequestRecord, console: Option<&Url>) -> 
     Message { text, blocks }
 }
 
-/// The Approve and Deny buttons of a pending request, both carrying the request id and digest,
-/// and "Edit and approve" between them when reviewers may edit it ([`edit::editable_fields`]).
-fn buttons(record: &RequestRecord) -> Value {
+/// The console page of `link` as a button's `url`, when Slack accepts it there.
+fn button_url(link: Option<&Url>) -> Option<&str> {
+    link.map(Url::as_str)
+        .filter(|url| url.chars().count() <= limits::MAX_BUTTON_URL_CHARS)
+}
+
+/// What a reviewer of a pending request whose rule has `step_up` must know: an approval needs
+/// the proof, made in the review console (linked by the button when `console` is known); a
+/// deny works here. `None` for other requests.
+fn step_up_note(record: &RequestRecord, console: Option<&Url>) -> Option<Value> {
+    let method = needs_step_up(record)?;
+    let text = if button_url(console).is_some() {
+        format!(
+            "🔑 Each approval of this rule needs a {method} confirmation: approve with the button below, in the review console. Deny works here."
+        )
+    } else {
+        format!(
+            "🔑 Each approval of this rule needs a {method} confirmation in the review console, which this Slack app does not link to: open request `{}` there to approve. Deny works here.",
+            record.id
+        )
+    };
+    Some(json!({
+        "type": "context",
+        "elements": [md(&text, limits::MAX_TEXT_OBJECT_CHARS)],
+    }))
+}
+
+/// The buttons of a pending request, each carrying the request id and digest: Approve, "Edit
+/// and approve" when reviewers may edit it ([`edit::editable_fields`]), and Deny. When its
+/// rule has `step_up` ([`needs_step_up`]) nothing here approves: the approval is a link button
+/// to the request's page in the review console (none when `console` is unknown), and Deny.
+fn buttons(record: &RequestRecord, console: Option<&Url>) -> Value {
     let req = &record.request;
     let value = ButtonValue {
         request_id: record.id,
@@ -520,6 +565,30 @@ fn buttons(record: &RequestRecord) -> Value {
             "value": value,
         })
     };
+    let deny = button(ACTION_DENY, "Deny", "danger");
+    let block_id = truncate(
+        &format!("approvals.actions.{}", record.version),
+        limits::MAX_BLOCK_ID_CHARS,
+        "",
+    );
+    if let Some(method) = needs_step_up(record) {
+        // A link, not an action: the click opens the console and Slack's report of it
+        // decides nothing.
+        let approve = button_url(console).map(|url| {
+            json!({
+                "type": "button",
+                "action_id": ACTION_STEP_UP,
+                "text": plain(&format!("Approve with {method}"), limits::MAX_BUTTON_TEXT_CHARS),
+                "style": "primary",
+                "url": url,
+            })
+        });
+        return json!({
+            "type": "actions",
+            "block_id": block_id,
+            "elements": approve.into_iter().chain([deny]).collect::<Vec<_>>(),
+        });
+    }
     let mut approve = button(ACTION_APPROVE, "Approve", "primary");
     if !record.requirement.reason_required {
         let what = format!(
@@ -536,14 +605,10 @@ fn buttons(record: &RequestRecord) -> Value {
     }
     json!({
         "type": "actions",
-        "block_id": truncate(
-            &format!("approvals.actions.{}", record.version),
-            limits::MAX_BLOCK_ID_CHARS,
-            "",
-        ),
+        "block_id": block_id,
         "elements": std::iter::once(approve)
             .chain(edit::edit_button(record, &value))
-            .chain([button(ACTION_DENY, "Deny", "danger")])
+            .chain([deny])
             .collect::<Vec<_>>(),
     })
 }

@@ -12,6 +12,11 @@
 //! the review with [`Gate::decide`] (bound to the digest on the button), and tells the clicker
 //! what happened with an ephemeral reply through the interaction's `response_url`.
 //!
+//! A request whose rule has `step_up` is approved only in the review console (its message
+//! links there); an Approve click on it anyway, from an old message or forged, is refused by
+//! the gate's rules (`step_up_required`) before any modal opens, and the reply links the
+//! console page.
+//!
 //! Edit on approve (the "Edit and approve" button, its modal and submission) is in the `edit`
 //! submodule; the modal's sealed metadata and the answers to Slack in `modal`.
 
@@ -664,7 +669,7 @@ impl SlackInteractions {
         if SlackApprover::messages(&record).contains(&clicked) {
             return;
         }
-        let message = crate::blocks::request_message(&record);
+        let message = approver.message(&record);
         if let Err(e) = approver
             .client()
             .update_message(&clicked, &message.text, &message.blocks)
@@ -741,11 +746,23 @@ impl SlackInteractions {
                 .record_rejected_callback(id, Some(principal), CHANNEL, cause, &refused.to_string())
                 .await;
         }
-        self.reply(
-            response_url,
-            &format!("Not applied: {}", refused.reviewer_message()),
-        )
-        .await;
+        self.reply(response_url, &self.not_applied(refused)).await;
+    }
+
+    /// What the reviewer is told of a refused review: the gate's sentence, and for an
+    /// approval that needs a step-up proof, the request's console page to make it in.
+    fn not_applied(&self, refused: &ReviewError) -> String {
+        let mut text = format!("Not applied: {}", refused.reviewer_message());
+        if let ReviewError::StepUpRequired { id, .. } = refused
+            && let Some(page) = self
+                .inner
+                .approver
+                .as_ref()
+                .and_then(|a| a.console_page(*id))
+        {
+            text = format!("{text} Open it: {page}");
+        }
+        text
     }
 
     fn on_submission(&self, interaction: Interaction, runtime: &tokio::runtime::Handle) -> Answer {
@@ -908,7 +925,7 @@ impl SlackInteractions {
                 "Your review of {what} was recorded; the request is {}.",
                 outcome.state
             ),
-            Err(e) => format!("Not applied: {}", e.reviewer_message()),
+            Err(e) => self.not_applied(&e),
         };
         self.reply(response_url, &text).await;
     }

@@ -22,6 +22,7 @@
 //! | [`MAX_ACTIONS_ELEMENTS`] | 25 | `actions.elements` |
 //! | [`MAX_BUTTON_TEXT_CHARS`] | 75 | button `text` |
 //! | [`MAX_BUTTON_VALUE_CHARS`] | 2000 | button `value` |
+//! | [`MAX_BUTTON_URL_CHARS`] | 3000 | button `url` (a link button) |
 //! | [`MAX_ACTION_ID_CHARS`] | 255 | `action_id` of an element |
 //! | [`MAX_BLOCK_ID_CHARS`] | 255 | `block_id` of a block |
 //! | [`MAX_CONFIRM_TITLE_CHARS`] | 100 | confirmation dialog `title` |
@@ -59,6 +60,8 @@ pub const MAX_ACTIONS_ELEMENTS: usize = 25;
 pub const MAX_BUTTON_TEXT_CHARS: usize = 75;
 /// A button's `value`.
 pub const MAX_BUTTON_VALUE_CHARS: usize = 2000;
+/// A link button's `url`.
+pub const MAX_BUTTON_URL_CHARS: usize = 3000;
 /// An interactive element's `action_id`.
 pub const MAX_ACTION_ID_CHARS: usize = 255;
 /// A block's `block_id`.

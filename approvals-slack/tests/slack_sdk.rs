@@ -1,7 +1,8 @@
 //! Our Block Kit payloads checked with Slack's own Python SDK (`slack_sdk.models`), not only
 //! with our fake: every message state, hostile text of every class, long values that hit each
-//! budget, previews cut and whole, both reason modals, and edit on approve (the "Edit and
-//! approve" button, the edit modal with hostile and long values, the "edited" block). The SDK parses each block and view,
+//! budget, previews cut and whole, both reason modals, edit on approve (the "Edit and
+//! approve" button, the edit modal with hostile and long values, the "edited" block), and
+//! step-up rules (the "Approve with passkey" link button). The SDK parses each block and view,
 //! validates its limits, and must give back exactly what we sent (tests/python/check_blocks.py).
 //!
 //! Needs `python3 -m pip install -r .ci/requirements.txt`. Without it the test says so and is
@@ -13,9 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use approvals_core::edit::{EditRecord, FieldChange};
+use approvals_core::lifecycle::needs_step_up;
 use approvals_core::{Decision, Principal, RequestRecord, ReviewRecord, Verdict};
 use approvals_slack::blocks::{
-    ACTION_EDIT, edit_modal, editable_fields, reason_modal, request_message, request_message_linked,
+    ACTION_APPROVE, ACTION_EDIT, ACTION_STEP_UP, edit_modal, editable_fields, reason_modal,
+    request_message, request_message_linked,
 };
 use approvals_testkit::hostile;
 use serde_json::json;
@@ -53,6 +56,7 @@ fn slacks_own_sdk_accepts_every_message_and_modal_as_sent() {
         cases.push(record);
     }
     let mut edit_buttons = 0;
+    let mut step_up_links = 0;
     for record in cases {
         if let Ok(fields) = editable_fields(&record) {
             views.push(edit_modal(&record, &fields, true, "meta"));
@@ -60,15 +64,29 @@ fn slacks_own_sdk_accepts_every_message_and_modal_as_sent() {
         }
         let message = json!(request_message(&record).blocks);
         edit_buttons += usize::from(message.to_string().contains(ACTION_EDIT));
+        let linked = json!(request_message_linked(&record, Some(&console)).blocks);
+        if needs_step_up(&record).is_some() {
+            // Nothing approves in the message of a step-up rule; pending, it links the console.
+            for shown in [&message, &linked] {
+                let text = shown.to_string();
+                assert!(
+                    !text.contains(ACTION_APPROVE) && !text.contains(ACTION_EDIT),
+                    "{text}"
+                );
+            }
+            step_up_links += usize::from(linked.to_string().contains(ACTION_STEP_UP));
+        }
         messages.push(message);
-        messages.push(json!(
-            request_message_linked(&record, Some(&console)).blocks
-        ));
+        messages.push(linked);
         for verdict in [Verdict::Approve, Verdict::Deny] {
             views.push(reason_modal(&record, verdict, true, "meta"));
         }
     }
     assert!(edit_buttons > 0, "some messages offer Edit and approve");
+    assert!(
+        step_up_links >= 2,
+        "pending step-up requests link the console: {step_up_links}"
+    );
     let payload = json!({"messages": messages, "views": views});
     let mut child = Command::new("python3")
         .arg(SCRIPT)

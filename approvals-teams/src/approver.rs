@@ -114,6 +114,12 @@ impl TeamsApprover {
 
     /// Links each card to the request's page in the review console served at `url` (the
     /// server's public URL), where reviewers see a long preview and the context whole.
+    ///
+    /// Needed to approve requests of rules with `step_up` from Teams: an approval of those
+    /// needs a proof (a passkey) that only the console takes, so their card has no Approve
+    /// button but an "Approve with passkey" `Action.OpenUrl` to the request's console page,
+    /// and Deny. Without a console URL such a card only says to approve in the console (and a
+    /// warning is logged when one is posted).
     pub fn with_console_url(mut self, url: url::Url) -> Self {
         self.options.console_url = Some(url);
         self
@@ -255,6 +261,16 @@ impl Approver for TeamsApprover {
                 .await
                 .map(|()| None)
                 .map_err(approver_error);
+        }
+        if self.options.console_url.is_none()
+            && let Some(method) = approvals_core::lifecycle::needs_step_up(request)
+        {
+            tracing::warn!(
+                request = %request.id,
+                "each approval of this request needs a {method} confirmation in the review console, \
+                 and this Teams approver has no console URL to link: its reviewers can only deny \
+                 in Teams (set TeamsApprover::with_console_url)"
+            );
         }
         // On escalation a new card goes out (newly allowed reviewers are notified); the old
         // one stays recorded and is updated too.

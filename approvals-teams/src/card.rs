@@ -4,11 +4,16 @@
 //! The card is schema 1.5 with `Action.Execute` buttons (verbs [`VERB_APPROVE`] and
 //! [`VERB_DENY`]), each with an `Action.Submit` fallback for clients without Universal Actions,
 //! an `Input.Text` (id [`REASON_INPUT_ID`]) for the reason, and, when the policy rule lets
-//! reviewers edit the action, an "Edit and approve" form ([`crate::edit`]). A card whose
+//! reviewers edit the action, an "Edit and approve" form ([`crate::edit`]). When the rule
+//! has `step_up`, nothing on the card approves: an approval needs a proof only the review
+//! console takes, so the card has an "Approve with passkey" `Action.OpenUrl` to the request's
+//! console page (with [`CardOptions::console_url`]) and Deny. A card whose
 //! action was edited says who changed what, and shows the edited action's digest. Every
 //! untrusted value is made inert (see [`crate::text`]) and bounded; values cut short point at
 //! the digest the approval is bound to, which the card always shows in full.
 
+use approvals_core::StepUp;
+use approvals_core::lifecycle::needs_step_up;
 use approvals_core::plan::PlanTerms;
 use approvals_core::preview::SHOWN_LINES;
 use approvals_core::{Digest, Preview, RequestId, RequestRecord, RequestState, Verdict};
@@ -24,6 +29,10 @@ pub const CARD_VERSION: &str = "1.5";
 pub const VERB_APPROVE: &str = "approve";
 /// `verb` of the Deny button.
 pub const VERB_DENY: &str = "deny";
+/// `id` of the "Approve with passkey" `Action.OpenUrl` of a request whose rule has
+/// `step_up`: it opens the request's page in the review console, where the approval is made
+/// with the proof. It sends nothing to the bot.
+pub const STEP_UP_ACTION_ID: &str = "approvals.step_up";
 /// `verb` of the card's `refresh` action. Never a decision.
 pub const VERB_REFRESH: &str = "refresh";
 /// `id` of the reason `Input.Text`; its value arrives in the action data under this key.
@@ -617,7 +626,7 @@ fn card_within(
         meta.push(fact("Expires", utc(record.expires_at)));
     }
     body.push(json!({"type": "FactSet", "spacing": "Medium", "separator": true, "facts": meta}));
-    if let Some(link) = console_link {
+    if let Some(link) = &console_link {
         // Ours, not the agent's: the configured public URL and the request id.
         body.push(json!({
             "type": "ActionSet",
@@ -635,12 +644,16 @@ fn card_within(
 
     if record.state == RequestState::Pending {
         let reason_required = record.requirement.reason_required;
+        let step_up = needs_step_up(record);
         if let Some(items) = card["body"].as_array_mut() {
+            if let Some(method) = step_up {
+                items.push(step_up_note(method, console_link.is_some()));
+            }
             items.push(json!({
                 "type": "Input.Text",
                 "id": REASON_INPUT_ID,
                 "label": if reason_required { "Reason (required)" } else { "Reason (optional)" },
-                "placeholder": "Why do you approve or deny this?",
+                "placeholder": if step_up.is_some() { "Why do you deny this?" } else { "Why do you approve or deny this?" },
                 "isMultiline": true,
                 "maxLength": MAX_REASON_CHARS,
             }));
@@ -663,26 +676,49 @@ fn card_within(
                 "fallback": {"type": "Action.Submit", "title": title, "data": data},
             })
         };
-        let mut actions = vec![
-            button(Verdict::Approve, VERB_APPROVE, "Approve", "positive"),
-            button(Verdict::Deny, VERB_DENY, "Deny", "destructive"),
-        ];
-        let form_data = CardData {
-            request_id: record.id,
-            digest: *digest,
-            verdict: None,
-            reason: None,
-        }
-        .to_json();
-        if let Some(edit) = crate::edit::edit_show_card(
-            record,
-            form_data,
-            budget.params / 2,
-            reason_required,
-            MAX_REASON_CHARS,
-        ) {
-            actions.push(edit);
-        }
+        let deny = button(Verdict::Deny, VERB_DENY, "Deny", "destructive");
+        let actions = match step_up {
+            // Nothing on the card approves: the approval is a link to the console, which
+            // takes the proof, and deny needs none.
+            Some(method) => console_link
+                .as_ref()
+                .map(|link| {
+                    json!({
+                        "type": "Action.OpenUrl",
+                        "id": STEP_UP_ACTION_ID,
+                        "title": format!("Approve with {method}"),
+                        "url": link.as_str(),
+                        "style": "positive",
+                    })
+                })
+                .into_iter()
+                .chain([deny])
+                .collect(),
+            None => {
+                let form_data = CardData {
+                    request_id: record.id,
+                    digest: *digest,
+                    verdict: None,
+                    reason: None,
+                }
+                .to_json();
+                std::iter::once(button(
+                    Verdict::Approve,
+                    VERB_APPROVE,
+                    "Approve",
+                    "positive",
+                ))
+                .chain([deny])
+                .chain(crate::edit::edit_show_card(
+                    record,
+                    form_data,
+                    budget.params / 2,
+                    reason_required,
+                    MAX_REASON_CHARS,
+                ))
+                .collect()
+            }
+        };
         card["actions"] = Value::Array(actions);
         let users: Vec<&String> = options
             .refresh_user_ids
@@ -704,6 +740,28 @@ fn card_within(
         }
     }
     card
+}
+
+/// What a reviewer of a pending request whose rule has `step_up` must know: an approval needs
+/// the proof, made in the review console (linked by the card's button when `linked`); a deny
+/// works here.
+fn step_up_note(method: StepUp, linked: bool) -> Value {
+    let text = if linked {
+        format!(
+            "🔑 Each approval of this rule needs a {method} confirmation: approve with the button below, in the review console. Deny works here."
+        )
+    } else {
+        format!(
+            "🔑 Each approval of this rule needs a {method} confirmation in the review console, which this bot does not link to: open the request there to approve. Deny works here."
+        )
+    };
+    json!({
+        "type": "TextBlock",
+        "text": text,
+        "wrap": true,
+        "spacing": "Medium",
+        "weight": "Bolder",
+    })
 }
 
 fn reviewers(record: &RequestRecord) -> String {

@@ -32,7 +32,9 @@
 //!    (`edit_refused`).
 //! 9. The review, through [`Gate::decide`], bound to the digest on the card (with the edited
 //!    parameters, if any): self-approval, authorization, expiry, double clicks, the edit's
-//!    bounds and the policy asked again, and everything else the gate checks.
+//!    bounds and the policy asked again, an approval of a `step_up` rule without its proof
+//!    (which only the review console takes; the card links there), and everything else the
+//!    gate checks.
 //!
 //! The invoke response always carries a card showing the request's current state, with a
 //! notice for the clicker at the top ("You approved this request (1 of 2)", or why nothing

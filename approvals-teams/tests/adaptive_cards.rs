@@ -2,7 +2,8 @@
 //! not only with our fake: every state, hostile text of every class, long values that make
 //! the card shrink its budgets, previews cut and whole, notices, the refresh and the console
 //! link, the "Edit and approve" form (reason optional and required, hostile values offered
-//! and left out) and the note on a card whose action was edited. The library parses each card with no event, validates its properties, and gives
+//! and left out), the note on a card whose action was edited, and the "Approve with passkey"
+//! link of a step-up rule. The library parses each card with no event, validates its properties, and gives
 //! back what we sent (tests/node/check_cards.js).
 //!
 //! Needs `cd .ci/node && npm ci` (and Node). Without it the test says so and is skipped,
@@ -14,10 +15,12 @@ use std::process::{Command, Stdio};
 
 use std::sync::Arc;
 
+use approvals_core::lifecycle::needs_step_up;
 use approvals_core::{
     ActionRequest, Gate, Initiator, MemorySink, MemoryStore, Principal, RequestRecord, Requirement,
     Review, StaticPolicy, Submission,
 };
+use approvals_teams::card::STEP_UP_ACTION_ID;
 use approvals_teams::{CardOptions, Notice, request_card};
 use approvals_testkit::hostile;
 use serde_json::{Value, json};
@@ -52,7 +55,16 @@ fn microsofts_own_library_accepts_every_card_as_sent() {
     linked.refresh_user_ids = vec!["29:1abc".into(), "29:2def".into()];
     linked.console_url = Some(url::Url::parse("https://approvals.example.com/").expect("url"));
     let mut cards: Vec<Value> = Vec::new();
+    let mut step_up_links = 0;
     for record in hostile::rendering_cases() {
+        if needs_step_up(&record).is_some() {
+            // Nothing approves on the card of a step-up rule; pending, it links the console.
+            for options in [&CardOptions::default(), &linked] {
+                let card = request_card(&record, options, None).to_string();
+                assert!(!card.contains("\"approve\"") && !card.contains("Action.ShowCard"));
+                step_up_links += usize::from(card.contains(STEP_UP_ACTION_ID));
+            }
+        }
         cards.push(request_card(&record, &CardOptions::default(), None));
         cards.push(request_card(
             &record,
@@ -78,6 +90,10 @@ fn microsofts_own_library_accepts_every_card_as_sent() {
             .iter()
             .any(|c| c.to_string().contains("Action.ShowCard")),
         "an edit form is checked"
+    );
+    assert!(
+        step_up_links >= 2,
+        "pending step-up requests link the console: {step_up_links}"
     );
     let mut child = Command::new("node")
         .arg(SCRIPT)

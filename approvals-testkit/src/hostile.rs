@@ -164,7 +164,8 @@ pub fn assert_clean(output: &str, what: &str) {
 /// the platforms' own libraries: [`fixtures::full_record`] in every state, one pending and
 /// escalated after a reminder, [`record`] with each of [`CHARS`] (pending and denied) and
 /// [`STRINGS`], long values in every field with a long diff, and a long dry run, the largest
-/// rows preview admission accepts the shape of, and an empty diff.
+/// rows preview admission accepts the shape of, an empty diff, standing grant proposals, plans,
+/// and requests of rules with `step_up`.
 pub fn rendering_cases() -> Vec<RequestRecord> {
     let mut out = Vec::new();
     for state in approvals_core::lifecycle::ALL_STATES {
@@ -265,6 +266,23 @@ pub fn rendering_cases() -> Vec<RequestRecord> {
         r.digest = r.request.digest();
         r.state = state;
         r.plan_used = Box::new([1, 0]);
+        out.push(r);
+    }
+    // Rules with `step_up` (no approval in a chat, a link to the console instead): pending
+    // with hostile text, pending with a reason required, and approved.
+    for (text, state, reason_required) in [
+        ("x\u{202E}y<b>*</b>", RequestState::Pending, false),
+        (
+            "{{DATE(2026-01-01T00:00:00Z)}}*_~`",
+            RequestState::Pending,
+            true,
+        ),
+        ("<!channel>", RequestState::Approved, false),
+    ] {
+        let mut r = record(text, state);
+        let requirement = Arc::make_mut(&mut r.requirement);
+        requirement.step_up = Some(approvals_core::StepUp::Passkey);
+        requirement.reason_required = reason_required;
         out.push(r);
     }
     out

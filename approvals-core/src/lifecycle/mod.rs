@@ -61,7 +61,7 @@ pub use plan::{
 };
 pub use review::{
     ProposedParams, Review, ReviewOutcome, approved_event, audited, check_review,
-    check_review_before_reason, may_review, recover, review,
+    check_review_before_reason, may_review, needs_step_up, recover, review,
 };
 pub use run::{Unusable, check_executor, consume, finish};
 pub use standing::{

@@ -7,7 +7,7 @@ use super::{Step, decided_by};
 use crate::audit::EventDetail;
 use crate::error::{Component, GuardError, ReviewError};
 use crate::request::{Digest, Principal, PrincipalKind};
-use crate::step_up::StepUpProof;
+use crate::step_up::{StepUp, StepUpProof};
 use crate::store::{RequestRecord, RequestState, Resolution, ReviewRecord, Verdict};
 
 /// A reviewer's verdict on one request, as submitted by a channel.
@@ -262,7 +262,7 @@ pub fn check_review(
 /// proof: stopping an action never needs more than the channel's sign-in.
 fn check_step_up(record: &RequestRecord, review: &Review) -> Result<(), ReviewError> {
     let id = record.id;
-    let Some(method) = record.requirement.step_up else {
+    let Some(method) = needs_step_up(record) else {
         return Ok(());
     };
     if review.verdict != Verdict::Approve || review.edit.is_some() {
@@ -288,6 +288,14 @@ fn check_step_up(record: &RequestRecord, review: &Review) -> Result<(), ReviewEr
         return Err(refused("the proof was already used for a review".into()));
     }
     Ok(())
+}
+
+/// The step-up proof every approval of `record` must carry, if its rule has `step_up`
+/// ([`check_review`] refuses an approval without one). A channel that cannot take the proof
+/// (a chat button) offers no approval of such a request: it links the review console instead,
+/// and keeps its deny.
+pub fn needs_step_up(record: &RequestRecord) -> Option<StepUp> {
+    record.requirement.step_up
 }
 
 /// [`check_review`] for a channel that asks for the reason after this check (a dialog, a

@@ -46,6 +46,7 @@ fn button(e: &Value) -> Result<(), String> {
         limits::MAX_BUTTON_VALUE_CHARS,
         "button value",
     )?;
+    at_most(e.get("url"), limits::MAX_BUTTON_URL_CHARS, "button url")?;
     at_most(e.get("action_id"), limits::MAX_ACTION_ID_CHARS, "action_id")?;
     if let Some(c) = e.get("confirm") {
         text_object(

@@ -101,10 +101,25 @@ impl Env {
             approvals_slack::SlackInteractionsBuilder,
         ) -> approvals_slack::SlackInteractionsBuilder,
     ) -> Env {
+        Self::with_console(policy, None, configure).await
+    }
+
+    /// An environment whose gate asks `policy`, and whose messages link the review console
+    /// served at `console`, if any.
+    pub async fn with_console(
+        policy: impl approvals_core::Policy,
+        console: Option<url::Url>,
+        configure: impl FnOnce(
+            approvals_slack::SlackInteractionsBuilder,
+        ) -> approvals_slack::SlackInteractionsBuilder,
+    ) -> Env {
         let fake = FakeSlack::start().await.expect("fake slack");
         let audit = Arc::new(MemorySink::new());
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-        let approver = SlackApprover::new(fake.client(), fake::CONVERSATION);
+        let mut approver = SlackApprover::new(fake.client(), fake::CONVERSATION);
+        if let Some(console) = console {
+            approver = approver.console_url(console);
+        }
         let gate = Gate::builder()
             .policy(policy)
             .audit(audit.clone())

@@ -1,7 +1,10 @@
-//! The loopback world the edit-on-approve tests run in: a gate whose `TeamsApprover` posts to
-//! the fake Bot Connector, a `TeamsInteractions` handler that authenticates invokes signed by
-//! the fake OpenID/JWKS endpoint, reviewers mapped by tenant and AAD object id, and helpers that
-//! fill the card's edit form the way Teams merges inputs into the action data.
+//! The loopback world the edit-on-approve and step-up tests run in: a gate whose
+//! `TeamsApprover` posts to the fake Bot Connector, a `TeamsInteractions` handler that
+//! authenticates invokes signed by the fake OpenID/JWKS endpoint, reviewers mapped by tenant
+//! and AAD object id, and helpers that fill the card's edit form the way Teams merges inputs
+//! into the action data.
+// Each test binary that includes this module uses part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +74,11 @@ pub fn editable(quorum: u32) -> Requirement {
 }
 
 pub async fn setup(requirement: Requirement) -> Env {
+    setup_linked(requirement, None).await
+}
+
+/// [`setup`], with cards linking the review console served at `console`, if any.
+pub async fn setup_linked(requirement: Requirement, console: Option<url::Url>) -> Env {
     let idp = FakeOpenId::start().await.expect("openid fake starts");
     let bot = FakeConnector::start().await.expect("connector fake starts");
     let tokens_ep = FakeTokenEndpoint::start(APP_ID, SECRET)
@@ -83,7 +91,10 @@ pub async fn setup(requirement: Requirement) -> Env {
     let connector = ConnectorClient::new(tokens)
         .expect("connector builds")
         .with_retry_policy(RetryPolicy::new(2, Duration::from_millis(5)));
-    let approver = TeamsApprover::new(connector, bot.service_url(), CONVERSATION);
+    let mut approver = TeamsApprover::new(connector, bot.service_url(), CONVERSATION);
+    if let Some(console) = console {
+        approver = approver.with_console_url(console);
+    }
     let audit = Arc::new(MemorySink::new());
     let gate = Gate::builder()
         .policy(StaticPolicy::require(requirement))

@@ -76,6 +76,7 @@ pub struct ReviewServerBuilder {
     session_ttl: std::time::Duration,
     signer: Option<approvals_audit::note::Signer>,
     issuer: String,
+    oidc: Option<crate::console::oidc::OidcClient>,
 }
 
 impl ReviewServerBuilder {
@@ -127,6 +128,15 @@ impl ReviewServerBuilder {
         self
     }
 
+    /// Signs console reviewers in with an OpenID Connect provider
+    /// ([`OidcClient::discover`](crate::OidcClient::discover)): the sign-in page links to it,
+    /// and, with [`OidcConfig::token_sign_in`](crate::OidcConfig::token_sign_in) `false`, the
+    /// API-token form is gone. The `/v1` API still takes API tokens.
+    pub fn oidc(mut self, client: crate::console::oidc::OidcClient) -> Self {
+        self.oidc = Some(client);
+        self
+    }
+
     /// Builds the server.
     pub fn build(self) -> ReviewServer {
         let signer = self.signer.unwrap_or_else(|| {
@@ -145,6 +155,7 @@ impl ReviewServerBuilder {
                 signer,
                 issuer: self.issuer,
                 allowed: crate::allowed::AllowedGrants::default(),
+                oidc: self.oidc,
             }),
         }
     }
@@ -161,6 +172,7 @@ impl ReviewServer {
             session_ttl: std::time::Duration::from_secs(8 * 3600),
             signer: None,
             issuer: "approvals".to_owned(),
+            oidc: None,
         }
     }
 

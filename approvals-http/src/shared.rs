@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) issuer: String,
     /// Grants of actions the policy allowed outright (not stored), until they are run.
     pub(crate) allowed: crate::allowed::AllowedGrants,
+    /// Console sign-in with an OpenID Connect provider, when configured.
+    pub(crate) oidc: Option<crate::console::oidc::OidcClient>,
 }
 
 impl Shared {

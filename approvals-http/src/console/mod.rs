@@ -1,7 +1,8 @@
 //! The review console under `/console/`: server-rendered HTML, no JavaScript.
 //!
-//! Sign-in exchanges an API token (human principals only) for a random session id kept in
-//! an `HttpOnly`, `SameSite=Strict` cookie (`Secure` and `__Host-` prefixed over https). Every
+//! Sign-in, with an OpenID Connect provider ([`oidc`]) or a pasted API token (human principals
+//! only), gives a random session id kept in an `HttpOnly`, `SameSite=Strict` cookie (`Secure`
+//! and `__Host-` prefixed over https). Every
 //! form post must carry the session's CSRF token and come from this server's origin. All
 //! untrusted text is escaped with [`crate::html::escape`]; the Content-Security-Policy allows
 //! no script at all.
@@ -12,6 +13,7 @@
 
 mod edit;
 mod fragments;
+pub mod oidc;
 mod pages;
 mod plan;
 mod standing;
@@ -29,6 +31,7 @@ use crate::auth::TokenHash;
 use crate::html::escape;
 use crate::problem::Problem;
 use crate::requests::check_reason;
+use crate::session::Holder;
 use crate::shared::{Shared, only, redirect};
 use fragments::{error_page, html_response, page};
 use pages::{detail_page, history_page, pending_page};
@@ -77,17 +80,28 @@ struct Viewer {
     principal: Principal,
     csrf: String,
     cookie: String,
+    /// The OpenID Connect identity to resolve again before each decision (see
+    /// [`oidc::acting_reviewer`]), when the identity resolver gives this reviewer's groups.
+    recheck: Option<String>,
 }
 
 fn viewer(shared: &Shared, request: &Request<Bytes>) -> Option<Viewer> {
     let cookie = session_cookie(request, cookie_name(shared))?;
-    let (token, csrf) = shared.sessions.get(&cookie)?;
-    // Looked up on every request, so a revoked token ends its sessions.
-    let principal = shared.tokens.principal_by_hash(&token)?.clone();
+    let (holder, csrf) = shared.sessions.get(&cookie)?;
+    let (principal, recheck) = match holder {
+        // Looked up on every request, so a revoked token ends its sessions.
+        Holder::Token(token) => (shared.tokens.principal_by_hash(&token)?.clone(), None),
+        Holder::Oidc {
+            principal,
+            external_id,
+            recheck,
+        } => (principal, recheck.then_some(external_id)),
+    };
     (principal.kind == PrincipalKind::Human).then_some(Viewer {
         principal,
         csrf,
         cookie,
+        recheck,
     })
 }
 
@@ -120,6 +134,7 @@ pub(crate) async fn handle(
             Method::POST => login(shared, request),
             _ => method_page(),
         },
+        ["oidc", rest @ ..] => oidc::handle(shared, request, rest).await,
         ["logout"] => match *request.method() {
             Method::POST => logout(shared, request),
             _ => method_page(),
@@ -289,18 +304,61 @@ fn login_page(
             escape(error)
         );
     }
-    body.push_str(
-        r#"<p class="muted">Paste your personal API token. It is checked against the server's token list and never stored in the browser; you get a session cookie instead.</p>
+    if let Some(oidc) = &shared.oidc {
+        let _ = write!(
+            body,
+            r#"<p><a class="button primary" id="oidc-sign-in" href="{}">Sign in with {}</a></p>"#,
+            oidc::START_PATH,
+            escape(oidc.display_name())
+        );
+    }
+    if token_sign_in(shared) {
+        body.push_str(
+            r#"<p class="muted">Paste your personal API token. It is checked against the server's token list and never stored in the browser; you get a session cookie instead.</p>
 <form method="post" action="/console/login" class="stack">
 <label for="token">API token</label>
 <input id="token" name="token" type="password" autocomplete="off" required spellcheck="false">
 <button type="submit" class="primary">Sign in</button>
-</form></section>"#,
-    );
+</form>"#,
+        );
+    }
+    body.push_str("</section>");
     html_response(status, &page("Sign in", None, &body))
 }
 
+/// Whether the console offers sign-in with an API token (turned off for OpenID Connect only).
+fn token_sign_in(shared: &Shared) -> bool {
+    shared
+        .oidc
+        .as_ref()
+        .is_none_or(oidc::OidcClient::token_sign_in)
+}
+
+/// The answer to a successful sign-in: the session cookie (lasting `ttl`) and a redirect to
+/// the pending requests.
+fn signed_in(shared: &Shared, cookie: &str, ttl: std::time::Duration) -> Response<Bytes> {
+    let mut response = redirect("/console/");
+    let attributes = if secure(shared) { "; Secure" } else { "" };
+    let set = format!(
+        "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{attributes}",
+        cookie_name(shared),
+        ttl.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&set) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
 fn login(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
+    if !token_sign_in(shared) {
+        return login_page(
+            shared,
+            request,
+            StatusCode::FORBIDDEN,
+            Some("Sign-in with an API token is turned off on this console; use the sign-in link."),
+        );
+    }
     if !same_origin(shared, request) {
         return login_page(
             shared,
@@ -338,18 +396,9 @@ fn login(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
             ),
         );
     }
-    let cookie = shared.sessions.create(hash);
-    let mut response = redirect("/console/");
-    let attributes = if secure(shared) { "; Secure" } else { "" };
-    let set = format!(
-        "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{attributes}",
-        cookie_name(shared),
-        shared.sessions.ttl().as_secs()
-    );
-    if let Ok(value) = HeaderValue::from_str(&set) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    let ttl = shared.sessions.ttl();
+    let cookie = shared.sessions.create(Holder::Token(hash), ttl);
+    signed_in(shared, &cookie, ttl)
 }
 
 fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
@@ -456,7 +505,11 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
         Ok(r) => r,
         Err(p) => return detail_page(shared, &v, id, Some((p.status_code(), p.detail))).await,
     };
-    let mut review = Review::new(v.principal.clone(), verdict)
+    let reviewer = match oidc::acting_reviewer(shared, &v, id).await {
+        Ok(p) => p,
+        Err(page) => return page,
+    };
+    let mut review = Review::new(reviewer, verdict)
         .via(CONSOLE_CHANNEL)
         .for_digest(digest);
     if let Some(reason) = reason {

@@ -4,8 +4,9 @@
 //   node .ci/node/oidc-provider.mjs '<config JSON>'
 //
 // It listens on 127.0.0.1 (port `port`, or any free port when 0 or absent) and prints one JSON
-// line on stdout once it answers: {"issuer": "http://127.0.0.1:PORT", "port": PORT}. It runs
-// until killed (or until its stdin closes, so it never outlives the test that spawned it).
+// line on stdout once it answers: {"issuer": "http://127.0.0.1:PORT", "port": PORT, "jwks":
+// <its private signing keys>}. It runs until killed (or until its stdin closes, so it never
+// outlives the test that spawned it).
 //
 // The config (every key optional except `clients`):
 //   port          port to listen on (0: any)
@@ -16,8 +17,11 @@
 //   accounts      [{sub, claims: {email, email_verified, name, groups, ...}}]; the claims of
 //                 the scopes asked for (openid, email, profile, groups) go into the ID token
 //   idTokenTtl    ID token lifetime in seconds (default 3600)
-//   jwks          the signing keys (a private JWK set); give two providers the same set to
-//                 make one's tokens verify with the other's keys
+//   jwks          the signing keys (a private JWK set; default a new RSA key); give a second
+//                 provider the set the first printed to make its tokens verify with the
+//                 first one's keys
+//   clockSkew     seconds added to the provider's clock (negative: it runs late, so the
+//                 ID tokens it issues are already old when they arrive)
 //   discovery     fields that replace those of the discovery document, e.g. point
 //                 `token_endpoint` and `authorization_endpoint` at another provider
 //   tokenClientAs {"<client id>": {client_id, client_secret}}: the token endpoint takes a
@@ -27,10 +31,25 @@
 // Sign-in needs no form: the provider redirects the browser to /interaction/UID, and
 // `GET /interaction/UID?account=SUB` logs that account in and grants every scope asked for,
 // then redirects back to the authorization endpoint, which redirects to the client.
+import crypto from 'node:crypto';
 import http from 'node:http';
 import { Provider } from 'oidc-provider';
 
 const config = JSON.parse(process.argv[2] ?? process.env.OIDC_PROVIDER_CONFIG ?? '{}');
+
+if (config.clockSkew) {
+  const now = Date.now;
+  Date.now = () => now() + config.clockSkew * 1000;
+}
+
+const jwks = config.jwks ?? {
+  keys: [{
+    ...crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
+    kid: crypto.randomUUID(),
+    alg: 'RS256',
+    use: 'sig',
+  }],
+};
 
 const server = http.createServer();
 await new Promise((resolve) => server.listen(config.port ?? 0, '127.0.0.1', resolve));
@@ -45,7 +64,7 @@ const provider = new Provider(issuer, {
     response_types: ['code'],
     ...c,
   })),
-  jwks: config.jwks,
+  jwks,
   cookies: { keys: ['approvals-test-cookie-key'] },
   // The scope's claims go into the ID token, as Okta, Entra ID, Google and Keycloak do.
   conformIdTokenClaims: false,
@@ -113,6 +132,6 @@ provider.use(async (ctx, next) => {
 });
 
 server.on('request', provider.callback());
-process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+process.stdout.write(`${JSON.stringify({ issuer, port, jwks })}\n`);
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();

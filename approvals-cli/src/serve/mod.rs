@@ -1,7 +1,8 @@
 //! `approvals serve --config FILE`: the whole service from one configuration file: the
 //! agent API and the reviewer API and console on a SQL store with a signed audit log, the
 //! policy (reloaded when its file changes), the Slack, Teams and webhook channels with their
-//! inbound endpoints, the sweeper, and `/healthz`.
+//! inbound endpoints, console sign-in with an OpenID Connect provider, the sweeper, and
+//! `/healthz`.
 //!
 //! - [`config`]: the file, environment overrides and the checks made at start.
 //! - [`policy`]: the reloading policy.
@@ -59,6 +60,7 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
         slack,
         teams,
         webhook,
+        oidc,
     } = config;
 
     // Everything read from files first: a bad file refuses the start before any connection.
@@ -160,6 +162,11 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
         .grant_issuer(grant_issuer);
     if let Some(url) = public_url.clone() {
         server = server.public_url(url);
+    }
+    if let (Some(settings), Some(url)) = (&oidc, &public_url) {
+        server = server.oidc(
+            crate::command::discover_oidc(settings.config(url), &settings.at.to_string()).await?,
+        );
     }
     let server = server.build();
 

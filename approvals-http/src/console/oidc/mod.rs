@@ -1,6 +1,7 @@
-//! OpenID Connect sign-in for the review console: the configuration ([`OidcConfig`]), the
-//! discovered provider ([`OidcClient`]: metadata, signing keys, logins in progress) and the
-//! checks that turn a verified ID token into a reviewer. The routes are in `routes`.
+//! OpenID Connect sign-in for the review console: the discovered provider ([`OidcClient`]:
+//! metadata, signing keys, sign-ins in progress) and the ID token's verification. `config`
+//! holds [`OidcConfig`], `claims` turns verified claims into a reviewer, `routes` serves
+//! `/console/oidc/...`, `http` calls the provider.
 //!
 //! The flow is the authorization code flow with PKCE (S256), a `state` bound to the browser
 //! by a short-lived cookie and a `nonce` bound to the ID token. Every protocol check (the ID
@@ -9,26 +10,30 @@
 //! the authorized party (`azp`), the issue time, which claim names the reviewer and where
 //! their groups come from.
 
+mod claims;
+mod config;
+mod http;
 mod routes;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use approvals_core::{IdentityResolver, Principal, PrincipalKind};
 use openidconnect::core::{
     CoreClient, CoreGenderClaim, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
     CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IdTokenClaims, IssuerUrl, JsonWebKeySetUrl, RedirectUrl,
+    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims,
+    IssuerUrl, JsonWebKeySetUrl, RedirectUrl,
 };
 use url::Url;
 
+pub(crate) use claims::ClaimError;
+use config::{Groups, check};
+pub use config::{OidcConfig, OidcError};
+use http::Http;
 pub(in crate::console) use routes::{acting_reviewer, handle};
 
 /// The path the provider sends the browser back to, under the server's public URL.
@@ -50,9 +55,6 @@ const MAX_PENDING: usize = 10_000;
 /// The signing keys are fetched again (for a key the cached set lacks) at most this often.
 const JWKS_REFRESH: Duration = Duration::from_secs(60);
 
-/// Largest answer read from the provider, in bytes.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-
 /// The signing algorithms accepted for ID tokens: asymmetric ones only (a token signed with
 /// the client secret proves less, and `none` proves nothing).
 const ASYMMETRIC: [CoreJwsSigningAlgorithm; 9] = [
@@ -66,227 +68,6 @@ const ASYMMETRIC: [CoreJwsSigningAlgorithm; 9] = [
     CoreJwsSigningAlgorithm::EcdsaP384Sha384,
     CoreJwsSigningAlgorithm::EdDsa,
 ];
-
-/// Where a signed-in reviewer's groups come from.
-#[derive(Clone, Default)]
-enum Groups {
-    /// Nowhere: the reviewer has no groups (rules that name users still apply).
-    #[default]
-    None,
-    /// A claim of the ID token (an array of strings), as it was at sign-in.
-    Claim(String),
-    /// The identity resolver, asked at sign-in and again before every decision.
-    Resolver(Arc<dyn IdentityResolver>),
-}
-
-/// How the console signs reviewers in with an OpenID Connect provider. Give it to
-/// [`OidcClient::discover`], then the client to
-/// [`ReviewServerBuilder::oidc`](crate::ReviewServerBuilder::oidc).
-///
-/// ```
-/// use std::time::Duration;
-/// use approvals_http::OidcConfig;
-///
-/// let public_url = "https://approvals.example.com/".parse()?;
-/// let config = OidcConfig::new("https://login.example.com", "approvals-console", &public_url)
-///     .client_secret("…")
-///     .groups_claim("groups")
-///     .session_ttl(Duration::from_secs(3600))
-///     .display_name("Example SSO");
-/// # Ok::<(), url::ParseError>(())
-/// ```
-#[derive(Clone)]
-pub struct OidcConfig {
-    issuer_url: String,
-    client_id: String,
-    client_secret: Option<String>,
-    public_url: Url,
-    redirect_url: Option<Url>,
-    scopes: Vec<String>,
-    identity_claim: String,
-    groups: Groups,
-    allowed_clock_skew: Duration,
-    session_ttl: Duration,
-    display_name: Option<String>,
-    token_sign_in: bool,
-    timeout: Duration,
-}
-
-impl fmt::Debug for OidcConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OidcConfig")
-            .field("issuer_url", &self.issuer_url)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
-            .field("redirect_url", &self.callback_url().as_str().to_owned())
-            .field("scopes", &self.scopes)
-            .field("identity_claim", &self.identity_claim)
-            .field(
-                "groups",
-                &match &self.groups {
-                    Groups::None => "none".to_owned(),
-                    Groups::Claim(c) => format!("claim {c}"),
-                    Groups::Resolver(_) => "identity resolver".to_owned(),
-                },
-            )
-            .field("allowed_clock_skew", &self.allowed_clock_skew)
-            .field("session_ttl", &self.session_ttl)
-            .field("token_sign_in", &self.token_sign_in)
-            .finish_non_exhaustive()
-    }
-}
-
-impl OidcConfig {
-    /// Sign-in with the provider whose issuer identifier is `issuer_url` (its discovery
-    /// document is at `{issuer_url}/.well-known/openid-configuration`), as the client
-    /// `client_id` registered there, for the console served at `public_url` (the provider
-    /// sends browsers back to `{public_url}console/oidc/callback`, which must be registered as
-    /// a redirect URI).
-    ///
-    /// Defaults: no client secret (a public client; PKCE still binds the code), scopes
-    /// `openid email profile`, the reviewer named by the `email` claim, no groups, 60 seconds
-    /// of clock skew, one-hour sessions, API-token sign-in still offered.
-    pub fn new(
-        issuer_url: impl Into<String>,
-        client_id: impl Into<String>,
-        public_url: &Url,
-    ) -> Self {
-        OidcConfig {
-            issuer_url: issuer_url.into(),
-            client_id: client_id.into(),
-            client_secret: None,
-            public_url: public_url.clone(),
-            redirect_url: None,
-            scopes: vec!["openid".into(), "email".into(), "profile".into()],
-            identity_claim: "email".into(),
-            groups: Groups::None,
-            allowed_clock_skew: Duration::from_secs(60),
-            session_ttl: Duration::from_secs(3600),
-            display_name: None,
-            token_sign_in: true,
-            timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// The client secret (a confidential client; sent with HTTP Basic authentication).
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Some(secret.into());
-        self
-    }
-
-    /// Where the provider sends browsers back, when it is not `{public_url}console/oidc/callback`
-    /// (another host name for the same server). Its path must be `/console/oidc/callback`.
-    pub fn redirect_url(mut self, url: Url) -> Self {
-        self.redirect_url = Some(url);
-        self
-    }
-
-    /// The scopes asked for (`openid` is always asked for). Some providers emit a groups claim
-    /// only for a `groups` scope (Okta).
-    pub fn scopes<I, S>(mut self, scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// The ID token claim that names the reviewer (default `email`; `sub`,
-    /// `preferred_username`, `upn` or any string claim). With `email`, a token whose
-    /// `email_verified` is `false` is refused.
-    pub fn identity_claim(mut self, claim: impl Into<String>) -> Self {
-        self.identity_claim = claim.into();
-        self
-    }
-
-    /// Reviewers' groups are the ID token's `claim` (an array of strings), as it is at
-    /// sign-in; the session then ends when the ID token expires, so groups are read again at
-    /// the next sign-in. Replaces [`resolver`](Self::resolver).
-    pub fn groups_claim(mut self, claim: impl Into<String>) -> Self {
-        self.groups = Groups::Claim(claim.into());
-        self
-    }
-
-    /// Reviewers are the principals `resolver` maps the identity claim to (channel
-    /// [`RESOLVER_CHANNEL`]), with their groups, asked at sign-in and again before every
-    /// decision, so a reviewer removed from a group cannot decide with the session they had.
-    /// Replaces [`groups_claim`](Self::groups_claim).
-    pub fn resolver(mut self, resolver: impl IdentityResolver) -> Self {
-        self.groups = Groups::Resolver(Arc::new(resolver));
-        self
-    }
-
-    /// How far the provider's clock may be from this server's when checking the ID token's
-    /// expiry and issue time (default 60 seconds).
-    pub fn allowed_clock_skew(mut self, skew: Duration) -> Self {
-        self.allowed_clock_skew = skew;
-        self
-    }
-
-    /// How long a console session made by this sign-in lasts (default one hour). With groups
-    /// from a claim, never longer than the ID token.
-    pub fn session_ttl(mut self, ttl: Duration) -> Self {
-        self.session_ttl = ttl;
-        self
-    }
-
-    /// The provider's name on the sign-in page ("Sign in with …"; default the issuer's host).
-    pub fn display_name(mut self, name: impl Into<String>) -> Self {
-        self.display_name = Some(name.into());
-        self
-    }
-
-    /// Whether the console still offers sign-in with a pasted API token (default `true`).
-    /// With `false` the console is OpenID Connect only: the token form is gone and
-    /// `POST /console/login` is refused. API tokens keep working for the `/v1` API.
-    pub fn token_sign_in(mut self, allowed: bool) -> Self {
-        self.token_sign_in = allowed;
-        self
-    }
-
-    /// How long each call to the provider may take (default 10 seconds).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    fn callback_url(&self) -> Url {
-        self.redirect_url.clone().unwrap_or_else(|| {
-            let mut url = self.public_url.clone();
-            url.set_path(CALLBACK_PATH);
-            url.set_query(None);
-            url.set_fragment(None);
-            url
-        })
-    }
-}
-
-/// The console's OpenID Connect sign-in could not be set up.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum OidcError {
-    /// The configuration is wrong; fix it and start again.
-    #[error("OpenID Connect sign-in is misconfigured: {0}")]
-    Config(String),
-    /// The provider's discovery document or signing keys could not be read.
-    #[error(
-        "cannot read the OpenID Connect discovery document of {issuer}: {detail} (check the issuer URL and that this host can reach the provider)"
-    )]
-    Discovery {
-        /// The issuer URL asked.
-        issuer: String,
-        /// What went wrong.
-        detail: String,
-    },
-}
-
-impl OidcError {
-    /// Whether trying again later may succeed (the provider was unreachable).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, OidcError::Discovery { .. })
-    }
-}
 
 type Client = CoreClient<
     EndpointSet,
@@ -572,179 +353,6 @@ impl OidcClient {
     }
 }
 
-/// Refuses a configuration that cannot work, before any network call.
-fn check(config: &OidcConfig) -> Result<(), OidcError> {
-    let bad = |m: String| Err(OidcError::Config(m));
-    if config.client_id.trim().is_empty() {
-        return bad("the client id is empty".into());
-    }
-    if config
-        .client_secret
-        .as_deref()
-        .is_some_and(|s| s.trim().is_empty())
-    {
-        return bad("the client secret is empty".into());
-    }
-    if config.identity_claim.trim().is_empty() {
-        return bad("the identity claim is empty".into());
-    }
-    if let Groups::Claim(c) = &config.groups
-        && c.trim().is_empty()
-    {
-        return bad("the groups claim is empty".into());
-    }
-    let redirect = config.callback_url();
-    if !matches!(redirect.scheme(), "http" | "https") || redirect.host_str().is_none() {
-        return bad(format!("the redirect URL {redirect} is not an http(s) URL"));
-    }
-    if redirect.path() != CALLBACK_PATH {
-        return bad(format!(
-            "the redirect URL {redirect} must have the path {CALLBACK_PATH}, where the console receives the provider's answer"
-        ));
-    }
-    if config.session_ttl.is_zero() {
-        return bad("the session lifetime is zero".into());
-    }
-    Ok(())
-}
-
-/// Who signed in, read from verified claims.
-#[derive(Debug)]
-pub(crate) struct SignedIn {
-    /// The identity claim's value (the resolver's external id).
-    pub(crate) external_id: String,
-    /// The reviewer, in canonical form.
-    pub(crate) principal: Principal,
-    /// When the session must end at the latest (the ID token's expiry, with groups from a
-    /// claim).
-    pub(crate) until: Option<chrono::DateTime<chrono::Utc>>,
-    /// Whether the resolver is asked again before each decision.
-    pub(crate) recheck: bool,
-}
-
-/// Why a sign-in was refused after the provider answered.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ClaimError {
-    #[error(
-        "the ID token has no {0:?} claim (string) to name you by; ask an administrator to check the console's identity claim"
-    )]
-    NoIdentity(String),
-    #[error("your e-mail address is not verified by the identity provider")]
-    EmailNotVerified,
-    #[error(
-        "the ID token was issued to {found:?} on behalf of another client (azp), not this console"
-    )]
-    AuthorizedParty { found: String },
-    #[error("the {claim:?} claim must be an array of group names")]
-    Groups { claim: String },
-    #[error("your identity {0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Resolver(approvals_core::IdentityError),
-    #[error("the identity resolver maps you to an agent or service; the console is for people")]
-    NotHuman,
-}
-
-impl OidcClient {
-    /// The reviewer the verified `claims` name, with their groups.
-    async fn signed_in(&self, claims: &Claims) -> Result<SignedIn, ClaimError> {
-        let config = &self.inner.config;
-        // azp: when present it must be this client (several audiences would need it).
-        if let Some(azp) = claims.authorized_party()
-            && azp.as_str() != self.inner.client.client_id().as_str()
-        {
-            return Err(ClaimError::AuthorizedParty {
-                found: azp.as_str().to_owned(),
-            });
-        }
-        let all = serde_json::to_value(claims).unwrap_or_default();
-        let claim = config.identity_claim.trim();
-        let external_id = all
-            .get(claim)
-            .and_then(serde_json::Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ClaimError::NoIdentity(claim.to_owned()))?
-            .to_owned();
-        if claim == "email" && all.get("email_verified") == Some(&serde_json::Value::Bool(false)) {
-            return Err(ClaimError::EmailNotVerified);
-        }
-        let name = all
-            .get("name")
-            .and_then(serde_json::Value::as_str)
-            .filter(|n| !n.trim().is_empty());
-        match &config.groups {
-            Groups::Resolver(resolver) => {
-                let principal = resolve(resolver.as_ref(), &external_id).await?;
-                Ok(SignedIn {
-                    external_id,
-                    principal,
-                    until: None,
-                    recheck: true,
-                })
-            }
-            groups => {
-                let mut principal = Principal::human(external_id.clone());
-                if let Some(name) = name {
-                    principal = principal.with_name(name);
-                }
-                if let Groups::Claim(c) = groups {
-                    let list = match all.get(c.trim()) {
-                        None | Some(serde_json::Value::Null) => Vec::new(),
-                        Some(serde_json::Value::Array(items)) => items
-                            .iter()
-                            .map(|g| g.as_str().map(str::to_owned))
-                            .collect::<Option<Vec<_>>>()
-                            .ok_or_else(|| ClaimError::Groups { claim: c.clone() })?,
-                        Some(_) => return Err(ClaimError::Groups { claim: c.clone() }),
-                    };
-                    principal = principal.with_groups(list);
-                }
-                let principal = principal
-                    .normalized()
-                    .map_err(|e| ClaimError::Invalid(e.to_string()))?;
-                Ok(SignedIn {
-                    external_id,
-                    principal,
-                    until: matches!(groups, Groups::Claim(_)).then(|| claims.expiration()),
-                    recheck: false,
-                })
-            }
-        }
-    }
-
-    /// The principal the resolver maps `external_id` to now, for a decision; `None` when this
-    /// sign-in takes its groups from the ID token.
-    pub(crate) async fn resolve_again(
-        &self,
-        external_id: &str,
-    ) -> Option<Result<Principal, ClaimError>> {
-        match &self.inner.config.groups {
-            Groups::Resolver(resolver) => Some(resolve(resolver.as_ref(), external_id).await),
-            _ => None,
-        }
-    }
-}
-
-/// How long the identity resolver may take before the sign-in or decision is refused.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn resolve(
-    resolver: &dyn IdentityResolver,
-    external_id: &str,
-) -> Result<Principal, ClaimError> {
-    let principal =
-        approvals_core::resolve_reviewer(resolver, RESOLVER_CHANNEL, external_id, RESOLVE_TIMEOUT)
-            .await
-            .map_err(ClaimError::Resolver)?;
-    if principal.kind != PrincipalKind::Human {
-        return Err(ClaimError::NotHuman);
-    }
-    principal
-        .normalized()
-        .map_err(|e| ClaimError::Invalid(e.to_string()))
-}
-
 /// `e` and its sources, for messages.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -758,63 +366,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-// ------------------------------------------------------------------------------------------
-// The HTTP client the `openidconnect` crate calls the provider with: this crate's reqwest
-// client (rustls, the platform's verifier, no redirects: a redirect could lead the token
-// request elsewhere), answers bounded in size.
-
-#[derive(Clone)]
-struct Http(reqwest::Client);
-
-/// A call to the provider failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct HttpError(String);
-
-impl Http {
-    fn new(timeout: Duration) -> Result<Self, OidcError> {
-        crate::client::http_client(timeout)
-            .map(Http)
-            .map_err(|e| OidcError::Config(format!("cannot build the HTTP client: {e}")))
-    }
-}
-
-impl<'c> openidconnect::AsyncHttpClient<'c> for Http {
-    type Error = HttpError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
-
-    fn call(&'c self, request: HttpRequest) -> Self::Future {
-        Box::pin(async move {
-            let request = reqwest::Request::try_from(request)
-                .map_err(|e| HttpError(format!("cannot build the request: {e}")))?;
-            let url = request.url().clone();
-            let mut response = self
-                .0
-                .execute(request)
-                .await
-                .map_err(|e| HttpError(format!("{url}: {}", error_chain(&e))))?;
-            let mut builder = http::Response::builder().status(response.status());
-            for (name, value) in response.headers() {
-                builder = builder.header(name, value);
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| HttpError(format!("{url}: {}", error_chain(&e))))?
-            {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(HttpError(format!(
-                        "{url}: the answer is larger than {MAX_RESPONSE_BYTES} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            builder
-                .body(body)
-                .map_err(|e| HttpError(format!("{url}: {e}")))
-        })
-    }
 }

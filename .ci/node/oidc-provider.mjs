@@ -24,9 +24,15 @@
 //                 ID tokens it issues are already old when they arrive)
 //   discovery     fields that replace those of the discovery document, e.g. point
 //                 `token_endpoint` and `authorization_endpoint` at another provider
+//   login         the account logged in when the login URL names none (for a browser run
+//                 without the test's help)
 //   tokenClientAs {"<client id>": {client_id, client_secret}}: the token endpoint takes a
 //                 request authenticated (HTTP Basic) as the first client as one from the
 //                 second, so a code issued to the second yields an ID token for it
+//
+// `GET /go?to=URL` answers a page of the provider's site that moves on to URL: a browser sent
+// there starts a sign-in from the provider's site, as after a login form on a real provider
+// (what decides which cookies browsers send along the redirects that follow).
 //
 // Sign-in needs no form: the provider redirects the browser to /interaction/UID, and
 // `GET /interaction/UID?account=SUB` logs that account in and grants every scope asked for,
@@ -96,7 +102,7 @@ provider.proxy = false;
 provider.use(async (ctx, next) => {
   const interaction = ctx.path.match(/^\/interaction\/([^/]+)$/);
   if (interaction && ctx.method === 'GET') {
-    const sub = ctx.query.account;
+    const sub = ctx.query.account ?? config.login;
     if (!sub || !accounts.has(sub)) {
       ctx.status = 400;
       ctx.body = `add ?account=SUB naming one of: ${[...accounts.keys()].join(', ')}`;
@@ -114,6 +120,12 @@ provider.use(async (ctx, next) => {
     );
     ctx.status = 303;
     ctx.set('Location', returnTo);
+    return;
+  }
+  if (ctx.path === '/go' && ctx.method === 'GET') {
+    const to = new URL(String(ctx.query.to ?? ''));
+    ctx.type = 'html';
+    ctx.body = `<!doctype html><meta http-equiv="refresh" content="0;url=${to.href.replace(/"/g, '%22')}">`;
     return;
   }
   if (ctx.path === '/token' && ctx.method === 'POST' && config.tokenClientAs) {

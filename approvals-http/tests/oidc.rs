@@ -118,6 +118,20 @@ fn session_cookie_set(a: &provider::Answer) -> bool {
         .any(|c| c.starts_with("approvals_session=") && !c.starts_with("approvals_session=;"))
 }
 
+/// Asserts a successful sign-in: a session cookie, and a page that moves on to the console
+/// by a refresh from this site (a redirect would carry on the provider's cross-site
+/// navigation, and browsers would withhold the `SameSite=Strict` session cookie).
+fn signed_in(a: &provider::Answer) {
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(session_cookie_set(a), "{:?}", a.set_cookies);
+    assert!(
+        a.body
+            .contains(r#"<meta http-equiv="refresh" content="0;url=/console/">"#),
+        "{}",
+        a.body
+    );
+}
+
 /// Asserts a refused sign-in: the status, the page says `why`, and nobody is signed in.
 async fn refused(browser: &mut Browser, base: &str, a: &provider::Answer, status: u16, why: &str) {
     assert_eq!(a.status, status, "{}", a.body);
@@ -215,11 +229,7 @@ async fn a_reviewer_signs_in_with_the_provider_and_the_waiting_guard_gets_the_gr
     assert!(!binding.is_empty());
     let callback = browser.authorize(&authorization, "alice").await;
     let a = browser.get(&callback).await;
-    assert_eq!(a.status, 303, "{}", a.body);
-    assert_eq!(
-        a.location.as_deref(),
-        Some(format!("{base}/console/").as_str())
-    );
+    signed_in(&a);
     let session = a
         .set_cookies
         .iter()
@@ -392,8 +402,7 @@ async fn an_expired_id_token_is_refused_and_the_allowed_skew_is_honoured() {
     .await;
     let mut browser = Browser::new();
     let answer = browser.sign_in(&base, "alice").await;
-    assert_eq!(answer.status, 303, "{}", answer.body);
-    assert!(session_cookie_set(&answer));
+    signed_in(&answer);
 }
 
 #[tokio::test]
@@ -405,7 +414,7 @@ async fn a_state_is_used_once_and_an_unknown_one_is_refused() {
     let authorization = browser.start(&base).await;
     let callback = browser.authorize(&authorization, "alice").await;
     let first = browser.get(&callback).await;
-    assert_eq!(first.status, 303, "{}", first.body);
+    signed_in(&first);
 
     // The same callback again, from another browser that started a sign-in of its own (so
     // it has a binding cookie): the state was used.
@@ -477,7 +486,7 @@ async fn signing_out_ends_the_session() {
     let (_p, base) = setup(&script, &f, provider_config, |c| c).await;
     let mut browser = Browser::new();
     let a = browser.sign_in(&base, "alice").await;
-    assert_eq!(a.status, 303, "{}", a.body);
+    signed_in(&a);
     let session = browser
         .cookie(&base, "approvals_session")
         .expect("signed in");
@@ -525,7 +534,7 @@ async fn with_groups_from_the_claim_the_session_ends_with_the_id_token() {
     .await;
     let mut browser = Browser::new();
     let a = browser.sign_in(&base, "alice").await;
-    assert_eq!(a.status, 303, "{}", a.body);
+    signed_in(&a);
     let session = a
         .set_cookies
         .iter()
@@ -591,7 +600,7 @@ async fn group_membership_from_the_resolver_is_checked_again_at_decision_time() 
 
     let mut browser = Browser::new();
     let a = browser.sign_in(&base, "alice").await;
-    assert_eq!(a.status, 303, "{}", a.body);
+    signed_in(&a);
     let page = browser.get(&format!("{base}/console/requests")).await;
     assert!(
         page.body.contains("security"),
@@ -639,6 +648,82 @@ async fn group_membership_from_the_resolver_is_checked_again_at_decision_time() 
     assert_eq!(
         f.gate.get(id).await.expect("store").expect("record").state,
         RequestState::Approved
+    );
+}
+
+/// Debian's Chromium (`APPROVALS_CHROMIUM` overrides the path), as in tests/browser.rs: a
+/// failure when `CI=true`, a loud skip otherwise.
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("APPROVALS_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "headless Chromium not found at {}: install it with `apt-get install -y chromium` (or set APPROVALS_CHROMIUM)",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("\n*** SKIPPED an OpenID Connect browser test: {message} ***\n");
+    None
+}
+
+/// In a real browser, a sign-in that comes back from the provider's site (another site than
+/// the console's) lands on the console signed in: browsers withhold the `SameSite=Strict`
+/// session cookie from a redirect chain that began on another site, so the callback must
+/// not redirect.
+#[tokio::test]
+async fn in_chromium_a_sign_in_coming_back_from_the_providers_site_lands_signed_in() {
+    let Some(script) = available() else { return };
+    let Some(chromium) = chromium() else { return };
+    let f = fixture();
+    let console = Console::reserve().await;
+    // The provider at `localhost`, the console at 127.0.0.1: two sites.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut config = provider_config(&console.callback());
+    config["port"] = json!(port);
+    config["issuer"] = json!(format!("http://localhost:{port}"));
+    config["login"] = json!("alice");
+    let p = Provider::start(&script, &config).await;
+    let oidc = console.config(&p.issuer);
+    let base = console.serve(&f, oidc).await;
+    let id = submit(&f.gate, &export()).await;
+
+    let profile = tempfile::tempdir().expect("profile");
+    let start = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("to", &format!("{base}/console/oidc/start"))
+        .finish();
+    let run = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{}/go?{start}", p.issuer))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("alice@example.com"), "signed in: {dom}");
+    assert!(
+        dom.contains(&format!("/console/requests/{id}")),
+        "the pending list: {dom}"
     );
 }
 

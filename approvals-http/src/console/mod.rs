@@ -334,10 +334,14 @@ fn token_sign_in(shared: &Shared) -> bool {
         .is_none_or(oidc::OidcClient::token_sign_in)
 }
 
-/// The answer to a successful sign-in: the session cookie (lasting `ttl`) and a redirect to
-/// the pending requests.
-fn signed_in(shared: &Shared, cookie: &str, ttl: std::time::Duration) -> Response<Bytes> {
-    let mut response = redirect("/console/");
+/// `response` (the answer to a successful sign-in) with the new session's cookie, lasting
+/// `ttl`.
+fn signed_in(
+    shared: &Shared,
+    cookie: &str,
+    ttl: std::time::Duration,
+    mut response: Response<Bytes>,
+) -> Response<Bytes> {
     let attributes = if secure(shared) { "; Secure" } else { "" };
     let set = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{attributes}",
@@ -398,7 +402,7 @@ fn login(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
     }
     let ttl = shared.sessions.ttl();
     let cookie = shared.sessions.create(Holder::Token(hash), ttl);
-    signed_in(shared, &cookie, ttl)
+    signed_in(shared, &cookie, ttl, redirect("/console/"))
 }
 
 fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {

@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ClaimError, IdToken, LOGIN_TTL, OidcClient, PendingLogin, error_chain};
-use crate::console::fragments::error_page;
+use crate::console::fragments::{error_page, html_response};
 use crate::console::{CONSOLE_CHANNEL, Viewer, method_page, secure, session_cookie, viewer};
 use crate::session::Holder;
 use crate::shared::{Shared, redirect};
@@ -287,9 +287,25 @@ async fn callback(
         },
         ttl,
     );
-    let mut response = crate::console::signed_in(shared, &cookie, ttl);
+    let mut response = crate::console::signed_in(shared, &cookie, ttl, continue_page());
     clear_binding(shared, &mut response);
     Ok(response)
+}
+
+/// The page a successful callback answers with, which moves on to the console at once. Not a
+/// redirect: the callback is reached from the provider's site, and browsers withhold
+/// `SameSite=Strict` cookies from every request of a redirect chain that began on another
+/// site, so the console would look signed out until the next click. The refresh is a
+/// navigation from this site, which carries the new session cookie. (No script: the
+/// Content-Security-Policy allows none.)
+fn continue_page() -> Response<Bytes> {
+    html_response(
+        StatusCode::OK,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/console/">
+<title>Signed in · Approvals</title><link rel="stylesheet" href="/console/style.css"></head>
+<body><main><section class="card narrow"><h1>Signed in</h1><p><a href="/console/" id="continue">Continue to the console</a></p></section></main></body></html>"#,
+    )
 }
 
 /// The reviewer `v` acts as for a decision on request `id`: the session's principal, or,

@@ -23,7 +23,7 @@ pub(super) enum Groups {
 }
 
 /// How the console signs reviewers in with an OpenID Connect provider. Give it to
-/// [`OidcClient::discover`], then the client to
+/// [`OidcClient::discover`](super::OidcClient::discover), then the client to
 /// [`ReviewServerBuilder::oidc`](crate::ReviewServerBuilder::oidc).
 ///
 /// ```

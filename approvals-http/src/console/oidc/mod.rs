@@ -1,7 +1,7 @@
 //! OpenID Connect sign-in for the review console: the discovered provider ([`OidcClient`]:
 //! metadata, signing keys, sign-ins in progress) and the ID token's verification. `config`
 //! holds [`OidcConfig`], `claims` turns verified claims into a reviewer, `routes` serves
-//! `/console/oidc/...`, `http` calls the provider.
+//! `/console/oidc/...`, `transport` calls the provider.
 //!
 //! The flow is the authorization code flow with PKCE (S256), a `state` bound to the browser
 //! by a short-lived cookie and a `nonce` bound to the ID token. Every protocol check (the ID
@@ -12,8 +12,8 @@
 
 mod claims;
 mod config;
-mod http;
 mod routes;
+mod transport;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,8 +33,8 @@ use url::Url;
 pub(crate) use claims::ClaimError;
 use config::{Groups, check};
 pub use config::{OidcConfig, OidcError};
-use http::Http;
 pub(in crate::console) use routes::{acting_reviewer, handle};
+use transport::Http;
 
 /// The path the provider sends the browser back to, under the server's public URL.
 pub const CALLBACK_PATH: &str = "/console/oidc/callback";

@@ -2,8 +2,8 @@
 //!
 //! Sign-in, with an OpenID Connect provider ([`oidc`]) or a pasted API token (human principals
 //! only), gives a random session id kept in an `HttpOnly`, `SameSite=Strict` cookie (`Secure`
-//! and `__Host-` prefixed over https). Every
-//! form post must carry the session's CSRF token and come from this server's origin. All
+//! and `__Host-` prefixed over https). Every form post must carry the session's CSRF token
+//! and come from this server's origin. All
 //! untrusted text is escaped with [`crate::html::escape`]; the Content-Security-Policy allows
 //! no script at all.
 //!

@@ -330,6 +330,11 @@ pub(in crate::console) async fn acting_reviewer(
         Some(Ok(principal)) => Ok(principal),
         Some(Err(e)) => {
             let unavailable = matches!(e, ClaimError::Resolver(IdentityError::Unavailable(_)));
+            let cause = match e {
+                ClaimError::NotHuman => RejectCause::NotHuman,
+                ClaimError::Invalid(_) => RejectCause::InvalidIdentity,
+                _ => RejectCause::UnknownReviewer,
+            };
             if !unavailable {
                 let _ = shared
                     .gate
@@ -337,7 +342,7 @@ pub(in crate::console) async fn acting_reviewer(
                         id,
                         Some(v.principal.clone()),
                         CONSOLE_CHANNEL,
-                        RejectCause::UnknownReviewer,
+                        cause,
                         &e.to_string(),
                     )
                     .await;

@@ -2,6 +2,8 @@
 //! npm package, run by `.ci/node/oidc-provider.mjs` on loopback), and a browser that follows
 //! redirects by hand and keeps cookies, so each test can stop, change or replay any step.
 //!
+//! Then a console served on loopback against it, and the assertions the tests share.
+//!
 //! Needs Node and `cd .ci/node && npm ci`. Without them [`available`] fails when `CI=true` and
 //! skips, loudly, otherwise.
 #![allow(dead_code)]
@@ -11,9 +13,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
+use approvals_core::RequestId;
+use approvals_http::{OidcClient, OidcConfig, ReviewServer};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use url::Url;
+
+use crate::common::{Fixture, tokens};
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -303,4 +309,204 @@ pub fn param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+// ------------------------------------------------------------------------------------------
+// A console signing in with the provider.
+
+pub const SECRET: &str = "console-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+pub const OTHER_SECRET: &str = "other-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// Alice (verified, in `security`), Bob (e-mail not verified), Carol (in `marketing`).
+pub fn accounts() -> Value {
+    json!([
+        {"sub": "alice", "claims": {"email": "Alice@Example.com", "email_verified": true, "name": "Alice Reviewer", "groups": ["security"]}},
+        {"sub": "bob", "claims": {"email": "bob@example.com", "email_verified": false, "groups": ["security"]}},
+        {"sub": "carol", "claims": {"email": "carol@example.com", "email_verified": true, "groups": ["marketing"]}},
+    ])
+}
+
+/// A provider config with the console's client and another one, both sending browsers back
+/// to `callback`.
+pub fn provider_config(callback: &str) -> Value {
+    json!({
+        "clients": [
+            {"client_id": "console", "client_secret": SECRET, "redirect_uris": [callback]},
+            {"client_id": "other", "client_secret": OTHER_SECRET, "redirect_uris": [callback]},
+        ],
+        "accounts": accounts(),
+    })
+}
+
+/// The console's address, reserved before the provider starts (it must know the callback).
+pub struct Console {
+    listener: tokio::net::TcpListener,
+    base: String,
+}
+
+impl Console {
+    pub async fn reserve() -> Console {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        Console { listener, base }
+    }
+
+    pub fn callback(&self) -> String {
+        format!("{}/console/oidc/callback", self.base)
+    }
+
+    pub fn public_url(&self) -> Url {
+        Url::parse(&format!("{}/", self.base)).expect("url")
+    }
+
+    /// The client configuration for the provider at `issuer`.
+    pub fn config(&self, issuer: &str) -> OidcConfig {
+        OidcConfig::new(issuer, "console", &self.public_url())
+            .client_secret(SECRET)
+            .scopes(["openid", "email", "profile", "groups"])
+            .groups_claim("groups")
+            .display_name("Test IdP")
+    }
+
+    /// Serves the fixture's gate with `oidc`; returns the console's base URL.
+    pub async fn serve(self, f: &Fixture, config: OidcConfig) -> String {
+        let oidc = OidcClient::discover(config).await.expect("discovery");
+        let server = ReviewServer::builder(f.gate.clone())
+            .tokens(tokens())
+            .public_url(self.public_url())
+            .oidc(oidc)
+            .build();
+        tokio::spawn(approvals_http::serve(
+            self.listener,
+            server,
+            std::future::pending(),
+        ));
+        self.base
+    }
+}
+
+/// A provider, and a console signing in with it through `config` (changed by `tweak`).
+pub async fn setup(
+    script: &PathBuf,
+    f: &Fixture,
+    provider: impl FnOnce(&str) -> Value,
+    tweak: impl FnOnce(OidcConfig) -> OidcConfig,
+) -> (Provider, String) {
+    let console = Console::reserve().await;
+    let p = Provider::start(script, &provider(&console.callback())).await;
+    let config = tweak(console.config(&p.issuer));
+    let base = console.serve(f, config).await;
+    (p, base)
+}
+
+/// Whether the answer sets a console session cookie.
+pub fn session_cookie_set(a: &Answer) -> bool {
+    a.set_cookies
+        .iter()
+        .any(|c| c.starts_with("approvals_session=") && !c.starts_with("approvals_session=;"))
+}
+
+/// Asserts a successful sign-in: a session cookie, and a page that moves on to the console
+/// by a refresh from this site (a redirect would carry on the provider's cross-site
+/// navigation, and browsers would withhold the `SameSite=Strict` session cookie).
+pub fn signed_in(a: &Answer) {
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(session_cookie_set(a), "{:?}", a.set_cookies);
+    assert!(
+        a.body
+            .contains(r#"<meta http-equiv="refresh" content="0;url=/console/">"#),
+        "{}",
+        a.body
+    );
+}
+
+/// Asserts a refused sign-in: the status, the page says `why`, and nobody is signed in.
+pub async fn refused(browser: &mut Browser, base: &str, a: &Answer, status: u16, why: &str) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert!(a.body.contains(why), "expected {why:?} in {}", a.body);
+    assert!(!session_cookie_set(a), "{:?}", a.set_cookies);
+    let page = browser.get(&format!("{base}/console/requests")).await;
+    assert_eq!(page.status, 303, "nobody is signed in");
+    assert_eq!(
+        page.location.as_deref(),
+        Some(format!("{base}/console/login").as_str())
+    );
+}
+
+/// The request's page, its CSRF token and digest.
+pub async fn open(
+    browser: &mut Browser,
+    base: &str,
+    f: &Fixture,
+    id: RequestId,
+) -> (String, String) {
+    let page = browser.get(&format!("{base}/console/requests/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let digest = f
+        .gate
+        .get(id)
+        .await
+        .expect("store")
+        .expect("record")
+        .digest
+        .to_string();
+    (crate::common::console::csrf_of(&page.body), digest)
+}
+
+/// Posts `verdict` on request `id` from its page, with a reason.
+pub async fn decide(
+    browser: &mut Browser,
+    base: &str,
+    f: &Fixture,
+    id: RequestId,
+    verdict: &str,
+) -> Answer {
+    let (csrf, digest) = open(browser, base, f, id).await;
+    browser
+        .post(
+            &format!("{base}/console/requests/{id}/decision"),
+            &[
+                ("csrf", &csrf),
+                ("verdict", verdict),
+                ("digest", &digest),
+                ("reason", "checked"),
+            ],
+        )
+        .await
+}
+
+/// The status of `/console/requests` asked with the session cookie `session`: 200 signed in,
+/// 303 (to the sign-in page) otherwise.
+pub async fn status_with_session(base: &str, session: &str) -> u16 {
+    approvals_http::client::http_client(Duration::from_secs(10))
+        .expect("client")
+        .get(format!("{base}/console/requests"))
+        .header("cookie", format!("approvals_session={session}"))
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
+/// Debian's Chromium (`APPROVALS_CHROMIUM` overrides the path), as in tests/browser.rs: a
+/// failure when `CI=true`, a loud skip otherwise.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("APPROVALS_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "headless Chromium not found at {}: install it with `apt-get install -y chromium` (or set APPROVALS_CHROMIUM)",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("\n*** SKIPPED an OpenID Connect browser test: {message} ***\n");
+    None
 }

@@ -30,6 +30,8 @@ pub(crate) enum Holder {
         external_id: String,
         /// Whether the identity resolver is asked again before each decision.
         recheck: bool,
+        /// The ID token it began with (the hint for the provider's sign-out).
+        id_token: String,
     },
 }
 

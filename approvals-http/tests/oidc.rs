@@ -322,10 +322,10 @@ async fn an_unverified_email_and_an_error_from_the_provider_sign_nobody_in() {
 }
 
 #[tokio::test]
-async fn signing_out_ends_the_session() {
+async fn signing_out_ends_the_session_and_offers_the_providers_sign_out() {
     let Some(script) = available() else { return };
     let f = fixture();
-    let (_p, base) = setup(&script, &f, provider_config, |c| c).await;
+    let (p, base) = setup(&script, &f, provider_config, |c| c).await;
     let mut browser = Browser::new();
     let a = browser.sign_in(&base, "alice").await;
     signed_in(&a);
@@ -338,13 +338,60 @@ async fn signing_out_ends_the_session() {
     let out = browser
         .post(&format!("{base}/console/logout"), &[("csrf", &csrf)])
         .await;
-    assert_eq!(out.status, 303, "{}", out.body);
+    // Signed out of the console; the provider's own session can be ended too, with the ID
+    // token as the hint (RP-initiated logout).
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(out.body.contains("Signed out"), "{}", out.body);
+    let marker = r#"id="end-session" href=""#;
+    let at = out.body.find(marker).expect("the provider's sign-out link") + marker.len();
+    let end_session = out.body[at..]
+        .split('"')
+        .next()
+        .expect("href")
+        .replace("&amp;", "&");
+    assert!(
+        end_session.starts_with(&format!("{}/session/end?", p.issuer)),
+        "{end_session}"
+    );
+    assert_eq!(param(&end_session, "client_id").as_deref(), Some("console"));
+    assert!(param(&end_session, "id_token_hint").is_some_and(|t| t.split('.').count() == 3));
+    let at_provider = browser.get(&end_session).await;
+    assert_eq!(
+        at_provider.status, 200,
+        "the provider asks to confirm: {}",
+        at_provider.body
+    );
     // The old cookie, sent again, is nobody's.
     assert_eq!(
         status_with_session(&base, &session).await,
         303,
         "the ended session no longer works"
     );
+    // A session signed in with an API token goes back to the sign-in page.
+    let cookie = console::login(&f.server, SAM).await;
+    let csrf = console::csrf_of(
+        &console::send(
+            &f.server,
+            http::Method::GET,
+            "/console/requests",
+            Some(&cookie),
+            None,
+            None,
+        )
+        .await
+        .text(),
+    );
+    let out = console::send(
+        &f.server,
+        http::Method::POST,
+        "/console/logout",
+        Some(&cookie),
+        Some(console::ORIGIN),
+        Some(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.header("location"), Some("/console/login"));
 }
 
 #[tokio::test]

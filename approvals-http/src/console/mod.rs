@@ -95,6 +95,7 @@ fn viewer(shared: &Shared, request: &Request<Bytes>) -> Option<Viewer> {
             principal,
             external_id,
             recheck,
+            ..
         } => (principal, recheck.then_some(external_id)),
     };
     (principal.kind == PrincipalKind::Human).then_some(Viewer {
@@ -417,8 +418,10 @@ fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
             "The form did not carry this session's security token. Reload the page and try again.",
         );
     }
+    let holder = shared.sessions.get(&v.cookie).map(|(holder, _)| holder);
     shared.sessions.remove(&v.cookie);
-    let mut response = redirect("/console/login");
+    let mut response =
+        oidc::signed_out(shared, holder.as_ref()).unwrap_or_else(|| redirect("/console/login"));
     let clear = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
         cookie_name(shared),

@@ -22,18 +22,18 @@ use std::time::{Duration, Instant};
 
 use openidconnect::core::{
     CoreClient, CoreGenderClaim, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreJwsSigningAlgorithm,
 };
 use openidconnect::{
     ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims,
-    IssuerUrl, JsonWebKeySetUrl, RedirectUrl,
+    IssuerUrl, JsonWebKeySetUrl, ProviderMetadataWithLogout, RedirectUrl,
 };
 use url::Url;
 
 pub(crate) use claims::ClaimError;
 use config::{Groups, check};
 pub use config::{OidcConfig, OidcError};
-pub(in crate::console) use routes::{acting_reviewer, handle};
+pub(in crate::console) use routes::{acting_reviewer, handle, signed_out};
 use transport::Http;
 
 /// The path the provider sends the browser back to, under the server's public URL.
@@ -121,6 +121,8 @@ struct Inner {
     http: Http,
     pending: Mutex<HashMap<String, PendingLogin>>,
     display_name: String,
+    /// Where the provider signs its own session out (RP-initiated logout), when it says.
+    end_session: Option<openidconnect::EndSessionUrl>,
 }
 
 /// An OpenID Connect provider the console signs reviewers in with: its discovered metadata
@@ -167,7 +169,7 @@ impl OidcClient {
         })?;
         check(&config)?;
         // Checks that the document's `issuer` is the URL asked, and fetches the JWKS.
-        let metadata = CoreProviderMetadata::discover_async(issuer.clone(), &http)
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer.clone(), &http)
             .await
             .map_err(|e| OidcError::Discovery {
                 issuer: issuer.to_string(),
@@ -178,7 +180,7 @@ impl OidcClient {
 
     fn from_metadata(
         config: OidcConfig,
-        metadata: CoreProviderMetadata,
+        metadata: ProviderMetadataWithLogout,
         http: Http,
     ) -> Result<Self, OidcError> {
         let token_url = metadata.token_endpoint().cloned().ok_or_else(|| {
@@ -199,6 +201,7 @@ impl OidcClient {
         let issuer = metadata.issuer().clone();
         let jwks_url = metadata.jwks_uri().clone();
         let keys = metadata.jwks().clone();
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(config.client_id.trim().to_owned()),
@@ -229,6 +232,7 @@ impl OidcClient {
                 http,
                 pending: Mutex::new(HashMap::new()),
                 display_name,
+                end_session,
             }),
         })
     }
@@ -251,6 +255,19 @@ impl OidcClient {
     /// Whether the console also offers sign-in with an API token.
     pub fn token_sign_in(&self) -> bool {
         self.inner.config.token_sign_in
+    }
+
+    /// The provider's end-session address for the session `id_token` began (RP-initiated
+    /// logout, with the ID token as hint), when its discovery document names one.
+    fn end_session_url(&self, id_token: &str) -> Option<Url> {
+        let endpoint = self.inner.end_session.clone()?;
+        let token: IdToken = id_token.parse().ok()?;
+        Some(
+            openidconnect::LogoutRequest::from(endpoint)
+                .set_client_id(self.inner.client.client_id().clone())
+                .set_id_token_hint(&token)
+                .http_get_url(),
+        )
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, PendingLogin>> {

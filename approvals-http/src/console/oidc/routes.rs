@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use super::{ClaimError, IdToken, LOGIN_TTL, OidcClient, PendingLogin, error_chain};
 use crate::console::fragments::{error_page, html_response};
 use crate::console::{CONSOLE_CHANNEL, Viewer, method_page, secure, session_cookie, viewer};
+use crate::html::escape;
 use crate::session::Holder;
 use crate::shared::{Shared, redirect};
 
@@ -284,6 +285,7 @@ async fn callback(
             principal: signed_in.principal,
             external_id: signed_in.external_id,
             recheck: signed_in.recheck,
+            id_token: token.to_string(),
         },
         ttl,
     );
@@ -360,4 +362,26 @@ pub(in crate::console) async fn acting_reviewer(
             ))
         }
     }
+}
+
+/// After signing out of a session begun with the provider, the page that says so and offers
+/// to sign out of the provider too (when its discovery document names an end-session
+/// endpoint); `None` for any other session, which goes back to the sign-in page.
+pub(in crate::console) fn signed_out(
+    shared: &Shared,
+    holder: Option<&Holder>,
+) -> Option<Response<Bytes>> {
+    let (Some(oidc), Some(Holder::Oidc { id_token, .. })) = (&shared.oidc, holder) else {
+        return None;
+    };
+    let url = oidc.end_session_url(id_token)?;
+    let body = format!(
+        r#"<section class="card narrow"><h1>Signed out</h1><p>You are signed out of the console. Your session with {name} is still open in this browser.</p><p><a class="button primary" id="end-session" href="{url}">Sign out of {name} too</a></p><p><a href="/console/login">Sign in again</a></p></section>"#,
+        name = escape(oidc.display_name()),
+        url = escape(url.as_str()),
+    );
+    Some(html_response(
+        StatusCode::OK,
+        &crate::console::fragments::page("Signed out", None, &body),
+    ))
 }

@@ -171,7 +171,7 @@ struct ServeArgs {
     /// Run the whole service from this configuration file (policy, store, audit key, tokens,
     /// Slack, Teams and webhook channels, /healthz); every key can also be set with an
     /// `APPROVALS_...` environment variable. See approvals-cli/examples/approvals.toml.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "public_url", "admin_groups", "demo"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "public_url", "admin_groups", "demo", "oidc_issuer"])]
     config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8480", value_name = "ADDR")]
@@ -187,6 +187,20 @@ struct ServeArgs {
     /// try the console.
     #[arg(long)]
     demo: bool,
+    /// Sign console reviewers in with this OpenID Connect provider (its issuer URL; needs
+    /// --public-url and --oidc-client-id; see docs/oidc.md). API tokens still work.
+    #[arg(long, value_name = "URL", requires_all = ["public_url", "oidc_client_id"])]
+    oidc_issuer: Option<String>,
+    /// The console's client id at the OpenID Connect provider.
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// The environment variable holding the client secret (none: a public client).
+    #[arg(long, value_name = "VARIABLE", requires = "oidc_issuer")]
+    oidc_client_secret_env: Option<String>,
+    /// The ID token claim holding the reviewer's groups (an array of strings), such as
+    /// `groups`; without it reviewers have no groups.
+    #[arg(long, value_name = "CLAIM", requires = "oidc_issuer")]
+    oidc_groups_claim: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -491,7 +505,7 @@ async fn client(target: &Target) -> Result<ApiClient, Failure> {
             "a memory: store lives only inside `approvals serve`; use --server URL to reach it",
         ));
     }
-    let server = local_server(target, store, &[], None, false)?;
+    let server = local_server(target, store, &[], None, false, None)?;
     Ok(ApiClient::in_process(server, token))
 }
 
@@ -592,6 +606,53 @@ pub(crate) fn audit_sinks(target: &Target, store: &OpenedStore) -> Result<Fanout
     Ok(sinks)
 }
 
+/// Reads the OpenID Connect provider's discovery document for console sign-in; `at` says
+/// where the settings came from.
+pub(crate) async fn discover_oidc(
+    config: approvals_http::OidcConfig,
+    at: &str,
+) -> Result<approvals_http::OidcClient, Failure> {
+    approvals_http::OidcClient::discover(config)
+        .await
+        .map_err(|e| {
+            let code = if e.is_retryable() {
+                exit::UNAVAILABLE
+            } else {
+                exit::USAGE
+            };
+            Failure::new(code, format!("{at}: oidc: {e}"))
+        })
+}
+
+/// The console's OpenID Connect sign-in from the `serve` flags, when `--oidc-issuer` is given.
+async fn oidc_from_flags(args: &ServeArgs) -> Result<Option<approvals_http::OidcClient>, Failure> {
+    let (Some(issuer), Some(client_id), Some(public_url)) =
+        (&args.oidc_issuer, &args.oidc_client_id, &args.public_url)
+    else {
+        return Ok(None);
+    };
+    let mut config = approvals_http::OidcConfig::new(issuer, client_id, public_url);
+    if let Some(name) = &args.oidc_client_secret_env {
+        match std::env::var(name) {
+            Ok(secret) if !secret.trim().is_empty() => {
+                config = config.client_secret(secret.trim());
+            }
+            _ => {
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!(
+                        "--oidc-client-secret-env: the environment variable {name} is not set or empty"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(claim) = &args.oidc_groups_claim {
+        config = config.groups_claim(claim);
+    }
+    discover_oidc(config, "--oidc-issuer").await.map(Some)
+}
+
 /// A gate and review server on `store`. The gate never submits actions (agents do, in
 /// their own processes), so its policy is deny-all, except in demo mode; reviews are checked
 /// against the requirement stored with each request.
@@ -601,6 +662,7 @@ fn local_server(
     admin_groups: &[String],
     public_url: Option<Url>,
     demo: bool,
+    oidc: Option<approvals_http::OidcClient>,
 ) -> Result<ReviewServer, Failure> {
     let tokens = match &target.tokens {
         Some(path) => Tokens::from_file(path).map_err(|e| Failure::new(exit::USAGE, e.0))?,
@@ -636,6 +698,9 @@ fn local_server(
     if let Some(url) = public_url {
         builder = builder.public_url(url);
     }
+    if let Some(oidc) = oidc {
+        builder = builder.oidc(oidc);
+    }
     Ok(builder.build())
 }
 
@@ -655,6 +720,7 @@ async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
             None
         }
     };
+    let oidc = oidc_from_flags(&args).await?;
     let opened = open_store(target).await?;
     let mut server = local_server(
         target,
@@ -662,6 +728,7 @@ async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
         &args.admin_groups,
         args.public_url.clone(),
         args.demo,
+        oidc.clone(),
     )?;
     if args.demo {
         if target.tokens.is_none() {
@@ -675,6 +742,9 @@ async fn serve(target: &Target, args: ServeArgs) -> Result<(), Failure> {
                 .admin_groups(args.admin_groups.clone());
             if let Some(url) = args.public_url.clone() {
                 builder = builder.public_url(url);
+            }
+            if let Some(oidc) = oidc {
+                builder = builder.oidc(oidc);
             }
             server = builder.build();
             println!("Demo reviewer token (group security): {token}");

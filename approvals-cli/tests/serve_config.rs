@@ -688,3 +688,138 @@ async fn healthz_is_503_when_a_channel_fails() {
     assert_eq!(health["store"]["status"], "ok", "{body}");
     assert!(!body.contains(SLACK_SIGNING_SECRET) && !body.contains(SLACK_BOT_TOKEN));
 }
+
+/// An OpenID Connect provider that only serves its discovery document and an empty key set:
+/// enough for the console's sign-in page (the flow itself is tested in approvals-http).
+async fn discovery_only_provider() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let discovery = serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/auth"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+    .to_string();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let d = discovery.clone();
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], d) }
+            }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"keys":[]}"#,
+                )
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oidc_section_signs_console_reviewers_in_with_the_provider_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let issuer = discovery_only_provider().await;
+    // A free port, so public_url can name the address the server listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = format!(
+        "{}public_url = \"http://127.0.0.1:{port}/\"\n[oidc]\nissuer = \"{issuer}\"\nclient_id = \"approvals-console\"\nclient_secret_env = \"TEST_OIDC_SECRET\"\ngroups_claim = \"groups\"\ndisplay_name = \"Example SSO\"\ntoken_sign_in = false\n",
+        common(d, REQUIRE).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    );
+    let path = d.join("approvals.toml");
+    std::fs::write(&path, config).expect("config");
+    let server = started(serve(
+        d,
+        &path,
+        &[("TEST_OIDC_SECRET", "oidc-secret-do-not-print-4d3c")],
+    ))
+    .await;
+    let login = http()
+        .get(format!("{}console/login", server.base))
+        .send()
+        .await
+        .expect("login page");
+    let html = login.text().await.expect("body");
+    assert!(html.contains("Sign in with Example SSO"), "{html}");
+    assert!(!html.contains(r#"name="token""#), "{html}");
+    let post = http()
+        .post(format!("{}console/login", server.base))
+        .header("origin", format!("http://127.0.0.1:{port}"))
+        .form(&[("token", SAM_TOKEN)])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(post.status(), 403, "token sign-in is off");
+    // The start sends the browser to the provider, back to the public URL's callback.
+    let start = http()
+        .get(format!("{}console/oidc/start", server.base))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(start.status(), 303);
+    let location = start
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("location")
+        .to_owned();
+    assert!(
+        location.starts_with(&format!("{issuer}/auth?")),
+        "{location}"
+    );
+    assert!(
+        location.contains(&format!(
+            "redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fconsole%2Foidc%2Fcallback"
+        )),
+        "{location}"
+    );
+    // The API still takes the reviewer's token.
+    let sam =
+        ApiClient::http(server.base.parse().expect("url"), Some(SAM_TOKEN.into())).expect("client");
+    sam.list("state=pending").await.expect("the API answers");
+    assert!(!server.output.text().contains("oidc-secret-do-not-print"));
+}
+
+#[test]
+fn an_unreachable_oidc_provider_stops_the_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let config = format!(
+        "{}public_url = \"https://approvals.example.com/\"\n[oidc]\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"approvals-console\"\n",
+        common(d, REQUIRE)
+    );
+    let path = d.join("approvals.toml");
+    std::fs::write(&path, config).expect("config");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(d)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "unavailable: {stderr}");
+    assert!(
+        stderr.contains(
+            "oidc: cannot read the OpenID Connect discovery document of http://127.0.0.1:9"
+        ),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("review console"));
+}

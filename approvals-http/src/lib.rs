@@ -9,6 +9,8 @@
 //!   ([`ReviewServer::handle`]), a `tower::Service` ([`ReviewServer::service`]), an
 //!   `axum::Router` with the `axum` feature, and runs on its own with [`serve`].
 //! - [`Tokens`] maps the SHA-256 of each API token to a principal.
+//! - [`OidcClient`] signs console reviewers in with an OpenID Connect provider
+//!   ([`ReviewServerBuilder::oidc`]; see `docs/oidc.md`).
 //! - [`WebhookApprover`] posts each pending request and each resolution to a URL, signed with
 //!   HMAC-SHA256; receivers check deliveries with [`verify_webhook`] and decide through the
 //!   API.
@@ -37,7 +39,7 @@
 //! ```
 //!
 //! Modules: [`server`] (routing, tower service, hyper loop; it sits on top), [`api`] (the
-//! reviewers' JSON API), [`agent`] (the agents' JSON API), [`console`] (HTML pages, sign-in, CSRF), [`auth`] (tokens), [`problem`] (errors),
+//! reviewers' JSON API), [`agent`] (the agents' JSON API), [`console`] (HTML pages, sign-in with tokens or OpenID Connect, CSRF), [`auth`] (tokens), [`problem`] (errors),
 //! [`view`] (JSON shapes), [`downstream`] (approved calls to other services), [`webhook`] (outbound webhooks and their verification),
 //! [`client`] (API client), [`link`] (console links), [`html`] (escaping); inside the crate,
 //! `shared` (the state and response helpers the API and the console share), `requests`
@@ -68,6 +70,7 @@ pub mod webhook;
 
 pub use auth::{TokenHash, Tokens, generate_token};
 pub use client::{ApiClient, ClientError};
+pub use console::oidc::{OidcClient, OidcConfig, OidcError};
 #[cfg(feature = "axum")]
 pub use downstream::ApprovedCall;
 pub use downstream::{GrantGuardLayer, GrantTokenBroker, HttpCall};

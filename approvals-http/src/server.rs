@@ -77,6 +77,7 @@ pub struct ReviewServerBuilder {
     signer: Option<approvals_audit::note::Signer>,
     issuer: String,
     passkeys: Option<Arc<crate::console::passkey::PasskeyRegistry>>,
+    oidc: Option<crate::console::oidc::OidcClient>,
 }
 
 impl ReviewServerBuilder {
@@ -137,6 +138,15 @@ impl ReviewServerBuilder {
         self
     }
 
+    /// Signs console reviewers in with an OpenID Connect provider
+    /// ([`OidcClient::discover`](crate::OidcClient::discover)): the sign-in page links to it,
+    /// and, with [`OidcConfig::token_sign_in`](crate::OidcConfig::token_sign_in) `false`, the
+    /// API-token form is gone. The `/v1` API still takes API tokens.
+    pub fn oidc(mut self, client: crate::console::oidc::OidcClient) -> Self {
+        self.oidc = Some(client);
+        self
+    }
+
     /// Builds the server.
     pub fn build(self) -> ReviewServer {
         let signer = self.signer.unwrap_or_else(|| {
@@ -162,6 +172,7 @@ impl ReviewServerBuilder {
                 issuer: self.issuer,
                 allowed: crate::allowed::AllowedGrants::default(),
                 passkeys,
+                oidc: self.oidc,
             }),
         }
     }
@@ -179,6 +190,7 @@ impl ReviewServer {
             signer: None,
             issuer: "approvals".to_owned(),
             passkeys: None,
+            oidc: None,
         }
     }
 

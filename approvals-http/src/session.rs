@@ -1,5 +1,6 @@
-//! The console's server-side sessions: a random cookie value mapped (by its SHA-256) to the
-//! signed-in token and the session's CSRF token, with a time to live.
+//! The console's server-side sessions: a random cookie value mapped (by its SHA-256) to who
+//! signed in (an API token, or a reviewer an OpenID Connect provider named) and the
+//! session's CSRF token, with a time to live.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,12 +10,33 @@ use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
 
+use approvals_core::Principal;
+
 use crate::auth::TokenHash;
 
 const MAX_SESSIONS: usize = 10_000;
 
+/// Who a session belongs to.
+#[derive(Debug, Clone)]
+pub(crate) enum Holder {
+    /// Signed in with an API token, looked up again on every request (so revoking the token
+    /// ends its sessions).
+    Token(TokenHash),
+    /// Signed in with OpenID Connect.
+    Oidc {
+        /// The reviewer, as at sign-in.
+        principal: Principal,
+        /// The identity claim's value.
+        external_id: String,
+        /// Whether the identity resolver is asked again before each decision.
+        recheck: bool,
+        /// The ID token it began with (the hint for the provider's sign-out).
+        id_token: String,
+    },
+}
+
 struct Session {
-    token: TokenHash,
+    holder: Holder,
     csrf: String,
     expires: Instant,
 }
@@ -33,7 +55,7 @@ impl Sessions {
         }
     }
 
-    /// How long a session lasts.
+    /// How long a session made with an API token lasts.
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
@@ -42,8 +64,8 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new session; returns the cookie value.
-    pub(crate) fn create(&self, token: TokenHash) -> String {
+    /// A new session lasting `ttl`; returns the cookie value.
+    pub(crate) fn create(&self, holder: Holder, ttl: Duration) -> String {
         let cookie = random_token();
         let now = Instant::now();
         let mut map = self.lock();
@@ -57,20 +79,20 @@ impl Sessions {
         map.insert(
             key(&cookie),
             Session {
-                token,
+                holder,
                 csrf: random_token(),
-                expires: now + self.ttl,
+                expires: now + ttl,
             },
         );
         cookie
     }
 
-    /// The session's token and CSRF token, while it lasts.
-    pub(crate) fn get(&self, cookie: &str) -> Option<(TokenHash, String)> {
+    /// Who holds the session, and its CSRF token, while it lasts.
+    pub(crate) fn get(&self, cookie: &str) -> Option<(Holder, String)> {
         let mut map = self.lock();
         let k = key(cookie);
         match map.get(&k) {
-            Some(s) if s.expires > Instant::now() => Some((s.token, s.csrf.clone())),
+            Some(s) if s.expires > Instant::now() => Some((s.holder.clone(), s.csrf.clone())),
             Some(_) => {
                 map.remove(&k);
                 None
@@ -89,7 +111,8 @@ fn key(cookie: &str) -> [u8; 32] {
     Sha256::digest(cookie.as_bytes()).into()
 }
 
-fn random_token() -> String {
+/// 32 random bytes, base64url: a session id, a CSRF token, a sign-in's browser binding.
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

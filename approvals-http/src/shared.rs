@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) allowed: crate::allowed::AllowedGrants,
     /// The console's WebAuthn relying party, when the public URL allows one.
     pub(crate) passkeys: Option<crate::console::passkey::Passkeys>,
+    /// Console sign-in with an OpenID Connect provider, when configured.
+    pub(crate) oidc: Option<crate::console::oidc::OidcClient>,
 }
 
 impl Shared {

@@ -154,6 +154,26 @@ struct RawConfig {
     passkeys: Option<Spanned<PathBuf>>,
     #[serde(default)]
     channels: RawChannels,
+    oidc: Option<Spanned<RawOidc>>,
+}
+
+/// `[oidc]`: console sign-in with an OpenID Connect provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<toml::Value>>,
+    client_secret_file: Option<Spanned<PathBuf>>,
+    client_secret_env: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<String>>>,
+    identity_claim: Option<Spanned<String>>,
+    groups_claim: Option<Spanned<String>>,
+    reviewers: Option<Spanned<BTreeMap<String, RawReviewer>>>,
+    session_ttl: Option<Spanned<String>>,
+    allowed_clock_skew: Option<Spanned<String>>,
+    display_name: Option<Spanned<String>>,
+    token_sign_in: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +311,66 @@ pub(crate) struct WebhookConfig {
     pub(crate) secret: Secret,
 }
 
+/// Console sign-in with an OpenID Connect provider (`[oidc]`).
+#[derive(Debug)]
+pub(crate) struct OidcSettings {
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) identity_claim: Option<String>,
+    pub(crate) groups_claim: Option<String>,
+    /// Identity claim value -> the reviewer, with groups (the identity resolver, asked again
+    /// at each decision).
+    pub(crate) reviewers: Option<Reviewers>,
+    pub(crate) session_ttl: Option<Duration>,
+    pub(crate) allowed_clock_skew: Option<Duration>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) token_sign_in: bool,
+    pub(crate) at: Origin,
+}
+
+impl OidcSettings {
+    /// The console's OpenID Connect configuration, for the console served at `public_url`.
+    pub(crate) fn config(&self, public_url: &url::Url) -> approvals_http::OidcConfig {
+        let mut c = approvals_http::OidcConfig::new(&self.issuer, &self.client_id, public_url)
+            .token_sign_in(self.token_sign_in);
+        if let Some(secret) = &self.client_secret {
+            c = c.client_secret(secret.expose());
+        }
+        if let Some(scopes) = &self.scopes {
+            c = c.scopes(scopes.clone());
+        }
+        if let Some(claim) = &self.identity_claim {
+            c = c.identity_claim(claim);
+        }
+        if let Some(claim) = &self.groups_claim {
+            c = c.groups_claim(claim);
+        }
+        if let Some(reviewers) = &self.reviewers {
+            let mut ids = approvals_core::StaticIdentityResolver::new();
+            for (external, principal) in &reviewers.entries {
+                ids = ids.map(
+                    approvals_http::console::oidc::RESOLVER_CHANNEL,
+                    external,
+                    principal.clone(),
+                );
+            }
+            c = c.resolver(ids);
+        }
+        if let Some(ttl) = self.session_ttl {
+            c = c.session_ttl(ttl);
+        }
+        if let Some(skew) = self.allowed_clock_skew {
+            c = c.allowed_clock_skew(skew);
+        }
+        if let Some(name) = &self.display_name {
+            c = c.display_name(name);
+        }
+        c
+    }
+}
+
 /// `approvals serve --config FILE`, checked: every file it names was readable and every
 /// secret present when it was loaded.
 #[derive(Debug)]
@@ -311,6 +391,7 @@ pub(crate) struct ServeConfig {
     pub(crate) slack: Option<SlackConfig>,
     pub(crate) teams: Option<TeamsConfig>,
     pub(crate) webhook: Option<WebhookConfig>,
+    pub(crate) oidc: Option<OidcSettings>,
 }
 
 /// Reads, overrides from the environment and checks the configuration file. `env` looks up
@@ -627,6 +708,14 @@ impl Resolver<'_> {
         let slack = self.slack(raw.channels.slack, &top)?;
         let teams = self.teams(raw.channels.teams, &top)?;
         let webhook = self.webhook(raw.channels.webhook, &top)?;
+        let oidc = self.oidc(raw.oidc, &top)?;
+        if let (Some(o), None) = (&oidc, &public_url) {
+            return Err(ConfigError {
+                at: o.at.clone(),
+                field: "public_url".into(),
+                message: "[oidc] needs public_url: the console's address, where the provider sends reviewers back (its console/oidc/callback must be a registered redirect URI)".into(),
+            });
+        }
         Ok(ServeConfig {
             listen,
             public_url,
@@ -643,6 +732,7 @@ impl Resolver<'_> {
             slack,
             teams,
             webhook,
+            oidc,
         })
     }
 
@@ -821,6 +911,120 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    fn oidc(
+        &self,
+        raw: Option<Spanned<RawOidc>>,
+        top: &Origin,
+    ) -> Result<Option<OidcSettings>, ConfigError> {
+        const KEYS: &[&str] = &[
+            "issuer",
+            "client_id",
+            "client_secret_file",
+            "client_secret_env",
+            "scopes",
+            "identity_claim",
+            "groups_claim",
+            "reviewers",
+            "session_ttl",
+            "allowed_clock_skew",
+            "display_name",
+            "token_sign_in",
+        ];
+        let Some((at, raw)) = self.section("oidc", KEYS, raw, top) else {
+            return Ok(None);
+        };
+        let p = |k: &str| format!("oidc.{k}");
+        let required = |k: &str, v| -> Result<String, ConfigError> {
+            nonblank(self.required(&p(k), self.text(&p(k), v), &at)?)
+        };
+        let issuer_setting =
+            self.required(&p("issuer"), self.text(&p("issuer"), raw.issuer), &at)?;
+        let issuer = nonblank(issuer_setting.clone())?;
+        match url::Url::parse(&issuer) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => {}
+            Ok(_) | Err(_) => {
+                return Err(issuer_setting.error(
+                    "must be the provider's issuer URL, for example https://login.example.com/realms/staff",
+                ));
+            }
+        }
+        let client_id = required("client_id", raw.client_id)?;
+        let client_secret = self.secret(
+            &p("client_secret"),
+            raw.client_secret,
+            raw.client_secret_file,
+            raw.client_secret_env,
+            &at,
+        )?;
+        let optional = |k: &str, v| -> Result<Option<String>, ConfigError> {
+            self.text(&p(k), v).map(nonblank).transpose()
+        };
+        let identity_claim = optional("identity_claim", raw.identity_claim)?;
+        let groups_claim = optional("groups_claim", raw.groups_claim)?;
+        let display_name = optional("display_name", raw.display_name)?;
+        let scopes = match (self.env)(&env_name(&p("scopes"))) {
+            Some(list) => Some(split_list(&list)),
+            None => raw.scopes.map(Spanned::into_inner),
+        };
+        let duration = |k: &str, v| -> Result<Option<Duration>, ConfigError> {
+            self.text(&p(k), v)
+                .map(|s| approvals_core::policy::parse_duration(&s.value).map_err(|e| s.error(e)))
+                .transpose()
+        };
+        let session_ttl = duration("session_ttl", raw.session_ttl)?;
+        if session_ttl.is_some_and(|d| d < Duration::from_secs(60)) {
+            return Err(ConfigError {
+                at: at.clone(),
+                field: p("session_ttl"),
+                message: "sessions must last at least a minute".into(),
+            });
+        }
+        let allowed_clock_skew = duration("allowed_clock_skew", raw.allowed_clock_skew)?;
+        let token_sign_in = match (self.env)(&env_name(&p("token_sign_in"))) {
+            Some(v) => match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ConfigError {
+                        at: Origin::Env(env_name(&p("token_sign_in"))),
+                        field: p("token_sign_in"),
+                        message: "must be true or false".into(),
+                    });
+                }
+            },
+            None => raw.token_sign_in.is_none_or(Spanned::into_inner),
+        };
+        let reviewers =
+            if raw.reviewers.is_some() || (self.env)(&env_name(&p("reviewers"))).is_some() {
+                Some(self.reviewers(&p("reviewers"), raw.reviewers, &at)?)
+            } else {
+                None
+            };
+        if let (Some(_), Some(r)) = (&groups_claim, &reviewers) {
+            return Err(ConfigError {
+                at: r.at.clone(),
+                field: p("reviewers"),
+                message: "give groups_claim (groups from the ID token) or reviewers (groups from this map, checked again at each decision), not both".into(),
+            });
+        }
+        Ok(Some(OidcSettings {
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+            identity_claim,
+            groups_claim,
+            reviewers,
+            session_ttl,
+            allowed_clock_skew,
+            display_name,
+            token_sign_in,
+            at,
+        }))
+    }
+}
+
 fn nonblank(s: Setting<String>) -> Result<String, ConfigError> {
     if s.value.trim().is_empty() {
         Err(s.error("is empty"))
@@ -953,6 +1157,93 @@ mod tests {
             "teams-secret"
         );
         assert!(config.webhook.is_some());
+    }
+
+    fn base(dir: &Path, oidc: &str) -> PathBuf {
+        write(
+            dir,
+            "approvals.toml",
+            &format!(
+                "policy = \"p.toml\"\nstore = \"sqlite://x.db\"\naudit_key = \"k\"\ntokens = \"t.toml\"\npublic_url = \"https://approvals.example.com/\"\n\n[oidc]\n{oidc}"
+            ),
+        )
+    }
+
+    #[test]
+    fn the_oidc_section_loads_with_its_secret_from_a_variable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = base(
+            dir.path(),
+            "issuer = \"https://login.example.com/realms/staff\"\nclient_id = \"approvals-console\"\nclient_secret_env = \"OIDC_SECRET\"\ngroups_claim = \"groups\"\nscopes = [\"openid\", \"email\", \"groups\"]\nsession_ttl = \"30m\"\ntoken_sign_in = false\n",
+        );
+        let env = |name: &str| (name == "OIDC_SECRET").then(|| "s3cret".to_owned());
+        let config = load(&path, &env).expect("loads");
+        let oidc = config.oidc.expect("oidc");
+        assert_eq!(oidc.issuer, "https://login.example.com/realms/staff");
+        assert_eq!(
+            oidc.client_secret.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert_eq!(oidc.session_ttl, Some(Duration::from_secs(1800)));
+        assert!(!oidc.token_sign_in);
+        assert!(
+            !format!("{oidc:?}").contains("s3cret"),
+            "secrets are not printed"
+        );
+        let built = format!(
+            "{:?}",
+            oidc.config(config.public_url.as_ref().expect("url"))
+        );
+        assert!(
+            built.contains("claim groups") && !built.contains("s3cret"),
+            "{built}"
+        );
+    }
+
+    #[test]
+    fn oidc_mistakes_are_refused_with_their_place() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cases = [
+            ("client_id = \"c\"\n", "oidc.issuer: missing"),
+            (
+                "issuer = \"login.example.com\"\nclient_id = \"c\"\n",
+                "oidc.issuer: must be the provider's issuer URL",
+            ),
+            (
+                "issuer = \"https://l.example.com\"\nclient_id = \"c\"\nclient_secret = \"inline\"\n",
+                "secrets are not written in the configuration file",
+            ),
+            (
+                "issuer = \"https://l.example.com\"\nclient_id = \"c\"\nclient_secret_env = \"UNSET_VAR\"\n",
+                "UNSET_VAR is not set",
+            ),
+            (
+                "issuer = \"https://l.example.com\"\nclient_id = \"c\"\ngroups_claim = \"groups\"\n[oidc.reviewers]\n\"a@example.com\" = { id = \"a@example.com\" }\n",
+                "not both",
+            ),
+            (
+                "issuer = \"https://l.example.com\"\nclient_id = \"c\"\nsession_ttl = \"5s\"\n",
+                "at least a minute",
+            ),
+            (
+                "issuer = \"https://l.example.com\"\nclient = \"c\"\n",
+                "unknown field `client`",
+            ),
+        ];
+        for (section, expected) in cases {
+            let path = base(dir.path(), section);
+            let e = load(&path, &no_env).expect_err(section).to_string();
+            assert!(e.contains(expected), "{section}: {e}");
+            assert!(!e.contains("inline\""), "{e}");
+        }
+        // Without public_url there is nowhere to come back to.
+        let path = write(
+            dir.path(),
+            "approvals.toml",
+            "policy = \"p.toml\"\nstore = \"sqlite://x.db\"\naudit_key = \"k\"\ntokens = \"t.toml\"\n[oidc]\nissuer = \"https://l.example.com\"\nclient_id = \"c\"\n",
+        );
+        let e = load(&path, &no_env).expect_err("refused").to_string();
+        assert!(e.contains("public_url: [oidc] needs public_url"), "{e}");
     }
 
     #[test]

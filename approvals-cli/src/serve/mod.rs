@@ -1,7 +1,8 @@
 //! `approvals serve --config FILE`: the whole service from one configuration file: the
 //! agent API and the reviewer API and console on a SQL store with a signed audit log, the
 //! policy (reloaded when its file changes), the Slack, Teams and webhook channels with their
-//! inbound endpoints, the sweeper, and `/healthz`.
+//! inbound endpoints, console sign-in with an OpenID Connect provider, the sweeper, and
+//! `/healthz`.
 //!
 //! - [`config`]: the file, environment overrides and the checks made at start.
 //! - [`policy`]: the reloading policy.
@@ -60,6 +61,7 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
         slack,
         teams,
         webhook,
+        oidc,
     } = config;
 
     // Everything read from files first: a bad file refuses the start before any connection.
@@ -166,6 +168,11 @@ pub(crate) async fn run(path: &Path) -> Result<(), Failure> {
         let registry = approvals_http::console::passkey::PasskeyRegistry::file(&setting.value)
             .map_err(|e| refused(setting.error(e.to_string())))?;
         server = server.passkeys(registry);
+    }
+    if let (Some(settings), Some(url)) = (&oidc, &public_url) {
+        server = server.oidc(
+            crate::command::discover_oidc(settings.config(url), &settings.at.to_string()).await?,
+        );
     }
     let server = server.build();
 

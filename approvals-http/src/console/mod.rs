@@ -1,8 +1,9 @@
 //! The review console under `/console/`: server-rendered HTML, no JavaScript.
 //!
-//! Sign-in exchanges an API token (human principals only) for a random session id kept in
-//! an `HttpOnly`, `SameSite=Strict` cookie (`Secure` and `__Host-` prefixed over https). Every
-//! form post must carry the session's CSRF token and come from this server's origin. All
+//! Sign-in, with an OpenID Connect provider ([`oidc`]) or a pasted API token (human principals
+//! only), gives a random session id kept in an `HttpOnly`, `SameSite=Strict` cookie (`Secure`
+//! and `__Host-` prefixed over https). Every form post must carry the session's CSRF token
+//! and come from this server's origin. All
 //! untrusted text is escaped with [`crate::html::escape`]; the Content-Security-Policy allows
 //! no script at all.
 //!
@@ -12,6 +13,7 @@
 
 mod edit;
 mod fragments;
+pub mod oidc;
 mod pages;
 pub mod passkey;
 mod plan;
@@ -30,6 +32,7 @@ use crate::auth::TokenHash;
 use crate::html::escape;
 use crate::problem::Problem;
 use crate::requests::check_reason;
+use crate::session::Holder;
 use crate::shared::{Shared, only, redirect};
 use fragments::{error_page, html_response, page};
 use pages::{detail_page, history_page, pending_page};
@@ -79,17 +82,29 @@ struct Viewer {
     principal: Principal,
     csrf: String,
     cookie: String,
+    /// The OpenID Connect identity to resolve again before each decision (see
+    /// [`oidc::acting_reviewer`]), when the identity resolver gives this reviewer's groups.
+    recheck: Option<String>,
 }
 
 fn viewer(shared: &Shared, request: &Request<Bytes>) -> Option<Viewer> {
     let cookie = session_cookie(request, cookie_name(shared))?;
-    let (token, csrf) = shared.sessions.get(&cookie)?;
-    // Looked up on every request, so a revoked token ends its sessions.
-    let principal = shared.tokens.principal_by_hash(&token)?.clone();
+    let (holder, csrf) = shared.sessions.get(&cookie)?;
+    let (principal, recheck) = match holder {
+        // Looked up on every request, so a revoked token ends its sessions.
+        Holder::Token(token) => (shared.tokens.principal_by_hash(&token)?.clone(), None),
+        Holder::Oidc {
+            principal,
+            external_id,
+            recheck,
+            ..
+        } => (principal, recheck.then_some(external_id)),
+    };
     (principal.kind == PrincipalKind::Human).then_some(Viewer {
         principal,
         csrf,
         cookie,
+        recheck,
     })
 }
 
@@ -163,6 +178,7 @@ pub(crate) async fn handle(
             Method::POST => login(shared, request),
             _ => method_page(),
         },
+        ["oidc", rest @ ..] => oidc::handle(shared, request, rest).await,
         ["logout"] => match *request.method() {
             Method::POST => logout(shared, request),
             _ => method_page(),
@@ -332,18 +348,65 @@ fn login_page(
             escape(error)
         );
     }
-    body.push_str(
-        r#"<p class="muted">Paste your personal API token. It is checked against the server's token list and never stored in the browser; you get a session cookie instead.</p>
+    if let Some(oidc) = &shared.oidc {
+        let _ = write!(
+            body,
+            r#"<p><a class="button primary" id="oidc-sign-in" href="{}">Sign in with {}</a></p>"#,
+            oidc::START_PATH,
+            escape(oidc.display_name())
+        );
+    }
+    if token_sign_in(shared) {
+        body.push_str(
+            r#"<p class="muted">Paste your personal API token. It is checked against the server's token list and never stored in the browser; you get a session cookie instead.</p>
 <form method="post" action="/console/login" class="stack">
 <label for="token">API token</label>
 <input id="token" name="token" type="password" autocomplete="off" required spellcheck="false">
 <button type="submit" class="primary">Sign in</button>
-</form></section>"#,
-    );
+</form>"#,
+        );
+    }
+    body.push_str("</section>");
     html_response(status, &page("Sign in", None, &body))
 }
 
+/// Whether the console offers sign-in with an API token (turned off for OpenID Connect only).
+fn token_sign_in(shared: &Shared) -> bool {
+    shared
+        .oidc
+        .as_ref()
+        .is_none_or(oidc::OidcClient::token_sign_in)
+}
+
+/// `response` (the answer to a successful sign-in) with the new session's cookie, lasting
+/// `ttl`.
+fn signed_in(
+    shared: &Shared,
+    cookie: &str,
+    ttl: std::time::Duration,
+    mut response: Response<Bytes>,
+) -> Response<Bytes> {
+    let attributes = if secure(shared) { "; Secure" } else { "" };
+    let set = format!(
+        "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{attributes}",
+        cookie_name(shared),
+        ttl.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&set) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
 fn login(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
+    if !token_sign_in(shared) {
+        return login_page(
+            shared,
+            request,
+            StatusCode::FORBIDDEN,
+            Some("Sign-in with an API token is turned off on this console; use the sign-in link."),
+        );
+    }
     if !same_origin(shared, request) {
         return login_page(
             shared,
@@ -381,18 +444,9 @@ fn login(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
             ),
         );
     }
-    let cookie = shared.sessions.create(hash);
-    let mut response = redirect("/console/");
-    let attributes = if secure(shared) { "; Secure" } else { "" };
-    let set = format!(
-        "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{attributes}",
-        cookie_name(shared),
-        shared.sessions.ttl().as_secs()
-    );
-    if let Ok(value) = HeaderValue::from_str(&set) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    let ttl = shared.sessions.ttl();
+    let cookie = shared.sessions.create(Holder::Token(hash), ttl);
+    signed_in(shared, &cookie, ttl, redirect("/console/"))
 }
 
 fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
@@ -407,8 +461,10 @@ fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
             "The form did not carry this session's security token. Reload the page and try again.",
         );
     }
+    let holder = shared.sessions.get(&v.cookie).map(|(holder, _)| holder);
     shared.sessions.remove(&v.cookie);
-    let mut response = redirect("/console/login");
+    let mut response =
+        oidc::signed_out(shared, holder.as_ref()).unwrap_or_else(|| redirect("/console/login"));
     let clear = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
         cookie_name(shared),
@@ -499,7 +555,11 @@ async fn decision(shared: &Shared, request: &Request<Bytes>, raw_id: &str) -> Re
         Ok(r) => r,
         Err(p) => return detail_page(shared, &v, id, Some((p.status_code(), p.detail))).await,
     };
-    let mut review = Review::new(v.principal.clone(), verdict)
+    let reviewer = match oidc::acting_reviewer(shared, &v, id).await {
+        Ok(p) => p,
+        Err(page) => return page,
+    };
+    let mut review = Review::new(reviewer, verdict)
         .via(CONSOLE_CHANNEL)
         .for_digest(digest);
     if let Some(reason) = reason {

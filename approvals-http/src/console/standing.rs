@@ -183,10 +183,14 @@ pub(super) async fn propose(
         justification: field("justification"),
         ..ProposeBody::default()
     };
+    let proposer = match super::oidc::acting_reviewer(shared, &v, id).await {
+        Ok(p) => p,
+        Err(page) => return page,
+    };
     let proposed = match proposal(body, Some(&record)) {
         Ok(p) => shared
             .gate
-            .propose_standing(p, v.principal.clone())
+            .propose_standing(p, proposer)
             .await
             .map_err(Problem::from),
         Err(problem) => Err(problem),

@@ -683,3 +683,76 @@ async fn the_axum_router_serves_the_same_api() {
     assert_eq!(call("/v1/me", Some(SAM)).await, 200);
     assert_eq!(call("/console/", None).await, 303);
 }
+
+/// A rule that requires a passkey for each approval: the API (and so the CLI) cannot approve
+/// it; the refusal names the console page where the passkey is used, changes nothing and is
+/// audited; a deny still works; the request view says what the rule requires, as documented.
+#[tokio::test]
+async fn an_api_approval_of_a_step_up_rule_is_refused_and_points_to_the_console() {
+    let f =
+        fixture_with(Requirement::groups(["security"]).step_up(approvals_core::StepUp::Passkey));
+    let id = submit(&f.gate, &export()).await;
+    let digest = f.gate.get(id).await.expect("store").expect("record").digest;
+    for body in [
+        json!({}),
+        json!({"digest": digest.to_string(), "reason": "ok"}),
+    ] {
+        let r = call(
+            &f.server,
+            Method::POST,
+            &format!("/v1/requests/{id}/approve"),
+            Some(SAM),
+            Some(body),
+        )
+        .await;
+        let p = r.problem(403, "step_up_required");
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&id.console_path())),
+            "{p}"
+        );
+    }
+    let record = f.gate.get(id).await.expect("store").expect("record");
+    assert_eq!(record.state, RequestState::Pending);
+    assert!(record.reviews.is_empty());
+    let rejected = f
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.detail,
+                approvals_core::audit::EventDetail::ReviewRejected {
+                    cause: approvals_core::RejectCause::StepUpRequired,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(rejected, 2);
+
+    let view = call(
+        &f.server,
+        Method::GET,
+        &format!("/v1/requests/{id}"),
+        Some(SAM),
+        None,
+    )
+    .await;
+    assert_eq!(view.status, 200);
+    let doc: serde_json::Value =
+        serde_json::from_str(approvals_http::OPENAPI_JSON).expect("openapi");
+    conforms(&doc, "Request", &view.json());
+    assert_eq!(view.json()["requirement"]["step_up"], "passkey");
+
+    let denied = call(
+        &f.server,
+        Method::POST,
+        &format!("/v1/requests/{id}/deny"),
+        Some(SAM),
+        Some(json!({"reason": "not now"})),
+    )
+    .await;
+    assert_eq!(denied.status, 200, "{}", denied.text());
+}

@@ -530,9 +530,22 @@ async fn hostile_text_is_escaped_everywhere_and_pages_forbid_script() {
         detail.contains("safe‹U+202E›txt.exe"),
         "the override is shown visibly"
     );
+    // Scripts only from this origin (the passkey ceremony's file): no inline script, no
+    // eval, no other host, so planted markup cannot run even where escaping failed.
     let csp = approvals_http::console::CONTENT_SECURITY_POLICY;
-    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"));
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    assert!(directives.contains(&"default-src 'none'"), "{csp}");
+    assert!(directives.contains(&"script-src 'self'"), "{csp}");
+    assert!(
+        !csp.contains("unsafe") && !csp.contains("*") && !csp.contains("data:"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"));
+    // The page carries no script of its own: an inline one would not run, and none is there.
+    assert!(
+        !detail.replace("&lt;script&gt;", "").contains("<script>"),
+        "{detail}"
+    );
 }
 
 /// The cross-surface table of hostile characters against the console: each one, planted in

@@ -186,9 +186,7 @@ pub(super) async fn detail_page(
     let now = shared.gate.now();
     let status = error.as_ref().map_or(StatusCode::OK, |(s, _)| *s);
     // A rule that requires a passkey is approved through the step-up ceremony.
-    let step_up = record
-        .requirement
-        .step_up
+    let step_up = lifecycle::needs_step_up(&record)
         .map(|_| super::passkey::step_up_button(shared, v, record.id, &record.digest));
     let body = render_detail(
         &record,

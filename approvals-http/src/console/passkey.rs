@@ -464,6 +464,19 @@ pub(super) async fn register(shared: &Shared, request: &Request<Bytes>) -> Respo
     json_response(StatusCode::OK, &json!({ "location": "/console/passkeys" }))
 }
 
+/// The reviewer `v` acts as on request `id` (groups resolved again for a directory-backed
+/// sign-in, [`super::oidc::acting_reviewer`]), or the refusal as the script reads it.
+async fn acting(shared: &Shared, v: &Viewer, id: RequestId) -> Result<Principal, Response<Bytes>> {
+    super::oidc::acting_reviewer(shared, v, id)
+        .await
+        .map_err(|page| {
+            refuse(
+                page.status(),
+                "Your identity provider's directory does not confirm that you may decide this request now; nothing was decided.",
+            )
+        })
+}
+
 /// The digest the page was showing, from the script's body.
 fn shown_digest(body: &Value) -> Option<Digest> {
     body.get("digest")
@@ -493,7 +506,11 @@ pub(super) async fn step_up_options(
             "The page did not say which version of the action you reviewed; reload it.",
         );
     };
-    let dry = Review::approve(v.principal.clone())
+    let reviewer = match acting(shared, &v, id).await {
+        Ok(reviewer) => reviewer,
+        Err(r) => return r,
+    };
+    let dry = Review::approve(reviewer)
         .via(CONSOLE_CHANNEL)
         .for_digest(digest);
     match shared.gate.check_review(id, &dry).await {
@@ -677,7 +694,12 @@ pub(super) async fn step_up(
         user_verified: flags & 0x04 != 0,
         sign_count: result.counter(),
     };
-    let mut review = Review::approve(v.principal.clone())
+    // The passkey proves the signed-in person; their groups are the directory's now.
+    let reviewer = match acting(shared, &v, id).await {
+        Ok(reviewer) => reviewer,
+        Err(r) => return r,
+    };
+    let mut review = Review::approve(reviewer)
         .via(CONSOLE_CHANNEL)
         .for_digest(digest)
         .step_up(proof);

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use approvals_core::{ActionRequest, Initiator, Preview, Principal, RequestContext, Risk};
+use approvals_http::console::passkey::PasskeyRegistry;
 use common::*;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -598,9 +599,12 @@ async fn a_passkey_step_up_approves_only_the_action_it_was_made_for() {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let base = format!("http://localhost:{port}");
+    let keys_dir = tempfile::tempdir().expect("dir");
+    let keys_file = keys_dir.path().join("passkeys.json");
     let server = approvals_http::ReviewServer::builder(gate.clone())
         .tokens(tokens())
         .public_url(base.parse().expect("url"))
+        .passkeys(PasskeyRegistry::file(&keys_file).expect("no file yet is an empty registry"))
         .build();
     tokio::spawn(approvals_http::serve(
         listener,
@@ -667,6 +671,16 @@ async fn a_passkey_step_up_approves_only_the_action_it_was_made_for() {
         "the registered passkey listed",
     )
     .await;
+    // Kept in the registry file (public keys only), for the next start.
+    let sam = Principal::human("sam@example.com");
+    assert_eq!(
+        PasskeyRegistry::file(&keys_file)
+            .expect("the file reads back")
+            .count(&sam),
+        1
+    );
+    std::fs::write(keys_dir.path().join("broken.json"), "{").expect("write");
+    assert!(PasskeyRegistry::file(keys_dir.path().join("broken.json")).is_err());
 
     cdp.goto(&format!("{base}/console/requests/{}", a.id)).await;
     cdp.wait_for(

@@ -1157,6 +1157,10 @@ mod tests {
             "teams-secret"
         );
         assert!(config.webhook.is_some());
+        assert_eq!(
+            config.passkeys.map(|p| p.value),
+            Some(PathBuf::from("/var/lib/approvals/passkeys.json"))
+        );
     }
 
     fn base(dir: &Path, oidc: &str) -> PathBuf {

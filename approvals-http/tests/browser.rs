@@ -530,6 +530,18 @@ window.t = {
 true
 "#;
 
+/// The first object in `value` whose `id` is `id`.
+fn find_by_id(value: &Value, id: &str) -> Option<Value> {
+    match value {
+        Value::Object(map) if map.get("id").and_then(Value::as_str) == Some(id) => {
+            Some(value.clone())
+        }
+        Value::Object(map) => map.values().find_map(|v| find_by_id(v, id)),
+        Value::Array(items) => items.iter().find_map(|v| find_by_id(v, id)),
+        _ => None,
+    }
+}
+
 /// Verifies an audited passkey proof as an auditor would, with the P-256 library and the
 /// proof alone: the challenge is of this request and digest, and the signature over the
 /// authenticator data and the client data's hash verifies with the JWK public key.
@@ -681,6 +693,43 @@ async fn a_passkey_step_up_approves_only_the_action_it_was_made_for() {
     );
     std::fs::write(keys_dir.path().join("broken.json"), "{").expect("write");
     assert!(PasskeyRegistry::file(keys_dir.path().join("broken.json")).is_err());
+
+    // What a Slack or Teams reviewer of this rule gets: no approve action, a link that opens
+    // this request's page in the console, where the passkey button is.
+    let console: url::Url = format!("{base}/").parse().expect("url");
+    let message = approvals_slack::blocks::request_message_linked(&a, Some(&console));
+    let slack_link = message
+        .blocks
+        .iter()
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == approvals_slack::blocks::ACTION_STEP_UP)
+        .and_then(|e| e["url"].as_str().map(str::to_owned))
+        .expect("Slack's message links the console");
+    let card = approvals_teams::request_card(
+        &a,
+        &{
+            let mut options = approvals_teams::CardOptions::default();
+            options.console_url = Some(console.clone());
+            options
+        },
+        None,
+    );
+    let card_text = card.to_string();
+    assert!(!card_text.contains("\"verb\":\"approve\""), "{card_text}");
+    let teams_link = find_by_id(&card, approvals_teams::card::STEP_UP_ACTION_ID)
+        .and_then(|e| e["url"].as_str().map(str::to_owned))
+        .expect("Teams' card links the console");
+    for link in [slack_link, teams_link] {
+        cdp.goto(&link).await;
+        cdp.wait_for(
+            &format!(
+                "location.pathname === '/console/requests/{}' && !!document.querySelector('#approve-with-passkey')",
+                a.id
+            ),
+            "the step-up page from a chat link",
+        )
+        .await;
+    }
 
     cdp.goto(&format!("{base}/console/requests/{}", a.id)).await;
     cdp.wait_for(

@@ -351,6 +351,16 @@ fn passkeys(shared: &Shared) -> Result<&Passkeys, Response<Bytes>> {
     })
 }
 
+/// What every ceremony request starts with: the signed-in reviewer and the body of a post
+/// from this console's script ([`trusted_json`]), and the relying party, when set up.
+fn begin<'a>(
+    shared: &'a Shared,
+    request: &Request<Bytes>,
+) -> Result<(Viewer, Value, &'a Passkeys), Response<Bytes>> {
+    let (v, body) = trusted_json(shared, request)?;
+    Ok((v, body, passkeys(shared)?))
+}
+
 /// A stable WebAuthn user handle for a reviewer: derived from their canonical id, so every
 /// passkey of one person carries the same handle and no personal data.
 fn user_handle(reviewer: &Principal) -> Uuid {
@@ -362,12 +372,8 @@ fn user_handle(reviewer: &Principal) -> Uuid {
 
 /// `POST /console/passkeys/register/options`: starts registering a passkey for the reviewer.
 pub(super) async fn register_options(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
-    let (v, body) = match trusted_json(shared, request) {
+    let (v, body, p) = match begin(shared, request) {
         Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let p = match passkeys(shared) {
-        Ok(p) => p,
         Err(r) => return r,
     };
     let name = body
@@ -419,12 +425,8 @@ pub(super) async fn register_options(shared: &Shared, request: &Request<Bytes>) 
 /// `POST /console/passkeys/register`: the browser's new credential, checked by webauthn-rs
 /// against the ceremony this session started.
 pub(super) async fn register(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
-    let (v, body) = match trusted_json(shared, request) {
+    let (v, body, p) = match begin(shared, request) {
         Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let p = match passkeys(shared) {
-        Ok(p) => p,
         Err(r) => return r,
     };
     let Some(Ceremony::Register { state, name }) = p.take(&v, "register") else {
@@ -492,12 +494,8 @@ pub(super) async fn step_up_options(
     request: &Request<Bytes>,
     id: RequestId,
 ) -> Response<Bytes> {
-    let (v, body) = match trusted_json(shared, request) {
+    let (v, body, p) = match begin(shared, request) {
         Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let p = match passkeys(shared) {
-        Ok(p) => p,
         Err(r) => return r,
     };
     let Some(digest) = shown_digest(&body) else {
@@ -605,12 +603,8 @@ pub(super) async fn step_up(
     request: &Request<Bytes>,
     id: RequestId,
 ) -> Response<Bytes> {
-    let (v, body) = match trusted_json(shared, request) {
+    let (v, body, p) = match begin(shared, request) {
         Ok(ok) => ok,
-        Err(r) => return r,
-    };
-    let p = match passkeys(shared) {
-        Ok(p) => p,
         Err(r) => return r,
     };
     let refused = |detail: &str| {

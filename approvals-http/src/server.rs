@@ -77,6 +77,7 @@ pub struct ReviewServerBuilder {
     signer: Option<approvals_audit::note::Signer>,
     issuer: String,
     passkeys: Option<Arc<crate::console::passkey::PasskeyRegistry>>,
+    passkey_registration_window: std::time::Duration,
     oidc: Option<crate::console::oidc::OidcClient>,
 }
 
@@ -147,6 +148,13 @@ impl ReviewServerBuilder {
         self
     }
 
+    /// How soon after signing in a reviewer may register a passkey (default 10 minutes): a
+    /// session taken from its owner later in its life cannot add a key of its own.
+    pub fn passkey_registration_window(mut self, window: std::time::Duration) -> Self {
+        self.passkey_registration_window = window;
+        self
+    }
+
     /// Builds the server.
     pub fn build(self) -> ReviewServer {
         let signer = self.signer.unwrap_or_else(|| {
@@ -156,7 +164,7 @@ impl ReviewServerBuilder {
         });
         let passkeys = self.public_url.as_ref().and_then(|url| {
             let registry = self.passkeys.clone().unwrap_or_default();
-            crate::console::passkey::Passkeys::new(url, registry)
+            crate::console::passkey::Passkeys::new(url, registry, self.passkey_registration_window)
                 .inspect_err(|e| tracing::warn!(error = %e, "passkeys are off"))
                 .ok()
         });
@@ -190,6 +198,7 @@ impl ReviewServer {
             signer: None,
             issuer: "approvals".to_owned(),
             passkeys: None,
+            passkey_registration_window: crate::console::passkey::DEFAULT_REGISTRATION_WINDOW,
             oidc: None,
         }
     }

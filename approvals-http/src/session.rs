@@ -38,6 +38,7 @@ pub(crate) enum Holder {
 struct Session {
     holder: Holder,
     csrf: String,
+    created: Instant,
     expires: Instant,
 }
 
@@ -81,6 +82,7 @@ impl Sessions {
             Session {
                 holder,
                 csrf: random_token(),
+                created: now,
                 expires: now + ttl,
             },
         );
@@ -99,6 +101,15 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// How long ago the session was signed in, while it lasts.
+    pub(crate) fn age(&self, cookie: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.lock()
+            .get(&key(cookie))
+            .filter(|s| s.expires > now)
+            .map(|s| now.duration_since(s.created))
     }
 
     /// Ends a session.

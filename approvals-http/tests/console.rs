@@ -955,3 +955,72 @@ async fn a_plans_page_shows_every_action_with_its_digest_escaped_and_what_ran() 
     let sixth = html.find(r#"id="plan-item-6""#).expect("item 6");
     assert!(html[fifth..sixth].contains("ran under the plan"));
 }
+
+/// Registering a passkey takes a fresh sign-in: with the window passed, the console refuses
+/// to start a registration (a session taken from its owner later cannot add a key of its
+/// own); within it, the options come back. Both need the session's CSRF token and origin.
+#[tokio::test]
+async fn registering_a_passkey_needs_a_fresh_sign_in_and_the_sessions_token() {
+    let f = fixture();
+    let server = |window: std::time::Duration| {
+        approvals_http::ReviewServer::builder(f.gate.clone())
+            .tokens(tokens())
+            .public_url(ORIGIN.parse().expect("url"))
+            .passkey_registration_window(window)
+            .build()
+    };
+    let start = async |server: &approvals_http::ReviewServer, cookie: &str, csrf: &str| {
+        let request = http::Request::builder()
+            .method(Method::POST)
+            .uri("/console/passkeys/register/options")
+            .header(http::header::HOST, HOST)
+            .header(http::header::ORIGIN, ORIGIN)
+            .header(http::header::COOKIE, cookie)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("x-csrf-token", csrf)
+            .body(bytes::Bytes::from_static(b"{\"name\": \"laptop\"}"))
+            .expect("request");
+        let response = server.handle(request).await;
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(response.body()).expect("a JSON answer");
+        (status, body)
+    };
+    for (window, fresh) in [
+        (std::time::Duration::ZERO, false),
+        (std::time::Duration::from_secs(600), true),
+    ] {
+        let server = server(window);
+        let cookie = login(&server, SAM).await;
+        let page = send(
+            &server,
+            Method::GET,
+            "/console/passkeys",
+            Some(&cookie),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(page.status, 200);
+        let csrf = csrf_of(&page.text());
+        assert_eq!(
+            start(&server, &cookie, "wrong").await.0,
+            403,
+            "the session's token is needed"
+        );
+        let (status, body) = start(&server, &cookie, &csrf).await;
+        if fresh {
+            assert_eq!(status, 200, "{body}");
+            assert!(body["publicKey"]["challenge"].is_string(), "{body}");
+            assert_eq!(body["publicKey"]["rp"]["id"], "review.test");
+        } else {
+            assert_eq!(status, 403, "{body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("sign in again")),
+                "{body}"
+            );
+        }
+    }
+}

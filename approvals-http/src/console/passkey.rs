@@ -50,6 +50,8 @@ const MAX_CEREMONIES: usize = 10_000;
 pub const MAX_PASSKEYS_PER_REVIEWER: usize = 10;
 /// Longest passkey name, in characters.
 const MAX_NAME_CHARS: usize = 64;
+/// How soon after signing in a reviewer may register a passkey, by default.
+pub const DEFAULT_REGISTRATION_WINDOW: Duration = Duration::from_secs(600);
 /// Bytes of the one-time nonce in each step-up challenge.
 const NONCE_BYTES: usize = 32;
 
@@ -220,6 +222,8 @@ pub(crate) struct Passkeys {
     rp_id: String,
     registry: Arc<PasskeyRegistry>,
     ceremonies: Mutex<HashMap<[u8; 32], Pending>>,
+    /// Registering needs a session signed in at most this long ago.
+    registration_window: Duration,
 }
 
 impl Passkeys {
@@ -228,6 +232,7 @@ impl Passkeys {
     pub(crate) fn new(
         public_url: &Url,
         registry: Arc<PasskeyRegistry>,
+        registration_window: Duration,
     ) -> Result<Self, PasskeyError> {
         let host = match public_url.host() {
             Some(url::Host::Domain(host)) => host.to_owned(),
@@ -241,6 +246,7 @@ impl Passkeys {
             rp_id: host,
             registry,
             ceremonies: Mutex::new(HashMap::new()),
+            registration_window,
         })
     }
 
@@ -387,6 +393,21 @@ pub(super) async fn register_options(shared: &Shared, request: &Request<Bytes>) 
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "A passkey name is at most {MAX_NAME_CHARS} characters, without control characters."
+            ),
+        );
+    }
+    // A passkey is what step-up trusts, so adding one takes a fresh sign-in: a session
+    // taken from its owner later in its life cannot add a key of its own.
+    let fresh = shared
+        .sessions
+        .age(&v.cookie)
+        .is_some_and(|age| age <= p.registration_window);
+    if !fresh {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "To register a passkey, sign out and sign in again: registering is allowed only within {} minutes of signing in.",
+                p.registration_window.as_secs().div_ceil(60)
             ),
         );
     }
@@ -758,6 +779,7 @@ pub(super) fn passkeys_page(shared: &Shared, v: &Viewer) -> Response<Bytes> {
             let mine = p.registry.of(&v.principal);
             if mine.is_empty() {
                 b.push_str(r#"<p class="muted">You have no passkey yet. Requests whose rule requires a passkey can only be approved with one.</p>"#);
+                b.push_str(r#"<p class="muted">Registering a passkey is allowed shortly after signing in; if it is refused, sign out and in again.</p>"#);
             } else {
                 b.push_str("<table><thead><tr><th>Name</th><th>Registered</th><th>Credential</th></tr></thead><tbody>");
                 for r in &mine {

@@ -23,24 +23,6 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("APPROVALS_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.exists() {
-        return Some(path);
-    }
-    let message = format!(
-        "headless Chromium not found at {}: install it with `apt-get update && apt-get install -y chromium` (or set APPROVALS_CHROMIUM)",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    eprintln!("\n*** SKIPPED the console browser test: {message} ***\n");
-    None
-}
-
 /// A minimal DevTools protocol client: one page session over the browser's websocket.
 struct Cdp {
     ws: Ws,

@@ -196,3 +196,24 @@ pub fn conforms(doc: &serde_json::Value, schema: &str, body: &serde_json::Value)
         assert!(fields.contains_key(name), "{name} missing from {body}");
     }
 }
+
+/// Debian's Chromium for the console's browser tests (`apt-get install chromium`; `.ci/run`
+/// installs it; `APPROVALS_CHROMIUM` overrides the path). Without it a test fails when
+/// `CI=true` and is skipped, loudly, otherwise.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("APPROVALS_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "headless Chromium not found at {}: install it with `apt-get update && apt-get install -y chromium` (or set APPROVALS_CHROMIUM)",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("\n*** SKIPPED a console browser test: {message} ***\n");
+    None
+}

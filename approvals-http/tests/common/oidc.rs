@@ -490,23 +490,3 @@ pub async fn status_with_session(base: &str, session: &str) -> u16 {
         .status()
         .as_u16()
 }
-
-/// Debian's Chromium (`APPROVALS_CHROMIUM` overrides the path), as in tests/browser.rs: a
-/// failure when `CI=true`, a loud skip otherwise.
-pub fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("APPROVALS_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.exists() {
-        return Some(path);
-    }
-    let message = format!(
-        "headless Chromium not found at {}: install it with `apt-get install -y chromium` (or set APPROVALS_CHROMIUM)",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    eprintln!("\n*** SKIPPED an OpenID Connect browser test: {message} ***\n");
-    None
-}

@@ -216,6 +216,9 @@ pub struct ReviewSummary {
     pub channel: Option<String>,
     /// The reviewer's groups as the gate saw them when the review was accepted.
     pub groups: Vec<String>,
+    /// The step-up proof the approval carried, under a rule that requires one: its method,
+    /// credential id and flags (the whole proof is in the `reviewed` event).
+    pub step_up: Option<String>,
 }
 
 /// Everything the log says about one request.
@@ -368,6 +371,7 @@ impl RequestSummary {
                     reason: s("reason"),
                     channel: s("channel"),
                     groups: reviewer.groups,
+                    step_up: v.get("step_up").map(step_up_summary),
                 });
             }
             // A reviewer changed the action before approving it: what is approved from here
@@ -723,6 +727,7 @@ impl EvidenceReport {
             "decision_log_seq",
             "sample_position",
             "log_completeness",
+            "review_step_ups",
         ];
         out.push_str(&header.join(","));
         out.push_str("\r\n");
@@ -744,6 +749,12 @@ impl EvidenceReport {
                 .reviews
                 .iter()
                 .map(|v| format!("{}: {}", v.reviewer, v.groups.join("|")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let step_ups = r
+                .reviews
+                .iter()
+                .filter_map(|v| Some(format!("{}: {}", v.reviewer, v.step_up.as_deref()?)))
                 .collect::<Vec<_>>()
                 .join("; ");
             let cells = [
@@ -787,6 +798,7 @@ impl EvidenceReport {
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
                 completeness.clone(),
+                step_ups,
             ];
             let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
             out.push_str(&row.join(","));
@@ -1356,6 +1368,23 @@ fn clip(text: &str, max: usize) -> String {
 fn cell(text: &str) -> String {
     let shown = approvals_core::text::neutralize(text);
     esc(&approvals_core::text::truncate(&shown, MAX_CELL_CHARS))
+}
+
+/// One line for a `reviewed` event's step-up proof: method, credential id (shortened) and
+/// whether the authenticator verified the user.
+fn step_up_summary(proof: &Value) -> String {
+    let text = |key: &str| proof.get(key).and_then(Value::as_str).unwrap_or("unknown");
+    let credential: String = text("credential_id").chars().take(16).collect();
+    let verified = proof.get("user_verified").and_then(Value::as_bool) == Some(true);
+    format!(
+        "{} (credential {credential}…, {})",
+        text("method"),
+        if verified {
+            "user verified"
+        } else {
+            "user not verified"
+        }
+    )
 }
 
 /// One CSV cell: always quoted; a leading `=`, `+`, `-`, `@`, tab or CR (a spreadsheet

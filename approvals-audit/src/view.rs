@@ -324,9 +324,13 @@ impl<'a> EventView<'a> {
                     .unwrap_or("unknown")
             ),
             "reviewed" => format!(
-                "{} reviewed {what}: {}",
+                "{} reviewed {what}: {}{}",
                 actor.id,
-                self.str("verdict").unwrap_or("unknown")
+                self.str("verdict").unwrap_or("unknown"),
+                match self.get("step_up") {
+                    Some(_) => " with a passkey step-up",
+                    None => "",
+                }
             ),
             "edited" => format!(
                 "{} edited {what} before approving ({}; was {})",

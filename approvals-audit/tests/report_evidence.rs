@@ -486,3 +486,110 @@ editable = ["rows"]
     );
     assert!(report.to_html().contains("/rows: 800 → 200"));
 }
+
+/// A request approved with a passkey step-up, run through a real gate into the signed log:
+/// the report names the step-up of each approval (HTML and CSV), the event says it in words,
+/// and the proof in the log is the one the reviewer gave, checkable against the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_up_approval_is_reported_with_its_proof() {
+    use approvals_core::step_up::{StepUp, StepUpProof, challenge};
+    use approvals_core::{
+        ActionRequest, Gate, Initiator, Principal, Review, RulePolicy, Submission,
+    };
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = std::sync::Arc::new(
+        approvals_audit::SignedLogSink::open(&path, scenario::sink_config(), signer(1)).unwrap(),
+    );
+    let gate = Gate::builder()
+        .policy(
+            RulePolicy::from_toml(
+                "version = 1\ndefault = \"deny\"\n[[rules]]\nname = \"iam\"\nkind = \"iam.*\"\neffect = \"require_approval\"\napprovers = { groups = [\"security\"] }\nstep_up = \"passkey\"\n",
+            )
+            .unwrap(),
+        )
+        .audit_shared(sink.clone())
+        .initiator(Initiator::agent("iam-bot"))
+        .build()
+        .unwrap();
+    let Submission::Pending(id) = gate
+        .submit(&ActionRequest::new(
+            "iam.role.grant",
+            "aws://iam/role/admin",
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("needs approval");
+    };
+    let digest = gate.get(id).await.unwrap().unwrap().digest;
+    let nonce = [5u8; 32];
+    let client =
+        json!({"type": "webauthn.get", "challenge": B64.encode(challenge(id, &digest, &nonce))})
+            .to_string();
+    let mut data = Sha256::digest(b"console.example.com").to_vec();
+    data.push(0x05);
+    data.extend_from_slice(&0u32.to_be_bytes());
+    let proof = StepUpProof {
+        method: StepUp::Passkey,
+        rp_id: "console.example.com".into(),
+        credential_id: B64.encode(b"credential-of-kim-0001"),
+        nonce: B64.encode(nonce),
+        client_data_json: B64.encode(client.as_bytes()),
+        authenticator_data: B64.encode(&data),
+        signature: B64.encode(b"signature"),
+        public_key: r#"{"kty":"EC","crv":"SECP256R1","x":"AA","y":"AA","alg":"ES256"}"#.into(),
+        user_present: true,
+        user_verified: true,
+        sign_count: 0,
+    };
+    gate.decide(
+        id,
+        Review::approve(Principal::human("kim@example.com").with_groups(["security"]))
+            .step_up(proof.clone()),
+    )
+    .await
+    .unwrap();
+    sink.close().await.unwrap();
+
+    // Sampled, so the HTML's sample table lists the request with its reviews.
+    let mut options = ReportOptions::default();
+    options.sample = Some((1, "seed".into()));
+    let report = EvidenceReport::build(&path, &verifier(), &options).unwrap();
+    assert!(report.verified(), "{}", report.verification);
+    let r = report
+        .requests
+        .iter()
+        .find(|r| r.request_id == id.to_string())
+        .unwrap();
+    let said = r.reviews[0]
+        .step_up
+        .as_deref()
+        .expect("the step-up is reported");
+    assert!(said.starts_with("passkey (credential "), "{said}");
+    assert!(said.ends_with("user verified)"), "{said}");
+    let html = report.to_html();
+    assert!(html.contains("step-up: passkey"), "the HTML names it");
+    let rows = parse_csv(&report.to_csv());
+    let cells = column(&rows, "review_step_ups");
+    assert!(
+        cells
+            .iter()
+            .any(|c| c.starts_with("kim@example.com: passkey")),
+        "{cells:?}"
+    );
+
+    // The log holds the proof itself, which is of this request and digest.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let event: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|l| l.get("event").cloned().unwrap_or(l))
+        .find(|e| e["event"] == "reviewed")
+        .expect("the reviewed event");
+    let logged: StepUpProof = serde_json::from_value(event["step_up"].clone()).unwrap();
+    assert_eq!(logged, proof);
+    logged.check_binding(id, &digest).unwrap();
+}

@@ -93,9 +93,13 @@ impl EvidenceReport {
                         .iter()
                         .map(|v| {
                             format!(
-                                "{} ({}){}",
+                                "{} ({}{}){}",
                                 cell(&v.reviewer),
                                 cell(&v.verdict),
+                                v.step_up
+                                    .as_deref()
+                                    .map(|p| format!(", step-up: {}", cell(p)))
+                                    .unwrap_or_default(),
                                 v.reason
                                     .as_deref()
                                     .map(|why| format!(": <q class=\"why\">{}</q>", cell(why)))

@@ -1024,3 +1024,56 @@ async fn registering_a_passkey_needs_a_fresh_sign_in_and_the_sessions_token() {
         }
     }
 }
+
+/// A link to a request (what Slack's and Teams' "Approve with passkey" open) reached while
+/// signed out comes back to that request after signing in; `next` names only a request page
+/// of this console, so a crafted link cannot send the reviewer anywhere else.
+#[tokio::test]
+async fn signing_in_from_a_request_link_returns_to_the_request_and_nowhere_else() {
+    let f = fixture();
+    let id = submit(&f.gate, &export()).await;
+    let page = send(
+        &f.server,
+        Method::GET,
+        &format!("/console/requests/{id}"),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 303);
+    let to_login = page.header("location").expect("location").to_owned();
+    assert_eq!(
+        to_login,
+        format!("/console/login?next=/console/requests/{id}")
+    );
+    let login_page = send(&f.server, Method::GET, &to_login, None, None, None).await;
+    assert!(
+        login_page
+            .text()
+            .contains(&format!(r#"name="next" value="/console/requests/{id}""#)),
+        "{}",
+        login_page.text()
+    );
+    let next = format!("/console/requests/{id}");
+    for (asked, lands) in [
+        (next.as_str(), next.as_str()),
+        ("https://evil.example/console/requests/x", "/console/"),
+        ("//evil.example/", "/console/"),
+        ("/console/requests/../../v1/requests", "/console/"),
+        (&*format!("/console/requests/{id}/decision"), "/console/"),
+        ("", "/console/"),
+    ] {
+        let r = send(
+            &f.server,
+            Method::POST,
+            "/console/login",
+            None,
+            Some(ORIGIN),
+            Some(&[("token", SAM), ("next", asked)]),
+        )
+        .await;
+        assert_eq!(r.status, 303, "{asked}");
+        assert_eq!(r.header("location"), Some(lands), "{asked}");
+    }
+}

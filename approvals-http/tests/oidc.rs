@@ -41,16 +41,27 @@ async fn a_reviewer_signs_in_with_the_provider_and_the_waiting_guard_gets_the_gr
     };
 
     let mut browser = Browser::new();
-    // Signed out, the console sends the reviewer to the sign-in page, which links to the
-    // provider.
-    let login = browser.get(&format!("{base}/console/login")).await;
+    // Signed out, a link to the request (what a chat message opens) sends the reviewer to
+    // the sign-in page, which links to the provider and remembers the request.
+    let to_login = browser.get(&format!("{base}/console/requests/{id}")).await;
+    assert_eq!(to_login.status, 303);
+    let login_url = to_login.location.expect("to the sign-in page");
+    assert!(
+        login_url.ends_with(&format!("/console/login?next=/console/requests/{id}")),
+        "{login_url}"
+    );
+    let login = browser.get(&login_url).await;
     assert!(
         login.body.contains("Sign in with Test IdP"),
         "{}",
         login.body
     );
+    let start = format!("/console/oidc/start?next=/console/requests/{id}");
+    assert!(login.body.contains(&start), "{}", login.body);
 
-    let authorization = browser.start(&base).await;
+    let started = browser.get(&format!("{base}{start}")).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let authorization = started.location.expect("to the provider");
     assert_eq!(
         param(&authorization, "code_challenge_method").as_deref(),
         Some("S256")
@@ -72,6 +83,11 @@ async fn a_reviewer_signs_in_with_the_provider_and_the_waiting_guard_gets_the_gr
     let callback = browser.authorize(&authorization, "alice").await;
     let a = browser.get(&callback).await;
     signed_in(&a);
+    assert!(
+        a.body.contains(&format!("url=/console/requests/{id}\"")),
+        "back to the request: {}",
+        a.body
+    );
     let session = a
         .set_cookies
         .iter()

@@ -208,7 +208,11 @@ pub(crate) async fn handle(
                         "That is not a request id.",
                     ),
                 },
-                None => redirect("/console/login"),
+                // Back to this request once signed in (a chat link to it lands here).
+                None => match RequestId::parse(id) {
+                    Ok(id) => redirect(&format!("/console/login?next=/console/requests/{id}")),
+                    Err(_) => redirect("/console/login"),
+                },
             },
             Err(_) => method_page(),
         },
@@ -330,15 +334,45 @@ fn csrf_ok(expected: &str, fields: &HashMap<String, String>) -> bool {
 // ------------------------------------------------------------------------------------------
 // Sign-in.
 
+/// Where a sign-in returns to: the request page `next` names (only `/console/requests/<id>`,
+/// so a crafted link cannot send a reviewer anywhere else after signing in), or the pending
+/// list.
+pub(crate) fn return_path(next: Option<&str>) -> String {
+    next.and_then(|n| n.strip_prefix("/console/requests/"))
+        .and_then(|id| RequestId::parse(id).ok())
+        .map_or_else(
+            || "/console/".to_owned(),
+            |id| format!("/console/requests/{id}"),
+        )
+}
+
+/// The `next` query parameter of `request`.
+pub(crate) fn query_next(request: &Request<Bytes>) -> Option<String> {
+    url::form_urlencoded::parse(request.uri().query()?.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+}
+
 fn login_page(
     shared: &Shared,
     request: &Request<Bytes>,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response<Bytes> {
+    // From the link that brought the reviewer here, or the form they posted.
+    let next = return_path(
+        query_next(request)
+            .or_else(|| form(request).ok()?.remove("next"))
+            .as_deref(),
+    );
     if status == StatusCode::OK && viewer(shared, request).is_some() {
-        return redirect("/console/");
+        return redirect(&next);
     }
+    let next_query = if next == "/console/" {
+        String::new()
+    } else {
+        format!("?next={next}")
+    };
     let mut body = String::new();
     body.push_str(r#"<section class="card narrow"><h1>Sign in to review</h1>"#);
     if let Some(error) = error {
@@ -351,16 +385,24 @@ fn login_page(
     if let Some(oidc) = &shared.oidc {
         let _ = write!(
             body,
-            r#"<p><a class="button primary" id="oidc-sign-in" href="{}">Sign in with {}</a></p>"#,
+            r#"<p><a class="button primary" id="oidc-sign-in" href="{}{}">Sign in with {}</a></p>"#,
             oidc::START_PATH,
+            escape(&next_query),
             escape(oidc.display_name())
         );
     }
     if token_sign_in(shared) {
         body.push_str(
             r#"<p class="muted">Paste your personal API token. It is checked against the server's token list and never stored in the browser; you get a session cookie instead.</p>
-<form method="post" action="/console/login" class="stack">
-<label for="token">API token</label>
+<form method="post" action="/console/login" class="stack">"#,
+        );
+        let _ = write!(
+            body,
+            r#"<input type="hidden" name="next" value="{}">"#,
+            escape(&next)
+        );
+        body.push_str(
+            r#"<label for="token">API token</label>
 <input id="token" name="token" type="password" autocomplete="off" required spellcheck="false">
 <button type="submit" class="primary">Sign in</button>
 </form>"#,
@@ -446,7 +488,8 @@ fn login(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {
     }
     let ttl = shared.sessions.ttl();
     let cookie = shared.sessions.create(Holder::Token(hash), ttl);
-    signed_in(shared, &cookie, ttl, redirect("/console/"))
+    let next = return_path(fields.get("next").map(String::as_str));
+    signed_in(shared, &cookie, ttl, redirect(&next))
 }
 
 fn logout(shared: &Shared, request: &Request<Bytes>) -> Response<Bytes> {

@@ -416,7 +416,7 @@ pub fn signed_in(a: &Answer) {
     assert!(session_cookie_set(a), "{:?}", a.set_cookies);
     assert!(
         a.body
-            .contains(r#"<meta http-equiv="refresh" content="0;url=/console/">"#),
+            .contains(r#"<meta http-equiv="refresh" content="0;url=/console/"#),
         "{}",
         a.body
     );

@@ -103,6 +103,8 @@ struct PendingLogin {
     binding: [u8; 32],
     nonce: openidconnect::Nonce,
     verifier: openidconnect::PkceCodeVerifier,
+    /// Where the reviewer goes once signed in ([`crate::console::return_path`]).
+    next: String,
     expires: Instant,
 }
 

@@ -87,7 +87,9 @@ fn clear_binding(shared: &Shared, response: &mut Response<Bytes>) {
 /// minutes; the browser is bound to the state by a cookie and sent to the provider.
 fn start(shared: &Shared, oidc: &OidcClient, request: &Request<Bytes>) -> Response<Bytes> {
     if viewer(shared, request).is_some() {
-        return redirect("/console/");
+        return redirect(&crate::console::return_path(
+            crate::console::query_next(request).as_deref(),
+        ));
     }
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let scopes = oidc
@@ -116,6 +118,7 @@ fn start(shared: &Shared, oidc: &OidcClient, request: &Request<Bytes>) -> Respon
             binding: Sha256::digest(binding.as_bytes()).into(),
             nonce,
             verifier,
+            next: crate::console::return_path(crate::console::query_next(request).as_deref()),
             expires: std::time::Instant::now() + LOGIN_TTL,
         },
     );
@@ -208,6 +211,7 @@ async fn callback(
         .get("state")
         .ok_or(SignInError::Malformed("it has no state"))?;
     let login = oidc.take(state).ok_or(SignInError::UnknownState)?;
+    let next = login.next.clone();
     let bound = session_cookie(request, binding_cookie(shared)).is_some_and(|cookie| {
         let given: [u8; 32] = Sha256::digest(cookie.as_bytes()).into();
         bool::from(given.ct_eq(&login.binding))
@@ -289,7 +293,7 @@ async fn callback(
         },
         ttl,
     );
-    let mut response = crate::console::signed_in(shared, &cookie, ttl, continue_page());
+    let mut response = crate::console::signed_in(shared, &cookie, ttl, continue_page(&next));
     clear_binding(shared, &mut response);
     Ok(response)
 }
@@ -300,13 +304,16 @@ async fn callback(
 /// site, so the console would look signed out until the next click. The refresh is a
 /// navigation from this site, which carries the new session cookie. (No script: the
 /// Content-Security-Policy allows none.)
-fn continue_page() -> Response<Bytes> {
+fn continue_page(next: &str) -> Response<Bytes> {
+    let next = crate::html::escape(next);
     html_response(
         StatusCode::OK,
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/console/">
+        &format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={next}">
 <title>Signed in · Approvals</title><link rel="stylesheet" href="/console/style.css"></head>
-<body><main><section class="card narrow"><h1>Signed in</h1><p><a href="/console/" id="continue">Continue to the console</a></p></section></main></body></html>"#,
+<body><main><section class="card narrow"><h1>Signed in</h1><p><a href="{next}" id="continue">Continue to the console</a></p></section></main></body></html>"#
+        ),
     )
 }
 

@@ -128,6 +128,14 @@ pub enum ProofError {
     Inconsistent,
 }
 
+/// The flags and the signature counter of WebAuthn authenticator data (bytes 32 to 36, after
+/// the relying party id's hash); `None` when it is too short to hold them.
+fn flags_and_counter(data: &[u8]) -> Option<(u8, u32)> {
+    let flags = *data.get(32)?;
+    let counter = u32::from_be_bytes(data.get(33..37)?.try_into().ok()?);
+    Some((flags, counter))
+}
+
 fn decode(field: &'static str, value: &str) -> Result<Vec<u8>, ProofError> {
     URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
@@ -167,15 +175,12 @@ impl StepUpProof {
             return Err(ProofError::OtherAction);
         }
         let data = decode("authenticator data", &self.authenticator_data)?;
-        if data.len() < 37 {
-            return Err(ProofError::Unreadable("authenticator data"));
-        }
+        let (flags, counter) =
+            flags_and_counter(&data).ok_or(ProofError::Unreadable("authenticator data"))?;
         let rp_hash: [u8; 32] = Sha256::digest(self.rp_id.as_bytes()).into();
         if data[..32] != rp_hash {
             return Err(ProofError::OtherRelyingParty(self.rp_id.clone()));
         }
-        let flags = data[32];
-        let counter = u32::from_be_bytes([data[33], data[34], data[35], data[36]]);
         if flags & USER_PRESENT == 0 || flags & USER_VERIFIED == 0 {
             return Err(ProofError::NotVerified);
         }
@@ -183,6 +188,34 @@ impl StepUpProof {
             return Err(ProofError::Inconsistent);
         }
         Ok(())
+    }
+
+    /// A passkey proof from the raw parts of an assertion whose signature was verified against
+    /// the key registered for `credential_id` (`public_key`, a JWK text). The flags and the
+    /// counter are read from the authenticator data, so they always say what it says.
+    pub fn passkey(
+        rp_id: &str,
+        credential_id: &[u8],
+        nonce: &[u8],
+        client_data_json: &[u8],
+        authenticator_data: &[u8],
+        signature: &[u8],
+        public_key: String,
+    ) -> Self {
+        let (flags, sign_count) = flags_and_counter(authenticator_data).unwrap_or_default();
+        StepUpProof {
+            method: StepUp::Passkey,
+            rp_id: rp_id.to_owned(),
+            credential_id: URL_SAFE_NO_PAD.encode(credential_id),
+            nonce: URL_SAFE_NO_PAD.encode(nonce),
+            client_data_json: URL_SAFE_NO_PAD.encode(client_data_json),
+            authenticator_data: URL_SAFE_NO_PAD.encode(authenticator_data),
+            signature: URL_SAFE_NO_PAD.encode(signature),
+            public_key,
+            user_present: flags & USER_PRESENT != 0,
+            user_verified: flags & USER_VERIFIED != 0,
+            sign_count,
+        }
     }
 
     /// The nonce's bytes, when readable: one review of a request may use a nonce.

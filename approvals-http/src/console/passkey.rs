@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use approvals_core::lifecycle::Review;
-use approvals_core::step_up::{StepUp as Method, StepUpProof, challenge};
+use approvals_core::step_up::{StepUpProof, challenge};
 use approvals_core::{Digest, Principal, RequestId, ReviewError, identity};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -694,21 +694,15 @@ pub(super) async fn step_up(
     if let Err(e) = p.registry.update(&v.principal, &result) {
         tracing::error!(error = %e, "passkey registry");
     }
-    let data = &credential.response.authenticator_data;
-    let flags = data.get(32).copied().unwrap_or(0);
-    let proof = StepUpProof {
-        method: Method::Passkey,
-        rp_id: p.rp_id.clone(),
-        credential_id: URL_SAFE_NO_PAD.encode(&credential.raw_id),
-        nonce: URL_SAFE_NO_PAD.encode(nonce),
-        client_data_json: URL_SAFE_NO_PAD.encode(&credential.response.client_data_json),
-        authenticator_data: URL_SAFE_NO_PAD.encode(data),
-        signature: URL_SAFE_NO_PAD.encode(&credential.response.signature),
-        public_key: jwk(&registered.passkey).to_string(),
-        user_present: flags & 0x01 != 0,
-        user_verified: flags & 0x04 != 0,
-        sign_count: result.counter(),
-    };
+    let proof = StepUpProof::passkey(
+        &p.rp_id,
+        &credential.raw_id,
+        &nonce,
+        &credential.response.client_data_json,
+        &credential.response.authenticator_data,
+        &credential.response.signature,
+        jwk(&registered.passkey).to_string(),
+    );
     // The passkey proves the signed-in person; their groups are the directory's now.
     let reviewer = match acting(shared, &v, id).await {
         Ok(reviewer) => reviewer,

@@ -455,6 +455,14 @@ pub trait AuditSink: Send + Sync + 'static {
     fn sync_domain(&self) -> Option<crate::store::SyncDomain> {
         None
     }
+
+    /// The sink itself, for a store that can write its log in the store's own transactions
+    /// ([`Store::recorded_writes`](crate::Store::recorded_writes)) and needs to recognise it.
+    /// `None` (the default) for every other sink. A sink wrapping another must not forward
+    /// it when the wrapper does something of its own with each event.
+    fn as_log(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 #[async_trait]
@@ -470,6 +478,9 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     }
     fn sync_domain(&self) -> Option<crate::store::SyncDomain> {
         (**self).sync_domain()
+    }
+    fn as_log(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_log()
     }
 }
 

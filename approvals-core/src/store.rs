@@ -732,6 +732,33 @@ pub trait Store: Send + Sync + 'static {
     fn sync_domain(&self) -> Option<SyncDomain> {
         None
     }
+
+    /// Writes that commit a change of a request together with the audit events it produced,
+    /// in one transaction, when this store keeps `audit`'s log in its own database (the SQL
+    /// store and its [`SqlAuditSink`](https://docs.rs/approvals-store-sql)). The gate asks
+    /// once, when it is built; with `None` (the default) it compare-and-sets, then records
+    /// each event, as two steps. A store wrapping another forwards it only when its own
+    /// writes are the inner store's.
+    fn recorded_writes(&self, audit: &dyn crate::AuditSink) -> Option<Arc<dyn RecordedWrites>> {
+        let _ = audit;
+        None
+    }
+}
+
+/// A compare-and-set and its audit events in one transaction ([`Store::recorded_writes`]):
+/// the events are in the log exactly when the change is in the store, so a transition costs
+/// one commit instead of one per row, and no crash can leave a change without its events.
+#[async_trait]
+pub trait RecordedWrites: Send + Sync {
+    /// [`Store::compare_and_set`], recording `events` (in order, after every event recorded
+    /// before) in the same transaction when it succeeds. `Ok(false)`: a newer version won,
+    /// and nothing was written. An error: nothing was written.
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+        events: &[crate::AuditEvent],
+    ) -> Result<bool, StoreError>;
 }
 
 /// One durable medium that a barrier syncs as a whole (a database), so that a store and an
@@ -787,5 +814,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn sync_domain(&self) -> Option<SyncDomain> {
         (**self).sync_domain()
+    }
+    fn recorded_writes(&self, audit: &dyn crate::AuditSink) -> Option<Arc<dyn RecordedWrites>> {
+        (**self).recorded_writes(audit)
     }
 }

@@ -514,6 +514,35 @@ impl std::fmt::Debug for SqlAuditSink {
     }
 }
 
+/// A compare-and-set and its events in one transaction ([`approvals_core::RecordedWrites`]),
+/// for a store and a sink of it on the same database.
+pub(crate) struct RecordedSql {
+    pub(crate) store: SqlStore,
+    pub(crate) settings: Arc<LogSettings>,
+}
+
+impl RecordedSql {
+    /// The sink's writes, when `audit` is a [`SqlAuditSink`] of `store`'s own pool.
+    pub(crate) fn of(store: &SqlStore, audit: &dyn AuditSink) -> Option<RecordedSql> {
+        let sink = audit.as_log()?.downcast_ref::<SqlAuditSink>()?;
+        Arc::ptr_eq(&sink.store.inner, &store.inner).then(|| RecordedSql {
+            store: store.clone(),
+            settings: sink.settings.clone(),
+        })
+    }
+
+    /// One append request per event, with the sink's settings.
+    pub(crate) fn requests(&self, events: &[AuditEvent]) -> Vec<LogRequest> {
+        events
+            .iter()
+            .map(|event| LogRequest {
+                op: LogOp::Append(Box::new(event.clone())),
+                settings: self.settings.clone(),
+            })
+            .collect()
+    }
+}
+
 impl SqlAuditSink {
     /// A sink writing entries without checkpoints (same as [`SqlStore::audit_sink`]).
     pub fn new(store: SqlStore) -> Self {
@@ -696,6 +725,12 @@ impl AuditSink for SqlAuditSink {
     /// The store's database ([`approvals_core::Store::sync_domain`]).
     fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
         approvals_core::Store::sync_domain(&self.store)
+    }
+
+    /// This sink, so that its store commits the gate's transitions with their events
+    /// ([`SqlStore`]'s [`recorded_writes`](approvals_core::Store::recorded_writes)).
+    fn as_log(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     async fn sync_soon(&self) -> Result<(), AuditError> {

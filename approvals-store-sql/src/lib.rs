@@ -106,6 +106,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub use audit::{AuditRow, SqlAuditSink};
+
 pub use error::SqlError;
 
 /// The table that records applied migrations (kept apart from an application's own).
@@ -454,6 +455,16 @@ impl Store for SqlStore {
         Some(dispatch!(self, b => b.domain))
     }
 
+    /// For a [`SqlAuditSink`] of this store: each transition commits with its events in one
+    /// transaction (on SQLite in the writer's batch, on PostgreSQL in the audit writer's,
+    /// under the log's lock).
+    fn recorded_writes(
+        &self,
+        audit: &dyn approvals_core::AuditSink,
+    ) -> Option<Arc<dyn approvals_core::RecordedWrites>> {
+        audit::RecordedSql::of(self, audit).map(|w| Arc::new(w) as Arc<_>)
+    }
+
     /// SQLite: answered by the writer's next sync (a barrier's, or the flush timer's within
     /// `flush_after`). PostgreSQL: a barrier of its own.
     async fn sync_soon(&self) -> Result<(), StoreError> {
@@ -463,5 +474,18 @@ impl Store for SqlStore {
             #[cfg(feature = "postgres")]
             Inner::Postgres(b) => b.sync().await,
         }
+    }
+}
+
+#[async_trait]
+impl approvals_core::RecordedWrites for audit::RecordedSql {
+    async fn compare_and_set(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+        events: &[approvals_core::AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let events = self.requests(events);
+        dispatch!(self.store, b => b.compare_and_set_recorded(expected_version, record, events).await)
     }
 }

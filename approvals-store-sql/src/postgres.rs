@@ -53,8 +53,20 @@ pub(crate) struct PgBackend {
     notices: mpsc::Sender<RequestId>,
 }
 
-/// A request for the audit log writer, with where to send its result.
-type AuditJob = (LogRequest, LogReply);
+/// Work for the audit log writer, with where to send its result.
+enum AuditJob {
+    /// Append an event or write a checkpoint.
+    Log(LogRequest, LogReply),
+    /// A compare-and-set whose events are appended in the same transaction when it succeeds.
+    Recorded(Box<RecordedCas>),
+}
+
+struct RecordedCas {
+    expected_version: u64,
+    record: RequestRecord,
+    events: Vec<LogRequest>,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
 
 /// Most audit events appended in one transaction.
 const MAX_AUDIT_BATCH: usize = 512;
@@ -195,10 +207,10 @@ impl PgBackend {
             channel.clone(),
             changes.clone(),
         ));
-        let (audits, rx) = mpsc::channel(4 * MAX_AUDIT_BATCH);
-        tokio::spawn(audit_writer(pool.clone(), rx));
         let (notices, rx) = mpsc::channel(4096);
         tokio::spawn(notifier(pool.clone(), channel.clone(), rx));
+        let (audits, rx) = mpsc::channel(4 * MAX_AUDIT_BATCH);
+        tokio::spawn(audit_writer(pool.clone(), rx, notices.clone()));
         Ok(PgBackend {
             pool,
             barriers: at_barriers.then(Barriers::default),
@@ -480,55 +492,44 @@ impl PgBackend {
         expected_version: u64,
         record: &RequestRecord,
     ) -> Result<bool, StoreError> {
-        let c = Columns::of(record);
-        let expected = lifecycle::db_version(expected_version)?;
-        let json = lifecycle::encode(record, expected_version.saturating_add(1))?;
         let id = record.id;
-        let allowed = lifecycle::allowed_from(record.state);
-        let updated = sqlx::query(
-            "UPDATE approval_requests
-                SET version = version + 1, state = $3, kind = $4, environment = $5,
-                    initiator_id = $6, idempotency_key = $7, created_at = $8,
-                    expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13,
-                    due_at = $14, denied_action_key = $15
-              WHERE id = $1 AND version = $2 AND state = ANY($11)",
-        )
-        .bind(id.0)
-        .bind(expected)
-        .bind(c.state)
-        .bind(c.kind)
-        .bind(c.environment)
-        .bind(c.initiator_id.as_deref())
-        .bind(c.idempotency_key)
-        .bind(record.created_at)
-        .bind(record.expires_at)
-        .bind(&json)
-        .bind(&allowed)
-        .bind(c.audit_pending)
-        .bind(c.initiator_key.as_deref())
-        .bind(c.due_at)
-        .bind(c.denied_action_key.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| store_error(&format!("updating request {id}"), e))?;
-        if updated.rows_affected() == 1 {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| store_error(&format!("updating request {id}"), e))?;
+        let set = cas(&mut conn, expected_version, record)
+            .await
+            .map_err(StoreError::from)??;
+        if set {
             // Committed: tell the other replicas (best effort; they also poll).
             let _ = self.notices.try_send(id);
-            return Ok(true);
         }
-        // Nothing changed: a newer version, no such record, or not a lifecycle step.
-        let stored = sqlx::query("SELECT version, state FROM approval_requests WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
+        Ok(set)
+    }
+
+    /// A compare-and-set that the audit writer runs in its transaction, appending `events`
+    /// when it succeeds (under the log's lock, like any append).
+    pub(crate) async fn compare_and_set_recorded(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+        events: Vec<LogRequest>,
+    ) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let gone =
+            || StoreError::Unavailable("the audit writer stopped (the store was closed)".into());
+        let job = RecordedCas {
+            expected_version,
+            record: record.clone(),
+            events,
+            reply,
+        };
+        self.audits
+            .send(AuditJob::Recorded(Box::new(job)))
             .await
-            .map_err(|e| store_error(&format!("reading request {id}"), e))?;
-        match stored {
-            Some(row) if row.try_get::<i64, _>("version").ok() == Some(expected) => {
-                let state: String = row.try_get("state").unwrap_or_default();
-                Err(lifecycle::illegal_transition(&id, &state, record.state))
-            }
-            _ => Ok(false),
-        }
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
@@ -582,7 +583,10 @@ impl PgBackend {
         let (tx, rx) = oneshot::channel();
         let gone =
             || SqlError::Unavailable("the audit writer stopped (the store was closed)".into());
-        self.audits.send((request, tx)).await.map_err(|_| gone())?;
+        self.audits
+            .send(AuditJob::Log(request, tx))
+            .await
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -657,40 +661,74 @@ async fn notifier(pool: PgPool, channel: String, mut rx: mpsc::Receiver<RequestI
 
 /// Runs audit log requests in batches: every request waiting when a batch starts goes into
 /// one transaction (one lock, one head check, one insert, one commit), and each caller hears
-/// back after the commit. Keeps the log's state between batches and checks it against the
-/// table under the lock, so replicas appending to the same table stay one sequence. Ends
-/// when the store is dropped.
-async fn audit_writer(pool: PgPool, mut rx: mpsc::Receiver<AuditJob>) {
+/// back after the commit. A recorded compare-and-set runs in that transaction too, under the
+/// lock, its events appended where it arrived. Keeps the log's state between batches and
+/// checks it against the table under the lock, so replicas appending to the same table stay
+/// one sequence. Ends when the store is dropped.
+async fn audit_writer(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<AuditJob>,
+    notices: mpsc::Sender<RequestId>,
+) {
     let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
     let mut log: Option<TableLog> = None;
     while rx.recv_many(&mut batch, MAX_AUDIT_BATCH).await > 0 {
         let jobs = std::mem::take(&mut batch);
-        let requests: Vec<&LogRequest> = jobs.iter().map(|(r, _)| r).collect();
-        match append_batch(&pool, log.as_ref(), &requests).await {
-            Ok((state, results)) => {
+        match append_batch(&pool, log.as_ref(), &jobs).await {
+            Ok((state, mut results, mut sets)) => {
                 log = Some(state);
-                for ((_, reply), result) in jobs.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for job in jobs {
+                    match job {
+                        AuditJob::Log(_, reply) => {
+                            let _ = reply.send(results.remove(0));
+                        }
+                        AuditJob::Recorded(cas) => {
+                            let set = sets.remove(0);
+                            if matches!(set, Ok(true)) {
+                                let _ = notices.try_send(cas.record.id);
+                            }
+                            let _ = cas.reply.send(set);
+                        }
+                    }
                 }
             }
             Err(e) => {
-                for (_, reply) in jobs {
-                    let _ = reply.send(Err(match &e {
-                        SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
-                        SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
-                        other => SqlError::Database(other.to_string()),
-                    }));
+                for job in jobs {
+                    match job {
+                        AuditJob::Log(_, reply) => {
+                            let _ = reply.send(Err(copy_error(&e)));
+                        }
+                        AuditJob::Recorded(cas) => {
+                            let _ = cas.reply.send(Err(copy_error(&e).into()));
+                        }
+                    }
                 }
             }
         }
     }
 }
 
+fn copy_error(e: &SqlError) -> SqlError {
+    match e {
+        SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
+        SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
+        other => SqlError::Database(other.to_string()),
+    }
+}
+
+/// The log's new state, the results of the log requests and those of the recorded
+/// compare-and-sets, each in job order.
+type BatchResults = (
+    TableLog,
+    Vec<audit::LogResult>,
+    Vec<Result<bool, StoreError>>,
+);
+
 async fn append_batch(
     pool: &PgPool,
     log: Option<&TableLog>,
-    requests: &[&LogRequest],
-) -> Result<(TableLog, Vec<audit::LogResult>), SqlError> {
+    jobs: &[AuditJob],
+) -> Result<BatchResults, SqlError> {
     let what = "appending to the audit log table";
     let mut tx = pool
         .begin()
@@ -701,11 +739,100 @@ async fn append_batch(
         .execute(&mut *tx)
         .await
         .map_err(|e| SqlError::from_sqlx(what, e))?;
-    let out = audit::append(&mut PgLogTx(&mut tx), log, requests).await?;
+    // Each request, and whether it is a log job's (`true`) or a recorded event (`false`).
+    let mut requests: Vec<(&LogRequest, bool)> = Vec::new();
+    let mut sets = Vec::new();
+    for job in jobs {
+        match job {
+            AuditJob::Log(request, _) => requests.push((request, true)),
+            AuditJob::Recorded(cas_job) => {
+                let set = cas(&mut tx, cas_job.expected_version, &cas_job.record).await?;
+                if matches!(set, Ok(true)) {
+                    requests.extend(cas_job.events.iter().map(|r| (r, false)));
+                }
+                sets.push(set);
+            }
+        }
+    }
+    let all: Vec<&LogRequest> = requests.iter().map(|(r, _)| *r).collect();
+    let (state, results) = audit::append(&mut PgLogTx(&mut tx), log, &all).await?;
+    let mut replies = Vec::new();
+    for ((_, replied), result) in requests.iter().zip(results) {
+        match (replied, result) {
+            (true, result) => replies.push(result),
+            (false, Ok(_)) => {}
+            // An event of a recorded compare-and-set that cannot be written: the change must
+            // not commit without it.
+            (false, Err(e)) => return Err(e),
+        }
+    }
     tx.commit()
         .await
         .map_err(|e| SqlError::from_sqlx(what, e))?;
-    Ok(out)
+    Ok((state, replies, sets))
+}
+
+/// Compare-and-sets `record` on `conn` (inside the caller's transaction, if any). The outer
+/// error fails the transaction; the inner one is this write's own (not a lifecycle step).
+async fn cas(
+    conn: &mut sqlx::PgConnection,
+    expected_version: u64,
+    record: &RequestRecord,
+) -> Result<Result<bool, StoreError>, SqlError> {
+    let c = Columns::of(record);
+    let expected = match lifecycle::db_version(expected_version) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let json = match lifecycle::encode(record, expected_version.saturating_add(1)) {
+        Ok(json) => json,
+        Err(e) => return Ok(Err(e)),
+    };
+    let id = record.id;
+    let what = format!("updating request {id}");
+    let allowed = lifecycle::allowed_from(record.state);
+    let updated = sqlx::query(
+        "UPDATE approval_requests
+            SET version = version + 1, state = $3, kind = $4, environment = $5,
+                initiator_id = $6, idempotency_key = $7, created_at = $8,
+                expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13,
+                due_at = $14, denied_action_key = $15
+          WHERE id = $1 AND version = $2 AND state = ANY($11)",
+    )
+    .bind(id.0)
+    .bind(expected)
+    .bind(c.state)
+    .bind(c.kind)
+    .bind(c.environment)
+    .bind(c.initiator_id.as_deref())
+    .bind(c.idempotency_key)
+    .bind(record.created_at)
+    .bind(record.expires_at)
+    .bind(&json)
+    .bind(&allowed)
+    .bind(c.audit_pending)
+    .bind(c.initiator_key.as_deref())
+    .bind(c.due_at)
+    .bind(c.denied_action_key.as_deref())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| SqlError::from_sqlx(&what, e))?;
+    if updated.rows_affected() == 1 {
+        return Ok(Ok(true));
+    }
+    // Nothing changed: a newer version, no such record, or not a lifecycle step.
+    let stored = sqlx::query("SELECT version, state FROM approval_requests WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| SqlError::from_sqlx(&what, e))?;
+    Ok(match stored {
+        Some(row) if row.try_get::<i64, _>("version").ok() == Some(expected) => {
+            let state: String = row.try_get("state").unwrap_or_default();
+            Err(lifecycle::illegal_transition(&id, &state, record.state))
+        }
+        _ => Ok(false),
+    })
 }
 
 /// A transaction holding the audit log table's lock, as the audit log writer sees it.

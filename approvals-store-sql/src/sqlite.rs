@@ -97,10 +97,13 @@ fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
 /// A write for the writer task, with where to send its result.
 enum Write {
     Insert(RowValues, oneshot::Sender<Result<Inserted, StoreError>>),
+    /// A compare-and-set, with the audit events to append in the same transaction when it
+    /// succeeds (none for a plain one).
     Cas(
         RowValues,
         i64,
         String,
+        Vec<LogRequest>,
         oneshot::Sender<Result<bool, StoreError>>,
     ),
     Log(LogRequest, LogReply),
@@ -475,10 +478,22 @@ impl SqliteBackend {
         expected_version: u64,
         record: &RequestRecord,
     ) -> Result<bool, StoreError> {
+        self.compare_and_set_recorded(expected_version, record, Vec::new())
+            .await
+    }
+
+    /// A compare-and-set that appends `events` to the audit log in the same transaction
+    /// (the writer's batch) when it succeeds.
+    pub(crate) async fn compare_and_set_recorded(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+        events: Vec<LogRequest>,
+    ) -> Result<bool, StoreError> {
         let expected = lifecycle::db_version(expected_version)?;
         let row = RowValues::of(record, expected_version.saturating_add(1))?;
         let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
-        self.submit(|tx| Write::Cas(row, expected, allowed, tx))
+        self.submit(|tx| Write::Cas(row, expected, allowed, events, tx))
             .await
             .unwrap_or_else(|| Err(writer_gone()))
     }
@@ -757,19 +772,23 @@ async fn commit_batch(
     };
     let mut done = Vec::with_capacity(batch.len());
     // Audit log requests run after the request writes, in arrival order: one check of the
-    // log's head and one multi-row insert per batch.
-    let mut logs = Vec::new();
+    // log's head and one multi-row insert per batch. The events of a compare-and-set that
+    // records them (no reply of their own) join them where it arrived.
+    let mut logs: Vec<(LogRequest, Option<LogReply>)> = Vec::new();
     let mut writes = batch.into_iter();
     let mut failure = None;
     for write in writes.by_ref() {
         if let Write::Log(request, reply) = write {
-            logs.push((request, reply));
+            logs.push((request, Some(reply)));
             continue;
         }
         match apply(&mut tx, write).await {
-            Ok(d) => done.push(d),
+            Ok((d, events)) => {
+                done.push(d);
+                logs.extend(events.into_iter().map(|event| (event, None)));
+            }
             Err((e, write)) => {
-                failure = Some((e, write));
+                failure = Some((e, Some(write)));
                 break;
             }
         }
@@ -780,23 +799,34 @@ async fn commit_batch(
         match audit::append(&mut SqliteLogTx(&mut tx), log.as_ref(), &requests).await {
             Ok((state, results)) => {
                 new_log = Some(state);
+                let mut replies = Vec::with_capacity(logs.len());
                 for ((_, reply), result) in logs.drain(..).zip(results) {
-                    done.push(Done::Log(result, reply));
+                    match (reply, result) {
+                        (Some(reply), result) => replies.push(Done::Log(result, reply)),
+                        (None, Ok(_)) => {}
+                        // An event of a recorded compare-and-set that cannot be written: the
+                        // change must not commit without it.
+                        (None, Err(e)) => {
+                            failure = Some((e, None));
+                        }
+                    }
                 }
+                done.extend(replies);
             }
-            Err(e) => {
-                let (request, reply) = logs.remove(0);
-                failure = Some((e, Write::Log(request, reply)));
-            }
+            Err(e) => failure = Some((e, None)),
         }
     }
     if let Some((e, write)) = failure {
         // Anything but a per-write constraint error may have ended the transaction: undo it
         // all and tell every caller, so nobody is told "failed" for a write that committed.
         let _ = tx.rollback().await;
-        let rest: Vec<Write> = std::iter::once(write)
+        let rest: Vec<Write> = write
+            .into_iter()
             .chain(writes)
-            .chain(logs.into_iter().map(|(r, reply)| Write::Log(r, reply)))
+            .chain(
+                logs.into_iter()
+                    .filter_map(|(r, reply)| Some(Write::Log(r, reply?))),
+            )
             .collect();
         fail_done(done, &e);
         fail_all(rest, &e);
@@ -834,7 +864,7 @@ fn fail_all(batch: Vec<Write>, e: &SqlError) {
             Write::Insert(_, reply) => {
                 let _ = reply.send(Err(copy_store_error(e)));
             }
-            Write::Cas(_, _, _, reply) => {
+            Write::Cas(_, _, _, _, reply) => {
                 let _ = reply.send(Err(copy_store_error(e)));
             }
             Write::Log(_, reply) => {
@@ -878,18 +908,29 @@ fn copy_store_error(e: &SqlError) -> StoreError {
 
 type Failed = (SqlError, Write);
 
-/// Runs one write inside the batch transaction. A unique violation is that write's own
+/// Runs one write inside the batch transaction: its result, and the audit events to append
+/// with it (those of a compare-and-set that succeeded). A unique violation is that write's own
 /// result; any other error fails the batch.
-async fn apply(conn: &mut SqliteConnection, write: Write) -> Result<Done, Failed> {
+async fn apply(
+    conn: &mut SqliteConnection,
+    write: Write,
+) -> Result<(Done, Vec<LogRequest>), Failed> {
     match write {
         Write::Insert(row, reply) => match insert(conn, &row).await {
-            Ok(r) => Ok(Done::Insert(r, reply)),
+            Ok(r) => Ok((Done::Insert(r, reply), Vec::new())),
             Err(e) => Err((e, Write::Insert(row, reply))),
         },
-        Write::Cas(row, expected, allowed, reply) => {
+        Write::Cas(row, expected, allowed, events, reply) => {
             match cas(conn, &row, expected, &allowed).await {
-                Ok(r) => Ok(Done::Cas(r, row.request_id, reply)),
-                Err(e) => Err((e, Write::Cas(row, expected, allowed, reply))),
+                Ok(r) => {
+                    let events = if matches!(r, Ok(true)) {
+                        events
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((Done::Cas(r, row.request_id, reply), events))
+                }
+                Err(e) => Err((e, Write::Cas(row, expected, allowed, events, reply))),
             }
         }
         // Audit log requests and barriers are taken out of the batch before this is called.

@@ -198,8 +198,10 @@ async fn nothing_leaves_the_process_before_it_is_on_disk() {
     let after = rig.store.sync_stats();
     let syncs = after.syncs - before.syncs;
     let commits = after.commits - before.commits;
+    // Each transition is one commit with its events (recorded writes), and a barrier syncs
+    // only what came before it: fewer syncs than commits.
     assert!(
-        commits >= 2 * syncs,
+        commits > syncs,
         "commits ({commits}) are not synced one by one ({syncs} syncs)"
     );
     rig.store.close().await;

@@ -50,6 +50,46 @@ impl Gate {
             .map_err(|e| GuardError::unavailable(Component::Audit, e))
     }
 
+    /// Whether the store commits each transition with its audit events
+    /// ([`Store::recorded_writes`](crate::Store::recorded_writes)). A transition whose
+    /// record says its events are not yet recorded (the audit flags) may then be stored with
+    /// the flags already cleared.
+    pub(super) fn records_with_writes(&self) -> bool {
+        self.inner.recorded.is_some()
+    }
+
+    /// Compare-and-sets `record` to `next` and records `events` about `next`: in one
+    /// transaction when the store keeps the audit sink's log, otherwise the compare-and-set,
+    /// then each event in order (a failure in between leaves the change without its events;
+    /// the audit flags a transition sets are what recovers them). Returns whether the
+    /// compare-and-set won; when it lost, nothing was recorded.
+    pub(super) async fn set_recorded(
+        &self,
+        record: &RequestRecord,
+        next: &RequestRecord,
+        events: Vec<EventDetail>,
+    ) -> Result<bool, GuardError> {
+        if let Some(writes) = &self.inner.recorded {
+            let events: Vec<AuditEvent> = events
+                .into_iter()
+                .map(|detail| self.event(next, detail))
+                .collect();
+            return self
+                .store_call(writes.compare_and_set(record.version, next, &events))
+                .await;
+        }
+        if !self
+            .store_call(self.inner.store.compare_and_set(record.version, next))
+            .await?
+        {
+            return Ok(false);
+        }
+        for detail in events {
+            self.audit(self.event(next, detail)).await?;
+        }
+        Ok(true)
+    }
+
     /// Records `detail` about request `id` when the request exists: a refusal at a door or in
     /// a channel, which changes no state. Returns whether the event was written (`false`
     /// when there is no such request, or the store or the sink failed).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::io::to_delta;
 use super::{Gate, SweepReport};
 use crate::approver::DispatchReason;
+use crate::audit::EventDetail;
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Step};
 use crate::observe;
@@ -175,10 +176,7 @@ impl Gate {
         step: Step,
     ) -> Result<Option<RequestRecord>, GuardError> {
         let mut next = step.next;
-        if !self
-            .store_call(self.inner.store.compare_and_set(record.version, &next))
-            .await?
-        {
+        if !self.set_recorded(record, &next, step.events).await? {
             return Ok(None);
         }
         next.version = record.version + 1;
@@ -189,15 +187,37 @@ impl Gate {
             next.created_at,
             self.now(),
         );
-        for event in step.events {
-            self.audit(self.event(&next, event)).await?;
-        }
         self.barrier().await?;
         self.wake(next.id);
         if next.state != record.state {
             self.notify_channels(next.clone());
         }
         Ok(Some(next))
+    }
+
+    /// [`update`](Gate::update) that records `events` about the request with the change
+    /// ([`Gate::set_recorded`]), or alone when `change` leaves the record as it is.
+    pub(super) async fn update_recorded(
+        &self,
+        id: RequestId,
+        mut change: impl FnMut(&RequestRecord) -> Option<RequestRecord>,
+        events: Vec<EventDetail>,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        loop {
+            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
+                return Ok(None);
+            };
+            let Some(mut next) = change(&record) else {
+                for detail in events {
+                    self.audit(self.event(&record, detail)).await?;
+                }
+                return Ok(Some(record));
+            };
+            if self.set_recorded(&record, &next, events.clone()).await? {
+                next.version = record.version + 1;
+                return Ok(Some(next));
+            }
+        }
     }
 
     /// Read-modify-write with retries, for bookkeeping that is not a lifecycle step

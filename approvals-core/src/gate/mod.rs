@@ -279,12 +279,14 @@ impl GateBuilder {
             initiator.validate().map_err(BuildError::InvalidInitiator)?;
         }
         let policy_version = Mutex::new(Arc::from(policy.version()));
+        let recorded = self.store.recorded_writes(&*audit);
         Ok(Gate {
             inner: Arc::new(Inner {
                 policy_version,
                 policy,
                 store: self.store,
                 audit,
+                recorded,
                 approvers: self.approvers,
                 clock: self.clock,
                 initiator: self.initiator.map(Arc::new),
@@ -326,6 +328,9 @@ struct Inner {
     policy: Arc<dyn Policy>,
     store: Arc<dyn Store>,
     audit: Arc<dyn AuditSink>,
+    /// Set when the store keeps the audit sink's log: each transition then commits with its
+    /// events ([`Store::recorded_writes`]).
+    recorded: Option<Arc<dyn crate::store::RecordedWrites>>,
     approvers: Vec<Arc<dyn Approver>>,
     clock: Arc<dyn Clock>,
     initiator: Option<Arc<Initiator>>,

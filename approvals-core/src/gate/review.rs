@@ -54,21 +54,38 @@ impl Gate {
                 }
             };
             let mut next = step.next;
+            let decided = outcome.state != RequestState::Pending;
+            let joint = self.records_with_writes();
+            if joint {
+                // The events commit with the change: stored with its audit flags cleared.
+                let audited = if review.edit.is_some() {
+                    lifecycle::edit_audited(&next, outcome.state == RequestState::Approved)
+                } else if decided {
+                    lifecycle::audited(&next, review.verdict)
+                } else {
+                    None
+                };
+                if let Some(audited) = audited {
+                    next = audited;
+                }
+            }
             if !self
-                .bounded(self.inner.store.compare_and_set(record.version, &next))
+                .set_recorded(&record, &next, step.events)
                 .await
-                .map_err(review_unavailable)?
+                .map_err(unavailable)?
             {
                 continue; // Someone else changed it; re-check against the new state.
             }
             next.version = record.version + 1;
             crate::observe::transition(id, record.state, next.state, record.created_at, self.now());
-            for event in step.events {
-                self.audit(self.event(&next, event))
-                    .await
-                    .map_err(audit_unavailable)?;
-            }
-            if review.edit.is_some() {
+            if joint {
+                // Change and events on disk before a grant is issued, a refusal told, or the
+                // reviewer hears.
+                self.barrier().await.map_err(store_unavailable)?;
+                if review.edit.is_some() || decided {
+                    self.notify_channels(next.clone());
+                }
+            } else if review.edit.is_some() {
                 // Only now may the edited action's grant be issued, or its new digest shown.
                 let approved = outcome.state == RequestState::Approved;
                 let current = self
@@ -80,7 +97,7 @@ impl Gate {
                     next = current;
                 }
                 self.notify_channels(next.clone());
-            } else if outcome.state != RequestState::Pending {
+            } else if decided {
                 // Only now may a grant be issued, or the refusal be told.
                 let current = self
                     .mark_audited(id, review.verdict)
@@ -92,10 +109,7 @@ impl Gate {
                 self.notify_channels(next.clone());
             } else {
                 // A counted approval short of the quorum: durable before the reviewer hears.
-                self.barrier().await.map_err(|e| ReviewError::Unavailable {
-                    component: Component::Store,
-                    message: e.to_string(),
-                })?;
+                self.barrier().await.map_err(store_unavailable)?;
             }
             self.wake(id);
             return Ok(ReviewOutcome {
@@ -274,10 +288,14 @@ pub(super) fn review_unavailable(e: StoreError) -> ReviewError {
     }
 }
 
-pub(super) fn audit_unavailable(e: GuardError) -> ReviewError {
-    ReviewError::Unavailable {
-        component: Component::Audit,
-        message: e.to_string(),
+/// A store or audit failure while deciding, named by the component that failed.
+fn unavailable(e: GuardError) -> ReviewError {
+    match e {
+        GuardError::Unavailable { component, .. } => ReviewError::Unavailable {
+            component,
+            message: e.to_string(),
+        },
+        other => store_unavailable(other),
     }
 }
 

@@ -246,13 +246,15 @@ impl Gate {
             scope: String::new(),
             expires_at: grant.expires_at,
         });
+        let mut consumed_recorded = false;
         if grant.approved {
-            self.consume(
-                grant.request_id,
-                grant.digest,
-                credential.as_ref().map(|c| c.id.clone()),
-            )
-            .await?;
+            consumed_recorded = self
+                .consume(
+                    grant.request_id,
+                    grant.digest,
+                    credential.as_ref().map(|c| c.id.clone()),
+                )
+                .await?;
         } else if self.now() >= grant.expires_at {
             return Err(GuardError::GrantLapsed {
                 id: grant.request_id,
@@ -265,10 +267,14 @@ impl Gate {
             credential,
         };
         // The consumed grant and its events are on disk before the action can act on them.
-        let recorded = match self
-            .audit(run.subject.event(self.now(), EventDetail::GrantConsumed {}))
-            .await
-        {
+        let recorded = match consumed_recorded {
+            true => Ok(()),
+            false => {
+                self.audit(run.subject.event(self.now(), EventDetail::GrantConsumed {}))
+                    .await
+            }
+        };
+        let recorded = match recorded {
             Ok(()) => self.barrier().await,
             Err(e) => Err(e),
         };
@@ -287,16 +293,22 @@ impl Gate {
     /// store keeps `Executing` if this update fails, which still shows the grant was
     /// consumed, and a credential whose revocation failed is left to a sweep.
     pub(super) async fn end_run(&self, run: Run, error: Option<String>, reason: RevokeReason) {
-        let _ = self
-            .audit(run.subject.event(
-                self.now(),
-                EventDetail::Executed {
-                    ok: error.is_none(),
-                    error: error.clone(),
-                    initiator: run.request.initiator.clone(),
-                },
-            ))
-            .await;
+        let executed = EventDetail::Executed {
+            ok: error.is_none(),
+            error: error.clone(),
+            initiator: run.request.initiator.clone(),
+        };
+        if run.stored && run.credential.is_none() && self.records_with_writes() {
+            match self.finish_recorded(run.subject.id, error, executed).await {
+                Ok(Some(record)) => self.notify_channels_after_barrier(record),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(request = %run.subject.id, error = %e, "the outcome could not be recorded; the store keeps the request `executing`");
+                }
+            }
+            return;
+        }
+        let _ = self.audit(run.subject.event(self.now(), executed)).await;
         if let Some(lease) = &run.credential {
             self.revoke_credential(&run, lease, reason).await;
         }
@@ -308,13 +320,15 @@ impl Gate {
     }
 
     /// Approved -> Executing, exactly once ([`lifecycle::consume`]), with `credential`
-    /// planned ([`lifecycle::consume_with_credential`]) when given.
+    /// planned ([`lifecycle::consume_with_credential`]) when given. Returns whether
+    /// `grant_consumed` was recorded with it (when the store keeps the audit log,
+    /// [`Gate::set_recorded`]); otherwise the caller records it.
     pub(super) async fn consume(
         &self,
         id: RequestId,
         digest: Digest,
         credential: Option<String>,
-    ) -> Result<(), GuardError> {
+    ) -> Result<bool, GuardError> {
         loop {
             let record = self
                 .store_call(self.inner.store.get(id))
@@ -340,10 +354,15 @@ impl Gate {
                     return Err(*error);
                 }
             };
-            if self
-                .store_call(self.inner.store.compare_and_set(record.version, &step.next))
-                .await?
-            {
+            let joint = self.records_with_writes();
+            let set = if joint {
+                self.set_recorded(&record, &step.next, vec![EventDetail::GrantConsumed {}])
+                    .await?
+            } else {
+                self.store_call(self.inner.store.compare_and_set(record.version, &step.next))
+                    .await?
+            };
+            if set {
                 observe::transition(
                     record.id,
                     record.state,
@@ -351,7 +370,7 @@ impl Gate {
                     record.created_at,
                     self.now(),
                 );
-                return Ok(());
+                return Ok(joint);
             }
         }
     }
@@ -392,11 +411,15 @@ impl Gate {
                 presented: digest,
             });
         }
-        self.consume(id, digest, None).await?;
-        let recorded = match self
-            .audit(self.event(&record, EventDetail::GrantConsumed {}))
-            .await
-        {
+        let consumed_recorded = self.consume(id, digest, None).await?;
+        let recorded = match consumed_recorded {
+            true => Ok(()),
+            false => {
+                self.audit(self.event(&record, EventDetail::GrantConsumed {}))
+                    .await
+            }
+        };
+        let recorded = match recorded {
             Ok(()) => self.barrier().await,
             Err(e) => Err(e),
         };
@@ -438,16 +461,18 @@ impl Gate {
                 )),
             });
         }
-        self.audit(self.event(
-            &record,
-            EventDetail::Executed {
-                ok: error.is_none(),
-                error: error.clone(),
-                initiator: record.request.initiator.clone(),
-            },
-        ))
-        .await?;
-        let finished = self.finish(id, error).await.ok_or_else(|| {
+        let executed = EventDetail::Executed {
+            ok: error.is_none(),
+            error: error.clone(),
+            initiator: record.request.initiator.clone(),
+        };
+        let finished = if self.records_with_writes() {
+            self.finish_recorded(id, error, executed).await?
+        } else {
+            self.audit(self.event(&record, executed)).await?;
+            self.finish(id, error).await
+        };
+        let finished = finished.ok_or_else(|| {
             GuardError::unavailable(
                 crate::error::Component::Store,
                 "the outcome was audited, but the store keeps the request executing",
@@ -521,6 +546,44 @@ impl Gate {
             Err(e) => {
                 tracing::warn!(request = %id, error = %e, "the outcome was audited, but the store keeps the request `executing`");
                 None
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// Executing -> Executed or Failed ([`lifecycle::finish`]) with its `executed` event in
+    /// one transaction ([`Gate::set_recorded`]), for a store that keeps the audit log.
+    /// Returns the record as it now is; when the request was not executing (its outcome is
+    /// already recorded), records the event alone and returns `None`.
+    async fn finish_recorded(
+        &self,
+        id: RequestId,
+        error: Option<String>,
+        executed: EventDetail,
+    ) -> Result<Option<RequestRecord>, GuardError> {
+        loop {
+            let now = self.now();
+            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
+                return Ok(None);
+            };
+            let Ok(step) = lifecycle::finish(&record, error.clone(), now) else {
+                self.audit(self.event(&record, executed)).await?;
+                return Ok(None);
+            };
+            let mut next = step.next;
+            let mut events = step.events;
+            events.push(executed.clone());
+            if self.set_recorded(&record, &next, events).await? {
+                next.version = record.version + 1;
+                observe::transition(
+                    id,
+                    RequestState::Executing,
+                    next.state,
+                    next.created_at,
+                    now,
+                );
+                return Ok(Some(next));
             }
         }
     }

@@ -450,6 +450,10 @@ impl Gate {
         self.barrier().await?;
         let mut deliveries = Vec::new();
         let mut errors = Vec::new();
+        // With a store that keeps the audit log, the channels' events commit with the
+        // deliveries they recorded (one transaction); otherwise each as its channel answers.
+        let joint = self.records_with_writes();
+        let mut events = Vec::new();
         let decisions: Arc<dyn Decisions> = Arc::new(self.clone());
         for approver in &self.inner.approvers {
             let channel = approver.name().to_owned();
@@ -465,30 +469,33 @@ impl Gate {
                     )
                     .retryable())
                 });
-            match delivered {
+            let event = match delivered {
                 Ok(delivery) => {
-                    self.audit(self.event(&record, EventDetail::Dispatched { channel }))
-                        .await?;
                     deliveries.extend(delivery);
+                    EventDetail::Dispatched { channel }
                 }
                 Err(e) => {
                     observe::delivery_failed(&channel);
-                    self.audit(self.event(
-                        &record,
-                        EventDetail::DispatchFailed {
-                            channel,
-                            error: e.message.clone(),
-                        },
-                    ))
-                    .await?;
                     errors.push(e.to_string());
+                    EventDetail::DispatchFailed {
+                        channel,
+                        error: e.message,
+                    }
                 }
+            };
+            if joint {
+                events.push(event);
+            } else {
+                self.audit(self.event(&record, event)).await?;
             }
         }
         // A first delivery, or a redelivery of a request no channel ever recorded: if no channel
         // takes it, no reviewer knows of it, so the agent is refused now rather than left
         // waiting for its deadline.
         if errors.len() == self.inner.approvers.len() && reason.introduces() {
+            for event in events {
+                self.audit(self.event(&record, event)).await?;
+            }
             let why = errors.join("; ");
             self.cancel_pending(
                 record.id,
@@ -501,12 +508,19 @@ impl Gate {
                 errors: why,
             });
         }
-        if !deliveries.is_empty() && reason.records_delivery() {
-            self.update(record.id, |r| {
-                let mut next = r.clone();
-                next.deliveries.extend(deliveries.iter().cloned());
-                Some(next)
-            })
+        let record_deliveries = !deliveries.is_empty() && reason.records_delivery();
+        if record_deliveries || !events.is_empty() {
+            self.update_recorded(
+                record.id,
+                |r| {
+                    record_deliveries.then(|| {
+                        let mut next = r.clone();
+                        next.deliveries.extend(deliveries.iter().cloned());
+                        next
+                    })
+                },
+                events,
+            )
             .await
             .map_err(|e| GuardError::unavailable(Component::Store, e))?;
         }

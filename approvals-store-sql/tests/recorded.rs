@@ -1,0 +1,426 @@
+//! One commit per transition: when the gate's audit sink is the store's own SQL log, a
+//! transition (the compare-and-set) and its audit events commit in one transaction
+//! (`Store::recorded_writes`), on SQLite in the writer's batch and on PostgreSQL in the audit
+//! writer's, under the log's lock. Checked on both backends: the offer is made only for the
+//! store's own log; a decision is one commit and leaves no audit flag behind; a
+//! compare-and-set that loses, or is not a lifecycle step, records nothing; a change whose
+//! events cannot be written is not made (and no waiter gets a grant); and concurrent
+//! lifecycles leave one verifiable log with every request's events once, in lifecycle order.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approvals_core::{
+    ActionRequest, AuditEvent, AuditSink, EventDetail, Gate, GuardError, Initiator, MemorySink,
+    Principal, RequestRecord, RequestState, Requirement, Review, ReviewError, StaticPolicy, Store,
+    Submission,
+};
+use approvals_store_sql::audit::{LogConfig, LogVerifier, Signer};
+use approvals_store_sql::{SqlAuditSink, SqlStore};
+
+const ORIGIN: &str = "audit.example/recorded";
+
+/// What every lifecycle below records, in order.
+const LIFECYCLE: [&str; 7] = [
+    "requested",
+    "policy_decided",
+    "reviewed",
+    "approved",
+    "grant_issued",
+    "grant_consumed",
+    "executed",
+];
+
+struct Db {
+    store: SqlStore,
+    /// Runs a statement on the database outside the store (to damage the log).
+    raw: Raw,
+    cleanup: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Raw {
+    Sqlite(String),
+    Postgres(String, String),
+}
+
+impl Raw {
+    /// Deletes the log's last row, as an attacker with the database's owner rights would
+    /// (dropping the append-only trigger first).
+    async fn cut_log_end(&self) {
+        let drop_trigger = match self {
+            Raw::Sqlite(_) => "DROP TRIGGER approval_audit_log_no_delete;",
+            Raw::Postgres(..) => "DROP TRIGGER approval_audit_log_no_change ON approval_audit_log;",
+        };
+        self.execute(&format!(
+            "{drop_trigger} DELETE FROM approval_audit_log
+              WHERE line_no = (SELECT MAX(line_no) FROM approval_audit_log)"
+        ))
+        .await;
+    }
+
+    async fn execute(&self, sql: &str) {
+        use sqlx::Connection;
+        match self {
+            Raw::Sqlite(url) => {
+                let mut conn = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut conn)
+                    .await
+                    .expect("statement");
+            }
+            Raw::Postgres(url, schema) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
+                let sql = format!("SET search_path TO {schema}; {sql}");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .expect("statement");
+            }
+        }
+    }
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
+    let store = SqlStore::connect(&url).await.expect("store");
+    Db {
+        store,
+        raw: Raw::Sqlite(url),
+        cleanup: None,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres(test: &str) -> Option<Db> {
+    let url = common::postgres_url(test)?;
+    let schema = common::unique_schema("recorded");
+    let store = common::pg_store(&url, &schema).await;
+    Some(Db {
+        store,
+        raw: Raw::Postgres(url.clone(), schema.clone()),
+        cleanup: Some((url, schema)),
+        _dir: None,
+    })
+}
+
+/// The SQLite database, then the PostgreSQL one when the test server is configured.
+async fn databases(test: &str) -> Vec<(&'static str, Db)> {
+    let mut dbs = vec![("sqlite", sqlite().await)];
+    if let Some(db) = postgres(test).await {
+        dbs.push(("postgres", db));
+    }
+    dbs
+}
+
+async fn finish(db: Db) {
+    db.store.close().await;
+    if let Some((url, schema)) = db.cleanup {
+        common::drop_schema(&url, &schema).await;
+    }
+}
+
+fn signer() -> Signer {
+    Signer::generate(ORIGIN).expect("key")
+}
+
+fn signed(store: &SqlStore, signer: &Signer) -> SqlAuditSink {
+    let config = LogConfig::new(ORIGIN)
+        .checkpoint_every(16)
+        .checkpoint_interval(None);
+    store.signed_audit_sink(config, signer.clone())
+}
+
+fn gate(store: &SqlStore, sink: SqlAuditSink, quorum: u32) -> Gate {
+    Gate::builder()
+        .policy(StaticPolicy::require(
+            Requirement::groups(["data-owners"]).quorum(quorum),
+        ))
+        .store(store.clone())
+        .audit(sink)
+        .initiator(Initiator::agent("export-bot"))
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("gate")
+}
+
+fn export(n: usize) -> ActionRequest {
+    ActionRequest::new("data.export", format!("db://prod/table{n}"))
+        .params(serde_json::json!({"table": n}))
+}
+
+fn reviewer(name: &str) -> Principal {
+    Principal::human(format!("{name}@example.com")).with_groups(["data-owners"])
+}
+
+async fn names(sink: &SqlAuditSink, id: approvals_core::RequestId) -> Vec<&'static str> {
+    sink.events_for(id)
+        .await
+        .expect("events")
+        .iter()
+        .map(AuditEvent::name)
+        .collect()
+}
+
+/// A lifecycle through the gate: submit, approve, wait, execute. Returns the request id.
+async fn lifecycle(gate: &Gate, n: usize) -> approvals_core::RequestId {
+    let Submission::Pending(id) = gate.submit(&export(n)).await.expect("submit") else {
+        panic!("needs approval");
+    };
+    gate.decide(id, Review::approve(reviewer("sam")))
+        .await
+        .expect("approved");
+    let grant = gate.wait(id).await.expect("grant");
+    gate.execute(grant, &export(n), || async { Ok::<_, GuardError>(()) })
+        .await
+        .expect("ran");
+    id
+}
+
+#[tokio::test]
+async fn the_store_offers_recorded_writes_for_its_own_log_only() {
+    let db = sqlite().await;
+    let other = sqlite().await;
+    let store = &db.store;
+    assert!(store.recorded_writes(&store.audit_sink()).is_some());
+    assert!(store.recorded_writes(&signed(store, &signer())).is_some());
+    // Through the Arc wrappers a gate builder makes.
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    let sink: Arc<dyn AuditSink> = Arc::new(store.audit_sink());
+    assert!(shared.recorded_writes(&sink).is_some());
+    // Another database's log, or another kind of sink: the gate writes the two apart.
+    assert!(store.recorded_writes(&other.store.audit_sink()).is_none());
+    assert!(store.recorded_writes(&MemorySink::new()).is_none());
+    finish(other).await;
+    finish(db).await;
+}
+
+#[tokio::test]
+async fn a_decision_is_one_commit_with_its_events_and_leaves_no_audit_flag() {
+    for (backend, db) in databases("a_decision_is_one_commit_with_its_events").await {
+        let key = signer();
+        let sink = signed(&db.store, &key);
+        let gate = gate(&db.store, sink.clone(), 1);
+        let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
+            panic!("needs approval");
+        };
+        let before = db.store.sync_stats();
+        gate.decide(id, Review::approve(reviewer("sam")))
+            .await
+            .expect("approved");
+        let after = db.store.sync_stats();
+        if backend == "sqlite" {
+            // The read before it is not a commit; the change, its two events and the cleared
+            // audit flag are one.
+            assert_eq!(after.commits - before.commits, 1, "{backend}");
+        }
+        let record = db.store.get(id).await.expect("get").expect("stored");
+        assert_eq!(record.state, RequestState::Approved, "{backend}");
+        assert!(
+            !record.audit_pending && record.unaudited.is_empty(),
+            "{backend}: the approval was stored as unaudited although its events committed with it"
+        );
+        assert_eq!(
+            names(&sink, id).await,
+            ["requested", "policy_decided", "reviewed", "approved"],
+            "{backend}"
+        );
+        let grant = gate.wait(id).await.expect("grant");
+        gate.execute(grant, &export(1), || async { Ok::<_, GuardError>(()) })
+            .await
+            .expect("ran");
+        assert_eq!(names(&sink, id).await, LIFECYCLE, "{backend}");
+        let record = db.store.get(id).await.expect("get").expect("stored");
+        assert_eq!(record.state, RequestState::Executed, "{backend}");
+        let report = sink
+            .verify(&LogVerifier::new(vec![key.verifier()]))
+            .await
+            .expect("verify");
+        assert!(report.is_ok(), "{backend}: {report}");
+        assert_eq!(report.entries, LIFECYCLE.len() as u64, "{backend}");
+        finish(db).await;
+    }
+}
+
+#[tokio::test]
+async fn a_compare_and_set_that_does_not_apply_records_nothing() {
+    for (backend, db) in databases("a_compare_and_set_that_does_not_apply_records_nothing").await {
+        let sink = db.store.audit_sink();
+        let writes = db.store.recorded_writes(&sink).expect("recorded writes");
+        let gate = gate(&db.store, sink.clone(), 1);
+        let Submission::Pending(id) = gate.submit(&export(2)).await.expect("submit") else {
+            panic!("needs approval");
+        };
+        let record = db.store.get(id).await.expect("get").expect("stored");
+        let event = |detail: EventDetail| AuditEvent {
+            schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
+            at: chrono::Utc::now(),
+            request_id: id,
+            kind: record.request.kind.as_str().into(),
+            resource: record.request.resource.as_str().into(),
+            digest: record.digest,
+            detail,
+        };
+        let mut cancelled = record.clone();
+        cancelled.state = RequestState::Cancelled;
+        let cancel = [event(EventDetail::Cancelled {
+            by: None,
+            reason: Some("test".into()),
+        })];
+        // A stale version loses, and its event is not written.
+        assert!(
+            !writes
+                .compare_and_set(record.version + 1, &cancelled, &cancel)
+                .await
+                .expect("stale"),
+            "{backend}"
+        );
+        assert_eq!(names(&sink, id).await, ["requested", "policy_decided"]);
+        // The current version wins, with its event.
+        assert!(
+            writes
+                .compare_and_set(record.version, &cancelled, &cancel)
+                .await
+                .expect("cancel"),
+            "{backend}"
+        );
+        assert_eq!(
+            names(&sink, id).await,
+            ["requested", "policy_decided", "cancelled"],
+            "{backend}"
+        );
+        // Not a lifecycle step (a terminal state never changes): refused, nothing written.
+        let mut reopened = cancelled.clone();
+        reopened.state = RequestState::Pending;
+        let refused = writes
+            .compare_and_set(
+                record.version + 1,
+                &reopened,
+                &[event(EventDetail::Expired {})],
+            )
+            .await;
+        assert!(refused.is_err(), "{backend}: {refused:?}");
+        assert_eq!(
+            names(&sink, id).await,
+            ["requested", "policy_decided", "cancelled"],
+            "{backend}"
+        );
+        let stored = db.store.get(id).await.expect("get").expect("stored");
+        assert_eq!(
+            (stored.state, stored.version),
+            (RequestState::Cancelled, record.version + 1),
+            "{backend}"
+        );
+        finish(db).await;
+    }
+}
+
+#[tokio::test]
+async fn a_decision_whose_events_cannot_be_written_is_not_made() {
+    for (backend, db) in databases("a_decision_whose_events_cannot_be_written_is_not_made").await {
+        let sink = db.store.audit_sink();
+        let gate = gate(&db.store, sink.clone(), 1);
+        let Submission::Pending(id) = gate.submit(&export(3)).await.expect("submit") else {
+            panic!("needs approval");
+        };
+        let before = db.store.get(id).await.expect("get").expect("stored");
+        // Someone cuts the end of the log: the writer refuses to append to it (fail closed).
+        db.raw.cut_log_end().await;
+        let decided = gate.decide(id, Review::approve(reviewer("sam"))).await;
+        assert!(
+            matches!(decided, Err(ReviewError::Unavailable { .. })),
+            "{backend}: {decided:?}"
+        );
+        let after = db.store.get(id).await.expect("get").expect("stored");
+        assert_eq!(
+            (after.state, after.version, after.reviews.len()),
+            (RequestState::Pending, before.version, 0),
+            "{backend}: the approval was stored without its events"
+        );
+        // Nobody waiting gets a grant for it.
+        let waited = tokio::time::timeout(Duration::from_millis(300), gate.wait(id)).await;
+        assert!(
+            !matches!(waited, Ok(Ok(_))),
+            "{backend}: a grant was issued"
+        );
+        finish(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_lifecycles_leave_one_log_with_each_requests_events_in_order() {
+    for (backend, db) in databases("concurrent_lifecycles_leave_one_log").await {
+        let key = signer();
+        let sink = signed(&db.store, &key);
+        // Quorum 2: two reviewers decide each request at once.
+        let gate = gate(&db.store, sink.clone(), 2);
+        let mut tasks = Vec::new();
+        for n in 0..24 {
+            let gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                let Submission::Pending(id) = gate.submit(&export(n)).await.expect("submit") else {
+                    panic!("needs approval");
+                };
+                let (a, b) = tokio::join!(
+                    gate.decide(id, Review::approve(reviewer("sam"))),
+                    gate.decide(id, Review::approve(reviewer("kim"))),
+                );
+                a.expect("first approval");
+                b.expect("second approval");
+                let grant = gate.wait(id).await.expect("grant");
+                gate.execute(grant, &export(n), || async { Ok::<_, GuardError>(()) })
+                    .await
+                    .expect("ran");
+                id
+            }));
+        }
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.expect("lifecycle"));
+        }
+        let expected = [
+            "requested",
+            "policy_decided",
+            "reviewed",
+            "reviewed",
+            "approved",
+            "grant_issued",
+            "grant_consumed",
+            "executed",
+        ];
+        for id in &ids {
+            assert_eq!(names(&sink, *id).await, expected, "{backend} {id}");
+            let record: RequestRecord = db.store.get(*id).await.expect("get").expect("stored");
+            assert_eq!(record.state, RequestState::Executed, "{backend}");
+            assert!(!record.audit_pending, "{backend}");
+        }
+        let report = sink
+            .verify(&LogVerifier::new(vec![key.verifier()]))
+            .await
+            .expect("verify");
+        assert!(report.is_ok(), "{backend}: {report}");
+        assert_eq!(
+            report.entries,
+            (ids.len() * expected.len()) as u64,
+            "{backend}"
+        );
+        finish(db).await;
+    }
+}
+
+/// A plain lifecycle still records everything once when the sink is another database's log
+/// (the gate then compare-and-sets and records as two steps).
+#[tokio::test]
+async fn with_another_databases_log_the_lifecycle_is_recorded_as_before() {
+    let db = sqlite().await;
+    let log = sqlite().await;
+    let sink = log.store.audit_sink();
+    let gate = gate(&db.store, sink.clone(), 1);
+    let id = lifecycle(&gate, 4).await;
+    assert_eq!(names(&sink, id).await, LIFECYCLE);
+    finish(log).await;
+    finish(db).await;
+}

@@ -434,6 +434,16 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Records one event durably enough for this sink's promise before returning.
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
 
+    /// Records `events` in order, as [`record`](AuditSink::record) does each: a sink that
+    /// can write them in one commit should (the default records them one by one, stopping
+    /// at the first failure). A sink wrapping another should forward it.
+    async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        for event in events {
+            self.record(event).await?;
+        }
+        Ok(())
+    }
+
     /// A durability barrier, like [`Store::sync`](crate::Store::sync): returns once every
     /// event recorded so far is on disk. A sink may record without syncing and sync here;
     /// the default does nothing (every record is as durable as it will be when it returns).
@@ -469,6 +479,9 @@ pub trait AuditSink: Send + Sync + 'static {
 impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         (**self).record(event).await
+    }
+    async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        (**self).record_all(events).await
     }
     async fn sync(&self) -> Result<(), AuditError> {
         (**self).sync().await

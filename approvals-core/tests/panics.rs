@@ -96,7 +96,8 @@ async fn a_panicking_policy_refuses_with_a_typed_error() {
         assert!(err.to_string().contains("index out of bounds"), "{err}");
         assert_eq!(ran, 0);
     }
-    assert!(!audit.names().contains(&"policy_decided"));
+    // Each refused action is on record as requested, with no policy decision.
+    assert_eq!(audit.names(), ["requested", "requested"]);
 }
 
 /// Proposing a standing grant asks the same policy: its panic is a refusal too, and nothing is

@@ -79,8 +79,9 @@ impl LogSettings {
 /// What a sink asks the database writer to do.
 #[derive(Debug)]
 pub(crate) enum LogOp {
-    /// Append one event.
-    Append(Box<AuditEvent>),
+    /// Append events, in order (one, or all of a transition's); the result is the last
+    /// one's row.
+    Append(Vec<AuditEvent>),
     /// Write a checkpoint: always (`force`), or only if one is due.
     Checkpoint { force: bool },
 }
@@ -336,22 +337,34 @@ impl TableLog {
                 .as_ref()
                 .filter(|_| !signers.is_empty());
             let result = match &request.op {
-                LogOp::Append(event) => match serde_json::to_value(event) {
-                    Ok(value) => {
-                        let row = self.push_entry(
-                            &value,
-                            event.at,
-                            Some(event.request_id.to_string()),
-                            Some(event.name().to_owned()),
-                            &mut rows,
-                        );
-                        if row.is_ok()
-                            && let Some(config) = config
-                            && self.checkpoint_due(config)
-                        {
-                            self.push_checkpoint(config, &signers, &mut rows)?;
+                // All encoded before any is appended: the request is appended whole or not.
+                LogOp::Append(events) => match events
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<Value>, _>>()
+                {
+                    Ok(values) => {
+                        let mut last = Ok(None);
+                        for (event, value) in events.iter().zip(&values) {
+                            let row = self.push_entry(
+                                value,
+                                event.at,
+                                Some(event.request_id.to_string()),
+                                Some(event.name().to_owned()),
+                                &mut rows,
+                            );
+                            if row.is_ok()
+                                && let Some(config) = config
+                                && self.checkpoint_due(config)
+                            {
+                                self.push_checkpoint(config, &signers, &mut rows)?;
+                            }
+                            last = row.map(Some);
+                            if last.is_err() {
+                                break;
+                            }
                         }
-                        row.map(Some)
+                        last
                     }
                     Err(e) => Err(SqlError::Database(format!(
                         "the audit event cannot be encoded: {e}"
@@ -436,7 +449,10 @@ pub(crate) async fn append(
             ),
         ));
     }
-    let starts_log = head == 0 && requests.iter().any(|r| matches!(r.op, LogOp::Append(_)));
+    let starts_log = head == 0
+        && requests
+            .iter()
+            .any(|r| matches!(&r.op, LogOp::Append(events) if !events.is_empty()));
     let legacy = if starts_log {
         tx.legacy_head().await?
     } else {
@@ -531,15 +547,12 @@ impl RecordedSql {
         })
     }
 
-    /// One append request per event, with the sink's settings.
+    /// One append request for the events, with the sink's settings.
     pub(crate) fn requests(&self, events: &[AuditEvent]) -> Vec<LogRequest> {
-        events
-            .iter()
-            .map(|event| LogRequest {
-                op: LogOp::Append(Box::new(event.clone())),
-                settings: self.settings.clone(),
-            })
-            .collect()
+        vec![LogRequest {
+            op: LogOp::Append(events.to_vec()),
+            settings: self.settings.clone(),
+        }]
     }
 }
 
@@ -596,7 +609,7 @@ impl SqlAuditSink {
 
     /// Appends one event and returns its row.
     pub async fn append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
-        self.request(LogOp::Append(Box::new(event.clone())))
+        self.request(LogOp::Append(vec![event.clone()]))
             .await?
             .ok_or_else(|| SqlError::Database("the audit append wrote no row".into()))
     }
@@ -710,6 +723,14 @@ async fn checkpoint_timer(store: Weak<Inner>, settings: Weak<LogSettings>, inter
 impl AuditSink for SqlAuditSink {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.append(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| AuditError::new(e.to_string()))
+    }
+
+    /// One append of all the events: one commit.
+    async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        self.request(LogOp::Append(events.to_vec()))
             .await
             .map(|_| ())
             .map_err(|e| AuditError::new(e.to_string()))

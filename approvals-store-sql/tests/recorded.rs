@@ -204,10 +204,16 @@ async fn a_decision_is_one_commit_with_its_events_and_leaves_no_audit_flag() {
         let key = signer();
         let sink = signed(&db.store, &key);
         let gate = gate(&db.store, sink.clone(), 1);
+        let submitting = db.store.sync_stats();
         let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
             panic!("needs approval");
         };
         let before = db.store.sync_stats();
+        if backend == "sqlite" {
+            // `requested` and `policy_decided` in one append (AuditSink::record_all), then
+            // the request.
+            assert_eq!(before.commits - submitting.commits, 2, "{backend}");
+        }
         gate.decide(id, Review::approve(reviewer("sam")))
             .await
             .expect("approved");

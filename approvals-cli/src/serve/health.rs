@@ -41,18 +41,13 @@ pub(crate) struct MonitoredSink<S> {
 impl<S: AuditSink> AuditSink for MonitoredSink<S> {
     async fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let result = self.inner.record(event).await;
-        let mut state = self
-            .health
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match &result {
-            Ok(()) => state.last_write_at = Some(Utc::now()),
-            Err(e) => {
-                state.last_error_at = Some(Utc::now());
-                state.last_error = Some(e.message.chars().take(300).collect());
-            }
-        }
+        self.note(&result);
+        result
+    }
+
+    async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        let result = self.inner.record_all(events).await;
+        self.note(&result);
         result
     }
 
@@ -66,6 +61,24 @@ impl<S: AuditSink> AuditSink for MonitoredSink<S> {
 
     fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
         self.inner.sync_domain()
+    }
+}
+
+impl<S> MonitoredSink<S> {
+    /// Notes a write's outcome for `/healthz`.
+    fn note(&self, result: &Result<(), AuditError>) {
+        let mut state = self
+            .health
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match result {
+            Ok(()) => state.last_write_at = Some(Utc::now()),
+            Err(e) => {
+                state.last_error_at = Some(Utc::now());
+                state.last_error = Some(e.message.chars().take(300).collect());
+            }
+        }
     }
 }
 

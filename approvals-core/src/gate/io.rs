@@ -90,6 +90,23 @@ impl Gate {
         Ok(true)
     }
 
+    /// Records `events` in order, in one call to the sink ([`AuditSink::record_all`]),
+    /// waiting no longer than the store timeout.
+    ///
+    /// [`AuditSink::record_all`]: crate::AuditSink::record_all
+    pub(super) async fn audit_all(&self, events: &[AuditEvent]) -> Result<(), GuardError> {
+        let recorded = within(
+            self.inner.store_timeout,
+            self.inner.audit.record_all(events),
+        )
+        .await
+        .unwrap_or_else(|unfinished| Err(crate::audit::AuditError::new(unfinished.to_string())));
+        if recorded.is_err() {
+            crate::observe::audit_failed();
+        }
+        recorded.map_err(|e| GuardError::unavailable(Component::Audit, e))
+    }
+
     /// Records `detail` about request `id` when the request exists: a refusal at a door or in
     /// a channel, which changes no state. Returns whether the event was written (`false`
     /// when there is no such request, or the store or the sink failed).

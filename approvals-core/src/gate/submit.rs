@@ -180,17 +180,23 @@ impl Gate {
             resource: request.resource.as_str().into(),
             digest,
         };
-        self.audit(subject.event(
+        let requested = subject.event(
             now,
             EventDetail::Requested {
                 request: request.clone(),
             },
-        ))
-        .await?;
-        let decision = self.evaluate(&request)?;
+        );
+        let decision = match self.evaluate(&request) {
+            Ok(decision) => decision,
+            Err(refused) => {
+                self.audit(requested).await?;
+                return Err(refused);
+            }
+        };
         let policy_version = self.shared_policy_version();
         // The decision moves into the event and back out after it is recorded: this is the
-        // allow path of every guard() call, so it is not copied.
+        // allow path of every guard() call, so it is not copied. Both events go to the sink
+        // together (one commit for a sink that can).
         let decided = subject.event(
             now,
             EventDetail::PolicyDecided {
@@ -198,7 +204,9 @@ impl Gate {
                 policy_version: policy_version.clone(),
             },
         );
-        self.audit_ref(&decided).await?;
+        let events = [requested, decided];
+        self.audit_all(&events).await?;
+        let [_, decided] = events;
         let EventDetail::PolicyDecided { decision, .. } = decided.detail else {
             unreachable!("the event was built as PolicyDecided above")
         };

@@ -101,9 +101,9 @@ pub use request::{
 };
 pub use step_up::{StepUp, StepUpProof};
 pub use store::{
-    CredentialState, Delivery, Execution, Inserted, ListFilter, PageCursor, RecordedWrites,
-    RequestId, RequestRecord, RequestState, Resolution, ReviewRecord, Store, StoreError,
-    SyncDomain, Unaudited, Verdict,
+    CredentialState, Delivery, DueCursor, Execution, Inserted, ListFilter, PageCursor,
+    RecordedWrites, RequestId, RequestRecord, RequestState, Resolution, ReviewRecord, Store,
+    StoreError, SyncDomain, Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]

@@ -110,7 +110,8 @@ impl Store for MemoryStore {
             .map(|r| (**r).clone())
             .collect();
         if filter.due_by.is_some() {
-            out.sort_by_cached_key(|r| (crate::lifecycle::next_due(r), r.id));
+            // At the stores' precision, as due cursors compare.
+            out.sort_by_cached_key(crate::store::DueCursor::of);
         } else {
             // Newest first, at the stores' precision, as page cursors compare.
             out.sort_by_cached_key(|r| std::cmp::Reverse(crate::store::PageCursor::of(r)));

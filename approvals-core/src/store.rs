@@ -538,6 +538,35 @@ pub struct ListFilter {
     /// time with a smaller id): the next page of a listing whose last record was
     /// [`PageCursor::of`] it. Ignored with `due_by`.
     pub after: Option<PageCursor>,
+    /// With `due_by`: only records after this one in the earliest-due-first order (due later,
+    /// or due at the same time with a larger id): the next page of a due listing whose last
+    /// record was [`DueCursor::of`] it. Sweeps read what is due a page at a time.
+    pub due_after: Option<DueCursor>,
+}
+
+/// Where a page of a due listing ([`ListFilter::due_by`]) ended: the last record's
+/// [`next_due`](crate::lifecycle::next_due) time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DueCursor {
+    /// When the last record of the page was due (to the microsecond, as stores keep it).
+    pub due_at: DateTime<Utc>,
+    /// Its id.
+    pub id: RequestId,
+}
+
+impl DueCursor {
+    /// The cursor after `record`; `None` when nothing about it is ever due.
+    pub fn of(record: &RequestRecord) -> Option<Self> {
+        crate::lifecycle::next_due(record).map(|due| DueCursor {
+            due_at: truncate_to_micros(due),
+            id: record.id,
+        })
+    }
+
+    /// Whether `record` comes after this cursor in the earliest-due-first order.
+    pub fn precedes(&self, record: &RequestRecord) -> bool {
+        DueCursor::of(record).is_some_and(|at| at > *self)
+    }
 }
 
 /// Where a page of a newest-first listing ended: the last record's creation time and id.
@@ -635,6 +664,7 @@ impl ListFilter {
                 .due_by
                 .is_none_or(|by| crate::lifecycle::next_due(record).is_some_and(|due| due <= by))
             && (self.due_by.is_some() || self.after.is_none_or(|c| c.precedes(record)))
+            && (self.due_by.is_none() || self.due_after.is_none_or(|c| c.precedes(record)))
     }
 }
 

@@ -858,6 +858,25 @@ async fn sweep_expires_requests_nobody_waits_for() {
     assert_eq!(f.gate.sweep().await.expect("sweep").expired, 0);
 }
 
+/// A sweep reads what is due a page at a time (500 records); more than two pages' worth all
+/// expire in one sweep, each once.
+#[tokio::test]
+async fn a_sweep_reaches_every_due_request_past_its_first_page() {
+    let f = Fixture::new();
+    let mut ids = Vec::new();
+    for n in 0..1_234 {
+        ids.push(f.pending(&export(n)).await);
+    }
+    f.clock.advance(TimeDelta::hours(2));
+    let report = f.gate.sweep().await.expect("sweep");
+    assert_eq!(report.expired, ids.len());
+    for id in ids {
+        assert_eq!(f.state(id).await, RequestState::Expired);
+    }
+    assert_eq!(f.count("expired"), 1_234);
+    assert_eq!(f.gate.sweep().await.expect("sweep").expired, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idempotency, cancel, delivery.
 

@@ -145,6 +145,8 @@ pub(crate) fn list_query<DB, T, I>(
     filter: &approvals_core::ListFilter,
     initiator_key: Option<String>,
     due_by: Option<T>,
+    // The cursor of the listing's order: `ListFilter::due_after` with `due_by`, `after`
+    // without.
     after: Option<(T, I)>,
 ) -> sqlx::QueryBuilder<DB>
 where
@@ -197,7 +199,11 @@ where
     }
     // The next page of a newest-first listing: rows after the cursor in that order, which
     // the (state, created_at) and (created_at, id) indexes serve as a range.
-    if let (None, Some((created_at, id))) = (&due_by, after) {
+    let (created_after, due_after) = match due_by {
+        Some(_) => (None, after),
+        None => (after, None),
+    };
+    if let Some((created_at, id)) = created_after {
         and(&mut query);
         query
             .push("(created_at < ")
@@ -209,10 +215,21 @@ where
             .push("))");
     }
     // `due_by` as the backend stores times (microseconds on SQLite), from the caller;
-    // earliest due first, which the due index serves without a sort.
+    // earliest due first, which the due index serves without a sort. With a cursor, the
+    // next page of that order.
     if let Some(by) = due_by {
         and(&mut query);
         query.push("due_at <= ").push_bind(by);
+        if let Some((due_at, id)) = due_after {
+            query
+                .push(" AND (due_at > ")
+                .push_bind(due_at.clone())
+                .push(" OR (due_at = ")
+                .push_bind(due_at)
+                .push(" AND id > ")
+                .push_bind(id)
+                .push("))");
+        }
         query.push(" ORDER BY due_at, id");
     } else {
         query.push(" ORDER BY created_at DESC, id DESC");

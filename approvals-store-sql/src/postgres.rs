@@ -539,7 +539,7 @@ impl PgBackend {
             filter,
             initiator,
             filter.due_by,
-            filter.after.map(|c| (c.created_at, c.id.0)),
+            cursor(filter),
         )
         .build()
         .fetch_all(&self.pool)
@@ -562,7 +562,7 @@ impl PgBackend {
                 filter,
                 initiator,
                 filter.due_by,
-                filter.after.map(|c| (c.created_at, c.id.0)),
+                cursor(filter),
             )
             .build_query_as()
             .fetch_all(&mut *tx)
@@ -636,6 +636,14 @@ impl PgBackend {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| SqlError::from_sqlx(what, e))
+    }
+}
+
+/// The cursor of `filter`'s listing order.
+fn cursor(filter: &ListFilter) -> Option<(DateTime<Utc>, Uuid)> {
+    match filter.due_by {
+        Some(_) => filter.due_after.map(|c| (c.due_at, c.id.0)),
+        None => filter.after.map(|c| (c.created_at, c.id.0)),
     }
 }
 

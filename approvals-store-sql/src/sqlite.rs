@@ -505,9 +505,7 @@ impl SqliteBackend {
             filter,
             initiator,
             filter.due_by.map(micros),
-            filter
-                .after
-                .map(|c| (micros(c.created_at), c.id.to_string())),
+            cursor(filter),
         )
         .build()
         .fetch_all(&self.pool)
@@ -529,9 +527,7 @@ impl SqliteBackend {
                 filter,
                 initiator,
                 filter.due_by.map(micros),
-                filter
-                    .after
-                    .map(|c| (micros(c.created_at), c.id.to_string())),
+                cursor(filter),
             )
             .build_query_as()
             .fetch_all(&self.pool)
@@ -606,6 +602,18 @@ impl SqliteBackend {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| SqlError::from_sqlx(what, e))
+    }
+}
+
+/// The cursor of `filter`'s listing order, as SQLite stores times and ids.
+fn cursor(filter: &ListFilter) -> Option<(i64, String)> {
+    match filter.due_by {
+        Some(_) => filter
+            .due_after
+            .map(|c| (micros(c.due_at), c.id.to_string())),
+        None => filter
+            .after
+            .map(|c| (micros(c.created_at), c.id.to_string())),
     }
 }
 

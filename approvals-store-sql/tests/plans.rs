@@ -45,6 +45,19 @@ fn listings() -> Vec<(&'static str, ListFilter, &'static str)> {
             "approval_requests_due",
         ),
         (
+            "a sweep's next page of what is due",
+            ListFilter {
+                due_by: Some(chrono::Utc::now()),
+                limit: Some(500),
+                due_after: Some(approvals_core::DueCursor {
+                    due_at: chrono::Utc::now() - chrono::TimeDelta::minutes(5),
+                    id: approvals_core::RequestId::new(),
+                }),
+                ..Default::default()
+            },
+            "approval_requests_due",
+        ),
+        (
             "the newest denials of one action, for a cool-down after a denial",
             ListFilter {
                 denied_action: Some(

@@ -37,6 +37,7 @@ where
     illegal_transitions_are_refused_and_change_nothing(make_store().await).await;
     list_filters_and_orders(make_store().await).await;
     due_listing_follows_each_write(make_store().await).await;
+    due_pages_cover_every_due_record_once_in_order(make_store().await).await;
     pages_cover_every_record_once(make_store().await).await;
     racing_cas_writers_have_one_winner(make_store().await).await;
     retrying_writers_lose_no_update(make_store().await).await;
@@ -357,6 +358,7 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
         denied_action: None,
         limit: Some(1),
         after: None,
+        due_after: None,
     };
     assert_eq!(
         ids_of(store.list(&combined).await.expect("list")),
@@ -401,6 +403,56 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) {
     );
     assert!(store.list(&unaudited).await.expect("list").is_empty());
     assert_eq!(store.list(&audited).await.expect("list").len(), 6);
+}
+
+/// A due listing read a page at a time ([`ListFilter::due_after`], as sweeps read it) lists
+/// every due record once, in the order of one whole listing, earliest due first, ties by id:
+/// ten records, five of them due at the same moment, pages of one to four.
+pub async fn due_pages_cover_every_due_record_once_in_order(store: Arc<dyn Store>) {
+    let at = |minutes: i64| epoch() + TimeDelta::minutes(minutes);
+    // Pending requests expire an hour after they were created: created at 0 is due at 60.
+    let created = [0, 0, 0, 0, 0, 5, 10, 10, 20, 500];
+    for minutes in created {
+        insert_new(&store, &pending_record(export_request(), at(minutes))).await;
+    }
+    let whole = ListFilter {
+        due_by: Some(at(100)),
+        ..Default::default()
+    };
+    let expected: Vec<RequestId> = store
+        .list(&whole)
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        expected.len(),
+        9,
+        "the one created at 500 is not due by 100"
+    );
+    for size in 1..=4 {
+        let mut filter = ListFilter {
+            due_by: Some(at(100)),
+            limit: Some(size),
+            ..Default::default()
+        };
+        let mut listed = Vec::new();
+        loop {
+            let page = store.list(&filter).await.expect("list");
+            assert!(page.len() <= size);
+            listed.extend(page.iter().map(|r| r.id));
+            match page.last().and_then(approvals_core::DueCursor::of) {
+                Some(cursor) if page.len() == size => filter.due_after = Some(cursor),
+                _ => break,
+            }
+            assert!(
+                listed.len() <= expected.len(),
+                "pages of {size} repeat records"
+            );
+        }
+        assert_eq!(listed, expected, "pages of {size}");
+    }
 }
 
 /// `due_by` lists exactly the records whose next due time

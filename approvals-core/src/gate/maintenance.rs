@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::io::to_delta;
 use super::{Gate, SweepReport};
 use crate::approver::DispatchReason;
@@ -11,7 +13,10 @@ use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Step};
 use crate::observe;
 use crate::request::Principal;
-use crate::store::{ListFilter, RequestId, RequestRecord, Verdict};
+use crate::store::{DueCursor, ListFilter, RequestId, RequestRecord, Verdict};
+
+/// Records a sweep reads at a time.
+const SWEEP_PAGE: usize = 500;
 
 impl Gate {
     /// Expires, escalates, reminds and lapses whatever is due, audits decisions whose reviewer
@@ -22,14 +27,36 @@ impl Gate {
     pub async fn sweep(&self) -> Result<SweepReport, GuardError> {
         let mut report = SweepReport::default();
         let now = self.now();
+        let recovery = to_delta(self.inner.audit_recovery_after);
         // Only records that may have something due (an indexed time in the SQL stores), not
-        // every open request.
-        let due = ListFilter {
+        // every open request; a page at a time, so that a sweep after a long pause holds one
+        // page in memory, and the store reads the due index in order whatever its statistics.
+        let mut due = ListFilter {
             due_by: Some(now),
+            limit: Some(SWEEP_PAGE),
             ..Default::default()
         };
-        let recovery = to_delta(self.inner.audit_recovery_after);
-        let records = self.store_call(self.inner.store.list(&due)).await?;
+        loop {
+            let records = self.store_call(self.inner.store.list(&due)).await?;
+            let full = records.len() == SWEEP_PAGE;
+            due.due_after = records.last().and_then(DueCursor::of);
+            self.sweep_page(records, now, recovery, &mut report).await?;
+            if !full || due.due_after.is_none() {
+                break;
+            }
+        }
+        report.credentials_expired = self.revoke_expired_credentials(now).await;
+        Ok(report)
+    }
+
+    /// Does what is due about each record of one page of a sweep.
+    async fn sweep_page(
+        &self,
+        records: Vec<RequestRecord>,
+        now: DateTime<Utc>,
+        recovery: TimeDelta,
+        report: &mut SweepReport,
+    ) -> Result<(), GuardError> {
         for record in records {
             match lifecycle::due(&record, now, recovery) {
                 Due::Expire => report.expired += usize::from(self.expire(&record).await?),
@@ -47,8 +74,7 @@ impl Gate {
                 Due::Nothing(_) => {}
             }
         }
-        report.credentials_expired = self.revoke_expired_credentials(now).await;
-        Ok(report)
+        Ok(())
     }
 
     /// Runs [`sweep`](Gate::sweep) every `interval` until the returned handle is aborted. A

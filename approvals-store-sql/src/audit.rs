@@ -390,8 +390,9 @@ impl TableLog {
 
 /// What the log writer needs from a transaction that holds the table's write lock.
 pub(crate) trait LogTx {
-    /// The largest `line_no` in the table (0 when empty).
-    async fn last_line_no(&mut self) -> Result<i64, SqlError>;
+    /// The largest `line_no` in the table (0 when empty), and the tree size of the checkpoint
+    /// in the witness table, if it has one: one query, as every append starts with both.
+    async fn head(&mut self) -> Result<(i64, Option<i64>), SqlError>;
     /// Up to `limit` rows `(line_no, line)` after `after`, in order.
     async fn lines_after(&mut self, after: i64, limit: i64)
     -> Result<Vec<(i64, String)>, SqlError>;
@@ -399,8 +400,6 @@ pub(crate) trait LogTx {
     async fn legacy_head(&mut self) -> Result<Option<(i64, String)>, SqlError>;
     /// Inserts the rows.
     async fn insert(&mut self, rows: &[NewRow]) -> Result<(), SqlError>;
-    /// The tree size of the checkpoint in the witness table, if it has one.
-    async fn witness_size(&mut self) -> Result<Option<i64>, SqlError>;
     /// Replaces the witness (the trigger refuses a smaller size).
     async fn set_witness(&mut self, size: i64, note: &str) -> Result<(), SqlError>;
 }
@@ -413,7 +412,7 @@ pub(crate) async fn append(
     cached: Option<&TableLog>,
     requests: &[&LogRequest],
 ) -> Result<(TableLog, Vec<LogResult>), SqlError> {
-    let head = tx.last_line_no().await?;
+    let (head, witnessed) = tx.head().await?;
     let mut state = match cached {
         Some(state) if state.last_line_no <= head => state.clone(),
         // Rows this writer wrote or read are gone: someone cut the end of the log.
@@ -436,7 +435,6 @@ pub(crate) async fn append(
         state.catch_up(&rows)?;
     }
     // Invariant 12: a log that lost rows its witness had signed is not appended to.
-    let witnessed = tx.witness_size().await?;
     if let Some(size) = witnessed
         && u64::try_from(size).unwrap_or(u64::MAX) > state.chain.size()
     {

@@ -847,11 +847,14 @@ async fn cas(
 struct PgLogTx<'a>(&'a mut sqlx::PgConnection);
 
 impl audit::LogTx for PgLogTx<'_> {
-    async fn last_line_no(&mut self) -> Result<i64, SqlError> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(line_no), 0)::BIGINT FROM approval_audit_log")
-            .fetch_one(&mut *self.0)
-            .await
-            .map_err(|e| SqlError::from_sqlx("reading the audit log head", e))
+    async fn head(&mut self) -> Result<(i64, Option<i64>), SqlError> {
+        sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(line_no), 0)::BIGINT FROM approval_audit_log),
+                    (SELECT size FROM approval_audit_witness WHERE id = 1)",
+        )
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(|e| SqlError::from_sqlx("reading the audit log head and its witness", e))
     }
 
     async fn lines_after(
@@ -875,13 +878,6 @@ impl audit::LogTx for PgLogTx<'_> {
             .fetch_optional(&mut *self.0)
             .await
             .map_err(|e| SqlError::from_sqlx("reading the old audit table's head", e))
-    }
-
-    async fn witness_size(&mut self) -> Result<Option<i64>, SqlError> {
-        sqlx::query_scalar("SELECT size FROM approval_audit_witness WHERE id = 1")
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(|e| SqlError::from_sqlx("reading the audit log's witness", e))
     }
 
     async fn set_witness(&mut self, size: i64, note: &str) -> Result<(), SqlError> {

@@ -246,15 +246,18 @@ impl Gate {
             scope: String::new(),
             expires_at: grant.expires_at,
         });
+        let mut consumed = None;
         let mut consumed_recorded = false;
         if grant.approved {
-            consumed_recorded = self
+            let (record, recorded) = self
                 .consume(
                     grant.request_id,
                     grant.digest,
                     credential.as_ref().map(|c| c.id.clone()),
                 )
                 .await?;
+            consumed = Some(record);
+            consumed_recorded = recorded;
         } else if self.now() >= grant.expires_at {
             return Err(GuardError::GrantLapsed {
                 id: grant.request_id,
@@ -264,6 +267,7 @@ impl Gate {
             subject,
             request,
             stored: grant.approved,
+            consumed,
             credential,
         };
         // The consumed grant and its events are on disk before the action can act on them.
@@ -299,7 +303,10 @@ impl Gate {
             initiator: run.request.initiator.clone(),
         };
         if run.stored && run.credential.is_none() && self.records_with_writes() {
-            match self.finish_recorded(run.subject.id, error, executed).await {
+            match self
+                .finish_recorded(run.subject.id, error, executed, run.consumed)
+                .await
+            {
                 Ok(Some(record)) => self.notify_channels_after_barrier(record),
                 Ok(None) => {}
                 Err(e) => {
@@ -320,15 +327,15 @@ impl Gate {
     }
 
     /// Approved -> Executing, exactly once ([`lifecycle::consume`]), with `credential`
-    /// planned ([`lifecycle::consume_with_credential`]) when given. Returns whether
-    /// `grant_consumed` was recorded with it (when the store keeps the audit log,
-    /// [`Gate::set_recorded`]); otherwise the caller records it.
+    /// planned ([`lifecycle::consume_with_credential`]) when given. Returns the record as
+    /// stored, and whether `grant_consumed` was recorded with it (when the store keeps the
+    /// audit log, [`Gate::set_recorded`]); otherwise the caller records it.
     pub(super) async fn consume(
         &self,
         id: RequestId,
         digest: Digest,
         credential: Option<String>,
-    ) -> Result<bool, GuardError> {
+    ) -> Result<(Box<RequestRecord>, bool), GuardError> {
         loop {
             let record = self
                 .store_call(self.inner.store.get(id))
@@ -370,7 +377,9 @@ impl Gate {
                     record.created_at,
                     self.now(),
                 );
-                return Ok(joint);
+                let mut consumed = Box::new(step.next);
+                consumed.version = record.version + 1;
+                return Ok((consumed, joint));
             }
         }
     }
@@ -411,7 +420,7 @@ impl Gate {
                 presented: digest,
             });
         }
-        let consumed_recorded = self.consume(id, digest, None).await?;
+        let (consumed, consumed_recorded) = self.consume(id, digest, None).await?;
         let recorded = match consumed_recorded {
             true => Ok(()),
             false => {
@@ -427,7 +436,7 @@ impl Gate {
             self.finish(id, Some(format!("not run: {e}"))).await;
             return Err(e);
         }
-        self.load(id).await
+        Ok(*consumed)
     }
 
     /// Records how an execution started with [`start_execution`](Gate::start_execution)
@@ -467,7 +476,8 @@ impl Gate {
             initiator: record.request.initiator.clone(),
         };
         let finished = if self.records_with_writes() {
-            self.finish_recorded(id, error, executed).await?
+            self.finish_recorded(id, error, executed, Some(Box::new(record)))
+                .await?
         } else {
             self.audit(self.event(&record, executed)).await?;
             self.finish(id, error).await
@@ -556,16 +566,23 @@ impl Gate {
     /// one transaction ([`Gate::set_recorded`]), for a store that keeps the audit log.
     /// Returns the record as it now is; when the request was not executing (its outcome is
     /// already recorded), records the event alone and returns `None`.
+    /// `known` is the record as this gate last stored or read it, tried first; the store is
+    /// read when it is absent or out of date.
     async fn finish_recorded(
         &self,
         id: RequestId,
         error: Option<String>,
         executed: EventDetail,
+        mut known: Option<Box<RequestRecord>>,
     ) -> Result<Option<RequestRecord>, GuardError> {
         loop {
             let now = self.now();
-            let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
-                return Ok(None);
+            let record = match known.take() {
+                Some(record) => *record,
+                None => match self.store_call(self.inner.store.get(id)).await? {
+                    Some(record) => record,
+                    None => return Ok(None),
+                },
             };
             let Ok(step) = lifecycle::finish(&record, error.clone(), now) else {
                 self.audit(self.event(&record, executed)).await?;
@@ -596,6 +613,9 @@ pub(super) struct Run {
     pub(super) request: ActionRequest,
     /// Whether the request is stored (approved by review), or was allowed by the policy.
     pub(super) stored: bool,
+    /// The stored record as the grant's consumption left it, for recording the outcome
+    /// without reading it again.
+    pub(super) consumed: Option<Box<RequestRecord>>,
     /// The run's credential: planned, then as issued.
     pub(super) credential: Option<CredentialLease>,
 }

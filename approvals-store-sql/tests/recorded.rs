@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approvals_core::{
-    ActionRequest, AuditEvent, AuditSink, EventDetail, Gate, GuardError, Initiator, MemorySink,
-    Principal, RequestRecord, RequestState, Requirement, Review, ReviewError, StaticPolicy, Store,
-    Submission,
+    ActionRequest, Approver, ApproverError, AuditEvent, AuditSink, Decisions, Delivery,
+    DispatchReason, EventDetail, Gate, GuardError, Initiator, MemorySink, Principal, RequestRecord,
+    RequestState, Requirement, Review, ReviewError, StaticPolicy, Store, Submission,
 };
 use approvals_store_sql::audit::{LogConfig, LogVerifier, Signer};
 use approvals_store_sql::{SqlAuditSink, SqlStore};
@@ -429,4 +429,74 @@ async fn with_another_databases_log_the_lifecycle_is_recorded_as_before() {
     assert_eq!(names(&sink, id).await, LIFECYCLE);
     finish(log).await;
     finish(db).await;
+}
+
+/// A channel that delivers after `delay`, recording where it posted.
+struct Channel {
+    name: &'static str,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Approver for Channel {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn dispatch(
+        &self,
+        _request: &RequestRecord,
+        _reason: DispatchReason,
+        _decisions: Arc<dyn Decisions>,
+    ) -> Result<Option<Delivery>, ApproverError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(Some(Delivery {
+            channel: self.name.into(),
+            reference: serde_json::json!({"posted": self.name}),
+        }))
+    }
+}
+
+/// The channels' `dispatched` events commit with the deliveries they recorded, each timed
+/// when its channel answered (not when the last one did).
+#[tokio::test]
+async fn deliveries_commit_with_their_events_each_timed_as_its_channel_answered() {
+    for (backend, db) in databases("deliveries_commit_with_their_events").await {
+        let sink = db.store.audit_sink();
+        let gate = Gate::builder()
+            .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+            .store(db.store.clone())
+            .audit(sink.clone())
+            .initiator(Initiator::agent("export-bot"))
+            .approver(Channel {
+                name: "fast",
+                delay: Duration::ZERO,
+            })
+            .approver(Channel {
+                name: "slow",
+                delay: Duration::from_millis(300),
+            })
+            .build()
+            .expect("gate");
+        let Submission::Pending(id) = gate.submit(&export(5)).await.expect("submit") else {
+            panic!("needs approval");
+        };
+        let record = db.store.get(id).await.expect("get").expect("stored");
+        let posted: Vec<&str> = record
+            .deliveries
+            .iter()
+            .map(|d| d.channel.as_str())
+            .collect();
+        assert_eq!(posted, ["fast", "slow"], "{backend}");
+        let events = sink.events_for(id).await.expect("events");
+        let dispatched: Vec<&AuditEvent> =
+            events.iter().filter(|e| e.name() == "dispatched").collect();
+        assert_eq!(dispatched.len(), 2, "{backend}: {events:?}");
+        let gap = dispatched[1].at - dispatched[0].at;
+        assert!(
+            gap >= chrono::TimeDelta::milliseconds(250),
+            "{backend}: the fast channel's event is timed {gap} before the slow one's"
+        );
+        finish(db).await;
+    }
 }

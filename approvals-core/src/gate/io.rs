@@ -69,11 +69,22 @@ impl Gate {
         next: &RequestRecord,
         events: Vec<EventDetail>,
     ) -> Result<bool, GuardError> {
+        let events = events
+            .into_iter()
+            .map(|detail| self.event(next, detail))
+            .collect();
+        self.set_recording(record, next, events).await
+    }
+
+    /// [`set_recorded`](Gate::set_recorded) with events already made (and timed) by the
+    /// caller.
+    pub(super) async fn set_recording(
+        &self,
+        record: &RequestRecord,
+        next: &RequestRecord,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, GuardError> {
         if let Some(writes) = &self.inner.recorded {
-            let events: Vec<AuditEvent> = events
-                .into_iter()
-                .map(|detail| self.event(next, detail))
-                .collect();
             return self
                 .store_call(writes.compare_and_set(record.version, next, &events))
                 .await;
@@ -84,8 +95,8 @@ impl Gate {
         {
             return Ok(false);
         }
-        for detail in events {
-            self.audit(self.event(next, detail)).await?;
+        for event in events {
+            self.audit(event).await?;
         }
         Ok(true)
     }

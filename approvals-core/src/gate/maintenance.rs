@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::io::to_delta;
 use super::{Gate, SweepReport};
 use crate::approver::DispatchReason;
-use crate::audit::EventDetail;
+use crate::audit::AuditEvent;
 use crate::error::GuardError;
 use crate::lifecycle::{self, Due, Step};
 use crate::observe;
@@ -222,24 +222,24 @@ impl Gate {
     }
 
     /// [`update`](Gate::update) that records `events` about the request with the change
-    /// ([`Gate::set_recorded`]), or alone when `change` leaves the record as it is.
+    /// ([`Gate::set_recording`]), or alone when `change` leaves the record as it is.
     pub(super) async fn update_recorded(
         &self,
         id: RequestId,
         mut change: impl FnMut(&RequestRecord) -> Option<RequestRecord>,
-        events: Vec<EventDetail>,
+        events: Vec<AuditEvent>,
     ) -> Result<Option<RequestRecord>, GuardError> {
         loop {
             let Some(record) = self.store_call(self.inner.store.get(id)).await? else {
                 return Ok(None);
             };
             let Some(mut next) = change(&record) else {
-                for detail in events {
-                    self.audit(self.event(&record, detail)).await?;
+                for event in events {
+                    self.audit(event).await?;
                 }
                 return Ok(Some(record));
             };
-            if self.set_recorded(&record, &next, events.clone()).await? {
+            if self.set_recording(&record, &next, events.clone()).await? {
                 next.version = record.version + 1;
                 return Ok(Some(next));
             }

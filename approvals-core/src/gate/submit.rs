@@ -491,10 +491,12 @@ impl Gate {
                     }
                 }
             };
+            // Timed as the channel answered, whenever it is recorded.
+            let event = self.event(&record, event);
             if joint {
                 events.push(event);
             } else {
-                self.audit(self.event(&record, event)).await?;
+                self.audit(event).await?;
             }
         }
         // A first delivery, or a redelivery of a request no channel ever recorded: if no channel
@@ -502,7 +504,7 @@ impl Gate {
         // waiting for its deadline.
         if errors.len() == self.inner.approvers.len() && reason.introduces() {
             for event in events {
-                self.audit(self.event(&record, event)).await?;
+                self.audit(event).await?;
             }
             let why = errors.join("; ");
             self.cancel_pending(

@@ -666,6 +666,16 @@ impl AuditSink for FanoutSink {
         first_error.map_or(Ok(()), Err)
     }
 
+    async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        let mut first_error = None;
+        for sink in &self.sinks {
+            if let Err(e) = sink.record_all(events).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn sync(&self) -> Result<(), AuditError> {
         let mut first_error = None;
         for sink in &self.sinks {
@@ -684,6 +694,24 @@ impl AuditSink for FanoutSink {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The one sink's, when there is exactly one: the fan-out then adds nothing to it.
+    fn sync_domain(&self) -> Option<crate::store::SyncDomain> {
+        match self.sinks.as_slice() {
+            [only] => only.sync_domain(),
+            _ => None,
+        }
+    }
+
+    /// The one sink's, when there is exactly one, so that a store keeping its log commits
+    /// transitions with their events; with several, every event must reach every sink
+    /// through [`record`](AuditSink::record).
+    fn as_log(&self) -> Option<&dyn std::any::Any> {
+        match self.sinks.as_slice() {
+            [only] => only.as_log(),
+            _ => None,
+        }
     }
 }
 
@@ -829,5 +857,47 @@ mod tests {
             .expect_err("must fail");
         assert!(err.to_string().contains("disk full"));
         assert_eq!(memory.names(), ["expired"]);
+    }
+
+    /// A sink that says it is a store's log, in one sync domain.
+    struct StoreLog(crate::store::SyncDomain);
+
+    #[async_trait]
+    impl AuditSink for StoreLog {
+        async fn record(&self, _event: &AuditEvent) -> Result<(), AuditError> {
+            Ok(())
+        }
+        fn sync_domain(&self) -> Option<crate::store::SyncDomain> {
+            Some(self.0)
+        }
+        fn as_log(&self) -> Option<&dyn std::any::Any> {
+            Some(self)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fanout_of_one_sink_is_that_sink_to_a_store_and_of_several_is_not() {
+        let domain = crate::store::SyncDomain::new();
+        let one = FanoutSink::new().with(StoreLog(domain));
+        assert_eq!(one.sync_domain(), Some(domain));
+        assert!(one.as_log().is_some_and(|log| log.is::<StoreLog>()));
+        let two = FanoutSink::new()
+            .with(StoreLog(domain))
+            .with(MemorySink::new());
+        assert_eq!(two.sync_domain(), None);
+        assert!(two.as_log().is_none());
+        // Every sink gets every event of a batch.
+        let memory = Arc::new(MemorySink::new());
+        let fanout = FanoutSink::new()
+            .with(StoreLog(domain))
+            .with_shared(memory.clone());
+        fanout
+            .record_all(&[
+                event(EventDetail::Expired {}),
+                event(EventDetail::Lapsed {}),
+            ])
+            .await
+            .expect("recorded");
+        assert_eq!(memory.names(), ["expired", "lapsed"]);
     }
 }

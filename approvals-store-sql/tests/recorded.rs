@@ -194,6 +194,14 @@ async fn the_store_offers_recorded_writes_for_its_own_log_only() {
     // Another database's log, or another kind of sink: the gate writes the two apart.
     assert!(store.recorded_writes(&other.store.audit_sink()).is_none());
     assert!(store.recorded_writes(&MemorySink::new()).is_none());
+    // A fan-out of the log alone is the log; with another sink beside it, every event must
+    // reach both through the sink, so the gate writes the two apart.
+    let alone = approvals_core::FanoutSink::new().with(store.audit_sink());
+    assert!(store.recorded_writes(&alone).is_some());
+    let beside = approvals_core::FanoutSink::new()
+        .with(store.audit_sink())
+        .with(MemorySink::new());
+    assert!(store.recorded_writes(&beside).is_none());
     finish(other).await;
     finish(db).await;
 }

@@ -62,6 +62,14 @@ impl<S: AuditSink> AuditSink for MonitoredSink<S> {
     fn sync_domain(&self) -> Option<approvals_core::SyncDomain> {
         self.inner.sync_domain()
     }
+
+    /// The SQL log's, so that the store commits each transition with its events. Those
+    /// commits do not pass through here; every new request's first events do, so a log that
+    /// cannot be written still shows as failing at the next request, and a transition whose
+    /// events cannot be written fails as a whole.
+    fn as_log(&self) -> Option<&dyn std::any::Any> {
+        self.inner.as_log()
+    }
 }
 
 impl<S> MonitoredSink<S> {

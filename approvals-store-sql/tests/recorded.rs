@@ -508,3 +508,73 @@ async fn deliveries_commit_with_their_events_each_timed_as_its_channel_answered(
         finish(db).await;
     }
 }
+
+/// Two stores on one database (two replicas, each with its own writer and its own view of
+/// the log) commit transitions with their events at once: decisions made on one replica for
+/// requests waiting on the other leave one log that verifies, with each request's events once
+/// and in lifecycle order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_recording_at_once_keep_one_log() {
+    let mut pairs = Vec::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let a = SqlStore::connect(&url).await.expect("replica a");
+    let b = SqlStore::connect(&url).await.expect("replica b");
+    pairs.push(("sqlite", a, b, None));
+    if let Some(url) = common::postgres_url("two_replicas_recording_at_once_keep_one_log") {
+        let schema = common::unique_schema("recorded_replicas");
+        let a = common::pg_store(&url, &schema).await;
+        let b = common::pg_store(&url, &schema).await;
+        pairs.push(("postgres", a, b, Some((url, schema))));
+    }
+    for (backend, a, b, cleanup) in pairs {
+        let key = signer();
+        let (sink_a, sink_b) = (signed(&a, &key), signed(&b, &key));
+        let (gate_a, gate_b) = (gate(&a, sink_a.clone(), 1), gate(&b, sink_b, 1));
+        let mut tasks = Vec::new();
+        for n in 0..20 {
+            // Even requests wait on A and are decided on B; odd ones the other way round.
+            let (home, other) = if n % 2 == 0 {
+                (gate_a.clone(), gate_b.clone())
+            } else {
+                (gate_b.clone(), gate_a.clone())
+            };
+            tasks.push(tokio::spawn(async move {
+                let Submission::Pending(id) = home.submit(&export(n)).await.expect("submit") else {
+                    panic!("needs approval");
+                };
+                other
+                    .decide(id, Review::approve(reviewer("sam")))
+                    .await
+                    .expect("approved on the other replica");
+                let grant = home.wait(id).await.expect("grant");
+                home.execute(grant, &export(n), || async { Ok::<_, GuardError>(()) })
+                    .await
+                    .expect("ran");
+                id
+            }));
+        }
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.expect("lifecycle"));
+        }
+        for id in &ids {
+            assert_eq!(names(&sink_a, *id).await, LIFECYCLE, "{backend} {id}");
+        }
+        let report = sink_a
+            .verify(&LogVerifier::new(vec![key.verifier()]))
+            .await
+            .expect("verify");
+        assert!(report.is_ok(), "{backend}: {report}");
+        assert_eq!(
+            report.entries,
+            (ids.len() * LIFECYCLE.len()) as u64,
+            "{backend}"
+        );
+        a.close().await;
+        b.close().await;
+        if let Some((url, schema)) = cleanup {
+            common::drop_schema(&url, &schema).await;
+        }
+    }
+}

@@ -23,6 +23,18 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Whether a DevTools error says the page's script context went away in a navigation.
+fn navigating(err: &Value) -> bool {
+    let message = err["message"].as_str().unwrap_or_default();
+    [
+        "Inspected target navigated or closed",
+        "Execution context was destroyed",
+        "Cannot find default execution context",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 /// A minimal DevTools protocol client: one page session over the browser's websocket.
 struct Cdp {
     ws: Ws,
@@ -32,6 +44,14 @@ struct Cdp {
 
 impl Cdp {
     async fn send(&mut self, method: &str, params: Value) -> Value {
+        match self.call(method, params).await {
+            Ok(result) => result,
+            Err(err) => panic!("{method} failed: {err}"),
+        }
+    }
+
+    /// Sends one command; its result, or the error Chromium answered with.
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -52,9 +72,9 @@ impl Cdp {
             let value: Value = serde_json::from_str(&text).expect("CDP JSON");
             if value["id"] == id {
                 if let Some(err) = value.get("error") {
-                    panic!("{method} failed: {err}");
+                    return Err(err.clone());
                 }
-                return value["result"].clone();
+                return Ok(value["result"].clone());
             }
         }
     }
@@ -85,8 +105,19 @@ impl Cdp {
 
     async fn wait_for(&mut self, expression: &str, what: &str) {
         for _ in 0..400 {
-            if self.eval(expression).await == json!(true) {
-                return;
+            let answer = self
+                .call(
+                    "Runtime.evaluate",
+                    json!({"expression": expression, "returnByValue": true}),
+                )
+                .await;
+            match answer {
+                Ok(r) if r["result"]["value"] == json!(true) => return,
+                Ok(_) => {}
+                // The page is navigating (a click submitted a form, a redirect): its
+                // script context is gone until the next page loads; ask again.
+                Err(err) if navigating(&err) => {}
+                Err(err) => panic!("Runtime.evaluate failed: {err}"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

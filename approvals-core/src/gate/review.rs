@@ -291,10 +291,9 @@ pub(super) fn review_unavailable(e: StoreError) -> ReviewError {
 /// A store or audit failure while deciding, named by the component that failed.
 fn unavailable(e: GuardError) -> ReviewError {
     match e {
-        GuardError::Unavailable { component, .. } => ReviewError::Unavailable {
-            component,
-            message: e.to_string(),
-        },
+        GuardError::Unavailable { component, message } => {
+            ReviewError::Unavailable { component, message }
+        }
         other => store_unavailable(other),
     }
 }

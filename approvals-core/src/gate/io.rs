@@ -95,9 +95,7 @@ impl Gate {
         {
             return Ok(false);
         }
-        for event in events {
-            self.audit(event).await?;
-        }
+        self.audit_all(&events).await?;
         Ok(true)
     }
 
@@ -106,16 +104,9 @@ impl Gate {
     ///
     /// [`AuditSink::record_all`]: crate::AuditSink::record_all
     pub(super) async fn audit_all(&self, events: &[AuditEvent]) -> Result<(), GuardError> {
-        let recorded = within(
-            self.inner.store_timeout,
-            self.inner.audit.record_all(events),
-        )
-        .await
-        .unwrap_or_else(|unfinished| Err(crate::audit::AuditError::new(unfinished.to_string())));
-        if recorded.is_err() {
-            crate::observe::audit_failed();
-        }
-        recorded.map_err(|e| GuardError::unavailable(Component::Audit, e))
+        self.audit_bounded(self.inner.audit.record_all(events))
+            .await
+            .map_err(|e| GuardError::unavailable(Component::Audit, e))
     }
 
     /// Records `detail` about request `id` when the request exists: a refusal at a door or in
@@ -135,7 +126,16 @@ impl Gate {
         &self,
         event: &AuditEvent,
     ) -> Result<(), crate::audit::AuditError> {
-        let recorded = within(self.inner.store_timeout, self.inner.audit.record(event))
+        self.audit_bounded(self.inner.audit.record(event)).await
+    }
+
+    /// A call to the sink, waiting no longer than the store timeout and counted when it
+    /// fails.
+    async fn audit_bounded(
+        &self,
+        recording: impl Future<Output = Result<(), crate::audit::AuditError>>,
+    ) -> Result<(), crate::audit::AuditError> {
+        let recorded = within(self.inner.store_timeout, recording)
             .await
             .unwrap_or_else(|unfinished| {
                 Err(crate::audit::AuditError::new(unfinished.to_string()))

@@ -234,9 +234,7 @@ impl Gate {
                 return Ok(None);
             };
             let Some(mut next) = change(&record) else {
-                for event in events {
-                    self.audit(event).await?;
-                }
+                self.audit_all(&events).await?;
                 return Ok(Some(record));
             };
             if self.set_recording(&record, &next, events.clone()).await? {

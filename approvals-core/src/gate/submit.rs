@@ -503,9 +503,7 @@ impl Gate {
         // takes it, no reviewer knows of it, so the agent is refused now rather than left
         // waiting for its deadline.
         if errors.len() == self.inner.approvers.len() && reason.introduces() {
-            for event in events {
-                self.audit(event).await?;
-            }
+            self.audit_all(&events).await?;
             let why = errors.join("; ");
             self.cancel_pending(
                 record.id,

@@ -578,3 +578,60 @@ async fn two_replicas_recording_at_once_keep_one_log() {
         }
     }
 }
+
+/// The doors' two steps (`start_execution`, `finish_execution`: the HTTP agent API,
+/// `approvals exec`, the MCP gateway) on recorded writes: the grant is consumed with
+/// `grant_consumed` and the outcome stored with `executed`, each once; a second start is
+/// refused and audited as `grant_rejected`, a second report is refused.
+#[tokio::test]
+async fn a_doors_start_and_report_each_commit_once_with_their_events() {
+    for (backend, db) in databases("a_doors_start_and_report_each_commit_once").await {
+        let sink = db.store.audit_sink();
+        let gate = gate(&db.store, sink.clone(), 1);
+        let Submission::Pending(id) = gate.submit(&export(6)).await.expect("submit") else {
+            panic!("needs approval");
+        };
+        gate.decide(id, Review::approve(reviewer("sam")))
+            .await
+            .expect("approved");
+        let digest = db.store.get(id).await.expect("get").expect("stored").digest;
+        let caller = Initiator::agent("export-bot");
+        let started = gate
+            .start_execution(id, digest, &caller)
+            .await
+            .expect("started");
+        let stored = db.store.get(id).await.expect("get").expect("stored");
+        assert_eq!(
+            (started.state, started.version),
+            (stored.state, stored.version),
+            "{backend}: the door was given another record than the one stored"
+        );
+        assert_eq!(stored.state, RequestState::Executing, "{backend}");
+        let again = gate.start_execution(id, digest, &caller).await;
+        assert!(again.is_err(), "{backend}: a grant was consumed twice");
+        let finished = gate
+            .finish_execution(id, &caller, None)
+            .await
+            .expect("finished");
+        assert_eq!(finished.state, RequestState::Executed, "{backend}");
+        let twice = gate.finish_execution(id, &caller, None).await;
+        assert!(
+            matches!(twice, Err(GuardError::GrantUsed { .. })),
+            "{backend}: {twice:?}"
+        );
+        assert_eq!(
+            names(&sink, id).await,
+            [
+                "requested",
+                "policy_decided",
+                "reviewed",
+                "approved",
+                "grant_consumed",
+                "grant_rejected",
+                "executed"
+            ],
+            "{backend}"
+        );
+        finish(db).await;
+    }
+}

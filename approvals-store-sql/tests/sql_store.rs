@@ -485,3 +485,127 @@ async fn migration_3_fills_the_audit_pending_column_from_records_stored_before_i
     store.close().await;
     common::drop_schema(&url, &schema).await;
 }
+
+/// The SQLite writer is a thread of its own: `close()` stops it after syncing, so a closed
+/// store refuses writes, barriers and reads as unavailable (retryable, nothing half done),
+/// and what was committed before is there when the file is opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_sqlite_store_refuses_everything_as_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqlStore::connect(&url).await.expect("sqlite");
+    let kept = pending_record(export_request(), epoch());
+    store.insert(&kept).await.expect("insert");
+    store.close().await;
+
+    let refused = pending_record(export_request(), epoch());
+    let unavailable = |what: &str, e: StoreError| {
+        assert!(
+            matches!(e, StoreError::Unavailable(_)),
+            "{what} on a closed store: {e:?}"
+        );
+    };
+    unavailable("insert", store.insert(&refused).await.expect_err("insert"));
+    unavailable("sync", store.sync().await.expect_err("sync"));
+    let mut decided = kept.clone();
+    decided.state = RequestState::Cancelled;
+    unavailable(
+        "compare-and-set",
+        store.compare_and_set(1, &decided).await.expect_err("cas"),
+    );
+    unavailable("read", store.get(kept.id).await.expect_err("get"));
+
+    let again = SqlStore::connect(&url).await.expect("reopen");
+    let stored = again.get(kept.id).await.expect("get").expect("kept");
+    assert_eq!((stored.state, stored.version), (RequestState::Pending, 1));
+    assert_eq!(again.get(refused.id).await.expect("get"), None);
+}
+
+/// Writers racing with `close()`: every write is answered (stored, or refused as
+/// unavailable), none is left waiting, and what was answered as stored is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_racing_with_close_are_each_answered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Arc::new(SqlStore::connect(&url).await.expect("sqlite"));
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut stored = Vec::new();
+                loop {
+                    let record = pending_record(export_request(), epoch());
+                    match store.insert(&record).await {
+                        Ok(_) => stored.push(record.id),
+                        Err(StoreError::Unavailable(_)) => return stored,
+                        Err(e) => panic!("a write racing with close: {e:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    store.close().await;
+    let stored = tokio::time::timeout(std::time::Duration::from_secs(20), join_all(writers))
+        .await
+        .expect("every write racing with close is answered");
+    let again = SqlStore::connect(&url).await.expect("reopen");
+    for id in stored.into_iter().flatten() {
+        assert!(
+            again.get(id).await.expect("get").is_some(),
+            "{id} was answered as stored"
+        );
+    }
+}
+
+/// Another process holding SQLite's write lock past the busy timeout: the write is refused
+/// as unavailable (retryable) and nothing of it is stored; once the lock is released the
+/// same store writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_past_the_busy_timeout_is_retryable_and_stores_nothing() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqlStore::connect_with(
+        SqlStoreOptions::new(&url).busy_timeout(std::time::Duration::from_millis(200)),
+    )
+    .await
+    .expect("sqlite");
+    let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+
+    let record = pending_record(export_request(), epoch());
+    let refused = store.insert(&record).await.expect_err("locked out");
+    assert!(
+        matches!(&refused, StoreError::Unavailable(m) if m.contains("lock")),
+        "{refused:?}"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+    assert_eq!(store.get(record.id).await.expect("get"), None);
+
+    store.insert(&record).await.expect("insert after the lock");
+    assert_eq!(
+        store.get(record.id).await.expect("get").map(|r| r.version),
+        Some(1)
+    );
+}
+
+/// Each `sqlite::memory:` store is its own database, as before it was a scratch file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stores_are_separate_databases() {
+    let one = SqlStore::connect("sqlite::memory:").await.expect("one");
+    let two = SqlStore::connect("sqlite::memory:").await.expect("two");
+    let record = pending_record(export_request(), epoch());
+    one.insert(&record).await.expect("insert");
+    assert!(one.get(record.id).await.expect("get").is_some());
+    assert_eq!(two.get(record.id).await.expect("get"), None);
+    two.insert(&record)
+        .await
+        .expect("the same id in the other store");
+}

@@ -298,8 +298,8 @@ impl SqlStore {
     /// Connects to the database the URL names and applies the embedded migrations.
     ///
     /// `sqlite://approvals.db` creates the file if it is missing; `sqlite::memory:` is a
-    /// private in-memory database (one connection, gone at exit). `postgres://...` needs
-    /// the `postgres` feature.
+    /// private scratch database (a file in a new temporary directory, never synced, removed
+    /// when the store is dropped). `postgres://...` needs the `postgres` feature.
     pub async fn connect(url: &str) -> Result<SqlStore, SqlError> {
         Self::connect_with(SqlStoreOptions::new(url)).await
     }

@@ -891,6 +891,16 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 fn write_json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Most strings need no escape. One pass without an early exit, which the compiler turns
+    // into wide compares, finds that out, and then the bytes are copied whole.
+    let plain = !bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {

@@ -74,5 +74,8 @@ fn the_allow_path_allocates_only_what_the_call_returns_and_records() {
     let per_call = measured.count_total as f64 / CALLS as f64;
     let bytes = measured.bytes_total as f64 / CALLS as f64;
     eprintln!("allow path: {per_call} allocations ({bytes} bytes) per guard() call");
-    assert!(per_call <= 13.0, "{per_call} allocations per call");
+    // 10 at 154f866 (among them the boxed submit future, the request's copy and its `Arc`,
+    // the events' shared kind and resource, and the sink's boxed future). Fewer is better;
+    // more is a regression to find.
+    assert!(per_call <= 10.0, "{per_call} allocations per call");
 }

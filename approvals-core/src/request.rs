@@ -858,12 +858,13 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             out.push(b'{');
-            // serde_json's default map is already ordered (no allocation then); a map that
-            // keeps insertion order is sorted here.
+            // serde_json's default map is already ordered; a map that keeps insertion order
+            // (its `preserve_order` feature, which any crate in the build can turn on) is
+            // sorted here, on the stack for up to 16 members (no allocation per digest).
             if map.keys().is_sorted() {
                 write_members(map.iter(), out);
             } else {
-                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                let mut members: smallvec::SmallVec<[(&String, &Value); 16]> = map.iter().collect();
                 members.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 write_members(members.into_iter(), out);
             }

@@ -149,6 +149,7 @@ impl SqliteBackend {
                     PathBuf::from(wal)
                 }),
                 path,
+                read_only: read_only(&options.url),
                 busy_timeout: options.busy_timeout,
                 synchronous: synchronous_name,
                 flush_after: options.flush_after,
@@ -549,6 +550,13 @@ fn cursor(filter: &ListFilter) -> Option<(i64, String)> {
             .after
             .map(|c| (micros(c.created_at), c.id.to_string())),
     }
+}
+
+/// Whether the URL opens the file read-only (`?mode=ro`, as sqlx reads it): the writer
+/// thread's connection then is read-only too, so every write is refused as SQLite refuses it.
+fn read_only(url: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair == "mode=ro"))
 }
 
 fn writer_gone() -> StoreError {

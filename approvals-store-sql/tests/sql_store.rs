@@ -609,3 +609,39 @@ async fn memory_stores_are_separate_databases() {
         .await
         .expect("the same id in the other store");
 }
+
+/// A store opened read-only (`?mode=ro`) reads what is there and refuses every write, as
+/// SQLite refuses it: the writer thread opens the file read-only too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_sqlite_store_refuses_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    let writable = SqlStore::connect(&url).await.expect("sqlite");
+    let kept = pending_record(export_request(), epoch());
+    writable.insert(&kept).await.expect("insert");
+    writable.close().await;
+
+    let read_only = SqlStore::connect(&format!("{url}?mode=ro"))
+        .await
+        .expect("a migrated file opens read-only");
+    assert!(read_only.get(kept.id).await.expect("get").is_some());
+    let refused = pending_record(export_request(), epoch());
+    let e = read_only
+        .insert(&refused)
+        .await
+        .expect_err("a read-only store writes nothing");
+    assert!(e.to_string().contains("readonly"), "{e:?}");
+    let mut cancelled = kept.clone();
+    cancelled.state = RequestState::Cancelled;
+    read_only
+        .compare_and_set(1, &cancelled)
+        .await
+        .expect_err("a read-only store changes nothing");
+    let again = SqlStore::connect(&url).await.expect("reopen");
+    assert_eq!(again.get(refused.id).await.expect("get"), None);
+    assert_eq!(
+        again.get(kept.id).await.expect("get").map(|r| r.state),
+        Some(RequestState::Pending)
+    );
+}

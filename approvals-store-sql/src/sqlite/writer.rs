@@ -103,6 +103,8 @@ impl RowValues {
 pub(super) struct WriterConfig {
     /// The database file.
     pub path: PathBuf,
+    /// Whether the store was opened read-only: the writer's connection is too.
+    pub read_only: bool,
     /// How long a write waits for another process's write lock.
     pub busy_timeout: Duration,
     /// `PRAGMA synchronous` for the writer's commits.
@@ -132,13 +134,13 @@ pub(super) fn start(
 
 fn open(config: &WriterConfig) -> Result<Connection, SqlError> {
     let what = format!("opening {} for writing", config.path.display());
-    let conn = Connection::open_with_flags(
-        &config.path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| sql_error(&what, e))?;
+    let access = if config.read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    let conn = Connection::open_with_flags(&config.path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| sql_error(&what, e))?;
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| sql_error(&what, e))?;
     // The journal mode is the file's (set by the pool's connections); these two are each

@@ -139,15 +139,13 @@ pub(crate) fn db_version(version: u64) -> Result<i64, StoreError> {
 /// The listing query for `filter`, built with only the predicates the filter sets (no
 /// catch-all `? IS NULL OR …`), so the planner can use the `(state, created_at)` index for the
 /// states asked for instead of scanning every request in creation order. `prefix` goes before
-/// the `SELECT` (`EXPLAIN` to see its plan).
+/// the `SELECT` (`EXPLAIN` to see its plan). `time` and `id` give a time and a request id as
+/// the backend stores them (microseconds and text on SQLite).
 pub(crate) fn list_query<DB, T, I>(
     prefix: &str,
     filter: &approvals_core::ListFilter,
-    initiator_key: Option<String>,
-    due_by: Option<T>,
-    // The cursor of the listing's order: `ListFilter::due_after` with `due_by`, `after`
-    // without.
-    after: Option<(T, I)>,
+    time: impl Fn(chrono::DateTime<chrono::Utc>) -> T,
+    id: impl Fn(approvals_core::RequestId) -> I,
 ) -> sqlx::QueryBuilder<DB>
 where
     DB: sqlx::Database,
@@ -183,7 +181,7 @@ where
         and(&mut query);
         query.push("environment = ").push_bind(environment);
     }
-    if let Some(key) = initiator_key {
+    if let Some(key) = filter.initiator.as_deref().map(initiator_key) {
         and(&mut query);
         query.push("initiator_key = ").push_bind(key);
     }
@@ -198,11 +196,12 @@ where
             .push_bind(key.to_string());
     }
     // The next page of a newest-first listing: rows after the cursor in that order, which
-    // the (state, created_at) and (created_at, id) indexes serve as a range.
-    let (created_after, due_after) = match due_by {
-        Some(_) => (None, after),
-        None => (after, None),
-    };
+    // the (state, created_at) and (created_at, id) indexes serve as a range. (A due listing
+    // has its own cursor, below.)
+    let created_after = filter
+        .after
+        .filter(|_| filter.due_by.is_none())
+        .map(|c| (time(c.created_at), id(c.id)));
     if let Some((created_at, id)) = created_after {
         and(&mut query);
         query
@@ -217,10 +216,10 @@ where
     // `due_by` as the backend stores times (microseconds on SQLite), from the caller;
     // earliest due first, which the due index serves without a sort. With a cursor, the
     // next page of that order.
-    if let Some(by) = due_by {
+    if let Some(by) = filter.due_by {
         and(&mut query);
-        query.push("due_at <= ").push_bind(by);
-        if let Some((due_at, id)) = due_after {
+        query.push("due_at <= ").push_bind(time(by));
+        if let Some((due_at, id)) = filter.due_after.map(|c| (time(c.due_at), id(c.id))) {
             query
                 .push(" AND (due_at > ")
                 .push_bind(due_at.clone())

@@ -533,23 +533,15 @@ impl PgBackend {
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
-        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let rows = lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>, uuid::Uuid>(
-            "",
-            filter,
-            initiator,
-            filter.due_by,
-            cursor(filter),
-        )
-        .build()
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| store_error("listing requests", e))?;
+        let rows = lifecycle::list_query::<sqlx::Postgres, _, _>("", filter, |t| t, |id| id.0)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| store_error("listing requests", e))?;
         rows.iter().map(decode_row).collect()
     }
 
     pub(crate) async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
-        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
         let explain = |e| SqlError::from_sqlx("explaining a listing", e);
         let mut tx = self.pool.begin().await.map_err(explain)?;
         sqlx::query("SET LOCAL enable_seqscan = off")
@@ -557,17 +549,11 @@ impl PgBackend {
             .await
             .map_err(explain)?;
         let plan: Vec<(String,)> =
-            lifecycle::list_query::<sqlx::Postgres, DateTime<Utc>, uuid::Uuid>(
-                "EXPLAIN ",
-                filter,
-                initiator,
-                filter.due_by,
-                cursor(filter),
-            )
-            .build_query_as()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(explain)?;
+            lifecycle::list_query::<sqlx::Postgres, _, _>("EXPLAIN ", filter, |t| t, |id| id.0)
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(explain)?;
         tx.rollback().await.map_err(explain)?;
         Ok(plan
             .into_iter()
@@ -636,14 +622,6 @@ impl PgBackend {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| SqlError::from_sqlx(what, e))
-    }
-}
-
-/// The cursor of `filter`'s listing order.
-fn cursor(filter: &ListFilter) -> Option<(DateTime<Utc>, Uuid)> {
-    match filter.due_by {
-        Some(_) => filter.due_after.map(|c| (c.due_at, c.id.0)),
-        None => filter.after.map(|c| (c.created_at, c.id.0)),
     }
 }
 

@@ -434,18 +434,12 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
-        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let rows = lifecycle::list_query::<sqlx::Sqlite, i64, String>(
-            "",
-            filter,
-            initiator,
-            filter.due_by.map(micros),
-            cursor(filter),
-        )
-        .build()
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| store_error("listing requests", e))?;
+        let rows =
+            lifecycle::list_query::<sqlx::Sqlite, _, _>("", filter, micros, |id| id.to_string())
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| store_error("listing requests", e))?;
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("id").unwrap_or_default();
@@ -455,19 +449,16 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn explain_list(&self, filter: &ListFilter) -> Result<String, SqlError> {
-        let initiator = filter.initiator.as_deref().map(lifecycle::initiator_key);
-        let plan: Vec<(i64, i64, i64, String)> =
-            lifecycle::list_query::<sqlx::Sqlite, i64, String>(
-                "EXPLAIN QUERY PLAN ",
-                filter,
-                initiator,
-                filter.due_by.map(micros),
-                cursor(filter),
-            )
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
+        let plan: Vec<(i64, i64, i64, String)> = lifecycle::list_query::<sqlx::Sqlite, _, _>(
+            "EXPLAIN QUERY PLAN ",
+            filter,
+            micros,
+            |id| id.to_string(),
+        )
+        .build_query_as()
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| SqlError::from_sqlx("explaining a listing", e))?;
         Ok(plan
             .into_iter()
             .map(|(.., detail)| detail)
@@ -537,18 +528,6 @@ impl SqliteBackend {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| SqlError::from_sqlx(what, e))
-    }
-}
-
-/// The cursor of `filter`'s listing order, as SQLite stores times and ids.
-fn cursor(filter: &ListFilter) -> Option<(i64, String)> {
-    match filter.due_by {
-        Some(_) => filter
-            .due_after
-            .map(|c| (micros(c.due_at), c.id.to_string())),
-        None => filter
-            .after
-            .map(|c| (micros(c.created_at), c.id.to_string())),
     }
 }
 

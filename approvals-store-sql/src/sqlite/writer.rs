@@ -99,6 +99,29 @@ impl RowValues {
     }
 }
 
+impl RowValues {
+    /// The row's columns as `?1` to `?13` of both statements that write it: `id`, `state`,
+    /// `kind`, `environment`, `initiator_id`, `idempotency_key`, `created_at`, `expires_at`,
+    /// `record`, `audit_pending`, `initiator_key`, `due_at`, `denied_action_key`.
+    fn columns(&self) -> [&dyn rusqlite::ToSql; 13] {
+        [
+            &self.id,
+            &self.state_name,
+            &self.kind,
+            &self.environment,
+            &self.initiator_id,
+            &self.idempotency_key,
+            &self.created_at,
+            &self.expires_at,
+            &self.json,
+            &self.audit_pending,
+            &self.initiator_key,
+            &self.due_at,
+            &self.denied_action_key,
+        ]
+    }
+}
+
 /// How the writer's connection commits, and where and when it syncs on its own.
 pub(super) struct WriterConfig {
     /// The database file.
@@ -596,21 +619,7 @@ fn insert(conn: &Connection, row: &RowValues) -> Result<Result<Inserted, StoreEr
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .map_err(|e| sql_error(&what, e))?;
-    let result = stmt.execute(params![
-        id,
-        row.state_name,
-        row.kind,
-        row.environment,
-        row.initiator_id,
-        row.idempotency_key,
-        row.created_at,
-        row.expires_at,
-        row.json,
-        row.audit_pending,
-        row.initiator_key,
-        row.due_at,
-        row.denied_action_key,
-    ]);
+    let result = stmt.execute(row.columns().as_slice());
     match result {
         Ok(1) => Ok(Ok(Inserted::Created)),
         Ok(_) => {
@@ -659,30 +668,16 @@ fn cas(
     let updated = conn
         .prepare_cached(
             "UPDATE approval_requests
-                SET version = version + 1, state = ?3, kind = ?4, environment = ?5,
-                    initiator_id = ?6, idempotency_key = ?7, created_at = ?8, expires_at = ?9,
-                    record = ?10, audit_pending = ?12, initiator_key = ?13, due_at = ?14,
-                    denied_action_key = ?15
-              WHERE id = ?1 AND version = ?2 AND instr(?11, '|' || state || '|') > 0",
+                SET version = version + 1, state = ?2, kind = ?3, environment = ?4,
+                    initiator_id = ?5, idempotency_key = ?6, created_at = ?7, expires_at = ?8,
+                    record = ?9, audit_pending = ?10, initiator_key = ?11, due_at = ?12,
+                    denied_action_key = ?13
+              WHERE id = ?1 AND version = ?14 AND instr(?15, '|' || state || '|') > 0",
         )
         .and_then(|mut stmt| {
-            stmt.execute(params![
-                id,
-                expected,
-                row.state_name,
-                row.kind,
-                row.environment,
-                row.initiator_id,
-                row.idempotency_key,
-                row.created_at,
-                row.expires_at,
-                row.json,
-                allowed,
-                row.audit_pending,
-                row.initiator_key,
-                row.due_at,
-                row.denied_action_key,
-            ])
+            let columns = row.columns();
+            let guard: [&dyn rusqlite::ToSql; 2] = [&expected, &allowed];
+            stmt.execute(rusqlite::params_from_iter(columns.iter().chain(&guard)))
         });
     match updated {
         Ok(1) => return Ok(Ok(true)),

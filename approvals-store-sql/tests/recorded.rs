@@ -165,18 +165,29 @@ async fn names(sink: &SqlAuditSink, id: approvals_core::RequestId) -> Vec<&'stat
         .collect()
 }
 
-/// A lifecycle through the gate: submit, approve, wait, execute. Returns the request id.
-async fn lifecycle(gate: &Gate, n: usize) -> approvals_core::RequestId {
+/// Submits export `n`, which needs approval. Returns the request id.
+async fn pending(gate: &Gate, n: usize) -> approvals_core::RequestId {
     let Submission::Pending(id) = gate.submit(&export(n)).await.expect("submit") else {
         panic!("needs approval");
     };
-    gate.decide(id, Review::approve(reviewer("sam")))
-        .await
-        .expect("approved");
+    id
+}
+
+/// Waits for the grant of request `id` and runs export `n` with it.
+async fn run_granted(gate: &Gate, id: approvals_core::RequestId, n: usize) {
     let grant = gate.wait(id).await.expect("grant");
     gate.execute(grant, &export(n), || async { Ok::<_, GuardError>(()) })
         .await
         .expect("ran");
+}
+
+/// A lifecycle through the gate: submit, approve, wait, execute. Returns the request id.
+async fn lifecycle(gate: &Gate, n: usize) -> approvals_core::RequestId {
+    let id = pending(gate, n).await;
+    gate.decide(id, Review::approve(reviewer("sam")))
+        .await
+        .expect("approved");
+    run_granted(gate, id, n).await;
     id
 }
 
@@ -213,9 +224,7 @@ async fn a_decision_is_one_commit_with_its_events_and_leaves_no_audit_flag() {
         let sink = signed(&db.store, &key);
         let gate = gate(&db.store, sink.clone(), 1);
         let submitting = db.store.sync_stats();
-        let Submission::Pending(id) = gate.submit(&export(1)).await.expect("submit") else {
-            panic!("needs approval");
-        };
+        let id = pending(&gate, 1).await;
         let before = db.store.sync_stats();
         if backend == "sqlite" {
             // `requested` and `policy_decided` in one append (AuditSink::record_all), then
@@ -265,9 +274,7 @@ async fn a_compare_and_set_that_does_not_apply_records_nothing() {
         let sink = db.store.audit_sink();
         let writes = db.store.recorded_writes(&sink).expect("recorded writes");
         let gate = gate(&db.store, sink.clone(), 1);
-        let Submission::Pending(id) = gate.submit(&export(2)).await.expect("submit") else {
-            panic!("needs approval");
-        };
+        let id = pending(&gate, 2).await;
         let record = db.store.get(id).await.expect("get").expect("stored");
         let event = |detail: EventDetail| AuditEvent {
             schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
@@ -337,9 +344,7 @@ async fn a_decision_whose_events_cannot_be_written_is_not_made() {
     for (backend, db) in databases("a_decision_whose_events_cannot_be_written_is_not_made").await {
         let sink = db.store.audit_sink();
         let gate = gate(&db.store, sink.clone(), 1);
-        let Submission::Pending(id) = gate.submit(&export(3)).await.expect("submit") else {
-            panic!("needs approval");
-        };
+        let id = pending(&gate, 3).await;
         let before = db.store.get(id).await.expect("get").expect("stored");
         // Someone cuts the end of the log: the writer refuses to append to it (fail closed).
         db.raw.cut_log_end().await;
@@ -375,19 +380,14 @@ async fn concurrent_lifecycles_leave_one_log_with_each_requests_events_in_order(
         for n in 0..24 {
             let gate = gate.clone();
             tasks.push(tokio::spawn(async move {
-                let Submission::Pending(id) = gate.submit(&export(n)).await.expect("submit") else {
-                    panic!("needs approval");
-                };
+                let id = pending(&gate, n).await;
                 let (a, b) = tokio::join!(
                     gate.decide(id, Review::approve(reviewer("sam"))),
                     gate.decide(id, Review::approve(reviewer("kim"))),
                 );
                 a.expect("first approval");
                 b.expect("second approval");
-                let grant = gate.wait(id).await.expect("grant");
-                gate.execute(grant, &export(n), || async { Ok::<_, GuardError>(()) })
-                    .await
-                    .expect("ran");
+                run_granted(&gate, id, n).await;
                 id
             }));
         }
@@ -486,9 +486,7 @@ async fn deliveries_commit_with_their_events_each_timed_as_its_channel_answered(
             })
             .build()
             .expect("gate");
-        let Submission::Pending(id) = gate.submit(&export(5)).await.expect("submit") else {
-            panic!("needs approval");
-        };
+        let id = pending(&gate, 5).await;
         let record = db.store.get(id).await.expect("get").expect("stored");
         let posted: Vec<&str> = record
             .deliveries
@@ -540,17 +538,12 @@ async fn two_replicas_recording_at_once_keep_one_log() {
                 (gate_b.clone(), gate_a.clone())
             };
             tasks.push(tokio::spawn(async move {
-                let Submission::Pending(id) = home.submit(&export(n)).await.expect("submit") else {
-                    panic!("needs approval");
-                };
+                let id = pending(&home, n).await;
                 other
                     .decide(id, Review::approve(reviewer("sam")))
                     .await
                     .expect("approved on the other replica");
-                let grant = home.wait(id).await.expect("grant");
-                home.execute(grant, &export(n), || async { Ok::<_, GuardError>(()) })
-                    .await
-                    .expect("ran");
+                run_granted(&home, id, n).await;
                 id
             }));
         }
@@ -588,9 +581,7 @@ async fn a_doors_start_and_report_each_commit_once_with_their_events() {
     for (backend, db) in databases("a_doors_start_and_report_each_commit_once").await {
         let sink = db.store.audit_sink();
         let gate = gate(&db.store, sink.clone(), 1);
-        let Submission::Pending(id) = gate.submit(&export(6)).await.expect("submit") else {
-            panic!("needs approval");
-        };
+        let id = pending(&gate, 6).await;
         gate.decide(id, Review::approve(reviewer("sam")))
             .await
             .expect("approved");

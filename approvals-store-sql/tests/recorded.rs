@@ -165,6 +165,16 @@ async fn names(sink: &SqlAuditSink, id: approvals_core::RequestId) -> Vec<&'stat
         .collect()
 }
 
+/// Checks that `sink`'s log verifies with `key` and holds exactly `entries` entries.
+async fn assert_log_verifies(sink: &SqlAuditSink, key: &Signer, entries: usize, backend: &str) {
+    let report = sink
+        .verify(&LogVerifier::new(vec![key.verifier()]))
+        .await
+        .expect("verify");
+    assert!(report.is_ok(), "{backend}: {report}");
+    assert_eq!(report.entries, entries as u64, "{backend}");
+}
+
 /// Submits export `n`, which needs approval. Returns the request id.
 async fn pending(gate: &Gate, n: usize) -> approvals_core::RequestId {
     let Submission::Pending(id) = gate.submit(&export(n)).await.expect("submit") else {
@@ -258,12 +268,7 @@ async fn a_decision_is_one_commit_with_its_events_and_leaves_no_audit_flag() {
         assert_eq!(names(&sink, id).await, LIFECYCLE, "{backend}");
         let record = db.store.get(id).await.expect("get").expect("stored");
         assert_eq!(record.state, RequestState::Executed, "{backend}");
-        let report = sink
-            .verify(&LogVerifier::new(vec![key.verifier()]))
-            .await
-            .expect("verify");
-        assert!(report.is_ok(), "{backend}: {report}");
-        assert_eq!(report.entries, LIFECYCLE.len() as u64, "{backend}");
+        assert_log_verifies(&sink, &key, LIFECYCLE.len(), backend).await;
         finish(db).await;
     }
 }
@@ -411,16 +416,7 @@ async fn concurrent_lifecycles_leave_one_log_with_each_requests_events_in_order(
             assert_eq!(record.state, RequestState::Executed, "{backend}");
             assert!(!record.audit_pending, "{backend}");
         }
-        let report = sink
-            .verify(&LogVerifier::new(vec![key.verifier()]))
-            .await
-            .expect("verify");
-        assert!(report.is_ok(), "{backend}: {report}");
-        assert_eq!(
-            report.entries,
-            (ids.len() * expected.len()) as u64,
-            "{backend}"
-        );
+        assert_log_verifies(&sink, &key, ids.len() * expected.len(), backend).await;
         finish(db).await;
     }
 }
@@ -554,16 +550,7 @@ async fn two_replicas_recording_at_once_keep_one_log() {
         for id in &ids {
             assert_eq!(names(&sink_a, *id).await, LIFECYCLE, "{backend} {id}");
         }
-        let report = sink_a
-            .verify(&LogVerifier::new(vec![key.verifier()]))
-            .await
-            .expect("verify");
-        assert!(report.is_ok(), "{backend}: {report}");
-        assert_eq!(
-            report.entries,
-            (ids.len() * LIFECYCLE.len()) as u64,
-            "{backend}"
-        );
+        assert_log_verifies(&sink_a, &key, ids.len() * LIFECYCLE.len(), backend).await;
         a.close().await;
         b.close().await;
         if let Some((url, schema)) = cleanup {

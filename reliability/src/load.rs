@@ -190,6 +190,11 @@ impl Clock for OffsetClock {
         let wait = (deadline - self.now()).to_std().unwrap_or_default();
         Box::pin(tokio::time::sleep(wait))
     }
+
+    fn sleep_until_or_for(&self, deadline: DateTime<Utc>, at_most: Duration) -> Sleep {
+        let wait = (deadline - self.now()).to_std().unwrap_or_default();
+        Box::pin(tokio::time::sleep(wait.min(at_most)))
+    }
 }
 
 /// Counts audit events by name and keeps nothing else, so it adds no memory per request.

@@ -143,11 +143,15 @@ impl Gate {
     /// for, naming it), or the refusal (denied, expired, cancelled). Refused for a request
     /// that is not a plan.
     pub async fn wait_plan(&self, id: RequestId) -> Result<(), GuardError> {
-        let record = self
-            .store_call(self.inner.store.get(id))
+        // The read is boxed and its record dropped at once, so the waiting future keeps
+        // room for neither.
+        let is_plan = Box::pin(self.store_call(self.inner.store.get(id)))
             .await?
-            .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?;
-        if record.request.kind != PLAN_KIND {
+            .ok_or_else(|| GuardError::InvalidRequest(format!("no approval request {id}")))?
+            .request
+            .kind
+            == PLAN_KIND;
+        if !is_plan {
             return Err(GuardError::InvalidRequest(format!(
                 "request {id} is not a plan"
             )));

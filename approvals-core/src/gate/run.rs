@@ -26,8 +26,9 @@ impl Gate {
         let grant = self.wait_unspanned(id).instrument(span).await?;
         // A door hands the grant out of the process: `grant_issued` is on disk first.
         // (`guard()` waits without this: its grant stays in the process until `execute`,
-        // whose consumption is a barrier.)
-        self.barrier().await?;
+        // whose consumption is a barrier.) Boxed, so a waiting caller's task does not keep
+        // room for the barrier's timers.
+        Box::pin(self.barrier()).await?;
         Ok(grant)
     }
 
@@ -83,10 +84,13 @@ impl Gate {
             };
             // Woken by a local decide(), by the store's notification of a change made
             // elsewhere (see forward_store_changes), at the deadline, or by the poll.
+            let timer = self
+                .inner
+                .clock
+                .sleep_until_or_for(deadline, self.inner.poll_interval);
             tokio::select! {
                 _ = &mut notified => {}
-                _ = self.inner.clock.sleep_until(deadline) => {}
-                _ = tokio::time::sleep(self.inner.poll_interval) => {}
+                _ = timer => {}
             }
         }
     }

@@ -37,11 +37,14 @@ impl Gate {
             .initiator
             .clone()
             .ok_or(GuardError::NoInitiator)?;
-        // Boxed, so a waiting caller's task does not keep room for submit's larger state.
-        match Box::pin(self.submit_bound(initiator, action)).await? {
-            Submission::Allowed(grant) => Ok(grant),
-            Submission::Pending(id) => self.wait_unspanned(id).await,
-        }
+        // Boxed, so a waiting caller's task does not keep room for submit's larger state;
+        // and the submission is taken apart before the wait, so the task does not keep it
+        // either (a `match` on the awaited value would hold it until the match ends).
+        let id = match Box::pin(self.submit_bound(initiator, action)).await? {
+            Submission::Allowed(grant) => return Ok(grant),
+            Submission::Pending(id) => id,
+        };
+        self.wait_unspanned(id).await
     }
 
     /// Asks for permission and runs `f` once granted, consuming the grant and auditing the

@@ -17,14 +17,16 @@
 //! batch is rolled back and every caller in it gets the error: no caller is ever told
 //! "failed" for a write that committed. Writers in other processes serialize on the file's
 //! write lock; a writer waits up to the busy timeout, and a lock still held after that is a
-//! retryable [`StoreError::Unavailable`]. Reads use the connection pool and never wait for
-//! writers.
+//! retryable [`StoreError::Unavailable`]. Reads never wait for writers: a read of one request
+//! runs on the calling thread on a connection of its own (`reader.rs`), listings and audit
+//! reads on sqlx's pool.
 //!
 //! `sqlite::memory:` is a private scratch database: a file in a new directory under the
 //! system's temporary directory, never synced, removed when the store is dropped. (A truly
 //! in-memory SQLite database is private to one connection, and the store reads on a pool
 //! while its writer thread writes on a connection of its own.)
 
+mod reader;
 mod writer;
 
 use std::path::PathBuf;
@@ -40,6 +42,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 use tokio::sync::{broadcast, oneshot};
 
+use self::reader::Readers;
 use self::writer::{RowValues, Write, WriterConfig};
 use crate::audit::{AuditRow, LogRequest};
 use crate::error::{SqlError, store_error};
@@ -56,7 +59,10 @@ const MIGRATION_6: &str = include_str!("../migrations/sqlite/0006_due_at.sql");
 const MIGRATION_7: &str = include_str!("../migrations/sqlite/0007_denied_action_key.sql");
 
 pub(crate) struct SqliteBackend {
+    /// Listings and audit reads.
     pool: SqlitePool,
+    /// Reads of one request (`reader.rs`).
+    readers: Readers,
     writes: flume::Sender<Write>,
     changes: broadcast::Sender<RequestId>,
     syncs: Arc<SyncCounters>,
@@ -141,6 +147,8 @@ impl SqliteBackend {
             .map_err(|e| SqlError::from_sqlx(&format!("opening {}", options.url), e))?;
         let (changes, _) = broadcast::channel(1024);
         let syncs = Arc::new(SyncCounters::default());
+        let read_only = read_only(&options.url);
+        let readers = Readers::new(path.clone(), read_only, options.busy_timeout);
         let writes = writer::start(
             WriterConfig {
                 wal: at_barriers.then(|| {
@@ -149,7 +157,7 @@ impl SqliteBackend {
                     PathBuf::from(wal)
                 }),
                 path,
-                read_only: read_only(&options.url),
+                read_only,
                 busy_timeout: options.busy_timeout,
                 synchronous: synchronous_name,
                 flush_after: options.flush_after,
@@ -159,6 +167,7 @@ impl SqliteBackend {
         )?;
         Ok(SqliteBackend {
             pool,
+            readers,
             writes,
             changes,
             syncs,
@@ -342,6 +351,7 @@ impl SqliteBackend {
     pub(crate) async fn close(&self) {
         // The writer syncs whatever was committed and stops, so later writes fail.
         let _ = self.submit(Write::Close).await;
+        self.readers.close();
         self.pool.close().await;
     }
 
@@ -381,31 +391,14 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        let id = id.to_string();
-        let row = sqlx::query("SELECT version, record FROM approval_requests WHERE id = ?1")
-            .bind(&id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| store_error(&format!("reading request {id}"), e))?;
-        row.map(|r| decode_row(&id, &r)).transpose()
+        self.readers.get(id)
     }
 
     pub(crate) async fn get_by_idempotency_key(
         &self,
         key: &str,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, version, record FROM approval_requests WHERE idempotency_key = ?1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| store_error("reading a request by idempotency key", e))?;
-        row.map(|r| {
-            let id: String = r.try_get("id").unwrap_or_default();
-            decode_row(&id, &r)
-        })
-        .transpose()
+        self.readers.get_by_idempotency_key(key)
     }
 
     pub(crate) async fn compare_and_set(

@@ -596,6 +596,73 @@ async fn a_write_lock_held_past_the_busy_timeout_is_retryable_and_stores_nothing
     );
 }
 
+/// Reads of one request run on connections of their own, beside the writer thread: they
+/// never wait for a writer, in this process or another, and as many run at once as callers
+/// ask for (more than the connections kept idle), each seeing every committed write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_one_request_never_wait_for_a_writer_and_see_every_commit() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = std::sync::Arc::new(
+        SqlStore::connect_with(
+            SqlStoreOptions::new(&url).busy_timeout(std::time::Duration::from_secs(30)),
+        )
+        .await
+        .expect("sqlite"),
+    );
+    let mut records = Vec::new();
+    for i in 0..40 {
+        let mut request = export_request();
+        request.idempotency_key = Some(format!("read-{i}"));
+        let record = pending_record(request, epoch());
+        store.insert(&record).await.expect("insert");
+        records.push(record);
+    }
+
+    // Another process holds the write lock: reads of one request answer at once (well
+    // inside the busy timeout of 30 s, which a read that waited would run into).
+    let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+    let reads = records.iter().map(|record| {
+        let (store, id) = (store.clone(), record.id);
+        let key = record.request.idempotency_key.clone().expect("key");
+        tokio::spawn(async move {
+            let by_id = store.get(id).await.expect("get");
+            let by_key = store.get_by_idempotency_key(&key).await.expect("by key");
+            (by_id.map(|r| (r.id, r.version)), by_key.map(|r| r.id))
+        })
+    });
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures::future::join_all(reads),
+    )
+    .await
+    .expect("reads answered while another process holds the write lock");
+    for (record, answer) in records.iter().zip(answered) {
+        assert_eq!(
+            answer.expect("read task"),
+            (Some((record.id, 1)), Some(record.id))
+        );
+    }
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+
+    // Each read sees the write committed just before it, on whichever connection it runs.
+    for record in &records {
+        let mut next = record.clone();
+        next.state = RequestState::Cancelled;
+        assert!(store.compare_and_set(1, &next).await.expect("cas"));
+        let read = store.get(record.id).await.expect("get").expect("stored");
+        assert_eq!((read.version, read.state), (2, RequestState::Cancelled));
+    }
+}
+
 /// Each `sqlite::memory:` store is its own database, as before it was a scratch file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stores_are_separate_databases() {

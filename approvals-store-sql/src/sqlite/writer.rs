@@ -550,7 +550,7 @@ fn copy_store_error(e: &SqlError) -> StoreError {
 
 /// Classifies a SQLite error; `what` says what was being done. Busy and locked (another
 /// process holds the write lock past the busy timeout) may pass: retryable.
-fn sql_error(what: &str, e: rusqlite::Error) -> SqlError {
+pub(super) fn sql_error(what: &str, e: rusqlite::Error) -> SqlError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             SqlError::Unavailable(format!("{what}: {e}"))

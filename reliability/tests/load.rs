@@ -44,8 +44,10 @@ fn ten_thousand_waiting_agents_fit_the_memory_budget_and_resolve_as_planned() {
         "{:.0} bytes per pending request beyond its parameters, budget {BUDGET_BYTES}:\n{report}",
         report.overhead_bytes()
     );
+    // 424 bytes at the time of writing (the agent's run() future with its references);
+    // about 850 when the submission was kept across the wait and the poll had a timer of its own.
     assert!(
-        report.run_future_bytes <= 1024,
+        report.run_future_bytes <= 512,
         "a waiting run() holds {} bytes of state",
         report.run_future_bytes
     );

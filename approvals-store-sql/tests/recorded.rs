@@ -613,3 +613,51 @@ async fn a_doors_start_and_report_each_commit_once_with_their_events() {
         finish(db).await;
     }
 }
+
+/// Another process holds SQLite's write lock past the busy timeout: the decision and its
+/// events commit together or not at all, so the refused decision leaves the request pending,
+/// its log without the decision's events and without an audit flag, and the same decision
+/// made once the lock is gone completes the lifecycle with a log that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_refused_by_a_held_write_lock_changes_and_records_nothing() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
+    let store = SqlStore::connect_with(
+        approvals_store_sql::SqlStoreOptions::new(&url).busy_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("store");
+    let key = signer();
+    let sink = signed(&store, &key);
+    let gate = gate(&store, sink.clone(), 1);
+    let id = pending(&gate, 1).await;
+
+    let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+    let refused = gate.decide(id, Review::approve(reviewer("sam"))).await;
+    assert!(
+        matches!(refused, Err(ReviewError::Unavailable { .. })),
+        "{refused:?}"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+
+    let record = store.get(id).await.expect("get").expect("stored");
+    assert_eq!((record.state, record.version), (RequestState::Pending, 1));
+    assert!(!record.audit_pending && record.unaudited.is_empty());
+    assert_eq!(names(&sink, id).await, ["requested", "policy_decided"]);
+
+    gate.decide(id, Review::approve(reviewer("sam")))
+        .await
+        .expect("approved once the lock is gone");
+    run_granted(&gate, id, 1).await;
+    assert_eq!(names(&sink, id).await, LIFECYCLE);
+    assert_log_verifies(&sink, &key, LIFECYCLE.len(), "sqlite").await;
+    store.close().await;
+}

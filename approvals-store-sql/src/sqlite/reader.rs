@@ -16,9 +16,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use approvals_core::{RequestId, RequestRecord, StoreError};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
-use super::writer::sql_error;
+use super::writer::{open_connection, sql_error};
 use crate::error::SqlError;
 use crate::lifecycle;
 
@@ -108,19 +108,10 @@ impl Readers {
 
     fn open(&self) -> Result<Connection, SqlError> {
         let what = format!("opening {} for reading", self.path.display());
-        let access = if self.read_only {
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-        } else {
-            // Read-write like the pool's connections: a reader that is the last to close
-            // checkpoints the WAL, which a read-only connection cannot.
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-        };
-        let conn =
-            Connection::open_with_flags(&self.path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| sql_error(&what, e))?;
-        conn.busy_timeout(self.busy_timeout)
-            .map_err(|e| sql_error(&what, e))?;
-        // These connections only read: a write on one would bypass the writer thread.
+        // Read-write like the pool's connections unless the store is read-only (a reader
+        // that is the last to close checkpoints the WAL, which a read-only one cannot), and
+        // made to refuse writes: a write here would bypass the writer thread.
+        let conn = open_connection(&self.path, self.read_only, self.busy_timeout, &what)?;
         conn.pragma_update(None, "query_only", "ON")
             .map_err(|e| sql_error(&what, e))?;
         Ok(conn)

@@ -157,21 +157,34 @@ pub(super) fn start(
 
 fn open(config: &WriterConfig) -> Result<Connection, SqlError> {
     let what = format!("opening {} for writing", config.path.display());
-    let access = if config.read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-    };
-    let conn = Connection::open_with_flags(&config.path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| sql_error(&what, e))?;
-    conn.busy_timeout(config.busy_timeout)
-        .map_err(|e| sql_error(&what, e))?;
+    let conn = open_connection(&config.path, config.read_only, config.busy_timeout, &what)?;
     // The journal mode is the file's (set by the pool's connections); these two are each
     // connection's own.
     conn.pragma_update(None, "synchronous", config.synchronous)
         .map_err(|e| sql_error(&what, e))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|e| sql_error(&what, e))?;
+    Ok(conn)
+}
+
+/// A `rusqlite` connection of the store's own (the writer's or a reader's) to the database
+/// file: read-only when the store was opened so, and waiting up to `busy_timeout` for a lock
+/// another connection holds. `what` names the opening in errors.
+pub(super) fn open_connection(
+    path: &Path,
+    read_only: bool,
+    busy_timeout: Duration,
+    what: &str,
+) -> Result<Connection, SqlError> {
+    let access = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| sql_error(what, e))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| sql_error(what, e))?;
     Ok(conn)
 }
 

@@ -661,3 +661,110 @@ async fn a_decision_refused_by_a_held_write_lock_changes_and_records_nothing() {
     assert_log_verifies(&sink, &key, LIFECYCLE.len(), "sqlite").await;
     store.close().await;
 }
+
+/// Many recorded compare-and-sets of the same requests at once, so that several of one
+/// request share a batch (on PostgreSQL one `UPDATE` for the whole batch): for each request
+/// exactly one applies and only its event is written; every other legal one is told it lost
+/// (`Ok(false)`), never an error; one that is not a lifecycle step never applies. On both
+/// backends, and the log verifies after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_recorded_compare_and_sets_of_one_request_apply_once() {
+    for (backend, db) in databases("racing_recorded_compare_and_sets_of_one_request").await {
+        let key = signer();
+        let sink = signed(&db.store, &key);
+        let writes = db.store.recorded_writes(&sink).expect("recorded writes");
+        let gate = gate(&db.store, sink.clone(), 1);
+        let mut records = Vec::new();
+        for n in 0..8 {
+            let id = pending(&gate, n).await;
+            records.push(db.store.get(id).await.expect("get").expect("stored"));
+        }
+        let mut tasks = Vec::new();
+        for record in &records {
+            let event = |detail: EventDetail| AuditEvent {
+                schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
+                at: chrono::Utc::now(),
+                request_id: record.id,
+                kind: record.request.kind.as_str().into(),
+                resource: record.request.resource.as_str().into(),
+                digest: record.digest,
+                detail,
+            };
+            // Five legal ends (cancel, each with its own reason, or expire) and one that is
+            // not a lifecycle step (a pending request cannot become executed).
+            for contender in 0..6 {
+                let mut next = record.clone();
+                let detail = match contender {
+                    0..=3 => {
+                        next.state = RequestState::Cancelled;
+                        EventDetail::Cancelled {
+                            by: None,
+                            reason: Some(format!("contender {contender}")),
+                        }
+                    }
+                    4 => {
+                        next.state = RequestState::Expired;
+                        EventDetail::Expired {}
+                    }
+                    _ => {
+                        next.state = RequestState::Executed;
+                        EventDetail::Expired {}
+                    }
+                };
+                let events = [event(detail)];
+                let writes = writes.clone();
+                let expected = record.version;
+                tasks.push(tokio::spawn(async move {
+                    let result = writes.compare_and_set(expected, &next, &events).await;
+                    (next.id, contender, next.state, result)
+                }));
+            }
+        }
+        let mut winners = std::collections::HashMap::new();
+        for task in futures::future::join_all(tasks).await {
+            let (id, contender, state, result) = task.expect("task");
+            match (contender, result) {
+                (5, Ok(true)) => panic!("{backend}: an illegal step applied"),
+                (5, _) => {}
+                (_, Ok(true)) => {
+                    let before = winners.insert(id, (contender, state));
+                    assert!(before.is_none(), "{backend}: two applied for {id}");
+                }
+                (_, Ok(false)) => {}
+                (_, Err(e)) => panic!("{backend}: a legal contender failed: {e}"),
+            }
+        }
+        for record in &records {
+            let (contender, state) = winners
+                .get(&record.id)
+                .copied()
+                .unwrap_or_else(|| panic!("{backend}: none applied for {}", record.id));
+            let stored = db.store.get(record.id).await.expect("get").expect("stored");
+            assert_eq!(
+                (stored.state, stored.version),
+                (state, record.version + 1),
+                "{backend}"
+            );
+            let ended = if contender == 4 {
+                "expired"
+            } else {
+                "cancelled"
+            };
+            assert_eq!(
+                names(&sink, record.id).await,
+                ["requested", "policy_decided", ended],
+                "{backend}"
+            );
+            if contender < 4 {
+                let events = sink.events_for(record.id).await.expect("events");
+                let reason = match &events[2].detail {
+                    EventDetail::Cancelled { reason, .. } => reason.clone(),
+                    other => panic!("{backend}: {other:?}"),
+                };
+                assert_eq!(reason, Some(format!("contender {contender}")), "{backend}");
+            }
+        }
+        assert_log_verifies(&sink, &key, records.len() * 3, backend).await;
+        finish(db).await;
+    }
+}

@@ -725,26 +725,18 @@ async fn append_batch(
         .execute(&mut *tx)
         .await
         .map_err(|e| SqlError::from_sqlx(what, e))?;
-    // The batch's compare-and-sets, in one statement.
-    let writes: Vec<(u64, &RequestRecord)> = jobs
-        .iter()
-        .filter_map(|job| match job {
-            AuditJob::Recorded(cas_job) => Some((cas_job.expected_version, &cas_job.record)),
-            AuditJob::Log(..) => None,
-        })
-        .collect();
-    let sets = cas_all(&mut tx, &writes).await?;
-    // Each request, and whether it is a log job's (`true`) or a recorded event (`false`), in
-    // the order the jobs came.
+    // Each request, and whether it is a log job's (`true`) or a recorded event (`false`).
     let mut requests: Vec<(&LogRequest, bool)> = Vec::new();
-    let mut set = sets.iter();
+    let mut sets = Vec::new();
     for job in jobs {
         match job {
             AuditJob::Log(request, _) => requests.push((request, true)),
             AuditJob::Recorded(cas_job) => {
-                if matches!(set.next(), Some(Ok(true))) {
+                let set = cas(&mut tx, cas_job.expected_version, &cas_job.record).await?;
+                if matches!(set, Ok(true)) {
                     requests.extend(cas_job.events.iter().map(|r| (r, false)));
                 }
+                sets.push(set);
             }
         }
     }
@@ -773,159 +765,60 @@ async fn cas(
     expected_version: u64,
     record: &RequestRecord,
 ) -> Result<Result<bool, StoreError>, SqlError> {
-    let mut sets = cas_all(conn, &[(expected_version, record)]).await?;
-    Ok(sets.pop().unwrap_or(Ok(false)))
-}
-
-/// Compare-and-sets every `(expected version, record)` of `writes` on `conn` in one
-/// statement (inside the caller's transaction, if any), and answers each in order: whether
-/// it applied, or its own error (not a lifecycle step, or a record that cannot be stored).
-/// The outer error fails the transaction.
-///
-/// Each write applies when its row still has the expected version and a state the new one
-/// may follow, as one `UPDATE` would. Writes of the same request with the same expected
-/// version (two deciders racing) are joined to the same row, which PostgreSQL updates once,
-/// from one of them: that one applied, and the others find a newer version, exactly as if
-/// they had come one after the other.
-async fn cas_all(
-    conn: &mut sqlx::PgConnection,
-    writes: &[(u64, &RequestRecord)],
-) -> Result<Vec<Result<bool, StoreError>>, SqlError> {
-    let mut answers: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(writes.len());
-    // The statement's columns, one array each, holding the writes that can be tried; `tried`
-    // holds their positions in `writes`.
-    let mut tried = Vec::new();
-    let (mut ids, mut expected, mut states) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut kinds, mut environments, mut initiator_ids) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut keys, mut created, mut expires) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut records, mut allowed, mut audit_pending) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut initiator_keys, mut due, mut denied) = (Vec::new(), Vec::new(), Vec::new());
-    for (position, (expected_version, record)) in writes.iter().enumerate() {
-        let prepared = lifecycle::db_version(*expected_version).and_then(|version| {
-            Ok((
-                version,
-                lifecycle::encode(record, expected_version.saturating_add(1))?,
-            ))
-        });
-        let (version, json) = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                answers.push(Some(Err(e)));
-                continue;
-            }
-        };
-        answers.push(None);
-        tried.push(position);
-        let c = Columns::of(record);
-        ids.push(record.id.0);
-        expected.push(version);
-        states.push(c.state);
-        kinds.push(c.kind);
-        environments.push(c.environment);
-        initiator_ids.push(c.initiator_id);
-        keys.push(c.idempotency_key);
-        created.push(record.created_at);
-        expires.push(record.expires_at);
-        records.push(json);
-        allowed.push(lifecycle::allowed_from(record.state).join(","));
-        audit_pending.push(c.audit_pending);
-        initiator_keys.push(c.initiator_key);
-        due.push(c.due_at);
-        denied.push(c.denied_action_key);
-    }
-    if tried.is_empty() {
-        return Ok(answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Ok(false)))
-            .collect());
-    }
-    let what = match writes {
-        [(_, record)] => format!("updating request {}", record.id),
-        _ => format!("updating {} requests", tried.len()),
+    let c = Columns::of(record);
+    let expected = match lifecycle::db_version(expected_version) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
     };
-    // `n` is each write's place in the arrays, from 1.
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "UPDATE approval_requests AS t
-            SET version = t.version + 1, state = u.state, kind = u.kind,
-                environment = u.environment, initiator_id = u.initiator_id,
-                idempotency_key = u.idempotency_key, created_at = u.created_at,
-                expires_at = u.expires_at, record = u.record, audit_pending = u.audit_pending,
-                initiator_key = u.initiator_key, due_at = u.due_at,
-                denied_action_key = u.denied_action_key
-           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                       $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[],
-                       $10::text[], $11::text[], $12::bool[], $13::text[],
-                       $14::timestamptz[], $15::text[])
-                WITH ORDINALITY
-                AS u(id, expected, state, kind, environment, initiator_id, idempotency_key,
-                     created_at, expires_at, record, allowed, audit_pending, initiator_key,
-                     due_at, denied_action_key, n)
-          WHERE t.id = u.id AND t.version = u.expected
-            AND t.state = ANY(string_to_array(u.allowed, ','))
-          RETURNING u.n",
+    let json = match lifecycle::encode(record, expected_version.saturating_add(1)) {
+        Ok(json) => json,
+        Err(e) => return Ok(Err(e)),
+    };
+    let id = record.id;
+    let what = format!("updating request {id}");
+    let allowed = lifecycle::allowed_from(record.state);
+    let updated = sqlx::query(
+        "UPDATE approval_requests
+            SET version = version + 1, state = $3, kind = $4, environment = $5,
+                initiator_id = $6, idempotency_key = $7, created_at = $8,
+                expires_at = $9, record = $10, audit_pending = $12, initiator_key = $13,
+                due_at = $14, denied_action_key = $15
+          WHERE id = $1 AND version = $2 AND state = ANY($11)",
     )
-    .bind(&ids)
-    .bind(&expected)
-    .bind(&states)
-    .bind(&kinds)
-    .bind(&environments)
-    .bind(&initiator_ids)
-    .bind(&keys)
-    .bind(&created)
-    .bind(&expires)
-    .bind(&records)
+    .bind(id.0)
+    .bind(expected)
+    .bind(c.state)
+    .bind(c.kind)
+    .bind(c.environment)
+    .bind(c.initiator_id.as_deref())
+    .bind(c.idempotency_key)
+    .bind(record.created_at)
+    .bind(record.expires_at)
+    .bind(&json)
     .bind(&allowed)
-    .bind(&audit_pending)
-    .bind(&initiator_keys)
-    .bind(&due)
-    .bind(&denied)
-    .fetch_all(&mut *conn)
+    .bind(c.audit_pending)
+    .bind(c.initiator_key.as_deref())
+    .bind(c.due_at)
+    .bind(c.denied_action_key.as_deref())
+    .execute(&mut *conn)
     .await
     .map_err(|e| SqlError::from_sqlx(&what, e))?;
-    for n in applied {
-        let position = usize::try_from(n - 1)
-            .ok()
-            .and_then(|i| tried.get(i))
-            .ok_or_else(|| SqlError::Database(format!("{what}: the update named write {n}")))?;
-        answers[*position] = Some(Ok(true));
+    if updated.rows_affected() == 1 {
+        return Ok(Ok(true));
     }
-    // Those not applied: a newer version or no such request (lost), or the same version in a
-    // state the new one may not follow (not a lifecycle step).
-    let lost: Vec<usize> = tried
-        .iter()
-        .copied()
-        .filter(|p| answers[*p].is_none())
-        .collect();
-    if !lost.is_empty() {
-        let lost_ids: Vec<Uuid> = lost.iter().map(|p| writes[*p].1.id.0).collect();
-        let stored: Vec<(Uuid, i64, String)> = sqlx::query_as(
-            "SELECT id, version, state FROM approval_requests WHERE id = ANY($1::uuid[])",
-        )
-        .bind(&lost_ids)
-        .fetch_all(&mut *conn)
+    // Nothing changed: a newer version, no such record, or not a lifecycle step.
+    let stored = sqlx::query("SELECT version, state FROM approval_requests WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(|e| SqlError::from_sqlx(&what, e))?;
-        for p in lost {
-            let (expected_version, record) = writes[p];
-            let now = stored.iter().find(|(id, ..)| *id == record.id.0);
-            answers[p] = Some(match now {
-                Some((_, version, state))
-                    if lifecycle::db_version(expected_version).ok() == Some(*version) =>
-                {
-                    Err(lifecycle::illegal_transition(
-                        &record.id,
-                        state,
-                        record.state,
-                    ))
-                }
-                _ => Ok(false),
-            });
+    Ok(match stored {
+        Some(row) if row.try_get::<i64, _>("version").ok() == Some(expected) => {
+            let state: String = row.try_get("state").unwrap_or_default();
+            Err(lifecycle::illegal_transition(&id, &state, record.state))
         }
-    }
-    Ok(answers
-        .into_iter()
-        .map(|a| a.unwrap_or(Ok(false)))
-        .collect())
+        _ => Ok(false),
+    })
 }
 
 /// A transaction holding the audit log table's lock, as the audit log writer sees it.

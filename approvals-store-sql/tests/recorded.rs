@@ -663,7 +663,7 @@ async fn a_decision_refused_by_a_held_write_lock_changes_and_records_nothing() {
 }
 
 /// Many recorded compare-and-sets of the same requests at once, so that several of one
-/// request share a batch (on PostgreSQL one `UPDATE` for the whole batch): for each request
+/// request share a writer's batch and its transaction: for each request
 /// exactly one applies and only its event is written; every other legal one is told it lost
 /// (`Ok(false)`), never an error; one that is not a lifecycle step never applies. On both
 /// backends, and the log verifies after.

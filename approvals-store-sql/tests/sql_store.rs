@@ -525,18 +525,7 @@ async fn a_closed_sqlite_store_refuses_everything_as_unavailable() {
         "listing",
         store.list(&ListFilter::default()).await.expect_err("list"),
     );
-    let event = approvals_core::AuditEvent {
-        schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
-        at: epoch(),
-        request_id: kept.id,
-        kind: kept.request.kind.as_str().into(),
-        resource: kept.request.resource.as_str().into(),
-        digest: kept.digest,
-        detail: approvals_core::EventDetail::Cancelled {
-            by: None,
-            reason: None,
-        },
-    };
+    let event = cancelled_event(&kept);
     approvals_core::AuditSink::record(&store.audit_sink(), &event)
         .await
         .expect_err("an audit append on a closed store");
@@ -554,6 +543,22 @@ async fn a_closed_sqlite_store_refuses_everything_as_unavailable() {
             .is_empty(),
         "the refused append wrote nothing"
     );
+}
+
+/// A `cancelled` audit event of `record`, to try appending where nothing may be appended.
+fn cancelled_event(record: &approvals_core::RequestRecord) -> approvals_core::AuditEvent {
+    approvals_core::AuditEvent {
+        schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
+        at: epoch(),
+        request_id: record.id,
+        kind: record.request.kind.as_str().into(),
+        resource: record.request.resource.as_str().into(),
+        digest: record.digest,
+        detail: approvals_core::EventDetail::Cancelled {
+            by: None,
+            reason: None,
+        },
+    }
 }
 
 /// Writers racing with `close()`: every write is answered (stored, or refused as
@@ -740,7 +745,20 @@ async fn a_read_only_sqlite_store_refuses_writes() {
         .compare_and_set(1, &cancelled)
         .await
         .expect_err("a read-only store changes nothing");
+    let event = cancelled_event(&kept);
+    approvals_core::AuditSink::record(&read_only.audit_sink(), &event)
+        .await
+        .expect_err("a read-only store appends nothing to its audit log");
     let again = SqlStore::connect(&url).await.expect("reopen");
+    assert!(
+        again
+            .audit_sink()
+            .events_for(kept.id)
+            .await
+            .expect("events")
+            .is_empty(),
+        "the refused append wrote nothing"
+    );
     assert_eq!(again.get(refused.id).await.expect("get"), None);
     assert_eq!(
         again.get(kept.id).await.expect("get").map(|r| r.state),

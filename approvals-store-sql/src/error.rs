@@ -50,6 +50,17 @@ impl SqlError {
         matches!(self, SqlError::Unavailable(_))
     }
 
+    /// The same error again, for each of the callers one failure answers (a batch's
+    /// writers). Unavailable and corrupt keep their kind and message; any other becomes a
+    /// database error with its text.
+    pub(crate) fn copy(&self) -> SqlError {
+        match self {
+            SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
+            SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
+            other => SqlError::Database(other.to_string()),
+        }
+    }
+
     /// Classifies a driver error; `what` says what was being done.
     pub(crate) fn from_sqlx(what: &str, e: sqlx::Error) -> SqlError {
         if is_unavailable(&e) {

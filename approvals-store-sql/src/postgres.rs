@@ -682,23 +682,15 @@ async fn audit_writer(
                 for job in jobs {
                     match job {
                         AuditJob::Log(_, reply) => {
-                            let _ = reply.send(Err(copy_error(&e)));
+                            let _ = reply.send(Err(e.copy()));
                         }
                         AuditJob::Recorded(cas) => {
-                            let _ = cas.reply.send(Err(copy_error(&e).into()));
+                            let _ = cas.reply.send(Err(e.copy().into()));
                         }
                     }
                 }
             }
         }
-    }
-}
-
-fn copy_error(e: &SqlError) -> SqlError {
-    match e {
-        SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
-        SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
-        other => SqlError::Database(other.to_string()),
     }
 }
 

@@ -514,17 +514,17 @@ fn fail_all(batch: Vec<Write>, e: &SqlError) {
     for write in batch {
         match write {
             Write::Insert(_, reply) => {
-                let _ = reply.send(Err(copy_store_error(e)));
+                let _ = reply.send(Err(e.copy().into()));
             }
             Write::Cas(_, _, _, _, reply) => {
-                let _ = reply.send(Err(copy_store_error(e)));
+                let _ = reply.send(Err(e.copy().into()));
             }
             Write::Log(_, reply) => {
-                let _ = reply.send(Err(copy_sql_error(e)));
+                let _ = reply.send(Err(e.copy()));
             }
             // Barriers and the close are taken out of the batch before it is committed.
             Write::Sync { reply, .. } => {
-                let _ = reply.send(Err(copy_store_error(e)));
+                let _ = reply.send(Err(e.copy().into()));
             }
             Write::Close(reply) => {
                 let _ = reply.send(());
@@ -537,28 +537,16 @@ fn fail_done(done: Vec<Done>, e: &SqlError) {
     for d in done {
         match d {
             Done::Insert(_, reply) => {
-                let _ = reply.send(Err(copy_store_error(e)));
+                let _ = reply.send(Err(e.copy().into()));
             }
             Done::Cas(_, _, reply) => {
-                let _ = reply.send(Err(copy_store_error(e)));
+                let _ = reply.send(Err(e.copy().into()));
             }
             Done::Log(_, reply) => {
-                let _ = reply.send(Err(copy_sql_error(e)));
+                let _ = reply.send(Err(e.copy()));
             }
         }
     }
-}
-
-fn copy_sql_error(e: &SqlError) -> SqlError {
-    match e {
-        SqlError::Unavailable(m) => SqlError::Unavailable(m.clone()),
-        SqlError::Corrupt(m) => SqlError::Corrupt(m.clone()),
-        other => SqlError::Database(other.to_string()),
-    }
-}
-
-fn copy_store_error(e: &SqlError) -> StoreError {
-    copy_sql_error(e).into()
 }
 
 /// Classifies a SQLite error; `what` says what was being done. Busy and locked (another

@@ -69,21 +69,10 @@ impl Readers {
         &self,
         key: &str,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let row = self.read("reading a request by idempotency key", |conn| {
-            conn.prepare_cached(
-                "SELECT id, version, record FROM approval_requests WHERE idempotency_key = ?1",
-            )?
-            .query_row([key], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .optional()
-        })?;
-        row.map(|(id, version, json)| lifecycle::decode(&id, version, &json))
-            .transpose()
+        self.read("reading a request by idempotency key", |conn| {
+            by_idempotency_key(conn, key)
+        })?
+        .transpose()
     }
 
     /// Runs `query` on an idle connection, or a new one, and keeps the connection after.
@@ -121,6 +110,28 @@ impl Readers {
         // A panic while holding the lock leaves at worst a connection fewer.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The request holding idempotency key `key`, read on `conn`: a reader's connection, or the
+/// writer's inside its batch (an insert that found the key taken answers with that request).
+/// The outer error is the read's; the inner one the stored record's.
+pub(super) fn by_idempotency_key(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<Result<RequestRecord, StoreError>>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT id, version, record FROM approval_requests WHERE idempotency_key = ?1",
+        )?
+        .query_row([key], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?;
+    Ok(row.map(|(id, version, json)| lifecycle::decode(&id, version, &json)))
 }
 
 fn closed() -> StoreError {

@@ -10,8 +10,8 @@
 //! and on a small machine those thread switches, not SQLite, were most of a transition's cost
 //! (BENCHMARKS.md, "SQLite writer").
 //!
-//! Reads do not come here: they use the store's connection pool, which sees every committed
-//! write (WAL), and never wait for this thread.
+//! Reads do not come here: they run on connections of their own (`reader.rs`) or the store's
+//! pool, which see every committed write (WAL), and never wait for this thread.
 
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -21,10 +21,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use approvals_core::{Inserted, RequestId, RequestRecord, RequestState, StoreError};
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
 use super::SyncCounters;
+use super::reader::by_idempotency_key;
 use crate::audit::{self, LogReply, LogRequest, NewRow, TableLog};
 use crate::error::SqlError;
 use crate::lifecycle::{self, Columns};
@@ -97,9 +98,7 @@ impl RowValues {
             json: lifecycle::encode(record, version)?,
         })
     }
-}
 
-impl RowValues {
     /// The row's columns as `?1` to `?13` of both statements that write it: `id`, `state`,
     /// `kind`, `environment`, `initiator_id`, `idempotency_key`, `created_at`, `expires_at`,
     /// `record`, `audit_pending`, `initiator_key`, `due_at`, `denied_action_key`.
@@ -624,28 +623,14 @@ fn insert(conn: &Connection, row: &RowValues) -> Result<Result<Inserted, StoreEr
     match result {
         Ok(1) => Ok(Ok(Inserted::Created)),
         Ok(_) => {
-            let existing = conn
-                .prepare_cached(
-                    "SELECT id, version, record FROM approval_requests
-                      WHERE idempotency_key = ?1",
-                )
-                .and_then(|mut stmt| {
-                    let mut rows = stmt.query(params![row.idempotency_key])?;
-                    match rows.next()? {
-                        Some(r) => Ok(Some((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))),
-                        None => Ok(None),
-                    }
-                })
-                .map_err(|e| sql_error(&what, e))?;
+            // Nothing inserted: the idempotency key is taken (a request without one always
+            // inserts or fails).
+            let existing = match row.idempotency_key.as_deref() {
+                Some(key) => by_idempotency_key(conn, key).map_err(|e| sql_error(&what, e))?,
+                None => None,
+            };
             Ok(match existing {
-                Some((existing_id, version, json)) => {
-                    lifecycle::decode(&existing_id, version, &json)
-                        .map(|rec| Inserted::Existing(Box::new(rec)))
-                }
+                Some(record) => record.map(|rec| Inserted::Existing(Box::new(rec))),
                 None => Err(StoreError::Backend(format!(
                     "request {id} was not stored and no request holds its idempotency key"
                 ))),
@@ -694,11 +679,10 @@ fn cas(
     let stored = conn
         .prepare_cached("SELECT version, state FROM approval_requests WHERE id = ?1")
         .and_then(|mut stmt| {
-            let mut rows = stmt.query(params![id])?;
-            match rows.next()? {
-                Some(r) => Ok(Some((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))),
-                None => Ok(None),
-            }
+            stmt.query_row(params![id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
         })
         .map_err(|e| sql_error(&what, e))?;
     Ok(match stored {
@@ -746,11 +730,8 @@ impl audit::LogTx for LogTx<'_> {
         self.0
             .prepare_cached("SELECT seq, hash FROM approval_audit ORDER BY seq DESC LIMIT 1")
             .and_then(|mut stmt| {
-                let mut rows = stmt.query([])?;
-                match rows.next()? {
-                    Some(r) => Ok(Some((r.get(0)?, r.get(1)?))),
-                    None => Ok(None),
-                }
+                stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
             })
             .map_err(|e| sql_error("reading the old audit table's head", e))
     }

@@ -534,14 +534,19 @@ async fn a_closed_sqlite_store_refuses_everything_as_unavailable() {
     let stored = again.get(kept.id).await.expect("get").expect("kept");
     assert_eq!((stored.state, stored.version), (RequestState::Pending, 1));
     assert_eq!(again.get(refused.id).await.expect("get"), None);
+    assert_no_audit_events(&again, &kept).await;
+}
+
+/// Checks that `store`'s audit log holds no event of `record` (a refused append wrote none).
+async fn assert_no_audit_events(store: &SqlStore, record: &approvals_core::RequestRecord) {
+    let events = store
+        .audit_sink()
+        .events_for(record.id)
+        .await
+        .expect("events");
     assert!(
-        again
-            .audit_sink()
-            .events_for(kept.id)
-            .await
-            .expect("events")
-            .is_empty(),
-        "the refused append wrote nothing"
+        events.is_empty(),
+        "the refused append wrote nothing: {events:?}"
     );
 }
 
@@ -750,15 +755,7 @@ async fn a_read_only_sqlite_store_refuses_writes() {
         .await
         .expect_err("a read-only store appends nothing to its audit log");
     let again = SqlStore::connect(&url).await.expect("reopen");
-    assert!(
-        again
-            .audit_sink()
-            .events_for(kept.id)
-            .await
-            .expect("events")
-            .is_empty(),
-        "the refused append wrote nothing"
-    );
+    assert_no_audit_events(&again, &kept).await;
     assert_eq!(again.get(refused.id).await.expect("get"), None);
     assert_eq!(
         again.get(kept.id).await.expect("get").map(|r| r.state),

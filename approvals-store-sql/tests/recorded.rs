@@ -768,3 +768,73 @@ async fn racing_recorded_compare_and_sets_of_one_request_apply_once() {
         finish(db).await;
     }
 }
+
+/// The rest of the class of the test above: a submission and a grant's consumption refused
+/// by a held write lock. The submission stores no request and records nothing; the refused
+/// consumption runs nothing (fail closed: the action runs only once its consumed grant is
+/// committed) and leaves the request approved and unconsumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_or_a_consumption_refused_by_a_held_write_lock_runs_and_records_nothing() {
+    use sqlx::Connection as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
+    let store = SqlStore::connect_with(
+        approvals_store_sql::SqlStoreOptions::new(&url).busy_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("store");
+    let key = signer();
+    let sink = signed(&store, &key);
+    let gate = gate(&store, sink.clone(), 1);
+    let id = pending(&gate, 1).await;
+    gate.decide(id, Review::approve(reviewer("sam")))
+        .await
+        .expect("approved");
+    let grant = gate.wait(id).await.expect("grant");
+
+    let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+    let submitted = gate.submit(&export(2)).await;
+    assert!(
+        matches!(submitted, Err(GuardError::Unavailable { .. })),
+        "{submitted:?}"
+    );
+    let ran = AtomicBool::new(false);
+    let executed = gate
+        .execute(grant, &export(1), || async {
+            ran.store(true, Ordering::SeqCst);
+            Ok::<_, GuardError>(())
+        })
+        .await;
+    assert!(
+        matches!(executed, Err(GuardError::Unavailable { .. })),
+        "{executed:?}"
+    );
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "the action ran without a consumed grant"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+
+    let stored = store
+        .list(&approvals_core::ListFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(stored.len(), 1, "the refused submission stored a request");
+    assert_eq!(stored[0].state, RequestState::Approved);
+    let names = names(&sink, id).await;
+    assert!(
+        !names.contains(&"grant_consumed") && !names.contains(&"executed"),
+        "{names:?}"
+    );
+    // Nothing of the refused submission either: the log holds this request's events only.
+    assert_log_verifies(&sink, &key, names.len(), "sqlite").await;
+    store.close().await;
+}

@@ -614,13 +614,9 @@ async fn a_doors_start_and_report_each_commit_once_with_their_events() {
     }
 }
 
-/// Another process holds SQLite's write lock past the busy timeout: the decision and its
-/// events commit together or not at all, so the refused decision leaves the request pending,
-/// its log without the decision's events and without an audit flag, and the same decision
-/// made once the lock is gone completes the lifecycle with a log that verifies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decision_refused_by_a_held_write_lock_changes_and_records_nothing() {
-    use sqlx::Connection as _;
+/// A SQLite store whose writes give up on another process's write lock after 200 ms, with its
+/// URL and the directory that holds it.
+async fn sqlite_with_short_busy_timeout() -> (SqlStore, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
     let store = SqlStore::connect_with(
@@ -628,25 +624,46 @@ async fn a_decision_refused_by_a_held_write_lock_changes_and_records_nothing() {
     )
     .await
     .expect("store");
+    (store, url, dir)
+}
+
+/// Takes the database's write lock from a connection of another "process", until released.
+async fn hold_write_lock(url: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection as _;
+    let mut other = sqlx::SqliteConnection::connect(url).await.expect("other");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+    other
+}
+
+async fn release_write_lock(mut other: sqlx::SqliteConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+}
+
+/// Another process holds SQLite's write lock past the busy timeout: the decision and its
+/// events commit together or not at all, so the refused decision leaves the request pending,
+/// its log without the decision's events and without an audit flag, and the same decision
+/// made once the lock is gone completes the lifecycle with a log that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_refused_by_a_held_write_lock_changes_and_records_nothing() {
+    let (store, url, _dir) = sqlite_with_short_busy_timeout().await;
     let key = signer();
     let sink = signed(&store, &key);
     let gate = gate(&store, sink.clone(), 1);
     let id = pending(&gate, 1).await;
 
-    let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .expect("lock");
+    let other = hold_write_lock(&url).await;
     let refused = gate.decide(id, Review::approve(reviewer("sam"))).await;
     assert!(
         matches!(refused, Err(ReviewError::Unavailable { .. })),
         "{refused:?}"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut other)
-        .await
-        .expect("unlock");
+    release_write_lock(other).await;
 
     let record = store.get(id).await.expect("get").expect("stored");
     assert_eq!((record.state, record.version), (RequestState::Pending, 1));
@@ -775,15 +792,8 @@ async fn racing_recorded_compare_and_sets_of_one_request_apply_once() {
 /// committed) and leaves the request approved and unconsumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_or_a_consumption_refused_by_a_held_write_lock_runs_and_records_nothing() {
-    use sqlx::Connection as _;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("approvals.db").display());
-    let store = SqlStore::connect_with(
-        approvals_store_sql::SqlStoreOptions::new(&url).busy_timeout(Duration::from_millis(200)),
-    )
-    .await
-    .expect("store");
+    let (store, url, _dir) = sqlite_with_short_busy_timeout().await;
     let key = signer();
     let sink = signed(&store, &key);
     let gate = gate(&store, sink.clone(), 1);
@@ -793,11 +803,7 @@ async fn a_submission_or_a_consumption_refused_by_a_held_write_lock_runs_and_rec
         .expect("approved");
     let grant = gate.wait(id).await.expect("grant");
 
-    let mut other = sqlx::SqliteConnection::connect(&url).await.expect("other");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .expect("lock");
+    let other = hold_write_lock(&url).await;
     let submitted = gate.submit(&export(2)).await;
     assert!(
         matches!(submitted, Err(GuardError::Unavailable { .. })),
@@ -818,10 +824,7 @@ async fn a_submission_or_a_consumption_refused_by_a_held_write_lock_runs_and_rec
         !ran.load(Ordering::SeqCst),
         "the action ran without a consumed grant"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut other)
-        .await
-        .expect("unlock");
+    release_write_lock(other).await;
 
     let stored = store
         .list(&approvals_core::ListFilter::default())

@@ -28,8 +28,8 @@ impl std::fmt::Display for Unfinished {
 }
 
 /// `call`'s output, unless it panics or does not finish within `limit`. A call that is ready
-/// at once (an in-memory store or sink) finishes without a timer being set up: the allow path
-/// of `guard()` makes two audit appends.
+/// at once (an in-memory store or sink) finishes without a timer being set up or room kept
+/// for one: the allow path of `guard()` makes an audit append through this.
 pub(crate) async fn within<T>(
     limit: Duration,
     call: impl Future<Output = T>,
@@ -40,10 +40,11 @@ pub(crate) async fn within<T>(
         Poll::Ready(out) => return out.map_err(Unfinished::Panicked),
         Poll::Pending => {}
     }
-    match tokio::time::timeout(
+    // Boxed: the timer is most of this future's room, and only a call that waits needs it.
+    match Box::pin(tokio::time::timeout(
         limit,
         std::future::poll_fn(|cx| poll_contained(call.as_mut(), cx)),
-    )
+    ))
     .await
     {
         Ok(out) => out.map_err(Unfinished::Panicked),

@@ -112,7 +112,7 @@ impl Gate {
                     }
                 }
                 if let Some(denied) = earlier {
-                    observe::submitted("denied_recently", "denied");
+                    observe::submitted(observe::Submitted::DeniedRecently);
                     self.audit(subject.event(now, denied.event())).await?;
                     self.barrier().await?;
                     return Err(denied.error());
@@ -120,12 +120,12 @@ impl Gate {
                 self.create_pending(id, now, request, subject.digest, rule, requirement)
                     .await?;
                 self.barrier().await?;
-                observe::submitted("pending", "pending");
+                observe::submitted(observe::Submitted::Pending);
                 Ok(id)
             }
             Decision::Deny { rule, reason } => {
                 self.barrier().await?;
-                observe::submitted("denied_by_policy", "denied");
+                observe::submitted(observe::Submitted::DeniedByPolicy);
                 Err(GuardError::PolicyDenied {
                     kind: PLAN_KIND.into(),
                     resource: request.resource.clone(),

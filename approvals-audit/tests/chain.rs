@@ -60,3 +60,38 @@ fn rows_match_the_file_format_and_verify() {
     assert!(LogChain::resume(ORIGIN, rows.iter().map(String::as_str)).is_err());
     assert!(LogChain::new("two\nlines").is_err());
 }
+
+/// An event encoded beforehand (on the caller's thread, as the SQL sinks do) makes the same
+/// entry as one encoded by the chain, interleaved in any order, and the size limit holds
+/// either way.
+#[test]
+fn encoded_events_make_the_same_entries_as_values() {
+    use approvals_audit::log::{EncodedEvent, MAX_EVENT_BYTES};
+    let mut by_value = LogChain::new(ORIGIN).unwrap();
+    let mut mixed = LogChain::new(ORIGIN).unwrap();
+    for i in 0..12 {
+        let expected = by_value.append(&event(i)).unwrap();
+        let encoded = EncodedEvent::new(&event(i));
+        let entry = if i % 3 == 0 {
+            mixed.append(&event(i)).unwrap()
+        } else {
+            mixed.append_encoded(&encoded).unwrap()
+        };
+        assert_eq!(entry, expected);
+        assert_eq!(
+            encoded.json(),
+            approvals_core::request::canonical_json(&event(i)).as_slice()
+        );
+    }
+    assert_eq!(
+        (mixed.size(), mixed.root()),
+        (by_value.size(), by_value.root())
+    );
+
+    let huge = serde_json::json!({"blob": "x".repeat(MAX_EVENT_BYTES)});
+    assert!(mixed.append_encoded(&EncodedEvent::new(&huge)).is_err());
+    assert!(mixed.append(&huge).is_err());
+    // A refused event leaves the chain as it was.
+    assert_eq!(mixed.size(), 12);
+    assert_eq!(mixed.root(), by_value.root());
+}

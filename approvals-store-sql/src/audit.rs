@@ -38,8 +38,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use approvals_audit::LogError;
-use approvals_audit::log::LogChain;
 pub use approvals_audit::log::db::{DbRow as AuditRow, TABLE};
+use approvals_audit::log::{EncodedEvent, LogChain};
 use approvals_audit::note::Checkpoint;
 /// The `approvals-audit` types a signed sink is configured and verified with.
 pub use approvals_audit::{
@@ -81,9 +81,40 @@ impl LogSettings {
 pub(crate) enum LogOp {
     /// Append events, in order (one, or all of a transition's); the result is the last
     /// one's row.
-    Append(Vec<AuditEvent>),
+    Append(Vec<LoggedEvent>),
     /// Write a checkpoint: always (`force`), or only if one is due.
     Checkpoint { force: bool },
+}
+
+/// An event as the writer appends it: encoded and hashed by the caller
+/// ([`LoggedEvent::encode`]), so the database's one writer thread, which every transition
+/// waits for, only chains it.
+#[derive(Debug)]
+pub(crate) struct LoggedEvent {
+    at: DateTime<Utc>,
+    request_id: RequestId,
+    name: &'static str,
+    encoded: EncodedEvent,
+}
+
+impl LoggedEvent {
+    /// `events`, encoded; an event that cannot be encoded refuses them all.
+    pub(crate) fn encode(events: &[AuditEvent]) -> Result<Vec<LoggedEvent>, SqlError> {
+        events
+            .iter()
+            .map(|event| {
+                let value = serde_json::to_value(event).map_err(|e| {
+                    SqlError::Database(format!("the audit event cannot be encoded: {e}"))
+                })?;
+                Ok(LoggedEvent {
+                    at: event.at,
+                    request_id: event.request_id,
+                    name: event.name(),
+                    encoded: EncodedEvent::new(&value),
+                })
+            })
+            .collect()
+    }
 }
 
 /// One request to the writer: the operation and the settings of the sink asking.
@@ -241,13 +272,13 @@ impl TableLog {
 
     fn push_entry(
         &mut self,
-        value: &Value,
+        encoded: &EncodedEvent,
         at: DateTime<Utc>,
         request_id: Option<String>,
         event: Option<String>,
         rows: &mut Vec<NewRow>,
     ) -> Result<AuditRow, SqlError> {
-        let entry = self.chain.append(value).map_err(log_error)?;
+        let entry = self.chain.append_encoded(encoded).map_err(log_error)?;
         self.last_line_no += 1;
         let row = NewRow {
             line_no: self.last_line_no,
@@ -322,7 +353,7 @@ impl TableLog {
                 "head_hash": hash,
             });
             self.push_entry(
-                &anchor,
+                &EncodedEvent::new(&anchor),
                 now,
                 None,
                 Some("legacy_audit_chain".into()),
@@ -337,39 +368,29 @@ impl TableLog {
                 .as_ref()
                 .filter(|_| !signers.is_empty());
             let result = match &request.op {
-                // All encoded before any is appended: the request is appended whole or not.
-                LogOp::Append(events) => match events
-                    .iter()
-                    .map(serde_json::to_value)
-                    .collect::<Result<Vec<Value>, _>>()
-                {
-                    Ok(values) => {
-                        let mut last = Ok(None);
-                        for (event, value) in events.iter().zip(&values) {
-                            let row = self.push_entry(
-                                value,
-                                event.at,
-                                Some(event.request_id.to_string()),
-                                Some(event.name().to_owned()),
-                                &mut rows,
-                            );
-                            if row.is_ok()
-                                && let Some(config) = config
-                                && self.checkpoint_due(config)
-                            {
-                                self.push_checkpoint(config, &signers, &mut rows)?;
-                            }
-                            last = row.map(Some);
-                            if last.is_err() {
-                                break;
-                            }
+                LogOp::Append(events) => {
+                    let mut last = Ok(None);
+                    for event in events {
+                        let row = self.push_entry(
+                            &event.encoded,
+                            event.at,
+                            Some(event.request_id.to_string()),
+                            Some(event.name.to_owned()),
+                            &mut rows,
+                        );
+                        if row.is_ok()
+                            && let Some(config) = config
+                            && self.checkpoint_due(config)
+                        {
+                            self.push_checkpoint(config, &signers, &mut rows)?;
                         }
-                        last
+                        last = row.map(Some);
+                        if last.is_err() {
+                            break;
+                        }
                     }
-                    Err(e) => Err(SqlError::Database(format!(
-                        "the audit event cannot be encoded: {e}"
-                    ))),
-                },
+                    last
+                }
                 LogOp::Checkpoint { force } => match config {
                     Some(config) if *force || self.checkpoint_due(config) => {
                         self.push_checkpoint(config, &signers, &mut rows).map(Some)
@@ -546,11 +567,11 @@ impl RecordedSql {
     }
 
     /// One append request for the events, with the sink's settings.
-    pub(crate) fn requests(&self, events: &[AuditEvent]) -> Vec<LogRequest> {
-        vec![LogRequest {
-            op: LogOp::Append(events.to_vec()),
+    pub(crate) fn requests(&self, events: &[AuditEvent]) -> Result<Vec<LogRequest>, SqlError> {
+        Ok(vec![LogRequest {
+            op: LogOp::Append(LoggedEvent::encode(events)?),
             settings: self.settings.clone(),
-        }]
+        }])
     }
 }
 
@@ -607,9 +628,11 @@ impl SqlAuditSink {
 
     /// Appends one event and returns its row.
     pub async fn append(&self, event: &AuditEvent) -> Result<AuditRow, SqlError> {
-        self.request(LogOp::Append(vec![event.clone()]))
-            .await?
-            .ok_or_else(|| SqlError::Database("the audit append wrote no row".into()))
+        self.request(LogOp::Append(LoggedEvent::encode(std::slice::from_ref(
+            event,
+        ))?))
+        .await?
+        .ok_or_else(|| SqlError::Database("the audit append wrote no row".into()))
     }
 
     /// Writes a signed checkpoint now, over every entry in the table.
@@ -728,7 +751,8 @@ impl AuditSink for SqlAuditSink {
 
     /// One append of all the events: one commit.
     async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        self.request(LogOp::Append(events.to_vec()))
+        let events = LoggedEvent::encode(events).map_err(|e| AuditError::new(e.to_string()))?;
+        self.request(LogOp::Append(events))
             .await
             .map(|_| ())
             .map_err(|e| AuditError::new(e.to_string()))

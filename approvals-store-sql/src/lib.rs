@@ -485,7 +485,7 @@ impl approvals_core::RecordedWrites for audit::RecordedSql {
         record: &RequestRecord,
         events: &[approvals_core::AuditEvent],
     ) -> Result<bool, StoreError> {
-        let events = self.requests(events);
+        let events = self.requests(events)?;
         dispatch!(self.store, b => b.compare_and_set_recorded(expected_version, record, events).await)
     }
 }

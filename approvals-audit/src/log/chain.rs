@@ -19,6 +19,30 @@ pub struct ChainedEntry {
     pub line: String,
 }
 
+/// An event in the log's canonical JSON with its leaf hash: everything about an entry that
+/// does not depend on the entries before it, made once on any thread and appended with
+/// [`LogChain::append_encoded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    json: Vec<u8>,
+    leaf: Hash,
+}
+
+impl EncodedEvent {
+    /// Encodes `event`.
+    pub fn new(event: &Value) -> Self {
+        let mut json = Vec::with_capacity(512);
+        approvals_core::request::write_canonical_json(event, &mut json);
+        let leaf = leaf_hash(&json);
+        EncodedEvent { json, leaf }
+    }
+
+    /// The canonical JSON.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
 /// The state of a log (hash chain and Merkle tree) with no storage of its own: for audit sinks
 /// that keep entries somewhere other than a file, such as a SQL table.
 ///
@@ -102,24 +126,37 @@ impl LogChain {
 
     /// Adds one event (stored in canonical JSON) and returns its entry line.
     pub fn append(&mut self, event: &Value) -> Result<ChainedEntry, LogError> {
-        self.event_buf.clear();
-        approvals_core::request::write_canonical_json(event, &mut self.event_buf);
-        if self.event_buf.len() > MAX_EVENT_BYTES {
+        let mut json = std::mem::take(&mut self.event_buf);
+        json.clear();
+        approvals_core::request::write_canonical_json(event, &mut json);
+        let entry = self.append_canonical(&json, || leaf_hash(&json));
+        self.event_buf = json;
+        entry
+    }
+
+    /// Adds one event encoded beforehand ([`EncodedEvent::new`]), so the encoding and its hash
+    /// need not be done by whoever holds the chain (a database's one writer thread).
+    pub fn append_encoded(&mut self, event: &EncodedEvent) -> Result<ChainedEntry, LogError> {
+        self.append_canonical(&event.json, || event.leaf)
+    }
+
+    /// Adds the event whose canonical JSON is `json`; `leaf` gives its leaf hash, called only
+    /// for an event within the size limit.
+    fn append_canonical(
+        &mut self,
+        json: &[u8],
+        leaf: impl FnOnce() -> Hash,
+    ) -> Result<ChainedEntry, LogError> {
+        if json.len() > MAX_EVENT_BYTES {
             return Err(LogError::Invalid(format!(
                 "the event is {} bytes of JSON, more than the limit of {MAX_EVENT_BYTES}",
-                self.event_buf.len()
+                json.len()
             )));
         }
         let seq = self.tree.size();
-        let leaf = leaf_hash(&self.event_buf);
+        let leaf = leaf();
         self.line_buf.clear();
-        write_entry(
-            &mut self.line_buf,
-            seq,
-            &self.last_entry_hash,
-            &leaf,
-            &self.event_buf,
-        );
+        write_entry(&mut self.line_buf, seq, &self.last_entry_hash, &leaf, json);
         self.line_buf.pop(); // the newline
         let line = String::from_utf8_lossy(&self.line_buf).into_owned();
         self.last_entry_hash = entry_hash(&self.last_entry_hash, &leaf);

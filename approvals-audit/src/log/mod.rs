@@ -58,7 +58,7 @@ mod verify;
 pub mod witness;
 mod writer;
 
-pub use chain::{ChainedEntry, LogChain};
+pub use chain::{ChainedEntry, EncodedEvent, LogChain};
 pub use format::MAX_EVENT_BYTES;
 pub use proof::{ConsistencyProof, InclusionProof, prove_consistency, prove_inclusion};
 pub use reader::{

@@ -83,19 +83,6 @@ impl AuditEvent {
     pub fn name(&self) -> &'static str {
         self.detail.name()
     }
-
-    /// Another event about the same request (id, kind, resource and digest shared).
-    pub(crate) fn about(&self, at: DateTime<Utc>, detail: EventDetail) -> AuditEvent {
-        AuditEvent {
-            schema: AUDIT_SCHEMA_VERSION,
-            at,
-            request_id: self.request_id,
-            kind: self.kind.clone(),
-            resource: self.resource.clone(),
-            digest: self.digest,
-            detail,
-        }
-    }
 }
 
 /// Why a review or grant was refused.

@@ -161,19 +161,15 @@ impl Gate {
         let id = RequestId::new();
         let span = Span::current();
         span.record("request", tracing::field::display(id));
-        let Submitted {
-            request,
-            named_plan,
-            digest,
-        } = match self.admit_for_submit(action, &initiator) {
+        let admitted = match self.admit_for_submit(action, &initiator, &span) {
             Ok(admitted) => admitted,
             Err(refused) => {
                 observe::submitted(observe::Submitted::Refused);
                 return Err(Box::pin(self.record_refusal(id, refused, &initiator)).await);
             }
         };
-        if let Some(key) = &request.idempotency_key
-            && let Some(submission) = Box::pin(self.reattach_by_key(key, digest)).await?
+        if let Some(key) = &admitted.request.idempotency_key
+            && let Some(submission) = Box::pin(self.reattach_by_key(key, admitted.digest)).await?
         {
             return Ok(submission);
         }
@@ -182,65 +178,58 @@ impl Gate {
         // In a block, so the events (borrowed by the append) take no room after it. One
         // append for both outcomes of asking the policy, so the future keeps room for one.
         let decided = {
-            let asked = self.ask_policy(id, &request, digest, now, &policy_version);
+            let asked = self.ask_policy(id, &admitted, now, &policy_version);
             // Both events go to the sink together (one commit for a sink that can).
             self.audit_all(asked.events()).await?;
-            self.policy_decided(asked, &request, initiator, policy_version)?
+            self.policy_decided(asked, &admitted.request, initiator, policy_version, &span)?
         };
         match decided {
             Decided::Allowed(grant) => Ok(Submission::Allowed(grant)),
             Decided::RequiresApproval { rule, requirement } => {
-                Box::pin(self.require_approval(
-                    id,
-                    now,
-                    request,
-                    digest,
-                    named_plan,
-                    rule,
-                    requirement,
-                ))
-                .await
+                Box::pin(self.require_approval(id, now, admitted, rule, requirement)).await
             }
         }
     }
 
-    /// `action` admitted under `initiator` ([`admission::admit`]).
+    /// `action` admitted under `initiator` ([`admission::admit`]), its name and digest
+    /// recorded on `span`.
     fn admit_for_submit<A: Action + ?Sized>(
         &self,
         action: &A,
         initiator: &Arc<Initiator>,
-    ) -> Result<Submitted, Box<admission::Refused>> {
+        span: &Span,
+    ) -> Result<AdmittedAction, Box<admission::Refused>> {
         let mut admitted = admission::admit(action.to_request(), initiator, &self.inner.context)?;
-        let span = Span::current();
         span.record("kind", admitted.request.kind.as_str());
         span.record("resource", admitted.request.resource.as_str());
         span.record("digest", tracing::field::display(admitted.digest));
         let named_plan = admitted.request.plan.take();
-        Ok(Submitted {
+        Ok(AdmittedAction {
             request: Arc::new(admitted.request),
             named_plan,
             digest: admitted.digest,
         })
     }
 
-    /// Asks the policy about `request`: its `requested` and `policy_decided` events, or its
-    /// `requested` event and the refusal when the policy fails. The decision is carried by
-    /// its event, not copied: [`policy_decided`](Gate::policy_decided) takes it back out.
+    /// Asks the policy about the admitted action: its `requested` and `policy_decided`
+    /// events, or its `requested` event and the refusal when the policy fails. The decision is
+    /// carried by its event, not copied: [`policy_decided`](Gate::policy_decided) takes it
+    /// back out.
     fn ask_policy(
         &self,
         id: RequestId,
-        request: &Arc<ActionRequest>,
-        digest: Digest,
+        admitted: &AdmittedAction,
         now: DateTime<Utc>,
         policy_version: &Arc<str>,
     ) -> Asked {
-        let requested = EventSubject {
+        let request = &admitted.request;
+        let subject = EventSubject {
             id,
             kind: request.kind.as_str().into(),
             resource: request.resource.as_str().into(),
-            digest,
-        }
-        .event(
+            digest: admitted.digest,
+        };
+        let requested = subject.event(
             now,
             EventDetail::Requested {
                 request: request.clone(),
@@ -248,7 +237,7 @@ impl Gate {
         );
         match self.evaluate(request) {
             Ok(decision) => {
-                let decided = requested.about(
+                let decided = subject.event(
                     now,
                     EventDetail::PolicyDecided {
                         decision,
@@ -269,6 +258,7 @@ impl Gate {
         request: &ActionRequest,
         initiator: Arc<Initiator>,
         policy_version: Arc<str>,
+        span: &Span,
     ) -> Result<Decided, GuardError> {
         let [requested, decided] = match asked {
             Asked::Decided(events) => events,
@@ -278,7 +268,7 @@ impl Gate {
             unreachable!("ask_policy builds the second event as PolicyDecided")
         };
         if let Some(rule) = decision.rule() {
-            Span::current().record("rule", rule);
+            span.record("rule", rule);
         }
         match decision {
             Decision::Allow { rule } => {
@@ -314,17 +304,19 @@ impl Gate {
     /// A request the policy requires approval for: refused under a cool-down after a recent
     /// denial, approved as an item of the plan it names or by a standing grant, or stored and
     /// delivered to reviewers.
-    #[allow(clippy::too_many_arguments)]
     async fn require_approval(
         &self,
         id: RequestId,
         now: DateTime<Utc>,
-        request: Arc<ActionRequest>,
-        digest: Digest,
-        named_plan: Option<Box<RequestId>>,
+        admitted: AdmittedAction,
         rule: Option<String>,
         requirement: Arc<Requirement>,
     ) -> Result<Submission, GuardError> {
+        let AdmittedAction {
+            request,
+            named_plan,
+            digest,
+        } = admitted;
         if let Some(denied) = self.denied_before(&request, &requirement, now).await? {
             observe::submitted(observe::Submitted::DeniedRecently);
             let subject = EventSubject {
@@ -625,7 +617,7 @@ impl Gate {
 }
 
 /// An admitted action, as `submit` goes on with it.
-struct Submitted {
+struct AdmittedAction {
     request: Arc<ActionRequest>,
     /// The plan the action names: where the gate looks for it, not part of what is stored.
     named_plan: Option<Box<RequestId>>,

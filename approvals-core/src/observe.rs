@@ -45,11 +45,12 @@ pub const PENDING: &str = "approvals_pending_requests";
 /// The target of the transition events.
 pub const TRANSITION_TARGET: &str = "approvals::transition";
 
-/// A metric key with one label, both static. The facade's macros build the label list on
-/// the heap on every call (their literal-label form is not reached through `counter!`), and
-/// the request counter is on the allow path of every `guard()` call.
+/// A metric key with one label, both static (the value a constant expression). The facade's
+/// macros build the label list on the heap on every call (their literal-label form is not
+/// reached through `counter!`), and the request counter is on the allow path of every
+/// `guard()` call.
 macro_rules! static_key {
-    ($name:expr, $label:literal => $value:literal) => {{
+    ($name:expr, $label:literal => $value:expr) => {{
         static LABELS: [Label; 1] = [Label::from_static_parts($label, $value)];
         static KEY: Key = Key::from_static_parts($name, &LABELS);
         &KEY
@@ -95,9 +96,9 @@ impl Submitted {
     fn state(self) -> &'static str {
         match self {
             Submitted::Allowed => "allowed",
-            Submitted::DeniedByPolicy | Submitted::DeniedRecently => "denied",
-            Submitted::Pending => "pending",
-            Submitted::Standing | Submitted::Plan => "approved",
+            Submitted::DeniedByPolicy | Submitted::DeniedRecently => RequestState::Denied.as_str(),
+            Submitted::Pending => RequestState::Pending.as_str(),
+            Submitted::Standing | Submitted::Plan => RequestState::Approved.as_str(),
             Submitted::Refused => "refused",
         }
     }
@@ -121,18 +122,25 @@ pub(crate) fn submitted(outcome: Submitted) {
     counter(outcome.key()).increment(1);
 }
 
-/// The `approvals_resolutions_total` key of a request reaching `state`.
+/// The `approvals_resolutions_total` key of a request reaching `state`, labelled with the
+/// state's own name.
 fn resolution_key(state: RequestState) -> &'static Key {
+    macro_rules! key {
+        ($state:expr) => {
+            static_key!(RESOLUTIONS, "state" => $state.as_str())
+        };
+    }
+    use RequestState::*;
     match state {
-        RequestState::Pending => static_key!(RESOLUTIONS, "state" => "pending"),
-        RequestState::Approved => static_key!(RESOLUTIONS, "state" => "approved"),
-        RequestState::Denied => static_key!(RESOLUTIONS, "state" => "denied"),
-        RequestState::Expired => static_key!(RESOLUTIONS, "state" => "expired"),
-        RequestState::Cancelled => static_key!(RESOLUTIONS, "state" => "cancelled"),
-        RequestState::Executing => static_key!(RESOLUTIONS, "state" => "executing"),
-        RequestState::Executed => static_key!(RESOLUTIONS, "state" => "executed"),
-        RequestState::Failed => static_key!(RESOLUTIONS, "state" => "failed"),
-        RequestState::Lapsed => static_key!(RESOLUTIONS, "state" => "lapsed"),
+        Pending => key!(Pending),
+        Approved => key!(Approved),
+        Denied => key!(Denied),
+        Expired => key!(Expired),
+        Cancelled => key!(Cancelled),
+        Executing => key!(Executing),
+        Executed => key!(Executed),
+        Failed => key!(Failed),
+        Lapsed => key!(Lapsed),
     }
 }
 
@@ -155,9 +163,9 @@ pub(crate) fn transition(
     {
         let seconds = (now - created_at).num_milliseconds().max(0) as f64 / 1000.0;
         let verdict = if to == RequestState::Approved {
-            static_key!(TIME_TO_DECISION, "verdict" => "approved")
+            static_key!(TIME_TO_DECISION, "verdict" => RequestState::Approved.as_str())
         } else {
-            static_key!(TIME_TO_DECISION, "verdict" => "denied")
+            static_key!(TIME_TO_DECISION, "verdict" => RequestState::Denied.as_str())
         };
         metrics::with_recorder(|recorder| recorder.register_histogram(verdict, &METADATA))
             .record(seconds);

@@ -103,7 +103,7 @@ impl RequestState {
     }
 
     /// The state's name as stored and shown.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             RequestState::Pending => "pending",
             RequestState::Approved => "approved",

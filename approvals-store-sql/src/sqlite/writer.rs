@@ -168,7 +168,9 @@ fn open(config: &WriterConfig) -> Result<Connection, SqlError> {
 
 /// A `rusqlite` connection of the store's own (the writer's or a reader's) to the database
 /// file: read-only when the store was opened so, and waiting up to `busy_timeout` for a lock
-/// another connection holds. `what` names the opening in errors.
+/// another connection holds. `what` names the opening in errors. It never creates the file:
+/// the store's pool has created and migrated it before either opens, and a file gone since
+/// is an error, not a new empty database.
 pub(super) fn open_connection(
     path: &Path,
     read_only: bool,
@@ -178,7 +180,7 @@ pub(super) fn open_connection(
     let access = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        OpenFlags::SQLITE_OPEN_READ_WRITE
     };
     let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| sql_error(what, e))?;

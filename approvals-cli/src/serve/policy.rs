@@ -1,7 +1,6 @@
 //! The served policy: a `RulePolicy` file, reloaded when its content changes; a bad edit is
 //! refused (logged, reported on `/healthz`) and the policy in force stays.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -13,13 +12,6 @@ struct Loaded {
     policy: RulePolicy,
     text: String,
     version: &'static str,
-}
-
-thread_local! {
-    /// The version of the policy that last evaluated a request on this thread: the gate asks
-    /// for the version right after `evaluate`, on the same thread with no await between, so a
-    /// reload in between cannot make it record another version than the one that decided.
-    static EVALUATED: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
 
 /// Versions are `sha256:` hashes, one per distinct policy ever loaded by this process, kept
@@ -180,18 +172,21 @@ impl ReloadingPolicy {
     }
 }
 
+/// The gate records the version that `evaluate_versioned` returns with each decision: both
+/// come from one loaded snapshot, so a reload between asking and recording cannot pair one
+/// version's decision with another version's name.
 impl Policy for ReloadingPolicy {
     fn evaluate(&self, request: &ActionRequest) -> Result<Decision, PolicyError> {
-        let loaded = self.current();
-        let decision = loaded.policy.evaluate(request);
-        EVALUATED.with(|v| v.set(Some(loaded.version)));
-        decision
+        self.current().policy.evaluate(request)
     }
 
     fn version(&self) -> &str {
-        EVALUATED
-            .with(Cell::take)
-            .unwrap_or_else(|| self.current_version())
+        self.current_version()
+    }
+
+    fn evaluate_versioned(&self, request: &ActionRequest) -> (Result<Decision, PolicyError>, &str) {
+        let loaded = self.current();
+        (loaded.policy.evaluate(request), loaded.version)
     }
 }
 
@@ -215,6 +210,9 @@ mod tests {
             Ok(Decision::Allow { .. })
         ));
         assert_eq!(policy.version(), first);
+        let (decision, decided_by) = policy.evaluate_versioned(&request);
+        assert!(matches!(decision, Ok(Decision::Allow { .. })));
+        assert_eq!(decided_by, first);
         assert_eq!(policy.reload(), Reload::Unchanged);
 
         std::fs::write(&path, DENY).expect("write");
@@ -227,6 +225,12 @@ mod tests {
             Ok(Decision::Deny { .. })
         ));
         assert_eq!(policy.version(), version);
+        let (decision, decided_by) = policy.evaluate_versioned(&request);
+        assert!(matches!(decision, Ok(Decision::Deny { .. })));
+        assert_eq!(
+            decided_by, version,
+            "the decision and its version come from one load"
+        );
 
         std::fs::write(&path, "[default\n").expect("write");
         assert!(matches!(policy.reload(), Reload::Refused(_)));

@@ -194,9 +194,9 @@ impl Gate {
         }
     }
 
-    /// The policy version as a shared string, refreshed if the policy reports a new one.
-    pub(super) fn shared_policy_version(&self) -> Arc<str> {
-        let current = self.inner.policy.version();
+    /// `version`, a policy version, as a shared string: the one cached for it, refreshed when
+    /// the policy reports a new one (so a decision does not allocate its version's name).
+    pub(super) fn shared_policy_version(&self, current: &str) -> Arc<str> {
         let mut cached = self
             .inner
             .policy_version

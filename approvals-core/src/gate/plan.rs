@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 use super::io::to_delta;
+use super::submit::{Evaluated, Required};
 use super::{Gate, Submission};
-use crate::error::GuardError;
+use crate::error::{Component, GuardError};
 use crate::lifecycle::{self, RecordRef};
 use crate::observe;
 use crate::plan::{PLAN_KIND, PlanItem, PlanTerms};
-use crate::policy::{Decision, Requirement};
+use crate::policy::Decision;
 use crate::request::{ActionRequest, Digest, Initiator};
 use crate::store::RequestId;
 
@@ -79,11 +80,8 @@ impl Gate {
             action.plan = None;
             admitted.push(self.admit(id, action, &initiator).await?);
         }
-        let decisions = admitted
-            .iter()
-            .map(|(request, _)| self.evaluate(request))
-            .collect::<Result<Vec<Decision>, GuardError>>()?;
         let requests: Vec<ActionRequest> = admitted.iter().map(|(r, _)| r.clone()).collect();
+        let (decisions, policy_version) = self.evaluate_items(&requests)?;
         let decision = lifecycle::plan_decision(&requests, decisions.clone())?;
 
         let items = admitted
@@ -96,7 +94,13 @@ impl Gate {
             .collect();
         let request = PlanTerms { items }.to_request(initiator.clone(), justification);
         let (now, subject, request) = self
-            .open_reserved(id, request, &initiator, decision.clone())
+            .open_reserved(
+                id,
+                request,
+                &initiator,
+                decision.clone(),
+                policy_version.clone(),
+            )
             .await?;
         match decision {
             Decision::RequireApproval { rule, requirement } => {
@@ -117,7 +121,12 @@ impl Gate {
                     self.barrier().await?;
                     return Err(denied.error());
                 }
-                self.create_pending(id, now, request, subject.digest, rule, requirement)
+                let required = Required {
+                    rule,
+                    requirement,
+                    policy_version,
+                };
+                self.create_pending(id, now, request, subject.digest, required)
                     .await?;
                 self.barrier().await?;
                 observe::submitted(observe::Submitted::Pending);
@@ -168,7 +177,6 @@ impl Gate {
     /// `plan_item_used`, then the action is stored already approved and audited as
     /// `approved_by_plan`. `None` when it is not one of the unused items of `plan_id`, the
     /// plan it names.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn approve_by_plan(
         &self,
         plan_id: RequestId,
@@ -176,9 +184,13 @@ impl Gate {
         now: DateTime<Utc>,
         request: &Arc<ActionRequest>,
         digest: Digest,
-        rule: Option<&str>,
-        requirement: &Arc<Requirement>,
+        required: &Required,
     ) -> Result<Option<Submission>, GuardError> {
+        let Required {
+            rule,
+            requirement,
+            policy_version,
+        } = required;
         let (plan, item) = loop {
             let Some(record) = self.store_call(self.inner.store.get(plan_id)).await? else {
                 return Ok(None);
@@ -187,7 +199,7 @@ impl Gate {
                 return Ok(None);
             };
             let Some(item) =
-                lifecycle::covering_item(&plan, request, digest, rule, requirement, now)
+                lifecycle::covering_item(&plan, request, digest, rule.as_deref(), requirement, now)
             else {
                 return Ok(None);
             };
@@ -201,14 +213,42 @@ impl Gate {
             id,
             (**request).clone(),
             digest,
-            rule.map(str::to_owned),
+            rule.clone(),
             requirement.clone(),
-            self.shared_policy_version(),
+            policy_version.clone(),
             &plan,
             item,
             to_delta(self.inner.grant_ttl),
             now,
         )?;
         self.store_covered(step, digest).await.map(Some)
+    }
+
+    /// The policy's decisions on a plan's items, all made by one version of the rules. A
+    /// reload between two items shows as versions that differ, and the items are asked again;
+    /// a policy that changes on every ask refuses the plan (`Unavailable`, component policy)
+    /// rather than record decisions of several versions under one.
+    fn evaluate_items(
+        &self,
+        items: &[ActionRequest],
+    ) -> Result<(Vec<Decision>, Arc<str>), GuardError> {
+        const ASKS: usize = 3;
+        for _ in 0..ASKS {
+            let evaluated = items
+                .iter()
+                .map(|item| self.evaluate(item))
+                .collect::<Result<Vec<Evaluated>, GuardError>>()?;
+            let Some(first) = evaluated.first() else {
+                return Err(GuardError::InvalidRequest("a plan needs an action".into()));
+            };
+            let version = first.policy_version.clone();
+            if evaluated.iter().all(|e| e.policy_version == version) {
+                return Ok((evaluated.into_iter().map(|e| e.decision).collect(), version));
+            }
+        }
+        Err(GuardError::unavailable(
+            Component::Policy,
+            format!("the policy changed while the plan's items were asked, {ASKS} times"),
+        ))
     }
 }

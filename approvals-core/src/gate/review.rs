@@ -3,6 +3,7 @@
 use super::Gate;
 use super::io::{MAX_REFUSAL_DETAIL_CHARS, to_delta};
 use super::maintenance::CancelOutcome;
+use super::submit::Evaluated;
 use crate::approver::Decisions;
 use crate::audit::{EventDetail, RejectCause};
 use crate::error::{Component, GuardError, ReviewError};
@@ -129,7 +130,10 @@ impl Gate {
     ) -> Result<(lifecycle::Step, ReviewOutcome), ReviewError> {
         let now = self.now();
         let proposed = lifecycle::propose_edit(record, review, now)?;
-        let decision = self
+        let Evaluated {
+            decision,
+            policy_version,
+        } = self
             .evaluate(&proposed.request)
             .map_err(|e| ReviewError::Unavailable {
                 component: Component::Policy,
@@ -140,7 +144,7 @@ impl Gate {
             review,
             proposed,
             decision,
-            self.shared_policy_version(),
+            policy_version,
             now,
             grant_ttl,
         )

@@ -8,12 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::io::{EventSubject, to_delta};
+use super::submit::{Evaluated, Required};
 use super::{Gate, Submission};
 use crate::admission;
 use crate::audit::EventDetail;
 use crate::error::{Component, GuardError, ReviewError};
 use crate::lifecycle::{self, Review};
-use crate::policy::{Decision, Requirement};
+use crate::policy::Decision;
 use crate::request::{ActionRequest, Digest, Initiator, Principal};
 use crate::standing::{STANDING_KIND, StandingTerms};
 use crate::store::{Inserted, ListFilter, RequestId, RequestRecord, RequestState, Verdict};
@@ -73,17 +74,24 @@ impl Gate {
         }
         let probe = admission::admit(probe, &initiator, &self.inner.context)
             .map_err(|refused| refused.error)?;
-        let decision = self.evaluate(&probe.request)?;
+        let Evaluated {
+            decision,
+            policy_version,
+        } = self.evaluate(&probe.request)?;
         let (rule, requirement) =
             lifecycle::propose_standing(&terms, &initiator, decision.clone())?;
 
         let id = RequestId::new();
         let request = terms.to_request(initiator.clone(), proposal.justification);
         let (now, subject, request) = self
-            .open_reserved(id, request, &initiator, decision)
+            .open_reserved(id, request, &initiator, decision, policy_version.clone())
             .await?;
-        let admitted_digest = subject.digest;
-        self.create_pending(id, now, request, admitted_digest, rule, requirement)
+        let required = Required {
+            rule,
+            requirement,
+            policy_version,
+        };
+        self.create_pending(id, now, request, subject.digest, required)
             .await?;
         self.barrier().await?;
         Ok(id)
@@ -91,13 +99,15 @@ impl Gate {
 
     /// Admits `request`, a request of a reserved kind the gate built (a standing grant's or a
     /// plan's) for `initiator`, and records it as `id`: `requested`, then `policy_decided`
-    /// with `decision`. Returns the time, the events' subject (with its digest) and the request.
+    /// with `decision` and the `policy_version` that made it. Returns the time, the events'
+    /// subject (with its digest) and the request.
     pub(super) async fn open_reserved(
         &self,
         id: RequestId,
         request: ActionRequest,
         initiator: &Arc<Initiator>,
         decision: Decision,
+        policy_version: Arc<str>,
     ) -> Result<(DateTime<Utc>, EventSubject, Arc<ActionRequest>), GuardError> {
         let admitted = admission::admit_reserved(request, initiator, &self.inner.context)
             .map_err(|refused| refused.error)?;
@@ -120,7 +130,7 @@ impl Gate {
             now,
             EventDetail::PolicyDecided {
                 decision,
-                policy_version: self.shared_policy_version(),
+                policy_version,
             },
         ))
         .await?;
@@ -138,9 +148,13 @@ impl Gate {
         now: DateTime<Utc>,
         request: &Arc<ActionRequest>,
         digest: Digest,
-        rule: Option<&str>,
-        requirement: &Arc<Requirement>,
+        required: &Required,
     ) -> Result<Option<Submission>, GuardError> {
+        let Required {
+            rule,
+            requirement,
+            policy_version,
+        } = required;
         let Some(initiator) = &request.initiator else {
             return Ok(None);
         };
@@ -154,7 +168,7 @@ impl Gate {
         let grant = loop {
             let grants = self.store_call(self.inner.store.list(&filter)).await?;
             let Some(grant) =
-                lifecycle::covering_standing(&grants, request, rule, requirement, now)
+                lifecycle::covering_standing(&grants, request, rule.as_deref(), requirement, now)
             else {
                 return Ok(None);
             };
@@ -168,9 +182,9 @@ impl Gate {
             id,
             (**request).clone(),
             digest,
-            rule.map(str::to_owned),
+            rule.clone(),
             requirement.clone(),
-            self.shared_policy_version(),
+            policy_version.clone(),
             &grant,
             to_delta(self.inner.grant_ttl),
             now,

@@ -174,19 +174,18 @@ impl Gate {
             return Ok(submission);
         }
         let now = self.now();
-        let policy_version = self.shared_policy_version();
         // In a block, so the events (borrowed by the append) take no room after it. One
         // append for both outcomes of asking the policy, so the future keeps room for one.
         let decided = {
-            let asked = self.ask_policy(id, &admitted, now, &policy_version);
+            let asked = self.ask_policy(id, &admitted, now);
             // Both events go to the sink together (one commit for a sink that can).
             self.audit_all(asked.events()).await?;
-            self.policy_decided(asked, &admitted.request, initiator, policy_version, &span)?
+            self.policy_decided(asked, &admitted.request, initiator, &span)?
         };
         match decided {
             Decided::Allowed(grant) => Ok(Submission::Allowed(grant)),
-            Decided::RequiresApproval { rule, requirement } => {
-                Box::pin(self.require_approval(id, now, admitted, rule, requirement)).await
+            Decided::RequiresApproval(required) => {
+                Box::pin(self.require_approval(id, now, admitted, required)).await
             }
         }
     }
@@ -215,13 +214,7 @@ impl Gate {
     /// events, or its `requested` event and the refusal when the policy fails. The decision is
     /// carried by its event, not copied: [`policy_decided`](Gate::policy_decided) takes it
     /// back out.
-    fn ask_policy(
-        &self,
-        id: RequestId,
-        admitted: &AdmittedAction,
-        now: DateTime<Utc>,
-        policy_version: &Arc<str>,
-    ) -> Asked {
+    fn ask_policy(&self, id: RequestId, admitted: &AdmittedAction, now: DateTime<Utc>) -> Asked {
         let request = &admitted.request;
         let subject = EventSubject {
             id,
@@ -236,12 +229,15 @@ impl Gate {
             },
         );
         match self.evaluate(request) {
-            Ok(decision) => {
+            Ok(Evaluated {
+                decision,
+                policy_version,
+            }) => {
                 let decided = subject.event(
                     now,
                     EventDetail::PolicyDecided {
                         decision,
-                        policy_version: policy_version.clone(),
+                        policy_version,
                     },
                 );
                 Asked::Decided([requested, decided])
@@ -257,14 +253,17 @@ impl Gate {
         asked: Asked,
         request: &ActionRequest,
         initiator: Arc<Initiator>,
-        policy_version: Arc<str>,
         span: &Span,
     ) -> Result<Decided, GuardError> {
         let [requested, decided] = match asked {
             Asked::Decided(events) => events,
             Asked::Failed(_, refused) => return Err(refused),
         };
-        let EventDetail::PolicyDecided { decision, .. } = decided.detail else {
+        let EventDetail::PolicyDecided {
+            decision,
+            policy_version,
+        } = decided.detail
+        else {
             unreachable!("ask_policy builds the second event as PolicyDecided")
         };
         if let Some(rule) = decision.rule() {
@@ -296,7 +295,11 @@ impl Gate {
                 })
             }
             Decision::RequireApproval { rule, requirement } => {
-                Ok(Decided::RequiresApproval { rule, requirement })
+                Ok(Decided::RequiresApproval(Required {
+                    rule,
+                    requirement,
+                    policy_version,
+                }))
             }
         }
     }
@@ -309,15 +312,17 @@ impl Gate {
         id: RequestId,
         now: DateTime<Utc>,
         admitted: AdmittedAction,
-        rule: Option<String>,
-        requirement: Arc<Requirement>,
+        required: Required,
     ) -> Result<Submission, GuardError> {
         let AdmittedAction {
             request,
             named_plan,
             digest,
         } = admitted;
-        if let Some(denied) = self.denied_before(&request, &requirement, now).await? {
+        if let Some(denied) = self
+            .denied_before(&request, &required.requirement, now)
+            .await?
+        {
             observe::submitted(observe::Submitted::DeniedRecently);
             let subject = EventSubject {
                 id,
@@ -331,30 +336,22 @@ impl Gate {
         // Only an action that names a plan pays for looking in it.
         if let Some(plan) = named_plan.as_deref().copied()
             && let Some(approved) = self
-                .approve_by_plan(
-                    plan,
-                    id,
-                    now,
-                    &request,
-                    digest,
-                    rule.as_deref(),
-                    &requirement,
-                )
+                .approve_by_plan(plan, id, now, &request, digest, &required)
                 .await?
         {
             observe::submitted(observe::Submitted::Plan);
             return Ok(approved);
         }
-        if requirement.standing.is_some()
+        if required.requirement.standing.is_some()
             && let Some(approved) = self
-                .approve_by_standing(id, now, &request, digest, rule.as_deref(), &requirement)
+                .approve_by_standing(id, now, &request, digest, &required)
                 .await?
         {
             observe::submitted(observe::Submitted::Standing);
             return Ok(approved);
         }
         let pending = self
-            .create_pending(id, now, request, digest, rule, requirement)
+            .create_pending(id, now, request, digest, required)
             .await;
         if pending.is_ok() {
             observe::submitted(observe::Submitted::Pending);
@@ -362,14 +359,22 @@ impl Gate {
         pending
     }
 
-    /// The policy's decision on `request`. A policy error or panic is a refusal
-    /// (`Unavailable`, component policy), never a pass and never an unwind.
-    pub(super) fn evaluate(&self, request: &ActionRequest) -> Result<Decision, GuardError> {
-        contained(|| self.inner.policy.evaluate(request))
-            .map_err(|panic| {
-                GuardError::unavailable(Component::Policy, format!("the policy panicked: {panic}"))
-            })?
-            .map_err(|e| GuardError::unavailable(Component::Policy, e))
+    /// The policy's decision on `request`, with the version that made it
+    /// ([`Policy::evaluate_versioned`](crate::Policy::evaluate_versioned)). A policy error or
+    /// panic is a refusal (`Unavailable`, component policy), never a pass and never an unwind.
+    pub(super) fn evaluate(&self, request: &ActionRequest) -> Result<Evaluated, GuardError> {
+        let (decision, policy_version) = contained(|| {
+            let (decision, version) = self.inner.policy.evaluate_versioned(request);
+            (decision, self.shared_policy_version(version))
+        })
+        .map_err(|panic| {
+            GuardError::unavailable(Component::Policy, format!("the policy panicked: {panic}"))
+        })?;
+        let decision = decision.map_err(|e| GuardError::unavailable(Component::Policy, e))?;
+        Ok(Evaluated {
+            decision,
+            policy_version,
+        })
     }
 
     /// Admits `request` under the authenticated `initiator` ([`admission::admit`]): refused
@@ -446,16 +451,15 @@ impl Gate {
         now: DateTime<Utc>,
         request: Arc<ActionRequest>,
         digest: Digest,
-        rule: Option<String>,
-        requirement: Arc<Requirement>,
+        required: Required,
     ) -> Result<Submission, GuardError> {
         let record = lifecycle::open(
             id,
             (*request).clone(),
             digest,
-            rule,
-            requirement,
-            self.shared_policy_version(),
+            required.rule,
+            required.requirement,
+            required.policy_version,
             now,
         )?;
         match self.store_call(self.inner.store.insert(&record)).await? {
@@ -644,10 +648,23 @@ impl Asked {
 /// What a recorded policy decision leaves to do.
 enum Decided {
     Allowed(Grant),
-    RequiresApproval {
-        rule: Option<String>,
-        requirement: Arc<Requirement>,
-    },
+    RequiresApproval(Required),
+}
+
+/// The policy's decision on an action and the version of the rules that made it, read
+/// together ([`Gate::evaluate`]): whatever is recorded of the decision carries this version.
+pub(super) struct Evaluated {
+    pub(super) decision: Decision,
+    pub(super) policy_version: Arc<str>,
+}
+
+/// The policy's answer that an action needs approval: the rule, what it requires, and the
+/// version of the rules that gave it, recorded with the request whichever way it is approved
+/// (by reviewers, a plan or a standing grant).
+pub(super) struct Required {
+    pub(super) rule: Option<String>,
+    pub(super) requirement: Arc<Requirement>,
+    pub(super) policy_version: Arc<str>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,18 @@ pub trait Policy: Send + Sync + 'static {
 
     /// A version string recorded with every decision (for [`RulePolicy`], a hash of its rules).
     fn version(&self) -> &str;
+
+    /// The decision for this request and the version of the rules that made it, read
+    /// together. The gate records this version with the decision, never a separate
+    /// [`version`](Policy::version) call.
+    ///
+    /// The provided method calls `evaluate`, then `version`, which is right for a policy
+    /// that never changes. A policy whose rules change in place (one reloaded from a file)
+    /// overrides it and answers both from one snapshot, so a reload between the two calls
+    /// cannot pair one version's decision with another version's name.
+    fn evaluate_versioned(&self, request: &ActionRequest) -> (Result<Decision, PolicyError>, &str) {
+        (self.evaluate(request), self.version())
+    }
 }
 
 /// What a policy decided.

@@ -34,7 +34,8 @@ pub trait Policy: Send + Sync + 'static {
     /// The provided method calls `evaluate`, then `version`, which is right for a policy
     /// that never changes. A policy whose rules change in place (one reloaded from a file)
     /// overrides it and answers both from one snapshot, so a reload between the two calls
-    /// cannot pair one version's decision with another version's name.
+    /// cannot pair one version's decision with another version's name. A policy that wraps
+    /// another forwards this method too, or the inner one's snapshot is lost.
     fn evaluate_versioned(&self, request: &ActionRequest) -> (Result<Decision, PolicyError>, &str) {
         (self.evaluate(request), self.version())
     }

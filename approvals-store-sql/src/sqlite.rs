@@ -34,7 +34,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, StoreError};
+use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, StoreError, SyncedSet};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -43,7 +43,7 @@ use sqlx::{Row, SqlSafeStr};
 use tokio::sync::{broadcast, oneshot};
 
 use self::reader::Readers;
-use self::writer::{RowValues, Write, WriterConfig};
+use self::writer::{CasReply, CasWrite, RowValues, Write, WriterConfig};
 use crate::audit::{AuditRow, LogRequest};
 use crate::error::{SqlError, store_error};
 use crate::legacy::RawRow;
@@ -91,6 +91,18 @@ impl SyncCounters {
             unsynced: self.unsynced.load(Ordering::SeqCst),
         }
     }
+}
+
+/// A compare-and-set's row, the version the stored row must have, and the states it may be
+/// changed from (as `|state|state|`).
+fn cas_terms(
+    expected_version: u64,
+    record: &RequestRecord,
+) -> Result<(RowValues, i64, String), StoreError> {
+    let expected = lifecycle::db_version(expected_version)?;
+    let row = RowValues::of(record, expected_version.saturating_add(1))?;
+    let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
+    Ok((row, expected, allowed))
 }
 
 pub(super) fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
@@ -418,12 +430,41 @@ impl SqliteBackend {
         record: &RequestRecord,
         events: Vec<LogRequest>,
     ) -> Result<bool, StoreError> {
-        let expected = lifecycle::db_version(expected_version)?;
-        let row = RowValues::of(record, expected_version.saturating_add(1))?;
-        let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
-        self.submit(|tx| Write::Cas(row, expected, allowed, events, tx))
-            .await
-            .unwrap_or_else(|| Err(writer_gone()))
+        let (row, expected, allowed) = cas_terms(expected_version, record)?;
+        self.submit(|reply| {
+            Write::Cas(CasWrite {
+                row,
+                expected,
+                allowed,
+                events,
+                reply: CasReply::Committed(reply),
+            })
+        })
+        .await
+        .unwrap_or_else(|| Err(writer_gone()))
+    }
+
+    /// [`compare_and_set_recorded`](Self::compare_and_set_recorded), a win answered only
+    /// once the writer's sync of the WAL after the commit (as at a barrier), with its
+    /// outcome.
+    pub(crate) async fn compare_and_set_synced(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+        events: Vec<LogRequest>,
+    ) -> Result<SyncedSet, StoreError> {
+        let (row, expected, allowed) = cas_terms(expected_version, record)?;
+        self.submit(|reply| {
+            Write::Cas(CasWrite {
+                row,
+                expected,
+                allowed,
+                events,
+                reply: CasReply::Synced(reply),
+            })
+        })
+        .await
+        .unwrap_or_else(|| Err(writer_gone()))
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {

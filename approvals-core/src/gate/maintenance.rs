@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::io::to_delta;
+use super::io::{Synced, to_delta};
 use super::{Gate, SweepReport};
 use crate::approver::DispatchReason;
 use crate::audit::AuditEvent;
@@ -202,7 +202,9 @@ impl Gate {
         step: Step,
     ) -> Result<Option<RequestRecord>, GuardError> {
         let mut next = step.next;
-        if !self.set_recorded(record, &next, step.events).await? {
+        // On disk, with its events, before anyone is woken or told.
+        let synced = self.set_recorded_synced(record, &next, step.events).await?;
+        if matches!(synced, Synced::Lost) {
             return Ok(None);
         }
         next.version = record.version + 1;
@@ -213,7 +215,9 @@ impl Gate {
             next.created_at,
             self.now(),
         );
-        self.barrier().await?;
+        if let Synced::Unsynced(e) = synced {
+            return Err(e);
+        }
         self.wake(next.id);
         if next.state != record.state {
             self.notify_channels(next.clone());

@@ -93,18 +93,6 @@ impl SyncCounters {
     }
 }
 
-/// A compare-and-set's row, the version the stored row must have, and the states it may be
-/// changed from (as `|state|state|`).
-fn cas_terms(
-    expected_version: u64,
-    record: &RequestRecord,
-) -> Result<(RowValues, i64, String), StoreError> {
-    let expected = lifecycle::db_version(expected_version)?;
-    let row = RowValues::of(record, expected_version.saturating_add(1))?;
-    let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
-    Ok((row, expected, allowed))
-}
-
 pub(super) fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -430,18 +418,8 @@ impl SqliteBackend {
         record: &RequestRecord,
         events: Vec<LogRequest>,
     ) -> Result<bool, StoreError> {
-        let (row, expected, allowed) = cas_terms(expected_version, record)?;
-        self.submit(|reply| {
-            Write::Cas(CasWrite {
-                row,
-                expected,
-                allowed,
-                events,
-                reply: CasReply::Committed(reply),
-            })
-        })
-        .await
-        .unwrap_or_else(|| Err(writer_gone()))
+        self.send_cas(expected_version, record, events, CasReply::Committed)
+            .await
     }
 
     /// [`compare_and_set_recorded`](Self::compare_and_set_recorded), a win answered only
@@ -453,14 +431,29 @@ impl SqliteBackend {
         record: &RequestRecord,
         events: Vec<LogRequest>,
     ) -> Result<SyncedSet, StoreError> {
-        let (row, expected, allowed) = cas_terms(expected_version, record)?;
-        self.submit(|reply| {
+        self.send_cas(expected_version, record, events, CasReply::Synced)
+            .await
+    }
+
+    /// Sends a compare-and-set to the writer, its result to come through `reply`.
+    async fn send_cas<T>(
+        &self,
+        expected_version: u64,
+        record: &RequestRecord,
+        events: Vec<LogRequest>,
+        reply: fn(oneshot::Sender<Result<T, StoreError>>) -> CasReply,
+    ) -> Result<T, StoreError> {
+        let expected = lifecycle::db_version(expected_version)?;
+        let row = RowValues::of(record, expected_version.saturating_add(1))?;
+        // The states it may be changed from, as `|state|state|`.
+        let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
+        self.submit(|tx| {
             Write::Cas(CasWrite {
                 row,
                 expected,
                 allowed,
                 events,
-                reply: CasReply::Synced(reply),
+                reply: reply(tx),
             })
         })
         .await

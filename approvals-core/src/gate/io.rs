@@ -81,6 +81,13 @@ impl Gate {
     /// ([`RecordedWrites::compare_and_set_synced`](crate::RecordedWrites::compare_and_set_synced))
     /// and its sync covers the sink's events too; otherwise the two steps. An error: nothing
     /// was written, as from `set_recorded`.
+    ///
+    /// For the grant's consumption, whose caller waits for the barrier before its action
+    /// runs and whose sync nobody else's write could share. A review's decision keeps its
+    /// barrier apart: the waiter its commit wakes records `grant_issued` meanwhile, and the
+    /// two share one sync. Synced at once, the decision's sync came first and the grant
+    /// needed a second: approve → grant on SQLite took 0.59–0.90 ms against 0.50–0.54 ms
+    /// (BENCHMARKS.md).
     pub(super) async fn set_recorded_synced(
         &self,
         record: &RequestRecord,

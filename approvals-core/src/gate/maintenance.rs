@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::io::{Synced, to_delta};
+use super::io::to_delta;
 use super::{Gate, SweepReport};
 use crate::approver::DispatchReason;
 use crate::audit::AuditEvent;
@@ -202,9 +202,7 @@ impl Gate {
         step: Step,
     ) -> Result<Option<RequestRecord>, GuardError> {
         let mut next = step.next;
-        // On disk, with its events, before anyone is woken or told.
-        let synced = self.set_recorded_synced(record, &next, step.events).await?;
-        if matches!(synced, Synced::Lost) {
+        if !self.set_recorded(record, &next, step.events).await? {
             return Ok(None);
         }
         next.version = record.version + 1;
@@ -215,9 +213,7 @@ impl Gate {
             next.created_at,
             self.now(),
         );
-        if let Synced::Unsynced(e) = synced {
-            return Err(e);
-        }
+        self.barrier().await?;
         self.wake(next.id);
         if next.state != record.state {
             self.notify_channels(next.clone());

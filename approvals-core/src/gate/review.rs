@@ -1,7 +1,7 @@
 //! Reviewing: applying verdicts, refusing and recording bad ones, cancelling, reading.
 
 use super::Gate;
-use super::io::{MAX_REFUSAL_DETAIL_CHARS, Synced, to_delta};
+use super::io::{MAX_REFUSAL_DETAIL_CHARS, to_delta};
 use super::maintenance::CancelOutcome;
 use super::submit::Evaluated;
 use crate::approver::Decisions;
@@ -70,32 +70,19 @@ impl Gate {
                     next = audited;
                 }
             }
-            // Jointly recorded, the change and its events are on disk (the barrier's outcome)
-            // before a grant is issued, a refusal told, or the reviewer hears. Otherwise the
-            // branches below raise the barrier, after the audit flags.
-            let won = if joint {
-                match self
-                    .set_recorded_synced(&record, &next, step.events)
-                    .await
-                    .map_err(unavailable)?
-                {
-                    Synced::Lost => None,
-                    Synced::Durable => Some(Ok(())),
-                    Synced::Unsynced(e) => Some(Err(e)),
-                }
-            } else {
-                self.set_recorded(&record, &next, step.events)
-                    .await
-                    .map_err(unavailable)?
-                    .then_some(Ok(()))
-            };
-            let Some(barrier) = won else {
+            if !self
+                .set_recorded(&record, &next, step.events)
+                .await
+                .map_err(unavailable)?
+            {
                 continue; // Someone else changed it; re-check against the new state.
-            };
+            }
             next.version = record.version + 1;
             crate::observe::transition(id, record.state, next.state, record.created_at, self.now());
             if joint {
-                barrier.map_err(store_unavailable)?;
+                // Change and events on disk before a grant is issued, a refusal told, or the
+                // reviewer hears.
+                self.barrier().await.map_err(store_unavailable)?;
                 if review.edit.is_some() || decided {
                     self.notify_channels(next.clone());
                 }

@@ -789,33 +789,6 @@ pub trait RecordedWrites: Send + Sync {
         record: &RequestRecord,
         events: &[crate::AuditEvent],
     ) -> Result<bool, StoreError>;
-
-    /// [`compare_and_set`](RecordedWrites::compare_and_set), answered only once the change,
-    /// its events and every write committed before them are on disk, as after
-    /// [`Store::sync`]: a transition and the barrier that follows it in one call. An error:
-    /// nothing was written. `None`, from the provided method: this store cannot, and the gate
-    /// compare-and-sets, then raises a barrier of its own.
-    async fn compare_and_set_synced(
-        &self,
-        expected_version: u64,
-        record: &RequestRecord,
-        events: &[crate::AuditEvent],
-    ) -> Option<Result<SyncedSet, StoreError>> {
-        let _ = (expected_version, record, events);
-        None
-    }
-}
-
-/// What a [`RecordedWrites::compare_and_set_synced`] did.
-#[derive(Debug)]
-pub enum SyncedSet {
-    /// A newer version won; nothing was written.
-    Lost,
-    /// Committed with its events, and on disk.
-    Durable,
-    /// Committed with its events, but the sync after it failed: not known to be on disk, so
-    /// nothing may act on it, as when a barrier fails.
-    Unsynced(StoreError),
 }
 
 /// One durable medium that a barrier syncs as a whole (a database), so that a store and an

@@ -488,26 +488,4 @@ impl approvals_core::RecordedWrites for audit::RecordedSql {
         let events = self.requests(events)?;
         dispatch!(self.store, b => b.compare_and_set_recorded(expected_version, record, events).await)
     }
-
-    /// On SQLite, the writer thread syncs the WAL after the batch that commits it and only
-    /// then answers. PostgreSQL answers `None`: its barrier is a query of its own.
-    async fn compare_and_set_synced(
-        &self,
-        expected_version: u64,
-        record: &RequestRecord,
-        events: &[approvals_core::AuditEvent],
-    ) -> Option<Result<approvals_core::SyncedSet, StoreError>> {
-        match &*self.store.inner {
-            #[cfg(feature = "sqlite")]
-            Inner::Sqlite(b) => Some(match self.requests(events) {
-                Ok(events) => {
-                    b.compare_and_set_synced(expected_version, record, events)
-                        .await
-                }
-                Err(e) => Err(e.into()),
-            }),
-            #[cfg(feature = "postgres")]
-            Inner::Postgres(_) => None,
-        }
-    }
 }

@@ -34,7 +34,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, StoreError, SyncedSet};
+use approvals_core::{Inserted, ListFilter, RequestId, RequestRecord, StoreError};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -43,7 +43,7 @@ use sqlx::{Row, SqlSafeStr};
 use tokio::sync::{broadcast, oneshot};
 
 use self::reader::Readers;
-use self::writer::{CasReply, CasWrite, RowValues, Write, WriterConfig};
+use self::writer::{RowValues, Write, WriterConfig};
 use crate::audit::{AuditRow, LogRequest};
 use crate::error::{SqlError, store_error};
 use crate::legacy::RawRow;
@@ -418,46 +418,12 @@ impl SqliteBackend {
         record: &RequestRecord,
         events: Vec<LogRequest>,
     ) -> Result<bool, StoreError> {
-        self.send_cas(expected_version, record, events, CasReply::Committed)
-            .await
-    }
-
-    /// [`compare_and_set_recorded`](Self::compare_and_set_recorded), a win answered only
-    /// once the writer's sync of the WAL after the commit (as at a barrier), with its
-    /// outcome.
-    pub(crate) async fn compare_and_set_synced(
-        &self,
-        expected_version: u64,
-        record: &RequestRecord,
-        events: Vec<LogRequest>,
-    ) -> Result<SyncedSet, StoreError> {
-        self.send_cas(expected_version, record, events, CasReply::Synced)
-            .await
-    }
-
-    /// Sends a compare-and-set to the writer, its result to come through `reply`.
-    async fn send_cas<T>(
-        &self,
-        expected_version: u64,
-        record: &RequestRecord,
-        events: Vec<LogRequest>,
-        reply: fn(oneshot::Sender<Result<T, StoreError>>) -> CasReply,
-    ) -> Result<T, StoreError> {
         let expected = lifecycle::db_version(expected_version)?;
         let row = RowValues::of(record, expected_version.saturating_add(1))?;
-        // The states it may be changed from, as `|state|state|`.
         let allowed = format!("|{}|", lifecycle::allowed_from(record.state).join("|"));
-        self.submit(|tx| {
-            Write::Cas(CasWrite {
-                row,
-                expected,
-                allowed,
-                events,
-                reply: reply(tx),
-            })
-        })
-        .await
-        .unwrap_or_else(|| Err(writer_gone()))
+        self.submit(|tx| Write::Cas(row, expected, allowed, events, tx))
+            .await
+            .unwrap_or_else(|| Err(writer_gone()))
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {

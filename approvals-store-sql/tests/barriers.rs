@@ -13,9 +13,9 @@ use approvals_core::credential::{
     BrokerError, Credential, CredentialBroker, CredentialLease, IssueRequest,
 };
 use approvals_core::{
-    ActionRequest, Approver, ApproverError, AuditEvent, Decisions, Delivery, DispatchReason,
-    EventDetail, Gate, Grant, GuardError, Initiator, Principal, RequestRecord, RequestState,
-    Requirement, Review, StaticPolicy, Store, Submission, SyncedSet,
+    ActionRequest, Approver, ApproverError, Decisions, Delivery, DispatchReason, Gate, Grant,
+    GuardError, Initiator, Principal, RequestRecord, RequestState, Requirement, Review,
+    StaticPolicy, Store, Submission,
 };
 use approvals_store_sql::{Durability, SqlStore, SqlStoreOptions, SyncStats};
 use async_trait::async_trait;
@@ -374,75 +374,6 @@ async fn a_stream_of_commits_cannot_put_off_the_timers_sync() {
     store.close().await;
 }
 
-/// A transition and its barrier in one round trip to the SQLite writer
-/// (`RecordedWrites::compare_and_set_synced`): a win is answered only once a sync covers its
-/// commit; a loss or a refusal is answered at once and causes no sync.
-#[tokio::test]
-async fn a_synced_compare_and_set_answers_a_win_only_once_it_is_on_disk() {
-    let rig = rig(Durability::AtBarriers, false).await;
-    let Submission::Pending(id) = rig.gate.submit(&export()).await.expect("submit") else {
-        panic!("needs approval");
-    };
-    let sink = rig.store.audit_sink();
-    let writes = rig.store.recorded_writes(&sink).expect("recorded writes");
-    let record = rig.store.get(id).await.expect("get").expect("stored");
-    let cancel = [AuditEvent {
-        schema: approvals_core::audit::AUDIT_SCHEMA_VERSION,
-        at: chrono::Utc::now(),
-        request_id: id,
-        kind: record.request.kind.as_str().into(),
-        resource: record.request.resource.as_str().into(),
-        digest: record.digest,
-        detail: EventDetail::Cancelled {
-            by: None,
-            reason: Some("test".into()),
-        },
-    }];
-    let mut cancelled = record.clone();
-    cancelled.state = RequestState::Cancelled;
-    let before = rig.store.sync_stats();
-    assert!(!before.unsynced, "submit() ended on a barrier");
-
-    // A stale version loses: nothing written, nothing synced.
-    let lost = writes
-        .compare_and_set_synced(record.version + 1, &cancelled, &cancel)
-        .await
-        .expect("SQLite syncs with its writes");
-    assert!(matches!(lost, Ok(SyncedSet::Lost)), "{lost:?}");
-    assert_eq!(rig.store.sync_stats().syncs, before.syncs);
-
-    // The current version wins: answered after the sync that covers its commit.
-    let won = writes
-        .compare_and_set_synced(record.version, &cancelled, &cancel)
-        .await
-        .expect("SQLite syncs with its writes");
-    assert!(matches!(won, Ok(SyncedSet::Durable)), "{won:?}");
-    let after = rig.store.sync_stats();
-    assert!(!after.unsynced, "answered before its commit was on disk");
-    assert_eq!(after.syncs, before.syncs + 1, "one sync for the win");
-    let stored = rig.store.get(id).await.expect("get").expect("stored");
-    assert_eq!(stored.state, RequestState::Cancelled);
-    let names: Vec<&str> = sink
-        .events_for(id)
-        .await
-        .expect("events")
-        .iter()
-        .map(|e| e.name())
-        .collect();
-    assert_eq!(names, ["requested", "policy_decided", "cancelled"]);
-
-    // Not a lifecycle step (a terminal state never changes): refused, nothing written.
-    let mut reopened = cancelled.clone();
-    reopened.state = RequestState::Pending;
-    let refused = writes
-        .compare_and_set_synced(record.version + 1, &reopened, &cancel)
-        .await
-        .expect("SQLite syncs with its writes");
-    assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(rig.store.sync_stats().syncs, after.syncs);
-    rig.store.close().await;
-}
-
 #[tokio::test]
 async fn with_every_commit_durable_barriers_cost_nothing() {
     let rig = rig(Durability::EveryCommit, true).await;
@@ -691,17 +622,6 @@ async fn a_gates_barrier_on_postgres_is_one_flush_for_store_and_log() {
     assert!(
         (3..=4).contains(&syncs),
         "{syncs} flushes for three barriers"
-    );
-    // Its barrier is a query of its own: no synced compare-and-set, the gate raises it.
-    let writes = store
-        .recorded_writes(&store.audit_sink())
-        .expect("recorded writes");
-    let record = pg_record();
-    assert!(
-        writes
-            .compare_and_set_synced(1, &record, &[])
-            .await
-            .is_none()
     );
     store.close().await;
     common::drop_schema(&url, &schema).await;

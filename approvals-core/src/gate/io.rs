@@ -14,7 +14,7 @@ use crate::audit::{AUDIT_SCHEMA_VERSION, AuditEvent, EventDetail};
 use crate::bounds::within;
 use crate::error::{Component, GuardError};
 use crate::request::Digest;
-use crate::store::{RequestId, RequestRecord, StoreError, SyncedSet};
+use crate::store::{RequestId, RequestRecord, StoreError};
 
 /// The longest detail (in characters) kept in an event about a refused grant token or
 /// callback: the detail comes from outside, through a door or a channel.
@@ -74,58 +74,6 @@ impl Gate {
             .map(|detail| self.event(next, detail))
             .collect();
         self.set_recording(record, next, events).await
-    }
-
-    /// [`set_recorded`](Gate::set_recorded), then, when it won, the
-    /// [`barrier`](Gate::barrier). One call to the store when it can sync with the write
-    /// ([`RecordedWrites::compare_and_set_synced`](crate::RecordedWrites::compare_and_set_synced))
-    /// and its sync covers the sink's events too; otherwise the two steps. An error: nothing
-    /// was written, as from `set_recorded`.
-    ///
-    /// For the grant's consumption, whose caller waits for the barrier before its action
-    /// runs and whose sync nobody else's write could share. A review's decision keeps its
-    /// barrier apart: the waiter its commit wakes records `grant_issued` meanwhile, and the
-    /// two share one sync. Synced at once, the decision's sync came first and the grant
-    /// needed a second: approve → grant on SQLite took 0.59–0.90 ms against 0.50–0.54 ms
-    /// (BENCHMARKS.md).
-    pub(super) async fn set_recorded_synced(
-        &self,
-        record: &RequestRecord,
-        next: &RequestRecord,
-        events: Vec<EventDetail>,
-    ) -> Result<Synced, GuardError> {
-        let events: Vec<AuditEvent> = events
-            .into_iter()
-            .map(|detail| self.event(next, detail))
-            .collect();
-        if let Some(writes) = &self.inner.recorded
-            && self.shared_sync_domain()
-        {
-            let set = async {
-                writes
-                    .compare_and_set_synced(record.version, next, &events)
-                    .await
-                    .transpose()
-            };
-            match self.store_call(set).await? {
-                Some(SyncedSet::Lost) => return Ok(Synced::Lost),
-                Some(SyncedSet::Durable) => return Ok(Synced::Durable),
-                Some(SyncedSet::Unsynced(e)) => {
-                    return Ok(Synced::Unsynced(GuardError::unavailable(
-                        Component::Store,
-                        e,
-                    )));
-                }
-                None => {}
-            }
-        }
-        if !self.set_recording(record, next, events).await? {
-            return Ok(Synced::Lost);
-        }
-        Ok(match self.barrier().await {
-            Ok(()) => Synced::Durable,
-            Err(e) => Synced::Unsynced(e),
-        })
     }
 
     /// [`set_recorded`](Gate::set_recorded) with events already made (and timed) by the
@@ -494,15 +442,4 @@ pub(super) fn wake_waiter(inner: &Inner, id: RequestId) {
 
 pub(super) fn to_delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
-}
-
-/// What [`Gate::set_recorded_synced`] did.
-pub(super) enum Synced {
-    /// Another writer changed the record first; nothing was written.
-    Lost,
-    /// The change and its events are on disk.
-    Durable,
-    /// The change and its events committed, but the barrier after them failed: nothing may
-    /// act on them, and the caller handles the failure as a failed barrier.
-    Unsynced(GuardError),
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 
-use super::io::{EventSubject, MAX_REFUSAL_DETAIL_CHARS, Synced, to_delta};
+use super::io::{EventSubject, MAX_REFUSAL_DETAIL_CHARS, to_delta};
 use super::{Gate, Grant};
 use crate::audit::{EventDetail, RejectCause};
 use crate::credential::{CredentialLease, RevokeReason};
@@ -251,7 +251,7 @@ impl Gate {
             expires_at: grant.expires_at,
         });
         let mut consumed = None;
-        let mut consumed_recorded = None;
+        let mut consumed_recorded = false;
         if grant.approved {
             let (record, recorded) = self
                 .consume(
@@ -276,14 +276,15 @@ impl Gate {
         };
         // The consumed grant and its events are on disk before the action can act on them.
         let recorded = match consumed_recorded {
-            Some(synced) => synced,
-            None => match self
-                .audit(run.subject.event(self.now(), EventDetail::GrantConsumed {}))
-                .await
-            {
-                Ok(()) => self.barrier().await,
-                Err(e) => Err(e),
-            },
+            true => Ok(()),
+            false => {
+                self.audit(run.subject.event(self.now(), EventDetail::GrantConsumed {}))
+                    .await
+            }
+        };
+        let recorded = match recorded {
+            Ok(()) => self.barrier().await,
+            Err(e) => Err(e),
         };
         if let Err(e) = recorded {
             self.end_run(run, Some(format!("not run: {e}")), RevokeReason::NotRun)
@@ -331,15 +332,14 @@ impl Gate {
 
     /// Approved -> Executing, exactly once ([`lifecycle::consume`]), with `credential`
     /// planned ([`lifecycle::consume_with_credential`]) when given. Returns the record as
-    /// stored and, when `grant_consumed` was recorded with it (the store keeps the audit
-    /// log, [`Gate::set_recorded_synced`]), the outcome of the barrier that followed; `None`:
-    /// the caller records the event and raises the barrier.
+    /// stored, and whether `grant_consumed` was recorded with it (when the store keeps the
+    /// audit log, [`Gate::set_recorded`]); otherwise the caller records it.
     pub(super) async fn consume(
         &self,
         id: RequestId,
         digest: Digest,
         credential: Option<String>,
-    ) -> Result<(Box<RequestRecord>, Option<Result<(), GuardError>>), GuardError> {
+    ) -> Result<(Box<RequestRecord>, bool), GuardError> {
         loop {
             let record = self
                 .store_call(self.inner.store.get(id))
@@ -365,22 +365,15 @@ impl Gate {
                     return Err(*error);
                 }
             };
-            let won = if self.records_with_writes() {
-                let consumed = vec![EventDetail::GrantConsumed {}];
-                match self
-                    .set_recorded_synced(&record, &step.next, consumed)
+            let joint = self.records_with_writes();
+            let set = if joint {
+                self.set_recorded(&record, &step.next, vec![EventDetail::GrantConsumed {}])
                     .await?
-                {
-                    Synced::Lost => None,
-                    Synced::Durable => Some(Some(Ok(()))),
-                    Synced::Unsynced(e) => Some(Some(Err(e))),
-                }
             } else {
                 self.store_call(self.inner.store.compare_and_set(record.version, &step.next))
                     .await?
-                    .then_some(None)
             };
-            if let Some(recorded) = won {
+            if set {
                 observe::transition(
                     record.id,
                     record.state,
@@ -390,7 +383,7 @@ impl Gate {
                 );
                 let mut consumed = Box::new(step.next);
                 consumed.version = record.version + 1;
-                return Ok((consumed, recorded));
+                return Ok((consumed, joint));
             }
         }
     }
@@ -433,14 +426,15 @@ impl Gate {
         }
         let (consumed, consumed_recorded) = self.consume(id, digest, None).await?;
         let recorded = match consumed_recorded {
-            Some(synced) => synced,
-            None => match self
-                .audit(self.event(&record, EventDetail::GrantConsumed {}))
-                .await
-            {
-                Ok(()) => self.barrier().await,
-                Err(e) => Err(e),
-            },
+            true => Ok(()),
+            false => {
+                self.audit(self.event(&record, EventDetail::GrantConsumed {}))
+                    .await
+            }
+        };
+        let recorded = match recorded {
+            Ok(()) => self.barrier().await,
+            Err(e) => Err(e),
         };
         if let Err(e) = recorded {
             self.finish(id, Some(format!("not run: {e}"))).await;

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use approvals_core::{Inserted, RequestId, RequestRecord, RequestState, StoreError, SyncedSet};
+use approvals_core::{Inserted, RequestId, RequestRecord, RequestState, StoreError};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
@@ -36,7 +36,15 @@ pub(super) const MAX_BATCH: usize = 512;
 /// A write for the writer, with where to send its result.
 pub(super) enum Write {
     Insert(RowValues, oneshot::Sender<Result<Inserted, StoreError>>),
-    Cas(CasWrite),
+    /// A compare-and-set, with the audit events to append in the same transaction when it
+    /// succeeds (none for a plain one).
+    Cas(
+        RowValues,
+        i64,
+        String,
+        Vec<LogRequest>,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
     Log(LogRequest, LogReply),
     /// A durability barrier: answered once every write committed before it is on disk.
     /// With `soon`, it waits for the next sync (a barrier's or the flush timer's) instead of
@@ -49,43 +57,6 @@ pub(super) enum Write {
     /// sent; later writes fail.
     Close(oneshot::Sender<()>),
 }
-
-/// A compare-and-set, with the audit events to append in the same transaction when it
-/// succeeds (none for a plain one).
-pub(super) struct CasWrite {
-    pub(super) row: RowValues,
-    /// The version the stored row must have.
-    pub(super) expected: i64,
-    /// The states it may be changed from, as `|state|state|`.
-    pub(super) allowed: String,
-    pub(super) events: Vec<LogRequest>,
-    pub(super) reply: CasReply,
-}
-
-/// Where a compare-and-set's result goes, and when.
-pub(super) enum CasReply {
-    /// At the commit: whether it won.
-    Committed(oneshot::Sender<Result<bool, StoreError>>),
-    /// A win only once a sync covers its commit, as if a barrier had followed it: the
-    /// transition and its barrier in one round trip to this thread.
-    Synced(oneshot::Sender<Result<SyncedSet, StoreError>>),
-}
-
-impl CasReply {
-    fn fail(self, e: &SqlError) {
-        match self {
-            CasReply::Committed(reply) => {
-                let _ = reply.send(Err(e.copy().into()));
-            }
-            CasReply::Synced(reply) => {
-                let _ = reply.send(Err(e.copy().into()));
-            }
-        }
-    }
-}
-
-/// The replies of synced compare-and-sets that won, held until the sync after their commit.
-type Held = Vec<oneshot::Sender<Result<SyncedSet, StoreError>>>;
 
 /// The values of one `approval_requests` row.
 pub(super) struct RowValues {
@@ -303,22 +274,12 @@ impl Writer {
                     write => Some(write),
                 })
                 .collect();
-            let held = if writes.is_empty() {
-                Vec::new()
-            } else {
-                self.commit(writes)
-            };
-            if !barriers.is_empty() || !held.is_empty() {
+            if !writes.is_empty() {
+                self.commit(writes);
+            }
+            if !barriers.is_empty() {
                 let synced = self.sync();
                 answer(barriers.into_iter(), &synced);
-                // A synced compare-and-set that won hears of it only now, with the sync's
-                // outcome: its change committed either way.
-                for reply in held {
-                    let _ = reply.send(Ok(match &synced {
-                        Ok(()) => SyncedSet::Durable,
-                        Err(e) => SyncedSet::Unsynced(e.clone()),
-                    }));
-                }
             }
             // Nothing left to sync: whoever waits for the next sync has what it waits for.
             if !self.unsynced {
@@ -341,22 +302,14 @@ impl Writer {
         }
     }
 
-    /// Commits `writes` as one batch, flagging the commit unsynced. Returns the replies of
-    /// the synced compare-and-sets that won, held until a sync covers the commit.
-    fn commit(&mut self, writes: Vec<Write>) -> Held {
+    /// Commits `writes` as one batch, flagging the commit unsynced.
+    fn commit(&mut self, writes: Vec<Write>) {
         let wal = self.config.wal.is_some();
         // Flagged before any caller hears of the commit.
         if wal {
             self.counters.unsynced.store(true, Ordering::SeqCst);
         }
-        let mut held = Vec::new();
-        if commit_batch(
-            &mut self.conn,
-            writes,
-            &self.changes,
-            &mut self.log,
-            &mut held,
-        ) {
+        if commit_batch(&mut self.conn, writes, &self.changes, &mut self.log) {
             self.counters.commits.fetch_add(1, Ordering::SeqCst);
             self.unsynced |= wal;
             if self.unsynced && self.flush_at.is_none() {
@@ -366,7 +319,6 @@ impl Writer {
         self.counters
             .unsynced
             .store(self.unsynced, Ordering::SeqCst);
-        held
     }
 
     /// Syncs the WAL if a commit is not yet synced; answers the barriers that wait for the
@@ -429,19 +381,21 @@ enum Done {
         Result<Inserted, StoreError>,
         oneshot::Sender<Result<Inserted, StoreError>>,
     ),
-    Cas(Result<bool, StoreError>, RequestId, CasReply),
+    Cas(
+        Result<bool, StoreError>,
+        RequestId,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
     Log(audit::LogResult, LogReply),
 }
 
-/// Runs `batch` in one transaction and tells each caller its result, except a synced
-/// compare-and-set that won: its reply goes to `held`, for after the sync. Returns whether
-/// it committed.
+/// Runs `batch` in one transaction and tells each caller its result. Returns whether it
+/// committed.
 fn commit_batch(
     conn: &mut Connection,
     batch: Vec<Write>,
     changes: &broadcast::Sender<RequestId>,
     log: &mut Option<TableLog>,
-    held: &mut Held,
 ) -> bool {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -532,18 +486,7 @@ fn commit_batch(
                 if matches!(r, Ok(true)) {
                     let _ = changes.send(id);
                 }
-                match (reply, r) {
-                    (CasReply::Committed(reply), r) => {
-                        let _ = reply.send(r);
-                    }
-                    (CasReply::Synced(reply), Ok(true)) => held.push(reply),
-                    (CasReply::Synced(reply), Ok(false)) => {
-                        let _ = reply.send(Ok(SyncedSet::Lost));
-                    }
-                    (CasReply::Synced(reply), Err(e)) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let _ = reply.send(r);
             }
             Done::Log(r, reply) => {
                 let _ = reply.send(r);
@@ -574,7 +517,9 @@ fn fail_all(batch: Vec<Write>, e: &SqlError) {
             Write::Insert(_, reply) => {
                 let _ = reply.send(Err(e.copy().into()));
             }
-            Write::Cas(cas) => cas.reply.fail(e),
+            Write::Cas(_, _, _, _, reply) => {
+                let _ = reply.send(Err(e.copy().into()));
+            }
             Write::Log(_, reply) => {
                 let _ = reply.send(Err(e.copy()));
             }
@@ -595,7 +540,9 @@ fn fail_done(done: Vec<Done>, e: &SqlError) {
             Done::Insert(_, reply) => {
                 let _ = reply.send(Err(e.copy().into()));
             }
-            Done::Cas(_, _, reply) => reply.fail(e),
+            Done::Cas(_, _, reply) => {
+                let _ = reply.send(Err(e.copy().into()));
+            }
             Done::Log(_, reply) => {
                 let _ = reply.send(Err(e.copy()));
             }
@@ -636,17 +583,22 @@ fn apply(conn: &Connection, write: Write) -> Result<(Done, Vec<LogRequest>), Fai
             Ok(r) => Ok((Done::Insert(r, reply), Vec::new())),
             Err(e) => Err(Box::new((e, Write::Insert(row, reply)))),
         },
-        Write::Cas(write) => match cas(conn, &write.row, write.expected, &write.allowed) {
-            Ok(r) => {
-                let events = if matches!(r, Ok(true)) {
-                    write.events
-                } else {
-                    Vec::new()
-                };
-                Ok((Done::Cas(r, write.row.request_id, write.reply), events))
+        Write::Cas(row, expected, allowed, events, reply) => {
+            match cas(conn, &row, expected, &allowed) {
+                Ok(r) => {
+                    let events = if matches!(r, Ok(true)) {
+                        events
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((Done::Cas(r, row.request_id, reply), events))
+                }
+                Err(e) => Err(Box::new((
+                    e,
+                    Write::Cas(row, expected, allowed, events, reply),
+                ))),
             }
-            Err(e) => Err(Box::new((e, Write::Cas(write)))),
-        },
+        }
         // Audit log requests, barriers and the close are taken out of the batch before this
         // is called.
         write @ (Write::Log(..) | Write::Sync { .. } | Write::Close(_)) => Err(Box::new((

@@ -1,18 +1,17 @@
 //! A transition whose barrier fails after its commit (the disk refuses the sync): nobody may
-//! act on it. A reviewer hears the store is unavailable (the decision's barrier); an approved
-//! action does not run and its request ends as not run, through either route the gate takes
-//! to make the grant's consumption durable: the store's synced compare-and-set
-//! (`RecordedWrites::compare_and_set_synced`, one call) or a compare-and-set followed by the
-//! gate's own barrier.
+//! act on it. With a store that commits each transition with its events (recorded writes)
+//! in one sync domain with its log, as the SQL store does: a reviewer whose decision's
+//! barrier fails hears the store is unavailable; an approved action whose consumption's
+//! barrier fails does not run, and its request ends as not run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use approvals_core::{
     ActionRequest, AuditError, AuditEvent, AuditSink, Component, Gate, GuardError, Initiator,
     Inserted, ListFilter, MemorySink, MemoryStore, Principal, RecordedWrites, RequestId,
     RequestRecord, RequestState, Requirement, Review, ReviewError, StaticPolicy, Store, StoreError,
-    Submission, SyncDomain, SyncedSet,
+    Submission, SyncDomain,
 };
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -23,21 +22,15 @@ struct Disk {
     log: MemorySink,
     domain: SyncDomain,
     failing: AtomicBool,
-    /// Whether the store offers the synced compare-and-set.
-    synced: bool,
-    /// Synced compare-and-sets asked for.
-    synced_calls: AtomicUsize,
 }
 
 impl Disk {
-    fn new(synced: bool) -> Arc<Disk> {
+    fn new() -> Arc<Disk> {
         Arc::new(Disk {
             store: MemoryStore::new(),
             log: MemorySink::new(),
             domain: SyncDomain::new(),
             failing: AtomicBool::new(false),
-            synced,
-            synced_calls: AtomicUsize::new(0),
         })
     }
 
@@ -108,8 +101,9 @@ impl AuditSink for DiskLog {
 /// here: one caller at a time).
 struct DiskWrites(Arc<Disk>);
 
-impl DiskWrites {
-    async fn set(
+#[async_trait]
+impl RecordedWrites for DiskWrites {
+    async fn compare_and_set(
         &self,
         expected_version: u64,
         record: &RequestRecord,
@@ -129,38 +123,6 @@ impl DiskWrites {
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(true)
-    }
-}
-
-#[async_trait]
-impl RecordedWrites for DiskWrites {
-    async fn compare_and_set(
-        &self,
-        expected_version: u64,
-        record: &RequestRecord,
-        events: &[AuditEvent],
-    ) -> Result<bool, StoreError> {
-        self.set(expected_version, record, events).await
-    }
-
-    async fn compare_and_set_synced(
-        &self,
-        expected_version: u64,
-        record: &RequestRecord,
-        events: &[AuditEvent],
-    ) -> Option<Result<SyncedSet, StoreError>> {
-        if !self.0.synced {
-            return None;
-        }
-        self.0.synced_calls.fetch_add(1, Ordering::SeqCst);
-        Some(match self.set(expected_version, record, events).await {
-            Ok(true) => Ok(match self.0.sync() {
-                Ok(()) => SyncedSet::Durable,
-                Err(e) => SyncedSet::Unsynced(e),
-            }),
-            Ok(false) => Ok(SyncedSet::Lost),
-            Err(e) => Err(e),
-        })
     }
 }
 
@@ -190,61 +152,53 @@ async fn pending(gate: &Gate) -> RequestId {
 }
 
 #[tokio::test]
-async fn a_transition_whose_sync_fails_is_acted_on_by_nobody() {
-    for synced in [true, false] {
-        let disk = Disk::new(synced);
-        let gate = gate(&disk);
+async fn a_transition_whose_barrier_fails_is_acted_on_by_nobody() {
+    let disk = Disk::new();
+    let gate = gate(&disk);
 
-        // A decision committed whose sync failed: the reviewer hears the store is down.
-        let id = pending(&gate).await;
-        disk.failing.store(true, Ordering::SeqCst);
-        let decided = gate.decide(id, Review::approve(sam())).await;
-        assert!(
-            matches!(
-                decided,
-                Err(ReviewError::Unavailable {
-                    component: Component::Store,
-                    ..
-                })
-            ),
-            "synced {synced}: {decided:?}"
-        );
-
-        // The disk recovers and the agent is granted the action (the approval did commit);
-        // then the consumption's sync fails: the action does not run.
-        disk.failing.store(false, Ordering::SeqCst);
-        let grant = gate.wait(id).await.expect("granted");
-        disk.failing.store(true, Ordering::SeqCst);
-        let ran = AtomicBool::new(false);
-        let executed = gate
-            .execute(grant, &export(), || async {
-                ran.store(true, Ordering::SeqCst);
-                Ok::<_, GuardError>(())
+    // A decision committed whose barrier failed: the reviewer hears the store is down.
+    let id = pending(&gate).await;
+    disk.failing.store(true, Ordering::SeqCst);
+    let decided = gate.decide(id, Review::approve(sam())).await;
+    assert!(
+        matches!(
+            decided,
+            Err(ReviewError::Unavailable {
+                component: Component::Store,
+                ..
             })
-            .await;
-        assert!(
-            matches!(
-                executed,
-                Err(GuardError::Unavailable {
-                    component: Component::Store,
-                    ..
-                })
-            ),
-            "synced {synced}: {executed:?}"
-        );
-        assert!(!ran.load(Ordering::SeqCst), "synced {synced}: it ran");
-        let record = disk.store.get(id).await.expect("get").expect("stored");
-        assert_eq!(record.state, RequestState::Failed, "synced {synced}");
-        let outcome = record.execution.as_ref().and_then(|e| e.error.clone());
-        assert!(
-            outcome.as_deref().is_some_and(|e| e.starts_with("not run")),
-            "synced {synced}: {outcome:?}"
-        );
-        let used = disk.synced_calls.load(Ordering::SeqCst);
-        if synced {
-            assert_eq!(used, 1, "the consumption went synced");
-        } else {
-            assert_eq!(used, 0);
-        }
-    }
+        ),
+        "{decided:?}"
+    );
+
+    // The disk recovers and the agent is granted the action (the approval did commit); then
+    // the barrier after the grant's consumption fails: the action does not run.
+    disk.failing.store(false, Ordering::SeqCst);
+    let grant = gate.wait(id).await.expect("granted");
+    disk.failing.store(true, Ordering::SeqCst);
+    let ran = AtomicBool::new(false);
+    let executed = gate
+        .execute(grant, &export(), || async {
+            ran.store(true, Ordering::SeqCst);
+            Ok::<_, GuardError>(())
+        })
+        .await;
+    assert!(
+        matches!(
+            executed,
+            Err(GuardError::Unavailable {
+                component: Component::Store,
+                ..
+            })
+        ),
+        "{executed:?}"
+    );
+    assert!(!ran.load(Ordering::SeqCst), "it ran");
+    let record = disk.store.get(id).await.expect("get").expect("stored");
+    assert_eq!(record.state, RequestState::Failed);
+    let outcome = record.execution.as_ref().and_then(|e| e.error.clone());
+    assert!(
+        outcome.as_deref().is_some_and(|e| e.starts_with("not run")),
+        "{outcome:?}"
+    );
 }

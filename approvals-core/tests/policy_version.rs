@@ -105,24 +105,10 @@ fn restart(service: &str) -> ActionRequest {
 
 struct Fixture {
     gate: Gate,
+    /// Shared with the gate, so the test can stop and start its turning.
     policy: Arc<Reloading>,
     store: Arc<MemoryStore>,
     audit: Arc<MemorySink>,
-}
-
-/// The fixture's policy, shared so the test can stop and start its turning.
-struct Shared(Arc<Reloading>);
-
-impl Policy for Shared {
-    fn evaluate(&self, request: &ActionRequest) -> Result<Decision, PolicyError> {
-        self.0.evaluate(request)
-    }
-    fn version(&self) -> &str {
-        self.0.version()
-    }
-    fn evaluate_versioned(&self, request: &ActionRequest) -> (Result<Decision, PolicyError>, &str) {
-        self.0.evaluate_versioned(request)
-    }
 }
 
 impl Fixture {
@@ -131,7 +117,7 @@ impl Fixture {
         let store = Arc::new(MemoryStore::new());
         let audit = Arc::new(MemorySink::new());
         let gate = Gate::builder()
-            .policy(Shared(policy.clone()))
+            .policy_shared(policy.clone())
             .store_shared(store.clone())
             .audit_shared(audit.clone())
             .initiator(agent())

@@ -37,6 +37,7 @@ mod review;
 mod run;
 mod standing;
 mod submit;
+mod wait;
 
 pub use crate::admission::MAX_REQUEST_BYTES;
 

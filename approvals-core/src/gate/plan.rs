@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::io::to_delta;
 use super::submit::{Evaluated, Required};
+use super::wait::ForDecision;
 use super::{Gate, Submission};
 use crate::error::{Component, GuardError};
 use crate::lifecycle::{self, RecordRef};
@@ -168,7 +169,10 @@ impl Gate {
         let span = observe::request_span();
         span.record("request", tracing::field::display(id));
         // A plan's approval issues no grant (`None`); its kind was checked above.
-        self.wait_decided(id).instrument(span).await.map(|_| ())
+        self.wait_for::<ForDecision>(id)
+            .instrument(span)
+            .await
+            .map(|_| ())
     }
 
     /// Approves the action `request` (not yet stored, as `id`) as an item of the approved plan

@@ -3,10 +3,10 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::io::{EventSubject, MAX_REFUSAL_DETAIL_CHARS, to_delta};
+use super::wait::ForGrant;
 use super::{Gate, Grant};
 use crate::audit::{EventDetail, RejectCause};
 use crate::credential::{CredentialLease, RevokeReason};
@@ -23,7 +23,7 @@ impl Gate {
     pub async fn wait(&self, id: RequestId) -> Result<Grant, GuardError> {
         let span = observe::request_span();
         span.record("request", tracing::field::display(id));
-        let grant = self.wait_unspanned(id).instrument(span).await?;
+        let grant = self.wait_for::<ForGrant>(id).instrument(span).await?;
         // A door hands the grant out of the process: `grant_issued` is on disk first.
         // (`guard()` waits without this: its grant stays in the process until `execute`,
         // whose consumption is a barrier.) Boxed, so a waiting caller's task does not keep
@@ -32,74 +32,11 @@ impl Gate {
         Ok(grant)
     }
 
-    /// `wait` inside the caller's span; records how the wait ended in it.
-    pub(super) async fn wait_unspanned(&self, id: RequestId) -> Result<Grant, GuardError> {
-        // Not through wait_decided: this future is every waiting agent's, and a layer more
-        // would make each of them larger.
-        let notify = self.waiter(id);
-        let result = self.wait_loop(id, &notify).await;
-        self.release_waiter(id, notify);
-        // A plan's approval issues no grant of its own: its items each get theirs.
-        let result = result.and_then(|grant| {
-            grant.ok_or_else(|| {
-                GuardError::InvalidRequest(format!(
-                    "request {id} is a plan: wait for it with wait_plan; each of its actions gets its own grant when it is asked for"
-                ))
-            })
-        });
-        let state = match &result {
-            Ok(_) => "approved",
-            Err(GuardError::Denied { .. }) => "denied",
-            Err(GuardError::Expired { .. }) => "expired",
-            Err(GuardError::Cancelled { .. }) => "cancelled",
-            Err(GuardError::GrantLapsed { .. }) => "lapsed",
-            Err(_) => "failed",
-        };
-        Span::current().record("state", state);
-        result
-    }
-
-    /// Waits for a pending request to be decided: its grant once approved (`None` for an
-    /// approved plan, which has none of its own), or the refusal.
-    pub(super) async fn wait_decided(&self, id: RequestId) -> Result<Option<Grant>, GuardError> {
-        let notify = self.waiter(id);
-        let result = self.wait_loop(id, &notify).await;
-        self.release_waiter(id, notify);
-        result
-    }
-
-    async fn wait_loop(&self, id: RequestId, notify: &Notify) -> Result<Option<Grant>, GuardError> {
-        self.forward_store_changes();
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // Boxed: the record and the rarely taken transitions live only during the check,
-            // not in every parked waiter's task (see the load test in reliability/).
-            let deadline = match Box::pin(self.wait_step(id)).await? {
-                WaitStep::Until(deadline) => deadline,
-                WaitStep::Again => continue,
-                WaitStep::Done(grant) => return Ok(Some(*grant)),
-                WaitStep::PlanApproved => return Ok(None),
-            };
-            // Woken by a local decide(), by the store's notification of a change made
-            // elsewhere (see forward_store_changes), at the deadline, or by the poll.
-            let timer = self
-                .inner
-                .clock
-                .sleep_until_or_for(deadline, self.inner.poll_interval);
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = timer => {}
-            }
-        }
-    }
-
     /// One look at a waited-for request: the grant, the refusal, a transition that is due
     /// (then look again), or the time to wake up at the latest. A decision is returned only
     /// once its audit events are recorded: the reviewer's `decide()` records them, or this
     /// waiter does after the recovery delay.
-    async fn wait_step(&self, id: RequestId) -> Result<WaitStep, GuardError> {
+    pub(super) async fn wait_step(&self, id: RequestId) -> Result<WaitStep, GuardError> {
         let record = self
             .store_call(self.inner.store.get(id))
             .await?
@@ -625,7 +562,7 @@ pub(super) struct Run {
 }
 
 /// What [`Gate::wait_step`] found.
-enum WaitStep {
+pub(super) enum WaitStep {
     /// Still waiting; wake up by this time.
     Until(DateTime<Utc>),
     /// A transition was made; look again.

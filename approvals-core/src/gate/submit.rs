@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use tracing::{Instrument, Span};
 
 use super::io::{EventSubject, to_delta};
+use super::wait::ForGrant;
 use super::{Gate, Grant, Submission};
 use crate::admission::{self, MAX_NAME_CHARS};
 use crate::approver::{ApproverError, Decisions, DispatchReason};
@@ -30,13 +31,14 @@ impl Gate {
             .await
     }
 
+    /// The gate's initiator, whom every action through it is asked for.
+    fn initiator(&self) -> Result<Arc<Initiator>, GuardError> {
+        self.inner.initiator.clone().ok_or(GuardError::NoInitiator)
+    }
+
     /// `guard` inside the caller's span.
     async fn guard_unspanned<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
-        let initiator = self
-            .inner
-            .initiator
-            .clone()
-            .ok_or(GuardError::NoInitiator)?;
+        let initiator = self.initiator()?;
         // Boxed, so a waiting caller's task does not keep room for submit's larger state;
         // and the submission is taken apart before the wait, so the task does not keep it
         // either (a `match` on the awaited value would hold it until the match ends).
@@ -44,7 +46,7 @@ impl Gate {
             Submission::Allowed(grant) => return Ok(grant),
             Submission::Pending(id) => id,
         };
-        self.wait_unspanned(id).await
+        self.wait_for::<ForGrant>(id).await
     }
 
     /// Asks for permission and runs `f` once granted, consuming the grant and auditing the
@@ -57,7 +59,15 @@ impl Gate {
         E: From<GuardError> + std::fmt::Display,
     {
         async move {
-            let grant = self.guard_unspanned(action).await?;
+            // guard_unspanned written out: one layer of future less in every waiting task.
+            let grant = 'granted: {
+                let initiator = self.initiator()?;
+                let id = match Box::pin(self.submit_bound(initiator, action)).await? {
+                    Submission::Allowed(grant) => break 'granted grant,
+                    Submission::Pending(id) => id,
+                };
+                self.wait_for::<ForGrant>(id).await?
+            };
             // Boxed, so a waiting caller's task does not keep room for execute's larger state.
             Box::pin(self.execute(grant, action, f)).await
         }

@@ -1,0 +1,336 @@
+//! The wait of one waiting caller, written out as a future by hand.
+//!
+//! Every agent whose action waits for a reviewer keeps this future in its task for minutes or
+//! hours, so its size is paid once per pending request (issue 19's memory budget; BENCHMARKS.md,
+//! "Load"). Written as nested `async fn`s, each layer kept its own copy of the gate, the id and
+//! the notification handle beside the layer it awaited, and the `select!` kept its own state:
+//! 256 bytes for what is, while parked, a notification, a timer and an id. This is the same
+//! loop with each value kept once:
+//!
+//! 1. Look at the request (the boxed [`Gate::wait_step`]; the record it reads lives only
+//!    during that look).
+//! 2. Decided: release the waiter slot and return. A transition was due and made: look again.
+//! 3. Still waiting: park until the request's waiter is woken (a local decision, or the
+//!    store's notification of a change made elsewhere), its next deadline, or the poll
+//!    interval, whichever comes first; then look again.
+//!
+//! The notification is armed before each look, so a decision made during the look wakes the
+//! park that follows it. Dropping the future (a caller that gave up) releases its waiter slot.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+use tracing::Span;
+
+use super::run::WaitStep;
+use super::{Gate, Grant};
+use crate::clock::Sleep;
+use crate::error::GuardError;
+use crate::store::RequestId;
+
+/// What the wait returns: the grant alone, or the decision (a plan's approval has no grant).
+pub(super) trait WaitFor {
+    type Output;
+    fn finish(id: RequestId, decided: Result<Option<Grant>, GuardError>) -> Self::Output;
+}
+
+/// Waits for a grant (`wait`, `guard`, `run`): an approved plan is the caller's mistake, and
+/// how the wait ended is recorded in the caller's span.
+pub(super) struct ForGrant;
+
+impl WaitFor for ForGrant {
+    type Output = Result<Grant, GuardError>;
+
+    fn finish(id: RequestId, decided: Result<Option<Grant>, GuardError>) -> Self::Output {
+        // A plan's approval issues no grant of its own: its items each get theirs.
+        let result = decided.and_then(|grant| {
+            grant.ok_or_else(|| {
+                GuardError::InvalidRequest(format!(
+                    "request {id} is a plan: wait for it with wait_plan; each of its actions gets its own grant when it is asked for"
+                ))
+            })
+        });
+        let state = match &result {
+            Ok(_) => "approved",
+            Err(GuardError::Denied { .. }) => "denied",
+            Err(GuardError::Expired { .. }) => "expired",
+            Err(GuardError::Cancelled { .. }) => "cancelled",
+            Err(GuardError::GrantLapsed { .. }) => "lapsed",
+            Err(_) => "failed",
+        };
+        Span::current().record("state", state);
+        result
+    }
+}
+
+/// Waits for a decision (`wait_plan`): the grant once approved, `None` for an approved plan.
+pub(super) struct ForDecision;
+
+impl WaitFor for ForDecision {
+    type Output = Result<Option<Grant>, GuardError>;
+
+    fn finish(_: RequestId, decided: Result<Option<Grant>, GuardError>) -> Self::Output {
+        decided
+    }
+}
+
+type Step<'g> = Pin<Box<dyn Future<Output = Result<WaitStep, GuardError>> + Send + 'g>>;
+
+enum Phase<'g> {
+    /// Not polled yet.
+    Start,
+    /// Looking at the request.
+    Look(Step<'g>),
+    /// Parked until notified or the timer fires.
+    Park(Sleep),
+    /// Returned its outcome.
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// See the module's doc. Made by [`Gate::wait_for`].
+    #[project = WaitProj]
+    pub(super) struct Wait<'g, W> {
+        gate: &'g Gate,
+        id: RequestId,
+        // This request's slot in the gate's waiter table, until released.
+        slot: Option<Arc<Notify>>,
+        // Armed before each look; `None` once done.
+        #[pin]
+        notified: Option<OwnedNotified>,
+        phase: Phase<'g>,
+        want: PhantomData<fn() -> W>,
+    }
+
+    impl<'g, W> PinnedDrop for Wait<'g, W> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // Gave up while waiting: the slot goes, or it would stay in the table for good.
+            this.notified.set(None);
+            if let Some(slot) = this.slot.take() {
+                this.gate.release_waiter(*this.id, slot);
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// The wait for request `id`, as one future (see the module's doc).
+    pub(super) fn wait_for<W: WaitFor>(&self, id: RequestId) -> Wait<'_, W> {
+        Wait {
+            gate: self,
+            id,
+            slot: None,
+            notified: None,
+            phase: Phase::Start,
+            want: PhantomData,
+        }
+    }
+}
+
+impl<W: WaitFor> Future for Wait<'_, W> {
+    type Output = W::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<W::Output> {
+        let mut this = self.project();
+        loop {
+            let parked = match this.phase {
+                Phase::Start => {
+                    this.gate.forward_store_changes();
+                    None
+                }
+                Phase::Look(step) => match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(WaitStep::Again)) => None,
+                    Poll::Ready(Ok(WaitStep::Until(deadline))) => {
+                        // Woken by a local decide(), by the store's notification of a change
+                        // made elsewhere (see forward_store_changes), at the deadline, or by
+                        // the poll.
+                        let clock = &this.gate.inner.clock;
+                        let timer =
+                            clock.sleep_until_or_for(deadline, this.gate.inner.poll_interval);
+                        Some(timer)
+                    }
+                    Poll::Ready(Ok(WaitStep::Done(grant))) => {
+                        return Poll::Ready(finish::<W>(this, Ok(Some(*grant))));
+                    }
+                    Poll::Ready(Ok(WaitStep::PlanApproved)) => {
+                        return Poll::Ready(finish::<W>(this, Ok(None)));
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(finish::<W>(this, Err(error))),
+                },
+                Phase::Park(timer) => {
+                    let woken = match this.notified.as_mut().as_pin_mut() {
+                        Some(notified) => notified.poll(cx).is_ready(),
+                        None => true,
+                    };
+                    if !woken && timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    None
+                }
+                Phase::Done => panic!("a wait polled after it returned"),
+            };
+            match parked {
+                Some(timer) => *this.phase = Phase::Park(timer),
+                None => {
+                    // Arm the notification, then look: a change during the look wakes the
+                    // park after it.
+                    let (gate, id) = (*this.gate, *this.id);
+                    let slot = this.slot.get_or_insert_with(|| gate.waiter(id));
+                    this.notified.set(Some(slot.clone().notified_owned()));
+                    if let Some(notified) = this.notified.as_mut().as_pin_mut() {
+                        notified.enable();
+                    }
+                    // Boxed: the record and the rarely taken transitions live only during the
+                    // look, not in every parked waiter's task.
+                    *this.phase = Phase::Look(Box::pin(this.gate.wait_step(*this.id)));
+                }
+            }
+        }
+    }
+}
+
+/// Ends the wait: the slot is released before the caller hears the outcome.
+fn finish<W: WaitFor>(
+    this: WaitProj<'_, '_, W>,
+    decided: Result<Option<Grant>, GuardError>,
+) -> W::Output {
+    *this.phase = Phase::Done;
+    let mut notified = this.notified;
+    notified.set(None);
+    if let Some(slot) = this.slot.take() {
+        this.gate.release_waiter(*this.id, slot);
+    }
+    W::finish(*this.id, decided)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::audit::MemorySink;
+    use crate::policy::{Requirement, StaticPolicy};
+    use crate::{
+        ActionRequest, Gate, GuardError, Initiator, Principal, RequestId, Review, Submission,
+    };
+
+    fn gate() -> Gate {
+        Gate::builder()
+            .audit(MemorySink::default())
+            .policy(StaticPolicy::require(Requirement::users([
+                "dana@example.com",
+            ])))
+            .initiator(Initiator::agent("billing-agent"))
+            .build()
+            .expect("gate")
+    }
+
+    fn slots(gate: &Gate) -> usize {
+        gate.inner
+            .waiters
+            .lock()
+            .map(|w| w.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    async fn pending(gate: &Gate, resource: &str) -> RequestId {
+        match gate
+            .submit(&ActionRequest::new("data.export", resource))
+            .await
+        {
+            Ok(Submission::Pending(id)) => id,
+            other => panic!("expected a pending request, got {other:?}"),
+        }
+    }
+
+    /// Waits until `gate` has `n` waiter slots: the spawned waiters have parked.
+    async fn parked(gate: &Gate, n: usize) {
+        for _ in 0..1000 {
+            if slots(gate) == n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("expected {n} waiter slots, found {}", slots(gate));
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_leaves_no_waiter_slot_behind() {
+        let gate = gate();
+        // Given up by abort, by a timeout around the wait, and by dropping it unpolled.
+        let id = pending(&gate, "db://prod/a").await;
+        let aborted = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.wait(id).await }
+        });
+        parked(&gate, 1).await;
+        aborted.abort();
+        assert!(aborted.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(slots(&gate), 0, "an aborted waiter's slot stays");
+
+        let timed_out = tokio::time::timeout(Duration::from_millis(20), gate.wait(id)).await;
+        assert!(timed_out.is_err(), "the request is still pending");
+        assert_eq!(slots(&gate), 0, "a timed-out waiter's slot stays");
+
+        drop(gate.wait(id));
+        assert_eq!(slots(&gate), 0);
+    }
+
+    #[tokio::test]
+    async fn two_waiters_share_a_slot_until_the_last_one_goes() {
+        let gate = gate();
+        let id = pending(&gate, "db://prod/b").await;
+        let first = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.wait(id).await }
+        });
+        let second = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.wait(id).await }
+        });
+        parked(&gate, 1).await;
+        first.abort();
+        assert!(first.await.is_err_and(|e| e.is_cancelled()));
+        // The other waiter still waits on the slot, and is still woken by the decision.
+        assert_eq!(slots(&gate), 1);
+        gate.decide(id, Review::approve(Principal::human("dana@example.com")))
+            .await
+            .expect("approved");
+        let grant = second.await.expect("joined").expect("granted");
+        assert_eq!(grant.request_id(), id);
+        assert_eq!(slots(&gate), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_failed_wait_releases_its_slot() {
+        let gate = gate();
+        let id = pending(&gate, "db://prod/c").await;
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.wait(id).await }
+        });
+        parked(&gate, 1).await;
+        gate.cancel(id, Some(Principal::human("dana@example.com")), None)
+            .await
+            .expect("cancelled");
+        let refused = waiter.await.expect("joined");
+        assert!(
+            matches!(refused, Err(GuardError::Cancelled { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(slots(&gate), 0);
+        // A request that does not exist ends the wait with an error at its first look.
+        let unknown = gate.wait(RequestId::new()).await;
+        assert!(
+            matches!(unknown, Err(GuardError::InvalidRequest(_))),
+            "{unknown:?}"
+        );
+        assert_eq!(slots(&gate), 0);
+    }
+}

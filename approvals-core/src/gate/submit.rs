@@ -25,10 +25,14 @@ impl Gate {
     /// Asks for permission to run `action` and waits until it is allowed, approved, or
     /// refused. The returned grant must be passed to [`execute`](Gate::execute) with the same
     /// action; [`run`](Gate::run) does both.
-    pub async fn guard<A: Action + ?Sized>(&self, action: &A) -> Result<Grant, GuardError> {
+    ///
+    /// Not an `async fn`, like [`run`](Gate::run): the instrumented future is the whole of it.
+    pub fn guard<A: Action + ?Sized>(
+        &self,
+        action: &A,
+    ) -> impl Future<Output = Result<Grant, GuardError>> {
         self.guard_unspanned(action)
             .instrument(observe::request_span())
-            .await
     }
 
     /// The gate's initiator, whom every action through it is asked for.
@@ -51,7 +55,10 @@ impl Gate {
 
     /// Asks for permission and runs `f` once granted, consuming the grant and auditing the
     /// result (`executed` with `ok` or the error text). `f` never runs without a grant.
-    pub async fn run<A, F, Fut, T, E>(&self, action: &A, f: F) -> Result<T, E>
+    ///
+    /// Not an `async fn`: that would be one more layer of future around the instrumented
+    /// one, kept by every waiting caller's task (32 bytes each; BENCHMARKS.md, "Load").
+    pub fn run<A, F, Fut, T, E>(&self, action: &A, f: F) -> impl Future<Output = Result<T, E>>
     where
         A: Action + ?Sized,
         F: FnOnce() -> Fut,
@@ -72,7 +79,6 @@ impl Gate {
             Box::pin(self.execute(grant, action, f)).await
         }
         .instrument(observe::request_span())
-        .await
     }
 
     /// [`run`](Gate::run) for an action whose policy rule lets reviewers edit it

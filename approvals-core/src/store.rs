@@ -264,9 +264,10 @@ pub struct RequestRecord {
     pub digest: Digest,
     /// Who must approve.
     pub requirement: Arc<Requirement>,
-    /// The policy rule that asked for approval.
+    /// The policy rule that asked for approval; shared with the policy's rule and its
+    /// decision, not copied into every record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_rule: Option<String>,
+    pub policy_rule: Option<Arc<str>>,
     /// The policy's version, shared with the gate's current one.
     pub policy_version: Arc<str>,
     /// Where it is in the lifecycle.

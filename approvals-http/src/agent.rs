@@ -206,7 +206,7 @@ async fn stored(
         state: Some(record.state),
         review_url: shared.review_url(request, id),
         expires_at: Some(record.expires_at),
-        policy_rule: record.policy_rule.clone(),
+        policy_rule: record.policy_rule.as_deref().map(String::from),
         grant_token: None,
         grant_expires_at: None,
     };

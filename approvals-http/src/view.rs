@@ -137,7 +137,7 @@ impl RequestView {
                 step_up: r.step_up,
             },
             approvals: record.approvers().len() as u32,
-            policy_rule: record.policy_rule.clone(),
+            policy_rule: record.policy_rule.as_deref().map(String::from),
             policy_version: record.policy_version.to_string(),
             created_at: record.created_at,
             expires_at: record.expires_at,

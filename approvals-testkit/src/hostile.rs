@@ -41,7 +41,7 @@ use crate::fixtures;
 pub fn record(text: &str, state: RequestState) -> RequestRecord {
     let mut r = fixtures::full_record();
     r.state = state;
-    r.policy_rule = Some(format!("rule {text}"));
+    r.policy_rule = Some(format!("rule {text}").into());
     let req = &mut r.request;
     req.kind = format!("data.export{text}");
     req.resource = format!("db://prod/{text}");

@@ -49,7 +49,7 @@ pub struct Grant {
     approvers: Vec<Principal>,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-    policy_rule: Option<String>,
+    policy_rule: Option<Arc<str>>,
     policy_version: Arc<str>,
     approved: bool,
     initiator: Arc<Initiator>,

@@ -139,7 +139,7 @@ impl Gate {
                 Err(GuardError::PolicyDenied {
                     kind: PLAN_KIND.into(),
                     resource: request.resource.clone(),
-                    rule,
+                    rule: rule.to_string(),
                     reason,
                 })
             }

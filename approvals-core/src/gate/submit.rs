@@ -306,7 +306,7 @@ impl Gate {
                 Err(GuardError::PolicyDenied {
                     kind: request.kind.clone(),
                     resource: request.resource.clone(),
-                    rule,
+                    rule: rule.to_string(),
                     reason,
                 })
             }
@@ -678,7 +678,7 @@ pub(super) struct Evaluated {
 /// version of the rules that gave it, recorded with the request whichever way it is approved
 /// (by reviewers, a plan or a standing grant).
 pub(super) struct Required {
-    pub(super) rule: Option<String>,
+    pub(super) rule: Option<Arc<str>>,
     pub(super) requirement: Arc<Requirement>,
     pub(super) policy_version: Arc<str>,
 }

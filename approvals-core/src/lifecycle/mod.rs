@@ -283,7 +283,7 @@ pub fn open(
     id: RequestId,
     request: ActionRequest,
     digest: Digest,
-    rule: Option<String>,
+    rule: Option<Arc<str>>,
     requirement: Arc<Requirement>,
     policy_version: Arc<str>,
     now: DateTime<Utc>,

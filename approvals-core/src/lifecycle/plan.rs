@@ -27,7 +27,7 @@ pub fn plan_decision(
 ) -> Result<Decision, GuardError> {
     let invalid = |why: String| Err(GuardError::InvalidRequest(why));
     check_plan_len(items.len())?;
-    let mut deciding: Option<(Option<String>, Arc<Requirement>)> = None;
+    let mut deciding: Option<(Option<Arc<str>>, Arc<Requirement>)> = None;
     for (i, (item, decision)) in items.iter().zip(decisions).enumerate() {
         match decision {
             Decision::Allow { .. } => {}
@@ -162,7 +162,7 @@ pub fn open_under_plan(
     id: RequestId,
     request: ActionRequest,
     digest: Digest,
-    rule: Option<String>,
+    rule: Option<Arc<str>>,
     requirement: Arc<Requirement>,
     policy_version: Arc<str>,
     plan: &RequestRecord,

@@ -29,7 +29,7 @@ pub fn propose_standing(
     terms: &StandingTerms,
     initiator: &Initiator,
     decision: Decision,
-) -> Result<(Option<String>, Arc<Requirement>), GuardError> {
+) -> Result<(Option<Arc<str>>, Arc<Requirement>), GuardError> {
     let invalid = |why: String| Err(GuardError::InvalidRequest(why));
     if terms.proposed_by.kind != PrincipalKind::Human {
         return invalid(format!(
@@ -194,7 +194,7 @@ pub fn open_under_standing(
     id: RequestId,
     request: ActionRequest,
     digest: Digest,
-    rule: Option<String>,
+    rule: Option<Arc<str>>,
     requirement: Arc<Requirement>,
     policy_version: Arc<str>,
     grant: &RequestRecord,
@@ -221,7 +221,7 @@ pub(super) type Opening = (
     RequestId,
     ActionRequest,
     Digest,
-    Option<String>,
+    Option<Arc<str>>,
     Arc<Requirement>,
     Arc<str>,
 );

@@ -560,7 +560,7 @@ impl OutcomeSpec {
     }
 
     fn compile_outcome(&self, rule: Option<&str>) -> CompiledOutcome {
-        let rule = rule.map(str::to_owned);
+        let rule: Option<Arc<str>> = rule.map(Arc::from);
         match self.effect {
             Effect::Allow => CompiledOutcome::Allow(rule),
             Effect::Deny => CompiledOutcome::Deny {
@@ -804,13 +804,13 @@ impl TryFrom<RuleSpec> for CheckedRule {
 
 #[derive(Debug, Clone)]
 enum CompiledOutcome {
-    Allow(Option<String>),
+    Allow(Option<Arc<str>>),
     Deny {
-        rule: String,
+        rule: Arc<str>,
         reason: String,
     },
     Require {
-        rule: Option<String>,
+        rule: Option<Arc<str>>,
         requirement: Arc<Requirement>,
     },
 }
@@ -1103,7 +1103,7 @@ approvers = { groups = ["security"] }
         // 5000 rows as parquet: no rule matches, the default denies.
         match p.evaluate(&export(5000, "parquet")).expect("evaluates") {
             Decision::Deny { rule, reason } => {
-                assert_eq!(rule, "default");
+                assert_eq!(&*rule, "default");
                 assert!(reason.contains("no policy rule matched"));
             }
             other => panic!("expected deny, got {other:?}"),

@@ -145,22 +145,43 @@ impl Store for MemoryStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestRecord>, StoreError> {
         let inner = self.lock();
-        let mut out: Vec<RequestRecord> = inner
-            .records
-            .iter()
-            .filter(|r| filter.matches(r))
-            .cloned()
-            .collect();
+        // Ordered by key, and only the page is copied: a sweep pages through the due
+        // records 500 at a time, and copying every match for each page made expiring a
+        // quarter of 1,000,000 pending requests take longer than the bench would wait.
         if filter.due_by.is_some() {
             // At the stores' precision, as due cursors compare.
-            out.sort_by_cached_key(crate::store::DueCursor::of);
+            Ok(page(&inner.records, filter, crate::store::DueCursor::of))
         } else {
             // Newest first, at the stores' precision, as page cursors compare.
-            out.sort_by_cached_key(|r| std::cmp::Reverse(crate::store::PageCursor::of(r)));
+            Ok(page(&inner.records, filter, |r| {
+                std::cmp::Reverse(crate::store::PageCursor::of(r))
+            }))
         }
-        if let Some(limit) = filter.limit {
-            out.truncate(limit);
-        }
-        Ok(out)
     }
+}
+
+/// The records that match `filter`, ordered by `key`, at most `filter.limit` of them; only
+/// those are copied.
+fn page<K: Ord>(
+    records: &Records,
+    filter: &ListFilter,
+    key: impl Fn(&RequestRecord) -> K,
+) -> Vec<RequestRecord> {
+    let mut matching: Vec<(K, &RequestRecord)> = records
+        .iter()
+        .filter(|r| filter.matches(r))
+        .map(|r| (key(r), r))
+        .collect();
+    let by_key = |a: &(K, &RequestRecord), b: &(K, &RequestRecord)| a.0.cmp(&b.0);
+    if let Some(limit) = filter.limit
+        && limit < matching.len()
+    {
+        if limit == 0 {
+            return Vec::new();
+        }
+        matching.select_nth_unstable_by(limit - 1, by_key);
+        matching.truncate(limit);
+    }
+    matching.sort_unstable_by(by_key);
+    matching.into_iter().map(|(_, r)| r.clone()).collect()
 }

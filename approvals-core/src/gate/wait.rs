@@ -249,6 +249,15 @@ mod tests {
         }
     }
 
+    /// A caller waiting for `id` in its own task.
+    fn spawn_wait(
+        gate: &Gate,
+        id: RequestId,
+    ) -> tokio::task::JoinHandle<Result<crate::Grant, GuardError>> {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    }
+
     /// Waits until `gate` has `n` waiter slots: the spawned waiters have parked.
     async fn parked(gate: &Gate, n: usize) {
         for _ in 0..1000 {
@@ -265,10 +274,7 @@ mod tests {
         let gate = gate();
         // Given up by abort, by a timeout around the wait, and by dropping it unpolled.
         let id = pending(&gate, "db://prod/a").await;
-        let aborted = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.wait(id).await }
-        });
+        let aborted = spawn_wait(&gate, id);
         parked(&gate, 1).await;
         aborted.abort();
         assert!(aborted.await.is_err_and(|e| e.is_cancelled()));
@@ -286,14 +292,8 @@ mod tests {
     async fn two_waiters_share_a_slot_until_the_last_one_goes() {
         let gate = gate();
         let id = pending(&gate, "db://prod/b").await;
-        let first = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.wait(id).await }
-        });
-        let second = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.wait(id).await }
-        });
+        let first = spawn_wait(&gate, id);
+        let second = spawn_wait(&gate, id);
         parked(&gate, 1).await;
         first.abort();
         assert!(first.await.is_err_and(|e| e.is_cancelled()));
@@ -311,10 +311,7 @@ mod tests {
     async fn a_refused_or_failed_wait_releases_its_slot() {
         let gate = gate();
         let id = pending(&gate, "db://prod/c").await;
-        let waiter = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.wait(id).await }
-        });
+        let waiter = spawn_wait(&gate, id);
         parked(&gate, 1).await;
         gate.cancel(id, Some(Principal::human("dana@example.com")), None)
             .await

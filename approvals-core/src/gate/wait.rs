@@ -258,15 +258,27 @@ mod tests {
         tokio::spawn(async move { gate.wait(id).await })
     }
 
-    /// Waits until `gate` has `n` waiter slots: the spawned waiters have parked.
-    async fn parked(gate: &Gate, n: usize) {
+    /// Callers parked on `id`'s slot: the table holds one reference to it, and each parked
+    /// caller two (its slot and its armed notification).
+    fn parked_on(gate: &Gate, id: RequestId) -> usize {
+        let waiters = gate.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters
+            .get(&id)
+            .map_or(0, |slot| (std::sync::Arc::strong_count(slot) - 1) / 2)
+    }
+
+    /// Waits until `n` callers are parked on `id`.
+    async fn parked(gate: &Gate, id: RequestId, n: usize) {
         for _ in 0..1000 {
-            if slots(gate) == n {
+            if parked_on(gate, id) == n {
                 return;
             }
             tokio::task::yield_now().await;
         }
-        panic!("expected {n} waiter slots, found {}", slots(gate));
+        panic!(
+            "expected {n} callers parked on {id}, found {}",
+            parked_on(gate, id)
+        );
     }
 
     #[tokio::test]
@@ -275,7 +287,7 @@ mod tests {
         // Given up by abort, by a timeout around the wait, and by dropping it unpolled.
         let id = pending(&gate, "db://prod/a").await;
         let aborted = spawn_wait(&gate, id);
-        parked(&gate, 1).await;
+        parked(&gate, id, 1).await;
         aborted.abort();
         assert!(aborted.await.is_err_and(|e| e.is_cancelled()));
         assert_eq!(slots(&gate), 0, "an aborted waiter's slot stays");
@@ -294,11 +306,11 @@ mod tests {
         let id = pending(&gate, "db://prod/b").await;
         let first = spawn_wait(&gate, id);
         let second = spawn_wait(&gate, id);
-        parked(&gate, 1).await;
+        parked(&gate, id, 2).await;
         first.abort();
         assert!(first.await.is_err_and(|e| e.is_cancelled()));
         // The other waiter still waits on the slot, and is still woken by the decision.
-        assert_eq!(slots(&gate), 1);
+        assert_eq!(parked_on(&gate, id), 1);
         gate.decide(id, Review::approve(Principal::human("dana@example.com")))
             .await
             .expect("approved");
@@ -312,7 +324,7 @@ mod tests {
         let gate = gate();
         let id = pending(&gate, "db://prod/c").await;
         let waiter = spawn_wait(&gate, id);
-        parked(&gate, 1).await;
+        parked(&gate, id, 1).await;
         gate.cancel(id, Some(Principal::human("dana@example.com")), None)
             .await
             .expect("cancelled");

@@ -20,16 +20,21 @@ use crate::store::{RequestId, RequestRecord, RequestState};
 impl Gate {
     /// Waits for a pending request to be decided and returns its grant, or the refusal.
     /// Safe to call again after a restart, from any process sharing the store.
-    pub async fn wait(&self, id: RequestId) -> Result<Grant, GuardError> {
+    ///
+    /// Not an `async fn`, like [`run`](Gate::run): a door may hold many of these at once.
+    pub fn wait(&self, id: RequestId) -> impl Future<Output = Result<Grant, GuardError>> {
         let span = observe::request_span();
         span.record("request", tracing::field::display(id));
-        let grant = self.wait_for::<ForGrant>(id).instrument(span).await?;
-        // A door hands the grant out of the process: `grant_issued` is on disk first.
-        // (`guard()` waits without this: its grant stays in the process until `execute`,
-        // whose consumption is a barrier.) Boxed, so a waiting caller's task does not keep
-        // room for the barrier's timers.
-        Box::pin(self.barrier()).await?;
-        Ok(grant)
+        async move {
+            let grant = self.wait_for::<ForGrant>(id).await?;
+            // A door hands the grant out of the process: `grant_issued` is on disk first.
+            // (`guard()` waits without this: its grant stays in the process until `execute`,
+            // whose consumption is a barrier.) Boxed, so a waiting caller's task does not
+            // keep room for the barrier's timers.
+            Box::pin(self.barrier()).await?;
+            Ok(grant)
+        }
+        .instrument(span)
     }
 
     /// One look at a waited-for request: the grant, the refusal, a transition that is due

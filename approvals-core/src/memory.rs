@@ -49,11 +49,10 @@ impl Records {
 
     /// Adds `record`, whose id is not stored yet.
     fn insert_new(&mut self, record: Box<RequestRecord>) {
+        let hash = self.hash(record.id);
         let hasher = &self.hasher;
         self.table
-            .insert_unique(hasher.hash_one(record.id), record, |r| {
-                hasher.hash_one(r.id)
-            });
+            .insert_unique(hash, record, |r| hasher.hash_one(r.id));
     }
 
     fn len(&self) -> usize {
@@ -176,10 +175,8 @@ fn page<K: Ord>(
     if let Some(limit) = filter.limit
         && limit < matching.len()
     {
-        if limit == 0 {
-            return Vec::new();
-        }
-        matching.select_nth_unstable_by(limit - 1, by_key);
+        // The `limit` first by key end up before position `limit`, in no order.
+        matching.select_nth_unstable_by(limit, by_key);
         matching.truncate(limit);
     }
     matching.sort_unstable_by(by_key);

@@ -109,12 +109,8 @@ pin_project_lite::pin_project! {
 
     impl<'g, W> PinnedDrop for Wait<'g, W> {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
             // Gave up while waiting: the slot goes, or it would stay in the table for good.
-            this.notified.set(None);
-            if let Some(slot) = this.slot.take() {
-                this.gate.release_waiter(*this.id, slot);
-            }
+            release(&mut this.project());
         }
     }
 }
@@ -198,16 +194,21 @@ impl<W: WaitFor> Future for Wait<'_, W> {
 
 /// Ends the wait: the slot is released before the caller hears the outcome.
 fn finish<W: WaitFor>(
-    this: WaitProj<'_, '_, W>,
+    mut this: WaitProj<'_, '_, W>,
     decided: Result<Option<Grant>, GuardError>,
 ) -> W::Output {
     *this.phase = Phase::Done;
-    let mut notified = this.notified;
-    notified.set(None);
+    release(&mut this);
+    W::finish(*this.id, decided)
+}
+
+/// Gives the request's waiter slot back (once): the armed notification first, whose
+/// reference to the slot would otherwise count as another waiter's.
+fn release<W>(this: &mut WaitProj<'_, '_, W>) {
+    this.notified.set(None);
     if let Some(slot) = this.slot.take() {
         this.gate.release_waiter(*this.id, slot);
     }
-    W::finish(*this.id, decided)
 }
 
 #[cfg(test)]

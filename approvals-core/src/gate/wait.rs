@@ -301,6 +301,41 @@ mod tests {
         assert_eq!(slots(&gate), 0);
     }
 
+    /// Every door that waits for an agent gives the slot back when it is given up: `guard()`
+    /// and `run()` as well as `wait()` (they submit, then wait in the same future).
+    #[tokio::test]
+    async fn an_agent_that_gives_up_in_guard_or_run_leaves_no_waiter_slot_behind() {
+        let gate = gate();
+        let guarding = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let action = ActionRequest::new("data.export", "db://prod/guarded");
+                gate.guard(&action).await.map(|_| ())
+            }
+        });
+        let running = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let action = ActionRequest::new("data.export", "db://prod/run");
+                gate.run(&action, || async { Ok::<_, GuardError>(()) })
+                    .await
+            }
+        });
+        // Both submitted their request and parked on its slot.
+        for _ in 0..1000 {
+            if slots(&gate) == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(slots(&gate), 2, "both agents wait");
+        guarding.abort();
+        running.abort();
+        assert!(guarding.await.is_err_and(|e| e.is_cancelled()));
+        assert!(running.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(slots(&gate), 0, "a given-up agent's slot stays");
+    }
+
     #[tokio::test]
     async fn two_waiters_share_a_slot_until_the_last_one_goes() {
         let gate = gate();

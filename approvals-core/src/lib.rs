@@ -103,7 +103,7 @@ pub use step_up::{StepUp, StepUpProof};
 pub use store::{
     CredentialState, Delivery, DueCursor, Execution, Inserted, ListFilter, PageCursor,
     RecordedWrites, RequestId, RequestRecord, RequestState, Resolution, ReviewRecord, Store,
-    StoreError, SyncDomain, Unaudited, Verdict,
+    StoreError, SyncDomain, ThinVec, Unaudited, Verdict,
 };
 
 #[cfg(feature = "macros")]

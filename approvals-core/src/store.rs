@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+pub use thin_vec::ThinVec;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -290,12 +291,17 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub standing_uses: u32,
     /// For a plan ([`plan`](crate::plan)): the positions of the items it approved, in the
-    /// order they were asked for. A boxed slice, not a `Vec`: every stored record carries it.
+    /// order they were asked for.
+    ///
+    /// This and the record's other lists are [`ThinVec`]s: one pointer in the record, with
+    /// the length and capacity kept beside the elements, and no allocation while empty.
+    /// Every stored record carries the three lists and most keep them empty or short, so
+    /// a `Vec`'s three words each would be 40 bytes more per record (BENCHMARKS.md, "Load").
     #[serde(default, skip_serializing_if = "<[u32]>::is_empty")]
-    pub plan_used: Box<[u32]>,
+    pub plan_used: ThinVec<u32>,
     /// Accepted reviews, in order.
     #[serde(default)]
-    pub reviews: Vec<ReviewRecord>,
+    pub reviews: ThinVec<ReviewRecord>,
     /// Who ended it (deny, cancel, expiry) and why. Boxed, like `execution`: set only at the
     /// end, so a pending record does not carry room for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,7 +324,7 @@ pub struct RequestRecord {
     pub grant_expires_at: Option<DateTime<Utc>>,
     /// Channel messages to update on resolution.
     #[serde(default)]
-    pub deliveries: Vec<Delivery>,
+    pub deliveries: ThinVec<Delivery>,
     /// What happened when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution: Option<Box<Execution>>,

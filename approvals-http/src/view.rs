@@ -143,7 +143,7 @@ impl RequestView {
             expires_at: record.expires_at,
             escalated: record.escalated,
             reminded: record.reminded,
-            reviews: record.reviews.clone(),
+            reviews: record.reviews.to_vec(),
             resolution: record.resolution.as_deref().cloned(),
             grant_expires_at: record.grant_expires_at,
             standing: StandingStatus::of(record),

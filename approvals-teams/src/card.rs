@@ -797,6 +797,7 @@ mod tests {
     use super::*;
     use approvals_core::{
         ActionRequest, Execution, Initiator, Principal, Requirement, Resolution, ReviewRecord,
+        ThinVec,
     };
 
     fn record(state: RequestState) -> RequestRecord {
@@ -818,13 +819,13 @@ mod tests {
             escalated: false,
             reminded: 0,
             standing_uses: 0,
-            plan_used: Box::default(),
-            reviews: Vec::new(),
+            plan_used: ThinVec::new(),
+            reviews: ThinVec::new(),
             resolution: None,
             audit_pending: false,
             unaudited: approvals_core::Unaudited::default(),
             grant_expires_at: None,
-            deliveries: Vec::new(),
+            deliveries: ThinVec::new(),
             execution: None,
         }
     }

@@ -8,7 +8,7 @@ use approvals_core::edit::{EditRecord, FieldChange};
 use approvals_core::{
     ActionRequest, Delivery, Escalation, Execution, Gate, Initiator, Link, ManualClock, MemorySink,
     Preview, Principal, RequestContext, RequestId, RequestRecord, RequestState, Requirement,
-    Resolution, ReviewRecord, Risk, StaticPolicy, Store, Verdict,
+    Resolution, ReviewRecord, Risk, StaticPolicy, Store, ThinVec, Verdict,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
@@ -59,13 +59,13 @@ pub fn pending_record(request: ActionRequest, created_at: DateTime<Utc>) -> Requ
         escalated: false,
         reminded: 0,
         standing_uses: 0,
-        plan_used: Box::default(),
-        reviews: Vec::new(),
+        plan_used: ThinVec::new(),
+        reviews: ThinVec::new(),
         resolution: None,
         audit_pending: false,
         unaudited: approvals_core::Unaudited::default(),
         grant_expires_at: None,
-        deliveries: Vec::new(),
+        deliveries: ThinVec::new(),
         execution: None,
     }
 }
@@ -144,7 +144,7 @@ pub fn full_record() -> RequestRecord {
         escalated: true,
         reminded: 1,
         standing_uses: 0,
-        plan_used: Box::new([2, 0]),
+        plan_used: ThinVec::from(vec![2, 0]),
         reviews: vec![ReviewRecord {
             reviewer: sam.clone(),
             verdict: Verdict::Approve,
@@ -162,7 +162,8 @@ pub fn full_record() -> RequestRecord {
                 decision: approvals_core::Decision::Allow { rule: None },
             })),
             step_up: None,
-        }],
+        }]
+        .into(),
         resolution: Some(Box::new(Resolution {
             by: Some(sam),
             reason: Some("approved".into()),
@@ -179,7 +180,8 @@ pub fn full_record() -> RequestRecord {
         deliveries: vec![Delivery {
             channel: "slack".into(),
             reference: json!({"channel": "C123", "ts": "1700000000.000100"}),
-        }],
+        }]
+        .into(),
         execution: Some(Box::new(Execution {
             started_at: at + TimeDelta::seconds(7),
             finished_at: Some(at + TimeDelta::seconds(8)),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use approvals_core::text::{is_neutralized, marker};
 use approvals_core::{
     ActionRequest, Link, Preview, Principal, RequestRecord, RequestState, Resolution, ReviewRecord,
-    Verdict,
+    ThinVec, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -96,7 +96,8 @@ pub fn record(text: &str, state: RequestState) -> RequestRecord {
         at: fixtures::epoch(),
         edit: None,
         step_up: None,
-    }];
+    }]
+    .into();
     r.resolution = Some(Box::new(Resolution {
         by: Some(reviewer),
         reason: Some(format!("resolution {text}")),
@@ -265,7 +266,7 @@ pub fn rendering_cases() -> Vec<RequestRecord> {
             .to_request(initiator, Some(format!("roll out {text}")));
         r.digest = r.request.digest();
         r.state = state;
-        r.plan_used = Box::new([1, 0]);
+        r.plan_used = ThinVec::from(vec![1, 0]);
         out.push(r);
     }
     // Rules with `step_up` (no approval in a chat, a link to the console instead): pending

@@ -39,7 +39,7 @@ use crate::audit::EventDetail;
 use crate::error::{Component, GuardError};
 use crate::policy::Requirement;
 use crate::request::{ActionRequest, Digest, Principal};
-use crate::store::{RequestId, RequestRecord, RequestState, Resolution, Unaudited};
+use crate::store::{RequestId, RequestRecord, RequestState, Resolution, ThinVec, Unaudited};
 
 mod cooldown;
 mod credential;
@@ -310,13 +310,13 @@ pub fn open(
         escalated: false,
         reminded: 0,
         standing_uses: 0,
-        plan_used: Box::default(),
-        reviews: Vec::new(),
+        plan_used: ThinVec::new(),
+        reviews: ThinVec::new(),
         resolution: None,
         audit_pending: false,
         unaudited: Unaudited::default(),
         grant_expires_at: None,
-        deliveries: Vec::new(),
+        deliveries: ThinVec::new(),
         execution: None,
     })
 }

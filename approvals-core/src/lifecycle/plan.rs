@@ -136,13 +136,7 @@ impl<'a> RecordRef<'a> {
 /// items and lapses at its end.
 pub fn use_plan_item(plan: &RecordRef<'_>, item: u32, request: RequestId, digest: Digest) -> Step {
     let mut next = plan.record.clone();
-    next.plan_used = plan
-        .record
-        .plan_used
-        .iter()
-        .copied()
-        .chain([item])
-        .collect();
+    next.plan_used.push(item);
     let items = u32::try_from(plan.terms.items.len()).unwrap_or(u32::MAX);
     let event = EventDetail::PlanItemUsed {
         request,

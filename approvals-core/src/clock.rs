@@ -18,10 +18,23 @@ pub trait Clock: Send + Sync + 'static {
     /// Resolves once `now() >= deadline`.
     fn sleep_until(&self, deadline: DateTime<Utc>) -> Sleep;
 
+    /// How long until `deadline` in tokio's time, for a clock that moves with it, as
+    /// [`SystemClock`] does; `None` (the default) for a clock that moves on its own, as a
+    /// [`ManualClock`] does.
+    ///
+    /// A parked waiter uses it to tell whether its request's deadline comes before its next
+    /// poll. When it surely does not, the waiter needs no timer of its own: the gate's poll
+    /// queue wakes it (every waiting request is a timer smaller). Otherwise it sleeps on
+    /// [`sleep_until_or_for`](Clock::sleep_until_or_for).
+    fn runtime_wait(&self, deadline: DateTime<Utc>) -> Option<Duration> {
+        let _ = deadline;
+        None
+    }
+
     /// Resolves once `now() >= deadline`, or once `at_most` of the runtime's time has passed,
     /// whichever comes first: a waiting request's one timer (its deadline on this clock, its
-    /// poll on tokio's). The default runs both timers; a clock that moves with tokio's time
-    /// can run one, as [`SystemClock`] does, and every waiting request is a timer smaller.
+    /// poll on tokio's) when its deadline may come before its poll. The default runs both
+    /// timers; a clock that moves with tokio's time can run one, as [`SystemClock`] does.
     fn sleep_until_or_for(&self, deadline: DateTime<Utc>, at_most: Duration) -> Sleep {
         let until = self.sleep_until(deadline);
         Box::pin(async move {
@@ -45,6 +58,10 @@ impl Clock for SystemClock {
     fn sleep_until(&self, deadline: DateTime<Utc>) -> Sleep {
         let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
         Box::pin(tokio::time::sleep(wait))
+    }
+
+    fn runtime_wait(&self, deadline: DateTime<Utc>) -> Option<Duration> {
+        Some((deadline - Utc::now()).to_std().unwrap_or_default())
     }
 
     fn sleep_until_or_for(&self, deadline: DateTime<Utc>, at_most: Duration) -> Sleep {

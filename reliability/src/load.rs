@@ -191,9 +191,8 @@ impl Clock for OffsetClock {
         Box::pin(tokio::time::sleep(wait))
     }
 
-    fn sleep_until_or_for(&self, deadline: DateTime<Utc>, at_most: Duration) -> Sleep {
-        let wait = (deadline - self.now()).to_std().unwrap_or_default();
-        Box::pin(tokio::time::sleep(wait.min(at_most)))
+    fn runtime_wait(&self, deadline: DateTime<Utc>) -> Option<Duration> {
+        Some((deadline - self.now()).to_std().unwrap_or_default())
     }
 }
 

@@ -406,7 +406,7 @@ impl Updates {
 
 /// Locks `mutex`, taking the data of one poisoned by a panic (the maps it guards hold no
 /// invariant a panic could break halfway).
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -33,6 +33,7 @@ mod credential;
 mod io;
 mod maintenance;
 mod plan;
+mod poll;
 mod review;
 mod run;
 mod standing;
@@ -302,6 +303,7 @@ impl GateBuilder {
                 updates: Mutex::new(HashMap::new()),
                 reporting: Mutex::default(),
                 forwarder: Mutex::new(None),
+                polls: Mutex::default(),
             }),
         })
     }
@@ -351,6 +353,8 @@ struct Inner {
     /// The task that turns the store's change notifications into wake-ups of the one waiter
     /// concerned (started with the first wait).
     forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When each parked waiter looks again at the latest (see `gate/poll.rs`).
+    polls: Mutex<poll::PollQueue>,
     /// The policy's version as last seen, shared by the events and grants that record it.
     policy_version: Mutex<Arc<str>>,
 }

@@ -12,7 +12,8 @@
 //! 2. Decided: release the waiter slot and return. A transition was due and made: look again.
 //! 3. Still waiting: park until the request's waiter is woken (a local decision, or the
 //!    store's notification of a change made elsewhere), its next deadline, or the poll
-//!    interval, whichever comes first; then look again.
+//!    interval, whichever comes first; then look again. The poll is the gate's poll queue's
+//!    (`gate/poll.rs`); a waiter has a timer of its own only when its deadline may come first.
 //!
 //! The notification is armed before each look, so a decision made during the look wakes the
 //! park that follows it. Dropping the future (a caller that gave up) releases its waiter slot.
@@ -23,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tracing::Span;
@@ -86,8 +88,10 @@ enum Phase<'g> {
     Start,
     /// Looking at the request.
     Look(Step<'g>),
-    /// Parked until notified or the timer fires.
-    Park(Sleep),
+    /// Parked until notified, or until its own timer fires when its request's deadline may
+    /// come before its poll. Without a timer, the gate's poll queue wakes it at the poll
+    /// (`gate/poll.rs`).
+    Park(Option<Sleep>),
     /// Returned its outcome.
     Done,
 }
@@ -129,6 +133,23 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The timer of a waiter parking until `deadline` on the gate's clock, if it needs one of
+    /// its own: when the deadline surely comes after the poll, the gate's poll queue wakes it
+    /// instead (`gate/poll.rs`) and it has none.
+    fn park_timer(&self, id: RequestId, deadline: DateTime<Utc>) -> Option<Sleep> {
+        let (clock, poll) = (&self.inner.clock, self.inner.poll_interval);
+        match clock.runtime_wait(deadline) {
+            Some(wait) if wait >= poll => {
+                self.poll_later(id);
+                None
+            }
+            Some(wait) => Some(Box::pin(tokio::time::sleep(wait))),
+            None => Some(clock.sleep_until_or_for(deadline, poll)),
+        }
+    }
+}
+
 impl<W: WaitFor> Future for Wait<'_, W> {
     type Output = W::Output;
 
@@ -147,10 +168,7 @@ impl<W: WaitFor> Future for Wait<'_, W> {
                         // Woken by a local decide(), by the store's notification of a change
                         // made elsewhere (see forward_store_changes), at the deadline, or by
                         // the poll.
-                        let clock = &this.gate.inner.clock;
-                        let timer =
-                            clock.sleep_until_or_for(deadline, this.gate.inner.poll_interval);
-                        Some(timer)
+                        Some(this.gate.park_timer(*this.id, deadline))
                     }
                     Poll::Ready(Ok(WaitStep::Done(grant))) => {
                         return Poll::Ready(finish::<W>(this, Ok(Some(*grant))));
@@ -165,7 +183,12 @@ impl<W: WaitFor> Future for Wait<'_, W> {
                         Some(notified) => notified.poll(cx).is_ready(),
                         None => true,
                     };
-                    if !woken && timer.as_mut().poll(cx).is_pending() {
+                    let ready = woken
+                        || match timer {
+                            Some(timer) => timer.as_mut().poll(cx).is_ready(),
+                            None => false,
+                        };
+                    if !ready {
                         return Poll::Pending;
                     }
                     None

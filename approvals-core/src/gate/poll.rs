@@ -1,0 +1,290 @@
+//! The gate's poll queue: when each parked waiter looks at its request again at the latest,
+//! kept by the gate instead of by a timer of each waiter's own.
+//!
+//! A parked waiter looks again when it is woken: by a local decision, by the store's
+//! notification of a change made elsewhere, at its request's next deadline, or, at the
+//! latest, once the poll interval has passed (a change made by another process on a store
+//! that cannot notify). A tokio timer of its own for that poll is 112 bytes of heap for every
+//! parked waiter, paid by every pending request an agent waits on (issue 19's memory budget;
+//! BENCHMARKS.md, "Load"). The poll interval is one setting per gate, so polls fall due in
+//! the order the waiters parked: one queue in that order, 32 bytes an entry, and one task
+//! that sleeps until the first entry is due and wakes that request's waiters. Waiters park at
+//! different moments, so their polls stay spread over the interval, as with timers of their
+//! own.
+//!
+//! An entry stays when its waiter is woken sooner or gives up: when it falls due it wakes
+//! whoever waits on that request then, if anyone (one spare look at worst), and is gone. The
+//! task ends when the queue is empty and is started again by the next entry; it holds the
+//! gate weakly, so a dropped gate's queue goes with it.
+//!
+//! A deadline on the gate's clock that comes before the poll keeps a timer of the waiter's
+//! own (`gate/wait.rs`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::io::{lock, wake_waiter};
+use super::{Gate, Inner};
+use crate::store::RequestId;
+
+/// Polls not yet due, in the order they fall due, and the task that runs them.
+#[derive(Default)]
+pub(super) struct PollQueue {
+    due: VecDeque<(Instant, RequestId)>,
+    runner: Option<JoinHandle<()>>,
+}
+
+impl Gate {
+    /// Wakes the waiters of request `id` once the poll interval has passed, unless it is too
+    /// long to represent (then only a wake-up of another kind ends the park).
+    pub(super) fn poll_later(&self, id: RequestId) {
+        let Some(at) = Instant::now().checked_add(self.inner.poll_interval) else {
+            return;
+        };
+        let mut queue = lock(&self.inner.polls);
+        queue.due.push_back((at, id));
+        // The runner is gone when the queue emptied, or when its runtime shut down.
+        if queue.runner.as_ref().is_none_or(JoinHandle::is_finished) {
+            queue.runner = Some(tokio::spawn(run_polls(Arc::downgrade(&self.inner))));
+        }
+    }
+}
+
+/// Wakes each entry's waiters when it falls due; ends when none is left or the gate is gone.
+async fn run_polls(gate: Weak<Inner>) {
+    loop {
+        let Some(inner) = gate.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let (woken, next) = {
+            let mut queue = lock(&inner.polls);
+            let mut woken = Vec::new();
+            while let Some(&(at, id)) = queue.due.front()
+                && at <= now
+            {
+                queue.due.pop_front();
+                woken.push(id);
+            }
+            let next = queue.due.front().map(|&(at, _)| at);
+            if next.is_none() {
+                // Under the lock, so the next entry sees the queue without a runner.
+                queue.runner = None;
+            }
+            (woken, next)
+        };
+        for id in woken {
+            wake_waiter(&inner, id);
+        }
+        drop(inner);
+        match next {
+            // Entries are added in the order they fall due, so none added while this sleeps
+            // is due before `at`.
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::audit::MemorySink;
+    use crate::policy::{Requirement, StaticPolicy};
+    use crate::{
+        ActionRequest, Gate, GuardError, Initiator, MemoryStore, Principal, RequestId, Review,
+        Submission,
+    };
+
+    /// A gate on `store`, which cannot notify: a change made through another gate on it
+    /// reaches this gate's waiters only by their poll.
+    fn gate_on(store: &Arc<MemoryStore>, poll: Duration, timeout: Duration) -> Gate {
+        Gate::builder()
+            .audit(MemorySink::default())
+            .store_shared(store.clone())
+            .policy(StaticPolicy::require(
+                Requirement::users(["dana@example.com"]).timeout(timeout),
+            ))
+            .initiator(Initiator::agent("billing-agent"))
+            .poll_interval(poll)
+            .build()
+            .expect("gate")
+    }
+
+    async fn pending(gate: &Gate) -> RequestId {
+        match gate
+            .submit(&ActionRequest::new("data.export", "db://prod/customers"))
+            .await
+        {
+            Ok(Submission::Pending(id)) => id,
+            other => panic!("expected a pending request, got {other:?}"),
+        }
+    }
+
+    fn queued(gate: &Gate) -> usize {
+        super::lock(&gate.inner.polls).due.len()
+    }
+
+    fn running(gate: &Gate) -> bool {
+        super::lock(&gate.inner.polls).runner.is_some()
+    }
+
+    /// Lets spawned tasks run until each has parked or finished.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn approve(gate: &Gate, id: RequestId) {
+        gate.decide(id, Review::approve(Principal::human("dana@example.com")))
+            .await
+            .expect("approve");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_made_elsewhere_reaches_a_parked_waiter_at_its_poll_from_the_queue() {
+        let store = Arc::new(MemoryStore::new());
+        let poll = Duration::from_secs(5);
+        let here = gate_on(&store, poll, Duration::from_secs(3600));
+        let elsewhere = gate_on(&store, poll, Duration::from_secs(3600));
+        let id = pending(&here).await;
+        let started = tokio::time::Instant::now();
+        let mut waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(id).await })
+        };
+        settle().await;
+        // Parked with its poll in the gate's queue, not on a timer of its own.
+        assert_eq!(queued(&here), 1);
+        assert!(running(&here));
+
+        approve(&elsewhere, id).await;
+        // Nothing tells `here` of the approval: its waiter hears of it at the poll, not before.
+        let early = tokio::time::timeout(poll - Duration::from_millis(100), &mut waiter).await;
+        assert!(early.is_err(), "the waiter returned before its poll");
+        let grant = tokio::time::timeout(poll, waiter)
+            .await
+            .expect("woken by its poll")
+            .expect("waiter")
+            .expect("grant");
+        assert_eq!(grant.request_id, id);
+        assert!(started.elapsed() >= poll);
+        // The entry went when it fell due, and the runner with the last entry.
+        settle().await;
+        assert_eq!(queued(&here), 0);
+        assert!(!running(&here));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_park_polls_again_one_interval_later_until_the_change_arrives() {
+        let store = Arc::new(MemoryStore::new());
+        let poll = Duration::from_secs(2);
+        let here = gate_on(&store, poll, Duration::from_secs(3600));
+        let elsewhere = gate_on(&store, poll, Duration::from_secs(3600));
+        let id = pending(&here).await;
+        let mut waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(id).await })
+        };
+        // Three polls find nothing and park again, each with one new entry.
+        for _ in 0..3 {
+            tokio::time::advance(poll).await;
+            settle().await;
+            assert_eq!(queued(&here), 1);
+            assert!(!waiter.is_finished());
+        }
+        approve(&elsewhere, id).await;
+        let grant = tokio::time::timeout(poll * 2, &mut waiter)
+            .await
+            .expect("woken by the next poll")
+            .expect("waiter")
+            .expect("grant");
+        assert_eq!(grant.request_id, id);
+    }
+
+    // Real time: the deadline is on the system clock, which paused tokio time does not move.
+    #[tokio::test]
+    async fn a_deadline_before_the_poll_is_the_waiters_own_timer() {
+        let store = Arc::new(MemoryStore::new());
+        // The request expires after one second; the poll is an hour away.
+        let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(1));
+        let id = pending(&here).await;
+        let waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(id).await })
+        };
+        settle().await;
+        assert_eq!(
+            queued(&here),
+            0,
+            "a deadline that comes first needs no poll"
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken at the deadline, long before the poll")
+            .expect("waiter");
+        assert!(
+            matches!(outcome, Err(GuardError::Expired { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(queued(&here), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_gave_up_leaves_an_entry_that_wakes_nobody_and_goes() {
+        let store = Arc::new(MemoryStore::new());
+        let poll = Duration::from_secs(5);
+        let here = gate_on(&store, poll, Duration::from_secs(3600));
+        let id = pending(&here).await;
+        let waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(id).await })
+        };
+        settle().await;
+        waiter.abort();
+        settle().await;
+        assert_eq!(queued(&here), 1);
+        tokio::time::advance(poll).await;
+        settle().await;
+        assert_eq!(queued(&here), 0);
+        assert!(!running(&here));
+        assert!(
+            here.inner
+                .waiters
+                .lock()
+                .map(|w| w.is_empty())
+                .unwrap_or(false)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_does_not_keep_a_dropped_gate_alive() {
+        let store = Arc::new(MemoryStore::new());
+        let poll = Duration::from_secs(5);
+        let here = gate_on(&store, poll, Duration::from_secs(3600));
+        let id = pending(&here).await;
+        let waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(id).await })
+        };
+        settle().await;
+        assert!(running(&here));
+        waiter.abort();
+        settle().await;
+        let weak = Arc::downgrade(&here.inner);
+        drop(here);
+        // The runner sleeps towards the entry's poll, holding the gate weakly.
+        assert!(
+            weak.upgrade().is_none(),
+            "the poll queue kept the gate alive"
+        );
+        tokio::time::advance(poll).await;
+        settle().await;
+    }
+}

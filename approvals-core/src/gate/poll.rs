@@ -13,9 +13,17 @@
 //! own.
 //!
 //! An entry stays when its waiter is woken sooner or gives up: when it falls due it wakes
-//! whoever waits on that request then, if anyone (one spare look at worst), and is gone. The
-//! task ends when the queue is empty and is started again by the next entry; it holds the
-//! gate weakly, so a dropped gate's queue goes with it.
+//! whoever waits on that request then, if anyone (one spare look at worst), and is gone.
+//! So that a long interval and many short waits do not pile up such entries, the queue drops
+//! those of requests nobody waits on any more whenever they could outnumber the rest (each
+//! entry is looked at once per doubling of the queue). The task ends when the queue is empty
+//! and is started again by the next entry; it holds the gate weakly, so a dropped gate's
+//! queue goes with it.
+//!
+//! One task per gate, on the runtime of the waiter that started it, like the forwarder of
+//! the store's notifications (`Gate::forward_store_changes`): if a gate's waiters live on
+//! several runtimes and that one shuts down, the next waiter to park starts another, which
+//! then serves every entry.
 //!
 //! A deadline on the gate's clock that comes before the poll keeps a timer of the waiter's
 //! own (`gate/wait.rs`).
@@ -29,6 +37,9 @@ use tokio::time::Instant;
 use super::io::{lock, wake_waiter};
 use super::{Gate, Inner};
 use crate::store::RequestId;
+
+/// Entries of requests nobody waits on any more that the queue keeps before it drops them.
+const SPARE_ENTRIES: usize = 64;
 
 /// Polls not yet due, in the order they fall due, and the task that runs them.
 #[derive(Default)]
@@ -44,7 +55,12 @@ impl Gate {
         let Some(at) = Instant::now().checked_add(self.inner.poll_interval) else {
             return;
         };
+        let waiting = lock(&self.inner.waiters).len();
         let mut queue = lock(&self.inner.polls);
+        if queue.due.len() >= 2 * waiting + SPARE_ENTRIES {
+            let waiters = lock(&self.inner.waiters);
+            queue.due.retain(|(_, id)| waiters.contains_key(id));
+        }
         queue.due.push_back((at, id));
         // The runner is gone when the queue emptied, or when its runtime shut down.
         if queue.runner.as_ref().is_none_or(JoinHandle::is_finished) {
@@ -261,6 +277,74 @@ mod tests {
                 .map(|w| w.is_empty())
                 .unwrap_or(false)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_short_waits_within_one_interval_leave_few_entries_behind() {
+        let store = Arc::new(MemoryStore::new());
+        let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(7200));
+        // One waiter stays parked throughout; its entry must survive every clean-up.
+        let long = pending(&here).await;
+        let mut long_waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(long).await })
+        };
+        for _ in 0..500 {
+            let id = pending(&here).await;
+            let waiter = {
+                let gate = here.clone();
+                tokio::spawn(async move { gate.wait(id).await })
+            };
+            settle().await;
+            approve(&here, id).await;
+            waiter.await.expect("waiter").expect("grant");
+        }
+        // 501 parks in all; only the long waiter is still parked.
+        let left = queued(&here);
+        assert!(
+            left <= 2 + super::SPARE_ENTRIES,
+            "{left} entries kept for one parked waiter"
+        );
+        approve(&here, long).await;
+        let grant = tokio::time::timeout(Duration::from_secs(1), &mut long_waiter)
+            .await
+            .expect("woken by the approval")
+            .expect("waiter")
+            .expect("grant");
+        assert_eq!(grant.request_id, long);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_up_keeps_the_entry_of_a_waiter_still_parked() {
+        let store = Arc::new(MemoryStore::new());
+        let poll = Duration::from_secs(60);
+        let here = gate_on(&store, poll, Duration::from_secs(7200));
+        let elsewhere = gate_on(&store, poll, Duration::from_secs(7200));
+        let long = pending(&here).await;
+        let mut long_waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(long).await })
+        };
+        settle().await;
+        // Enough short waits to clean up the queue several times over.
+        for _ in 0..300 {
+            let id = pending(&here).await;
+            let waiter = {
+                let gate = here.clone();
+                tokio::spawn(async move { gate.wait(id).await })
+            };
+            settle().await;
+            approve(&here, id).await;
+            waiter.await.expect("waiter").expect("grant");
+        }
+        // Approved where nothing tells this gate: only the long waiter's own entry wakes it.
+        approve(&elsewhere, long).await;
+        let grant = tokio::time::timeout(poll * 2, &mut long_waiter)
+            .await
+            .expect("woken by its poll")
+            .expect("waiter")
+            .expect("grant");
+        assert_eq!(grant.request_id, long);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,8 @@
 //! A future is as large as the largest set of values alive across one of its `.await`s. The
 //! states that only run once (submitting, executing) are boxed and gone while waiting; what
 //! stays is the wait (`gate/wait.rs`, one hand-written future): the request id, the
-//! notification, one timer and the tracing span.
+//! notification, room for a timer (boxed, and only when the request's deadline comes before
+//! its poll: the gate's poll queue wakes the others, `gate/poll.rs`) and the tracing span.
 //! These bounds fail when a change keeps more than that across the wait, such as a value
 //! matched on while waiting, or a second timer.
 

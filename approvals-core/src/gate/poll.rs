@@ -8,15 +8,16 @@
 //! parked waiter, paid by every pending request an agent waits on (issue 19's memory budget;
 //! BENCHMARKS.md, "Load"). The poll interval is one setting per gate, so polls fall due in
 //! the order the waiters parked: one queue in that order, 32 bytes an entry, and one task
-//! that sleeps until the first entry is due and wakes that request's waiters. Waiters park at
+//! that sleeps until the first entry is due (up to [`GRAIN`] later, so that one wake-up
+//! serves every entry due meanwhile) and wakes those requests' waiters. Waiters park at
 //! different moments, so their polls stay spread over the interval, as with timers of their
 //! own.
 //!
 //! An entry stays when its waiter is woken sooner or gives up: when it falls due it wakes
 //! whoever waits on that request then, if anyone (one spare look at worst), and is gone.
 //! So that a long interval and many short waits do not pile up such entries, the queue drops
-//! those of requests nobody waits on any more whenever they could outnumber the rest (each
-//! entry is looked at once per doubling of the queue). The task ends when the queue is empty
+//! those of requests nobody waits on any more whenever they could outnumber the rest, at
+//! most once per doubling of the queue. The task ends when the queue is empty
 //! and is started again by the next entry; it holds the gate weakly, so a dropped gate's
 //! queue goes with it.
 //!
@@ -30,6 +31,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,25 +43,43 @@ use crate::store::RequestId;
 /// Entries of requests nobody waits on any more that the queue keeps before it drops them.
 const SPARE_ENTRIES: usize = 64;
 
+/// How late a poll may come, so that one wake-up of the task serves every entry that falls
+/// due meanwhile: with thousands of short waits a second, most entries outlive their waiter,
+/// and one wake-up each would cost a task switch per wait.
+const GRAIN: Duration = Duration::from_millis(10);
+
 /// Polls not yet due, in the order they fall due, and the task that runs them.
 #[derive(Default)]
 pub(super) struct PollQueue {
     due: VecDeque<(Instant, RequestId)>,
+    /// How many entries the last clean-up kept: the next waits until the queue has doubled
+    /// since, so entries of parked waiters that a clean-up must keep (one that parked again
+    /// has two) cannot make it run on every park.
+    kept: usize,
     runner: Option<JoinHandle<()>>,
+    /// Clean-ups so far, for the tests.
+    #[cfg(test)]
+    cleanups: usize,
 }
 
 impl Gate {
-    /// Wakes the waiters of request `id` once the poll interval has passed, unless it is too
-    /// long to represent (then only a wake-up of another kind ends the park).
+    /// Wakes the waiters of request `id` once the poll interval has passed (and at most
+    /// [`GRAIN`] later), unless it is too long to represent (then only a wake-up of another
+    /// kind ends the park).
     pub(super) fn poll_later(&self, id: RequestId) {
         let Some(at) = Instant::now().checked_add(self.inner.poll_interval) else {
             return;
         };
         let waiting = lock(&self.inner.waiters).len();
         let mut queue = lock(&self.inner.polls);
-        if queue.due.len() >= 2 * waiting + SPARE_ENTRIES {
+        if queue.due.len() >= 2 * waiting.max(queue.kept) + SPARE_ENTRIES {
             let waiters = lock(&self.inner.waiters);
             queue.due.retain(|(_, id)| waiters.contains_key(id));
+            queue.kept = queue.due.len();
+            #[cfg(test)]
+            {
+                queue.cleanups += 1;
+            }
         }
         queue.due.push_back((at, id));
         // The runner is gone when the queue emptied, or when its runtime shut down.
@@ -89,6 +109,7 @@ async fn run_polls(gate: Weak<Inner>) {
             if next.is_none() {
                 // Under the lock, so the next entry sees the queue without a runner.
                 queue.runner = None;
+                queue.kept = 0;
             }
             (woken, next)
         };
@@ -99,7 +120,7 @@ async fn run_polls(gate: Weak<Inner>) {
         match next {
             // Entries are added in the order they fall due, so none added while this sleeps
             // is due before `at`.
-            Some(at) => tokio::time::sleep_until(at).await,
+            Some(at) => tokio::time::sleep_until(at + GRAIN).await,
             None => return,
         }
     }
@@ -266,7 +287,7 @@ mod tests {
         waiter.abort();
         settle().await;
         assert_eq!(queued(&here), 1);
-        tokio::time::advance(poll).await;
+        tokio::time::advance(poll + super::GRAIN).await;
         settle().await;
         assert_eq!(queued(&here), 0);
         assert!(!running(&here));
@@ -312,6 +333,30 @@ mod tests {
             .expect("waiter")
             .expect("grant");
         assert_eq!(grant.request_id, long);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_parks_again_and_again_does_not_make_every_park_clean_up() {
+        let store = Arc::new(MemoryStore::new());
+        let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(7200));
+        let id = pending(&here).await;
+        let waiter = {
+            let gate = here.clone();
+            tokio::spawn(async move { gate.wait(id).await })
+        };
+        settle().await;
+        // Each wake-up without a decision makes the one waiter look and park again: one more
+        // entry each time, all of them its own, which no clean-up may drop.
+        for _ in 0..1000 {
+            here.wake(id);
+            settle().await;
+        }
+        assert_eq!(queued(&here), 1001);
+        // Once per doubling from the spare entries up to 1,001 is a handful; once per park
+        // would be nearly a thousand, each through the whole queue.
+        let cleanups = super::lock(&here.inner.polls).cleanups;
+        assert!(cleanups <= 6, "{cleanups} clean-ups for 1,001 parks");
+        waiter.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -64,11 +64,11 @@ pub(super) struct PollQueue {
 
 impl Gate {
     /// Wakes the waiters of request `id` once the poll interval has passed (and at most
-    /// [`GRAIN`] later), unless it is too long to represent (then only a wake-up of another
-    /// kind ends the park).
-    pub(super) fn poll_later(&self, id: RequestId) {
+    /// [`GRAIN`] later). `false`, and nothing queued, when the interval is too long to
+    /// represent as an instant.
+    pub(super) fn poll_later(&self, id: RequestId) -> bool {
         let Some(at) = Instant::now().checked_add(self.inner.poll_interval) else {
-            return;
+            return false;
         };
         let waiting = lock(&self.inner.waiters).len();
         let mut queue = lock(&self.inner.polls);
@@ -86,6 +86,7 @@ impl Gate {
         if queue.runner.as_ref().is_none_or(JoinHandle::is_finished) {
             queue.runner = Some(tokio::spawn(run_polls(Arc::downgrade(&self.inner))));
         }
+        true
     }
 }
 
@@ -390,6 +391,17 @@ mod tests {
             .expect("waiter")
             .expect("grant");
         assert_eq!(grant.request_id, long);
+    }
+
+    #[tokio::test]
+    async fn a_poll_too_far_off_to_represent_is_not_queued() {
+        let store = Arc::new(MemoryStore::new());
+        let here = gate_on(&store, Duration::MAX, Duration::from_secs(3600));
+        let id = pending(&here).await;
+        // The waiter then keeps the timer for its deadline (`Gate::park_timer`).
+        assert!(!here.poll_later(id));
+        assert_eq!(queued(&here), 0);
+        assert!(!running(&here));
     }
 
     #[tokio::test(start_paused = true)]

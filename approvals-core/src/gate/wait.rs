@@ -120,6 +120,20 @@ pin_project_lite::pin_project! {
 }
 
 impl Gate {
+    /// The timer of a waiter parking until `deadline` on the gate's clock, if it needs one of
+    /// its own: when the deadline surely comes after the poll, the gate's poll queue wakes it
+    /// instead (`gate/poll.rs`) and it has none.
+    fn park_timer(&self, id: RequestId, deadline: DateTime<Utc>) -> Option<Sleep> {
+        let (clock, poll) = (&self.inner.clock, self.inner.poll_interval);
+        let Some(wait) = clock.runtime_wait(deadline) else {
+            return Some(clock.sleep_until_or_for(deadline, poll));
+        };
+        if wait >= poll && self.poll_later(id) {
+            return None;
+        }
+        Some(Box::pin(tokio::time::sleep(wait)))
+    }
+
     /// The wait for request `id`, as one future (see the module's doc).
     pub(super) fn wait_for<W: WaitFor>(&self, id: RequestId) -> Wait<'_, W> {
         Wait {
@@ -129,23 +143,6 @@ impl Gate {
             notified: None,
             phase: Phase::Start,
             want: PhantomData,
-        }
-    }
-}
-
-impl Gate {
-    /// The timer of a waiter parking until `deadline` on the gate's clock, if it needs one of
-    /// its own: when the deadline surely comes after the poll, the gate's poll queue wakes it
-    /// instead (`gate/poll.rs`) and it has none.
-    fn park_timer(&self, id: RequestId, deadline: DateTime<Utc>) -> Option<Sleep> {
-        let (clock, poll) = (&self.inner.clock, self.inner.poll_interval);
-        match clock.runtime_wait(deadline) {
-            Some(wait) if wait >= poll => {
-                self.poll_later(id);
-                None
-            }
-            Some(wait) => Some(Box::pin(tokio::time::sleep(wait))),
-            None => Some(clock.sleep_until_or_for(deadline, poll)),
         }
     }
 }

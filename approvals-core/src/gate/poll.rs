@@ -132,6 +132,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use tokio::task::JoinHandle;
+
     use crate::audit::MemorySink;
     use crate::policy::{Requirement, StaticPolicy};
     use crate::{
@@ -172,6 +174,12 @@ mod tests {
         super::lock(&gate.inner.polls).runner.is_some()
     }
 
+    /// No entry left, and no task running for them.
+    fn assert_idle(gate: &Gate) {
+        assert_eq!(queued(gate), 0);
+        assert!(!running(gate));
+    }
+
     /// Lets spawned tasks run until each has parked or finished.
     async fn settle() {
         for _ in 0..20 {
@@ -185,6 +193,37 @@ mod tests {
             .expect("approve");
     }
 
+    /// A caller waiting for `id` in its own task.
+    fn spawn_wait(gate: &Gate, id: RequestId) -> JoinHandle<Result<crate::Grant, GuardError>> {
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.wait(id).await })
+    }
+
+    /// `n` requests, each waited for until it parks, then approved through `gate`.
+    async fn short_waits(gate: &Gate, n: usize) {
+        for _ in 0..n {
+            let id = pending(gate).await;
+            let waiter = spawn_wait(gate, id);
+            settle().await;
+            approve(gate, id).await;
+            waiter.await.expect("waiter").expect("grant");
+        }
+    }
+
+    /// Waits at most `limit` for `waiter` to return the grant of `id`.
+    async fn granted_within(
+        waiter: &mut JoinHandle<Result<crate::Grant, GuardError>>,
+        limit: Duration,
+        id: RequestId,
+    ) {
+        let grant = tokio::time::timeout(limit, waiter)
+            .await
+            .expect("woken in time")
+            .expect("waiter")
+            .expect("grant");
+        assert_eq!(grant.request_id, id);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_change_made_elsewhere_reaches_a_parked_waiter_at_its_poll_from_the_queue() {
         let store = Arc::new(MemoryStore::new());
@@ -193,10 +232,7 @@ mod tests {
         let elsewhere = gate_on(&store, poll, Duration::from_secs(3600));
         let id = pending(&here).await;
         let started = tokio::time::Instant::now();
-        let mut waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(id).await })
-        };
+        let mut waiter = spawn_wait(&here, id);
         settle().await;
         // Parked with its poll in the gate's queue, not on a timer of its own.
         assert_eq!(queued(&here), 1);
@@ -206,17 +242,11 @@ mod tests {
         // Nothing tells `here` of the approval: its waiter hears of it at the poll, not before.
         let early = tokio::time::timeout(poll - Duration::from_millis(100), &mut waiter).await;
         assert!(early.is_err(), "the waiter returned before its poll");
-        let grant = tokio::time::timeout(poll, waiter)
-            .await
-            .expect("woken by its poll")
-            .expect("waiter")
-            .expect("grant");
-        assert_eq!(grant.request_id, id);
+        granted_within(&mut waiter, poll, id).await;
         assert!(started.elapsed() >= poll);
         // The entry went when it fell due, and the runner with the last entry.
         settle().await;
-        assert_eq!(queued(&here), 0);
-        assert!(!running(&here));
+        assert_idle(&here);
     }
 
     #[tokio::test(start_paused = true)]
@@ -226,10 +256,7 @@ mod tests {
         let here = gate_on(&store, poll, Duration::from_secs(3600));
         let elsewhere = gate_on(&store, poll, Duration::from_secs(3600));
         let id = pending(&here).await;
-        let mut waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(id).await })
-        };
+        let mut waiter = spawn_wait(&here, id);
         // Three polls find nothing and park again, each with one new entry.
         for _ in 0..3 {
             tokio::time::advance(poll).await;
@@ -238,12 +265,7 @@ mod tests {
             assert!(!waiter.is_finished());
         }
         approve(&elsewhere, id).await;
-        let grant = tokio::time::timeout(poll * 2, &mut waiter)
-            .await
-            .expect("woken by the next poll")
-            .expect("waiter")
-            .expect("grant");
-        assert_eq!(grant.request_id, id);
+        granted_within(&mut waiter, poll * 2, id).await;
     }
 
     // Real time: the deadline is on the system clock, which paused tokio time does not move.
@@ -253,10 +275,7 @@ mod tests {
         // The request expires after one second; the poll is an hour away.
         let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(1));
         let id = pending(&here).await;
-        let waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(id).await })
-        };
+        let waiter = spawn_wait(&here, id);
         settle().await;
         assert_eq!(
             queued(&here),
@@ -280,18 +299,14 @@ mod tests {
         let poll = Duration::from_secs(5);
         let here = gate_on(&store, poll, Duration::from_secs(3600));
         let id = pending(&here).await;
-        let waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(id).await })
-        };
+        let waiter = spawn_wait(&here, id);
         settle().await;
         waiter.abort();
         settle().await;
         assert_eq!(queued(&here), 1);
         tokio::time::advance(poll + super::GRAIN).await;
         settle().await;
-        assert_eq!(queued(&here), 0);
-        assert!(!running(&here));
+        assert_idle(&here);
         assert!(
             here.inner
                 .waiters
@@ -307,20 +322,8 @@ mod tests {
         let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(7200));
         // One waiter stays parked throughout; its entry must survive every clean-up.
         let long = pending(&here).await;
-        let mut long_waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(long).await })
-        };
-        for _ in 0..500 {
-            let id = pending(&here).await;
-            let waiter = {
-                let gate = here.clone();
-                tokio::spawn(async move { gate.wait(id).await })
-            };
-            settle().await;
-            approve(&here, id).await;
-            waiter.await.expect("waiter").expect("grant");
-        }
+        let mut long_waiter = spawn_wait(&here, long);
+        short_waits(&here, 500).await;
         // 501 parks in all; only the long waiter is still parked.
         let left = queued(&here);
         assert!(
@@ -328,12 +331,7 @@ mod tests {
             "{left} entries kept for one parked waiter"
         );
         approve(&here, long).await;
-        let grant = tokio::time::timeout(Duration::from_secs(1), &mut long_waiter)
-            .await
-            .expect("woken by the approval")
-            .expect("waiter")
-            .expect("grant");
-        assert_eq!(grant.request_id, long);
+        granted_within(&mut long_waiter, Duration::from_secs(1), long).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -341,10 +339,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(7200));
         let id = pending(&here).await;
-        let waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(id).await })
-        };
+        let waiter = spawn_wait(&here, id);
         settle().await;
         // Each wake-up without a decision makes the one waiter look and park again: one more
         // entry each time, all of them its own, which no clean-up may drop.
@@ -367,30 +362,13 @@ mod tests {
         let here = gate_on(&store, poll, Duration::from_secs(7200));
         let elsewhere = gate_on(&store, poll, Duration::from_secs(7200));
         let long = pending(&here).await;
-        let mut long_waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(long).await })
-        };
+        let mut long_waiter = spawn_wait(&here, long);
         settle().await;
         // Enough short waits to clean up the queue several times over.
-        for _ in 0..300 {
-            let id = pending(&here).await;
-            let waiter = {
-                let gate = here.clone();
-                tokio::spawn(async move { gate.wait(id).await })
-            };
-            settle().await;
-            approve(&here, id).await;
-            waiter.await.expect("waiter").expect("grant");
-        }
+        short_waits(&here, 300).await;
         // Approved where nothing tells this gate: only the long waiter's own entry wakes it.
         approve(&elsewhere, long).await;
-        let grant = tokio::time::timeout(poll * 2, &mut long_waiter)
-            .await
-            .expect("woken by its poll")
-            .expect("waiter")
-            .expect("grant");
-        assert_eq!(grant.request_id, long);
+        granted_within(&mut long_waiter, poll * 2, long).await;
     }
 
     #[tokio::test]
@@ -400,8 +378,7 @@ mod tests {
         let id = pending(&here).await;
         // The waiter then keeps the timer for its deadline (`Gate::park_timer`).
         assert!(!here.poll_later(id));
-        assert_eq!(queued(&here), 0);
-        assert!(!running(&here));
+        assert_idle(&here);
     }
 
     #[tokio::test(start_paused = true)]
@@ -410,10 +387,7 @@ mod tests {
         let poll = Duration::from_secs(5);
         let here = gate_on(&store, poll, Duration::from_secs(3600));
         let id = pending(&here).await;
-        let waiter = {
-            let gate = here.clone();
-            tokio::spawn(async move { gate.wait(id).await })
-        };
+        let waiter = spawn_wait(&here, id);
         settle().await;
         assert!(running(&here));
         waiter.abort();

@@ -38,6 +38,8 @@ mod review;
 mod run;
 mod standing;
 mod submit;
+#[cfg(test)]
+mod testing;
 mod wait;
 
 pub use crate::admission::MAX_REQUEST_BYTES;

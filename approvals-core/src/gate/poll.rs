@@ -70,15 +70,18 @@ impl Gate {
         let Some(at) = Instant::now().checked_add(self.inner.poll_interval) else {
             return false;
         };
-        let waiting = lock(&self.inner.waiters).len();
         let mut queue = lock(&self.inner.polls);
-        if queue.due.len() >= 2 * waiting.max(queue.kept) + SPARE_ENTRIES {
+        // The waiter table is looked at only once the queue has doubled since the last
+        // clean-up, not on every park.
+        if queue.due.len() >= 2 * queue.kept + SPARE_ENTRIES {
             let waiters = lock(&self.inner.waiters);
-            queue.due.retain(|(_, id)| waiters.contains_key(id));
-            queue.kept = queue.due.len();
-            #[cfg(test)]
-            {
-                queue.cleanups += 1;
+            if queue.due.len() >= 2 * waiters.len() + SPARE_ENTRIES {
+                queue.due.retain(|(_, id)| waiters.contains_key(id));
+                queue.kept = queue.due.len();
+                #[cfg(test)]
+                {
+                    queue.cleanups += 1;
+                }
             }
         }
         queue.due.push_back((at, id));
@@ -134,36 +137,34 @@ mod tests {
 
     use tokio::task::JoinHandle;
 
+    use super::super::testing::{self, slots, spawn_wait};
     use crate::audit::MemorySink;
     use crate::policy::{Requirement, StaticPolicy};
     use crate::{
         ActionRequest, Gate, GuardError, Initiator, MemoryStore, Principal, RequestId, Review,
-        Submission,
     };
 
-    /// A gate on `store`, which cannot notify: a change made through another gate on it
-    /// reaches this gate's waiters only by their poll.
-    fn gate_on(store: &Arc<MemoryStore>, poll: Duration, timeout: Duration) -> Gate {
-        Gate::builder()
-            .audit(MemorySink::default())
-            .store_shared(store.clone())
-            .policy(StaticPolicy::require(
-                Requirement::users(["dana@example.com"]).timeout(timeout),
-            ))
-            .initiator(Initiator::agent("billing-agent"))
-            .poll_interval(poll)
-            .build()
-            .expect("gate")
+    /// Two gates on one store, which cannot notify: a change made through the second reaches
+    /// the first's waiters only by their poll. Requests time out after `timeout`.
+    fn two_gates(poll: Duration, timeout: Duration) -> (Gate, Gate) {
+        let store = Arc::new(MemoryStore::new());
+        let gate = || {
+            Gate::builder()
+                .audit(MemorySink::default())
+                .store_shared(store.clone())
+                .policy(StaticPolicy::require(
+                    Requirement::users(["dana@example.com"]).timeout(timeout),
+                ))
+                .initiator(Initiator::agent("billing-agent"))
+                .poll_interval(poll)
+                .build()
+                .expect("gate")
+        };
+        (gate(), gate())
     }
 
     async fn pending(gate: &Gate) -> RequestId {
-        match gate
-            .submit(&ActionRequest::new("data.export", "db://prod/customers"))
-            .await
-        {
-            Ok(Submission::Pending(id)) => id,
-            other => panic!("expected a pending request, got {other:?}"),
-        }
+        testing::pending(gate, "db://prod/customers").await
     }
 
     fn queued(gate: &Gate) -> usize {
@@ -193,12 +194,6 @@ mod tests {
             .expect("approve");
     }
 
-    /// A caller waiting for `id` in its own task.
-    fn spawn_wait(gate: &Gate, id: RequestId) -> JoinHandle<Result<crate::Grant, GuardError>> {
-        let gate = gate.clone();
-        tokio::spawn(async move { gate.wait(id).await })
-    }
-
     /// `n` requests, each waited for until it parks, then approved through `gate`.
     async fn short_waits(gate: &Gate, n: usize) {
         for _ in 0..n {
@@ -226,10 +221,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_change_made_elsewhere_reaches_a_parked_waiter_at_its_poll_from_the_queue() {
-        let store = Arc::new(MemoryStore::new());
         let poll = Duration::from_secs(5);
-        let here = gate_on(&store, poll, Duration::from_secs(3600));
-        let elsewhere = gate_on(&store, poll, Duration::from_secs(3600));
+        let (here, elsewhere) = two_gates(poll, Duration::from_secs(3600));
         let id = pending(&here).await;
         let started = tokio::time::Instant::now();
         let mut waiter = spawn_wait(&here, id);
@@ -251,10 +244,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_park_polls_again_one_interval_later_until_the_change_arrives() {
-        let store = Arc::new(MemoryStore::new());
         let poll = Duration::from_secs(2);
-        let here = gate_on(&store, poll, Duration::from_secs(3600));
-        let elsewhere = gate_on(&store, poll, Duration::from_secs(3600));
+        let (here, elsewhere) = two_gates(poll, Duration::from_secs(3600));
         let id = pending(&here).await;
         let mut waiter = spawn_wait(&here, id);
         // Three polls find nothing and park again, each with one new entry.
@@ -268,12 +259,46 @@ mod tests {
         granted_within(&mut waiter, poll * 2, id).await;
     }
 
+    /// `guard()` and `run()` wait with the same future as `wait()`, so they too park on the
+    /// queue and hear of a change made elsewhere at their poll.
+    #[tokio::test(start_paused = true)]
+    async fn guard_and_run_park_on_the_queue_as_wait_does() {
+        let poll = Duration::from_secs(5);
+        let (here, elsewhere) = two_gates(poll, Duration::from_secs(3600));
+        let guarding = tokio::spawn({
+            let gate = here.clone();
+            async move {
+                let action = ActionRequest::new("data.export", "db://prod/guarded");
+                gate.guard(&action).await.map(|_| ())
+            }
+        });
+        let running = tokio::spawn({
+            let gate = here.clone();
+            async move {
+                let action = ActionRequest::new("data.export", "db://prod/run");
+                gate.run(&action, || async { Ok::<_, GuardError>(()) })
+                    .await
+            }
+        });
+        settle().await;
+        assert_eq!(queued(&here), 2, "each agent's poll is in the queue");
+        for record in elsewhere.pending().await.expect("pending") {
+            approve(&elsewhere, record.id).await;
+        }
+        for agent in [guarding, running] {
+            tokio::time::timeout(poll * 2, agent)
+                .await
+                .expect("woken by its poll")
+                .expect("agent")
+                .expect("granted and run");
+        }
+    }
+
     // Real time: the deadline is on the system clock, which paused tokio time does not move.
     #[tokio::test]
     async fn a_deadline_before_the_poll_is_the_waiters_own_timer() {
-        let store = Arc::new(MemoryStore::new());
         // The request expires after one second; the poll is an hour away.
-        let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(1));
+        let here = two_gates(Duration::from_secs(3600), Duration::from_secs(1)).0;
         let id = pending(&here).await;
         let waiter = spawn_wait(&here, id);
         settle().await;
@@ -295,9 +320,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_caller_that_gave_up_leaves_an_entry_that_wakes_nobody_and_goes() {
-        let store = Arc::new(MemoryStore::new());
         let poll = Duration::from_secs(5);
-        let here = gate_on(&store, poll, Duration::from_secs(3600));
+        let here = two_gates(poll, Duration::from_secs(3600)).0;
         let id = pending(&here).await;
         let waiter = spawn_wait(&here, id);
         settle().await;
@@ -307,19 +331,12 @@ mod tests {
         tokio::time::advance(poll + super::GRAIN).await;
         settle().await;
         assert_idle(&here);
-        assert!(
-            here.inner
-                .waiters
-                .lock()
-                .map(|w| w.is_empty())
-                .unwrap_or(false)
-        );
+        assert_eq!(slots(&here), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn many_short_waits_within_one_interval_leave_few_entries_behind() {
-        let store = Arc::new(MemoryStore::new());
-        let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(7200));
+        let here = two_gates(Duration::from_secs(3600), Duration::from_secs(7200)).0;
         // One waiter stays parked throughout; its entry must survive every clean-up.
         let long = pending(&here).await;
         let mut long_waiter = spawn_wait(&here, long);
@@ -336,8 +353,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_parks_again_and_again_does_not_make_every_park_clean_up() {
-        let store = Arc::new(MemoryStore::new());
-        let here = gate_on(&store, Duration::from_secs(3600), Duration::from_secs(7200));
+        let here = two_gates(Duration::from_secs(3600), Duration::from_secs(7200)).0;
         let id = pending(&here).await;
         let waiter = spawn_wait(&here, id);
         settle().await;
@@ -357,10 +373,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_clean_up_keeps_the_entry_of_a_waiter_still_parked() {
-        let store = Arc::new(MemoryStore::new());
         let poll = Duration::from_secs(60);
-        let here = gate_on(&store, poll, Duration::from_secs(7200));
-        let elsewhere = gate_on(&store, poll, Duration::from_secs(7200));
+        let (here, elsewhere) = two_gates(poll, Duration::from_secs(7200));
         let long = pending(&here).await;
         let mut long_waiter = spawn_wait(&here, long);
         settle().await;
@@ -373,8 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_poll_too_far_off_to_represent_is_not_queued() {
-        let store = Arc::new(MemoryStore::new());
-        let here = gate_on(&store, Duration::MAX, Duration::from_secs(3600));
+        let here = two_gates(Duration::MAX, Duration::from_secs(3600)).0;
         let id = pending(&here).await;
         // The waiter then keeps the timer for its deadline (`Gate::park_timer`).
         assert!(!here.poll_later(id));
@@ -383,9 +396,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_queue_does_not_keep_a_dropped_gate_alive() {
-        let store = Arc::new(MemoryStore::new());
         let poll = Duration::from_secs(5);
-        let here = gate_on(&store, poll, Duration::from_secs(3600));
+        let here = two_gates(poll, Duration::from_secs(3600)).0;
         let id = pending(&here).await;
         let waiter = spawn_wait(&here, id);
         settle().await;

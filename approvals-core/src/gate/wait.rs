@@ -235,11 +235,10 @@ fn release<W>(this: &mut WaitProj<'_, '_, W>) {
 mod tests {
     use std::time::Duration;
 
+    use super::super::testing::{pending, slots, spawn_wait};
     use crate::audit::MemorySink;
     use crate::policy::{Requirement, StaticPolicy};
-    use crate::{
-        ActionRequest, Gate, GuardError, Initiator, Principal, RequestId, Review, Submission,
-    };
+    use crate::{ActionRequest, Gate, GuardError, Initiator, Principal, RequestId, Review};
 
     fn gate() -> Gate {
         Gate::builder()
@@ -250,33 +249,6 @@ mod tests {
             .initiator(Initiator::agent("billing-agent"))
             .build()
             .expect("gate")
-    }
-
-    fn slots(gate: &Gate) -> usize {
-        gate.inner
-            .waiters
-            .lock()
-            .map(|w| w.len())
-            .unwrap_or(usize::MAX)
-    }
-
-    async fn pending(gate: &Gate, resource: &str) -> RequestId {
-        match gate
-            .submit(&ActionRequest::new("data.export", resource))
-            .await
-        {
-            Ok(Submission::Pending(id)) => id,
-            other => panic!("expected a pending request, got {other:?}"),
-        }
-    }
-
-    /// A caller waiting for `id` in its own task.
-    fn spawn_wait(
-        gate: &Gate,
-        id: RequestId,
-    ) -> tokio::task::JoinHandle<Result<crate::Grant, GuardError>> {
-        let gate = gate.clone();
-        tokio::spawn(async move { gate.wait(id).await })
     }
 
     /// Callers parked on `id`'s slot: the table holds one reference to it, and each parked

@@ -1,0 +1,32 @@
+//! Helpers shared by the gate's unit tests of waiting (`gate/wait.rs`, `gate/poll.rs`).
+
+use tokio::task::JoinHandle;
+
+use super::Gate;
+use crate::{ActionRequest, Grant, GuardError, RequestId, Submission};
+
+/// Submits an export of `resource`, which the test's policy sends to a reviewer.
+pub(super) async fn pending(gate: &Gate, resource: &str) -> RequestId {
+    match gate
+        .submit(&ActionRequest::new("data.export", resource))
+        .await
+    {
+        Ok(Submission::Pending(id)) => id,
+        other => panic!("expected a pending request, got {other:?}"),
+    }
+}
+
+/// A caller waiting for `id` in its own task.
+pub(super) fn spawn_wait(gate: &Gate, id: RequestId) -> JoinHandle<Result<Grant, GuardError>> {
+    let gate = gate.clone();
+    tokio::spawn(async move { gate.wait(id).await })
+}
+
+/// Requests with a slot in the gate's waiter table (someone waits on each).
+pub(super) fn slots(gate: &Gate) -> usize {
+    gate.inner
+        .waiters
+        .lock()
+        .map(|w| w.len())
+        .unwrap_or(usize::MAX)
+}

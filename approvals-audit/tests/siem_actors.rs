@@ -36,8 +36,8 @@ fn event(id: RequestId, n: i64, detail: EventDetail) -> Value {
         schema: 1,
         at: Utc::now() + TimeDelta::seconds(n),
         request_id: id,
-        kind: request.kind.clone().into(),
-        resource: request.resource.clone().into(),
+        kind: request.kind.clone(),
+        resource: request.resource.clone(),
         digest: request.digest(),
         detail,
     };

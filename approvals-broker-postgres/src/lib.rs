@@ -169,7 +169,7 @@ impl PostgresBroker {
     }
 
     fn plan(&self, action: &ActionRequest) -> Result<Plan, BrokerError> {
-        let Some(allowed) = self.allowed.get(&action.kind) else {
+        let Some(allowed) = self.allowed.get(action.kind.as_str()) else {
             return Err(BrokerError::Refused(format!(
                 "action kind {:?} gets no PostgreSQL credential: allow it with PostgresBroker::allow",
                 ident::shown(&action.kind)

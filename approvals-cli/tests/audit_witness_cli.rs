@@ -337,8 +337,8 @@ async fn a_plain_json_lines_file_is_refused_with_an_explanation() {
         schema: 1,
         at: chrono::Utc::now(),
         request_id: approvals_core::RequestId::new(),
-        kind: action.kind.clone().into(),
-        resource: action.resource.clone().into(),
+        kind: action.kind.clone(),
+        resource: action.resource.clone(),
         digest: action.digest(),
         detail: approvals_core::EventDetail::Expired {},
     };

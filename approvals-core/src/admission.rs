@@ -84,7 +84,7 @@ fn admit_checked(
         Err(refused) => Some(refused),
     };
     let (digest, canonical_size) = request.digest_and_size();
-    let size = canonical_size + request.idempotency_key.as_ref().map_or(0, String::len);
+    let size = canonical_size + request.idempotency_key.as_ref().map_or(0, |key| key.len());
     match mismatch
         .or_else(|| check_limits(&request, size))
         .or_else(|| check_kind(&request, standing))

@@ -47,6 +47,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use arcstr::ArcStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,10 +68,10 @@ pub struct AuditEvent {
     pub at: DateTime<Utc>,
     /// The request it is about.
     pub request_id: RequestId,
-    /// The action kind (shared, so copies of an event do not copy the text).
-    pub kind: Arc<str>,
+    /// The action kind (shared with the request's, so an event does not copy the text).
+    pub kind: ArcStr,
     /// The action resource (shared like `kind`).
-    pub resource: Arc<str>,
+    pub resource: ArcStr,
     /// The action digest.
     pub digest: Digest,
     /// What happened.

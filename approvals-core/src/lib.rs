@@ -77,6 +77,9 @@ pub use approver::{
     Approver, ApproverError, Decisions, DispatchReason, IdentityError, IdentityResolver,
     StaticIdentityResolver, resolve_reviewer,
 };
+/// The string type of [`ActionRequest`]'s text fields: one pointer, shared by every copy of
+/// the request (the agent's, the stored record's, the audit events'), and free for literals.
+pub use arcstr::ArcStr;
 pub use audit::{
     AuditError, AuditEvent, AuditSink, EventDetail, FanoutSink, JsonLinesSink, MemorySink,
     RefusalCause, RejectCause,
@@ -238,7 +241,7 @@ pub mod __private {
         text: Option<String>,
     ) {
         if let Ok(request) = request {
-            request.justification = text;
+            request.justification = text.map(Into::into);
         }
     }
 

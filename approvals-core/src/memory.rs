@@ -19,7 +19,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct MemoryInner {
     records: Records,
-    by_key: HashMap<String, RequestId>,
+    by_key: HashMap<crate::ArcStr, RequestId>,
 }
 
 /// The records, each found by its own id. A table slot is one pointer: boxed, a slot is not a

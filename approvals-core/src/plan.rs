@@ -82,11 +82,14 @@ impl PlanTerms {
         if n > NAMED {
             named.push(format!("and {} more", n - NAMED));
         }
-        request.summary = Some(format!(
-            "Plan of {n} action(s), each run once as shown: {}",
-            named.join("; ")
-        ));
-        request.justification = justification;
+        request.summary = Some(
+            format!(
+                "Plan of {n} action(s), each run once as shown: {}",
+                named.join("; ")
+            )
+            .into(),
+        );
+        request.justification = justification.map(Into::into);
         request.initiator = Some(initiator);
         request
     }

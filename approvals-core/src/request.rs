@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -390,14 +391,14 @@ pub trait Action: Send + Sync {
     /// The canonical request for this action (filled with the gate's defaults by the gate).
     fn to_request(&self) -> ActionRequest {
         ActionRequest {
-            kind: self.kind().into_owned(),
-            resource: self.resource().into_owned(),
+            kind: self.kind().into(),
+            resource: self.resource().into(),
             params: Arc::new(self.params()),
-            summary: self.summary(),
+            summary: self.summary().map(ArcStr::from),
             initiator: self.initiator().map(Arc::new),
             context: self.context().map_or_else(RequestContext::empty, Arc::new),
-            justification: self.justification(),
-            idempotency_key: self.idempotency_key(),
+            justification: self.justification().map(ArcStr::from),
+            idempotency_key: self.idempotency_key().map(ArcStr::from),
             plan: None,
         }
     }
@@ -407,9 +408,9 @@ pub trait Action: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRequest {
     /// Dotted action kind.
-    pub kind: String,
+    pub kind: ArcStr,
     /// Target resource.
-    pub resource: String,
+    pub resource: ArcStr,
     /// Exact parameters. Shared, so copies of a request (for its audit record, its stored
     /// record, a review view) do not copy them; change them with [`Arc::make_mut`] or
     /// [`params`](ActionRequest::params).
@@ -417,7 +418,7 @@ pub struct ActionRequest {
     pub params: Arc<Value>,
     /// One-line summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
+    pub summary: Option<ArcStr>,
     /// Who asks. On the way in this is at most a claim (see [`Action::initiator`]): the gate
     /// replaces it with the authenticated initiator, keeping only an added session or prompt
     /// reference, and refuses a claim of anyone else. Stored and digested requests hold the
@@ -431,10 +432,10 @@ pub struct ActionRequest {
     pub context: Arc<RequestContext>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub justification: Option<String>,
+    pub justification: Option<ArcStr>,
     /// Retry key; not part of the digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<ArcStr>,
     /// The approved plan ([`plan`](crate::plan)) the caller says this action is one of; not
     /// part of the digest. The gate looks in that plan only: the action runs under it when
     /// its digest is one of the plan's items not yet used, and is asked for otherwise. Boxed:
@@ -445,7 +446,7 @@ pub struct ActionRequest {
 
 impl ActionRequest {
     /// A request with empty parameters and no initiator.
-    pub fn new(kind: impl Into<String>, resource: impl Into<String>) -> Self {
+    pub fn new(kind: impl Into<ArcStr>, resource: impl Into<ArcStr>) -> Self {
         ActionRequest {
             kind: kind.into(),
             resource: resource.into(),
@@ -477,7 +478,7 @@ impl ActionRequest {
     }
 
     /// Sets the summary.
-    pub fn summary(mut self, summary: impl Into<String>) -> Self {
+    pub fn summary(mut self, summary: impl Into<ArcStr>) -> Self {
         self.summary = Some(summary.into());
         self
     }
@@ -509,13 +510,13 @@ impl ActionRequest {
     }
 
     /// Sets the justification.
-    pub fn justification(mut self, why: impl Into<String>) -> Self {
+    pub fn justification(mut self, why: impl Into<ArcStr>) -> Self {
         self.justification = Some(why.into());
         self
     }
 
     /// Sets the idempotency key.
-    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+    pub fn idempotency_key(mut self, key: impl Into<ArcStr>) -> Self {
         self.idempotency_key = Some(key.into());
         self
     }
@@ -1253,13 +1254,13 @@ mod tests {
             .prop_map(
                 |((kind, resource, summary, justification), params, initiator, context)| {
                     ActionRequest {
-                        kind,
-                        resource,
+                        kind: kind.into(),
+                        resource: resource.into(),
                         params: Arc::new(params),
-                        summary,
+                        summary: summary.map(Into::into),
                         initiator: initiator.map(Arc::new),
                         context: Arc::new(context),
-                        justification,
+                        justification: justification.map(Into::into),
                         idempotency_key: None,
                         plan: None,
                     }

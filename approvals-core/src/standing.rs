@@ -118,7 +118,7 @@ impl StandingTerms {
     pub fn to_request(&self, initiator: Arc<Initiator>, justification: String) -> ActionRequest {
         let params = serde_json::to_value(self).unwrap_or_default();
         let mut request = ActionRequest::new(STANDING_KIND, self.resource.clone()).params(params);
-        request.summary = Some(format!(
+        request.summary = Some(arcstr::format!(
             "Standing grant: let {} run {} on {} up to {} time(s) within {}, without asking each time (proposed by {})",
             initiator.principal.label(),
             self.kind,
@@ -127,7 +127,7 @@ impl StandingTerms {
             duration::format_duration(self.duration),
             self.proposed_by.label(),
         ));
-        request.justification = Some(justification);
+        request.justification = Some(justification.into());
         request.initiator = Some(initiator);
         request
     }

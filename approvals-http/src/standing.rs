@@ -156,8 +156,8 @@ pub(crate) fn proposal(
                 })?;
             let resource = body
                 .resource
-                .unwrap_or_else(|| record.request.resource.clone());
-            (record.request.kind.clone(), resource, initiator)
+                .unwrap_or_else(|| record.request.resource.to_string());
+            (record.request.kind.to_string(), resource, initiator)
         }
         None => match (body.kind, body.resource, body.initiator) {
             (Some(kind), Some(resource), Some(initiator)) => (kind, resource, initiator),

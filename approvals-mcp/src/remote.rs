@@ -170,8 +170,8 @@ impl Approvals for Remote {
             Ok(submitted) => submitted,
             Err(ClientError::Problem(p)) if p.code == "policy_denied" => {
                 return Err(refusal_text(&GuardError::PolicyDenied {
-                    kind: action.kind.clone(),
-                    resource: action.resource.clone(),
+                    kind: action.kind.to_string(),
+                    resource: action.resource.to_string(),
                     rule: p.rule.unwrap_or_default(),
                     reason: p.reason.unwrap_or(p.detail),
                 }));

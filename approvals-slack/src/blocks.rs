@@ -754,14 +754,14 @@ mod tests {
         let prefix = "🔐 Approval needed: ";
         let fits = "k".repeat(limits::MAX_HEADER_CHARS - prefix.chars().count());
         let mut r = pending();
-        r.request.kind = fits.clone();
+        r.request.kind = fits.clone().into();
         let header = text_of(&request_message(&r).blocks[0]).to_owned();
         assert_eq!(
             header,
             format!("{prefix}{fits}"),
             "exactly at the limit: unchanged"
         );
-        r.request.kind = format!("{fits}x");
+        r.request.kind = format!("{fits}x").into();
         let header = text_of(&request_message(&r).blocks[0]).to_owned();
         assert_eq!(header.chars().count(), limits::MAX_HEADER_CHARS);
         assert!(header.ends_with('…'), "{header}");
@@ -770,7 +770,7 @@ mod tests {
     #[test]
     fn one_line_values_are_bounded_after_escaping() {
         let mut r = pending();
-        r.request.resource = "r".repeat(MAX_VALUE_CHARS);
+        r.request.resource = "r".repeat(MAX_VALUE_CHARS).into();
         let shown = fields(&request_message(&r));
         assert_eq!(
             shown[1]["text"],
@@ -778,7 +778,7 @@ mod tests {
         );
         // One over, and hostile text that grows five-fold when escaped.
         for resource in ["r".repeat(MAX_VALUE_CHARS + 1), "<&>".repeat(200)] {
-            r.request.resource = resource;
+            r.request.resource = resource.into();
             let message = request_message(&r);
             let field = fields(&message)[1]["text"]
                 .as_str()
@@ -832,8 +832,8 @@ mod tests {
     #[test]
     fn the_modal_and_buttons_stay_within_their_limits() {
         let mut r = pending();
-        r.request.kind = "<&>".repeat(1000);
-        r.request.resource = "\u{202E}".repeat(1000);
+        r.request.kind = "<&>".repeat(1000).into();
+        r.request.resource = "\u{202E}".repeat(1000).into();
         let modal = reason_modal(&r, Verdict::Deny, true, "meta");
         crate::fake::validate_view(&modal).expect("the modal is valid");
         let question = modal["blocks"][0]["text"]["text"]

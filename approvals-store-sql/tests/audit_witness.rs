@@ -139,8 +139,8 @@ fn events(n: usize) -> Vec<AuditEvent> {
             schema: 1,
             at: chrono::DateTime::from_timestamp(1_800_000_000 + i as i64, 0).expect("time"),
             request_id: RequestId::new(),
-            kind: action.kind.clone().into(),
-            resource: action.resource.clone().into(),
+            kind: action.kind.clone(),
+            resource: action.resource.clone(),
             digest: action.digest(),
             detail: EventDetail::Expired {},
         })

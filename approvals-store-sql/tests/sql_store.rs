@@ -659,7 +659,7 @@ async fn reads_of_one_request_never_wait_for_a_writer_and_see_every_commit() {
     let mut records = Vec::new();
     for i in 0..40 {
         let mut request = export_request();
-        request.idempotency_key = Some(format!("read-{i}"));
+        request.idempotency_key = Some(format!("read-{i}").into());
         let record = pending_record(request, epoch());
         store.insert(&record).await.expect("insert");
         records.push(record);

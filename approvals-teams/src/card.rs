@@ -1057,10 +1057,10 @@ mod tests {
         let mut r = record(RequestState::Pending);
         std::sync::Arc::make_mut(&mut r.requirement).quorum = 50;
         let req = &mut r.request;
-        req.kind = long.clone();
-        req.resource = long.clone();
-        req.summary = Some(long.clone());
-        req.justification = Some(long.clone());
+        req.kind = long.clone().into();
+        req.resource = long.clone().into();
+        req.summary = Some(long.clone().into());
+        req.justification = Some(long.clone().into());
         req.params = std::sync::Arc::new(json!({ "note": long }));
         let ctx = std::sync::Arc::make_mut(&mut req.context);
         ctx.environment = Some(long.clone());

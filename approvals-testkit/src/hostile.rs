@@ -43,11 +43,11 @@ pub fn record(text: &str, state: RequestState) -> RequestRecord {
     r.state = state;
     r.policy_rule = Some(format!("rule {text}").into());
     let req = &mut r.request;
-    req.kind = format!("data.export{text}");
-    req.resource = format!("db://prod/{text}");
+    req.kind = format!("data.export{text}").into();
+    req.resource = format!("db://prod/{text}").into();
     req.params = Arc::new(json!({ "note": text, text: "key", "nested": [text] }));
-    req.summary = Some(format!("summary {text}"));
-    req.justification = Some(format!("why {text}"));
+    req.summary = Some(format!("summary {text}").into());
+    req.justification = Some(format!("why {text}").into());
     if let Some(init) = req.initiator.as_mut() {
         let init = Arc::make_mut(init);
         init.principal.id = format!("agent-{text}");

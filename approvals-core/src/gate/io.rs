@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arcstr::ArcStr;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 
@@ -26,8 +27,8 @@ impl Gate {
             schema: AUDIT_SCHEMA_VERSION,
             at: self.now(),
             request_id: record.id,
-            kind: record.request.kind.as_str().into(),
-            resource: record.request.resource.as_str().into(),
+            kind: record.request.kind.clone(),
+            resource: record.request.resource.clone(),
             digest: record.digest,
             detail,
         }
@@ -233,10 +234,15 @@ impl Gate {
         waiters.entry(id).or_default().clone()
     }
 
-    pub(super) fn release_waiter(&self, id: RequestId, notify: Arc<Notify>) {
+    /// Called by a waiter on `id` that has dropped its reference to the slot.
+    pub(super) fn release_waiter(&self, id: RequestId) {
         let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        // The map holds one reference and `notify` another: nobody else is waiting.
-        if Arc::strong_count(&notify) <= 2 {
+        // Only the table holds the slot: nobody else is waiting. (References are only taken
+        // under this lock, by `waiter`, so none can appear before the removal.)
+        if waiters
+            .get(&id)
+            .is_some_and(|slot| Arc::strong_count(slot) == 1)
+        {
             waiters.remove(&id);
         }
     }
@@ -414,8 +420,8 @@ pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 
 pub(super) struct EventSubject {
     pub(super) id: RequestId,
-    pub(super) kind: Arc<str>,
-    pub(super) resource: Arc<str>,
+    pub(super) kind: ArcStr,
+    pub(super) resource: ArcStr,
     pub(super) digest: Digest,
 }
 

@@ -138,7 +138,7 @@ impl Gate {
                 observe::submitted(observe::Submitted::DeniedByPolicy);
                 Err(GuardError::PolicyDenied {
                     kind: PLAN_KIND.into(),
-                    resource: request.resource.clone(),
+                    resource: request.resource.to_string(),
                     rule: rule.to_string(),
                     reason,
                 })

@@ -161,8 +161,8 @@ impl Gate {
             .await?;
         let subject = EventSubject {
             id: grant.request_id,
-            kind: request.kind.as_str().into(),
-            resource: request.resource.as_str().into(),
+            kind: request.kind.clone(),
+            resource: request.resource.clone(),
             digest: grant.digest,
         };
         if presented != grant.digest {

@@ -114,8 +114,8 @@ impl Gate {
         let now = self.now();
         let subject = EventSubject {
             id,
-            kind: admitted.request.kind.as_str().into(),
-            resource: admitted.request.resource.as_str().into(),
+            kind: admitted.request.kind.clone(),
+            resource: admitted.request.resource.clone(),
             digest: admitted.digest,
         };
         let request = Arc::new(admitted.request);

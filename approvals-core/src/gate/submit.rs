@@ -234,8 +234,8 @@ impl Gate {
         let request = &admitted.request;
         let subject = EventSubject {
             id,
-            kind: request.kind.as_str().into(),
-            resource: request.resource.as_str().into(),
+            kind: request.kind.clone(),
+            resource: request.resource.clone(),
             digest: admitted.digest,
         };
         let requested = subject.event(
@@ -304,8 +304,8 @@ impl Gate {
             Decision::Deny { rule, reason } => {
                 observe::submitted(observe::Submitted::DeniedByPolicy);
                 Err(GuardError::PolicyDenied {
-                    kind: request.kind.clone(),
-                    resource: request.resource.clone(),
+                    kind: request.kind.to_string(),
+                    resource: request.resource.to_string(),
                     rule: rule.to_string(),
                     reason,
                 })
@@ -342,8 +342,8 @@ impl Gate {
             observe::submitted(observe::Submitted::DeniedRecently);
             let subject = EventSubject {
                 id,
-                kind: request.kind.as_str().into(),
-                resource: request.resource.as_str().into(),
+                kind: request.kind.clone(),
+                resource: request.resource.clone(),
                 digest,
             };
             self.audit(subject.event(now, denied.event())).await?;

@@ -21,11 +21,9 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tracing::Span;
 
@@ -96,26 +94,23 @@ enum Phase<'g> {
     Done,
 }
 
-pin_project_lite::pin_project! {
-    /// See the module's doc. Made by [`Gate::wait_for`].
-    #[project = WaitProj]
-    pub(super) struct Wait<'g, W> {
-        gate: &'g Gate,
-        id: RequestId,
-        // This request's slot in the gate's waiter table, until released.
-        slot: Option<Arc<Notify>>,
-        // Armed before each look; `None` once done.
-        #[pin]
-        notified: Option<OwnedNotified>,
-        phase: Phase<'g>,
-        want: PhantomData<fn() -> W>,
-    }
+/// See the module's doc. Made by [`Gate::wait_for`].
+pub(super) struct Wait<'g, W> {
+    gate: &'g Gate,
+    id: RequestId,
+    /// Armed before each look on this request's slot in the gate's waiter table, which it keeps
+    /// in the table until released; `None` before the first look and once done. Boxed, and
+    /// reused by each look: tokio's notification is 64 bytes, and a parked agent's task is
+    /// allocated in steps of 128 bytes (BENCHMARKS.md, "Load").
+    notified: Option<Pin<Box<OwnedNotified>>>,
+    phase: Phase<'g>,
+    want: PhantomData<fn() -> W>,
+}
 
-    impl<'g, W> PinnedDrop for Wait<'g, W> {
-        fn drop(this: Pin<&mut Self>) {
-            // Gave up while waiting: the slot goes, or it would stay in the table for good.
-            release(&mut this.project());
-        }
+impl<W> Drop for Wait<'_, W> {
+    fn drop(&mut self) {
+        // Gave up while waiting: the slot goes, or it would stay in the table for good.
+        self.release();
     }
 }
 
@@ -139,7 +134,6 @@ impl Gate {
         Wait {
             gate: self,
             id,
-            slot: None,
             notified: None,
             phase: Phase::Start,
             want: PhantomData,
@@ -151,9 +145,10 @@ impl<W: WaitFor> Future for Wait<'_, W> {
     type Output = W::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<W::Output> {
-        let mut this = self.project();
+        // Every field is `Unpin`: the notification and the futures it polls are boxed.
+        let this = self.get_mut();
         loop {
-            let parked = match this.phase {
+            let parked = match &mut this.phase {
                 Phase::Start => {
                     this.gate.forward_store_changes();
                     None
@@ -165,19 +160,19 @@ impl<W: WaitFor> Future for Wait<'_, W> {
                         // Woken by a local decide(), by the store's notification of a change
                         // made elsewhere (see forward_store_changes), at the deadline, or by
                         // the poll.
-                        Some(this.gate.park_timer(*this.id, deadline))
+                        Some(this.gate.park_timer(this.id, deadline))
                     }
                     Poll::Ready(Ok(WaitStep::Done(grant))) => {
-                        return Poll::Ready(finish::<W>(this, Ok(Some(*grant))));
+                        return Poll::Ready(this.finish(Ok(Some(*grant))));
                     }
                     Poll::Ready(Ok(WaitStep::PlanApproved)) => {
-                        return Poll::Ready(finish::<W>(this, Ok(None)));
+                        return Poll::Ready(this.finish(Ok(None)));
                     }
-                    Poll::Ready(Err(error)) => return Poll::Ready(finish::<W>(this, Err(error))),
+                    Poll::Ready(Err(error)) => return Poll::Ready(this.finish(Err(error))),
                 },
                 Phase::Park(timer) => {
-                    let woken = match this.notified.as_mut().as_pin_mut() {
-                        Some(notified) => notified.poll(cx).is_ready(),
+                    let woken = match &mut this.notified {
+                        Some(notified) => notified.as_mut().poll(cx).is_ready(),
                         None => true,
                     };
                     let ready = woken
@@ -193,41 +188,44 @@ impl<W: WaitFor> Future for Wait<'_, W> {
                 Phase::Done => panic!("a wait polled after it returned"),
             };
             match parked {
-                Some(timer) => *this.phase = Phase::Park(timer),
+                Some(timer) => this.phase = Phase::Park(timer),
                 None => {
                     // Arm the notification, then look: a change during the look wakes the
                     // park after it.
-                    let (gate, id) = (*this.gate, *this.id);
-                    let slot = this.slot.get_or_insert_with(|| gate.waiter(id));
-                    this.notified.set(Some(slot.clone().notified_owned()));
-                    if let Some(notified) = this.notified.as_mut().as_pin_mut() {
-                        notified.enable();
-                    }
+                    let armed = this.gate.waiter(this.id).notified_owned();
+                    let notified = match &mut this.notified {
+                        Some(notified) => {
+                            notified.as_mut().set(armed);
+                            notified
+                        }
+                        None => this.notified.insert(Box::pin(armed)),
+                    };
+                    notified.as_mut().enable();
                     // Boxed: the record and the rarely taken transitions live only during the
                     // look, not in every parked waiter's task.
-                    *this.phase = Phase::Look(Box::pin(this.gate.wait_step(*this.id)));
+                    this.phase = Phase::Look(Box::pin(this.gate.wait_step(this.id)));
                 }
             }
         }
     }
 }
 
-/// Ends the wait: the slot is released before the caller hears the outcome.
-fn finish<W: WaitFor>(
-    mut this: WaitProj<'_, '_, W>,
-    decided: Result<Option<Grant>, GuardError>,
-) -> W::Output {
-    *this.phase = Phase::Done;
-    release(&mut this);
-    W::finish(*this.id, decided)
+impl<W: WaitFor> Wait<'_, W> {
+    /// Ends the wait: the slot is released before the caller hears the outcome.
+    fn finish(&mut self, decided: Result<Option<Grant>, GuardError>) -> W::Output {
+        self.phase = Phase::Done;
+        self.release();
+        W::finish(self.id, decided)
+    }
 }
 
-/// Gives the request's waiter slot back (once): the armed notification first, whose
-/// reference to the slot would otherwise count as another waiter's.
-fn release<W>(this: &mut WaitProj<'_, '_, W>) {
-    this.notified.set(None);
-    if let Some(slot) = this.slot.take() {
-        this.gate.release_waiter(*this.id, slot);
+impl<W> Wait<'_, W> {
+    /// Gives the request's waiter slot back (once): the armed notification holds this
+    /// waiter's reference to it, which would otherwise count as another waiter's.
+    fn release(&mut self) {
+        if self.notified.take().is_some() {
+            self.gate.release_waiter(self.id);
+        }
     }
 }
 
@@ -252,12 +250,12 @@ mod tests {
     }
 
     /// Callers parked on `id`'s slot: the table holds one reference to it, and each parked
-    /// caller two (its slot and its armed notification).
+    /// caller one (its armed notification).
     fn parked_on(gate: &Gate, id: RequestId) -> usize {
         let waiters = gate.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
         waiters
             .get(&id)
-            .map_or(0, |slot| (std::sync::Arc::strong_count(slot) - 1) / 2)
+            .map_or(0, |slot| std::sync::Arc::strong_count(slot) - 1)
     }
 
     /// Waits until `n` callers are parked on `id`.

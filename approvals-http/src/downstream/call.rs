@@ -320,12 +320,12 @@ impl HttpCall {
             )));
         }
         Ok(HttpCall {
-            kind: action.kind.clone(),
+            kind: action.kind.to_string(),
             origin,
             method,
             path_and_query: path.clone(),
             body: params.get("body").cloned(),
-            justification: action.justification.clone(),
+            justification: action.justification.as_deref().map(String::from),
         })
     }
 }

@@ -144,7 +144,7 @@ pub enum EventDetail {
         /// Its decision.
         decision: Decision,
         /// The policy version.
-        policy_version: Arc<str>,
+        policy_version: ArcStr,
     },
     /// A channel delivered the request.
     Dispatched {
@@ -194,7 +194,7 @@ pub enum EventDetail {
         /// allow outright still needs the approvals the request needed.
         decision: Decision,
         /// The policy version that decided.
-        policy_version: Arc<str>,
+        policy_version: ArcStr,
     },
     /// A review was refused.
     ReviewRejected {

@@ -1,5 +1,6 @@
 //! Where requests, reviews and grants live; every state change is one compare-and-set.
 
+use arcstr::ArcStr;
 use std::fmt;
 use std::sync::Arc;
 
@@ -268,9 +269,9 @@ pub struct RequestRecord {
     /// The policy rule that asked for approval; shared with the policy's rule and its
     /// decision, not copied into every record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_rule: Option<Arc<str>>,
+    pub policy_rule: Option<ArcStr>,
     /// The policy's version, shared with the gate's current one.
-    pub policy_version: Arc<str>,
+    pub policy_version: ArcStr,
     /// Where it is in the lifecycle.
     pub state: RequestState,
     /// When it was created.

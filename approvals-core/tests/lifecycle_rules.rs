@@ -39,7 +39,7 @@ fn record(quorum: u32) -> RequestRecord {
         digest,
         Some("exports".into()),
         Arc::new(requirement(quorum)),
-        Arc::from("v1"),
+        "v1".into(),
         t0(),
     )
     .expect("open")

@@ -197,14 +197,14 @@ impl Gate {
 
     /// `version`, a policy version, as a shared string: the one cached for it, refreshed when
     /// the policy reports a new one (so a decision does not allocate its version's name).
-    pub(super) fn shared_policy_version(&self, current: &str) -> Arc<str> {
+    pub(super) fn shared_policy_version(&self, current: &str) -> ArcStr {
         let mut cached = self
             .inner
             .policy_version
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if &**cached != current {
-            *cached = Arc::from(current);
+            *cached = ArcStr::from(current);
         }
         cached.clone()
     }

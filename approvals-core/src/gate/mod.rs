@@ -7,6 +7,7 @@
 //! actions; `run` waits, issues grants and executes; `review` applies verdicts; `maintenance`
 //! makes due transitions (sweeps, recovery); `io` bounds every store, audit and channel call.
 
+use arcstr::ArcStr;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,8 +53,8 @@ pub struct Grant {
     approvers: Vec<Principal>,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-    policy_rule: Option<Arc<str>>,
-    policy_version: Arc<str>,
+    policy_rule: Option<ArcStr>,
+    policy_version: ArcStr,
     approved: bool,
     initiator: Arc<Initiator>,
     edited: Option<Box<ActionRequest>>,
@@ -282,7 +283,7 @@ impl GateBuilder {
         if let Some(initiator) = &self.initiator {
             initiator.validate().map_err(BuildError::InvalidInitiator)?;
         }
-        let policy_version = Mutex::new(Arc::from(policy.version()));
+        let policy_version = Mutex::new(ArcStr::from(policy.version()));
         let recorded = self.store.recorded_writes(&*audit);
         Ok(Gate {
             inner: Arc::new(Inner {
@@ -358,7 +359,7 @@ struct Inner {
     /// When each parked waiter looks again at the latest (see `gate/poll.rs`).
     polls: Mutex<poll::PollQueue>,
     /// The policy's version as last seen, shared by the events and grants that record it.
-    policy_version: Mutex<Arc<str>>,
+    policy_version: Mutex<ArcStr>,
 }
 
 /// The approval engine. Cheap to clone; clones share everything.

@@ -2,6 +2,7 @@
 //! is one of its items. The rules are in [`lifecycle`] (`plan_decision`, `covering_item`,
 //! `use_plan_item`, `open_under_plan`); this executes them.
 
+use arcstr::ArcStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -235,7 +236,7 @@ impl Gate {
     fn evaluate_items(
         &self,
         items: &[ActionRequest],
-    ) -> Result<(Vec<Decision>, Arc<str>), GuardError> {
+    ) -> Result<(Vec<Decision>, ArcStr), GuardError> {
         const ASKS: usize = 3;
         for _ in 0..ASKS {
             let evaluated = items

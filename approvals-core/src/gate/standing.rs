@@ -2,6 +2,7 @@
 //! revoking them. The rules are in [`lifecycle`] (`propose_standing`, `covering_standing`,
 //! `use_standing`, `open_under_standing`); this executes them.
 
+use arcstr::ArcStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ impl Gate {
         request: ActionRequest,
         initiator: &Arc<Initiator>,
         decision: Decision,
-        policy_version: Arc<str>,
+        policy_version: ArcStr,
     ) -> Result<(DateTime<Utc>, EventSubject, Arc<ActionRequest>), GuardError> {
         let admitted = admission::admit_reserved(request, initiator, &self.inner.context)
             .map_err(|refused| refused.error)?;

@@ -1,5 +1,6 @@
 //! Asking: admitting an action, asking the policy, storing and delivering a pending request.
 
+use arcstr::ArcStr;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -671,16 +672,16 @@ enum Decided {
 /// together ([`Gate::evaluate`]): whatever is recorded of the decision carries this version.
 pub(super) struct Evaluated {
     pub(super) decision: Decision,
-    pub(super) policy_version: Arc<str>,
+    pub(super) policy_version: ArcStr,
 }
 
 /// The policy's answer that an action needs approval: the rule, what it requires, and the
 /// version of the rules that gave it, recorded with the request whichever way it is approved
 /// (by reviewers, a plan or a standing grant).
 pub(super) struct Required {
-    pub(super) rule: Option<Arc<str>>,
+    pub(super) rule: Option<ArcStr>,
     pub(super) requirement: Arc<Requirement>,
-    pub(super) policy_version: Arc<str>,
+    pub(super) policy_version: ArcStr,
 }
 
 #[cfg(test)]

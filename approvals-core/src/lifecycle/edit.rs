@@ -3,7 +3,7 @@
 //! editor's approval is the first toward the quorum of the new digest, and approvals of the
 //! old digest no longer count.
 
-use std::sync::Arc;
+use arcstr::ArcStr;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -98,7 +98,7 @@ pub fn review_edited(
     review: &Review,
     proposed: ProposedEdit,
     decision: Decision,
-    policy_version: Arc<str>,
+    policy_version: ArcStr,
     now: DateTime<Utc>,
     grant_ttl: TimeDelta,
 ) -> Result<(Step, ReviewOutcome), ReviewError> {
@@ -191,7 +191,7 @@ pub(super) fn last_edit_events(record: &RequestRecord) -> Option<Vec<EventDetail
 fn edited_event(
     by: &crate::request::Principal,
     edit: &EditRecord,
-    policy_version: Arc<str>,
+    policy_version: ArcStr,
 ) -> EventDetail {
     EventDetail::Edited {
         by: by.clone(),

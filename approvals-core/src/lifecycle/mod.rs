@@ -31,6 +31,7 @@
 //! consumption ([`consume_with_credential`]), issued ([`credential_issued`]) and revoked
 //! ([`credential_revoked`]), by the run or, once due ([`Due::Revoke`]), by a sweep.
 
+use arcstr::ArcStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -283,9 +284,9 @@ pub fn open(
     id: RequestId,
     request: ActionRequest,
     digest: Digest,
-    rule: Option<Arc<str>>,
+    rule: Option<ArcStr>,
     requirement: Arc<Requirement>,
-    policy_version: Arc<str>,
+    policy_version: ArcStr,
     now: DateTime<Utc>,
 ) -> Result<RequestRecord, GuardError> {
     if requirement.quorum == 0 {

@@ -1,6 +1,7 @@
 //! Plans' rules: which rule a plan is reviewed under, which item of an approved plan an action
 //! is, and what using an item records.
 
+use arcstr::ArcStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -27,7 +28,7 @@ pub fn plan_decision(
 ) -> Result<Decision, GuardError> {
     let invalid = |why: String| Err(GuardError::InvalidRequest(why));
     check_plan_len(items.len())?;
-    let mut deciding: Option<(Option<Arc<str>>, Arc<Requirement>)> = None;
+    let mut deciding: Option<(Option<ArcStr>, Arc<Requirement>)> = None;
     for (i, (item, decision)) in items.iter().zip(decisions).enumerate() {
         match decision {
             Decision::Allow { .. } => {}
@@ -156,9 +157,9 @@ pub fn open_under_plan(
     id: RequestId,
     request: ActionRequest,
     digest: Digest,
-    rule: Option<Arc<str>>,
+    rule: Option<ArcStr>,
     requirement: Arc<Requirement>,
-    policy_version: Arc<str>,
+    policy_version: ArcStr,
     plan: &RequestRecord,
     item: u32,
     grant_ttl: TimeDelta,

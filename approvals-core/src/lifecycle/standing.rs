@@ -1,6 +1,7 @@
 //! Standing grants' rules: who may propose one and under which rule, which approved standing
 //! grant covers an action, and what using one records.
 
+use arcstr::ArcStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -29,7 +30,7 @@ pub fn propose_standing(
     terms: &StandingTerms,
     initiator: &Initiator,
     decision: Decision,
-) -> Result<(Option<Arc<str>>, Arc<Requirement>), GuardError> {
+) -> Result<(Option<ArcStr>, Arc<Requirement>), GuardError> {
     let invalid = |why: String| Err(GuardError::InvalidRequest(why));
     if terms.proposed_by.kind != PrincipalKind::Human {
         return invalid(format!(
@@ -194,9 +195,9 @@ pub fn open_under_standing(
     id: RequestId,
     request: ActionRequest,
     digest: Digest,
-    rule: Option<Arc<str>>,
+    rule: Option<ArcStr>,
     requirement: Arc<Requirement>,
-    policy_version: Arc<str>,
+    policy_version: ArcStr,
     grant: &RequestRecord,
     grant_ttl: TimeDelta,
     now: DateTime<Utc>,
@@ -221,9 +222,9 @@ pub(super) type Opening = (
     RequestId,
     ActionRequest,
     Digest,
-    Option<Arc<str>>,
+    Option<ArcStr>,
     Arc<Requirement>,
-    Arc<str>,
+    ArcStr,
 );
 
 /// A request opened already approved by `by` (an approved standing grant or plan): its

@@ -5,6 +5,7 @@ mod glob;
 mod index;
 mod rules;
 
+use arcstr::ArcStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,12 +51,12 @@ pub enum Decision {
         /// The rule that allowed it, if named. Shared with the policy's rule, so a decision
         /// copies no name (one allocation less per allowed `guard()`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        rule: Option<Arc<str>>,
+        rule: Option<ArcStr>,
     },
     /// Refuse.
     Deny {
         /// The rule that denied it.
-        rule: Arc<str>,
+        rule: ArcStr,
         /// Why, in words for the caller.
         reason: String,
     },
@@ -63,7 +64,7 @@ pub enum Decision {
     RequireApproval {
         /// The rule that asked for approval, if named.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        rule: Option<Arc<str>>,
+        rule: Option<ArcStr>,
         /// Who must approve and how. Shared: a rule's requirement is not copied into every
         /// request it applies to.
         requirement: Arc<Requirement>,

@@ -88,6 +88,7 @@
 //! the request's value): `id = "billing-*"` matches `Billing-Agent` and `ｂｉｌｌｉｎｇ-agent`,
 //! so no spelling of an id escapes a rule written for it.
 
+use arcstr::ArcStr;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -560,7 +561,7 @@ impl OutcomeSpec {
     }
 
     fn compile_outcome(&self, rule: Option<&str>) -> CompiledOutcome {
-        let rule: Option<Arc<str>> = rule.map(Arc::from);
+        let rule: Option<ArcStr> = rule.map(ArcStr::from);
         match self.effect {
             Effect::Allow => CompiledOutcome::Allow(rule),
             Effect::Deny => CompiledOutcome::Deny {
@@ -804,13 +805,13 @@ impl TryFrom<RuleSpec> for CheckedRule {
 
 #[derive(Debug, Clone)]
 enum CompiledOutcome {
-    Allow(Option<Arc<str>>),
+    Allow(Option<ArcStr>),
     Deny {
-        rule: Arc<str>,
+        rule: ArcStr,
         reason: String,
     },
     Require {
-        rule: Option<Arc<str>>,
+        rule: Option<ArcStr>,
         requirement: Arc<Requirement>,
     },
 }

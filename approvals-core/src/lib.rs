@@ -77,8 +77,9 @@ pub use approver::{
     Approver, ApproverError, Decisions, DispatchReason, IdentityError, IdentityResolver,
     StaticIdentityResolver, resolve_reviewer,
 };
-/// The string type of [`ActionRequest`]'s text fields: one pointer, shared by every copy of
-/// the request (the agent's, the stored record's, the audit events'), and free for literals.
+/// The string type of [`ActionRequest`]'s text fields, policy rule names and versions: one
+/// pointer, shared by every copy of the request (the agent's, the stored record's, the audit
+/// events'). Made from a `&str` or a `String` with `.into()`.
 pub use arcstr::ArcStr;
 pub use audit::{
     AuditError, AuditEvent, AuditSink, EventDetail, FanoutSink, JsonLinesSink, MemorySink,

@@ -82,13 +82,10 @@ impl PlanTerms {
         if n > NAMED {
             named.push(format!("and {} more", n - NAMED));
         }
-        request.summary = Some(
-            format!(
-                "Plan of {n} action(s), each run once as shown: {}",
-                named.join("; ")
-            )
-            .into(),
-        );
+        request.summary = Some(arcstr::format!(
+            "Plan of {n} action(s), each run once as shown: {}",
+            named.join("; ")
+        ));
         request.justification = justification.map(Into::into);
         request.initiator = Some(initiator);
         request

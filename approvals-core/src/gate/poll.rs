@@ -137,12 +137,10 @@ mod tests {
 
     use tokio::task::JoinHandle;
 
-    use super::super::testing::{self, slots, spawn_wait};
+    use super::super::testing::{self, slots, spawn_guard_and_run, spawn_wait};
     use crate::audit::MemorySink;
     use crate::policy::{Requirement, StaticPolicy};
-    use crate::{
-        ActionRequest, Gate, GuardError, Initiator, MemoryStore, Principal, RequestId, Review,
-    };
+    use crate::{Gate, GuardError, Initiator, MemoryStore, Principal, RequestId, Review};
 
     /// Two gates on one store, which cannot notify: a change made through the second reaches
     /// the first's waiters only by their poll. Requests time out after `timeout`.
@@ -265,21 +263,7 @@ mod tests {
     async fn guard_and_run_park_on_the_queue_as_wait_does() {
         let poll = Duration::from_secs(5);
         let (here, elsewhere) = two_gates(poll, Duration::from_secs(3600));
-        let guarding = tokio::spawn({
-            let gate = here.clone();
-            async move {
-                let action = ActionRequest::new("data.export", "db://prod/guarded");
-                gate.guard(&action).await.map(|_| ())
-            }
-        });
-        let running = tokio::spawn({
-            let gate = here.clone();
-            async move {
-                let action = ActionRequest::new("data.export", "db://prod/run");
-                gate.run(&action, || async { Ok::<_, GuardError>(()) })
-                    .await
-            }
-        });
+        let [guarding, running] = spawn_guard_and_run(&here);
         settle().await;
         assert_eq!(queued(&here), 2, "each agent's poll is in the queue");
         for record in elsewhere.pending().await.expect("pending") {

@@ -233,10 +233,10 @@ impl<W> Wait<'_, W> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::testing::{pending, slots, spawn_wait};
+    use super::super::testing::{pending, slots, spawn_guard_and_run, spawn_wait};
     use crate::audit::MemorySink;
     use crate::policy::{Requirement, StaticPolicy};
-    use crate::{ActionRequest, Gate, GuardError, Initiator, Principal, RequestId, Review};
+    use crate::{Gate, GuardError, Initiator, Principal, RequestId, Review};
 
     fn gate() -> Gate {
         Gate::builder()
@@ -296,21 +296,7 @@ mod tests {
     #[tokio::test]
     async fn an_agent_that_gives_up_in_guard_or_run_leaves_no_waiter_slot_behind() {
         let gate = gate();
-        let guarding = tokio::spawn({
-            let gate = gate.clone();
-            async move {
-                let action = ActionRequest::new("data.export", "db://prod/guarded");
-                gate.guard(&action).await.map(|_| ())
-            }
-        });
-        let running = tokio::spawn({
-            let gate = gate.clone();
-            async move {
-                let action = ActionRequest::new("data.export", "db://prod/run");
-                gate.run(&action, || async { Ok::<_, GuardError>(()) })
-                    .await
-            }
-        });
+        let [guarding, running] = spawn_guard_and_run(&gate);
         // Both submitted their request and parked on its slot.
         for _ in 0..1000 {
             if slots(&gate) == 2 {

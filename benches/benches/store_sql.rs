@@ -28,6 +28,10 @@ use serde_json::json;
 
 use approvals_testkit::pg::{drop_schema, postgres_url, unique_schema};
 
+#[path = "support/recent_events.rs"]
+mod recent_events;
+use recent_events::RecentEvents;
+
 fn gate(store: &SqlStore, poll: Duration) -> Gate {
     Gate::builder()
         .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
@@ -37,6 +41,20 @@ fn gate(store: &SqlStore, poll: Duration) -> Gate {
             Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
         )
         .poll_interval(poll)
+        .build()
+        .expect("gate")
+}
+
+/// The same gate on the in-memory store and an in-memory sink: the engine's own share of a
+/// lifecycle, with no database, as the reference for the SQL figures.
+fn memory_gate() -> Gate {
+    Gate::builder()
+        .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+        .store(approvals_core::MemoryStore::new())
+        .audit(RecentEvents::default())
+        .initiator(
+            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
+        )
         .build()
         .expect("gate")
 }
@@ -79,6 +97,37 @@ async fn lifecycles(gate: &Gate, n: usize) {
     for t in tasks {
         t.await.expect("lifecycle");
     }
+}
+
+/// The lifecycle without a database: what the gate, the agents and the reviewer cost on their
+/// own (the in-memory store keeps every record, so this group runs for a few seconds only).
+fn memory_lifecycles(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let gate = memory_gate();
+    let mut group = c.benchmark_group("store_memory");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("lifecycle_concurrent_64", |b| {
+        b.to_async(&rt).iter(|| lifecycles(&gate, 64));
+    });
+    group.finish();
+    let n = 64 * 256;
+    let cpu_before = process_cpu();
+    let start = Instant::now();
+    rt.block_on(async {
+        for _ in 0..n / 64 {
+            lifecycles(&gate, 64).await;
+        }
+    });
+    let wall = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
+    println!(
+        "memory: {n} lifecycles, 64 at a time: {:.0} lifecycles/s wall clock; {:.3} ms CPU per lifecycle",
+        n as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e3 / n as f64,
+    );
 }
 
 fn sqlite_lifecycles(c: &mut Criterion) {
@@ -351,6 +400,7 @@ fn postgres_wake(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    memory_lifecycles,
     sqlite_lifecycles,
     postgres_lifecycles,
     postgres_wake

@@ -113,20 +113,33 @@ fn memory_lifecycles(c: &mut Criterion) {
         b.to_async(&rt).iter(|| lifecycles(&gate, 64));
     });
     group.finish();
-    let n = 64 * 256;
+    cpu_per_lifecycle("memory", &rt, &gate, 64 * 256, 64);
+}
+
+/// Runs `n` lifecycles, `at_once` at a time, and prints their rate and this process's CPU
+/// time per lifecycle (gate, store, database, hashing): throughput depends on what else the
+/// machine runs, the CPU cost shows what idle cores could do.
+fn cpu_per_lifecycle(
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    gate: &Gate,
+    n: usize,
+    at_once: usize,
+) {
     let cpu_before = process_cpu();
     let start = Instant::now();
     rt.block_on(async {
-        for _ in 0..n / 64 {
-            lifecycles(&gate, 64).await;
+        for _ in 0..n / at_once {
+            lifecycles(gate, at_once).await;
         }
     });
     let wall = start.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_before);
     println!(
-        "memory: {n} lifecycles, 64 at a time: {:.0} lifecycles/s wall clock; {:.3} ms CPU per lifecycle",
+        "{name}: {n} lifecycles, {at_once} at a time: {:.0} lifecycles/s wall clock; {:.3} ms CPU per lifecycle (about {:.0} lifecycles/s per idle core)",
         n as f64 / wall.as_secs_f64(),
         cpu.as_secs_f64() * 1e3 / n as f64,
+        n as f64 / cpu.as_secs_f64().max(1e-9),
     );
 }
 
@@ -156,24 +169,7 @@ fn sqlite_lifecycles(c: &mut Criterion) {
     }
     group.finish();
 
-    // Throughput here depends on what else the machine runs; the CPU cost per lifecycle
-    // (this process: gate, store, SQLite, hashing) shows what idle cores could do.
-    let n = 4096;
-    let cpu_before = process_cpu();
-    let start = Instant::now();
-    rt.block_on(async {
-        for _ in 0..n / 256 {
-            lifecycles(&gate, 256).await;
-        }
-    });
-    let wall = start.elapsed();
-    let cpu = process_cpu().saturating_sub(cpu_before);
-    println!(
-        "sqlite: {n} lifecycles, 256 at a time: {:.0} lifecycles/s wall clock; {:.3} ms CPU per lifecycle (about {:.0} lifecycles/s per idle core)",
-        n as f64 / wall.as_secs_f64(),
-        cpu.as_secs_f64() * 1e3 / n as f64,
-        n as f64 / cpu.as_secs_f64().max(1e-9),
-    );
+    cpu_per_lifecycle("sqlite", &rt, &gate, 4096, 256);
     rt.block_on(store.close());
 }
 

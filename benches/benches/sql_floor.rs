@@ -77,7 +77,8 @@ impl Floor {
         }
     }
 
-    /// `GROUP` lifecycles: four transactions, each committed and synced.
+    /// `GROUP` lifecycles: four transactions, each committed (and synced, when the connection
+    /// was opened `FULL`).
     fn lifecycles(&mut self) {
         let first = self.next_id;
         self.next_id += GROUP as u64;

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use approvals_core::{
-    ActionRequest, Gate, GuardError, Initiator, Principal, Requirement, Review, StaticPolicy,
-    Store, Submission,
+    ActionRequest, Gate, GateBuilder, GuardError, Initiator, Principal, Requirement, Review,
+    StaticPolicy, Store, Submission,
 };
 use approvals_store_sql::{Durability, SqlStore, SqlStoreOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -32,14 +32,19 @@ use approvals_testkit::pg::{drop_schema, postgres_url, unique_schema};
 mod recent_events;
 use recent_events::RecentEvents;
 
-fn gate(store: &SqlStore, poll: Duration) -> Gate {
+/// The bench's gate without its store: the policy and the initiator every lifecycle here uses.
+fn builder() -> GateBuilder {
     Gate::builder()
         .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
-        .store(store.clone())
-        .audit(store.audit_sink())
         .initiator(
             Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
         )
+}
+
+fn gate(store: &SqlStore, poll: Duration) -> Gate {
+    builder()
+        .store(store.clone())
+        .audit(store.audit_sink())
         .poll_interval(poll)
         .build()
         .expect("gate")
@@ -48,13 +53,9 @@ fn gate(store: &SqlStore, poll: Duration) -> Gate {
 /// The same gate on the in-memory store and an in-memory sink: the engine's own share of a
 /// lifecycle, with no database, as the reference for the SQL figures.
 fn memory_gate() -> Gate {
-    Gate::builder()
-        .policy(StaticPolicy::require(Requirement::groups(["data-owners"])))
+    builder()
         .store(approvals_core::MemoryStore::new())
         .audit(RecentEvents::default())
-        .initiator(
-            Initiator::agent("billing-agent").on_behalf_of(Principal::human("dana@example.com")),
-        )
         .build()
         .expect("gate")
 }
